@@ -1,0 +1,74 @@
+//! Domain events and the transactional outbox.
+//!
+//! Every state change writes its events into the outbox table in the **same** transaction
+//! (DESIGN.md §6): a port method that changes state takes the [`NewEvent`]s to write. The relay
+//! that publishes them arrives with the events issue; [`EventLog`] reads a tenant's log.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::{
+    StoreError, TenantId, define_id,
+    page::{Page, PageRequest},
+};
+
+define_id!(
+    /// One recorded domain event.
+    EventId,
+    "evt"
+);
+
+/// An event to record with a state change. The id and time are fixed when it is built so
+/// that the relay can deduplicate re-publishes by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub tenant_id: TenantId,
+    /// Dotted, past tense, stable: `tenant.created`, `order.paid`.
+    pub event_type: &'static str,
+    /// The versioned payload, as stored and published.
+    pub payload: serde_json::Value,
+    pub occurred_at: OffsetDateTime,
+}
+
+impl NewEvent {
+    /// Builds an event from a serializable payload.
+    pub fn new(
+        tenant_id: TenantId,
+        event_type: &'static str,
+        payload: &impl Serialize,
+        occurred_at: OffsetDateTime,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            id: EventId::new(),
+            tenant_id,
+            event_type,
+            payload: serde_json::to_value(payload)?,
+            occurred_at,
+        })
+    }
+}
+
+/// An event as read back from the log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordedEvent {
+    pub id: EventId,
+    pub tenant_id: TenantId,
+    pub event_type: String,
+    pub payload: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+}
+
+/// Reads a tenant's event log. Another tenant's events are invisible: `get` answers
+/// [`StoreError::NotFound`] and `list` never includes them.
+#[async_trait]
+pub trait EventLog: Send + Sync + std::fmt::Debug {
+    async fn get(&self, tenant: TenantId, id: EventId) -> Result<RecordedEvent, StoreError>;
+    async fn list(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<RecordedEvent>, StoreError>;
+}

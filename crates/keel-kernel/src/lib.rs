@@ -1,0 +1,23 @@
+//! Keel's shared vocabulary, used by every context and adapter.
+//!
+//! - [`id`]: typed, prefixed, time-sortable ids (`ten_…`, `evt_…`) over UUIDv7.
+//! - [`money`]: exact money as integer minor units plus an ISO 4217 [`money::Currency`].
+//! - [`clock`]: the [`clock::Clock`] port, so time is injected, never read ad hoc.
+//! - [`page`]: cursor pagination ([`page::PageRequest`], [`page::Page`], [`page::Cursor`]).
+//! - [`error`]: the backend-neutral [`error::StoreError`] every storage port returns.
+//! - [`event`]: the outbox event envelope and the [`event::EventLog`] read port.
+//! - [`health`]: the [`health::StoreHealth`] port behind `/readyz`.
+//!
+//! This crate does no I/O and holds no floating point (the exact-values rule, DESIGN.md §3).
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod error;
+pub mod event;
+pub mod health;
+pub mod id;
+pub mod money;
+pub mod page;
+
+pub use error::StoreError;
+pub use id::TenantId;

@@ -1,0 +1,102 @@
+//! PostgreSQL adapter: the store for cluster mode (N stateless Keel nodes on one database).
+//!
+//! A connection pool of an exact size; embedded migrations (same names as the SQLite
+//! adapter's) applied explicitly by `keel migrate` or `keel serve --migrate`, never silently,
+//! because in a cluster a release migrates once, not every node at start. Until migrated,
+//! `/readyz` answers 503.
+#![forbid(unsafe_code)]
+
+mod error;
+mod migrations;
+mod tenants;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keel_kernel::{
+    StoreError,
+    health::{AppliedMigration, SchemaStatus, StoreHealth},
+};
+pub use migrations::migration_names;
+use sqlx::{
+    Row,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+};
+
+use crate::error::map_err;
+
+/// Everything the adapter needs, as exact values from the configuration.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// Parsed from the `postgres://` URL (credentials stay inside; never logged).
+    pub connect: PgConnectOptions,
+    /// Maximum connections this node holds.
+    pub pool_size: u32,
+    /// How long a request waits for a connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Creates the pool without connecting: the first query connects, so a node can start
+    /// (and report not-ready) while the database is still coming up.
+    pub fn connect_lazy(settings: &PgSettings) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.pool_size)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(settings.connect.clone());
+        Self { pool }
+    }
+
+    /// Applies pending embedded migrations (sqlx takes an advisory lock, so concurrent
+    /// nodes running `--migrate` do not race).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrations::migrator()
+            .run(&self.pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(inner) => map_err(inner),
+                other => StoreError::other(other),
+            })
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl StoreHealth for PgStore {
+    async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        // to_regclass resolves through search_path, like the unqualified name sqlx uses.
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let applied = if exists {
+            sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?
+                .into_iter()
+                .map(|r| {
+                    Ok(AppliedMigration {
+                        version: r.try_get("version")?,
+                        checksum: r.try_get("checksum")?,
+                        success: r.try_get("success")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(map_err)?
+        } else {
+            Vec::new()
+        };
+        Ok(migrations::status(&applied))
+    }
+}

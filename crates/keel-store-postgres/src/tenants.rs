@@ -1,0 +1,150 @@
+//! Tenants and the event log on PostgreSQL.
+
+use async_trait::async_trait;
+use keel_identity::{Tenant, TenantName, TenantSlug, TenantStore};
+use keel_kernel::{
+    StoreError, TenantId,
+    event::{EventId, EventLog, NewEvent, RecordedEvent},
+    page::{Page, PageRequest},
+};
+use sqlx::{Row, postgres::PgRow};
+use uuid::Uuid;
+
+use crate::{PgStore, error::map_err};
+
+fn tenant_from_row(r: &PgRow) -> Result<Tenant, StoreError> {
+    let slug: String = r.try_get("slug").map_err(map_err)?;
+    let name: String = r.try_get("name").map_err(map_err)?;
+    Ok(Tenant {
+        id: TenantId::from_uuid(r.try_get("id").map_err(map_err)?),
+        slug: TenantSlug::parse(&slug).map_err(StoreError::other)?,
+        name: TenantName::parse(&name).map_err(StoreError::other)?,
+        created_at: r.try_get("created_at").map_err(map_err)?,
+    })
+}
+
+fn event_from_row(r: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let payload: String = r.try_get("payload").map_err(map_err)?;
+    Ok(RecordedEvent {
+        id: EventId::from_uuid(r.try_get("id").map_err(map_err)?),
+        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        event_type: r.try_get("event_type").map_err(map_err)?,
+        payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
+        occurred_at: r.try_get("occurred_at").map_err(map_err)?,
+    })
+}
+
+/// Appends events inside the caller's transaction.
+pub(crate) async fn insert_events(
+    tx: &mut sqlx::PgConnection,
+    events: &[NewEvent],
+) -> Result<(), StoreError> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) \
+             VALUES ($1, $2, $3, $4::jsonb, $5)",
+        )
+        .bind(e.tenant_id.as_uuid())
+        .bind(e.id.as_uuid())
+        .bind(e.event_type)
+        .bind(e.payload.to_string())
+        .bind(e.occurred_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TenantStore for PgStore {
+    async fn create(&self, tenant: &Tenant, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.id.as_uuid())
+            .bind(tenant.slug.as_str())
+            .bind(tenant.name.as_str())
+            .bind(tenant.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get(&self, id: TenantId) -> Result<Tenant, StoreError> {
+        let row = sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE id = $1")
+            .bind(id.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        tenant_from_row(&row)
+    }
+
+    async fn get_by_slug(&self, slug: &TenantSlug) -> Result<Tenant, StoreError> {
+        let row = sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE slug = $1")
+            .bind(slug.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        tenant_from_row(&row)
+    }
+
+    async fn list(&self, page: PageRequest) -> Result<Page<Tenant>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, slug, name, created_at FROM tenants \
+             WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
+        )
+        .bind(page.after.map(|c| c.after_id()))
+        .bind(page.limit.fetch_count())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let tenants = rows
+            .iter()
+            .map(tenant_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(tenants, page.limit, |t| {
+            t.id.as_uuid()
+        }))
+    }
+}
+
+#[async_trait]
+impl EventLog for PgStore {
+    async fn get(&self, tenant: TenantId, id: EventId) -> Result<RecordedEvent, StoreError> {
+        let row = sqlx::query(
+            "SELECT tenant_id, id, event_type, payload::text AS payload, occurred_at FROM outbox_events \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        event_from_row(&row)
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<RecordedEvent>, StoreError> {
+        let after: Option<Uuid> = page.after.map(|c| c.after_id());
+        let rows = sqlx::query(
+            "SELECT tenant_id, id, event_type, payload::text AS payload, occurred_at FROM outbox_events \
+             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(after)
+        .bind(page.limit.fetch_count())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(events, page.limit, |e| e.id.as_uuid()))
+    }
+}

@@ -1,0 +1,168 @@
+//! SQLite adapter: Keel's embedded, zero-configuration store.
+//!
+//! Shape (see docs/adr/0004-sqlite-durability.md):
+//! - **One writer connection.** Every write transaction goes through a pool of exactly one
+//!   connection and starts with `BEGIN IMMEDIATE`, so writes queue in-process (bounded by the
+//!   acquire timeout) instead of colliding inside SQLite: load never produces `SQLITE_BUSY`.
+//!   The busy timeout only covers other processes (e.g. `keel tenant create` beside `serve`).
+//! - **A pool of readers** (exact size from config) with `query_only`, reading the WAL
+//!   snapshot concurrently with the writer.
+//! - WAL, `foreign_keys = ON`, `synchronous = FULL` by default: an acknowledged commit survives
+//!   power loss.
+//! - Migrations are embedded (`migrations/`, same names as the PostgreSQL adapter's) and run on
+//!   start.
+#![forbid(unsafe_code)]
+
+mod error;
+mod migrations;
+mod tenants;
+
+use std::{path::PathBuf, time::Duration};
+
+use async_trait::async_trait;
+use keel_kernel::{
+    StoreError,
+    health::{AppliedMigration, SchemaStatus, StoreHealth},
+};
+pub use migrations::migration_names;
+use sqlx::{
+    Row,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
+};
+
+use crate::error::map_err;
+
+/// SQLite's `synchronous` setting. Only the levels that keep WAL commits durable or stronger
+/// are offered by default; `Normal` exists for operators who accept losing the last commits
+/// on power loss (never the database) and say so in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Normal,
+    Full,
+    Extra,
+}
+
+/// Everything the adapter needs, as exact values from the configuration.
+#[derive(Debug, Clone)]
+pub struct SqliteSettings {
+    /// The database file; created (with its parent directory) on first start.
+    pub path: PathBuf,
+    /// How long a connection waits on a lock held by *another process*.
+    pub busy_timeout: Duration,
+    /// How long a request waits for the writer or a reader connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// Number of reader connections.
+    pub readers: u32,
+    pub synchronous: Synchronous,
+}
+
+/// The SQLite store: one writer, a pool of readers.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file. Does not migrate: call [`Self::migrate`].
+    pub async fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
+        if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(StoreError::unavailable)?;
+        }
+        let synchronous = match settings.synchronous {
+            Synchronous::Normal => SqliteSynchronous::Normal,
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Extra => SqliteSynchronous::Extra,
+        };
+        let base = SqliteConnectOptions::new()
+            .filename(&settings.path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .foreign_keys(true)
+            .busy_timeout(settings.busy_timeout);
+        // The writer is opened first: it creates the file and switches it to WAL before any
+        // reader connects.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(base.clone().create_if_missing(true))
+            .await
+            .map_err(map_err)?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(settings.readers)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(base.pragma("query_only", "ON"))
+            .await
+            .map_err(map_err)?;
+        Ok(Self { writer, readers })
+    }
+
+    /// Applies pending embedded migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrations::migrator()
+            .run(&self.writer)
+            .await
+            .map_err(StoreError::other)
+    }
+
+    /// Closes both pools, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+
+    /// Starts a write transaction on the single writer. `BEGIN IMMEDIATE` takes the write
+    /// lock up front, so a transaction never fails half-way on a lock upgrade.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)
+    }
+}
+
+#[async_trait]
+impl StoreHealth for SqliteStore {
+    async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        let has_table: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.readers)
+        .await
+        .map_err(map_err)?;
+        let applied = if has_table == 0 {
+            Vec::new()
+        } else {
+            sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&self.readers)
+                .await
+                .map_err(map_err)?
+                .into_iter()
+                .map(|r| {
+                    Ok(AppliedMigration {
+                        version: r.try_get("version")?,
+                        checksum: r.try_get("checksum")?,
+                        success: r.try_get("success")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(map_err)?
+        };
+        Ok(migrations::status(&applied))
+    }
+}
+
+/// Microseconds since the Unix epoch, the column form of every timestamp.
+fn to_micros(t: time::OffsetDateTime) -> Result<i64, StoreError> {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000).map_err(StoreError::other)
+}
+
+fn from_micros(us: i64) -> Result<time::OffsetDateTime, StoreError> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .map_err(StoreError::other)
+}
