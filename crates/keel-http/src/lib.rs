@@ -1,1 +1,80 @@
-//! placeholder
+//! Keel's HTTP surface (axum): the router, its middleware, RFC 9457 problems, metrics and the
+//! OpenAPI 3.1 document generated from the handlers.
+//!
+//! Handlers are thin: parse the request into domain types ([`extract::Json`]), call a
+//! service, map the context's error into a [`problem::Problem`]. No business rule lives here.
+#![forbid(unsafe_code)]
+
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware::{from_fn, from_fn_with_state},
+};
+use keel_kernel::health::StoreHealth;
+use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{
+    metrics::Metrics,
+    problem::{Problem, ProblemKind},
+};
+
+/// What handlers share: the ports and services picked once at startup.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub health: Arc<dyn StoreHealth>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Exact limits from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// Largest request body accepted, in bytes; larger is 413.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before 503 `request_timeout`.
+    pub request_timeout: Duration,
+}
+
+/// The complete application router.
+pub fn router(state: AppState, settings: HttpSettings) -> Router {
+    router_with(state, settings, OpenApiRouter::new())
+}
+
+/// The application router plus `extra` routes, which get the same middleware and appear in
+/// the OpenAPI document. The seam for embedding Keel and for testing extractors end to end.
+pub fn router_with(
+    state: AppState,
+    settings: HttpSettings,
+    extra: OpenApiRouter<AppState>,
+) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(routes::health::router())
+        .merge(routes::ops::router())
+        .merge(extra)
+        .split_for_parts();
+    let metrics = state.metrics.clone();
+    // `Router::layer` runs after routing, so `MatchedPath` is known to `request_context`.
+    // The last layer added is the outermost.
+    api.merge(openapi::docs_router(doc))
+        .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
+        .layer(DefaultBodyLimit::disable())
+        .layer(from_fn_with_state(
+            settings.request_timeout,
+            middleware::timeout,
+        ))
+        .layer(CatchPanicLayer::custom(middleware::panic_to_problem))
+        .layer(from_fn(middleware::problems_for_bare_errors))
+        .layer(from_fn(middleware::security_headers))
+        .layer(from_fn_with_state(metrics, middleware::request_context))
+}

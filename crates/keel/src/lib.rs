@@ -1,1 +1,137 @@
-//! placeholder
+//! The Keel program: configuration, telemetry, wiring of the chosen backend into the HTTP
+//! router, and the [`App`] that `keel serve` and the test kit both run.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod store;
+pub mod telemetry;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use keel_http::{AppState, metrics::Metrics};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use crate::{config::Settings, store::Store};
+
+/// A bound, ready-to-run Keel server.
+#[derive(Debug)]
+pub struct App {
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    store: Store,
+    grace: Duration,
+}
+
+impl App {
+    /// Opens the store, migrates it when asked (SQLite always: it is embedded and owned by
+    /// this process), builds the router and binds the listener. After this returns, the
+    /// port accepts connections (queued until [`App::run_until_stopped`] serves them), so
+    /// callers need no readiness sleep.
+    pub async fn build(settings: &Settings, migrate: bool) -> anyhow::Result<Self> {
+        Self::build_with_routes(settings, migrate, OpenApiRouter::new()).await
+    }
+
+    /// [`App::build`] plus extra routes under the same middleware (tests, embedding).
+    pub async fn build_with_routes(
+        settings: &Settings,
+        migrate: bool,
+        extra: OpenApiRouter<AppState>,
+    ) -> anyhow::Result<Self> {
+        let store = Store::open(&settings.database)
+            .await
+            .context("cannot open the database")?;
+        if store.is_sqlite() || migrate {
+            store
+                .migrate()
+                .await
+                .context("cannot migrate the database")?;
+        }
+        let state = AppState {
+            health: store.health(),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let router = keel_http::router_with(state, settings.http, extra);
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (KEEL_LISTEN)", settings.listen))?;
+        Ok(Self {
+            listener,
+            router,
+            store,
+            grace: settings.shutdown_grace,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// The store this app serves from.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
+    /// finish for at most the grace period. `Ok` when everything drained in time.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let grace = self.grace;
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!(
+                grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                "shutting down: no new connections, draining in-flight requests"
+            );
+            let _ = draining_tx.send(());
+        });
+        let deadline = async move {
+            if draining_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = server.into_future() => {
+                served.context("server error")?;
+                // Every request finished, so every pooled connection is back: close cleanly.
+                self.store.close().await;
+                tracing::info!("stopped");
+                Ok(())
+            }
+            () = deadline => {
+                // Requests still hold connections; closing the pool would wait on them.
+                anyhow::bail!(
+                    "shutdown grace period of {} ms elapsed with requests still in flight",
+                    grace.as_millis()
+                )
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}

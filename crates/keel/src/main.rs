@@ -1,1 +1,240 @@
-fn main() {}
+//! `keel`: one binary, several roles.
+//!
+//! ```text
+//! keel serve [--migrate]          run the API (SQLite: created and migrated on start)
+//! keel migrate                    apply pending migrations and exit
+//! keel tenant create --name N --slug S [--json]
+//! keel tenant list [--json]
+//! keel config check               print the effective configuration, secrets redacted
+//! ```
+//! Exit codes: 0 success, 1 failure, 2 usage error, 78 invalid configuration (EX_CONFIG).
+
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use keel::{App, Settings, Store, config::LogFormat, telemetry};
+use keel_identity::{NewTenant, TenantError, TenantName, TenantService, TenantSlug};
+use keel_kernel::{
+    clock::SystemClock,
+    page::{Limit, PageRequest},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "Keel: a secure, multi-tenant commerce backend"
+)]
+struct Cli {
+    /// Configuration file (TOML); also `KEEL_CONFIG`. Optional: defaults and `KEEL_*`
+    /// variables suffice.
+    #[arg(long, global = true, env = "KEEL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API until SIGTERM/SIGINT.
+    Serve {
+        /// Apply pending PostgreSQL migrations before serving (SQLite always migrates).
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Manage tenants (merchants).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// Display name, 1 to 200 characters.
+        #[arg(long, value_parser = parse_name)]
+        name: TenantName,
+        /// URL-safe handle: 3 to 63 of a-z, 0-9 and '-', starting with a letter.
+        #[arg(long, value_parser = parse_slug)]
+        slug: TenantSlug,
+        /// Print one JSON object instead of a sentence.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants in creation order.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print it with secrets redacted.
+    Check,
+}
+
+fn parse_slug(s: &str) -> Result<TenantSlug, String> {
+    TenantSlug::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_name(s: &str) -> Result<TenantName, String> {
+    TenantName::parse(s).map_err(|e| e.to_string())
+}
+
+/// The process environment's `KEEL_*` variables (non-UTF-8 ones cannot be configuration).
+fn keel_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with("KEEL_"))
+        .collect()
+}
+
+fn main() -> ExitCode {
+    // rustls needs exactly one process-wide crypto provider; ring is the only one built in.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        eprintln!("keel: a TLS crypto provider was already installed");
+    }
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref(), &keel_env()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("keel: {e}");
+            return ExitCode::from(78);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.worker_threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keel: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting with an error");
+            eprintln!("keel: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { migrate } => {
+            telemetry::init(settings.log_format, false);
+            let app = App::build(&settings, migrate).await?;
+            tracing::info!(addr = %app.local_addr(), backend = if app.store().is_sqlite() { "sqlite" } else { "postgres" }, "listening");
+            app.run_until_stopped(keel::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            telemetry::init(LogFormat::Pretty, true);
+            let store = Store::open(&settings.database).await?;
+            store.migrate().await.context("migration failed")?;
+            let status = keel_kernel::health::StoreHealth::schema_status(&*store.health()).await?;
+            println!(
+                "migrations applied: {} of {}",
+                status.applied, status.expected
+            );
+            store.close().await;
+            Ok(())
+        }
+        Command::Tenant { command } => {
+            telemetry::init(LogFormat::Pretty, true);
+            let store = Store::open(&settings.database).await?;
+            if store.is_sqlite() {
+                store.migrate().await?;
+            }
+            store.ensure_migrated().await?;
+            let service = TenantService::new(store.tenants(), std::sync::Arc::new(SystemClock));
+            let result = tenant_command(&service, command).await;
+            store.close().await;
+            result
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let shown = serde_json::to_string_pretty(&settings.redacted())?;
+            println!("{shown}");
+            Ok(())
+        }
+    }
+}
+
+async fn tenant_command(service: &TenantService, command: TenantCommand) -> anyhow::Result<()> {
+    match command {
+        TenantCommand::Create { name, slug, json } => {
+            let tenant = match service.create(NewTenant { slug, name }).await {
+                Ok(t) => t,
+                Err(e @ TenantError::SlugTaken(_)) => anyhow::bail!("{e}"),
+                Err(e) => return Err(e).context("cannot create the tenant"),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "tenant_id": tenant.id,
+                        "slug": tenant.slug,
+                        "name": tenant.name,
+                        "created_at": tenant.created_at.format(&time::format_description::well_known::Rfc3339)?,
+                    })
+                );
+            } else {
+                println!(
+                    "created tenant {} (slug `{}`, name \"{}\")",
+                    tenant.id, tenant.slug, tenant.name
+                );
+            }
+            Ok(())
+        }
+        TenantCommand::List { json } => {
+            let mut all = Vec::new();
+            let mut after = None;
+            loop {
+                let page = service
+                    .list(PageRequest {
+                        limit: Limit::new(Limit::MAX).expect("MAX is a valid limit"),
+                        after,
+                    })
+                    .await
+                    .context("cannot list tenants")?;
+                all.extend(page.items);
+                after = page.next_cursor;
+                if after.is_none() {
+                    break;
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string(&all)?);
+            } else {
+                println!("{:<31} {:<24} {:<26} NAME", "ID", "SLUG", "CREATED");
+                for t in &all {
+                    let created = t
+                        .created_at
+                        .format(&time::format_description::well_known::Rfc3339)?;
+                    println!("{:<31} {:<24} {:<26} {}", t.id, t.slug, created, t.name);
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Extractors whose rejections are problems, never the framework's plain-text errors.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request, rejection::BytesRejection},
+    http::header,
+};
+use serde::de::DeserializeOwned;
+
+use crate::problem::{FieldError, Problem, ProblemKind};
+
+/// A JSON body parsed straight into a DTO (whose fields are domain types, so parsing is
+/// validation). Rejections:
+/// - no `application/json` content type: 415 `unsupported_media_type`;
+/// - body over the configured limit: 413 `payload_too_large`;
+/// - not JSON at all: 400 `malformed_json`;
+/// - JSON of the wrong shape or with invalid values: 422 `validation_failed`, with a JSON
+///   pointer to the field.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .is_some_and(|mime| {
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.len() > 5
+                    && mime[..mime.len() - 5].starts_with("application/")
+                    && mime.to_ascii_lowercase().ends_with("+json"))
+        })
+}
+
+/// Turns a serde path into an RFC 6901 pointer (`items[0].sku` -> `/items/0/sku`).
+fn pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path {
+        out.push('/');
+        match seg {
+            Segment::Seq { index } => out.push_str(&index.to_string()),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Segment::Unknown => out.push('?'),
+        }
+    }
+    out
+}
+
+/// serde's message without the " at line L column C" tail, which means nothing to a client.
+fn message(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// Parses bytes as JSON into `T`, with the problem a client should see on failure.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let inner = e.inner();
+            if inner.is_syntax() || inner.is_eof() {
+                Err(Problem::new(
+                    ProblemKind::MALFORMED_JSON,
+                    format!("The body is not valid JSON: {}.", message(inner)),
+                ))
+            } else {
+                let ptr = pointer(e.path());
+                Err(Problem::validation(vec![FieldError {
+                    pointer: if ptr.is_empty() { String::new() } else { ptr },
+                    message: message(inner),
+                }]))
+            }
+        }
+    }
+}
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(&req) {
+            return Err(Problem::new(
+                ProblemKind::UNSUPPORTED_MEDIA_TYPE,
+                "Send the body as `Content-Type: application/json`.",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(_) if is_length_limit(&e) => Problem::new(
+                ProblemKind::PAYLOAD_TOO_LARGE,
+                "The body is larger than this server accepts.",
+            ),
+            _ => Problem::new(ProblemKind::BAD_REQUEST, "The body could not be read."),
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+fn is_length_limit(e: &BytesRejection) -> bool {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Order {
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        quantity: u32,
+    }
+
+    #[test]
+    fn syntax_errors_are_malformed_json() {
+        let p = parse_json::<Order>(b"{\"items\": [").expect_err("truncated");
+        assert_eq!(p.kind(), ProblemKind::MALFORMED_JSON);
+        let p = parse_json::<Order>(b"not json").expect_err("garbage");
+        assert_eq!(p.kind(), ProblemKind::MALFORMED_JSON);
+    }
+
+    #[test]
+    fn shape_errors_point_at_the_field() {
+        let p = parse_json::<Order>(br#"{"items": [{"quantity": 1}, {"quantity": -2}]}"#)
+            .expect_err("negative quantity");
+        assert_eq!(p.kind(), ProblemKind::VALIDATION_FAILED);
+        assert_eq!(p.errors()[0].pointer, "/items/1/quantity");
+        let p = parse_json::<Order>(br#"{"items": [], "extra": 1}"#).expect_err("unknown field");
+        assert_eq!(p.kind(), ProblemKind::VALIDATION_FAILED);
+    }
+
+    #[test]
+    fn pointers_escape_tilde_and_slash() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct M {
+            m: std::collections::BTreeMap<String, u8>,
+        }
+        let p = parse_json::<M>(br#"{"m": {"a/b~c": "x"}}"#).expect_err("string for u8");
+        assert_eq!(p.errors()[0].pointer, "/m/a~1b~0c");
+    }
+}

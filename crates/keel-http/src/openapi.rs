@@ -1,0 +1,37 @@
+//! The OpenAPI 3.1 document (generated from the handlers' annotations) and the docs page.
+//!
+//! `/openapi.json` serves the document; `/docs` serves Swagger UI from files embedded in the
+//! binary at build time from the crates.io package (`vendored`): no CDN, no download.
+
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{
+    AppState,
+    problem::{FieldError, ProblemBody},
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Keel",
+        description = "Secure, multi-tenant commerce backend. Errors are RFC 9457 \
+            `application/problem+json` bodies with a stable `code` (see the `Problem` schema); \
+            money is `{\"amount\": <integer minor units>, \"currency\": \"<ISO 4217>\"}`.",
+        license(name = "Apache-2.0"),
+    ),
+    components(schemas(ProblemBody, FieldError)),
+    tags((name = "operations", description = "Probes, metrics and documentation."))
+)]
+struct ApiDoc;
+
+/// The document before routes add their paths.
+pub fn base() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// `/openapi.json` and `/docs`.
+pub fn docs_router(doc: utoipa::openapi::OpenApi) -> Router<AppState> {
+    Router::from(SwaggerUi::new("/docs").url("/openapi.json", doc))
+}

@@ -1,0 +1,288 @@
+//! RFC 9457 problem details: the one error shape of the API.
+//!
+//! Every error response, whether a handler's, an extractor's or the framework's (404, 405,
+//! 413, panics), leaves as `application/problem+json` with a stable `code`. The catalogue of
+//! codes is [`CATALOGUE`]: one place, tested, documented in `docs/problems.md`.
+//!
+//! 5xx bodies never carry internals: the real error rides in a response extension
+//! ([`InternalError`]) and is logged by the request middleware inside the request's span.
+
+use std::{borrow::Cow, sync::Arc};
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use keel_kernel::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The media type of problem bodies.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One kind of problem: its stable code, HTTP status and human title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemKind {
+    pub code: &'static str,
+    pub status: u16,
+    pub title: &'static str,
+}
+
+macro_rules! kinds {
+    ($($konst:ident = ($code:literal, $status:literal, $title:literal);)*) => {
+        impl ProblemKind {
+            $(pub const $konst: Self = Self { code: $code, status: $status, title: $title };)*
+        }
+        /// Every problem kind the API can answer with.
+        pub const CATALOGUE: &[ProblemKind] = &[$(ProblemKind::$konst),*];
+    };
+}
+
+kinds! {
+    BAD_REQUEST = ("bad_request", 400, "Bad request");
+    MALFORMED_JSON = ("malformed_json", 400, "Malformed JSON body");
+    NOT_FOUND = ("not_found", 404, "Not found");
+    METHOD_NOT_ALLOWED = ("method_not_allowed", 405, "Method not allowed");
+    CONFLICT = ("conflict", 409, "Conflict");
+    PAYLOAD_TOO_LARGE = ("payload_too_large", 413, "Payload too large");
+    UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415, "Unsupported media type");
+    VALIDATION_FAILED = ("validation_failed", 422, "Validation failed");
+    INTERNAL = ("internal", 500, "Internal server error");
+    SERVICE_UNAVAILABLE = ("service_unavailable", 503, "Service unavailable");
+    REQUEST_TIMEOUT = ("request_timeout", 503, "Request timed out");
+}
+
+impl ProblemKind {
+    /// The `type` URI of this kind. A URN: stable and unambiguous; the documentation of each
+    /// code is in `docs/problems.md` and the OpenAPI document.
+    pub fn type_uri(self) -> String {
+        format!("urn:keel:problem:{}", self.code)
+    }
+
+    /// The generic kind for a bare status the framework produced.
+    pub fn for_status(status: StatusCode) -> Self {
+        CATALOGUE
+            .iter()
+            .copied()
+            .find(|k| {
+                k.status == status.as_u16()
+                    && k.code != "malformed_json"
+                    && k.code != "request_timeout"
+            })
+            .unwrap_or(if status.is_server_error() {
+                Self::INTERNAL
+            } else {
+                Self::BAD_REQUEST
+            })
+    }
+}
+
+/// One invalid input: where (a JSON pointer into the body) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// JSON pointer (RFC 6901) to the offending member, e.g. `/items/0/quantity`.
+    pub pointer: String,
+    pub message: String,
+}
+
+/// The error detail logged but never sent.
+#[derive(Debug, Clone)]
+pub struct InternalError(pub Arc<str>);
+
+/// A problem response under construction.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    kind: ProblemKind,
+    detail: Cow<'static, str>,
+    errors: Vec<FieldError>,
+    internal: Option<Arc<str>>,
+}
+
+/// The wire form (RFC 9457 members plus Keel's `code` and `errors` extensions).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody {
+    /// URI identifying the problem type, `urn:keel:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code; switch on this, not on `title` or `detail`.
+    pub code: &'static str,
+    /// Present on 422: one entry per invalid field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(kind: ProblemKind, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            errors: Vec::new(),
+            internal: None,
+        }
+    }
+
+    /// 422 with field errors.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let mut p = Self::new(
+            ProblemKind::VALIDATION_FAILED,
+            "The request has invalid fields.",
+        );
+        p.errors = errors;
+        p
+    }
+
+    /// 500 whose cause is logged, never returned.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        let mut p = Self::new(
+            ProblemKind::INTERNAL,
+            "The server failed to handle the request; it has been logged.",
+        );
+        p.internal = Some(error_chain(cause).into());
+        p
+    }
+
+    pub fn kind(&self) -> ProblemKind {
+        self.kind
+    }
+
+    pub fn errors(&self) -> &[FieldError] {
+        &self.errors
+    }
+}
+
+/// `outer: inner: root`, for logs.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::new(ProblemKind::NOT_FOUND, "No such resource."),
+            StoreError::Unavailable(_) => {
+                let mut p = Self::new(
+                    ProblemKind::SERVICE_UNAVAILABLE,
+                    "The service is temporarily unavailable; retry later.",
+                );
+                p.internal = Some(error_chain(&e).into());
+                p
+            }
+            StoreError::Conflict { .. } | StoreError::Other(_) => Self::internal(&e),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.kind.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ProblemBody {
+            type_uri: self.kind.type_uri(),
+            title: self.kind.title,
+            status: self.kind.status,
+            detail: self.detail.into_owned(),
+            code: self.kind.code,
+            errors: self.errors,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut res = (status, bytes).into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(internal) = self.internal {
+            res.extensions_mut().insert(InternalError(internal));
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_statuses_are_errors() {
+        let mut codes: Vec<&str> = CATALOGUE.iter().map(|k| k.code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), CATALOGUE.len());
+        for k in CATALOGUE {
+            assert!(
+                k.code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                k.code
+            );
+            assert!((400..600).contains(&k.status), "{}", k.code);
+        }
+    }
+
+    #[test]
+    fn every_code_is_documented() {
+        let doc = include_str!("../../../docs/problems.md");
+        for k in CATALOGUE {
+            assert!(
+                doc.contains(&format!("`{}`", k.code)),
+                "docs/problems.md lacks `{}`",
+                k.code
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_problems_hide_the_cause_in_the_body() {
+        use http_body_util::BodyExt as _;
+        let cause = std::io::Error::other("password=hunter2 at db.internal:5432");
+        let res = Problem::internal(&cause).into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let logged = res
+            .extensions()
+            .get::<InternalError>()
+            .expect("cause kept for the log");
+        assert!(logged.0.contains("hunter2"));
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let body = String::from_utf8(body.to_vec()).expect("utf-8");
+        assert!(
+            !body.contains("hunter2") && !body.contains("db.internal"),
+            "{body}"
+        );
+        assert!(body.contains(r#""code":"internal""#), "{body}");
+    }
+
+    #[test]
+    fn bare_statuses_map_to_their_generic_kind() {
+        assert_eq!(
+            ProblemKind::for_status(StatusCode::NOT_FOUND),
+            ProblemKind::NOT_FOUND
+        );
+        assert_eq!(
+            ProblemKind::for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            ProblemKind::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            ProblemKind::for_status(StatusCode::BAD_REQUEST),
+            ProblemKind::BAD_REQUEST
+        );
+        assert_eq!(
+            ProblemKind::for_status(StatusCode::SERVICE_UNAVAILABLE),
+            ProblemKind::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ProblemKind::for_status(StatusCode::IM_A_TEAPOT),
+            ProblemKind::BAD_REQUEST
+        );
+        assert_eq!(
+            ProblemKind::for_status(StatusCode::BAD_GATEWAY),
+            ProblemKind::INTERNAL
+        );
+    }
+}

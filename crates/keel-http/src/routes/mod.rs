@@ -1,0 +1,4 @@
+//! One module per resource; each exposes `router() -> OpenApiRouter<AppState>`.
+
+pub mod health;
+pub mod ops;

@@ -1,0 +1,23 @@
+//! `/metrics`: Prometheus text exposition of this node's HTTP metrics.
+
+use axum::{extract::State, http::header, response::IntoResponse};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::AppState;
+
+/// Prometheus metrics (text format 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain; version=0.0.4")))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
+}

@@ -1,0 +1,568 @@
+//! Configuration: embedded defaults, then an optional `keel.toml`, then `KEEL_*` environment
+//! variables (and `KEEL_*_FILE`, whose file content is the value: for secrets), parsed once
+//! into a typed [`Settings`]. An invalid value stops startup with one line naming the key.
+//!
+//! Nested keys use `__` in the environment: `sqlite.readers` is `KEEL_SQLITE__READERS`.
+//! Every limit is an exact number with its unit in the name (`_ms`, `_bytes`): DESIGN.md §3.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+};
+use keel_store_postgres::PgSettings;
+use keel_store_sqlite::{SqliteSettings, Synchronous};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The raw, layered configuration, before validation. Field docs name the variable and
+/// default; `docs/configuration.md` and the README list them all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `KEEL_LISTEN`, default `127.0.0.1:8080`: address and port the API listens on.
+    pub listen: String,
+    /// `KEEL_DATA_DIR`, default `./keel-data`: where the embedded database lives.
+    pub data_dir: PathBuf,
+    /// `KEEL_DATABASE_URL` (secret; also `KEEL_DATABASE_URL_FILE`), default
+    /// `sqlite://<data_dir>/keel.db`. A `postgres://` URL selects PostgreSQL. Never
+    /// serialized, and its `Debug` is redacted.
+    #[serde(skip_serializing)]
+    pub database_url: Option<SecretString>,
+    /// `KEEL_LOG_FORMAT`, default `json`: `json` or `pretty`.
+    pub log_format: String,
+    /// `KEEL_BODY_LIMIT_BYTES`, default 1048576: largest request body, in bytes.
+    pub body_limit_bytes: u64,
+    /// `KEEL_REQUEST_TIMEOUT_MS`, default 30000: longest a request may run.
+    pub request_timeout_ms: u64,
+    /// `KEEL_SHUTDOWN_GRACE_MS`, default 30000: how long in-flight requests may finish after
+    /// SIGTERM/SIGINT before the process gives up on them.
+    pub shutdown_grace_ms: u64,
+    /// `KEEL_WORKER_THREADS`, default 4: async runtime worker threads (an exact count, not
+    /// "one per core").
+    pub worker_threads: u32,
+    pub sqlite: RawSqlite,
+    pub postgres: RawPostgres,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSqlite {
+    /// `KEEL_SQLITE__BUSY_TIMEOUT_MS`, default 5000: wait on a lock held by another process.
+    pub busy_timeout_ms: u64,
+    /// `KEEL_SQLITE__ACQUIRE_TIMEOUT_MS`, default 5000: wait for the writer or a reader.
+    pub acquire_timeout_ms: u64,
+    /// `KEEL_SQLITE__READERS`, default 4: reader connections.
+    pub readers: u32,
+    /// `KEEL_SQLITE__SYNCHRONOUS`, default `full`: `full`, `extra` or `normal`.
+    pub synchronous: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    /// `KEEL_POSTGRES__POOL_SIZE`, default 10: connections per node.
+    pub pool_size: u32,
+    /// `KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS`, default 5000: wait for a pooled connection.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./keel-data"),
+            database_url: None,
+            log_format: "json".into(),
+            body_limit_bytes: 1_048_576,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 30_000,
+            worker_threads: 4,
+            sqlite: RawSqlite {
+                busy_timeout_ms: 5_000,
+                acquire_timeout_ms: 5_000,
+                readers: 4,
+                synchronous: "full".into(),
+            },
+            postgres: RawPostgres {
+                pool_size: 10,
+                acquire_timeout_ms: 5_000,
+            },
+        }
+    }
+}
+
+/// A configuration problem: which key, and what is wrong. Displays as one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable naming the key (`KEEL_LISTEN`), or the file when the file
+    /// itself is the problem.
+    pub key: String,
+    pub problem: String,
+}
+
+fn err(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// `["sqlite", "readers"]` -> `KEEL_SQLITE__READERS`.
+fn env_name(path: &[String]) -> String {
+    format!("KEEL_{}", path.join("__").to_ascii_uppercase())
+}
+
+/// Environment variables that are not configuration keys.
+fn is_reserved(key: &str) -> bool {
+    key == "config"
+        || key.ends_with("_file")
+        || key.starts_with("test_")
+        || key.starts_with("testdb_")
+}
+
+/// `KEEL_X_FILE=/path` provides `x` from the file's content (trailing newline removed), so
+/// secrets can come from mounted files instead of the environment.
+fn file_values(env: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, path) in env {
+        let Some(key) = name
+            .strip_prefix("KEEL_")
+            .and_then(|k| k.strip_suffix("_FILE"))
+        else {
+            continue;
+        };
+        if env.contains_key(&format!("KEEL_{key}")) {
+            return Err(err(
+                name,
+                format!("set together with KEEL_{key}; set only one"),
+            ));
+        }
+        let content = std::fs::read_to_string(path)
+            .map_err(|e| err(name, format!("cannot read {path}: {e}")))?;
+        out.insert(
+            key.to_ascii_lowercase(),
+            content.trim_end_matches(['\n', '\r']).to_owned(),
+        );
+    }
+    Ok(out)
+}
+
+/// Layers the sources. `env` is passed in (not read here) so tests stay hermetic.
+pub fn load_raw(
+    file: Option<&Path>,
+    env: &BTreeMap<String, String>,
+) -> Result<RawConfig, ConfigError> {
+    let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(err(
+                "KEEL_CONFIG",
+                format!("config file {} does not exist", path.display()),
+            ));
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    let from_env = env
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("KEEL_")
+                .map(|k| (k.to_ascii_lowercase(), v.clone()))
+        })
+        .filter(|(k, _)| !is_reserved(k));
+    fig = fig.merge(Serialized::defaults(nest(from_env)));
+    fig = fig.merge(Serialized::defaults(nest(file_values(env)?.into_iter())));
+    fig.extract::<RawConfig>().map_err(|e| {
+        let key = if e.path.is_empty() {
+            "KEEL_CONFIG".to_owned()
+        } else {
+            env_name(&e.path)
+        };
+        // figment's kind never includes the source document, but may quote the value: never
+        // for secrets, whose type is a plain string and so cannot fail to parse.
+        err(&key, e.kind.to_string())
+    })
+}
+
+/// Turns `("sqlite__readers", "4")` pairs into a nested map. A value is read as a number
+/// exactly where the default is a number, so `KEEL_SQLITE__READERS=4` means what `readers = 4`
+/// means in TOML, while `KEEL_LISTEN=8080` stays a string (and is then refused as an address).
+fn nest(pairs: impl Iterator<Item = (String, String)>) -> serde_json::Value {
+    let defaults = serde_json::to_value(RawConfig::default()).expect("defaults serialize");
+    let mut root = serde_json::Map::new();
+    for (key, value) in pairs {
+        let parts: Vec<&str> = key.split("__").collect();
+        let mut node = &mut root;
+        for part in &parts[..parts.len() - 1] {
+            let entry = node
+                .entry((*part).to_owned())
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if !entry.is_object() {
+                *entry = serde_json::Value::Object(serde_json::Map::new());
+            }
+            node = entry.as_object_mut().expect("just made an object");
+        }
+        let leaf = parts[parts.len() - 1].to_owned();
+        let numeric = parts
+            .iter()
+            .try_fold(&defaults, |node, part| node.get(part))
+            .is_some_and(serde_json::Value::is_number);
+        let v = match value.parse::<u64>() {
+            Ok(n) if numeric => serde_json::Value::from(n),
+            _ => serde_json::Value::String(value),
+        };
+        node.insert(leaf, v);
+    }
+    serde_json::Value::Object(root)
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// The database, with only the settings that apply to it (invalid mixes cannot exist).
+#[derive(Clone)]
+pub enum DatabaseSettings {
+    Sqlite(SqliteSettings),
+    Postgres {
+        settings: PgSettings,
+        /// The URL as configured, kept secret (it may hold a password).
+        url: SecretString,
+    },
+}
+
+/// Written by hand: the driver's connect options would print the password.
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(s) => f.debug_tuple("Sqlite").field(s).finish(),
+            Self::Postgres { settings, url } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url(url.expose_secret()))
+                .field("pool_size", &settings.pool_size)
+                .field("acquire_timeout", &settings.acquire_timeout)
+                .finish(),
+        }
+    }
+}
+
+/// The validated configuration the program runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseSettings,
+    pub log_format: LogFormat,
+    pub http: keel_http::HttpSettings,
+    pub shutdown_grace: Duration,
+    pub worker_threads: usize,
+}
+
+fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        Err(err(key, "must be greater than 0"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn millis(key: &str, v: u64) -> Result<Duration, ConfigError> {
+    positive(key, v).map(Duration::from_millis)
+}
+
+/// Removes the password from a database URL for display.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Settings {
+    /// Validates the raw layers into settings, naming the first bad key.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            err(
+                "KEEL_LISTEN",
+                format!(
+                    "`{}` is not an address:port such as 127.0.0.1:8080",
+                    raw.listen.chars().take(64).collect::<String>()
+                ),
+            )
+        })?;
+        let log_format = match raw.log_format.as_str() {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(err(
+                    "KEEL_LOG_FORMAT",
+                    format!(
+                        "`{}` is not one of json, pretty",
+                        other.chars().take(32).collect::<String>()
+                    ),
+                ));
+            }
+        };
+        let body_limit_bytes =
+            usize::try_from(positive("KEEL_BODY_LIMIT_BYTES", raw.body_limit_bytes)?)
+                .map_err(|_| err("KEEL_BODY_LIMIT_BYTES", "too large for this platform"))?;
+        let http = keel_http::HttpSettings {
+            body_limit_bytes,
+            request_timeout: millis("KEEL_REQUEST_TIMEOUT_MS", raw.request_timeout_ms)?,
+        };
+        let shutdown_grace = millis("KEEL_SHUTDOWN_GRACE_MS", raw.shutdown_grace_ms)?;
+        let url = raw.database_url.as_ref().map_or_else(
+            || format!("sqlite://{}", raw.data_dir.join("keel.db").display()),
+            |u| u.expose_secret().to_owned(),
+        );
+        let database = if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(err(
+                    "KEEL_DATABASE_URL",
+                    "sqlite:// needs a file path, e.g. sqlite://./keel-data/keel.db",
+                ));
+            }
+            let synchronous = match raw.sqlite.synchronous.as_str() {
+                "full" => Synchronous::Full,
+                "extra" => Synchronous::Extra,
+                "normal" => Synchronous::Normal,
+                other => {
+                    return Err(err(
+                        "KEEL_SQLITE__SYNCHRONOUS",
+                        format!(
+                            "`{}` is not one of full, extra, normal",
+                            other.chars().take(32).collect::<String>()
+                        ),
+                    ));
+                }
+            };
+            if raw.sqlite.readers == 0 {
+                return Err(err("KEEL_SQLITE__READERS", "must be greater than 0"));
+            }
+            DatabaseSettings::Sqlite(SqliteSettings {
+                path: PathBuf::from(path),
+                busy_timeout: millis("KEEL_SQLITE__BUSY_TIMEOUT_MS", raw.sqlite.busy_timeout_ms)?,
+                acquire_timeout: millis(
+                    "KEEL_SQLITE__ACQUIRE_TIMEOUT_MS",
+                    raw.sqlite.acquire_timeout_ms,
+                )?,
+                readers: raw.sqlite.readers,
+                synchronous,
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // The parse error is not shown: it could quote the password.
+            let connect = url
+                .parse()
+                .map_err(|_| err("KEEL_DATABASE_URL", "not a valid postgres:// URL"))?;
+            if raw.postgres.pool_size == 0 {
+                return Err(err("KEEL_POSTGRES__POOL_SIZE", "must be greater than 0"));
+            }
+            DatabaseSettings::Postgres {
+                settings: PgSettings {
+                    connect,
+                    pool_size: raw.postgres.pool_size,
+                    acquire_timeout: millis(
+                        "KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS",
+                        raw.postgres.acquire_timeout_ms,
+                    )?,
+                },
+                url: SecretString::from(url),
+            }
+        } else {
+            let scheme = url
+                .split("://")
+                .next()
+                .filter(|_| url.contains("://"))
+                .unwrap_or("(none)");
+            return Err(err(
+                "KEEL_DATABASE_URL",
+                format!(
+                    "unsupported scheme `{}`; use sqlite://<path> or postgres://…",
+                    scheme.chars().take(16).collect::<String>()
+                ),
+            ));
+        };
+        let worker_threads = usize::try_from(positive(
+            "KEEL_WORKER_THREADS",
+            u64::from(raw.worker_threads),
+        )?)
+        .map_err(|_| err("KEEL_WORKER_THREADS", "too large for this platform"))?;
+        Ok(Self {
+            listen,
+            data_dir: raw.data_dir,
+            database,
+            log_format,
+            http,
+            shutdown_grace,
+            worker_threads,
+        })
+    }
+
+    /// Loads and validates from a file (optional) and an environment map.
+    pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_raw(load_raw(file, env)?)
+    }
+
+    /// The effective configuration as shown by `keel config check`: secrets redacted.
+    pub fn redacted(&self) -> serde_json::Value {
+        let database = match &self.database {
+            DatabaseSettings::Sqlite(s) => serde_json::json!({
+                "backend": "sqlite",
+                "path": s.path,
+                "busy_timeout_ms": s.busy_timeout.as_millis(),
+                "acquire_timeout_ms": s.acquire_timeout.as_millis(),
+                "readers": s.readers,
+                "synchronous": format!("{:?}", s.synchronous).to_ascii_lowercase(),
+            }),
+            DatabaseSettings::Postgres { settings, url } => serde_json::json!({
+                "backend": "postgres",
+                "url": redact_url(url.expose_secret()),
+                "pool_size": settings.pool_size,
+                "acquire_timeout_ms": settings.acquire_timeout.as_millis(),
+            }),
+        };
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "data_dir": self.data_dir,
+            "database": database,
+            "log_format": self.log_format,
+            "body_limit_bytes": self.http.body_limit_bytes,
+            "request_timeout_ms": self.http.request_timeout.as_millis(),
+            "shutdown_grace_ms": self.shutdown_grace.as_millis(),
+            "worker_threads": self.worker_threads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_embedded_sqlite_on_loopback() {
+        let s = Settings::load(None, &env(&[])).expect("defaults are valid");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.http.body_limit_bytes, 1_048_576);
+        let DatabaseSettings::Sqlite(db) = s.database else {
+            panic!("sqlite by default")
+        };
+        assert_eq!(db.path, Path::new("./keel-data/keel.db"));
+        assert_eq!(db.synchronous, Synchronous::Full);
+    }
+
+    #[test]
+    fn env_overrides_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("keel.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nrequest_timeout_ms = 1234\n[sqlite]\nreaders = 2\n",
+        )
+        .expect("write");
+        let s = Settings::load(
+            Some(&file),
+            &env(&[
+                ("KEEL_LISTEN", "127.0.0.1:9001"),
+                ("KEEL_SQLITE__READERS", "3"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(s.http.request_timeout, Duration::from_millis(1234));
+        let DatabaseSettings::Sqlite(db) = s.database else {
+            panic!("sqlite")
+        };
+        assert_eq!(db.readers, 3);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (("KEEL_LISTEN", "nonsense"), "KEEL_LISTEN"),
+            (("KEEL_DATABASE_URL", "mysql://x"), "KEEL_DATABASE_URL"),
+            (("KEEL_LOG_FORMAT", "xml"), "KEEL_LOG_FORMAT"),
+            (("KEEL_BODY_LIMIT_BYTES", "lots"), "KEEL_BODY_LIMIT_BYTES"),
+            (("KEEL_REQUEST_TIMEOUT_MS", "0"), "KEEL_REQUEST_TIMEOUT_MS"),
+            (("KEEL_SQLITE__READERS", "-1"), "KEEL_SQLITE__READERS"),
+            (
+                ("KEEL_SQLITE__SYNCHRONOUS", "off"),
+                "KEEL_SQLITE__SYNCHRONOUS",
+            ),
+            (("KEEL_LISTN", "127.0.0.1:1"), "KEEL_CONFIG"),
+        ];
+        for ((k, v), key) in cases {
+            let e = Settings::load(None, &env(&[(k, v)])).expect_err(k);
+            assert_eq!(e.key, key, "{k}={v}: {e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let e = Settings::load(None, &env(&[("KEEL_LISTN", "127.0.0.1:1")])).expect_err("typo");
+        assert!(e.problem.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_show() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("db-url");
+        std::fs::write(&secret, "postgres://keel:s3cret@db.example:5432/keel\n").expect("write");
+        let e = env(&[(
+            "KEEL_DATABASE_URL_FILE",
+            secret.to_str().expect("utf-8 path"),
+        )]);
+        let s = Settings::load(None, &e).expect("valid");
+        assert!(matches!(s.database, DatabaseSettings::Postgres { .. }));
+        let shown = s.redacted().to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://keel:***@db.example:5432/keel"),
+            "{shown}"
+        );
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "Debug must redact too"
+        );
+        let both = env(&[
+            ("KEEL_DATABASE_URL_FILE", "/x"),
+            ("KEEL_DATABASE_URL", "sqlite://x"),
+        ]);
+        assert_eq!(
+            Settings::load(None, &both).expect_err("both").key,
+            "KEEL_DATABASE_URL_FILE"
+        );
+    }
+
+    #[test]
+    fn bad_postgres_urls_do_not_echo_the_url() {
+        let e = Settings::load(
+            None,
+            &env(&[("KEEL_DATABASE_URL", "postgres://u:pw@host:notaport/db")]),
+        )
+        .expect_err("bad port");
+        assert!(!e.to_string().contains("pw"), "{e}");
+    }
+}

@@ -1,0 +1,89 @@
+//! The one backend picked at startup, behind the ports the rest of the program uses.
+
+use std::sync::Arc;
+
+use keel_identity::TenantStore;
+use keel_kernel::{StoreError, event::EventLog, health::StoreHealth};
+use keel_store_postgres::PgStore;
+use keel_store_sqlite::SqliteStore;
+
+use crate::config::DatabaseSettings;
+
+/// The configured backend.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Store {
+    /// Opens the backend. SQLite is created if missing; PostgreSQL connects lazily.
+    pub async fn open(db: &DatabaseSettings) -> Result<Self, StoreError> {
+        Ok(match db {
+            DatabaseSettings::Sqlite(s) => Self::Sqlite(SqliteStore::open(s).await?),
+            DatabaseSettings::Postgres { settings, .. } => {
+                Self::Postgres(PgStore::connect_lazy(settings))
+            }
+        })
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, Self::Sqlite(_))
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.migrate().await,
+            Self::Postgres(s) => s.migrate().await,
+        }
+    }
+
+    pub fn tenants(&self) -> Arc<dyn TenantStore> {
+        match self {
+            Self::Sqlite(s) => Arc::new(s.clone()),
+            Self::Postgres(s) => Arc::new(s.clone()),
+        }
+    }
+
+    pub fn events(&self) -> Arc<dyn EventLog> {
+        match self {
+            Self::Sqlite(s) => Arc::new(s.clone()),
+            Self::Postgres(s) => Arc::new(s.clone()),
+        }
+    }
+
+    pub fn health(&self) -> Arc<dyn StoreHealth> {
+        match self {
+            Self::Sqlite(s) => Arc::new(s.clone()),
+            Self::Postgres(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// Fails unless every embedded migration is applied (for commands that write).
+    pub async fn ensure_migrated(&self) -> anyhow::Result<()> {
+        let status = self.health().schema_status().await?;
+        if status.is_current() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "the database is not migrated ({} of {} migrations applied{}); run `keel migrate`",
+                status.applied,
+                status.expected,
+                if status.mismatched.is_empty() {
+                    ""
+                } else {
+                    ", and it holds migrations this binary does not know"
+                }
+            )
+        }
+    }
+
+    /// Closes connections.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
+        }
+    }
+}
