@@ -1,1 +1,251 @@
-//! placeholder
+//! Spawn the real Keel app for a test: a real listener on `127.0.0.1:0`, the real router and
+//! middleware, a real database (a fresh SQLite file, or a fresh PostgreSQL schema; see
+//! `keel-testdb`). The listener is bound before the server task starts, so requests can be
+//! sent at once: no readiness sleeps.
+//!
+//! ```ignore
+//! keel_testkit::backend_tests! {
+//!     async fn readyz_answers_200(app: TestApp) {
+//!         assert_eq!(app.get("/readyz").await.status(), 200);
+//!     }
+//! }
+//! ```
+//! expands into `sqlite::readyz_answers_200` and `postgres::readyz_answers_200`.
+//! Logs go nowhere unless `TEST_LOG=1`.
+#![forbid(unsafe_code)]
+
+use std::sync::Once;
+
+use keel::{App, Settings, Store, config::RawConfig};
+use keel_http::AppState;
+use keel_testdb::{PgSchema, SqliteFile};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use keel_http;
+pub use reqwest;
+pub use utoipa_axum;
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Keeps a test database alive for as long as the app uses it.
+#[derive(Debug)]
+pub enum TestDb {
+    Sqlite(SqliteFile),
+    Postgres(PgSchema),
+}
+
+impl TestDb {
+    /// A fresh, empty database of the given kind.
+    pub async fn fresh(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::Sqlite(keel_testdb::sqlite_file()),
+            Backend::Postgres => Self::Postgres(keel_testdb::postgres_schema().await),
+        }
+    }
+
+    /// The `KEEL_DATABASE_URL` for it.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Sqlite(f) => format!("sqlite://{}", f.path.display()),
+            Self::Postgres(s) => s.url.clone(),
+        }
+    }
+}
+
+/// A running app and a client for it. Dropping it stops the server.
+#[derive(Debug)]
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    pub store: Store,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub db: TestDb,
+}
+
+fn init_test_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            keel::telemetry::init(keel::config::LogFormat::Pretty, false);
+        }
+    });
+}
+
+/// Test configuration: the defaults, on a random loopback port, on `db`.
+pub fn test_config(db: &TestDb) -> RawConfig {
+    let mut raw = RawConfig {
+        listen: "127.0.0.1:0".into(),
+        log_format: "pretty".into(),
+        ..RawConfig::default()
+    };
+    raw.database_url = Some(db.url().into());
+    raw
+}
+
+/// The real app on a fresh database.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, OpenApiRouter::new(), |_| {}).await
+}
+
+/// The real app plus `extra` routes (under the same middleware), with config tweaks.
+pub async fn spawn_app_with(
+    backend: Backend,
+    extra: OpenApiRouter<AppState>,
+    configure: impl FnOnce(&mut RawConfig),
+) -> TestApp {
+    let db = TestDb::fresh(backend).await;
+    let mut raw = test_config(&db);
+    configure(&mut raw);
+    spawn_on(db, raw, true, extra).await
+}
+
+/// The real app on `db` with `raw` config; `migrate` as `keel serve --migrate` would.
+pub async fn spawn_on(
+    db: TestDb,
+    raw: RawConfig,
+    migrate: bool,
+    extra: OpenApiRouter<AppState>,
+) -> TestApp {
+    init_test_logging();
+    let backend = match db {
+        TestDb::Sqlite(_) => Backend::Sqlite,
+        TestDb::Postgres(_) => Backend::Postgres,
+    };
+    let settings = Settings::from_raw(raw).expect("valid test configuration");
+    let app = App::build_with_routes(&settings, migrate, extra)
+        .await
+        .expect("build the app");
+    let base_url = format!("http://{}", app.local_addr());
+    let store = app.store().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base_url,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("build the HTTP client"),
+        backend,
+        store,
+        server: Some(server),
+        stop: Some(stop),
+        db,
+    }
+}
+
+impl TestApp {
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET reaches the server")
+    }
+
+    /// `POST path` with a raw body and content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST reaches the server")
+    }
+
+    /// Stops the server gracefully and returns how the run ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.server.take() {
+            Some(handle) => handle.await.expect("server task did not panic"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Asserts the response is an RFC 9457 problem with `status` and `code`; returns its body.
+pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(ct, "application/problem+json", "content type");
+    let body: serde_json::Value = res.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["type"], format!("urn:keel:problem:{code}"), "{body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+/// Expands each test into one per backend: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($(#[$meta:meta])* async fn $name:ident($app:ident : $backend_ty:ty) $body:block)*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[tokio::test]
+                async fn $name() {
+                    let backend = $crate::Backend::Sqlite;
+                    let $app: $backend_ty = backend;
+                    super::$name($app).await;
+                }
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[tokio::test]
+                async fn $name() {
+                    let backend = $crate::Backend::Postgres;
+                    let $app: $backend_ty = backend;
+                    super::$name($app).await;
+                }
+            )*
+        }
+        $(
+            async fn $name($app: $backend_ty) $body
+        )*
+    };
+}

@@ -510,7 +510,7 @@ mod tests {
                 ("KEEL_SQLITE__SYNCHRONOUS", "off"),
                 "KEEL_SQLITE__SYNCHRONOUS",
             ),
-            (("KEEL_LISTN", "127.0.0.1:1"), "KEEL_CONFIG"),
+            (("KEEL_LISTN", "127.0.0.1:1"), "KEEL_LISTN"),
         ];
         for ((k, v), key) in cases {
             let e = Settings::load(None, &env(&[(k, v)])).expect_err(k);

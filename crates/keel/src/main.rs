@@ -128,10 +128,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let serving = matches!(cli.command, Command::Serve { .. });
     match runtime.block_on(run(cli.command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "exiting with an error");
+            // The server's log stream is its record; other commands just say it on stderr.
+            if serving {
+                tracing::error!(error = format!("{e:#}"), "exiting with an error");
+            }
             eprintln!("keel: {e:#}");
             ExitCode::FAILURE
         }

@@ -1,0 +1,306 @@
+//! The `keel` binary as operators run it: real processes, real signals, real databases.
+
+use std::{process::Stdio, time::Duration};
+
+use keel_testkit::{Backend, TestDb};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+/// Upper bound for a process step; a bound against hangs, not a synchronisation.
+const STEP: Duration = Duration::from_secs(30);
+
+/// `keel` with a clean environment: only what the test sets.
+fn keel(args: &[&str]) -> Command {
+    let mut c = Command::new(KEEL);
+    c.args(args)
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true);
+    c
+}
+
+async fn output(mut c: Command) -> (i32, String, String) {
+    let out = tokio::time::timeout(STEP, c.output())
+        .await
+        .expect("finishes")
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn invalid_config_exits_78_with_one_line_naming_the_key() {
+    for (key, value) in [
+        ("KEEL_LISTEN", "nonsense"),
+        ("KEEL_DATABASE_URL", "mysql://x"),
+        ("KEEL_REQUEST_TIMEOUT_MS", "soon"),
+    ] {
+        let mut c = keel(&["serve"]);
+        c.env(key, value);
+        let (code, stdout, stderr) = output(c).await;
+        assert_eq!(code, 78, "{key}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn config_check_prints_the_effective_config_with_secrets_redacted() {
+    let mut c = keel(&["config", "check"]);
+    c.env(
+        "KEEL_DATABASE_URL",
+        "postgres://keel:s3cret@db.example:5432/keel",
+    )
+    .env("KEEL_POSTGRES__POOL_SIZE", "7");
+    let (code, stdout, stderr) = output(c).await;
+    assert_eq!(code, 0, "{stderr}");
+    let shown: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(shown["database"]["backend"], "postgres");
+    assert_eq!(shown["database"]["pool_size"], 7);
+    assert_eq!(
+        shown["database"]["url"],
+        "postgres://keel:***@db.example:5432/keel"
+    );
+    assert!(!stdout.contains("s3cret"));
+}
+
+#[tokio::test]
+async fn invalid_slug_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = keel(&["tenant", "create", "--name", "Acme", "--slug", "Not A Slug"]);
+    c.current_dir(dir.path());
+    let (code, _, stderr) = output(c).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--slug") && stderr.contains("lowercase"),
+        "{stderr}"
+    );
+}
+
+async fn tenant_commands_work(backend: Backend) {
+    let db = TestDb::fresh(backend).await;
+    let url = db.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let mut c = keel(args);
+        c.env("KEEL_DATABASE_URL", &url).current_dir(dir.path());
+        output(c)
+    };
+    if backend == Backend::Postgres {
+        // PostgreSQL is never migrated implicitly.
+        let (code, _, stderr) = run(&["tenant", "list"]).await;
+        assert_eq!(code, 1);
+        assert!(stderr.contains("keel migrate"), "{stderr}");
+        let (code, stdout, stderr) = run(&["migrate"]).await;
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("migrations applied: 1 of 1"), "{stdout}");
+    }
+    let (code, stdout, stderr) = run(&[
+        "tenant",
+        "create",
+        "--name",
+        "Acme Inc.",
+        "--slug",
+        "acme",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let id = created["tenant_id"].as_str().expect("tenant_id").to_owned();
+    assert!(id.starts_with("ten_"));
+    let (code, stdout, _) =
+        run(&["tenant", "create", "--name", "Globex", "--slug", "globex"]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("created tenant ten_"), "{stdout}");
+    let (code, _, stderr) =
+        run(&["tenant", "create", "--name", "Acme again", "--slug", "acme"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(stderr.trim(), "keel: tenant slug `acme` is already taken");
+    let (code, stdout, _) = run(&["tenant", "list", "--json"]).await;
+    assert_eq!(code, 0);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("json array");
+    let slugs: Vec<&str> = list.iter().filter_map(|t| t["slug"].as_str()).collect();
+    assert_eq!(slugs, ["acme", "globex"]);
+    assert_eq!(list[0]["id"], id.as_str());
+    let (code, table, _) = run(&["tenant", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        table.lines().count() == 3 && table.contains("Acme Inc.") && table.contains("globex"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn tenant_create_and_list_on_sqlite() {
+    tenant_commands_work(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn tenant_create_and_list_on_postgres() {
+    tenant_commands_work(Backend::Postgres).await;
+}
+
+/// A running `keel serve`, its address read from its own "listening" log line.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+async fn serve(mut c: Command) -> Served {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn keel serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(STEP, async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "listening" {
+                return v["addr"].as_str().expect("addr").to_owned();
+            }
+        }
+        panic!("keel serve exited before listening");
+    })
+    .await
+    .expect("keel serve starts listening");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Served { child, addr }
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn fresh_serve_creates_the_database_under_keel_data_and_is_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = keel(&["serve"]);
+    c.env("KEEL_LISTEN", "127.0.0.1:0").current_dir(dir.path());
+    let mut served = serve(c).await;
+    let res = reqwest::get(format!("http://{}/readyz", served.addr))
+        .await
+        .expect("GET /readyz");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.expect("json")["status"],
+        "ready"
+    );
+    assert!(dir.path().join("keel-data/keel.db").is_file());
+    sigterm(&served.child);
+    let status = tokio::time::timeout(STEP, served.child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A TCP server that accepts connections and never answers: a database that hangs. It
+/// reports each accepted connection, which tells the test a request is in flight.
+async fn hanging_database() -> (u16, tokio::sync::mpsc::Receiver<tokio::net::TcpStream>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            if tx.send(sock).await.is_err() {
+                break;
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
+    let (db_port, mut connections) = hanging_database().await;
+    let mut c = keel(&["serve"]);
+    c.env("KEEL_LISTEN", "127.0.0.1:0")
+        .env(
+            "KEEL_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{db_port}/keel"),
+        )
+        .env("KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS", "1500")
+        .env("KEEL_SHUTDOWN_GRACE_MS", "20000");
+    let mut served = serve(c).await;
+    let request = tokio::spawn(reqwest::get(format!("http://{}/readyz", served.addr)));
+    // The readiness check is now waiting on the (hanging) database: the request is in flight.
+    let _held = tokio::time::timeout(STEP, connections.recv())
+        .await
+        .expect("db contacted")
+        .expect("a connection");
+    sigterm(&served.child);
+    let res = request
+        .await
+        .expect("join")
+        .expect("the in-flight request is answered");
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.expect("json")["database"]["status"],
+        "unreachable"
+    );
+    let status = tokio::time::timeout(STEP, served.child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert_eq!(status.code(), Some(0));
+    // Once exited, nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(&served.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn sigterm_exits_1_when_the_grace_period_runs_out() {
+    let (db_port, mut connections) = hanging_database().await;
+    let mut c = keel(&["serve"]);
+    c.env("KEEL_LISTEN", "127.0.0.1:0")
+        .env(
+            "KEEL_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{db_port}/keel"),
+        )
+        .env("KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS", "60000")
+        .env("KEEL_REQUEST_TIMEOUT_MS", "60000")
+        .env("KEEL_SHUTDOWN_GRACE_MS", "300");
+    let mut served = serve(c).await;
+    let request = tokio::spawn(reqwest::get(format!("http://{}/readyz", served.addr)));
+    let _held = tokio::time::timeout(STEP, connections.recv())
+        .await
+        .expect("db contacted")
+        .expect("a connection");
+    sigterm(&served.child);
+    let status = tokio::time::timeout(STEP, served.child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(
+        &mut served.child.stderr.take().expect("stderr"),
+        &mut stderr,
+    )
+    .await
+    .expect("read");
+    assert!(
+        stderr.contains("grace period of 300 ms elapsed"),
+        "{stderr}"
+    );
+    assert!(
+        request.await.expect("join").is_err(),
+        "the unfinished request was cut off"
+    );
+}
