@@ -195,13 +195,13 @@ mod tests {
             &Method::GET,
             Some("/v1/things/{id}"),
             StatusCode::OK,
-            Duration::from_micros(3_000),
+            Duration::from_millis(3),
         );
         m.record(
             &Method::GET,
             Some("/v1/things/{id}"),
             StatusCode::OK,
-            Duration::from_secs(60),
+            Duration::from_mins(1),
         );
         let text = m.render();
         let l = r#"method="GET",route="/v1/things/{id}",status="2xx""#;

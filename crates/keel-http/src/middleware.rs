@@ -164,6 +164,10 @@ pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) ->
 }
 
 /// A panic in a handler becomes a generic 500 problem; the panic message is logged only.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature CatchPanicLayer::custom requires"
+)]
 pub fn panic_to_problem(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let msg = payload
         .downcast_ref::<String>()

@@ -146,6 +146,9 @@ mod tests {
 
     #[test]
     fn rejects_another_kind_of_id() {
+        let raw = Uuid::now_v7();
+        assert_eq!(OrderIdForTest::from_uuid(raw).as_uuid(), raw);
+        assert_eq!(OrderIdForTest::PREFIX, "ord");
         let order = OrderIdForTest::new().to_string();
         assert_eq!(
             order.parse::<TenantId>(),

@@ -462,30 +462,21 @@ mod tests {
         fn add_matches_wide_integer_arithmetic(a in any::<i64>(), b in any::<i64>(), c in currency()) {
             let wide = i128::from(a) + i128::from(b);
             let got = Money::new(a, c).checked_add(Money::new(b, c));
-            match i64::try_from(wide) {
-                Ok(v) => prop_assert_eq!(got, Ok(Money::new(v, c))),
-                Err(_) => prop_assert_eq!(got, Err(MoneyError::Overflow)),
-            }
+            if let Ok(v) = i64::try_from(wide) { prop_assert_eq!(got, Ok(Money::new(v, c))) } else { prop_assert_eq!(got, Err(MoneyError::Overflow)) }
         }
 
         #[test]
         fn sub_matches_wide_integer_arithmetic(a in any::<i64>(), b in any::<i64>(), c in currency()) {
             let wide = i128::from(a) - i128::from(b);
             let got = Money::new(a, c).checked_sub(Money::new(b, c));
-            match i64::try_from(wide) {
-                Ok(v) => prop_assert_eq!(got, Ok(Money::new(v, c))),
-                Err(_) => prop_assert_eq!(got, Err(MoneyError::Overflow)),
-            }
+            if let Ok(v) = i64::try_from(wide) { prop_assert_eq!(got, Ok(Money::new(v, c))) } else { prop_assert_eq!(got, Err(MoneyError::Overflow)) }
         }
 
         #[test]
         fn mul_matches_wide_integer_arithmetic(a in any::<i64>(), q in -1_000_000i64..1_000_000, c in currency()) {
             let wide = i128::from(a) * i128::from(q);
             let got = Money::new(a, c).checked_mul(q);
-            match i64::try_from(wide) {
-                Ok(v) => prop_assert_eq!(got, Ok(Money::new(v, c))),
-                Err(_) => prop_assert_eq!(got, Err(MoneyError::Overflow)),
-            }
+            if let Ok(v) = i64::try_from(wide) { prop_assert_eq!(got, Ok(Money::new(v, c))) } else { prop_assert_eq!(got, Err(MoneyError::Overflow)) }
         }
 
         #[test]

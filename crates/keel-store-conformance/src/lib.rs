@@ -190,7 +190,7 @@ pub async fn failed_create_writes_no_event(stores: &Stores) {
     assert!(
         stores
             .tenants
-            .create(&second, &[event.clone()])
+            .create(&second, std::slice::from_ref(&event))
             .await
             .is_err()
     );

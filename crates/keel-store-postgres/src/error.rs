@@ -17,12 +17,12 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_) => StoreError::unavailable(e),
         sqlx::Error::Database(db) => {
-            if db.kind() == ErrorKind::UniqueViolation {
-                if let Some(name) = db.constraint() {
-                    return StoreError::Conflict {
-                        constraint: name.to_owned(),
-                    };
-                }
+            if db.kind() == ErrorKind::UniqueViolation
+                && let Some(name) = db.constraint()
+            {
+                return StoreError::Conflict {
+                    constraint: name.to_owned(),
+                };
             }
             if db.code().is_some_and(|c| is_unavailable(&c)) {
                 StoreError::unavailable(db)

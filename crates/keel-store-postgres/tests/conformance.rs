@@ -11,7 +11,7 @@ async fn fresh() -> (PgSchema, Stores) {
     let store = PgStore::connect_lazy(&PgSettings {
         connect: schema.connect_options(),
         pool_size: 4,
-        acquire_timeout: Duration::from_millis(5_000),
+        acquire_timeout: Duration::from_secs(5),
     });
     store.migrate().await.expect("migrate");
     (schema, Stores::from_backend(store))

@@ -95,7 +95,7 @@ impl TenantStore for SqliteStore {
             "SELECT id, slug, name, created_at FROM tenants \
              WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
         )
-        .bind(page.after.map(|c| c.after_id()))
+        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
         .bind(page.limit.fetch_count())
         .fetch_all(&self.readers)
         .await
@@ -130,7 +130,7 @@ impl EventLog for SqliteStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> Result<Page<RecordedEvent>, StoreError> {
-        let after: Option<Uuid> = page.after.map(|c| c.after_id());
+        let after: Option<Uuid> = page.after.map(keel_kernel::page::Cursor::after_id);
         let rows = sqlx::query(
             "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
              WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",

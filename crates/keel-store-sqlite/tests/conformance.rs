@@ -10,8 +10,8 @@ async fn fresh() -> (SqliteFile, Stores) {
     let file = keel_testdb::sqlite_file();
     let store = SqliteStore::open(&SqliteSettings {
         path: file.path.clone(),
-        busy_timeout: Duration::from_millis(5_000),
-        acquire_timeout: Duration::from_millis(5_000),
+        busy_timeout: Duration::from_secs(5),
+        acquire_timeout: Duration::from_secs(5),
         readers: 4,
         synchronous: Synchronous::Full,
     })

@@ -16,7 +16,7 @@ fn base_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("KEEL_TESTDB_DIR") {
         return PathBuf::from(dir);
     }
-    let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let uid = fs::metadata("/proc/self").map_or(0, |m| m.uid());
     std::env::temp_dir().join(format!("keel-testdb-pg-{uid}"))
 }
 
@@ -91,10 +91,9 @@ pub(crate) async fn ensure() -> Result<String, String> {
     if let Some(port) = fs::read_to_string(&port_file)
         .ok()
         .and_then(|s| s.trim().parse().ok())
+        && super::can_connect(&url(port)).await.is_ok()
     {
-        if super::can_connect(&url(port)).await.is_ok() {
-            return Ok(url(port));
-        }
+        return Ok(url(port));
     }
     let initdb = find_bin("initdb")?;
     let pg_ctl = find_bin("pg_ctl")?;

@@ -236,7 +236,7 @@ pub enum LogFormat {
 pub enum DatabaseSettings {
     Sqlite(SqliteSettings),
     Postgres {
-        settings: PgSettings,
+        settings: Box<PgSettings>,
         /// The URL as configured, kept secret (it may hold a password).
         url: SecretString,
     },
@@ -293,6 +293,81 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The database settings the URL selects, with only that backend's options.
+fn database(raw: &RawConfig) -> Result<DatabaseSettings, ConfigError> {
+    let url = raw.database_url.as_ref().map_or_else(
+        || format!("sqlite://{}", raw.data_dir.join("keel.db").display()),
+        |u| u.expose_secret().to_owned(),
+    );
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(err(
+                "KEEL_DATABASE_URL",
+                "sqlite:// needs a file path, e.g. sqlite://./keel-data/keel.db",
+            ));
+        }
+        let synchronous = match raw.sqlite.synchronous.as_str() {
+            "full" => Synchronous::Full,
+            "extra" => Synchronous::Extra,
+            "normal" => Synchronous::Normal,
+            other => {
+                return Err(err(
+                    "KEEL_SQLITE__SYNCHRONOUS",
+                    format!(
+                        "`{}` is not one of full, extra, normal",
+                        other.chars().take(32).collect::<String>()
+                    ),
+                ));
+            }
+        };
+        if raw.sqlite.readers == 0 {
+            return Err(err("KEEL_SQLITE__READERS", "must be greater than 0"));
+        }
+        Ok(DatabaseSettings::Sqlite(SqliteSettings {
+            path: PathBuf::from(path),
+            busy_timeout: millis("KEEL_SQLITE__BUSY_TIMEOUT_MS", raw.sqlite.busy_timeout_ms)?,
+            acquire_timeout: millis(
+                "KEEL_SQLITE__ACQUIRE_TIMEOUT_MS",
+                raw.sqlite.acquire_timeout_ms,
+            )?,
+            readers: raw.sqlite.readers,
+            synchronous,
+        }))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // The parse error is not shown: it could quote the password.
+        let connect = url
+            .parse()
+            .map_err(|_| err("KEEL_DATABASE_URL", "not a valid postgres:// URL"))?;
+        if raw.postgres.pool_size == 0 {
+            return Err(err("KEEL_POSTGRES__POOL_SIZE", "must be greater than 0"));
+        }
+        Ok(DatabaseSettings::Postgres {
+            settings: Box::new(PgSettings {
+                connect,
+                pool_size: raw.postgres.pool_size,
+                acquire_timeout: millis(
+                    "KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS",
+                    raw.postgres.acquire_timeout_ms,
+                )?,
+            }),
+            url: SecretString::from(url),
+        })
+    } else {
+        let scheme = url
+            .split("://")
+            .next()
+            .filter(|_| url.contains("://"))
+            .unwrap_or("(none)");
+        Err(err(
+            "KEEL_DATABASE_URL",
+            format!(
+                "unsupported scheme `{}`; use sqlite://<path> or postgres://…",
+                scheme.chars().take(16).collect::<String>()
+            ),
+        ))
+    }
+}
+
 impl Settings {
     /// Validates the raw layers into settings, naming the first bad key.
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
@@ -326,77 +401,7 @@ impl Settings {
             request_timeout: millis("KEEL_REQUEST_TIMEOUT_MS", raw.request_timeout_ms)?,
         };
         let shutdown_grace = millis("KEEL_SHUTDOWN_GRACE_MS", raw.shutdown_grace_ms)?;
-        let url = raw.database_url.as_ref().map_or_else(
-            || format!("sqlite://{}", raw.data_dir.join("keel.db").display()),
-            |u| u.expose_secret().to_owned(),
-        );
-        let database = if let Some(path) = url.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                return Err(err(
-                    "KEEL_DATABASE_URL",
-                    "sqlite:// needs a file path, e.g. sqlite://./keel-data/keel.db",
-                ));
-            }
-            let synchronous = match raw.sqlite.synchronous.as_str() {
-                "full" => Synchronous::Full,
-                "extra" => Synchronous::Extra,
-                "normal" => Synchronous::Normal,
-                other => {
-                    return Err(err(
-                        "KEEL_SQLITE__SYNCHRONOUS",
-                        format!(
-                            "`{}` is not one of full, extra, normal",
-                            other.chars().take(32).collect::<String>()
-                        ),
-                    ));
-                }
-            };
-            if raw.sqlite.readers == 0 {
-                return Err(err("KEEL_SQLITE__READERS", "must be greater than 0"));
-            }
-            DatabaseSettings::Sqlite(SqliteSettings {
-                path: PathBuf::from(path),
-                busy_timeout: millis("KEEL_SQLITE__BUSY_TIMEOUT_MS", raw.sqlite.busy_timeout_ms)?,
-                acquire_timeout: millis(
-                    "KEEL_SQLITE__ACQUIRE_TIMEOUT_MS",
-                    raw.sqlite.acquire_timeout_ms,
-                )?,
-                readers: raw.sqlite.readers,
-                synchronous,
-            })
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // The parse error is not shown: it could quote the password.
-            let connect = url
-                .parse()
-                .map_err(|_| err("KEEL_DATABASE_URL", "not a valid postgres:// URL"))?;
-            if raw.postgres.pool_size == 0 {
-                return Err(err("KEEL_POSTGRES__POOL_SIZE", "must be greater than 0"));
-            }
-            DatabaseSettings::Postgres {
-                settings: PgSettings {
-                    connect,
-                    pool_size: raw.postgres.pool_size,
-                    acquire_timeout: millis(
-                        "KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS",
-                        raw.postgres.acquire_timeout_ms,
-                    )?,
-                },
-                url: SecretString::from(url),
-            }
-        } else {
-            let scheme = url
-                .split("://")
-                .next()
-                .filter(|_| url.contains("://"))
-                .unwrap_or("(none)");
-            return Err(err(
-                "KEEL_DATABASE_URL",
-                format!(
-                    "unsupported scheme `{}`; use sqlite://<path> or postgres://…",
-                    scheme.chars().take(16).collect::<String>()
-                ),
-            ));
-        };
+        let database = database(&raw)?;
         let worker_threads = usize::try_from(positive(
             "KEEL_WORKER_THREADS",
             u64::from(raw.worker_threads),

@@ -99,8 +99,8 @@ impl App {
             }
         };
         tokio::select! {
-            served = server.into_future() => {
-                served.context("server error")?;
+            outcome = server.into_future() => {
+                outcome.context("server error")?;
                 // Every request finished, so every pooled connection is back: close cleanly.
                 self.store.close().await;
                 tracing::info!("stopped");

@@ -9,6 +9,8 @@
 //! ```
 //! Exit codes: 0 success, 1 failure, 2 usage error, 78 invalid configuration (EX_CONFIG).
 
+#![expect(clippy::print_stdout, reason = "a CLI's output is its stdout")]
+
 use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;

@@ -33,10 +33,7 @@ fn test_routes() -> OpenApiRouter<AppState> {
             get(|Path(id): Path<String>| async move { id }),
         )
         // Never completes: only the request timeout ends it.
-        .route(
-            "/v1/test/stall",
-            get(|| std::future::pending::<&'static str>()),
-        )
+        .route("/v1/test/stall", get(std::future::pending::<&'static str>))
         .route(
             "/v1/test/panic",
             get(|| async {
