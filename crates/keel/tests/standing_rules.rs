@@ -42,7 +42,11 @@ fn no_floating_point_types_in_the_code() {
             }
         }
     }
-    assert!(found.is_empty(), "floating point found:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "floating point found:\n{}",
+        found.join("\n")
+    );
 }
 
 /// sqlx only accepts `'static` SQL strings unless wrapped in `AssertSqlSafe`; that wrapper
@@ -54,7 +58,11 @@ fn dynamic_sql_only_in_the_test_database_kit() {
         .into_iter()
         .filter(|p| !p.components().any(|c| c.as_os_str() == "keel-testdb"))
         .filter(|p| !p.ends_with("standing_rules.rs"))
-        .filter(|p| std::fs::read_to_string(p).expect("read").contains("AssertSqlSafe"))
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .expect("read")
+                .contains("AssertSqlSafe")
+        })
         .map(|p| p.display().to_string())
         .collect();
     assert!(offenders.is_empty(), "dynamic SQL in: {offenders:?}");
@@ -69,7 +77,11 @@ fn every_crate_forbids_unsafe_code() {
         let lib = dir.join("src/lib.rs");
         if lib.is_file() {
             let text = std::fs::read_to_string(&lib).expect("read");
-            assert!(text.contains("#![forbid(unsafe_code)]"), "{} lacks #![forbid(unsafe_code)]", lib.display());
+            assert!(
+                text.contains("#![forbid(unsafe_code)]"),
+                "{} lacks #![forbid(unsafe_code)]",
+                lib.display()
+            );
         }
     }
 }
