@@ -15,13 +15,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use keel_kernel::{
     StoreError,
-    health::{AppliedMigration, SchemaStatus, StoreHealth},
+    health::{SchemaStatus, StoreHealth},
 };
+use keel_store_common::APPLIED_MIGRATIONS_SQL;
 pub use migrations::migration_names;
-use sqlx::{
-    Row,
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
-};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::map_err;
 
@@ -56,7 +54,8 @@ impl PgStore {
     /// Applies pending embedded migrations (sqlx takes an advisory lock, so concurrent
     /// nodes running `--migrate` do not race).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        migrations::migrator()
+        migrations::MIGRATIONS
+            .migrator()
             .run(&self.pool)
             .await
             .map_err(|e| match e {
@@ -80,23 +79,13 @@ impl StoreHealth for PgStore {
             .await
             .map_err(map_err)?;
         let applied = if exists {
-            sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+            sqlx::query_as::<_, (i64, Vec<u8>, bool)>(APPLIED_MIGRATIONS_SQL)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(map_err)?
-                .into_iter()
-                .map(|r| {
-                    Ok(AppliedMigration {
-                        version: r.try_get("version")?,
-                        checksum: r.try_get("checksum")?,
-                        success: r.try_get("success")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(map_err)?
         } else {
             Vec::new()
         };
-        Ok(migrations::status(&applied))
+        Ok(migrations::MIGRATIONS.status(applied))
     }
 }

@@ -1,50 +1,17 @@
-//! Embedded migrations. The list is explicit (no build-time macro) and a test checks it
-//! against the `migrations/` folder, and another against the SQLite adapter's list.
+//! The PostgreSQL adapter's embedded migrations (same versions and names as the other adapter's;
+//! a test in the `keel` crate compares the two lists).
 
-use keel_kernel::health::{AppliedMigration, SchemaStatus};
-use sqlx::{
-    SqlSafeStr,
-    migrate::{Migration, MigrationType, Migrator},
-};
+use keel_store_common::EmbeddedMigrations;
 
-/// `(version, description, sql)`, in order. Never edit an applied migration: add a new one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
+pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[(
     20_261_121_000_001,
     "tenants_and_outbox",
     include_str!("../migrations/20261121000001_tenants_and_outbox.sql"),
-)];
+)]);
 
-pub(crate) fn migrator() -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    description.into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
-}
-
-pub(crate) fn status(applied: &[AppliedMigration]) -> SchemaStatus {
-    let migrator = migrator();
-    SchemaStatus::compare(
-        migrator.iter().map(|m| (m.version, m.checksum.as_ref())),
-        applied,
-    )
-}
-
-/// File names of the embedded migrations (`<version>_<description>`), for cross-checks.
+/// File names of the embedded migrations (`<version>_<description>`).
 pub fn migration_names() -> Vec<String> {
-    MIGRATIONS
-        .iter()
-        .map(|(v, d, _)| format!("{v}_{d}"))
-        .collect()
+    MIGRATIONS.names()
 }
 
 #[cfg(test)]
@@ -52,12 +19,6 @@ mod tests {
     #[test]
     fn embedded_list_matches_the_migrations_folder() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
-            .expect("migrations folder")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .map(|n| n.strip_suffix(".sql").expect("only .sql files").to_owned())
-            .collect();
-        on_disk.sort();
-        assert_eq!(on_disk, super::migration_names());
+        super::MIGRATIONS.assert_matches_folder(&dir);
     }
 }

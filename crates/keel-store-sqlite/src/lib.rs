@@ -22,14 +22,12 @@ use std::{path::PathBuf, time::Duration};
 use async_trait::async_trait;
 use keel_kernel::{
     StoreError,
-    health::{AppliedMigration, SchemaStatus, StoreHealth},
+    health::{SchemaStatus, StoreHealth},
 };
+use keel_store_common::APPLIED_MIGRATIONS_SQL;
 pub use migrations::migration_names;
-use sqlx::{
-    Row,
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-    },
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use crate::error::map_err;
@@ -104,7 +102,8 @@ impl SqliteStore {
 
     /// Applies pending embedded migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        migrations::migrator()
+        migrations::MIGRATIONS
+            .migrator()
             .run(&self.writer)
             .await
             .map_err(StoreError::other)
@@ -138,22 +137,12 @@ impl StoreHealth for SqliteStore {
         let applied = if has_table == 0 {
             Vec::new()
         } else {
-            sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+            sqlx::query_as::<_, (i64, Vec<u8>, bool)>(APPLIED_MIGRATIONS_SQL)
                 .fetch_all(&self.readers)
                 .await
                 .map_err(map_err)?
-                .into_iter()
-                .map(|r| {
-                    Ok(AppliedMigration {
-                        version: r.try_get("version")?,
-                        checksum: r.try_get("checksum")?,
-                        success: r.try_get("success")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(map_err)?
         };
-        Ok(migrations::status(&applied))
+        Ok(migrations::MIGRATIONS.status(applied))
     }
 }
 

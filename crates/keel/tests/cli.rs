@@ -227,24 +227,41 @@ async fn hanging_database() -> (u16, tokio::sync::mpsc::Receiver<tokio::net::Tcp
     (port, rx)
 }
 
-#[tokio::test]
-async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
+/// `keel serve` on a database that hangs, with one `/readyz` request provably in flight
+/// (the database has been contacted), ready for a SIGTERM. Returns the server, the pending
+/// response and the held database connection.
+async fn serve_with_request_in_flight(
+    env: &[(&str, &str)],
+) -> (
+    Served,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    tokio::net::TcpStream,
+) {
     let (db_port, mut connections) = hanging_database().await;
     let mut c = keel(&["serve"]);
-    c.env("KEEL_LISTEN", "127.0.0.1:0")
-        .env(
-            "KEEL_DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:{db_port}/keel"),
-        )
-        .env("KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS", "1500")
-        .env("KEEL_SHUTDOWN_GRACE_MS", "20000");
-    let mut served = serve(c).await;
+    c.env("KEEL_LISTEN", "127.0.0.1:0").env(
+        "KEEL_DATABASE_URL",
+        format!("postgres://postgres@127.0.0.1:{db_port}/keel"),
+    );
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let served = serve(c).await;
     let request = tokio::spawn(reqwest::get(format!("http://{}/readyz", served.addr)));
-    // The readiness check is now waiting on the (hanging) database: the request is in flight.
-    let _held = tokio::time::timeout(STEP, connections.recv())
+    let held = tokio::time::timeout(STEP, connections.recv())
         .await
         .expect("db contacted")
         .expect("a connection");
+    (served, request, held)
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
+    let (mut served, request, _held) = serve_with_request_in_flight(&[
+        ("KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS", "1500"),
+        ("KEEL_SHUTDOWN_GRACE_MS", "20000"),
+    ])
+    .await;
     sigterm(&served.child);
     let res = request
         .await
@@ -266,22 +283,12 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
 
 #[tokio::test]
 async fn sigterm_exits_1_when_the_grace_period_runs_out() {
-    let (db_port, mut connections) = hanging_database().await;
-    let mut c = keel(&["serve"]);
-    c.env("KEEL_LISTEN", "127.0.0.1:0")
-        .env(
-            "KEEL_DATABASE_URL",
-            format!("postgres://postgres@127.0.0.1:{db_port}/keel"),
-        )
-        .env("KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS", "60000")
-        .env("KEEL_REQUEST_TIMEOUT_MS", "60000")
-        .env("KEEL_SHUTDOWN_GRACE_MS", "300");
-    let mut served = serve(c).await;
-    let request = tokio::spawn(reqwest::get(format!("http://{}/readyz", served.addr)));
-    let _held = tokio::time::timeout(STEP, connections.recv())
-        .await
-        .expect("db contacted")
-        .expect("a connection");
+    let (mut served, request, _held) = serve_with_request_in_flight(&[
+        ("KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS", "60000"),
+        ("KEEL_REQUEST_TIMEOUT_MS", "60000"),
+        ("KEEL_SHUTDOWN_GRACE_MS", "300"),
+    ])
+    .await;
     sigterm(&served.child);
     let status = tokio::time::timeout(STEP, served.child.wait())
         .await

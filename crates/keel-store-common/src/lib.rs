@@ -1,0 +1,80 @@
+//! What both storage adapters share, so neither carries its own copy.
+//!
+//! [`EmbeddedMigrations`]: an adapter's explicit migration list (no build-time macro), turned
+//! into a sqlx [`Migrator`], compared with what a database recorded, and checked against the
+//! adapter's `migrations/` folder by a test.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+
+use keel_kernel::health::{AppliedMigration, SchemaStatus};
+use sqlx::{
+    SqlSafeStr,
+    migrate::{Migration, MigrationType, Migrator},
+};
+
+/// The read-only query both adapters use for what was applied (never creating the table).
+pub const APPLIED_MIGRATIONS_SQL: &str =
+    "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version";
+
+/// `(version, description, sql)` in order, each file embedded with `include_str!`.
+/// Never edit an applied migration: add a new one.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedMigrations(pub &'static [(i64, &'static str, &'static str)]);
+
+impl EmbeddedMigrations {
+    /// A sqlx migrator over the list.
+    pub fn migrator(self) -> Migrator {
+        Migrator::with_migrations(
+            self.0
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        description.into(),
+                        MigrationType::Simple,
+                        sql.into_sql_str(),
+                        false,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The schema's state given the rows of [`APPLIED_MIGRATIONS_SQL`].
+    pub fn status(self, applied: impl IntoIterator<Item = (i64, Vec<u8>, bool)>) -> SchemaStatus {
+        let applied: Vec<AppliedMigration> = applied
+            .into_iter()
+            .map(|(version, checksum, success)| AppliedMigration {
+                version,
+                checksum,
+                success,
+            })
+            .collect();
+        let migrator = self.migrator();
+        SchemaStatus::compare(
+            migrator.iter().map(|m| (m.version, m.checksum.as_ref())),
+            &applied,
+        )
+    }
+
+    /// File names without `.sql` (`<version>_<description>`), for cross-checks.
+    pub fn names(self) -> Vec<String> {
+        self.0.iter().map(|(v, d, _)| format!("{v}_{d}")).collect()
+    }
+
+    /// Panics unless the `.sql` files in `dir` are exactly this list (for adapter tests).
+    pub fn assert_matches_folder(self, dir: &Path) {
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .map(|n| n.strip_suffix(".sql").expect("only .sql files").to_owned())
+            .collect();
+        on_disk.sort();
+        assert_eq!(
+            on_disk,
+            self.names(),
+            "migrations/ and the embedded list differ"
+        );
+    }
+}
