@@ -24,12 +24,10 @@ fn is_json(req: &Request) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(str::trim)
+        .map(|mime| mime.trim().to_ascii_lowercase())
         .is_some_and(|mime| {
-            mime.eq_ignore_ascii_case("application/json")
-                || (mime.len() > 5
-                    && mime[..mime.len() - 5].starts_with("application/")
-                    && mime.to_ascii_lowercase().ends_with("+json"))
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
 }
 
@@ -72,9 +70,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
                     format!("The body is not valid JSON: {}.", message(inner)),
                 ))
             } else {
-                let ptr = pointer(e.path());
+                // An empty pointer is the whole document (RFC 6901).
                 Err(Problem::validation(vec![FieldError {
-                    pointer: if ptr.is_empty() { String::new() } else { ptr },
+                    pointer: pointer(e.path()),
                     message: message(inner),
                 }]))
             }

@@ -131,13 +131,7 @@ pub async fn problems_for_bare_errors(req: Request, next: Next) -> Response {
     if is_json {
         return res;
     }
-    let kind = ProblemKind::for_status(status);
-    let detail = match kind.code {
-        "not_found" => "No route matches this path.",
-        "method_not_allowed" => "This route does not accept this method; see the Allow header.",
-        "payload_too_large" => "The body is larger than this server accepts.",
-        _ => "The request could not be handled.",
-    };
+    let (kind, detail) = ProblemKind::for_status(status);
     let mut problem = Problem::new(kind, detail).into_response();
     for name in KEPT_HEADERS {
         if let Some(v) = res.headers().get(&name) {

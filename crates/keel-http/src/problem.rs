@@ -59,21 +59,49 @@ impl ProblemKind {
         format!("urn:keel:problem:{}", self.code)
     }
 
-    /// The generic kind for a bare status the framework produced.
-    pub fn for_status(status: StatusCode) -> Self {
-        CATALOGUE
+    /// The generic kind (and a generic detail) for a bare status the framework produced.
+    pub fn for_status(status: StatusCode) -> (Self, &'static str) {
+        const GENERIC: [(ProblemKind, &str); 8] = [
+            (
+                ProblemKind::BAD_REQUEST,
+                "The request could not be handled.",
+            ),
+            (ProblemKind::NOT_FOUND, "No route matches this path."),
+            (
+                ProblemKind::METHOD_NOT_ALLOWED,
+                "This route does not accept this method; see the Allow header.",
+            ),
+            (
+                ProblemKind::CONFLICT,
+                "The request conflicts with the current state.",
+            ),
+            (
+                ProblemKind::PAYLOAD_TOO_LARGE,
+                "The body is larger than this server accepts.",
+            ),
+            (
+                ProblemKind::UNSUPPORTED_MEDIA_TYPE,
+                "This content type is not accepted here.",
+            ),
+            (
+                ProblemKind::INTERNAL,
+                "The server failed to handle the request; it has been logged.",
+            ),
+            (
+                ProblemKind::SERVICE_UNAVAILABLE,
+                "The service is temporarily unavailable; retry later.",
+            ),
+        ];
+        let fallback = if status.is_server_error() {
+            GENERIC[6]
+        } else {
+            GENERIC[0]
+        };
+        GENERIC
             .iter()
             .copied()
-            .find(|k| {
-                k.status == status.as_u16()
-                    && k.code != "malformed_json"
-                    && k.code != "request_timeout"
-            })
-            .unwrap_or(if status.is_server_error() {
-                Self::INTERNAL
-            } else {
-                Self::BAD_REQUEST
-            })
+            .find(|(k, _)| k.status == status.as_u16())
+            .unwrap_or(fallback)
     }
 }
 
@@ -195,7 +223,8 @@ impl IntoResponse for Problem {
             code: self.kind.code,
             errors: self.errors,
         };
-        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let bytes = serde_json::to_vec(&body)
+            .expect("a problem body (strings and integers) always serializes");
         let mut res = (status, bytes).into_response();
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -260,29 +289,18 @@ mod tests {
 
     #[test]
     fn bare_statuses_map_to_their_generic_kind() {
+        let kind = |s| ProblemKind::for_status(s).0;
+        assert_eq!(kind(StatusCode::NOT_FOUND), ProblemKind::NOT_FOUND);
         assert_eq!(
-            ProblemKind::for_status(StatusCode::NOT_FOUND),
-            ProblemKind::NOT_FOUND
-        );
-        assert_eq!(
-            ProblemKind::for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            kind(StatusCode::PAYLOAD_TOO_LARGE),
             ProblemKind::PAYLOAD_TOO_LARGE
         );
+        assert_eq!(kind(StatusCode::BAD_REQUEST), ProblemKind::BAD_REQUEST);
         assert_eq!(
-            ProblemKind::for_status(StatusCode::BAD_REQUEST),
-            ProblemKind::BAD_REQUEST
-        );
-        assert_eq!(
-            ProblemKind::for_status(StatusCode::SERVICE_UNAVAILABLE),
+            kind(StatusCode::SERVICE_UNAVAILABLE),
             ProblemKind::SERVICE_UNAVAILABLE
         );
-        assert_eq!(
-            ProblemKind::for_status(StatusCode::IM_A_TEAPOT),
-            ProblemKind::BAD_REQUEST
-        );
-        assert_eq!(
-            ProblemKind::for_status(StatusCode::BAD_GATEWAY),
-            ProblemKind::INTERNAL
-        );
+        assert_eq!(kind(StatusCode::IM_A_TEAPOT), ProblemKind::BAD_REQUEST);
+        assert_eq!(kind(StatusCode::BAD_GATEWAY), ProblemKind::INTERNAL);
     }
 }
