@@ -311,3 +311,45 @@ async fn sigterm_exits_1_when_the_grace_period_runs_out() {
         "the unfinished request was cut off"
     );
 }
+
+/// Other processes writing the same SQLite file (the CLI beside a running server) wait on
+/// the busy timeout instead of failing: every write commits.
+#[tokio::test]
+async fn concurrent_cli_writers_on_one_sqlite_file_all_succeed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = keel(&["serve"]);
+    c.env("KEEL_LISTEN", "127.0.0.1:0").current_dir(dir.path());
+    let mut served = serve(c).await;
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let mut c = keel(&[
+            "tenant",
+            "create",
+            "--name",
+            "Shop",
+            "--slug",
+            &format!("shop-{i}"),
+        ]);
+        c.current_dir(dir.path());
+        writers.spawn(output(c));
+    }
+    while let Some(done) = writers.join_next().await {
+        let (code, _, stderr) = done.expect("join");
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let mut c = keel(&["tenant", "list", "--json"]);
+    c.current_dir(dir.path());
+    let (_, stdout, _) = output(c).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(list.len(), 8);
+    let res = reqwest::get(format!("http://{}/readyz", served.addr))
+        .await
+        .expect("GET");
+    assert_eq!(res.status(), 200, "the server kept serving");
+    sigterm(&served.child);
+    let status = tokio::time::timeout(STEP, served.child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert_eq!(status.code(), Some(0));
+}
