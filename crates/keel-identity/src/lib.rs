@@ -1,14 +1,22 @@
-//! Keel's identity context. Today: tenants, the unit of isolation, created by the operator.
-//! Staff users, customers, tokens, MFA and API keys join this crate with the identity issue.
+//! Keel's identity context: tenants (the unit of isolation, created by the operator) and the
+//! building blocks of access (issue 3, in progress): the role -> permission table
+//! ([`access`]), the password policy and argon2id hashing ([`password`]), one-time secrets
+//! ([`secret`]), TOTP and backup codes ([`totp`]) and EdDSA access tokens ([`jwt`]). Staff
+//! users, customers, sessions and API keys (ports, adapters, routes) build on these.
 //!
 //! Layout, copied by every context: `domain` (types that parse, never validate later, and
 //! the context's error), `ports` (storage traits, atomic inside the adapter), `service`
 //! (use cases that tie them together and write the events).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod domain;
+pub mod jwt;
+pub mod password;
 pub mod ports;
+pub mod secret;
 pub mod service;
+pub mod totp;
 
 pub use domain::{NewTenant, Tenant, TenantError, TenantName, TenantSlug};
 pub use ports::TenantStore;
