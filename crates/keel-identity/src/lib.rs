@@ -10,12 +10,15 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod auth;
 pub mod domain;
 pub mod jwt;
 pub mod password;
 pub mod ports;
+pub mod sealed;
 pub mod secret;
 pub mod service;
+pub mod staff;
 pub mod totp;
 
 pub use domain::{NewTenant, Tenant, TenantError, TenantName, TenantSlug};

@@ -8,7 +8,17 @@ use keel_kernel::{
     page::{Page, PageRequest},
 };
 
-use crate::domain::{Tenant, TenantSlug};
+use time::OffsetDateTime;
+
+use crate::{
+    domain::{Tenant, TenantSlug},
+    password::StoredHash,
+    secret::SecretHash,
+    staff::{
+        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredSigningKey,
+        TokenPurpose, UserId,
+    },
+};
 
 /// The canonical name of the unique constraint on tenant slugs, on every backend.
 pub const TENANT_SLUG_CONSTRAINT: &str = "tenants_slug_key";
@@ -24,4 +34,93 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug {
     async fn get_by_slug(&self, slug: &TenantSlug) -> Result<Tenant, StoreError>;
     /// Tenants in creation order.
     async fn list(&self, page: PageRequest) -> Result<Page<Tenant>, StoreError>;
+}
+
+/// The canonical name of the unique constraint on staff emails within a tenant.
+pub const STAFF_EMAIL_CONSTRAINT: &str = "staff_users_email_key";
+/// Reported when a single-use token or refresh token was consumed by a concurrent request.
+pub const TOKEN_ALREADY_USED: &str = "token_already_used";
+
+/// Staff accounts and their activation tokens.
+#[async_trait]
+pub trait StaffStore: Send + Sync + std::fmt::Debug {
+    /// Creates a tenant, its owner (invited) and the owner's setup token, with the events, in
+    /// one transaction.
+    async fn create_tenant_with_owner(
+        &self,
+        tenant: &Tenant,
+        owner: &StaffUser,
+        setup: &OneTimeToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<StaffUser, StoreError>;
+    async fn find_user_by_email(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+    ) -> Result<StaffUser, StoreError>;
+    /// An unused token of this purpose that has not expired at `now`, found by its hash.
+    async fn find_one_time_token(
+        &self,
+        hash: &SecretHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<OneTimeToken, StoreError>;
+    /// Consumes `token` (only if still unused: else `Conflict { TOKEN_ALREADY_USED }`), sets
+    /// the user's password, activates the user and starts the session, in one transaction.
+    async fn activate_with_token(
+        &self,
+        token: &OneTimeToken,
+        password: &StoredHash,
+        session: &Session,
+        refresh: &RefreshToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+}
+
+/// Sessions and their refresh-token families.
+#[async_trait]
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    async fn start_session(
+        &self,
+        session: &Session,
+        refresh: &RefreshToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// A refresh token by hash, used or not (reuse detection needs the used ones).
+    async fn find_refresh_token(&self, hash: &SecretHash) -> Result<RefreshToken, StoreError>;
+    /// Marks `old` used, stores `new` and moves the session's expiry and last use, in one
+    /// transaction. If `old` was already used (a concurrent rotation), nothing changes and the
+    /// answer is `Conflict { TOKEN_ALREADY_USED }`.
+    async fn rotate_refresh_token(
+        &self,
+        tenant: TenantId,
+        old: &SecretHash,
+        new: &RefreshToken,
+    ) -> Result<(), StoreError>;
+    /// Revokes a session (idempotent), with the events.
+    async fn revoke_session(
+        &self,
+        tenant: TenantId,
+        id: SessionId,
+        at: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    async fn get_session(&self, tenant: TenantId, id: SessionId) -> Result<Session, StoreError>;
+    /// A user's sessions that are neither revoked nor expired at `now`, newest first.
+    async fn list_active_sessions(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError>;
+}
+
+/// JWT signing keys, shared by every node (not tenant-scoped).
+#[async_trait]
+pub trait SigningKeyStore: Send + Sync + std::fmt::Debug {
+    /// Every key, newest first.
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+    /// Retires every current key at `key.created_at` and adds `key`, in one transaction.
+    async fn rotate_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
 }

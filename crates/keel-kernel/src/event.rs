@@ -61,10 +61,13 @@ pub struct RecordedEvent {
     pub occurred_at: OffsetDateTime,
 }
 
-/// Reads a tenant's event log. Another tenant's events are invisible: `get` answers
+/// A tenant's event log. Another tenant's events are invisible: `get` answers
 /// [`StoreError::NotFound`] and `list` never includes them.
 #[async_trait]
 pub trait EventLog: Send + Sync + std::fmt::Debug {
+    /// Records events that accompany no state change (e.g. `security.login_failed`), in one
+    /// transaction. Events that accompany a change are written by that change's port method.
+    async fn append(&self, events: &[NewEvent]) -> Result<(), StoreError>;
     async fn get(&self, tenant: TenantId, id: EventId) -> Result<RecordedEvent, StoreError>;
     async fn list(
         &self,

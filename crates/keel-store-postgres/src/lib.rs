@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod identity;
 mod migrations;
 mod tenants;
 
@@ -88,4 +89,19 @@ impl StoreHealth for PgStore {
         };
         Ok(migrations::MIGRATIONS.status(applied))
     }
+}
+
+/// Reads a timestamp column.
+fn at(r: &sqlx::postgres::PgRow, col: &str) -> Result<time::OffsetDateTime, StoreError> {
+    use sqlx::Row as _;
+    r.try_get(col).map_err(error::map_err)
+}
+
+/// Reads a nullable timestamp column.
+fn at_opt(
+    r: &sqlx::postgres::PgRow,
+    col: &str,
+) -> Result<Option<time::OffsetDateTime>, StoreError> {
+    use sqlx::Row as _;
+    r.try_get(col).map_err(error::map_err)
 }

@@ -3,11 +3,18 @@
 
 use keel_store_common::EmbeddedMigrations;
 
-pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[(
-    20_261_121_000_001,
-    "tenants_and_outbox",
-    include_str!("../migrations/20261121000001_tenants_and_outbox.sql"),
-)]);
+pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
+    (
+        20_261_121_000_001,
+        "tenants_and_outbox",
+        include_str!("../migrations/20261121000001_tenants_and_outbox.sql"),
+    ),
+    (
+        20_261_121_000_002,
+        "staff_sessions_keys",
+        include_str!("../migrations/20261121000002_staff_sessions_keys.sql"),
+    ),
+]);
 
 /// File names of the embedded migrations (`<version>_<description>`).
 pub fn migration_names() -> Vec<String> {

@@ -6,7 +6,13 @@ use sqlx::error::ErrorKind;
 /// SQLite names a violated unique index by its columns (`UNIQUE constraint failed:
 /// tenants.slug`). This table gives each the canonical constraint name PostgreSQL reports,
 /// so contexts match one name on every backend.
-const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[("tenants.slug", "tenants_slug_key")];
+const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
+    ("tenants.slug", "tenants_slug_key"),
+    (
+        "staff_users.tenant_id, staff_users.email",
+        "staff_users_email_key",
+    ),
+];
 
 /// `SQLITE_BUSY` and `SQLITE_LOCKED` (primary codes): another process holds the lock.
 const BUSY_CODES: &[&str] = &["5", "6"];

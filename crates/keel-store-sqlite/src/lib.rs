@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod identity;
 mod migrations;
 mod tenants;
 
@@ -154,4 +155,22 @@ fn to_micros(t: time::OffsetDateTime) -> Result<i64, StoreError> {
 fn from_micros(us: i64) -> Result<time::OffsetDateTime, StoreError> {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
         .map_err(StoreError::other)
+}
+
+/// Reads a timestamp column.
+fn at(r: &sqlx::sqlite::SqliteRow, col: &str) -> Result<time::OffsetDateTime, StoreError> {
+    use sqlx::Row as _;
+    from_micros(r.try_get(col).map_err(error::map_err)?)
+}
+
+/// Reads a nullable timestamp column.
+fn at_opt(
+    r: &sqlx::sqlite::SqliteRow,
+    col: &str,
+) -> Result<Option<time::OffsetDateTime>, StoreError> {
+    use sqlx::Row as _;
+    r.try_get::<Option<i64>, _>(col)
+        .map_err(error::map_err)?
+        .map(from_micros)
+        .transpose()
 }

@@ -56,18 +56,27 @@ pub(crate) async fn insert_events(
     Ok(())
 }
 
+/// Inserts a tenant inside the caller's transaction.
+pub(crate) async fn insert_tenant(
+    tx: &mut sqlx::SqliteConnection,
+    tenant: &Tenant,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES (?1, ?2, ?3, ?4)")
+        .bind(tenant.id.as_uuid())
+        .bind(tenant.slug.as_str())
+        .bind(tenant.name.as_str())
+        .bind(to_micros(tenant.created_at)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl TenantStore for SqliteStore {
     async fn create(&self, tenant: &Tenant, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES (?1, ?2, ?3, ?4)")
-            .bind(tenant.id.as_uuid())
-            .bind(tenant.slug.as_str())
-            .bind(tenant.name.as_str())
-            .bind(to_micros(tenant.created_at)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        insert_tenant(&mut tx, tenant).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -112,6 +121,12 @@ impl TenantStore for SqliteStore {
 
 #[async_trait]
 impl EventLog for SqliteStore {
+    async fn append(&self, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn get(&self, tenant: TenantId, id: EventId) -> Result<RecordedEvent, StoreError> {
         let row = sqlx::query(
             "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \

@@ -1,0 +1,762 @@
+//! Staff authentication: owner setup, login, refresh-token rotation with reuse detection,
+//! logout, access-token checks and sessions. Security-relevant outcomes are recorded as
+//! `security.*` events in the outbox, in the same transaction as the change they describe,
+//! and logged with `security = true` (never with a secret).
+
+use std::sync::{Arc, RwLock};
+
+use keel_kernel::{
+    StoreError, TenantId,
+    clock::Clock,
+    event::{EventLog, NewEvent},
+};
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+use tracing::instrument;
+
+use crate::{
+    access::Role,
+    domain::{NewTenant, Tenant, TenantError},
+    jwt::{Claims, PrincipalKind, PublicKey, SigningKey, TokenError, Verifier},
+    password::{NewPassword, PasswordHasher, PasswordPolicyError, StoredHash},
+    ports::{
+        SessionStore, SigningKeyStore, StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED,
+        TenantStore,
+    },
+    sealed::MasterKey,
+    secret::{Secret, SecretHash, random_bytes},
+    staff::{
+        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredSigningKey,
+        TokenPurpose, UserId, UserStatus,
+    },
+};
+
+/// The `aud` of staff access tokens.
+pub const STAFF_AUDIENCE: &str = "keel-admin";
+/// Prefix of refresh tokens.
+const REFRESH_PREFIX: &str = "rt";
+
+/// Exact lifetimes and limits, from the configuration.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `iss` of every token this installation issues.
+    pub issuer: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub setup_ttl: Duration,
+    /// How long a replaced signing key's public half stays published.
+    pub key_overlap: Duration,
+    /// How long a node uses its cached key set before reading it again.
+    pub key_cache: Duration,
+    /// Tolerance for other nodes' clocks being ahead when checking `iat`.
+    pub leeway: Duration,
+}
+
+/// What can go wrong, in the identity context's words.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("the token is invalid, expired or already used")]
+    InvalidToken,
+    #[error("the refresh token is invalid or expired")]
+    InvalidRefreshToken,
+    #[error("the refresh token was already used; the session has been revoked")]
+    RefreshTokenReused,
+    #[error("missing or invalid access token")]
+    Unauthenticated,
+    #[error("password {0}")]
+    WeakPassword(PasswordPolicyError),
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound,
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// Tokens handed to a client after login, setup or refresh.
+#[derive(Debug, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: i64,
+}
+
+/// An authenticated staff member, as handlers see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffPrincipal {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    /// The role *now* (read from storage, not from the token).
+    pub role: Role,
+    pub session_id: SessionId,
+}
+
+struct LoadedKeys {
+    signing: Arc<SigningKey>,
+    public: Vec<PublicKey>,
+    loaded_at: OffsetDateTime,
+}
+
+/// The installation's signing keys: sealed in storage, cached in memory for an exact time.
+pub struct KeyRing {
+    store: Arc<dyn SigningKeyStore>,
+    master: MasterKey,
+    clock: Arc<dyn Clock>,
+    overlap: Duration,
+    cache_for: Duration,
+    cached: RwLock<Option<Arc<LoadedKeys>>>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("overlap", &self.overlap)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh key id, time-ordered: `k_<base32 UUIDv7>`.
+fn new_kid() -> String {
+    format!("k_{}", keel_kernel::id::encode_base32(uuid::Uuid::now_v7()))
+}
+
+/// Below this age a cached key set is not re-read even for an unknown `kid`, so a stream of
+/// forged kids cannot turn into a stream of database reads.
+const MIN_RELOAD_INTERVAL: Duration = Duration::seconds(1);
+
+impl KeyRing {
+    pub fn new(
+        store: Arc<dyn SigningKeyStore>,
+        master: MasterKey,
+        clock: Arc<dyn Clock>,
+        overlap: Duration,
+        cache_for: Duration,
+    ) -> Self {
+        Self {
+            store,
+            master,
+            clock,
+            overlap,
+            cache_for,
+            cached: RwLock::new(None),
+        }
+    }
+
+    fn sealed_context(kid: &str) -> String {
+        format!("signing_key:{kid}")
+    }
+
+    fn cached(&self) -> Option<Arc<LoadedKeys>> {
+        self.cached
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn load(&self) -> Result<Arc<LoadedKeys>, StoreError> {
+        let mut stored = self.store.list_signing_keys().await?;
+        if !stored.iter().any(|k| k.retired_at.is_none()) {
+            // First start of the installation (or every key retired): make one.
+            self.rotate_stored().await?;
+            stored = self.store.list_signing_keys().await?;
+        }
+        let now = self.clock.now();
+        let mut signing = None;
+        let mut public = Vec::new();
+        for k in &stored {
+            let published = k.retired_at.is_none_or(|r| now < r + self.overlap);
+            if !published {
+                continue;
+            }
+            let seed = self
+                .master
+                .open(&Self::sealed_context(&k.kid), &k.sealed_seed)
+                .map_err(|e| {
+                    StoreError::other(format!(
+                        "signing key {}: {e}; is KEEL_SECRET_KEY the one it was sealed with?",
+                        k.kid
+                    ))
+                })?;
+            let seed: [u8; 32] = seed
+                .try_into()
+                .map_err(|_| StoreError::other("signing key seed is not 32 bytes"))?;
+            let key = SigningKey::from_seed(k.kid.clone(), seed);
+            public.push(key.public());
+            // `stored` is newest first: the first unretired key signs.
+            if signing.is_none() && k.retired_at.is_none() {
+                signing = Some(Arc::new(key));
+            }
+        }
+        let signing = signing.ok_or_else(|| StoreError::other("no current signing key"))?;
+        let loaded = Arc::new(LoadedKeys {
+            signing,
+            public,
+            loaded_at: now,
+        });
+        *self
+            .cached
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    async fn current(&self) -> Result<Arc<LoadedKeys>, StoreError> {
+        match self.cached() {
+            Some(k) if self.clock.now() < k.loaded_at + self.cache_for => Ok(k),
+            _ => self.load().await,
+        }
+    }
+
+    async fn rotate_stored(&self) -> Result<String, StoreError> {
+        let kid = new_kid();
+        let key = SigningKey::generate(kid.clone());
+        let stored = StoredSigningKey {
+            sealed_seed: self.master.seal(&Self::sealed_context(&kid), &key.seed()),
+            kid: kid.clone(),
+            created_at: self.clock.now(),
+            retired_at: None,
+        };
+        self.store.rotate_signing_key(&stored).await?;
+        Ok(kid)
+    }
+
+    /// Adds a new signing key; the previous one stays published for the overlap.
+    pub async fn rotate(&self) -> Result<String, StoreError> {
+        let kid = self.rotate_stored().await?;
+        self.load().await?;
+        Ok(kid)
+    }
+
+    /// Signs claims with the current key.
+    pub async fn sign(&self, claims: &Claims) -> Result<String, StoreError> {
+        Ok(self.current().await?.signing.sign(claims))
+    }
+
+    /// The published public keys (JWKS).
+    pub async fn public_keys(&self) -> Result<Vec<PublicKey>, StoreError> {
+        Ok(self.current().await?.public.clone())
+    }
+
+    /// Verifies a token for `audience`. An unknown `kid` (a key another node just created)
+    /// triggers one re-read of the key set.
+    pub async fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+        leeway: Duration,
+    ) -> Result<Result<Claims, TokenError>, StoreError> {
+        let now = self.clock.now();
+        let check = |keys: &LoadedKeys| {
+            Verifier {
+                issuer: issuer.to_owned(),
+                audience: audience.to_owned(),
+                keys: keys.public.clone(),
+                leeway_seconds: leeway.whole_seconds(),
+            }
+            .verify(token, now.unix_timestamp())
+        };
+        let keys = self.current().await?;
+        match check(&keys) {
+            Err(TokenError::UnknownKey) if now >= keys.loaded_at + MIN_RELOAD_INTERVAL => {
+                let reloaded = self.load().await?;
+                Ok(check(&reloaded))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// Staff authentication use cases.
+#[derive(Debug, Clone)]
+pub struct AuthService {
+    tenants: Arc<dyn TenantStore>,
+    staff: Arc<dyn StaffStore>,
+    sessions: Arc<dyn SessionStore>,
+    events: Arc<dyn EventLog>,
+    keys: Arc<KeyRing>,
+    hasher: PasswordHasher,
+    clock: Arc<dyn Clock>,
+    settings: AuthSettings,
+}
+
+/// Runs CPU-heavy password work off the async executor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AuthError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AuthError::Internal(format!("password task failed: {e}")))
+}
+
+fn event(
+    tenant: TenantId,
+    kind: &'static str,
+    payload: &serde_json::Value,
+    at: OffsetDateTime,
+) -> Result<NewEvent, AuthError> {
+    NewEvent::new(tenant, kind, payload, at).map_err(|e| AuthError::Internal(e.to_string()))
+}
+
+impl AuthService {
+    pub fn new(
+        tenants: Arc<dyn TenantStore>,
+        staff: Arc<dyn StaffStore>,
+        sessions: Arc<dyn SessionStore>,
+        events: Arc<dyn EventLog>,
+        keys: Arc<KeyRing>,
+        clock: Arc<dyn Clock>,
+        settings: AuthSettings,
+    ) -> Self {
+        Self {
+            tenants,
+            staff,
+            sessions,
+            events,
+            keys,
+            hasher: PasswordHasher::default(),
+            clock,
+            settings,
+        }
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Creates a tenant with its owner and returns the owner's one-time setup token.
+    #[instrument(skip_all, fields(slug = %new.slug))]
+    pub async fn create_tenant_with_owner(
+        &self,
+        new: NewTenant,
+        owner_email: Email,
+    ) -> Result<(Tenant, UserId, Secret), AuthError> {
+        let now = self.clock.now();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug: new.slug,
+            name: new.name,
+            created_at: now,
+        };
+        let owner = StaffUser {
+            id: UserId::new(),
+            tenant_id: tenant.id,
+            email: owner_email,
+            role: Role::Owner,
+            status: UserStatus::Invited,
+            password_hash: None,
+            created_at: now,
+        };
+        let setup = Secret::generate(TokenPurpose::Setup.prefix());
+        let token = OneTimeToken {
+            hash: setup.hash,
+            tenant_id: tenant.id,
+            user_id: owner.id,
+            purpose: TokenPurpose::Setup,
+            expires_at: now + self.settings.setup_ttl,
+        };
+        let events = [
+            event(
+                tenant.id,
+                "tenant.created",
+                &serde_json::json!({"tenant_id": tenant.id, "slug": tenant.slug, "name": tenant.name}),
+                now,
+            )?,
+            event(
+                tenant.id,
+                "staff_user.invited",
+                &serde_json::json!({"user_id": owner.id, "role": owner.role}),
+                now,
+            )?,
+        ];
+        match self
+            .staff
+            .create_tenant_with_owner(&tenant, &owner, &token, &events)
+            .await
+        {
+            Ok(()) => Ok((tenant, owner.id, setup)),
+            Err(e) if e.is_conflict_on(TENANT_SLUG_CONSTRAINT) => {
+                Err(TenantError::SlugTaken(tenant.slug).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn claims(&self, user: &StaffUser, session: SessionId, now: OffsetDateTime) -> Claims {
+        Claims {
+            iss: self.settings.issuer.clone(),
+            aud: STAFF_AUDIENCE.to_owned(),
+            sub: user.id.to_string(),
+            tid: user.tenant_id,
+            kind: PrincipalKind::Staff,
+            scope: user
+                .role
+                .permissions()
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            sid: session.to_string(),
+            jti: base64_id(),
+            iat: now.unix_timestamp(),
+            exp: (now + self.settings.access_ttl).unix_timestamp(),
+        }
+    }
+
+    async fn pair(
+        &self,
+        user: &StaffUser,
+        session: SessionId,
+        refresh: &Secret,
+        now: OffsetDateTime,
+    ) -> Result<TokenPair, AuthError> {
+        let access_token = self.keys.sign(&self.claims(user, session, now)).await?;
+        Ok(TokenPair {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.settings.access_ttl.whole_seconds(),
+            refresh_token: refresh.expose().to_owned(),
+            refresh_expires_in: self.settings.refresh_ttl.whole_seconds(),
+        })
+    }
+
+    fn new_session(
+        &self,
+        user: &StaffUser,
+        now: OffsetDateTime,
+    ) -> (Session, Secret, RefreshToken) {
+        let session = Session {
+            id: SessionId::new(),
+            tenant_id: user.tenant_id,
+            user_id: user.id,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + self.settings.refresh_ttl,
+            revoked_at: None,
+        };
+        let secret = Secret::generate(REFRESH_PREFIX);
+        let refresh = RefreshToken {
+            hash: secret.hash,
+            tenant_id: user.tenant_id,
+            session_id: session.id,
+            issued_at: now,
+            expires_at: now + self.settings.refresh_ttl,
+            used_at: None,
+        };
+        (session, secret, refresh)
+    }
+
+    /// Redeems the owner's setup token with a first password; logs the owner in.
+    #[instrument(skip_all)]
+    pub async fn setup(&self, setup_token: &str, password: String) -> Result<TokenPair, AuthError> {
+        let now = self.clock.now();
+        let hash = Secret::hash_presented(TokenPurpose::Setup.prefix(), setup_token)
+            .ok_or(AuthError::InvalidToken)?;
+        let token = match self
+            .staff
+            .find_one_time_token(&hash, TokenPurpose::Setup, now)
+            .await
+        {
+            Ok(t) => t,
+            Err(StoreError::NotFound) => return Err(AuthError::InvalidToken),
+            Err(e) => return Err(e.into()),
+        };
+        let mut user = self.staff.get_user(token.tenant_id, token.user_id).await?;
+        let tenant = self.tenants.get(token.tenant_id).await?;
+        let new_password = NewPassword::parse(&password, user.email.as_str(), tenant.name.as_str())
+            .map_err(AuthError::WeakPassword)?;
+        let hasher = self.hasher.clone();
+        let stored = blocking(move || hasher.hash(&new_password))
+            .await?
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let (session, secret, refresh) = self.new_session(&user, now);
+        let events = [event(
+            user.tenant_id,
+            "staff_user.activated",
+            &serde_json::json!({"user_id": user.id}),
+            now,
+        )?];
+        match self
+            .staff
+            .activate_with_token(&token, &stored, &session, &refresh, &events)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_conflict_on(TOKEN_ALREADY_USED) => return Err(AuthError::InvalidToken),
+            Err(e) => return Err(e.into()),
+        }
+        user.status = UserStatus::Active;
+        tracing::info!(security = true, tenant_id = %user.tenant_id, user_id = %user.id, "owner setup completed");
+        self.pair(&user, session.id, &secret, now).await
+    }
+
+    /// Password login. Unknown tenant, unknown email, inactive account and wrong password all
+    /// answer the same error after the same password work.
+    #[instrument(skip_all)]
+    pub async fn login(
+        &self,
+        tenant_slug: &str,
+        email: &str,
+        password: String,
+    ) -> Result<TokenPair, AuthError> {
+        let now = self.clock.now();
+        let user = self.find_login_user(tenant_slug, email).await?;
+        let hasher = self.hasher.clone();
+        let stored: Option<StoredHash> = user.as_ref().and_then(|u| u.password_hash.clone());
+        let ok = blocking(move || {
+            if let Some(h) = stored {
+                hasher.verify(&password, &h)
+            } else {
+                hasher.verify_dummy(&password);
+                false
+            }
+        })
+        .await?;
+        let user = match user {
+            Some(u) if ok && u.status == UserStatus::Active => u,
+            other => {
+                if let Some(u) = other {
+                    let e = event(
+                        u.tenant_id,
+                        "security.login_failed",
+                        &serde_json::json!({"user_id": u.id}),
+                        now,
+                    )?;
+                    self.events.append(&[e]).await?;
+                    tracing::info!(security = true, tenant_id = %u.tenant_id, user_id = %u.id, "login failed");
+                }
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        let (session, secret, refresh) = self.new_session(&user, now);
+        let events = [event(
+            user.tenant_id,
+            "security.login_succeeded",
+            &serde_json::json!({"user_id": user.id, "session_id": session.id}),
+            now,
+        )?];
+        self.sessions
+            .start_session(&session, &refresh, &events)
+            .await?;
+        tracing::info!(security = true, tenant_id = %user.tenant_id, user_id = %user.id, "login succeeded");
+        self.pair(&user, session.id, &secret, now).await
+    }
+
+    async fn find_login_user(
+        &self,
+        tenant_slug: &str,
+        email: &str,
+    ) -> Result<Option<StaffUser>, AuthError> {
+        let Ok(slug) = crate::domain::TenantSlug::parse(tenant_slug) else {
+            return Ok(None);
+        };
+        let Ok(email) = Email::parse(email) else {
+            return Ok(None);
+        };
+        let tenant = match self.tenants.get_by_slug(&slug).await {
+            Ok(t) => t,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match self.staff.find_user_by_email(tenant.id, &email).await {
+            Ok(u) => Ok(Some(u)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn revoke_for_reuse(
+        &self,
+        tenant: TenantId,
+        session: SessionId,
+        now: OffsetDateTime,
+    ) -> Result<AuthError, AuthError> {
+        let e = event(
+            tenant,
+            "security.refresh_token_reused",
+            &serde_json::json!({"session_id": session}),
+            now,
+        )?;
+        self.sessions
+            .revoke_session(tenant, session, now, &[e])
+            .await?;
+        tracing::warn!(security = true, tenant_id = %tenant, session_id = %session, "refresh token reused: session revoked");
+        Ok(AuthError::RefreshTokenReused)
+    }
+
+    /// Exchanges a refresh token for a new pair. The presented token is spent; presenting a
+    /// spent token again revokes the whole session (family).
+    #[instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
+        let now = self.clock.now();
+        let hash = Secret::hash_presented(REFRESH_PREFIX, refresh_token)
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        let old = self.find_refresh(&hash).await?;
+        let session = self
+            .sessions
+            .get_session(old.tenant_id, old.session_id)
+            .await?;
+        if old.used_at.is_some() {
+            return Err(self
+                .revoke_for_reuse(old.tenant_id, old.session_id, now)
+                .await?);
+        }
+        if !session.is_active(now) || now >= old.expires_at {
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        let user = self
+            .staff
+            .get_user(session.tenant_id, session.user_id)
+            .await?;
+        if user.status != UserStatus::Active {
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        let secret = Secret::generate(REFRESH_PREFIX);
+        let new = RefreshToken {
+            hash: secret.hash,
+            tenant_id: old.tenant_id,
+            session_id: old.session_id,
+            issued_at: now,
+            expires_at: now + self.settings.refresh_ttl,
+            used_at: None,
+        };
+        match self
+            .sessions
+            .rotate_refresh_token(old.tenant_id, &hash, &new)
+            .await
+        {
+            Ok(()) => self.pair(&user, session.id, &secret, now).await,
+            // Spent between our read and our write: a concurrent presentation of the same token.
+            Err(e) if e.is_conflict_on(TOKEN_ALREADY_USED) => Err(self
+                .revoke_for_reuse(old.tenant_id, old.session_id, now)
+                .await?),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_refresh(&self, hash: &SecretHash) -> Result<RefreshToken, AuthError> {
+        match self.sessions.find_refresh_token(hash).await {
+            Ok(t) => Ok(t),
+            Err(StoreError::NotFound) => Err(AuthError::InvalidRefreshToken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ends the session the refresh token belongs to (the whole family).
+    #[instrument(skip_all)]
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let hash = Secret::hash_presented(REFRESH_PREFIX, refresh_token)
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        let token = self.find_refresh(&hash).await?;
+        let e = event(
+            token.tenant_id,
+            "security.logout",
+            &serde_json::json!({"session_id": token.session_id}),
+            now,
+        )?;
+        self.sessions
+            .revoke_session(token.tenant_id, token.session_id, now, &[e])
+            .await?;
+        Ok(())
+    }
+
+    /// Checks a staff access token and that its session and user are still active.
+    pub async fn authenticate_staff(&self, bearer: &str) -> Result<StaffPrincipal, AuthError> {
+        let now = self.clock.now();
+        let claims = self
+            .keys
+            .verify(
+                bearer,
+                &self.settings.issuer,
+                STAFF_AUDIENCE,
+                self.settings.leeway,
+            )
+            .await?
+            .map_err(|e| {
+                tracing::debug!(reason = %e, "access token refused");
+                AuthError::Unauthenticated
+            })?;
+        if claims.kind != PrincipalKind::Staff {
+            return Err(AuthError::Unauthenticated);
+        }
+        let user_id: UserId = claims.sub.parse().map_err(|_| AuthError::Unauthenticated)?;
+        let session_id: SessionId = claims.sid.parse().map_err(|_| AuthError::Unauthenticated)?;
+        let session = match self.sessions.get_session(claims.tid, session_id).await {
+            Ok(s) => s,
+            Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
+            Err(e) => return Err(e.into()),
+        };
+        if !session.is_active(now) || session.user_id != user_id {
+            return Err(AuthError::Unauthenticated);
+        }
+        let user = match self.staff.get_user(claims.tid, user_id).await {
+            Ok(u) if u.status == UserStatus::Active => u,
+            Ok(_) | Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(StaffPrincipal {
+            tenant_id: claims.tid,
+            user_id,
+            role: user.role,
+            session_id,
+        })
+    }
+
+    pub async fn me(&self, p: &StaffPrincipal) -> Result<StaffUser, AuthError> {
+        Ok(self.staff.get_user(p.tenant_id, p.user_id).await?)
+    }
+
+    pub async fn sessions(&self, p: &StaffPrincipal) -> Result<Vec<Session>, AuthError> {
+        Ok(self
+            .sessions
+            .list_active_sessions(p.tenant_id, p.user_id, self.clock.now())
+            .await?)
+    }
+
+    /// Revokes one of the caller's own sessions; anyone else's is `NotFound`.
+    pub async fn revoke_own_session(
+        &self,
+        p: &StaffPrincipal,
+        id: SessionId,
+    ) -> Result<(), AuthError> {
+        let session = self.sessions.get_session(p.tenant_id, id).await?;
+        if session.user_id != p.user_id {
+            return Err(AuthError::NotFound);
+        }
+        let now = self.clock.now();
+        let e = event(
+            p.tenant_id,
+            "security.session_revoked",
+            &serde_json::json!({"session_id": id}),
+            now,
+        )?;
+        self.sessions
+            .revoke_session(p.tenant_id, id, now, &[e])
+            .await?;
+        Ok(())
+    }
+}
+
+/// A random token id (`jti`).
+fn base64_id() -> String {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    URL_SAFE_NO_PAD.encode(random_bytes::<16>())
+}

@@ -1,0 +1,213 @@
+//! Staff users, sessions and the one-time tokens that activate accounts.
+
+use std::fmt;
+
+use keel_kernel::{TenantId, define_id};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::{access::Role, password::StoredHash, secret::SecretHash};
+
+define_id!(
+    /// A staff user of one tenant.
+    UserId,
+    "usr"
+);
+define_id!(
+    /// A login session: one refresh-token family.
+    SessionId,
+    "ses"
+);
+
+/// Why an email address was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be an email address like name@example.com (at most 254 characters)")]
+pub struct EmailError;
+
+/// An email address, trimmed and lower-cased (so lookups match however it was typed).
+/// Deliberately simple: one `@`, a non-empty local part, a domain with a dot, no spaces.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Self, EmailError> {
+        let s = s.trim().to_lowercase();
+        let ok = s.len() <= 254
+            && s.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && local.len() <= 64
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains('@')
+            })
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+        if ok { Ok(Self(s)) } else { Err(EmailError) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Emails are personal data: `Debug` masks the local part.
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.split_once('@') {
+            Some((_, domain)) => write!(f, "Email(***@{domain})"),
+            None => f.write_str("Email(***)"),
+        }
+    }
+}
+
+/// Where a staff account stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    /// Created, waiting for its setup or invite token to be redeemed with a password.
+    Invited,
+    Active,
+    Disabled,
+}
+
+impl UserStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Invited => "invited",
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Invited, Self::Active, Self::Disabled]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A staff member of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffUser {
+    pub id: UserId,
+    pub tenant_id: TenantId,
+    pub email: Email,
+    pub role: Role,
+    pub status: UserStatus,
+    pub password_hash: Option<StoredHash>,
+    pub created_at: OffsetDateTime,
+}
+
+/// What a one-time token is for. Each purpose is redeemed at its own route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    /// The owner's first password (`keel tenant create --owner-email`).
+    Setup,
+}
+
+impl TokenPurpose {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Setup => "setup",
+        }
+    }
+
+    /// Prefix of the plaintext token, so tokens of different purposes never cross.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Self::Setup => "st",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Setup].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A single-use token, stored by hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeToken {
+    pub hash: SecretHash,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub purpose: TokenPurpose,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A login session (a refresh-token family).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Session {
+    pub id: SessionId,
+    #[serde(skip)]
+    pub tenant_id: TenantId,
+    #[serde(skip)]
+    pub user_id: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_used_at: OffsetDateTime,
+    /// When its current refresh token expires.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(skip)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl Session {
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
+/// One refresh token of a session, stored by hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub hash: SecretHash,
+    pub tenant_id: TenantId,
+    pub session_id: SessionId,
+    pub issued_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// Set when it was exchanged for a new one; presenting it again is reuse.
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// A signing key as stored: the seed sealed under the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    pub sealed_seed: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    /// When a newer key replaced it; its public key stays published for the overlap.
+    pub retired_at: Option<OffsetDateTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_bounded() {
+        assert_eq!(
+            Email::parse("  Alice@Shop.Test ").map(|e| e.0),
+            Ok("alice@shop.test".into())
+        );
+        for bad in [
+            "",
+            "alice",
+            "@shop.test",
+            "alice@",
+            "alice@shop",
+            "a b@shop.test",
+            "alice@.test",
+            "a@b@c.test",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Email::parse(&format!("{}@shop.test", "a".repeat(65))).is_err());
+        assert_eq!(
+            format!("{:?}", Email::parse("alice@shop.test").expect("valid")),
+            "Email(***@shop.test)"
+        );
+    }
+}

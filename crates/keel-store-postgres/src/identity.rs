@@ -1,0 +1,412 @@
+//! Staff users, one-time tokens, sessions, refresh tokens and signing keys on PostgreSQL.
+
+use async_trait::async_trait;
+use keel_identity::{
+    Tenant,
+    access::Role,
+    password::StoredHash,
+    ports::{SessionStore, SigningKeyStore, StaffStore, TOKEN_ALREADY_USED},
+    secret::SecretHash,
+    staff::{
+        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredSigningKey,
+        TokenPurpose, UserId, UserStatus,
+    },
+};
+use keel_kernel::{StoreError, TenantId, event::NewEvent};
+use sqlx::{Row, postgres::PgRow};
+use time::OffsetDateTime;
+
+use crate::{
+    PgStore, at, at_opt,
+    error::map_err,
+    tenants::{insert_events, insert_tenant},
+};
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::other(format!("corrupt {what} in storage"))
+}
+
+fn hash_from(r: &PgRow, col: &str) -> Result<SecretHash, StoreError> {
+    let bytes: Vec<u8> = r.try_get(col).map_err(map_err)?;
+    bytes
+        .try_into()
+        .map(SecretHash)
+        .map_err(|_| corrupt("hash"))
+}
+
+fn user_from_row(r: &PgRow) -> Result<StaffUser, StoreError> {
+    let email: String = r.try_get("email").map_err(map_err)?;
+    let role: String = r.try_get("role").map_err(map_err)?;
+    let status: String = r.try_get("status").map_err(map_err)?;
+    let hash: Option<String> = r.try_get("password_hash").map_err(map_err)?;
+    Ok(StaffUser {
+        id: UserId::from_uuid(r.try_get("id").map_err(map_err)?),
+        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        email: Email::parse(&email).map_err(|_| corrupt("email"))?,
+        role: Role::parse(&role).ok_or_else(|| corrupt("role"))?,
+        status: UserStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        password_hash: hash
+            .map(StoredHash::from_stored)
+            .transpose()
+            .map_err(|_| corrupt("password hash"))?,
+        created_at: at(r, "created_at")?,
+    })
+}
+
+fn session_from_row(r: &PgRow) -> Result<Session, StoreError> {
+    Ok(Session {
+        id: SessionId::from_uuid(r.try_get("id").map_err(map_err)?),
+        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        user_id: UserId::from_uuid(r.try_get("user_id").map_err(map_err)?),
+        created_at: at(r, "created_at")?,
+        last_used_at: at(r, "last_used_at")?,
+        expires_at: at(r, "expires_at")?,
+        revoked_at: at_opt(r, "revoked_at")?,
+    })
+}
+
+fn refresh_from_row(r: &PgRow) -> Result<RefreshToken, StoreError> {
+    Ok(RefreshToken {
+        hash: hash_from(r, "hash")?,
+        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        session_id: SessionId::from_uuid(r.try_get("session_id").map_err(map_err)?),
+        issued_at: at(r, "issued_at")?,
+        expires_at: at(r, "expires_at")?,
+        used_at: at_opt(r, "used_at")?,
+    })
+}
+
+/// Column lists as literal-producing macros, so every query stays a compile-time literal.
+macro_rules! user_select {
+    () => {
+        "SELECT tenant_id, id, email, role, status, password_hash, created_at FROM staff_users"
+    };
+}
+macro_rules! session_select {
+    () => {
+        "SELECT tenant_id, id, user_id, created_at, last_used_at, expires_at, revoked_at FROM sessions"
+    };
+}
+
+async fn insert_user(tx: &mut sqlx::PgConnection, u: &StaffUser) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO staff_users (tenant_id, id, email, role, status, password_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(u.tenant_id.as_uuid())
+    .bind(u.id.as_uuid())
+    .bind(u.email.as_str())
+    .bind(u.role.as_str())
+    .bind(u.status.as_str())
+    .bind(u.password_hash.as_ref().map(StoredHash::as_str))
+    .bind(u.created_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+async fn insert_session(
+    tx: &mut sqlx::PgConnection,
+    s: &Session,
+    r: &RefreshToken,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sessions (tenant_id, id, user_id, created_at, last_used_at, expires_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+    )
+    .bind(s.tenant_id.as_uuid())
+    .bind(s.id.as_uuid())
+    .bind(s.user_id.as_uuid())
+    .bind(s.created_at)
+    .bind(s.last_used_at)
+    .bind(s.expires_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    insert_refresh(tx, r).await
+}
+
+async fn insert_refresh(tx: &mut sqlx::PgConnection, r: &RefreshToken) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (hash, tenant_id, session_id, issued_at, expires_at, used_at) \
+         VALUES ($1, $2, $3, $4, $5, NULL)",
+    )
+    .bind(&r.hash.0[..])
+    .bind(r.tenant_id.as_uuid())
+    .bind(r.session_id.as_uuid())
+    .bind(r.issued_at)
+    .bind(r.expires_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl StaffStore for PgStore {
+    async fn create_tenant_with_owner(
+        &self,
+        tenant: &Tenant,
+        owner: &StaffUser,
+        setup: &OneTimeToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        insert_tenant(&mut tx, tenant).await?;
+        insert_user(&mut tx, owner).await?;
+        sqlx::query(
+            "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at) \
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(&setup.hash.0[..])
+        .bind(setup.tenant_id.as_uuid())
+        .bind(setup.user_id.as_uuid())
+        .bind(setup.purpose.as_str())
+        .bind(setup.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<StaffUser, StoreError> {
+        let row = sqlx::query(concat!(user_select!(), " WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        user_from_row(&row)
+    }
+
+    async fn find_user_by_email(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+    ) -> Result<StaffUser, StoreError> {
+        let row = sqlx::query(concat!(
+            user_select!(),
+            " WHERE tenant_id = $1 AND email = $2"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(email.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        user_from_row(&row)
+    }
+
+    async fn find_one_time_token(
+        &self,
+        hash: &SecretHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<OneTimeToken, StoreError> {
+        let r = sqlx::query(
+            "SELECT hash, tenant_id, user_id, purpose, expires_at FROM one_time_tokens \
+             WHERE hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(&hash.0[..])
+        .bind(purpose.as_str())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let purpose: String = r.try_get("purpose").map_err(map_err)?;
+        Ok(OneTimeToken {
+            hash: hash_from(&r, "hash")?,
+            tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+            user_id: UserId::from_uuid(r.try_get("user_id").map_err(map_err)?),
+            purpose: TokenPurpose::parse(&purpose).ok_or_else(|| corrupt("token purpose"))?,
+            expires_at: at(&r, "expires_at")?,
+        })
+    }
+
+    async fn activate_with_token(
+        &self,
+        token: &OneTimeToken,
+        password: &StoredHash,
+        session: &Session,
+        refresh: &RefreshToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let used = sqlx::query(
+            "UPDATE one_time_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL",
+        )
+        .bind(&token.hash.0[..])
+        .bind(session.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if used.rows_affected() != 1 {
+            return Err(StoreError::Conflict {
+                constraint: TOKEN_ALREADY_USED.into(),
+            });
+        }
+        sqlx::query("UPDATE staff_users SET password_hash = $3, status = 'active' WHERE tenant_id = $1 AND id = $2")
+            .bind(token.tenant_id.as_uuid())
+            .bind(token.user_id.as_uuid())
+            .bind(password.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert_session(&mut tx, session, refresh).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgStore {
+    async fn start_session(
+        &self,
+        session: &Session,
+        refresh: &RefreshToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        insert_session(&mut tx, session, refresh).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn find_refresh_token(&self, hash: &SecretHash) -> Result<RefreshToken, StoreError> {
+        let r = sqlx::query(
+            "SELECT hash, tenant_id, session_id, issued_at, expires_at, used_at FROM refresh_tokens WHERE hash = $1",
+        )
+        .bind(&hash.0[..])
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        refresh_from_row(&r)
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        tenant: TenantId,
+        old: &SecretHash,
+        new: &RefreshToken,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let spent = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $3 WHERE hash = $1 AND tenant_id = $2 AND used_at IS NULL",
+        )
+        .bind(&old.0[..])
+        .bind(tenant.as_uuid())
+        .bind(new.issued_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if spent.rows_affected() != 1 {
+            return Err(StoreError::Conflict {
+                constraint: TOKEN_ALREADY_USED.into(),
+            });
+        }
+        insert_refresh(&mut tx, new).await?;
+        sqlx::query("UPDATE sessions SET last_used_at = $3, expires_at = $4 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_uuid())
+            .bind(new.session_id.as_uuid())
+            .bind(new.issued_at)
+            .bind(new.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn revoke_session(
+        &self,
+        tenant: TenantId,
+        id: SessionId,
+        at_time: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .bind(at_time)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_session(&self, tenant: TenantId, id: SessionId) -> Result<Session, StoreError> {
+        let r = sqlx::query(concat!(
+            session_select!(),
+            " WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        session_from_row(&r)
+    }
+
+    async fn list_active_sessions(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            session_select!(),
+            " WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3 ORDER BY id DESC"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(session_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl SigningKeyStore for PgStore {
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        let rows = sqlx::query("SELECT kid, sealed_seed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredSigningKey {
+                    kid: r.try_get("kid").map_err(map_err)?,
+                    sealed_seed: r.try_get("sealed_seed").map_err(map_err)?,
+                    created_at: at(r, "created_at")?,
+                    retired_at: at_opt(r, "retired_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rotate_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+            .bind(key.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("INSERT INTO signing_keys (kid, sealed_seed, created_at, retired_at) VALUES ($1, $2, $3, NULL)")
+            .bind(&key.kid)
+            .bind(&key.sealed_seed)
+            .bind(key.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+}
