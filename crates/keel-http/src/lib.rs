@@ -5,6 +5,7 @@
 //! service, map the context's error into a [`problem::Problem`]. No business rule lives here.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;
@@ -33,6 +34,7 @@ use crate::{
 pub struct AppState {
     pub health: Arc<dyn StoreHealth>,
     pub metrics: Arc<Metrics>,
+    pub auth: keel_identity::auth::AuthService,
 }
 
 /// Exact limits from the configuration.
@@ -59,6 +61,8 @@ pub fn router_with(
     let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
         .merge(routes::health::router())
         .merge(routes::ops::router())
+        .merge(routes::auth::router())
+        .merge(routes::me::router())
         .merge(extra)
         .split_for_parts();
     let metrics = state.metrics.clone();

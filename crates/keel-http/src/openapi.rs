@@ -22,9 +22,33 @@ use crate::{
         license(name = "Apache-2.0"),
     ),
     components(schemas(ProblemBody, FieldError)),
-    tags((name = "operations", description = "Probes, metrics and documentation."))
+    modifiers(&BearerAuth),
+    tags(
+        (name = "operations", description = "Probes, metrics and documentation."),
+        (name = "auth", description = "Staff setup, login, token refresh and logout; signing keys."),
+        (name = "me", description = "The authenticated staff member and their sessions."),
+    )
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` security scheme (EdDSA JWT access tokens).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The document before routes add their paths.
 pub fn base() -> utoipa::openapi::OpenApi {

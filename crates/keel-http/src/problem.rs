@@ -41,6 +41,12 @@ macro_rules! kinds {
 kinds! {
     BAD_REQUEST = ("bad_request", 400, "Bad request");
     MALFORMED_JSON = ("malformed_json", 400, "Malformed JSON body");
+    INVALID_TOKEN = ("invalid_token", 400, "Invalid or expired token");
+    UNAUTHORIZED = ("unauthorized", 401, "Unauthorized");
+    INVALID_CREDENTIALS = ("invalid_credentials", 401, "Invalid credentials");
+    INVALID_REFRESH_TOKEN = ("invalid_refresh_token", 401, "Invalid refresh token");
+    REFRESH_TOKEN_REUSED = ("refresh_token_reused", 401, "Refresh token reused");
+    FORBIDDEN = ("forbidden", 403, "Forbidden");
     NOT_FOUND = ("not_found", 404, "Not found");
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, "Method not allowed");
     CONFLICT = ("conflict", 409, "Conflict");
@@ -117,13 +123,17 @@ pub struct FieldError {
 #[derive(Debug, Clone)]
 pub struct InternalError(pub Arc<str>);
 
-/// A problem response under construction.
+/// A problem response under construction. Boxed so `Result<T, Problem>` stays one pointer wide.
 #[derive(Debug, Clone)]
-pub struct Problem {
+pub struct Problem(Box<ProblemInner>);
+
+#[derive(Debug, Clone)]
+struct ProblemInner {
     kind: ProblemKind,
     detail: Cow<'static, str>,
     errors: Vec<FieldError>,
     internal: Option<Arc<str>>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 /// The wire form (RFC 9457 members plus Keel's `code` and `errors` extensions).
@@ -145,12 +155,28 @@ pub struct ProblemBody {
 
 impl Problem {
     pub fn new(kind: ProblemKind, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self {
+        Self(Box::new(ProblemInner {
             kind,
             detail: detail.into(),
             errors: Vec::new(),
             internal: None,
-        }
+            headers: Vec::new(),
+        }))
+    }
+
+    /// Adds a response header (e.g. `WWW-Authenticate` on 401).
+    #[must_use]
+    pub fn with_header(mut self, name: header::HeaderName, value: &'static str) -> Self {
+        self.0.headers.push((name, HeaderValue::from_static(value)));
+        self
+    }
+
+    /// 422 for one field.
+    pub fn invalid_field(pointer: &str, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError {
+            pointer: pointer.to_owned(),
+            message: message.into(),
+        }])
     }
 
     /// 422 with field errors.
@@ -159,7 +185,7 @@ impl Problem {
             ProblemKind::VALIDATION_FAILED,
             "The request has invalid fields.",
         );
-        p.errors = errors;
+        p.0.errors = errors;
         p
     }
 
@@ -169,16 +195,16 @@ impl Problem {
             ProblemKind::INTERNAL,
             "The server failed to handle the request; it has been logged.",
         );
-        p.internal = Some(error_chain(cause).into());
+        p.0.internal = Some(error_chain(cause).into());
         p
     }
 
     pub fn kind(&self) -> ProblemKind {
-        self.kind
+        self.0.kind
     }
 
     pub fn errors(&self) -> &[FieldError] {
-        &self.errors
+        &self.0.errors
     }
 }
 
@@ -203,7 +229,7 @@ impl From<StoreError> for Problem {
                     ProblemKind::SERVICE_UNAVAILABLE,
                     "The service is temporarily unavailable; retry later.",
                 );
-                p.internal = Some(error_chain(&e).into());
+                p.0.internal = Some(error_chain(&e).into());
                 p
             }
             StoreError::Conflict { .. } | StoreError::Other(_) => Self::internal(&e),
@@ -211,24 +237,73 @@ impl From<StoreError> for Problem {
     }
 }
 
+/// `WWW-Authenticate` for a request without credentials (RFC 6750 §3).
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"keel\"";
+/// `WWW-Authenticate` for a request with a bad or expired token.
+pub const BEARER_INVALID: &str = "Bearer realm=\"keel\", error=\"invalid_token\"";
+
+impl From<keel_identity::auth::AuthError> for Problem {
+    fn from(e: keel_identity::auth::AuthError) -> Self {
+        use keel_identity::{TenantError, auth::AuthError as A};
+        match e {
+            A::InvalidCredentials => Self::new(
+                ProblemKind::INVALID_CREDENTIALS,
+                "The shop, email or password is wrong.",
+            ),
+            A::InvalidToken => Self::new(
+                ProblemKind::INVALID_TOKEN,
+                "The token is invalid, expired or already used.",
+            ),
+            A::InvalidRefreshToken => Self::new(
+                ProblemKind::INVALID_REFRESH_TOKEN,
+                "The refresh token is invalid or expired; log in again.",
+            ),
+            A::RefreshTokenReused => Self::new(
+                ProblemKind::REFRESH_TOKEN_REUSED,
+                "This refresh token was already used, so the session was revoked; log in again.",
+            ),
+            A::Unauthenticated => Self::new(
+                ProblemKind::UNAUTHORIZED,
+                "The access token is missing, invalid or expired.",
+            )
+            .with_header(header::WWW_AUTHENTICATE, BEARER_INVALID),
+            A::WeakPassword(reason) => {
+                Self::invalid_field("/password", format!("password {reason}"))
+            }
+            A::NotFound | A::Tenant(TenantError::NotFound) => {
+                Self::new(ProblemKind::NOT_FOUND, "No such resource.")
+            }
+            A::Tenant(TenantError::SlugTaken(_)) => {
+                Self::new(ProblemKind::CONFLICT, "That shop handle is already taken.")
+            }
+            A::Tenant(TenantError::Store(e)) | A::Store(e) => e.into(),
+            A::Internal(msg) => Self::internal(&std::io::Error::other(msg)),
+        }
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        let this = *self.0;
         let status =
-            StatusCode::from_u16(self.kind.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            StatusCode::from_u16(this.kind.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ProblemBody {
-            type_uri: self.kind.type_uri(),
-            title: self.kind.title,
-            status: self.kind.status,
-            detail: self.detail.into_owned(),
-            code: self.kind.code,
-            errors: self.errors,
+            type_uri: this.kind.type_uri(),
+            title: this.kind.title,
+            status: this.kind.status,
+            detail: this.detail.into_owned(),
+            code: this.kind.code,
+            errors: this.errors,
         };
         let bytes = serde_json::to_vec(&body)
             .expect("a problem body (strings and integers) always serializes");
         let mut res = (status, bytes).into_response();
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(internal) = self.internal {
+        for (name, value) in this.headers {
+            res.headers_mut().insert(name, value);
+        }
+        if let Some(internal) = this.internal {
             res.extensions_mut().insert(InternalError(internal));
         }
         res

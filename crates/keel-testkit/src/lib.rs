@@ -64,6 +64,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub backend: Backend,
     pub store: Store,
+    /// The app's authentication service (same database and master key), for setting up
+    /// tenants the way the operator CLI does.
+    pub auth: keel_identity::auth::AuthService,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub db: TestDb,
@@ -86,6 +89,7 @@ pub fn test_config(db: &TestDb) -> RawConfig {
         ..RawConfig::default()
     };
     raw.database_url = Some(db.url().into());
+    raw.secret_key = Some(keel::secrets::generate().into());
     raw
 }
 
@@ -119,11 +123,13 @@ pub async fn spawn_on(
         TestDb::Postgres(_) => Backend::Postgres,
     };
     let settings = Settings::from_raw(raw).expect("valid test configuration");
+    let auth_settings = settings.clone();
     let app = App::build_with_routes(&settings, migrate, extra)
         .await
         .expect("build the app");
     let base_url = format!("http://{}", app.local_addr());
     let store = app.store().clone();
+    let auth = keel::auth_service(&auth_settings, &store).expect("auth service");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
@@ -136,6 +142,7 @@ pub async fn spawn_on(
             .expect("build the HTTP client"),
         backend,
         store,
+        auth,
         server: Some(server),
         stop: Some(stop),
         db,
@@ -173,6 +180,68 @@ impl TestApp {
             .expect("POST reaches the server")
     }
 
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST reaches the server")
+    }
+
+    /// `GET path` with a Bearer token.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET reaches the server")
+    }
+
+    /// Creates a tenant with an owner, as `keel tenant create --owner-email` does.
+    pub async fn create_owner(&self, slug_prefix: &str) -> Owner {
+        let slug = format!(
+            "{slug_prefix}-{}",
+            &uuid::Uuid::now_v7().simple().to_string()[20..]
+        );
+        let email = format!("owner@{slug}.test");
+        let new = keel_identity::NewTenant {
+            slug: keel_identity::TenantSlug::parse(&slug).expect("valid slug"),
+            name: keel_identity::TenantName::parse(&format!("Shop {slug}")).expect("valid name"),
+        };
+        let (tenant, user_id, setup) = self
+            .auth
+            .create_tenant_with_owner(
+                new,
+                keel_identity::staff::Email::parse(&email).expect("valid email"),
+            )
+            .await
+            .expect("create tenant with owner");
+        Owner {
+            tenant_id: tenant.id.to_string(),
+            user_id: user_id.to_string(),
+            slug,
+            email,
+            setup_token: setup.expose().to_owned(),
+        }
+    }
+
+    /// Creates an owner and completes setup with [`OWNER_PASSWORD`]; returns the token pair.
+    pub async fn owner_with_tokens(&self, slug_prefix: &str) -> (Owner, Tokens) {
+        let owner = self.create_owner(slug_prefix).await;
+        let res = self
+            .post_json(
+                "/v1/auth/setup",
+                &serde_json::json!({"setup_token": owner.setup_token, "password": OWNER_PASSWORD}),
+            )
+            .await;
+        assert_eq!(res.status(), 200, "setup succeeds");
+        let tokens = res.json().await.expect("token JSON");
+        (owner, tokens)
+    }
+
     /// Stops the server gracefully and returns how the run ended.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
@@ -191,6 +260,29 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// A password that meets the policy, used by test owners.
+pub const OWNER_PASSWORD: &str = "plum-harbor-cinder-77-lantern";
+
+/// A tenant bootstrapped for a test.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub slug: String,
+    pub email: String,
+    pub setup_token: String,
+}
+
+/// The token pair a login, setup or refresh returns.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: i64,
+    pub refresh_expires_in: i64,
+    pub token_type: String,
 }
 
 /// Asserts the response is an RFC 9457 problem with `status` and `code`; returns its body.

@@ -47,8 +47,33 @@ pub struct RawConfig {
     /// `KEEL_WORKER_THREADS`, default 4: async runtime worker threads (an exact count, not
     /// "one per core").
     pub worker_threads: u32,
+    /// `KEEL_SECRET_KEY` (secret; also `KEEL_SECRET_KEY_FILE`): 32 bytes, base64url, sealing
+    /// signing keys and TOTP secrets at rest. Required with PostgreSQL (every node must share
+    /// it); with SQLite, created as `<data_dir>/secret.key` (mode 0600) when unset.
+    #[serde(skip_serializing)]
+    pub secret_key: Option<SecretString>,
+    pub auth: RawAuth,
     pub sqlite: RawSqlite,
     pub postgres: RawPostgres,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `KEEL_AUTH__ISSUER`, default `keel`: the `iss` of every token.
+    pub issuer: String,
+    /// `KEEL_AUTH__ACCESS_TOKEN_TTL_S`, default 900.
+    pub access_token_ttl_s: u64,
+    /// `KEEL_AUTH__REFRESH_TOKEN_TTL_S`, default 2592000 (30 days).
+    pub refresh_token_ttl_s: u64,
+    /// `KEEL_AUTH__SETUP_TOKEN_TTL_S`, default 86400.
+    pub setup_token_ttl_s: u64,
+    /// `KEEL_AUTH__KEY_OVERLAP_S`, default 86400: how long a replaced signing key stays published.
+    pub key_overlap_s: u64,
+    /// `KEEL_AUTH__KEY_CACHE_MS`, default 60000: how long a node caches the key set.
+    pub key_cache_ms: u64,
+    /// `KEEL_AUTH__LEEWAY_S`, default 30: tolerance for other nodes' clocks when checking `iat`.
+    pub leeway_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +109,16 @@ impl Default for RawConfig {
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 30_000,
             worker_threads: 4,
+            secret_key: None,
+            auth: RawAuth {
+                issuer: "keel".into(),
+                access_token_ttl_s: 900,
+                refresh_token_ttl_s: 2_592_000,
+                setup_token_ttl_s: 86_400,
+                key_overlap_s: 86_400,
+                key_cache_ms: 60_000,
+                leeway_s: 30,
+            },
             sqlite: RawSqlite {
                 busy_timeout_ms: 5_000,
                 acquire_timeout_ms: 5_000,
@@ -267,6 +302,35 @@ pub struct Settings {
     pub http: keel_http::HttpSettings,
     pub shutdown_grace: Duration,
     pub worker_threads: usize,
+    /// The master key as configured (base64url); `None` means "the embedded key file".
+    pub secret_key: Option<SecretString>,
+    pub auth: keel_identity::auth::AuthSettings,
+}
+
+fn seconds(key: &str, v: u64) -> Result<time::Duration, ConfigError> {
+    let v = i64::try_from(positive(key, v)?).map_err(|_| err(key, "too large"))?;
+    Ok(time::Duration::seconds(v))
+}
+
+fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, ConfigError> {
+    if raw.issuer.trim().is_empty() {
+        return Err(err("KEEL_AUTH__ISSUER", "must not be empty"));
+    }
+    let cache = positive("KEEL_AUTH__KEY_CACHE_MS", raw.key_cache_ms)?;
+    Ok(keel_identity::auth::AuthSettings {
+        issuer: raw.issuer.clone(),
+        access_ttl: seconds("KEEL_AUTH__ACCESS_TOKEN_TTL_S", raw.access_token_ttl_s)?,
+        refresh_ttl: seconds("KEEL_AUTH__REFRESH_TOKEN_TTL_S", raw.refresh_token_ttl_s)?,
+        setup_ttl: seconds("KEEL_AUTH__SETUP_TOKEN_TTL_S", raw.setup_token_ttl_s)?,
+        key_overlap: seconds("KEEL_AUTH__KEY_OVERLAP_S", raw.key_overlap_s)?,
+        key_cache: time::Duration::milliseconds(
+            i64::try_from(cache).map_err(|_| err("KEEL_AUTH__KEY_CACHE_MS", "too large"))?,
+        ),
+        // Zero leeway is allowed: a single node needs none.
+        leeway: time::Duration::seconds(
+            i64::try_from(raw.leeway_s).map_err(|_| err("KEEL_AUTH__LEEWAY_S", "too large"))?,
+        ),
+    })
 }
 
 fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
@@ -407,6 +471,7 @@ impl Settings {
             u64::from(raw.worker_threads),
         )?)
         .map_err(|_| err("KEEL_WORKER_THREADS", "too large for this platform"))?;
+        let auth = auth_settings(&raw.auth)?;
         Ok(Self {
             listen,
             data_dir: raw.data_dir,
@@ -415,6 +480,8 @@ impl Settings {
             http,
             shutdown_grace,
             worker_threads,
+            secret_key: raw.secret_key,
+            auth,
         })
     }
 
@@ -450,6 +517,16 @@ impl Settings {
             "request_timeout_ms": self.http.request_timeout.as_millis(),
             "shutdown_grace_ms": self.shutdown_grace.as_millis(),
             "worker_threads": self.worker_threads,
+            "secret_key": if self.secret_key.is_some() { "***" } else { "<data_dir>/secret.key (embedded mode)" },
+            "auth": {
+                "issuer": self.auth.issuer,
+                "access_token_ttl_s": self.auth.access_ttl.whole_seconds(),
+                "refresh_token_ttl_s": self.auth.refresh_ttl.whole_seconds(),
+                "setup_token_ttl_s": self.auth.setup_ttl.whole_seconds(),
+                "key_overlap_s": self.auth.key_overlap.whole_seconds(),
+                "key_cache_ms": self.auth.key_cache.whole_milliseconds(),
+                "leeway_s": self.auth.leeway.whole_seconds(),
+            },
         })
     }
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 
@@ -10,6 +11,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use keel_http::{AppState, metrics::Metrics};
+use keel_identity::auth::{AuthService, KeyRing};
+use keel_kernel::clock::{Clock, SystemClock};
 use utoipa_axum::router::OpenApiRouter;
 
 pub use crate::{config::Settings, store::Store};
@@ -50,6 +53,7 @@ impl App {
         let state = AppState {
             health: store.health(),
             metrics: Arc::new(Metrics::default()),
+            auth: auth_service(settings, &store)?,
         };
         let router = keel_http::router_with(state, settings.http, extra);
         let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -115,6 +119,28 @@ impl App {
             }
         }
     }
+}
+
+/// The staff authentication service over `store`, with the master key from the settings.
+pub fn auth_service(settings: &Settings, store: &Store) -> anyhow::Result<AuthService> {
+    let master = secrets::master_key(settings)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let keys = Arc::new(KeyRing::new(
+        store.signing_keys(),
+        master,
+        clock.clone(),
+        settings.auth.key_overlap,
+        settings.auth.key_cache,
+    ));
+    Ok(AuthService::new(
+        store.tenants(),
+        store.staff(),
+        store.sessions(),
+        store.events(),
+        keys,
+        clock,
+        settings.auth.clone(),
+    ))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -3,8 +3,11 @@
 //! ```text
 //! keel serve [--migrate]          run the API (SQLite: created and migrated on start)
 //! keel migrate                    apply pending migrations and exit
-//! keel tenant create --name N --slug S [--json]
+//! keel tenant create --name N --slug S --owner-email E [--json]
+//!                                 prints the owner's one-time setup token
 //! keel tenant list [--json]
+//! keel keys rotate                new JWT signing key; the previous stays published
+//! keel secret generate            a fresh KEEL_SECRET_KEY value
 //! keel config check               print the effective configuration, secrets redacted
 //! ```
 //! Exit codes: 0 success, 1 failure, 2 usage error, 78 invalid configuration (EX_CONFIG).
@@ -16,7 +19,9 @@ use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use keel::{App, Settings, Store, config::LogFormat, telemetry};
-use keel_identity::{NewTenant, TenantError, TenantName, TenantService, TenantSlug};
+use keel_identity::{
+    NewTenant, TenantError, TenantName, TenantService, TenantSlug, auth::AuthError, staff::Email,
+};
 use keel_kernel::{
     clock::SystemClock,
     page::{Limit, PageRequest},
@@ -52,11 +57,34 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Manage the JWT signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Generate secrets for the configuration.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key; tokens signed with the previous one stay valid while it stays
+    /// published (KEEL_AUTH__KEY_OVERLAP_S).
+    Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Print a new random value for KEEL_SECRET_KEY.
+    Generate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +97,9 @@ enum TenantCommand {
         /// URL-safe handle: 3 to 63 of a-z, 0-9 and '-', starting with a letter.
         #[arg(long, value_parser = parse_slug)]
         slug: TenantSlug,
+        /// The owner's email; the owner sets a password with the printed setup token.
+        #[arg(long, value_parser = parse_email)]
+        owner_email: Email,
         /// Print one JSON object instead of a sentence.
         #[arg(long)]
         json: bool,
@@ -89,6 +120,10 @@ enum ConfigCommand {
 
 fn parse_slug(s: &str) -> Result<TenantSlug, String> {
     TenantSlug::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_email(s: &str) -> Result<Email, String> {
+    Email::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_name(s: &str) -> Result<TenantName, String> {
@@ -171,10 +206,37 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 store.migrate().await?;
             }
             store.ensure_migrated().await?;
-            let service = TenantService::new(store.tenants(), std::sync::Arc::new(SystemClock));
-            let result = tenant_command(&service, command).await;
+            let result = tenant_command(&settings, &store, command).await;
             store.close().await;
             result
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            telemetry::init(LogFormat::Pretty, true);
+            let store = Store::open(&settings.database).await?;
+            if store.is_sqlite() {
+                store.migrate().await?;
+            }
+            store.ensure_migrated().await?;
+            let auth = keel::auth_service(&settings, &store)?;
+            let kid = auth
+                .keys()
+                .rotate()
+                .await
+                .context("cannot rotate the signing key")?;
+            println!(
+                "new signing key {kid}; the previous key stays published for {} s",
+                settings.auth.key_overlap.whole_seconds()
+            );
+            store.close().await;
+            Ok(())
+        }
+        Command::Secret {
+            command: SecretCommand::Generate,
+        } => {
+            println!("{}", keel::secrets::generate());
+            Ok(())
         }
         Command::Config {
             command: ConfigCommand::Check,
@@ -186,14 +248,30 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     }
 }
 
-async fn tenant_command(service: &TenantService, command: TenantCommand) -> anyhow::Result<()> {
+async fn tenant_command(
+    settings: &Settings,
+    store: &Store,
+    command: TenantCommand,
+) -> anyhow::Result<()> {
+    let service = TenantService::new(store.tenants(), std::sync::Arc::new(SystemClock));
     match command {
-        TenantCommand::Create { name, slug, json } => {
-            let tenant = match service.create(NewTenant { slug, name }).await {
+        TenantCommand::Create {
+            name,
+            slug,
+            owner_email,
+            json,
+        } => {
+            let auth = keel::auth_service(settings, store)?;
+            let email = owner_email.as_str().to_owned();
+            let (tenant, owner_id, setup) = match auth
+                .create_tenant_with_owner(NewTenant { slug, name }, owner_email)
+                .await
+            {
                 Ok(t) => t,
-                Err(e @ TenantError::SlugTaken(_)) => anyhow::bail!("{e}"),
+                Err(AuthError::Tenant(e @ TenantError::SlugTaken(_))) => anyhow::bail!("{e}"),
                 Err(e) => return Err(e).context("cannot create the tenant"),
             };
+            let ttl = settings.auth.setup_ttl.whole_seconds();
             if json {
                 println!(
                     "{}",
@@ -202,6 +280,10 @@ async fn tenant_command(service: &TenantService, command: TenantCommand) -> anyh
                         "slug": tenant.slug,
                         "name": tenant.name,
                         "created_at": tenant.created_at.format(&time::format_description::well_known::Rfc3339)?,
+                        "owner_user_id": owner_id,
+                        "owner_email": email,
+                        "setup_token": setup.expose(),
+                        "setup_token_expires_in": ttl,
                     })
                 );
             } else {
@@ -209,6 +291,10 @@ async fn tenant_command(service: &TenantService, command: TenantCommand) -> anyh
                     "created tenant {} (slug `{}`, name \"{}\")",
                     tenant.id, tenant.slug, tenant.name
                 );
+                println!(
+                    "owner {email}: set a password within {ttl} s with POST /v1/auth/setup and this one-time token:"
+                );
+                println!("{}", setup.expose());
             }
             Ok(())
         }

@@ -2,12 +2,26 @@
 
 use std::sync::Arc;
 
-use keel_identity::TenantStore;
+use keel_identity::{
+    TenantStore,
+    ports::{SessionStore, SigningKeyStore, StaffStore},
+};
 use keel_kernel::{StoreError, event::EventLog, health::StoreHealth};
 use keel_store_postgres::PgStore;
 use keel_store_sqlite::SqliteStore;
 
 use crate::config::DatabaseSettings;
+
+/// Every port one adapter implements; `Arc<dyn Backend>` upcasts to each port.
+pub trait Backend:
+    TenantStore + EventLog + StoreHealth + StaffStore + SessionStore + SigningKeyStore
+{
+}
+
+impl<T> Backend for T where
+    T: TenantStore + EventLog + StoreHealth + StaffStore + SessionStore + SigningKeyStore
+{
+}
 
 /// The configured backend.
 #[derive(Debug, Clone)]
@@ -39,25 +53,36 @@ impl Store {
         }
     }
 
-    pub fn tenants(&self) -> Arc<dyn TenantStore> {
+    /// The adapter as the set of all ports.
+    pub fn backend(&self) -> Arc<dyn Backend> {
         match self {
             Self::Sqlite(s) => Arc::new(s.clone()),
             Self::Postgres(s) => Arc::new(s.clone()),
         }
+    }
+
+    pub fn tenants(&self) -> Arc<dyn TenantStore> {
+        self.backend()
     }
 
     pub fn events(&self) -> Arc<dyn EventLog> {
-        match self {
-            Self::Sqlite(s) => Arc::new(s.clone()),
-            Self::Postgres(s) => Arc::new(s.clone()),
-        }
+        self.backend()
     }
 
     pub fn health(&self) -> Arc<dyn StoreHealth> {
-        match self {
-            Self::Sqlite(s) => Arc::new(s.clone()),
-            Self::Postgres(s) => Arc::new(s.clone()),
-        }
+        self.backend()
+    }
+
+    pub fn staff(&self) -> Arc<dyn StaffStore> {
+        self.backend()
+    }
+
+    pub fn sessions(&self) -> Arc<dyn SessionStore> {
+        self.backend()
+    }
+
+    pub fn signing_keys(&self) -> Arc<dyn SigningKeyStore> {
+        self.backend()
     }
 
     /// Fails unless every embedded migration is applied (for commands that write).

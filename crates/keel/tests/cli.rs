@@ -74,7 +74,16 @@ async fn config_check_prints_the_effective_config_with_secrets_redacted() {
 #[tokio::test]
 async fn invalid_slug_is_a_usage_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = keel(&["tenant", "create", "--name", "Acme", "--slug", "Not A Slug"]);
+    let mut c = keel(&[
+        "tenant",
+        "create",
+        "--name",
+        "Acme",
+        "--slug",
+        "Not A Slug",
+        "--owner-email",
+        "o@acme.test",
+    ]);
     c.current_dir(dir.path());
     let (code, _, stderr) = output(c).await;
     assert_eq!(code, 2, "{stderr}");
@@ -88,9 +97,12 @@ async fn tenant_commands_work(backend: Backend) {
     let db = TestDb::fresh(backend).await;
     let url = db.url();
     let dir = tempfile::tempdir().expect("tempdir");
+    let secret = keel::secrets::generate();
     let run = |args: &[&str]| {
         let mut c = keel(args);
-        c.env("KEEL_DATABASE_URL", &url).current_dir(dir.path());
+        c.env("KEEL_DATABASE_URL", &url)
+            .env("KEEL_SECRET_KEY", &secret)
+            .current_dir(dir.path());
         output(c)
     };
     if backend == Backend::Postgres {
@@ -113,6 +125,8 @@ async fn tenant_commands_work(backend: Backend) {
         "Acme Inc.",
         "--slug",
         "acme",
+        "--owner-email",
+        "owner@acme.test",
         "--json",
     ])
     .await;
@@ -120,12 +134,40 @@ async fn tenant_commands_work(backend: Backend) {
     let created: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
     let id = created["tenant_id"].as_str().expect("tenant_id").to_owned();
     assert!(id.starts_with("ten_"));
-    let (code, stdout, _) =
-        run(&["tenant", "create", "--name", "Globex", "--slug", "globex"]).await;
+    assert!(
+        created["setup_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("st_"))
+    );
+    assert_eq!(created["setup_token_expires_in"], 86_400);
+    let (code, stdout, _) = run(&[
+        "tenant",
+        "create",
+        "--name",
+        "Globex",
+        "--slug",
+        "globex",
+        "--owner-email",
+        "boss@globex.test",
+    ])
+    .await;
     assert_eq!(code, 0);
     assert!(stdout.starts_with("created tenant ten_"), "{stdout}");
-    let (code, _, stderr) =
-        run(&["tenant", "create", "--name", "Acme again", "--slug", "acme"]).await;
+    assert!(
+        stdout.lines().nth(2).is_some_and(|l| l.starts_with("st_")),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run(&[
+        "tenant",
+        "create",
+        "--name",
+        "Acme again",
+        "--slug",
+        "acme",
+        "--owner-email",
+        "x@acme.test",
+    ])
+    .await;
     assert_eq!(code, 1);
     assert_eq!(stderr.trim(), "keel: tenant slug `acme` is already taken");
     let (code, stdout, _) = run(&["tenant", "list", "--json"]).await;
@@ -243,10 +285,12 @@ async fn serve_with_request_in_flight(
 ) {
     let (db_port, mut connections) = hanging_database().await;
     let mut c = keel(&["serve"]);
-    c.env("KEEL_LISTEN", "127.0.0.1:0").env(
-        "KEEL_DATABASE_URL",
-        format!("postgres://postgres@127.0.0.1:{db_port}/keel"),
-    );
+    c.env("KEEL_LISTEN", "127.0.0.1:0")
+        .env(
+            "KEEL_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{db_port}/keel"),
+        )
+        .env("KEEL_SECRET_KEY", keel::secrets::generate());
     for (k, v) in env {
         c.env(k, v);
     }
@@ -326,13 +370,17 @@ async fn concurrent_cli_writers_on_one_sqlite_file_all_succeed() {
     let mut served = serve(c).await;
     let mut writers = tokio::task::JoinSet::new();
     for i in 0..8 {
+        let slug = format!("shop-{i}");
+        let email = format!("owner@{slug}.test");
         let mut c = keel(&[
             "tenant",
             "create",
             "--name",
             "Shop",
             "--slug",
-            &format!("shop-{i}"),
+            &slug,
+            "--owner-email",
+            &email,
         ]);
         c.current_dir(dir.path());
         writers.spawn(output(c));
@@ -356,4 +404,70 @@ async fn concurrent_cli_writers_on_one_sqlite_file_all_succeed() {
         .expect("exits")
         .expect("status");
     assert_eq!(status.code(), Some(0));
+}
+
+/// The operator's bootstrap, end to end on the real binary: `tenant create --owner-email`
+/// prints a setup token that the running server accepts once at `POST /v1/auth/setup`.
+#[tokio::test]
+async fn operator_bootstrap_from_cli_to_first_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = keel(&["serve"]);
+    c.env("KEEL_LISTEN", "127.0.0.1:0").current_dir(dir.path());
+    let mut served = serve(c).await;
+    let mut c = keel(&[
+        "tenant",
+        "create",
+        "--name",
+        "Acme",
+        "--slug",
+        "acme",
+        "--owner-email",
+        "owner@acme.test",
+        "--json",
+    ]);
+    c.current_dir(dir.path());
+    let (code, stdout, stderr) = output(c).await;
+    assert_eq!(code, 0, "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let client = reqwest::Client::new();
+    let setup = client
+        .post(format!("http://{}/v1/auth/setup", served.addr))
+        .json(&serde_json::json!({"setup_token": created["setup_token"], "password": keel_testkit::OWNER_PASSWORD}))
+        .send()
+        .await
+        .expect("setup");
+    assert_eq!(setup.status(), 200);
+    let login = client
+        .post(format!("http://{}/v1/auth/login", served.addr))
+        .json(&serde_json::json!({"tenant": "acme", "email": "owner@acme.test", "password": keel_testkit::OWNER_PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 200);
+    // The embedded master key was created next to the database, private to the owner.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("keel-data/secret.key"))
+            .expect("key file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    sigterm(&served.child);
+    let status = tokio::time::timeout(STEP, served.child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn postgres_without_a_secret_key_is_a_config_error() {
+    let mut c = keel(&["serve"]);
+    c.env("KEEL_DATABASE_URL", "postgres://postgres@127.0.0.1:1/keel")
+        .env("KEEL_LISTEN", "127.0.0.1:0");
+    let (code, _, stderr) = output(c).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("KEEL_SECRET_KEY") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
 }

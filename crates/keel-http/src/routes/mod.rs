@@ -1,4 +1,6 @@
 //! One module per resource; each exposes `router() -> OpenApiRouter<AppState>`.
 
+pub mod auth;
 pub mod health;
+pub mod me;
 pub mod ops;

@@ -1,0 +1,148 @@
+//! `/v1/auth/*`: owner setup, login, refresh, logout (staff), and the public JWKS.
+
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use keel_identity::auth::TokenPair;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    AppState, extract,
+    problem::{Problem, ProblemBody},
+};
+
+/// Redeems the one-time setup token printed by `keel tenant create --owner-email`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SetupRequest {
+    setup_token: String,
+    /// At least 12 characters, at most 1024 bytes, hard to guess, not containing the email or shop name.
+    password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    /// The shop's slug.
+    tenant: String,
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// Tokens: a short-lived access token and a single-use refresh token.
+#[derive(Serialize, ToSchema)]
+struct TokenResponse {
+    /// EdDSA-signed JWT; send as `Authorization: Bearer …`.
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// Seconds until the access token expires.
+    expires_in: i64,
+    /// Opaque; exchange it once at `/v1/auth/refresh`. Using it twice revokes the session.
+    refresh_token: String,
+    /// Seconds until the refresh token expires.
+    refresh_expires_in: i64,
+}
+
+impl From<TokenPair> for TokenResponse {
+    fn from(p: TokenPair) -> Self {
+        Self {
+            access_token: p.access_token,
+            token_type: p.token_type,
+            expires_in: p.expires_in,
+            refresh_token: p.refresh_token,
+            refresh_expires_in: p.refresh_expires_in,
+        }
+    }
+}
+
+/// Sets the owner's first password and logs them in.
+#[utoipa::path(post, path = "/v1/auth/setup", tag = "auth", request_body = SetupRequest,
+    responses(
+        (status = 200, description = "Owner activated and logged in.", body = TokenResponse),
+        (status = 400, description = "`invalid_token`: unknown, expired or used setup token.", body = ProblemBody),
+        (status = 422, description = "`validation_failed`: the password does not meet the policy.", body = ProblemBody),
+    ))]
+async fn setup(
+    State(state): State<AppState>,
+    extract::Json(req): extract::Json<SetupRequest>,
+) -> Result<Json<TokenResponse>, Problem> {
+    Ok(Json(
+        state
+            .auth
+            .setup(&req.setup_token, req.password)
+            .await?
+            .into(),
+    ))
+}
+
+/// Logs a staff member in with shop, email and password.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in.", body = TokenResponse),
+        (status = 401, description = "`invalid_credentials`: the same answer whatever was wrong.", body = ProblemBody),
+    ))]
+async fn login(
+    State(state): State<AppState>,
+    extract::Json(req): extract::Json<LoginRequest>,
+) -> Result<Json<TokenResponse>, Problem> {
+    Ok(Json(
+        state
+            .auth
+            .login(&req.tenant, &req.email, req.password)
+            .await?
+            .into(),
+    ))
+}
+
+/// Exchanges a refresh token for a new pair; the presented token is spent.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens.", body = TokenResponse),
+        (status = 401, description = "`invalid_refresh_token`, or `refresh_token_reused` (the session is now revoked).", body = ProblemBody),
+    ))]
+async fn refresh(
+    State(state): State<AppState>,
+    extract::Json(req): extract::Json<RefreshRequest>,
+) -> Result<Json<TokenResponse>, Problem> {
+    Ok(Json(state.auth.refresh(&req.refresh_token).await?.into()))
+}
+
+/// Ends the session the refresh token belongs to.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "Session ended."),
+        (status = 401, description = "`invalid_refresh_token`.", body = ProblemBody),
+    ))]
+async fn logout(
+    State(state): State<AppState>,
+    extract::Json(req): extract::Json<RefreshRequest>,
+) -> Result<StatusCode, Problem> {
+    state.auth.logout(&req.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The public keys that verify access tokens (RFC 7517 JWK Set).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "JWK Set with Ed25519 (`OKP`) keys.")))]
+async fn jwks(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+    let keys = state.auth.keys().public_keys().await?;
+    Ok(Json(
+        serde_json::json!({"keys": keys.iter().map(keel_identity::jwt::PublicKey::to_jwk).collect::<Vec<_>>()}),
+    ))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(setup))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(jwks))
+}

@@ -1,0 +1,131 @@
+//! `/v1/me*`: the authenticated staff member, their sessions.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use keel_identity::staff::{Session, SessionId};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    AppState,
+    auth::Staff,
+    problem::{Problem, ProblemBody, ProblemKind},
+};
+
+/// The caller's account.
+#[derive(Serialize, ToSchema)]
+struct MeResponse {
+    id: String,
+    tenant_id: String,
+    email: String,
+    /// `owner`, `admin`, `staff` or `viewer`.
+    role: &'static str,
+    /// What the role allows, e.g. `orders:read`.
+    permissions: Vec<&'static str>,
+    status: &'static str,
+    created_at: String,
+}
+
+/// One login session.
+#[derive(Serialize, ToSchema)]
+struct SessionResponse {
+    id: String,
+    created_at: String,
+    last_used_at: String,
+    expires_at: String,
+    /// True for the session of the token making this request.
+    current: bool,
+}
+
+/// A list page (sessions are few, so always one page).
+#[derive(Serialize, ToSchema)]
+struct SessionList {
+    data: Vec<SessionResponse>,
+    next_cursor: Option<String>,
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC timestamp always formats as RFC 3339")
+}
+
+/// The authenticated staff member.
+#[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, body = MeResponse),
+        (status = 401, description = "`unauthorized`.", body = ProblemBody),
+    ))]
+async fn get_me(
+    State(state): State<AppState>,
+    Staff(p): Staff,
+) -> Result<Json<MeResponse>, Problem> {
+    let user = state.auth.me(&p).await?;
+    Ok(Json(MeResponse {
+        id: user.id.to_string(),
+        tenant_id: user.tenant_id.to_string(),
+        email: user.email.as_str().to_owned(),
+        role: user.role.as_str(),
+        permissions: user.role.permissions().iter().map(|p| p.as_str()).collect(),
+        status: user.status.as_str(),
+        created_at: rfc3339(user.created_at),
+    }))
+}
+
+fn session_response(s: &Session, current: SessionId) -> SessionResponse {
+    SessionResponse {
+        id: s.id.to_string(),
+        created_at: rfc3339(s.created_at),
+        last_used_at: rfc3339(s.last_used_at),
+        expires_at: rfc3339(s.expires_at),
+        current: s.id == current,
+    }
+}
+
+/// The caller's active sessions, newest first.
+#[utoipa::path(get, path = "/v1/me/sessions", tag = "me", security(("bearer" = [])),
+    responses((status = 200, body = SessionList), (status = 401, body = ProblemBody)))]
+async fn list_sessions(
+    State(state): State<AppState>,
+    Staff(p): Staff,
+) -> Result<Json<SessionList>, Problem> {
+    let sessions = state.auth.sessions(&p).await?;
+    Ok(Json(SessionList {
+        data: sessions
+            .iter()
+            .map(|s| session_response(s, p.session_id))
+            .collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Revokes one of the caller's sessions (its refresh token stops working; access tokens of
+/// that session are refused from now on).
+#[utoipa::path(delete, path = "/v1/me/sessions/{id}", tag = "me", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id, `ses_…`")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, body = ProblemBody),
+        (status = 404, description = "No such session of yours.", body = ProblemBody),
+    ))]
+async fn delete_session(
+    State(state): State<AppState>,
+    Staff(p): Staff,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let id: SessionId = id
+        .parse()
+        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such session."))?;
+    state.auth.revoke_own_session(&p, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_me))
+        .routes(routes!(list_sessions))
+        .routes(routes!(delete_session))
+}
