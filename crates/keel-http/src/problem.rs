@@ -47,6 +47,7 @@ kinds! {
     INVALID_REFRESH_TOKEN = ("invalid_refresh_token", 401, "Invalid refresh token");
     REFRESH_TOKEN_REUSED = ("refresh_token_reused", 401, "Refresh token reused");
     FORBIDDEN = ("forbidden", 403, "Forbidden");
+    TOO_MANY_ATTEMPTS = ("too_many_attempts", 429, "Too many attempts");
     NOT_FOUND = ("not_found", 404, "Not found");
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, "Method not allowed");
     CONFLICT = ("conflict", 409, "Conflict");
@@ -171,6 +172,13 @@ impl Problem {
         self
     }
 
+    /// Adds a response header with a computed value.
+    #[must_use]
+    pub fn with_header_value(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.0.headers.push((name, value));
+        self
+    }
+
     /// 422 for one field.
     pub fn invalid_field(pointer: &str, message: impl Into<String>) -> Self {
         Self::validation(vec![FieldError {
@@ -270,6 +278,13 @@ impl From<keel_identity::auth::AuthError> for Problem {
             A::WeakPassword(reason) => {
                 Self::invalid_field("/password", format!("password {reason}"))
             }
+            A::TooManyAttempts {
+                retry_after_seconds,
+            } => Self::new(
+                ProblemKind::TOO_MANY_ATTEMPTS,
+                "Too many failed logins; wait before trying again (see Retry-After).",
+            )
+            .with_header_value(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds)),
             A::NotFound | A::Tenant(TenantError::NotFound) => {
                 Self::new(ProblemKind::NOT_FOUND, "No such resource.")
             }

@@ -3,7 +3,10 @@
 //! `security.*` events in the outbox, in the same transaction as the change they describe,
 //! and logged with `security = true` (never with a secret).
 
-use std::sync::{Arc, RwLock};
+use std::{
+    net::IpAddr,
+    sync::{Arc, RwLock},
+};
 
 use keel_kernel::{
     StoreError, TenantId,
@@ -20,8 +23,8 @@ use crate::{
     jwt::{Claims, PrincipalKind, PublicKey, SigningKey, TokenError, Verifier},
     password::{NewPassword, PasswordHasher, PasswordPolicyError, StoredHash},
     ports::{
-        SessionStore, SigningKeyStore, StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED,
-        TenantStore,
+        Attempt, LoginThrottle, SessionStore, SigningKeyStore, StaffStore, TENANT_SLUG_CONSTRAINT,
+        TOKEN_ALREADY_USED, TenantStore,
     },
     sealed::MasterKey,
     secret::{Secret, SecretHash, random_bytes},
@@ -29,6 +32,7 @@ use crate::{
         Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredSigningKey,
         TokenPurpose, UserId, UserStatus,
     },
+    throttle::{Limit, ThrottleKey},
 };
 
 /// The `aud` of staff access tokens.
@@ -50,6 +54,21 @@ pub struct AuthSettings {
     pub key_cache: Duration,
     /// Tolerance for other nodes' clocks being ahead when checking `iat`.
     pub leeway: Duration,
+    /// Failed password logins allowed per account within `login_window`.
+    pub login_account_max: u32,
+    /// Failed password logins allowed per client address within `login_window`.
+    pub login_ip_max: u32,
+    pub login_window: Duration,
+}
+
+/// Whole seconds, rounded up (a `Retry-After` must not invite a retry that is still refused).
+fn ceil_seconds(d: Duration) -> i64 {
+    let whole = d.whole_seconds();
+    if d > Duration::seconds(whole) {
+        whole + 1
+    } else {
+        whole.max(0)
+    }
 }
 
 /// What can go wrong, in the identity context's words.
@@ -67,6 +86,8 @@ pub enum AuthError {
     Unauthenticated,
     #[error("password {0}")]
     WeakPassword(PasswordPolicyError),
+    #[error("too many failed attempts; retry in {retry_after_seconds} s")]
+    TooManyAttempts { retry_after_seconds: i64 },
     #[error("not found")]
     NotFound,
     #[error(transparent)]
@@ -291,6 +312,7 @@ pub struct AuthService {
     staff: Arc<dyn StaffStore>,
     sessions: Arc<dyn SessionStore>,
     events: Arc<dyn EventLog>,
+    throttle: Arc<dyn LoginThrottle>,
     keys: Arc<KeyRing>,
     hasher: PasswordHasher,
     clock: Arc<dyn Clock>,
@@ -315,21 +337,36 @@ fn event(
     NewEvent::new(tenant, kind, payload, at).map_err(|e| AuthError::Internal(e.to_string()))
 }
 
+/// The storage ports authentication works with.
+#[derive(Debug, Clone)]
+pub struct AuthPorts {
+    pub tenants: Arc<dyn TenantStore>,
+    pub staff: Arc<dyn StaffStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub events: Arc<dyn EventLog>,
+    pub throttle: Arc<dyn LoginThrottle>,
+}
+
 impl AuthService {
     pub fn new(
-        tenants: Arc<dyn TenantStore>,
-        staff: Arc<dyn StaffStore>,
-        sessions: Arc<dyn SessionStore>,
-        events: Arc<dyn EventLog>,
+        ports: AuthPorts,
         keys: Arc<KeyRing>,
         clock: Arc<dyn Clock>,
         settings: AuthSettings,
     ) -> Self {
+        let AuthPorts {
+            tenants,
+            staff,
+            sessions,
+            events,
+            throttle,
+        } = ports;
         Self {
             tenants,
             staff,
             sessions,
             events,
+            throttle,
             keys,
             hasher: PasswordHasher::default(),
             clock,
@@ -507,16 +544,42 @@ impl AuthService {
         self.pair(&user, session.id, &secret, now).await
     }
 
-    /// Password login. Unknown tenant, unknown email, inactive account and wrong password all
-    /// answer the same error after the same password work.
+    /// Password login, throttled per account and per client address (exact limits from the
+    /// settings). The reservation comes before any lookup or password work, so a locked account
+    /// is refused without checking the password, and unknown accounts lock like known ones.
+    /// Unknown tenant, unknown email, inactive account and wrong password all answer the same
+    /// error after the same password work.
     #[instrument(skip_all)]
     pub async fn login(
         &self,
         tenant_slug: &str,
         email: &str,
         password: String,
+        client: Option<IpAddr>,
     ) -> Result<TokenPair, AuthError> {
         let now = self.clock.now();
+        let account = ThrottleKey::account(tenant_slug, email);
+        let mut limits = vec![Limit {
+            key: account,
+            max: self.settings.login_account_max,
+            window: self.settings.login_window,
+        }];
+        if let Some(ip) = client {
+            limits.push(Limit {
+                key: ThrottleKey::ip(ip),
+                max: self.settings.login_ip_max,
+                window: self.settings.login_window,
+            });
+        }
+        let (attempt, remaining) = match self.throttle.reserve(&limits, now).await? {
+            Attempt::Reserved { id, remaining } => (id, remaining),
+            Attempt::Locked { until } => {
+                tracing::info!(security = true, "login refused: attempt limit reached");
+                return Err(AuthError::TooManyAttempts {
+                    retry_after_seconds: ceil_seconds(until - now),
+                });
+            }
+        };
         let user = self.find_login_user(tenant_slug, email).await?;
         let hasher = self.hasher.clone();
         let stored: Option<StoredHash> = user.as_ref().and_then(|u| u.password_hash.clone());
@@ -533,18 +596,28 @@ impl AuthService {
             Some(u) if ok && u.status == UserStatus::Active => u,
             other => {
                 if let Some(u) = other {
-                    let e = event(
+                    let mut events = vec![event(
                         u.tenant_id,
                         "security.login_failed",
                         &serde_json::json!({"user_id": u.id}),
                         now,
-                    )?;
-                    self.events.append(&[e]).await?;
-                    tracing::info!(security = true, tenant_id = %u.tenant_id, user_id = %u.id, "login failed");
+                    )?];
+                    if remaining == 0 {
+                        // This failure used the last attempt the window allowed.
+                        events.push(event(
+                            u.tenant_id,
+                            "security.login_locked",
+                            &serde_json::json!({"user_id": u.id, "window_s": self.settings.login_window.whole_seconds()}),
+                            now,
+                        )?);
+                    }
+                    self.events.append(&events).await?;
+                    tracing::info!(security = true, tenant_id = %u.tenant_id, user_id = %u.id, locked = remaining == 0, "login failed");
                 }
                 return Err(AuthError::InvalidCredentials);
             }
         };
+        self.throttle.succeed(attempt, &account).await?;
         let (session, secret, refresh) = self.new_session(&user, now);
         let events = [event(
             user.tenant_id,

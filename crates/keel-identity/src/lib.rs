@@ -19,6 +19,7 @@ pub mod sealed;
 pub mod secret;
 pub mod service;
 pub mod staff;
+pub mod throttle;
 pub mod totp;
 
 pub use domain::{NewTenant, Tenant, TenantError, TenantName, TenantSlug};

@@ -18,6 +18,7 @@ use crate::{
         Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredSigningKey,
         TokenPurpose, UserId,
     },
+    throttle::{Limit, ThrottleKey},
 };
 
 /// The canonical name of the unique constraint on tenant slugs, on every backend.
@@ -123,4 +124,31 @@ pub trait SigningKeyStore: Send + Sync + std::fmt::Debug {
     async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
     /// Retires every current key at `key.created_at` and adds `key`, in one transaction.
     async fn rotate_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+}
+
+/// Outcome of asking to evaluate a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Reserved under every limit; settle it with [`LoginThrottle::succeed`] or leave it as a
+    /// failure. `remaining` is how many more attempts the tightest limit allows after this one.
+    Reserved { id: AttemptId, remaining: u32 },
+    /// A limit is reached; no password may be checked before this time.
+    Locked { until: OffsetDateTime },
+}
+
+/// One reserved login attempt (its rows, one per key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptId(pub uuid::Uuid);
+
+/// Exact login throttling, shared by every node through the database.
+#[async_trait]
+pub trait LoginThrottle: Send + Sync + std::fmt::Debug {
+    /// In one serialised transaction per key set: if every limit has fewer than `max` attempts
+    /// in `(now - window, now]`, records one attempt per key and answers `Reserved`; otherwise
+    /// records nothing and answers `Locked` with the time the last reached limit opens.
+    async fn reserve(&self, limits: &[Limit], now: OffsetDateTime) -> Result<Attempt, StoreError>;
+    /// The attempt succeeded: removes its rows and every earlier row of `clear` (the account).
+    async fn succeed(&self, attempt: AttemptId, clear: &ThrottleKey) -> Result<(), StoreError>;
+    /// Removes rows older than `before` (a scheduled clean-up).
+    async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }

@@ -13,13 +13,15 @@ use keel_identity::{
     access::Role,
     password::StoredHash,
     ports::{
-        SessionStore, SigningKeyStore, StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED,
+        Attempt, LoginThrottle, SessionStore, SigningKeyStore, StaffStore, TENANT_SLUG_CONSTRAINT,
+        TOKEN_ALREADY_USED,
     },
     secret::Secret,
     staff::{
         Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredSigningKey,
         TokenPurpose, UserId, UserStatus,
     },
+    throttle::{Limit as ThrottleLimit, ThrottleKey},
 };
 use keel_kernel::{
     StoreError, TenantId,
@@ -38,6 +40,7 @@ pub struct Stores {
     pub staff: Arc<dyn StaffStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub keys: Arc<dyn SigningKeyStore>,
+    pub throttle: Arc<dyn LoginThrottle>,
 }
 
 impl Stores {
@@ -50,6 +53,7 @@ impl Stores {
             + StaffStore
             + SessionStore
             + SigningKeyStore
+            + LoginThrottle
             + 'static,
     {
         let store = Arc::new(store);
@@ -59,7 +63,8 @@ impl Stores {
             health: store.clone(),
             staff: store.clone(),
             sessions: store.clone(),
-            keys: store,
+            keys: store.clone(),
+            throttle: store,
         }
     }
 }
@@ -91,6 +96,9 @@ macro_rules! conformance_tests {
             tenant_b_cannot_read_tenant_a_users_or_sessions,
             signing_key_rotation_retires_the_previous_key,
             appended_events_are_listed_for_their_tenant_only,
+            login_reservations_stop_at_the_limit_and_reopen_as_the_window_slides,
+            a_successful_login_clears_the_account_but_not_the_address,
+            concurrent_login_reservations_never_exceed_the_limit,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {
@@ -889,4 +897,145 @@ pub async fn appended_events_are_listed_for_their_tenant_only(stores: &Stores) {
         stores.events.get(b.id, failed.id).await,
         Err(StoreError::NotFound)
     ));
+}
+
+// ---- login throttling ----
+
+const WINDOW: time::Duration = time::Duration::seconds(900);
+
+fn limit_of(key: ThrottleKey, max: u32) -> ThrottleLimit {
+    ThrottleLimit {
+        key,
+        max,
+        window: WINDOW,
+    }
+}
+
+fn reserved(a: &Attempt) -> bool {
+    matches!(a, Attempt::Reserved { .. })
+}
+
+pub async fn login_reservations_stop_at_the_limit_and_reopen_as_the_window_slides(stores: &Stores) {
+    let t0 = time::macros::datetime!(2026-11-21 10:00 UTC);
+    let key = ThrottleKey::account(&unique_slug("slide"), "a@b.test");
+    let limits = [limit_of(key, 3)];
+    for i in 0..3 {
+        let a = stores
+            .throttle
+            .reserve(&limits, t0 + time::Duration::seconds(i))
+            .await
+            .expect("reserve");
+        assert!(reserved(&a), "attempt {i}");
+    }
+    let t3 = t0 + time::Duration::seconds(3);
+    assert_eq!(
+        stores.throttle.reserve(&limits, t3).await.expect("reserve"),
+        Attempt::Locked { until: t0 + WINDOW }
+    );
+    // Refused attempts record nothing, so the lock does not grow.
+    let just_before = t0 + WINDOW - time::Duration::microseconds(1);
+    assert_eq!(
+        stores
+            .throttle
+            .reserve(&limits, just_before)
+            .await
+            .expect("reserve"),
+        Attempt::Locked { until: t0 + WINDOW }
+    );
+    assert!(
+        reserved(
+            &stores
+                .throttle
+                .reserve(&limits, t0 + WINDOW)
+                .await
+                .expect("reserve")
+        ),
+        "t0 left the window"
+    );
+    assert_eq!(
+        stores
+            .throttle
+            .prune(t0 + WINDOW + WINDOW)
+            .await
+            .expect("prune"),
+        4
+    );
+}
+
+pub async fn a_successful_login_clears_the_account_but_not_the_address(stores: &Stores) {
+    let now = time::macros::datetime!(2026-11-21 10:00 UTC);
+    let account = ThrottleKey::account(&unique_slug("clear"), "a@b.test");
+    let ip = ThrottleKey::ip(std::net::IpAddr::from([192, 0, 2, 1]));
+    let limits = [limit_of(account, 3), limit_of(ip, 5)];
+    for _ in 0..2 {
+        assert!(reserved(
+            &stores
+                .throttle
+                .reserve(&limits, now)
+                .await
+                .expect("failure")
+        ));
+    }
+    let Attempt::Reserved { id: ok, remaining } = stores
+        .throttle
+        .reserve(&limits, now)
+        .await
+        .expect("reserve")
+    else {
+        panic!("third attempt is within the limit")
+    };
+    assert_eq!(remaining, 0, "the third of three attempts leaves none");
+    stores
+        .throttle
+        .succeed(ok, &account)
+        .await
+        .expect("succeed");
+    // The account starts afresh; the address keeps its two failures (2 + 3 = 5 = its limit).
+    for _ in 0..3 {
+        assert!(reserved(
+            &stores
+                .throttle
+                .reserve(&limits, now)
+                .await
+                .expect("reserve")
+        ));
+    }
+    let locked = stores
+        .throttle
+        .reserve(&limits, now)
+        .await
+        .expect("reserve");
+    assert!(matches!(locked, Attempt::Locked { .. }), "{locked:?}");
+    let other_account = [
+        limit_of(ThrottleKey::account("other", "c@d.test"), 3),
+        limit_of(ip, 5),
+    ];
+    assert!(
+        matches!(
+            stores
+                .throttle
+                .reserve(&other_account, now)
+                .await
+                .expect("reserve"),
+            Attempt::Locked { .. }
+        ),
+        "the address limit binds every account"
+    );
+}
+
+pub async fn concurrent_login_reservations_never_exceed_the_limit(stores: &Stores) {
+    let now = time::macros::datetime!(2026-11-21 10:00 UTC);
+    let key = ThrottleKey::account(&unique_slug("race"), "a@b.test");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let throttle = stores.throttle.clone();
+        tasks.spawn(async move { throttle.reserve(&[limit_of(key, 5)], now).await });
+    }
+    let mut granted = 0;
+    while let Some(r) = tasks.join_next().await {
+        if reserved(&r.expect("task").expect("reserve")) {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 5);
 }

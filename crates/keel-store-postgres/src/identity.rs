@@ -242,6 +242,7 @@ impl StaffStore for PgStore {
         .await
         .map_err(map_err)?;
         if used.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
             });
@@ -301,6 +302,7 @@ impl SessionStore for PgStore {
         .await
         .map_err(map_err)?;
         if spent.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
             });
@@ -335,6 +337,7 @@ impl SessionStore for PgStore {
         .await
         .map_err(map_err)?;
         if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
         insert_events(&mut tx, events).await?;

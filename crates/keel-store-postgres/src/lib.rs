@@ -10,6 +10,7 @@ mod error;
 mod identity;
 mod migrations;
 mod tenants;
+mod throttle;
 
 use std::time::Duration;
 

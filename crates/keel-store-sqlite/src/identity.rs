@@ -246,6 +246,7 @@ impl StaffStore for SqliteStore {
         .await
         .map_err(map_err)?;
         if used.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
             });
@@ -305,6 +306,7 @@ impl SessionStore for SqliteStore {
         .await
         .map_err(map_err)?;
         if spent.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
             });
@@ -339,6 +341,7 @@ impl SessionStore for SqliteStore {
         .await
         .map_err(map_err)?;
         if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
         insert_events(&mut tx, events).await?;

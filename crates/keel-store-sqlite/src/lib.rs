@@ -17,6 +17,7 @@ mod error;
 mod identity;
 mod migrations;
 mod tenants;
+mod throttle;
 
 use std::{path::PathBuf, time::Duration};
 

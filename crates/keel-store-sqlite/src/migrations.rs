@@ -14,6 +14,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "staff_sessions_keys",
         include_str!("../migrations/20261121000002_staff_sessions_keys.sql"),
     ),
+    (
+        20_261_121_000_003,
+        "login_attempts",
+        include_str!("../migrations/20261121000003_login_attempts.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

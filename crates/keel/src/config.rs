@@ -74,6 +74,12 @@ pub struct RawAuth {
     pub key_cache_ms: u64,
     /// `KEEL_AUTH__LEEWAY_S`, default 30: tolerance for other nodes' clocks when checking `iat`.
     pub leeway_s: u64,
+    /// `KEEL_AUTH__LOGIN_ACCOUNT_MAX`, default 5: failed logins per account per window.
+    pub login_account_max: u32,
+    /// `KEEL_AUTH__LOGIN_IP_MAX`, default 20: failed logins per client address per window.
+    pub login_ip_max: u32,
+    /// `KEEL_AUTH__LOGIN_WINDOW_S`, default 900: the sliding window of both login limits.
+    pub login_window_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +124,9 @@ impl Default for RawConfig {
                 key_overlap_s: 86_400,
                 key_cache_ms: 60_000,
                 leeway_s: 30,
+                login_account_max: 5,
+                login_ip_max: 20,
+                login_window_s: 900,
             },
             sqlite: RawSqlite {
                 busy_timeout_ms: 5_000,
@@ -330,6 +339,17 @@ fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, Con
         leeway: time::Duration::seconds(
             i64::try_from(raw.leeway_s).map_err(|_| err("KEEL_AUTH__LEEWAY_S", "too large"))?,
         ),
+        login_account_max: u32::try_from(positive(
+            "KEEL_AUTH__LOGIN_ACCOUNT_MAX",
+            u64::from(raw.login_account_max),
+        )?)
+        .map_err(|_| err("KEEL_AUTH__LOGIN_ACCOUNT_MAX", "too large"))?,
+        login_ip_max: u32::try_from(positive(
+            "KEEL_AUTH__LOGIN_IP_MAX",
+            u64::from(raw.login_ip_max),
+        )?)
+        .map_err(|_| err("KEEL_AUTH__LOGIN_IP_MAX", "too large"))?,
+        login_window: seconds("KEEL_AUTH__LOGIN_WINDOW_S", raw.login_window_s)?,
     })
 }
 
@@ -526,6 +546,9 @@ impl Settings {
                 "key_overlap_s": self.auth.key_overlap.whole_seconds(),
                 "key_cache_ms": self.auth.key_cache.whole_milliseconds(),
                 "leeway_s": self.auth.leeway.whole_seconds(),
+                "login_account_max": self.auth.login_account_max,
+                "login_ip_max": self.auth.login_ip_max,
+                "login_window_s": self.auth.login_window.whole_seconds(),
             },
         })
     }

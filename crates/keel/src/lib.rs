@@ -11,7 +11,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use keel_http::{AppState, metrics::Metrics};
-use keel_identity::auth::{AuthService, KeyRing};
+use keel_identity::auth::{AuthPorts, AuthService, KeyRing};
 use keel_kernel::clock::{Clock, SystemClock};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -87,7 +87,11 @@ impl App {
     ) -> anyhow::Result<()> {
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = self.grace;
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        // Connect info gives handlers the peer address (login throttling per client).
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!(
                 grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
@@ -123,8 +127,16 @@ impl App {
 
 /// The staff authentication service over `store`, with the master key from the settings.
 pub fn auth_service(settings: &Settings, store: &Store) -> anyhow::Result<AuthService> {
+    auth_service_with_clock(settings, store, Arc::new(SystemClock))
+}
+
+/// [`auth_service`] with an explicit clock (tests of expiry and lockout timing).
+pub fn auth_service_with_clock(
+    settings: &Settings,
+    store: &Store,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<AuthService> {
     let master = secrets::master_key(settings)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let keys = Arc::new(KeyRing::new(
         store.signing_keys(),
         master,
@@ -132,15 +144,14 @@ pub fn auth_service(settings: &Settings, store: &Store) -> anyhow::Result<AuthSe
         settings.auth.key_overlap,
         settings.auth.key_cache,
     ));
-    Ok(AuthService::new(
-        store.tenants(),
-        store.staff(),
-        store.sessions(),
-        store.events(),
-        keys,
-        clock,
-        settings.auth.clone(),
-    ))
+    let ports = AuthPorts {
+        tenants: store.tenants(),
+        staff: store.staff(),
+        sessions: store.sessions(),
+        events: store.events(),
+        throttle: store.throttle(),
+    };
+    Ok(AuthService::new(ports, keys, clock, settings.auth.clone()))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use keel_identity::{
     TenantStore,
-    ports::{SessionStore, SigningKeyStore, StaffStore},
+    ports::{LoginThrottle, SessionStore, SigningKeyStore, StaffStore},
 };
 use keel_kernel::{StoreError, event::EventLog, health::StoreHealth};
 use keel_store_postgres::PgStore;
@@ -14,12 +14,18 @@ use crate::config::DatabaseSettings;
 
 /// Every port one adapter implements; `Arc<dyn Backend>` upcasts to each port.
 pub trait Backend:
-    TenantStore + EventLog + StoreHealth + StaffStore + SessionStore + SigningKeyStore
+    TenantStore + EventLog + StoreHealth + StaffStore + SessionStore + SigningKeyStore + LoginThrottle
 {
 }
 
 impl<T> Backend for T where
-    T: TenantStore + EventLog + StoreHealth + StaffStore + SessionStore + SigningKeyStore
+    T: TenantStore
+        + EventLog
+        + StoreHealth
+        + StaffStore
+        + SessionStore
+        + SigningKeyStore
+        + LoginThrottle
 {
 }
 
@@ -82,6 +88,10 @@ impl Store {
     }
 
     pub fn signing_keys(&self) -> Arc<dyn SigningKeyStore> {
+        self.backend()
+    }
+
+    pub fn throttle(&self) -> Arc<dyn LoginThrottle> {
         self.backend()
     }
 

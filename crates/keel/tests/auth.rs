@@ -31,6 +31,14 @@ fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+async fn login(app: &TestApp, tenant: &str, email: &str, password: &str) -> reqwest::Response {
+    app.post_json(
+        "/v1/auth/login",
+        &serde_json::json!({"tenant": tenant, "email": email, "password": password}),
+    )
+    .await
+}
+
 backend_tests! {
     async fn owner_setup_login_me_refresh_logout(backend: Backend) {
         let app = spawn_app(backend).await;
@@ -195,5 +203,39 @@ backend_tests! {
         let del = app.client.delete(app.url(&format!("/v1/me/sessions/{a_session}"))).bearer_auth(&a.access_token).send().await.expect("send");
         assert_eq!(del.status(), 204);
         assert_eq!(app.get_as("/v1/me", &a.access_token).await.status(), 401, "revoking the current session ends it");
+    }
+
+    async fn the_sixth_wrong_password_is_429_and_locks_out_the_right_one(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (owner, _) = app.owner_with_tokens("lock").await;
+        for _ in 0..5 {
+            assert_problem(login(&app, &owner.slug, &owner.email, "not-the-password-at-all").await, 401, "invalid_credentials").await;
+        }
+        let sixth = login(&app, &owner.slug, &owner.email, "not-the-password-at-all").await;
+        let retry: i64 = header(&sixth, "retry-after").parse().expect("Retry-After seconds");
+        assert!((1..=900).contains(&retry), "{retry}");
+        let locked = assert_problem(sixth, 429, "too_many_attempts").await;
+        let right = login(&app, &owner.slug, &owner.email, OWNER_PASSWORD).await;
+        assert_problem(right, 429, "too_many_attempts").await;
+        // An account that does not exist locks the same way, with the same words.
+        for _ in 0..5 {
+            login(&app, &owner.slug, "ghost@nowhere.test", "not-the-password-at-all").await;
+        }
+        let ghost = assert_problem(login(&app, &owner.slug, "ghost@nowhere.test", "x-y-z-w-v-u-t").await, 429, "too_many_attempts").await;
+        assert_eq!(ghost["detail"], locked["detail"]);
+        let types = event_types(&app, &owner.tenant_id).await;
+        assert_eq!(types.iter().filter(|t| *t == "security.login_failed").count(), 5);
+        assert_eq!(types.iter().filter(|t| *t == "security.login_locked").count(), 1);
+    }
+
+    async fn one_address_gets_twenty_failures_across_all_accounts(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (owner, _) = app.owner_with_tokens("addr").await;
+        for i in 0..20 {
+            let res = login(&app, &owner.slug, &format!("guess{i}@nowhere.test"), "not-the-password-at-all").await;
+            assert_eq!(res.status(), 401, "attempt {i}");
+        }
+        // The owner's own account has no failures, but this address is spent.
+        assert_problem(login(&app, &owner.slug, &owner.email, OWNER_PASSWORD).await, 429, "too_many_attempts").await;
     }
 }

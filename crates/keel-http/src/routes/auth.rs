@@ -1,6 +1,13 @@
 //! `/v1/auth/*`: owner setup, login, refresh, logout (staff), and the public JWKS.
 
-use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use std::net::SocketAddr;
+
+use axum::{
+    Json,
+    extract::{ConnectInfo, State},
+    http::StatusCode,
+    response::IntoResponse,
+};
 use keel_identity::auth::TokenPair;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -87,15 +94,17 @@ async fn setup(
     responses(
         (status = 200, description = "Logged in.", body = TokenResponse),
         (status = 401, description = "`invalid_credentials`: the same answer whatever was wrong.", body = ProblemBody),
+        (status = 429, description = "`too_many_attempts`: the account or address reached its limit; see `Retry-After`.", body = ProblemBody),
     ))]
 async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     extract::Json(req): extract::Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, Problem> {
     Ok(Json(
         state
             .auth
-            .login(&req.tenant, &req.email, req.password)
+            .login(&req.tenant, &req.email, req.password, Some(peer.ip()))
             .await?
             .into(),
     ))

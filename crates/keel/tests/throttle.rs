@@ -1,0 +1,71 @@
+//! The login lockout ends exactly when its window does: `AuthService` with a manual clock
+//! over a real SQLite store.
+
+use std::{net::IpAddr, sync::Arc};
+
+use keel::config::RawConfig;
+use keel_identity::{
+    NewTenant, TenantName, TenantSlug,
+    auth::{AuthError, AuthService},
+    staff::Email,
+};
+use keel_kernel::clock::ManualClock;
+use time::{Duration, macros::datetime};
+
+const PASSWORD: &str = keel_testkit::OWNER_PASSWORD;
+
+#[tokio::test]
+async fn the_right_password_works_again_exactly_when_the_window_ends() {
+    let db = keel_testkit::TestDb::fresh(keel_testkit::Backend::Sqlite).await;
+    let raw: RawConfig = keel_testkit::test_config(&db);
+    let settings = keel::Settings::from_raw(raw).expect("settings");
+    let store = keel::Store::open(&settings.database).await.expect("open");
+    store.migrate().await.expect("migrate");
+    let clock = Arc::new(ManualClock::new(datetime!(2026-11-21 12:00 UTC)));
+    let auth: AuthService =
+        keel::auth_service_with_clock(&settings, &store, clock.clone()).expect("auth");
+    let new = NewTenant {
+        slug: TenantSlug::parse("lockshop").expect("slug"),
+        name: TenantName::parse("Lock Shop").expect("name"),
+    };
+    let (_, _, setup) = auth
+        .create_tenant_with_owner(new, Email::parse("owner@lockshop.test").expect("email"))
+        .await
+        .expect("tenant");
+    auth.setup(setup.expose(), PASSWORD.into())
+        .await
+        .expect("setup");
+    let ip: Option<IpAddr> = Some([198, 51, 100, 9].into());
+    let try_login =
+        |password: &'static str| auth.login("lockshop", "owner@lockshop.test", password.into(), ip);
+
+    for i in 0..5 {
+        clock.advance(Duration::seconds(1));
+        assert!(
+            matches!(
+                try_login("wrong-but-long-enough").await,
+                Err(AuthError::InvalidCredentials)
+            ),
+            "failure {i}"
+        );
+    }
+    // The first failure was at 12:00:01; the window is 900 s.
+    match try_login(PASSWORD).await {
+        Err(AuthError::TooManyAttempts {
+            retry_after_seconds,
+        }) => assert_eq!(retry_after_seconds, 900 - 4),
+        other => panic!("expected a lockout, got {other:?}"),
+    }
+    clock.advance(Duration::seconds(900 - 5));
+    match try_login(PASSWORD).await {
+        Err(AuthError::TooManyAttempts {
+            retry_after_seconds,
+        }) => assert_eq!(retry_after_seconds, 1),
+        other => panic!("still locked one second before the end, got {other:?}"),
+    }
+    clock.advance(Duration::seconds(1));
+    assert!(
+        try_login(PASSWORD).await.is_ok(),
+        "unlocked when the first failure leaves the window"
+    );
+}
