@@ -1,0 +1,195 @@
+//! Secrets never reach the logs: the real binary at `debug` level, a full authentication flow,
+//! then a search of everything it wrote for every secret it handled.
+
+use std::{process::Stdio, time::Duration};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+const STEP: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn no_password_token_or_key_appears_in_the_logs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_key = keel::secrets::generate();
+    let env = |c: &mut tokio::process::Command| {
+        c.env_clear()
+            .env("RUST_LOG", "debug")
+            .env("KEEL_SECRET_KEY", &secret_key)
+            .current_dir(dir.path())
+            .kill_on_drop(true);
+    };
+    let mut create = tokio::process::Command::new(KEEL);
+    create.args([
+        "tenant",
+        "create",
+        "--name",
+        "Leak Test",
+        "--slug",
+        "leak",
+        "--owner-email",
+        "owner@leak.test",
+        "--json",
+    ]);
+    env(&mut create);
+    let out = create.output().await.expect("tenant create");
+    assert!(out.status.success());
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let setup_token = created["setup_token"].as_str().expect("token").to_owned();
+    let cli_log = String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let mut serve = tokio::process::Command::new(KEEL);
+    serve.arg("serve").env("KEEL_LISTEN", "127.0.0.1:0");
+    env(&mut serve);
+    serve.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = serve.spawn().expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut log = String::new();
+    let addr = tokio::time::timeout(STEP, async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            log.push_str(&line);
+            log.push('\n');
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["message"] == "listening" {
+                    return v["addr"].as_str().expect("addr").to_owned();
+                }
+            }
+        }
+        panic!("exited before listening")
+    })
+    .await
+    .expect("listens");
+
+    let password = "quartz-meadow-ferry-4410-violin";
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("http://{addr}{path}"))
+            .json(&body)
+            .send()
+    };
+    let setup: serde_json::Value = post(
+        "/v1/auth/setup",
+        serde_json::json!({"setup_token": setup_token, "password": password}),
+    )
+    .await
+    .expect("setup")
+    .json()
+    .await
+    .expect("json");
+    let wrong = "wrong-guess-but-long-xyz-123";
+    post(
+        "/v1/auth/login",
+        serde_json::json!({"tenant": "leak", "email": "owner@leak.test", "password": wrong}),
+    )
+    .await
+    .expect("bad login");
+    let login: serde_json::Value = post(
+        "/v1/auth/login",
+        serde_json::json!({"tenant": "leak", "email": "owner@leak.test", "password": password}),
+    )
+    .await
+    .expect("login")
+    .json()
+    .await
+    .expect("json");
+    let refreshed: serde_json::Value = post(
+        "/v1/auth/refresh",
+        serde_json::json!({"refresh_token": login["refresh_token"]}),
+    )
+    .await
+    .expect("refresh")
+    .json()
+    .await
+    .expect("json");
+    post(
+        "/v1/auth/refresh",
+        serde_json::json!({"refresh_token": login["refresh_token"]}),
+    )
+    .await
+    .expect("reuse");
+    let access = refreshed["access_token"]
+        .as_str()
+        .expect("access")
+        .to_owned();
+    client
+        .get(format!("http://{addr}/v1/me"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("me");
+    // A malformed request that carries a secret in its body: the rejection must not log it.
+    post(
+        "/v1/auth/setup",
+        serde_json::json!({"setup_token": setup_token, "password": password, "extra": 1}),
+    )
+    .await
+    .expect("422");
+
+    let pid = child.id().expect("pid").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    tokio::time::timeout(STEP, async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            log.push_str(&line);
+            log.push('\n');
+        }
+    })
+    .await
+    .expect("drained");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .await
+        .expect("stderr");
+    assert!(child.wait().await.expect("exit").success());
+    let all = format!("{cli_log}\n{log}\n{stderr}");
+    assert!(
+        all.contains("login succeeded") && all.contains("refresh token reused"),
+        "the flow was logged:\n{all}"
+    );
+
+    let secrets = [
+        ("password", password.to_owned()),
+        ("wrong password", wrong.to_owned()),
+        ("setup token", setup_token.clone()),
+        ("master key", secret_key.clone()),
+        (
+            "setup access token",
+            setup["access_token"].as_str().expect("a").to_owned(),
+        ),
+        (
+            "setup refresh token",
+            setup["refresh_token"].as_str().expect("r").to_owned(),
+        ),
+        (
+            "login refresh token",
+            login["refresh_token"].as_str().expect("r").to_owned(),
+        ),
+        ("refreshed access token", access.clone()),
+        (
+            "refreshed refresh token",
+            refreshed["refresh_token"].as_str().expect("r").to_owned(),
+        ),
+        ("an argon2 hash", "$argon2id$".to_owned()),
+        ("the owner's email", "owner@leak.test".to_owned()),
+    ];
+    for (what, value) in secrets {
+        assert!(!all.contains(&value), "{what} leaked into the logs");
+        // Tokens are long; no fragment of one may appear either (e.g. a truncated header).
+        if value.len() > 40 {
+            assert!(
+                !all.contains(&value[value.len() - 24..]),
+                "part of the {what} leaked"
+            );
+        }
+    }
+}
