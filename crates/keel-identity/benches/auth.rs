@@ -25,10 +25,10 @@ fn passwords(c: &mut Criterion) {
     let mut g = c.benchmark_group("argon2id");
     g.sample_size(20);
     g.bench_function("hash", |b| {
-        b.iter(|| hasher.hash(black_box(&pw)).expect("hash"))
+        b.iter(|| hasher.hash(black_box(&pw)).expect("hash"));
     });
     g.bench_function("verify", |b| {
-        b.iter(|| hasher.verify(black_box("plum-harbor-cinder-77-lantern"), &stored))
+        b.iter(|| hasher.verify(black_box("plum-harbor-cinder-77-lantern"), &stored));
     });
     g.finish();
 }
@@ -57,7 +57,7 @@ fn tokens(c: &mut Criterion) {
     let mut g = c.benchmark_group("access_token");
     g.bench_function("sign", |b| b.iter(|| key.sign(black_box(&claims))));
     g.bench_function("verify", |b| {
-        b.iter(|| verifier.verify(black_box(&token), NOW).expect("valid"))
+        b.iter(|| verifier.verify(black_box(&token), NOW).expect("valid"));
     });
     g.finish();
 }
@@ -66,7 +66,7 @@ fn totp_codes(c: &mut Criterion) {
     let secret = TotpSecret::generate();
     let code = totp::code_at(&secret, NOW);
     c.bench_function("totp/verify", |b| {
-        b.iter(|| totp::verify(&secret, black_box(&code), NOW, None))
+        b.iter(|| totp::verify(&secret, black_box(&code), NOW, None));
     });
 }
 
