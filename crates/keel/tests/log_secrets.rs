@@ -49,10 +49,10 @@ async fn no_password_token_or_key_appears_in_the_logs() {
         while let Some(line) = lines.next_line().await.expect("read") {
             log.push_str(&line);
             log.push('\n');
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["message"] == "listening" {
-                    return v["addr"].as_str().expect("addr").to_owned();
-                }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "listening"
+            {
+                return v["addr"].as_str().expect("addr").to_owned();
             }
         }
         panic!("exited before listening")
@@ -61,6 +61,67 @@ async fn no_password_token_or_key_appears_in_the_logs() {
     .expect("listens");
 
     let password = "quartz-meadow-ferry-4410-violin";
+    let wrong = "wrong-guess-but-long-xyz-123";
+    let mut secrets = auth_flow(&addr, &setup_token, password, wrong).await;
+    let pid = child.id().expect("pid").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    tokio::time::timeout(STEP, async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            log.push_str(&line);
+            log.push('\n');
+        }
+    })
+    .await
+    .expect("drained");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .await
+        .expect("stderr");
+    assert!(child.wait().await.expect("exit").success());
+    let all = format!("{cli_log}\n{log}\n{stderr}");
+    assert!(
+        all.contains("login succeeded") && all.contains("refresh token reused"),
+        "the flow was logged:\n{all}"
+    );
+
+    secrets.extend([
+        ("password", password.to_owned()),
+        ("wrong password", wrong.to_owned()),
+        ("setup token", setup_token.clone()),
+        ("master key", secret_key.clone()),
+        ("an argon2 hash", "$argon2id$".to_owned()),
+        ("the owner's email", "owner@leak.test".to_owned()),
+    ]);
+    for (what, value) in &secrets {
+        assert!(!all.contains(value.as_str()), "{what} leaked into the logs");
+        // Tokens are long; no fragment of one may appear either (e.g. a truncated header).
+        if value.len() > 40 {
+            assert!(
+                !all.contains(&value[value.len() - 24..]),
+                "part of the {what} leaked"
+            );
+        }
+    }
+}
+
+/// Setup, a failed and a good login, a refresh, a refresh-token reuse, an authenticated call
+/// and a rejected body carrying a secret. Returns the tokens the server handed out.
+async fn auth_flow(
+    addr: &str,
+    setup_token: &str,
+    password: &str,
+    wrong: &str,
+) -> Vec<(&'static str, String)> {
     let client = reqwest::Client::new();
     let post = |path: &str, body: serde_json::Value| {
         client
@@ -77,7 +138,6 @@ async fn no_password_token_or_key_appears_in_the_logs() {
     .json()
     .await
     .expect("json");
-    let wrong = "wrong-guess-but-long-xyz-123";
     post(
         "/v1/auth/login",
         serde_json::json!({"tenant": "leak", "email": "owner@leak.test", "password": wrong}),
@@ -126,42 +186,7 @@ async fn no_password_token_or_key_appears_in_the_logs() {
     .await
     .expect("422");
 
-    let pid = child.id().expect("pid").to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    tokio::time::timeout(STEP, async {
-        while let Some(line) = lines.next_line().await.expect("read") {
-            log.push_str(&line);
-            log.push('\n');
-        }
-    })
-    .await
-    .expect("drained");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .await
-        .expect("stderr");
-    assert!(child.wait().await.expect("exit").success());
-    let all = format!("{cli_log}\n{log}\n{stderr}");
-    assert!(
-        all.contains("login succeeded") && all.contains("refresh token reused"),
-        "the flow was logged:\n{all}"
-    );
-
-    let secrets = [
-        ("password", password.to_owned()),
-        ("wrong password", wrong.to_owned()),
-        ("setup token", setup_token.clone()),
-        ("master key", secret_key.clone()),
+    vec![
         (
             "setup access token",
             setup["access_token"].as_str().expect("a").to_owned(),
@@ -174,22 +199,10 @@ async fn no_password_token_or_key_appears_in_the_logs() {
             "login refresh token",
             login["refresh_token"].as_str().expect("r").to_owned(),
         ),
-        ("refreshed access token", access.clone()),
+        ("refreshed access token", access),
         (
             "refreshed refresh token",
             refreshed["refresh_token"].as_str().expect("r").to_owned(),
         ),
-        ("an argon2 hash", "$argon2id$".to_owned()),
-        ("the owner's email", "owner@leak.test".to_owned()),
-    ];
-    for (what, value) in secrets {
-        assert!(!all.contains(&value), "{what} leaked into the logs");
-        // Tokens are long; no fragment of one may appear either (e.g. a truncated header).
-        if value.len() > 40 {
-            assert!(
-                !all.contains(&value[value.len() - 24..]),
-                "part of the {what} leaked"
-            );
-        }
-    }
+    ]
 }
