@@ -11,6 +11,7 @@ use keel_kernel::{
 use time::OffsetDateTime;
 
 use crate::{
+    access::{Role, RoleChangeError},
     domain::{Tenant, TenantSlug},
     password::StoredHash,
     secret::SecretHash,
@@ -67,6 +68,34 @@ pub trait StaffStore: Send + Sync + std::fmt::Debug {
         purpose: TokenPurpose,
         now: OffsetDateTime,
     ) -> Result<OneTimeToken, StoreError>;
+    /// Adds an invited user and their invite token, with the events, in one transaction. A
+    /// taken email is `Conflict { STAFF_EMAIL_CONSTRAINT }`.
+    async fn invite_user(
+        &self,
+        user: &StaffUser,
+        invite: &OneTimeToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// Users of a tenant in creation order.
+    async fn list_users(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<StaffUser>, StoreError>;
+    /// Changes a user's role (`Some`) or disables them (`None`), deciding with
+    /// [`check_role_change`](crate::access::check_role_change) on the current role and the
+    /// number of active owners read *inside* the transaction (rows locked where the backend
+    /// needs it), so two concurrent demotions cannot remove the last owner. Disabling also
+    /// revokes every session of the user at `at`.
+    async fn change_role(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        actor: Role,
+        new: Option<Role>,
+        at: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<Result<StaffUser, RoleChangeError>, StoreError>;
     /// Consumes `token` (only if still unused: else `Conflict { TOKEN_ALREADY_USED }`), sets
     /// the user's password, activates the user and starts the session, in one transaction.
     async fn activate_with_token(

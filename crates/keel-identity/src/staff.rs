@@ -104,12 +104,15 @@ pub struct StaffUser {
 pub enum TokenPurpose {
     /// The owner's first password (`keel tenant create --owner-email`).
     Setup,
+    /// An invited staff member's first password.
+    Invite,
 }
 
 impl TokenPurpose {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Setup => "setup",
+            Self::Invite => "invite",
         }
     }
 
@@ -117,11 +120,23 @@ impl TokenPurpose {
     pub const fn prefix(self) -> &'static str {
         match self {
             Self::Setup => "st",
+            Self::Invite => "it",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Setup].into_iter().find(|v| v.as_str() == s)
+        [Self::Setup, Self::Invite]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
+    /// The purpose a presented token claims by its prefix.
+    pub fn of_presented(token: &str) -> Option<Self> {
+        [Self::Setup, Self::Invite].into_iter().find(|p| {
+            token
+                .strip_prefix(p.prefix())
+                .is_some_and(|rest| rest.starts_with('_'))
+        })
     }
 }
 

@@ -69,9 +69,12 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
     /// transaction. Events that accompany a change are written by that change's port method.
     async fn append(&self, events: &[NewEvent]) -> Result<(), StoreError>;
     async fn get(&self, tenant: TenantId, id: EventId) -> Result<RecordedEvent, StoreError>;
+    /// The tenant's events in order; with `type_prefix`, only types starting with it
+    /// (e.g. `security.`).
     async fn list(
         &self,
         tenant: TenantId,
         page: PageRequest,
+        type_prefix: Option<&str>,
     ) -> Result<Page<RecordedEvent>, StoreError>;
 }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use keel_identity::{
     Tenant, TenantName, TenantSlug, TenantStore,
-    access::Role,
+    access::{Role, RoleChangeError},
     password::StoredHash,
     ports::{
-        Attempt, LoginThrottle, SessionStore, SigningKeyStore, StaffStore, TENANT_SLUG_CONSTRAINT,
-        TOKEN_ALREADY_USED,
+        Attempt, LoginThrottle, STAFF_EMAIL_CONSTRAINT, SessionStore, SigningKeyStore, StaffStore,
+        TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED,
     },
     secret::Secret,
     staff::{
@@ -99,6 +99,9 @@ macro_rules! conformance_tests {
             login_reservations_stop_at_the_limit_and_reopen_as_the_window_slides,
             a_successful_login_clears_the_account_but_not_the_address,
             concurrent_login_reservations_never_exceed_the_limit,
+            invited_users_are_listed_and_emails_are_unique_per_tenant,
+            role_changes_follow_the_owner_rules_and_disabling_ends_sessions,
+            concurrent_demotions_cannot_remove_the_last_owner,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {
@@ -238,7 +241,7 @@ pub async fn failed_create_writes_no_event(stores: &Stores) {
     );
     let page = stores
         .events
-        .list(second.id, PageRequest::default())
+        .list(second.id, PageRequest::default(), None)
         .await
         .expect("list");
     assert!(page.items.is_empty(), "{page:?}");
@@ -320,7 +323,7 @@ pub async fn tenant_b_cannot_read_tenant_a_events(stores: &Stores) {
     ));
     let b_log = stores
         .events
-        .list(b.id, PageRequest::default())
+        .list(b.id, PageRequest::default(), None)
         .await
         .expect("b's log");
     assert_eq!(
@@ -364,6 +367,7 @@ pub async fn event_list_pages_within_one_tenant(stores: &Stores) {
                     limit: limit(2),
                     after,
                 },
+                None,
             )
             .await
             .expect("page");
@@ -419,7 +423,7 @@ pub async fn concurrent_writes_all_commit(stores: &Stores) {
     for id in created {
         let events = stores
             .events
-            .list(id, PageRequest::default())
+            .list(id, PageRequest::default(), None)
             .await
             .expect("events");
         assert_eq!(events.items.len(), 1, "each write committed with its event");
@@ -885,7 +889,7 @@ pub async fn appended_events_are_listed_for_their_tenant_only(stores: &Stores) {
         .expect("append");
     let a_log: Vec<EventId> = stores
         .events
-        .list(a.id, PageRequest::default())
+        .list(a.id, PageRequest::default(), None)
         .await
         .expect("a")
         .items
@@ -897,6 +901,22 @@ pub async fn appended_events_are_listed_for_their_tenant_only(stores: &Stores) {
         stores.events.get(b.id, failed.id).await,
         Err(StoreError::NotFound)
     ));
+    let filtered = |prefix: &'static str| {
+        let events = stores.events.clone();
+        async move {
+            events
+                .list(a.id, PageRequest::default(), Some(prefix))
+                .await
+                .expect("filtered")
+                .items
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(filtered("security.").await, vec![failed.id]);
+    assert!(filtered("security.login_failedx").await.is_empty());
+    assert!(filtered("%").await.is_empty(), "no wildcard matching");
 }
 
 // ---- login throttling ----
@@ -1038,4 +1058,289 @@ pub async fn concurrent_login_reservations_never_exceed_the_limit(stores: &Store
         }
     }
     assert_eq!(granted, 5);
+}
+
+// ---- staff administration ----
+
+async fn invite(stores: &Stores, tenant: &Tenant, email: &str, role: Role) -> StaffUser {
+    let user = StaffUser {
+        id: UserId::new(),
+        tenant_id: tenant.id,
+        email: Email::parse(email).expect("valid email"),
+        role,
+        status: UserStatus::Invited,
+        password_hash: None,
+        created_at: SystemClock.now(),
+    };
+    let token = OneTimeToken {
+        hash: Secret::generate("it").hash,
+        tenant_id: tenant.id,
+        user_id: user.id,
+        purpose: TokenPurpose::Invite,
+        expires_at: user.created_at + HOUR,
+    };
+    stores
+        .staff
+        .invite_user(&user, &token, &[])
+        .await
+        .expect("invite");
+    assert_eq!(
+        stores
+            .staff
+            .find_one_time_token(&token.hash, TokenPurpose::Invite, user.created_at)
+            .await
+            .expect("invite token"),
+        token
+    );
+    user
+}
+
+pub async fn invited_users_are_listed_and_emails_are_unique_per_tenant(stores: &Stores) {
+    let o = tenant_with_owner(stores, "inv").await;
+    let a = invite(stores, &o.tenant, "a@shop.test", Role::Admin).await;
+    let b = invite(stores, &o.tenant, "b@shop.test", Role::Viewer).await;
+    let first = stores
+        .staff
+        .list_users(o.tenant.id, PageRequest::first(limit(2)))
+        .await
+        .expect("page");
+    assert_eq!(
+        first.items.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![o.user.id, a.id]
+    );
+    let rest = stores
+        .staff
+        .list_users(
+            o.tenant.id,
+            PageRequest {
+                limit: limit(2),
+                after: first.next_cursor,
+            },
+        )
+        .await
+        .expect("page");
+    assert_eq!(
+        rest.items.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![b.id]
+    );
+    assert_eq!(rest.next_cursor, None);
+    let dup = StaffUser {
+        id: UserId::new(),
+        ..a.clone()
+    };
+    let token = OneTimeToken {
+        hash: Secret::generate("it").hash,
+        tenant_id: o.tenant.id,
+        user_id: dup.id,
+        purpose: TokenPurpose::Invite,
+        expires_at: dup.created_at + HOUR,
+    };
+    let err = stores
+        .staff
+        .invite_user(&dup, &token, &[])
+        .await
+        .expect_err("same email");
+    assert!(err.is_conflict_on(STAFF_EMAIL_CONSTRAINT), "{err:?}");
+    // The same email in another tenant is a different account.
+    let other = tenant_with_owner(stores, "inv2").await;
+    invite(stores, &other.tenant, "a@shop.test", Role::Staff).await;
+    let b_list = stores
+        .staff
+        .list_users(other.tenant.id, PageRequest::default())
+        .await
+        .expect("list");
+    assert_eq!(b_list.items.len(), 2, "tenant lists do not mix");
+}
+
+pub async fn role_changes_follow_the_owner_rules_and_disabling_ends_sessions(stores: &Stores) {
+    let o = tenant_with_owner(stores, "roles").await;
+    let now = SystemClock.now();
+    let admin = invite(stores, &o.tenant, "admin@shop.test", Role::Admin).await;
+    let staff = invite(stores, &o.tenant, "staff@shop.test", Role::Staff).await;
+    let changed = stores
+        .staff
+        .change_role(
+            o.tenant.id,
+            staff.id,
+            Role::Admin,
+            Some(Role::Viewer),
+            now,
+            &[],
+        )
+        .await
+        .expect("store");
+    assert_eq!(changed.expect("admin may demote staff").role, Role::Viewer);
+    let refused = stores
+        .staff
+        .change_role(
+            o.tenant.id,
+            o.user.id,
+            Role::Admin,
+            Some(Role::Staff),
+            now,
+            &[],
+        )
+        .await
+        .expect("store");
+    assert_eq!(refused, Err(RoleChangeError::OwnerOnly));
+    // The owner is still active (the owner was only invited; activate to count as an owner).
+    let (session, refresh) = session_for(&o.user, now);
+    stores
+        .staff
+        .activate_with_token(&o.setup, &a_hash(), &session, &refresh, &[])
+        .await
+        .expect("activate");
+    let last = stores
+        .staff
+        .change_role(
+            o.tenant.id,
+            o.user.id,
+            Role::Owner,
+            Some(Role::Admin),
+            now,
+            &[],
+        )
+        .await
+        .expect("store");
+    assert_eq!(last, Err(RoleChangeError::LastOwner));
+    assert_eq!(
+        stores
+            .staff
+            .get_user(o.tenant.id, o.user.id)
+            .await
+            .expect("owner")
+            .role,
+        Role::Owner,
+        "nothing changed"
+    );
+    // Disabling the admin ends their sessions at once.
+    let (s, r) = session_for(&admin, now);
+    stores
+        .sessions
+        .start_session(&s, &r, &[])
+        .await
+        .expect("start");
+    let disabled = stores
+        .staff
+        .change_role(o.tenant.id, admin.id, Role::Owner, None, now, &[])
+        .await
+        .expect("store")
+        .expect("allowed");
+    assert_eq!(disabled.status, UserStatus::Disabled);
+    assert!(
+        !stores
+            .sessions
+            .get_session(o.tenant.id, s.id)
+            .await
+            .expect("session")
+            .is_active(now)
+    );
+    let other = tenant_with_owner(stores, "roles2").await;
+    assert!(
+        matches!(
+            stores
+                .staff
+                .change_role(
+                    other.tenant.id,
+                    staff.id,
+                    Role::Owner,
+                    Some(Role::Admin),
+                    now,
+                    &[]
+                )
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "another tenant's user is not found"
+    );
+}
+
+pub async fn concurrent_demotions_cannot_remove_the_last_owner(stores: &Stores) {
+    let o = tenant_with_owner(stores, "coup").await;
+    let now = SystemClock.now();
+    let (session, refresh) = session_for(&o.user, now);
+    stores
+        .staff
+        .activate_with_token(&o.setup, &a_hash(), &session, &refresh, &[])
+        .await
+        .expect("activate");
+    let second = invite(stores, &o.tenant, "second@shop.test", Role::Owner).await;
+    let second_token = OneTimeToken {
+        hash: Secret::generate("it").hash,
+        tenant_id: o.tenant.id,
+        user_id: second.id,
+        purpose: TokenPurpose::Invite,
+        expires_at: now + HOUR,
+    };
+    // Activate the second owner through a fresh invite token row.
+    stores
+        .staff
+        .invite_user(
+            &StaffUser {
+                id: UserId::new(),
+                email: Email::parse("spare@shop.test").expect("email"),
+                ..second.clone()
+            },
+            &second_token,
+            &[],
+        )
+        .await
+        .expect("spare");
+    let spare = stores
+        .staff
+        .find_one_time_token(&second_token.hash, TokenPurpose::Invite, now)
+        .await
+        .expect("token");
+    let (s2, r2) = session_for(
+        &StaffUser {
+            id: spare.user_id,
+            ..second.clone()
+        },
+        now,
+    );
+    stores
+        .staff
+        .activate_with_token(&spare, &a_hash(), &s2, &r2, &[])
+        .await
+        .expect("activate spare owner");
+    let owners = [o.user.id, spare.user_id];
+    let mut tasks = tokio::task::JoinSet::new();
+    for target in owners {
+        let staff = stores.staff.clone();
+        let tenant = o.tenant.id;
+        tasks.spawn(async move {
+            staff
+                .change_role(tenant, target, Role::Owner, Some(Role::Admin), now, &[])
+                .await
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        outcomes.push(r.expect("task").expect("store"));
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Err(RoleChangeError::LastOwner))
+            .count(),
+        1
+    );
+    let remaining = stores
+        .staff
+        .list_users(o.tenant.id, PageRequest::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        remaining
+            .items
+            .iter()
+            .filter(|u| u.role == Role::Owner && u.status == UserStatus::Active)
+            .count(),
+        1
+    );
 }

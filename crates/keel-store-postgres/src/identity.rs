@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use keel_identity::{
     Tenant,
-    access::Role,
+    access::{Role, RoleChangeError, check_role_change},
     password::StoredHash,
     ports::{SessionStore, SigningKeyStore, StaffStore, TOKEN_ALREADY_USED},
     secret::SecretHash,
@@ -12,7 +12,11 @@ use keel_identity::{
         TokenPurpose, UserId, UserStatus,
     },
 };
-use keel_kernel::{StoreError, TenantId, event::NewEvent};
+use keel_kernel::{
+    StoreError, TenantId,
+    event::NewEvent,
+    page::{Page, PageRequest},
+};
 use sqlx::{Row, postgres::PgRow};
 use time::OffsetDateTime;
 
@@ -143,6 +147,25 @@ async fn insert_refresh(tx: &mut sqlx::PgConnection, r: &RefreshToken) -> Result
     Ok(())
 }
 
+async fn insert_one_time_token(
+    tx: &mut sqlx::PgConnection,
+    t: &OneTimeToken,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at) \
+         VALUES ($1, $2, $3, $4, $5, NULL)",
+    )
+    .bind(&t.hash.0[..])
+    .bind(t.tenant_id.as_uuid())
+    .bind(t.user_id.as_uuid())
+    .bind(t.purpose.as_str())
+    .bind(t.expires_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl StaffStore for PgStore {
     async fn create_tenant_with_owner(
@@ -155,20 +178,125 @@ impl StaffStore for PgStore {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         insert_tenant(&mut tx, tenant).await?;
         insert_user(&mut tx, owner).await?;
-        sqlx::query(
-            "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at) \
-             VALUES ($1, $2, $3, $4, $5, NULL)",
-        )
-        .bind(&setup.hash.0[..])
-        .bind(setup.tenant_id.as_uuid())
-        .bind(setup.user_id.as_uuid())
-        .bind(setup.purpose.as_str())
-        .bind(setup.expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        insert_one_time_token(&mut tx, setup).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn invite_user(
+        &self,
+        user: &StaffUser,
+        invite: &OneTimeToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        insert_user(&mut tx, user).await?;
+        insert_one_time_token(&mut tx, invite).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_users(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<StaffUser>, StoreError> {
+        let rows = sqlx::query(concat!(
+            user_select!(),
+            " WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(page.after.map(|c| c.after_id()))
+        .bind(page.limit.fetch_count())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let users = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(users, page.limit, |u| u.id.as_uuid()))
+    }
+
+    async fn change_role(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        actor: Role,
+        new: Option<Role>,
+        at_time: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<Result<StaffUser, RoleChangeError>, StoreError> {
+        // Lock the tenant's active owners (in id order, so concurrent changes queue rather than
+        // deadlock) and the target: two concurrent demotions cannot both see two owners.
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let owner_ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM staff_users WHERE tenant_id = $1 AND role = 'owner' AND status = 'active' ORDER BY id FOR UPDATE",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let current = match sqlx::query(concat!(
+            user_select!(),
+            " WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        {
+            Ok(r) => user_from_row(&r)?,
+            Err(e) => {
+                tx.rollback().await.map_err(map_err)?;
+                return Err(map_err(e));
+            }
+        };
+        let owners = u32::try_from(owner_ids.len()).unwrap_or(u32::MAX);
+        if let Err(refused) = check_role_change(actor, current.role, new, owners) {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(Err(refused));
+        }
+        match new {
+            Some(role) => {
+                sqlx::query("UPDATE staff_users SET role = $3 WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_uuid())
+                    .bind(user.as_uuid())
+                    .bind(role.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE staff_users SET status = 'disabled' WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant.as_uuid())
+                .bind(user.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND user_id = $2",
+                )
+                .bind(tenant.as_uuid())
+                .bind(user.as_uuid())
+                .bind(at_time)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            }
+        }
+        insert_events(&mut tx, events).await?;
+        let row = sqlx::query(concat!(user_select!(), " WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let updated = user_from_row(&row)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Ok(updated))
     }
 
     async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<StaffUser, StoreError> {

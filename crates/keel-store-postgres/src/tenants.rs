@@ -144,15 +144,18 @@ impl EventLog for PgStore {
         &self,
         tenant: TenantId,
         page: PageRequest,
+        type_prefix: Option<&str>,
     ) -> Result<Page<RecordedEvent>, StoreError> {
         let after: Option<Uuid> = page.after.map(keel_kernel::page::Cursor::after_id);
         let rows = sqlx::query(
             "SELECT tenant_id, id, event_type, payload::text AS payload, occurred_at FROM outbox_events \
-             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) \
+             AND ($4::text IS NULL OR left(event_type, length($4)) = $4) ORDER BY id LIMIT $3",
         )
         .bind(tenant.as_uuid())
         .bind(after)
         .bind(page.limit.fetch_count())
+        .bind(type_prefix)
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;

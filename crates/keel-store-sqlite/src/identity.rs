@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use keel_identity::{
     Tenant,
-    access::Role,
+    access::{Role, RoleChangeError, check_role_change},
     password::StoredHash,
     ports::{SessionStore, SigningKeyStore, StaffStore, TOKEN_ALREADY_USED},
     secret::SecretHash,
@@ -12,7 +12,11 @@ use keel_identity::{
         TokenPurpose, UserId, UserStatus,
     },
 };
-use keel_kernel::{StoreError, TenantId, event::NewEvent};
+use keel_kernel::{
+    StoreError, TenantId,
+    event::NewEvent,
+    page::{Page, PageRequest},
+};
 use sqlx::{Row, sqlite::SqliteRow};
 use time::OffsetDateTime;
 
@@ -147,6 +151,25 @@ async fn insert_refresh(
     Ok(())
 }
 
+async fn insert_one_time_token(
+    tx: &mut sqlx::SqliteConnection,
+    t: &OneTimeToken,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+    )
+    .bind(&t.hash.0[..])
+    .bind(t.tenant_id.as_uuid())
+    .bind(t.user_id.as_uuid())
+    .bind(t.purpose.as_str())
+    .bind(to_micros(t.expires_at)?)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl StaffStore for SqliteStore {
     async fn create_tenant_with_owner(
@@ -159,20 +182,122 @@ impl StaffStore for SqliteStore {
         let mut tx = self.write().await?;
         insert_tenant(&mut tx, tenant).await?;
         insert_user(&mut tx, owner).await?;
-        sqlx::query(
-            "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-        )
-        .bind(&setup.hash.0[..])
-        .bind(setup.tenant_id.as_uuid())
-        .bind(setup.user_id.as_uuid())
-        .bind(setup.purpose.as_str())
-        .bind(to_micros(setup.expires_at)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        insert_one_time_token(&mut tx, setup).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn invite_user(
+        &self,
+        user: &StaffUser,
+        invite: &OneTimeToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        insert_user(&mut tx, user).await?;
+        insert_one_time_token(&mut tx, invite).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_users(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<StaffUser>, StoreError> {
+        let rows = sqlx::query(concat!(
+            user_select!(),
+            " WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(page.after.map(|c| c.after_id()))
+        .bind(page.limit.fetch_count())
+        .fetch_all(&self.readers)
+        .await
+        .map_err(map_err)?;
+        let users = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(users, page.limit, |u| u.id.as_uuid()))
+    }
+
+    async fn change_role(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        actor: Role,
+        new: Option<Role>,
+        at_time: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<Result<StaffUser, RoleChangeError>, StoreError> {
+        // The single writer serialises this read-decide-write against every other write.
+        let mut tx = self.write().await?;
+        let current =
+            match sqlx::query(concat!(user_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
+                .bind(tenant.as_uuid())
+                .bind(user.as_uuid())
+                .fetch_one(&mut *tx)
+                .await
+            {
+                Ok(r) => user_from_row(&r)?,
+                Err(e) => {
+                    tx.rollback().await.map_err(map_err)?;
+                    return Err(map_err(e));
+                }
+            };
+        let owners: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM staff_users WHERE tenant_id = ?1 AND role = 'owner' AND status = 'active'",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let owners = u32::try_from(owners).unwrap_or(u32::MAX);
+        if let Err(refused) = check_role_change(actor, current.role, new, owners) {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(Err(refused));
+        }
+        match new {
+            Some(role) => {
+                sqlx::query("UPDATE staff_users SET role = ?3 WHERE tenant_id = ?1 AND id = ?2")
+                    .bind(tenant.as_uuid())
+                    .bind(user.as_uuid())
+                    .bind(role.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE staff_users SET status = 'disabled' WHERE tenant_id = ?1 AND id = ?2",
+                )
+                .bind(tenant.as_uuid())
+                .bind(user.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?3) WHERE tenant_id = ?1 AND user_id = ?2",
+                )
+                .bind(tenant.as_uuid())
+                .bind(user.as_uuid())
+                .bind(to_micros(at_time)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            }
+        }
+        insert_events(&mut tx, events).await?;
+        let row = sqlx::query(concat!(user_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
+            .bind(tenant.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let updated = user_from_row(&row)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Ok(updated))
     }
 
     async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<StaffUser, StoreError> {
