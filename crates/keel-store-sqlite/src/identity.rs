@@ -210,7 +210,7 @@ impl StaffStore for SqliteStore {
             " WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
         ))
         .bind(tenant.as_uuid())
-        .bind(page.after.map(|c| c.after_id()))
+        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
         .bind(page.limit.fetch_count())
         .fetch_all(&self.readers)
         .await
@@ -258,35 +258,32 @@ impl StaffStore for SqliteStore {
             tx.rollback().await.map_err(map_err)?;
             return Ok(Err(refused));
         }
-        match new {
-            Some(role) => {
-                sqlx::query("UPDATE staff_users SET role = ?3 WHERE tenant_id = ?1 AND id = ?2")
-                    .bind(tenant.as_uuid())
-                    .bind(user.as_uuid())
-                    .bind(role.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE staff_users SET status = 'disabled' WHERE tenant_id = ?1 AND id = ?2",
-                )
+        if let Some(role) = new {
+            sqlx::query("UPDATE staff_users SET role = ?3 WHERE tenant_id = ?1 AND id = ?2")
                 .bind(tenant.as_uuid())
                 .bind(user.as_uuid())
+                .bind(role.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                sqlx::query(
-                    "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?3) WHERE tenant_id = ?1 AND user_id = ?2",
-                )
-                .bind(tenant.as_uuid())
-                .bind(user.as_uuid())
-                .bind(to_micros(at_time)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            }
+        } else {
+            sqlx::query(
+                "UPDATE staff_users SET status = 'disabled' WHERE tenant_id = ?1 AND id = ?2",
+            )
+            .bind(tenant.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?3) WHERE tenant_id = ?1 AND user_id = ?2",
+            )
+            .bind(tenant.as_uuid())
+            .bind(user.as_uuid())
+            .bind(to_micros(at_time)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         }
         insert_events(&mut tx, events).await?;
         let row = sqlx::query(concat!(user_select!(), " WHERE tenant_id = ?1 AND id = ?2"))

@@ -15,7 +15,7 @@ async fn event_types(app: &TestApp, tenant: &str) -> Vec<String> {
     let tenant: TenantId = tenant.parse().expect("tenant id");
     app.store
         .events()
-        .list(tenant, PageRequest::default())
+        .list(tenant, PageRequest::default(), None)
         .await
         .expect("events")
         .items
