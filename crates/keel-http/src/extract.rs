@@ -117,6 +117,60 @@ fn is_length_limit(e: &BytesRejection) -> bool {
     e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
 }
 
+/// `?limit=&cursor=` of a list route, parsed into a [`PageRequest`]; anything else in the
+/// query is ignored here (filters have their own extractors). Bad values are 400 problems.
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery(pub keel_kernel::page::PageRequest);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ListQuery {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use keel_kernel::page::{Cursor, Limit, PageRequest};
+        let mut page = PageRequest::default();
+        for (key, value) in form_pairs(parts.uri.query().unwrap_or_default()) {
+            match key.as_str() {
+                "limit" => {
+                    page.limit = value
+                        .parse::<u32>()
+                        .ok()
+                        .and_then(|n| Limit::new(n).ok())
+                        .ok_or_else(|| {
+                            Problem::new(
+                                ProblemKind::BAD_REQUEST,
+                                format!("`limit` must be a whole number from 1 to {}.", Limit::MAX),
+                            )
+                        })?;
+                }
+                "cursor" => {
+                    page.after = Some(Cursor::decode(&value).map_err(|_| {
+                        Problem::new(ProblemKind::BAD_REQUEST, "`cursor` is not one this API issued; use `next_cursor` from a previous page.")
+                    })?);
+                }
+                _ => {}
+            }
+        }
+        Ok(Self(page))
+    }
+}
+
+/// A page's items converted for the wire, and its opaque next cursor: the two members of every
+/// list response (`{"data": [...], "next_cursor": ...}`).
+pub fn page_parts<U, T: From<U>>(page: keel_kernel::page::Page<U>) -> (Vec<T>, Option<String>) {
+    (
+        page.items.into_iter().map(T::from).collect(),
+        page.next_cursor.map(keel_kernel::page::Cursor::encode),
+    )
+}
+
+/// `a=1&b=2` pairs, percent-decoded; an undecodable query yields no pairs.
+pub fn form_pairs(query: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str(query).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;

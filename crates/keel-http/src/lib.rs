@@ -35,6 +35,8 @@ pub struct AppState {
     pub health: Arc<dyn StoreHealth>,
     pub metrics: Arc<Metrics>,
     pub auth: keel_identity::auth::AuthService,
+    pub users: keel_identity::users::UserService,
+    pub events: Arc<dyn keel_kernel::event::EventLog>,
 }
 
 /// Exact limits from the configuration.
@@ -63,6 +65,8 @@ pub fn router_with(
         .merge(routes::ops::router())
         .merge(routes::auth::router())
         .merge(routes::me::router())
+        .merge(routes::users::router())
+        .merge(routes::events::router())
         .merge(extra)
         .split_for_parts();
     let metrics = state.metrics.clone();

@@ -27,6 +27,8 @@ use crate::{
         (name = "operations", description = "Probes, metrics and documentation."),
         (name = "auth", description = "Staff setup, login, token refresh and logout; signing keys."),
         (name = "me", description = "The authenticated staff member and their sessions."),
+        (name = "users", description = "Staff administration (`users:manage`)."),
+        (name = "events", description = "The shop's event log, security events included (`audit:read`)."),
     )
 )]
 struct ApiDoc;

@@ -47,6 +47,8 @@ kinds! {
     INVALID_REFRESH_TOKEN = ("invalid_refresh_token", 401, "Invalid refresh token");
     REFRESH_TOKEN_REUSED = ("refresh_token_reused", 401, "Refresh token reused");
     FORBIDDEN = ("forbidden", 403, "Forbidden");
+    EMAIL_TAKEN = ("email_taken", 409, "Email already in use");
+    LAST_OWNER = ("last_owner", 409, "Last owner");
     TOO_MANY_ATTEMPTS = ("too_many_attempts", 429, "Too many attempts");
     NOT_FOUND = ("not_found", 404, "Not found");
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, "Method not allowed");

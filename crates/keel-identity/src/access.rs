@@ -192,6 +192,18 @@ pub fn check_role_change(
     Ok(())
 }
 
+/// Decides whether `actor` may invite someone with `role`: managing users is needed, and only
+/// an owner may create another owner.
+pub fn check_invite(actor: Role, role: Role) -> Result<(), RoleChangeError> {
+    if !actor.can(Permission::UsersManage) {
+        return Err(RoleChangeError::NotAllowed);
+    }
+    if role == Role::Owner && actor != Role::Owner {
+        return Err(RoleChangeError::OwnerOnly);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +291,12 @@ mod tests {
         );
         assert_eq!(check_role_change(Owner, Owner, Some(Admin), 2), Ok(()));
         assert_eq!(check_role_change(Owner, Staff, Some(Owner), 1), Ok(()));
+        assert_eq!(check_invite(Admin, Staff), Ok(()));
+        assert_eq!(check_invite(Admin, Owner), Err(RoleChangeError::OwnerOnly));
+        assert_eq!(check_invite(Owner, Owner), Ok(()));
+        assert_eq!(
+            check_invite(Staff, Viewer),
+            Err(RoleChangeError::NotAllowed)
+        );
     }
 }

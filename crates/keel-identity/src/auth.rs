@@ -500,17 +500,15 @@ impl AuthService {
         (session, secret, refresh)
     }
 
-    /// Redeems the owner's setup token with a first password; logs the owner in.
+    /// Redeems an owner setup token or an invite token with a first password; logs the user in.
     #[instrument(skip_all)]
     pub async fn setup(&self, setup_token: &str, password: String) -> Result<TokenPair, AuthError> {
         let now = self.clock.now();
-        let hash = Secret::hash_presented(TokenPurpose::Setup.prefix(), setup_token)
-            .ok_or(AuthError::InvalidToken)?;
-        let token = match self
-            .staff
-            .find_one_time_token(&hash, TokenPurpose::Setup, now)
-            .await
-        {
+        // Owner setup tokens and invite tokens are redeemed the same way; the prefix says which.
+        let purpose = TokenPurpose::of_presented(setup_token).ok_or(AuthError::InvalidToken)?;
+        let hash =
+            Secret::hash_presented(purpose.prefix(), setup_token).ok_or(AuthError::InvalidToken)?;
+        let token = match self.staff.find_one_time_token(&hash, purpose, now).await {
             Ok(t) => t,
             Err(StoreError::NotFound) => return Err(AuthError::InvalidToken),
             Err(e) => return Err(e.into()),

@@ -21,6 +21,7 @@ pub mod service;
 pub mod staff;
 pub mod throttle;
 pub mod totp;
+pub mod users;
 
 pub use domain::{NewTenant, Tenant, TenantError, TenantName, TenantSlug};
 pub use ports::TenantStore;

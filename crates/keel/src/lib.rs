@@ -54,6 +54,12 @@ impl App {
             health: store.health(),
             metrics: Arc::new(Metrics::default()),
             auth: auth_service(settings, &store)?,
+            users: keel_identity::users::UserService::new(
+                store.staff(),
+                Arc::new(SystemClock),
+                settings.auth.setup_ttl,
+            ),
+            events: store.events(),
         };
         let router = keel_http::router_with(state, settings.http, extra);
         let listener = tokio::net::TcpListener::bind(settings.listen)

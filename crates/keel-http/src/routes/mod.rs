@@ -1,6 +1,8 @@
 //! One module per resource; each exposes `router() -> OpenApiRouter<AppState>`.
 
 pub mod auth;
+pub mod events;
 pub mod health;
 pub mod me;
 pub mod ops;
+pub mod users;
