@@ -16,8 +16,8 @@ use crate::{
     password::StoredHash,
     secret::SecretHash,
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredSigningKey,
-        TokenPurpose, UserId,
+        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
+        StoredSigningKey, TokenPurpose, UserId,
     },
     throttle::{Limit, ThrottleKey},
 };
@@ -180,4 +180,78 @@ pub trait LoginThrottle: Send + Sync + std::fmt::Debug {
     async fn succeed(&self, attempt: AttemptId, clear: &ThrottleKey) -> Result<(), StoreError>;
     /// Removes rows older than `before` (a scheduled clean-up).
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// Reported when MFA is already confirmed and a new enrolment is attempted.
+pub const MFA_ALREADY_ENABLED: &str = "mfa_already_enabled";
+
+/// TOTP enrolment, backup codes and the MFA step of login.
+#[async_trait]
+pub trait MfaStore: Send + Sync + std::fmt::Debug {
+    async fn get_mfa(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Option<StoredMfa>, StoreError>;
+    /// Stores a new, unconfirmed secret (replacing an unconfirmed one). A confirmed enrolment
+    /// is left alone: `Conflict { MFA_ALREADY_ENABLED }`.
+    async fn begin_mfa(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        mfa: &StoredMfa,
+    ) -> Result<(), StoreError>;
+    /// Confirms the enrolment with the step of a valid code and replaces the backup codes, with
+    /// the events, in one transaction. Only an unconfirmed enrolment can be confirmed.
+    async fn confirm_mfa(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        step: i64,
+        backup_code_hashes: &[[u8; 32]],
+        at: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// Records `step` as used if it is later than the last used one; false when it is not
+    /// (the code was already used, by a concurrent request too).
+    async fn use_totp_step(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        step: i64,
+    ) -> Result<bool, StoreError>;
+    /// Spends an unused backup code; false when unknown or already used.
+    async fn use_backup_code(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        hash: &[u8; 32],
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Removes the enrolment and its backup codes, with the events.
+    async fn disable_mfa(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// Stores an MFA login token.
+    async fn create_mfa_token(&self, token: &OneTimeToken) -> Result<(), StoreError>;
+    /// Counts a wrong code against an MFA token; at `max` failures the token is spent. Returns
+    /// the failures so far.
+    async fn fail_mfa_token(
+        &self,
+        hash: &SecretHash,
+        max: u32,
+        at: OffsetDateTime,
+    ) -> Result<u32, StoreError>;
+    /// Spends the MFA token (only if unused: else `Conflict { TOKEN_ALREADY_USED }`) and starts
+    /// the session, with the events, in one transaction.
+    async fn complete_mfa_login(
+        &self,
+        token: &OneTimeToken,
+        session: &Session,
+        refresh: &RefreshToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
 }

@@ -106,6 +106,8 @@ pub enum TokenPurpose {
     Setup,
     /// An invited staff member's first password.
     Invite,
+    /// The second step of a login with MFA (password checked, code pending).
+    Mfa,
 }
 
 impl TokenPurpose {
@@ -113,6 +115,7 @@ impl TokenPurpose {
         match self {
             Self::Setup => "setup",
             Self::Invite => "invite",
+            Self::Mfa => "mfa",
         }
     }
 
@@ -121,16 +124,18 @@ impl TokenPurpose {
         match self {
             Self::Setup => "st",
             Self::Invite => "it",
+            Self::Mfa => "mt",
         }
     }
 
+    /// Every purpose; storage parses against this list.
+    pub const ALL: [Self; 3] = [Self::Setup, Self::Invite, Self::Mfa];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Setup, Self::Invite]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 
-    /// The purpose a presented token claims by its prefix.
+    /// The purpose a presented account-activation token claims by its prefix (setup or invite).
     pub fn of_presented(token: &str) -> Option<Self> {
         [Self::Setup, Self::Invite].into_iter().find(|p| {
             token
@@ -202,6 +207,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn token_purposes_round_trip_and_prefixes_are_distinct() {
+        for p in TokenPurpose::ALL {
+            assert_eq!(TokenPurpose::parse(p.as_str()), Some(p));
+        }
+        let mut prefixes: Vec<_> = TokenPurpose::ALL.iter().map(|p| p.prefix()).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        assert_eq!(prefixes.len(), TokenPurpose::ALL.len());
+        assert_eq!(
+            TokenPurpose::of_presented("it_abc"),
+            Some(TokenPurpose::Invite)
+        );
+        assert_eq!(
+            TokenPurpose::of_presented("mt_abc"),
+            None,
+            "MFA tokens do not activate accounts"
+        );
+    }
+
+    #[test]
     fn emails_are_normalised_and_bounded() {
         assert_eq!(
             Email::parse("  Alice@Shop.Test ").map(|e| e.0),
@@ -225,4 +250,16 @@ mod tests {
             "Email(***@shop.test)"
         );
     }
+}
+
+/// A user's TOTP enrolment as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMfa {
+    /// The TOTP secret sealed under the master key (context `totp:<tenant>:<user>`).
+    pub sealed_secret: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    /// Set once the user proved a working authenticator; until then MFA is not enforced.
+    pub confirmed_at: Option<OffsetDateTime>,
+    /// The last time step accepted; a code of this step or earlier is refused (replay).
+    pub last_used_step: Option<i64>,
 }

@@ -13,13 +13,13 @@ use keel_identity::{
     access::{Role, RoleChangeError},
     password::StoredHash,
     ports::{
-        Attempt, LoginThrottle, STAFF_EMAIL_CONSTRAINT, SessionStore, SigningKeyStore, StaffStore,
-        TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED,
+        Attempt, LoginThrottle, MFA_ALREADY_ENABLED, MfaStore, STAFF_EMAIL_CONSTRAINT,
+        SessionStore, SigningKeyStore, StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED,
     },
     secret::Secret,
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredSigningKey,
-        TokenPurpose, UserId, UserStatus,
+        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
+        StoredSigningKey, TokenPurpose, UserId, UserStatus,
     },
     throttle::{Limit as ThrottleLimit, ThrottleKey},
 };
@@ -41,6 +41,7 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     pub keys: Arc<dyn SigningKeyStore>,
     pub throttle: Arc<dyn LoginThrottle>,
+    pub mfa: Arc<dyn MfaStore>,
 }
 
 impl Stores {
@@ -54,6 +55,7 @@ impl Stores {
             + SessionStore
             + SigningKeyStore
             + LoginThrottle
+            + MfaStore
             + 'static,
     {
         let store = Arc::new(store);
@@ -64,7 +66,8 @@ impl Stores {
             staff: store.clone(),
             sessions: store.clone(),
             keys: store.clone(),
-            throttle: store,
+            throttle: store.clone(),
+            mfa: store,
         }
     }
 }
@@ -102,6 +105,9 @@ macro_rules! conformance_tests {
             invited_users_are_listed_and_emails_are_unique_per_tenant,
             role_changes_follow_the_owner_rules_and_disabling_ends_sessions,
             concurrent_demotions_cannot_remove_the_last_owner,
+            mfa_is_confirmed_once_and_each_step_is_used_once,
+            backup_codes_are_single_use_and_tenant_scoped,
+            an_mfa_token_dies_at_its_failure_limit_and_completes_once,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {
@@ -1343,4 +1349,222 @@ pub async fn concurrent_demotions_cannot_remove_the_last_owner(stores: &Stores) 
             .count(),
         1
     );
+}
+
+// ---- MFA ----
+
+fn unconfirmed(secret: u8, at_time: time::OffsetDateTime) -> StoredMfa {
+    StoredMfa {
+        sealed_secret: vec![secret; 8],
+        created_at: at_time,
+        confirmed_at: None,
+        last_used_step: None,
+    }
+}
+
+pub async fn mfa_is_confirmed_once_and_each_step_is_used_once(stores: &Stores) {
+    let o = tenant_with_owner(stores, "mfa").await;
+    let now = SystemClock.now();
+    let (t, u) = (o.tenant.id, o.user.id);
+    assert_eq!(stores.mfa.get_mfa(t, u).await.expect("get"), None);
+    stores
+        .mfa
+        .begin_mfa(t, u, &unconfirmed(1, now))
+        .await
+        .expect("begin");
+    stores
+        .mfa
+        .begin_mfa(t, u, &unconfirmed(2, now))
+        .await
+        .expect("begin again replaces");
+    assert_eq!(
+        stores.mfa.get_mfa(t, u).await.expect("get"),
+        Some(unconfirmed(2, now))
+    );
+    assert!(
+        !stores.mfa.use_totp_step(t, u, 50).await.expect("use"),
+        "unconfirmed enrolments accept no code"
+    );
+    stores
+        .mfa
+        .confirm_mfa(t, u, 100, &[[7; 32]], now, &[])
+        .await
+        .expect("confirm");
+    let err = stores
+        .mfa
+        .confirm_mfa(t, u, 101, &[], now, &[])
+        .await
+        .expect_err("confirmed once");
+    assert!(err.is_conflict_on(MFA_ALREADY_ENABLED), "{err:?}");
+    let err = stores
+        .mfa
+        .begin_mfa(t, u, &unconfirmed(3, now))
+        .await
+        .expect_err("enabled");
+    assert!(err.is_conflict_on(MFA_ALREADY_ENABLED), "{err:?}");
+    let stored = stores
+        .mfa
+        .get_mfa(t, u)
+        .await
+        .expect("get")
+        .expect("enrolled");
+    assert_eq!(
+        (
+            stored.confirmed_at,
+            stored.last_used_step,
+            stored.sealed_secret
+        ),
+        (Some(now), Some(100), vec![2; 8])
+    );
+    assert!(
+        !stores.mfa.use_totp_step(t, u, 100).await.expect("use"),
+        "the confirming step is spent"
+    );
+    assert!(stores.mfa.use_totp_step(t, u, 101).await.expect("use"));
+    assert!(
+        !stores.mfa.use_totp_step(t, u, 101).await.expect("use"),
+        "replay"
+    );
+    assert!(
+        !stores.mfa.use_totp_step(t, u, 99).await.expect("use"),
+        "older step"
+    );
+    stores.mfa.disable_mfa(t, u, &[]).await.expect("disable");
+    assert_eq!(stores.mfa.get_mfa(t, u).await.expect("get"), None);
+    assert!(
+        !stores
+            .mfa
+            .use_backup_code(t, u, &[7; 32], now)
+            .await
+            .expect("use"),
+        "codes go with it"
+    );
+}
+
+pub async fn backup_codes_are_single_use_and_tenant_scoped(stores: &Stores) {
+    let a = tenant_with_owner(stores, "bk-a").await;
+    let b = tenant_with_owner(stores, "bk-b").await;
+    let now = SystemClock.now();
+    stores
+        .mfa
+        .begin_mfa(a.tenant.id, a.user.id, &unconfirmed(1, now))
+        .await
+        .expect("begin");
+    let codes: Vec<[u8; 32]> = (1..=10).map(|i| [i; 32]).collect();
+    stores
+        .mfa
+        .confirm_mfa(a.tenant.id, a.user.id, 1, &codes, now, &[])
+        .await
+        .expect("confirm");
+    assert!(
+        !stores
+            .mfa
+            .use_backup_code(b.tenant.id, a.user.id, &codes[0], now)
+            .await
+            .expect("use"),
+        "other tenant"
+    );
+    assert!(
+        stores
+            .mfa
+            .use_backup_code(a.tenant.id, a.user.id, &codes[0], now)
+            .await
+            .expect("use")
+    );
+    assert!(
+        !stores
+            .mfa
+            .use_backup_code(a.tenant.id, a.user.id, &codes[0], now)
+            .await
+            .expect("use"),
+        "single use"
+    );
+    assert!(
+        !stores
+            .mfa
+            .use_backup_code(a.tenant.id, a.user.id, &[99; 32], now)
+            .await
+            .expect("use"),
+        "unknown"
+    );
+    assert!(
+        stores
+            .mfa
+            .use_backup_code(a.tenant.id, a.user.id, &codes[9], now)
+            .await
+            .expect("use")
+    );
+}
+
+pub async fn an_mfa_token_dies_at_its_failure_limit_and_completes_once(stores: &Stores) {
+    let o = tenant_with_owner(stores, "mfatok").await;
+    let now = SystemClock.now();
+    let token = |purpose| OneTimeToken {
+        hash: Secret::generate("mt").hash,
+        tenant_id: o.tenant.id,
+        user_id: o.user.id,
+        purpose,
+        expires_at: now + HOUR,
+    };
+    let doomed = token(TokenPurpose::Mfa);
+    stores.mfa.create_mfa_token(&doomed).await.expect("create");
+    for i in 1..=4 {
+        assert_eq!(
+            stores
+                .mfa
+                .fail_mfa_token(&doomed.hash, 5, now)
+                .await
+                .expect("fail"),
+            i
+        );
+    }
+    let alive = stores
+        .staff
+        .find_one_time_token(&doomed.hash, TokenPurpose::Mfa, now)
+        .await;
+    assert!(alive.is_ok(), "alive after 4: {alive:?}");
+    assert_eq!(
+        stores
+            .mfa
+            .fail_mfa_token(&doomed.hash, 5, now)
+            .await
+            .expect("fail"),
+        5
+    );
+    assert!(matches!(
+        stores
+            .staff
+            .find_one_time_token(&doomed.hash, TokenPurpose::Mfa, now)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let (s, r) = session_for(&o.user, now);
+    let err = stores
+        .mfa
+        .complete_mfa_login(&doomed, &s, &r, &[])
+        .await
+        .expect_err("dead token");
+    assert!(err.is_conflict_on(TOKEN_ALREADY_USED), "{err:?}");
+    let good = token(TokenPurpose::Mfa);
+    stores.mfa.create_mfa_token(&good).await.expect("create");
+    stores
+        .mfa
+        .complete_mfa_login(&good, &s, &r, &[])
+        .await
+        .expect("complete");
+    assert!(
+        stores
+            .sessions
+            .get_session(o.tenant.id, s.id)
+            .await
+            .expect("session")
+            .is_active(now)
+    );
+    let (s2, r2) = session_for(&o.user, now);
+    let err = stores
+        .mfa
+        .complete_mfa_login(&good, &s2, &r2, &[])
+        .await
+        .expect_err("spent");
+    assert!(err.is_conflict_on(TOKEN_ALREADY_USED), "{err:?}");
 }

@@ -110,7 +110,7 @@ async fn insert_user(tx: &mut sqlx::PgConnection, u: &StaffUser) -> Result<(), S
     Ok(())
 }
 
-async fn insert_session(
+pub(crate) async fn insert_session(
     tx: &mut sqlx::PgConnection,
     s: &Session,
     r: &RefreshToken,
@@ -147,7 +147,7 @@ async fn insert_refresh(tx: &mut sqlx::PgConnection, r: &RefreshToken) -> Result
     Ok(())
 }
 
-async fn insert_one_time_token(
+pub(crate) async fn insert_one_time_token(
     tx: &mut sqlx::PgConnection,
     t: &OneTimeToken,
 ) -> Result<(), StoreError> {

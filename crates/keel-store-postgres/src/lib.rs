@@ -8,6 +8,7 @@
 
 mod error;
 mod identity;
+mod mfa;
 mod migrations;
 mod tenants;
 mod throttle;

@@ -19,6 +19,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "login_attempts",
         include_str!("../migrations/20261121000003_login_attempts.sql"),
     ),
+    (
+        20_261_121_000_004,
+        "mfa",
+        include_str!("../migrations/20261121000004_mfa.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

@@ -111,7 +111,7 @@ async fn insert_user(tx: &mut sqlx::SqliteConnection, u: &StaffUser) -> Result<(
     Ok(())
 }
 
-async fn insert_session(
+pub(crate) async fn insert_session(
     tx: &mut sqlx::SqliteConnection,
     s: &Session,
     r: &RefreshToken,
@@ -151,7 +151,7 @@ async fn insert_refresh(
     Ok(())
 }
 
-async fn insert_one_time_token(
+pub(crate) async fn insert_one_time_token(
     tx: &mut sqlx::SqliteConnection,
     t: &OneTimeToken,
 ) -> Result<(), StoreError> {

@@ -15,6 +15,7 @@
 
 mod error;
 mod identity;
+mod mfa;
 mod migrations;
 mod tenants;
 mod throttle;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use keel_identity::{
     TenantStore,
-    ports::{LoginThrottle, SessionStore, SigningKeyStore, StaffStore},
+    ports::{LoginThrottle, MfaStore, SessionStore, SigningKeyStore, StaffStore},
 };
 use keel_kernel::{StoreError, event::EventLog, health::StoreHealth};
 use keel_store_postgres::PgStore;
@@ -14,7 +14,14 @@ use crate::config::DatabaseSettings;
 
 /// Every port one adapter implements; `Arc<dyn Backend>` upcasts to each port.
 pub trait Backend:
-    TenantStore + EventLog + StoreHealth + StaffStore + SessionStore + SigningKeyStore + LoginThrottle
+    TenantStore
+    + EventLog
+    + StoreHealth
+    + StaffStore
+    + SessionStore
+    + SigningKeyStore
+    + LoginThrottle
+    + MfaStore
 {
 }
 
@@ -26,6 +33,7 @@ impl<T> Backend for T where
         + SessionStore
         + SigningKeyStore
         + LoginThrottle
+        + MfaStore
 {
 }
 
@@ -92,6 +100,10 @@ impl Store {
     }
 
     pub fn throttle(&self) -> Arc<dyn LoginThrottle> {
+        self.backend()
+    }
+
+    pub fn mfa(&self) -> Arc<dyn MfaStore> {
         self.backend()
     }
 

@@ -1,0 +1,255 @@
+//! TOTP enrolments, backup codes and the MFA step of login on SQLite.
+
+use async_trait::async_trait;
+use keel_identity::{
+    ports::{MFA_ALREADY_ENABLED, MfaStore, TOKEN_ALREADY_USED},
+    secret::SecretHash,
+    staff::{OneTimeToken, RefreshToken, Session, StoredMfa, UserId},
+};
+use keel_kernel::{StoreError, TenantId, event::NewEvent};
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::{
+    SqliteStore, at, at_opt,
+    error::map_err,
+    identity::{insert_one_time_token, insert_session},
+    tenants::insert_events,
+    to_micros,
+};
+
+#[async_trait]
+impl MfaStore for SqliteStore {
+    async fn get_mfa(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Option<StoredMfa>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sealed_secret, created_at, confirmed_at, last_used_step FROM staff_mfa \
+             WHERE tenant_id = ?1 AND user_id = ?2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| {
+            Ok(StoredMfa {
+                sealed_secret: r.try_get("sealed_secret").map_err(map_err)?,
+                created_at: at(&r, "created_at")?,
+                confirmed_at: at_opt(&r, "confirmed_at")?,
+                last_used_step: r.try_get("last_used_step").map_err(map_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn begin_mfa(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        mfa: &StoredMfa,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let confirmed: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT confirmed_at FROM staff_mfa WHERE tenant_id = ?1 AND user_id = ?2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if matches!(confirmed, Some(Some(_))) {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(StoreError::Conflict {
+                constraint: MFA_ALREADY_ENABLED.into(),
+            });
+        }
+        sqlx::query("DELETE FROM staff_mfa WHERE tenant_id = ?1 AND user_id = ?2")
+            .bind(tenant.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO staff_mfa (tenant_id, user_id, sealed_secret, created_at, confirmed_at, last_used_step) \
+             VALUES (?1, ?2, ?3, ?4, NULL, NULL)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .bind(&mfa.sealed_secret)
+        .bind(to_micros(mfa.created_at)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn confirm_mfa(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        step: i64,
+        backup_code_hashes: &[[u8; 32]],
+        at_time: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE staff_mfa SET confirmed_at = ?3, last_used_step = ?4 \
+             WHERE tenant_id = ?1 AND user_id = ?2 AND confirmed_at IS NULL",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .bind(to_micros(at_time)?)
+        .bind(step)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(StoreError::Conflict {
+                constraint: MFA_ALREADY_ENABLED.into(),
+            });
+        }
+        sqlx::query("DELETE FROM backup_codes WHERE tenant_id = ?1 AND user_id = ?2")
+            .bind(tenant.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for hash in backup_code_hashes {
+            sqlx::query("INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at) VALUES (?1, ?2, ?3, NULL)")
+                .bind(tenant.as_uuid())
+                .bind(user.as_uuid())
+                .bind(&hash[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn use_totp_step(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        step: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE staff_mfa SET last_used_step = ?3 WHERE tenant_id = ?1 AND user_id = ?2 \
+             AND confirmed_at IS NOT NULL AND (last_used_step IS NULL OR last_used_step < ?3)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .bind(step)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn use_backup_code(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        hash: &[u8; 32],
+        at_time: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE backup_codes SET used_at = ?4 WHERE tenant_id = ?1 AND user_id = ?2 AND code_hash = ?3 AND used_at IS NULL",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .bind(&hash[..])
+        .bind(to_micros(at_time)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn disable_mfa(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM backup_codes WHERE tenant_id = ?1 AND user_id = ?2")
+            .bind(tenant.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("DELETE FROM staff_mfa WHERE tenant_id = ?1 AND user_id = ?2")
+            .bind(tenant.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn create_mfa_token(&self, token: &OneTimeToken) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        insert_one_time_token(&mut tx, token).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn fail_mfa_token(
+        &self,
+        hash: &SecretHash,
+        max: u32,
+        at_time: OffsetDateTime,
+    ) -> Result<u32, StoreError> {
+        let mut tx = self.write().await?;
+        let failures: Option<i64> = sqlx::query_scalar(
+            "UPDATE one_time_tokens SET failures = failures + 1, \
+             used_at = CASE WHEN failures + 1 >= ?2 THEN ?3 ELSE used_at END \
+             WHERE hash = ?1 AND used_at IS NULL RETURNING failures",
+        )
+        .bind(&hash.0[..])
+        .bind(i64::from(max))
+        .bind(to_micros(at_time)?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(failures.map_or(max, |f| u32::try_from(f).unwrap_or(max)))
+    }
+
+    async fn complete_mfa_login(
+        &self,
+        token: &OneTimeToken,
+        session: &Session,
+        refresh: &RefreshToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let used = sqlx::query(
+            "UPDATE one_time_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
+        )
+        .bind(&token.hash.0[..])
+        .bind(to_micros(session.created_at)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if used.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(StoreError::Conflict {
+                constraint: TOKEN_ALREADY_USED.into(),
+            });
+        }
+        insert_session(&mut tx, session, refresh).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+}
