@@ -1402,7 +1402,7 @@ pub async fn mfa_is_confirmed_once_and_each_step_is_used_once(stores: &Stores) {
         .await
         .expect_err("enabled");
     assert!(err.is_conflict_on(MFA_ALREADY_ENABLED), "{err:?}");
-    let stored = stores
+    let enrolled = stores
         .mfa
         .get_mfa(t, u)
         .await
@@ -1410,9 +1410,9 @@ pub async fn mfa_is_confirmed_once_and_each_step_is_used_once(stores: &Stores) {
         .expect("enrolled");
     assert_eq!(
         (
-            stored.confirmed_at,
-            stored.last_used_step,
-            stored.sealed_secret
+            enrolled.confirmed_at,
+            enrolled.last_used_step,
+            enrolled.sealed_secret
         ),
         (Some(now), Some(100), vec![2; 8])
     );
