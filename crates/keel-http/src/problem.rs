@@ -46,7 +46,12 @@ kinds! {
     INVALID_CREDENTIALS = ("invalid_credentials", 401, "Invalid credentials");
     INVALID_REFRESH_TOKEN = ("invalid_refresh_token", 401, "Invalid refresh token");
     REFRESH_TOKEN_REUSED = ("refresh_token_reused", 401, "Refresh token reused");
+    INVALID_MFA_CODE = ("invalid_mfa_code", 401, "Invalid MFA code");
     FORBIDDEN = ("forbidden", 403, "Forbidden");
+    REAUTHENTICATION_FAILED = ("reauthentication_failed", 403, "Reauthentication failed");
+    MFA_ALREADY_ENABLED = ("mfa_already_enabled", 409, "MFA already enabled");
+    MFA_NOT_PENDING = ("mfa_not_pending", 409, "No MFA enrolment pending");
+    MFA_NOT_ENABLED = ("mfa_not_enabled", 409, "MFA not enabled");
     EMAIL_TAKEN = ("email_taken", 409, "Email already in use");
     LAST_OWNER = ("last_owner", 409, "Last owner");
     TOO_MANY_ATTEMPTS = ("too_many_attempts", 429, "Too many attempts");
@@ -287,6 +292,26 @@ impl From<keel_identity::auth::AuthError> for Problem {
                 "Too many failed logins; wait before trying again (see Retry-After).",
             )
             .with_header_value(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds)),
+            A::InvalidMfaCode => Self::new(
+                ProblemKind::INVALID_MFA_CODE,
+                "The code is wrong or was already used.",
+            ),
+            A::MfaAlreadyEnabled => Self::new(
+                ProblemKind::MFA_ALREADY_ENABLED,
+                "MFA is already enabled; disable it first to enrol again.",
+            ),
+            A::MfaNotPending => Self::new(
+                ProblemKind::MFA_NOT_PENDING,
+                "Start an enrolment with POST /v1/me/mfa/totp first.",
+            ),
+            A::MfaNotEnabled => Self::new(
+                ProblemKind::MFA_NOT_ENABLED,
+                "MFA is not enabled for this account.",
+            ),
+            A::ReauthenticationFailed => Self::new(
+                ProblemKind::REAUTHENTICATION_FAILED,
+                "The password or code is wrong.",
+            ),
             A::NotFound | A::Tenant(TenantError::NotFound) => {
                 Self::new(ProblemKind::NOT_FOUND, "No such resource.")
             }

@@ -23,16 +23,17 @@ use crate::{
     jwt::{Claims, PrincipalKind, PublicKey, SigningKey, TokenError, Verifier},
     password::{NewPassword, PasswordHasher, PasswordPolicyError, StoredHash},
     ports::{
-        Attempt, LoginThrottle, SessionStore, SigningKeyStore, StaffStore, TENANT_SLUG_CONSTRAINT,
-        TOKEN_ALREADY_USED, TenantStore,
+        Attempt, LoginThrottle, MFA_ALREADY_ENABLED, MfaStore, SessionStore, SigningKeyStore,
+        StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED, TenantStore,
     },
     sealed::MasterKey,
     secret::{Secret, SecretHash, random_bytes},
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredSigningKey,
-        TokenPurpose, UserId, UserStatus,
+        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
+        StoredSigningKey, TokenPurpose, UserId, UserStatus,
     },
     throttle::{Limit, ThrottleKey},
+    totp::{self, TotpSecret},
 };
 
 /// The `aud` of staff access tokens.
@@ -59,6 +60,10 @@ pub struct AuthSettings {
     /// Failed password logins allowed per client address within `login_window`.
     pub login_ip_max: u32,
     pub login_window: Duration,
+    /// Lifetime of the token that carries a login from the password step to the MFA step.
+    pub mfa_token_ttl: Duration,
+    /// Wrong codes an MFA token survives; at this count it dies.
+    pub mfa_max_failures: u32,
 }
 
 /// Whole seconds, rounded up (a `Retry-After` must not invite a retry that is still refused).
@@ -88,6 +93,16 @@ pub enum AuthError {
     WeakPassword(PasswordPolicyError),
     #[error("too many failed attempts; retry in {retry_after_seconds} s")]
     TooManyAttempts { retry_after_seconds: i64 },
+    #[error("the MFA code is wrong or already used")]
+    InvalidMfaCode,
+    #[error("MFA is already enabled")]
+    MfaAlreadyEnabled,
+    #[error("there is no MFA enrolment waiting for confirmation")]
+    MfaNotPending,
+    #[error("MFA is not enabled")]
+    MfaNotEnabled,
+    #[error("the password or code is wrong")]
+    ReauthenticationFailed,
     #[error("not found")]
     NotFound,
     #[error(transparent)]
@@ -258,6 +273,11 @@ impl KeyRing {
         Ok(kid)
     }
 
+    /// The master key (also seals TOTP secrets).
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     /// Adds a new signing key; the previous one stays published for the overlap.
     pub async fn rotate(&self) -> Result<String, StoreError> {
         let kid = self.rotate_stored().await?;
@@ -313,6 +333,7 @@ pub struct AuthService {
     sessions: Arc<dyn SessionStore>,
     events: Arc<dyn EventLog>,
     throttle: Arc<dyn LoginThrottle>,
+    mfa: Arc<dyn MfaStore>,
     keys: Arc<KeyRing>,
     hasher: PasswordHasher,
     clock: Arc<dyn Clock>,
@@ -345,6 +366,24 @@ pub struct AuthPorts {
     pub sessions: Arc<dyn SessionStore>,
     pub events: Arc<dyn EventLog>,
     pub throttle: Arc<dyn LoginThrottle>,
+    pub mfa: Arc<dyn MfaStore>,
+}
+
+/// What a correct password leads to.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// Logged in.
+    Tokens(TokenPair),
+    /// The password was right; a TOTP or backup code is needed at `/v1/auth/mfa`.
+    MfaRequired { mfa_token: String, expires_in: i64 },
+}
+
+/// A started TOTP enrolment: what the authenticator app needs.
+#[derive(Debug)]
+pub struct TotpEnrolment {
+    /// RFC 4648 base32, for manual entry.
+    pub secret: String,
+    pub otpauth_uri: String,
 }
 
 impl AuthService {
@@ -360,6 +399,7 @@ impl AuthService {
             sessions,
             events,
             throttle,
+            mfa,
         } = ports;
         Self {
             tenants,
@@ -367,6 +407,7 @@ impl AuthService {
             sessions,
             events,
             throttle,
+            mfa,
             keys,
             hasher: PasswordHasher::default(),
             clock,
@@ -554,7 +595,7 @@ impl AuthService {
         email: &str,
         password: String,
         client: Option<IpAddr>,
-    ) -> Result<TokenPair, AuthError> {
+    ) -> Result<LoginOutcome, AuthError> {
         let now = self.clock.now();
         let account = ThrottleKey::account(tenant_slug, email);
         let mut limits = vec![Limit {
@@ -616,6 +657,26 @@ impl AuthService {
             }
         };
         self.throttle.succeed(attempt, &account).await?;
+        if self
+            .mfa
+            .get_mfa(user.tenant_id, user.id)
+            .await?
+            .is_some_and(|m| m.confirmed_at.is_some())
+        {
+            let secret = Secret::generate(TokenPurpose::Mfa.prefix());
+            let token = OneTimeToken {
+                hash: secret.hash,
+                tenant_id: user.tenant_id,
+                user_id: user.id,
+                purpose: TokenPurpose::Mfa,
+                expires_at: now + self.settings.mfa_token_ttl,
+            };
+            self.mfa.create_mfa_token(&token).await?;
+            return Ok(LoginOutcome::MfaRequired {
+                mfa_token: secret.expose().to_owned(),
+                expires_in: self.settings.mfa_token_ttl.whole_seconds(),
+            });
+        }
         let (session, secret, refresh) = self.new_session(&user, now);
         let events = [event(
             user.tenant_id,
@@ -627,7 +688,234 @@ impl AuthService {
             .start_session(&session, &refresh, &events)
             .await?;
         tracing::info!(security = true, tenant_id = %user.tenant_id, user_id = %user.id, "login succeeded");
+        Ok(LoginOutcome::Tokens(
+            self.pair(&user, session.id, &secret, now).await?,
+        ))
+    }
+
+    fn totp_context(tenant: TenantId, user: UserId) -> String {
+        format!("totp:{tenant}:{user}")
+    }
+
+    fn open_totp(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        mfa: &StoredMfa,
+    ) -> Result<TotpSecret, AuthError> {
+        let bytes = self
+            .keys
+            .master()
+            .open(&Self::totp_context(tenant, user), &mfa.sealed_secret)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let bytes: [u8; 20] = bytes
+            .try_into()
+            .map_err(|_| AuthError::Internal("TOTP secret is not 20 bytes".into()))?;
+        Ok(TotpSecret::from_bytes(bytes))
+    }
+
+    /// Checks a TOTP code (spending its step) or a backup code (spending it). Exactly one of
+    /// the two is given.
+    async fn check_second_factor(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        mfa: &StoredMfa,
+        code: Option<&str>,
+        backup_code: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<bool, AuthError> {
+        match (code, backup_code) {
+            (Some(code), None) => {
+                let secret = self.open_totp(tenant, user, mfa)?;
+                match totp::verify(
+                    &secret,
+                    code.trim(),
+                    now.unix_timestamp(),
+                    mfa.last_used_step,
+                ) {
+                    Some(step) => Ok(self.mfa.use_totp_step(tenant, user, step).await?),
+                    None => Ok(false),
+                }
+            }
+            (None, Some(backup)) => Ok(self
+                .mfa
+                .use_backup_code(tenant, user, &totp::hash_backup_code(backup), now)
+                .await?),
+            _ => Ok(false),
+        }
+    }
+
+    /// The second step of a login: the MFA token and a TOTP or backup code.
+    #[instrument(skip_all)]
+    pub async fn complete_mfa(
+        &self,
+        mfa_token: &str,
+        code: Option<&str>,
+        backup_code: Option<&str>,
+    ) -> Result<TokenPair, AuthError> {
+        let now = self.clock.now();
+        let hash = Secret::hash_presented(TokenPurpose::Mfa.prefix(), mfa_token)
+            .ok_or(AuthError::InvalidToken)?;
+        let token = match self
+            .staff
+            .find_one_time_token(&hash, TokenPurpose::Mfa, now)
+            .await
+        {
+            Ok(t) => t,
+            Err(StoreError::NotFound) => return Err(AuthError::InvalidToken),
+            Err(e) => return Err(e.into()),
+        };
+        let user = self.staff.get_user(token.tenant_id, token.user_id).await?;
+        let mfa = self
+            .mfa
+            .get_mfa(user.tenant_id, user.id)
+            .await?
+            .filter(|m| m.confirmed_at.is_some());
+        let ok = match &mfa {
+            Some(m) if user.status == UserStatus::Active => {
+                self.check_second_factor(user.tenant_id, user.id, m, code, backup_code, now)
+                    .await?
+            }
+            _ => false,
+        };
+        if !ok {
+            let failures = self
+                .mfa
+                .fail_mfa_token(&hash, self.settings.mfa_max_failures, now)
+                .await?;
+            let e = event(
+                user.tenant_id,
+                "security.mfa_failed",
+                &serde_json::json!({"user_id": user.id, "failures": failures}),
+                now,
+            )?;
+            self.events.append(&[e]).await?;
+            tracing::info!(security = true, tenant_id = %user.tenant_id, user_id = %user.id, failures, "MFA code refused");
+            return Err(AuthError::InvalidMfaCode);
+        }
+        let (session, secret, refresh) = self.new_session(&user, now);
+        let events = [event(
+            user.tenant_id,
+            "security.login_succeeded",
+            &serde_json::json!({"user_id": user.id, "session_id": session.id, "mfa": if backup_code.is_some() { "backup_code" } else { "totp" }}),
+            now,
+        )?];
+        match self
+            .mfa
+            .complete_mfa_login(&token, &session, &refresh, &events)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_conflict_on(TOKEN_ALREADY_USED) => return Err(AuthError::InvalidToken),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(security = true, tenant_id = %user.tenant_id, user_id = %user.id, "login succeeded with MFA");
         self.pair(&user, session.id, &secret, now).await
+    }
+
+    /// Starts (or restarts) TOTP enrolment for the caller.
+    pub async fn begin_totp(&self, p: &StaffPrincipal) -> Result<TotpEnrolment, AuthError> {
+        let user = self.staff.get_user(p.tenant_id, p.user_id).await?;
+        let tenant = self.tenants.get(p.tenant_id).await?;
+        let secret = TotpSecret::generate();
+        let stored = StoredMfa {
+            sealed_secret: self.keys.master().seal(
+                &Self::totp_context(p.tenant_id, p.user_id),
+                secret.as_bytes(),
+            ),
+            created_at: self.clock.now(),
+            confirmed_at: None,
+            last_used_step: None,
+        };
+        match self.mfa.begin_mfa(p.tenant_id, p.user_id, &stored).await {
+            Ok(()) => {}
+            Err(e) if e.is_conflict_on(MFA_ALREADY_ENABLED) => {
+                return Err(AuthError::MfaAlreadyEnabled);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let issuer = format!("{} ({})", self.settings.issuer, tenant.name);
+        Ok(TotpEnrolment {
+            otpauth_uri: secret.otpauth_uri(&issuer, user.email.as_str()),
+            secret: secret.to_base32(),
+        })
+    }
+
+    /// Confirms the enrolment with a current code; returns the 10 backup codes (shown once).
+    pub async fn confirm_totp(
+        &self,
+        p: &StaffPrincipal,
+        code: &str,
+    ) -> Result<Vec<String>, AuthError> {
+        let now = self.clock.now();
+        let mfa = match self.mfa.get_mfa(p.tenant_id, p.user_id).await? {
+            Some(m) if m.confirmed_at.is_none() => m,
+            Some(_) => return Err(AuthError::MfaAlreadyEnabled),
+            None => return Err(AuthError::MfaNotPending),
+        };
+        let secret = self.open_totp(p.tenant_id, p.user_id, &mfa)?;
+        let step = totp::verify(&secret, code.trim(), now.unix_timestamp(), None)
+            .ok_or(AuthError::InvalidMfaCode)?;
+        let codes = totp::generate_backup_codes();
+        let hashes: Vec<[u8; 32]> = codes.iter().map(|c| totp::hash_backup_code(c)).collect();
+        let e = event(
+            p.tenant_id,
+            "security.mfa_enabled",
+            &serde_json::json!({"user_id": p.user_id}),
+            now,
+        )?;
+        match self
+            .mfa
+            .confirm_mfa(p.tenant_id, p.user_id, step, &hashes, now, &[e])
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_conflict_on(MFA_ALREADY_ENABLED) => {
+                return Err(AuthError::MfaAlreadyEnabled);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(security = true, tenant_id = %p.tenant_id, user_id = %p.user_id, "MFA enabled");
+        Ok(codes)
+    }
+
+    /// Turns MFA off; needs the password and a current TOTP or backup code.
+    pub async fn disable_totp(
+        &self,
+        p: &StaffPrincipal,
+        password: String,
+        code: Option<&str>,
+        backup_code: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let user = self.staff.get_user(p.tenant_id, p.user_id).await?;
+        let mfa = self
+            .mfa
+            .get_mfa(p.tenant_id, p.user_id)
+            .await?
+            .filter(|m| m.confirmed_at.is_some())
+            .ok_or(AuthError::MfaNotEnabled)?;
+        let hasher = self.hasher.clone();
+        let stored = user.password_hash.clone();
+        let password_ok =
+            blocking(move || stored.is_some_and(|h| hasher.verify(&password, &h))).await?;
+        if !password_ok
+            || !self
+                .check_second_factor(p.tenant_id, p.user_id, &mfa, code, backup_code, now)
+                .await?
+        {
+            return Err(AuthError::ReauthenticationFailed);
+        }
+        let e = event(
+            p.tenant_id,
+            "security.mfa_disabled",
+            &serde_json::json!({"user_id": p.user_id}),
+            now,
+        )?;
+        self.mfa.disable_mfa(p.tenant_id, p.user_id, &[e]).await?;
+        tracing::info!(security = true, tenant_id = %p.tenant_id, user_id = %p.user_id, "MFA disabled");
+        Ok(())
     }
 
     async fn find_login_user(

@@ -80,6 +80,10 @@ pub struct RawAuth {
     pub login_ip_max: u32,
     /// `KEEL_AUTH__LOGIN_WINDOW_S`, default 900: the sliding window of both login limits.
     pub login_window_s: u64,
+    /// `KEEL_AUTH__MFA_TOKEN_TTL_S`, default 300: time from password to MFA code.
+    pub mfa_token_ttl_s: u64,
+    /// `KEEL_AUTH__MFA_MAX_FAILURES`, default 5: wrong codes an MFA token survives.
+    pub mfa_max_failures: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +131,8 @@ impl Default for RawConfig {
                 login_account_max: 5,
                 login_ip_max: 20,
                 login_window_s: 900,
+                mfa_token_ttl_s: 300,
+                mfa_max_failures: 5,
             },
             sqlite: RawSqlite {
                 busy_timeout_ms: 5_000,
@@ -350,6 +356,12 @@ fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, Con
         )?)
         .map_err(|_| err("KEEL_AUTH__LOGIN_IP_MAX", "too large"))?,
         login_window: seconds("KEEL_AUTH__LOGIN_WINDOW_S", raw.login_window_s)?,
+        mfa_token_ttl: seconds("KEEL_AUTH__MFA_TOKEN_TTL_S", raw.mfa_token_ttl_s)?,
+        mfa_max_failures: u32::try_from(positive(
+            "KEEL_AUTH__MFA_MAX_FAILURES",
+            u64::from(raw.mfa_max_failures),
+        )?)
+        .map_err(|_| err("KEEL_AUTH__MFA_MAX_FAILURES", "too large"))?,
     })
 }
 
@@ -549,6 +561,8 @@ impl Settings {
                 "login_account_max": self.auth.login_account_max,
                 "login_ip_max": self.auth.login_ip_max,
                 "login_window_s": self.auth.login_window.whole_seconds(),
+                "mfa_token_ttl_s": self.auth.mfa_token_ttl.whole_seconds(),
+                "mfa_max_failures": self.auth.mfa_max_failures,
             },
         })
     }

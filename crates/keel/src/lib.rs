@@ -156,6 +156,7 @@ pub fn auth_service_with_clock(
         sessions: store.sessions(),
         events: store.events(),
         throttle: store.throttle(),
+        mfa: store.mfa(),
     };
     Ok(AuthService::new(ports, keys, clock, settings.auth.clone()))
 }

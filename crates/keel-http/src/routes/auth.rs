@@ -8,7 +8,7 @@ use axum::{
     http::StatusCode,
     response::IntoResponse,
 };
-use keel_identity::auth::TokenPair;
+use keel_identity::auth::{LoginOutcome, TokenPair};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -40,6 +40,35 @@ struct LoginRequest {
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
     refresh_token: String,
+}
+
+/// The second step of a login with MFA: the token from `/v1/auth/login` and one code.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MfaRequest {
+    mfa_token: String,
+    /// A current 6-digit TOTP code…
+    code: Option<String>,
+    /// …or one of the single-use backup codes.
+    backup_code: Option<String>,
+}
+
+/// The password was right; send a code with this token to `/v1/auth/mfa`.
+#[derive(Serialize, ToSchema)]
+struct MfaChallenge {
+    /// Always `true`.
+    mfa_required: bool,
+    mfa_token: String,
+    /// Seconds until the MFA token expires.
+    expires_in: i64,
+}
+
+/// Either tokens, or an MFA challenge.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum LoginResponse {
+    Tokens(TokenResponse),
+    MfaRequired(MfaChallenge),
 }
 
 /// Tokens: a short-lived access token and a single-use refresh token.
@@ -92,7 +121,7 @@ async fn setup(
 /// Logs a staff member in with shop, email and password.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
-        (status = 200, description = "Logged in.", body = TokenResponse),
+        (status = 200, description = "Logged in, or `mfa_required` with an `mfa_token`.", body = LoginResponse),
         (status = 401, description = "`invalid_credentials`: the same answer whatever was wrong.", body = ProblemBody),
         (status = 429, description = "`too_many_attempts`: the account or address reached its limit; see `Retry-After`.", body = ProblemBody),
     ))]
@@ -100,14 +129,44 @@ async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     extract::Json(req): extract::Json<LoginRequest>,
+) -> Result<Json<LoginResponse>, Problem> {
+    let outcome = state
+        .auth
+        .login(&req.tenant, &req.email, req.password, Some(peer.ip()))
+        .await?;
+    Ok(Json(match outcome {
+        LoginOutcome::Tokens(pair) => LoginResponse::Tokens(pair.into()),
+        LoginOutcome::MfaRequired {
+            mfa_token,
+            expires_in,
+        } => LoginResponse::MfaRequired(MfaChallenge {
+            mfa_required: true,
+            mfa_token,
+            expires_in,
+        }),
+    }))
+}
+
+/// Completes a login with MFA.
+#[utoipa::path(post, path = "/v1/auth/mfa", tag = "auth", request_body = MfaRequest,
+    responses(
+        (status = 200, description = "Logged in.", body = TokenResponse),
+        (status = 400, description = "`invalid_token`: unknown, expired, used or killed MFA token.", body = ProblemBody),
+        (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody),
+    ))]
+async fn mfa(
+    State(state): State<AppState>,
+    extract::Json(req): extract::Json<MfaRequest>,
 ) -> Result<Json<TokenResponse>, Problem> {
-    Ok(Json(
-        state
-            .auth
-            .login(&req.tenant, &req.email, req.password, Some(peer.ip()))
-            .await?
-            .into(),
-    ))
+    let pair = state
+        .auth
+        .complete_mfa(
+            &req.mfa_token,
+            req.code.as_deref(),
+            req.backup_code.as_deref(),
+        )
+        .await?;
+    Ok(Json(pair.into()))
 }
 
 /// Exchanges a refresh token for a new pair; the presented token is spent.
@@ -151,6 +210,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(setup))
         .routes(routes!(login))
+        .routes(routes!(mfa))
         .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(jwks))

@@ -123,9 +123,88 @@ async fn delete_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A started TOTP enrolment.
+#[derive(Serialize, ToSchema)]
+struct TotpEnrolmentResponse {
+    /// Base32 secret for manual entry.
+    secret: String,
+    /// `otpauth://totp/…` for a QR code.
+    otpauth_uri: String,
+}
+
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ConfirmTotpRequest {
+    code: String,
+}
+
+/// Ten single-use backup codes, shown once.
+#[derive(Serialize, ToSchema)]
+struct BackupCodes {
+    backup_codes: Vec<String>,
+}
+
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DisableTotpRequest {
+    password: String,
+    code: Option<String>,
+    backup_code: Option<String>,
+}
+
+/// Starts TOTP enrolment (replacing an unconfirmed one).
+#[utoipa::path(post, path = "/v1/me/mfa/totp", tag = "me", security(("bearer" = [])),
+    responses((status = 200, body = TotpEnrolmentResponse), (status = 409, description = "`mfa_already_enabled`.", body = ProblemBody)))]
+async fn begin_totp(
+    State(state): State<AppState>,
+    Staff(p): Staff,
+) -> Result<Json<TotpEnrolmentResponse>, Problem> {
+    let e = state.auth.begin_totp(&p).await?;
+    Ok(Json(TotpEnrolmentResponse {
+        secret: e.secret,
+        otpauth_uri: e.otpauth_uri,
+    }))
+}
+
+/// Confirms the enrolment with a current code; MFA is on from now and the backup codes are
+/// returned once.
+#[utoipa::path(post, path = "/v1/me/mfa/totp/confirm", tag = "me", security(("bearer" = [])), request_body = ConfirmTotpRequest,
+    responses((status = 200, body = BackupCodes), (status = 401, body = ProblemBody), (status = 409, body = ProblemBody)))]
+async fn confirm_totp(
+    State(state): State<AppState>,
+    Staff(p): Staff,
+    crate::extract::Json(req): crate::extract::Json<ConfirmTotpRequest>,
+) -> Result<Json<BackupCodes>, Problem> {
+    Ok(Json(BackupCodes {
+        backup_codes: state.auth.confirm_totp(&p, &req.code).await?,
+    }))
+}
+
+/// Turns MFA off; needs the password and a current TOTP or backup code.
+#[utoipa::path(delete, path = "/v1/me/mfa/totp", tag = "me", security(("bearer" = [])), request_body = DisableTotpRequest,
+    responses((status = 204, description = "MFA is off."), (status = 403, description = "`reauthentication_failed`.", body = ProblemBody), (status = 409, body = ProblemBody)))]
+async fn disable_totp(
+    State(state): State<AppState>,
+    Staff(p): Staff,
+    crate::extract::Json(req): crate::extract::Json<DisableTotpRequest>,
+) -> Result<StatusCode, Problem> {
+    state
+        .auth
+        .disable_totp(
+            &p,
+            req.password,
+            req.code.as_deref(),
+            req.backup_code.as_deref(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_me))
         .routes(routes!(list_sessions))
         .routes(routes!(delete_session))
+        .routes(routes!(begin_totp, disable_totp))
+        .routes(routes!(confirm_totp))
 }
