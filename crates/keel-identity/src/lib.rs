@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod apikey;
 pub mod auth;
 pub mod domain;
 pub mod jwt;

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::{
     access::{Role, RoleChangeError},
+    apikey::{ApiKey, ApiKeyId},
     domain::{Tenant, TenantSlug},
     password::StoredHash,
     secret::SecretHash,
@@ -253,5 +254,45 @@ pub trait MfaStore: Send + Sync + std::fmt::Debug {
         session: &Session,
         refresh: &RefreshToken,
         events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+}
+
+/// API keys.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync + std::fmt::Debug {
+    async fn create_api_key(&self, key: &ApiKey, events: &[NewEvent]) -> Result<(), StoreError>;
+    /// Finds a key by its public lookup part, whatever its tenant (the caller then checks the
+    /// secret and the tenant).
+    async fn find_api_key(&self, lookup: &str) -> Result<ApiKey, StoreError>;
+    async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> Result<ApiKey, StoreError>;
+    async fn list_api_keys(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<ApiKey>, StoreError>;
+    /// Revokes a key (idempotent: the first revocation time is kept), with the events.
+    async fn revoke_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// Stores `new` and moves the old key's expiry to `old_expires_at` (never later than it
+    /// was), in one transaction. A revoked or missing old key is `NotFound`.
+    async fn rotate_api_key(
+        &self,
+        tenant: TenantId,
+        old: ApiKeyId,
+        old_expires_at: OffsetDateTime,
+        new: &ApiKey,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// Records a use (callers rate this to once per minute per key).
+    async fn touch_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: OffsetDateTime,
     ) -> Result<(), StoreError>;
 }

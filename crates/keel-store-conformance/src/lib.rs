@@ -13,7 +13,7 @@ use keel_identity::{
     access::{Role, RoleChangeError},
     password::StoredHash,
     ports::{
-        Attempt, LoginThrottle, MFA_ALREADY_ENABLED, MfaStore, STAFF_EMAIL_CONSTRAINT,
+        ApiKeyStore, Attempt, LoginThrottle, MFA_ALREADY_ENABLED, MfaStore, STAFF_EMAIL_CONSTRAINT,
         SessionStore, SigningKeyStore, StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED,
     },
     secret::Secret,
@@ -42,6 +42,7 @@ pub struct Stores {
     pub keys: Arc<dyn SigningKeyStore>,
     pub throttle: Arc<dyn LoginThrottle>,
     pub mfa: Arc<dyn MfaStore>,
+    pub api_keys: Arc<dyn ApiKeyStore>,
 }
 
 impl Stores {
@@ -56,6 +57,7 @@ impl Stores {
             + SigningKeyStore
             + LoginThrottle
             + MfaStore
+            + ApiKeyStore
             + 'static,
     {
         let store = Arc::new(store);
@@ -67,7 +69,8 @@ impl Stores {
             sessions: store.clone(),
             keys: store.clone(),
             throttle: store.clone(),
-            mfa: store,
+            mfa: store.clone(),
+            api_keys: store,
         }
     }
 }
@@ -108,6 +111,8 @@ macro_rules! conformance_tests {
             mfa_is_confirmed_once_and_each_step_is_used_once,
             backup_codes_are_single_use_and_tenant_scoped,
             an_mfa_token_dies_at_its_failure_limit_and_completes_once,
+            api_keys_are_found_by_lookup_and_listed_per_tenant,
+            api_key_rotation_caps_the_old_expiry_atomically,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {
@@ -1567,4 +1572,186 @@ pub async fn an_mfa_token_dies_at_its_failure_limit_and_completes_once(stores: &
         .await
         .expect_err("spent");
     assert!(err.is_conflict_on(TOKEN_ALREADY_USED), "{err:?}");
+}
+
+// ---- API keys ----
+
+fn api_key(
+    tenant: TenantId,
+    name: &str,
+    expires_at: Option<time::OffsetDateTime>,
+) -> keel_identity::apikey::ApiKey {
+    let material = keel_identity::apikey::generate(keel_identity::apikey::KeyKind::Secret);
+    keel_identity::apikey::ApiKey {
+        id: keel_identity::apikey::ApiKeyId::new(),
+        tenant_id: tenant,
+        kind: keel_identity::apikey::KeyKind::Secret,
+        name: name.into(),
+        lookup: material.lookup,
+        secret_hash: material.hash,
+        scopes: vec![
+            keel_identity::access::Permission::OrdersRead,
+            keel_identity::access::Permission::AuditRead,
+        ],
+        created_at: time::macros::datetime!(2026-11-21 10:00 UTC),
+        expires_at,
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
+pub async fn api_keys_are_found_by_lookup_and_listed_per_tenant(stores: &Stores) {
+    let (a, _) = create(stores, &unique_slug("keys-a")).await;
+    let (b, _) = create(stores, &unique_slug("keys-b")).await;
+    let k1 = api_key(a.id, "one", None);
+    let k2 = api_key(
+        a.id,
+        "two",
+        Some(time::macros::datetime!(2027-01-01 0:00 UTC)),
+    );
+    stores
+        .api_keys
+        .create_api_key(&k1, &[])
+        .await
+        .expect("create");
+    stores
+        .api_keys
+        .create_api_key(&k2, &[])
+        .await
+        .expect("create");
+    stores
+        .api_keys
+        .create_api_key(&api_key(b.id, "theirs", None), &[])
+        .await
+        .expect("create");
+    assert_eq!(
+        stores
+            .api_keys
+            .find_api_key(&k2.lookup)
+            .await
+            .expect("by lookup"),
+        k2
+    );
+    assert_eq!(
+        stores.api_keys.get_api_key(a.id, k1.id).await.expect("get"),
+        k1
+    );
+    assert!(matches!(
+        stores.api_keys.get_api_key(b.id, k1.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let listed: Vec<_> = stores
+        .api_keys
+        .list_api_keys(a.id, PageRequest::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(listed, vec![k1.id, k2.id]);
+    let t = time::macros::datetime!(2026-11-22 0:00 UTC);
+    stores
+        .api_keys
+        .touch_api_key(a.id, k1.id, t)
+        .await
+        .expect("touch");
+    stores
+        .api_keys
+        .revoke_api_key(a.id, k1.id, t, &[])
+        .await
+        .expect("revoke");
+    stores
+        .api_keys
+        .revoke_api_key(a.id, k1.id, t + HOUR, &[])
+        .await
+        .expect("idempotent");
+    let k1_now = stores.api_keys.get_api_key(a.id, k1.id).await.expect("get");
+    assert_eq!((k1_now.last_used_at, k1_now.revoked_at), (Some(t), Some(t)));
+    assert!(matches!(
+        stores.api_keys.revoke_api_key(b.id, k2.id, t, &[]).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        stores
+            .api_keys
+            .get_api_key(a.id, k2.id)
+            .await
+            .expect("get")
+            .revoked_at
+            .is_none(),
+        "other tenant could not revoke"
+    );
+}
+
+pub async fn api_key_rotation_caps_the_old_expiry_atomically(stores: &Stores) {
+    let (a, _) = create(stores, &unique_slug("rotkey")).await;
+    let cap = time::macros::datetime!(2026-11-22 10:00 UTC);
+    let open_ended = api_key(a.id, "open", None);
+    let early = api_key(a.id, "early", Some(cap - HOUR));
+    stores
+        .api_keys
+        .create_api_key(&open_ended, &[])
+        .await
+        .expect("create");
+    stores
+        .api_keys
+        .create_api_key(&early, &[])
+        .await
+        .expect("create");
+    let n1 = api_key(a.id, "open", None);
+    stores
+        .api_keys
+        .rotate_api_key(a.id, open_ended.id, cap, &n1, &[])
+        .await
+        .expect("rotate");
+    assert_eq!(
+        stores
+            .api_keys
+            .get_api_key(a.id, open_ended.id)
+            .await
+            .expect("old")
+            .expires_at,
+        Some(cap)
+    );
+    assert_eq!(
+        stores.api_keys.get_api_key(a.id, n1.id).await.expect("new"),
+        n1
+    );
+    let n2 = api_key(a.id, "early", None);
+    stores
+        .api_keys
+        .rotate_api_key(a.id, early.id, cap, &n2, &[])
+        .await
+        .expect("rotate");
+    assert_eq!(
+        stores
+            .api_keys
+            .get_api_key(a.id, early.id)
+            .await
+            .expect("old")
+            .expires_at,
+        Some(cap - HOUR),
+        "never extended"
+    );
+    stores
+        .api_keys
+        .revoke_api_key(a.id, n1.id, cap, &[])
+        .await
+        .expect("revoke");
+    let n3 = api_key(a.id, "again", None);
+    assert!(matches!(
+        stores
+            .api_keys
+            .rotate_api_key(a.id, n1.id, cap, &n3, &[])
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        matches!(
+            stores.api_keys.get_api_key(a.id, n3.id).await,
+            Err(StoreError::NotFound)
+        ),
+        "nothing written"
+    );
 }

@@ -6,6 +6,7 @@
 //! `/readyz` answers 503.
 #![forbid(unsafe_code)]
 
+mod apikeys;
 mod error;
 mod identity;
 mod mfa;

@@ -24,6 +24,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "mfa",
         include_str!("../migrations/20261121000004_mfa.sql"),
     ),
+    (
+        20_261_121_000_005,
+        "api_keys",
+        include_str!("../migrations/20261121000005_api_keys.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

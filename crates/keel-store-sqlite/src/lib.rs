@@ -13,6 +13,7 @@
 //!   start.
 #![forbid(unsafe_code)]
 
+mod apikeys;
 mod error;
 mod identity;
 mod mfa;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use keel_identity::{
     TenantStore,
-    ports::{LoginThrottle, MfaStore, SessionStore, SigningKeyStore, StaffStore},
+    ports::{ApiKeyStore, LoginThrottle, MfaStore, SessionStore, SigningKeyStore, StaffStore},
 };
 use keel_kernel::{StoreError, event::EventLog, health::StoreHealth};
 use keel_store_postgres::PgStore;
@@ -22,6 +22,7 @@ pub trait Backend:
     + SigningKeyStore
     + LoginThrottle
     + MfaStore
+    + ApiKeyStore
 {
 }
 
@@ -34,6 +35,7 @@ impl<T> Backend for T where
         + SigningKeyStore
         + LoginThrottle
         + MfaStore
+        + ApiKeyStore
 {
 }
 
@@ -104,6 +106,10 @@ impl Store {
     }
 
     pub fn mfa(&self) -> Arc<dyn MfaStore> {
+        self.backend()
+    }
+
+    pub fn api_keys(&self) -> Arc<dyn ApiKeyStore> {
         self.backend()
     }
 
