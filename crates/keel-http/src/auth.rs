@@ -6,7 +6,8 @@ use axum::{
     extract::FromRequestParts,
     http::{header, request::Parts},
 };
-use keel_identity::{access::Permission, auth::StaffPrincipal};
+use keel_identity::{access::Permission, auth::StaffPrincipal, keys::KeyPrincipal};
+use keel_kernel::TenantId;
 
 use crate::{
     AppState,
@@ -73,15 +74,67 @@ pub mod perm {
 
     markers! {
         UsersManage => UsersManage,
+        ApiKeysManage => ApiKeysManage,
         AuditRead => AuditRead,
     }
 }
 
-/// A staff member whose role holds `P::PERMISSION`; otherwise 403 `forbidden` (and 401 when
-/// not authenticated at all).
+/// Who is calling an admin route: a staff member (JWT) or a server (secret API key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminActor {
+    Staff(StaffPrincipal),
+    Key(KeyPrincipal),
+}
+
+/// An authenticated admin caller and its tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminPrincipal {
+    pub tenant_id: TenantId,
+    pub actor: AdminActor,
+}
+
+impl AdminPrincipal {
+    /// A staff member by role; a key by its explicit scopes.
+    pub fn can(&self, p: Permission) -> bool {
+        match &self.actor {
+            AdminActor::Staff(s) => s.role.can(p),
+            AdminActor::Key(k) => k.scopes.contains(&p),
+        }
+    }
+}
+
+/// `Authorization: Bearer sk_…` (a secret key) or `Bearer <access token>` (staff). A
+/// publishable key is not an admin credential: 401.
+async fn admin_principal(parts: &Parts, state: &AppState) -> Result<AdminPrincipal, Problem> {
+    let Some(token) = bearer(parts) else {
+        return Err(Problem::new(
+            ProblemKind::UNAUTHORIZED,
+            "Send `Authorization: Bearer <access token or secret key>`.",
+        )
+        .with_header(header::WWW_AUTHENTICATE, BEARER_CHALLENGE));
+    };
+    let principal = if token.starts_with("sk_") {
+        let key = state.keys.authenticate_secret(token).await?;
+        AdminPrincipal {
+            tenant_id: key.tenant_id,
+            actor: AdminActor::Key(key),
+        }
+    } else {
+        let staff = state.auth.authenticate_staff(token).await?;
+        AdminPrincipal {
+            tenant_id: staff.tenant_id,
+            actor: AdminActor::Staff(staff),
+        }
+    };
+    tracing::Span::current().record("tenant_id", tracing::field::display(principal.tenant_id));
+    Ok(principal)
+}
+
+/// An admin caller (staff or secret key) allowed `P::PERMISSION`; otherwise 403 `forbidden`
+/// (401 when not authenticated at all).
 #[derive(Debug, Clone)]
 pub struct RequirePermission<P> {
-    pub principal: StaffPrincipal,
+    pub principal: AdminPrincipal,
     need: PhantomData<P>,
 }
 
@@ -92,8 +145,8 @@ impl<P: Needs> FromRequestParts<AppState> for RequirePermission<P> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Staff(principal) = Staff::from_request_parts(parts, state).await?;
-        if principal.role.can(P::PERMISSION) {
+        let principal = admin_principal(parts, state).await?;
+        if principal.can(P::PERMISSION) {
             Ok(Self {
                 principal,
                 need: PhantomData,
@@ -101,12 +154,44 @@ impl<P: Needs> FromRequestParts<AppState> for RequirePermission<P> {
         } else {
             Err(Problem::new(
                 ProblemKind::FORBIDDEN,
+                format!("This credential does not allow `{}`.", P::PERMISSION),
+            ))
+        }
+    }
+}
+
+/// A staff member (never a key) whose role allows `P::PERMISSION`: for identity management,
+/// which API keys can never do.
+#[derive(Debug, Clone)]
+pub struct RequireStaff<P> {
+    pub principal: StaffPrincipal,
+    need: PhantomData<P>,
+}
+
+impl<P: Needs> FromRequestParts<AppState> for RequireStaff<P> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match admin_principal(parts, state).await?.actor {
+            AdminActor::Staff(principal) if principal.role.can(P::PERMISSION) => Ok(Self {
+                principal,
+                need: PhantomData,
+            }),
+            AdminActor::Staff(principal) => Err(Problem::new(
+                ProblemKind::FORBIDDEN,
                 format!(
                     "Your role ({}) does not allow `{}`.",
                     principal.role,
                     P::PERMISSION
                 ),
-            ))
+            )),
+            AdminActor::Key(_) => Err(Problem::new(
+                ProblemKind::FORBIDDEN,
+                "API keys cannot manage staff or keys; use a staff login.",
+            )),
         }
     }
 }

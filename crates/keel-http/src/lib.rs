@@ -36,6 +36,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub auth: keel_identity::auth::AuthService,
     pub users: keel_identity::users::UserService,
+    pub keys: keel_identity::keys::ApiKeyService,
     pub events: Arc<dyn keel_kernel::event::EventLog>,
 }
 
@@ -66,6 +67,7 @@ pub fn router_with(
         .merge(routes::auth::router())
         .merge(routes::me::router())
         .merge(routes::users::router())
+        .merge(routes::api_keys::router())
         .merge(routes::events::router())
         .merge(extra)
         .split_for_parts();

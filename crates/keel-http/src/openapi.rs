@@ -28,6 +28,7 @@ use crate::{
         (name = "auth", description = "Staff setup, login, token refresh and logout; signing keys."),
         (name = "me", description = "The authenticated staff member and their sessions."),
         (name = "users", description = "Staff administration (`users:manage`)."),
+        (name = "api-keys", description = "Secret keys for servers and publishable keys for storefronts (`api_keys:manage`)."),
         (name = "events", description = "The shop's event log, security events included (`audit:read`)."),
     )
 )]

@@ -64,6 +64,8 @@ pub struct AuthSettings {
     pub mfa_token_ttl: Duration,
     /// Wrong codes an MFA token survives; at this count it dies.
     pub mfa_max_failures: u32,
+    /// How long a rotated API key keeps working.
+    pub api_key_overlap: Duration,
 }
 
 /// Whole seconds, rounded up (a `Retry-After` must not invite a retry that is still refused).

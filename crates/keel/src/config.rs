@@ -84,6 +84,8 @@ pub struct RawAuth {
     pub mfa_token_ttl_s: u64,
     /// `KEEL_AUTH__MFA_MAX_FAILURES`, default 5: wrong codes an MFA token survives.
     pub mfa_max_failures: u32,
+    /// `KEEL_AUTH__API_KEY_OVERLAP_S`, default 86400: how long a rotated API key keeps working.
+    pub api_key_overlap_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +135,7 @@ impl Default for RawConfig {
                 login_window_s: 900,
                 mfa_token_ttl_s: 300,
                 mfa_max_failures: 5,
+                api_key_overlap_s: 86_400,
             },
             sqlite: RawSqlite {
                 busy_timeout_ms: 5_000,
@@ -362,6 +365,7 @@ fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, Con
             u64::from(raw.mfa_max_failures),
         )?)
         .map_err(|_| err("KEEL_AUTH__MFA_MAX_FAILURES", "too large"))?,
+        api_key_overlap: seconds("KEEL_AUTH__API_KEY_OVERLAP_S", raw.api_key_overlap_s)?,
     })
 }
 
@@ -563,6 +567,7 @@ impl Settings {
                 "login_window_s": self.auth.login_window.whole_seconds(),
                 "mfa_token_ttl_s": self.auth.mfa_token_ttl.whole_seconds(),
                 "mfa_max_failures": self.auth.mfa_max_failures,
+                "api_key_overlap_s": self.auth.api_key_overlap.whole_seconds(),
             },
         })
     }

@@ -60,6 +60,11 @@ impl App {
                 settings.auth.setup_ttl,
             ),
             events: store.events(),
+            keys: keel_identity::keys::ApiKeyService::new(
+                store.api_keys(),
+                Arc::new(SystemClock),
+                settings.auth.api_key_overlap,
+            ),
         };
         let router = keel_http::router_with(state, settings.http, extra);
         let listener = tokio::net::TcpListener::bind(settings.listen)

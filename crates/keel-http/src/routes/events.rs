@@ -84,15 +84,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TypeFilter {
     responses((status = 200, body = EventList), (status = 403, body = ProblemBody)))]
 async fn list_events(
     State(state): State<AppState>,
-    RequirePermission {
-        principal: actor, ..
-    }: RequirePermission<AuditRead>,
+    RequirePermission { principal, .. }: RequirePermission<AuditRead>,
     ListQuery(page): ListQuery,
     TypeFilter(prefix): TypeFilter,
 ) -> Result<Json<EventList>, Problem> {
     let page = state
         .events
-        .list(actor.tenant_id, page, prefix.as_deref())
+        .list(principal.tenant_id, page, prefix.as_deref())
         .await?;
     let (data, next_cursor) = crate::extract::page_parts(page);
     Ok(Json(EventList { data, next_cursor }))

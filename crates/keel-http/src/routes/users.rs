@@ -16,7 +16,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
-    auth::{RequirePermission, perm::UsersManage},
+    auth::{RequireStaff, perm::UsersManage},
     extract::{self, ListQuery},
     problem::{Problem, ProblemBody, ProblemKind},
 };
@@ -117,9 +117,9 @@ fn parse_id(id: &str) -> Result<UserId, Problem> {
     ))]
 async fn invite_user(
     State(state): State<AppState>,
-    RequirePermission {
+    RequireStaff {
         principal: actor, ..
-    }: RequirePermission<UsersManage>,
+    }: RequireStaff<UsersManage>,
     extract::Json(req): extract::Json<InviteRequest>,
 ) -> Result<(StatusCode, Json<InvitationResponse>), Problem> {
     let email =
@@ -142,9 +142,9 @@ async fn invite_user(
     responses((status = 200, body = UserList), (status = 403, body = ProblemBody)))]
 async fn list_users(
     State(state): State<AppState>,
-    RequirePermission {
+    RequireStaff {
         principal: actor, ..
-    }: RequirePermission<UsersManage>,
+    }: RequireStaff<UsersManage>,
     ListQuery(page): ListQuery,
 ) -> Result<Json<UserList>, Problem> {
     let page = state.users.list(&actor, page).await?;
@@ -158,9 +158,9 @@ async fn list_users(
     responses((status = 200, body = UserResponse), (status = 404, body = ProblemBody)))]
 async fn get_user(
     State(state): State<AppState>,
-    RequirePermission {
+    RequireStaff {
         principal: actor, ..
-    }: RequirePermission<UsersManage>,
+    }: RequireStaff<UsersManage>,
     Path(id): Path<String>,
 ) -> Result<Json<UserResponse>, Problem> {
     Ok(Json(state.users.get(&actor, parse_id(&id)?).await?.into()))
@@ -177,9 +177,9 @@ async fn get_user(
     ))]
 async fn change_role(
     State(state): State<AppState>,
-    RequirePermission {
+    RequireStaff {
         principal: actor, ..
-    }: RequirePermission<UsersManage>,
+    }: RequireStaff<UsersManage>,
     Path(id): Path<String>,
     extract::Json(req): extract::Json<ChangeRoleRequest>,
 ) -> Result<Json<UserResponse>, Problem> {
@@ -196,9 +196,9 @@ async fn change_role(
     responses((status = 200, body = UserResponse), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
 async fn disable_user(
     State(state): State<AppState>,
-    RequirePermission {
+    RequireStaff {
         principal: actor, ..
-    }: RequirePermission<UsersManage>,
+    }: RequireStaff<UsersManage>,
     Path(id): Path<String>,
 ) -> Result<Json<UserResponse>, Problem> {
     Ok(Json(

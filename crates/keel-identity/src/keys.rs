@@ -1,0 +1,220 @@
+//! API key use cases: create (shown once), list, revoke, rotate with an exact overlap, and
+//! authenticate a presented key.
+
+use std::sync::Arc;
+
+use keel_kernel::{
+    StoreError, TenantId,
+    clock::Clock,
+    event::NewEvent,
+    page::{Page, PageRequest},
+};
+use time::{Duration, OffsetDateTime};
+use tracing::instrument;
+
+use crate::{
+    access::Permission,
+    apikey::{self, ApiKey, ApiKeyId, KeyKind, PresentedKey},
+    auth::{AuthError, StaffPrincipal},
+    ports::ApiKeyStore,
+};
+
+/// A key just created or rotated: the stored form and the plaintext (shown once).
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub key: ApiKey,
+    pub plaintext: String,
+}
+
+/// A request authenticated by a secret key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPrincipal {
+    pub tenant_id: TenantId,
+    pub key_id: ApiKeyId,
+    pub scopes: Vec<Permission>,
+}
+
+/// How often `last_used_at` is written for a key in use: an exact interval, so a busy key
+/// costs one write per interval, not one per request.
+const TOUCH_EVERY: Duration = Duration::seconds(60);
+
+/// API key administration and authentication.
+#[derive(Debug, Clone)]
+pub struct ApiKeyService {
+    store: Arc<dyn ApiKeyStore>,
+    clock: Arc<dyn Clock>,
+    /// How long a rotated key keeps working.
+    overlap: Duration,
+}
+
+fn event(
+    tenant: TenantId,
+    kind: &'static str,
+    payload: &serde_json::Value,
+    at: OffsetDateTime,
+) -> Result<NewEvent, AuthError> {
+    NewEvent::new(tenant, kind, payload, at).map_err(|e| AuthError::Internal(e.to_string()))
+}
+
+impl ApiKeyService {
+    pub fn new(store: Arc<dyn ApiKeyStore>, clock: Arc<dyn Clock>, overlap: Duration) -> Self {
+        Self {
+            store,
+            clock,
+            overlap,
+        }
+    }
+
+    fn new_key(
+        tenant: TenantId,
+        kind: KeyKind,
+        name: String,
+        scopes: Vec<Permission>,
+        created_at: OffsetDateTime,
+        expires_at: Option<OffsetDateTime>,
+    ) -> IssuedKey {
+        let material = apikey::generate(kind);
+        IssuedKey {
+            key: ApiKey {
+                id: ApiKeyId::new(),
+                tenant_id: tenant,
+                kind,
+                name,
+                lookup: material.lookup,
+                secret_hash: material.hash,
+                scopes,
+                created_at,
+                expires_at,
+                last_used_at: None,
+                revoked_at: None,
+            },
+            plaintext: material.plaintext,
+        }
+    }
+
+    /// Creates a key. Publishable keys carry no scopes: they only open public store routes.
+    #[instrument(skip_all, fields(tenant_id = %actor.tenant_id))]
+    pub async fn create(
+        &self,
+        actor: &StaffPrincipal,
+        kind: KeyKind,
+        name: String,
+        scopes: Vec<Permission>,
+        expires_in: Option<Duration>,
+    ) -> Result<IssuedKey, AuthError> {
+        let now = self.clock.now();
+        let issued = Self::new_key(
+            actor.tenant_id,
+            kind,
+            name,
+            scopes,
+            now,
+            expires_in.map(|d| now + d),
+        );
+        let e = event(
+            actor.tenant_id,
+            "security.api_key_created",
+            &serde_json::json!({"key_id": issued.key.id, "kind": kind.as_str(), "by": actor.user_id}),
+            now,
+        )?;
+        self.store.create_api_key(&issued.key, &[e]).await?;
+        tracing::info!(security = true, tenant_id = %actor.tenant_id, key_id = %issued.key.id, "API key created");
+        Ok(issued)
+    }
+
+    pub async fn list(
+        &self,
+        actor: &StaffPrincipal,
+        page: PageRequest,
+    ) -> Result<Page<ApiKey>, AuthError> {
+        Ok(self.store.list_api_keys(actor.tenant_id, page).await?)
+    }
+
+    /// Revokes a key at once.
+    pub async fn revoke(&self, actor: &StaffPrincipal, id: ApiKeyId) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let e = event(
+            actor.tenant_id,
+            "security.api_key_revoked",
+            &serde_json::json!({"key_id": id, "by": actor.user_id}),
+            now,
+        )?;
+        self.store
+            .revoke_api_key(actor.tenant_id, id, now, &[e])
+            .await?;
+        tracing::info!(security = true, tenant_id = %actor.tenant_id, key_id = %id, "API key revoked");
+        Ok(())
+    }
+
+    /// Issues a replacement with the same kind, name, scopes and expiry; the old key keeps
+    /// working for exactly the configured overlap (or less, if it expired sooner).
+    pub async fn rotate(
+        &self,
+        actor: &StaffPrincipal,
+        id: ApiKeyId,
+    ) -> Result<(IssuedKey, OffsetDateTime), AuthError> {
+        let now = self.clock.now();
+        let old = self.store.get_api_key(actor.tenant_id, id).await?;
+        if !old.is_active(now) {
+            return Err(AuthError::NotFound);
+        }
+        let issued = Self::new_key(
+            actor.tenant_id,
+            old.kind,
+            old.name.clone(),
+            old.scopes.clone(),
+            now,
+            old.expires_at,
+        );
+        let cap = now + self.overlap;
+        let old_until = old.expires_at.map_or(cap, |e| e.min(cap));
+        let e = event(
+            actor.tenant_id,
+            "security.api_key_rotated",
+            &serde_json::json!({"key_id": id, "new_key_id": issued.key.id, "by": actor.user_id}),
+            now,
+        )?;
+        self.store
+            .rotate_api_key(actor.tenant_id, id, cap, &issued.key, &[e])
+            .await?;
+        tracing::info!(security = true, tenant_id = %actor.tenant_id, key_id = %id, "API key rotated");
+        Ok((issued, old_until))
+    }
+
+    async fn active_key(&self, presented: &str, kind: KeyKind) -> Result<ApiKey, AuthError> {
+        let now = self.clock.now();
+        let presented = PresentedKey::parse(presented)
+            .filter(|p| p.kind == kind)
+            .ok_or(AuthError::Unauthenticated)?;
+        let key = match self.store.find_api_key(&presented.lookup).await {
+            Ok(k) => k,
+            Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
+            Err(e) => return Err(e.into()),
+        };
+        if !key.matches(&presented) || !key.is_active(now) {
+            return Err(AuthError::Unauthenticated);
+        }
+        if key.last_used_at.is_none_or(|t| now >= t + TOUCH_EVERY) {
+            self.store.touch_api_key(key.tenant_id, key.id, now).await?;
+        }
+        Ok(key)
+    }
+
+    /// Authenticates a secret key.
+    pub async fn authenticate_secret(&self, presented: &str) -> Result<KeyPrincipal, AuthError> {
+        let key = self.active_key(presented, KeyKind::Secret).await?;
+        Ok(KeyPrincipal {
+            tenant_id: key.tenant_id,
+            key_id: key.id,
+            scopes: key.scopes,
+        })
+    }
+
+    /// Authenticates a publishable key; the answer is the tenant whose store it opens.
+    pub async fn authenticate_publishable(&self, presented: &str) -> Result<TenantId, AuthError> {
+        Ok(self
+            .active_key(presented, KeyKind::Publishable)
+            .await?
+            .tenant_id)
+    }
+}
