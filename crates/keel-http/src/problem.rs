@@ -252,6 +252,16 @@ impl From<StoreError> for Problem {
     }
 }
 
+/// An identity error where a weak password was sent in `field` (e.g. `/new_password`).
+pub fn auth_problem_for_field(e: keel_identity::auth::AuthError, field: &str) -> Problem {
+    match e {
+        keel_identity::auth::AuthError::WeakPassword(reason) => {
+            Problem::invalid_field(field, format!("password {reason}"))
+        }
+        other => other.into(),
+    }
+}
+
 /// `WWW-Authenticate` for a request without credentials (RFC 6750 §3).
 pub const BEARER_CHALLENGE: &str = "Bearer realm=\"keel\"";
 /// `WWW-Authenticate` for a request with a bad or expired token.

@@ -77,6 +77,32 @@ pub trait StaffStore: Send + Sync + std::fmt::Debug {
         invite: &OneTimeToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
+    /// Replaces a user's password and revokes every session of the user except `keep`, with
+    /// the events, in one transaction.
+    async fn set_password(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        password: &StoredHash,
+        keep: Option<SessionId>,
+        at: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// Stores a one-time token (e.g. a reset token), with the events.
+    async fn issue_token(
+        &self,
+        token: &OneTimeToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// Spends `token` (only if unused: else `Conflict { TOKEN_ALREADY_USED }`), sets the password
+    /// and revokes every session of the user, in one transaction.
+    async fn reset_password(
+        &self,
+        token: &OneTimeToken,
+        password: &StoredHash,
+        at: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
     /// Users of a tenant in creation order.
     async fn list_users(
         &self,

@@ -108,6 +108,8 @@ pub enum TokenPurpose {
     Invite,
     /// The second step of a login with MFA (password checked, code pending).
     Mfa,
+    /// A password reset, handed to the tenant's own systems through an event.
+    Reset,
 }
 
 impl TokenPurpose {
@@ -116,6 +118,7 @@ impl TokenPurpose {
             Self::Setup => "setup",
             Self::Invite => "invite",
             Self::Mfa => "mfa",
+            Self::Reset => "reset",
         }
     }
 
@@ -125,11 +128,12 @@ impl TokenPurpose {
             Self::Setup => "st",
             Self::Invite => "it",
             Self::Mfa => "mt",
+            Self::Reset => "rs",
         }
     }
 
     /// Every purpose; storage parses against this list.
-    pub const ALL: [Self; 3] = [Self::Setup, Self::Invite, Self::Mfa];
+    pub const ALL: [Self; 4] = [Self::Setup, Self::Invite, Self::Mfa, Self::Reset];
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)

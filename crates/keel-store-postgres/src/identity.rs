@@ -196,6 +196,95 @@ impl StaffStore for PgStore {
         tx.commit().await.map_err(map_err)
     }
 
+    async fn set_password(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        password: &StoredHash,
+        keep: Option<SessionId>,
+        at_time: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let done = sqlx::query(
+            "UPDATE staff_users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .bind(password.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $3) \
+             WHERE tenant_id = $1 AND user_id = $2 AND ($4::uuid IS NULL OR id <> $4)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .bind(at_time)
+        .bind(keep.map(|s| s.as_uuid()))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn issue_token(
+        &self,
+        token: &OneTimeToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        insert_one_time_token(&mut tx, token).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn reset_password(
+        &self,
+        token: &OneTimeToken,
+        password: &StoredHash,
+        at_time: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let used = sqlx::query(
+            "UPDATE one_time_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL",
+        )
+        .bind(&token.hash.0[..])
+        .bind(at_time)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if used.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(StoreError::Conflict {
+                constraint: TOKEN_ALREADY_USED.into(),
+            });
+        }
+        sqlx::query("UPDATE staff_users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(token.tenant_id.as_uuid())
+            .bind(token.user_id.as_uuid())
+            .bind(password.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND user_id = $2")
+            .bind(token.tenant_id.as_uuid())
+            .bind(token.user_id.as_uuid())
+            .bind(at_time)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn list_users(
         &self,
         tenant: TenantId,

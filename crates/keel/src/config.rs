@@ -86,6 +86,8 @@ pub struct RawAuth {
     pub mfa_max_failures: u32,
     /// `KEEL_AUTH__API_KEY_OVERLAP_S`, default 86400: how long a rotated API key keeps working.
     pub api_key_overlap_s: u64,
+    /// `KEEL_AUTH__RESET_TOKEN_TTL_S`, default 3600: lifetime of a password reset token.
+    pub reset_token_ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,6 +138,7 @@ impl Default for RawConfig {
                 mfa_token_ttl_s: 300,
                 mfa_max_failures: 5,
                 api_key_overlap_s: 86_400,
+                reset_token_ttl_s: 3_600,
             },
             sqlite: RawSqlite {
                 busy_timeout_ms: 5_000,
@@ -366,6 +369,7 @@ fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, Con
         )?)
         .map_err(|_| err("KEEL_AUTH__MFA_MAX_FAILURES", "too large"))?,
         api_key_overlap: seconds("KEEL_AUTH__API_KEY_OVERLAP_S", raw.api_key_overlap_s)?,
+        reset_token_ttl: seconds("KEEL_AUTH__RESET_TOKEN_TTL_S", raw.reset_token_ttl_s)?,
     })
 }
 
@@ -568,6 +572,7 @@ impl Settings {
                 "mfa_token_ttl_s": self.auth.mfa_token_ttl.whole_seconds(),
                 "mfa_max_failures": self.auth.mfa_max_failures,
                 "api_key_overlap_s": self.auth.api_key_overlap.whole_seconds(),
+                "reset_token_ttl_s": self.auth.reset_token_ttl.whole_seconds(),
             },
         })
     }

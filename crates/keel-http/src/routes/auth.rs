@@ -206,6 +206,55 @@ async fn jwks(State(state): State<AppState>) -> Result<impl IntoResponse, Proble
     ))
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    tenant: String,
+    email: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ResetConfirmRequest {
+    reset_token: String,
+    new_password: String,
+}
+
+/// Starts a password reset. Always 202: the answer never says whether the account exists.
+/// For an active account, `staff_user.password_reset_requested` (with a single-use
+/// `reset_token`, valid 3600 s) is recorded for the shop's own systems to deliver.
+#[utoipa::path(post, path = "/v1/auth/password-reset", tag = "auth", request_body = ResetRequest,
+    responses((status = 202, description = "Accepted.")))]
+async fn request_password_reset(
+    State(state): State<AppState>,
+    extract::Json(req): extract::Json<ResetRequest>,
+) -> Result<StatusCode, Problem> {
+    state
+        .auth
+        .request_password_reset(&req.tenant, &req.email)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Sets a new password with a reset token; every session of the account ends.
+#[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirmRequest,
+    responses(
+        (status = 204, description = "Password replaced."),
+        (status = 400, description = "`invalid_token`.", body = ProblemBody),
+        (status = 422, description = "`validation_failed`: the new password does not meet the policy.", body = ProblemBody),
+    ))]
+async fn confirm_password_reset(
+    State(state): State<AppState>,
+    extract::Json(req): extract::Json<ResetConfirmRequest>,
+) -> Result<StatusCode, Problem> {
+    state
+        .auth
+        .confirm_password_reset(&req.reset_token, req.new_password)
+        .await
+        .map_err(|e| crate::problem::auth_problem_for_field(e, "/new_password"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(setup))
@@ -214,4 +263,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(jwks))
+        .routes(routes!(request_password_reset))
+        .routes(routes!(confirm_password_reset))
 }

@@ -200,6 +200,33 @@ async fn disable_totp(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's password; every other session ends, this one stays.
+#[utoipa::path(post, path = "/v1/me/password", tag = "me", security(("bearer" = [])), request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Changed."),
+        (status = 403, description = "`reauthentication_failed`: the current password is wrong.", body = ProblemBody),
+        (status = 422, body = ProblemBody),
+    ))]
+async fn change_password(
+    State(state): State<AppState>,
+    Staff(p): Staff,
+    crate::extract::Json(req): crate::extract::Json<ChangePasswordRequest>,
+) -> Result<StatusCode, Problem> {
+    state
+        .auth
+        .change_password(&p, req.current_password, req.new_password)
+        .await
+        .map_err(|e| crate::problem::auth_problem_for_field(e, "/new_password"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_me))
@@ -207,4 +234,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_session))
         .routes(routes!(begin_totp, disable_totp))
         .routes(routes!(confirm_totp))
+        .routes(routes!(change_password))
 }
