@@ -166,6 +166,29 @@ pub(crate) async fn insert_one_time_token(
     Ok(())
 }
 
+/// Ends every session of a user except `keep`, inside the caller's transaction (the first
+/// revocation time of an already revoked session is kept).
+async fn revoke_user_sessions(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    keep: Option<SessionId>,
+    at_time: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $3) \
+         WHERE tenant_id = $1 AND user_id = $2 AND ($4::uuid IS NULL OR id <> $4)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(user.as_uuid())
+    .bind(at_time)
+    .bind(keep.map(|s| s.as_uuid()))
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl StaffStore for PgStore {
     async fn create_tenant_with_owner(
@@ -219,17 +242,7 @@ impl StaffStore for PgStore {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $3) \
-             WHERE tenant_id = $1 AND user_id = $2 AND ($4::uuid IS NULL OR id <> $4)",
-        )
-        .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
-        .bind(at_time)
-        .bind(keep.map(|s| s.as_uuid()))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        revoke_user_sessions(&mut tx, tenant, user, keep, at_time).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -274,13 +287,7 @@ impl StaffStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND user_id = $2")
-            .bind(token.tenant_id.as_uuid())
-            .bind(token.user_id.as_uuid())
-            .bind(at_time)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        revoke_user_sessions(&mut tx, token.tenant_id, token.user_id, None, at_time).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -363,15 +370,7 @@ impl StaffStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND user_id = $2",
-            )
-            .bind(tenant.as_uuid())
-            .bind(user.as_uuid())
-            .bind(at_time)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            revoke_user_sessions(&mut tx, tenant, user, None, at_time).await?;
         }
         insert_events(&mut tx, events).await?;
         let row = sqlx::query(concat!(user_select!(), " WHERE tenant_id = $1 AND id = $2"))
