@@ -14,6 +14,7 @@ pub mod apikey;
 pub mod auth;
 pub mod domain;
 pub mod jwt;
+pub mod keyring;
 pub mod keys;
 pub mod password;
 pub mod ports;
