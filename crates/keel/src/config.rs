@@ -47,6 +47,9 @@ pub struct RawConfig {
     /// `KEEL_WORKER_THREADS`, default 4: async runtime worker threads (an exact count, not
     /// "one per core").
     pub worker_threads: u32,
+    /// `KEEL_MAINTENANCE_INTERVAL_S`, default 300: how often `serve` prunes expired rows
+    /// (login attempts older than the login window).
+    pub maintenance_interval_s: u64,
     /// `KEEL_SECRET_KEY` (secret; also `KEEL_SECRET_KEY_FILE`): 32 bytes, base64url, sealing
     /// signing keys and TOTP secrets at rest. Required with PostgreSQL (every node must share
     /// it); with SQLite, created as `<data_dir>/secret.key` (mode 0600) when unset.
@@ -123,6 +126,7 @@ impl Default for RawConfig {
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 30_000,
             worker_threads: 4,
+            maintenance_interval_s: 300,
             secret_key: None,
             auth: RawAuth {
                 issuer: "keel".into(),
@@ -323,6 +327,7 @@ pub struct Settings {
     pub http: keel_http::HttpSettings,
     pub shutdown_grace: Duration,
     pub worker_threads: usize,
+    pub maintenance_interval: Duration,
     /// The master key as configured (base64url); `None` means "the embedded key file".
     pub secret_key: Option<SecretString>,
     pub auth: keel_identity::auth::AuthSettings,
@@ -520,6 +525,10 @@ impl Settings {
             http,
             shutdown_grace,
             worker_threads,
+            maintenance_interval: millis(
+                "KEEL_MAINTENANCE_INTERVAL_S",
+                raw.maintenance_interval_s.saturating_mul(1_000),
+            )?,
             secret_key: raw.secret_key,
             auth,
         })
@@ -557,6 +566,7 @@ impl Settings {
             "request_timeout_ms": self.http.request_timeout.as_millis(),
             "shutdown_grace_ms": self.shutdown_grace.as_millis(),
             "worker_threads": self.worker_threads,
+            "maintenance_interval_s": self.maintenance_interval.as_secs(),
             "secret_key": if self.secret_key.is_some() { "***" } else { "<data_dir>/secret.key (embedded mode)" },
             "auth": {
                 "issuer": self.auth.issuer,

@@ -24,6 +24,7 @@ pub struct App {
     router: axum::Router,
     store: Store,
     grace: Duration,
+    settings: Settings,
 }
 
 impl App {
@@ -75,6 +76,7 @@ impl App {
             router,
             store,
             grace: settings.shutdown_grace,
+            settings: settings.clone(),
         })
     }
 
@@ -96,6 +98,23 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // Maintenance on an exact interval; a failed pass is logged and retried next time.
+        let maintenance = {
+            let (settings, store) = (self.settings.clone(), self.store.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(settings.maintenance_interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    match maintenance_pass(&settings, &store, SystemClock.now()).await {
+                        Ok(pruned) => tracing::debug!(pruned, "maintenance pass"),
+                        Err(e) => {
+                            tracing::warn!(error = format!("{e:#}"), "maintenance pass failed")
+                        }
+                    }
+                }
+            })
+        };
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = self.grace;
         // Connect info gives handlers the peer address (login throttling per client).
@@ -119,6 +138,7 @@ impl App {
         };
         tokio::select! {
             outcome = server.into_future() => {
+                maintenance.abort();
                 outcome.context("server error")?;
                 // Every request finished, so every pooled connection is back: close cleanly.
                 self.store.close().await;
@@ -164,6 +184,21 @@ pub fn auth_service_with_clock(
         mfa: store.mfa(),
     };
     Ok(AuthService::new(ports, keys, clock, settings.auth.clone()))
+}
+
+/// One maintenance pass: prunes login attempts that left the login window. Returns the rows
+/// removed. Run by `serve` every `KEEL_MAINTENANCE_INTERVAL_S` and by `keel maintenance prune`.
+pub async fn maintenance_pass(
+    settings: &Settings,
+    store: &Store,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<u64> {
+    let pruned = store
+        .throttle()
+        .prune(now - settings.auth.login_window)
+        .await
+        .context("cannot prune login attempts")?;
+    Ok(pruned)
 }
 
 /// Resolves on SIGTERM or SIGINT.

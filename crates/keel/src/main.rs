@@ -7,6 +7,7 @@
 //!                                 prints the owner's one-time setup token
 //! keel tenant list [--json]
 //! keel keys rotate                new JWT signing key; the previous stays published
+//! keel maintenance prune          remove expired rows once (serve does it on an interval)
 //! keel secret generate            a fresh KEEL_SECRET_KEY value
 //! keel config check               print the effective configuration, secrets redacted
 //! ```
@@ -62,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Housekeeping (also run by `serve` on an interval).
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
     /// Generate secrets for the configuration.
     Secret {
         #[command(subcommand)]
@@ -79,6 +85,12 @@ enum KeysCommand {
     /// Add a new signing key; tokens signed with the previous one stay valid while it stays
     /// published (KEEL_AUTH__KEY_OVERLAP_S).
     Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+enum MaintenanceCommand {
+    /// Remove expired rows once (login attempts outside the login window).
+    Prune,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +241,21 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 "new signing key {kid}; the previous key stays published for {} s",
                 settings.auth.key_overlap.whole_seconds()
             );
+            store.close().await;
+            Ok(())
+        }
+        Command::Maintenance {
+            command: MaintenanceCommand::Prune,
+        } => {
+            telemetry::init(LogFormat::Pretty, true);
+            let store = Store::open(&settings.database).await?;
+            if store.is_sqlite() {
+                store.migrate().await?;
+            }
+            store.ensure_migrated().await?;
+            let pruned =
+                keel::maintenance_pass(&settings, &store, time::OffsetDateTime::now_utc()).await?;
+            println!("pruned {pruned} login attempts");
             store.close().await;
             Ok(())
         }

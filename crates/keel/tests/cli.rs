@@ -471,3 +471,13 @@ async fn postgres_without_a_secret_key_is_a_config_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn maintenance_prune_runs_once_from_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = keel(&["maintenance", "prune"]);
+    c.current_dir(dir.path());
+    let (code, stdout, stderr) = output(c).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "pruned 0 login attempts");
+}

@@ -69,3 +69,41 @@ async fn the_right_password_works_again_exactly_when_the_window_ends() {
         "unlocked when the first failure leaves the window"
     );
 }
+
+#[tokio::test]
+async fn maintenance_prunes_exactly_the_attempts_that_left_the_window() {
+    let db = keel_testkit::TestDb::fresh(keel_testkit::Backend::Sqlite).await;
+    let settings = keel::Settings::from_raw(keel_testkit::test_config(&db)).expect("settings");
+    let store = keel::Store::open(&settings.database).await.expect("open");
+    store.migrate().await.expect("migrate");
+    let t0 = datetime!(2026-11-21 12:00 UTC);
+    let clock = Arc::new(ManualClock::new(t0));
+    let auth = keel::auth_service_with_clock(&settings, &store, clock.clone()).expect("auth");
+    let ip: Option<IpAddr> = Some([203, 0, 113, 5].into());
+    for _ in 0..3 {
+        let _ = auth
+            .login("nowhere", "x@y.test", "some-password-long".into(), ip)
+            .await;
+    }
+    // Each failed login left one row per key (account and address): 6 rows at t0.
+    let window = settings.auth.login_window;
+    assert_eq!(
+        keel::maintenance_pass(&settings, &store, t0 + window)
+            .await
+            .expect("pass"),
+        0,
+        "still inside the window"
+    );
+    assert_eq!(
+        keel::maintenance_pass(&settings, &store, t0 + window + Duration::microseconds(1))
+            .await
+            .expect("pass"),
+        6
+    );
+    assert_eq!(
+        keel::maintenance_pass(&settings, &store, t0 + window + Duration::hours(1))
+            .await
+            .expect("pass"),
+        0
+    );
+}
