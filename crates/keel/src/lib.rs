@@ -102,7 +102,11 @@ impl App {
         let maintenance = {
             let (settings, store) = (self.settings.clone(), self.store.clone());
             tokio::spawn(async move {
-                let mut every = tokio::time::interval(settings.maintenance_interval);
+                // First pass after one interval: starting must not touch the database (a
+                // PostgreSQL node starts, and reports not-ready, while its database is down).
+                let period = settings.maintenance_interval;
+                let mut every =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     every.tick().await;
