@@ -113,7 +113,7 @@ impl App {
                     match maintenance_pass(&settings, &store, SystemClock.now()).await {
                         Ok(pruned) => tracing::debug!(pruned, "maintenance pass"),
                         Err(e) => {
-                            tracing::warn!(error = format!("{e:#}"), "maintenance pass failed")
+                            tracing::warn!(error = format!("{e:#}"), "maintenance pass failed");
                         }
                     }
                 }
