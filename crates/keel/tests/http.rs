@@ -187,9 +187,14 @@ backend_tests! {
         let app = spawn_app(backend).await;
         let doc: serde_json::Value = app.get("/openapi.json").await.json().await.expect("json");
         assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
-        for path in ["/livez", "/readyz", "/metrics"] {
-            assert!(doc["paths"][path]["get"].is_object(), "{path} missing");
+        for path in ["/livez", "/readyz", "/metrics", "/v1/me", "/v1/admin/users", "/v1/admin/api-keys", "/v1/admin/events", "/.well-known/jwks.json"] {
+            assert!(doc["paths"][path]["get"].is_object(), "GET {path} missing");
         }
+        for path in ["/v1/auth/setup", "/v1/auth/login", "/v1/auth/mfa", "/v1/auth/refresh", "/v1/auth/logout", "/v1/me/password", "/v1/admin/users"] {
+            assert!(doc["paths"][path]["post"].is_object(), "POST {path} missing");
+        }
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert!(doc["paths"]["/v1/me"]["get"]["security"].is_array(), "protected routes declare their scheme");
         assert!(doc["components"]["schemas"]["Problem"].is_object());
     }
 
