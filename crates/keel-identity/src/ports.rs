@@ -255,6 +255,14 @@ pub trait MfaStore: Send + Sync + std::fmt::Debug {
         hash: &[u8; 32],
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+    /// Replaces a confirmed enrolment's backup codes, with the events (`NotFound` without one).
+    async fn replace_backup_codes(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        backup_code_hashes: &[[u8; 32]],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
     /// Removes the enrolment and its backup codes, with the events.
     async fn disable_mfa(
         &self,

@@ -1499,6 +1499,37 @@ pub async fn backup_codes_are_single_use_and_tenant_scoped(stores: &Stores) {
             .await
             .expect("use")
     );
+    let fresh = [[42u8; 32]];
+    stores
+        .mfa
+        .replace_backup_codes(a.tenant.id, a.user.id, &fresh, &[])
+        .await
+        .expect("replace");
+    assert!(
+        !stores
+            .mfa
+            .use_backup_code(a.tenant.id, a.user.id, &codes[5], now)
+            .await
+            .expect("use"),
+        "old codes are gone"
+    );
+    assert!(
+        stores
+            .mfa
+            .use_backup_code(a.tenant.id, a.user.id, &fresh[0], now)
+            .await
+            .expect("use")
+    );
+    assert!(
+        matches!(
+            stores
+                .mfa
+                .replace_backup_codes(b.tenant.id, b.user.id, &fresh, &[])
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "no enrolment"
+    );
 }
 
 pub async fn an_mfa_token_dies_at_its_failure_limit_and_completes_once(stores: &Stores) {

@@ -175,6 +175,45 @@ impl MfaStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn replace_backup_codes(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        backup_code_hashes: &[[u8; 32]],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let confirmed: Option<i64> = sqlx::query_scalar(
+            "SELECT count(*) FROM staff_mfa WHERE tenant_id = ?1 AND user_id = ?2 AND confirmed_at IS NOT NULL",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if confirmed.unwrap_or(0) != 1 {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM backup_codes WHERE tenant_id = ?1 AND user_id = ?2")
+            .bind(tenant.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for hash in backup_code_hashes {
+            sqlx::query("INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at) VALUES (?1, ?2, ?3, NULL)")
+                .bind(tenant.as_uuid())
+                .bind(user.as_uuid())
+                .bind(&hash[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn disable_mfa(
         &self,
         tenant: TenantId,

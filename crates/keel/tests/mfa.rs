@@ -157,4 +157,21 @@ backend_tests! {
         let after = json(app.post_json("/v1/auth/login", &serde_json::json!({"tenant": owner.slug, "email": owner.email, "password": OWNER_PASSWORD})).await).await;
         assert!(after["access_token"].is_string(), "MFA is off again: {after}");
     }
+
+    async fn backup_codes_can_be_replaced_with_a_current_code(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (auth, old_codes, owner, tokens) = enrolled(&app).await;
+        let wrong = post_as(&app, "/v1/me/mfa/backup-codes", &tokens.access_token, serde_json::json!({"code": "000000"})).await;
+        assert_problem(wrong, 401, "invalid_mfa_code").await;
+        let fresh = post_as(&app, "/v1/me/mfa/backup-codes", &tokens.access_token, serde_json::json!({"code": auth.code(1)})).await;
+        assert_eq!(fresh.status(), 200);
+        let new_codes: Vec<String> = json(fresh).await["backup_codes"].as_array().expect("codes").iter().map(|c| c.as_str().expect("code").to_owned()).collect();
+        assert_eq!(new_codes.len(), 10);
+        assert!(new_codes.iter().all(|c| !old_codes.contains(c)));
+        let mfa_token = password_step(&app, &owner).await;
+        let old = app.post_json("/v1/auth/mfa", &serde_json::json!({"mfa_token": mfa_token, "backup_code": old_codes[1]})).await;
+        assert_problem(old, 401, "invalid_mfa_code").await;
+        let new = app.post_json("/v1/auth/mfa", &serde_json::json!({"mfa_token": mfa_token, "backup_code": new_codes[0]})).await;
+        assert_eq!(new.status(), 200);
+    }
 }

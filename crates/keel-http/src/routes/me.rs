@@ -200,6 +200,19 @@ async fn disable_totp(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Replaces the backup codes; needs a current TOTP code.
+#[utoipa::path(post, path = "/v1/me/mfa/backup-codes", tag = "me", security(("bearer" = [])), request_body = ConfirmTotpRequest,
+    responses((status = 200, body = BackupCodes), (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody), (status = 409, description = "`mfa_not_enabled`.", body = ProblemBody)))]
+async fn regenerate_backup_codes(
+    State(state): State<AppState>,
+    Staff(p): Staff,
+    crate::extract::Json(req): crate::extract::Json<ConfirmTotpRequest>,
+) -> Result<Json<BackupCodes>, Problem> {
+    Ok(Json(BackupCodes {
+        backup_codes: state.auth.regenerate_backup_codes(&p, &req.code).await?,
+    }))
+}
+
 #[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangePasswordRequest {
@@ -235,4 +248,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(begin_totp, disable_totp))
         .routes(routes!(confirm_totp))
         .routes(routes!(change_password))
+        .routes(routes!(regenerate_backup_codes))
 }

@@ -232,4 +232,38 @@ impl AuthService {
         tracing::info!(security = true, tenant_id = %p.tenant_id, user_id = %p.user_id, "MFA disabled");
         Ok(())
     }
+
+    /// Issues 10 new backup codes (the old ones stop working); needs a current TOTP code.
+    pub async fn regenerate_backup_codes(
+        &self,
+        p: &StaffPrincipal,
+        code: &str,
+    ) -> Result<Vec<String>, AuthError> {
+        let now = self.clock.now();
+        let mfa = self
+            .mfa
+            .get_mfa(p.tenant_id, p.user_id)
+            .await?
+            .filter(|m| m.confirmed_at.is_some())
+            .ok_or(AuthError::MfaNotEnabled)?;
+        if !self
+            .check_second_factor(p.tenant_id, p.user_id, &mfa, Some(code), None, now)
+            .await?
+        {
+            return Err(AuthError::InvalidMfaCode);
+        }
+        let codes = totp::generate_backup_codes();
+        let hashes: Vec<[u8; 32]> = codes.iter().map(|c| totp::hash_backup_code(c)).collect();
+        let e = event(
+            p.tenant_id,
+            "security.backup_codes_regenerated",
+            &serde_json::json!({"user_id": p.user_id}),
+            now,
+        )?;
+        self.mfa
+            .replace_backup_codes(p.tenant_id, p.user_id, &hashes, &[e])
+            .await?;
+        tracing::info!(security = true, tenant_id = %p.tenant_id, user_id = %p.user_id, "backup codes regenerated");
+        Ok(codes)
+    }
 }
