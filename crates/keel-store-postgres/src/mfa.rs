@@ -17,6 +17,33 @@ use crate::{
     tenants::insert_events,
 };
 
+/// Replaces a user's backup codes inside the caller's transaction.
+async fn write_backup_codes(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    hashes: &[[u8; 32]],
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM backup_codes WHERE tenant_id = $1 AND user_id = $2")
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    for hash in hashes {
+        sqlx::query(
+            "INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at) VALUES ($1, $2, $3, NULL)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .bind(&hash[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl MfaStore for PgStore {
     async fn get_mfa(
@@ -112,21 +139,7 @@ impl MfaStore for PgStore {
                 constraint: MFA_ALREADY_ENABLED.into(),
             });
         }
-        sqlx::query("DELETE FROM backup_codes WHERE tenant_id = $1 AND user_id = $2")
-            .bind(tenant.as_uuid())
-            .bind(user.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        for hash in backup_code_hashes {
-            sqlx::query("INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at) VALUES ($1, $2, $3, NULL)")
-                .bind(tenant.as_uuid())
-                .bind(user.as_uuid())
-                .bind(&hash[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
+        write_backup_codes(&mut tx, tenant, user, backup_code_hashes).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -194,21 +207,7 @@ impl MfaStore for PgStore {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        sqlx::query("DELETE FROM backup_codes WHERE tenant_id = $1 AND user_id = $2")
-            .bind(tenant.as_uuid())
-            .bind(user.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        for hash in backup_code_hashes {
-            sqlx::query("INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at) VALUES ($1, $2, $3, NULL)")
-                .bind(tenant.as_uuid())
-                .bind(user.as_uuid())
-                .bind(&hash[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
+        write_backup_codes(&mut tx, tenant, user, backup_code_hashes).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }

@@ -18,6 +18,33 @@ use crate::{
     to_micros,
 };
 
+/// Replaces a user's backup codes inside the caller's transaction.
+async fn write_backup_codes(
+    tx: &mut sqlx::SqliteConnection,
+    tenant: TenantId,
+    user: UserId,
+    hashes: &[[u8; 32]],
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM backup_codes WHERE tenant_id = ?1 AND user_id = ?2")
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    for hash in hashes {
+        sqlx::query(
+            "INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at) VALUES (?1, ?2, ?3, NULL)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .bind(&hash[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl MfaStore for SqliteStore {
     async fn get_mfa(
@@ -113,21 +140,7 @@ impl MfaStore for SqliteStore {
                 constraint: MFA_ALREADY_ENABLED.into(),
             });
         }
-        sqlx::query("DELETE FROM backup_codes WHERE tenant_id = ?1 AND user_id = ?2")
-            .bind(tenant.as_uuid())
-            .bind(user.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        for hash in backup_code_hashes {
-            sqlx::query("INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at) VALUES (?1, ?2, ?3, NULL)")
-                .bind(tenant.as_uuid())
-                .bind(user.as_uuid())
-                .bind(&hash[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
+        write_backup_codes(&mut tx, tenant, user, backup_code_hashes).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -195,21 +208,7 @@ impl MfaStore for SqliteStore {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        sqlx::query("DELETE FROM backup_codes WHERE tenant_id = ?1 AND user_id = ?2")
-            .bind(tenant.as_uuid())
-            .bind(user.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        for hash in backup_code_hashes {
-            sqlx::query("INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at) VALUES (?1, ?2, ?3, NULL)")
-                .bind(tenant.as_uuid())
-                .bind(user.as_uuid())
-                .bind(&hash[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
+        write_backup_codes(&mut tx, tenant, user, backup_code_hashes).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
