@@ -195,3 +195,64 @@ impl<P: Needs> FromRequestParts<AppState> for RequireStaff<P> {
         }
     }
 }
+
+/// The storefront a request comes through: the tenant of its `Keel-Publishable-Key`.
+/// Missing or unknown keys answer 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Storefront(pub TenantId);
+
+/// The header that carries a publishable key.
+pub const PUBLISHABLE_KEY: header::HeaderName =
+    header::HeaderName::from_static("keel-publishable-key");
+
+impl FromRequestParts<AppState> for Storefront {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let refused = || {
+            Problem::new(
+                ProblemKind::UNAUTHORIZED,
+                "Send the storefront's publishable key in `Keel-Publishable-Key`.",
+            )
+        };
+        let key = parts
+            .headers
+            .get(PUBLISHABLE_KEY)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(refused)?;
+        let tenant = state
+            .keys
+            .authenticate_publishable(key)
+            .await
+            .map_err(|_| refused())?;
+        tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
+        Ok(Self(tenant))
+    }
+}
+
+/// A customer of the storefront's tenant, by their Bearer access token. A staff token, a token
+/// of another shop's customer, or a revoked session: 401.
+#[derive(Debug, Clone)]
+pub struct Customer(pub keel_identity::auth::CustomerPrincipal);
+
+impl FromRequestParts<AppState> for Customer {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Storefront(tenant) = Storefront::from_request_parts(parts, state).await?;
+        let Some(token) = bearer(parts) else {
+            return Err(Problem::new(
+                ProblemKind::UNAUTHORIZED,
+                "Send `Authorization: Bearer <customer access token>`.",
+            )
+            .with_header(header::WWW_AUTHENTICATE, BEARER_CHALLENGE));
+        };
+        Ok(Self(state.auth.authenticate_customer(token, tenant).await?))
+    }
+}

@@ -69,6 +69,7 @@ pub fn router_with(
         .merge(routes::users::router())
         .merge(routes::api_keys::router())
         .merge(routes::events::router())
+        .merge(routes::store::router())
         .merge(extra)
         .split_for_parts();
     let metrics = state.metrics.clone();

@@ -322,6 +322,13 @@ impl From<keel_identity::auth::AuthError> for Problem {
                 ProblemKind::REAUTHENTICATION_FAILED,
                 "The password or code is wrong.",
             ),
+            A::EmailTaken => Self::new(
+                ProblemKind::EMAIL_TAKEN,
+                "An account with this email already exists.",
+            ),
+            A::InvalidEmail => {
+                Self::invalid_field("/email", "must be an email address like name@example.com")
+            }
             A::NotFound | A::Tenant(TenantError::NotFound) => {
                 Self::new(ProblemKind::NOT_FOUND, "No such resource.")
             }

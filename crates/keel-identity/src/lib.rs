@@ -12,6 +12,7 @@
 pub mod access;
 pub mod apikey;
 pub mod auth;
+pub mod customer;
 pub mod domain;
 pub mod jwt;
 pub mod keyring;

@@ -13,11 +13,12 @@ use time::OffsetDateTime;
 use crate::{
     access::{Role, RoleChangeError},
     apikey::{ApiKey, ApiKeyId},
+    customer::{Customer, CustomerId},
     domain::{Tenant, TenantSlug},
     password::StoredHash,
     secret::SecretHash,
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
+        Email, OneTimeToken, RefreshToken, Session, SessionId, SessionOwner, StaffUser, StoredMfa,
         StoredSigningKey, TokenPurpose, UserId,
     },
     throttle::{Limit, ThrottleKey},
@@ -164,11 +165,11 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
     async fn get_session(&self, tenant: TenantId, id: SessionId) -> Result<Session, StoreError>;
-    /// A user's sessions that are neither revoked nor expired at `now`, newest first.
+    /// An owner's sessions that are neither revoked nor expired at `now`, newest first.
     async fn list_active_sessions(
         &self,
         tenant: TenantId,
-        user: UserId,
+        owner: SessionOwner,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError>;
 }
@@ -329,4 +330,27 @@ pub trait ApiKeyStore: Send + Sync + std::fmt::Debug {
         id: ApiKeyId,
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+}
+
+/// The canonical name of the unique constraint on customer emails within a tenant.
+pub const CUSTOMER_EMAIL_CONSTRAINT: &str = "customers_email_key";
+
+/// Customer accounts.
+#[async_trait]
+pub trait CustomerStore: Send + Sync + std::fmt::Debug {
+    /// Creates the customer and starts their first session, with the events, in one
+    /// transaction. A taken email is `Conflict { CUSTOMER_EMAIL_CONSTRAINT }`.
+    async fn sign_up_customer(
+        &self,
+        customer: &Customer,
+        session: &Session,
+        refresh: &RefreshToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    async fn get_customer(&self, tenant: TenantId, id: CustomerId) -> Result<Customer, StoreError>;
+    async fn find_customer_by_email(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+    ) -> Result<Customer, StoreError>;
 }

@@ -166,7 +166,7 @@ pub struct Session {
     #[serde(skip)]
     pub tenant_id: TenantId,
     #[serde(skip)]
-    pub user_id: UserId,
+    pub owner: SessionOwner,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -176,6 +176,40 @@ pub struct Session {
     pub expires_at: OffsetDateTime,
     #[serde(skip)]
     pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// Whose session it is: a staff user's (admin side) or a customer's (storefront).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionOwner {
+    Staff(UserId),
+    Customer(crate::customer::CustomerId),
+}
+
+impl SessionOwner {
+    /// The storage form of the kind (`staff` or `customer`).
+    pub const fn kind(self) -> &'static str {
+        match self {
+            Self::Staff(_) => "staff",
+            Self::Customer(_) => "customer",
+        }
+    }
+
+    /// The owner's id in storage form.
+    pub const fn uuid(self) -> uuid::Uuid {
+        match self {
+            Self::Staff(id) => id.as_uuid(),
+            Self::Customer(id) => id.as_uuid(),
+        }
+    }
+
+    /// Rebuilds an owner from storage.
+    pub fn from_parts(kind: &str, id: uuid::Uuid) -> Option<Self> {
+        match kind {
+            "staff" => Some(Self::Staff(UserId::from_uuid(id))),
+            "customer" => Some(Self::Customer(crate::customer::CustomerId::from_uuid(id))),
+            _ => None,
+        }
+    }
 }
 
 impl Session {

@@ -13,12 +13,13 @@ use keel_identity::{
     access::{Role, RoleChangeError},
     password::StoredHash,
     ports::{
-        ApiKeyStore, Attempt, LoginThrottle, MFA_ALREADY_ENABLED, MfaStore, STAFF_EMAIL_CONSTRAINT,
-        SessionStore, SigningKeyStore, StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED,
+        ApiKeyStore, Attempt, CUSTOMER_EMAIL_CONSTRAINT, CustomerStore, LoginThrottle,
+        MFA_ALREADY_ENABLED, MfaStore, STAFF_EMAIL_CONSTRAINT, SessionStore, SigningKeyStore,
+        StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED,
     },
     secret::Secret,
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
+        Email, OneTimeToken, RefreshToken, Session, SessionId, SessionOwner, StaffUser, StoredMfa,
         StoredSigningKey, TokenPurpose, UserId, UserStatus,
     },
     throttle::{Limit as ThrottleLimit, ThrottleKey},
@@ -43,6 +44,7 @@ pub struct Stores {
     pub throttle: Arc<dyn LoginThrottle>,
     pub mfa: Arc<dyn MfaStore>,
     pub api_keys: Arc<dyn ApiKeyStore>,
+    pub customers: Arc<dyn CustomerStore>,
 }
 
 impl Stores {
@@ -58,6 +60,7 @@ impl Stores {
             + LoginThrottle
             + MfaStore
             + ApiKeyStore
+            + CustomerStore
             + 'static,
     {
         let store = Arc::new(store);
@@ -70,7 +73,8 @@ impl Stores {
             keys: store.clone(),
             throttle: store.clone(),
             mfa: store.clone(),
-            api_keys: store,
+            api_keys: store.clone(),
+            customers: store,
         }
     }
 }
@@ -113,6 +117,8 @@ macro_rules! conformance_tests {
             an_mfa_token_dies_at_its_failure_limit_and_completes_once,
             api_keys_are_found_by_lookup_and_listed_per_tenant,
             api_key_rotation_caps_the_old_expiry_atomically,
+            customers_sign_up_with_a_session_and_emails_are_unique_per_tenant,
+            staff_and_customer_sessions_never_mix,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {
@@ -485,7 +491,7 @@ fn session_for(user: &StaffUser, now: time::OffsetDateTime) -> (Session, Refresh
     let session = Session {
         id: SessionId::new(),
         tenant_id: user.tenant_id,
-        user_id: user.id,
+        owner: SessionOwner::Staff(user.id),
         created_at: now,
         last_used_at: now,
         expires_at: now + HOUR,
@@ -740,7 +746,7 @@ pub async fn revoked_and_expired_sessions_are_not_active(stores: &Stores) {
         .expect("b");
     let listed: Vec<SessionId> = stores
         .sessions
-        .list_active_sessions(o.tenant.id, o.user.id, now)
+        .list_active_sessions(o.tenant.id, SessionOwner::Staff(o.user.id), now)
         .await
         .expect("list")
         .iter()
@@ -770,7 +776,7 @@ pub async fn revoked_and_expired_sessions_are_not_active(stores: &Stores) {
     );
     let listed: Vec<SessionId> = stores
         .sessions
-        .list_active_sessions(o.tenant.id, o.user.id, now)
+        .list_active_sessions(o.tenant.id, SessionOwner::Staff(o.user.id), now)
         .await
         .expect("list")
         .iter()
@@ -780,7 +786,7 @@ pub async fn revoked_and_expired_sessions_are_not_active(stores: &Stores) {
     assert!(
         stores
             .sessions
-            .list_active_sessions(o.tenant.id, o.user.id, b.expires_at)
+            .list_active_sessions(o.tenant.id, SessionOwner::Staff(o.user.id), b.expires_at)
             .await
             .expect("list")
             .is_empty()
@@ -830,7 +836,7 @@ pub async fn tenant_b_cannot_read_tenant_a_users_or_sessions(stores: &Stores) {
     assert!(
         stores
             .sessions
-            .list_active_sessions(b.tenant.id, a.user.id, now)
+            .list_active_sessions(b.tenant.id, SessionOwner::Staff(a.user.id), now)
             .await
             .expect("list")
             .is_empty()
@@ -1784,5 +1790,167 @@ pub async fn api_key_rotation_caps_the_old_expiry_atomically(stores: &Stores) {
             Err(StoreError::NotFound)
         ),
         "nothing written"
+    );
+}
+
+// ---- customers ----
+
+fn customer(tenant: TenantId, email: &str) -> keel_identity::customer::Customer {
+    keel_identity::customer::Customer {
+        id: keel_identity::customer::CustomerId::new(),
+        tenant_id: tenant,
+        email: Email::parse(email).expect("valid email"),
+        password_hash: a_hash(),
+        created_at: time::macros::datetime!(2026-11-21 10:00 UTC),
+    }
+}
+
+fn customer_session(
+    c: &keel_identity::customer::Customer,
+    now: time::OffsetDateTime,
+) -> (Session, RefreshToken) {
+    let session = Session {
+        id: SessionId::new(),
+        tenant_id: c.tenant_id,
+        owner: SessionOwner::Customer(c.id),
+        created_at: now,
+        last_used_at: now,
+        expires_at: now + HOUR,
+        revoked_at: None,
+    };
+    let refresh = refresh_for(&session, now);
+    (session, refresh)
+}
+
+pub async fn customers_sign_up_with_a_session_and_emails_are_unique_per_tenant(stores: &Stores) {
+    let (a, _) = create(stores, &unique_slug("shop-a")).await;
+    let (b, _) = create(stores, &unique_slug("shop-b")).await;
+    let now = SystemClock.now();
+    let ann = customer(a.id, "ann@example.test");
+    let (s, r) = customer_session(&ann, now);
+    stores
+        .customers
+        .sign_up_customer(&ann, &s, &r, &[])
+        .await
+        .expect("sign up");
+    assert_eq!(
+        stores
+            .customers
+            .get_customer(a.id, ann.id)
+            .await
+            .expect("get"),
+        ann
+    );
+    assert_eq!(
+        stores
+            .customers
+            .find_customer_by_email(a.id, &ann.email)
+            .await
+            .expect("by email"),
+        ann
+    );
+    assert_eq!(
+        stores
+            .sessions
+            .get_session(a.id, s.id)
+            .await
+            .expect("session")
+            .owner,
+        SessionOwner::Customer(ann.id)
+    );
+    let again = customer(a.id, "ANN@example.test");
+    let (s2, r2) = customer_session(&again, now);
+    let err = stores
+        .customers
+        .sign_up_customer(&again, &s2, &r2, &[])
+        .await
+        .expect_err("taken");
+    assert!(err.is_conflict_on(CUSTOMER_EMAIL_CONSTRAINT), "{err:?}");
+    assert!(
+        matches!(
+            stores.sessions.get_session(a.id, s2.id).await,
+            Err(StoreError::NotFound)
+        ),
+        "nothing of the refused sign-up"
+    );
+    let elsewhere = customer(b.id, "ann@example.test");
+    let (s3, r3) = customer_session(&elsewhere, now);
+    stores
+        .customers
+        .sign_up_customer(&elsewhere, &s3, &r3, &[])
+        .await
+        .expect("another shop's customer");
+    assert!(matches!(
+        stores.customers.get_customer(b.id, ann.id).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn staff_and_customer_sessions_never_mix(stores: &Stores) {
+    let o = tenant_with_owner(stores, "mix").await;
+    let now = SystemClock.now();
+    let (staff_session, staff_refresh) = session_for(&o.user, now);
+    stores
+        .sessions
+        .start_session(&staff_session, &staff_refresh, &[])
+        .await
+        .expect("staff session");
+    // A customer whose id has the same storage form as the staff user's.
+    let mut twin = customer(o.tenant.id, "twin@example.test");
+    twin.id = keel_identity::customer::CustomerId::from_uuid(o.user.id.as_uuid());
+    let (cs, cr) = customer_session(&twin, now);
+    stores
+        .customers
+        .sign_up_customer(&twin, &cs, &cr, &[])
+        .await
+        .expect("customer");
+    let staff_list: Vec<SessionId> = stores
+        .sessions
+        .list_active_sessions(o.tenant.id, SessionOwner::Staff(o.user.id), now)
+        .await
+        .expect("list")
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(staff_list, vec![staff_session.id]);
+    let customer_list: Vec<SessionId> = stores
+        .sessions
+        .list_active_sessions(o.tenant.id, SessionOwner::Customer(twin.id), now)
+        .await
+        .expect("list")
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(customer_list, vec![cs.id]);
+    // Ending a staff user's sessions (disable, password change) leaves customer sessions alone.
+    stores
+        .staff
+        .change_role(o.tenant.id, o.user.id, Role::Owner, None, now, &[])
+        .await
+        .expect("store")
+        .expect_err("last owner stays");
+    let admin = invite(stores, &o.tenant, "admin@mix.test", Role::Admin).await;
+    let mut admin_twin = customer(o.tenant.id, "admin-twin@example.test");
+    admin_twin.id = keel_identity::customer::CustomerId::from_uuid(admin.id.as_uuid());
+    let (ats, atr) = customer_session(&admin_twin, now);
+    stores
+        .customers
+        .sign_up_customer(&admin_twin, &ats, &atr, &[])
+        .await
+        .expect("customer");
+    stores
+        .staff
+        .change_role(o.tenant.id, admin.id, Role::Owner, None, now, &[])
+        .await
+        .expect("store")
+        .expect("disable admin");
+    assert!(
+        stores
+            .sessions
+            .get_session(o.tenant.id, ats.id)
+            .await
+            .expect("session")
+            .is_active(now),
+        "the customer's session survives"
     );
 }

@@ -12,6 +12,10 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
         "staff_users.tenant_id, staff_users.email",
         "staff_users_email_key",
     ),
+    (
+        "customers.tenant_id, customers.email",
+        "customers_email_key",
+    ),
 ];
 
 /// `SQLITE_BUSY` and `SQLITE_LOCKED` (primary codes): another process holds the lock.

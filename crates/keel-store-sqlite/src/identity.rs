@@ -8,8 +8,8 @@ use keel_identity::{
     ports::{SessionStore, SigningKeyStore, StaffStore, TOKEN_ALREADY_USED},
     secret::SecretHash,
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredSigningKey,
-        TokenPurpose, UserId, UserStatus,
+        Email, OneTimeToken, RefreshToken, Session, SessionId, SessionOwner, StaffUser,
+        StoredSigningKey, TokenPurpose, UserId, UserStatus,
     },
 };
 use keel_kernel::{
@@ -62,7 +62,11 @@ fn session_from_row(r: &SqliteRow) -> Result<Session, StoreError> {
     Ok(Session {
         id: SessionId::from_uuid(r.try_get("id").map_err(map_err)?),
         tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        user_id: UserId::from_uuid(r.try_get("user_id").map_err(map_err)?),
+        owner: {
+            let kind: String = r.try_get("owner_kind").map_err(map_err)?;
+            SessionOwner::from_parts(&kind, r.try_get("user_id").map_err(map_err)?)
+                .ok_or_else(|| corrupt("session owner"))?
+        },
         created_at: at(r, "created_at")?,
         last_used_at: at(r, "last_used_at")?,
         expires_at: at(r, "expires_at")?,
@@ -89,7 +93,7 @@ macro_rules! user_select {
 }
 macro_rules! session_select {
     () => {
-        "SELECT tenant_id, id, user_id, created_at, last_used_at, expires_at, revoked_at FROM sessions"
+        "SELECT tenant_id, id, owner_kind, user_id, created_at, last_used_at, expires_at, revoked_at FROM sessions"
     };
 }
 
@@ -117,15 +121,16 @@ pub(crate) async fn insert_session(
     r: &RefreshToken,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO sessions (tenant_id, id, user_id, created_at, last_used_at, expires_at, revoked_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+        "INSERT INTO sessions (tenant_id, id, owner_kind, user_id, created_at, last_used_at, expires_at, revoked_at) \
+         VALUES (?1, ?2, ?7, ?3, ?4, ?5, ?6, NULL)",
     )
     .bind(s.tenant_id.as_uuid())
     .bind(s.id.as_uuid())
-    .bind(s.user_id.as_uuid())
+    .bind(s.owner.uuid())
     .bind(to_micros(s.created_at)?)
     .bind(to_micros(s.last_used_at)?)
     .bind(to_micros(s.expires_at)?)
+    .bind(s.owner.kind())
     .execute(&mut *tx)
     .await
     .map_err(map_err)?;
@@ -181,7 +186,7 @@ async fn revoke_user_sessions(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?3) \
-         WHERE tenant_id = ?1 AND user_id = ?2 AND (?4 IS NULL OR id <> ?4)",
+         WHERE tenant_id = ?1 AND owner_kind = 'staff' AND user_id = ?2 AND (?4 IS NULL OR id <> ?4)",
     )
     .bind(tenant.as_uuid())
     .bind(user.as_uuid())
@@ -574,16 +579,17 @@ impl SessionStore for SqliteStore {
     async fn list_active_sessions(
         &self,
         tenant: TenantId,
-        user: UserId,
+        owner: SessionOwner,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
         let rows = sqlx::query(concat!(
             session_select!(),
-            " WHERE tenant_id = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3 ORDER BY id DESC"
+            " WHERE tenant_id = ?1 AND owner_kind = ?4 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3 ORDER BY id DESC"
         ))
         .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
+        .bind(owner.uuid())
         .bind(to_micros(now)?)
+        .bind(owner.kind())
         .fetch_all(&self.readers)
         .await
         .map_err(map_err)?;

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod apikeys;
+mod customers;
 mod error;
 mod identity;
 mod mfa;

@@ -29,6 +29,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "api_keys",
         include_str!("../migrations/20261121000005_api_keys.sql"),
     ),
+    (
+        20_261_121_000_006,
+        "customers",
+        include_str!("../migrations/20261121000006_customers.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

@@ -186,6 +186,7 @@ pub fn auth_service_with_clock(
         events: store.events(),
         throttle: store.throttle(),
         mfa: store.mfa(),
+        customers: store.customers(),
     };
     Ok(AuthService::new(ports, keys, clock, settings.auth.clone()))
 }

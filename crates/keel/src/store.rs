@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use keel_identity::{
     TenantStore,
-    ports::{ApiKeyStore, LoginThrottle, MfaStore, SessionStore, SigningKeyStore, StaffStore},
+    ports::{
+        ApiKeyStore, CustomerStore, LoginThrottle, MfaStore, SessionStore, SigningKeyStore,
+        StaffStore,
+    },
 };
 use keel_kernel::{StoreError, event::EventLog, health::StoreHealth};
 use keel_store_postgres::PgStore;
@@ -23,6 +26,7 @@ pub trait Backend:
     + LoginThrottle
     + MfaStore
     + ApiKeyStore
+    + CustomerStore
 {
 }
 
@@ -36,6 +40,7 @@ impl<T> Backend for T where
         + LoginThrottle
         + MfaStore
         + ApiKeyStore
+        + CustomerStore
 {
 }
 
@@ -110,6 +115,10 @@ impl Store {
     }
 
     pub fn api_keys(&self) -> Arc<dyn ApiKeyStore> {
+        self.backend()
+    }
+
+    pub fn customers(&self) -> Arc<dyn CustomerStore> {
         self.backend()
     }
 

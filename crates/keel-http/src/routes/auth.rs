@@ -8,7 +8,7 @@ use axum::{
     http::StatusCode,
     response::IntoResponse,
 };
-use keel_identity::auth::{LoginOutcome, TokenPair};
+use keel_identity::auth::{LoginOutcome, Side, TokenPair};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -38,8 +38,8 @@ struct LoginRequest {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefreshRequest {
-    refresh_token: String,
+pub(crate) struct RefreshRequest {
+    pub(crate) refresh_token: String,
 }
 
 /// The second step of a login with MFA: the token from `/v1/auth/login` and one code.
@@ -73,7 +73,7 @@ enum LoginResponse {
 
 /// Tokens: a short-lived access token and a single-use refresh token.
 #[derive(Serialize, ToSchema)]
-struct TokenResponse {
+pub(crate) struct TokenResponse {
     /// EdDSA-signed JWT; send as `Authorization: Bearer …`.
     access_token: String,
     /// Always `Bearer`.
@@ -179,7 +179,13 @@ async fn refresh(
     State(state): State<AppState>,
     extract::Json(req): extract::Json<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, Problem> {
-    Ok(Json(state.auth.refresh(&req.refresh_token).await?.into()))
+    Ok(Json(
+        state
+            .auth
+            .refresh(&req.refresh_token, Side::Admin)
+            .await?
+            .into(),
+    ))
 }
 
 /// Ends the session the refresh token belongs to.
@@ -192,7 +198,7 @@ async fn logout(
     State(state): State<AppState>,
     extract::Json(req): extract::Json<RefreshRequest>,
 ) -> Result<StatusCode, Problem> {
-    state.auth.logout(&req.refresh_token).await?;
+    state.auth.logout(&req.refresh_token, Side::Admin).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -6,4 +6,5 @@ pub mod events;
 pub mod health;
 pub mod me;
 pub mod ops;
+pub mod store;
 pub mod users;

@@ -109,7 +109,11 @@ impl AuthService {
             tracing::info!(security = true, tenant_id = %user.tenant_id, user_id = %user.id, failures, "MFA code refused");
             return Err(AuthError::InvalidMfaCode);
         }
-        let (session, secret, refresh) = self.new_session(&user, now);
+        let (session, secret, refresh) = self.new_session(
+            user.tenant_id,
+            crate::staff::SessionOwner::Staff(user.id),
+            now,
+        );
         let events = [event(
             user.tenant_id,
             "security.login_succeeded",

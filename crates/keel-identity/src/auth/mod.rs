@@ -20,21 +20,23 @@ use crate::{
     jwt::{Claims, PrincipalKind},
     password::{NewPassword, PasswordHasher, PasswordPolicyError, StoredHash},
     ports::{
-        Attempt, LoginThrottle, MFA_ALREADY_ENABLED, MfaStore, SessionStore, StaffStore,
-        TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED, TenantStore,
+        Attempt, CustomerStore, LoginThrottle, MFA_ALREADY_ENABLED, MfaStore, SessionStore,
+        StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED, TenantStore,
     },
     secret::{Secret, SecretHash, random_bytes},
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa, TokenPurpose,
-        UserId, UserStatus,
+        Email, OneTimeToken, RefreshToken, Session, SessionId, SessionOwner, StaffUser, StoredMfa,
+        TokenPurpose, UserId, UserStatus,
     },
     throttle::{Limit, ThrottleKey},
     totp::{self, TotpSecret},
 };
 
+mod customers;
 mod mfa;
 mod passwords;
 
+pub use self::customers::{CUSTOMER_AUDIENCE, CustomerPrincipal};
 pub use crate::keyring::KeyRing;
 
 /// The `aud` of staff access tokens.
@@ -108,6 +110,10 @@ pub enum AuthError {
     MfaNotEnabled,
     #[error("the password or code is wrong")]
     ReauthenticationFailed,
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("not an email address")]
+    InvalidEmail,
     #[error("not found")]
     NotFound,
     #[error(transparent)]
@@ -158,6 +164,7 @@ pub struct AuthService {
     events: Arc<dyn EventLog>,
     throttle: Arc<dyn LoginThrottle>,
     mfa: Arc<dyn MfaStore>,
+    customers: Arc<dyn CustomerStore>,
     keys: Arc<KeyRing>,
     hasher: PasswordHasher,
     clock: Arc<dyn Clock>,
@@ -191,6 +198,26 @@ pub struct AuthPorts {
     pub events: Arc<dyn EventLog>,
     pub throttle: Arc<dyn LoginThrottle>,
     pub mfa: Arc<dyn MfaStore>,
+    pub customers: Arc<dyn CustomerStore>,
+}
+
+/// Which API a session-bound request came through: a session answers only on its own side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `/v1/auth/*`: staff sessions.
+    Admin,
+    /// `/v1/store/*` of one tenant's storefront: that tenant's customer sessions.
+    Store { tenant: TenantId },
+}
+
+impl Side {
+    fn admits(self, session: &Session) -> bool {
+        match (self, session.owner) {
+            (Self::Admin, SessionOwner::Staff(_)) => true,
+            (Self::Store { tenant }, SessionOwner::Customer(_)) => session.tenant_id == tenant,
+            _ => false,
+        }
+    }
 }
 
 /// What a correct password leads to.
@@ -224,6 +251,7 @@ impl AuthService {
             events,
             throttle,
             mfa,
+            customers,
         } = ports;
         Self {
             tenants,
@@ -232,6 +260,7 @@ impl AuthService {
             events,
             throttle,
             mfa,
+            customers,
             keys,
             hasher: PasswordHasher::default(),
             clock,
@@ -329,7 +358,13 @@ impl AuthService {
         refresh: &Secret,
         now: OffsetDateTime,
     ) -> Result<TokenPair, AuthError> {
-        let access_token = self.keys.sign(&self.claims(user, session, now)).await?;
+        self.sign_pair(&self.claims(user, session, now), refresh)
+            .await
+    }
+
+    /// Signs `claims` and pairs the access token with the refresh token.
+    async fn sign_pair(&self, claims: &Claims, refresh: &Secret) -> Result<TokenPair, AuthError> {
+        let access_token = self.keys.sign(claims).await?;
         Ok(TokenPair {
             access_token,
             token_type: "Bearer",
@@ -341,13 +376,14 @@ impl AuthService {
 
     fn new_session(
         &self,
-        user: &StaffUser,
+        tenant: TenantId,
+        owner: SessionOwner,
         now: OffsetDateTime,
     ) -> (Session, Secret, RefreshToken) {
         let session = Session {
             id: SessionId::new(),
-            tenant_id: user.tenant_id,
-            user_id: user.id,
+            tenant_id: tenant,
+            owner,
             created_at: now,
             last_used_at: now,
             expires_at: now + self.settings.refresh_ttl,
@@ -356,7 +392,7 @@ impl AuthService {
         let secret = Secret::generate(REFRESH_PREFIX);
         let refresh = RefreshToken {
             hash: secret.hash,
-            tenant_id: user.tenant_id,
+            tenant_id: tenant,
             session_id: session.id,
             issued_at: now,
             expires_at: now + self.settings.refresh_ttl,
@@ -386,7 +422,8 @@ impl AuthService {
         let stored = blocking(move || hasher.hash(&new_password))
             .await?
             .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let (session, secret, refresh) = self.new_session(&user, now);
+        let (session, secret, refresh) =
+            self.new_session(user.tenant_id, SessionOwner::Staff(user.id), now);
         let events = [event(
             user.tenant_id,
             "staff_user.activated",
@@ -501,7 +538,8 @@ impl AuthService {
                 expires_in: self.settings.mfa_token_ttl.whole_seconds(),
             });
         }
-        let (session, secret, refresh) = self.new_session(&user, now);
+        let (session, secret, refresh) =
+            self.new_session(user.tenant_id, SessionOwner::Staff(user.id), now);
         let events = [event(
             user.tenant_id,
             "security.login_succeeded",
@@ -562,7 +600,7 @@ impl AuthService {
     /// Exchanges a refresh token for a new pair. The presented token is spent; presenting a
     /// spent token again revokes the whole session (family).
     #[instrument(skip_all)]
-    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
+    pub async fn refresh(&self, refresh_token: &str, side: Side) -> Result<TokenPair, AuthError> {
         let now = self.clock.now();
         let hash = Secret::hash_presented(REFRESH_PREFIX, refresh_token)
             .ok_or(AuthError::InvalidRefreshToken)?;
@@ -571,6 +609,11 @@ impl AuthService {
             .sessions
             .get_session(old.tenant_id, old.session_id)
             .await?;
+        if !side.admits(&session) {
+            // A staff token at the storefront, a customer token at the admin API, or another
+            // shop's customer: not this endpoint's session, and not spent by asking.
+            return Err(AuthError::InvalidRefreshToken);
+        }
         if old.used_at.is_some() {
             return Err(self
                 .revoke_for_reuse(old.tenant_id, old.session_id, now)
@@ -579,13 +622,23 @@ impl AuthService {
         if !session.is_active(now) || now >= old.expires_at {
             return Err(AuthError::InvalidRefreshToken);
         }
-        let user = self
-            .staff
-            .get_user(session.tenant_id, session.user_id)
-            .await?;
-        if user.status != UserStatus::Active {
-            return Err(AuthError::InvalidRefreshToken);
-        }
+        let session_id = session.id;
+        let claims = match session.owner {
+            SessionOwner::Staff(user_id) => {
+                let user = self.staff.get_user(session.tenant_id, user_id).await?;
+                if user.status != UserStatus::Active {
+                    return Err(AuthError::InvalidRefreshToken);
+                }
+                self.claims(&user, session_id, now)
+            }
+            SessionOwner::Customer(customer_id) => {
+                let customer = self
+                    .customers
+                    .get_customer(session.tenant_id, customer_id)
+                    .await?;
+                self.customer_claims(&customer, session_id, now)
+            }
+        };
         let secret = Secret::generate(REFRESH_PREFIX);
         let new = RefreshToken {
             hash: secret.hash,
@@ -600,7 +653,7 @@ impl AuthService {
             .rotate_refresh_token(old.tenant_id, &hash, &new)
             .await
         {
-            Ok(()) => self.pair(&user, session.id, &secret, now).await,
+            Ok(()) => self.sign_pair(&claims, &secret).await,
             // Spent between our read and our write: a concurrent presentation of the same token.
             Err(e) if e.is_conflict_on(TOKEN_ALREADY_USED) => Err(self
                 .revoke_for_reuse(old.tenant_id, old.session_id, now)
@@ -619,11 +672,18 @@ impl AuthService {
 
     /// Ends the session the refresh token belongs to (the whole family).
     #[instrument(skip_all)]
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+    pub async fn logout(&self, refresh_token: &str, side: Side) -> Result<(), AuthError> {
         let now = self.clock.now();
         let hash = Secret::hash_presented(REFRESH_PREFIX, refresh_token)
             .ok_or(AuthError::InvalidRefreshToken)?;
         let token = self.find_refresh(&hash).await?;
+        let session = self
+            .sessions
+            .get_session(token.tenant_id, token.session_id)
+            .await?;
+        if !side.admits(&session) {
+            return Err(AuthError::InvalidRefreshToken);
+        }
         let e = event(
             token.tenant_id,
             "security.logout",
@@ -662,7 +722,7 @@ impl AuthService {
             Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
             Err(e) => return Err(e.into()),
         };
-        if !session.is_active(now) || session.user_id != user_id {
+        if !session.is_active(now) || session.owner != SessionOwner::Staff(user_id) {
             return Err(AuthError::Unauthenticated);
         }
         let user = match self.staff.get_user(claims.tid, user_id).await {
@@ -685,7 +745,11 @@ impl AuthService {
     pub async fn sessions(&self, p: &StaffPrincipal) -> Result<Vec<Session>, AuthError> {
         Ok(self
             .sessions
-            .list_active_sessions(p.tenant_id, p.user_id, self.clock.now())
+            .list_active_sessions(
+                p.tenant_id,
+                SessionOwner::Staff(p.user_id),
+                self.clock.now(),
+            )
             .await?)
     }
 
@@ -696,7 +760,7 @@ impl AuthService {
         id: SessionId,
     ) -> Result<(), AuthError> {
         let session = self.sessions.get_session(p.tenant_id, id).await?;
-        if session.user_id != p.user_id {
+        if session.owner != SessionOwner::Staff(p.user_id) {
             return Err(AuthError::NotFound);
         }
         let now = self.clock.now();

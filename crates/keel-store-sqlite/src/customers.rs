@@ -1,0 +1,91 @@
+//! Customer accounts on SQLite.
+
+use async_trait::async_trait;
+use keel_identity::{
+    customer::{Customer, CustomerId},
+    password::StoredHash,
+    ports::CustomerStore,
+    staff::{Email, RefreshToken, Session},
+};
+use keel_kernel::{StoreError, TenantId, event::NewEvent};
+use sqlx::{Row, sqlite::SqliteRow};
+
+use crate::{
+    SqliteStore, at, error::map_err, identity::insert_session, tenants::insert_events, to_micros,
+};
+
+macro_rules! customer_select {
+    () => {
+        "SELECT tenant_id, id, email, password_hash, created_at FROM customers"
+    };
+}
+
+fn customer_from_row(r: &SqliteRow) -> Result<Customer, StoreError> {
+    let email: String = r.try_get("email").map_err(map_err)?;
+    let hash: String = r.try_get("password_hash").map_err(map_err)?;
+    Ok(Customer {
+        id: CustomerId::from_uuid(r.try_get("id").map_err(map_err)?),
+        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        email: Email::parse(&email).map_err(|_| StoreError::other("corrupt customer email"))?,
+        password_hash: StoredHash::from_stored(hash)
+            .map_err(|_| StoreError::other("corrupt customer hash"))?,
+        created_at: at(r, "created_at")?,
+    })
+}
+
+#[async_trait]
+impl CustomerStore for SqliteStore {
+    async fn sign_up_customer(
+        &self,
+        customer: &Customer,
+        session: &Session,
+        refresh: &RefreshToken,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO customers (tenant_id, id, email, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(customer.tenant_id.as_uuid())
+        .bind(customer.id.as_uuid())
+        .bind(customer.email.as_str())
+        .bind(customer.password_hash.as_str())
+        .bind(to_micros(customer.created_at)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_session(&mut tx, session, refresh).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_customer(&self, tenant: TenantId, id: CustomerId) -> Result<Customer, StoreError> {
+        let r = sqlx::query(concat!(
+            customer_select!(),
+            " WHERE tenant_id = ?1 AND id = ?2"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_one(&self.readers)
+        .await
+        .map_err(map_err)?;
+        customer_from_row(&r)
+    }
+
+    async fn find_customer_by_email(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+    ) -> Result<Customer, StoreError> {
+        let r = sqlx::query(concat!(
+            customer_select!(),
+            " WHERE tenant_id = ?1 AND email = ?2"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(email.as_str())
+        .fetch_one(&self.readers)
+        .await
+        .map_err(map_err)?;
+        customer_from_row(&r)
+    }
+}
