@@ -36,6 +36,26 @@ impl FromRequestParts<AppState> for Staff {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let StaffEnrolling(principal) = StaffEnrolling::from_request_parts(parts, state).await?;
+        if principal.mfa_pending {
+            return Err(keel_identity::auth::AuthError::MfaEnrollmentRequired.into());
+        }
+        Ok(Self(principal))
+    }
+}
+
+/// A staff member, including one whose shop requires MFA they have not enrolled yet. Only
+/// the routes that let such a user see their account and enrol take this extractor.
+#[derive(Debug, Clone)]
+pub struct StaffEnrolling(pub StaffPrincipal);
+
+impl FromRequestParts<AppState> for StaffEnrolling {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(token) = bearer(parts) else {
             return Err(Problem::new(
                 ProblemKind::UNAUTHORIZED,
@@ -75,6 +95,7 @@ pub mod perm {
     markers! {
         UsersManage => UsersManage,
         ApiKeysManage => ApiKeysManage,
+        SettingsManage => SettingsManage,
         AuditRead => AuditRead,
     }
 }
@@ -121,6 +142,9 @@ async fn admin_principal(parts: &Parts, state: &AppState) -> Result<AdminPrincip
         }
     } else {
         let staff = state.auth.authenticate_staff(token).await?;
+        if staff.mfa_pending {
+            return Err(keel_identity::auth::AuthError::MfaEnrollmentRequired.into());
+        }
         AdminPrincipal {
             tenant_id: staff.tenant_id,
             actor: AdminActor::Staff(staff),

@@ -70,6 +70,7 @@ pub fn router_with(
         .merge(routes::api_keys::router())
         .merge(routes::events::router())
         .merge(routes::store::router())
+        .merge(routes::settings::router())
         .merge(extra)
         .split_for_parts();
     let metrics = state.metrics.clone();

@@ -29,6 +29,7 @@ use crate::{
         (name = "me", description = "The authenticated staff member and their sessions."),
         (name = "users", description = "Staff administration (`users:manage`)."),
         (name = "api-keys", description = "Secret keys for servers and publishable keys for storefronts (`api_keys:manage`)."),
+        (name = "settings", description = "Shop-wide policies (`settings:manage`)."),
         (name = "store", description = "Shopper accounts at a storefront (`Keel-Publishable-Key`)."),
         (name = "events", description = "The shop's event log, security events included (`audit:read`)."),
     )

@@ -49,6 +49,8 @@ kinds! {
     INVALID_MFA_CODE = ("invalid_mfa_code", 401, "Invalid MFA code");
     FORBIDDEN = ("forbidden", 403, "Forbidden");
     REAUTHENTICATION_FAILED = ("reauthentication_failed", 403, "Reauthentication failed");
+    MFA_ENROLLMENT_REQUIRED = ("mfa_enrollment_required", 403, "MFA enrolment required");
+    MFA_REQUIRED_BY_SHOP = ("mfa_required_by_shop", 409, "MFA required by the shop");
     MFA_ALREADY_ENABLED = ("mfa_already_enabled", 409, "MFA already enabled");
     MFA_NOT_PENDING = ("mfa_not_pending", 409, "No MFA enrolment pending");
     MFA_NOT_ENABLED = ("mfa_not_enabled", 409, "MFA not enabled");
@@ -321,6 +323,14 @@ impl From<keel_identity::auth::AuthError> for Problem {
             A::ReauthenticationFailed => Self::new(
                 ProblemKind::REAUTHENTICATION_FAILED,
                 "The password or code is wrong.",
+            ),
+            A::MfaEnrollmentRequired => Self::new(
+                ProblemKind::MFA_ENROLLMENT_REQUIRED,
+                "This shop requires MFA: enrol with POST /v1/me/mfa/totp, then confirm; until then only GET /v1/me and enrolment work.",
+            ),
+            A::MfaRequiredByShop => Self::new(
+                ProblemKind::MFA_REQUIRED_BY_SHOP,
+                "This shop requires MFA, so it cannot be turned off.",
             ),
             A::EmailTaken => Self::new(
                 ProblemKind::EMAIL_TAKEN,

@@ -210,6 +210,15 @@ pub trait LoginThrottle: Send + Sync + std::fmt::Debug {
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
+/// The MFA facts that authorise a staff request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MfaStatus {
+    /// The shop requires MFA for all staff.
+    pub required: bool,
+    /// This user has confirmed MFA.
+    pub enrolled: bool,
+}
+
 /// Reported when MFA is already confirmed and a new enrolment is attempted.
 pub const MFA_ALREADY_ENABLED: &str = "mfa_already_enabled";
 
@@ -262,6 +271,20 @@ pub trait MfaStore: Send + Sync + std::fmt::Debug {
         tenant: TenantId,
         user: UserId,
         backup_code_hashes: &[[u8; 32]],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// Whether the user's shop requires staff MFA, and whether the user has confirmed MFA: one
+    /// read, made on every authenticated staff request.
+    async fn staff_mfa_status(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<MfaStatus, StoreError>;
+    /// Sets the shop's staff MFA requirement, with the events.
+    async fn set_require_staff_mfa(
+        &self,
+        tenant: TenantId,
+        required: bool,
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
     /// Removes the enrolment and its backup codes, with the events.

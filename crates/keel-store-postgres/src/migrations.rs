@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "customers",
         include_str!("../migrations/20261121000006_customers.sql"),
     ),
+    (
+        20_261_121_000_007,
+        "require_staff_mfa",
+        include_str!("../migrations/20261121000007_require_staff_mfa.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

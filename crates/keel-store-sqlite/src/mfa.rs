@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use keel_identity::{
-    ports::{MFA_ALREADY_ENABLED, MfaStore, TOKEN_ALREADY_USED},
+    ports::{MFA_ALREADY_ENABLED, MfaStatus, MfaStore, TOKEN_ALREADY_USED},
     secret::SecretHash,
     staff::{OneTimeToken, RefreshToken, Session, StoredMfa, UserId},
 };
@@ -209,6 +209,48 @@ impl MfaStore for SqliteStore {
             return Err(StoreError::NotFound);
         }
         write_backup_codes(&mut tx, tenant, user, backup_code_hashes).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn staff_mfa_status(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<MfaStatus, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.require_staff_mfa AS required, \
+             EXISTS (SELECT 1 FROM staff_mfa m WHERE m.tenant_id = t.id AND m.user_id = ?2 AND m.confirmed_at IS NOT NULL) AS enrolled \
+             FROM tenants t WHERE t.id = ?1",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .fetch_one(&self.readers)
+        .await
+        .map_err(map_err)?;
+        Ok(MfaStatus {
+            required: row.try_get("required").map_err(map_err)?,
+            enrolled: row.try_get("enrolled").map_err(map_err)?,
+        })
+    }
+
+    async fn set_require_staff_mfa(
+        &self,
+        tenant: TenantId,
+        required: bool,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE tenants SET require_staff_mfa = ?2 WHERE id = ?1")
+            .bind(tenant.as_uuid())
+            .bind(required)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(StoreError::NotFound);
+        }
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }

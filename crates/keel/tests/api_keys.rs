@@ -138,6 +138,7 @@ async fn a_rotated_key_works_until_exactly_the_end_of_the_overlap() {
         user_id: UserId::new(),
         role: Role::Owner,
         session_id: SessionId::new(),
+        mfa_pending: false,
     };
     let old = keys
         .create(

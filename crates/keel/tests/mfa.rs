@@ -174,4 +174,41 @@ backend_tests! {
         let new = app.post_json("/v1/auth/mfa", &serde_json::json!({"mfa_token": mfa_token, "backup_code": new_codes[0]})).await;
         assert_eq!(new.status(), 200);
     }
+
+    async fn a_shop_requirement_confines_unenrolled_staff_to_enrolment(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (_, owner) = app.owner_with_tokens("must-mfa").await;
+        let invite = app.client.post(app.url("/v1/admin/users")).bearer_auth(&owner.access_token)
+            .json(&serde_json::json!({"email": "admin@must.test", "role": "admin"})).send().await.expect("send");
+        let invite_token = json(invite).await["invite_token"].as_str().expect("token").to_owned();
+        let admin: Tokens = app.post_json("/v1/auth/setup", &serde_json::json!({"setup_token": invite_token, "password": OWNER_PASSWORD})).await.json().await.expect("tokens");
+        let settings = |token: &str, body: Option<serde_json::Value>| {
+            let req = match body {
+                Some(b) => app.client.patch(app.url("/v1/admin/settings")).json(&b),
+                None => app.client.get(app.url("/v1/admin/settings")),
+            };
+            req.bearer_auth(token.to_owned()).send()
+        };
+        assert_problem(settings(&admin.access_token, None).await.expect("send"), 403, "forbidden").await;
+        let on = settings(&owner.access_token, Some(serde_json::json!({"require_staff_mfa": true}))).await.expect("send");
+        assert_eq!(json(on).await["require_staff_mfa"], true);
+        // Neither the owner nor the admin has MFA: both may only see themselves and enrol.
+        for t in [&owner, &admin] {
+            assert_problem(app.get_as("/v1/admin/events", &t.access_token).await, 403, "mfa_enrollment_required").await;
+            assert_problem(app.get_as("/v1/me/sessions", &t.access_token).await, 403, "mfa_enrollment_required").await;
+            assert_eq!(app.get_as("/v1/me", &t.access_token).await.status(), 200);
+        }
+        let begun = json(post_as(&app, "/v1/me/mfa/totp", &owner.access_token, serde_json::json!({})).await).await;
+        let auth = Authenticator::new(begun["secret"].as_str().expect("secret"));
+        assert_eq!(post_as(&app, "/v1/me/mfa/totp/confirm", &owner.access_token, serde_json::json!({"code": auth.code(0)})).await.status(), 200);
+        // Enrolled: the same token now reaches everything the role allows.
+        assert_eq!(app.get_as("/v1/admin/events", &owner.access_token).await.status(), 200);
+        let off_mfa = app.client.delete(app.url("/v1/me/mfa/totp")).bearer_auth(&owner.access_token)
+            .json(&serde_json::json!({"password": OWNER_PASSWORD, "code": auth.code(1)})).send().await.expect("send");
+        assert_problem(off_mfa, 409, "mfa_required_by_shop").await;
+        assert_problem(app.get_as("/v1/admin/events", &admin.access_token).await, 403, "mfa_enrollment_required").await;
+        let off = settings(&owner.access_token, Some(serde_json::json!({"require_staff_mfa": false}))).await.expect("send");
+        assert_eq!(json(off).await["require_staff_mfa"], false);
+        assert_eq!(app.get_as("/v1/admin/events", &admin.access_token).await.status(), 200, "no longer required");
+    }
 }

@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
-    auth::Staff,
+    auth::{Staff, StaffEnrolling},
     problem::{Problem, ProblemBody, ProblemKind},
 };
 
@@ -61,7 +61,7 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
     ))]
 async fn get_me(
     State(state): State<AppState>,
-    Staff(p): Staff,
+    StaffEnrolling(p): StaffEnrolling,
 ) -> Result<Json<MeResponse>, Problem> {
     let user = state.auth.me(&p).await?;
     Ok(Json(MeResponse {
@@ -157,7 +157,7 @@ struct DisableTotpRequest {
     responses((status = 200, body = TotpEnrolmentResponse), (status = 409, description = "`mfa_already_enabled`.", body = ProblemBody)))]
 async fn begin_totp(
     State(state): State<AppState>,
-    Staff(p): Staff,
+    StaffEnrolling(p): StaffEnrolling,
 ) -> Result<Json<TotpEnrolmentResponse>, Problem> {
     let e = state.auth.begin_totp(&p).await?;
     Ok(Json(TotpEnrolmentResponse {
@@ -172,7 +172,7 @@ async fn begin_totp(
     responses((status = 200, body = BackupCodes), (status = 401, body = ProblemBody), (status = 409, body = ProblemBody)))]
 async fn confirm_totp(
     State(state): State<AppState>,
-    Staff(p): Staff,
+    StaffEnrolling(p): StaffEnrolling,
     crate::extract::Json(req): crate::extract::Json<ConfirmTotpRequest>,
 ) -> Result<Json<BackupCodes>, Problem> {
     Ok(Json(BackupCodes {

@@ -6,5 +6,6 @@ pub mod events;
 pub mod health;
 pub mod me;
 pub mod ops;
+pub mod settings;
 pub mod store;
 pub mod users;

@@ -215,6 +215,14 @@ impl AuthService {
             .await?
             .filter(|m| m.confirmed_at.is_some())
             .ok_or(AuthError::MfaNotEnabled)?;
+        if self
+            .mfa
+            .staff_mfa_status(p.tenant_id, p.user_id)
+            .await?
+            .required
+        {
+            return Err(AuthError::MfaRequiredByShop);
+        }
         let hasher = self.hasher.clone();
         let stored = user.password_hash.clone();
         let password_ok =
@@ -269,5 +277,35 @@ impl AuthService {
             .await?;
         tracing::info!(security = true, tenant_id = %p.tenant_id, user_id = %p.user_id, "backup codes regenerated");
         Ok(codes)
+    }
+
+    /// Whether the caller's shop requires staff MFA.
+    pub async fn staff_mfa_required(&self, p: &StaffPrincipal) -> Result<bool, AuthError> {
+        Ok(self
+            .mfa
+            .staff_mfa_status(p.tenant_id, p.user_id)
+            .await?
+            .required)
+    }
+
+    /// Sets the shop's staff MFA requirement. Staff without MFA keep their sessions but may only
+    /// enrol until they have, so nobody (the owner included) can be locked out by it.
+    pub async fn set_staff_mfa_requirement(
+        &self,
+        p: &StaffPrincipal,
+        required: bool,
+    ) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let e = event(
+            p.tenant_id,
+            "security.staff_mfa_requirement_changed",
+            &serde_json::json!({"required": required, "by": p.user_id}),
+            now,
+        )?;
+        self.mfa
+            .set_require_staff_mfa(p.tenant_id, required, &[e])
+            .await?;
+        tracing::info!(security = true, tenant_id = %p.tenant_id, required, "staff MFA requirement changed");
+        Ok(())
     }
 }

@@ -110,6 +110,10 @@ pub enum AuthError {
     MfaNotEnabled,
     #[error("the password or code is wrong")]
     ReauthenticationFailed,
+    #[error("this shop requires MFA; enrol before doing anything else")]
+    MfaEnrollmentRequired,
+    #[error("this shop requires MFA, so it cannot be turned off")]
+    MfaRequiredByShop,
     #[error("an account with this email already exists")]
     EmailTaken,
     #[error("not an email address")]
@@ -153,6 +157,9 @@ pub struct StaffPrincipal {
     /// The role *now* (read from storage, not from the token).
     pub role: Role,
     pub session_id: SessionId,
+    /// The shop requires staff MFA and this user has not enrolled yet: the principal may only
+    /// read its account and enrol.
+    pub mfa_pending: bool,
 }
 
 /// Staff authentication use cases.
@@ -730,11 +737,13 @@ impl AuthService {
             Ok(_) | Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
             Err(e) => return Err(e.into()),
         };
+        let status = self.mfa.staff_mfa_status(claims.tid, user_id).await?;
         Ok(StaffPrincipal {
             tenant_id: claims.tid,
             user_id,
             role: user.role,
             session_id,
+            mfa_pending: status.required && !status.enrolled,
         })
     }
 
