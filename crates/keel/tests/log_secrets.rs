@@ -186,7 +186,9 @@ async fn auth_flow(
     .await
     .expect("422");
 
-    vec![
+    let owner_access = setup["access_token"].as_str().expect("a").to_owned();
+    let mut secrets = keys_and_storefront(&client, addr, &owner_access, password).await;
+    secrets.extend([
         (
             "setup access token",
             setup["access_token"].as_str().expect("a").to_owned(),
@@ -204,5 +206,72 @@ async fn auth_flow(
             "refreshed refresh token",
             refreshed["refresh_token"].as_str().expect("r").to_owned(),
         ),
+    ]);
+    secrets
+}
+
+/// API keys and the storefront: a secret key used on an admin route, a publishable key, and a
+/// customer's sign-up. Returns the secrets they produced.
+async fn keys_and_storefront(
+    client: &reqwest::Client,
+    addr: &str,
+    owner_access: &str,
+    password: &str,
+) -> Vec<(&'static str, String)> {
+    let key = |body: serde_json::Value| {
+        client
+            .post(format!("http://{addr}/v1/admin/api-keys"))
+            .bearer_auth(owner_access)
+            .json(&body)
+            .send()
+    };
+    let sk: serde_json::Value = key(serde_json::json!({"name": "ci", "scopes": ["audit:read"]}))
+        .await
+        .expect("sk")
+        .json()
+        .await
+        .expect("json");
+    let sk = sk["secret"].as_str().expect("sk").to_owned();
+    client
+        .get(format!("http://{addr}/v1/admin/events"))
+        .bearer_auth(&sk)
+        .send()
+        .await
+        .expect("use sk");
+    let pk: serde_json::Value = key(serde_json::json!({"name": "shop", "kind": "publishable"}))
+        .await
+        .expect("pk")
+        .json()
+        .await
+        .expect("json");
+    let pk = pk["secret"].as_str().expect("pk").to_owned();
+    let customer: serde_json::Value = client
+        .post(format!("http://{addr}/v1/store/customers"))
+        .header("keel-publishable-key", &pk)
+        .json(&serde_json::json!({"email": "shopper@leak.test", "password": password}))
+        .send()
+        .await
+        .expect("sign up")
+        .json()
+        .await
+        .expect("json");
+    vec![
+        ("secret API key", sk),
+        ("publishable key", pk),
+        (
+            "customer access token",
+            customer["tokens"]["access_token"]
+                .as_str()
+                .expect("a")
+                .to_owned(),
+        ),
+        (
+            "customer refresh token",
+            customer["tokens"]["refresh_token"]
+                .as_str()
+                .expect("r")
+                .to_owned(),
+        ),
+        ("the customer's email", "shopper@leak.test".to_owned()),
     ]
 }
