@@ -194,6 +194,23 @@ async fn revoke_user_sessions(
     Ok(())
 }
 
+/// Marks a one-time token used, only if it still is unused; false when another request spent
+/// it first. Callers roll back and answer `Conflict { TOKEN_ALREADY_USED }`.
+pub(crate) async fn spend_one_time_token(
+    tx: &mut sqlx::PgConnection,
+    token: &OneTimeToken,
+    at_time: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let used =
+        sqlx::query("UPDATE one_time_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL")
+            .bind(&token.hash.0[..])
+            .bind(at_time)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    Ok(used.rows_affected() == 1)
+}
+
 #[async_trait]
 impl StaffStore for PgStore {
     async fn create_tenant_with_owner(
@@ -271,15 +288,7 @@ impl StaffStore for PgStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let used = sqlx::query(
-            "UPDATE one_time_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL",
-        )
-        .bind(&token.hash.0[..])
-        .bind(at_time)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if used.rows_affected() != 1 {
+        if !spend_one_time_token(&mut tx, token, at_time).await? {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
@@ -451,15 +460,7 @@ impl StaffStore for PgStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let used = sqlx::query(
-            "UPDATE one_time_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL",
-        )
-        .bind(&token.hash.0[..])
-        .bind(session.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if used.rows_affected() != 1 {
+        if !spend_one_time_token(&mut tx, token, session.created_at).await? {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::{
     PgStore, at, at_opt,
     error::map_err,
-    identity::{insert_one_time_token, insert_session},
+    identity::{insert_one_time_token, insert_session, spend_one_time_token},
     tenants::insert_events,
 };
 
@@ -313,15 +313,7 @@ impl MfaStore for PgStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let used = sqlx::query(
-            "UPDATE one_time_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL",
-        )
-        .bind(&token.hash.0[..])
-        .bind(session.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if used.rows_affected() != 1 {
+        if !spend_one_time_token(&mut tx, token, session.created_at).await? {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),

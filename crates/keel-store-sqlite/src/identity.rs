@@ -198,6 +198,23 @@ async fn revoke_user_sessions(
     Ok(())
 }
 
+/// Marks a one-time token used, only if it still is unused; false when another request spent
+/// it first. Callers roll back and answer `Conflict { TOKEN_ALREADY_USED }`.
+pub(crate) async fn spend_one_time_token(
+    tx: &mut sqlx::SqliteConnection,
+    token: &OneTimeToken,
+    at_time: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let used =
+        sqlx::query("UPDATE one_time_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL")
+            .bind(&token.hash.0[..])
+            .bind(to_micros(at_time)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    Ok(used.rows_affected() == 1)
+}
+
 #[async_trait]
 impl StaffStore for SqliteStore {
     async fn create_tenant_with_owner(
@@ -275,15 +292,7 @@ impl StaffStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        let used = sqlx::query(
-            "UPDATE one_time_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
-        )
-        .bind(&token.hash.0[..])
-        .bind(to_micros(at_time)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if used.rows_affected() != 1 {
+        if !spend_one_time_token(&mut tx, token, at_time).await? {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
@@ -452,15 +461,7 @@ impl StaffStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        let used = sqlx::query(
-            "UPDATE one_time_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
-        )
-        .bind(&token.hash.0[..])
-        .bind(to_micros(session.created_at)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if used.rows_affected() != 1 {
+        if !spend_one_time_token(&mut tx, token, session.created_at).await? {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::{
     SqliteStore, at, at_opt,
     error::map_err,
-    identity::{insert_one_time_token, insert_session},
+    identity::{insert_one_time_token, insert_session, spend_one_time_token},
     tenants::insert_events,
     to_micros,
 };
@@ -314,15 +314,7 @@ impl MfaStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        let used = sqlx::query(
-            "UPDATE one_time_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
-        )
-        .bind(&token.hash.0[..])
-        .bind(to_micros(session.created_at)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if used.rows_affected() != 1 {
+        if !spend_one_time_token(&mut tx, token, session.created_at).await? {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
