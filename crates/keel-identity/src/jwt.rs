@@ -176,63 +176,81 @@ fn part(s: &str) -> Result<Vec<u8>, TokenError> {
 impl Verifier {
     /// Verifies `token` at `now` (Unix seconds) and returns its claims.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::Malformed);
-        }
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        // Only the fields we know; `crit` or anything else we would have to honour is refused.
-        let header: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&part(h)?).map_err(|_| TokenError::Malformed)?;
-        if header.get("alg").and_then(serde_json::Value::as_str) != Some(ALG) {
-            return Err(TokenError::UnsupportedAlgorithm);
-        }
-        if header
-            .keys()
-            .any(|k| !matches!(k.as_str(), "alg" | "kid" | "typ"))
-        {
-            return Err(TokenError::Malformed);
-        }
-        if header.get("typ").is_some_and(|t| t.as_str() != Some("JWT")) {
-            return Err(TokenError::Malformed);
-        }
-        let kid = header
-            .get("kid")
-            .and_then(serde_json::Value::as_str)
-            .ok_or(TokenError::Malformed)?;
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or(TokenError::UnknownKey)?;
-        let sig: [u8; 64] = part(s)?.try_into().map_err(|_| TokenError::Malformed)?;
-        let signing_input = &token[..h.len() + 1 + p.len()];
-        key.key
-            .verify_strict(signing_input.as_bytes(), &Signature::from_bytes(&sig))
-            .map_err(|_| TokenError::BadSignature)?;
-        let claims: Claims =
-            serde_json::from_slice(&part(p)?).map_err(|_| TokenError::Malformed)?;
-        if claims.iss != self.issuer {
-            return Err(TokenError::WrongIssuer);
-        }
-        if claims.aud != self.audience {
-            return Err(TokenError::WrongAudience);
-        }
-        if now >= claims.exp {
-            return Err(TokenError::Expired);
-        }
-        if claims.iat > now + self.leeway_seconds || claims.iat > claims.exp {
-            return Err(TokenError::IssuedInFuture);
-        }
-        if claims.sub.is_empty() || claims.sid.is_empty() || claims.jti.is_empty() {
-            return Err(TokenError::Malformed);
-        }
-        Ok(claims)
+        verify_with(
+            token,
+            &self.issuer,
+            &self.audience,
+            &self.keys,
+            self.leeway_seconds,
+            now,
+        )
     }
+}
+
+/// [`Verifier::verify`] over a borrowed key set (the request path verifies against the cached
+/// keys without copying them).
+pub fn verify_with(
+    token: &str,
+    issuer: &str,
+    audience: &str,
+    keys: &[PublicKey],
+    leeway_seconds: i64,
+    now: i64,
+) -> Result<Claims, TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    // Only the fields we know; `crit` or anything else we would have to honour is refused.
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&part(h)?).map_err(|_| TokenError::Malformed)?;
+    if header.get("alg").and_then(serde_json::Value::as_str) != Some(ALG) {
+        return Err(TokenError::UnsupportedAlgorithm);
+    }
+    if header
+        .keys()
+        .any(|k| !matches!(k.as_str(), "alg" | "kid" | "typ"))
+    {
+        return Err(TokenError::Malformed);
+    }
+    if header.get("typ").is_some_and(|t| t.as_str() != Some("JWT")) {
+        return Err(TokenError::Malformed);
+    }
+    let kid = header
+        .get("kid")
+        .and_then(serde_json::Value::as_str)
+        .ok_or(TokenError::Malformed)?;
+    let key = keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .ok_or(TokenError::UnknownKey)?;
+    let sig: [u8; 64] = part(s)?.try_into().map_err(|_| TokenError::Malformed)?;
+    let signing_input = &token[..h.len() + 1 + p.len()];
+    key.key
+        .verify_strict(signing_input.as_bytes(), &Signature::from_bytes(&sig))
+        .map_err(|_| TokenError::BadSignature)?;
+    let claims: Claims = serde_json::from_slice(&part(p)?).map_err(|_| TokenError::Malformed)?;
+    if claims.iss != issuer {
+        return Err(TokenError::WrongIssuer);
+    }
+    if claims.aud != audience {
+        return Err(TokenError::WrongAudience);
+    }
+    if now >= claims.exp {
+        return Err(TokenError::Expired);
+    }
+    if claims.iat > now + leeway_seconds || claims.iat > claims.exp {
+        return Err(TokenError::IssuedInFuture);
+    }
+    if claims.sub.is_empty() || claims.sid.is_empty() || claims.jti.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    Ok(claims)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use keel_kernel::{StoreError, clock::Clock};
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    jwt::{Claims, PublicKey, SigningKey, TokenError, Verifier},
+    jwt::{Claims, PublicKey, SigningKey, TokenError, verify_with},
     ports::SigningKeyStore,
     sealed::MasterKey,
     staff::StoredSigningKey,
@@ -175,13 +175,14 @@ impl KeyRing {
     ) -> Result<Result<Claims, TokenError>, StoreError> {
         let now = self.clock.now();
         let check = |keys: &LoadedKeys| {
-            Verifier {
-                issuer: issuer.to_owned(),
-                audience: audience.to_owned(),
-                keys: keys.public.clone(),
-                leeway_seconds: leeway.whole_seconds(),
-            }
-            .verify(token, now.unix_timestamp())
+            verify_with(
+                token,
+                issuer,
+                audience,
+                &keys.public,
+                leeway.whole_seconds(),
+                now.unix_timestamp(),
+            )
         };
         let keys = self.current().await?;
         match check(&keys) {
