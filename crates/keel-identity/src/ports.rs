@@ -18,7 +18,7 @@ use crate::{
     password::StoredHash,
     secret::SecretHash,
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, SessionOwner, StaffUser, StoredMfa,
+        Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
         StoredSigningKey, TokenPurpose, UserId,
     },
     throttle::{Limit, ThrottleKey},
@@ -169,7 +169,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn list_active_sessions(
         &self,
         tenant: TenantId,
-        owner: SessionOwner,
+        owner: Account,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError>;
 }
@@ -222,20 +222,20 @@ pub struct MfaStatus {
 /// Reported when MFA is already confirmed and a new enrolment is attempted.
 pub const MFA_ALREADY_ENABLED: &str = "mfa_already_enabled";
 
-/// TOTP enrolment, backup codes and the MFA step of login.
+/// TOTP enrolment, backup codes and the MFA step of login, for staff users and customers alike.
 #[async_trait]
 pub trait MfaStore: Send + Sync + std::fmt::Debug {
     async fn get_mfa(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
     ) -> Result<Option<StoredMfa>, StoreError>;
     /// Stores a new, unconfirmed secret (replacing an unconfirmed one). A confirmed enrolment
     /// is left alone: `Conflict { MFA_ALREADY_ENABLED }`.
     async fn begin_mfa(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         mfa: &StoredMfa,
     ) -> Result<(), StoreError>;
     /// Confirms the enrolment with the step of a valid code and replaces the backup codes, with
@@ -243,7 +243,7 @@ pub trait MfaStore: Send + Sync + std::fmt::Debug {
     async fn confirm_mfa(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         step: i64,
         backup_code_hashes: &[[u8; 32]],
         at: OffsetDateTime,
@@ -254,14 +254,14 @@ pub trait MfaStore: Send + Sync + std::fmt::Debug {
     async fn use_totp_step(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         step: i64,
     ) -> Result<bool, StoreError>;
     /// Spends an unused backup code; false when unknown or already used.
     async fn use_backup_code(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         hash: &[u8; 32],
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
@@ -269,7 +269,7 @@ pub trait MfaStore: Send + Sync + std::fmt::Debug {
     async fn replace_backup_codes(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         backup_code_hashes: &[[u8; 32]],
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
@@ -291,7 +291,7 @@ pub trait MfaStore: Send + Sync + std::fmt::Debug {
     async fn disable_mfa(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
     /// Stores an MFA login token.

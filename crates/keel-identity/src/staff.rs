@@ -154,9 +154,21 @@ impl TokenPurpose {
 pub struct OneTimeToken {
     pub hash: SecretHash,
     pub tenant_id: TenantId,
-    pub user_id: UserId,
+    /// Whose account the token acts on.
+    pub owner: Account,
     pub purpose: TokenPurpose,
     pub expires_at: OffsetDateTime,
+}
+
+impl OneTimeToken {
+    /// The staff user the token acts on; `None` for a customer's token (which no staff route
+    /// redeems).
+    pub const fn staff_user(&self) -> Option<UserId> {
+        match self.owner {
+            Account::Staff(id) => Some(id),
+            Account::Customer(_) => None,
+        }
+    }
 }
 
 /// A login session (a refresh-token family).
@@ -166,7 +178,7 @@ pub struct Session {
     #[serde(skip)]
     pub tenant_id: TenantId,
     #[serde(skip)]
-    pub owner: SessionOwner,
+    pub owner: Account,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -178,14 +190,15 @@ pub struct Session {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
-/// Whose session it is: a staff user's (admin side) or a customer's (storefront).
+/// A staff user (admin side) or a customer (storefront): who owns a session, an MFA
+/// enrolment or a one-time token. Stored as a kind (`staff`/`customer`) and an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SessionOwner {
+pub enum Account {
     Staff(UserId),
     Customer(crate::customer::CustomerId),
 }
 
-impl SessionOwner {
+impl Account {
     /// The storage form of the kind (`staff` or `customer`).
     pub const fn kind(self) -> &'static str {
         match self {
@@ -202,12 +215,31 @@ impl SessionOwner {
         }
     }
 
+    /// The key naming this account's id in event payloads (`user_id` or `customer_id`), the
+    /// names the staff and customer events already use.
+    pub const fn payload_key(self) -> &'static str {
+        match self {
+            Self::Staff(_) => "user_id",
+            Self::Customer(_) => "customer_id",
+        }
+    }
+
     /// Rebuilds an owner from storage.
     pub fn from_parts(kind: &str, id: uuid::Uuid) -> Option<Self> {
         match kind {
             "staff" => Some(Self::Staff(UserId::from_uuid(id))),
             "customer" => Some(Self::Customer(crate::customer::CustomerId::from_uuid(id))),
             _ => None,
+        }
+    }
+}
+
+/// The prefixed id (`usr_…` or `cus_…`), so the two kinds never read alike.
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Staff(id) => id.fmt(f),
+            Self::Customer(id) => id.fmt(f),
         }
     }
 }

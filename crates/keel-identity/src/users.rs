@@ -103,7 +103,7 @@ impl UserService {
         let row = OneTimeToken {
             hash: token.hash,
             tenant_id: actor.tenant_id,
-            user_id: user.id,
+            owner: crate::staff::Account::Staff(user.id),
             purpose: TokenPurpose::Invite,
             expires_at: now + self.invite_ttl,
         };

@@ -19,7 +19,7 @@ use keel_identity::{
     },
     secret::Secret,
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, SessionOwner, StaffUser, StoredMfa,
+        Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
         StoredSigningKey, TokenPurpose, UserId, UserStatus,
     },
     throttle::{Limit as ThrottleLimit, ThrottleKey},
@@ -119,6 +119,8 @@ macro_rules! conformance_tests {
             api_key_rotation_caps_the_old_expiry_atomically,
             customers_sign_up_with_a_session_and_emails_are_unique_per_tenant,
             staff_and_customer_sessions_never_mix,
+            staff_and_customer_mfa_never_mix,
+            a_customer_mfa_token_keeps_its_owner_and_starts_a_customer_session,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {
@@ -471,7 +473,7 @@ async fn tenant_with_owner(stores: &Stores, slug: &str) -> Owner {
     let setup = OneTimeToken {
         hash: Secret::generate("st").hash,
         tenant_id: tenant.id,
-        user_id: user.id,
+        owner: Account::Staff(user.id),
         purpose: TokenPurpose::Setup,
         expires_at: tenant.created_at + HOUR,
     };
@@ -491,7 +493,7 @@ fn session_for(user: &StaffUser, now: time::OffsetDateTime) -> (Session, Refresh
     let session = Session {
         id: SessionId::new(),
         tenant_id: user.tenant_id,
-        owner: SessionOwner::Staff(user.id),
+        owner: Account::Staff(user.id),
         created_at: now,
         last_used_at: now,
         expires_at: now + HOUR,
@@ -551,7 +553,7 @@ pub async fn tenant_with_owner_is_created_atomically(stores: &Stores) {
     let setup = OneTimeToken {
         hash: Secret::generate("st").hash,
         tenant_id: again.id,
-        user_id: user.id,
+        owner: Account::Staff(user.id),
         ..o.setup.clone()
     };
     let err = stores
@@ -746,7 +748,7 @@ pub async fn revoked_and_expired_sessions_are_not_active(stores: &Stores) {
         .expect("b");
     let listed: Vec<SessionId> = stores
         .sessions
-        .list_active_sessions(o.tenant.id, SessionOwner::Staff(o.user.id), now)
+        .list_active_sessions(o.tenant.id, Account::Staff(o.user.id), now)
         .await
         .expect("list")
         .iter()
@@ -776,7 +778,7 @@ pub async fn revoked_and_expired_sessions_are_not_active(stores: &Stores) {
     );
     let listed: Vec<SessionId> = stores
         .sessions
-        .list_active_sessions(o.tenant.id, SessionOwner::Staff(o.user.id), now)
+        .list_active_sessions(o.tenant.id, Account::Staff(o.user.id), now)
         .await
         .expect("list")
         .iter()
@@ -786,7 +788,7 @@ pub async fn revoked_and_expired_sessions_are_not_active(stores: &Stores) {
     assert!(
         stores
             .sessions
-            .list_active_sessions(o.tenant.id, SessionOwner::Staff(o.user.id), b.expires_at)
+            .list_active_sessions(o.tenant.id, Account::Staff(o.user.id), b.expires_at)
             .await
             .expect("list")
             .is_empty()
@@ -836,7 +838,7 @@ pub async fn tenant_b_cannot_read_tenant_a_users_or_sessions(stores: &Stores) {
     assert!(
         stores
             .sessions
-            .list_active_sessions(b.tenant.id, SessionOwner::Staff(a.user.id), now)
+            .list_active_sessions(b.tenant.id, Account::Staff(a.user.id), now)
             .await
             .expect("list")
             .is_empty()
@@ -1092,7 +1094,7 @@ async fn invite(stores: &Stores, tenant: &Tenant, email: &str, role: Role) -> St
     let token = OneTimeToken {
         hash: Secret::generate("it").hash,
         tenant_id: tenant.id,
-        user_id: user.id,
+        owner: Account::Staff(user.id),
         purpose: TokenPurpose::Invite,
         expires_at: user.created_at + HOUR,
     };
@@ -1148,7 +1150,7 @@ pub async fn invited_users_are_listed_and_emails_are_unique_per_tenant(stores: &
     let token = OneTimeToken {
         hash: Secret::generate("it").hash,
         tenant_id: o.tenant.id,
-        user_id: dup.id,
+        owner: Account::Staff(dup.id),
         purpose: TokenPurpose::Invite,
         expires_at: dup.created_at + HOUR,
     };
@@ -1285,7 +1287,7 @@ pub async fn concurrent_demotions_cannot_remove_the_last_owner(stores: &Stores) 
     let second_token = OneTimeToken {
         hash: Secret::generate("it").hash,
         tenant_id: o.tenant.id,
-        user_id: second.id,
+        owner: Account::Staff(second.id),
         purpose: TokenPurpose::Invite,
         expires_at: now + HOUR,
     };
@@ -1310,7 +1312,7 @@ pub async fn concurrent_demotions_cannot_remove_the_last_owner(stores: &Stores) 
         .expect("token");
     let (s2, r2) = session_for(
         &StaffUser {
-            id: spare.user_id,
+            id: spare.staff_user().expect("a staff token"),
             ..second.clone()
         },
         now,
@@ -1320,7 +1322,7 @@ pub async fn concurrent_demotions_cannot_remove_the_last_owner(stores: &Stores) 
         .activate_with_token(&spare, &a_hash(), &s2, &r2, &[])
         .await
         .expect("activate spare owner");
-    let owners = [o.user.id, spare.user_id];
+    let owners = [o.user.id, spare.staff_user().expect("a staff token")];
     let mut tasks = tokio::task::JoinSet::new();
     for target in owners {
         let staff = stores.staff.clone();
@@ -1376,7 +1378,7 @@ fn unconfirmed(secret: u8, at_time: time::OffsetDateTime) -> StoredMfa {
 pub async fn mfa_is_confirmed_once_and_each_step_is_used_once(stores: &Stores) {
     let o = tenant_with_owner(stores, "mfa").await;
     let now = SystemClock.now();
-    let (t, u) = (o.tenant.id, o.user.id);
+    let (t, u) = (o.tenant.id, Account::Staff(o.user.id));
     assert_eq!(stores.mfa.get_mfa(t, u).await.expect("get"), None);
     stores
         .mfa
@@ -1458,19 +1460,19 @@ pub async fn backup_codes_are_single_use_and_tenant_scoped(stores: &Stores) {
     let now = SystemClock.now();
     stores
         .mfa
-        .begin_mfa(a.tenant.id, a.user.id, &unconfirmed(1, now))
+        .begin_mfa(a.tenant.id, Account::Staff(a.user.id), &unconfirmed(1, now))
         .await
         .expect("begin");
     let codes: Vec<[u8; 32]> = (1..=10).map(|i| [i; 32]).collect();
     stores
         .mfa
-        .confirm_mfa(a.tenant.id, a.user.id, 1, &codes, now, &[])
+        .confirm_mfa(a.tenant.id, Account::Staff(a.user.id), 1, &codes, now, &[])
         .await
         .expect("confirm");
     assert!(
         !stores
             .mfa
-            .use_backup_code(b.tenant.id, a.user.id, &codes[0], now)
+            .use_backup_code(b.tenant.id, Account::Staff(a.user.id), &codes[0], now)
             .await
             .expect("use"),
         "other tenant"
@@ -1478,14 +1480,14 @@ pub async fn backup_codes_are_single_use_and_tenant_scoped(stores: &Stores) {
     assert!(
         stores
             .mfa
-            .use_backup_code(a.tenant.id, a.user.id, &codes[0], now)
+            .use_backup_code(a.tenant.id, Account::Staff(a.user.id), &codes[0], now)
             .await
             .expect("use")
     );
     assert!(
         !stores
             .mfa
-            .use_backup_code(a.tenant.id, a.user.id, &codes[0], now)
+            .use_backup_code(a.tenant.id, Account::Staff(a.user.id), &codes[0], now)
             .await
             .expect("use"),
         "single use"
@@ -1493,7 +1495,7 @@ pub async fn backup_codes_are_single_use_and_tenant_scoped(stores: &Stores) {
     assert!(
         !stores
             .mfa
-            .use_backup_code(a.tenant.id, a.user.id, &[99; 32], now)
+            .use_backup_code(a.tenant.id, Account::Staff(a.user.id), &[99; 32], now)
             .await
             .expect("use"),
         "unknown"
@@ -1501,20 +1503,20 @@ pub async fn backup_codes_are_single_use_and_tenant_scoped(stores: &Stores) {
     assert!(
         stores
             .mfa
-            .use_backup_code(a.tenant.id, a.user.id, &codes[9], now)
+            .use_backup_code(a.tenant.id, Account::Staff(a.user.id), &codes[9], now)
             .await
             .expect("use")
     );
     let fresh = [[42u8; 32]];
     stores
         .mfa
-        .replace_backup_codes(a.tenant.id, a.user.id, &fresh, &[])
+        .replace_backup_codes(a.tenant.id, Account::Staff(a.user.id), &fresh, &[])
         .await
         .expect("replace");
     assert!(
         !stores
             .mfa
-            .use_backup_code(a.tenant.id, a.user.id, &codes[5], now)
+            .use_backup_code(a.tenant.id, Account::Staff(a.user.id), &codes[5], now)
             .await
             .expect("use"),
         "old codes are gone"
@@ -1522,7 +1524,7 @@ pub async fn backup_codes_are_single_use_and_tenant_scoped(stores: &Stores) {
     assert!(
         stores
             .mfa
-            .use_backup_code(a.tenant.id, a.user.id, &fresh[0], now)
+            .use_backup_code(a.tenant.id, Account::Staff(a.user.id), &fresh[0], now)
             .await
             .expect("use")
     );
@@ -1530,7 +1532,7 @@ pub async fn backup_codes_are_single_use_and_tenant_scoped(stores: &Stores) {
         matches!(
             stores
                 .mfa
-                .replace_backup_codes(b.tenant.id, b.user.id, &fresh, &[])
+                .replace_backup_codes(b.tenant.id, Account::Staff(b.user.id), &fresh, &[])
                 .await,
             Err(StoreError::NotFound)
         ),
@@ -1544,7 +1546,7 @@ pub async fn an_mfa_token_dies_at_its_failure_limit_and_completes_once(stores: &
     let token = |purpose| OneTimeToken {
         hash: Secret::generate("mt").hash,
         tenant_id: o.tenant.id,
-        user_id: o.user.id,
+        owner: Account::Staff(o.user.id),
         purpose,
         expires_at: now + HOUR,
     };
@@ -1812,7 +1814,7 @@ fn customer_session(
     let session = Session {
         id: SessionId::new(),
         tenant_id: c.tenant_id,
-        owner: SessionOwner::Customer(c.id),
+        owner: Account::Customer(c.id),
         created_at: now,
         last_used_at: now,
         expires_at: now + HOUR,
@@ -1856,7 +1858,7 @@ pub async fn customers_sign_up_with_a_session_and_emails_are_unique_per_tenant(s
             .await
             .expect("session")
             .owner,
-        SessionOwner::Customer(ann.id)
+        Account::Customer(ann.id)
     );
     let again = customer(a.id, "ANN@example.test");
     let (s2, r2) = customer_session(&again, now);
@@ -1906,7 +1908,7 @@ pub async fn staff_and_customer_sessions_never_mix(stores: &Stores) {
         .expect("customer");
     let staff_list: Vec<SessionId> = stores
         .sessions
-        .list_active_sessions(o.tenant.id, SessionOwner::Staff(o.user.id), now)
+        .list_active_sessions(o.tenant.id, Account::Staff(o.user.id), now)
         .await
         .expect("list")
         .iter()
@@ -1915,7 +1917,7 @@ pub async fn staff_and_customer_sessions_never_mix(stores: &Stores) {
     assert_eq!(staff_list, vec![staff_session.id]);
     let customer_list: Vec<SessionId> = stores
         .sessions
-        .list_active_sessions(o.tenant.id, SessionOwner::Customer(twin.id), now)
+        .list_active_sessions(o.tenant.id, Account::Customer(twin.id), now)
         .await
         .expect("list")
         .iter()
@@ -1952,5 +1954,132 @@ pub async fn staff_and_customer_sessions_never_mix(stores: &Stores) {
             .expect("session")
             .is_active(now),
         "the customer's session survives"
+    );
+}
+
+pub async fn staff_and_customer_mfa_never_mix(stores: &Stores) {
+    let o = tenant_with_owner(stores, "mfamix").await;
+    let now = SystemClock.now();
+    // A customer whose id has the same storage form as the staff user's.
+    let mut twin = customer(o.tenant.id, "twin@mfamix.test");
+    twin.id = keel_identity::customer::CustomerId::from_uuid(o.user.id.as_uuid());
+    let (cs, cr) = customer_session(&twin, now);
+    stores
+        .customers
+        .sign_up_customer(&twin, &cs, &cr, &[])
+        .await
+        .expect("customer");
+    let (t, staff, shopper) = (
+        o.tenant.id,
+        Account::Staff(o.user.id),
+        Account::Customer(twin.id),
+    );
+    stores
+        .mfa
+        .begin_mfa(t, staff, &unconfirmed(1, now))
+        .await
+        .expect("staff begins");
+    stores
+        .mfa
+        .confirm_mfa(t, staff, 10, &[[1; 32]], now, &[])
+        .await
+        .expect("staff confirms");
+    assert_eq!(
+        stores.mfa.get_mfa(t, shopper).await.expect("get"),
+        None,
+        "the staff enrolment is not the customer's"
+    );
+    assert!(
+        !stores
+            .mfa
+            .use_backup_code(t, shopper, &[1; 32], now)
+            .await
+            .expect("use"),
+        "nor are its backup codes"
+    );
+    stores
+        .mfa
+        .begin_mfa(t, shopper, &unconfirmed(2, now))
+        .await
+        .expect("the customer begins alongside");
+    stores
+        .mfa
+        .confirm_mfa(t, shopper, 20, &[[2; 32]], now, &[])
+        .await
+        .expect("the customer confirms");
+    assert!(stores.mfa.use_totp_step(t, shopper, 21).await.expect("use"));
+    assert!(
+        stores.mfa.use_totp_step(t, staff, 11).await.expect("use"),
+        "steps are spent per account"
+    );
+    assert!(
+        stores
+            .mfa
+            .staff_mfa_status(t, o.user.id)
+            .await
+            .expect("status")
+            .enrolled,
+        "staff status reads the staff enrolment"
+    );
+    stores
+        .mfa
+        .disable_mfa(t, shopper, &[])
+        .await
+        .expect("customer disables");
+    assert_eq!(stores.mfa.get_mfa(t, shopper).await.expect("get"), None);
+    let kept = stores.mfa.get_mfa(t, staff).await.expect("get");
+    assert!(
+        kept.is_some_and(|m| m.confirmed_at.is_some()),
+        "the staff enrolment survives the customer's disable"
+    );
+    assert!(
+        stores
+            .mfa
+            .use_backup_code(t, staff, &[1; 32], now)
+            .await
+            .expect("use"),
+        "and so do its backup codes"
+    );
+}
+
+pub async fn a_customer_mfa_token_keeps_its_owner_and_starts_a_customer_session(stores: &Stores) {
+    let o = tenant_with_owner(stores, "mfacus").await;
+    let now = SystemClock.now();
+    let shopper_row = customer(o.tenant.id, "shopper@mfacus.test");
+    let (cs, cr) = customer_session(&shopper_row, now);
+    stores
+        .customers
+        .sign_up_customer(&shopper_row, &cs, &cr, &[])
+        .await
+        .expect("customer");
+    let (t, shopper) = (o.tenant.id, Account::Customer(shopper_row.id));
+    let token = OneTimeToken {
+        hash: Secret::generate("mt").hash,
+        tenant_id: t,
+        owner: shopper,
+        purpose: TokenPurpose::Mfa,
+        expires_at: now + HOUR,
+    };
+    stores.mfa.create_mfa_token(&token).await.expect("create");
+    let found = stores
+        .staff
+        .find_one_time_token(&token.hash, TokenPurpose::Mfa, now)
+        .await
+        .expect("find");
+    assert_eq!(found.owner, shopper);
+    let (s, r) = customer_session(&shopper_row, now);
+    stores
+        .mfa
+        .complete_mfa_login(&found, &s, &r, &[])
+        .await
+        .expect("complete");
+    assert_eq!(
+        stores
+            .sessions
+            .get_session(t, s.id)
+            .await
+            .expect("session")
+            .owner,
+        shopper
     );
 }

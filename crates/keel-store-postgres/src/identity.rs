@@ -8,7 +8,7 @@ use keel_identity::{
     ports::{SessionStore, SigningKeyStore, StaffStore, TOKEN_ALREADY_USED},
     secret::SecretHash,
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, SessionOwner, StaffUser,
+        Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser,
         StoredSigningKey, TokenPurpose, UserId, UserStatus,
     },
 };
@@ -63,7 +63,7 @@ fn session_from_row(r: &PgRow) -> Result<Session, StoreError> {
         tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
         owner: {
             let kind: String = r.try_get("owner_kind").map_err(map_err)?;
-            SessionOwner::from_parts(&kind, r.try_get("user_id").map_err(map_err)?)
+            Account::from_parts(&kind, r.try_get("user_id").map_err(map_err)?)
                 .ok_or_else(|| corrupt("session owner"))?
         },
         created_at: at(r, "created_at")?,
@@ -157,14 +157,15 @@ pub(crate) async fn insert_one_time_token(
     t: &OneTimeToken,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at) \
-         VALUES ($1, $2, $3, $4, $5, NULL)",
+        "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at, owner_kind) \
+         VALUES ($1, $2, $3, $4, $5, NULL, $6)",
     )
     .bind(&t.hash.0[..])
     .bind(t.tenant_id.as_uuid())
-    .bind(t.user_id.as_uuid())
+    .bind(t.owner.uuid())
     .bind(t.purpose.as_str())
     .bind(t.expires_at)
+    .bind(t.owner.kind())
     .execute(&mut *tx)
     .await
     .map_err(map_err)?;
@@ -209,6 +210,14 @@ pub(crate) async fn spend_one_time_token(
             .await
             .map_err(map_err)?;
     Ok(used.rows_affected() == 1)
+}
+
+/// The staff user an activation or reset token acts on; a customer's token here is a bug in the
+/// caller, never a request to serve.
+fn staff_token_user(token: &OneTimeToken) -> Result<UserId, StoreError> {
+    token
+        .staff_user()
+        .ok_or_else(|| StoreError::other("a customer's one-time token reached a staff operation"))
 }
 
 #[async_trait]
@@ -287,6 +296,7 @@ impl StaffStore for PgStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
+        let user = staff_token_user(token)?;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         if !spend_one_time_token(&mut tx, token, at_time).await? {
             tx.rollback().await.map_err(map_err)?;
@@ -296,12 +306,12 @@ impl StaffStore for PgStore {
         }
         sqlx::query("UPDATE staff_users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2")
             .bind(token.tenant_id.as_uuid())
-            .bind(token.user_id.as_uuid())
+            .bind(user.as_uuid())
             .bind(password.as_str())
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        revoke_user_sessions(&mut tx, token.tenant_id, token.user_id, None, at_time).await?;
+        revoke_user_sessions(&mut tx, token.tenant_id, user, None, at_time).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -432,7 +442,7 @@ impl StaffStore for PgStore {
         now: OffsetDateTime,
     ) -> Result<OneTimeToken, StoreError> {
         let r = sqlx::query(
-            "SELECT hash, tenant_id, user_id, purpose, expires_at FROM one_time_tokens \
+            "SELECT hash, tenant_id, owner_kind, user_id, purpose, expires_at FROM one_time_tokens \
              WHERE hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
         )
         .bind(&hash.0[..])
@@ -445,7 +455,11 @@ impl StaffStore for PgStore {
         Ok(OneTimeToken {
             hash: hash_from(&r, "hash")?,
             tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-            user_id: UserId::from_uuid(r.try_get("user_id").map_err(map_err)?),
+            owner: {
+                let kind: String = r.try_get("owner_kind").map_err(map_err)?;
+                Account::from_parts(&kind, r.try_get("user_id").map_err(map_err)?)
+                    .ok_or_else(|| corrupt("token owner kind"))?
+            },
             purpose: TokenPurpose::parse(&purpose).ok_or_else(|| corrupt("token purpose"))?,
             expires_at: at(&r, "expires_at")?,
         })
@@ -459,6 +473,7 @@ impl StaffStore for PgStore {
         refresh: &RefreshToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
+        let user = staff_token_user(token)?;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         if !spend_one_time_token(&mut tx, token, session.created_at).await? {
             tx.rollback().await.map_err(map_err)?;
@@ -468,7 +483,7 @@ impl StaffStore for PgStore {
         }
         sqlx::query("UPDATE staff_users SET password_hash = $3, status = 'active' WHERE tenant_id = $1 AND id = $2")
             .bind(token.tenant_id.as_uuid())
-            .bind(token.user_id.as_uuid())
+            .bind(user.as_uuid())
             .bind(password.as_str())
             .execute(&mut *tx)
             .await
@@ -579,7 +594,7 @@ impl SessionStore for PgStore {
     async fn list_active_sessions(
         &self,
         tenant: TenantId,
-        owner: SessionOwner,
+        owner: Account,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
         let rows = sqlx::query(concat!(

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use keel_identity::{
     ports::{MFA_ALREADY_ENABLED, MfaStatus, MfaStore, TOKEN_ALREADY_USED},
     secret::SecretHash,
-    staff::{OneTimeToken, RefreshToken, Session, StoredMfa, UserId},
+    staff::{Account, OneTimeToken, RefreshToken, Session, StoredMfa, UserId},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
 use sqlx::Row;
@@ -21,22 +21,26 @@ use crate::{
 async fn write_backup_codes(
     tx: &mut sqlx::PgConnection,
     tenant: TenantId,
-    user: UserId,
+    account: Account,
     hashes: &[[u8; 32]],
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM backup_codes WHERE tenant_id = $1 AND user_id = $2")
-        .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+    sqlx::query(
+        "DELETE FROM backup_codes WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
+    )
+    .bind(tenant.as_uuid())
+    .bind(account.uuid())
+    .bind(account.kind())
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
     for hash in hashes {
         sqlx::query(
-            "INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at) VALUES ($1, $2, $3, NULL)",
+            "INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at, owner_kind) VALUES ($1, $2, $3, NULL, $4)",
         )
         .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
+        .bind(account.uuid())
         .bind(&hash[..])
+        .bind(account.kind())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -49,14 +53,15 @@ impl MfaStore for PgStore {
     async fn get_mfa(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
     ) -> Result<Option<StoredMfa>, StoreError> {
         let row = sqlx::query(
-            "SELECT sealed_secret, created_at, confirmed_at, last_used_step FROM staff_mfa \
-             WHERE tenant_id = $1 AND user_id = $2",
+            "SELECT sealed_secret, created_at, confirmed_at, last_used_step FROM mfa_enrolments \
+             WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
         )
         .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
+        .bind(account.uuid())
+        .bind(account.kind())
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
@@ -74,15 +79,16 @@ impl MfaStore for PgStore {
     async fn begin_mfa(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         mfa: &StoredMfa,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let confirmed: Option<Option<OffsetDateTime>> = sqlx::query_scalar(
-            "SELECT confirmed_at FROM staff_mfa WHERE tenant_id = $1 AND user_id = $2",
+            "SELECT confirmed_at FROM mfa_enrolments WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
         )
         .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
+        .bind(account.uuid())
+        .bind(account.kind())
         .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -92,20 +98,24 @@ impl MfaStore for PgStore {
                 constraint: MFA_ALREADY_ENABLED.into(),
             });
         }
-        sqlx::query("DELETE FROM staff_mfa WHERE tenant_id = $1 AND user_id = $2")
-            .bind(tenant.as_uuid())
-            .bind(user.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
         sqlx::query(
-            "INSERT INTO staff_mfa (tenant_id, user_id, sealed_secret, created_at, confirmed_at, last_used_step) \
-             VALUES ($1, $2, $3, $4, NULL, NULL)",
+            "DELETE FROM mfa_enrolments WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
         )
         .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
+        .bind(account.uuid())
+        .bind(account.kind())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO mfa_enrolments (tenant_id, user_id, sealed_secret, created_at, confirmed_at, last_used_step, owner_kind) \
+             VALUES ($1, $2, $3, $4, NULL, NULL, $5)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(account.uuid())
         .bind(&mfa.sealed_secret)
         .bind(mfa.created_at)
+        .bind(account.kind())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -115,7 +125,7 @@ impl MfaStore for PgStore {
     async fn confirm_mfa(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         step: i64,
         backup_code_hashes: &[[u8; 32]],
         at_time: OffsetDateTime,
@@ -123,13 +133,14 @@ impl MfaStore for PgStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let done = sqlx::query(
-            "UPDATE staff_mfa SET confirmed_at = $3, last_used_step = $4 \
-             WHERE tenant_id = $1 AND user_id = $2 AND confirmed_at IS NULL",
+            "UPDATE mfa_enrolments SET confirmed_at = $3, last_used_step = $4 \
+             WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $5 AND confirmed_at IS NULL",
         )
         .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
+        .bind(account.uuid())
         .bind(at_time)
         .bind(step)
+        .bind(account.kind())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -139,7 +150,7 @@ impl MfaStore for PgStore {
                 constraint: MFA_ALREADY_ENABLED.into(),
             });
         }
-        write_backup_codes(&mut tx, tenant, user, backup_code_hashes).await?;
+        write_backup_codes(&mut tx, tenant, account, backup_code_hashes).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -147,17 +158,18 @@ impl MfaStore for PgStore {
     async fn use_totp_step(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         step: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let done = sqlx::query(
-            "UPDATE staff_mfa SET last_used_step = $3 WHERE tenant_id = $1 AND user_id = $2 \
+            "UPDATE mfa_enrolments SET last_used_step = $3 WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $4 \
              AND confirmed_at IS NOT NULL AND (last_used_step IS NULL OR last_used_step < $3)",
         )
         .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
+        .bind(account.uuid())
         .bind(step)
+        .bind(account.kind())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -168,18 +180,19 @@ impl MfaStore for PgStore {
     async fn use_backup_code(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         hash: &[u8; 32],
         at_time: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let done = sqlx::query(
-            "UPDATE backup_codes SET used_at = $4 WHERE tenant_id = $1 AND user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+            "UPDATE backup_codes SET used_at = $4 WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $5 AND code_hash = $3 AND used_at IS NULL",
         )
         .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
+        .bind(account.uuid())
         .bind(&hash[..])
         .bind(at_time)
+        .bind(account.kind())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -190,16 +203,17 @@ impl MfaStore for PgStore {
     async fn replace_backup_codes(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         backup_code_hashes: &[[u8; 32]],
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let confirmed: Option<i64> = sqlx::query_scalar(
-            "SELECT count(*) FROM staff_mfa WHERE tenant_id = $1 AND user_id = $2 AND confirmed_at IS NOT NULL",
+            "SELECT count(*) FROM mfa_enrolments WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3 AND confirmed_at IS NOT NULL",
         )
         .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
+        .bind(account.uuid())
+        .bind(account.kind())
         .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -207,7 +221,7 @@ impl MfaStore for PgStore {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        write_backup_codes(&mut tx, tenant, user, backup_code_hashes).await?;
+        write_backup_codes(&mut tx, tenant, account, backup_code_hashes).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -219,7 +233,7 @@ impl MfaStore for PgStore {
     ) -> Result<MfaStatus, StoreError> {
         let row = sqlx::query(
             "SELECT t.require_staff_mfa AS required, \
-             EXISTS (SELECT 1 FROM staff_mfa m WHERE m.tenant_id = t.id AND m.user_id = $2 AND m.confirmed_at IS NOT NULL) AS enrolled \
+             EXISTS (SELECT 1 FROM mfa_enrolments m WHERE m.tenant_id = t.id AND m.owner_kind = 'staff' AND m.user_id = $2 AND m.confirmed_at IS NOT NULL) AS enrolled \
              FROM tenants t WHERE t.id = $1",
         )
         .bind(tenant.as_uuid())
@@ -257,22 +271,28 @@ impl MfaStore for PgStore {
     async fn disable_mfa(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query("DELETE FROM backup_codes WHERE tenant_id = $1 AND user_id = $2")
-            .bind(tenant.as_uuid())
-            .bind(user.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        sqlx::query("DELETE FROM staff_mfa WHERE tenant_id = $1 AND user_id = $2")
-            .bind(tenant.as_uuid())
-            .bind(user.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(
+            "DELETE FROM backup_codes WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(account.uuid())
+        .bind(account.kind())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "DELETE FROM mfa_enrolments WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(account.uuid())
+        .bind(account.kind())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }

@@ -39,6 +39,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "require_staff_mfa",
         include_str!("../migrations/20261121000007_require_staff_mfa.sql"),
     ),
+    (
+        20_261_121_000_008,
+        "account_mfa",
+        include_str!("../migrations/20261121000008_account_mfa.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).
@@ -117,6 +122,92 @@ mod upgrade_tests {
         .expect("session survived");
         assert_eq!(row.get::<String, _>("owner_kind"), "staff");
         assert_eq!(row.get::<uuid::Uuid, _>("user_id"), user);
+        pool.close().await;
+    }
+
+    /// Migration 8 moves MFA enrolments, backup codes and one-time tokens to (owner kind, id)
+    /// keys. A staff member's enrolment, backup code and pending MFA token (with its failure
+    /// count) written under migration 7 must come through as staff rows.
+    #[tokio::test]
+    async fn staff_mfa_written_before_owner_kinds_survives_them() {
+        let schema = keel_testdb::postgres_schema().await;
+        let pool = sqlx::PgPool::connect_with(schema.connect_options())
+            .await
+            .expect("connect");
+        EmbeddedMigrations(&super::MIGRATIONS.0[..7])
+            .migrator()
+            .run(&pool)
+            .await
+            .expect("migrate to 7");
+        let (tenant, user) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let seed: [&str; 5] = [
+            "INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, 'mfa-shop', 'Mfa Shop', now())",
+            "INSERT INTO staff_users (tenant_id, id, email, role, status, password_hash, created_at) \
+             VALUES ($1, $2, 'o@mfa.test', 'owner', 'active', NULL, now())",
+            "INSERT INTO staff_mfa (tenant_id, user_id, sealed_secret, created_at, confirmed_at, last_used_step) \
+             VALUES ($1, $2, $3, now(), now(), 42)",
+            "INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at) VALUES ($1, $2, $4, NULL)",
+            "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at, failures) \
+             VALUES ($5, $1, $2, 'mfa', now() + interval '1 hour', NULL, 2)",
+        ];
+        for sql in seed {
+            // The statements draw on the same five values; each binds up to the highest it names.
+            let params = (1..=5)
+                .filter(|i| sql.contains(&format!("${i},")) || sql.contains(&format!("${i})")))
+                .max()
+                .unwrap_or(0);
+            let mut q = sqlx::query(sql).bind(tenant);
+            if params >= 2 {
+                q = q.bind(user);
+            }
+            if params >= 3 {
+                q = q.bind(vec![1u8; 40]);
+            }
+            if params >= 4 {
+                q = q.bind(vec![2u8; 32]);
+            }
+            if params >= 5 {
+                q = q.bind(vec![3u8; 32]);
+            }
+            q.execute(&pool).await.expect("seed");
+        }
+        super::MIGRATIONS
+            .migrator()
+            .run(&pool)
+            .await
+            .expect("migrate to the end");
+        let mfa = sqlx::query(
+            "SELECT owner_kind, sealed_secret, last_used_step FROM mfa_enrolments WHERE tenant_id = $1 AND user_id = $2",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_one(&pool)
+        .await
+        .expect("enrolment survived");
+        assert_eq!(mfa.get::<String, _>("owner_kind"), "staff");
+        assert_eq!(mfa.get::<Vec<u8>, _>("sealed_secret"), vec![1u8; 40]);
+        assert_eq!(mfa.get::<i64, _>("last_used_step"), 42);
+        let code: String = sqlx::query_scalar(
+            "SELECT owner_kind FROM backup_codes WHERE tenant_id = $1 AND user_id = $2 AND code_hash = $3",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(vec![2u8; 32])
+        .fetch_one(&pool)
+        .await
+        .expect("backup code survived");
+        assert_eq!(code, "staff");
+        let token = sqlx::query(
+            "SELECT owner_kind, user_id, purpose, failures FROM one_time_tokens WHERE hash = $1",
+        )
+        .bind(vec![3u8; 32])
+        .fetch_one(&pool)
+        .await
+        .expect("token survived");
+        assert_eq!(token.get::<String, _>("owner_kind"), "staff");
+        assert_eq!(token.get::<uuid::Uuid, _>("user_id"), user);
+        assert_eq!(token.get::<String, _>("purpose"), "mfa");
+        assert_eq!(token.get::<i32, _>("failures"), 2);
         pool.close().await;
     }
 }

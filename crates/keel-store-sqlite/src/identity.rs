@@ -8,7 +8,7 @@ use keel_identity::{
     ports::{SessionStore, SigningKeyStore, StaffStore, TOKEN_ALREADY_USED},
     secret::SecretHash,
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, SessionOwner, StaffUser,
+        Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser,
         StoredSigningKey, TokenPurpose, UserId, UserStatus,
     },
 };
@@ -64,7 +64,7 @@ fn session_from_row(r: &SqliteRow) -> Result<Session, StoreError> {
         tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
         owner: {
             let kind: String = r.try_get("owner_kind").map_err(map_err)?;
-            SessionOwner::from_parts(&kind, r.try_get("user_id").map_err(map_err)?)
+            Account::from_parts(&kind, r.try_get("user_id").map_err(map_err)?)
                 .ok_or_else(|| corrupt("session owner"))?
         },
         created_at: at(r, "created_at")?,
@@ -161,14 +161,15 @@ pub(crate) async fn insert_one_time_token(
     t: &OneTimeToken,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+        "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at, owner_kind) \
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)",
     )
     .bind(&t.hash.0[..])
     .bind(t.tenant_id.as_uuid())
-    .bind(t.user_id.as_uuid())
+    .bind(t.owner.uuid())
     .bind(t.purpose.as_str())
     .bind(to_micros(t.expires_at)?)
+    .bind(t.owner.kind())
     .execute(&mut *tx)
     .await
     .map_err(map_err)?;
@@ -213,6 +214,14 @@ pub(crate) async fn spend_one_time_token(
             .await
             .map_err(map_err)?;
     Ok(used.rows_affected() == 1)
+}
+
+/// The staff user an activation or reset token acts on; a customer's token here is a bug in the
+/// caller, never a request to serve.
+fn staff_token_user(token: &OneTimeToken) -> Result<UserId, StoreError> {
+    token
+        .staff_user()
+        .ok_or_else(|| StoreError::other("a customer's one-time token reached a staff operation"))
 }
 
 #[async_trait]
@@ -291,6 +300,7 @@ impl StaffStore for SqliteStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
+        let user = staff_token_user(token)?;
         let mut tx = self.write().await?;
         if !spend_one_time_token(&mut tx, token, at_time).await? {
             tx.rollback().await.map_err(map_err)?;
@@ -300,12 +310,12 @@ impl StaffStore for SqliteStore {
         }
         sqlx::query("UPDATE staff_users SET password_hash = ?3 WHERE tenant_id = ?1 AND id = ?2")
             .bind(token.tenant_id.as_uuid())
-            .bind(token.user_id.as_uuid())
+            .bind(user.as_uuid())
             .bind(password.as_str())
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        revoke_user_sessions(&mut tx, token.tenant_id, token.user_id, None, at_time).await?;
+        revoke_user_sessions(&mut tx, token.tenant_id, user, None, at_time).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -433,7 +443,7 @@ impl StaffStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<OneTimeToken, StoreError> {
         let r = sqlx::query(
-            "SELECT hash, tenant_id, user_id, purpose, expires_at FROM one_time_tokens \
+            "SELECT hash, tenant_id, owner_kind, user_id, purpose, expires_at FROM one_time_tokens \
              WHERE hash = ?1 AND purpose = ?2 AND used_at IS NULL AND expires_at > ?3",
         )
         .bind(&hash.0[..])
@@ -446,7 +456,11 @@ impl StaffStore for SqliteStore {
         Ok(OneTimeToken {
             hash: hash_from(&r, "hash")?,
             tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-            user_id: UserId::from_uuid(r.try_get("user_id").map_err(map_err)?),
+            owner: {
+                let kind: String = r.try_get("owner_kind").map_err(map_err)?;
+                Account::from_parts(&kind, r.try_get("user_id").map_err(map_err)?)
+                    .ok_or_else(|| corrupt("token owner kind"))?
+            },
             purpose: TokenPurpose::parse(&purpose).ok_or_else(|| corrupt("token purpose"))?,
             expires_at: at(&r, "expires_at")?,
         })
@@ -460,6 +474,7 @@ impl StaffStore for SqliteStore {
         refresh: &RefreshToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
+        let user = staff_token_user(token)?;
         let mut tx = self.write().await?;
         if !spend_one_time_token(&mut tx, token, session.created_at).await? {
             tx.rollback().await.map_err(map_err)?;
@@ -469,7 +484,7 @@ impl StaffStore for SqliteStore {
         }
         sqlx::query("UPDATE staff_users SET password_hash = ?3, status = 'active' WHERE tenant_id = ?1 AND id = ?2")
             .bind(token.tenant_id.as_uuid())
-            .bind(token.user_id.as_uuid())
+            .bind(user.as_uuid())
             .bind(password.as_str())
             .execute(&mut *tx)
             .await
@@ -580,7 +595,7 @@ impl SessionStore for SqliteStore {
     async fn list_active_sessions(
         &self,
         tenant: TenantId,
-        owner: SessionOwner,
+        owner: Account,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
         let rows = sqlx::query(concat!(

@@ -242,6 +242,61 @@ impl TestApp {
         (owner, tokens)
     }
 
+    /// A shop with an owner (logged in) and a publishable key for its storefront; returns the
+    /// owner's tokens and the `pk_…` key.
+    pub async fn shop_with_storefront(&self, slug_prefix: &str) -> (Tokens, String) {
+        let (_, owner) = self.owner_with_tokens(slug_prefix).await;
+        let res = self
+            .client
+            .post(self.url("/v1/admin/api-keys"))
+            .bearer_auth(&owner.access_token)
+            .json(&serde_json::json!({"name": "storefront", "kind": "publishable"}))
+            .send()
+            .await
+            .expect("POST reaches the server");
+        assert_eq!(res.status(), 201, "publishable key created");
+        let body: serde_json::Value = res.json().await.expect("key JSON");
+        let pk = body["secret"]
+            .as_str()
+            .expect("the key is shown once")
+            .to_owned();
+        (owner, pk)
+    }
+
+    /// A storefront request: `method path` with the publishable key, an optional customer
+    /// Bearer token and an optional JSON body.
+    pub async fn store_request(
+        &self,
+        method: reqwest::Method,
+        pk: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .header("keel-publishable-key", pk);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.expect("request reaches the server")
+    }
+
+    /// `POST path` at the storefront with the publishable key and a JSON body.
+    pub async fn store_post(
+        &self,
+        pk: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.store_request(reqwest::Method::POST, pk, path, None, Some(body))
+            .await
+    }
+
     /// Stops the server gracefully and returns how the run ended.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {

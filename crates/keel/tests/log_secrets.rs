@@ -255,7 +255,12 @@ async fn keys_and_storefront(
         .json()
         .await
         .expect("json");
-    vec![
+    let customer_access = customer["tokens"]["access_token"]
+        .as_str()
+        .expect("a")
+        .to_owned();
+    let mut mfa = customer_mfa(client, addr, &pk, &customer_access, password).await;
+    mfa.extend([
         ("secret API key", sk),
         ("publishable key", pk),
         (
@@ -273,5 +278,90 @@ async fn keys_and_storefront(
                 .to_owned(),
         ),
         ("the customer's email", "shopper@leak.test".to_owned()),
-    ]
+    ]);
+    mfa
+}
+
+/// A customer enrols in TOTP MFA and logs in with a code and a backup code. Returns the TOTP
+/// secret, its URI, the backup codes, the MFA tokens and the codes used.
+async fn customer_mfa(
+    client: &reqwest::Client,
+    addr: &str,
+    pk: &str,
+    access: &str,
+    password: &str,
+) -> Vec<(&'static str, String)> {
+    let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut req = client
+            .post(format!("http://{addr}{path}"))
+            .header("keel-publishable-key", pk)
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            req.send()
+                .await
+                .expect("send")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let begun = post("/v1/store/me/mfa/totp", Some(access), serde_json::json!({})).await;
+    let secret = begun["secret"].as_str().expect("secret").to_owned();
+    let totp = totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(6)
+        .with_step_duration(30)
+        .with_secret(totp_rs::Secret::try_from_base32(&secret).expect("base32"))
+        .build()
+        .expect("TOTP");
+    let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).expect("after 1970");
+    let (first, second) = (
+        totp.generate(now).to_string(),
+        totp.generate(now + 30).to_string(),
+    );
+    let confirmed = post(
+        "/v1/store/me/mfa/totp/confirm",
+        Some(access),
+        serde_json::json!({"code": first}),
+    )
+    .await;
+    let backup: Vec<String> = confirmed["backup_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_owned())
+        .collect();
+    let login = serde_json::json!({"email": "shopper@leak.test", "password": password});
+    let mut mfa_tokens = Vec::new();
+    for second_factor in [
+        serde_json::json!({"code": second}),
+        serde_json::json!({"backup_code": backup[0]}),
+    ] {
+        let challenge = post("/v1/store/auth/login", None, login.clone()).await;
+        let token = challenge["mfa_token"]
+            .as_str()
+            .expect("mfa token")
+            .to_owned();
+        let mut body = second_factor;
+        body["mfa_token"] = token.clone().into();
+        let done = post("/v1/store/auth/mfa", None, body).await;
+        assert!(done["access_token"].is_string(), "{done}");
+        mfa_tokens.push(token);
+    }
+    let mut found = vec![
+        ("customer TOTP secret", secret),
+        (
+            "customer otpauth URI",
+            begun["otpauth_uri"].as_str().expect("uri").to_owned(),
+        ),
+        ("customer MFA token", mfa_tokens[0].clone()),
+        ("second customer MFA token", mfa_tokens[1].clone()),
+    ];
+    // Six-digit codes are too short to search for without false hits on ids and timestamps;
+    // the backup codes (12+ characters) are not.
+    found.extend(backup.into_iter().map(|c| ("a customer backup code", c)));
+    found
 }

@@ -8,36 +8,6 @@ async fn json(res: reqwest::Response) -> serde_json::Value {
     res.json().await.expect("JSON body")
 }
 
-/// A shop with an owner and a publishable key; returns (owner tokens, pk).
-async fn shop(app: &TestApp, prefix: &str) -> (Tokens, String) {
-    let (_, owner) = app.owner_with_tokens(prefix).await;
-    let pk = app
-        .client
-        .post(app.url("/v1/admin/api-keys"))
-        .bearer_auth(&owner.access_token)
-        .json(&serde_json::json!({"name": "storefront", "kind": "publishable"}))
-        .send()
-        .await
-        .expect("send");
-    let pk = json(pk).await["secret"].as_str().expect("pk").to_owned();
-    (owner, pk)
-}
-
-async fn store_post(
-    app: &TestApp,
-    pk: &str,
-    path: &str,
-    body: serde_json::Value,
-) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .header("keel-publishable-key", pk)
-        .json(&body)
-        .send()
-        .await
-        .expect("send")
-}
-
 async fn store_me(app: &TestApp, pk: Option<&str>, token: &str) -> reqwest::Response {
     let mut req = app.client.get(app.url("/v1/store/me")).bearer_auth(token);
     if let Some(pk) = pk {
@@ -47,13 +17,13 @@ async fn store_me(app: &TestApp, pk: Option<&str>, token: &str) -> reqwest::Resp
 }
 
 async fn sign_up(app: &TestApp, pk: &str, email: &str) -> Tokens {
-    let res = store_post(
-        app,
-        pk,
-        "/v1/store/customers",
-        serde_json::json!({"email": email, "password": PASSWORD}),
-    )
-    .await;
+    let res = app
+        .store_post(
+            pk,
+            "/v1/store/customers",
+            serde_json::json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(res.status(), 201, "sign up {email}");
     serde_json::from_value(json(res).await["tokens"].clone()).expect("tokens")
 }
@@ -61,29 +31,29 @@ async fn sign_up(app: &TestApp, pk: &str, email: &str) -> Tokens {
 backend_tests! {
     async fn a_customer_signs_up_logs_in_refreshes_and_logs_out(backend: Backend) {
         let app = spawn_app(backend).await;
-        let (_, pk) = shop(&app, "store").await;
+        let (_, pk) = app.shop_with_storefront("store").await;
         let first = sign_up(&app, &pk, "Ann@Example.test").await;
         let me = json(store_me(&app, Some(&pk), &first.access_token).await).await;
         assert_eq!(me["email"], "ann@example.test");
         assert!(me["id"].as_str().is_some_and(|id| id.starts_with("cus_")));
-        let login = store_post(&app, &pk, "/v1/store/auth/login", serde_json::json!({"email": "ann@example.test", "password": PASSWORD})).await;
+        let login = app.store_post(&pk, "/v1/store/auth/login", serde_json::json!({"email": "ann@example.test", "password": PASSWORD})).await;
         let login: Tokens = login.json().await.expect("tokens");
-        let refreshed = store_post(&app, &pk, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": login.refresh_token})).await;
+        let refreshed = app.store_post(&pk, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": login.refresh_token})).await;
         let refreshed: Tokens = refreshed.json().await.expect("tokens");
         assert_eq!(store_me(&app, Some(&pk), &refreshed.access_token).await.status(), 200);
-        let reuse = store_post(&app, &pk, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": login.refresh_token})).await;
+        let reuse = app.store_post(&pk, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": login.refresh_token})).await;
         assert_problem(reuse, 401, "refresh_token_reused").await;
         assert_problem(store_me(&app, Some(&pk), &refreshed.access_token).await, 401, "unauthorized").await;
-        let out = store_post(&app, &pk, "/v1/store/auth/logout", serde_json::json!({"refresh_token": first.refresh_token})).await;
+        let out = app.store_post(&pk, "/v1/store/auth/logout", serde_json::json!({"refresh_token": first.refresh_token})).await;
         assert_eq!(out.status(), 204);
         assert_problem(store_me(&app, Some(&pk), &first.access_token).await, 401, "unauthorized").await;
-        let wrong = store_post(&app, &pk, "/v1/store/auth/login", serde_json::json!({"email": "ann@example.test", "password": "not-my-password-123"})).await;
+        let wrong = app.store_post(&pk, "/v1/store/auth/login", serde_json::json!({"email": "ann@example.test", "password": "not-my-password-123"})).await;
         assert_problem(wrong, 401, "invalid_credentials").await;
     }
 
     async fn customer_and_staff_tokens_stay_on_their_side(backend: Backend) {
         let app = spawn_app(backend).await;
-        let (owner, pk) = shop(&app, "sides").await;
+        let (owner, pk) = app.shop_with_storefront("sides").await;
         let customer = sign_up(&app, &pk, "bob@example.test").await;
         // A customer token is not an admin credential, and a staff token opens no storefront.
         assert_problem(app.get_as("/v1/admin/events", &customer.access_token).await, 401, "unauthorized").await;
@@ -92,44 +62,44 @@ backend_tests! {
         // Refresh tokens answer only on their own side, and asking elsewhere does not spend them.
         let wrong_side = app.post_json("/v1/auth/refresh", &serde_json::json!({"refresh_token": customer.refresh_token})).await;
         assert_problem(wrong_side, 401, "invalid_refresh_token").await;
-        let staff_at_store = store_post(&app, &pk, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": owner.refresh_token})).await;
+        let staff_at_store = app.store_post(&pk, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": owner.refresh_token})).await;
         assert_problem(staff_at_store, 401, "invalid_refresh_token").await;
         assert_eq!(app.post_json("/v1/auth/refresh", &serde_json::json!({"refresh_token": owner.refresh_token})).await.status(), 200);
-        assert_eq!(store_post(&app, &pk, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": customer.refresh_token})).await.status(), 200);
+        assert_eq!(app.store_post(&pk, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": customer.refresh_token})).await.status(), 200);
         // A publishable key is not an admin credential either.
         assert_problem(app.get_as("/v1/admin/events", &pk).await, 401, "unauthorized").await;
     }
 
     async fn storefronts_are_bound_to_their_shop(backend: Backend) {
         let app = spawn_app(backend).await;
-        let (_, pk_a) = shop(&app, "bound-a").await;
-        let (owner_b, pk_b) = shop(&app, "bound-b").await;
+        let (_, pk_a) = app.shop_with_storefront("bound-a").await;
+        let (owner_b, pk_b) = app.shop_with_storefront("bound-b").await;
         let ann = sign_up(&app, &pk_a, "ann@example.test").await;
         assert_problem(store_me(&app, Some(&pk_b), &ann.access_token).await, 401, "unauthorized").await;
         assert_problem(store_me(&app, None, &ann.access_token).await, 401, "unauthorized").await;
-        let b_refresh = store_post(&app, &pk_b, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": ann.refresh_token})).await;
+        let b_refresh = app.store_post(&pk_b, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": ann.refresh_token})).await;
         assert_problem(b_refresh, 401, "invalid_refresh_token").await;
         // The same email is a different account in another shop; logins do not cross shops.
         sign_up(&app, &pk_b, "ann@example.test").await;
-        let wrong_shop = store_post(&app, &pk_b, "/v1/store/auth/login", serde_json::json!({"email": "nobody@example.test", "password": PASSWORD})).await;
+        let wrong_shop = app.store_post(&pk_b, "/v1/store/auth/login", serde_json::json!({"email": "nobody@example.test", "password": PASSWORD})).await;
         assert_problem(wrong_shop, 401, "invalid_credentials").await;
         // A revoked publishable key closes the storefront.
         let keys = json(app.get_as("/v1/admin/api-keys", &owner_b.access_token).await).await;
         let id = keys["data"][0]["id"].as_str().expect("key id");
         app.client.delete(app.url(&format!("/v1/admin/api-keys/{id}"))).bearer_auth(&owner_b.access_token).send().await.expect("revoke");
-        let closed = store_post(&app, &pk_b, "/v1/store/auth/login", serde_json::json!({"email": "ann@example.test", "password": PASSWORD})).await;
+        let closed = app.store_post(&pk_b, "/v1/store/auth/login", serde_json::json!({"email": "ann@example.test", "password": PASSWORD})).await;
         assert_problem(closed, 401, "unauthorized").await;
     }
 
     async fn sign_up_validates_and_refuses_duplicates(backend: Backend) {
         let app = spawn_app(backend).await;
-        let (_, pk) = shop(&app, "signup").await;
+        let (_, pk) = app.shop_with_storefront("signup").await;
         sign_up(&app, &pk, "dup@example.test").await;
-        let dup = store_post(&app, &pk, "/v1/store/customers", serde_json::json!({"email": "DUP@example.test", "password": PASSWORD})).await;
+        let dup = app.store_post(&pk, "/v1/store/customers", serde_json::json!({"email": "DUP@example.test", "password": PASSWORD})).await;
         assert_problem(dup, 409, "email_taken").await;
-        let weak = store_post(&app, &pk, "/v1/store/customers", serde_json::json!({"email": "w@example.test", "password": "password1234"})).await;
+        let weak = app.store_post(&pk, "/v1/store/customers", serde_json::json!({"email": "w@example.test", "password": "password1234"})).await;
         assert_eq!(assert_problem(weak, 422, "validation_failed").await["errors"][0]["pointer"], "/password");
-        let bad = store_post(&app, &pk, "/v1/store/customers", serde_json::json!({"email": "nope", "password": PASSWORD})).await;
+        let bad = app.store_post(&pk, "/v1/store/customers", serde_json::json!({"email": "nope", "password": PASSWORD})).await;
         assert_eq!(assert_problem(bad, 422, "validation_failed").await["errors"][0]["pointer"], "/email");
         let no_key = app.post_json("/v1/store/customers", &serde_json::json!({"email": "k@example.test", "password": PASSWORD})).await;
         assert_problem(no_key, 401, "unauthorized").await;

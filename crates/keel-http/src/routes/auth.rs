@@ -45,17 +45,18 @@ pub(crate) struct RefreshRequest {
 /// The second step of a login with MFA: the token from `/v1/auth/login` and one code.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MfaRequest {
-    mfa_token: String,
+pub(crate) struct MfaRequest {
+    pub(crate) mfa_token: String,
     /// A current 6-digit TOTP code…
-    code: Option<String>,
+    pub(crate) code: Option<String>,
     /// …or one of the single-use backup codes.
-    backup_code: Option<String>,
+    pub(crate) backup_code: Option<String>,
 }
 
-/// The password was right; send a code with this token to `/v1/auth/mfa`.
+/// The password was right; send a code with this token to `/v1/auth/mfa` (staff) or
+/// `/v1/store/auth/mfa` (customers).
 #[derive(Serialize, ToSchema)]
-struct MfaChallenge {
+pub(crate) struct MfaChallenge {
     /// Always `true`.
     mfa_required: bool,
     mfa_token: String,
@@ -66,9 +67,25 @@ struct MfaChallenge {
 /// Either tokens, or an MFA challenge.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
-enum LoginResponse {
+pub(crate) enum LoginResponse {
     Tokens(TokenResponse),
     MfaRequired(MfaChallenge),
+}
+
+impl From<LoginOutcome> for LoginResponse {
+    fn from(outcome: LoginOutcome) -> Self {
+        match outcome {
+            LoginOutcome::Tokens(pair) => Self::Tokens(pair.into()),
+            LoginOutcome::MfaRequired {
+                mfa_token,
+                expires_in,
+            } => Self::MfaRequired(MfaChallenge {
+                mfa_required: true,
+                mfa_token,
+                expires_in,
+            }),
+        }
+    }
 }
 
 /// Tokens: a short-lived access token and a single-use refresh token.
@@ -134,17 +151,7 @@ async fn login(
         .auth
         .login(&req.tenant, &req.email, req.password, Some(peer.ip()))
         .await?;
-    Ok(Json(match outcome {
-        LoginOutcome::Tokens(pair) => LoginResponse::Tokens(pair.into()),
-        LoginOutcome::MfaRequired {
-            mfa_token,
-            expires_in,
-        } => LoginResponse::MfaRequired(MfaChallenge {
-            mfa_required: true,
-            mfa_token,
-            expires_in,
-        }),
-    }))
+    Ok(Json(outcome.into()))
 }
 
 /// Completes a login with MFA.
@@ -164,6 +171,7 @@ async fn mfa(
             &req.mfa_token,
             req.code.as_deref(),
             req.backup_code.as_deref(),
+            Side::Admin,
         )
         .await?;
     Ok(Json(pair.into()))

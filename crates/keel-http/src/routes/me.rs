@@ -125,31 +125,40 @@ async fn delete_session(
 
 /// A started TOTP enrolment.
 #[derive(Serialize, ToSchema)]
-struct TotpEnrolmentResponse {
+pub(crate) struct TotpEnrolmentResponse {
     /// Base32 secret for manual entry.
     secret: String,
     /// `otpauth://totp/…` for a QR code.
     otpauth_uri: String,
 }
 
+impl From<keel_identity::auth::TotpEnrolment> for TotpEnrolmentResponse {
+    fn from(e: keel_identity::auth::TotpEnrolment) -> Self {
+        Self {
+            secret: e.secret,
+            otpauth_uri: e.otpauth_uri,
+        }
+    }
+}
+
 #[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ConfirmTotpRequest {
-    code: String,
+pub(crate) struct ConfirmTotpRequest {
+    pub(crate) code: String,
 }
 
 /// Ten single-use backup codes, shown once.
 #[derive(Serialize, ToSchema)]
-struct BackupCodes {
-    backup_codes: Vec<String>,
+pub(crate) struct BackupCodes {
+    pub(crate) backup_codes: Vec<String>,
 }
 
 #[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DisableTotpRequest {
-    password: String,
-    code: Option<String>,
-    backup_code: Option<String>,
+pub(crate) struct DisableTotpRequest {
+    pub(crate) password: String,
+    pub(crate) code: Option<String>,
+    pub(crate) backup_code: Option<String>,
 }
 
 /// Starts TOTP enrolment (replacing an unconfirmed one).
@@ -159,11 +168,7 @@ async fn begin_totp(
     State(state): State<AppState>,
     StaffEnrolling(p): StaffEnrolling,
 ) -> Result<Json<TotpEnrolmentResponse>, Problem> {
-    let e = state.auth.begin_totp(&p).await?;
-    Ok(Json(TotpEnrolmentResponse {
-        secret: e.secret,
-        otpauth_uri: e.otpauth_uri,
-    }))
+    Ok(Json(state.auth.begin_totp(&p).await?.into()))
 }
 
 /// Confirms the enrolment with a current code; MFA is on from now and the backup codes are

@@ -1,4 +1,5 @@
-//! `/v1/store/*` identity routes for shoppers: sign-up, login, refresh, logout, `/me`. Every
+//! `/v1/store/*` identity routes for shoppers: sign-up, login (with MFA), refresh, logout, `/me`
+//! and the customer's own MFA. Every
 //! route needs the storefront's publishable key (`Keel-Publishable-Key`).
 
 use std::net::SocketAddr;
@@ -18,7 +19,10 @@ use crate::{
     auth::{Customer, Storefront},
     extract,
     problem::{Problem, ProblemBody},
-    routes::auth::{RefreshRequest, TokenResponse},
+    routes::{
+        auth::{LoginResponse, MfaRequest, RefreshRequest, TokenResponse},
+        me::{BackupCodes, ConfirmTotpRequest, DisableTotpRequest, TotpEnrolmentResponse},
+    },
 };
 
 #[derive(Deserialize, ToSchema)]
@@ -70,16 +74,21 @@ async fn sign_up(
     ))
 }
 
-/// Customer login (throttled like staff logins).
+/// Customer login (throttled like staff logins). A customer with MFA gets `mfa_required` and
+/// an `mfa_token` for `/v1/store/auth/mfa`.
 #[utoipa::path(post, path = "/v1/store/auth/login", tag = "store", request_body = CustomerCredentials,
     params(("Keel-Publishable-Key" = String, Header)),
-    responses((status = 200, body = TokenResponse), (status = 401, body = ProblemBody), (status = 429, body = ProblemBody)))]
+    responses(
+        (status = 200, description = "Logged in, or `mfa_required` with an `mfa_token`.", body = LoginResponse),
+        (status = 401, description = "`invalid_credentials`: the same answer whatever was wrong.", body = ProblemBody),
+        (status = 429, description = "`too_many_attempts`; see `Retry-After`.", body = ProblemBody),
+    ))]
 async fn customer_login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Storefront(tenant): Storefront,
     extract::Json(req): extract::Json<CustomerCredentials>,
-) -> Result<Json<TokenResponse>, Problem> {
+) -> Result<Json<LoginResponse>, Problem> {
     Ok(Json(
         state
             .auth
@@ -87,6 +96,32 @@ async fn customer_login(
             .await?
             .into(),
     ))
+}
+
+/// Completes a customer login with MFA: the token from `/v1/store/auth/login` and a TOTP or
+/// backup code. Only this storefront's customers' tokens are accepted.
+#[utoipa::path(post, path = "/v1/store/auth/mfa", tag = "store", request_body = MfaRequest,
+    params(("Keel-Publishable-Key" = String, Header)),
+    responses(
+        (status = 200, description = "Logged in.", body = TokenResponse),
+        (status = 400, description = "`invalid_token`: unknown, expired, used or killed MFA token, or another shop's.", body = ProblemBody),
+        (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody),
+    ))]
+async fn customer_mfa(
+    State(state): State<AppState>,
+    Storefront(tenant): Storefront,
+    extract::Json(req): extract::Json<MfaRequest>,
+) -> Result<Json<TokenResponse>, Problem> {
+    let pair = state
+        .auth
+        .complete_mfa(
+            &req.mfa_token,
+            req.code.as_deref(),
+            req.backup_code.as_deref(),
+            Side::Store { tenant },
+        )
+        .await?;
+    Ok(Json(pair.into()))
 }
 
 /// Exchanges a customer refresh token for a new pair (rotation and reuse detection as for staff).
@@ -142,10 +177,75 @@ async fn get_store_me(
     }))
 }
 
+/// Starts TOTP enrolment for the customer (replacing an unconfirmed one).
+#[utoipa::path(post, path = "/v1/store/me/mfa/totp", tag = "store", security(("bearer" = [])),
+    params(("Keel-Publishable-Key" = String, Header)),
+    responses((status = 200, body = TotpEnrolmentResponse), (status = 401, body = ProblemBody), (status = 409, description = "`mfa_already_enabled`.", body = ProblemBody)))]
+async fn customer_begin_totp(
+    State(state): State<AppState>,
+    Customer(p): Customer,
+) -> Result<Json<TotpEnrolmentResponse>, Problem> {
+    Ok(Json(state.auth.begin_totp(&p).await?.into()))
+}
+
+/// Confirms the customer's enrolment with a current code; MFA is on from now and the backup
+/// codes are returned once.
+#[utoipa::path(post, path = "/v1/store/me/mfa/totp/confirm", tag = "store", security(("bearer" = [])), request_body = ConfirmTotpRequest,
+    params(("Keel-Publishable-Key" = String, Header)),
+    responses((status = 200, body = BackupCodes), (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody), (status = 409, description = "`mfa_already_enabled` or `mfa_not_pending`.", body = ProblemBody)))]
+async fn customer_confirm_totp(
+    State(state): State<AppState>,
+    Customer(p): Customer,
+    extract::Json(req): extract::Json<ConfirmTotpRequest>,
+) -> Result<Json<BackupCodes>, Problem> {
+    Ok(Json(BackupCodes {
+        backup_codes: state.auth.confirm_totp(&p, &req.code).await?,
+    }))
+}
+
+/// Turns the customer's MFA off; needs the password and a current TOTP or backup code.
+#[utoipa::path(delete, path = "/v1/store/me/mfa/totp", tag = "store", security(("bearer" = [])), request_body = DisableTotpRequest,
+    params(("Keel-Publishable-Key" = String, Header)),
+    responses((status = 204, description = "MFA is off."), (status = 403, description = "`reauthentication_failed`.", body = ProblemBody), (status = 409, description = "`mfa_not_enabled`.", body = ProblemBody)))]
+async fn customer_disable_totp(
+    State(state): State<AppState>,
+    Customer(p): Customer,
+    extract::Json(req): extract::Json<DisableTotpRequest>,
+) -> Result<StatusCode, Problem> {
+    state
+        .auth
+        .disable_totp(
+            &p,
+            req.password,
+            req.code.as_deref(),
+            req.backup_code.as_deref(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replaces the customer's backup codes; needs a current TOTP code.
+#[utoipa::path(post, path = "/v1/store/me/mfa/backup-codes", tag = "store", security(("bearer" = [])), request_body = ConfirmTotpRequest,
+    params(("Keel-Publishable-Key" = String, Header)),
+    responses((status = 200, body = BackupCodes), (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody), (status = 409, description = "`mfa_not_enabled`.", body = ProblemBody)))]
+async fn customer_regenerate_backup_codes(
+    State(state): State<AppState>,
+    Customer(p): Customer,
+    extract::Json(req): extract::Json<ConfirmTotpRequest>,
+) -> Result<Json<BackupCodes>, Problem> {
+    Ok(Json(BackupCodes {
+        backup_codes: state.auth.regenerate_backup_codes(&p, &req.code).await?,
+    }))
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(sign_up))
         .routes(routes!(customer_login))
+        .routes(routes!(customer_mfa))
+        .routes(routes!(customer_begin_totp, customer_disable_totp))
+        .routes(routes!(customer_confirm_totp))
+        .routes(routes!(customer_regenerate_backup_codes))
         .routes(routes!(customer_refresh))
         .routes(routes!(customer_logout))
         .routes(routes!(get_store_me))

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use tracing::instrument;
 
 use super::{
-    AuthError, AuthService, Claims, NewPassword, PrincipalKind, SessionId, SessionOwner,
-    StoredHash, TokenPair, base64_id, blocking, event,
+    Account, AuthError, AuthService, Claims, LoginOutcome, NewPassword, PrincipalKind, SessionId,
+    StoredHash, TokenPair, base64_id, blocking, event, mfa::login_succeeded,
 };
 use crate::{
     customer::{Customer, CustomerId},
@@ -67,7 +67,7 @@ impl AuthService {
         super::Secret,
         crate::staff::RefreshToken,
     ) {
-        self.new_session(c.tenant_id, SessionOwner::Customer(c.id), now)
+        self.new_session(c.tenant_id, Account::Customer(c.id), now)
     }
 
     /// Creates a customer account in the storefront's tenant and logs it in.
@@ -127,7 +127,7 @@ impl AuthService {
         email: &str,
         password: String,
         client: Option<IpAddr>,
-    ) -> Result<TokenPair, AuthError> {
+    ) -> Result<LoginOutcome, AuthError> {
         let now = self.clock.now();
         let account = customer_account(tenant, email);
         let mut limits = vec![Limit {
@@ -185,10 +185,27 @@ impl AuthService {
             }
         };
         self.throttle.succeed(attempt, &account).await?;
+        if let Some(challenge) = self
+            .mfa_challenge(tenant, Account::Customer(customer.id), now)
+            .await?
+        {
+            return Ok(challenge);
+        }
         let (session, secret, refresh) = self.customer_session(&customer, now);
-        self.sessions.start_session(&session, &refresh, &[]).await?;
-        self.sign_pair(&self.customer_claims(&customer, session.id, now), &secret)
-            .await
+        let e = event(
+            tenant,
+            login_succeeded(Account::Customer(customer.id)),
+            &serde_json::json!({"customer_id": customer.id, "session_id": session.id}),
+            now,
+        )?;
+        self.sessions
+            .start_session(&session, &refresh, &[e])
+            .await?;
+        tracing::info!(security = true, tenant_id = %tenant, customer_id = %customer.id, "customer login succeeded");
+        Ok(LoginOutcome::Tokens(
+            self.sign_pair(&self.customer_claims(&customer, session.id, now), &secret)
+                .await?,
+        ))
     }
 
     /// Checks a customer access token presented at the storefront of `tenant`.
@@ -218,7 +235,7 @@ impl AuthService {
             Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
             Err(e) => return Err(e.into()),
         };
-        if !session.is_active(now) || session.owner != SessionOwner::Customer(customer_id) {
+        if !session.is_active(now) || session.owner != Account::Customer(customer_id) {
             return Err(AuthError::Unauthenticated);
         }
         Ok(CustomerPrincipal {

@@ -1,27 +1,64 @@
-//! The MFA half of staff authentication: TOTP enrolment, confirmation with backup codes,
-//! disabling, and the second step of a login.
+//! The MFA half of authentication, for staff users and customers alike: TOTP enrolment,
+//! confirmation with backup codes, disabling, and the second step of a login. The rules are the
+//! same for both kinds of account; only where the account lives, which tokens a completed login
+//! gets, and the shop's staff requirement differ.
 
 use super::{
-    AuthError, AuthService, MFA_ALREADY_ENABLED, OffsetDateTime, Secret, StaffPrincipal,
-    StoreError, StoredMfa, TOKEN_ALREADY_USED, TenantId, TokenPair, TokenPurpose, TotpEnrolment,
-    TotpSecret, UserId, UserStatus, blocking, event, instrument, totp,
+    Account, AuthError, AuthService, MFA_ALREADY_ENABLED, OffsetDateTime, Secret, Side, StoreError,
+    StoredHash, StoredMfa, TOKEN_ALREADY_USED, TenantId, TokenPair, TokenPurpose, TotpEnrolment,
+    TotpSecret, blocking, event, instrument, totp,
+};
+use crate::{
+    auth::{CustomerPrincipal, LoginOutcome, StaffPrincipal},
+    staff::{Email, OneTimeToken},
 };
 
+/// A signed-in caller who manages their own MFA: a staff member or a customer.
+pub trait AccountHolder {
+    fn tenant_id(&self) -> TenantId;
+    fn account(&self) -> Account;
+}
+
+impl AccountHolder for StaffPrincipal {
+    fn tenant_id(&self) -> TenantId {
+        self.tenant_id
+    }
+    fn account(&self) -> Account {
+        Account::Staff(self.user_id)
+    }
+}
+
+impl AccountHolder for CustomerPrincipal {
+    fn tenant_id(&self) -> TenantId {
+        self.tenant_id
+    }
+    fn account(&self) -> Account {
+        Account::Customer(self.customer_id)
+    }
+}
+
+/// The `account_id` payload entry of an MFA event: `{"user_id": …}` or `{"customer_id": …}`.
+fn subject(account: Account) -> serde_json::Value {
+    serde_json::json!({ account.payload_key(): account.to_string() })
+}
+
 impl AuthService {
-    fn totp_context(tenant: TenantId, user: UserId) -> String {
-        format!("totp:{tenant}:{user}")
+    /// The AEAD context of a TOTP secret: sealed secrets cannot be moved between accounts. The
+    /// prefixed id keeps staff (`usr_…`) and customer (`cus_…`) contexts apart.
+    fn totp_context(tenant: TenantId, account: Account) -> String {
+        format!("totp:{tenant}:{account}")
     }
 
     fn open_totp(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         mfa: &StoredMfa,
     ) -> Result<TotpSecret, AuthError> {
         let bytes = self
             .keys
             .master()
-            .open(&Self::totp_context(tenant, user), &mfa.sealed_secret)
+            .open(&Self::totp_context(tenant, account), &mfa.sealed_secret)
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let bytes: [u8; 20] = bytes
             .try_into()
@@ -29,12 +66,69 @@ impl AuthService {
         Ok(TotpSecret::from_bytes(bytes))
     }
 
+    /// The account's email (the authenticator app's label) and password hash.
+    async fn account_credentials(
+        &self,
+        tenant: TenantId,
+        account: Account,
+    ) -> Result<(Email, Option<StoredHash>), AuthError> {
+        Ok(match account {
+            Account::Staff(id) => {
+                let u = self.staff.get_user(tenant, id).await?;
+                (u.email, u.password_hash)
+            }
+            Account::Customer(id) => {
+                let c = self.customers.get_customer(tenant, id).await?;
+                (c.email, Some(c.password_hash))
+            }
+        })
+    }
+
+    /// The account's confirmed enrolment, if any.
+    async fn confirmed_mfa(
+        &self,
+        tenant: TenantId,
+        account: Account,
+    ) -> Result<Option<StoredMfa>, AuthError> {
+        Ok(self
+            .mfa
+            .get_mfa(tenant, account)
+            .await?
+            .filter(|m| m.confirmed_at.is_some()))
+    }
+
+    /// After a correct password: when the account has confirmed MFA, stores an MFA token and
+    /// answers the challenge; otherwise `None` and the caller logs the account in.
+    pub(super) async fn mfa_challenge(
+        &self,
+        tenant: TenantId,
+        account: Account,
+        now: OffsetDateTime,
+    ) -> Result<Option<LoginOutcome>, AuthError> {
+        if self.confirmed_mfa(tenant, account).await?.is_none() {
+            return Ok(None);
+        }
+        let secret = Secret::generate(TokenPurpose::Mfa.prefix());
+        let token = OneTimeToken {
+            hash: secret.hash,
+            tenant_id: tenant,
+            owner: account,
+            purpose: TokenPurpose::Mfa,
+            expires_at: now + self.settings.mfa_token_ttl,
+        };
+        self.mfa.create_mfa_token(&token).await?;
+        Ok(Some(LoginOutcome::MfaRequired {
+            mfa_token: secret.expose().to_owned(),
+            expires_in: self.settings.mfa_token_ttl.whole_seconds(),
+        }))
+    }
+
     /// Checks a TOTP code (spending its step) or a backup code (spending it). Exactly one of
     /// the two is given.
     async fn check_second_factor(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         mfa: &StoredMfa,
         code: Option<&str>,
         backup_code: Option<&str>,
@@ -42,32 +136,34 @@ impl AuthService {
     ) -> Result<bool, AuthError> {
         match (code, backup_code) {
             (Some(code), None) => {
-                let secret = self.open_totp(tenant, user, mfa)?;
+                let secret = self.open_totp(tenant, account, mfa)?;
                 match totp::verify(
                     &secret,
                     code.trim(),
                     now.unix_timestamp(),
                     mfa.last_used_step,
                 ) {
-                    Some(step) => Ok(self.mfa.use_totp_step(tenant, user, step).await?),
+                    Some(step) => Ok(self.mfa.use_totp_step(tenant, account, step).await?),
                     None => Ok(false),
                 }
             }
             (None, Some(backup)) => Ok(self
                 .mfa
-                .use_backup_code(tenant, user, &totp::hash_backup_code(backup), now)
+                .use_backup_code(tenant, account, &totp::hash_backup_code(backup), now)
                 .await?),
             _ => Ok(false),
         }
     }
 
-    /// The second step of a login: the MFA token and a TOTP or backup code.
+    /// The second step of a login: the MFA token and a TOTP or backup code. A token answers only
+    /// on its own side: a staff token at `/v1/auth/mfa`, a customer's at its shop's storefront.
     #[instrument(skip_all)]
     pub async fn complete_mfa(
         &self,
         mfa_token: &str,
         code: Option<&str>,
         backup_code: Option<&str>,
+        side: Side,
     ) -> Result<TokenPair, AuthError> {
         let now = self.clock.now();
         let hash = Secret::hash_presented(TokenPurpose::Mfa.prefix(), mfa_token)
@@ -77,49 +173,43 @@ impl AuthService {
             .find_one_time_token(&hash, TokenPurpose::Mfa, now)
             .await
         {
-            Ok(t) => t,
-            Err(StoreError::NotFound) => return Err(AuthError::InvalidToken),
+            Ok(t) if side.admits_account(t.tenant_id, t.owner) => t,
+            // Another side's token is not this endpoint's, and is not spent by asking.
+            Ok(_) | Err(StoreError::NotFound) => return Err(AuthError::InvalidToken),
             Err(e) => return Err(e.into()),
         };
-        let user = self.staff.get_user(token.tenant_id, token.user_id).await?;
-        let mfa = self
-            .mfa
-            .get_mfa(user.tenant_id, user.id)
-            .await?
-            .filter(|m| m.confirmed_at.is_some());
-        let ok = match &mfa {
-            Some(m) if user.status == UserStatus::Active => {
-                self.check_second_factor(user.tenant_id, user.id, m, code, backup_code, now)
+        let (tenant, account) = (token.tenant_id, token.owner);
+        let (session, secret, refresh) = self.new_session(tenant, account, now);
+        // `None` when the account may no longer log in (a staff user disabled meanwhile).
+        let claims = self.claims_for(tenant, account, session.id, now).await?;
+        let ok = match (self.confirmed_mfa(tenant, account).await?, &claims) {
+            (Some(m), Some(_)) => {
+                self.check_second_factor(tenant, account, &m, code, backup_code, now)
                     .await?
             }
             _ => false,
         };
-        if !ok {
+        let (true, Some(claims)) = (ok, claims) else {
             let failures = self
                 .mfa
                 .fail_mfa_token(&hash, self.settings.mfa_max_failures, now)
                 .await?;
-            let e = event(
-                user.tenant_id,
-                "security.mfa_failed",
-                &serde_json::json!({"user_id": user.id, "failures": failures}),
-                now,
-            )?;
+            let mut payload = subject(account);
+            payload["failures"] = failures.into();
+            let e = event(tenant, "security.mfa_failed", &payload, now)?;
             self.events.append(&[e]).await?;
-            tracing::info!(security = true, tenant_id = %user.tenant_id, user_id = %user.id, failures, "MFA code refused");
+            tracing::info!(security = true, tenant_id = %tenant, %account, failures, "MFA code refused");
             return Err(AuthError::InvalidMfaCode);
+        };
+        let mut payload = subject(account);
+        payload["session_id"] = session.id.to_string().into();
+        payload["mfa"] = if backup_code.is_some() {
+            "backup_code"
+        } else {
+            "totp"
         }
-        let (session, secret, refresh) = self.new_session(
-            user.tenant_id,
-            crate::staff::SessionOwner::Staff(user.id),
-            now,
-        );
-        let events = [event(
-            user.tenant_id,
-            "security.login_succeeded",
-            &serde_json::json!({"user_id": user.id, "session_id": session.id, "mfa": if backup_code.is_some() { "backup_code" } else { "totp" }}),
-            now,
-        )?];
+        .into();
+        let events = [event(tenant, login_succeeded(account), &payload, now)?];
         match self
             .mfa
             .complete_mfa_login(&token, &session, &refresh, &events)
@@ -129,25 +219,26 @@ impl AuthService {
             Err(e) if e.is_conflict_on(TOKEN_ALREADY_USED) => return Err(AuthError::InvalidToken),
             Err(e) => return Err(e.into()),
         }
-        tracing::info!(security = true, tenant_id = %user.tenant_id, user_id = %user.id, "login succeeded with MFA");
-        self.pair(&user, session.id, &secret, now).await
+        tracing::info!(security = true, tenant_id = %tenant, %account, "login succeeded with MFA");
+        self.sign_pair(&claims, &secret).await
     }
 
     /// Starts (or restarts) TOTP enrolment for the caller.
-    pub async fn begin_totp(&self, p: &StaffPrincipal) -> Result<TotpEnrolment, AuthError> {
-        let user = self.staff.get_user(p.tenant_id, p.user_id).await?;
-        let tenant = self.tenants.get(p.tenant_id).await?;
+    pub async fn begin_totp(&self, p: &impl AccountHolder) -> Result<TotpEnrolment, AuthError> {
+        let (tenant_id, account) = (p.tenant_id(), p.account());
+        let (email, _) = self.account_credentials(tenant_id, account).await?;
+        let tenant = self.tenants.get(tenant_id).await?;
         let secret = TotpSecret::generate();
         let stored = StoredMfa {
-            sealed_secret: self.keys.master().seal(
-                &Self::totp_context(p.tenant_id, p.user_id),
-                secret.as_bytes(),
-            ),
+            sealed_secret: self
+                .keys
+                .master()
+                .seal(&Self::totp_context(tenant_id, account), secret.as_bytes()),
             created_at: self.clock.now(),
             confirmed_at: None,
             last_used_step: None,
         };
-        match self.mfa.begin_mfa(p.tenant_id, p.user_id, &stored).await {
+        match self.mfa.begin_mfa(tenant_id, account, &stored).await {
             Ok(()) => {}
             Err(e) if e.is_conflict_on(MFA_ALREADY_ENABLED) => {
                 return Err(AuthError::MfaAlreadyEnabled);
@@ -156,7 +247,7 @@ impl AuthService {
         }
         let issuer = format!("{} ({})", self.settings.issuer, tenant.name);
         Ok(TotpEnrolment {
-            otpauth_uri: secret.otpauth_uri(&issuer, user.email.as_str()),
+            otpauth_uri: secret.otpauth_uri(&issuer, email.as_str()),
             secret: secret.to_base32(),
         })
     }
@@ -164,29 +255,25 @@ impl AuthService {
     /// Confirms the enrolment with a current code; returns the 10 backup codes (shown once).
     pub async fn confirm_totp(
         &self,
-        p: &StaffPrincipal,
+        p: &impl AccountHolder,
         code: &str,
     ) -> Result<Vec<String>, AuthError> {
+        let (tenant, account) = (p.tenant_id(), p.account());
         let now = self.clock.now();
-        let mfa = match self.mfa.get_mfa(p.tenant_id, p.user_id).await? {
+        let mfa = match self.mfa.get_mfa(tenant, account).await? {
             Some(m) if m.confirmed_at.is_none() => m,
             Some(_) => return Err(AuthError::MfaAlreadyEnabled),
             None => return Err(AuthError::MfaNotPending),
         };
-        let secret = self.open_totp(p.tenant_id, p.user_id, &mfa)?;
+        let secret = self.open_totp(tenant, account, &mfa)?;
         let step = totp::verify(&secret, code.trim(), now.unix_timestamp(), None)
             .ok_or(AuthError::InvalidMfaCode)?;
         let codes = totp::generate_backup_codes();
         let hashes: Vec<[u8; 32]> = codes.iter().map(|c| totp::hash_backup_code(c)).collect();
-        let e = event(
-            p.tenant_id,
-            "security.mfa_enabled",
-            &serde_json::json!({"user_id": p.user_id}),
-            now,
-        )?;
+        let e = event(tenant, "security.mfa_enabled", &subject(account), now)?;
         match self
             .mfa
-            .confirm_mfa(p.tenant_id, p.user_id, step, &hashes, now, &[e])
+            .confirm_mfa(tenant, account, step, &hashes, now, &[e])
             .await
         {
             Ok(()) => {}
@@ -195,71 +282,61 @@ impl AuthService {
             }
             Err(e) => return Err(e.into()),
         }
-        tracing::info!(security = true, tenant_id = %p.tenant_id, user_id = %p.user_id, "MFA enabled");
+        tracing::info!(security = true, tenant_id = %tenant, %account, "MFA enabled");
         Ok(codes)
     }
 
-    /// Turns MFA off; needs the password and a current TOTP or backup code.
+    /// Turns MFA off; needs the password and a current TOTP or backup code. Staff of a shop that
+    /// requires MFA cannot.
     pub async fn disable_totp(
         &self,
-        p: &StaffPrincipal,
+        p: &impl AccountHolder,
         password: String,
         code: Option<&str>,
         backup_code: Option<&str>,
     ) -> Result<(), AuthError> {
+        let (tenant, account) = (p.tenant_id(), p.account());
         let now = self.clock.now();
-        let user = self.staff.get_user(p.tenant_id, p.user_id).await?;
+        let (_, stored) = self.account_credentials(tenant, account).await?;
         let mfa = self
-            .mfa
-            .get_mfa(p.tenant_id, p.user_id)
+            .confirmed_mfa(tenant, account)
             .await?
-            .filter(|m| m.confirmed_at.is_some())
             .ok_or(AuthError::MfaNotEnabled)?;
-        if self
-            .mfa
-            .staff_mfa_status(p.tenant_id, p.user_id)
-            .await?
-            .required
+        if let Account::Staff(user) = account
+            && self.mfa.staff_mfa_status(tenant, user).await?.required
         {
             return Err(AuthError::MfaRequiredByShop);
         }
         let hasher = self.hasher.clone();
-        let stored = user.password_hash.clone();
         let password_ok =
             blocking(move || stored.is_some_and(|h| hasher.verify(&password, &h))).await?;
         if !password_ok
             || !self
-                .check_second_factor(p.tenant_id, p.user_id, &mfa, code, backup_code, now)
+                .check_second_factor(tenant, account, &mfa, code, backup_code, now)
                 .await?
         {
             return Err(AuthError::ReauthenticationFailed);
         }
-        let e = event(
-            p.tenant_id,
-            "security.mfa_disabled",
-            &serde_json::json!({"user_id": p.user_id}),
-            now,
-        )?;
-        self.mfa.disable_mfa(p.tenant_id, p.user_id, &[e]).await?;
-        tracing::info!(security = true, tenant_id = %p.tenant_id, user_id = %p.user_id, "MFA disabled");
+        let e = event(tenant, "security.mfa_disabled", &subject(account), now)?;
+        self.mfa.disable_mfa(tenant, account, &[e]).await?;
+        tracing::info!(security = true, tenant_id = %tenant, %account, "MFA disabled");
         Ok(())
     }
 
     /// Issues 10 new backup codes (the old ones stop working); needs a current TOTP code.
     pub async fn regenerate_backup_codes(
         &self,
-        p: &StaffPrincipal,
+        p: &impl AccountHolder,
         code: &str,
     ) -> Result<Vec<String>, AuthError> {
+        let (tenant, account) = (p.tenant_id(), p.account());
         let now = self.clock.now();
         let mfa = self
-            .mfa
-            .get_mfa(p.tenant_id, p.user_id)
+            .confirmed_mfa(tenant, account)
             .await?
-            .filter(|m| m.confirmed_at.is_some())
             .ok_or(AuthError::MfaNotEnabled)?;
         if !self
-            .check_second_factor(p.tenant_id, p.user_id, &mfa, Some(code), None, now)
+            .check_second_factor(tenant, account, &mfa, Some(code), None, now)
             .await?
         {
             return Err(AuthError::InvalidMfaCode);
@@ -267,15 +344,15 @@ impl AuthService {
         let codes = totp::generate_backup_codes();
         let hashes: Vec<[u8; 32]> = codes.iter().map(|c| totp::hash_backup_code(c)).collect();
         let e = event(
-            p.tenant_id,
+            tenant,
             "security.backup_codes_regenerated",
-            &serde_json::json!({"user_id": p.user_id}),
+            &subject(account),
             now,
         )?;
         self.mfa
-            .replace_backup_codes(p.tenant_id, p.user_id, &hashes, &[e])
+            .replace_backup_codes(tenant, account, &hashes, &[e])
             .await?;
-        tracing::info!(security = true, tenant_id = %p.tenant_id, user_id = %p.user_id, "backup codes regenerated");
+        tracing::info!(security = true, tenant_id = %tenant, %account, "backup codes regenerated");
         Ok(codes)
     }
 
@@ -307,5 +384,36 @@ impl AuthService {
             .await?;
         tracing::info!(security = true, tenant_id = %p.tenant_id, required, "staff MFA requirement changed");
         Ok(())
+    }
+}
+
+/// The event a successful login records: staff and customer logins are told apart by type, as
+/// their failures are.
+pub(super) const fn login_succeeded(account: Account) -> &'static str {
+    match account {
+        Account::Staff(_) => "security.login_succeeded",
+        Account::Customer(_) => "security.customer_login_succeeded",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{customer::CustomerId, staff::UserId};
+
+    #[test]
+    fn sealing_contexts_keep_staff_secrets_readable_and_apart_from_customers() {
+        let (tenant, user) = (TenantId::new(), UserId::new());
+        // The form every staff secret sealed before customer MFA existed was sealed under.
+        assert_eq!(
+            AuthService::totp_context(tenant, Account::Staff(user)),
+            format!("totp:{tenant}:{user}")
+        );
+        let twin = CustomerId::from_uuid(user.as_uuid());
+        assert_ne!(
+            AuthService::totp_context(tenant, Account::Customer(twin)),
+            AuthService::totp_context(tenant, Account::Staff(user)),
+            "equal storage ids never share a context"
+        );
     }
 }

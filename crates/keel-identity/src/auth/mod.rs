@@ -25,7 +25,7 @@ use crate::{
     },
     secret::{Secret, SecretHash, random_bytes},
     staff::{
-        Email, OneTimeToken, RefreshToken, Session, SessionId, SessionOwner, StaffUser, StoredMfa,
+        Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
         TokenPurpose, UserId, UserStatus,
     },
     throttle::{Limit, ThrottleKey},
@@ -36,7 +36,10 @@ mod customers;
 mod mfa;
 mod passwords;
 
-pub use self::customers::{CUSTOMER_AUDIENCE, CustomerPrincipal};
+pub use self::{
+    customers::{CUSTOMER_AUDIENCE, CustomerPrincipal},
+    mfa::AccountHolder,
+};
 pub use crate::keyring::KeyRing;
 
 /// The `aud` of staff access tokens.
@@ -219,9 +222,14 @@ pub enum Side {
 
 impl Side {
     fn admits(self, session: &Session) -> bool {
-        match (self, session.owner) {
-            (Self::Admin, SessionOwner::Staff(_)) => true,
-            (Self::Store { tenant }, SessionOwner::Customer(_)) => session.tenant_id == tenant,
+        self.admits_account(session.tenant_id, session.owner)
+    }
+
+    /// Whether an account of `tenant` belongs on this side.
+    fn admits_account(self, tenant: TenantId, account: Account) -> bool {
+        match (self, account) {
+            (Self::Admin, Account::Staff(_)) => true,
+            (Self::Store { tenant: shop }, Account::Customer(_)) => tenant == shop,
             _ => false,
         }
     }
@@ -232,7 +240,8 @@ impl Side {
 pub enum LoginOutcome {
     /// Logged in.
     Tokens(TokenPair),
-    /// The password was right; a TOTP or backup code is needed at `/v1/auth/mfa`.
+    /// The password was right; a TOTP or backup code is needed at `/v1/auth/mfa` (staff) or
+    /// `/v1/store/auth/mfa` (customers) with this token.
     MfaRequired { mfa_token: String, expires_in: i64 },
 }
 
@@ -306,7 +315,7 @@ impl AuthService {
         let token = OneTimeToken {
             hash: setup.hash,
             tenant_id: tenant.id,
-            user_id: owner.id,
+            owner: Account::Staff(owner.id),
             purpose: TokenPurpose::Setup,
             expires_at: now + self.settings.setup_ttl,
         };
@@ -384,7 +393,7 @@ impl AuthService {
     fn new_session(
         &self,
         tenant: TenantId,
-        owner: SessionOwner,
+        owner: Account,
         now: OffsetDateTime,
     ) -> (Session, Secret, RefreshToken) {
         let session = Session {
@@ -421,7 +430,8 @@ impl AuthService {
             Err(StoreError::NotFound) => return Err(AuthError::InvalidToken),
             Err(e) => return Err(e.into()),
         };
-        let mut user = self.staff.get_user(token.tenant_id, token.user_id).await?;
+        let user_id = token.staff_user().ok_or(AuthError::InvalidToken)?;
+        let mut user = self.staff.get_user(token.tenant_id, user_id).await?;
         let tenant = self.tenants.get(token.tenant_id).await?;
         let new_password = NewPassword::parse(&password, user.email.as_str(), tenant.name.as_str())
             .map_err(AuthError::WeakPassword)?;
@@ -430,7 +440,7 @@ impl AuthService {
             .await?
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let (session, secret, refresh) =
-            self.new_session(user.tenant_id, SessionOwner::Staff(user.id), now);
+            self.new_session(user.tenant_id, Account::Staff(user.id), now);
         let events = [event(
             user.tenant_id,
             "staff_user.activated",
@@ -525,28 +535,14 @@ impl AuthService {
             }
         };
         self.throttle.succeed(attempt, &account).await?;
-        if self
-            .mfa
-            .get_mfa(user.tenant_id, user.id)
+        if let Some(challenge) = self
+            .mfa_challenge(user.tenant_id, Account::Staff(user.id), now)
             .await?
-            .is_some_and(|m| m.confirmed_at.is_some())
         {
-            let secret = Secret::generate(TokenPurpose::Mfa.prefix());
-            let token = OneTimeToken {
-                hash: secret.hash,
-                tenant_id: user.tenant_id,
-                user_id: user.id,
-                purpose: TokenPurpose::Mfa,
-                expires_at: now + self.settings.mfa_token_ttl,
-            };
-            self.mfa.create_mfa_token(&token).await?;
-            return Ok(LoginOutcome::MfaRequired {
-                mfa_token: secret.expose().to_owned(),
-                expires_in: self.settings.mfa_token_ttl.whole_seconds(),
-            });
+            return Ok(challenge);
         }
         let (session, secret, refresh) =
-            self.new_session(user.tenant_id, SessionOwner::Staff(user.id), now);
+            self.new_session(user.tenant_id, Account::Staff(user.id), now);
         let events = [event(
             user.tenant_id,
             "security.login_succeeded",
@@ -629,22 +625,11 @@ impl AuthService {
         if !session.is_active(now) || now >= old.expires_at {
             return Err(AuthError::InvalidRefreshToken);
         }
-        let session_id = session.id;
-        let claims = match session.owner {
-            SessionOwner::Staff(user_id) => {
-                let user = self.staff.get_user(session.tenant_id, user_id).await?;
-                if user.status != UserStatus::Active {
-                    return Err(AuthError::InvalidRefreshToken);
-                }
-                self.claims(&user, session_id, now)
-            }
-            SessionOwner::Customer(customer_id) => {
-                let customer = self
-                    .customers
-                    .get_customer(session.tenant_id, customer_id)
-                    .await?;
-                self.customer_claims(&customer, session_id, now)
-            }
+        let Some(claims) = self
+            .claims_for(session.tenant_id, session.owner, session.id, now)
+            .await?
+        else {
+            return Err(AuthError::InvalidRefreshToken);
         };
         let secret = Secret::generate(REFRESH_PREFIX);
         let new = RefreshToken {
@@ -667,6 +652,27 @@ impl AuthService {
                 .await?),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Fresh access-token claims for an account's session, read from its current record; `None`
+    /// when the account may no longer log in (a disabled staff user).
+    async fn claims_for(
+        &self,
+        tenant: TenantId,
+        account: Account,
+        session: SessionId,
+        now: OffsetDateTime,
+    ) -> Result<Option<Claims>, AuthError> {
+        Ok(match account {
+            Account::Staff(user_id) => {
+                let user = self.staff.get_user(tenant, user_id).await?;
+                (user.status == UserStatus::Active).then(|| self.claims(&user, session, now))
+            }
+            Account::Customer(customer_id) => {
+                let customer = self.customers.get_customer(tenant, customer_id).await?;
+                Some(self.customer_claims(&customer, session, now))
+            }
+        })
     }
 
     async fn find_refresh(&self, hash: &SecretHash) -> Result<RefreshToken, AuthError> {
@@ -729,7 +735,7 @@ impl AuthService {
             Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
             Err(e) => return Err(e.into()),
         };
-        if !session.is_active(now) || session.owner != SessionOwner::Staff(user_id) {
+        if !session.is_active(now) || session.owner != Account::Staff(user_id) {
             return Err(AuthError::Unauthenticated);
         }
         let user = match self.staff.get_user(claims.tid, user_id).await {
@@ -754,11 +760,7 @@ impl AuthService {
     pub async fn sessions(&self, p: &StaffPrincipal) -> Result<Vec<Session>, AuthError> {
         Ok(self
             .sessions
-            .list_active_sessions(
-                p.tenant_id,
-                SessionOwner::Staff(p.user_id),
-                self.clock.now(),
-            )
+            .list_active_sessions(p.tenant_id, Account::Staff(p.user_id), self.clock.now())
             .await?)
     }
 
@@ -769,7 +771,7 @@ impl AuthService {
         id: SessionId,
     ) -> Result<(), AuthError> {
         let session = self.sessions.get_session(p.tenant_id, id).await?;
-        if session.owner != SessionOwner::Staff(p.user_id) {
+        if session.owner != Account::Staff(p.user_id) {
             return Err(AuthError::NotFound);
         }
         let now = self.clock.now();

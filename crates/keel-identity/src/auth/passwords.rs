@@ -61,7 +61,7 @@ impl AuthService {
         let token = OneTimeToken {
             hash: secret.hash,
             tenant_id: user.tenant_id,
-            user_id: user.id,
+            owner: crate::staff::Account::Staff(user.id),
             purpose: TokenPurpose::Reset,
             expires_at: now + self.settings.reset_token_ttl,
         };
@@ -100,7 +100,8 @@ impl AuthService {
             Err(StoreError::NotFound) => return Err(AuthError::InvalidToken),
             Err(e) => return Err(e.into()),
         };
-        let user = self.staff.get_user(token.tenant_id, token.user_id).await?;
+        let user_id = token.staff_user().ok_or(AuthError::InvalidToken)?;
+        let user = self.staff.get_user(token.tenant_id, user_id).await?;
         let tenant = self.tenants.get(token.tenant_id).await?;
         let new = NewPassword::parse(&new, user.email.as_str(), tenant.name.as_str())
             .map_err(AuthError::WeakPassword)?;
