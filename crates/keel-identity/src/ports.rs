@@ -78,12 +78,13 @@ pub trait StaffStore: Send + Sync + std::fmt::Debug {
         invite: &OneTimeToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
-    /// Replaces a user's password and revokes every session of the user except `keep`, with
-    /// the events, in one transaction.
+    /// Replaces an account's password (a staff user's or a customer's) and revokes every
+    /// session of the account except `keep`, with the events, in one transaction. `NotFound`
+    /// when there is no such account.
     async fn set_password(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         password: &StoredHash,
         keep: Option<SessionId>,
         at: OffsetDateTime,
@@ -96,7 +97,8 @@ pub trait StaffStore: Send + Sync + std::fmt::Debug {
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
     /// Spends `token` (only if unused: else `Conflict { TOKEN_ALREADY_USED }`), sets the password
-    /// and revokes every session of the user, in one transaction.
+    /// of the token's account (staff user or customer) and revokes every session of it, in one
+    /// transaction.
     async fn reset_password(
         &self,
         token: &OneTimeToken,

@@ -120,6 +120,7 @@ macro_rules! conformance_tests {
             customers_sign_up_with_a_session_and_emails_are_unique_per_tenant,
             staff_and_customer_sessions_never_mix,
             staff_and_customer_mfa_never_mix,
+            a_customer_password_change_ends_only_that_customers_other_sessions,
             a_customer_mfa_token_keeps_its_owner_and_starts_a_customer_session,
         );
     };
@@ -2082,4 +2083,91 @@ pub async fn a_customer_mfa_token_keeps_its_owner_and_starts_a_customer_session(
             .owner,
         shopper
     );
+}
+
+pub async fn a_customer_password_change_ends_only_that_customers_other_sessions(stores: &Stores) {
+    let o = tenant_with_owner(stores, "cuspw").await;
+    let now = SystemClock.now();
+    let (staff_session, staff_refresh) = session_for(&o.user, now);
+    stores
+        .sessions
+        .start_session(&staff_session, &staff_refresh, &[])
+        .await
+        .expect("staff session");
+    // A customer whose id has the same storage form as the staff user's.
+    let mut twin = customer(o.tenant.id, "twin@cuspw.test");
+    twin.id = keel_identity::customer::CustomerId::from_uuid(o.user.id.as_uuid());
+    let (keep, keep_refresh) = customer_session(&twin, now);
+    stores
+        .customers
+        .sign_up_customer(&twin, &keep, &keep_refresh, &[])
+        .await
+        .expect("customer");
+    let (other, other_refresh) = customer_session(&twin, now);
+    stores
+        .sessions
+        .start_session(&other, &other_refresh, &[])
+        .await
+        .expect("second customer session");
+    let new_hash = StoredHash::from_stored(
+        "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdG5ld3NhbHQ$bmV3aGFzaG5ld2hhc2huZXdoYXNobmV3aGFzaDEy"
+            .into(),
+    )
+    .expect("a PHC string");
+    stores
+        .staff
+        .set_password(
+            o.tenant.id,
+            Account::Customer(twin.id),
+            &new_hash,
+            Some(keep.id),
+            now,
+            &[],
+        )
+        .await
+        .expect("set");
+    let changed = stores
+        .customers
+        .get_customer(o.tenant.id, twin.id)
+        .await
+        .expect("customer");
+    assert_eq!(changed.password_hash, new_hash);
+    let staff = stores
+        .staff
+        .get_user(o.tenant.id, o.user.id)
+        .await
+        .expect("staff");
+    assert_ne!(
+        staff.password_hash,
+        Some(new_hash),
+        "the staff twin keeps its password"
+    );
+    let active = |id| {
+        let sessions = stores.sessions.clone();
+        async move {
+            sessions
+                .get_session(o.tenant.id, id)
+                .await
+                .expect("session")
+                .is_active(now)
+        }
+    };
+    assert!(active(keep.id).await, "the kept session stays");
+    assert!(!active(other.id).await, "the customer's other session ends");
+    assert!(
+        active(staff_session.id).await,
+        "the staff twin's session is untouched"
+    );
+    let missing = stores
+        .staff
+        .set_password(
+            o.tenant.id,
+            Account::Customer(keel_identity::customer::CustomerId::new()),
+            &a_hash(),
+            None,
+            now,
+            &[],
+        )
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
 }

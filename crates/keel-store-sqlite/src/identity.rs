@@ -176,23 +176,24 @@ pub(crate) async fn insert_one_time_token(
     Ok(())
 }
 
-/// Ends every session of a user except `keep`, inside the caller's transaction (the first
+/// Ends every session of an account except `keep`, inside the caller's transaction (the first
 /// revocation time of an already revoked session is kept).
 async fn revoke_user_sessions(
     tx: &mut sqlx::SqliteConnection,
     tenant: TenantId,
-    user: UserId,
+    account: Account,
     keep: Option<SessionId>,
     at_time: OffsetDateTime,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?3) \
-         WHERE tenant_id = ?1 AND owner_kind = 'staff' AND user_id = ?2 AND (?4 IS NULL OR id <> ?4)",
+         WHERE tenant_id = ?1 AND owner_kind = ?5 AND user_id = ?2 AND (?4 IS NULL OR id <> ?4)",
     )
     .bind(tenant.as_uuid())
-    .bind(user.as_uuid())
+    .bind(account.uuid())
     .bind(to_micros(at_time)?)
     .bind(keep.map(|s| s.as_uuid()))
+    .bind(account.kind())
     .execute(&mut *tx)
     .await
     .map_err(map_err)?;
@@ -214,6 +215,33 @@ pub(crate) async fn spend_one_time_token(
             .await
             .map_err(map_err)?;
     Ok(used.rows_affected() == 1)
+}
+
+/// Sets an account's password hash inside the caller's transaction; answers the rows changed
+/// (0 when there is no such account).
+async fn write_password(
+    tx: &mut sqlx::SqliteConnection,
+    tenant: TenantId,
+    account: Account,
+    password: &StoredHash,
+) -> Result<u64, StoreError> {
+    // One static statement per kind of account (no SQL is assembled at run time).
+    let update = match account {
+        Account::Staff(_) => {
+            "UPDATE staff_users SET password_hash = ?3 WHERE tenant_id = ?1 AND id = ?2"
+        }
+        Account::Customer(_) => {
+            "UPDATE customers SET password_hash = ?3 WHERE tenant_id = ?1 AND id = ?2"
+        }
+    };
+    let done = sqlx::query(update)
+        .bind(tenant.as_uuid())
+        .bind(account.uuid())
+        .bind(password.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    Ok(done.rows_affected())
 }
 
 /// The staff user an activation or reset token acts on; a customer's token here is a bug in the
@@ -257,27 +285,19 @@ impl StaffStore for SqliteStore {
     async fn set_password(
         &self,
         tenant: TenantId,
-        user: UserId,
+        account: Account,
         password: &StoredHash,
         keep: Option<SessionId>,
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE staff_users SET password_hash = ?3 WHERE tenant_id = ?1 AND id = ?2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
-        .bind(password.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if done.rows_affected() != 1 {
+        let done = write_password(&mut tx, tenant, account, password).await?;
+        if done != 1 {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        revoke_user_sessions(&mut tx, tenant, user, keep, at_time).await?;
+        revoke_user_sessions(&mut tx, tenant, account, keep, at_time).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -300,7 +320,6 @@ impl StaffStore for SqliteStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let user = staff_token_user(token)?;
         let mut tx = self.write().await?;
         if !spend_one_time_token(&mut tx, token, at_time).await? {
             tx.rollback().await.map_err(map_err)?;
@@ -308,14 +327,9 @@ impl StaffStore for SqliteStore {
                 constraint: TOKEN_ALREADY_USED.into(),
             });
         }
-        sqlx::query("UPDATE staff_users SET password_hash = ?3 WHERE tenant_id = ?1 AND id = ?2")
-            .bind(token.tenant_id.as_uuid())
-            .bind(user.as_uuid())
-            .bind(password.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        revoke_user_sessions(&mut tx, token.tenant_id, user, None, at_time).await?;
+        let account = token.owner;
+        write_password(&mut tx, token.tenant_id, account, password).await?;
+        revoke_user_sessions(&mut tx, token.tenant_id, account, None, at_time).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -395,7 +409,7 @@ impl StaffStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-            revoke_user_sessions(&mut tx, tenant, user, None, at_time).await?;
+            revoke_user_sessions(&mut tx, tenant, Account::Staff(user), None, at_time).await?;
         }
         insert_events(&mut tx, events).await?;
         let row = sqlx::query(concat!(user_select!(), " WHERE tenant_id = ?1 AND id = ?2"))

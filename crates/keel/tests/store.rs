@@ -3,6 +3,7 @@
 use keel_testkit::{Backend, TestApp, Tokens, assert_problem, backend_tests, spawn_app};
 
 const PASSWORD: &str = "saffron-glacier-tulip-8832";
+const NEW_PASSWORD: &str = "walnut-comet-harbor-5107";
 
 async fn json(res: reqwest::Response) -> serde_json::Value {
     res.json().await.expect("JSON body")
@@ -26,6 +27,15 @@ async fn sign_up(app: &TestApp, pk: &str, email: &str) -> Tokens {
         .await;
     assert_eq!(res.status(), 201, "sign up {email}");
     serde_json::from_value(json(res).await["tokens"].clone()).expect("tokens")
+}
+
+async fn confirm(app: &TestApp, pk: &str, token: &str, password: &str) -> reqwest::Response {
+    app.store_post(
+        pk,
+        "/v1/store/auth/password-reset/confirm",
+        serde_json::json!({"reset_token": token, "new_password": password}),
+    )
+    .await
 }
 
 backend_tests! {
@@ -103,5 +113,55 @@ backend_tests! {
         assert_eq!(assert_problem(bad, 422, "validation_failed").await["errors"][0]["pointer"], "/email");
         let no_key = app.post_json("/v1/store/customers", &serde_json::json!({"email": "k@example.test", "password": PASSWORD})).await;
         assert_problem(no_key, 401, "unauthorized").await;
+    }
+
+    async fn a_customer_changes_the_password_and_their_other_sessions_end(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (_, pk) = app.shop_with_storefront("cus-pw").await;
+        let here = sign_up(&app, &pk, "pat@example.test").await;
+        let there: Tokens = app.store_post(&pk, "/v1/store/auth/login", serde_json::json!({"email": "pat@example.test", "password": PASSWORD})).await.json().await.expect("tokens");
+        let change = |current: &str, new: &str| {
+            app.store_request(reqwest::Method::POST, &pk, "/v1/store/me/password", Some(&here.access_token), Some(serde_json::json!({"current_password": current, "new_password": new})))
+        };
+        assert_problem(change("not-my-password-123", NEW_PASSWORD).await, 403, "reauthentication_failed").await;
+        let weak = assert_problem(change(PASSWORD, "password1234").await, 422, "validation_failed").await;
+        assert_eq!(weak["errors"][0]["pointer"], "/new_password");
+        assert_eq!(change(PASSWORD, NEW_PASSWORD).await.status(), 204);
+        assert_eq!(store_me(&app, Some(&pk), &here.access_token).await.status(), 200, "this session stays");
+        assert_problem(store_me(&app, Some(&pk), &there.access_token).await, 401, "unauthorized").await;
+        assert_problem(app.store_post(&pk, "/v1/store/auth/refresh", serde_json::json!({"refresh_token": there.refresh_token})).await, 401, "invalid_refresh_token").await;
+        let old = app.store_post(&pk, "/v1/store/auth/login", serde_json::json!({"email": "pat@example.test", "password": PASSWORD})).await;
+        assert_problem(old, 401, "invalid_credentials").await;
+        let new = app.store_post(&pk, "/v1/store/auth/login", serde_json::json!({"email": "pat@example.test", "password": NEW_PASSWORD})).await;
+        assert_eq!(new.status(), 200);
+    }
+
+    async fn a_customer_reset_token_goes_out_through_an_event_and_works_once_at_its_shop(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (owner, pk) = app.shop_with_storefront("cus-reset").await;
+        let (_, other_pk) = app.shop_with_storefront("cus-reset-b").await;
+        let session = sign_up(&app, &pk, "rey@example.test").await;
+        let events = || async {
+            let body = json(app.get_as("/v1/admin/events?type=customer.password_reset_requested", &owner.access_token).await).await;
+            body["data"].as_array().expect("data").clone()
+        };
+        let unknown = app.store_post(&pk, "/v1/store/auth/password-reset", serde_json::json!({"email": "nobody@example.test"})).await;
+        assert_eq!(unknown.status(), 202, "the same answer for unknown accounts");
+        assert!(events().await.is_empty());
+        let known = app.store_post(&pk, "/v1/store/auth/password-reset", serde_json::json!({"email": "REY@example.test"})).await;
+        assert_eq!(known.status(), 202);
+        let recorded = events().await;
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0]["data"]["expires_in"], 3600);
+        let token = recorded[0]["data"]["reset_token"].as_str().expect("token").to_owned();
+        // Another shop's storefront and the staff API do not know it, and do not spend it.
+        assert_problem(confirm(&app, &other_pk, &token, NEW_PASSWORD).await, 400, "invalid_token").await;
+        let at_admin = app.post_json("/v1/auth/password-reset/confirm", &serde_json::json!({"reset_token": token, "new_password": NEW_PASSWORD})).await;
+        assert_problem(at_admin, 400, "invalid_token").await;
+        assert_eq!(confirm(&app, &pk, &token, NEW_PASSWORD).await.status(), 204);
+        assert_problem(confirm(&app, &pk, &token, "another-fine-passphrase-991").await, 400, "invalid_token").await;
+        assert_problem(store_me(&app, Some(&pk), &session.access_token).await, 401, "unauthorized").await;
+        let new = app.store_post(&pk, "/v1/store/auth/login", serde_json::json!({"email": "rey@example.test", "password": NEW_PASSWORD})).await;
+        assert_eq!(new.status(), 200);
     }
 }

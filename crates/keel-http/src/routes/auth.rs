@@ -229,9 +229,9 @@ struct ResetRequest {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResetConfirmRequest {
-    reset_token: String,
-    new_password: String,
+pub(crate) struct ResetConfirmRequest {
+    pub(crate) reset_token: String,
+    pub(crate) new_password: String,
 }
 
 /// Starts a password reset. Always 202: the answer never says whether the account exists.
@@ -263,7 +263,7 @@ async fn confirm_password_reset(
 ) -> Result<StatusCode, Problem> {
     state
         .auth
-        .confirm_password_reset(&req.reset_token, req.new_password)
+        .confirm_password_reset(&req.reset_token, req.new_password, Side::Admin)
         .await
         .map_err(|e| crate::problem::auth_problem_for_field(e, "/new_password"))?;
     Ok(StatusCode::NO_CONTENT)

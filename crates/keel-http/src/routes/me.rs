@@ -220,9 +220,9 @@ async fn regenerate_backup_codes(
 
 #[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ChangePasswordRequest {
-    current_password: String,
-    new_password: String,
+pub(crate) struct ChangePasswordRequest {
+    pub(crate) current_password: String,
+    pub(crate) new_password: String,
 }
 
 /// Changes the caller's password; every other session ends, this one stays.

@@ -1,5 +1,5 @@
-//! `/v1/store/*` identity routes for shoppers: sign-up, login (with MFA), refresh, logout, `/me`
-//! and the customer's own MFA. Every
+//! `/v1/store/*` identity routes for shoppers: sign-up, login (with MFA), refresh, logout,
+//! password change and reset, `/me` and the customer's own MFA. Every
 //! route needs the storefront's publishable key (`Keel-Publishable-Key`).
 
 use std::net::SocketAddr;
@@ -20,8 +20,11 @@ use crate::{
     extract,
     problem::{Problem, ProblemBody},
     routes::{
-        auth::{LoginResponse, MfaRequest, RefreshRequest, TokenResponse},
-        me::{BackupCodes, ConfirmTotpRequest, DisableTotpRequest, TotpEnrolmentResponse},
+        auth::{LoginResponse, MfaRequest, RefreshRequest, ResetConfirmRequest, TokenResponse},
+        me::{
+            BackupCodes, ChangePasswordRequest, ConfirmTotpRequest, DisableTotpRequest,
+            TotpEnrolmentResponse,
+        },
     },
 };
 
@@ -238,6 +241,73 @@ async fn customer_regenerate_backup_codes(
     }))
 }
 
+/// Changes the customer's password; every other session of theirs ends, this one stays.
+#[utoipa::path(post, path = "/v1/store/me/password", tag = "store", security(("bearer" = [])), request_body = ChangePasswordRequest,
+    params(("Keel-Publishable-Key" = String, Header)),
+    responses(
+        (status = 204, description = "Changed."),
+        (status = 403, description = "`reauthentication_failed`: the current password is wrong.", body = ProblemBody),
+        (status = 422, body = ProblemBody),
+    ))]
+async fn customer_change_password(
+    State(state): State<AppState>,
+    Customer(p): Customer,
+    extract::Json(req): extract::Json<ChangePasswordRequest>,
+) -> Result<StatusCode, Problem> {
+    state
+        .auth
+        .change_password(&p, req.current_password, req.new_password)
+        .await
+        .map_err(|e| crate::problem::auth_problem_for_field(e, "/new_password"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CustomerResetRequest {
+    email: String,
+}
+
+/// Starts a customer password reset. Always 202: the answer never says whether the account
+/// exists. For an account of this shop, `customer.password_reset_requested` (with a
+/// single-use `reset_token`, valid 3600 s) is recorded for the shop's own systems to deliver.
+#[utoipa::path(post, path = "/v1/store/auth/password-reset", tag = "store", request_body = CustomerResetRequest,
+    params(("Keel-Publishable-Key" = String, Header)),
+    responses((status = 202, description = "Accepted.")))]
+async fn customer_request_password_reset(
+    State(state): State<AppState>,
+    Storefront(tenant): Storefront,
+    extract::Json(req): extract::Json<CustomerResetRequest>,
+) -> Result<StatusCode, Problem> {
+    state
+        .auth
+        .request_customer_password_reset(tenant, &req.email)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Sets a new customer password with a reset token from this shop; every session of the
+/// account ends.
+#[utoipa::path(post, path = "/v1/store/auth/password-reset/confirm", tag = "store", request_body = ResetConfirmRequest,
+    params(("Keel-Publishable-Key" = String, Header)),
+    responses(
+        (status = 204, description = "Password replaced."),
+        (status = 400, description = "`invalid_token`: unknown, expired, used, or not this shop's customer's.", body = ProblemBody),
+        (status = 422, description = "`validation_failed`: the new password does not meet the policy.", body = ProblemBody),
+    ))]
+async fn customer_confirm_password_reset(
+    State(state): State<AppState>,
+    Storefront(tenant): Storefront,
+    extract::Json(req): extract::Json<ResetConfirmRequest>,
+) -> Result<StatusCode, Problem> {
+    state
+        .auth
+        .confirm_password_reset(&req.reset_token, req.new_password, Side::Store { tenant })
+        .await
+        .map_err(|e| crate::problem::auth_problem_for_field(e, "/new_password"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(sign_up))
@@ -246,6 +316,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(customer_begin_totp, customer_disable_totp))
         .routes(routes!(customer_confirm_totp))
         .routes(routes!(customer_regenerate_backup_codes))
+        .routes(routes!(customer_change_password))
+        .routes(routes!(customer_request_password_reset))
+        .routes(routes!(customer_confirm_password_reset))
         .routes(routes!(customer_refresh))
         .routes(routes!(customer_logout))
         .routes(routes!(get_store_me))

@@ -10,13 +10,15 @@ use super::{
 };
 use crate::{
     auth::{CustomerPrincipal, LoginOutcome, StaffPrincipal},
-    staff::{Email, OneTimeToken},
+    staff::{Email, OneTimeToken, SessionId},
 };
 
 /// A signed-in caller who manages their own MFA: a staff member or a customer.
 pub trait AccountHolder {
     fn tenant_id(&self) -> TenantId;
     fn account(&self) -> Account;
+    /// The session the caller's token belongs to.
+    fn session_id(&self) -> SessionId;
 }
 
 impl AccountHolder for StaffPrincipal {
@@ -25,6 +27,9 @@ impl AccountHolder for StaffPrincipal {
     }
     fn account(&self) -> Account {
         Account::Staff(self.user_id)
+    }
+    fn session_id(&self) -> SessionId {
+        self.session_id
     }
 }
 
@@ -35,10 +40,13 @@ impl AccountHolder for CustomerPrincipal {
     fn account(&self) -> Account {
         Account::Customer(self.customer_id)
     }
+    fn session_id(&self) -> SessionId {
+        self.session_id
+    }
 }
 
 /// The `account_id` payload entry of an MFA event: `{"user_id": …}` or `{"customer_id": …}`.
-fn subject(account: Account) -> serde_json::Value {
+pub(super) fn subject(account: Account) -> serde_json::Value {
     serde_json::json!({ account.payload_key(): account.to_string() })
 }
 
@@ -67,7 +75,7 @@ impl AuthService {
     }
 
     /// The account's email (the authenticator app's label) and password hash.
-    async fn account_credentials(
+    pub(super) async fn account_credentials(
         &self,
         tenant: TenantId,
         account: Account,

@@ -1,92 +1,142 @@
-//! Password change and reset.
+//! Password change and reset, for staff users and customers alike.
+
+use keel_kernel::TenantId;
 
 use super::{
-    AuthError, AuthService, NewPassword, OneTimeToken, Secret, StaffPrincipal, StoreError,
+    Account, AuthError, AuthService, NewPassword, OneTimeToken, Secret, Side, StoreError,
     TOKEN_ALREADY_USED, TokenPurpose, UserStatus, blocking, event, instrument,
+    mfa::{AccountHolder, subject},
 };
+use crate::staff::Email;
 
 impl AuthService {
+    /// Checks a new password against the policy for this account and hashes it.
+    async fn hash_new_password(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+        new: &str,
+    ) -> Result<crate::password::StoredHash, AuthError> {
+        let shop = self.tenants.get(tenant).await?;
+        let new = NewPassword::parse(new, email.as_str(), shop.name.as_str())
+            .map_err(AuthError::WeakPassword)?;
+        let hasher = self.hasher.clone();
+        blocking(move || hasher.hash(&new))
+            .await?
+            .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
     /// Changes the caller's password: needs the current one; every other session ends.
-    #[instrument(skip_all, fields(tenant_id = %p.tenant_id))]
+    #[instrument(skip_all, fields(tenant_id = %p.tenant_id()))]
     pub async fn change_password(
         &self,
-        p: &StaffPrincipal,
+        p: &impl AccountHolder,
         current: String,
         new: String,
     ) -> Result<(), AuthError> {
+        let (tenant, account) = (p.tenant_id(), p.account());
         let now = self.clock.now();
-        let user = self.staff.get_user(p.tenant_id, p.user_id).await?;
-        let tenant = self.tenants.get(p.tenant_id).await?;
+        let (email, stored) = self.account_credentials(tenant, account).await?;
         let hasher = self.hasher.clone();
-        let stored = user.password_hash.clone();
         if !blocking(move || stored.is_some_and(|h| hasher.verify(&current, &h))).await? {
             return Err(AuthError::ReauthenticationFailed);
         }
-        let new = NewPassword::parse(&new, user.email.as_str(), tenant.name.as_str())
-            .map_err(AuthError::WeakPassword)?;
-        let hasher = self.hasher.clone();
-        let hash = blocking(move || hasher.hash(&new))
-            .await?
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let e = event(
-            p.tenant_id,
-            "security.password_changed",
-            &serde_json::json!({"user_id": p.user_id}),
-            now,
-        )?;
+        let hash = self.hash_new_password(tenant, &email, &new).await?;
+        let e = event(tenant, "security.password_changed", &subject(account), now)?;
         self.staff
-            .set_password(p.tenant_id, p.user_id, &hash, Some(p.session_id), now, &[e])
+            .set_password(tenant, account, &hash, Some(p.session_id()), now, &[e])
             .await?;
-        tracing::info!(security = true, tenant_id = %p.tenant_id, user_id = %p.user_id, "password changed");
+        tracing::info!(security = true, tenant_id = %tenant, %account, "password changed");
         Ok(())
     }
 
-    /// Starts a password reset. Keel sends no email: for an active account it records
-    /// `staff_user.password_reset_requested` carrying a single-use token, for the tenant's own
-    /// systems to deliver. The answer is the same whether or not the account exists.
+    /// Stores a reset token for the account and records `kind` carrying it, for the tenant's
+    /// own systems to deliver (Keel sends no email).
+    async fn issue_reset_token(
+        &self,
+        tenant: TenantId,
+        account: Account,
+        email: &Email,
+        kind: &'static str,
+    ) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let secret = Secret::generate(TokenPurpose::Reset.prefix());
+        let token = OneTimeToken {
+            hash: secret.hash,
+            tenant_id: tenant,
+            owner: account,
+            purpose: TokenPurpose::Reset,
+            expires_at: now + self.settings.reset_token_ttl,
+        };
+        let mut payload = subject(account);
+        payload["email"] = email.as_str().into();
+        payload["reset_token"] = secret.expose().into();
+        payload["expires_in"] = self.settings.reset_token_ttl.whole_seconds().into();
+        let e = event(tenant, kind, &payload, now)?;
+        self.staff.issue_token(&token, &[e]).await?;
+        tracing::info!(security = true, tenant_id = %tenant, %account, "password reset requested");
+        Ok(())
+    }
+
+    /// Starts a staff password reset: for an active account it records
+    /// `staff_user.password_reset_requested` carrying a single-use token. The answer is the same
+    /// whether or not the account exists.
     #[instrument(skip_all)]
     pub async fn request_password_reset(
         &self,
         tenant_slug: &str,
         email: &str,
     ) -> Result<(), AuthError> {
-        let now = self.clock.now();
         let Some(user) = self.find_login_user(tenant_slug, email).await? else {
             return Ok(());
         };
         if user.status != UserStatus::Active {
             return Ok(());
         }
-        let secret = Secret::generate(TokenPurpose::Reset.prefix());
-        let token = OneTimeToken {
-            hash: secret.hash,
-            tenant_id: user.tenant_id,
-            owner: crate::staff::Account::Staff(user.id),
-            purpose: TokenPurpose::Reset,
-            expires_at: now + self.settings.reset_token_ttl,
-        };
-        let e = event(
+        self.issue_reset_token(
             user.tenant_id,
+            Account::Staff(user.id),
+            &user.email,
             "staff_user.password_reset_requested",
-            &serde_json::json!({
-                "user_id": user.id,
-                "email": user.email,
-                "reset_token": secret.expose(),
-                "expires_in": self.settings.reset_token_ttl.whole_seconds(),
-            }),
-            now,
-        )?;
-        self.staff.issue_token(&token, &[e]).await?;
-        tracing::info!(security = true, tenant_id = %user.tenant_id, user_id = %user.id, "password reset requested");
-        Ok(())
+        )
+        .await
     }
 
-    /// Completes a reset: a new password, and every session of the user ends.
+    /// Starts a customer password reset at the storefront of `tenant`: records
+    /// `customer.password_reset_requested` carrying a single-use token. The answer is the same
+    /// whether or not the account exists.
+    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    pub async fn request_customer_password_reset(
+        &self,
+        tenant: TenantId,
+        email: &str,
+    ) -> Result<(), AuthError> {
+        let Ok(email) = Email::parse(email) else {
+            return Ok(());
+        };
+        let customer = match self.customers.find_customer_by_email(tenant, &email).await {
+            Ok(c) => c,
+            Err(StoreError::NotFound) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        self.issue_reset_token(
+            tenant,
+            Account::Customer(customer.id),
+            &customer.email,
+            "customer.password_reset_requested",
+        )
+        .await
+    }
+
+    /// Completes a reset: a new password, and every session of the account ends. A token
+    /// answers only on its own side (a staff token at `/v1/auth/…`, a customer's at its shop's
+    /// storefront); elsewhere it is invalid and stays unspent.
     #[instrument(skip_all)]
     pub async fn confirm_password_reset(
         &self,
         reset_token: &str,
         new: String,
+        side: Side,
     ) -> Result<(), AuthError> {
         let now = self.clock.now();
         let hash = Secret::hash_presented(TokenPurpose::Reset.prefix(), reset_token)
@@ -96,31 +146,20 @@ impl AuthService {
             .find_one_time_token(&hash, TokenPurpose::Reset, now)
             .await
         {
-            Ok(t) => t,
-            Err(StoreError::NotFound) => return Err(AuthError::InvalidToken),
+            Ok(t) if side.admits_account(t.tenant_id, t.owner) => t,
+            Ok(_) | Err(StoreError::NotFound) => return Err(AuthError::InvalidToken),
             Err(e) => return Err(e.into()),
         };
-        let user_id = token.staff_user().ok_or(AuthError::InvalidToken)?;
-        let user = self.staff.get_user(token.tenant_id, user_id).await?;
-        let tenant = self.tenants.get(token.tenant_id).await?;
-        let new = NewPassword::parse(&new, user.email.as_str(), tenant.name.as_str())
-            .map_err(AuthError::WeakPassword)?;
-        let hasher = self.hasher.clone();
-        let stored = blocking(move || hasher.hash(&new))
-            .await?
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let e = event(
-            user.tenant_id,
-            "security.password_reset",
-            &serde_json::json!({"user_id": user.id}),
-            now,
-        )?;
+        let (tenant, account) = (token.tenant_id, token.owner);
+        let (email, _) = self.account_credentials(tenant, account).await?;
+        let stored = self.hash_new_password(tenant, &email, &new).await?;
+        let e = event(tenant, "security.password_reset", &subject(account), now)?;
         match self.staff.reset_password(&token, &stored, now, &[e]).await {
             Ok(()) => {}
             Err(e) if e.is_conflict_on(TOKEN_ALREADY_USED) => return Err(AuthError::InvalidToken),
             Err(e) => return Err(e.into()),
         }
-        tracing::info!(security = true, tenant_id = %user.tenant_id, user_id = %user.id, "password reset");
+        tracing::info!(security = true, tenant_id = %tenant, %account, "password reset");
         Ok(())
     }
 }
