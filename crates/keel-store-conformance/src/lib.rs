@@ -6,6 +6,10 @@
 //! backend and the list of behaviours lives in exactly one place (this file).
 #![forbid(unsafe_code)]
 
+mod catalog;
+
+pub use catalog::*;
+
 use std::sync::Arc;
 
 use keel_identity::{
@@ -45,6 +49,8 @@ pub struct Stores {
     pub mfa: Arc<dyn MfaStore>,
     pub api_keys: Arc<dyn ApiKeyStore>,
     pub customers: Arc<dyn CustomerStore>,
+    pub catalog: Arc<dyn keel_catalog::ports::CatalogStore>,
+    pub inventory: Arc<dyn keel_catalog::ports::InventoryStore>,
 }
 
 impl Stores {
@@ -61,6 +67,8 @@ impl Stores {
             + MfaStore
             + ApiKeyStore
             + CustomerStore
+            + keel_catalog::ports::CatalogStore
+            + keel_catalog::ports::InventoryStore
             + 'static,
     {
         let store = Arc::new(store);
@@ -74,7 +82,9 @@ impl Stores {
             throttle: store.clone(),
             mfa: store.clone(),
             api_keys: store.clone(),
-            customers: store,
+            customers: store.clone(),
+            catalog: store.clone(),
+            inventory: store,
         }
     }
 }
@@ -122,6 +132,16 @@ macro_rules! conformance_tests {
             staff_and_customer_mfa_never_mix,
             a_customer_password_change_ends_only_that_customers_other_sessions,
             a_customer_mfa_token_keeps_its_owner_and_starts_a_customer_session,
+            a_product_round_trips_with_variants_and_exact_prices,
+            a_failed_save_writes_neither_the_product_nor_its_event,
+            stale_versions_are_refused_and_variants_follow_the_product,
+            product_pages_have_no_gaps_or_duplicates_under_concurrent_inserts,
+            product_filters_select_by_status_time_and_text,
+            tenant_b_cannot_read_tenant_a_products,
+            concurrent_reservations_never_exceed_stock,
+            adjustments_are_ledgered_and_never_drop_stock_below_reserved,
+            a_reservation_is_released_once,
+            reserved_stock_pins_its_variant_and_stocked_locations_stay,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {

@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 
 mod apikeys;
+mod catalog;
 mod customers;
 mod error;
 mod identity;
+mod inventory;
 mod mfa;
 mod migrations;
 mod tenants;

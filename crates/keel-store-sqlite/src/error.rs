@@ -16,6 +16,12 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
         "customers.tenant_id, customers.email",
         "customers_email_key",
     ),
+    ("products.tenant_id, products.handle", "products_handle_key"),
+    ("variants.tenant_id, variants.sku", "variants_sku_key"),
+    (
+        "stock_locations.tenant_id, stock_locations.name",
+        "stock_locations_name_key",
+    ),
 ];
 
 /// `SQLITE_BUSY` and `SQLITE_LOCKED` (primary codes): another process holds the lock.

@@ -44,6 +44,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "account_mfa",
         include_str!("../migrations/20261121000008_account_mfa.sql"),
     ),
+    (
+        20_261_121_000_009,
+        "catalog",
+        include_str!("../migrations/20261121000009_catalog.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

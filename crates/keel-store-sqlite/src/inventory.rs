@@ -1,0 +1,500 @@
+//! Stock locations, inventory levels, the adjustment ledger and reservations on SQLite. Every
+//! change of a level is one conditional `UPDATE` whose `WHERE` states the invariant, so no
+//! interleaving of requests can break `0 <= reserved <= on_hand` (the table's CHECK is the
+//! second wall).
+
+use async_trait::async_trait;
+use keel_catalog::{
+    domain::{
+        Adjustment, InventoryLevel, Location, LocationId, Reservation, ReservationId, VariantId,
+        limits,
+    },
+    ports::{
+        INSUFFICIENT_STOCK, InventoryStore, LOCATION_IN_USE, StorefrontSettings, VERSION_CONFLICT,
+    },
+};
+use keel_kernel::{
+    StoreError, TenantId,
+    event::NewEvent,
+    page::{Page, PageRequest},
+};
+use sqlx::{Row, SqliteConnection, sqlite::SqliteRow};
+use time::OffsetDateTime;
+
+use crate::{SqliteStore, at, error::map_err, tenants::insert_events, to_micros};
+
+fn location_from_row(r: &SqliteRow) -> Result<Location, StoreError> {
+    Ok(Location {
+        id: LocationId::from_uuid(r.try_get("id").map_err(map_err)?),
+        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        name: r.try_get("name").map_err(map_err)?,
+        created_at: at(r, "created_at")?,
+        updated_at: at(r, "updated_at")?,
+        version: r.try_get("version").map_err(map_err)?,
+    })
+}
+
+fn level_from_row(r: &SqliteRow) -> Result<InventoryLevel, StoreError> {
+    Ok(InventoryLevel {
+        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        variant_id: VariantId::from_uuid(r.try_get("variant_id").map_err(map_err)?),
+        location_id: LocationId::from_uuid(r.try_get("location_id").map_err(map_err)?),
+        on_hand: r.try_get("on_hand").map_err(map_err)?,
+        reserved: r.try_get("reserved").map_err(map_err)?,
+        updated_at: at(r, "updated_at")?,
+    })
+}
+
+async fn read_level(
+    tx: &mut SqliteConnection,
+    tenant: TenantId,
+    variant: VariantId,
+    location: LocationId,
+) -> Result<InventoryLevel, StoreError> {
+    let r = sqlx::query(
+        "SELECT tenant_id, variant_id, location_id, on_hand, reserved, updated_at FROM inventory_levels \
+         WHERE tenant_id = ?1 AND variant_id = ?2 AND location_id = ?3",
+    )
+    .bind(tenant.as_uuid())
+    .bind(variant.as_uuid())
+    .bind(location.as_uuid())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    level_from_row(&r)
+}
+
+fn insufficient() -> StoreError {
+    StoreError::Conflict {
+        constraint: INSUFFICIENT_STOCK.into(),
+    }
+}
+
+/// Applies the adjustment inside the caller's transaction.
+async fn apply_adjustment(
+    tx: &mut SqliteConnection,
+    a: &Adjustment,
+) -> Result<InventoryLevel, StoreError> {
+    let known: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM variants WHERE tenant_id = ?1 AND id = ?2) \
+         * (SELECT count(*) FROM stock_locations WHERE tenant_id = ?1 AND id = ?3)",
+    )
+    .bind(a.tenant_id.as_uuid())
+    .bind(a.variant_id.as_uuid())
+    .bind(a.location_id.as_uuid())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    if known != 1 {
+        return Err(StoreError::NotFound);
+    }
+    let now = to_micros(a.created_at)?;
+    sqlx::query(
+        "INSERT INTO inventory_levels (tenant_id, id, variant_id, location_id, on_hand, reserved, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, 0, 0, ?5) ON CONFLICT (tenant_id, variant_id, location_id) DO NOTHING",
+    )
+    .bind(a.tenant_id.as_uuid())
+    .bind(uuid::Uuid::now_v7())
+    .bind(a.variant_id.as_uuid())
+    .bind(a.location_id.as_uuid())
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    let done = sqlx::query(
+        "UPDATE inventory_levels SET on_hand = on_hand + ?4, updated_at = ?5 \
+         WHERE tenant_id = ?1 AND variant_id = ?2 AND location_id = ?3 \
+         AND on_hand + ?4 >= reserved AND on_hand + ?4 <= ?6",
+    )
+    .bind(a.tenant_id.as_uuid())
+    .bind(a.variant_id.as_uuid())
+    .bind(a.location_id.as_uuid())
+    .bind(a.delta)
+    .bind(now)
+    .bind(limits::QUANTITY_MAX)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    if done.rows_affected() != 1 {
+        return Err(insufficient());
+    }
+    sqlx::query(
+        "INSERT INTO inventory_adjustments (tenant_id, id, variant_id, location_id, delta, reason, note, actor, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .bind(a.tenant_id.as_uuid())
+    .bind(a.id.as_uuid())
+    .bind(a.variant_id.as_uuid())
+    .bind(a.location_id.as_uuid())
+    .bind(a.delta)
+    .bind(a.reason.as_str())
+    .bind(a.note.as_deref())
+    .bind(&a.actor)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    read_level(tx, a.tenant_id, a.variant_id, a.location_id).await
+}
+
+async fn apply_reservation(
+    tx: &mut SqliteConnection,
+    r: &Reservation,
+) -> Result<InventoryLevel, StoreError> {
+    let now = to_micros(r.created_at)?;
+    let done = sqlx::query(
+        "UPDATE inventory_levels SET reserved = reserved + ?4, updated_at = ?5 \
+         WHERE tenant_id = ?1 AND variant_id = ?2 AND location_id = ?3 AND on_hand - reserved >= ?4",
+    )
+    .bind(r.tenant_id.as_uuid())
+    .bind(r.variant_id.as_uuid())
+    .bind(r.location_id.as_uuid())
+    .bind(r.quantity)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    if done.rows_affected() != 1 {
+        return Err(insufficient());
+    }
+    sqlx::query(
+        "INSERT INTO reservations (tenant_id, id, variant_id, location_id, quantity, created_at, released_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+    )
+    .bind(r.tenant_id.as_uuid())
+    .bind(r.id.as_uuid())
+    .bind(r.variant_id.as_uuid())
+    .bind(r.location_id.as_uuid())
+    .bind(r.quantity)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    read_level(tx, r.tenant_id, r.variant_id, r.location_id).await
+}
+
+async fn remove_location(
+    tx: &mut SqliteConnection,
+    tenant: TenantId,
+    id: LocationId,
+    expected_version: Option<i64>,
+) -> Result<(), StoreError> {
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM stock_locations WHERE tenant_id = ?1 AND id = ?2")
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    match version {
+        None => return Err(StoreError::NotFound),
+        Some(v) if expected_version.is_some_and(|e| e != v) => {
+            return Err(StoreError::Conflict {
+                constraint: VERSION_CONFLICT.into(),
+            });
+        }
+        Some(_) => {}
+    }
+    let stocked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM inventory_levels WHERE tenant_id = ?1 AND location_id = ?2 \
+         AND (on_hand <> 0 OR reserved <> 0)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(id.as_uuid())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    if stocked > 0 {
+        return Err(StoreError::Conflict {
+            constraint: LOCATION_IN_USE.into(),
+        });
+    }
+    for sql in [
+        "DELETE FROM inventory_levels WHERE tenant_id = ?1 AND location_id = ?2",
+        "DELETE FROM stock_locations WHERE tenant_id = ?1 AND id = ?2",
+    ] {
+        sqlx::query(sql)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Runs `work` in a write transaction with the events; rolls back on its error.
+macro_rules! in_write {
+    ($self:ident, $events:expr, |$tx:ident| $work:expr) => {{
+        let mut $tx = $self.write().await?;
+        match $work {
+            Ok(value) => {
+                insert_events(&mut $tx, $events).await?;
+                $tx.commit().await.map_err(map_err)?;
+                Ok(value)
+            }
+            Err(e) => {
+                $tx.rollback().await.map_err(map_err)?;
+                Err(e)
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl InventoryStore for SqliteStore {
+    async fn create_location(&self, l: &Location, events: &[NewEvent]) -> Result<(), StoreError> {
+        in_write!(self, events, |tx| {
+            sqlx::query(
+                "INSERT INTO stock_locations (tenant_id, id, name, created_at, updated_at, version) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(l.tenant_id.as_uuid())
+            .bind(l.id.as_uuid())
+            .bind(&l.name)
+            .bind(to_micros(l.created_at)?)
+            .bind(to_micros(l.updated_at)?)
+            .bind(l.version)
+            .execute(&mut *tx)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+        })
+    }
+
+    async fn get_location(&self, tenant: TenantId, id: LocationId) -> Result<Location, StoreError> {
+        let r = sqlx::query(
+            "SELECT tenant_id, id, name, created_at, updated_at, version FROM stock_locations \
+             WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_one(&self.readers)
+        .await
+        .map_err(map_err)?;
+        location_from_row(&r)
+    }
+
+    async fn list_locations(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<Location>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, id, name, created_at, updated_at, version FROM stock_locations \
+             WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+        .bind(page.limit.fetch_count())
+        .fetch_all(&self.readers)
+        .await
+        .map_err(map_err)?;
+        let items = rows
+            .iter()
+            .map(location_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(items, page.limit, |l| l.id.as_uuid()))
+    }
+
+    async fn update_location(
+        &self,
+        l: &Location,
+        expected_version: i64,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        in_write!(self, events, |tx| {
+            let done = sqlx::query(
+                "UPDATE stock_locations SET name = ?3, updated_at = ?4, version = ?5 \
+                 WHERE tenant_id = ?1 AND id = ?2 AND version = ?6",
+            )
+            .bind(l.tenant_id.as_uuid())
+            .bind(l.id.as_uuid())
+            .bind(&l.name)
+            .bind(to_micros(l.updated_at)?)
+            .bind(l.version)
+            .bind(expected_version)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if done.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict {
+                    constraint: VERSION_CONFLICT.into(),
+                })
+            }
+        })
+    }
+
+    async fn delete_location(
+        &self,
+        tenant: TenantId,
+        id: LocationId,
+        expected_version: Option<i64>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        in_write!(self, events, |tx| remove_location(
+            &mut tx,
+            tenant,
+            id,
+            expected_version
+        )
+        .await)
+    }
+
+    async fn list_levels(
+        &self,
+        tenant: TenantId,
+        variant: Option<VariantId>,
+        location: Option<LocationId>,
+        page: PageRequest,
+    ) -> Result<Page<InventoryLevel>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, variant_id, location_id, on_hand, reserved, updated_at FROM inventory_levels \
+             WHERE tenant_id = ?1 AND (?2 IS NULL OR variant_id = ?2) AND (?3 IS NULL OR location_id = ?3) \
+             AND (?4 IS NULL OR id > ?4) ORDER BY id LIMIT ?5",
+        )
+        .bind(tenant.as_uuid())
+        .bind(variant.map(|v| v.as_uuid()))
+        .bind(location.map(|l| l.as_uuid()))
+        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+        .bind(page.limit.fetch_count())
+        .fetch_all(&self.readers)
+        .await
+        .map_err(map_err)?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: uuid::Uuid = r.try_get("id").map_err(map_err)?;
+            items.push((id, level_from_row(r)?));
+        }
+        Ok(Page::from_overfetch(items, page.limit, |(id, _)| *id).map(|(_, l)| l))
+    }
+
+    async fn adjust(
+        &self,
+        adjustment: &Adjustment,
+        events: &[NewEvent],
+    ) -> Result<InventoryLevel, StoreError> {
+        in_write!(self, events, |tx| apply_adjustment(&mut tx, adjustment)
+            .await)
+    }
+
+    async fn reserve(
+        &self,
+        reservation: &Reservation,
+        events: &[NewEvent],
+    ) -> Result<InventoryLevel, StoreError> {
+        in_write!(self, events, |tx| apply_reservation(&mut tx, reservation)
+            .await)
+    }
+
+    async fn release(
+        &self,
+        tenant: TenantId,
+        id: ReservationId,
+        at_time: OffsetDateTime,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query(
+            "UPDATE reservations SET released_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND released_at IS NULL \
+             RETURNING variant_id, location_id, quantity",
+        )
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .bind(to_micros(at_time)?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let Some(r) = row else {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        };
+        sqlx::query(
+            "UPDATE inventory_levels SET reserved = reserved - ?4, updated_at = ?5 \
+             WHERE tenant_id = ?1 AND variant_id = ?2 AND location_id = ?3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(r.try_get::<uuid::Uuid, _>("variant_id").map_err(map_err)?)
+        .bind(r.try_get::<uuid::Uuid, _>("location_id").map_err(map_err)?)
+        .bind(r.try_get::<i64, _>("quantity").map_err(map_err)?)
+        .bind(to_micros(at_time)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn available(
+        &self,
+        tenant: TenantId,
+        variants: &[VariantId],
+    ) -> Result<Vec<(VariantId, i64)>, StoreError> {
+        if variants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::Value::from(
+            variants
+                .iter()
+                .map(|v| v.as_uuid().simple().to_string())
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let rows = sqlx::query(
+            "SELECT variant_id, sum(on_hand - reserved) AS available FROM inventory_levels \
+             WHERE tenant_id = ?1 AND variant_id IN (SELECT unhex(value) FROM json_each(?2)) GROUP BY variant_id",
+        )
+        .bind(tenant.as_uuid())
+        .bind(list)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    VariantId::from_uuid(r.try_get("variant_id").map_err(map_err)?),
+                    r.try_get("available").map_err(map_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn storefront_settings(
+        &self,
+        tenant: TenantId,
+    ) -> Result<StorefrontSettings, StoreError> {
+        let show: Option<bool> = sqlx::query_scalar(
+            "SELECT show_stock_counts FROM storefront_settings WHERE tenant_id = ?1",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(map_err)?;
+        Ok(StorefrontSettings {
+            show_stock_counts: show.unwrap_or(false),
+        })
+    }
+
+    async fn set_storefront_settings(
+        &self,
+        tenant: TenantId,
+        settings: StorefrontSettings,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        in_write!(self, events, |tx| {
+            sqlx::query(
+                "INSERT INTO storefront_settings (tenant_id, show_stock_counts) VALUES (?1, ?2) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET show_stock_counts = excluded.show_stock_counts",
+            )
+            .bind(tenant.as_uuid())
+            .bind(settings.show_stock_counts)
+            .execute(&mut *tx)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+        })
+    }
+}
