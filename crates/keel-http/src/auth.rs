@@ -97,6 +97,8 @@ pub mod perm {
         ApiKeysManage => ApiKeysManage,
         SettingsManage => SettingsManage,
         AuditRead => AuditRead,
+        CatalogRead => CatalogRead,
+        CatalogWrite => CatalogWrite,
     }
 }
 

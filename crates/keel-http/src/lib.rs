@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod caching;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;
@@ -38,6 +39,9 @@ pub struct AppState {
     pub users: keel_identity::users::UserService,
     pub keys: keel_identity::keys::ApiKeyService,
     pub events: Arc<dyn keel_kernel::event::EventLog>,
+    pub catalog: keel_catalog::CatalogService,
+    /// `max-age` of public storefront reads, in exact seconds.
+    pub store_cache_max_age_s: u64,
 }
 
 /// Exact limits from the configuration.
@@ -71,6 +75,8 @@ pub fn router_with(
         .merge(routes::events::router())
         .merge(routes::store::router())
         .merge(routes::settings::router())
+        .merge(routes::catalog::router())
+        .merge(routes::inventory::router())
         .merge(extra)
         .split_for_parts();
     let metrics = state.metrics.clone();

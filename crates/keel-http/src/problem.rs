@@ -60,6 +60,10 @@ kinds! {
     NOT_FOUND = ("not_found", 404, "Not found");
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, "Method not allowed");
     CONFLICT = ("conflict", 409, "Conflict");
+    INSUFFICIENT_STOCK = ("insufficient_stock", 409, "Insufficient stock");
+    STOCK_RESERVED = ("stock_reserved", 409, "Stock reserved");
+    LOCATION_IN_USE = ("location_in_use", 409, "Location in use");
+    PRECONDITION_FAILED = ("precondition_failed", 412, "Precondition failed");
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413, "Payload too large");
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415, "Unsupported media type");
     VALIDATION_FAILED = ("validation_failed", 422, "Validation failed");
@@ -268,6 +272,46 @@ pub fn auth_problem_for_field(e: keel_identity::auth::AuthError, field: &str) ->
 pub const BEARER_CHALLENGE: &str = "Bearer realm=\"keel\"";
 /// `WWW-Authenticate` for a request with a bad or expired token.
 pub const BEARER_INVALID: &str = "Bearer realm=\"keel\", error=\"invalid_token\"";
+
+impl From<keel_catalog::CatalogError> for Problem {
+    fn from(e: keel_catalog::CatalogError) -> Self {
+        use keel_catalog::CatalogError as C;
+        match e {
+            C::Invalid(issues) => Self::validation(
+                issues
+                    .into_iter()
+                    .map(|i| FieldError {
+                        pointer: i.pointer,
+                        message: i.message,
+                    })
+                    .collect(),
+            ),
+            C::NotFound => Self::new(ProblemKind::NOT_FOUND, "No such resource."),
+            C::PreconditionFailed => Self::new(
+                ProblemKind::PRECONDITION_FAILED,
+                "The resource changed since the ETag in If-Match; read it again and retry.",
+            ),
+            C::InsufficientStock => Self::new(
+                ProblemKind::INSUFFICIENT_STOCK,
+                "Not enough stock: on hand may not fall below what is reserved, and a reservation may not exceed what is available.",
+            ),
+            C::StockReserved => Self::new(
+                ProblemKind::STOCK_RESERVED,
+                "Stock of this variant is reserved by a checkout; it cannot be removed until released.",
+            ),
+            C::LocationInUse => Self::new(
+                ProblemKind::LOCATION_IN_USE,
+                "The location still holds stock; adjust it to zero first.",
+            ),
+            C::Contended => Self::new(
+                ProblemKind::CONFLICT,
+                "The resource is being changed by other requests; retry.",
+            ),
+            C::Store(e) => e.into(),
+            C::Internal(msg) => Self::internal(&std::io::Error::other(msg)),
+        }
+    }
+}
 
 impl From<keel_identity::auth::AuthError> for Problem {
     fn from(e: keel_identity::auth::AuthError) -> Self {

@@ -242,6 +242,34 @@ impl TestApp {
         (owner, tokens)
     }
 
+    /// Invites `email` with `role` as `inviter` and redeems the invite with
+    /// [`OWNER_PASSWORD`]; returns the new user's id and tokens.
+    pub async fn member(&self, inviter: &Tokens, email: &str, role: &str) -> (String, Tokens) {
+        let res = self
+            .client
+            .post(self.url("/v1/admin/users"))
+            .bearer_auth(&inviter.access_token)
+            .json(&serde_json::json!({"email": email, "role": role}))
+            .send()
+            .await
+            .expect("POST reaches the server");
+        assert_eq!(res.status(), 201, "invite {email}");
+        let invite: serde_json::Value = res.json().await.expect("invite JSON");
+        let token = invite["invite_token"].as_str().expect("invite token");
+        let res = self
+            .post_json(
+                "/v1/auth/setup",
+                &serde_json::json!({"setup_token": token, "password": OWNER_PASSWORD}),
+            )
+            .await;
+        assert_eq!(res.status(), 200, "invite redeemed");
+        let tokens = res.json().await.expect("token JSON");
+        (
+            invite["user"]["id"].as_str().expect("user id").to_owned(),
+            tokens,
+        )
+    }
+
     /// A shop with an owner (logged in) and a publishable key for its storefront; returns the
     /// owner's tokens and the `pk_…` key.
     pub async fn shop_with_storefront(&self, slug_prefix: &str) -> (Tokens, String) {

@@ -50,6 +50,9 @@ pub struct RawConfig {
     /// `KEEL_MAINTENANCE_INTERVAL_S`, default 300: how often `serve` prunes expired rows
     /// (login attempts older than the login window).
     pub maintenance_interval_s: u64,
+    /// `KEEL_STORE_CACHE_MAX_AGE_S`, default 60: `Cache-Control: public, max-age=<this>` on
+    /// storefront product reads (0: caches must revalidate every time).
+    pub store_cache_max_age_s: u64,
     /// `KEEL_SECRET_KEY` (secret; also `KEEL_SECRET_KEY_FILE`): 32 bytes, base64url, sealing
     /// signing keys and TOTP secrets at rest. Required with PostgreSQL (every node must share
     /// it); with SQLite, created as `<data_dir>/secret.key` (mode 0600) when unset.
@@ -127,6 +130,7 @@ impl Default for RawConfig {
             shutdown_grace_ms: 30_000,
             worker_threads: 4,
             maintenance_interval_s: 300,
+            store_cache_max_age_s: 60,
             secret_key: None,
             auth: RawAuth {
                 issuer: "keel".into(),
@@ -328,6 +332,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub worker_threads: usize,
     pub maintenance_interval: Duration,
+    /// `max-age` of public storefront reads, in seconds.
+    pub store_cache_max_age_s: u64,
     /// The master key as configured (base64url); `None` means "the embedded key file".
     pub secret_key: Option<SecretString>,
     pub auth: keel_identity::auth::AuthSettings,
@@ -529,6 +535,14 @@ impl Settings {
                 "KEEL_MAINTENANCE_INTERVAL_S",
                 raw.maintenance_interval_s.saturating_mul(1_000),
             )?,
+            store_cache_max_age_s: if raw.store_cache_max_age_s > 31_536_000 {
+                return Err(err(
+                    "KEEL_STORE_CACHE_MAX_AGE_S",
+                    "must be at most 31536000 (one year)",
+                ));
+            } else {
+                raw.store_cache_max_age_s
+            },
             secret_key: raw.secret_key,
             auth,
         })
@@ -567,6 +581,7 @@ impl Settings {
             "shutdown_grace_ms": self.shutdown_grace.as_millis(),
             "worker_threads": self.worker_threads,
             "maintenance_interval_s": self.maintenance_interval.as_secs(),
+            "store_cache_max_age_s": self.store_cache_max_age_s,
             "secret_key": if self.secret_key.is_some() { "***" } else { "<data_dir>/secret.key (embedded mode)" },
             "auth": {
                 "issuer": self.auth.issuer,

@@ -66,6 +66,14 @@ impl App {
                 Arc::new(SystemClock),
                 settings.auth.api_key_overlap,
             ),
+            catalog: keel_catalog::CatalogService::new(
+                keel_catalog::CatalogPorts {
+                    catalog: store.catalog(),
+                    inventory: store.inventory(),
+                },
+                Arc::new(SystemClock),
+            ),
+            store_cache_max_age_s: settings.store_cache_max_age_s,
         };
         let router = keel_http::router_with(state, settings.http, extra);
         let listener = tokio::net::TcpListener::bind(settings.listen)

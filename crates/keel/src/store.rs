@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use keel_catalog::ports::{CatalogStore, InventoryStore};
 use keel_identity::{
     TenantStore,
     ports::{
@@ -27,6 +28,8 @@ pub trait Backend:
     + MfaStore
     + ApiKeyStore
     + CustomerStore
+    + CatalogStore
+    + InventoryStore
 {
 }
 
@@ -41,6 +44,8 @@ impl<T> Backend for T where
         + MfaStore
         + ApiKeyStore
         + CustomerStore
+        + CatalogStore
+        + InventoryStore
 {
 }
 
@@ -147,5 +152,13 @@ impl Store {
             Self::Sqlite(s) => s.close().await,
             Self::Postgres(s) => s.close().await,
         }
+    }
+
+    pub fn catalog(&self) -> Arc<dyn CatalogStore> {
+        self.backend()
+    }
+
+    pub fn inventory(&self) -> Arc<dyn InventoryStore> {
+        self.backend()
     }
 }

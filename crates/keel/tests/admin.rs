@@ -1,9 +1,7 @@
 //! Staff administration and authorization over real HTTP, once per backend.
 
 use keel_identity::access::{Permission, Role};
-use keel_testkit::{
-    Backend, OWNER_PASSWORD, TestApp, Tokens, assert_problem, backend_tests, spawn_app,
-};
+use keel_testkit::{Backend, OWNER_PASSWORD, TestApp, assert_problem, backend_tests, spawn_app};
 
 async fn json(res: reqwest::Response) -> serde_json::Value {
     res.json().await.expect("JSON body")
@@ -23,39 +21,11 @@ async fn send(
     req.send().await.expect("request reaches the server")
 }
 
-/// Invites `email` with `role` as `inviter` and redeems the invite; returns (user id, tokens).
-async fn member(app: &TestApp, inviter: &Tokens, email: &str, role: &str) -> (String, Tokens) {
-    let res = send(
-        app,
-        reqwest::Method::POST,
-        "/v1/admin/users",
-        &inviter.access_token,
-        Some(serde_json::json!({"email": email, "role": role})),
-    )
-    .await;
-    assert_eq!(res.status(), 201, "invite {email}");
-    let inv = json(res).await;
-    let token = inv["invite_token"].as_str().expect("invite token");
-    assert!(token.starts_with("it_"));
-    let tokens: Tokens = json(
-        app.post_json(
-            "/v1/auth/setup",
-            &serde_json::json!({"setup_token": token, "password": OWNER_PASSWORD}),
-        )
-        .await,
-    )
-    .await
-    .as_object()
-    .map(|o| serde_json::from_value(serde_json::Value::Object(o.clone())).expect("tokens"))
-    .expect("tokens");
-    (inv["user"]["id"].as_str().expect("id").to_owned(), tokens)
-}
-
 backend_tests! {
     async fn invite_redeem_list_get_and_conflicts(backend: Backend) {
         let app = spawn_app(backend).await;
         let (owner, owner_tokens) = app.owner_with_tokens("team").await;
-        let (admin_id, admin_tokens) = member(&app, &owner_tokens, "admin@team.test", "admin").await;
+        let (admin_id, admin_tokens) = app.member(&owner_tokens, "admin@team.test", "admin").await;
         let me = json(app.get_as("/v1/me", &admin_tokens.access_token).await).await;
         assert_eq!((me["role"].as_str(), me["status"].as_str()), (Some("admin"), Some("active")));
         let page = json(app.get_as("/v1/admin/users?limit=1", &owner_tokens.access_token).await).await;
@@ -76,7 +46,7 @@ backend_tests! {
         assert_problem(app.get_as("/v1/admin/users?cursor=forged", &owner_tokens.access_token).await, 400, "bad_request").await;
         // Another shop's user, from this shop's owner: not found.
         let (_, other_tokens) = app.owner_with_tokens("team-b").await;
-        let (other_id, _) = member(&app, &other_tokens, "staff@team-b.test", "staff").await;
+        let (other_id, _) = app.member(&other_tokens, "staff@team-b.test", "staff").await;
         assert_problem(app.get_as(&format!("/v1/admin/users/{other_id}"), &owner_tokens.access_token).await, 404, "not_found").await;
         let patch = send(&app, reqwest::Method::PATCH, &format!("/v1/admin/users/{other_id}"), &owner_tokens.access_token, Some(serde_json::json!({"role": "viewer"}))).await;
         assert_problem(patch, 404, "not_found").await;
@@ -87,9 +57,15 @@ backend_tests! {
         let (_, owner) = app.owner_with_tokens("matrix").await;
         let mut tokens = vec![(Role::Owner, owner.clone())];
         for (role, name) in [(Role::Admin, "admin"), (Role::Staff, "staff"), (Role::Viewer, "viewer")] {
-            tokens.push((role, member(&app, &owner, &format!("{name}@matrix.test"), name).await.1));
+            tokens.push((role, app.member(&owner, &format!("{name}@matrix.test"), name).await.1));
         }
-        let routes = [("/v1/admin/users", Permission::UsersManage), ("/v1/admin/events", Permission::AuditRead)];
+        let routes = [
+            ("/v1/admin/users", Permission::UsersManage),
+            ("/v1/admin/events", Permission::AuditRead),
+            ("/v1/admin/products", Permission::CatalogRead),
+            ("/v1/admin/stock-locations", Permission::CatalogRead),
+            ("/v1/admin/inventory", Permission::CatalogRead),
+        ];
         for (role, t) in &tokens {
             for (path, needs) in routes {
                 let res = app.get_as(path, &t.access_token).await;
@@ -108,7 +84,7 @@ backend_tests! {
     async fn owner_rules_hold_over_http(backend: Backend) {
         let app = spawn_app(backend).await;
         let (owner, owner_tokens) = app.owner_with_tokens("rules").await;
-        let (admin_id, admin) = member(&app, &owner_tokens, "admin@rules.test", "admin").await;
+        let (admin_id, admin) = app.member(&owner_tokens, "admin@rules.test", "admin").await;
         let demote_owner = send(&app, reqwest::Method::PATCH, &format!("/v1/admin/users/{}", owner.user_id), &admin.access_token, Some(serde_json::json!({"role": "staff"}))).await;
         assert_problem(demote_owner, 403, "forbidden").await;
         let invite_owner = send(&app, reqwest::Method::POST, "/v1/admin/users", &admin.access_token, Some(serde_json::json!({"email": "o2@rules.test", "role": "owner"}))).await;
@@ -129,7 +105,7 @@ backend_tests! {
     async fn disabling_a_user_ends_their_sessions_at_once(backend: Backend) {
         let app = spawn_app(backend).await;
         let (_, owner) = app.owner_with_tokens("off").await;
-        let (staff_id, staff) = member(&app, &owner, "staff@off.test", "staff").await;
+        let (staff_id, staff) = app.member(&owner, "staff@off.test", "staff").await;
         assert_eq!(app.get_as("/v1/me", &staff.access_token).await.status(), 200);
         let off = send(&app, reqwest::Method::POST, &format!("/v1/admin/users/{staff_id}/disable"), &owner.access_token, None).await;
         assert_eq!(json(off).await["status"], "disabled");

@@ -16,12 +16,8 @@ use crate::{
     auth::{RequireStaff, perm::ApiKeysManage},
     extract::{self, ListQuery, page_parts},
     problem::{Problem, ProblemBody, ProblemKind},
+    routes::rfc3339,
 };
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("a UTC timestamp always formats as RFC 3339")
-}
 
 /// An API key as listed (never the key itself).
 #[derive(Serialize, ToSchema)]

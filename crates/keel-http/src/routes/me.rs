@@ -14,6 +14,7 @@ use crate::{
     AppState,
     auth::{Staff, StaffEnrolling},
     problem::{Problem, ProblemBody, ProblemKind},
+    routes::rfc3339,
 };
 
 /// The caller's account.
@@ -46,11 +47,6 @@ struct SessionResponse {
 struct SessionList {
     data: Vec<SessionResponse>,
     next_cursor: Option<String>,
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("a UTC timestamp always formats as RFC 3339")
 }
 
 /// The authenticated staff member.

@@ -2,10 +2,18 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod catalog;
 pub mod events;
 pub mod health;
+pub mod inventory;
 pub mod me;
 pub mod ops;
 pub mod settings;
 pub mod store;
 pub mod users;
+
+/// A timestamp on the wire: RFC 3339, UTC.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC timestamp always formats as RFC 3339")
+}

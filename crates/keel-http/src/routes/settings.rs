@@ -17,12 +17,30 @@ use crate::{
 struct SettingsResponse {
     /// Staff without confirmed MFA may only read their account and enrol.
     require_staff_mfa: bool,
+    /// Storefronts show exact available counts, not only whether a variant is in stock.
+    show_stock_counts: bool,
 }
 
+/// The policies to change; absent ones stay as they are.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateSettingsRequest {
-    require_staff_mfa: bool,
+    require_staff_mfa: Option<bool>,
+    show_stock_counts: Option<bool>,
+}
+
+async fn current(
+    state: &AppState,
+    principal: &keel_identity::auth::StaffPrincipal,
+) -> Result<SettingsResponse, Problem> {
+    Ok(SettingsResponse {
+        require_staff_mfa: state.auth.staff_mfa_required(principal).await?,
+        show_stock_counts: state
+            .catalog
+            .storefront_settings(principal.tenant_id)
+            .await?
+            .show_stock_counts,
+    })
 }
 
 /// The shop's policies.
@@ -32,9 +50,7 @@ async fn get_settings(
     State(state): State<AppState>,
     RequireStaff { principal, .. }: RequireStaff<SettingsManage>,
 ) -> Result<Json<SettingsResponse>, Problem> {
-    Ok(Json(SettingsResponse {
-        require_staff_mfa: state.auth.staff_mfa_required(&principal).await?,
-    }))
+    Ok(Json(current(&state, &principal).await?))
 }
 
 /// Changes the shop's policies.
@@ -45,13 +61,24 @@ async fn update_settings(
     RequireStaff { principal, .. }: RequireStaff<SettingsManage>,
     extract::Json(req): extract::Json<UpdateSettingsRequest>,
 ) -> Result<Json<SettingsResponse>, Problem> {
-    state
-        .auth
-        .set_staff_mfa_requirement(&principal, req.require_staff_mfa)
-        .await?;
-    Ok(Json(SettingsResponse {
-        require_staff_mfa: req.require_staff_mfa,
-    }))
+    if let Some(required) = req.require_staff_mfa {
+        state
+            .auth
+            .set_staff_mfa_requirement(&principal, required)
+            .await?;
+    }
+    if let Some(show) = req.show_stock_counts {
+        state
+            .catalog
+            .set_storefront_settings(
+                principal.tenant_id,
+                keel_catalog::ports::StorefrontSettings {
+                    show_stock_counts: show,
+                },
+            )
+            .await?;
+    }
+    Ok(Json(current(&state, &principal).await?))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
