@@ -1,0 +1,11 @@
+//! The orders context: pricing setup (tax rates, shipping options, promotions), carts, the
+//! one exact pricing calculation, checkout, the order state machine, payments, fulfilment,
+//! cancellation and refunds.
+#![forbid(unsafe_code)]
+
+pub mod cart;
+pub mod country;
+pub mod exact;
+pub mod order;
+pub mod pricing;
+pub mod setup;
