@@ -154,6 +154,12 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
         tenant: TenantId,
         handle: &Handle,
     ) -> Result<Product, StoreError>;
+    /// The product one of whose variants is `variant`.
+    async fn get_product_by_variant(
+        &self,
+        tenant: TenantId,
+        variant: VariantId,
+    ) -> Result<Product, StoreError>;
     /// Products by handle (those that exist), for batch upserts.
     async fn products_by_handles(
         &self,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod health;
 pub mod id;
+pub mod idempotency;
 pub mod money;
 pub mod page;
 

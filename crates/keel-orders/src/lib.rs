@@ -7,5 +7,7 @@ pub mod cart;
 pub mod country;
 pub mod exact;
 pub mod order;
+pub mod ports;
 pub mod pricing;
+pub mod service;
 pub mod setup;

@@ -99,7 +99,7 @@ pub struct AmountInput {
 
 /// A tax rate: the percentage charged on sales shipped to `country` (and `region`, when
 /// given; a region's rate wins over its country's).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaxRate {
     pub id: TaxRateId,
     pub tenant_id: TenantId,
@@ -108,7 +108,9 @@ pub struct TaxRate {
     pub rate: Percent,
     /// Whether shipping is taxed at this rate too.
     pub shipping_taxable: bool,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub version: i64,
 }
@@ -177,7 +179,7 @@ impl TaxRatePatch {
 }
 
 /// A way to ship to one country, with an exact price per currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShippingOption {
     pub id: ShippingOptionId,
     pub tenant_id: TenantId,
@@ -187,7 +189,9 @@ pub struct ShippingOption {
     pub amounts: Vec<Money>,
     /// Per currency: the discounted items' total from which this option is free.
     pub free_over: Vec<Money>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub version: i64,
 }
@@ -293,21 +297,25 @@ pub enum PromotionValue {
 }
 
 /// A promotion code and its rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Promotion {
     pub id: PromotionId,
     pub tenant_id: TenantId,
     /// Uppercase letters, digits, `-` and `_`; unique per tenant; matched case-insensitively.
     pub code: String,
     pub value: PromotionValue,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub starts_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub ends_at: Option<OffsetDateTime>,
     /// How many orders may use it in all (exact, enforced under concurrency).
     pub usage_limit: Option<i64>,
     /// How many orders one customer (or guest email) may place with it.
     pub per_customer_limit: Option<i64>,
     pub times_used: i64,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub version: i64,
 }

@@ -379,6 +379,22 @@ impl CatalogStore for SqliteStore {
         Ok(p)
     }
 
+    async fn get_product_by_variant(
+        &self,
+        tenant: TenantId,
+        variant: VariantId,
+    ) -> Result<Product, StoreError> {
+        let product: uuid::Uuid =
+            sqlx::query_scalar("SELECT product_id FROM variants WHERE tenant_id = ?1 AND id = ?2")
+                .bind(tenant.as_uuid())
+                .bind(variant.as_uuid())
+                .fetch_one(&self.readers)
+                .await
+                .map_err(map_err)?;
+        self.get_product(tenant, ProductId::from_uuid(product))
+            .await
+    }
+
     async fn products_by_handles(
         &self,
         tenant: TenantId,

@@ -1,0 +1,229 @@
+//! Storage ports of the orders context. Every method that changes state takes the events to
+//! write and commits them in the same transaction as the change.
+
+use async_trait::async_trait;
+use keel_catalog::domain::Reservation;
+use keel_kernel::{
+    StoreError, TenantId,
+    event::{NewEvent, RecordedEvent},
+    page::{Page, PageRequest},
+};
+use time::OffsetDateTime;
+
+use crate::{
+    cart::{Cart, CartId},
+    order::{Order, OrderId, OrderStatus, StockMove},
+    setup::PromotionId,
+};
+
+/// The row changed since it was read (optimistic concurrency).
+pub const VERSION_CONFLICT: &str = "version_conflict";
+/// A setup record's unique key (tax rate country+region, promotion code) is taken.
+pub const SETUP_KEY_CONSTRAINT: &str = "pricing_records_key";
+/// A promotion reached its usage limit.
+pub const PROMOTION_EXHAUSTED: &str = "promotion_exhausted";
+/// A customer (or guest email) reached a promotion's per-customer limit.
+pub const PROMOTION_CUSTOMER_LIMIT: &str = "promotion_customer_limit";
+/// The cart changed (or was checked out) since it was read.
+pub const CART_CHANGED: &str = "cart_changed";
+/// Reused from the catalog: not enough unreserved stock.
+pub use keel_catalog::ports::INSUFFICIENT_STOCK;
+
+/// Which kind of pricing setup a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupKind {
+    TaxRate,
+    ShippingOption,
+    Promotion,
+}
+
+impl SetupKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TaxRate => "tax_rate",
+            Self::ShippingOption => "shipping_option",
+            Self::Promotion => "promotion",
+        }
+    }
+}
+
+/// A pricing setup record as stored: the typed value as JSON, its unique key within its
+/// kind, and (for promotions) the usage counters the checkout updates conditionally.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetupRecord {
+    pub id: uuid::Uuid,
+    pub tenant_id: TenantId,
+    pub kind: SetupKind,
+    /// Unique per tenant and kind: `US/NY` for a tax rate, the code of a promotion, the id of
+    /// a shipping option.
+    pub key: String,
+    pub body: serde_json::Value,
+    pub usage_limit: Option<i64>,
+    pub times_used: i64,
+    pub version: i64,
+}
+
+/// Tenant-wide pricing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PricingSettings {
+    /// Catalog prices include tax (the tax is the part inside them).
+    pub prices_include_tax: bool,
+}
+
+/// Tax rates, shipping options and promotions.
+#[async_trait]
+pub trait SetupStore: Send + Sync + std::fmt::Debug {
+    /// `Conflict { SETUP_KEY_CONSTRAINT }` when the key is taken.
+    async fn create_record(&self, r: &SetupRecord, events: &[NewEvent]) -> Result<(), StoreError>;
+    async fn get_record(
+        &self,
+        tenant: TenantId,
+        kind: SetupKind,
+        id: uuid::Uuid,
+    ) -> Result<SetupRecord, StoreError>;
+    async fn find_record(
+        &self,
+        tenant: TenantId,
+        kind: SetupKind,
+        key: &str,
+    ) -> Result<Option<SetupRecord>, StoreError>;
+    async fn list_records(
+        &self,
+        tenant: TenantId,
+        kind: SetupKind,
+        page: PageRequest,
+    ) -> Result<Page<SetupRecord>, StoreError>;
+    /// Replaces body and usage limit if the version is still `expected_version` (the usage
+    /// count is the store's own).
+    async fn update_record(
+        &self,
+        r: &SetupRecord,
+        expected_version: i64,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    async fn delete_record(
+        &self,
+        tenant: TenantId,
+        kind: SetupKind,
+        id: uuid::Uuid,
+        expected_version: Option<i64>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    async fn pricing_settings(&self, tenant: TenantId) -> Result<PricingSettings, StoreError>;
+    async fn set_pricing_settings(
+        &self,
+        tenant: TenantId,
+        settings: PricingSettings,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+}
+
+/// Carts.
+#[async_trait]
+pub trait CartStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new cart with the SHA-256 of its secret (guest carts).
+    async fn create_cart(
+        &self,
+        cart: &Cart,
+        secret_hash: Option<&str>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// The cart and the hash of its secret.
+    async fn get_cart(
+        &self,
+        tenant: TenantId,
+        id: CartId,
+    ) -> Result<(Cart, Option<String>), StoreError>;
+    /// Replaces the cart if its version is still `expected_version`.
+    async fn save_cart(
+        &self,
+        cart: &Cart,
+        expected_version: i64,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+}
+
+/// A promotion redemption taken at checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionUse {
+    pub promotion_id: PromotionId,
+    /// The customer id, or `email:<address>` for a guest.
+    pub customer_key: String,
+    pub per_customer_limit: Option<i64>,
+}
+
+/// Everything a checkout writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct PlaceOrder<'a> {
+    /// The order; its `number` is assigned by the store.
+    pub order: &'a Order,
+    pub cart: &'a Cart,
+    /// The version the cart had when priced; the cart is marked converted only if unchanged.
+    pub cart_version: i64,
+    pub reservations: &'a [Reservation],
+    pub promotion: Option<PromotionUse>,
+}
+
+/// Stock to move with an order change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockChange {
+    /// Fulfilled: take the units out of stock (`on_hand` and `reserved` both drop).
+    Commit(StockMove),
+    /// Cancelled or expired: hand the units back (`reserved` drops).
+    Release(StockMove),
+}
+
+/// Filters of the staff order list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    pub created_from: Option<OffsetDateTime>,
+    pub created_to: Option<OffsetDateTime>,
+    pub customer: Option<keel_identity::customer::CustomerId>,
+    /// The order number (`1001` or `#1001`) or a substring of the email.
+    pub q: Option<String>,
+}
+
+/// Orders.
+#[async_trait]
+pub trait OrderStore: Send + Sync + std::fmt::Debug {
+    /// The checkout transaction: marks the cart converted (only at `cart_version`, else
+    /// `Conflict { CART_CHANGED }`), reserves every line's stock with conditional updates
+    /// (`Conflict { INSUFFICIENT_STOCK }`), counts the promotion use against its limits
+    /// (`Conflict { PROMOTION_EXHAUSTED | PROMOTION_CUSTOMER_LIMIT }`), assigns the shop's next
+    /// order number and inserts the order, with the events. All or nothing. Answers the number.
+    async fn place_order(
+        &self,
+        place: &PlaceOrder<'_>,
+        events: &[NewEvent],
+    ) -> Result<i64, StoreError>;
+    async fn get_order(&self, tenant: TenantId, id: OrderId) -> Result<Order, StoreError>;
+    /// Newest first.
+    async fn list_orders(
+        &self,
+        tenant: TenantId,
+        filter: &OrderFilter,
+        page: PageRequest,
+    ) -> Result<Page<Order>, StoreError>;
+    /// Replaces the order if its version is still `expected_version`, moving the stock
+    /// (conditional updates, ledger rows for commits), with the events, in one transaction.
+    async fn save_order(
+        &self,
+        order: &Order,
+        expected_version: i64,
+        stock: &[StockChange],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// The order's events, oldest first (its timeline).
+    async fn order_events(
+        &self,
+        tenant: TenantId,
+        id: OrderId,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+    /// Unpaid orders whose expiry passed at `now`, oldest first, at most `limit`.
+    async fn expired_unpaid(
+        &self,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<(TenantId, OrderId)>, StoreError>;
+}
