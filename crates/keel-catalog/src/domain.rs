@@ -677,10 +677,13 @@ pub enum AdjustmentReason {
     Returned,
     /// Any other correction; explain it in the note.
     Correction,
+    /// Taken out of stock by an order's fulfilment (written by the orders context only).
+    Fulfilled,
 }
 
 impl AdjustmentReason {
-    pub const ALL: [Self; 6] = [
+    /// The reasons staff may give; `fulfilled` is the orders context's.
+    pub const MANUAL: [Self; 6] = [
         Self::Received,
         Self::Recount,
         Self::Damaged,
@@ -697,11 +700,13 @@ impl AdjustmentReason {
             Self::Lost => "lost",
             Self::Returned => "returned",
             Self::Correction => "correction",
+            Self::Fulfilled => "fulfilled",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    /// A reason staff may give (not `fulfilled`).
+    pub fn parse_manual(s: &str) -> Option<Self> {
+        Self::MANUAL.into_iter().find(|v| v.as_str() == s)
     }
 }
 

@@ -980,7 +980,7 @@ impl CatalogService {
                 ),
             );
         }
-        let reason = AdjustmentReason::parse(reason).unwrap_or_else(|| {
+        let reason = AdjustmentReason::parse_manual(reason).unwrap_or_else(|| {
             issues.push(
                 "/reason",
                 "must be one of `received`, `recount`, `damaged`, `lost`, `returned`, `correction`",

@@ -99,6 +99,8 @@ pub mod perm {
         AuditRead => AuditRead,
         CatalogRead => CatalogRead,
         CatalogWrite => CatalogWrite,
+        OrdersRead => OrdersRead,
+        OrdersWrite => OrdersWrite,
     }
 }
 
@@ -280,5 +282,68 @@ impl FromRequestParts<AppState> for Customer {
             .with_header(header::WWW_AUTHENTICATE, BEARER_CHALLENGE));
         };
         Ok(Self(state.auth.authenticate_customer(token, tenant).await?))
+    }
+}
+
+/// The header that carries a guest cart's secret.
+pub const CART_SECRET: header::HeaderName = header::HeaderName::from_static("keel-cart-secret");
+
+/// A shopper at the storefront: signed in (a customer Bearer token, checked as [`Customer`])
+/// or a guest who may present a cart's secret (`Keel-Cart-Secret`).
+#[derive(Debug, Clone)]
+pub struct Shopper {
+    pub tenant_id: TenantId,
+    pub access: keel_orders::service::ShopperAccess,
+}
+
+impl Shopper {
+    /// The credential an idempotency key belongs to: the customer, or the guest's cart secret
+    /// (by digest), or the bare storefront.
+    pub fn scope(&self) -> String {
+        use sha2::{Digest, Sha256};
+        match (&self.access.customer, &self.access.secret) {
+            (Some(c), _) => format!("cus:{c}"),
+            (None, Some(s)) => {
+                let d = Sha256::digest(s.as_bytes());
+                let hex: String = d[..16].iter().fold(String::new(), |mut acc, b| {
+                    use std::fmt::Write as _;
+                    let _ = write!(acc, "{b:02x}");
+                    acc
+                });
+                format!("cart:{hex}")
+            }
+            (None, None) => "guest".to_owned(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Shopper {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Storefront(tenant) = Storefront::from_request_parts(parts, state).await?;
+        let customer = match bearer(parts) {
+            Some(token) => Some(
+                state
+                    .auth
+                    .authenticate_customer(token, tenant)
+                    .await?
+                    .customer_id,
+            ),
+            None => None,
+        };
+        let secret = parts
+            .headers
+            .get(CART_SECRET)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty() && s.len() <= 100)
+            .map(str::to_owned);
+        Ok(Self {
+            tenant_id: tenant,
+            access: keel_orders::service::ShopperAccess { customer, secret },
+        })
     }
 }

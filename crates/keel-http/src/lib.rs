@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod caching;
 pub mod extract;
+pub mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -42,6 +43,12 @@ pub struct AppState {
     pub catalog: keel_catalog::CatalogService,
     /// `max-age` of public storefront reads, in exact seconds.
     pub store_cache_max_age_s: u64,
+    pub orders: keel_orders::service::OrdersService,
+    pub idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
+    /// How long a response to an `Idempotency-Key` is replayed.
+    pub idempotency_ttl: time::Duration,
+    /// How long a request holds its key in flight before another may take it over.
+    pub idempotency_lock: time::Duration,
 }
 
 /// Exact limits from the configuration.
@@ -77,6 +84,8 @@ pub fn router_with(
         .merge(routes::settings::router())
         .merge(routes::catalog::router())
         .merge(routes::inventory::router())
+        .merge(routes::pricing::router())
+        .merge(routes::orders::router())
         .merge(extra)
         .split_for_parts();
     let metrics = state.metrics.clone();

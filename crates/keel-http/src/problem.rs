@@ -64,6 +64,29 @@ kinds! {
     STOCK_RESERVED = ("stock_reserved", 409, "Stock reserved");
     LOCATION_IN_USE = ("location_in_use", 409, "Location in use");
     PRECONDITION_FAILED = ("precondition_failed", 412, "Precondition failed");
+    IDEMPOTENCY_KEY_REQUIRED = ("idempotency_key_required", 400, "Idempotency key required");
+    IDEMPOTENCY_KEY_REUSED = ("idempotency_key_reused", 422, "Idempotency key reused");
+    IDEMPOTENCY_REQUEST_IN_PROGRESS = ("idempotency_request_in_progress", 409, "Idempotent request in progress");
+    CART_CHECKED_OUT = ("cart_checked_out", 409, "Cart checked out");
+    CART_EMPTY = ("cart_empty", 409, "Cart empty");
+    CART_CHANGED = ("cart_changed", 409, "Cart changed");
+    CART_PRICES_CHANGED = ("cart_prices_changed", 409, "Cart prices changed");
+    SHIPPING_ADDRESS_REQUIRED = ("shipping_address_required", 409, "Shipping address required");
+    SHIPPING_OPTION_REQUIRED = ("shipping_option_required", 409, "Shipping option required");
+    PROMOTION_NOT_APPLICABLE = ("promotion_not_applicable", 409, "Promotion not applicable");
+    PROMOTION_EXHAUSTED = ("promotion_exhausted", 409, "Promotion exhausted");
+    PROMOTION_CUSTOMER_LIMIT = ("promotion_customer_limit", 409, "Promotion limit per customer reached");
+    AMOUNT_OUT_OF_RANGE = ("amount_out_of_range", 422, "Amount out of range");
+    ORDER_NOT_PAYABLE = ("order_not_payable", 409, "Order not payable");
+    PAYMENT_AMOUNT_MISMATCH = ("payment_amount_mismatch", 409, "Payment amount mismatch");
+    ORDER_NOT_FULFILLABLE = ("order_not_fulfillable", 409, "Order not fulfillable");
+    OVER_FULFILMENT = ("over_fulfilment", 409, "Over-fulfilment");
+    ORDER_NOT_SHIPPABLE = ("order_not_shippable", 409, "Order not shippable");
+    ORDER_NOT_DELIVERABLE = ("order_not_deliverable", 409, "Order not deliverable");
+    ORDER_NOT_CANCELLABLE = ("order_not_cancellable", 409, "Order not cancellable");
+    ORDER_NOT_REFUNDABLE = ("order_not_refundable", 409, "Order not refundable");
+    OVER_REFUND = ("over_refund", 409, "Over-refund");
+    UNKNOWN_ORDER_LINE = ("unknown_order_line", 422, "Unknown order line");
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413, "Payload too large");
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415, "Unsupported media type");
     VALIDATION_FAILED = ("validation_failed", 422, "Validation failed");
@@ -311,6 +334,59 @@ impl From<keel_catalog::CatalogError> for Problem {
             C::Internal(msg) => Self::internal(&std::io::Error::other(msg)),
         }
     }
+}
+
+impl ProblemKind {
+    /// The kind with this code (every code a context answers with is in the catalogue).
+    pub fn by_code(code: &str) -> Option<Self> {
+        CATALOGUE.iter().copied().find(|k| k.code == code)
+    }
+}
+
+impl From<keel_orders::service::OrdersError> for Problem {
+    fn from(e: keel_orders::service::OrdersError) -> Self {
+        use keel_orders::service::OrdersError as O;
+        match e {
+            O::Invalid(issues) => Self::validation(
+                issues
+                    .into_iter()
+                    .map(|i| FieldError {
+                        pointer: i.pointer,
+                        message: i.message,
+                    })
+                    .collect(),
+            ),
+            O::NotFound => Self::new(ProblemKind::NOT_FOUND, "No such resource."),
+            O::PreconditionFailed => Self::new(
+                ProblemKind::PRECONDITION_FAILED,
+                "The resource changed since the ETag in If-Match; read it again and retry.",
+            ),
+            O::Order(e) => match ProblemKind::by_code(e.code()) {
+                Some(kind) => Self::new(kind, format!("{}.", capitalise(&e.to_string()))),
+                None => Self::internal(&std::io::Error::other(format!(
+                    "uncatalogued code {}",
+                    e.code()
+                ))),
+            },
+            O::Cart { code, message } => match ProblemKind::by_code(code) {
+                Some(kind) => Self::new(kind, message),
+                None => Self::internal(&std::io::Error::other(format!("uncatalogued code {code}"))),
+            },
+            O::Contended => Self::new(
+                ProblemKind::CONFLICT,
+                "The resource is being changed by other requests; retry.",
+            ),
+            O::Store(e) => e.into(),
+            O::Internal(msg) => Self::internal(&std::io::Error::other(msg)),
+        }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 impl From<keel_identity::auth::AuthError> for Problem {

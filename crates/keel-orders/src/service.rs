@@ -761,7 +761,7 @@ impl OrdersService {
         id: CartId,
         access: &ShopperAccess,
         kind: &'static str,
-        change: impl AsyncFn(&mut Cart) -> Result<(), OrdersError>,
+        change: impl Fn(&mut Cart) -> Result<(), OrdersError> + Send + Sync,
     ) -> Result<PricedCart, OrdersError> {
         for _ in 0..SAVE_ATTEMPTS {
             let mut cart = self.cart_for(tenant, id, access).await?;
@@ -772,7 +772,7 @@ impl OrdersService {
                 ));
             }
             let read = cart.version;
-            change(&mut cart).await?;
+            change(&mut cart)?;
             let now = self.clock.now();
             cart.version = read + 1;
             cart.updated_at = now;
@@ -841,8 +841,9 @@ impl OrdersService {
             .parse()
             .map_err(|_| invalid("/variant_id", "must be a variant id (`var_…`)"))?;
         Self::check_quantity(quantity)?;
-        self.modify_cart(tenant, id, access, "cart.updated", async |cart| {
-            let (product, unit_price) = self.sellable(tenant, variant, cart.currency).await?;
+        let currency = self.cart_for(tenant, id, access).await?.currency;
+        let (product, unit_price) = self.sellable(tenant, variant, currency).await?;
+        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
             if let Some(line) = cart.lines.iter_mut().find(|l| l.variant_id == variant) {
                 let q = line.quantity + quantity;
                 Self::check_quantity(q)?;
@@ -887,14 +888,20 @@ impl OrdersService {
         quantity: i64,
     ) -> Result<PricedCart, OrdersError> {
         Self::check_quantity(quantity)?;
-        self.modify_cart(tenant, id, access, "cart.updated", async |cart| {
-            let currency = cart.currency;
+        let cart = self.cart_for(tenant, id, access).await?;
+        let variant = cart
+            .lines
+            .iter()
+            .find(|l| l.id == line)
+            .ok_or(OrdersError::NotFound)?
+            .variant_id;
+        let (_, unit_price) = self.sellable(tenant, variant, cart.currency).await?;
+        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
             let l = cart
                 .lines
                 .iter_mut()
                 .find(|l| l.id == line)
                 .ok_or(OrdersError::NotFound)?;
-            let (_, unit_price) = self.sellable(tenant, l.variant_id, currency).await?;
             l.quantity = quantity;
             l.unit_price = unit_price;
             Ok(())
@@ -909,7 +916,7 @@ impl OrdersService {
         access: &ShopperAccess,
         line: LineId,
     ) -> Result<PricedCart, OrdersError> {
-        self.modify_cart(tenant, id, access, "cart.updated", async |cart| {
+        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
             let before = cart.lines.len();
             cart.lines.retain(|l| l.id != line);
             if cart.lines.len() == before {
@@ -929,13 +936,20 @@ impl OrdersService {
         input: &AddressInput,
     ) -> Result<PricedCart, OrdersError> {
         let address = input.parse().map_err(OrdersError::Invalid)?;
-        self.modify_cart(tenant, id, access, "cart.updated", async |cart| {
-            // A shipping option for another country no longer fits.
-            if let Some(opt) = cart.shipping_option_id {
-                let o: ShippingOption = self.get_setup(tenant, opt.as_uuid()).await?;
-                if o.country != address.country {
-                    cart.shipping_option_id = None;
-                }
+        // A chosen shipping option for another country no longer fits.
+        let chosen = match self.cart_for(tenant, id, access).await?.shipping_option_id {
+            Some(opt) => Some(
+                self.get_setup::<ShippingOption>(tenant, opt.as_uuid())
+                    .await?,
+            ),
+            None => None,
+        };
+        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
+            if let Some(o) = &chosen
+                && cart.shipping_option_id == Some(o.id)
+                && o.country != address.country
+            {
+                cart.shipping_option_id = None;
             }
             cart.shipping_address = Some(address.clone());
             Ok(())
@@ -956,17 +970,17 @@ impl OrdersService {
                 "must be a shipping option id (`ship_…`)",
             )
         })?;
-        self.modify_cart(tenant, id, access, "cart.updated", async |cart| {
-            let o: ShippingOption = match self.get_setup(tenant, option.as_uuid()).await {
-                Ok(o) => o,
-                Err(OrdersError::NotFound) => {
-                    return Err(invalid(
-                        "/shipping_option_id",
-                        "is not a shipping option of this shop",
-                    ));
-                }
-                Err(e) => return Err(e),
-            };
+        let o: ShippingOption = match self.get_setup(tenant, option.as_uuid()).await {
+            Ok(o) => o,
+            Err(OrdersError::NotFound) => {
+                return Err(invalid(
+                    "/shipping_option_id",
+                    "is not a shipping option of this shop",
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
             let Some(address) = &cart.shipping_address else {
                 return Err(cart_error(
                     "shipping_address_required",
@@ -1034,9 +1048,10 @@ impl OrdersService {
     ) -> Result<PricedCart, OrdersError> {
         let code = normalise_code(code)
             .ok_or_else(|| invalid("/code", "must be 1 to 32 letters, digits, `-` or `_`"))?;
-        self.modify_cart(tenant, id, access, "cart.updated", async |cart| {
-            let p = self.usable_promotion(tenant, cart, &code).await?;
-            cart.promotion_code = Some(p.code);
+        let cart = self.cart_for(tenant, id, access).await?;
+        let p = self.usable_promotion(tenant, &cart, &code).await?;
+        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
+            cart.promotion_code = Some(p.code.clone());
             Ok(())
         })
         .await
@@ -1050,7 +1065,7 @@ impl OrdersService {
         code: &str,
     ) -> Result<PricedCart, OrdersError> {
         let code = normalise_code(code).ok_or(OrdersError::NotFound)?;
-        self.modify_cart(tenant, id, access, "cart.updated", async |cart| {
+        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
             if cart.promotion_code.as_deref() == Some(code.as_str()) {
                 cart.promotion_code = None;
                 Ok(())

@@ -137,7 +137,7 @@ async fn apply_adjustment(
     read_level(tx, a.tenant_id, a.variant_id, a.location_id).await
 }
 
-async fn apply_reservation(
+pub(crate) async fn apply_reservation(
     tx: &mut PgConnection,
     r: &Reservation,
 ) -> Result<InventoryLevel, StoreError> {
@@ -171,6 +171,94 @@ async fn apply_reservation(
     .await
     .map_err(map_err)?;
     read_level(tx, r.tenant_id, r.variant_id, r.location_id).await
+}
+
+/// Takes `quantity` units of a reservation out of stock (fulfilment): `on_hand` and
+/// `reserved` both drop, and the ledger records it. Conditional on the reservation still
+/// holding that many units.
+pub(crate) async fn commit_reserved(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    m: &keel_orders::order::StockMove,
+    actor: &str,
+    at_time: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let now = at_time;
+    let held = sqlx::query(
+        "UPDATE reservations SET fulfilled = fulfilled + $3 WHERE tenant_id = $1 AND id = $2 \
+         AND released_at IS NULL AND quantity - fulfilled >= $3",
+    )
+    .bind(tenant.as_uuid())
+    .bind(m.reservation_id.as_uuid())
+    .bind(m.quantity)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    let taken = sqlx::query(
+        "UPDATE inventory_levels SET on_hand = on_hand - $4, reserved = reserved - $4, updated_at = $5 \
+         WHERE tenant_id = $1 AND variant_id = $2 AND location_id = $3 AND reserved >= $4",
+    )
+    .bind(tenant.as_uuid())
+    .bind(m.variant_id.as_uuid())
+    .bind(m.location_id.as_uuid())
+    .bind(m.quantity)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    if held.rows_affected() != 1 || taken.rows_affected() != 1 {
+        return Err(insufficient());
+    }
+    sqlx::query(
+        "INSERT INTO inventory_adjustments (tenant_id, id, variant_id, location_id, delta, reason, note, actor, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'fulfilled', NULL, $6, $7)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(uuid::Uuid::now_v7())
+    .bind(m.variant_id.as_uuid())
+    .bind(m.location_id.as_uuid())
+    .bind(-m.quantity)
+    .bind(actor)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Releases what a reservation still holds (once): `reserved` drops by its unfulfilled units.
+pub(crate) async fn release_reserved(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    reservation: ReservationId,
+    at_time: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "UPDATE reservations SET released_at = $3 WHERE tenant_id = $1 AND id = $2 AND released_at IS NULL \
+         RETURNING variant_id, location_id, quantity - fulfilled AS held",
+    )
+    .bind(tenant.as_uuid())
+    .bind(reservation.as_uuid())
+    .bind(at_time)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    let Some(r) = row else {
+        return Ok(false);
+    };
+    sqlx::query(
+        "UPDATE inventory_levels SET reserved = reserved - $4, updated_at = $5 \
+         WHERE tenant_id = $1 AND variant_id = $2 AND location_id = $3",
+    )
+    .bind(tenant.as_uuid())
+    .bind(r.try_get::<uuid::Uuid, _>("variant_id").map_err(map_err)?)
+    .bind(r.try_get::<uuid::Uuid, _>("location_id").map_err(map_err)?)
+    .bind(r.try_get::<i64, _>("held").map_err(map_err)?)
+    .bind(at_time)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(true)
 }
 
 async fn remove_location(
@@ -397,32 +485,10 @@ impl InventoryStore for PgStore {
         events: &[NewEvent],
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let row = sqlx::query(
-            "UPDATE reservations SET released_at = $3 WHERE tenant_id = $1 AND id = $2 AND released_at IS NULL \
-             RETURNING variant_id, location_id, quantity",
-        )
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .bind(at_time)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let Some(r) = row else {
+        if !release_reserved(&mut tx, tenant, id, at_time).await? {
             tx.rollback().await.map_err(map_err)?;
             return Ok(false);
-        };
-        sqlx::query(
-            "UPDATE inventory_levels SET reserved = reserved - $4, updated_at = $5 \
-             WHERE tenant_id = $1 AND variant_id = $2 AND location_id = $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(r.try_get::<uuid::Uuid, _>("variant_id").map_err(map_err)?)
-        .bind(r.try_get::<uuid::Uuid, _>("location_id").map_err(map_err)?)
-        .bind(r.try_get::<i64, _>("quantity").map_err(map_err)?)
-        .bind(at_time)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        }
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)

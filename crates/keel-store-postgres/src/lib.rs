@@ -14,6 +14,7 @@ mod identity;
 mod inventory;
 mod mfa;
 mod migrations;
+mod orders;
 mod tenants;
 mod throttle;
 

@@ -19,6 +19,10 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
     ("products.tenant_id, products.handle", "products_handle_key"),
     ("variants.tenant_id, variants.sku", "variants_sku_key"),
     (
+        "pricing_records.tenant_id, pricing_records.kind, pricing_records.key",
+        "pricing_records_key",
+    ),
+    (
         "stock_locations.tenant_id, stock_locations.name",
         "stock_locations_name_key",
     ),

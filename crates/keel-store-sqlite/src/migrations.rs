@@ -49,6 +49,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "catalog",
         include_str!("../migrations/20261121000009_catalog.sql"),
     ),
+    (
+        20_261_121_000_010,
+        "orders",
+        include_str!("../migrations/20261121000010_orders.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

@@ -23,7 +23,7 @@ fn tenant_from_row(r: &SqliteRow) -> Result<Tenant, StoreError> {
     })
 }
 
-fn event_from_row(r: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+pub(crate) fn event_from_row(r: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     let payload: String = r.try_get("payload").map_err(map_err)?;
     Ok(RecordedEvent {
         id: EventId::from_uuid(r.try_get("id").map_err(map_err)?),

@@ -53,6 +53,12 @@ pub struct RawConfig {
     /// `KEEL_STORE_CACHE_MAX_AGE_S`, default 60: `Cache-Control: public, max-age=<this>` on
     /// storefront product reads (0: caches must revalidate every time).
     pub store_cache_max_age_s: u64,
+    /// `KEEL_UNPAID_ORDER_TTL_S`, default 1800: how long an unpaid order holds its stock before
+    /// the maintenance job cancels it.
+    pub unpaid_order_ttl_s: u64,
+    /// `KEEL_IDEMPOTENCY_TTL_S`, default 86400: how long a response to an `Idempotency-Key` is
+    /// kept and replayed.
+    pub idempotency_ttl_s: u64,
     /// `KEEL_SECRET_KEY` (secret; also `KEEL_SECRET_KEY_FILE`): 32 bytes, base64url, sealing
     /// signing keys and TOTP secrets at rest. Required with PostgreSQL (every node must share
     /// it); with SQLite, created as `<data_dir>/secret.key` (mode 0600) when unset.
@@ -131,6 +137,8 @@ impl Default for RawConfig {
             worker_threads: 4,
             maintenance_interval_s: 300,
             store_cache_max_age_s: 60,
+            unpaid_order_ttl_s: 1800,
+            idempotency_ttl_s: 86_400,
             secret_key: None,
             auth: RawAuth {
                 issuer: "keel".into(),
@@ -334,6 +342,9 @@ pub struct Settings {
     pub maintenance_interval: Duration,
     /// `max-age` of public storefront reads, in seconds.
     pub store_cache_max_age_s: u64,
+    pub orders: keel_orders::service::OrdersSettings,
+    /// How long idempotent responses are replayed.
+    pub idempotency_ttl: time::Duration,
     /// The master key as configured (base64url); `None` means "the embedded key file".
     pub secret_key: Option<SecretString>,
     pub auth: keel_identity::auth::AuthSettings,
@@ -543,6 +554,10 @@ impl Settings {
             } else {
                 raw.store_cache_max_age_s
             },
+            orders: keel_orders::service::OrdersSettings {
+                unpaid_order_ttl: seconds("KEEL_UNPAID_ORDER_TTL_S", raw.unpaid_order_ttl_s)?,
+            },
+            idempotency_ttl: seconds("KEEL_IDEMPOTENCY_TTL_S", raw.idempotency_ttl_s)?,
             secret_key: raw.secret_key,
             auth,
         })
@@ -582,6 +597,8 @@ impl Settings {
             "worker_threads": self.worker_threads,
             "maintenance_interval_s": self.maintenance_interval.as_secs(),
             "store_cache_max_age_s": self.store_cache_max_age_s,
+            "unpaid_order_ttl_s": self.orders.unpaid_order_ttl.whole_seconds(),
+            "idempotency_ttl_s": self.idempotency_ttl.whole_seconds(),
             "secret_key": if self.secret_key.is_some() { "***" } else { "<data_dir>/secret.key (embedded mode)" },
             "auth": {
                 "issuer": self.auth.issuer,

@@ -74,6 +74,11 @@ impl App {
                 Arc::new(SystemClock),
             ),
             store_cache_max_age_s: settings.store_cache_max_age_s,
+            orders: orders_service(settings, &store, Arc::new(SystemClock)),
+            idempotency: store.idempotency(),
+            idempotency_ttl: settings.idempotency_ttl,
+            idempotency_lock: time::Duration::try_from(settings.http.request_timeout)
+                .context("the request timeout is out of range")?,
         };
         let router = keel_http::router_with(state, settings.http, extra);
         let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -199,8 +204,32 @@ pub fn auth_service_with_clock(
     Ok(AuthService::new(ports, keys, clock, settings.auth.clone()))
 }
 
-/// One maintenance pass: prunes login attempts that left the login window. Returns the rows
-/// removed. Run by `serve` every `KEEL_MAINTENANCE_INTERVAL_S` and by `keel maintenance prune`.
+/// The orders service over `store`, with an explicit clock (tests of expiry use a manual one).
+pub fn orders_service(
+    settings: &Settings,
+    store: &Store,
+    clock: Arc<dyn Clock>,
+) -> keel_orders::service::OrdersService {
+    keel_orders::service::OrdersService::new(
+        keel_orders::service::OrdersPorts {
+            setup: store.setup(),
+            carts: store.carts(),
+            orders: store.orders(),
+            catalog: store.catalog(),
+            inventory: store.inventory(),
+        },
+        clock,
+        settings.orders,
+    )
+}
+
+/// Unpaid orders cancelled per batch of the expiry job (it repeats while batches are full).
+const EXPIRY_BATCH: i64 = 100;
+
+/// One maintenance pass: prunes login attempts that left the login window and idempotency
+/// keys past their time, and cancels unpaid orders whose time ran out (releasing their
+/// stock). Returns the rows removed or changed. Run by `serve` every
+/// `KEEL_MAINTENANCE_INTERVAL_S` and by `keel maintenance prune`.
 pub async fn maintenance_pass(
     settings: &Settings,
     store: &Store,
@@ -211,7 +240,28 @@ pub async fn maintenance_pass(
         .prune(now - settings.auth.login_window)
         .await
         .context("cannot prune login attempts")?;
-    Ok(pruned)
+    let purged = store
+        .idempotency()
+        .purge(now)
+        .await
+        .context("cannot purge idempotency keys")?;
+    let orders = orders_service(
+        settings,
+        store,
+        Arc::new(keel_kernel::clock::ManualClock::new(now)),
+    );
+    let mut expired = 0;
+    loop {
+        let n = orders
+            .expire_unpaid(EXPIRY_BATCH)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot expire unpaid orders: {e}"))?;
+        expired += n;
+        if n < u64::try_from(EXPIRY_BATCH).expect("a positive batch") {
+            break;
+        }
+    }
+    Ok(pruned + purged + expired)
 }
 
 /// Resolves on SIGTERM or SIGINT.

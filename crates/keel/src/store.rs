@@ -10,7 +10,10 @@ use keel_identity::{
         StaffStore,
     },
 };
-use keel_kernel::{StoreError, event::EventLog, health::StoreHealth};
+use keel_kernel::{
+    StoreError, event::EventLog, health::StoreHealth, idempotency::IdempotencyStore,
+};
+use keel_orders::ports::{CartStore, OrderStore, SetupStore};
 use keel_store_postgres::PgStore;
 use keel_store_sqlite::SqliteStore;
 
@@ -30,6 +33,10 @@ pub trait Backend:
     + CustomerStore
     + CatalogStore
     + InventoryStore
+    + SetupStore
+    + CartStore
+    + OrderStore
+    + IdempotencyStore
 {
 }
 
@@ -46,6 +53,10 @@ impl<T> Backend for T where
         + CustomerStore
         + CatalogStore
         + InventoryStore
+        + SetupStore
+        + CartStore
+        + OrderStore
+        + IdempotencyStore
 {
 }
 
@@ -159,6 +170,22 @@ impl Store {
     }
 
     pub fn inventory(&self) -> Arc<dyn InventoryStore> {
+        self.backend()
+    }
+
+    pub fn setup(&self) -> Arc<dyn SetupStore> {
+        self.backend()
+    }
+
+    pub fn carts(&self) -> Arc<dyn CartStore> {
+        self.backend()
+    }
+
+    pub fn orders(&self) -> Arc<dyn OrderStore> {
+        self.backend()
+    }
+
+    pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
         self.backend()
     }
 }

@@ -8,6 +8,8 @@ pub mod health;
 pub mod inventory;
 pub mod me;
 pub mod ops;
+pub mod orders;
+pub mod pricing;
 pub mod settings;
 pub mod store;
 pub mod users;

@@ -1,0 +1,742 @@
+//! Pricing setup, carts, orders and idempotency keys on PostgreSQL. Carts and orders are versioned
+//! aggregates stored as JSON (integer minor units only) beside the columns that lists and
+//! jobs query; the checkout writes the order, its stock reservations, the promotion use and
+//! the order number in one transaction.
+
+use async_trait::async_trait;
+use keel_kernel::{
+    StoreError, TenantId,
+    event::{NewEvent, RecordedEvent},
+    idempotency::{IdempotencyBegin, IdempotencyKey, IdempotencyStore},
+    page::{Page, PageRequest},
+};
+use keel_orders::{
+    cart::{Cart, CartId},
+    order::{Order, OrderId},
+    ports::{
+        CART_CHANGED, CartStore, OrderFilter, OrderStore, PROMOTION_CUSTOMER_LIMIT,
+        PROMOTION_EXHAUSTED, PlaceOrder, PricingSettings, SetupKind, SetupRecord, SetupStore,
+        StockChange, VERSION_CONFLICT,
+    },
+};
+use sqlx::{PgConnection, Row, postgres::PgRow};
+use time::OffsetDateTime;
+
+use crate::{
+    PgStore,
+    error::map_err,
+    inventory::{apply_reservation, commit_reserved, release_reserved},
+    tenants::{event_from_row, insert_events},
+};
+
+fn conflict(name: &str) -> StoreError {
+    StoreError::Conflict {
+        constraint: name.into(),
+    }
+}
+
+fn kind_of(s: &str) -> Result<SetupKind, StoreError> {
+    [
+        SetupKind::TaxRate,
+        SetupKind::ShippingOption,
+        SetupKind::Promotion,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == s)
+    .ok_or_else(|| StoreError::other("corrupt pricing record kind"))
+}
+
+fn record_from_row(r: &PgRow) -> Result<SetupRecord, StoreError> {
+    let kind: String = r.try_get("kind").map_err(map_err)?;
+    let body: String = r.try_get("body").map_err(map_err)?;
+    Ok(SetupRecord {
+        id: r.try_get("id").map_err(map_err)?,
+        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        kind: kind_of(&kind)?,
+        key: r.try_get("key").map_err(map_err)?,
+        body: serde_json::from_str(&body).map_err(StoreError::other)?,
+        usage_limit: r.try_get("usage_limit").map_err(map_err)?,
+        times_used: r.try_get("times_used").map_err(map_err)?,
+        version: r.try_get("version").map_err(map_err)?,
+    })
+}
+
+fn version_or_missing(exists: bool) -> StoreError {
+    if exists {
+        conflict(VERSION_CONFLICT)
+    } else {
+        StoreError::NotFound
+    }
+}
+
+#[async_trait]
+impl SetupStore for PgStore {
+    async fn create_record(&self, r: &SetupRecord, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO pricing_records (tenant_id, id, kind, key, body, usage_limit, times_used, version, created_at) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6, 0, $7, $8)",
+        )
+        .bind(r.tenant_id.as_uuid())
+        .bind(r.id)
+        .bind(r.kind.as_str())
+        .bind(&r.key)
+        .bind(r.body.to_string())
+        .bind(r.usage_limit)
+        .bind(r.version)
+        .bind(OffsetDateTime::now_utc())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_record(
+        &self,
+        tenant: TenantId,
+        kind: SetupKind,
+        id: uuid::Uuid,
+    ) -> Result<SetupRecord, StoreError> {
+        let r = sqlx::query(
+            "SELECT tenant_id, id, kind, key, body::text AS body, usage_limit, times_used, version FROM pricing_records \
+             WHERE tenant_id = $1 AND kind = $2 AND id = $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(kind.as_str())
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        record_from_row(&r)
+    }
+
+    async fn find_record(
+        &self,
+        tenant: TenantId,
+        kind: SetupKind,
+        key: &str,
+    ) -> Result<Option<SetupRecord>, StoreError> {
+        let r = sqlx::query(
+            "SELECT tenant_id, id, kind, key, body::text AS body, usage_limit, times_used, version FROM pricing_records \
+             WHERE tenant_id = $1 AND kind = $2 AND key = $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(kind.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        r.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn list_records(
+        &self,
+        tenant: TenantId,
+        kind: SetupKind,
+        page: PageRequest,
+    ) -> Result<Page<SetupRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, id, kind, key, body::text AS body, usage_limit, times_used, version FROM pricing_records \
+             WHERE tenant_id = $1 AND kind = $2 AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4",
+        )
+        .bind(tenant.as_uuid())
+        .bind(kind.as_str())
+        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+        .bind(page.limit.fetch_count())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let items = rows
+            .iter()
+            .map(record_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(items, page.limit, |r| r.id))
+    }
+
+    async fn update_record(
+        &self,
+        r: &SetupRecord,
+        expected_version: i64,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let done = sqlx::query(
+            "UPDATE pricing_records SET key = $4, body = $5::jsonb, usage_limit = $6, version = $7 \
+             WHERE tenant_id = $1 AND kind = $2 AND id = $3 AND version = $8",
+        )
+        .bind(r.tenant_id.as_uuid())
+        .bind(r.kind.as_str())
+        .bind(r.id)
+        .bind(&r.key)
+        .bind(r.body.to_string())
+        .bind(r.usage_limit)
+        .bind(r.version)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() != 1 {
+            let exists = record_exists(&mut tx, r.tenant_id, r.kind, r.id).await?;
+            tx.rollback().await.map_err(map_err)?;
+            return Err(version_or_missing(exists));
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn delete_record(
+        &self,
+        tenant: TenantId,
+        kind: SetupKind,
+        id: uuid::Uuid,
+        expected_version: Option<i64>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let done = sqlx::query(
+            "DELETE FROM pricing_records WHERE tenant_id = $1 AND kind = $2 AND id = $3 \
+             AND ($4::bigint IS NULL OR version = $4)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(kind.as_str())
+        .bind(id)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() != 1 {
+            let exists = record_exists(&mut tx, tenant, kind, id).await?;
+            tx.rollback().await.map_err(map_err)?;
+            return Err(version_or_missing(exists));
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn pricing_settings(&self, tenant: TenantId) -> Result<PricingSettings, StoreError> {
+        let v: Option<bool> = sqlx::query_scalar(
+            "SELECT prices_include_tax FROM pricing_settings WHERE tenant_id = $1",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(PricingSettings {
+            prices_include_tax: v.unwrap_or(false),
+        })
+    }
+
+    async fn set_pricing_settings(
+        &self,
+        tenant: TenantId,
+        settings: PricingSettings,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO pricing_settings (tenant_id, prices_include_tax) VALUES ($1, $2) \
+             ON CONFLICT (tenant_id) DO UPDATE SET prices_include_tax = excluded.prices_include_tax",
+        )
+        .bind(tenant.as_uuid())
+        .bind(settings.prices_include_tax)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+async fn record_exists(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    kind: SetupKind,
+    id: uuid::Uuid,
+) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pricing_records WHERE tenant_id = $1 AND kind = $2 AND id = $3",
+    )
+    .bind(tenant.as_uuid())
+    .bind(kind.as_str())
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(n == 1)
+}
+
+fn cart_status(c: &Cart) -> &'static str {
+    match c.status {
+        keel_orders::cart::CartStatus::Open => "open",
+        keel_orders::cart::CartStatus::Converted => "converted",
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(StoreError::other)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(r: &PgRow) -> Result<T, StoreError> {
+    let body: String = r.try_get("body").map_err(map_err)?;
+    serde_json::from_str(&body).map_err(StoreError::other)
+}
+
+/// Writes a cart at `expected_version` inside the caller's transaction; false when it changed.
+async fn write_cart(
+    tx: &mut PgConnection,
+    cart: &Cart,
+    expected_version: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE carts SET status = $3, body = $4::jsonb, version = $5, updated_at = $6 \
+         WHERE tenant_id = $1 AND id = $2 AND version = $7",
+    )
+    .bind(cart.tenant_id.as_uuid())
+    .bind(cart.id.as_uuid())
+    .bind(cart_status(cart))
+    .bind(json(cart)?)
+    .bind(cart.version)
+    .bind(cart.updated_at)
+    .bind(expected_version)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[async_trait]
+impl CartStore for PgStore {
+    async fn create_cart(
+        &self,
+        cart: &Cart,
+        secret_hash: Option<&str>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO carts (tenant_id, id, customer_id, secret_hash, status, body, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)",
+        )
+        .bind(cart.tenant_id.as_uuid())
+        .bind(cart.id.as_uuid())
+        .bind(cart.customer_id.map(|c| c.as_uuid()))
+        .bind(secret_hash)
+        .bind(cart_status(cart))
+        .bind(json(cart)?)
+        .bind(cart.version)
+        .bind(cart.created_at)
+        .bind(cart.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_cart(
+        &self,
+        tenant: TenantId,
+        id: CartId,
+    ) -> Result<(Cart, Option<String>), StoreError> {
+        let r = sqlx::query(
+            "SELECT body::text AS body, secret_hash FROM carts WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok((parse(&r)?, r.try_get("secret_hash").map_err(map_err)?))
+    }
+
+    async fn save_cart(
+        &self,
+        cart: &Cart,
+        expected_version: i64,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        if !write_cart(&mut tx, cart, expected_version).await? {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(conflict(VERSION_CONFLICT));
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+/// The next order number of the shop (1001 first), inside the checkout transaction.
+async fn next_number(tx: &mut PgConnection, tenant: TenantId) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
+        "INSERT INTO order_counters (tenant_id, next_number) VALUES ($1, 1002) \
+         ON CONFLICT (tenant_id) DO UPDATE SET next_number = next_number + 1 \
+         RETURNING next_number - 1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)
+}
+
+async fn write_order(
+    tx: &mut PgConnection,
+    o: &Order,
+    insert: bool,
+    expected: i64,
+) -> Result<bool, StoreError> {
+    let sql = if insert {
+        "INSERT INTO orders (tenant_id, id, number, status, payment_status, currency, customer_id, email, total, body, version, created_at, updated_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)"
+    } else {
+        "UPDATE orders SET number = $3, status = $4, payment_status = $5, currency = $6, customer_id = $7, email = $8, \
+         total = $9, body = $10::jsonb, version = $11, created_at = $12, updated_at = $13, expires_at = $14 \
+         WHERE tenant_id = $1 AND id = $2 AND version = $15"
+    };
+    let mut q = sqlx::query(sql)
+        .bind(o.tenant_id.as_uuid())
+        .bind(o.id.as_uuid())
+        .bind(o.number)
+        .bind(o.status.as_str())
+        .bind(o.payment_status.as_str())
+        .bind(o.currency.code())
+        .bind(o.customer_id.map(|c| c.as_uuid()))
+        .bind(o.email.as_deref())
+        .bind(o.totals.total)
+        .bind(json(o)?)
+        .bind(o.version)
+        .bind(o.created_at)
+        .bind(o.updated_at)
+        .bind(o.expires_at);
+    if !insert {
+        q = q.bind(expected);
+    }
+    let done = q.execute(&mut *tx).await.map_err(map_err)?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Counts one use of the promotion against its limits inside the checkout transaction. The
+/// conditional update of the promotion's row comes first, so concurrent checkouts with one
+/// promotion queue on it and the per-customer count after it is exact.
+async fn redeem(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    order: OrderId,
+    promotion: &keel_orders::ports::PromotionUse,
+    at_time: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE pricing_records SET times_used = times_used + 1 WHERE tenant_id = $1 AND kind = 'promotion' \
+         AND id = $2 AND (usage_limit IS NULL OR times_used < usage_limit)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(promotion.promotion_id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    if done.rows_affected() != 1 {
+        return Err(conflict(PROMOTION_EXHAUSTED));
+    }
+    if let Some(limit) = promotion.per_customer_limit {
+        let used: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM promotion_redemptions WHERE tenant_id = $1 AND promotion_id = $2 AND customer_key = $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(promotion.promotion_id.as_uuid())
+        .bind(&promotion.customer_key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if used >= limit {
+            return Err(conflict(PROMOTION_CUSTOMER_LIMIT));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO promotion_redemptions (tenant_id, order_id, promotion_id, customer_key, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(order.as_uuid())
+    .bind(promotion.promotion_id.as_uuid())
+    .bind(&promotion.customer_key)
+    .bind(at_time)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+async fn place(tx: &mut PgConnection, p: &PlaceOrder<'_>) -> Result<i64, StoreError> {
+    let tenant = p.order.tenant_id;
+    let mut converted = p.cart.clone();
+    converted.status = keel_orders::cart::CartStatus::Converted;
+    converted.order_id = Some(p.order.id);
+    converted.version = p.cart_version + 1;
+    converted.updated_at = p.order.created_at;
+    if !write_cart(tx, &converted, p.cart_version).await? {
+        return Err(conflict(CART_CHANGED));
+    }
+    for r in p.reservations {
+        apply_reservation(tx, r).await?;
+    }
+    if let Some(promotion) = &p.promotion {
+        redeem(tx, tenant, p.order.id, promotion, p.order.created_at).await?;
+    }
+    let number = next_number(tx, tenant).await?;
+    let mut order = p.order.clone();
+    order.number = number;
+    write_order(tx, &order, true, 0).await?;
+    Ok(number)
+}
+
+async fn move_stock(
+    tx: &mut PgConnection,
+    order: &Order,
+    stock: &[StockChange],
+) -> Result<(), StoreError> {
+    let actor = order.id.to_string();
+    for change in stock {
+        match change {
+            StockChange::Commit(m) => {
+                commit_reserved(tx, order.tenant_id, m, &actor, order.updated_at).await?;
+            }
+            StockChange::Release(m) => {
+                release_reserved(tx, order.tenant_id, m.reservation_id, order.updated_at).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl OrderStore for PgStore {
+    async fn place_order(
+        &self,
+        p: &PlaceOrder<'_>,
+        events: &[NewEvent],
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        match place(&mut tx, p).await {
+            Ok(number) => {
+                insert_events(&mut tx, events).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(number)
+            }
+            Err(e) => {
+                tx.rollback().await.map_err(map_err)?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn get_order(&self, tenant: TenantId, id: OrderId) -> Result<Order, StoreError> {
+        let r =
+            sqlx::query("SELECT body::text AS body FROM orders WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+        parse(&r)
+    }
+
+    async fn list_orders(
+        &self,
+        tenant: TenantId,
+        filter: &OrderFilter,
+        page: PageRequest,
+    ) -> Result<Page<Order>, StoreError> {
+        let (number, email) = order_query(filter.q.as_deref());
+        let rows = sqlx::query(
+            "SELECT id, body::text AS body FROM orders WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) \
+             AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::timestamptz IS NULL OR created_at < $4) \
+             AND ($5::uuid IS NULL OR customer_id = $5) AND ($6::bigint IS NULL OR number = $6) \
+             AND ($7::text IS NULL OR strpos(lower(coalesce(email, '')), lower($7)) > 0) \
+             AND ($8::uuid IS NULL OR id < $8) ORDER BY id DESC LIMIT $9",
+        )
+        .bind(tenant.as_uuid())
+        .bind(filter.status.map(keel_orders::order::OrderStatus::as_str))
+        .bind(filter.created_from)
+        .bind(filter.created_to)
+        .bind(filter.customer.map(|c| c.as_uuid()))
+        .bind(number)
+        .bind(email)
+        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+        .bind(page.limit.fetch_count())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let items = rows
+            .iter()
+            .map(parse::<Order>)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(items, page.limit, |o| o.id.as_uuid()))
+    }
+
+    async fn save_order(
+        &self,
+        order: &Order,
+        expected_version: i64,
+        stock: &[StockChange],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        if !write_order(&mut tx, order, false, expected_version).await? {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(conflict(VERSION_CONFLICT));
+        }
+        if let Err(e) = move_stock(&mut tx, order, stock).await {
+            tx.rollback().await.map_err(map_err)?;
+            return Err(e);
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn order_events(
+        &self,
+        tenant: TenantId,
+        id: OrderId,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, id, event_type, payload::text AS payload, occurred_at FROM outbox_events \
+             WHERE tenant_id = $1 AND event_type LIKE 'order.%' AND payload ->> 'order_id' = $2 \
+             ORDER BY id",
+        )
+        .bind(tenant.as_uuid())
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn expired_unpaid(
+        &self,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<(TenantId, OrderId)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, id FROM orders WHERE status = 'pending_payment' AND expires_at <= $1 \
+             ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+                    OrderId::from_uuid(r.try_get("id").map_err(map_err)?),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// `q` of the order list: an order number (`1001` or `#1001`) or part of an email.
+fn order_query(q: Option<&str>) -> (Option<i64>, Option<&str>) {
+    match q {
+        None => (None, None),
+        Some(q) => match q.strip_prefix('#').unwrap_or(q).parse::<i64>() {
+            Ok(n) => (Some(n), None),
+            Err(_) => (None, Some(q)),
+        },
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for PgStore {
+    async fn begin(
+        &self,
+        key: &IdempotencyKey,
+        request_hash: &[u8],
+        now: OffsetDateTime,
+        lock_until: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // A new key, or one whose owner died in flight (or that expired), is taken over.
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, scope, key, request_hash, status, locked_until, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $7) \
+             ON CONFLICT (tenant_id, scope, key) DO UPDATE SET request_hash = excluded.request_hash, status = 'in_flight', \
+             response_status = NULL, response_body = NULL, locked_until = excluded.locked_until, \
+             expires_at = excluded.expires_at, created_at = excluded.created_at \
+             WHERE (idempotency_keys.status = 'in_flight' AND idempotency_keys.locked_until <= $7) \
+             OR idempotency_keys.expires_at <= $7",
+        )
+        .bind(key.tenant_id.as_uuid())
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(request_hash)
+        .bind(lock_until)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let outcome = if claimed.rows_affected() == 1 {
+            IdempotencyBegin::Started
+        } else {
+            let r = sqlx::query(
+                "SELECT request_hash, status, response_status, response_body FROM idempotency_keys \
+                 WHERE tenant_id = $1 AND scope = $2 AND key = $3",
+            )
+            .bind(key.tenant_id.as_uuid())
+            .bind(&key.scope)
+            .bind(&key.key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            let status: String = r.try_get("status").map_err(map_err)?;
+            if status == "done" {
+                let code: i64 = r.try_get("response_status").map_err(map_err)?;
+                IdempotencyBegin::Done {
+                    request_hash: r.try_get("request_hash").map_err(map_err)?,
+                    status: u16::try_from(code).map_err(StoreError::other)?,
+                    body: r.try_get("response_body").map_err(map_err)?,
+                }
+            } else {
+                IdempotencyBegin::InFlight
+            }
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(outcome)
+    }
+
+    async fn finish(
+        &self,
+        key: &IdempotencyKey,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = 'done', response_status = $4, response_body = $5 \
+             WHERE tenant_id = $1 AND scope = $2 AND key = $3",
+        )
+        .bind(key.tenant_id.as_uuid())
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(i64::from(status))
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn purge(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+}
