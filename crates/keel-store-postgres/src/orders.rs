@@ -370,7 +370,7 @@ impl CartStore for PgStore {
 async fn next_number(tx: &mut PgConnection, tenant: TenantId) -> Result<i64, StoreError> {
     sqlx::query_scalar(
         "INSERT INTO order_counters (tenant_id, next_number) VALUES ($1, 1002) \
-         ON CONFLICT (tenant_id) DO UPDATE SET next_number = next_number + 1 \
+         ON CONFLICT (tenant_id) DO UPDATE SET next_number = order_counters.next_number + 1 \
          RETURNING next_number - 1",
     )
     .bind(tenant.as_uuid())
@@ -476,7 +476,11 @@ async fn place(tx: &mut PgConnection, p: &PlaceOrder<'_>) -> Result<i64, StoreEr
     if !write_cart(tx, &converted, p.cart_version).await? {
         return Err(conflict(CART_CHANGED));
     }
-    for r in p.reservations {
+    // Rows are locked in one global order (variant, location), so two checkouts of the same
+    // items in different line orders cannot deadlock.
+    let mut reservations: Vec<_> = p.reservations.iter().collect();
+    reservations.sort_by_key(|r| (r.variant_id.as_uuid(), r.location_id.as_uuid()));
+    for r in reservations {
         apply_reservation(tx, r).await?;
     }
     if let Some(promotion) = &p.promotion {
@@ -495,6 +499,13 @@ async fn move_stock(
     stock: &[StockChange],
 ) -> Result<(), StoreError> {
     let actor = order.id.to_string();
+    // One global lock order, as at checkout.
+    let mut stock: Vec<_> = stock.iter().collect();
+    stock.sort_by_key(|c| match c {
+        StockChange::Commit(m) | StockChange::Release(m) => {
+            (m.variant_id.as_uuid(), m.location_id.as_uuid())
+        }
+    });
     for change in stock {
         match change {
             StockChange::Commit(m) => {

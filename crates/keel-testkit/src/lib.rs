@@ -64,6 +64,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub backend: Backend,
     pub store: Store,
+    /// The validated settings the app runs with (for running its jobs from a test).
+    pub settings: Settings,
     /// The app's authentication service (same database and master key), for setting up
     /// tenants the way the operator CLI does.
     pub auth: keel_identity::auth::AuthService,
@@ -142,6 +144,7 @@ pub async fn spawn_on(
             .expect("build the HTTP client"),
         backend,
         store,
+        settings: auth_settings,
         auth,
         server: Some(server),
         stop: Some(stop),

@@ -1,0 +1,596 @@
+//! Carts, checkout and orders over real HTTP, once per backend: a hand-computed end-to-end
+//! flow in USD (8.875 % tax) and JPY (no minor unit), idempotency, concurrency without
+//! oversell or over-redemption, illegal transitions, and the expiry of unpaid orders.
+
+use std::collections::HashSet;
+
+use keel_testkit::{
+    Backend, TestApp, Tokens, assert_problem, backend_tests, spawn_app, spawn_app_with,
+};
+use reqwest::{Method, StatusCode};
+
+async fn json(res: reqwest::Response) -> serde_json::Value {
+    res.json().await.expect("JSON body")
+}
+
+async fn admin(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.expect("request reaches the server")
+}
+
+async fn created(res: reqwest::Response) -> serde_json::Value {
+    let status = res.status();
+    let body = json(res).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// A shop ready to sell: a tee and a mug priced in USD and JPY with stock, New York and Japan
+/// tax, shipping to both, and two promotions.
+struct Shop {
+    owner: Tokens,
+    pk: String,
+    tee: String,
+    mug: String,
+    us_shipping: String,
+    jp_shipping: String,
+}
+
+async fn shop(app: &TestApp, prefix: &str, stock: i64) -> Shop {
+    let (owner, pk) = app.shop_with_storefront(prefix).await;
+    let t = owner.access_token.as_str();
+    let product = created(admin(app, t, Method::POST, "/v1/admin/products", Some(serde_json::json!({
+        "title": "Tee", "handle": "tee", "status": "active",
+        "variants": [
+            {"sku": "TEE-S", "prices": [{"amount": 1999, "currency": "USD"}, {"amount": 2500, "currency": "JPY"}]},
+            {"sku": "MUG", "title": "Mug", "prices": [{"amount": 500, "currency": "USD"}, {"amount": 800, "currency": "JPY"}]}
+        ]})), None).await).await;
+    let tee = product["variants"][0]["id"]
+        .as_str()
+        .expect("tee")
+        .to_owned();
+    let mug = product["variants"][1]["id"]
+        .as_str()
+        .expect("mug")
+        .to_owned();
+    let loc = created(
+        admin(
+            app,
+            t,
+            Method::POST,
+            "/v1/admin/stock-locations",
+            Some(serde_json::json!({"name": "Main"})),
+            None,
+        )
+        .await,
+    )
+    .await;
+    for v in [&tee, &mug] {
+        created(admin(app, t, Method::POST, "/v1/admin/inventory/adjustments", Some(serde_json::json!({"variant": v, "location": loc["id"], "delta": stock, "reason": "received"})), None).await).await;
+    }
+    created(
+        admin(
+            app,
+            t,
+            Method::POST,
+            "/v1/admin/tax-rates",
+            Some(serde_json::json!({"country": "US", "region": "NY", "rate": "8.875"})),
+            None,
+        )
+        .await,
+    )
+    .await;
+    created(
+        admin(
+            app,
+            t,
+            Method::POST,
+            "/v1/admin/tax-rates",
+            Some(serde_json::json!({"country": "JP", "rate": "10", "shipping_taxable": false})),
+            None,
+        )
+        .await,
+    )
+    .await;
+    let us = created(admin(app, t, Method::POST, "/v1/admin/shipping-options", Some(serde_json::json!({
+        "name": "Standard", "country": "US", "amounts": [{"amount": 795, "currency": "USD"}], "free_over": [{"amount": 10000, "currency": "USD"}]})), None).await).await;
+    let jp = created(
+        admin(
+            app,
+            t,
+            Method::POST,
+            "/v1/admin/shipping-options",
+            Some(serde_json::json!({
+        "name": "EMS", "country": "JP", "amounts": [{"amount": 1200, "currency": "JPY"}]})),
+            None,
+        )
+        .await,
+    )
+    .await;
+    created(
+        admin(
+            app,
+            t,
+            Method::POST,
+            "/v1/admin/promotions",
+            Some(serde_json::json!({"code": "SAVE10", "percent": "10"})),
+            None,
+        )
+        .await,
+    )
+    .await;
+    created(admin(app, t, Method::POST, "/v1/admin/promotions", Some(serde_json::json!({"code": "YEN500", "amounts": [{"amount": 500, "currency": "JPY"}]})), None).await).await;
+    Shop {
+        owner,
+        pk,
+        tee,
+        mug,
+        us_shipping: us["id"].as_str().expect("id").to_owned(),
+        jp_shipping: jp["id"].as_str().expect("id").to_owned(),
+    }
+}
+
+/// A guest shopper's cart: its id and secret.
+struct Cart {
+    id: String,
+    secret: String,
+}
+
+async fn store(
+    app: &TestApp,
+    shop: &Shop,
+    secret: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app
+        .client
+        .request(method, app.url(path))
+        .header("keel-publishable-key", &shop.pk);
+    if let Some(s) = secret {
+        req = req.header("keel-cart-secret", s);
+    }
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.expect("request reaches the server")
+}
+
+async fn new_cart(app: &TestApp, shop: &Shop, currency: &str) -> Cart {
+    let body = created(
+        store(
+            app,
+            shop,
+            None,
+            Method::POST,
+            "/v1/store/carts",
+            Some(serde_json::json!({"currency": currency, "email": "guest@example.test"})),
+            None,
+        )
+        .await,
+    )
+    .await;
+    Cart {
+        id: body["cart"]["id"].as_str().expect("id").to_owned(),
+        secret: body["cart_secret"].as_str().expect("secret").to_owned(),
+    }
+}
+
+async fn cart_call(
+    app: &TestApp,
+    shop: &Shop,
+    cart: &Cart,
+    method: Method,
+    suffix: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let res = store(
+        app,
+        shop,
+        Some(&cart.secret),
+        method,
+        &format!("/v1/store/carts/{}{suffix}", cart.id),
+        body,
+        None,
+    )
+    .await;
+    let status = res.status();
+    let body = json(res).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn ny() -> serde_json::Value {
+    serde_json::json!({"name": "Ann Buyer", "line1": "1 Main St", "city": "New York", "region": "NY", "postal_code": "10001", "country": "US"})
+}
+
+fn tokyo() -> serde_json::Value {
+    serde_json::json!({"name": "Ken Kaimono", "line1": "1-1 Chiyoda", "city": "Tokyo", "postal_code": "100-0001", "country": "JP"})
+}
+
+/// A cart with `lines` (variant, quantity), an address, a shipping option and maybe a code.
+async fn ready_cart(
+    app: &TestApp,
+    shop: &Shop,
+    currency: &str,
+    lines: &[(&str, i64)],
+    address: serde_json::Value,
+    shipping: &str,
+    code: Option<&str>,
+) -> (Cart, serde_json::Value) {
+    let cart = new_cart(app, shop, currency).await;
+    for (variant, quantity) in lines {
+        cart_call(
+            app,
+            shop,
+            &cart,
+            Method::POST,
+            "/items",
+            Some(serde_json::json!({"variant_id": variant, "quantity": quantity})),
+        )
+        .await;
+    }
+    cart_call(
+        app,
+        shop,
+        &cart,
+        Method::PUT,
+        "/shipping-address",
+        Some(address),
+    )
+    .await;
+    let mut body = cart_call(
+        app,
+        shop,
+        &cart,
+        Method::PUT,
+        "/shipping-option",
+        Some(serde_json::json!({"shipping_option_id": shipping})),
+    )
+    .await;
+    if let Some(code) = code {
+        body = cart_call(
+            app,
+            shop,
+            &cart,
+            Method::POST,
+            "/promotions",
+            Some(serde_json::json!({"code": code})),
+        )
+        .await;
+    }
+    (cart, body)
+}
+
+fn amount(v: &serde_json::Value) -> i64 {
+    v["amount"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("an amount: {v}"))
+}
+
+fn totals(body: &serde_json::Value) -> [i64; 6] {
+    let t = &body["totals"];
+    [
+        amount(&t["subtotal"]),
+        amount(&t["discount"]),
+        amount(&t["shipping"]),
+        amount(&t["shipping_tax"]),
+        amount(&t["tax"]),
+        amount(&t["total"]),
+    ]
+}
+
+async fn checkout(app: &TestApp, shop: &Shop, cart: &Cart, key: &str) -> reqwest::Response {
+    store(
+        app,
+        shop,
+        Some(&cart.secret),
+        Method::POST,
+        &format!("/v1/store/carts/{}/checkout", cart.id),
+        None,
+        Some(key),
+    )
+    .await
+}
+
+async fn pay(app: &TestApp, shop: &Shop, cart: &Cart, order: &str, key: &str) -> reqwest::Response {
+    store(
+        app,
+        shop,
+        Some(&cart.secret),
+        Method::POST,
+        &format!("/v1/store/orders/{order}/payments"),
+        None,
+        Some(key),
+    )
+    .await
+}
+
+async fn level(app: &TestApp, shop: &Shop, variant: &str) -> (i64, i64) {
+    let body = json(
+        app.get_as(
+            &format!("/v1/admin/inventory?variant={variant}"),
+            &shop.owner.access_token,
+        )
+        .await,
+    )
+    .await;
+    (
+        body["data"][0]["on_hand"].as_i64().expect("on hand"),
+        body["data"][0]["reserved"].as_i64().expect("reserved"),
+    )
+}
+
+backend_tests! {
+    async fn a_new_york_order_goes_from_cart_to_partial_refund_with_hand_computed_totals(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let shop = shop(&app, "ord-ny", 10).await;
+        let (cart, body) = ready_cart(&app, &shop, "USD", &[(&shop.tee, 2), (&shop.mug, 1)], ny(), &shop.us_shipping, Some("save10")).await;
+        // 2 × 19.99 + 5.00 = 44.98; 10 % = 4.498 → 4.50, split 4.00 / 0.50 by largest remainder;
+        // tax 8.875 % per line: (39.98 - 4.00) → 3.19, (5.00 - 0.50) → 0.40; shipping 7.95 → tax 0.71.
+        assert_eq!(totals(&body), [4498, 450, 795, 71, 430, 5273]);
+        let lines = body["lines"].as_array().expect("lines");
+        assert_eq!((amount(&lines[0]["discount"]), amount(&lines[0]["tax"]), amount(&lines[0]["total"])), (400, 319, 3917));
+        assert_eq!((amount(&lines[1]["discount"]), amount(&lines[1]["tax"]), amount(&lines[1]["total"])), (50, 40, 490));
+        assert_eq!(body["tax_rate"], "8.875");
+        let order = created(checkout(&app, &shop, &cart, "checkout-ny-1").await).await;
+        assert_eq!((order["status"].as_str(), order["payment_status"].as_str()), (Some("pending_payment"), Some("unpaid")));
+        assert!(order["number"].as_str().is_some_and(|n| n.starts_with('#')), "{order}");
+        assert_eq!(totals(&order), [4498, 450, 795, 71, 430, 5273], "totals frozen at checkout");
+        assert_eq!(level(&app, &shop, &shop.tee).await, (10, 2), "stock reserved with the order");
+        let id = order["id"].as_str().expect("id").to_owned();
+        let paid = created(pay(&app, &shop, &cart, &id, "pay-ny-1").await).await;
+        assert_eq!((paid["status"].as_str(), amount(&paid["captured"])), (Some("paid"), 5273));
+        let t = shop.owner.access_token.clone();
+        let tee_line = order["lines"][0]["id"].clone();
+        let mug_line = order["lines"][1]["id"].clone();
+        let path = format!("/v1/admin/orders/{id}");
+        let partial = created(admin(&app, &t, Method::POST, &format!("{path}/fulfillments"), Some(serde_json::json!({"lines": [{"line_id": tee_line, "quantity": 1}]})), Some("ful-1")).await).await;
+        assert_eq!(partial["status"], "partially_fulfilled");
+        assert_eq!(level(&app, &shop, &shop.tee).await, (9, 1), "a fulfilled unit leaves the shelf and the reservation");
+        let done = created(admin(&app, &t, Method::POST, &format!("{path}/fulfillments"), Some(serde_json::json!({"lines": [{"line_id": tee_line, "quantity": 1}, {"line_id": mug_line, "quantity": 1}]})), Some("ful-2")).await).await;
+        assert_eq!(done["status"], "fulfilled");
+        let shipped = created(admin(&app, &t, Method::POST, &format!("{path}/shipments"), Some(serde_json::json!({"carrier": "UPS", "tracking_number": "1Z999"})), None).await).await;
+        assert_eq!(shipped["status"], "shipped");
+        // 10.00 back, split over what was paid: lines 39.17 / 4.90 and shipping 8.66 (5273 in
+        // all) → 7.43 / 0.93 / 1.64 by largest remainder.
+        let refunded = created(admin(&app, &t, Method::POST, &format!("{path}/refunds"), Some(serde_json::json!({"amount": 1000, "reason": "late"})), Some("ref-1")).await).await;
+        assert_eq!((refunded["payment_status"].as_str(), amount(&refunded["refunded"])), (Some("partially_refunded"), 1000));
+        assert_eq!((amount(&refunded["lines"][0]["refunded"]), amount(&refunded["lines"][1]["refunded"]), amount(&refunded["refunds"][0]["shipping"])), (743, 93, 164));
+        let detail = json(app.get_as(&path, &t).await).await;
+        let timeline: Vec<&str> = detail["timeline"].as_array().expect("timeline").iter().map(|e| e["type"].as_str().expect("type")).collect();
+        assert_eq!(timeline, ["order.placed", "order.paid", "order.partially_fulfilled", "order.fulfilled", "order.shipped", "order.refunded"]);
+        let listed = json(app.get_as("/v1/admin/orders?status=shipped", &t).await).await;
+        assert_eq!(listed["data"].as_array().expect("data").len(), 1);
+        let by_number = json(app.get_as(&format!("/v1/admin/orders?q={}", order["number"].as_str().expect("n").replace('#', "%23")), &t).await).await;
+        assert_eq!(by_number["data"][0]["id"], id.as_str());
+    }
+
+    async fn a_japanese_order_in_whole_yen_with_a_fixed_promotion(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let shop = shop(&app, "ord-jp", 10).await;
+        let (cart, body) = ready_cart(&app, &shop, "JPY", &[(&shop.tee, 3)], tokyo(), &shop.jp_shipping, Some("YEN500")).await;
+        // 3 × ¥2,500 = ¥7,500; ¥500 off; 10 % tax on ¥7,000 = ¥700; EMS ¥1,200, untaxed.
+        assert_eq!(totals(&body), [7500, 500, 1200, 0, 700, 8900]);
+        assert_eq!(body["totals"]["total"]["currency"], "JPY");
+        let order = created(checkout(&app, &shop, &cart, "checkout-jp").await).await;
+        assert_eq!(totals(&order), [7500, 500, 1200, 0, 700, 8900]);
+        // The key replays the first answer; the same key on another request is refused.
+        let replay = checkout(&app, &shop, &cart, "checkout-jp").await;
+        assert_eq!(replay.status(), StatusCode::CREATED);
+        assert_eq!(replay.headers()["idempotent-replayed"], "true");
+        assert_eq!(json(replay).await["id"], order["id"]);
+        let reused = pay(&app, &shop, &cart, order["id"].as_str().expect("id"), "checkout-jp").await;
+        assert_problem(reused, 422, "idempotency_key_reused").await;
+        let no_key = store(&app, &shop, Some(&cart.secret), Method::POST, &format!("/v1/store/orders/{}/payments", order["id"].as_str().expect("id")), None, None).await;
+        assert_problem(no_key, 400, "idempotency_key_required").await;
+        // Another shopper's secret cannot see the cart or pay its order.
+        let stranger = new_cart(&app, &shop, "JPY").await;
+        let peek = store(&app, &shop, Some(&stranger.secret), Method::GET, &format!("/v1/store/carts/{}", cart.id), None, None).await;
+        assert_problem(peek, 404, "not_found").await;
+        let steal = store(&app, &shop, Some(&stranger.secret), Method::POST, &format!("/v1/store/orders/{}/payments", order["id"].as_str().expect("id")), None, Some("steal")).await;
+        assert_problem(steal, 404, "not_found").await;
+    }
+
+    async fn illegal_transitions_answer_409_and_change_nothing(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let shop = shop(&app, "ord-bad", 10).await;
+        let t = shop.owner.access_token.clone();
+        let (cart, _) = ready_cart(&app, &shop, "USD", &[(&shop.tee, 2)], ny(), &shop.us_shipping, None).await;
+        let order = created(checkout(&app, &shop, &cart, "bad-1").await).await;
+        let id = order["id"].as_str().expect("id").to_owned();
+        let path = format!("/v1/admin/orders/{id}");
+        let line = order["lines"][0]["id"].clone();
+        let version = |o: &serde_json::Value| o["version"].as_i64().expect("version");
+        let before = json(app.get_as(&path, &t).await).await;
+        let ship_early = admin(&app, &t, Method::POST, &format!("{path}/shipments"), Some(serde_json::json!({"carrier": "UPS", "tracking_number": "1"})), None).await;
+        assert_problem(ship_early, 409, "order_not_shippable").await;
+        let fulfil_unpaid = admin(&app, &t, Method::POST, &format!("{path}/fulfillments"), Some(serde_json::json!({"lines": [{"line_id": line, "quantity": 1}]})), Some("f-unpaid")).await;
+        assert_problem(fulfil_unpaid, 409, "order_not_fulfillable").await;
+        let refund_unpaid = admin(&app, &t, Method::POST, &format!("{path}/refunds"), Some(serde_json::json!({"amount": 1})), Some("r-unpaid")).await;
+        assert_problem(refund_unpaid, 409, "order_not_refundable").await;
+        assert_eq!(version(&json(app.get_as(&path, &t).await).await), version(&before), "nothing changed");
+        created(pay(&app, &shop, &cart, &id, "bad-pay").await).await;
+        let over = admin(&app, &t, Method::POST, &format!("{path}/fulfillments"), Some(serde_json::json!({"lines": [{"line_id": line, "quantity": 3}]})), Some("f-over")).await;
+        assert_problem(over, 409, "over_fulfilment").await;
+        let too_much = admin(&app, &t, Method::POST, &format!("{path}/refunds"), Some(serde_json::json!({"amount": 1_000_000})), Some("r-over")).await;
+        assert_problem(too_much, 409, "over_refund").await;
+        let paid = json(app.get_as(&path, &t).await).await;
+        assert_eq!((paid["status"].as_str(), amount(&paid["refunded"])), (Some("paid"), 0));
+        assert_eq!(level(&app, &shop, &shop.tee).await, (10, 2), "no stock moved");
+        let cancelled = json(admin(&app, &t, Method::POST, &format!("{path}/cancel"), Some(serde_json::json!({"reason": "customer asked"})), None).await).await;
+        assert_eq!((cancelled["status"].as_str(), cancelled["payment_status"].as_str()), (Some("cancelled"), Some("refunded")));
+        assert_eq!(amount(&cancelled["refunded"]), amount(&cancelled["captured"]), "cancelling refunds what was captured");
+        assert_eq!(level(&app, &shop, &shop.tee).await, (10, 0), "and releases the stock");
+        let pay_cancelled = pay(&app, &shop, &cart, &id, "bad-pay-2").await;
+        assert_problem(pay_cancelled, 409, "order_not_payable").await;
+        assert_problem(admin(&app, &t, Method::POST, &format!("{path}/cancel"), Some(serde_json::json!({})), None).await, 409, "order_not_cancellable").await;
+        assert_eq!(version(&json(app.get_as(&path, &t).await).await), version(&cancelled));
+        assert_problem(checkout(&app, &shop, &cart, "bad-again").await, 409, "cart_checked_out").await;
+    }
+
+    async fn fifty_concurrent_checkouts_of_ten_units_make_exactly_ten_orders(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let shop = shop(&app, "ord-race", 10).await;
+        let mut carts = Vec::new();
+        for _ in 0..50 {
+            carts.push(ready_cart(&app, &shop, "USD", &[(&shop.tee, 1)], ny(), &shop.us_shipping, None).await.0);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        let app = std::sync::Arc::new(app);
+        let shop = std::sync::Arc::new(shop);
+        for (i, cart) in carts.into_iter().enumerate() {
+            let (app, shop) = (app.clone(), shop.clone());
+            tasks.spawn(async move { checkout(&app, &shop, &cart, &format!("race-{i}")).await.status() });
+        }
+        let mut statuses = Vec::new();
+        while let Some(s) = tasks.join_next().await {
+            statuses.push(s.expect("task"));
+        }
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 10);
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 40);
+        assert_eq!(level(&app, &shop, &shop.tee).await, (10, 10), "reserved exactly what is on hand");
+        let orders = json(app.get_as("/v1/admin/orders?limit=100", &shop.owner.access_token).await).await;
+        assert_eq!(orders["data"].as_array().expect("data").len(), 10);
+        let numbers: HashSet<&str> = orders["data"].as_array().expect("data").iter().map(|o| o["number"].as_str().expect("n")).collect();
+        assert_eq!(numbers.len(), 10, "unique order numbers");
+    }
+
+    async fn twenty_concurrent_checkouts_with_one_key_make_one_order(backend: Backend) {
+        let app = std::sync::Arc::new(spawn_app(backend).await);
+        let shop = std::sync::Arc::new(shop(&app, "ord-key", 10).await);
+        let cart = std::sync::Arc::new(ready_cart(&app, &shop, "USD", &[(&shop.tee, 1)], ny(), &shop.us_shipping, None).await.0);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (app, shop, cart) = (app.clone(), shop.clone(), cart.clone());
+            tasks.spawn(async move {
+                let res = checkout(&app, &shop, &cart, "one-key").await;
+                let status = res.status();
+                (status, json(res).await)
+            });
+        }
+        let mut ids = HashSet::new();
+        while let Some(r) = tasks.join_next().await {
+            let (status, body) = r.expect("task");
+            match status {
+                StatusCode::CREATED => {
+                    ids.insert(body["id"].as_str().expect("id").to_owned());
+                }
+                StatusCode::CONFLICT => assert_eq!(body["code"], "idempotency_request_in_progress", "{body}"),
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+        assert_eq!(ids.len(), 1, "one order, replayed to every winner");
+        let orders = json(app.get_as("/v1/admin/orders", &shop.owner.access_token).await).await;
+        assert_eq!(orders["data"].as_array().expect("data").len(), 1);
+        assert_eq!(level(&app, &shop, &shop.tee).await, (10, 1));
+    }
+
+    async fn a_promotion_limited_to_five_uses_discounts_exactly_five_of_thirty_orders(backend: Backend) {
+        let app = std::sync::Arc::new(spawn_app(backend).await);
+        let shop = std::sync::Arc::new(shop(&app, "ord-promo", 100).await);
+        created(admin(&app, &shop.owner.access_token, Method::POST, "/v1/admin/promotions", Some(serde_json::json!({"code": "FIRST5", "percent": "50", "usage_limit": 5})), None).await).await;
+        let mut carts = Vec::new();
+        for _ in 0..30 {
+            carts.push(ready_cart(&app, &shop, "USD", &[(&shop.mug, 1)], ny(), &shop.us_shipping, Some("FIRST5")).await.0);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, cart) in carts.into_iter().enumerate() {
+            let (app, shop) = (app.clone(), shop.clone());
+            tasks.spawn(async move {
+                let res = checkout(&app, &shop, &cart, &format!("promo-{i}")).await;
+                let status = res.status();
+                (status, json(res).await)
+            });
+        }
+        let mut discounted = 0;
+        while let Some(r) = tasks.join_next().await {
+            let (status, body) = r.expect("task");
+            if status == StatusCode::CREATED {
+                assert_eq!(amount(&body["totals"]["discount"]), 250);
+                discounted += 1;
+            } else {
+                assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("promotion_exhausted")), "{body}");
+            }
+        }
+        assert_eq!(discounted, 5);
+        let promos = json(app.get_as("/v1/admin/promotions", &shop.owner.access_token).await).await;
+        let first5 = promos["data"].as_array().expect("data").iter().find(|p| p["code"] == "FIRST5").expect("promo").clone();
+        assert_eq!(first5["times_used"], 5);
+    }
+
+    async fn setup_validation_and_roles(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (_, owner) = app.owner_with_tokens("ord-setup").await;
+        let t = owner.access_token.as_str();
+        for (path, body, pointer) in [
+            ("/v1/admin/tax-rates", serde_json::json!({"country": "USA", "rate": "8.875"}), "/country"),
+            ("/v1/admin/tax-rates", serde_json::json!({"country": "US", "rate": "8.8755555"}), "/rate"),
+            ("/v1/admin/tax-rates", serde_json::json!({"country": "US", "rate": "101"}), "/rate"),
+            ("/v1/admin/shipping-options", serde_json::json!({"name": "X", "country": "US", "amounts": [{"amount": -1, "currency": "USD"}]}), "/amounts/0/amount"),
+            ("/v1/admin/promotions", serde_json::json!({"code": "BAD CODE", "percent": "10"}), "/code"),
+            ("/v1/admin/promotions", serde_json::json!({"code": "BOTH", "percent": "10", "amounts": [{"amount": 1, "currency": "USD"}]}), ""),
+        ] {
+            let problem = assert_problem(admin(&app, t, Method::POST, path, Some(body), None).await, 422, "validation_failed").await;
+            assert_eq!(problem["errors"][0]["pointer"], pointer, "{problem}");
+        }
+        let rate = created(admin(&app, t, Method::POST, "/v1/admin/tax-rates", Some(serde_json::json!({"country": "US", "rate": "7.25"})), None).await).await;
+        assert_eq!(rate["rate"], "7.25");
+        let dup = admin(&app, t, Method::POST, "/v1/admin/tax-rates", Some(serde_json::json!({"country": "US", "rate": "8"})), None).await;
+        assert_problem(dup, 422, "validation_failed").await;
+        let path = format!("/v1/admin/tax-rates/{}", rate["id"].as_str().expect("id"));
+        let patched = app.client.patch(app.url(&path)).bearer_auth(t).header("if-match", "\"v1\"").json(&serde_json::json!({"rate": "7.5"})).send().await.expect("send");
+        assert_eq!(json(patched).await["rate"], "7.5");
+        let stale = app.client.patch(app.url(&path)).bearer_auth(t).header("if-match", "\"v1\"").json(&serde_json::json!({"rate": "9"})).send().await.expect("send");
+        assert_problem(stale, 412, "precondition_failed").await;
+        let (_, viewer) = app.member(&owner, "viewer@ord-setup.test", "viewer").await;
+        assert_eq!(app.get_as("/v1/admin/tax-rates", &viewer.access_token).await.status(), 200);
+        assert_eq!(app.get_as("/v1/admin/orders", &viewer.access_token).await.status(), 200);
+        let write = admin(&app, &viewer.access_token, Method::POST, "/v1/admin/promotions", Some(serde_json::json!({"code": "V", "percent": "1"})), None).await;
+        assert_problem(write, 403, "forbidden").await;
+        let (_, other) = app.owner_with_tokens("ord-other").await;
+        assert_problem(app.get_as(&path, &other.access_token).await, 404, "not_found").await;
+    }
+
+    /// The expiry job with a configured expiry of 60 s, run as `serve` runs it but at a chosen
+    /// "now" (no sleeping): the unpaid order is cancelled and its stock released; a paid one stays.
+    async fn unpaid_orders_expire_and_release_their_stock(backend: Backend) {
+        let app = spawn_app_with(backend, utoipa_axum::router::OpenApiRouter::new(), |raw| raw.unpaid_order_ttl_s = 60).await;
+        let shop = shop(&app, "ord-expiry", 5).await;
+        let (unpaid_cart, _) = ready_cart(&app, &shop, "USD", &[(&shop.tee, 2)], ny(), &shop.us_shipping, None).await;
+        let unpaid = created(checkout(&app, &shop, &unpaid_cart, "exp-1").await).await;
+        let (paid_cart, _) = ready_cart(&app, &shop, "USD", &[(&shop.tee, 1)], ny(), &shop.us_shipping, None).await;
+        let paid = created(checkout(&app, &shop, &paid_cart, "exp-2").await).await;
+        created(pay(&app, &shop, &paid_cart, paid["id"].as_str().expect("id"), "exp-pay").await).await;
+        assert_eq!(level(&app, &shop, &shop.tee).await, (5, 3));
+        let now = time::OffsetDateTime::now_utc();
+        keel::maintenance_pass(&app.settings, &app.store, now + time::Duration::seconds(30)).await.expect("pass");
+        let path = format!("/v1/admin/orders/{}", unpaid["id"].as_str().expect("id"));
+        assert_eq!(json(app.get_as(&path, &shop.owner.access_token).await).await["status"], "pending_payment", "not yet due at 30 s");
+        keel::maintenance_pass(&app.settings, &app.store, now + time::Duration::seconds(61)).await.expect("pass");
+        let expired = json(app.get_as(&path, &shop.owner.access_token).await).await;
+        assert_eq!((expired["status"].as_str(), expired["cancel_reason"].as_str()), (Some("cancelled"), Some("expired unpaid")));
+        assert_eq!(level(&app, &shop, &shop.tee).await, (5, 1), "its stock is released; the paid order keeps its unit");
+        let still_paid = json(app.get_as(&format!("/v1/admin/orders/{}", paid["id"].as_str().expect("id")), &shop.owner.access_token).await).await;
+        assert_eq!(still_paid["status"], "paid");
+        assert_problem(pay(&app, &shop, &unpaid_cart, unpaid["id"].as_str().expect("id"), "exp-late").await, 409, "order_not_payable").await;
+    }
+}
