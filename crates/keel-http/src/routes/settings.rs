@@ -19,6 +19,8 @@ struct SettingsResponse {
     require_staff_mfa: bool,
     /// Storefronts show exact available counts, not only whether a variant is in stock.
     show_stock_counts: bool,
+    /// Catalog prices include tax (the tax shown is the part inside them).
+    prices_include_tax: bool,
 }
 
 /// The policies to change; absent ones stay as they are.
@@ -27,6 +29,7 @@ struct SettingsResponse {
 struct UpdateSettingsRequest {
     require_staff_mfa: Option<bool>,
     show_stock_counts: Option<bool>,
+    prices_include_tax: Option<bool>,
 }
 
 async fn current(
@@ -40,6 +43,11 @@ async fn current(
             .storefront_settings(principal.tenant_id)
             .await?
             .show_stock_counts,
+        prices_include_tax: state
+            .orders
+            .pricing_settings(principal.tenant_id)
+            .await?
+            .prices_include_tax,
     })
 }
 
@@ -74,6 +82,17 @@ async fn update_settings(
                 principal.tenant_id,
                 keel_catalog::ports::StorefrontSettings {
                     show_stock_counts: show,
+                },
+            )
+            .await?;
+    }
+    if let Some(inclusive) = req.prices_include_tax {
+        state
+            .orders
+            .set_pricing_settings(
+                principal.tenant_id,
+                keel_orders::ports::PricingSettings {
+                    prices_include_tax: inclusive,
                 },
             )
             .await?;
