@@ -471,7 +471,11 @@ pub async fn tenant_b_cannot_read_tenant_a_products(stores: &Stores) {
     assert!(matches!(err, StoreError::NotFound));
 }
 
-async fn stocked(stores: &Stores, prefix: &str, on_hand: i64) -> (TenantId, Product, Location) {
+pub(crate) async fn stocked_product(
+    stores: &Stores,
+    prefix: &str,
+    on_hand: i64,
+) -> (TenantId, Product, Location) {
     let t = shop(stores, prefix).await;
     let now = SystemClock.now();
     let p = Product::from_draft(
@@ -539,7 +543,7 @@ fn reservation(p: &Product, l: &Location, quantity: i64) -> Reservation {
 }
 
 pub async fn concurrent_reservations_never_exceed_stock(stores: &Stores) {
-    let (t, p, l) = stocked(stores, "res-race", 37).await;
+    let (t, p, l) = stocked_product(stores, "res-race", 37).await;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..100 {
         let inventory = stores.inventory.clone();
@@ -572,7 +576,7 @@ pub async fn concurrent_reservations_never_exceed_stock(stores: &Stores) {
 }
 
 pub async fn adjustments_are_ledgered_and_never_drop_stock_below_reserved(stores: &Stores) {
-    let (t, p, l) = stocked(stores, "adj", 10).await;
+    let (t, p, l) = stocked_product(stores, "adj", 10).await;
     stores
         .inventory
         .reserve(&reservation(&p, &l, 4), &[])
@@ -617,7 +621,7 @@ pub async fn adjustments_are_ledgered_and_never_drop_stock_below_reserved(stores
 }
 
 pub async fn a_reservation_is_released_once(stores: &Stores) {
-    let (t, p, l) = stocked(stores, "rel", 5).await;
+    let (t, p, l) = stocked_product(stores, "rel", 5).await;
     let r = reservation(&p, &l, 3);
     stores.inventory.reserve(&r, &[]).await.expect("reserve");
     let err = stores
@@ -658,7 +662,7 @@ pub async fn a_reservation_is_released_once(stores: &Stores) {
 }
 
 pub async fn reserved_stock_pins_its_variant_and_stocked_locations_stay(stores: &Stores) {
-    let (t, p, l) = stocked(stores, "pin", 2).await;
+    let (t, p, l) = stocked_product(stores, "pin", 2).await;
     let r = reservation(&p, &l, 1);
     stores.inventory.reserve(&r, &[]).await.expect("reserve");
     let err = stores

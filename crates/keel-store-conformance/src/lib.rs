@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 mod catalog;
+mod orders;
 
 pub use catalog::*;
+pub use orders::*;
 
 use std::sync::Arc;
 
@@ -51,6 +53,9 @@ pub struct Stores {
     pub customers: Arc<dyn CustomerStore>,
     pub catalog: Arc<dyn keel_catalog::ports::CatalogStore>,
     pub inventory: Arc<dyn keel_catalog::ports::InventoryStore>,
+    pub carts: Arc<dyn keel_orders::ports::CartStore>,
+    pub orders: Arc<dyn keel_orders::ports::OrderStore>,
+    pub idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
 }
 
 impl Stores {
@@ -69,6 +74,9 @@ impl Stores {
             + CustomerStore
             + keel_catalog::ports::CatalogStore
             + keel_catalog::ports::InventoryStore
+            + keel_orders::ports::CartStore
+            + keel_orders::ports::OrderStore
+            + keel_kernel::idempotency::IdempotencyStore
             + 'static,
     {
         let store = Arc::new(store);
@@ -84,7 +92,10 @@ impl Stores {
             api_keys: store.clone(),
             customers: store.clone(),
             catalog: store.clone(),
-            inventory: store,
+            inventory: store.clone(),
+            carts: store.clone(),
+            orders: store.clone(),
+            idempotency: store,
         }
     }
 }
@@ -142,6 +153,9 @@ macro_rules! conformance_tests {
             adjustments_are_ledgered_and_never_drop_stock_below_reserved,
             a_reservation_is_released_once,
             reserved_stock_pins_its_variant_and_stocked_locations_stay,
+            a_checkout_that_cannot_reserve_everything_writes_nothing,
+            a_checkout_commits_order_stock_and_number_together,
+            idempotency_keys_are_claimed_once_replayed_and_taken_over_when_dead,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {

@@ -1,0 +1,376 @@
+//! Orders behaviours, for every adapter: the checkout transaction is all or nothing, and
+//! idempotency keys are claimed once.
+
+use keel_catalog::domain::{Location, Product, Reservation, ReservationId};
+use keel_kernel::{
+    TenantId,
+    clock::{Clock, SystemClock},
+    event::NewEvent,
+    idempotency::{IdempotencyBegin, IdempotencyKey},
+    money::Currency,
+    page::{Limit, PageRequest},
+};
+use keel_orders::{
+    cart::{Address, Cart, CartId, CartStatus, LineId},
+    country::Country,
+    exact::Percent,
+    order::{Order, OrderId, OrderLine, OrderStatus, PaymentStatus},
+    ports::{INSUFFICIENT_STOCK, OrderFilter, PlaceOrder},
+    pricing::{Discount, LineInput, PricingInput, price},
+};
+
+use crate::{Stores, catalog::stocked_product};
+
+fn address() -> Address {
+    Address {
+        name: "Ann".into(),
+        line1: "1 Main St".into(),
+        line2: None,
+        city: "New York".into(),
+        region: Some("NY".into()),
+        postal_code: "10001".into(),
+        country: Country::parse("US").expect("US"),
+        phone: None,
+    }
+}
+
+fn cart_and_order(
+    t: TenantId,
+    p: &Product,
+    l: &Location,
+    quantities: &[i64],
+) -> (Cart, Order, Vec<Reservation>) {
+    let now = SystemClock.now();
+    let usd = Currency::parse("USD").expect("USD");
+    let cart = Cart {
+        id: CartId::new(),
+        tenant_id: t,
+        currency: usd,
+        customer_id: None,
+        email: Some("a@example.test".into()),
+        lines: Vec::new(),
+        shipping_address: Some(address()),
+        shipping_option_id: None,
+        promotion_code: None,
+        status: CartStatus::Open,
+        order_id: None,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    let totals = price(&PricingInput {
+        lines: quantities
+            .iter()
+            .map(|q| LineInput {
+                unit_price: 1000,
+                quantity: *q,
+            })
+            .collect(),
+        discount: Discount::None,
+        shipping: None,
+        tax_rate: Percent::ZERO,
+        shipping_taxable: false,
+        tax_inclusive: false,
+    })
+    .expect("priced");
+    let reservations: Vec<Reservation> = quantities
+        .iter()
+        .map(|q| Reservation {
+            id: ReservationId::new(),
+            tenant_id: t,
+            variant_id: p.variants[0].id,
+            location_id: l.id,
+            quantity: *q,
+            created_at: now,
+            released_at: None,
+        })
+        .collect();
+    let order = Order {
+        id: OrderId::new(),
+        tenant_id: t,
+        number: 0,
+        currency: usd,
+        customer_id: None,
+        email: cart.email.clone(),
+        status: OrderStatus::PendingPayment,
+        payment_status: PaymentStatus::Unpaid,
+        lines: reservations
+            .iter()
+            .zip(&totals.lines)
+            .map(|(r, a)| OrderLine {
+                id: LineId::new(),
+                variant_id: r.variant_id,
+                product_id: p.id,
+                sku: "SKU".into(),
+                title: "Item".into(),
+                quantity: r.quantity,
+                unit_price: 1000,
+                amounts: *a,
+                reservation_id: r.id,
+                location_id: r.location_id,
+                fulfilled: 0,
+                refunded_quantity: 0,
+                refunded_amount: 0,
+            })
+            .collect(),
+        totals,
+        shipping_address: address(),
+        shipping_option_id: None,
+        promotion_id: None,
+        promotion_code: None,
+        tax_rate: Percent::ZERO,
+        captured: 0,
+        refunded: 0,
+        refunded_shipping: 0,
+        payments: Vec::new(),
+        refunds: Vec::new(),
+        fulfilments: Vec::new(),
+        shipments: Vec::new(),
+        access_hash: None,
+        cancel_reason: None,
+        created_at: now,
+        updated_at: now,
+        expires_at: now,
+        version: 1,
+    };
+    (cart, order, reservations)
+}
+
+pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &Stores) {
+    let (t, p, l) = stocked_product(stores, "ord-atomic", 3).await;
+    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[2, 2]);
+    stores
+        .carts
+        .create_cart(&cart, None, &[])
+        .await
+        .expect("cart");
+    let placed = NewEvent::new(
+        t,
+        "order.placed",
+        &serde_json::json!({"order_id": order.id.to_string()}),
+        order.created_at,
+    )
+    .expect("event");
+    let err = stores
+        .orders
+        .place_order(
+            &PlaceOrder {
+                order: &order,
+                cart: &cart,
+                cart_version: 1,
+                reservations: &reservations,
+                promotion: None,
+            },
+            std::slice::from_ref(&placed),
+        )
+        .await
+        .expect_err("the second line finds only 1 unit");
+    assert!(err.is_conflict_on(INSUFFICIENT_STOCK), "{err:?}");
+    let (untouched, _) = stores.carts.get_cart(t, cart.id).await.expect("cart");
+    assert_eq!(
+        (untouched.status, untouched.version),
+        (CartStatus::Open, 1),
+        "the cart is untouched"
+    );
+    let levels = stores
+        .inventory
+        .list_levels(t, None, Some(l.id), PageRequest::default())
+        .await
+        .expect("levels");
+    assert_eq!(
+        levels.items[0].reserved, 0,
+        "the first line's reservation rolled back"
+    );
+    assert!(
+        stores
+            .orders
+            .list_orders(t, &OrderFilter::default(), PageRequest::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    let events = stores
+        .events
+        .list(
+            t,
+            PageRequest::first(Limit::new(100).expect("limit")),
+            Some("order."),
+        )
+        .await
+        .expect("events");
+    assert!(events.items.is_empty(), "no event either");
+    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[1]);
+    stores
+        .carts
+        .create_cart(&cart, None, &[])
+        .await
+        .expect("cart");
+    let number = stores
+        .orders
+        .place_order(
+            &PlaceOrder {
+                order: &order,
+                cart: &cart,
+                cart_version: 1,
+                reservations: &reservations,
+                promotion: None,
+            },
+            &[],
+        )
+        .await
+        .expect("placed");
+    assert_eq!(number, 1001, "the failed attempt used no order number");
+}
+
+pub async fn a_checkout_commits_order_stock_and_number_together(stores: &Stores) {
+    let (t, p, l) = stocked_product(stores, "ord-commit", 3).await;
+    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[1, 2]);
+    stores
+        .carts
+        .create_cart(&cart, None, &[])
+        .await
+        .expect("cart");
+    let number = stores
+        .orders
+        .place_order(
+            &PlaceOrder {
+                order: &order,
+                cart: &cart,
+                cart_version: 1,
+                reservations: &reservations,
+                promotion: None,
+            },
+            &[],
+        )
+        .await
+        .expect("placed");
+    assert_eq!(number, 1001, "the shop's first number");
+    assert_eq!(
+        stores
+            .orders
+            .get_order(t, order.id)
+            .await
+            .expect("order")
+            .number,
+        1001
+    );
+    let levels = stores
+        .inventory
+        .list_levels(t, None, Some(l.id), PageRequest::default())
+        .await
+        .expect("levels");
+    assert_eq!((levels.items[0].on_hand, levels.items[0].reserved), (3, 3));
+    let again = stores
+        .orders
+        .place_order(
+            &PlaceOrder {
+                order: &order,
+                cart: &cart,
+                cart_version: 1,
+                reservations: &[],
+                promotion: None,
+            },
+            &[],
+        )
+        .await
+        .expect_err("the cart was converted");
+    assert!(
+        again.is_conflict_on(keel_orders::ports::CART_CHANGED),
+        "{again:?}"
+    );
+}
+
+pub async fn idempotency_keys_are_claimed_once_replayed_and_taken_over_when_dead(stores: &Stores) {
+    let (t, _, _) = stocked_product(stores, "idem", 0).await;
+    let key = IdempotencyKey {
+        tenant_id: t,
+        scope: "cus:test".into(),
+        key: "k-1".into(),
+    };
+    let now = SystemClock.now();
+    let later = |s: i64| now + time::Duration::seconds(s);
+    let begin = |at: time::OffsetDateTime| {
+        let (store, key) = (stores.idempotency.clone(), key.clone());
+        async move {
+            store
+                .begin(
+                    &key,
+                    b"request",
+                    at,
+                    at + time::Duration::seconds(30),
+                    at + time::Duration::seconds(86_400),
+                )
+                .await
+                .expect("begin")
+        }
+    };
+    assert_eq!(begin(now).await, IdempotencyBegin::Started);
+    assert_eq!(
+        begin(later(1)).await,
+        IdempotencyBegin::InFlight,
+        "the first still runs"
+    );
+    stores
+        .idempotency
+        .finish(&key, 201, "{\"id\":1}")
+        .await
+        .expect("finish");
+    assert_eq!(
+        begin(later(2)).await,
+        IdempotencyBegin::Done {
+            request_hash: b"request".to_vec(),
+            status: 201,
+            body: "{\"id\":1}".into()
+        }
+    );
+    let other = IdempotencyKey {
+        scope: "cus:other".into(),
+        ..key.clone()
+    };
+    assert_eq!(
+        stores
+            .idempotency
+            .begin(&other, b"request", now, later(30), later(86_400))
+            .await
+            .expect("begin"),
+        IdempotencyBegin::Started,
+        "another credential's key of the same name is its own"
+    );
+    // A request that died in flight: after its lock the key can be taken over.
+    let dead = IdempotencyKey {
+        key: "k-2".into(),
+        ..key.clone()
+    };
+    let claim = |at: time::OffsetDateTime| {
+        let (store, key) = (stores.idempotency.clone(), dead.clone());
+        async move {
+            store
+                .begin(
+                    &key,
+                    b"x",
+                    at,
+                    at + time::Duration::seconds(30),
+                    at + time::Duration::seconds(86_400),
+                )
+                .await
+                .expect("begin")
+        }
+    };
+    assert_eq!(claim(now).await, IdempotencyBegin::Started);
+    assert_eq!(claim(later(29)).await, IdempotencyBegin::InFlight);
+    assert_eq!(claim(later(31)).await, IdempotencyBegin::Started);
+    assert!(
+        stores
+            .idempotency
+            .purge(later(86_400 + 40))
+            .await
+            .expect("purge")
+            >= 3
+    );
+    assert_eq!(
+        begin(later(86_400 + 41)).await,
+        IdempotencyBegin::Started,
+        "purged keys start afresh"
+    );
+}
