@@ -101,6 +101,7 @@ pub mod perm {
         CatalogWrite => CatalogWrite,
         OrdersRead => OrdersRead,
         OrdersWrite => OrdersWrite,
+        WebhooksManage => WebhooksManage,
     }
 }
 

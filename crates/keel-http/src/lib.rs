@@ -49,6 +49,9 @@ pub struct AppState {
     pub idempotency_ttl: time::Duration,
     /// How long a request holds its key in flight before another may take it over.
     pub idempotency_lock: time::Duration,
+    pub webhooks: keel_webhooks::service::WebhooksService,
+    /// Pinged after a write succeeds, so the outbox relay runs at once.
+    pub worker_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Exact limits from the configuration.
@@ -86,14 +89,17 @@ pub fn router_with(
         .merge(routes::inventory::router())
         .merge(routes::pricing::router())
         .merge(routes::orders::router())
+        .merge(routes::webhooks::router())
         .merge(extra)
         .split_for_parts();
     let metrics = state.metrics.clone();
+    let wake = state.worker_wake.clone();
     // `Router::layer` runs after routing, so `MatchedPath` is known to `request_context`.
     // The last layer added is the outermost.
     api.merge(openapi::docs_router(doc))
         .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })
         .with_state(state)
+        .layer(from_fn_with_state(wake, middleware::wake_worker))
         .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
         .layer(DefaultBodyLimit::disable())
         .layer(from_fn_with_state(

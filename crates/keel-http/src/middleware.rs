@@ -172,6 +172,24 @@ pub fn panic_to_problem(payload: Box<dyn std::any::Any + Send + 'static>) -> Res
     Problem::internal(&cause).into_response()
 }
 
+/// After a successful write, wakes the outbox relay: the events it committed leave at once
+/// instead of at the next poll.
+pub async fn wake_worker(
+    axum::extract::State(wake): axum::extract::State<std::sync::Arc<tokio::sync::Notify>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let write = !matches!(
+        req.method(),
+        &axum::http::Method::GET | &axum::http::Method::HEAD | &axum::http::Method::OPTIONS
+    );
+    let res = next.run(req).await;
+    if write && res.status().is_success() {
+        wake.notify_one();
+    }
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

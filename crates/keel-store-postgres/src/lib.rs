@@ -17,6 +17,7 @@ mod migrations;
 mod orders;
 mod tenants;
 mod throttle;
+mod webhooks;
 
 use std::time::Duration;
 

@@ -24,6 +24,7 @@ mod migrations;
 mod orders;
 mod tenants;
 mod throttle;
+mod webhooks;
 
 use std::{path::PathBuf, time::Duration};
 

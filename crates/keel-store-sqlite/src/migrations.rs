@@ -54,6 +54,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "orders",
         include_str!("../migrations/20261121000010_orders.sql"),
     ),
+    (
+        20_261_121_000_011,
+        "webhooks",
+        include_str!("../migrations/20261121000011_webhooks.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

@@ -61,6 +61,7 @@ impl Drop for PgSchema {
         // thread with its own runtime does the cleanup and is joined so nothing leaks.
         let server_url = self.server_url.clone();
         let statement = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+        let schema = self.schema.clone();
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -68,6 +69,15 @@ impl Drop for PgSchema {
                 .expect("a runtime for schema cleanup");
             rt.block_on(async {
                 if let Ok(mut conn) = PgConnection::connect(&server_url).await {
+                    // Connections the test left open (e.g. a worker inside a transaction, its
+                    // runtime now blocked on this drop) would hold the schema's locks forever.
+                    let _ = sqlx::query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                    )
+                    .bind(&schema)
+                    .execute(&mut conn)
+                    .await;
                     // A failed cleanup only leaves an orphan schema behind; the test result stands.
                     let _ = conn.execute(sqlx::AssertSqlSafe(statement)).await;
                     let _ = conn.close().await;
@@ -137,7 +147,10 @@ pub async fn postgres_schema() -> PgSchema {
         .expect("create a test schema");
     let _ = conn.close().await;
     let sep = if server_url.contains('?') { '&' } else { '?' };
-    let url = format!("{server_url}{sep}options=-c%20search_path%3D{schema}");
+    // The schema also names the connections (`application_name`), so cleanup can end the
+    // ones a test left inside a transaction (a background worker cut off mid-way).
+    let url =
+        format!("{server_url}{sep}options=-c%20search_path%3D{schema}&application_name={schema}");
     PgSchema {
         url,
         schema,

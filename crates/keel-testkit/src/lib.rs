@@ -74,8 +74,15 @@ pub struct TestApp {
     pub db: TestDb,
 }
 
+/// Installs ring as the process's rustls provider (the one Keel builds with), as `main` does;
+/// HTTP clients built with `rustls-no-provider` need it. Safe to call repeatedly.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn init_test_logging() {
     static ONCE: Once = Once::new();
+    install_crypto_provider();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
             keel::telemetry::init(keel::config::LogFormat::Pretty, false);

@@ -65,8 +65,43 @@ pub struct RawConfig {
     #[serde(skip_serializing)]
     pub secret_key: Option<SecretString>,
     pub auth: RawAuth,
+    pub webhooks: RawWebhooks,
     pub sqlite: RawSqlite,
     pub postgres: RawPostgres,
+}
+
+/// Webhook delivery and the background loops; every value exact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhooks {
+    /// `KEEL_WEBHOOKS__RETRY_SCHEDULE`, default `5s,300s,1800s,7200s,18000s,36000s,36000s`: the
+    /// delays after the immediate attempt (units `s` or `ms`).
+    pub retry_schedule: String,
+    /// `KEEL_WEBHOOKS__JITTER_MS`, default 1000: the bound of the random delay added to a retry.
+    pub jitter_ms: u64,
+    /// `KEEL_WEBHOOKS__TIMEOUT_MS`, default 15000: one attempt's timeout.
+    pub timeout_ms: u64,
+    /// `KEEL_WEBHOOKS__DISABLE_AFTER_S`, default 432000: an endpoint failing without a success
+    /// this long is disabled.
+    pub disable_after_s: u64,
+    /// `KEEL_WEBHOOKS__MAX_IN_FLIGHT`, default 4: concurrent deliveries per endpoint.
+    pub max_in_flight: u32,
+    /// `KEEL_WEBHOOKS__SECRET_OVERLAP_S`, default 86400: how long a rotated secret keeps signing.
+    pub secret_overlap_s: u64,
+    /// `KEEL_WEBHOOKS__ALLOW_HTTP`, default false: plain `http` endpoints (tests, private nets).
+    pub allow_http: bool,
+    /// `KEEL_WEBHOOKS__ALLOW_CIDRS`, default empty: non-public ranges endpoints may reach,
+    /// comma-separated (`127.0.0.1/32,::1/128`).
+    pub allow_cidrs: String,
+    /// `KEEL_WEBHOOKS__RELAY_INTERVAL_MS`, default 1000: how often the outbox relay polls (it is
+    /// also woken when a request commits).
+    pub relay_interval_ms: u64,
+    /// `KEEL_WEBHOOKS__RELAY_BATCH`, default 100: events per relay transaction.
+    pub relay_batch: u32,
+    /// `KEEL_WEBHOOKS__DELIVERY_INTERVAL_MS`, default 1000: how often due messages are claimed.
+    pub delivery_interval_ms: u64,
+    /// `KEEL_WEBHOOKS__DELIVERY_BATCH`, default 50: messages claimed at once.
+    pub delivery_batch: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +175,20 @@ impl Default for RawConfig {
             unpaid_order_ttl_s: 1800,
             idempotency_ttl_s: 86_400,
             secret_key: None,
+            webhooks: RawWebhooks {
+                retry_schedule: "5s,300s,1800s,7200s,18000s,36000s,36000s".into(),
+                jitter_ms: 1000,
+                timeout_ms: 15_000,
+                disable_after_s: 432_000,
+                max_in_flight: 4,
+                secret_overlap_s: 86_400,
+                allow_http: false,
+                allow_cidrs: String::new(),
+                relay_interval_ms: 1000,
+                relay_batch: 100,
+                delivery_interval_ms: 1000,
+                delivery_batch: 50,
+            },
             auth: RawAuth {
                 issuer: "keel".into(),
                 access_token_ttl_s: 900,
@@ -345,6 +394,8 @@ pub struct Settings {
     pub orders: keel_orders::service::OrdersSettings,
     /// How long idempotent responses are replayed.
     pub idempotency_ttl: time::Duration,
+    pub webhooks: keel_webhooks::service::WebhookSettings,
+    pub worker: keel_worker::WorkerSettings,
     /// The master key as configured (base64url); `None` means "the embedded key file".
     pub secret_key: Option<SecretString>,
     pub auth: keel_identity::auth::AuthSettings,
@@ -392,6 +443,63 @@ fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, Con
         .map_err(|_| err("KEEL_AUTH__MFA_MAX_FAILURES", "too large"))?,
         api_key_overlap: seconds("KEEL_AUTH__API_KEY_OVERLAP_S", raw.api_key_overlap_s)?,
         reset_token_ttl: seconds("KEEL_AUTH__RESET_TOKEN_TTL_S", raw.reset_token_ttl_s)?,
+    })
+}
+
+fn webhook_settings(
+    raw: &RawWebhooks,
+) -> Result<keel_webhooks::service::WebhookSettings, ConfigError> {
+    use keel_webhooks::{
+        domain::{DeliveryPolicy, parse_schedule},
+        ssrf::{Cidr, SsrfPolicy},
+    };
+    let schedule = parse_schedule(&raw.retry_schedule).ok_or_else(|| {
+        err(
+            "KEEL_WEBHOOKS__RETRY_SCHEDULE",
+            "must be a comma-separated list of delays such as `5s,300s` or `100ms`",
+        )
+    })?;
+    let allow_cidrs = raw
+        .allow_cidrs
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            Cidr::parse(c).ok_or_else(|| {
+                err(
+                    "KEEL_WEBHOOKS__ALLOW_CIDRS",
+                    "must be comma-separated ranges such as `127.0.0.1/32,::1/128`",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ms = |key: &str, v: u64| -> Result<time::Duration, ConfigError> {
+        i64::try_from(v)
+            .map(time::Duration::milliseconds)
+            .map_err(|_| err(key, "too large"))
+    };
+    Ok(keel_webhooks::service::WebhookSettings {
+        ssrf: SsrfPolicy {
+            allow_http: raw.allow_http,
+            allow_cidrs,
+        },
+        rotation_overlap: seconds("KEEL_WEBHOOKS__SECRET_OVERLAP_S", raw.secret_overlap_s)?,
+        policy: DeliveryPolicy {
+            schedule,
+            jitter: ms("KEEL_WEBHOOKS__JITTER_MS", raw.jitter_ms)?,
+            timeout: ms(
+                "KEEL_WEBHOOKS__TIMEOUT_MS",
+                positive("KEEL_WEBHOOKS__TIMEOUT_MS", raw.timeout_ms)?,
+            )?,
+            disable_after: seconds("KEEL_WEBHOOKS__DISABLE_AFTER_S", raw.disable_after_s)?,
+            max_in_flight: i64::from(
+                u32::try_from(positive(
+                    "KEEL_WEBHOOKS__MAX_IN_FLIGHT",
+                    u64::from(raw.max_in_flight),
+                )?)
+                .unwrap_or(u32::MAX),
+            ),
+        },
     })
 }
 
@@ -558,6 +666,31 @@ impl Settings {
                 unpaid_order_ttl: seconds("KEEL_UNPAID_ORDER_TTL_S", raw.unpaid_order_ttl_s)?,
             },
             idempotency_ttl: seconds("KEEL_IDEMPOTENCY_TTL_S", raw.idempotency_ttl_s)?,
+            webhooks: webhook_settings(&raw.webhooks)?,
+            worker: keel_worker::WorkerSettings {
+                relay_interval: millis(
+                    "KEEL_WEBHOOKS__RELAY_INTERVAL_MS",
+                    raw.webhooks.relay_interval_ms,
+                )?,
+                relay_batch: i64::from(
+                    positive(
+                        "KEEL_WEBHOOKS__RELAY_BATCH",
+                        u64::from(raw.webhooks.relay_batch),
+                    )
+                    .map(|_| raw.webhooks.relay_batch)?,
+                ),
+                delivery_interval: millis(
+                    "KEEL_WEBHOOKS__DELIVERY_INTERVAL_MS",
+                    raw.webhooks.delivery_interval_ms,
+                )?,
+                delivery_batch: i64::from(
+                    positive(
+                        "KEEL_WEBHOOKS__DELIVERY_BATCH",
+                        u64::from(raw.webhooks.delivery_batch),
+                    )
+                    .map(|_| raw.webhooks.delivery_batch)?,
+                ),
+            },
             secret_key: raw.secret_key,
             auth,
         })
@@ -599,6 +732,20 @@ impl Settings {
             "store_cache_max_age_s": self.store_cache_max_age_s,
             "unpaid_order_ttl_s": self.orders.unpaid_order_ttl.whole_seconds(),
             "idempotency_ttl_s": self.idempotency_ttl.whole_seconds(),
+            "webhooks": {
+                "retry_schedule_ms": self.webhooks.policy.schedule.iter().map(|d| d.whole_milliseconds()).collect::<Vec<_>>(),
+                "jitter_ms": self.webhooks.policy.jitter.whole_milliseconds(),
+                "timeout_ms": self.webhooks.policy.timeout.whole_milliseconds(),
+                "disable_after_s": self.webhooks.policy.disable_after.whole_seconds(),
+                "max_in_flight": self.webhooks.policy.max_in_flight,
+                "secret_overlap_s": self.webhooks.rotation_overlap.whole_seconds(),
+                "allow_http": self.webhooks.ssrf.allow_http,
+                "allow_cidrs": self.webhooks.ssrf.allow_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "relay_interval_ms": self.worker.relay_interval.as_millis(),
+                "relay_batch": self.worker.relay_batch,
+                "delivery_interval_ms": self.worker.delivery_interval.as_millis(),
+                "delivery_batch": self.worker.delivery_batch,
+            },
             "secret_key": if self.secret_key.is_some() { "***" } else { "<data_dir>/secret.key (embedded mode)" },
             "auth": {
                 "issuer": self.auth.issuer,

@@ -25,6 +25,7 @@ pub struct App {
     store: Store,
     grace: Duration,
     settings: Settings,
+    worker: keel_worker::Worker,
 }
 
 impl App {
@@ -51,6 +52,20 @@ impl App {
                 .await
                 .context("cannot migrate the database")?;
         }
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let webhooks = keel_webhooks::service::WebhooksService::new(
+            store.webhooks(),
+            Arc::new(secrets::master_key(settings)?),
+            Arc::new(SystemClock),
+            settings.webhooks.clone(),
+        );
+        let worker = keel_worker::Worker {
+            store: store.webhooks(),
+            webhooks: webhooks.clone(),
+            clock: Arc::new(SystemClock),
+            settings: settings.worker,
+            wake: wake.clone(),
+        };
         let state = AppState {
             health: store.health(),
             metrics: Arc::new(Metrics::default()),
@@ -79,6 +94,8 @@ impl App {
             idempotency_ttl: settings.idempotency_ttl,
             idempotency_lock: time::Duration::try_from(settings.http.request_timeout)
                 .context("the request timeout is out of range")?,
+            webhooks,
+            worker_wake: wake,
         };
         let router = keel_http::router_with(state, settings.http, extra);
         let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -90,6 +107,7 @@ impl App {
             store,
             grace: settings.shutdown_grace,
             settings: settings.clone(),
+            worker,
         })
     }
 
@@ -132,6 +150,8 @@ impl App {
                 }
             })
         };
+        // The outbox relay and webhook delivery, on their exact intervals.
+        let worker = tokio::spawn(self.worker.clone().run());
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = self.grace;
         // Connect info gives handlers the peer address (login throttling per client).
@@ -156,6 +176,7 @@ impl App {
         tokio::select! {
             outcome = server.into_future() => {
                 maintenance.abort();
+                worker.abort();
                 outcome.context("server error")?;
                 // Every request finished, so every pooled connection is back: close cleanly.
                 self.store.close().await;

@@ -16,6 +16,7 @@ use keel_kernel::{
 use keel_orders::ports::{CartStore, OrderStore, SetupStore};
 use keel_store_postgres::PgStore;
 use keel_store_sqlite::SqliteStore;
+use keel_webhooks::ports::WebhookStore;
 
 use crate::config::DatabaseSettings;
 
@@ -37,6 +38,7 @@ pub trait Backend:
     + CartStore
     + OrderStore
     + IdempotencyStore
+    + WebhookStore
 {
 }
 
@@ -57,6 +59,7 @@ impl<T> Backend for T where
         + CartStore
         + OrderStore
         + IdempotencyStore
+        + WebhookStore
 {
 }
 
@@ -186,6 +189,10 @@ impl Store {
     }
 
     pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
+        self.backend()
+    }
+
+    pub fn webhooks(&self) -> Arc<dyn WebhookStore> {
         self.backend()
     }
 }

@@ -201,6 +201,7 @@ struct Served {
 }
 
 async fn serve(mut c: Command) -> Served {
+    keel_testkit::install_crypto_provider();
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn keel serve");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -364,6 +365,7 @@ async fn sigterm_exits_1_when_the_grace_period_runs_out() {
 /// the busy timeout instead of failing: every write commits.
 #[tokio::test]
 async fn concurrent_cli_writers_on_one_sqlite_file_all_succeed() {
+    keel_testkit::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = keel(&["serve"]);
     c.env("KEEL_LISTEN", "127.0.0.1:0").current_dir(dir.path());
@@ -429,6 +431,7 @@ async fn operator_bootstrap_from_cli_to_first_login() {
     let (code, stdout, stderr) = output(c).await;
     assert_eq!(code, 0, "{stderr}");
     let created: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    keel_testkit::install_crypto_provider();
     let client = reqwest::Client::new();
     let setup = client
         .post(format!("http://{}/v1/auth/setup", served.addr))

@@ -13,6 +13,7 @@ pub mod pricing;
 pub mod settings;
 pub mod store;
 pub mod users;
+pub mod webhooks;
 
 /// A timestamp on the wire: RFC 3339, UTC.
 pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {

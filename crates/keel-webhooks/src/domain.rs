@@ -1,0 +1,303 @@
+//! Webhook endpoints, messages and attempts, and the delivery policy (exact schedule,
+//! bounded jitter, disabling).
+
+use keel_kernel::{TenantId, define_id};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+define_id!(
+    /// A webhook endpoint of a tenant.
+    EndpointId,
+    "whe"
+);
+define_id!(
+    /// One event to deliver to one endpoint; its id is the `webhook-id`, stable across retries.
+    MessageId,
+    "msg"
+);
+define_id!(
+    /// One delivery attempt.
+    AttemptId,
+    "wha"
+);
+
+/// A signing secret as stored: sealed under the master key, with its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSecret {
+    /// Base64 of the sealed key bytes.
+    pub sealed: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Set when a rotation replaced it: it keeps signing until then.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub tenant_id: TenantId,
+    pub url: String,
+    pub description: String,
+    /// Event types it receives: exact (`order.paid`) or prefixes (`order.*`); empty = all.
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub secrets: Vec<StoredSecret>,
+    /// Since when every attempt failed (cleared by a success).
+    pub failing_since: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub version: i64,
+}
+
+impl Endpoint {
+    /// Whether the endpoint wants events of this type.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.event_types.is_empty()
+            || self.event_types.iter().any(|t| match t.strip_suffix('*') {
+                Some(prefix) => event_type.starts_with(prefix),
+                None => t == event_type,
+            })
+    }
+
+    /// The secrets that sign at `now`.
+    pub fn live_secrets(&self, now: OffsetDateTime) -> impl Iterator<Item = &StoredSecret> {
+        self.secrets
+            .iter()
+            .filter(move |s| s.expires_at.is_none_or(|e| now < e))
+    }
+}
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Pending,
+    Delivering,
+    Delivered,
+    Failed,
+}
+
+impl MessageStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivering => "delivering",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Delivering,
+            Self::Delivered,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// One event for one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub endpoint_id: EndpointId,
+    pub event_id: keel_kernel::event::EventId,
+    pub event_type: String,
+    /// The body exactly as sent (so every attempt signs the same bytes).
+    pub body: String,
+    pub status: MessageStatus,
+    pub attempts: i64,
+    pub next_attempt_at: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+}
+
+/// One attempt as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub tenant_id: TenantId,
+    pub message_id: MessageId,
+    pub endpoint_id: EndpointId,
+    pub attempted_at: OffsetDateTime,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    /// At most [`RESPONSE_BODY_MAX`] bytes of the response.
+    pub response_body: Option<String>,
+}
+
+/// How much of a response body is kept: exactly 1024 bytes.
+pub const RESPONSE_BODY_MAX: usize = 1024;
+
+/// Cuts a response body at exactly [`RESPONSE_BODY_MAX`] bytes (lossy UTF-8 after the cut).
+pub fn cut_body(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(RESPONSE_BODY_MAX)]).into_owned()
+}
+
+/// The exact delivery policy, from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// Delays after the immediate attempt: attempt n+1 waits `schedule[n]`.
+    pub schedule: Vec<Duration>,
+    /// Upper bound of the random delay added to each scheduled retry.
+    pub jitter: Duration,
+    pub timeout: Duration,
+    /// An endpoint failing without any success for this long is disabled.
+    pub disable_after: Duration,
+    /// Concurrent deliveries per endpoint.
+    pub max_in_flight: i64,
+}
+
+/// What an attempt's outcome means for its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Delivered,
+    /// Try again at this time.
+    RetryAt(OffsetDateTime),
+    /// The schedule is exhausted.
+    Failed,
+    /// The receiver answered `410 Gone`: the endpoint is disabled at once.
+    Gone,
+}
+
+impl DeliveryPolicy {
+    /// Decides after attempt number `attempts` (1 = the immediate one) answered `status` (or
+    /// failed to connect: `None`), with an optional `Retry-After`. `jitter` is the random part,
+    /// already bounded by the caller to `0..=self.jitter`.
+    pub fn next(
+        &self,
+        attempts: i64,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        now: OffsetDateTime,
+        jitter: Duration,
+    ) -> Next {
+        match status {
+            Some(s) if (200..300).contains(&s) => return Next::Delivered,
+            Some(410) => return Next::Gone,
+            _ => {}
+        }
+        let index = usize::try_from(attempts - 1).unwrap_or(usize::MAX);
+        let Some(&delay) = self.schedule.get(index) else {
+            return Next::Failed;
+        };
+        // `Retry-After` on 429/503 is honoured, but never beyond the next scheduled delay.
+        let wait = match (status, retry_after) {
+            (Some(429 | 503), Some(ra)) => ra.min(delay),
+            _ => delay + jitter.min(self.jitter),
+        };
+        Next::RetryAt(now + wait)
+    }
+}
+
+/// Parses a schedule such as `5s,300s,1800s` or `100ms,100ms` (exact, whole units).
+pub fn parse_schedule(s: &str) -> Option<Vec<Duration>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            if let Some(ms) = p.strip_suffix("ms") {
+                ms.parse::<i64>()
+                    .ok()
+                    .filter(|v| *v >= 0)
+                    .map(Duration::milliseconds)
+            } else {
+                p.strip_suffix('s')?
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|v| *v >= 0)
+                    .map(Duration::seconds)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> DeliveryPolicy {
+        DeliveryPolicy {
+            schedule: parse_schedule("5s,300s").expect("schedule"),
+            jitter: Duration::milliseconds(1000),
+            timeout: Duration::seconds(15),
+            disable_after: Duration::seconds(432_000),
+            max_in_flight: 4,
+        }
+    }
+
+    #[test]
+    fn schedules_parse_exactly() {
+        assert_eq!(
+            parse_schedule("5s,300s,1800s"),
+            Some(vec![
+                Duration::seconds(5),
+                Duration::seconds(300),
+                Duration::seconds(1800)
+            ])
+        );
+        assert_eq!(
+            parse_schedule("100ms, 2s"),
+            Some(vec![Duration::milliseconds(100), Duration::seconds(2)])
+        );
+        assert_eq!(parse_schedule("5m"), None);
+        assert_eq!(parse_schedule("-1s"), None);
+    }
+
+    #[test]
+    fn outcomes_follow_the_schedule_and_the_receiver() {
+        let p = policy();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let j = Duration::milliseconds(400);
+        assert_eq!(p.next(1, Some(204), None, now, j), Next::Delivered);
+        assert_eq!(p.next(1, Some(410), None, now, j), Next::Gone);
+        assert_eq!(
+            p.next(1, Some(500), None, now, j),
+            Next::RetryAt(now + Duration::milliseconds(5400))
+        );
+        assert_eq!(
+            p.next(2, None, None, now, Duration::seconds(9)),
+            Next::RetryAt(now + Duration::seconds(301)),
+            "jitter is bounded"
+        );
+        assert_eq!(p.next(3, Some(500), None, now, j), Next::Failed);
+        assert_eq!(
+            p.next(1, Some(429), Some(Duration::seconds(2)), now, j),
+            Next::RetryAt(now + Duration::seconds(2))
+        );
+        assert_eq!(
+            p.next(1, Some(503), Some(Duration::seconds(60)), now, j),
+            Next::RetryAt(now + Duration::seconds(5)),
+            "never beyond the schedule"
+        );
+    }
+
+    #[test]
+    fn filters_and_bodies() {
+        let e = Endpoint {
+            id: EndpointId::new(),
+            tenant_id: TenantId::new(),
+            url: "https://example.com".into(),
+            description: String::new(),
+            event_types: vec!["order.*".into(), "product.created".into()],
+            enabled: true,
+            disabled_reason: None,
+            secrets: Vec::new(),
+            failing_since: None,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+            version: 1,
+        };
+        assert!(e.wants("order.paid") && e.wants("product.created"));
+        assert!(!e.wants("product.updated") && !e.wants("security.login_failed"));
+        assert_eq!(cut_body(&[b'x'; 2000]).len(), 1024);
+        assert_eq!(cut_body(b"ok"), "ok");
+    }
+}

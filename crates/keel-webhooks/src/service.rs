@@ -1,0 +1,484 @@
+//! Webhook endpoint use cases (create, change, rotate the secret, replay) and the pieces the
+//! delivery worker needs (fan-out, signing keys, the decision after an attempt).
+
+use std::sync::Arc;
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use keel_identity::sealed::MasterKey;
+use keel_kernel::{
+    StoreError, TenantId,
+    clock::Clock,
+    event::{NewEvent, RecordedEvent},
+    page::{Page, PageRequest},
+};
+use serde::Deserialize;
+use time::{Duration, OffsetDateTime};
+
+use crate::{
+    domain::{
+        Attempt, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId, MessageStatus, Next,
+        StoredSecret,
+    },
+    ports::{AttemptOutcome, VERSION_CONFLICT, WebhookStore},
+    signing::SigningKey,
+    ssrf::SsrfPolicy,
+};
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("{message}")]
+    Invalid {
+        pointer: &'static str,
+        message: String,
+    },
+    #[error("not found")]
+    NotFound,
+    #[error("the resource changed since it was read")]
+    PreconditionFailed,
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for WebhookError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound,
+            other => Self::Store(other),
+        }
+    }
+}
+
+fn invalid(pointer: &'static str, message: impl Into<String>) -> WebhookError {
+    WebhookError::Invalid {
+        pointer,
+        message: message.into(),
+    }
+}
+
+/// An endpoint as sent.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EndpointInput {
+    /// `https://…` (plain `http` only where the operator allows it).
+    pub url: String,
+    /// Exact types (`order.paid`) or prefixes (`order.*`); absent or empty = every event.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// A change to an endpoint (absent = unchanged).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPatch {
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub description: Option<String>,
+    /// Re-enabling clears the failure history.
+    pub enabled: Option<bool>,
+}
+
+fn check_event_types(types: &[String]) -> Result<(), WebhookError> {
+    if types.len() > 50 {
+        return Err(invalid("/event_types", "at most 50 event types"));
+    }
+    for t in types {
+        let base = t.strip_suffix(".*").unwrap_or(t);
+        let ok = !base.is_empty()
+            && base.len() <= 100
+            && base.split('.').all(|part| {
+                !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            });
+        if !ok {
+            return Err(invalid(
+                "/event_types",
+                format!(
+                    "`{t}` is not an event type such as `order.paid` or a prefix such as `order.*`"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The settings the service works with.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub ssrf: SsrfPolicy,
+    /// How long a replaced secret keeps signing: exactly 86 400 s by default.
+    pub rotation_overlap: Duration,
+    pub policy: DeliveryPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhooksService {
+    store: Arc<dyn WebhookStore>,
+    master: Arc<MasterKey>,
+    clock: Arc<dyn Clock>,
+    settings: WebhookSettings,
+}
+
+fn event(
+    tenant: TenantId,
+    kind: &'static str,
+    payload: &serde_json::Value,
+    at: OffsetDateTime,
+) -> Result<NewEvent, WebhookError> {
+    NewEvent::new(tenant, kind, payload, at).map_err(|e| WebhookError::Internal(e.to_string()))
+}
+
+impl WebhooksService {
+    pub fn new(
+        store: Arc<dyn WebhookStore>,
+        master: Arc<MasterKey>,
+        clock: Arc<dyn Clock>,
+        settings: WebhookSettings,
+    ) -> Self {
+        Self {
+            store,
+            master,
+            clock,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &WebhookSettings {
+        &self.settings
+    }
+
+    fn context(e: &Endpoint) -> String {
+        format!("whsec:{}:{}", e.tenant_id, e.id)
+    }
+
+    fn seal(&self, e: &Endpoint, key: &SigningKey, now: OffsetDateTime) -> StoredSecret {
+        StoredSecret {
+            sealed: STANDARD.encode(self.master.seal(&Self::context(e), key.as_bytes())),
+            created_at: now,
+            expires_at: None,
+        }
+    }
+
+    /// The keys that sign for `e` at `now` (the current one, and a replaced one during its
+    /// overlap).
+    pub fn signing_keys(
+        &self,
+        e: &Endpoint,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SigningKey>, WebhookError> {
+        e.live_secrets(now)
+            .map(|s| {
+                let sealed = STANDARD
+                    .decode(&s.sealed)
+                    .map_err(|e| WebhookError::Internal(e.to_string()))?;
+                let bytes = self
+                    .master
+                    .open(&Self::context(e), &sealed)
+                    .map_err(|e| WebhookError::Internal(e.to_string()))?;
+                Ok(SigningKey::from_bytes(bytes))
+            })
+            .collect()
+    }
+
+    /// Checks the URL's form and every address its host resolves to (no connection is made).
+    async fn check_url(&self, url: &str) -> Result<String, WebhookError> {
+        let parsed = self
+            .settings
+            .ssrf
+            .check_url(url)
+            .map_err(|e| invalid("/url", e.to_string()))?;
+        self.settings
+            .ssrf
+            .resolve(&parsed)
+            .await
+            .map_err(|e| invalid("/url", e.to_string()))?;
+        Ok(parsed.to_string())
+    }
+
+    /// Creates an endpoint; answers it and its signing secret (shown once).
+    pub async fn create_endpoint(
+        &self,
+        tenant: TenantId,
+        input: &EndpointInput,
+    ) -> Result<(Endpoint, String), WebhookError> {
+        check_event_types(&input.event_types)?;
+        let description = input.description.clone().unwrap_or_default();
+        if description.chars().count() > 500 {
+            return Err(invalid("/description", "must be at most 500 characters"));
+        }
+        let url = self.check_url(&input.url).await?;
+        let now = self.clock.now();
+        let mut e = Endpoint {
+            id: EndpointId::new(),
+            tenant_id: tenant,
+            url,
+            description,
+            event_types: input.event_types.clone(),
+            enabled: input.enabled.unwrap_or(true),
+            disabled_reason: None,
+            secrets: Vec::new(),
+            failing_since: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let key = SigningKey::generate();
+        e.secrets.push(self.seal(&e, &key, now));
+        let ev = event(
+            tenant,
+            "webhook_endpoint.created",
+            &serde_json::json!({"endpoint_id": e.id, "url": e.url}),
+            now,
+        )?;
+        self.store.create_endpoint(&e, &[ev]).await?;
+        Ok((e, key.expose()))
+    }
+
+    pub async fn endpoint(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+    ) -> Result<Endpoint, WebhookError> {
+        Ok(self.store.get_endpoint(tenant, id).await?)
+    }
+
+    pub async fn endpoints(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<Endpoint>, WebhookError> {
+        Ok(self.store.list_endpoints(tenant, page).await?)
+    }
+
+    async fn save(
+        &self,
+        e: &mut Endpoint,
+        read: i64,
+        kind: &'static str,
+        now: OffsetDateTime,
+    ) -> Result<(), WebhookError> {
+        e.version = read + 1;
+        e.updated_at = now;
+        let ev = event(
+            e.tenant_id,
+            kind,
+            &serde_json::json!({"endpoint_id": e.id, "version": e.version}),
+            now,
+        )?;
+        match self.store.update_endpoint(e, read, &[ev]).await {
+            Err(err) if err.is_conflict_on(VERSION_CONFLICT) => {
+                Err(WebhookError::PreconditionFailed)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    pub async fn update_endpoint(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        patch: &EndpointPatch,
+        if_match: Option<i64>,
+    ) -> Result<Endpoint, WebhookError> {
+        let mut e = self.store.get_endpoint(tenant, id).await?;
+        let read = e.version;
+        if if_match.is_some_and(|v| v != read) {
+            return Err(WebhookError::PreconditionFailed);
+        }
+        if let Some(url) = &patch.url {
+            e.url = self.check_url(url).await?;
+        }
+        if let Some(types) = &patch.event_types {
+            check_event_types(types)?;
+            e.event_types.clone_from(types);
+        }
+        if let Some(d) = &patch.description {
+            if d.chars().count() > 500 {
+                return Err(invalid("/description", "must be at most 500 characters"));
+            }
+            e.description.clone_from(d);
+        }
+        if let Some(enabled) = patch.enabled {
+            if enabled && !e.enabled {
+                e.failing_since = None;
+                e.disabled_reason = None;
+            }
+            e.enabled = enabled;
+        }
+        let now = self.clock.now();
+        self.save(&mut e, read, "webhook_endpoint.updated", now)
+            .await?;
+        Ok(e)
+    }
+
+    pub async fn delete_endpoint(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+    ) -> Result<(), WebhookError> {
+        let now = self.clock.now();
+        let ev = event(
+            tenant,
+            "webhook_endpoint.deleted",
+            &serde_json::json!({"endpoint_id": id}),
+            now,
+        )?;
+        Ok(self.store.delete_endpoint(tenant, id, &[ev]).await?)
+    }
+
+    /// A new secret (shown once); the current one keeps signing for the exact overlap, so
+    /// receivers can switch without losing a message. Secrets past their overlap are dropped.
+    pub async fn rotate_secret(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+    ) -> Result<(Endpoint, String), WebhookError> {
+        let mut e = self.store.get_endpoint(tenant, id).await?;
+        let read = e.version;
+        let now = self.clock.now();
+        e.secrets.retain(|s| s.expires_at.is_none_or(|x| now < x));
+        let until = now + self.settings.rotation_overlap;
+        for s in &mut e.secrets {
+            if s.expires_at.is_none() {
+                s.expires_at = Some(until);
+            }
+        }
+        let key = SigningKey::generate();
+        let sealed = self.seal(&e, &key, now);
+        e.secrets.push(sealed);
+        self.save(&mut e, read, "webhook_endpoint.secret_rotated", now)
+            .await?;
+        Ok((e, key.expose()))
+    }
+
+    pub async fn messages(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        page: PageRequest,
+    ) -> Result<Page<Message>, WebhookError> {
+        self.store.get_endpoint(tenant, endpoint).await?;
+        Ok(self.store.list_messages(tenant, endpoint, page).await?)
+    }
+
+    pub async fn attempts(
+        &self,
+        tenant: TenantId,
+        message: MessageId,
+        page: PageRequest,
+    ) -> Result<Page<Attempt>, WebhookError> {
+        self.store.get_message(tenant, message).await?;
+        Ok(self.store.list_attempts(tenant, message, page).await?)
+    }
+
+    pub async fn replay_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+    ) -> Result<Message, WebhookError> {
+        let now = self.clock.now();
+        let ev = event(
+            tenant,
+            "webhook_message.replayed",
+            &serde_json::json!({"message_id": id}),
+            now,
+        )?;
+        self.store.replay_message(tenant, id, now, &[ev]).await?;
+        Ok(self.store.get_message(tenant, id).await?)
+    }
+
+    pub async fn replay_failed_since(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        since: OffsetDateTime,
+    ) -> Result<u64, WebhookError> {
+        self.store.get_endpoint(tenant, endpoint).await?;
+        let now = self.clock.now();
+        let ev = event(
+            tenant,
+            "webhook_endpoint.replayed",
+            &serde_json::json!({"endpoint_id": endpoint, "since": since.unix_timestamp()}),
+            now,
+        )?;
+        Ok(self
+            .store
+            .replay_failed_since(tenant, endpoint, since, now, &[ev])
+            .await?)
+    }
+}
+
+/// The relay's fan-out: one message per enabled endpoint of the event's tenant that wants it.
+/// The body is the Standard Webhooks payload: `{"type", "timestamp", "data"}`.
+pub fn fan_out(event: &RecordedEvent, endpoints: &[Endpoint]) -> Vec<Message> {
+    let body = serde_json::json!({
+        "type": event.event_type,
+        "timestamp": event.occurred_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "data": event.payload,
+    })
+    .to_string();
+    endpoints
+        .iter()
+        .filter(|e| e.enabled && e.tenant_id == event.tenant_id && e.wants(&event.event_type))
+        .map(|e| Message {
+            id: MessageId::new(),
+            tenant_id: e.tenant_id,
+            endpoint_id: e.id,
+            event_id: event.id,
+            event_type: event.event_type.clone(),
+            body: body.clone(),
+            status: MessageStatus::Pending,
+            attempts: 0,
+            next_attempt_at: event.occurred_at,
+            created_at: event.occurred_at,
+        })
+        .collect()
+}
+
+/// What an attempt means for its message and endpoint, by the policy.
+pub fn outcome(
+    policy: &DeliveryPolicy,
+    endpoint: &Endpoint,
+    attempts: i64,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    now: OffsetDateTime,
+    jitter: Duration,
+) -> AttemptOutcome {
+    let next = policy.next(attempts, status, retry_after, now, jitter);
+    let failing_since = endpoint.failing_since.unwrap_or(now);
+    let stale = now - failing_since >= policy.disable_after;
+    match next {
+        Next::Delivered => AttemptOutcome {
+            status: MessageStatus::Delivered,
+            next_attempt_at: now,
+            endpoint_ok: true,
+            disable: None,
+        },
+        Next::Gone => AttemptOutcome {
+            status: MessageStatus::Failed,
+            next_attempt_at: now,
+            endpoint_ok: false,
+            disable: Some("the receiver answered 410 Gone".into()),
+        },
+        Next::RetryAt(at) => AttemptOutcome {
+            status: MessageStatus::Pending,
+            next_attempt_at: at,
+            endpoint_ok: false,
+            disable: stale.then(|| "failing without a success for the configured time".into()),
+        },
+        Next::Failed => AttemptOutcome {
+            status: MessageStatus::Failed,
+            next_attempt_at: now,
+            endpoint_ok: false,
+            disable: stale.then(|| "failing without a success for the configured time".into()),
+        },
+    }
+}
