@@ -89,6 +89,7 @@ pub struct RawWebhooks {
     /// `KEEL_WEBHOOKS__SECRET_OVERLAP_S`, default 86400: how long a rotated secret keeps signing.
     pub secret_overlap_s: u64,
     /// `KEEL_WEBHOOKS__ALLOW_HTTP`, default false: plain `http` endpoints (tests, private nets).
+    #[serde(deserialize_with = "bool_or_string")]
     pub allow_http: bool,
     /// `KEEL_WEBHOOKS__ALLOW_CIDRS`, default empty: non-public ranges endpoints may reach,
     /// comma-separated (`127.0.0.1/32,::1/128`).
@@ -444,6 +445,24 @@ fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, Con
         api_key_overlap: seconds("KEEL_AUTH__API_KEY_OVERLAP_S", raw.api_key_overlap_s)?,
         reset_token_ttl: seconds("KEEL_AUTH__RESET_TOKEN_TTL_S", raw.reset_token_ttl_s)?,
     })
+}
+
+/// A boolean from TOML (`true`) or from the environment (the string `"true"`).
+fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Flag::deserialize(d)? {
+        Flag::Bool(b) => Ok(b),
+        Flag::Text(t) => match t.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(serde::de::Error::custom("must be `true` or `false`")),
+        },
+    }
 }
 
 fn webhook_settings(

@@ -336,4 +336,153 @@ backend_tests! {
         assert_eq!(r.signature.split(' ').count(), 2, "both signatures: {}", r.signature);
         assert!(verifies(&old, &r) && verifies(&new, &r));
     }
+    async fn a_410_gone_disables_the_endpoint_at_once(backend: Backend) {
+        let app = app_for_webhooks(backend).await;
+        let (_, owner) = app.owner_with_tokens("wh-gone").await;
+        let t = owner.access_token.as_str();
+        let mut rx = receiver(vec![410]).await;
+        let (id, _) = endpoint(&app, t, &rx.url, &["stock_location.created"]).await;
+        call(&app, t, Method::POST, "/v1/admin/stock-locations", Some(serde_json::json!({"name": "Gone"}))).await;
+        rx.next().await;
+        let disabled = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            loop {
+                let e = json(call(&app, t, Method::GET, &format!("/v1/admin/webhook-endpoints/{id}"), None).await).await;
+                if e["enabled"] == false {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("disabled");
+        assert!(disabled["disabled_reason"].as_str().is_some_and(|r| r.contains("410")), "{disabled}");
+        let events = json(call(&app, t, Method::GET, "/v1/admin/events?type=endpoint.disabled", None).await).await;
+        assert_eq!(events["data"].as_array().expect("data").len(), 1);
+        let messages = json(call(&app, t, Method::GET, &format!("/v1/admin/webhook-endpoints/{id}/messages"), None).await).await;
+        assert_eq!(messages["data"][0]["status"], "failed", "no retries after 410");
+    }
+}
+
+const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+
+/// `keel serve` on `dir` with webhooks open to loopback and fast loops; answers the child and
+/// its address.
+async fn serve(dir: &std::path::Path, secret_key: &str) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut c = tokio::process::Command::new(KEEL);
+    c.arg("serve")
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .env("KEEL_LISTEN", "127.0.0.1:0")
+        .env("KEEL_SECRET_KEY", secret_key)
+        .env("KEEL_WEBHOOKS__ALLOW_HTTP", "true")
+        .env("KEEL_WEBHOOKS__ALLOW_CIDRS", "127.0.0.1/32")
+        .env("KEEL_WEBHOOKS__RETRY_SCHEDULE", "100ms,100ms,100ms")
+        .env("KEEL_WEBHOOKS__JITTER_MS", "0")
+        .env("KEEL_WEBHOOKS__RELAY_INTERVAL_MS", "50")
+        .env("KEEL_WEBHOOKS__DELIVERY_INTERVAL_MS", "50")
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = c.spawn().expect("spawn keel serve");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "listening"
+            {
+                return v["addr"].as_str().expect("addr").to_owned();
+            }
+        }
+        panic!("exited before listening")
+    })
+    .await
+    .expect("listens");
+    // Keep reading so a full pipe never stalls the server.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// SIGKILL right after the writes commit: after a restart every event is delivered, and an
+/// event delivered twice carries the same `webhook-id` both times.
+#[tokio::test]
+async fn no_event_is_lost_when_the_process_is_killed() {
+    keel_testkit::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = keel::secrets::generate();
+    let out = tokio::process::Command::new(KEEL)
+        .args([
+            "tenant",
+            "create",
+            "--name",
+            "Kill Test",
+            "--slug",
+            "kill",
+            "--owner-email",
+            "owner@kill.test",
+            "--json",
+        ])
+        .env_clear()
+        .env("KEEL_SECRET_KEY", &key)
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("tenant create");
+    assert!(out.status.success());
+    let setup: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (mut child, addr) = serve(dir.path(), &key).await;
+    let client = reqwest::Client::new();
+    let tokens: serde_json::Value = client
+        .post(format!("http://{addr}/v1/auth/setup"))
+        .json(&serde_json::json!({"setup_token": setup["setup_token"], "password": "quartz-meadow-ferry-4410-violin"}))
+        .send()
+        .await
+        .expect("setup")
+        .json()
+        .await
+        .expect("json");
+    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    let mut rx = receiver(Vec::new()).await;
+    let res = client
+        .post(format!("http://{addr}/v1/admin/webhook-endpoints"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"url": rx.url, "event_types": ["stock_location.created"]}))
+        .send()
+        .await
+        .expect("endpoint");
+    assert_eq!(res.status(), 201);
+    let mut created = std::collections::HashSet::new();
+    for i in 0..20 {
+        let loc: serde_json::Value = client
+            .post(format!("http://{addr}/v1/admin/stock-locations"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"name": format!("L{i}")}))
+            .send()
+            .await
+            .expect("location")
+            .json()
+            .await
+            .expect("json");
+        created.insert(loc["id"].as_str().expect("id").to_owned());
+    }
+    // Killed without warning the moment the last write was acknowledged.
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("killed");
+    let (_restarted, _) = serve(dir.path(), &key).await;
+    let mut ids_by_location: std::collections::HashMap<String, String> =
+        std::collections::HashMap::new();
+    while ids_by_location.len() < created.len() {
+        let r = rx.next().await;
+        let body: serde_json::Value = serde_json::from_str(&r.body).expect("body");
+        let location = body["data"]["location_id"]
+            .as_str()
+            .expect("location")
+            .to_owned();
+        if let Some(id) = ids_by_location.get(&location) {
+            assert_eq!(id, &r.id, "a redelivery carries the same webhook-id");
+        }
+        ids_by_location.insert(location, r.id);
+    }
+    let delivered: std::collections::HashSet<String> = ids_by_location.into_keys().collect();
+    assert_eq!(delivered, created, "every acknowledged event was delivered");
 }
