@@ -16,6 +16,9 @@ use keel_webhooks::{
 use time::{Duration, OffsetDateTime};
 use tokio::sync::Notify;
 
+/// How long a claim outlives the attempt's timeout.
+const CLAIM_MARGIN: Duration = Duration::seconds(5);
+
 /// Exact settings of the loops.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerSettings {
@@ -92,8 +95,10 @@ impl Worker {
     pub async fn deliver_once(&self) -> Result<usize, keel_kernel::StoreError> {
         let policy = &self.webhooks.settings().policy;
         let now = self.clock.now();
-        // The lock outlives the request timeout, so a live worker is never overtaken.
-        let lock_until = now + policy.timeout + Duration::seconds(30);
+        // The lock outlives the request timeout by an exact margin (time to record the
+        // attempt), so a live worker is never overtaken, and a message claimed by a node that
+        // died is due again soon after.
+        let lock_until = now + policy.timeout + CLAIM_MARGIN;
         let due = self
             .store
             .claim_due(

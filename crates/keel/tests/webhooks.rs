@@ -378,6 +378,7 @@ async fn serve(dir: &std::path::Path, secret_key: &str) -> (tokio::process::Chil
         .env("KEEL_WEBHOOKS__ALLOW_CIDRS", "127.0.0.1/32")
         .env("KEEL_WEBHOOKS__RETRY_SCHEDULE", "100ms,100ms,100ms")
         .env("KEEL_WEBHOOKS__JITTER_MS", "0")
+        .env("KEEL_WEBHOOKS__TIMEOUT_MS", "2000")
         .env("KEEL_WEBHOOKS__RELAY_INTERVAL_MS", "50")
         .env("KEEL_WEBHOOKS__DELIVERY_INTERVAL_MS", "50")
         .current_dir(dir)
