@@ -8,9 +8,11 @@
 
 mod catalog;
 mod orders;
+mod webhooks;
 
 pub use catalog::*;
 pub use orders::*;
+pub use webhooks::*;
 
 use std::sync::Arc;
 
@@ -56,6 +58,7 @@ pub struct Stores {
     pub carts: Arc<dyn keel_orders::ports::CartStore>,
     pub orders: Arc<dyn keel_orders::ports::OrderStore>,
     pub idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
+    pub webhooks: Arc<dyn keel_webhooks::ports::WebhookStore>,
 }
 
 impl Stores {
@@ -77,6 +80,7 @@ impl Stores {
             + keel_orders::ports::CartStore
             + keel_orders::ports::OrderStore
             + keel_kernel::idempotency::IdempotencyStore
+            + keel_webhooks::ports::WebhookStore
             + 'static,
     {
         let store = Arc::new(store);
@@ -95,7 +99,8 @@ impl Stores {
             inventory: store.clone(),
             carts: store.clone(),
             orders: store.clone(),
-            idempotency: store,
+            idempotency: store.clone(),
+            webhooks: store,
         }
     }
 }
@@ -156,6 +161,8 @@ macro_rules! conformance_tests {
             a_checkout_that_cannot_reserve_everything_writes_nothing,
             a_checkout_commits_order_stock_and_number_together,
             idempotency_keys_are_claimed_once_replayed_and_taken_over_when_dead,
+            the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it,
+            claims_respect_the_per_endpoint_concurrency_bound,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {
