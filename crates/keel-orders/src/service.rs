@@ -599,6 +599,16 @@ impl OrdersService {
         id: CartId,
         access: &ShopperAccess,
     ) -> Result<Cart, OrdersError> {
+        Ok(self.cart_with_hash_for(tenant, id, access).await?.0)
+    }
+
+    /// [`Self::cart_for`], with the hash of the guest cart's secret (which the order keeps).
+    async fn cart_with_hash_for(
+        &self,
+        tenant: TenantId,
+        id: CartId,
+        access: &ShopperAccess,
+    ) -> Result<(Cart, Option<String>), OrdersError> {
         let (cart, hash) = self.carts.get_cart(tenant, id).await?;
         let allowed = match (cart.customer_id, &hash) {
             (Some(owner), _) => access.customer == Some(owner),
@@ -609,7 +619,7 @@ impl OrdersService {
             (None, None) => false,
         };
         if allowed {
-            Ok(cart)
+            Ok((cart, hash))
         } else {
             Err(OrdersError::NotFound)
         }
@@ -1086,7 +1096,7 @@ impl OrdersService {
         id: CartId,
         access: &ShopperAccess,
     ) -> Result<Order, OrdersError> {
-        let cart = self.cart_for(tenant, id, access).await?;
+        let (cart, access_hash) = self.cart_with_hash_for(tenant, id, access).await?;
         let address = Self::ready_for_checkout(&cart)?;
         self.refresh_prices(tenant, &cart).await?;
         let promotion = match &cart.promotion_code {
@@ -1127,7 +1137,7 @@ impl OrdersService {
             refunds: Vec::new(),
             fulfilments: Vec::new(),
             shipments: Vec::new(),
-            access_hash: self.carts.get_cart(tenant, id).await?.1,
+            access_hash,
             cancel_reason: None,
             created_at: now,
             updated_at: now,
