@@ -11,6 +11,7 @@
 //! This crate does no I/O and holds no floating point (the exact-values rule, DESIGN.md §3).
 #![forbid(unsafe_code)]
 
+pub mod bus;
 pub mod clock;
 pub mod error;
 pub mod event;

@@ -8,6 +8,7 @@
 
 mod apikeys;
 mod catalog;
+mod consumers;
 mod customers;
 mod error;
 mod identity;

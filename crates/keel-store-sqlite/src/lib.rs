@@ -15,6 +15,7 @@
 
 mod apikeys;
 mod catalog;
+mod consumers;
 mod customers;
 mod error;
 mod identity;

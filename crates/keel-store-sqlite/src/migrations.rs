@@ -59,6 +59,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "webhooks",
         include_str!("../migrations/20261121000011_webhooks.sql"),
     ),
+    (
+        20_261_121_000_012,
+        "consumers",
+        include_str!("../migrations/20261121000012_consumers.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

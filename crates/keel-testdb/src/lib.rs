@@ -157,3 +157,66 @@ pub async fn postgres_schema() -> PgSchema {
         server_url,
     }
 }
+
+/// A NATS server with JetStream for one test: `KEEL_TEST_NATS_URL` when set, the server on
+/// 127.0.0.1:4222 when one listens (unless `KEEL_TEST_NATS=throwaway`), otherwise a throwaway `nats-server -js` (Debian package
+/// `nats-server`) on a free loopback port with its store in a temp dir, stopped when this
+/// guard drops.
+#[derive(Debug)]
+pub struct NatsServer {
+    pub url: String,
+    _server: Option<tokio::process::Child>,
+    _dir: Option<TempDir>,
+}
+
+/// Starts or finds a NATS server (see [`NatsServer`]).
+pub async fn nats() -> NatsServer {
+    if let Ok(url) = std::env::var("KEEL_TEST_NATS_URL") {
+        return NatsServer {
+            url,
+            _server: None,
+            _dir: None,
+        };
+    }
+    let throwaway = std::env::var("KEEL_TEST_NATS").is_ok_and(|v| v == "throwaway");
+    if !throwaway
+        && tokio::net::TcpStream::connect("127.0.0.1:4222")
+            .await
+            .is_ok()
+    {
+        return NatsServer {
+            url: "nats://127.0.0.1:4222".into(),
+            _server: None,
+            _dir: None,
+        };
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("keel-test-nats-")
+        .tempdir()
+        .expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = tokio::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server is installed (scripts/test installs it), or set KEEL_TEST_NATS_URL");
+    let addr = format!("127.0.0.1:{port}");
+    // Bounded wait for the port to accept connections.
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            return NatsServer {
+                url: format!("nats://{addr}"),
+                _server: Some(child),
+                _dir: Some(dir),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nats-server did not start on {addr}");
+}

@@ -4,6 +4,8 @@
 //! number of nodes (PostgreSQL claims rows with `FOR UPDATE SKIP LOCKED`).
 #![forbid(unsafe_code)]
 
+pub mod bus;
+
 use std::{sync::Arc, time::Duration as StdDuration};
 
 use keel_kernel::{clock::Clock, event::NewEvent};

@@ -1,0 +1,115 @@
+//! Bus consumer bookkeeping on SQLite: processed events and dead letters.
+
+use async_trait::async_trait;
+use keel_kernel::{
+    StoreError, TenantId,
+    bus::{ConsumerStore, DeadLetter},
+    event::{EventId, RecordedEvent},
+    page::{Page, PageRequest},
+};
+use sqlx::{Row, sqlite::SqliteRow};
+use time::OffsetDateTime;
+
+use crate::{SqliteStore, at, error::map_err, to_micros};
+
+fn letter_from_row(r: &SqliteRow) -> Result<DeadLetter, StoreError> {
+    let payload: String = r.try_get("payload").map_err(map_err)?;
+    Ok(DeadLetter {
+        id: r.try_get("id").map_err(map_err)?,
+        consumer: r.try_get("consumer").map_err(map_err)?,
+        event: RecordedEvent {
+            id: EventId::from_uuid(r.try_get("event_id").map_err(map_err)?),
+            tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+            event_type: r.try_get("event_type").map_err(map_err)?,
+            payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
+            occurred_at: at(r, "occurred_at")?,
+        },
+        error: r.try_get("error").map_err(map_err)?,
+        attempts: r.try_get("attempts").map_err(map_err)?,
+        created_at: at(r, "created_at")?,
+    })
+}
+
+#[async_trait]
+impl ConsumerStore for SqliteStore {
+    async fn is_processed(&self, consumer: &str, event: EventId) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM processed_events WHERE consumer = ?1 AND event_id = ?2",
+        )
+        .bind(consumer)
+        .bind(event.as_uuid())
+        .fetch_one(&self.readers)
+        .await
+        .map_err(map_err)?;
+        Ok(n == 1)
+    }
+
+    async fn mark_processed(
+        &self,
+        consumer: &str,
+        event: EventId,
+        at_time: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+            .bind(consumer)
+            .bind(event.as_uuid())
+            .bind(to_micros(at_time)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn dead_letter(&self, l: &DeadLetter) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO dead_letters (id, consumer, tenant_id, event_id, event_type, payload, occurred_at, error, attempts, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+            .bind(l.id)
+            .bind(&l.consumer)
+            .bind(l.event.tenant_id.as_uuid())
+            .bind(l.event.id.as_uuid())
+            .bind(&l.event.event_type)
+            .bind(l.event.payload.to_string())
+            .bind(to_micros(l.event.occurred_at)?)
+            .bind(&l.error)
+            .bind(l.attempts)
+            .bind(to_micros(l.created_at)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn dead_letters(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<DeadLetter>, StoreError> {
+        let rows = sqlx::query("SELECT id, consumer, tenant_id, event_id, event_type, payload, occurred_at, error, attempts, created_at FROM dead_letters \
+             WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3")
+            .bind(tenant.as_uuid())
+            .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+            .bind(page.limit.fetch_count())
+            .fetch_all(&self.readers)
+            .await
+            .map_err(map_err)?;
+        let items = rows
+            .iter()
+            .map(letter_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(items, page.limit, |l| l.id))
+    }
+
+    async fn take_dead_letter(&self, id: uuid::Uuid) -> Result<DeadLetter, StoreError> {
+        let mut tx = self.write().await?;
+        let r = sqlx::query("DELETE FROM dead_letters WHERE id = ?1 RETURNING id, consumer, tenant_id, event_id, event_type, payload, occurred_at, error, attempts, created_at")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let letter = letter_from_row(&r)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(letter)
+    }
+}
