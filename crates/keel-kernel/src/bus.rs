@@ -33,12 +33,21 @@ pub trait ConsumerStore: Send + Sync + std::fmt::Debug {
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
     async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
-    /// Parked events of a tenant, oldest first.
+    /// Parked events, oldest first: of one tenant, or of all (an operator's view).
     async fn dead_letters(
         &self,
-        tenant: TenantId,
+        tenant: Option<TenantId>,
         page: PageRequest,
     ) -> Result<Page<DeadLetter>, StoreError>;
-    /// Removes a parked event for re-driving; `NotFound` when it is not (or no longer) parked.
-    async fn take_dead_letter(&self, id: uuid::Uuid) -> Result<DeadLetter, StoreError>;
+    /// One parked event; `NotFound` when it is not (or no longer) parked.
+    async fn find_dead_letter(&self, id: uuid::Uuid) -> Result<DeadLetter, StoreError>;
+    /// Removes a parked event once it is re-driven; `NotFound` when it is already gone.
+    async fn remove_dead_letter(&self, id: uuid::Uuid) -> Result<(), StoreError>;
+}
+
+/// Publishes events to a bus (the relay's side).
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Stores the event on the bus; a repeat of the same event must be harmless.
+    async fn publish(&self, event: &RecordedEvent) -> Result<(), String>;
 }

@@ -1,5 +1,6 @@
 //! Webhook behaviours, for every adapter: the relay fans each event out once, and claims
-//! respect the exact per-endpoint concurrency bound.
+//! respect the exact per-endpoint concurrency bound; with a bus, the relay publishes every
+//! event at least once and the consumer's side accepts each event once per endpoint.
 
 use keel_kernel::{
     TenantId,
@@ -208,5 +209,140 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
     assert_eq!(
         (delivered.status, delivered.attempts),
         (MessageStatus::Delivered, 1)
+    );
+}
+
+/// Records what it publishes; fails once it has published `fail_after` events.
+#[derive(Default)]
+struct Publisher {
+    published: std::sync::Mutex<Vec<keel_kernel::event::EventId>>,
+    fail_after: Option<usize>,
+}
+
+#[async_trait::async_trait]
+impl keel_kernel::bus::EventPublisher for Publisher {
+    async fn publish(&self, e: &keel_kernel::event::RecordedEvent) -> Result<(), String> {
+        let mut got = self.published.lock().expect("not poisoned");
+        if self.fail_after.is_some_and(|n| got.len() >= n) {
+            return Err("the bus is unreachable".into());
+        }
+        got.push(e.id);
+        Ok(())
+    }
+}
+
+impl Publisher {
+    fn ids(&self) -> Vec<keel_kernel::event::EventId> {
+        self.published.lock().expect("not poisoned").clone()
+    }
+}
+
+pub async fn the_bus_relay_publishes_every_event_and_a_failed_publish_leaves_the_rest(
+    stores: &Stores,
+) {
+    let t = create(stores, &unique_slug("bus-relay")).await.0.id;
+    let now = SystemClock.now();
+    let earlier = Publisher::default();
+    while stores
+        .webhooks
+        .relay_via(100, now, &earlier)
+        .await
+        .expect("relay")
+        > 0
+    {}
+    events(stores, t, "order.placed", 5).await;
+    let failing = Publisher {
+        fail_after: Some(2),
+        ..Publisher::default()
+    };
+    assert!(
+        stores.webhooks.relay_via(100, now, &failing).await.is_err(),
+        "a publish failure is reported"
+    );
+    assert_eq!(failing.ids().len(), 2);
+    let good = Publisher::default();
+    while stores
+        .webhooks
+        .relay_via(2, now, &good)
+        .await
+        .expect("relay")
+        > 0
+    {}
+    let all = stores
+        .events
+        .list(
+            t,
+            keel_kernel::page::PageRequest::default(),
+            Some("order.placed"),
+        )
+        .await
+        .expect("events")
+        .items;
+    let placed: Vec<_> = all.iter().map(|e| e.id).collect();
+    assert_eq!(placed.len(), 5);
+    let (first, second) = (failing.ids(), good.ids());
+    for id in &placed {
+        assert!(
+            second.contains(id) || first.contains(id),
+            "every event is published at least once"
+        );
+        assert!(
+            second.iter().filter(|x| *x == id).count() <= 1,
+            "the good pass publishes an event once"
+        );
+    }
+    for id in placed.iter().filter(|id| !first.contains(id)) {
+        assert!(
+            second.contains(id),
+            "what failed is published on the next pass"
+        );
+    }
+    assert_eq!(
+        stores
+            .webhooks
+            .relay(100, now, &fan_out)
+            .await
+            .expect("relay"),
+        0,
+        "everything is marked relayed"
+    );
+}
+
+pub async fn a_bus_event_is_accepted_once_per_endpoint(stores: &Stores) {
+    let t = create(stores, &unique_slug("bus-accept")).await.0.id;
+    let a = endpoint(t, &["order.*"]);
+    let b = endpoint(t, &[]);
+    let ignores = endpoint(t, &["product.created"]);
+    for e in [&a, &b, &ignores] {
+        stores
+            .webhooks
+            .create_endpoint(e, &[])
+            .await
+            .expect("endpoint");
+    }
+    let event = keel_kernel::event::RecordedEvent {
+        id: keel_kernel::event::EventId::new(),
+        tenant_id: t,
+        event_type: "order.paid".into(),
+        payload: serde_json::json!({"order_id": "ord_x"}),
+        occurred_at: SystemClock.now(),
+    };
+    assert_eq!(
+        stores
+            .webhooks
+            .accept_event(&event, &fan_out)
+            .await
+            .expect("accept"),
+        2,
+        "one message for each endpoint that wants it"
+    );
+    assert_eq!(
+        stores
+            .webhooks
+            .accept_event(&event, &fan_out)
+            .await
+            .expect("accept"),
+        0,
+        "a redelivered event adds nothing"
     );
 }

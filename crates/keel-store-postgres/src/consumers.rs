@@ -83,12 +83,12 @@ impl ConsumerStore for PgStore {
 
     async fn dead_letters(
         &self,
-        tenant: TenantId,
+        tenant: Option<TenantId>,
         page: PageRequest,
     ) -> Result<Page<DeadLetter>, StoreError> {
         let rows = sqlx::query("SELECT id, consumer, tenant_id, event_id, event_type, payload::text AS payload, occurred_at, error, attempts, created_at FROM dead_letters \
-             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3")
-            .bind(tenant.as_uuid())
+             WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3")
+            .bind(tenant.map(|t| t.as_uuid()))
             .bind(page.after.map(keel_kernel::page::Cursor::after_id))
             .bind(page.limit.fetch_count())
             .fetch_all(&self.pool)
@@ -101,15 +101,27 @@ impl ConsumerStore for PgStore {
         Ok(Page::from_overfetch(items, page.limit, |l| l.id))
     }
 
-    async fn take_dead_letter(&self, id: uuid::Uuid) -> Result<DeadLetter, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let r = sqlx::query("DELETE FROM dead_letters WHERE id = $1 RETURNING id, consumer, tenant_id, event_id, event_type, payload::text AS payload, occurred_at, error, attempts, created_at")
+    async fn find_dead_letter(&self, id: uuid::Uuid) -> Result<DeadLetter, StoreError> {
+        let r = sqlx::query("SELECT id, consumer, tenant_id, event_id, event_type, payload::text AS payload, occurred_at, error, attempts, created_at FROM dead_letters WHERE id = $1")
             .bind(id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&self.pool)
             .await
             .map_err(map_err)?;
-        let letter = letter_from_row(&r)?;
+        letter_from_row(&r)
+    }
+
+    async fn remove_dead_letter(&self, id: uuid::Uuid) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let n = sqlx::query("DELETE FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
         tx.commit().await.map_err(map_err)?;
-        Ok(letter)
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 }

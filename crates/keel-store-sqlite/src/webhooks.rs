@@ -376,6 +376,75 @@ impl WebhookStore for SqliteStore {
         Ok(events.len())
     }
 
+    async fn relay_via(
+        &self,
+        limit: i64,
+        now: OffsetDateTime,
+        publisher: &dyn keel_kernel::bus::EventPublisher,
+    ) -> Result<usize, StoreError> {
+        // One process owns an embedded database, so one relay reads it: publish outside the
+        // write lock (a slow bus must not stall every request's commit), then mark what went
+        // out. A crash in between publishes again; the bus drops the repeat by its id.
+        let rows = sqlx::query("SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events WHERE relayed_at IS NULL ORDER BY occurred_at, id LIMIT ?1")
+            .bind(limit)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(map_err)?;
+        let events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sent = 0;
+        let mut failure = None;
+        for e in &events {
+            if let Err(err) = publisher.publish(e).await {
+                failure = Some(err);
+                break;
+            }
+            sent += 1;
+        }
+        let mut tx = self.write().await?;
+        for e in &events[..sent] {
+            sqlx::query(
+                "UPDATE outbox_events SET relayed_at = ?3 WHERE tenant_id = ?1 AND id = ?2",
+            )
+            .bind(e.tenant_id.as_uuid())
+            .bind(e.id.as_uuid())
+            .bind(to_micros(now)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        match failure {
+            Some(err) => Err(StoreError::unavailable(std::io::Error::other(err))),
+            None => Ok(sent),
+        }
+    }
+
+    async fn accept_event(
+        &self,
+        event: &keel_kernel::event::RecordedEvent,
+        fan_out: &FanOut<'_>,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.write().await?;
+        let rows = sqlx::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND enabled = 1")
+            .bind(event.tenant_id.as_uuid())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let endpoints = rows
+            .iter()
+            .map(endpoint_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut added = 0;
+        for m in fan_out(event, &endpoints) {
+            added += insert_message(&mut tx, &m).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(added)
+    }
+
     async fn claim_due(
         &self,
         now: OffsetDateTime,
@@ -484,7 +553,8 @@ impl WebhookStore for SqliteStore {
     }
 }
 
-async fn insert_message(tx: &mut SqliteConnection, m: &Message) -> Result<(), StoreError> {
+/// Inserts a message unless the endpoint already has one for the event; answers 1 or 0.
+async fn insert_message(tx: &mut SqliteConnection, m: &Message) -> Result<usize, StoreError> {
     sqlx::query("INSERT INTO webhook_messages (tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, locked_until, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10) ON CONFLICT (tenant_id, endpoint_id, event_id) DO NOTHING")
         .bind(m.tenant_id.as_uuid())
@@ -499,6 +569,6 @@ async fn insert_message(tx: &mut SqliteConnection, m: &Message) -> Result<(), St
         .bind(to_micros(m.created_at)?)
         .execute(&mut *tx)
         .await
-        .map_err(map_err)?;
-    Ok(())
+        .map(|d| usize::try_from(d.rows_affected()).unwrap_or(0))
+        .map_err(map_err)
 }

@@ -93,6 +93,23 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
         fan_out: &FanOut<'_>,
     ) -> Result<usize, StoreError>;
+    /// The relay with a bus: takes up to `limit` unrelayed events (on PostgreSQL with `FOR
+    /// UPDATE SKIP LOCKED`), publishes each and marks them relayed, in one transaction; a
+    /// publish failure rolls the batch back (what was published is published again later, and
+    /// the bus drops the repeat). Answers how many events it relayed.
+    async fn relay_via(
+        &self,
+        limit: i64,
+        now: OffsetDateTime,
+        publisher: &dyn keel_kernel::bus::EventPublisher,
+    ) -> Result<usize, StoreError>;
+    /// A bus consumer's side of the fan-out: inserts the messages `fan_out` builds for one
+    /// event (at most one per endpoint and event). Answers how many were new.
+    async fn accept_event(
+        &self,
+        event: &RecordedEvent,
+        fan_out: &FanOut<'_>,
+    ) -> Result<usize, StoreError>;
     /// Claims up to `limit` due messages (pending, `next_attempt_at <= now`, their endpoint
     /// enabled and under `max_in_flight` deliveries) as delivering until `lock_until`; a
     /// delivering message whose lock passed (its worker died) is due again.

@@ -113,6 +113,15 @@ impl JetStreamBus {
         self.publish_as(e, &e.id.to_string()).await
     }
 
+    /// Deletes the stream and everything in it (decommissioning; tests remove their own).
+    pub async fn delete_stream(&self) -> Result<(), BusError> {
+        self.js
+            .delete_stream(&self.stream)
+            .await
+            .map(|_| ())
+            .map_err(bus_err)
+    }
+
     /// How many messages the stream holds.
     pub async fn stored(&self) -> Result<u64, BusError> {
         let mut s = self.js.get_stream(&self.stream).await.map_err(bus_err)?;
@@ -247,16 +256,54 @@ impl Consumer {
         Ok(n)
     }
 
-    /// Takes a parked event out of the dead-letter table and publishes it again (under a
-    /// re-drive id, so the duplicate window does not drop it).
+    /// Re-drives one of this consumer's parked events (see [`redrive`]).
     pub async fn redrive(&self, id: uuid::Uuid) -> Result<EventId, BusError> {
-        let letter = self.store.take_dead_letter(id).await.map_err(bus_err)?;
-        self.bus
-            .publish_as(
-                &letter.event,
-                &format!("{}:redrive:{}", letter.event.id, letter.id),
-            )
-            .await?;
-        Ok(letter.event.id)
+        redrive(&self.bus, &*self.store, id).await
+    }
+}
+
+/// Publishes a parked event again and then removes it from the dead-letter table. The re-drive
+/// goes out under its own message id (`<event>:redrive:<letter>`), so the duplicate window does
+/// not drop it as a repeat of the original, while a re-drive repeated after a failed removal is
+/// dropped (and the consumer's processed table would skip it anyway).
+pub async fn redrive(
+    bus: &JetStreamBus,
+    store: &dyn ConsumerStore,
+    id: uuid::Uuid,
+) -> Result<EventId, BusError> {
+    let letter = store.find_dead_letter(id).await.map_err(bus_err)?;
+    bus.publish_as(
+        &letter.event,
+        &format!("{}:redrive:{}", letter.event.id, letter.id),
+    )
+    .await?;
+    store.remove_dead_letter(id).await.map_err(bus_err)?;
+    Ok(letter.event.id)
+}
+
+#[async_trait::async_trait]
+impl keel_kernel::bus::EventPublisher for JetStreamBus {
+    async fn publish(&self, event: &RecordedEvent) -> Result<(), String> {
+        JetStreamBus::publish(self, event)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The webhook fan-out as a bus consumer: each event becomes one message per endpoint that
+/// wants it (at most once per endpoint and event).
+#[derive(Debug)]
+pub struct WebhookFanOut {
+    pub store: Arc<dyn keel_webhooks::ports::WebhookStore>,
+}
+
+#[async_trait::async_trait]
+impl Handler for WebhookFanOut {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), String> {
+        self.store
+            .accept_event(event, &keel_webhooks::service::fan_out)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }

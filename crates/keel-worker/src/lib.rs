@@ -39,6 +39,16 @@ pub struct Worker {
     pub settings: WorkerSettings,
     /// Pinged after a request commits, so events leave without waiting for the interval.
     pub wake: Arc<Notify>,
+    /// With `KEEL_NATS_URL`: the relay publishes to JetStream and the webhook fan-out consumes
+    /// from it; without, the relay fans out in process.
+    pub nats: Option<Nats>,
+}
+
+/// The JetStream side of a node.
+#[derive(Debug, Clone)]
+pub struct Nats {
+    pub bus: bus::JetStreamBus,
+    pub fan_out: Arc<bus::Consumer>,
 }
 
 /// A random jitter from 0 to `max` inclusive, in whole milliseconds.
@@ -82,10 +92,19 @@ impl Worker {
     pub async fn relay_once(&self) -> Result<usize, keel_kernel::StoreError> {
         let mut total = 0;
         loop {
-            let n = self
-                .store
-                .relay(self.settings.relay_batch, self.clock.now(), &fan_out)
-                .await?;
+            let now = self.clock.now();
+            let n = match &self.nats {
+                Some(nats) => {
+                    self.store
+                        .relay_via(self.settings.relay_batch, now, &nats.bus)
+                        .await?
+                }
+                None => {
+                    self.store
+                        .relay(self.settings.relay_batch, now, &fan_out)
+                        .await?
+                }
+            };
             total += n;
             if i64::try_from(n).unwrap_or(0) < self.settings.relay_batch {
                 return Ok(total);
@@ -257,6 +276,26 @@ impl Worker {
                 }
             }
         };
+        let consumer = self.clone();
+        let consume = async move {
+            let Some(nats) = &consumer.nats else {
+                return;
+            };
+            loop {
+                // Each fetch waits at most one relay interval for messages.
+                if let Err(e) = nats
+                    .fan_out
+                    .run_once(
+                        usize::try_from(consumer.settings.delivery_batch).unwrap_or(50),
+                        consumer.settings.relay_interval,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "consuming from JetStream failed");
+                    tokio::time::sleep(consumer.settings.relay_interval).await;
+                }
+            }
+        };
         let delivery = async move {
             let period = self.settings.delivery_interval;
             let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -275,7 +314,7 @@ impl Worker {
                 }
             }
         };
-        tokio::join!(relay, delivery);
+        tokio::join!(relay, delivery, consume);
     }
 }
 

@@ -149,6 +149,7 @@ async fn a_consumer_processes_each_event_once_even_when_it_is_published_again() 
     .expect("consumer");
     drain(&audit, Duration::from_millis(500)).await;
     assert_eq!(other.handled.lock().expect("lock").len(), 2);
+    bus.delete_stream().await.expect("remove the test stream");
 }
 
 #[tokio::test]
@@ -180,7 +181,7 @@ async fn a_poison_event_is_parked_after_the_last_retry_and_can_be_redriven() {
             .await
             .expect("run");
         parked = store
-            .dead_letters(poison.tenant_id, PageRequest::default())
+            .dead_letters(Some(poison.tenant_id), PageRequest::default())
             .await
             .expect("letters")
             .items;
@@ -212,7 +213,7 @@ async fn a_poison_event_is_parked_after_the_last_retry_and_can_be_redriven() {
     assert_eq!(*handler.handled.lock().expect("lock"), vec![poison.id]);
     assert!(
         store
-            .dead_letters(poison.tenant_id, PageRequest::default())
+            .dead_letters(Some(poison.tenant_id), PageRequest::default())
             .await
             .expect("letters")
             .items
@@ -222,4 +223,5 @@ async fn a_poison_event_is_parked_after_the_last_retry_and_can_be_redriven() {
         consumer.redrive(parked[0].id).await.is_err(),
         "a letter is re-driven once"
     );
+    bus.delete_stream().await.expect("remove the test stream");
 }

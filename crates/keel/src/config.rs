@@ -64,10 +64,31 @@ pub struct RawConfig {
     /// it); with SQLite, created as `<data_dir>/secret.key` (mode 0600) when unset.
     #[serde(skip_serializing)]
     pub secret_key: Option<SecretString>,
+    /// `KEEL_NATS_URL` (secret; also `KEEL_NATS_URL_FILE`), default unset: a NATS server with
+    /// JetStream for the event bus (cluster mode). Unset: events are relayed in process.
+    #[serde(skip_serializing)]
+    pub nats_url: Option<SecretString>,
+    pub nats: RawNats,
     pub auth: RawAuth,
     pub webhooks: RawWebhooks,
     pub sqlite: RawSqlite,
     pub postgres: RawPostgres,
+}
+
+/// The JetStream event bus (used when `KEEL_NATS_URL` is set).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNats {
+    /// `KEEL_NATS__STREAM`, default `KEEL_EVENTS`.
+    pub stream: String,
+    /// `KEEL_NATS__SUBJECT_PREFIX`, default `keel.events`: events go to `<prefix>.<tenant>.<type>`.
+    pub subject_prefix: String,
+    /// `KEEL_NATS__DUPLICATE_WINDOW_S`, default 120: JetStream drops a re-publish of an event
+    /// within this window.
+    pub duplicate_window_s: u64,
+    /// `KEEL_NATS__RETRY_SCHEDULE`, default `1s,5s,30s,300s,1800s`: a consumer's delays after a
+    /// failed delivery; after the last, the event goes to the dead-letter table.
+    pub retry_schedule: String,
 }
 
 /// Webhook delivery and the background loops; every value exact.
@@ -176,6 +197,13 @@ impl Default for RawConfig {
             unpaid_order_ttl_s: 1800,
             idempotency_ttl_s: 86_400,
             secret_key: None,
+            nats_url: None,
+            nats: RawNats {
+                stream: "KEEL_EVENTS".into(),
+                subject_prefix: "keel.events".into(),
+                duplicate_window_s: 120,
+                retry_schedule: "1s,5s,30s,300s,1800s".into(),
+            },
             webhooks: RawWebhooks {
                 retry_schedule: "5s,300s,1800s,7200s,18000s,36000s,36000s".into(),
                 jitter_ms: 1000,
@@ -397,6 +425,8 @@ pub struct Settings {
     pub idempotency_ttl: time::Duration,
     pub webhooks: keel_webhooks::service::WebhookSettings,
     pub worker: keel_worker::WorkerSettings,
+    /// The JetStream bus, when configured.
+    pub nats: Option<NatsSettings>,
     /// The master key as configured (base64url); `None` means "the embedded key file".
     pub secret_key: Option<SecretString>,
     pub auth: keel_identity::auth::AuthSettings,
@@ -463,6 +493,61 @@ fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Err
             _ => Err(serde::de::Error::custom("must be `true` or `false`")),
         },
     }
+}
+
+/// The JetStream bus, validated.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    pub url: SecretString,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub duplicate_window: Duration,
+    pub retry_schedule: Vec<Duration>,
+}
+
+fn nats_settings(
+    url: Option<SecretString>,
+    raw: &RawNats,
+) -> Result<Option<NatsSettings>, ConfigError> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let schedule = keel_webhooks::domain::parse_schedule(&raw.retry_schedule).ok_or_else(|| {
+        err(
+            "KEEL_NATS__RETRY_SCHEDULE",
+            "must be a comma-separated list of delays such as `1s,5s`",
+        )
+    })?;
+    let ok_name = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if !ok_name(&raw.stream) {
+        return Err(err(
+            "KEEL_NATS__STREAM",
+            "must be letters, digits, `_` or `-`",
+        ));
+    }
+    if raw.subject_prefix.is_empty() || raw.subject_prefix.contains([' ', '*', '>']) {
+        return Err(err(
+            "KEEL_NATS__SUBJECT_PREFIX",
+            "must be a subject such as `keel.events`",
+        ));
+    }
+    Ok(Some(NatsSettings {
+        url,
+        stream: raw.stream.clone(),
+        subject_prefix: raw.subject_prefix.clone(),
+        duplicate_window: Duration::from_secs(positive(
+            "KEEL_NATS__DUPLICATE_WINDOW_S",
+            raw.duplicate_window_s,
+        )?),
+        retry_schedule: schedule
+            .into_iter()
+            .map(|d| Duration::from_millis(u64::try_from(d.whole_milliseconds()).unwrap_or(0)))
+            .collect(),
+    }))
 }
 
 fn webhook_settings(
@@ -686,6 +771,7 @@ impl Settings {
             },
             idempotency_ttl: seconds("KEEL_IDEMPOTENCY_TTL_S", raw.idempotency_ttl_s)?,
             webhooks: webhook_settings(&raw.webhooks)?,
+            nats: nats_settings(raw.nats_url, &raw.nats)?,
             worker: keel_worker::WorkerSettings {
                 relay_interval: millis(
                     "KEEL_WEBHOOKS__RELAY_INTERVAL_MS",
@@ -751,6 +837,13 @@ impl Settings {
             "store_cache_max_age_s": self.store_cache_max_age_s,
             "unpaid_order_ttl_s": self.orders.unpaid_order_ttl.whole_seconds(),
             "idempotency_ttl_s": self.idempotency_ttl.whole_seconds(),
+            "nats": self.nats.as_ref().map(|n| serde_json::json!({
+                "url": "***",
+                "stream": n.stream,
+                "subject_prefix": n.subject_prefix,
+                "duplicate_window_s": n.duplicate_window.as_secs(),
+                "retry_schedule_ms": n.retry_schedule.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+            })),
             "webhooks": {
                 "retry_schedule_ms": self.webhooks.policy.schedule.iter().map(|d| d.whole_milliseconds()).collect::<Vec<_>>(),
                 "jitter_ms": self.webhooks.policy.jitter.whole_milliseconds(),

@@ -17,6 +17,62 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use crate::{config::Settings, store::Store};
 
+/// The consumer name of the webhook fan-out on the bus (its durable consumer and its rows in
+/// the processed-event and dead-letter tables).
+pub const WEBHOOK_CONSUMER: &str = "webhooks";
+
+/// The JetStream stream when `KEEL_NATS_URL` is set (created if missing).
+///
+/// # Errors
+/// When the server cannot be reached or refuses the stream.
+pub async fn event_bus(
+    settings: &Settings,
+) -> anyhow::Result<Option<keel_worker::bus::JetStreamBus>> {
+    let Some(n) = &settings.nats else {
+        return Ok(None);
+    };
+    // The URL may carry credentials: the error names the setting, not the value.
+    keel_worker::bus::JetStreamBus::connect(
+        secrecy::ExposeSecret::expose_secret(&n.url),
+        &n.stream,
+        &n.subject_prefix,
+        n.duplicate_window,
+    )
+    .await
+    .map(Some)
+    .context("cannot set up the event bus at KEEL_NATS_URL")
+}
+
+/// Connects to JetStream when `KEEL_NATS_URL` is set: the stream, and the durable consumer
+/// that fans events out to webhook endpoints.
+///
+/// # Errors
+/// When the server cannot be reached or refuses the stream or consumer.
+pub async fn nats(settings: &Settings, store: &Store) -> anyhow::Result<Option<keel_worker::Nats>> {
+    let Some(n) = &settings.nats else {
+        return Ok(None);
+    };
+    let Some(bus) = event_bus(settings).await? else {
+        return Ok(None);
+    };
+    let fan_out = keel_worker::bus::Consumer::new(
+        &bus,
+        WEBHOOK_CONSUMER,
+        store.consumers(),
+        Arc::new(keel_worker::bus::WebhookFanOut {
+            store: store.webhooks(),
+        }),
+        n.retry_schedule.clone(),
+        Arc::new(SystemClock),
+    )
+    .await
+    .context("cannot create the webhook consumer on the event bus")?;
+    Ok(Some(keel_worker::Nats {
+        bus,
+        fan_out: Arc::new(fan_out),
+    }))
+}
+
 /// A bound, ready-to-run Keel server.
 #[derive(Debug)]
 pub struct App {
@@ -65,6 +121,7 @@ impl App {
             clock: Arc::new(SystemClock),
             settings: settings.worker,
             wake: wake.clone(),
+            nats: nats(settings, &store).await?,
         };
         let state = AppState {
             health: store.health(),

@@ -8,6 +8,9 @@
 //! keel tenant list [--json]
 //! keel keys rotate                new JWT signing key; the previous stays published
 //! keel maintenance prune          remove expired rows once (serve does it on an interval)
+//! keel dead-letters list [--tenant ID] [--json]
+//!                                 events a bus consumer gave up on (KEEL_NATS_URL)
+//! keel dead-letters redrive ID    publish a parked event again, then unpark it
 //! keel secret generate            a fresh KEEL_SECRET_KEY value
 //! keel config check               print the effective configuration, secrets redacted
 //! ```
@@ -24,6 +27,7 @@ use keel_identity::{
     NewTenant, TenantError, TenantName, TenantService, TenantSlug, auth::AuthError, staff::Email,
 };
 use keel_kernel::{
+    TenantId,
     clock::SystemClock,
     page::{Limit, PageRequest},
 };
@@ -68,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: MaintenanceCommand,
     },
+    /// Events a bus consumer gave up on after its last retry (with KEEL_NATS_URL).
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
     /// Generate secrets for the configuration.
     Secret {
         #[command(subcommand)]
@@ -91,6 +100,25 @@ enum KeysCommand {
 enum MaintenanceCommand {
     /// Remove expired rows once (login attempts outside the login window).
     Prune,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterCommand {
+    /// List parked events, oldest first.
+    List {
+        /// Only this tenant's (`ten_...`).
+        #[arg(long, value_parser = parse_tenant_id)]
+        tenant: Option<TenantId>,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a parked event to the bus again (its consumer processes it once) and remove it
+    /// from the dead-letter table.
+    Redrive {
+        /// The dead letter's id (from `list`).
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +160,11 @@ enum ConfigCommand {
 
 fn parse_slug(s: &str) -> Result<TenantSlug, String> {
     TenantSlug::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_tenant_id(s: &str) -> Result<TenantId, String> {
+    s.parse()
+        .map_err(|_| "must be a tenant id such as ten_...".to_owned())
 }
 
 fn parse_email(s: &str) -> Result<Email, String> {
@@ -196,7 +229,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve { migrate } => {
             telemetry::init(settings.log_format, false);
             let app = App::build(&settings, migrate).await?;
-            tracing::info!(addr = %app.local_addr(), backend = if app.store().is_sqlite() { "sqlite" } else { "postgres" }, "listening");
+            tracing::info!(addr = %app.local_addr(), backend = if app.store().is_sqlite() { "sqlite" } else { "postgres" }, bus = if settings.nats.is_some() { "jetstream" } else { "in-process" }, "listening");
             app.run_until_stopped(keel::shutdown_signal()).await
         }
         Command::Migrate => {
@@ -259,6 +292,17 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::DeadLetters { command } => {
+            telemetry::init(LogFormat::Pretty, true);
+            let store = Store::open(&settings.database).await?;
+            if store.is_sqlite() {
+                store.migrate().await?;
+            }
+            store.ensure_migrated().await?;
+            let result = dead_letter_command(&settings, &store, command).await;
+            store.close().await;
+            result
+        }
         Command::Secret {
             command: SecretCommand::Generate,
         } => {
@@ -270,6 +314,85 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         } => {
             let shown = serde_json::to_string_pretty(&settings.redacted())?;
             println!("{shown}");
+            Ok(())
+        }
+    }
+}
+
+async fn dead_letter_command(
+    settings: &Settings,
+    store: &Store,
+    command: DeadLetterCommand,
+) -> anyhow::Result<()> {
+    let consumers = store.consumers();
+    match command {
+        DeadLetterCommand::List { tenant, json } => {
+            let mut all = Vec::new();
+            let mut after = None;
+            loop {
+                let page = consumers
+                    .dead_letters(
+                        tenant,
+                        PageRequest {
+                            limit: Limit::new(Limit::MAX).expect("MAX is a valid limit"),
+                            after,
+                        },
+                    )
+                    .await
+                    .context("cannot list dead letters")?;
+                all.extend(page.items);
+                after = page.next_cursor;
+                if after.is_none() {
+                    break;
+                }
+            }
+            let rfc3339 =
+                |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339);
+            if json {
+                let rows = all
+                    .iter()
+                    .map(|l| {
+                        Ok(serde_json::json!({
+                            "id": l.id,
+                            "consumer": l.consumer,
+                            "tenant_id": l.event.tenant_id,
+                            "event_id": l.event.id,
+                            "event_type": l.event.event_type,
+                            "occurred_at": rfc3339(l.event.occurred_at)?,
+                            "error": l.error,
+                            "attempts": l.attempts,
+                            "created_at": rfc3339(l.created_at)?,
+                        }))
+                    })
+                    .collect::<Result<Vec<_>, time::error::Format>>()?;
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!(
+                    "{:<36} {:<10} {:<31} {:<28} {:>8} ERROR",
+                    "ID", "CONSUMER", "TENANT", "EVENT TYPE", "ATTEMPTS"
+                );
+                for l in &all {
+                    println!(
+                        "{:<36} {:<10} {:<31} {:<28} {:>8} {}",
+                        l.id,
+                        l.consumer,
+                        l.event.tenant_id,
+                        l.event.event_type,
+                        l.attempts,
+                        l.error
+                    );
+                }
+            }
+            Ok(())
+        }
+        DeadLetterCommand::Redrive { id } => {
+            let bus = keel::event_bus(settings).await?.context(
+                "KEEL_NATS_URL is not set: dead letters come from, and go back to, the event bus",
+            )?;
+            let event = keel_worker::bus::redrive(&bus, &*consumers, id)
+                .await
+                .with_context(|| format!("cannot re-drive dead letter {id}"))?;
+            println!("re-drove event {event} (dead letter {id} removed)");
             Ok(())
         }
     }

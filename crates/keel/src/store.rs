@@ -11,7 +11,8 @@ use keel_identity::{
     },
 };
 use keel_kernel::{
-    StoreError, event::EventLog, health::StoreHealth, idempotency::IdempotencyStore,
+    StoreError, bus::ConsumerStore, event::EventLog, health::StoreHealth,
+    idempotency::IdempotencyStore,
 };
 use keel_orders::ports::{CartStore, OrderStore, SetupStore};
 use keel_store_postgres::PgStore;
@@ -39,6 +40,7 @@ pub trait Backend:
     + OrderStore
     + IdempotencyStore
     + WebhookStore
+    + ConsumerStore
 {
 }
 
@@ -60,6 +62,7 @@ impl<T> Backend for T where
         + OrderStore
         + IdempotencyStore
         + WebhookStore
+        + ConsumerStore
 {
 }
 
@@ -193,6 +196,10 @@ impl Store {
     }
 
     pub fn webhooks(&self) -> Arc<dyn WebhookStore> {
+        self.backend()
+    }
+
+    pub fn consumers(&self) -> Arc<dyn ConsumerStore> {
         self.backend()
     }
 }

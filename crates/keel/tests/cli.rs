@@ -58,7 +58,9 @@ async fn config_check_prints_the_effective_config_with_secrets_redacted() {
         "KEEL_DATABASE_URL",
         "postgres://keel:s3cret@db.example:5432/keel",
     )
-    .env("KEEL_POSTGRES__POOL_SIZE", "7");
+    .env("KEEL_POSTGRES__POOL_SIZE", "7")
+    .env("KEEL_NATS_URL", "nats://bus:t0ken@nats.example:4222")
+    .env("KEEL_NATS__RETRY_SCHEDULE", "2s,10s");
     let (code, stdout, stderr) = output(c).await;
     assert_eq!(code, 0, "{stderr}");
     let shown: serde_json::Value = serde_json::from_str(&stdout).expect("json");
@@ -69,6 +71,13 @@ async fn config_check_prints_the_effective_config_with_secrets_redacted() {
         "postgres://keel:***@db.example:5432/keel"
     );
     assert!(!stdout.contains("s3cret"));
+    assert_eq!(shown["nats"]["url"], "***");
+    assert_eq!(shown["nats"]["stream"], "KEEL_EVENTS");
+    assert_eq!(
+        shown["nats"]["retry_schedule_ms"],
+        serde_json::json!([2000, 10000])
+    );
+    assert!(!stdout.contains("t0ken"));
 }
 
 #[tokio::test]
