@@ -59,6 +59,7 @@ pub struct Stores {
     pub orders: Arc<dyn keel_orders::ports::OrderStore>,
     pub idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
     pub webhooks: Arc<dyn keel_webhooks::ports::WebhookStore>,
+    pub consumers: Arc<dyn keel_kernel::bus::ConsumerStore>,
 }
 
 impl Stores {
@@ -81,6 +82,7 @@ impl Stores {
             + keel_orders::ports::OrderStore
             + keel_kernel::idempotency::IdempotencyStore
             + keel_webhooks::ports::WebhookStore
+            + keel_kernel::bus::ConsumerStore
             + 'static,
     {
         let store = Arc::new(store);
@@ -100,7 +102,8 @@ impl Stores {
             carts: store.clone(),
             orders: store.clone(),
             idempotency: store.clone(),
-            webhooks: store,
+            webhooks: store.clone(),
+            consumers: store,
         }
     }
 }
@@ -165,6 +168,7 @@ macro_rules! conformance_tests {
             claims_respect_the_per_endpoint_concurrency_bound,
             the_bus_relay_publishes_every_event_and_a_failed_publish_leaves_the_rest,
             a_bus_event_is_accepted_once_per_endpoint,
+            relayed_events_and_processed_rows_past_retention_are_pruned_and_unrelayed_kept,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {

@@ -346,3 +346,104 @@ pub async fn a_bus_event_is_accepted_once_per_endpoint(stores: &Stores) {
         "a redelivered event adds nothing"
     );
 }
+
+pub async fn relayed_events_and_processed_rows_past_retention_are_pruned_and_unrelayed_kept(
+    stores: &Stores,
+) {
+    let t = create(stores, &unique_slug("retention")).await.0.id;
+    let now = SystemClock.now();
+    let old = now - time::Duration::days(10);
+    let at = |when: time::OffsetDateTime, kind: &'static str| {
+        NewEvent::new(t, kind, &serde_json::json!({}), when).expect("event")
+    };
+    stores
+        .events
+        .append(&[
+            at(old, "old.relayed"),
+            at(old, "old.relayed"),
+            at(now, "new.relayed"),
+        ])
+        .await
+        .expect("append");
+    while stores
+        .webhooks
+        .relay(100, now, &fan_out)
+        .await
+        .expect("relay")
+        > 0
+    {}
+    // Recorded after the relay ran: old, but never relayed.
+    stores
+        .events
+        .append(&[at(old, "old.unrelayed")])
+        .await
+        .expect("append");
+    let (done_old, done_new) = (
+        keel_kernel::event::EventId::new(),
+        keel_kernel::event::EventId::new(),
+    );
+    stores
+        .consumers
+        .mark_processed("webhooks", done_old, old)
+        .await
+        .expect("processed");
+    stores
+        .consumers
+        .mark_processed("webhooks", done_new, now)
+        .await
+        .expect("processed");
+    let cutoff = now - time::Duration::days(5);
+    assert_eq!(
+        stores
+            .webhooks
+            .prune_events(cutoff, 1)
+            .await
+            .expect("prune"),
+        2,
+        "at most `limit` rows of each kind per call"
+    );
+    assert_eq!(
+        stores
+            .webhooks
+            .prune_events(cutoff, 100)
+            .await
+            .expect("prune"),
+        1
+    );
+    assert_eq!(
+        stores
+            .webhooks
+            .prune_events(cutoff, 100)
+            .await
+            .expect("prune"),
+        0
+    );
+    let left: Vec<String> = stores
+        .events
+        .list(t, keel_kernel::page::PageRequest::default(), None)
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .map(|e| e.event_type)
+        .filter(|k| k != "tenant.created")
+        .collect();
+    assert_eq!(
+        left,
+        ["new.relayed", "old.unrelayed"].map(String::from).to_vec()
+    );
+    assert!(
+        !stores
+            .consumers
+            .is_processed("webhooks", done_old)
+            .await
+            .expect("read")
+    );
+    assert!(
+        stores
+            .consumers
+            .is_processed("webhooks", done_new)
+            .await
+            .expect("read")
+    );
+}

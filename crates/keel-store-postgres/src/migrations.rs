@@ -64,6 +64,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "consumers",
         include_str!("../migrations/20261121000012_consumers.sql"),
     ),
+    (
+        20_261_121_000_013,
+        "event_retention",
+        include_str!("../migrations/20261121000013_event_retention.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

@@ -410,6 +410,25 @@ impl WebhookStore for PgStore {
         Ok(events.len())
     }
 
+    async fn prune_events(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut gone = 0;
+        for q in [
+            "DELETE FROM outbox_events WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM outbox_events WHERE relayed_at IS NOT NULL AND occurred_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM processed_events WHERE (consumer, event_id) IN (SELECT consumer, event_id FROM processed_events WHERE processed_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        ] {
+            gone += sqlx::query(q)
+                .bind(before)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(gone)
+    }
+
     async fn accept_event(
         &self,
         event: &keel_kernel::event::RecordedEvent,

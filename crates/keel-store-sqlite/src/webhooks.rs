@@ -422,6 +422,25 @@ impl WebhookStore for SqliteStore {
         }
     }
 
+    async fn prune_events(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let mut gone = 0;
+        for q in [
+            "DELETE FROM outbox_events WHERE rowid IN (SELECT rowid FROM outbox_events WHERE relayed_at IS NOT NULL AND occurred_at < ?1 LIMIT ?2)",
+            "DELETE FROM processed_events WHERE rowid IN (SELECT rowid FROM processed_events WHERE processed_at < ?1 LIMIT ?2)",
+        ] {
+            gone += sqlx::query(q)
+                .bind(to_micros(before)?)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(gone)
+    }
+
     async fn accept_event(
         &self,
         event: &keel_kernel::event::RecordedEvent,

@@ -103,6 +103,10 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
         publisher: &dyn keel_kernel::bus::EventPublisher,
     ) -> Result<usize, StoreError>;
+    /// Retention: deletes up to `limit` relayed events that occurred before `before`, and up
+    /// to `limit` consumers' processed-event rows older than it. Unrelayed events are never
+    /// deleted. Answers how many rows went.
+    async fn prune_events(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError>;
     /// A bus consumer's side of the fan-out: inserts the messages `fan_out` builds for one
     /// event (at most one per endpoint and event). Answers how many were new.
     async fn accept_event(

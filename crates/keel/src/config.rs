@@ -59,6 +59,10 @@ pub struct RawConfig {
     /// `KEEL_IDEMPOTENCY_TTL_S`, default 86400: how long a response to an `Idempotency-Key` is
     /// kept and replayed.
     pub idempotency_ttl_s: u64,
+    /// `KEEL_EVENT_RETENTION_S`, default 7776000 (90 days): the maintenance job deletes relayed
+    /// events (the event log, order timelines) and consumers' processed-event rows older than
+    /// this. Unrelayed events are kept whatever their age.
+    pub event_retention_s: u64,
     /// `KEEL_SECRET_KEY` (secret; also `KEEL_SECRET_KEY_FILE`): 32 bytes, base64url, sealing
     /// signing keys and TOTP secrets at rest. Required with PostgreSQL (every node must share
     /// it); with SQLite, created as `<data_dir>/secret.key` (mode 0600) when unset.
@@ -196,6 +200,7 @@ impl Default for RawConfig {
             store_cache_max_age_s: 60,
             unpaid_order_ttl_s: 1800,
             idempotency_ttl_s: 86_400,
+            event_retention_s: 7_776_000,
             secret_key: None,
             nats_url: None,
             nats: RawNats {
@@ -423,6 +428,8 @@ pub struct Settings {
     pub orders: keel_orders::service::OrdersSettings,
     /// How long idempotent responses are replayed.
     pub idempotency_ttl: time::Duration,
+    /// Age after which relayed events are deleted.
+    pub event_retention: time::Duration,
     pub webhooks: keel_webhooks::service::WebhookSettings,
     pub worker: keel_worker::WorkerSettings,
     /// The JetStream bus, when configured.
@@ -770,6 +777,7 @@ impl Settings {
                 unpaid_order_ttl: seconds("KEEL_UNPAID_ORDER_TTL_S", raw.unpaid_order_ttl_s)?,
             },
             idempotency_ttl: seconds("KEEL_IDEMPOTENCY_TTL_S", raw.idempotency_ttl_s)?,
+            event_retention: seconds("KEEL_EVENT_RETENTION_S", raw.event_retention_s)?,
             webhooks: webhook_settings(&raw.webhooks)?,
             nats: nats_settings(raw.nats_url, &raw.nats)?,
             worker: keel_worker::WorkerSettings {
@@ -837,6 +845,7 @@ impl Settings {
             "store_cache_max_age_s": self.store_cache_max_age_s,
             "unpaid_order_ttl_s": self.orders.unpaid_order_ttl.whole_seconds(),
             "idempotency_ttl_s": self.idempotency_ttl.whole_seconds(),
+            "event_retention_s": self.event_retention.whole_seconds(),
             "nats": self.nats.as_ref().map(|n| serde_json::json!({
                 "url": "***",
                 "stream": n.stream,

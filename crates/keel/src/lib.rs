@@ -199,7 +199,13 @@ impl App {
                 loop {
                     every.tick().await;
                     match maintenance_pass(&settings, &store, SystemClock.now()).await {
-                        Ok(pruned) => tracing::debug!(pruned, "maintenance pass"),
+                        Ok(r) => tracing::debug!(
+                            login_attempts = r.login_attempts,
+                            idempotency_keys = r.idempotency_keys,
+                            expired_orders = r.expired_orders,
+                            events = r.events,
+                            "maintenance pass"
+                        ),
                         Err(e) => {
                             tracing::warn!(error = format!("{e:#}"), "maintenance pass failed");
                         }
@@ -304,15 +310,32 @@ pub fn orders_service(
 /// Unpaid orders cancelled per batch of the expiry job (it repeats while batches are full).
 const EXPIRY_BATCH: i64 = 100;
 
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MaintenanceReport {
+    pub login_attempts: u64,
+    pub idempotency_keys: u64,
+    pub expired_orders: u64,
+    /// Relayed events and processed-event rows past `KEEL_EVENT_RETENTION_S`.
+    pub events: u64,
+}
+
+impl MaintenanceReport {
+    /// Rows removed or changed in all.
+    pub fn total(&self) -> u64 {
+        self.login_attempts + self.idempotency_keys + self.expired_orders + self.events
+    }
+}
+
 /// One maintenance pass: prunes login attempts that left the login window and idempotency
-/// keys past their time, and cancels unpaid orders whose time ran out (releasing their
-/// stock). Returns the rows removed or changed. Run by `serve` every
+/// keys past their time, cancels unpaid orders whose time ran out (releasing their stock),
+/// and deletes relayed events past their retention. Run by `serve` every
 /// `KEEL_MAINTENANCE_INTERVAL_S` and by `keel maintenance prune`.
 pub async fn maintenance_pass(
     settings: &Settings,
     store: &Store,
     now: time::OffsetDateTime,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<MaintenanceReport> {
     let pruned = store
         .throttle()
         .prune(now - settings.auth.login_window)
@@ -339,7 +362,24 @@ pub async fn maintenance_pass(
             break;
         }
     }
-    Ok(pruned + purged + expired)
+    let mut retired = 0;
+    loop {
+        let n = store
+            .webhooks()
+            .prune_events(now - settings.event_retention, EXPIRY_BATCH)
+            .await
+            .context("cannot prune relayed events")?;
+        retired += n;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(MaintenanceReport {
+        login_attempts: pruned,
+        idempotency_keys: purged,
+        expired_orders: expired,
+        events: retired,
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

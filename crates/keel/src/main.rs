@@ -286,9 +286,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 store.migrate().await?;
             }
             store.ensure_migrated().await?;
-            let pruned =
+            let r =
                 keel::maintenance_pass(&settings, &store, time::OffsetDateTime::now_utc()).await?;
-            println!("pruned {pruned} login attempts");
+            println!(
+                "pruned {} login attempts, {} idempotency keys, {} events; cancelled {} expired orders",
+                r.login_attempts, r.idempotency_keys, r.events, r.expired_orders
+            );
             store.close().await;
             Ok(())
         }

@@ -491,5 +491,8 @@ async fn maintenance_prune_runs_once_from_the_cli() {
     c.current_dir(dir.path());
     let (code, stdout, stderr) = output(c).await;
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout.trim(), "pruned 0 login attempts");
+    assert_eq!(
+        stdout.trim(),
+        "pruned 0 login attempts, 0 idempotency keys, 0 events; cancelled 0 expired orders"
+    );
 }

@@ -472,6 +472,31 @@ backend_tests! {
         assert_eq!(code, 1, "a letter is re-driven once: {err}");
         bus.delete_stream().await.expect("remove the test stream");
     }
+    async fn relayed_events_are_pruned_after_exactly_the_retention(backend: Backend) {
+        let app = spawn_app_with(backend, utoipa_axum::router::OpenApiRouter::new(), |raw| {
+            fast_webhooks(raw);
+            raw.event_retention_s = 3600;
+        })
+        .await;
+        let (_, owner) = app.owner_with_tokens("wh-retain").await;
+        let t = owner.access_token.as_str();
+        let mut rx = receiver(Vec::new()).await;
+        endpoint(&app, t, &rx.url, &["stock_location.created"]).await;
+        call(&app, t, Method::POST, "/v1/admin/stock-locations", Some(serde_json::json!({"name": "Old"}))).await;
+        // Delivered, so relayed.
+        rx.next().await;
+        let listed = json(call(&app, t, Method::GET, "/v1/admin/events?type=stock_location.created", None).await).await;
+        let occurred = time::OffsetDateTime::parse(listed["data"][0]["occurred_at"].as_str().expect("time"), &time::format_description::well_known::Rfc3339).expect("RFC 3339");
+        let retention = time::Duration::seconds(3600);
+        let count = |v: serde_json::Value| v["data"].as_array().map_or(0, Vec::len);
+        keel::maintenance_pass(&app.settings, &app.store, occurred + retention).await.expect("pass");
+        let kept = json(call(&app, t, Method::GET, "/v1/admin/events?type=stock_location.created", None).await).await;
+        assert_eq!(count(kept), 1, "exactly the retention old: kept");
+        let report = keel::maintenance_pass(&app.settings, &app.store, occurred + retention + time::Duration::microseconds(1)).await.expect("pass");
+        assert!(report.events >= 1, "{report:?}");
+        let gone = json(call(&app, t, Method::GET, "/v1/admin/events?type=stock_location.created", None).await).await;
+        assert_eq!(count(gone), 0, "one microsecond older: pruned");
+    }
 }
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
