@@ -171,38 +171,78 @@ async fn endpoint(app: &TestApp, token: &str, url: &str, types: &[&str]) -> (Str
     )
 }
 
-/// A product in stock and a shipping option; answers the variant and the option.
-async fn sellable(app: &TestApp, token: &str) -> (serde_json::Value, serde_json::Value) {
-    let product = json(call(app, token, Method::POST, "/v1/admin/products", Some(serde_json::json!({"title": "Tee", "handle": "tee", "status": "active", "variants": [{"sku": "T", "prices": [{"amount": 1000, "currency": "USD"}]}]}))).await).await;
-    let variant = product["variants"][0]["id"].clone();
-    let loc = json(
-        call(
-            app,
-            token,
-            Method::POST,
-            "/v1/admin/stock-locations",
-            Some(serde_json::json!({"name": "Main"})),
-        )
-        .await,
-    )
-    .await;
-    call(app, token, Method::POST, "/v1/admin/inventory/adjustments", Some(serde_json::json!({"variant": variant, "location": loc["id"], "delta": 5, "reason": "received"}))).await;
-    let ship = json(call(app, token, Method::POST, "/v1/admin/shipping-options", Some(serde_json::json!({"name": "Std", "country": "US", "amounts": [{"amount": 500, "currency": "USD"}]}))).await).await;
-    (variant, ship)
+/// An admin request to any Keel at `base` (a test app or a spawned process).
+async fn admin(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let res = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request reaches the server");
+    assert!(res.status().is_success(), "{path}: {}", res.status());
+    res.json().await.expect("JSON body")
 }
 
-/// A guest places and pays an order; answers the order id.
-async fn place_and_pay(app: &TestApp, token: &str, pk: &str) -> String {
-    let (variant, ship) = sellable(app, token).await;
+/// A shop ready to sell: a product with `stock` units, a US shipping option and a
+/// publishable key.
+struct Sellable {
+    variant: serde_json::Value,
+    ship: serde_json::Value,
+    pk: String,
+}
+
+async fn sellable(client: &reqwest::Client, base: &str, token: &str, stock: i64) -> Sellable {
+    let product = admin(client, base, token, Method::POST, "/v1/admin/products", serde_json::json!({"title": "Tee", "handle": "tee", "status": "active", "variants": [{"sku": "T", "prices": [{"amount": 1000, "currency": "USD"}]}]})).await;
+    let variant = product["variants"][0]["id"].clone();
+    let loc = admin(
+        client,
+        base,
+        token,
+        Method::POST,
+        "/v1/admin/stock-locations",
+        serde_json::json!({"name": "Main"}),
+    )
+    .await;
+    admin(client, base, token, Method::POST, "/v1/admin/inventory/adjustments", serde_json::json!({"variant": variant, "location": loc["id"], "delta": stock, "reason": "received"})).await;
+    let ship = admin(client, base, token, Method::POST, "/v1/admin/shipping-options", serde_json::json!({"name": "Std", "country": "US", "amounts": [{"amount": 500, "currency": "USD"}]})).await;
+    let key = admin(
+        client,
+        base,
+        token,
+        Method::POST,
+        "/v1/admin/api-keys",
+        serde_json::json!({"name": "storefront", "kind": "publishable"}),
+    )
+    .await;
+    Sellable {
+        variant,
+        ship,
+        pk: key["secret"]
+            .as_str()
+            .expect("the key is shown once")
+            .to_owned(),
+    }
+}
+
+/// A guest places and pays an order (idempotency keys derived from `tag`); answers the order
+/// id.
+async fn place_and_pay(client: &reqwest::Client, base: &str, shop: &Sellable, tag: &str) -> String {
     let store = |method: Method,
                  path: String,
                  body: Option<serde_json::Value>,
                  secret: Option<String>,
-                 key: Option<&'static str>| {
-        let mut req = app
-            .client
-            .request(method, app.url(&path))
-            .header("keel-publishable-key", pk);
+                 key: Option<String>| {
+        let mut req = client
+            .request(method, format!("{base}{path}"))
+            .header("keel-publishable-key", &shop.pk);
         if let Some(s) = secret {
             req = req.header("keel-cart-secret", s);
         }
@@ -234,7 +274,7 @@ async fn place_and_pay(app: &TestApp, token: &str, pk: &str) -> String {
         (
             format!("/v1/store/carts/{id}/items"),
             Method::POST,
-            serde_json::json!({"variant_id": variant, "quantity": 1}),
+            serde_json::json!({"variant_id": shop.variant, "quantity": 1}),
         ),
         (
             format!("/v1/store/carts/{id}/shipping-address"),
@@ -244,7 +284,7 @@ async fn place_and_pay(app: &TestApp, token: &str, pk: &str) -> String {
         (
             format!("/v1/store/carts/{id}/shipping-option"),
             Method::PUT,
-            serde_json::json!({"shipping_option_id": ship["id"]}),
+            serde_json::json!({"shipping_option_id": shop.ship["id"]}),
         ),
     ] {
         assert_eq!(
@@ -261,7 +301,7 @@ async fn place_and_pay(app: &TestApp, token: &str, pk: &str) -> String {
             format!("/v1/store/carts/{id}/checkout"),
             None,
             Some(secret.clone()),
-            Some("wh-checkout"),
+            Some(format!("{tag}-checkout")),
         )
         .await
         .expect("send"),
@@ -273,7 +313,7 @@ async fn place_and_pay(app: &TestApp, token: &str, pk: &str) -> String {
         format!("/v1/store/orders/{order_id}/payments"),
         None,
         Some(secret),
-        Some("wh-pay"),
+        Some(format!("{tag}-pay")),
     )
     .await
     .expect("send");
@@ -284,10 +324,11 @@ async fn place_and_pay(app: &TestApp, token: &str, pk: &str) -> String {
 backend_tests! {
     async fn order_events_reach_a_real_receiver_signed_per_the_spec(backend: Backend) {
         let app = app_for_webhooks(backend).await;
-        let (owner, pk) = app.shop_with_storefront("wh-e2e").await;
+        let (_, owner) = app.owner_with_tokens("wh-e2e").await;
         let mut rx = receiver(Vec::new()).await;
         let (_, secret) = endpoint(&app, &owner.access_token, &rx.url, &["order.*"]).await;
-        let order_id = place_and_pay(&app, &owner.access_token, &pk).await;
+        let shop = sellable(&app.client, &app.base_url, &owner.access_token, 5).await;
+        let order_id = place_and_pay(&app.client, &app.base_url, &shop, "wh").await;
         let mut types = Vec::new();
         for _ in 0..2 {
             let r = rx.next().await;
@@ -584,43 +625,41 @@ async fn no_event_is_lost_when_the_process_is_killed() {
     let res = client
         .post(format!("http://{addr}/v1/admin/webhook-endpoints"))
         .bearer_auth(&token)
-        .json(&serde_json::json!({"url": rx.url, "event_types": ["stock_location.created"]}))
+        .json(&serde_json::json!({"url": rx.url, "event_types": ["order.placed", "order.paid"]}))
         .send()
         .await
         .expect("endpoint");
     assert_eq!(res.status(), 201);
-    let mut created = std::collections::HashSet::new();
-    for i in 0..20 {
-        let loc: serde_json::Value = client
-            .post(format!("http://{addr}/v1/admin/stock-locations"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"name": format!("L{i}")}))
-            .send()
-            .await
-            .expect("location")
-            .json()
-            .await
-            .expect("json");
-        created.insert(loc["id"].as_str().expect("id").to_owned());
+    let base = format!("http://{addr}");
+    let shop = sellable(&client, &base, &token, 100).await;
+    // Every (order, event type) the server acknowledged: each order is placed and paid.
+    let mut acknowledged = std::collections::HashSet::new();
+    for i in 0..10 {
+        let order = place_and_pay(&client, &base, &shop, &format!("kill-{i}")).await;
+        acknowledged.insert((order.clone(), "order.placed".to_owned()));
+        acknowledged.insert((order, "order.paid".to_owned()));
     }
-    // Killed without warning the moment the last write was acknowledged.
+    // Killed without warning the moment the last order's payment was acknowledged.
     child.start_kill().expect("SIGKILL");
     child.wait().await.expect("killed");
     let (_restarted, _) = serve(dir.path(), &key).await;
-    let mut ids_by_location: std::collections::HashMap<String, String> =
+    let mut ids_by_event: std::collections::HashMap<(String, String), String> =
         std::collections::HashMap::new();
-    while ids_by_location.len() < created.len() {
+    while ids_by_event.len() < acknowledged.len() {
         let r = rx.next().await;
         let body: serde_json::Value = serde_json::from_str(&r.body).expect("body");
-        let location = body["data"]["location_id"]
-            .as_str()
-            .expect("location")
-            .to_owned();
-        if let Some(id) = ids_by_location.get(&location) {
+        let event = (
+            body["data"]["order_id"].as_str().expect("order").to_owned(),
+            body["type"].as_str().expect("type").to_owned(),
+        );
+        if let Some(id) = ids_by_event.get(&event) {
             assert_eq!(id, &r.id, "a redelivery carries the same webhook-id");
         }
-        ids_by_location.insert(location, r.id);
+        ids_by_event.insert(event, r.id);
     }
-    let delivered: std::collections::HashSet<String> = ids_by_location.into_keys().collect();
-    assert_eq!(delivered, created, "every acknowledged event was delivered");
+    let delivered: std::collections::HashSet<(String, String)> = ids_by_event.into_keys().collect();
+    assert_eq!(
+        delivered, acknowledged,
+        "every acknowledged order event was delivered"
+    );
 }
