@@ -26,6 +26,7 @@ mod orders;
 mod tenants;
 mod throttle;
 mod webhooks;
+mod writer;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -64,12 +65,15 @@ pub struct SqliteSettings {
     /// Number of reader connections.
     pub readers: u32,
     pub synchronous: Synchronous,
+    /// Group commit (ADR 0013): concurrent write transactions share one durable commit.
+    /// Off, every transaction pays its own fsync.
+    pub group_commit: bool,
 }
 
 /// The SQLite store: one writer, a pool of readers.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: writer::Writer,
     readers: SqlitePool,
 }
 
@@ -107,31 +111,41 @@ impl SqliteStore {
             .connect_with(base.pragma("query_only", "ON"))
             .await
             .map_err(map_err)?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer: writer::Writer::new(writer, settings.group_commit, settings.acquire_timeout),
+            readers,
+        })
     }
 
     /// Applies pending embedded migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         migrations::MIGRATIONS
             .migrator()
-            .run(&self.writer)
+            .run(self.writer.pool())
             .await
             .map_err(StoreError::other)
     }
 
     /// Closes both pools, waiting for connections to be returned.
     pub async fn close(&self) {
-        self.writer.close().await;
+        self.writer.pool().close().await;
         self.readers.close().await;
     }
 
-    /// Starts a write transaction on the single writer. `BEGIN IMMEDIATE` takes the write
-    /// lock up front, so a transaction never fails half-way on a lock upgrade.
-    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)
+    /// Starts a write transaction on the single writer (a savepoint in the group's `BEGIN
+    /// IMMEDIATE` transaction, which takes the write lock up front, so a transaction never
+    /// fails half-way on a lock upgrade).
+    async fn write(&self) -> Result<writer::WriteTx, StoreError> {
+        self.writer.begin().await
+    }
+
+    /// Write transactions finished so far, and the commits (fsyncs) that carried them.
+    pub fn write_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.writer.stats.transactions.load(Relaxed),
+            self.writer.stats.commits.load(Relaxed),
+        )
     }
 }
 

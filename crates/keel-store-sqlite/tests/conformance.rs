@@ -14,6 +14,7 @@ async fn fresh() -> (SqliteFile, Stores) {
         acquire_timeout: Duration::from_secs(5),
         readers: 4,
         synchronous: Synchronous::Full,
+        group_commit: true,
     })
     .await
     .expect("open a fresh SQLite store");

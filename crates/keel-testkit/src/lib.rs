@@ -434,3 +434,41 @@ macro_rules! backend_tests {
         )*
     };
 }
+
+/// `keel serve` (the binary at `bin`) as a child process in `dir` with a clean environment
+/// plus `envs`, on a free loopback port; answers once it logs `listening`, with its address.
+/// Killed when the child is dropped.
+pub async fn serve_process(
+    bin: &str,
+    dir: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut c = tokio::process::Command::new(bin);
+    c.arg("serve")
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .env("KEEL_LISTEN", "127.0.0.1:0")
+        .envs(envs.iter().copied())
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = c.spawn().expect("spawn keel serve");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "listening"
+            {
+                return v["addr"].as_str().expect("addr").to_owned();
+            }
+        }
+        panic!("exited before listening")
+    })
+    .await
+    .expect("listens");
+    // Keep reading so a full pipe never stalls the server.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}

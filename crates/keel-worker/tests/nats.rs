@@ -27,6 +27,7 @@ async fn store() -> (keel_testdb::SqliteFile, Arc<SqliteStore>) {
         acquire_timeout: Duration::from_secs(5),
         readers: 2,
         synchronous: Synchronous::Full,
+        group_commit: true,
     })
     .await
     .expect("open");

@@ -174,6 +174,10 @@ pub struct RawSqlite {
     pub readers: u32,
     /// `KEEL_SQLITE__SYNCHRONOUS`, default `full`: `full`, `extra` or `normal`.
     pub synchronous: String,
+    /// `KEEL_SQLITE__GROUP_COMMIT`, default `true`: concurrent write transactions share one
+    /// durable commit (ADR 0013); `false` gives each its own fsync.
+    #[serde(deserialize_with = "bool_or_string")]
+    pub group_commit: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -244,6 +248,7 @@ impl Default for RawConfig {
                 acquire_timeout_ms: 5_000,
                 readers: 4,
                 synchronous: "full".into(),
+                group_commit: true,
             },
             postgres: RawPostgres {
                 pool_size: 10,
@@ -677,6 +682,7 @@ fn database(raw: &RawConfig) -> Result<DatabaseSettings, ConfigError> {
             )?,
             readers: raw.sqlite.readers,
             synchronous,
+            group_commit: raw.sqlite.group_commit,
         }))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         // The parse error is not shown: it could quote the password.
@@ -824,6 +830,7 @@ impl Settings {
                 "acquire_timeout_ms": s.acquire_timeout.as_millis(),
                 "readers": s.readers,
                 "synchronous": format!("{:?}", s.synchronous).to_ascii_lowercase(),
+                "group_commit": s.group_commit,
             }),
             DatabaseSettings::Postgres { settings, url } => serde_json::json!({
                 "backend": "postgres",

@@ -11,6 +11,9 @@
 //! keel dead-letters list [--tenant ID] [--json]
 //!                                 events a bus consumer gave up on (KEEL_NATS_URL)
 //! keel dead-letters redrive ID    publish a parked event again, then unpark it
+//! keel bench browse|checkout|mixed --url http://127.0.0.1:8080 [--concurrency N]
+//!     [--iterations N] [--duration-s S] [--products N] [--stock N] [--json]
+//!                                 load a running Keel on loopback (a fresh shop per run)
 //! keel secret generate            a fresh KEEL_SECRET_KEY value
 //! keel config check               print the effective configuration, secrets redacted
 //! ```
@@ -77,6 +80,9 @@ enum Command {
         #[command(subcommand)]
         command: DeadLetterCommand,
     },
+    /// Drive a running Keel on loopback as storefronts do, and report throughput and
+    /// latency per route. Creates a fresh shop through the configured database first.
+    Bench(BenchArgs),
     /// Generate secrets for the configuration.
     Secret {
         #[command(subcommand)]
@@ -100,6 +106,54 @@ enum KeysCommand {
 enum MaintenanceCommand {
     /// Remove expired rows once (login attempts outside the login window).
     Prune,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BenchScenario {
+    /// The product list and product pages, alternately.
+    Browse,
+    /// Cart, 3 items, address, shipping option, checkout (idempotent), payment.
+    Checkout,
+    /// `--browses` browse iterations then `--checkouts` checkouts, repeated.
+    Mixed,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    scenario: BenchScenario,
+    /// The running server (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Concurrent workers (1 to 1024).
+    #[arg(long, default_value_t = 32)]
+    concurrency: u32,
+    /// Iterations in all: a browse is one request, a checkout the whole flow.
+    #[arg(long, default_value_t = 10_000)]
+    iterations: u64,
+    /// Stop after this many seconds even if iterations remain (1 to 600).
+    #[arg(long, default_value_t = 60)]
+    duration_s: u64,
+    /// Products in the shop (one variant each).
+    #[arg(long, default_value_t = 100)]
+    products: u32,
+    /// Units of stock per variant.
+    #[arg(long, default_value_t = 1_000_000)]
+    stock: i64,
+    /// Browses per mixed cycle.
+    #[arg(long, default_value_t = 9)]
+    browses: u32,
+    /// Checkouts per mixed cycle.
+    #[arg(long, default_value_t = 1)]
+    checkouts: u32,
+    /// The server's process id: its peak RSS (VmHWM) is reported after the run.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the ids of the orders acknowledged as paid to this file, one per line.
+    #[arg(long)]
+    orders_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +278,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The store for a one-shot command, with pretty logs on stderr: SQLite is migrated (it is
+/// embedded), PostgreSQL must already be.
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    telemetry::init(LogFormat::Pretty, true);
+    let store = Store::open(&settings.database).await?;
+    if store.is_sqlite() {
+        store.migrate().await?;
+    }
+    store.ensure_migrated().await?;
+    Ok(store)
+}
+
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve { migrate } => {
@@ -245,12 +311,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenant { command } => {
-            telemetry::init(LogFormat::Pretty, true);
-            let store = Store::open(&settings.database).await?;
-            if store.is_sqlite() {
-                store.migrate().await?;
-            }
-            store.ensure_migrated().await?;
+            let store = open_store(&settings).await?;
             let result = tenant_command(&settings, &store, command).await;
             store.close().await;
             result
@@ -258,12 +319,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {
-            telemetry::init(LogFormat::Pretty, true);
-            let store = Store::open(&settings.database).await?;
-            if store.is_sqlite() {
-                store.migrate().await?;
-            }
-            store.ensure_migrated().await?;
+            let store = open_store(&settings).await?;
             let auth = keel::auth_service(&settings, &store)?;
             let kid = auth
                 .keys()
@@ -280,12 +336,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Maintenance {
             command: MaintenanceCommand::Prune,
         } => {
-            telemetry::init(LogFormat::Pretty, true);
-            let store = Store::open(&settings.database).await?;
-            if store.is_sqlite() {
-                store.migrate().await?;
-            }
-            store.ensure_migrated().await?;
+            let store = open_store(&settings).await?;
             let r =
                 keel::maintenance_pass(&settings, &store, time::OffsetDateTime::now_utc()).await?;
             println!(
@@ -296,15 +347,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::DeadLetters { command } => {
-            telemetry::init(LogFormat::Pretty, true);
-            let store = Store::open(&settings.database).await?;
-            if store.is_sqlite() {
-                store.migrate().await?;
-            }
-            store.ensure_migrated().await?;
+            let store = open_store(&settings).await?;
             let result = dead_letter_command(&settings, &store, command).await;
             store.close().await;
             result
+        }
+        Command::Bench(args) => {
+            telemetry::init(LogFormat::Pretty, true);
+            bench(&settings, args).await
         }
         Command::Secret {
             command: SecretCommand::Generate,
@@ -320,6 +370,78 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Peak resident set size of a process, in KiB (Linux `VmHWM`).
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM line")
+}
+
+async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
+    let target = keel_bench::Target::new(&args.url, args.concurrency)?;
+    // A fresh shop per run, created the way `keel tenant create` does (same database config
+    // as the server), then set up over HTTP.
+    let store = Store::open(&settings.database).await?;
+    store.ensure_migrated().await?;
+    let auth = keel::auth_service(settings, &store)?;
+    let stamp = uuid::Uuid::now_v7().simple().to_string();
+    let slug = format!("bench-{}", &stamp[stamp.len() - 12..]);
+    let (_, _, setup_token) = auth
+        .create_tenant_with_owner(
+            NewTenant {
+                slug: parse_slug(&slug).map_err(anyhow::Error::msg)?,
+                name: parse_name("Bench shop").map_err(anyhow::Error::msg)?,
+            },
+            parse_email(&format!("owner@{slug}.bench.test")).map_err(anyhow::Error::msg)?,
+        )
+        .await
+        .context("cannot create the bench shop")?;
+    store.close().await;
+    let shop = keel_bench::setup(&target, setup_token.expose(), args.products, args.stock).await?;
+    let scenario = match args.scenario {
+        BenchScenario::Browse => keel_bench::Scenario::Browse,
+        BenchScenario::Checkout => keel_bench::Scenario::Checkout,
+        BenchScenario::Mixed => keel_bench::Scenario::Mixed {
+            browses: args.browses,
+            checkouts: args.checkouts,
+        },
+    };
+    let report = keel_bench::run(
+        &target,
+        shop,
+        &keel_bench::LoadOptions {
+            scenario,
+            concurrency: args.concurrency,
+            iterations: args.iterations,
+            duration: std::time::Duration::from_secs(args.duration_s),
+            paid: std::sync::Arc::default(),
+        },
+    )
+    .await?;
+    let peak = args.server_pid.map(peak_rss_kib).transpose()?;
+    if let Some(path) = &args.orders_out {
+        let mut lines = report.order_ids.join("\n");
+        lines.push('\n');
+        std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["shop"] = serde_json::json!(slug);
+        v["server_peak_rss_kib"] = serde_json::json!(peak);
+        println!("{v}");
+    } else {
+        print!("{}", report.table());
+        if let Some(kib) = peak {
+            println!("server peak RSS: {} MiB ({kib} KiB)", kib / 1024);
+        }
+    }
+    Ok(())
 }
 
 async fn dead_letter_command(

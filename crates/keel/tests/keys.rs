@@ -25,6 +25,7 @@ async fn store() -> (keel_testkit::TestDb, SqliteStore) {
         acquire_timeout: std::time::Duration::from_secs(5),
         readers: 2,
         synchronous: Synchronous::Full,
+        group_commit: true,
     })
     .await
     .expect("open");

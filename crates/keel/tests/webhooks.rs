@@ -545,41 +545,21 @@ const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 /// `keel serve` on `dir` with webhooks open to loopback and fast loops; answers the child and
 /// its address.
 async fn serve(dir: &std::path::Path, secret_key: &str) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt as _;
-    let mut c = tokio::process::Command::new(KEEL);
-    c.arg("serve")
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .env("KEEL_LISTEN", "127.0.0.1:0")
-        .env("KEEL_SECRET_KEY", secret_key)
-        .env("KEEL_WEBHOOKS__ALLOW_HTTP", "true")
-        .env("KEEL_WEBHOOKS__ALLOW_CIDRS", "127.0.0.1/32")
-        .env("KEEL_WEBHOOKS__RETRY_SCHEDULE", "100ms,100ms,100ms")
-        .env("KEEL_WEBHOOKS__JITTER_MS", "0")
-        .env("KEEL_WEBHOOKS__TIMEOUT_MS", "2000")
-        .env("KEEL_WEBHOOKS__RELAY_INTERVAL_MS", "50")
-        .env("KEEL_WEBHOOKS__DELIVERY_INTERVAL_MS", "50")
-        .current_dir(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let mut child = c.spawn().expect("spawn keel serve");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["message"] == "listening"
-            {
-                return v["addr"].as_str().expect("addr").to_owned();
-            }
-        }
-        panic!("exited before listening")
-    })
+    keel_testkit::serve_process(
+        KEEL,
+        dir,
+        &[
+            ("KEEL_SECRET_KEY", secret_key),
+            ("KEEL_WEBHOOKS__ALLOW_HTTP", "true"),
+            ("KEEL_WEBHOOKS__ALLOW_CIDRS", "127.0.0.1/32"),
+            ("KEEL_WEBHOOKS__RETRY_SCHEDULE", "100ms,100ms,100ms"),
+            ("KEEL_WEBHOOKS__JITTER_MS", "0"),
+            ("KEEL_WEBHOOKS__TIMEOUT_MS", "2000"),
+            ("KEEL_WEBHOOKS__RELAY_INTERVAL_MS", "50"),
+            ("KEEL_WEBHOOKS__DELIVERY_INTERVAL_MS", "50"),
+        ],
+    )
     .await
-    .expect("listens");
-    // Keep reading so a full pipe never stalls the server.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 /// SIGKILL right after the writes commit: after a restart every event is delivered, and an

@@ -1,0 +1,697 @@
+//! The load generator behind `keel bench`: it drives a *running* Keel over real HTTP, as
+//! storefronts do, and reports exact counts and latency percentiles per route.
+//!
+//! Bounded by construction: the target must be a loopback address, every run has an exact
+//! iteration budget and an exact time limit (whichever ends first), and concurrency is capped.
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// The most workers a run may have.
+pub const MAX_CONCURRENCY: u32 = 1024;
+/// The longest a run may last.
+pub const MAX_DURATION: Duration = Duration::from_mins(10);
+/// The largest iteration budget.
+pub const MAX_ITERATIONS: u64 = 10_000_000;
+
+/// What a worker does per iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// One storefront read: the product list and a product page, alternately.
+    Browse,
+    /// The whole shopper flow, from a new cart to a paid order.
+    Checkout,
+    /// `browses` browse iterations, then `checkouts` checkouts, repeated (exact counts).
+    Mixed { browses: u32, checkouts: u32 },
+}
+
+/// The shop the load runs against (made by [`setup`]).
+#[derive(Debug, Clone)]
+pub struct Shop {
+    pub publishable_key: String,
+    pub staff_token: String,
+    /// Variant ids, in product order.
+    pub variants: Vec<String>,
+    /// Product handles, in product order.
+    pub handles: Vec<String>,
+    pub shipping_option: String,
+}
+
+/// The options of one load run; every value exact.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub scenario: Scenario,
+    pub concurrency: u32,
+    /// Iterations in all (a browse iteration is one request; a checkout is the whole flow).
+    pub iterations: u64,
+    /// The run stops at this time even when iterations remain.
+    pub duration: Duration,
+    /// Counts orders acknowledged as paid while the run goes on (for a watcher).
+    pub paid: Arc<AtomicU64>,
+}
+
+/// A Keel on loopback and an HTTP client for it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Target {
+    /// Refuses any address but loopback: a load test never leaves the machine.
+    pub fn new(url: &str, concurrency: u32) -> anyhow::Result<Self> {
+        let parsed =
+            url::Url::parse(url).context("--url must be a URL such as http://127.0.0.1:8080")?;
+        ensure!(
+            parsed.scheme() == "http",
+            "--url must be http:// on loopback"
+        );
+        let loopback = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        ensure!(
+            loopback,
+            "--url must be a loopback address (127.0.0.1, ::1 or localhost)"
+        );
+        // The client is built without a TLS provider of its own; ring is Keel's (a second
+        // install is refused harmlessly).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(usize::try_from(concurrency).unwrap_or(1))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            base: url.trim_end_matches('/').to_owned(),
+            client,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+}
+
+/// Sends an admin request during setup; any non-2xx is an error naming the path.
+async fn setup_call(
+    target: &Target,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let res = target
+        .request(method, path)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("{path}: no answer"))?;
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    ensure!(status.is_success(), "{path}: {status}: {text}");
+    serde_json::from_str(&text).with_context(|| format!("{path}: not JSON"))
+}
+
+/// Builds the shop: the owner's password from the setup token, `products` active products (one
+/// variant each, 1000 + i cents, `stock` units), a New York tax rate, US shipping and a
+/// publishable key.
+pub async fn setup(
+    target: &Target,
+    setup_token: &str,
+    products: u32,
+    stock: i64,
+) -> anyhow::Result<Shop> {
+    ensure!(
+        (1..=10_000).contains(&products),
+        "--products must be 1 to 10000"
+    );
+    let res = target
+        .request(Method::POST, "/v1/auth/setup")
+        .json(&json!({"setup_token": setup_token, "password": "bench-quartz-meadow-ferry-4410"}))
+        .send()
+        .await
+        .context("setup: no answer")?;
+    ensure!(res.status().is_success(), "setup: {}", res.status());
+    let tokens: Value = res.json().await.context("setup: not JSON")?;
+    let token = tokens["access_token"]
+        .as_str()
+        .context("setup: no access token")?
+        .to_owned();
+    let mut variants = Vec::new();
+    let mut handles = Vec::new();
+    let all: Vec<u32> = (0..products).collect();
+    for chunk in all.chunks(500) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .map(|i| {
+                json!({"title": format!("Bench product {i}"), "handle": format!("bench-{i}"), "status": "active",
+                    "variants": [{"sku": format!("BENCH-{i}"), "prices": [{"amount": 1000 + i64::from(*i), "currency": "USD"}]}]})
+            })
+            .collect();
+        let done = setup_call(
+            target,
+            &token,
+            Method::POST,
+            "/v1/admin/products/batch",
+            json!({"products": batch}),
+        )
+        .await?;
+        for p in done["data"].as_array().context("batch: no data")? {
+            handles.push(p["handle"].as_str().context("batch: no handle")?.to_owned());
+            variants.push(
+                p["variants"][0]["id"]
+                    .as_str()
+                    .context("batch: no variant")?
+                    .to_owned(),
+            );
+        }
+    }
+    let location = setup_call(
+        target,
+        &token,
+        Method::POST,
+        "/v1/admin/stock-locations",
+        json!({"name": "Bench"}),
+    )
+    .await?;
+    for v in &variants {
+        setup_call(
+            target,
+            &token,
+            Method::POST,
+            "/v1/admin/inventory/adjustments",
+            json!({"variant": v, "location": location["id"], "delta": stock, "reason": "received"}),
+        )
+        .await?;
+    }
+    setup_call(
+        target,
+        &token,
+        Method::POST,
+        "/v1/admin/tax-rates",
+        json!({"country": "US", "region": "NY", "rate": "8.875"}),
+    )
+    .await?;
+    let ship = setup_call(target, &token, Method::POST, "/v1/admin/shipping-options",
+        json!({"name": "Standard", "country": "US", "amounts": [{"amount": 795, "currency": "USD"}]})).await?;
+    let key = setup_call(
+        target,
+        &token,
+        Method::POST,
+        "/v1/admin/api-keys",
+        json!({"name": "bench", "kind": "publishable"}),
+    )
+    .await?;
+    Ok(Shop {
+        publishable_key: key["secret"].as_str().context("no key secret")?.to_owned(),
+        staff_token: token,
+        variants,
+        handles,
+        shipping_option: ship["id"]
+            .as_str()
+            .context("no shipping option id")?
+            .to_owned(),
+    })
+}
+
+/// What one worker saw.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Microseconds per request, by route template.
+    latencies: BTreeMap<&'static str, Vec<u64>>,
+    /// Failed requests by route and status (0: no HTTP answer).
+    errors: BTreeMap<(&'static str, u16), u64>,
+    orders: Vec<String>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Self) {
+        for (route, mut l) in other.latencies {
+            self.latencies.entry(route).or_default().append(&mut l);
+        }
+        for (k, n) in other.errors {
+            *self.errors.entry(k).or_default() += n;
+        }
+        self.orders.extend(other.orders);
+    }
+}
+
+/// One worker's view of the shop.
+struct Worker {
+    target: Target,
+    shop: Arc<Shop>,
+    paid: Arc<AtomicU64>,
+    tally: Tally,
+    /// Picks products round-robin, offset per worker.
+    next: usize,
+}
+
+impl Worker {
+    /// One timed request; answers the JSON body of a 2xx.
+    async fn call(
+        &mut self,
+        route: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Option<Value> {
+        let mut req = self
+            .target
+            .request(method, path)
+            .header("keel-publishable-key", &self.shop.publishable_key);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let started = Instant::now();
+        let res = req.send().await;
+        let outcome = match res {
+            Ok(r) => {
+                let status = r.status();
+                let bytes = r.bytes().await;
+                match bytes {
+                    Ok(b) if status.is_success() => {
+                        Ok(serde_json::from_slice(&b).unwrap_or(Value::Null))
+                    }
+                    _ => Err(status.as_u16()),
+                }
+            }
+            Err(e) => Err(e.status().map_or(0, |s: StatusCode| s.as_u16())),
+        };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.tally.latencies.entry(route).or_default().push(micros);
+        match outcome {
+            Ok(v) => Some(v),
+            Err(status) => {
+                *self.tally.errors.entry((route, status)).or_default() += 1;
+                None
+            }
+        }
+    }
+
+    fn pick(&mut self) -> usize {
+        self.next = (self.next + 1) % self.shop.variants.len();
+        self.next
+    }
+
+    async fn browse(&mut self, n: u64) {
+        if n.is_multiple_of(2) {
+            self.call(
+                "GET /v1/store/products",
+                Method::GET,
+                "/v1/store/products?currency=USD&limit=20",
+                None,
+                &[],
+            )
+            .await;
+        } else {
+            let i = self.pick();
+            let path = format!("/v1/store/products/{}?currency=USD", self.shop.handles[i]);
+            self.call(
+                "GET /v1/store/products/{id_or_handle}",
+                Method::GET,
+                &path,
+                None,
+                &[],
+            )
+            .await;
+        }
+    }
+
+    /// Three items, the address and the shipping option; answers whether all were accepted.
+    async fn fill_cart(&mut self, id: &str, secret: &str) -> bool {
+        let auth = [("keel-cart-secret", secret)];
+        for _ in 0..3 {
+            let i = self.pick();
+            let v = self.shop.variants[i].clone();
+            if self
+                .call(
+                    "POST /v1/store/carts/{id}/items",
+                    Method::POST,
+                    &format!("/v1/store/carts/{id}/items"),
+                    Some(json!({"variant_id": v, "quantity": 1})),
+                    &auth,
+                )
+                .await
+                .is_none()
+            {
+                return false;
+            }
+        }
+        let address = json!({"name": "Bench Shopper", "line1": "1 Main St", "city": "New York", "region": "NY", "postal_code": "10001", "country": "US"});
+        if self
+            .call(
+                "PUT /v1/store/carts/{id}/shipping-address",
+                Method::PUT,
+                &format!("/v1/store/carts/{id}/shipping-address"),
+                Some(address),
+                &auth,
+            )
+            .await
+            .is_none()
+        {
+            return false;
+        }
+        let option = json!({"shipping_option_id": self.shop.shipping_option});
+        if self
+            .call(
+                "PUT /v1/store/carts/{id}/shipping-option",
+                Method::PUT,
+                &format!("/v1/store/carts/{id}/shipping-option"),
+                Some(option),
+                &auth,
+            )
+            .await
+            .is_none()
+        {
+            return false;
+        }
+        true
+    }
+
+    /// The whole shopper flow; answers whether an order was placed and paid.
+    async fn checkout(&mut self) -> bool {
+        let Some(cart) = self
+            .call(
+                "POST /v1/store/carts",
+                Method::POST,
+                "/v1/store/carts",
+                Some(json!({"currency": "USD"})),
+                &[],
+            )
+            .await
+        else {
+            return false;
+        };
+        let (Some(id), Some(secret)) = (cart["cart"]["id"].as_str(), cart["cart_secret"].as_str())
+        else {
+            return false;
+        };
+        let (id, secret) = (id.to_owned(), secret.to_owned());
+        if !self.fill_cart(&id, &secret).await {
+            return false;
+        }
+        let key = uuid::Uuid::now_v7().to_string();
+        let with_key = [
+            ("keel-cart-secret", secret.as_str()),
+            ("idempotency-key", key.as_str()),
+        ];
+        let Some(order) = self
+            .call(
+                "POST /v1/store/carts/{id}/checkout",
+                Method::POST,
+                &format!("/v1/store/carts/{id}/checkout"),
+                None,
+                &with_key,
+            )
+            .await
+        else {
+            return false;
+        };
+        let Some(order_id) = order["id"].as_str().map(str::to_owned) else {
+            return false;
+        };
+        let pay_key = uuid::Uuid::now_v7().to_string();
+        let with_pay_key = [
+            ("keel-cart-secret", secret.as_str()),
+            ("idempotency-key", pay_key.as_str()),
+        ];
+        if self
+            .call(
+                "POST /v1/store/orders/{id}/payments",
+                Method::POST,
+                &format!("/v1/store/orders/{order_id}/payments"),
+                None,
+                &with_pay_key,
+            )
+            .await
+            .is_none()
+        {
+            return false;
+        }
+        self.tally.orders.push(order_id);
+        self.paid.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// Latency figures of one route, in microseconds (nearest-rank percentiles).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RouteReport {
+    pub route: String,
+    pub requests: u64,
+    pub p50_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub concurrency: u32,
+    pub elapsed_us: u64,
+    pub iterations: u64,
+    pub requests: u64,
+    /// Requests per second, in thousandths (integer arithmetic: `requests * 10^9 / elapsed_us`).
+    pub requests_per_s_milli: u64,
+    pub orders: u64,
+    pub orders_per_s_milli: u64,
+    pub routes: Vec<RouteReport>,
+    /// `"<route> <status>"` (status 0: no HTTP answer) -> count.
+    pub errors: BTreeMap<String, u64>,
+    /// The ids of the orders the server acknowledged as paid.
+    #[serde(skip)]
+    pub order_ids: Vec<String>,
+}
+
+/// The value at rank `ceil(p * n / 100)` of sorted `xs` (nearest rank; exact integers).
+pub fn percentile(sorted: &[u64], p: u64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let n = u64::try_from(sorted.len()).unwrap_or(u64::MAX);
+    let rank = (p * n).div_ceil(100).clamp(1, n);
+    sorted[usize::try_from(rank - 1).unwrap_or(0)]
+}
+
+/// `count` per second, in thousandths, over `elapsed_us`.
+pub fn per_second_milli(count: u64, elapsed_us: u64) -> u64 {
+    let v = u128::from(count) * 1_000_000_000 / u128::from(elapsed_us.max(1));
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// Runs the load: `concurrency` workers take iterations from one exact budget until it is
+/// spent or the time limit passes.
+pub async fn run(target: &Target, shop: Shop, opts: &LoadOptions) -> anyhow::Result<Report> {
+    ensure!(
+        (1..=MAX_CONCURRENCY).contains(&opts.concurrency),
+        "--concurrency must be 1 to {MAX_CONCURRENCY}"
+    );
+    ensure!(
+        (1..=MAX_ITERATIONS).contains(&opts.iterations),
+        "--iterations must be 1 to {MAX_ITERATIONS}"
+    );
+    ensure!(
+        !opts.duration.is_zero() && opts.duration <= MAX_DURATION,
+        "--duration-s must be 1 to {}",
+        MAX_DURATION.as_secs()
+    );
+    if let Scenario::Mixed { browses, checkouts } = opts.scenario
+        && browses + checkouts == 0
+    {
+        bail!("a mixed cycle needs at least one browse or checkout");
+    }
+    let shop = Arc::new(shop);
+    let taken = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + opts.duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..opts.concurrency {
+        let mut worker = Worker {
+            target: target.clone(),
+            shop: shop.clone(),
+            paid: opts.paid.clone(),
+            tally: Tally::default(),
+            next: usize::try_from(w).unwrap_or(0) % shop.variants.len().max(1),
+        };
+        let (taken, scenario, budget) = (taken.clone(), opts.scenario, opts.iterations);
+        workers.spawn(async move {
+            loop {
+                let n = taken.fetch_add(1, Ordering::Relaxed);
+                if n >= budget || Instant::now() >= deadline {
+                    break;
+                }
+                match scenario {
+                    Scenario::Browse => worker.browse(n).await,
+                    Scenario::Checkout => {
+                        worker.checkout().await;
+                    }
+                    Scenario::Mixed { browses, checkouts } => {
+                        let cycle = u64::from(browses) + u64::from(checkouts);
+                        if n % cycle < u64::from(browses) {
+                            worker.browse(n).await;
+                        } else {
+                            worker.checkout().await;
+                        }
+                    }
+                }
+            }
+            worker.tally
+        });
+    }
+    let mut tally = Tally::default();
+    while let Some(done) = workers.join_next().await {
+        tally.merge(done.context("a worker panicked")?);
+    }
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let iterations = taken.load(Ordering::Relaxed).min(opts.iterations);
+    let mut routes = Vec::new();
+    let mut requests = 0;
+    for (route, mut l) in tally.latencies {
+        l.sort_unstable();
+        let n = u64::try_from(l.len()).unwrap_or(u64::MAX);
+        requests += n;
+        routes.push(RouteReport {
+            route: route.to_owned(),
+            requests: n,
+            p50_us: percentile(&l, 50),
+            p95_us: percentile(&l, 95),
+            p99_us: percentile(&l, 99),
+            max_us: l.last().copied().unwrap_or(0),
+        });
+    }
+    let orders = u64::try_from(tally.orders.len()).unwrap_or(u64::MAX);
+    Ok(Report {
+        scenario: opts.scenario,
+        concurrency: opts.concurrency,
+        elapsed_us,
+        iterations,
+        requests,
+        requests_per_s_milli: per_second_milli(requests, elapsed_us),
+        orders,
+        orders_per_s_milli: per_second_milli(orders, elapsed_us),
+        routes,
+        errors: tally
+            .errors
+            .into_iter()
+            .map(|((route, status), n)| (format!("{route} {status}"), n))
+            .collect(),
+        order_ids: tally.orders,
+    })
+}
+
+/// `12345` thousandths as `12.345`.
+pub fn milli(v: u64) -> String {
+    format!("{}.{:03}", v / 1000, v % 1000)
+}
+
+impl Report {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "scenario {:?}, concurrency {}, {} iterations in {} ms\n\
+             requests: {} ({} /s)   orders placed and paid: {} ({} /s)\n\n",
+            self.scenario,
+            self.concurrency,
+            self.iterations,
+            self.elapsed_us / 1000,
+            self.requests,
+            milli(self.requests_per_s_milli),
+            self.orders,
+            milli(self.orders_per_s_milli),
+        );
+        let _ = writeln!(
+            out,
+            "{:<44} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            "route", "requests", "p50 ms", "p95 ms", "p99 ms", "max ms"
+        );
+        for r in &self.routes {
+            let _ = writeln!(
+                out,
+                "{:<44} {:>9} {:>10} {:>10} {:>10} {:>10}",
+                r.route,
+                r.requests,
+                milli(r.p50_us),
+                milli(r.p95_us),
+                milli(r.p99_us),
+                milli(r.max_us)
+            );
+        }
+        if self.errors.is_empty() {
+            out.push_str("\nerrors: none\n");
+        } else {
+            out.push_str("\nerrors:\n");
+            for (k, n) in &self.errors {
+                let _ = writeln!(out, "  {k}: {n}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles_are_exact() {
+        let xs: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&xs, 50), 50);
+        assert_eq!(percentile(&xs, 95), 95);
+        assert_eq!(percentile(&xs, 99), 99);
+        assert_eq!(percentile(&[7], 99), 7);
+        assert_eq!(percentile(&[1, 2, 3], 50), 2);
+        assert_eq!(percentile(&[], 50), 0);
+    }
+
+    #[test]
+    fn rates_are_integer_thousandths() {
+        assert_eq!(per_second_milli(3, 2_000_000), 1_500);
+        assert_eq!(milli(1_500), "1.500");
+        assert_eq!(per_second_milli(1, 3_000_000), 333);
+    }
+
+    #[test]
+    fn only_loopback_targets_are_accepted() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+            "http://localhost:8080",
+        ] {
+            assert!(Target::new(ok, 4).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1:8080",
+            "http://example.com",
+            "https://127.0.0.1",
+            "file:///x",
+        ] {
+            assert!(Target::new(bad, 4).is_err(), "{bad}");
+        }
+    }
+}
