@@ -496,3 +496,62 @@ async fn maintenance_prune_runs_once_from_the_cli() {
         "pruned 0 login attempts, 0 idempotency keys, 0 events; cancelled 0 expired orders"
     );
 }
+
+#[tokio::test]
+async fn bench_runs_an_exact_mixed_cycle_against_a_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = keel::secrets::generate();
+    let (server, addr) =
+        keel_testkit::serve_process(KEEL, dir.path(), &[("KEEL_SECRET_KEY", key.as_str())]).await;
+    let pid = server.id().expect("running").to_string();
+    let mut c = keel(&[
+        "bench",
+        "mixed",
+        "--url",
+        &format!("http://{addr}"),
+        "--concurrency",
+        "2",
+        "--iterations",
+        "20",
+        "--products",
+        "3",
+        "--browses",
+        "9",
+        "--checkouts",
+        "1",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    c.env("KEEL_SECRET_KEY", &key).current_dir(dir.path());
+    let (code, stdout, stderr) = output(c).await;
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    // 20 iterations of 9 browses then 1 checkout: 18 browses and 2 checkouts of 8 requests.
+    assert_eq!(report["iterations"], 20);
+    assert_eq!(report["orders"], 2);
+    assert_eq!(report["requests"], 18 + 2 * 8);
+    assert_eq!(report["errors"], serde_json::json!({}));
+    let routes = report["routes"].as_array().expect("routes");
+    let checkout = routes
+        .iter()
+        .find(|r| r["route"] == "POST /v1/store/carts/{id}/checkout")
+        .expect("the checkout route");
+    assert_eq!(checkout["requests"], 2);
+    assert!(checkout["p50_us"].as_u64() <= checkout["max_us"].as_u64());
+    assert!(
+        report["server_peak_rss_kib"]
+            .as_u64()
+            .is_some_and(|k| k > 0)
+    );
+}
+
+#[tokio::test]
+async fn bench_refuses_a_target_that_is_not_loopback() {
+    let mut c = keel(&["bench", "browse", "--url", "http://10.0.0.1:8080"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    c.current_dir(dir.path());
+    let (code, _, stderr) = output(c).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("loopback"), "{stderr}");
+}

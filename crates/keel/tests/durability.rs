@@ -113,5 +113,8 @@ async fn no_acknowledged_order_is_lost_when_the_server_is_killed_mid_load() {
     // The database may hold more (committed, but the answer died with the process), never
     // fewer.
     let in_db = listed["data"].as_array().map_or(0, Vec::len);
-    assert!(in_db >= report.order_ids.len().min(100), "{in_db} paid in the database");
+    assert!(
+        in_db >= report.order_ids.len().min(100),
+        "{in_db} paid in the database"
+    );
 }
