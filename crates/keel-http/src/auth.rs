@@ -12,6 +12,7 @@ use keel_kernel::TenantId;
 use crate::{
     AppState,
     problem::{BEARER_CHALLENGE, Problem, ProblemKind},
+    store_cache::note_tenant,
 };
 
 /// A staff member authenticated by a Bearer access token whose session and account are
@@ -65,7 +66,7 @@ impl FromRequestParts<AppState> for StaffEnrolling {
         };
         let principal = state.auth.authenticate_staff(token).await?;
         // The request span was opened with an empty tenant_id; now it is known.
-        tracing::Span::current().record("tenant_id", tracing::field::display(principal.tenant_id));
+        note_tenant(parts, principal.tenant_id);
         Ok(Self(principal))
     }
 }
@@ -155,7 +156,7 @@ async fn admin_principal(parts: &Parts, state: &AppState) -> Result<AdminPrincip
             actor: AdminActor::Staff(staff),
         }
     };
-    tracing::Span::current().record("tenant_id", tracing::field::display(principal.tenant_id));
+    note_tenant(parts, principal.tenant_id);
     Ok(principal)
 }
 
@@ -257,7 +258,7 @@ impl FromRequestParts<AppState> for Storefront {
             .authenticate_publishable(key)
             .await
             .map_err(|_| refused())?;
-        tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
+        note_tenant(parts, tenant);
         Ok(Self(tenant))
     }
 }

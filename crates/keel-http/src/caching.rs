@@ -87,14 +87,19 @@ impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        if !parts.headers.contains_key(header::IF_NONE_MATCH) {
-            return Ok(Self(None));
-        }
-        Ok(Self(tags(&parts.headers, header::IF_NONE_MATCH)))
+        Ok(Self::from_headers(&parts.headers))
     }
 }
 
 impl IfNoneMatch {
+    /// The request's `If-None-Match`; absent or unreadable matches nothing.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        if !headers.contains_key(header::IF_NONE_MATCH) {
+            return Self(None);
+        }
+        Self(tags(headers, header::IF_NONE_MATCH))
+    }
+
     /// Weak comparison (RFC 9110 §13.1.2): `W/"x"` matches `"x"`; `*` matches anything.
     pub fn matches(&self, etag: &HeaderValue) -> bool {
         let Some(tags) = &self.0 else {

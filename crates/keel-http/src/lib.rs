@@ -14,6 +14,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod store_cache;
 
 use std::{sync::Arc, time::Duration};
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub catalog: keel_catalog::CatalogService,
     /// `max-age` of public storefront reads, in exact seconds.
     pub store_cache_max_age_s: u64,
+    /// This node's cache of storefront reads (ADR 0014).
+    pub store_cache: Arc<store_cache::StoreCache>,
     pub orders: keel_orders::service::OrdersService,
     pub idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
     /// How long a response to an `Idempotency-Key` is replayed.
@@ -94,11 +97,14 @@ pub fn router_with(
         .split_for_parts();
     let metrics = state.metrics.clone();
     let wake = state.worker_wake.clone();
+    let cache = state.store_cache.clone();
     // `Router::layer` runs after routing, so `MatchedPath` is known to `request_context`.
     // The last layer added is the outermost.
     api.merge(openapi::docs_router(doc))
         .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })
         .with_state(state)
+        .layer(from_fn_with_state(cache.clone(), store_cache::serve))
+        .layer(from_fn_with_state(cache, store_cache::track))
         .layer(from_fn_with_state(wake, middleware::wake_worker))
         .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
         .layer(DefaultBodyLimit::disable())

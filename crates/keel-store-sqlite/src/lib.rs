@@ -98,15 +98,20 @@ impl SqliteStore {
             .busy_timeout(settings.busy_timeout);
         // The writer is opened first: it creates the file and switches it to WAL before any
         // reader connects.
+        // No liveness ping before handing out a connection: a connection to a local file
+        // cannot go stale, and each ping is a round trip to the connection's worker thread.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(base.clone().create_if_missing(true))
             .await
             .map_err(map_err)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(settings.readers)
+            .min_connections(settings.readers)
+            .test_before_acquire(false)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(base.pragma("query_only", "ON"))
             .await

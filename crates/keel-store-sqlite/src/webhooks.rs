@@ -362,16 +362,8 @@ impl WebhookStore for SqliteStore {
             for m in fan_out(e, mine) {
                 insert_message(&mut tx, &m).await?;
             }
-            sqlx::query(
-                "UPDATE outbox_events SET relayed_at = ?3 WHERE tenant_id = ?1 AND id = ?2",
-            )
-            .bind(e.tenant_id.as_uuid())
-            .bind(e.id.as_uuid())
-            .bind(to_micros(now)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
         }
+        mark_relayed(&mut tx, &events, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(events.len())
     }
@@ -404,17 +396,7 @@ impl WebhookStore for SqliteStore {
             sent += 1;
         }
         let mut tx = self.write().await?;
-        for e in &events[..sent] {
-            sqlx::query(
-                "UPDATE outbox_events SET relayed_at = ?3 WHERE tenant_id = ?1 AND id = ?2",
-            )
-            .bind(e.tenant_id.as_uuid())
-            .bind(e.id.as_uuid())
-            .bind(to_micros(now)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        }
+        mark_relayed(&mut tx, &events[..sent], now).await?;
         tx.commit().await.map_err(map_err)?;
         match failure {
             Some(err) => Err(StoreError::unavailable(std::io::Error::other(err))),
@@ -570,6 +552,40 @@ impl WebhookStore for SqliteStore {
                 .map_err(map_err)
         })
     }
+}
+
+/// Marks `events` relayed in one statement (the relay holds the writer meanwhile, so one
+/// statement per event would hold every request's write behind it for longer).
+async fn mark_relayed(
+    tx: &mut SqliteConnection,
+    events: &[keel_kernel::event::RecordedEvent],
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let keys = serde_json::Value::from(
+        events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.tenant_id.as_uuid().simple().to_string(),
+                    e.id.as_uuid().simple().to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+    .to_string();
+    sqlx::query(
+        "UPDATE outbox_events SET relayed_at = ?1 WHERE (tenant_id, id) IN \
+         (SELECT unhex(json_extract(value, '$[0]')), unhex(json_extract(value, '$[1]')) FROM json_each(?2))",
+    )
+    .bind(to_micros(now)?)
+    .bind(keys)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
 }
 
 /// Inserts a message unless the endpoint already has one for the event; answers 1 or 0.

@@ -53,6 +53,10 @@ pub struct RawConfig {
     /// `KEEL_STORE_CACHE_MAX_AGE_S`, default 60: `Cache-Control: public, max-age=<this>` on
     /// storefront product reads (0: caches must revalidate every time).
     pub store_cache_max_age_s: u64,
+    /// `KEEL_STORE_CACHE_BYTES`, default 33554432 (32 MiB): the most bytes (bodies and keys)
+    /// this node keeps of storefront product reads, each for at most their `max-age` (ADR
+    /// 0014; 0: off).
+    pub store_cache_bytes: u64,
     /// `KEEL_UNPAID_ORDER_TTL_S`, default 1800: how long an unpaid order holds its stock before
     /// the maintenance job cancels it.
     pub unpaid_order_ttl_s: u64,
@@ -202,6 +206,7 @@ impl Default for RawConfig {
             worker_threads: 4,
             maintenance_interval_s: 300,
             store_cache_max_age_s: 60,
+            store_cache_bytes: 33_554_432,
             unpaid_order_ttl_s: 1800,
             idempotency_ttl_s: 86_400,
             event_retention_s: 7_776_000,
@@ -430,6 +435,8 @@ pub struct Settings {
     pub maintenance_interval: Duration,
     /// `max-age` of public storefront reads, in seconds.
     pub store_cache_max_age_s: u64,
+    /// Byte budget of this node's storefront read cache (0: off).
+    pub store_cache_bytes: usize,
     pub orders: keel_orders::service::OrdersSettings,
     /// How long idempotent responses are replayed.
     pub idempotency_ttl: time::Duration,
@@ -779,6 +786,15 @@ impl Settings {
             } else {
                 raw.store_cache_max_age_s
             },
+            store_cache_bytes: match usize::try_from(raw.store_cache_bytes) {
+                Ok(n) if n <= 1_073_741_824 => n,
+                _ => {
+                    return Err(err(
+                        "KEEL_STORE_CACHE_BYTES",
+                        "must be at most 1073741824 (1 GiB)",
+                    ));
+                }
+            },
             orders: keel_orders::service::OrdersSettings {
                 unpaid_order_ttl: seconds("KEEL_UNPAID_ORDER_TTL_S", raw.unpaid_order_ttl_s)?,
             },
@@ -850,6 +866,7 @@ impl Settings {
             "worker_threads": self.worker_threads,
             "maintenance_interval_s": self.maintenance_interval.as_secs(),
             "store_cache_max_age_s": self.store_cache_max_age_s,
+            "store_cache_bytes": self.store_cache_bytes,
             "unpaid_order_ttl_s": self.orders.unpaid_order_ttl.whole_seconds(),
             "idempotency_ttl_s": self.idempotency_ttl.whole_seconds(),
             "event_retention_s": self.event_retention.whole_seconds(),

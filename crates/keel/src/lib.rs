@@ -146,6 +146,10 @@ impl App {
                 Arc::new(SystemClock),
             ),
             store_cache_max_age_s: settings.store_cache_max_age_s,
+            store_cache: Arc::new(keel_http::store_cache::StoreCache::new(
+                settings.store_cache_max_age_s,
+                settings.store_cache_bytes,
+            )),
             orders: orders_service(settings, &store, Arc::new(SystemClock)),
             idempotency: store.idempotency(),
             idempotency_ttl: settings.idempotency_ttl,

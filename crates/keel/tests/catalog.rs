@@ -4,7 +4,10 @@
 
 use std::collections::HashSet;
 
-use keel_testkit::{Backend, TestApp, assert_problem, backend_tests, spawn_app};
+use keel_testkit::{
+    Backend, TestApp, assert_problem, backend_tests, spawn_app, spawn_app_with,
+    utoipa_axum::router::OpenApiRouter,
+};
 use reqwest::{Method, StatusCode};
 
 async fn json(res: reqwest::Response) -> serde_json::Value {
@@ -92,6 +95,19 @@ async fn walk(
             None => return all,
         }
     }
+}
+
+/// A counter or gauge of this app's `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
 }
 
 backend_tests! {
@@ -338,5 +354,75 @@ backend_tests! {
         assert_problem(store_get("/v1/store/products?currency=XYZ".into(), vec![]).await.expect("send"), 400, "bad_request").await;
         let no_key = app.get("/v1/store/products?currency=USD").await;
         assert_problem(no_key, 401, "unauthorized").await;
+    }
+
+    async fn the_storefront_cache_answers_repeat_reads_and_shows_the_shops_own_writes_at_once(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (owner, pk) = app.shop_with_storefront("cache-store").await;
+        let (other, other_pk) = app.shop_with_storefront("other-store").await;
+        let t = owner.access_token.as_str();
+        let product = create(&app, t, tee("cached", "CACHE")).await;
+        create(&app, other.access_token.as_str(), tee("elsewhere", "ELSE")).await;
+        call(&app, Method::PATCH, "/v1/admin/settings", t, Some(serde_json::json!({"show_stock_counts": true})), &[]).await;
+        let loc = json(call(&app, Method::POST, "/v1/admin/stock-locations", t, Some(serde_json::json!({"name": "Shop"})), &[]).await).await;
+        let adjust = |delta: i64, reason: &str| call(&app, Method::POST, "/v1/admin/inventory/adjustments", t,
+            Some(serde_json::json!({"variant": product["variants"][0]["id"], "location": loc["id"], "delta": delta, "reason": reason})), &[]);
+        assert!(adjust(5, "received").await.status().is_success());
+        let get = |key: &str, etag: Option<&str>| {
+            let mut req = app.client.get(app.url("/v1/store/products/cached?currency=USD")).header("keel-publishable-key", key);
+            if let Some(e) = etag {
+                req = req.header("if-none-match", e);
+            }
+            req.send()
+        };
+
+        let first = get(&pk, None).await.expect("send");
+        assert!(first.headers().get("age").is_none(), "computed, not cached");
+        let etag = first.headers()["etag"].to_str().expect("etag").to_owned();
+        let first = first.bytes().await.expect("body");
+        assert_eq!((metric(&app, "keel_store_cache_hits_total").await, metric(&app, "keel_store_cache_misses_total").await), (0, 1));
+
+        let second = get(&pk, None).await.expect("send");
+        assert_eq!(second.status(), 200);
+        assert_eq!(second.headers()["age"], "0");
+        assert_eq!(second.headers()["etag"], etag.as_str());
+        assert_eq!(second.headers()["cache-control"], "public, max-age=60");
+        assert_eq!(second.headers()["content-type"], "application/json");
+        assert_eq!(second.bytes().await.expect("body"), first, "the same bytes");
+        let revalidated = get(&pk, Some(&etag)).await.expect("send");
+        assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!((revalidated.headers()["etag"].to_str().ok(), revalidated.headers()["age"].to_str().ok()), (Some(etag.as_str()), Some("0")));
+        assert_eq!(metric(&app, "keel_store_cache_hits_total").await, 2);
+        assert_eq!(metric(&app, "keel_store_cache_entries").await, 1);
+
+        // The other shop's key never gets this shop's answer, and its writes leave it current.
+        assert_problem(get(&other_pk, None).await.expect("send"), 404, "not_found").await;
+        call(&app, Method::PATCH, "/v1/admin/settings", other.access_token.as_str(), Some(serde_json::json!({"show_stock_counts": true})), &[]).await;
+        assert_eq!(get(&pk, None).await.expect("send").headers()["age"], "0");
+        assert_eq!(metric(&app, "keel_store_cache_hits_total").await, 3);
+
+        // The shop's own write through this node shows on the very next read.
+        assert!(adjust(2, "received").await.status().is_success());
+        let fresh = get(&pk, None).await.expect("send");
+        assert!(fresh.headers().get("age").is_none(), "recomputed after the write");
+        assert_ne!(fresh.headers()["etag"], etag.as_str());
+        assert_eq!(json(fresh).await["variants"][0]["available"], 7);
+        // A failed write changes nothing and keeps the answer current.
+        assert_problem(adjust(-100, "lost").await, 409, "insufficient_stock").await;
+        assert_eq!(get(&pk, None).await.expect("send").headers()["age"], "0");
+        assert_eq!((metric(&app, "keel_store_cache_hits_total").await, metric(&app, "keel_store_cache_misses_total").await), (4, 3));
+    }
+
+    async fn with_a_max_age_of_zero_nothing_is_cached(backend: Backend) {
+        let app = spawn_app_with(backend, OpenApiRouter::new(), |raw| raw.store_cache_max_age_s = 0).await;
+        let (owner, pk) = app.shop_with_storefront("nocache-store").await;
+        create(&app, owner.access_token.as_str(), tee("plain", "PLAIN")).await;
+        for _ in 0..3 {
+            let res = app.client.get(app.url("/v1/store/products?currency=USD")).header("keel-publishable-key", &pk).send().await.expect("send");
+            assert_eq!(res.headers()["cache-control"], "public, max-age=0");
+            assert!(res.headers().get("age").is_none());
+        }
+        assert_eq!(metric(&app, "keel_store_cache_entries").await, 0);
+        assert_eq!(metric(&app, "keel_store_cache_hits_total").await, 0);
     }
 }
