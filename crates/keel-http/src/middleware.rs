@@ -172,6 +172,12 @@ pub fn panic_to_problem(payload: Box<dyn std::any::Any + Send + 'static>) -> Res
     Problem::internal(&cause).into_response()
 }
 
+/// Whether a request may change state: every method but the safe ones (RFC 9110 §9.2.1).
+pub(crate) fn is_write(method: &axum::http::Method) -> bool {
+    use axum::http::Method;
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// After a successful write, wakes the outbox relay: the events it committed leave at once
 /// instead of at the next poll.
 pub async fn wake_worker(
@@ -179,10 +185,7 @@ pub async fn wake_worker(
     req: Request,
     next: Next,
 ) -> Response {
-    let write = !matches!(
-        req.method(),
-        &axum::http::Method::GET | &axum::http::Method::HEAD | &axum::http::Method::OPTIONS
-    );
+    let write = is_write(req.method());
     let res = next.run(req).await;
     if write && res.status().is_success() {
         wake.notify_one();

@@ -253,7 +253,7 @@ pub fn note_tenant(parts: &Parts, tenant: TenantId) {
 /// Outer middleware: gives the request a [`TenantSlot`] and, after a successful write by a
 /// principal of a tenant, moves that tenant's generation.
 pub async fn track(State(cache): State<Arc<StoreCache>>, mut req: Request, next: Next) -> Response {
-    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let write = crate::middleware::is_write(req.method());
     let slot = TenantSlot {
         cell: Arc::new(OnceLock::new()),
         cache: cache.clone(),
