@@ -11,9 +11,9 @@ use keel_kernel::{
     event::NewEvent,
     page::{Page, PageRequest},
 };
-use sqlx::{Row, sqlite::SqliteRow};
 use time::OffsetDateTime;
 
+use crate::db::{self, Get};
 use crate::{SqliteStore, at, at_opt, error::map_err, tenants::insert_events, to_micros};
 
 macro_rules! key_select {
@@ -27,16 +27,16 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::other(format!("corrupt API key {what} in storage"))
 }
 
-fn key_from_row(r: &SqliteRow) -> Result<ApiKey, StoreError> {
-    let kind: String = r.try_get("kind").map_err(map_err)?;
-    let scopes: String = r.try_get("scopes").map_err(map_err)?;
-    let hash: Vec<u8> = r.try_get("secret_hash").map_err(map_err)?;
+fn key_from_row(r: &impl Get) -> Result<ApiKey, StoreError> {
+    let kind: String = r.col("kind")?;
+    let scopes: String = r.col("scopes")?;
+    let hash: Vec<u8> = r.col("secret_hash")?;
     Ok(ApiKey {
-        id: ApiKeyId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        id: ApiKeyId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
         kind: KeyKind::parse(&kind).ok_or_else(|| corrupt("kind"))?,
-        name: r.try_get("name").map_err(map_err)?,
-        lookup: r.try_get("lookup").map_err(map_err)?,
+        name: r.col("name")?,
+        lookup: r.col("lookup")?,
         secret_hash: hash.try_into().map_err(|_| corrupt("hash"))?,
         scopes: scopes
             .split_whitespace()
@@ -57,8 +57,8 @@ fn scopes_text(key: &ApiKey) -> String {
         .join(" ")
 }
 
-async fn insert_key(tx: &mut sqlx::SqliteConnection, key: &ApiKey) -> Result<(), StoreError> {
-    sqlx::query(
+fn insert_key(tx: &rusqlite::Connection, key: &ApiKey) -> Result<(), StoreError> {
+    db::query(
         "INSERT INTO api_keys (tenant_id, id, kind, name, lookup, secret_hash, scopes, created_at, \
          expires_at, last_used_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)",
     )
@@ -71,37 +71,35 @@ async fn insert_key(tx: &mut sqlx::SqliteConnection, key: &ApiKey) -> Result<(),
     .bind(scopes_text(key))
     .bind(to_micros(key.created_at)?)
     .bind(key.expires_at.map(to_micros).transpose()?)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     Ok(())
 }
 
 #[async_trait]
 impl ApiKeyStore for SqliteStore {
     async fn create_api_key(&self, key: &ApiKey, events: &[NewEvent]) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        insert_key(&mut tx, key).await?;
-        insert_events(&mut tx, events).await?;
+        let tx = self.write().await?;
+        insert_key(&tx, key)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn find_api_key(&self, lookup: &str) -> Result<ApiKey, StoreError> {
-        let r = sqlx::query(concat!(key_select!(), " WHERE lookup = ?1"))
-            .bind(lookup)
-            .fetch_one(&self.readers)
-            .await
-            .map_err(map_err)?;
+        let r = self.read(|c| {
+            db::query(concat!(key_select!(), " WHERE lookup = ?1"))
+                .bind(lookup)
+                .fetch_one(c)
+        })?;
         key_from_row(&r)
     }
 
     async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> Result<ApiKey, StoreError> {
-        let r = sqlx::query(concat!(key_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_one(&self.readers)
-            .await
-            .map_err(map_err)?;
+        let r = self.read(|c| {
+            db::query(concat!(key_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .fetch_one(c)
+        })?;
         key_from_row(&r)
     }
 
@@ -110,16 +108,16 @@ impl ApiKeyStore for SqliteStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> Result<Page<ApiKey>, StoreError> {
-        let rows = sqlx::query(concat!(
-            key_select!(),
-            " WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-        .bind(page.limit.fetch_count())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+        let rows = self.read(|c| {
+            db::query(concat!(
+                key_select!(),
+                " WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+            .bind(page.limit.fetch_count())
+            .fetch_all(c)
+        })?;
         let keys = rows
             .iter()
             .map(key_from_row)
@@ -134,19 +132,17 @@ impl ApiKeyStore for SqliteStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE tenant_id = ?1 AND id = ?2")
+        let tx = self.write().await?;
+        let done = db::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE tenant_id = ?1 AND id = ?2")
             .bind(tenant.as_uuid())
             .bind(id.as_uuid())
             .bind(to_micros(at_time)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
         if done.rows_affected() != 1 {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        insert_events(&mut tx, events).await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -158,23 +154,21 @@ impl ApiKeyStore for SqliteStore {
         new: &ApiKey,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let tx = self.write().await?;
+        let done = db::query(
             "UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?3 THEN ?3 ELSE expires_at END \
              WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
         )
         .bind(tenant.as_uuid())
         .bind(old.as_uuid())
         .bind(to_micros(old_expires_at)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         if done.rows_affected() != 1 {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        insert_key(&mut tx, new).await?;
-        insert_events(&mut tx, events).await?;
+        insert_key(&tx, new)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -184,14 +178,12 @@ impl ApiKeyStore for SqliteStore {
         id: ApiKeyId,
         at_time: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query("UPDATE api_keys SET last_used_at = ?3 WHERE tenant_id = ?1 AND id = ?2")
+        let tx = self.write().await?;
+        db::query("UPDATE api_keys SET last_used_at = ?3 WHERE tenant_id = ?1 AND id = ?2")
             .bind(tenant.as_uuid())
             .bind(id.as_uuid())
             .bind(to_micros(at_time)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
         tx.commit().await.map_err(map_err)
     }
 }

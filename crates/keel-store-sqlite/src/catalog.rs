@@ -18,8 +18,8 @@ use keel_kernel::{
     money::{Currency, Money},
     page::Limit,
 };
-use sqlx::{Row, SqliteConnection, sqlite::SqliteRow};
 
+use crate::db::{self, Get};
 use crate::{SqliteStore, at, error::map_err, tenants::insert_events, to_micros};
 
 fn corrupt(what: &str) -> StoreError {
@@ -40,38 +40,38 @@ macro_rules! variant_select {
     };
 }
 
-fn product_from_row(r: &SqliteRow) -> Result<Product, StoreError> {
-    let handle: String = r.try_get("handle").map_err(map_err)?;
-    let status: String = r.try_get("status").map_err(map_err)?;
-    let options: String = r.try_get("options").map_err(map_err)?;
-    let metadata: String = r.try_get("metadata").map_err(map_err)?;
+fn product_from_row(r: &impl Get) -> Result<Product, StoreError> {
+    let handle: String = r.col("handle")?;
+    let status: String = r.col("status")?;
+    let options: String = r.col("options")?;
+    let metadata: String = r.col("metadata")?;
     Ok(Product {
-        id: ProductId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        title: r.try_get("title").map_err(map_err)?,
+        id: ProductId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        title: r.col("title")?,
         handle: Handle::parse(&handle).map_err(|_| corrupt("handle"))?,
-        description: r.try_get("description").map_err(map_err)?,
+        description: r.col("description")?,
         status: ProductStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
         options: serde_json::from_str::<Vec<ProductOption>>(&options)
             .map_err(|_| corrupt("options"))?,
         metadata: serde_json::from_str::<Metadata>(&metadata).map_err(|_| corrupt("metadata"))?,
         created_at: at(r, "created_at")?,
         updated_at: at(r, "updated_at")?,
-        version: r.try_get("version").map_err(map_err)?,
+        version: r.col("version")?,
         variants: Vec::new(),
     })
 }
 
-fn variant_from_row(r: &SqliteRow) -> Result<Variant, StoreError> {
-    let sku: String = r.try_get("sku").map_err(map_err)?;
-    let values: String = r.try_get("option_values").map_err(map_err)?;
-    let weight: Option<i64> = r.try_get("weight_grams").map_err(map_err)?;
+fn variant_from_row(r: &impl Get) -> Result<Variant, StoreError> {
+    let sku: String = r.col("sku")?;
+    let values: String = r.col("option_values")?;
+    let weight: Option<i64> = r.col("weight_grams")?;
     Ok(Variant {
-        id: VariantId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        product_id: ProductId::from_uuid(r.try_get("product_id").map_err(map_err)?),
+        id: VariantId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        product_id: ProductId::from_uuid(r.col("product_id")?),
         sku: Sku::parse(&sku).map_err(|_| corrupt("sku"))?,
-        title: r.try_get("title").map_err(map_err)?,
+        title: r.col("title")?,
         option_values: serde_json::from_str(&values).map_err(|_| corrupt("option values"))?,
         weight_grams: weight
             .map(|w| u32::try_from(w).map_err(|_| corrupt("weight")))
@@ -79,7 +79,7 @@ fn variant_from_row(r: &SqliteRow) -> Result<Variant, StoreError> {
         prices: Vec::new(),
         created_at: at(r, "created_at")?,
         updated_at: at(r, "updated_at")?,
-        version: r.try_get("version").map_err(map_err)?,
+        version: r.col("version")?,
     })
 }
 
@@ -96,8 +96,8 @@ fn id_list(ids: impl IntoIterator<Item = uuid::Uuid>) -> String {
 
 /// Loads the variants and prices of `products` (two queries, whatever their number) and
 /// attaches them in creation order.
-async fn attach_variants(
-    conn: &mut SqliteConnection,
+fn attach_variants(
+    conn: &rusqlite::Connection,
     tenant: TenantId,
     products: &mut [Product],
 ) -> Result<(), StoreError> {
@@ -105,37 +105,33 @@ async fn attach_variants(
         return Ok(());
     }
     let ids = id_list(products.iter().map(|p| p.id.as_uuid()));
-    let rows = sqlx::query(concat!(
+    let rows = db::query(concat!(
         variant_select!(),
         " WHERE tenant_id = ?1 AND product_id IN (SELECT unhex(value) FROM json_each(?2)) ORDER BY id"
     ))
     .bind(tenant.as_uuid())
     .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(map_err)?;
+    .fetch_all(conn)?;
     let mut variants = rows
         .iter()
         .map(variant_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let price_rows = sqlx::query(
+    let price_rows = db::query(
         "SELECT variant_id, currency, amount FROM variant_prices WHERE tenant_id = ?1 AND variant_id IN \
          (SELECT id FROM variants WHERE tenant_id = ?1 AND product_id IN (SELECT unhex(value) FROM json_each(?2))) \
          ORDER BY variant_id, currency",
     )
     .bind(tenant.as_uuid())
     .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(map_err)?;
+    .fetch_all(conn)?;
     let mut prices: HashMap<uuid::Uuid, Vec<Money>> = HashMap::new();
     for r in &price_rows {
-        let code: String = r.try_get("currency").map_err(map_err)?;
+        let code: String = r.col("currency")?;
         let currency = Currency::parse(&code).map_err(|_| corrupt("currency"))?;
         prices
-            .entry(r.try_get("variant_id").map_err(map_err)?)
+            .entry(r.col("variant_id")?)
             .or_default()
-            .push(Money::new(r.try_get("amount").map_err(map_err)?, currency));
+            .push(Money::new(r.col("amount")?, currency));
     }
     for v in &mut variants {
         v.prices = prices.remove(&v.id.as_uuid()).unwrap_or_default();
@@ -155,9 +151,28 @@ async fn attach_variants(
     Ok(())
 }
 
-async fn write_variant(tx: &mut SqliteConnection, v: &Variant) -> Result<(), StoreError> {
+/// One product with its variants and prices.
+fn load_product(
+    conn: &rusqlite::Connection,
+    tenant: TenantId,
+    id: ProductId,
+) -> Result<Product, StoreError> {
+    let r = db::query(concat!(
+        product_select!(),
+        " WHERE tenant_id = ?1 AND id = ?2"
+    ))
+    .bind(tenant.as_uuid())
+    .bind(id.as_uuid())
+    .fetch_one(conn)?;
+    let mut products = [product_from_row(&r)?];
+    attach_variants(conn, tenant, &mut products)?;
+    let [p] = products;
+    Ok(p)
+}
+
+fn write_variant(tx: &rusqlite::Connection, v: &Variant) -> Result<(), StoreError> {
     let values = serde_json::to_string(&v.option_values).map_err(StoreError::other)?;
-    sqlx::query(
+    db::query(
         "INSERT INTO variants (tenant_id, id, product_id, sku, title, option_values, weight_grams, created_at, updated_at, version) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT (tenant_id, id) DO UPDATE SET sku = excluded.sku, title = excluded.title, \
@@ -174,44 +189,36 @@ async fn write_variant(tx: &mut SqliteConnection, v: &Variant) -> Result<(), Sto
     .bind(to_micros(v.created_at)?)
     .bind(to_micros(v.updated_at)?)
     .bind(v.version)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    sqlx::query("DELETE FROM variant_prices WHERE tenant_id = ?1 AND variant_id = ?2")
+    .execute(tx)?;
+    db::query("DELETE FROM variant_prices WHERE tenant_id = ?1 AND variant_id = ?2")
         .bind(v.tenant_id.as_uuid())
         .bind(v.id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(tx)?;
     for m in &v.prices {
-        sqlx::query(
+        db::query(
             "INSERT INTO variant_prices (tenant_id, variant_id, currency, amount) VALUES (?1, ?2, ?3, ?4)",
         )
         .bind(v.tenant_id.as_uuid())
         .bind(v.id.as_uuid())
         .bind(m.currency().code())
         .bind(m.minor())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(tx)?;
     }
     Ok(())
 }
 
 /// Deletes a variant with its prices and inventory levels, refusing while stock is reserved.
-async fn remove_variant(
-    tx: &mut SqliteConnection,
+fn remove_variant(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     id: uuid::Uuid,
 ) -> Result<(), StoreError> {
-    let reserved: i64 = sqlx::query_scalar(
+    let reserved: i64 = db::query(
         "SELECT count(*) FROM inventory_levels WHERE tenant_id = ?1 AND variant_id = ?2 AND reserved > 0",
     )
     .bind(tenant.as_uuid())
     .bind(id)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .scalar(tx)?;
     if reserved > 0 {
         return Err(StoreError::Conflict {
             constraint: STOCK_RESERVED.into(),
@@ -222,19 +229,14 @@ async fn remove_variant(
         "DELETE FROM variant_prices WHERE tenant_id = ?1 AND variant_id = ?2",
         "DELETE FROM variants WHERE tenant_id = ?1 AND id = ?2",
     ] {
-        sqlx::query(sql)
-            .bind(tenant.as_uuid())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        db::query(sql).bind(tenant.as_uuid()).bind(id).execute(tx)?;
     }
     Ok(())
 }
 
 /// Inserts or replaces (at the expected version) one product and all its variants.
-async fn write_product(
-    tx: &mut SqliteConnection,
+fn write_product(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     save: &SaveProduct<'_>,
 ) -> Result<(), StoreError> {
@@ -246,7 +248,7 @@ async fn write_product(
     let metadata = serde_json::to_string(&p.metadata).map_err(StoreError::other)?;
     match save.expected_version {
         None => {
-            sqlx::query(
+            db::query(
                 "INSERT INTO products (tenant_id, id, title, handle, description, status, options, metadata, created_at, updated_at, version) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
@@ -261,12 +263,10 @@ async fn write_product(
             .bind(to_micros(p.created_at)?)
             .bind(to_micros(p.updated_at)?)
             .bind(p.version)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(tx)?;
         }
         Some(expected) => {
-            let done = sqlx::query(
+            let done = db::query(
                 "UPDATE products SET title = ?3, handle = ?4, description = ?5, status = ?6, options = ?7, \
                  metadata = ?8, updated_at = ?9, version = ?10 WHERE tenant_id = ?1 AND id = ?2 AND version = ?11",
             )
@@ -281,18 +281,13 @@ async fn write_product(
             .bind(to_micros(p.updated_at)?)
             .bind(p.version)
             .bind(expected)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(tx)?;
             if done.rows_affected() != 1 {
-                let exists: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM products WHERE tenant_id = ?1 AND id = ?2",
-                )
-                .bind(tenant.as_uuid())
-                .bind(p.id.as_uuid())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                let exists: i64 =
+                    db::query("SELECT count(*) FROM products WHERE tenant_id = ?1 AND id = ?2")
+                        .bind(tenant.as_uuid())
+                        .bind(p.id.as_uuid())
+                        .scalar(tx)?;
                 return Err(if exists == 0 {
                     StoreError::NotFound
                 } else {
@@ -301,23 +296,20 @@ async fn write_product(
                     }
                 });
             }
-            let stored: Vec<uuid::Uuid> = sqlx::query_scalar(
-                "SELECT id FROM variants WHERE tenant_id = ?1 AND product_id = ?2",
-            )
-            .bind(tenant.as_uuid())
-            .bind(p.id.as_uuid())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            let stored: Vec<uuid::Uuid> =
+                db::query("SELECT id FROM variants WHERE tenant_id = ?1 AND product_id = ?2")
+                    .bind(tenant.as_uuid())
+                    .bind(p.id.as_uuid())
+                    .scalars(tx)?;
             for id in stored {
                 if !p.variants.iter().any(|v| v.id.as_uuid() == id) {
-                    remove_variant(tx, tenant, id).await?;
+                    remove_variant(tx, tenant, id)?;
                 }
             }
         }
     }
     for v in &p.variants {
-        write_variant(tx, v).await?;
+        write_variant(tx, v)?;
     }
     Ok(())
 }
@@ -330,32 +322,19 @@ impl CatalogStore for SqliteStore {
         products: &[SaveProduct<'_>],
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
+        let tx = self.write().await?;
         for save in products {
-            if let Err(e) = write_product(&mut tx, tenant, save).await {
-                tx.rollback().await.map_err(map_err)?;
+            if let Err(e) = write_product(&tx, tenant, save) {
+                tx.rollback().map_err(map_err)?;
                 return Err(e);
             }
         }
-        insert_events(&mut tx, events).await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn get_product(&self, tenant: TenantId, id: ProductId) -> Result<Product, StoreError> {
-        let mut conn = self.readers.acquire().await.map_err(map_err)?;
-        let r = sqlx::query(concat!(
-            product_select!(),
-            " WHERE tenant_id = ?1 AND id = ?2"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_err)?;
-        let mut products = [product_from_row(&r)?];
-        attach_variants(&mut conn, tenant, &mut products).await?;
-        let [p] = products;
-        Ok(p)
+        self.read(|conn| load_product(conn, tenant, id))
     }
 
     async fn get_product_by_handle(
@@ -363,20 +342,19 @@ impl CatalogStore for SqliteStore {
         tenant: TenantId,
         handle: &Handle,
     ) -> Result<Product, StoreError> {
-        let mut conn = self.readers.acquire().await.map_err(map_err)?;
-        let r = sqlx::query(concat!(
-            product_select!(),
-            " WHERE tenant_id = ?1 AND handle = ?2"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(handle.as_str())
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_err)?;
-        let mut products = [product_from_row(&r)?];
-        attach_variants(&mut conn, tenant, &mut products).await?;
-        let [p] = products;
-        Ok(p)
+        self.read(|conn| {
+            let r = db::query(concat!(
+                product_select!(),
+                " WHERE tenant_id = ?1 AND handle = ?2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(handle.as_str())
+            .fetch_one(conn)?;
+            let mut products = [product_from_row(&r)?];
+            attach_variants(conn, tenant, &mut products)?;
+            let [p] = products;
+            Ok(p)
+        })
     }
 
     async fn get_product_by_variant(
@@ -384,15 +362,14 @@ impl CatalogStore for SqliteStore {
         tenant: TenantId,
         variant: VariantId,
     ) -> Result<Product, StoreError> {
-        let product: uuid::Uuid =
-            sqlx::query_scalar("SELECT product_id FROM variants WHERE tenant_id = ?1 AND id = ?2")
-                .bind(tenant.as_uuid())
-                .bind(variant.as_uuid())
-                .fetch_one(&self.readers)
-                .await
-                .map_err(map_err)?;
-        self.get_product(tenant, ProductId::from_uuid(product))
-            .await
+        self.read(|conn| {
+            let product: uuid::Uuid =
+                db::query("SELECT product_id FROM variants WHERE tenant_id = ?1 AND id = ?2")
+                    .bind(tenant.as_uuid())
+                    .bind(variant.as_uuid())
+                    .scalar(conn)?;
+            load_product(conn, tenant, ProductId::from_uuid(product))
+        })
     }
 
     async fn products_by_handles(
@@ -400,24 +377,23 @@ impl CatalogStore for SqliteStore {
         tenant: TenantId,
         handles: &[Handle],
     ) -> Result<Vec<Product>, StoreError> {
-        let mut conn = self.readers.acquire().await.map_err(map_err)?;
         let list = serde_json::Value::from(handles.iter().map(Handle::as_str).collect::<Vec<_>>())
             .to_string();
-        let rows = sqlx::query(concat!(
-            product_select!(),
-            " WHERE tenant_id = ?1 AND handle IN (SELECT value FROM json_each(?2))"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(list)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?;
-        let mut products = rows
-            .iter()
-            .map(product_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        attach_variants(&mut conn, tenant, &mut products).await?;
-        Ok(products)
+        self.read(|conn| {
+            let rows = db::query(concat!(
+                product_select!(),
+                " WHERE tenant_id = ?1 AND handle IN (SELECT value FROM json_each(?2))"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(list)
+            .fetch_all(conn)?;
+            let mut products = rows
+                .iter()
+                .map(product_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            attach_variants(conn, tenant, &mut products)?;
+            Ok(products)
+        })
     }
 
     async fn list_products(
@@ -427,7 +403,6 @@ impl CatalogStore for SqliteStore {
         limit: Limit,
         after: Option<&ProductCursor>,
     ) -> Result<ProductPage, StoreError> {
-        let mut conn = self.readers.acquire().await.map_err(map_err)?;
         // One statement per sort order; every filter is a bound parameter that is NULL when
         // unused.
         let sql = match filter.sort {
@@ -446,34 +421,35 @@ impl CatalogStore for SqliteStore {
                  AND (?5 IS NULL OR title > ?6 OR (title = ?6 AND id > ?5)) ORDER BY title, id LIMIT ?7"
             ),
         };
-        let rows = sqlx::query(sql)
-            .bind(tenant.as_uuid())
-            .bind(filter.status.map(ProductStatus::as_str))
-            .bind(filter.updated_since.map(to_micros).transpose()?)
-            .bind(filter.q.as_deref())
-            .bind(after.map(|c| c.after_id))
-            .bind(after.and_then(|c| c.after_title.as_deref()))
-            .bind(limit.fetch_count())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_err)?;
-        let mut products = rows
-            .iter()
-            .map(product_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let keep = usize::try_from(limit.get()).expect("a limit of at most 100 fits in usize");
-        let next_cursor = if products.len() > keep {
-            products.truncate(keep);
-            products
-                .last()
-                .map(|p| ProductCursor::after(p, filter.sort))
-        } else {
-            None
-        };
-        attach_variants(&mut conn, tenant, &mut products).await?;
-        Ok(ProductPage {
-            items: products,
-            next_cursor,
+        let updated_since = filter.updated_since.map(to_micros).transpose()?;
+        self.read(|conn| {
+            let rows = db::query(sql)
+                .bind(tenant.as_uuid())
+                .bind(filter.status.map(ProductStatus::as_str))
+                .bind(updated_since)
+                .bind(filter.q.as_deref())
+                .bind(after.map(|c| c.after_id))
+                .bind(after.and_then(|c| c.after_title.as_deref()))
+                .bind(limit.fetch_count())
+                .fetch_all(conn)?;
+            let mut products = rows
+                .iter()
+                .map(product_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let keep = usize::try_from(limit.get()).expect("a limit of at most 100 fits in usize");
+            let next_cursor = if products.len() > keep {
+                products.truncate(keep);
+                products
+                    .last()
+                    .map(|p| ProductCursor::after(p, filter.sort))
+            } else {
+                None
+            };
+            attach_variants(conn, tenant, &mut products)?;
+            Ok(ProductPage {
+                items: products,
+                next_cursor,
+            })
         })
     }
 
@@ -484,20 +460,18 @@ impl CatalogStore for SqliteStore {
     ) -> Result<Vec<(Sku, ProductId)>, StoreError> {
         let list =
             serde_json::Value::from(skus.iter().map(Sku::as_str).collect::<Vec<_>>()).to_string();
-        let rows = sqlx::query(
+        let rows = self.read(|c| db::query(
             "SELECT sku, product_id FROM variants WHERE tenant_id = ?1 AND sku IN (SELECT value FROM json_each(?2))",
         )
         .bind(tenant.as_uuid())
         .bind(list)
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_all(c))?;
         rows.iter()
             .map(|r| {
-                let sku: String = r.try_get("sku").map_err(map_err)?;
+                let sku: String = r.col("sku")?;
                 Ok((
                     Sku::parse(&sku).map_err(|_| corrupt("sku"))?,
-                    ProductId::from_uuid(r.try_get("product_id").map_err(map_err)?),
+                    ProductId::from_uuid(r.col("product_id")?),
                 ))
             })
             .collect()
@@ -510,50 +484,44 @@ impl CatalogStore for SqliteStore {
         expected_version: Option<i64>,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
+        let tx = self.write().await?;
         let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM products WHERE tenant_id = ?1 AND id = ?2")
+            db::query("SELECT version FROM products WHERE tenant_id = ?1 AND id = ?2")
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .scalar_optional(&tx)?;
         let outcome = match version {
             None => Err(StoreError::NotFound),
             Some(v) if expected_version.is_some_and(|e| e != v) => Err(StoreError::Conflict {
                 constraint: VERSION_CONFLICT.into(),
             }),
-            Some(_) => delete_product_rows(&mut tx, tenant, id).await,
+            Some(_) => delete_product_rows(&tx, tenant, id),
         };
         if let Err(e) = outcome {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Err(e);
         }
-        insert_events(&mut tx, events).await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 }
 
-async fn delete_product_rows(
-    tx: &mut SqliteConnection,
+fn delete_product_rows(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     id: ProductId,
 ) -> Result<(), StoreError> {
     let variants: Vec<uuid::Uuid> =
-        sqlx::query_scalar("SELECT id FROM variants WHERE tenant_id = ?1 AND product_id = ?2")
+        db::query("SELECT id FROM variants WHERE tenant_id = ?1 AND product_id = ?2")
             .bind(tenant.as_uuid())
             .bind(id.as_uuid())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .scalars(tx)?;
     for v in variants {
-        remove_variant(tx, tenant, v).await?;
+        remove_variant(tx, tenant, v)?;
     }
-    sqlx::query("DELETE FROM products WHERE tenant_id = ?1 AND id = ?2")
+    db::query("DELETE FROM products WHERE tenant_id = ?1 AND id = ?2")
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(tx)?;
     Ok(())
 }

@@ -7,25 +7,25 @@ use keel_kernel::{
     event::{EventId, RecordedEvent},
     page::{Page, PageRequest},
 };
-use sqlx::{Row, sqlite::SqliteRow};
 use time::OffsetDateTime;
 
+use crate::db::{self, Get};
 use crate::{SqliteStore, at, error::map_err, to_micros};
 
-fn letter_from_row(r: &SqliteRow) -> Result<DeadLetter, StoreError> {
-    let payload: String = r.try_get("payload").map_err(map_err)?;
+fn letter_from_row(r: &impl Get) -> Result<DeadLetter, StoreError> {
+    let payload: String = r.col("payload")?;
     Ok(DeadLetter {
-        id: r.try_get("id").map_err(map_err)?,
-        consumer: r.try_get("consumer").map_err(map_err)?,
+        id: r.col("id")?,
+        consumer: r.col("consumer")?,
         event: RecordedEvent {
-            id: EventId::from_uuid(r.try_get("event_id").map_err(map_err)?),
-            tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-            event_type: r.try_get("event_type").map_err(map_err)?,
+            id: EventId::from_uuid(r.col("event_id")?),
+            tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+            event_type: r.col("event_type")?,
             payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
             occurred_at: at(r, "occurred_at")?,
         },
-        error: r.try_get("error").map_err(map_err)?,
-        attempts: r.try_get("attempts").map_err(map_err)?,
+        error: r.col("error")?,
+        attempts: r.col("attempts")?,
         created_at: at(r, "created_at")?,
     })
 }
@@ -33,14 +33,12 @@ fn letter_from_row(r: &SqliteRow) -> Result<DeadLetter, StoreError> {
 #[async_trait]
 impl ConsumerStore for SqliteStore {
     async fn is_processed(&self, consumer: &str, event: EventId) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM processed_events WHERE consumer = ?1 AND event_id = ?2",
-        )
-        .bind(consumer)
-        .bind(event.as_uuid())
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
+        let n: i64 = self.read(|c| {
+            db::query("SELECT count(*) FROM processed_events WHERE consumer = ?1 AND event_id = ?2")
+                .bind(consumer)
+                .bind(event.as_uuid())
+                .scalar(c)
+        })?;
         Ok(n == 1)
     }
 
@@ -50,20 +48,18 @@ impl ConsumerStore for SqliteStore {
         event: EventId,
         at_time: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query("INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+        let tx = self.write().await?;
+        db::query("INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
             .bind(consumer)
             .bind(event.as_uuid())
             .bind(to_micros(at_time)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn dead_letter(&self, l: &DeadLetter) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query("INSERT INTO dead_letters (id, consumer, tenant_id, event_id, event_type, payload, occurred_at, error, attempts, created_at) \
+        let tx = self.write().await?;
+        db::query("INSERT INTO dead_letters (id, consumer, tenant_id, event_id, event_type, payload, occurred_at, error, attempts, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
             .bind(l.id)
             .bind(&l.consumer)
@@ -75,9 +71,7 @@ impl ConsumerStore for SqliteStore {
             .bind(&l.error)
             .bind(l.attempts)
             .bind(to_micros(l.created_at)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -86,14 +80,12 @@ impl ConsumerStore for SqliteStore {
         tenant: Option<TenantId>,
         page: PageRequest,
     ) -> Result<Page<DeadLetter>, StoreError> {
-        let rows = sqlx::query("SELECT id, consumer, tenant_id, event_id, event_type, payload, occurred_at, error, attempts, created_at FROM dead_letters \
+        let rows = self.read(|c| db::query("SELECT id, consumer, tenant_id, event_id, event_type, payload, occurred_at, error, attempts, created_at FROM dead_letters \
              WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3")
             .bind(tenant.map(|t| t.as_uuid()))
             .bind(page.after.map(keel_kernel::page::Cursor::after_id))
             .bind(page.limit.fetch_count())
-            .fetch_all(&self.readers)
-            .await
-            .map_err(map_err)?;
+            .fetch_all(c))?;
         let items = rows
             .iter()
             .map(letter_from_row)
@@ -102,21 +94,17 @@ impl ConsumerStore for SqliteStore {
     }
 
     async fn find_dead_letter(&self, id: uuid::Uuid) -> Result<DeadLetter, StoreError> {
-        let r = sqlx::query("SELECT id, consumer, tenant_id, event_id, event_type, payload, occurred_at, error, attempts, created_at FROM dead_letters WHERE id = ?1")
+        let r = self.read(|c| db::query("SELECT id, consumer, tenant_id, event_id, event_type, payload, occurred_at, error, attempts, created_at FROM dead_letters WHERE id = ?1")
             .bind(id)
-            .fetch_one(&self.readers)
-            .await
-            .map_err(map_err)?;
+            .fetch_one(c))?;
         letter_from_row(&r)
     }
 
     async fn remove_dead_letter(&self, id: uuid::Uuid) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let n = sqlx::query("DELETE FROM dead_letters WHERE id = ?1")
+        let tx = self.write().await?;
+        let n = db::query("DELETE FROM dead_letters WHERE id = ?1")
             .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?
+            .execute(&tx)?
             .rows_affected();
         tx.commit().await.map_err(map_err)?;
         if n == 0 {

@@ -8,8 +8,8 @@ use keel_identity::{
     staff::{Email, RefreshToken, Session},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
-use sqlx::{Row, sqlite::SqliteRow};
 
+use crate::db::{self, Get};
 use crate::{
     SqliteStore, at, error::map_err, identity::insert_session, tenants::insert_events, to_micros,
 };
@@ -20,12 +20,12 @@ macro_rules! customer_select {
     };
 }
 
-fn customer_from_row(r: &SqliteRow) -> Result<Customer, StoreError> {
-    let email: String = r.try_get("email").map_err(map_err)?;
-    let hash: String = r.try_get("password_hash").map_err(map_err)?;
+fn customer_from_row(r: &impl Get) -> Result<Customer, StoreError> {
+    let email: String = r.col("email")?;
+    let hash: String = r.col("password_hash")?;
     Ok(Customer {
-        id: CustomerId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        id: CustomerId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
         email: Email::parse(&email).map_err(|_| StoreError::other("corrupt customer email"))?,
         password_hash: StoredHash::from_stored(hash)
             .map_err(|_| StoreError::other("corrupt customer hash"))?,
@@ -42,8 +42,8 @@ impl CustomerStore for SqliteStore {
         refresh: &RefreshToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
+        let tx = self.write().await?;
+        db::query(
             "INSERT INTO customers (tenant_id, id, email, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .bind(customer.tenant_id.as_uuid())
@@ -51,24 +51,22 @@ impl CustomerStore for SqliteStore {
         .bind(customer.email.as_str())
         .bind(customer.password_hash.as_str())
         .bind(to_micros(customer.created_at)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_session(&mut tx, session, refresh).await?;
-        insert_events(&mut tx, events).await?;
+        .execute(&tx)?;
+        insert_session(&tx, session, refresh)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn get_customer(&self, tenant: TenantId, id: CustomerId) -> Result<Customer, StoreError> {
-        let r = sqlx::query(concat!(
-            customer_select!(),
-            " WHERE tenant_id = ?1 AND id = ?2"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
+        let r = self.read(|c| {
+            db::query(concat!(
+                customer_select!(),
+                " WHERE tenant_id = ?1 AND id = ?2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_one(c)
+        })?;
         customer_from_row(&r)
     }
 
@@ -77,15 +75,15 @@ impl CustomerStore for SqliteStore {
         tenant: TenantId,
         email: &Email,
     ) -> Result<Customer, StoreError> {
-        let r = sqlx::query(concat!(
-            customer_select!(),
-            " WHERE tenant_id = ?1 AND email = ?2"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(email.as_str())
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
+        let r = self.read(|c| {
+            db::query(concat!(
+                customer_select!(),
+                " WHERE tenant_id = ?1 AND email = ?2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(email.as_str())
+            .fetch_one(c)
+        })?;
         customer_from_row(&r)
     }
 }

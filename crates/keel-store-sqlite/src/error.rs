@@ -31,23 +31,70 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
 /// `SQLITE_BUSY` and `SQLITE_LOCKED` (primary codes): another process holds the lock.
 const BUSY_CODES: &[&str] = &["5", "6"];
 
-pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+/// A driver error (either driver's; ADR 0015), or a [`StoreError`] passed through.
+pub(crate) fn map_err(e: impl DriverError) -> StoreError {
+    e.into_store()
+}
+
+pub(crate) trait DriverError {
+    fn into_store(self) -> StoreError;
+}
+
+impl DriverError for StoreError {
+    fn into_store(self) -> StoreError {
+        self
+    }
+}
+
+fn unique_violation(message: &str) -> Option<StoreError> {
+    UNIQUE_CONSTRAINTS
+        .iter()
+        .find(|(cols, _)| message.ends_with(cols))
+        .map(|(_, name)| StoreError::Conflict {
+            constraint: (*name).to_owned(),
+        })
+}
+
+impl DriverError for rusqlite::Error {
+    fn into_store(self) -> StoreError {
+        use rusqlite::ffi;
+        match self {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::SqliteFailure(ref f, ref message) => {
+                let unique = f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY;
+                if unique && let Some(conflict) = message.as_deref().and_then(unique_violation) {
+                    return conflict;
+                }
+                match f.code {
+                    ffi::ErrorCode::DatabaseBusy | ffi::ErrorCode::DatabaseLocked => {
+                        StoreError::unavailable(self)
+                    }
+                    _ => StoreError::other(self),
+                }
+            }
+            other => StoreError::other(other),
+        }
+    }
+}
+
+impl DriverError for sqlx::Error {
+    fn into_store(self) -> StoreError {
+        sqlx_error(self)
+    }
+}
+
+fn sqlx_error(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::unavailable(e)
         }
         sqlx::Error::Database(db) => {
-            if db.kind() == ErrorKind::UniqueViolation {
-                let message = db.message();
-                if let Some((_, name)) = UNIQUE_CONSTRAINTS
-                    .iter()
-                    .find(|(cols, _)| message.ends_with(cols))
-                {
-                    return StoreError::Conflict {
-                        constraint: (*name).to_owned(),
-                    };
-                }
+            if db.kind() == ErrorKind::UniqueViolation
+                && let Some(conflict) = unique_violation(db.message())
+            {
+                return conflict;
             }
             let busy = db
                 .code()

@@ -17,9 +17,9 @@ use keel_kernel::{
     event::NewEvent,
     page::{Page, PageRequest},
 };
-use sqlx::{Row, sqlite::SqliteRow};
 use time::OffsetDateTime;
 
+use crate::db::{self, Get};
 use crate::{
     SqliteStore, at, at_opt,
     error::map_err,
@@ -31,22 +31,22 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::other(format!("corrupt {what} in storage"))
 }
 
-fn hash_from(r: &SqliteRow, col: &str) -> Result<SecretHash, StoreError> {
-    let bytes: Vec<u8> = r.try_get(col).map_err(map_err)?;
+fn hash_from(r: &impl Get, col: &str) -> Result<SecretHash, StoreError> {
+    let bytes: Vec<u8> = r.col(col).map_err(map_err)?;
     bytes
         .try_into()
         .map(SecretHash)
         .map_err(|_| corrupt("hash"))
 }
 
-fn user_from_row(r: &SqliteRow) -> Result<StaffUser, StoreError> {
-    let email: String = r.try_get("email").map_err(map_err)?;
-    let role: String = r.try_get("role").map_err(map_err)?;
-    let status: String = r.try_get("status").map_err(map_err)?;
-    let hash: Option<String> = r.try_get("password_hash").map_err(map_err)?;
+fn user_from_row(r: &impl Get) -> Result<StaffUser, StoreError> {
+    let email: String = r.col("email")?;
+    let role: String = r.col("role")?;
+    let status: String = r.col("status")?;
+    let hash: Option<String> = r.col("password_hash")?;
     Ok(StaffUser {
-        id: UserId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        id: UserId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
         email: Email::parse(&email).map_err(|_| corrupt("email"))?,
         role: Role::parse(&role).ok_or_else(|| corrupt("role"))?,
         status: UserStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
@@ -58,14 +58,13 @@ fn user_from_row(r: &SqliteRow) -> Result<StaffUser, StoreError> {
     })
 }
 
-fn session_from_row(r: &SqliteRow) -> Result<Session, StoreError> {
+fn session_from_row(r: &impl Get) -> Result<Session, StoreError> {
     Ok(Session {
-        id: SessionId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        id: SessionId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
         owner: {
-            let kind: String = r.try_get("owner_kind").map_err(map_err)?;
-            Account::from_parts(&kind, r.try_get("user_id").map_err(map_err)?)
-                .ok_or_else(|| corrupt("session owner"))?
+            let kind: String = r.col("owner_kind")?;
+            Account::from_parts(&kind, r.col("user_id")?).ok_or_else(|| corrupt("session owner"))?
         },
         created_at: at(r, "created_at")?,
         last_used_at: at(r, "last_used_at")?,
@@ -74,11 +73,11 @@ fn session_from_row(r: &SqliteRow) -> Result<Session, StoreError> {
     })
 }
 
-fn refresh_from_row(r: &SqliteRow) -> Result<RefreshToken, StoreError> {
+fn refresh_from_row(r: &impl Get) -> Result<RefreshToken, StoreError> {
     Ok(RefreshToken {
         hash: hash_from(r, "hash")?,
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        session_id: SessionId::from_uuid(r.try_get("session_id").map_err(map_err)?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        session_id: SessionId::from_uuid(r.col("session_id")?),
         issued_at: at(r, "issued_at")?,
         expires_at: at(r, "expires_at")?,
         used_at: at_opt(r, "used_at")?,
@@ -97,8 +96,8 @@ macro_rules! session_select {
     };
 }
 
-async fn insert_user(tx: &mut sqlx::SqliteConnection, u: &StaffUser) -> Result<(), StoreError> {
-    sqlx::query(
+fn insert_user(tx: &rusqlite::Connection, u: &StaffUser) -> Result<(), StoreError> {
+    db::query(
         "INSERT INTO staff_users (tenant_id, id, email, role, status, password_hash, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
@@ -109,18 +108,16 @@ async fn insert_user(tx: &mut sqlx::SqliteConnection, u: &StaffUser) -> Result<(
     .bind(u.status.as_str())
     .bind(u.password_hash.as_ref().map(StoredHash::as_str))
     .bind(to_micros(u.created_at)?)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     Ok(())
 }
 
-pub(crate) async fn insert_session(
-    tx: &mut sqlx::SqliteConnection,
+pub(crate) fn insert_session(
+    tx: &rusqlite::Connection,
     s: &Session,
     r: &RefreshToken,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    db::query(
         "INSERT INTO sessions (tenant_id, id, owner_kind, user_id, created_at, last_used_at, expires_at, revoked_at) \
          VALUES (?1, ?2, ?7, ?3, ?4, ?5, ?6, NULL)",
     )
@@ -131,17 +128,12 @@ pub(crate) async fn insert_session(
     .bind(to_micros(s.last_used_at)?)
     .bind(to_micros(s.expires_at)?)
     .bind(s.owner.kind())
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    insert_refresh(tx, r).await
+    .execute(tx)?;
+    insert_refresh(tx, r)
 }
 
-async fn insert_refresh(
-    tx: &mut sqlx::SqliteConnection,
-    r: &RefreshToken,
-) -> Result<(), StoreError> {
-    sqlx::query(
+fn insert_refresh(tx: &rusqlite::Connection, r: &RefreshToken) -> Result<(), StoreError> {
+    db::query(
         "INSERT INTO refresh_tokens (hash, tenant_id, session_id, issued_at, expires_at, used_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
     )
@@ -150,17 +142,15 @@ async fn insert_refresh(
     .bind(r.session_id.as_uuid())
     .bind(to_micros(r.issued_at)?)
     .bind(to_micros(r.expires_at)?)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     Ok(())
 }
 
-pub(crate) async fn insert_one_time_token(
-    tx: &mut sqlx::SqliteConnection,
+pub(crate) fn insert_one_time_token(
+    tx: &rusqlite::Connection,
     t: &OneTimeToken,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    db::query(
         "INSERT INTO one_time_tokens (hash, tenant_id, user_id, purpose, expires_at, used_at, owner_kind) \
          VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)",
     )
@@ -170,22 +160,20 @@ pub(crate) async fn insert_one_time_token(
     .bind(t.purpose.as_str())
     .bind(to_micros(t.expires_at)?)
     .bind(t.owner.kind())
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     Ok(())
 }
 
 /// Ends every session of an account except `keep`, inside the caller's transaction (the first
 /// revocation time of an already revoked session is kept).
-async fn revoke_user_sessions(
-    tx: &mut sqlx::SqliteConnection,
+fn revoke_user_sessions(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     account: Account,
     keep: Option<SessionId>,
     at_time: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    db::query(
         "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?3) \
          WHERE tenant_id = ?1 AND owner_kind = ?5 AND user_id = ?2 AND (?4 IS NULL OR id <> ?4)",
     )
@@ -194,33 +182,29 @@ async fn revoke_user_sessions(
     .bind(to_micros(at_time)?)
     .bind(keep.map(|s| s.as_uuid()))
     .bind(account.kind())
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     Ok(())
 }
 
 /// Marks a one-time token used, only if it still is unused; false when another request spent
 /// it first. Callers roll back and answer `Conflict { TOKEN_ALREADY_USED }`.
-pub(crate) async fn spend_one_time_token(
-    tx: &mut sqlx::SqliteConnection,
+pub(crate) fn spend_one_time_token(
+    tx: &rusqlite::Connection,
     token: &OneTimeToken,
     at_time: OffsetDateTime,
 ) -> Result<bool, StoreError> {
     let used =
-        sqlx::query("UPDATE one_time_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL")
+        db::query("UPDATE one_time_tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL")
             .bind(&token.hash.0[..])
             .bind(to_micros(at_time)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(tx)?;
     Ok(used.rows_affected() == 1)
 }
 
 /// Sets an account's password hash inside the caller's transaction; answers the rows changed
 /// (0 when there is no such account).
-async fn write_password(
-    tx: &mut sqlx::SqliteConnection,
+fn write_password(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     account: Account,
     password: &StoredHash,
@@ -234,13 +218,11 @@ async fn write_password(
             "UPDATE customers SET password_hash = ?3 WHERE tenant_id = ?1 AND id = ?2"
         }
     };
-    let done = sqlx::query(update)
+    let done = db::query(update)
         .bind(tenant.as_uuid())
         .bind(account.uuid())
         .bind(password.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(tx)?;
     Ok(done.rows_affected())
 }
 
@@ -261,11 +243,11 @@ impl StaffStore for SqliteStore {
         setup: &OneTimeToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        insert_tenant(&mut tx, tenant).await?;
-        insert_user(&mut tx, owner).await?;
-        insert_one_time_token(&mut tx, setup).await?;
-        insert_events(&mut tx, events).await?;
+        let tx = self.write().await?;
+        insert_tenant(&tx, tenant)?;
+        insert_user(&tx, owner)?;
+        insert_one_time_token(&tx, setup)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -275,10 +257,10 @@ impl StaffStore for SqliteStore {
         invite: &OneTimeToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        insert_user(&mut tx, user).await?;
-        insert_one_time_token(&mut tx, invite).await?;
-        insert_events(&mut tx, events).await?;
+        let tx = self.write().await?;
+        insert_user(&tx, user)?;
+        insert_one_time_token(&tx, invite)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -291,14 +273,14 @@ impl StaffStore for SqliteStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let done = write_password(&mut tx, tenant, account, password).await?;
+        let tx = self.write().await?;
+        let done = write_password(&tx, tenant, account, password)?;
         if done != 1 {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        revoke_user_sessions(&mut tx, tenant, account, keep, at_time).await?;
-        insert_events(&mut tx, events).await?;
+        revoke_user_sessions(&tx, tenant, account, keep, at_time)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -307,9 +289,9 @@ impl StaffStore for SqliteStore {
         token: &OneTimeToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        insert_one_time_token(&mut tx, token).await?;
-        insert_events(&mut tx, events).await?;
+        let tx = self.write().await?;
+        insert_one_time_token(&tx, token)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -320,17 +302,17 @@ impl StaffStore for SqliteStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        if !spend_one_time_token(&mut tx, token, at_time).await? {
-            tx.rollback().await.map_err(map_err)?;
+        let tx = self.write().await?;
+        if !spend_one_time_token(&tx, token, at_time)? {
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
             });
         }
         let account = token.owner;
-        write_password(&mut tx, token.tenant_id, account, password).await?;
-        revoke_user_sessions(&mut tx, token.tenant_id, account, None, at_time).await?;
-        insert_events(&mut tx, events).await?;
+        write_password(&tx, token.tenant_id, account, password)?;
+        revoke_user_sessions(&tx, token.tenant_id, account, None, at_time)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -339,16 +321,16 @@ impl StaffStore for SqliteStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> Result<Page<StaffUser>, StoreError> {
-        let rows = sqlx::query(concat!(
-            user_select!(),
-            " WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-        .bind(page.limit.fetch_count())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+        let rows = self.read(|c| {
+            db::query(concat!(
+                user_select!(),
+                " WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+            .bind(page.limit.fetch_count())
+            .fetch_all(c)
+        })?;
         let users = rows
             .iter()
             .map(user_from_row)
@@ -366,70 +348,60 @@ impl StaffStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<Result<StaffUser, RoleChangeError>, StoreError> {
         // The single writer serialises this read-decide-write against every other write.
-        let mut tx = self.write().await?;
-        let current =
-            match sqlx::query(concat!(user_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
-                .bind(tenant.as_uuid())
-                .bind(user.as_uuid())
-                .fetch_one(&mut *tx)
-                .await
-            {
-                Ok(r) => user_from_row(&r)?,
-                Err(e) => {
-                    tx.rollback().await.map_err(map_err)?;
-                    return Err(map_err(e));
-                }
-            };
-        let owners: i64 = sqlx::query_scalar(
+        let tx = self.write().await?;
+        let current = match db::query(concat!(user_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
+            .bind(tenant.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_one(&tx)
+        {
+            Ok(r) => user_from_row(&r)?,
+            Err(e) => {
+                tx.rollback().map_err(map_err)?;
+                return Err(map_err(e));
+            }
+        };
+        let owners: i64 = db::query(
             "SELECT count(*) FROM staff_users WHERE tenant_id = ?1 AND role = 'owner' AND status = 'active'",
         )
         .bind(tenant.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .scalar(&tx)?;
         let owners = u32::try_from(owners).unwrap_or(u32::MAX);
         if let Err(refused) = check_role_change(actor, current.role, new, owners) {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Ok(Err(refused));
         }
         if let Some(role) = new {
-            sqlx::query("UPDATE staff_users SET role = ?3 WHERE tenant_id = ?1 AND id = ?2")
+            db::query("UPDATE staff_users SET role = ?3 WHERE tenant_id = ?1 AND id = ?2")
                 .bind(tenant.as_uuid())
                 .bind(user.as_uuid())
                 .bind(role.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .execute(&tx)?;
         } else {
-            sqlx::query(
+            db::query(
                 "UPDATE staff_users SET status = 'disabled' WHERE tenant_id = ?1 AND id = ?2",
             )
             .bind(tenant.as_uuid())
             .bind(user.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            revoke_user_sessions(&mut tx, tenant, Account::Staff(user), None, at_time).await?;
+            .execute(&tx)?;
+            revoke_user_sessions(&tx, tenant, Account::Staff(user), None, at_time)?;
         }
-        insert_events(&mut tx, events).await?;
-        let row = sqlx::query(concat!(user_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
+        insert_events(&tx, events)?;
+        let row = db::query(concat!(user_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
             .bind(tenant.as_uuid())
             .bind(user.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .fetch_one(&tx)?;
         let updated = user_from_row(&row)?;
         tx.commit().await.map_err(map_err)?;
         Ok(Ok(updated))
     }
 
     async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<StaffUser, StoreError> {
-        let row = sqlx::query(concat!(user_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_one(&self.readers)
-            .await
-            .map_err(map_err)?;
+        let row = self.read(|c| {
+            db::query(concat!(user_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .fetch_one(c)
+        })?;
         user_from_row(&row)
     }
 
@@ -438,15 +410,15 @@ impl StaffStore for SqliteStore {
         tenant: TenantId,
         email: &Email,
     ) -> Result<StaffUser, StoreError> {
-        let row = sqlx::query(concat!(
-            user_select!(),
-            " WHERE tenant_id = ?1 AND email = ?2"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(email.as_str())
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
+        let row = self.read(|c| {
+            db::query(concat!(
+                user_select!(),
+                " WHERE tenant_id = ?1 AND email = ?2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(email.as_str())
+            .fetch_one(c)
+        })?;
         user_from_row(&row)
     }
 
@@ -456,23 +428,23 @@ impl StaffStore for SqliteStore {
         purpose: TokenPurpose,
         now: OffsetDateTime,
     ) -> Result<OneTimeToken, StoreError> {
-        let r = sqlx::query(
+        let r = self.read(|c| {
+            db::query(
             "SELECT hash, tenant_id, owner_kind, user_id, purpose, expires_at FROM one_time_tokens \
              WHERE hash = ?1 AND purpose = ?2 AND used_at IS NULL AND expires_at > ?3",
         )
         .bind(&hash.0[..])
         .bind(purpose.as_str())
         .bind(to_micros(now)?)
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
-        let purpose: String = r.try_get("purpose").map_err(map_err)?;
+        .fetch_one(c)
+        })?;
+        let purpose: String = r.col("purpose")?;
         Ok(OneTimeToken {
             hash: hash_from(&r, "hash")?,
-            tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+            tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
             owner: {
-                let kind: String = r.try_get("owner_kind").map_err(map_err)?;
-                Account::from_parts(&kind, r.try_get("user_id").map_err(map_err)?)
+                let kind: String = r.col("owner_kind")?;
+                Account::from_parts(&kind, r.col("user_id")?)
                     .ok_or_else(|| corrupt("token owner kind"))?
             },
             purpose: TokenPurpose::parse(&purpose).ok_or_else(|| corrupt("token purpose"))?,
@@ -489,22 +461,20 @@ impl StaffStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let user = staff_token_user(token)?;
-        let mut tx = self.write().await?;
-        if !spend_one_time_token(&mut tx, token, session.created_at).await? {
-            tx.rollback().await.map_err(map_err)?;
+        let tx = self.write().await?;
+        if !spend_one_time_token(&tx, token, session.created_at)? {
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
             });
         }
-        sqlx::query("UPDATE staff_users SET password_hash = ?3, status = 'active' WHERE tenant_id = ?1 AND id = ?2")
+        db::query("UPDATE staff_users SET password_hash = ?3, status = 'active' WHERE tenant_id = ?1 AND id = ?2")
             .bind(token.tenant_id.as_uuid())
             .bind(user.as_uuid())
             .bind(password.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        insert_session(&mut tx, session, refresh).await?;
-        insert_events(&mut tx, events).await?;
+            .execute(&tx)?;
+        insert_session(&tx, session, refresh)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 }
@@ -517,20 +487,18 @@ impl SessionStore for SqliteStore {
         refresh: &RefreshToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        insert_session(&mut tx, session, refresh).await?;
-        insert_events(&mut tx, events).await?;
+        let tx = self.write().await?;
+        insert_session(&tx, session, refresh)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn find_refresh_token(&self, hash: &SecretHash) -> Result<RefreshToken, StoreError> {
-        let r = sqlx::query(
+        let r = self.read(|c| db::query(
             "SELECT hash, tenant_id, session_id, issued_at, expires_at, used_at FROM refresh_tokens WHERE hash = ?1",
         )
         .bind(&hash.0[..])
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_one(c))?;
         refresh_from_row(&r)
     }
 
@@ -540,31 +508,27 @@ impl SessionStore for SqliteStore {
         old: &SecretHash,
         new: &RefreshToken,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let spent = sqlx::query(
+        let tx = self.write().await?;
+        let spent = db::query(
             "UPDATE refresh_tokens SET used_at = ?3 WHERE hash = ?1 AND tenant_id = ?2 AND used_at IS NULL",
         )
         .bind(&old.0[..])
         .bind(tenant.as_uuid())
         .bind(to_micros(new.issued_at)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         if spent.rows_affected() != 1 {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
             });
         }
-        insert_refresh(&mut tx, new).await?;
-        sqlx::query("UPDATE sessions SET last_used_at = ?3, expires_at = ?4 WHERE tenant_id = ?1 AND id = ?2")
+        insert_refresh(&tx, new)?;
+        db::query("UPDATE sessions SET last_used_at = ?3, expires_at = ?4 WHERE tenant_id = ?1 AND id = ?2")
             .bind(tenant.as_uuid())
             .bind(new.session_id.as_uuid())
             .bind(to_micros(new.issued_at)?)
             .bind(to_micros(new.expires_at)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -575,34 +539,32 @@ impl SessionStore for SqliteStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let tx = self.write().await?;
+        let done = db::query(
             "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?3) WHERE tenant_id = ?1 AND id = ?2",
         )
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
         .bind(to_micros(at_time)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         if done.rows_affected() != 1 {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        insert_events(&mut tx, events).await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn get_session(&self, tenant: TenantId, id: SessionId) -> Result<Session, StoreError> {
-        let r = sqlx::query(concat!(
-            session_select!(),
-            " WHERE tenant_id = ?1 AND id = ?2"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
+        let r = self.read(|c| {
+            db::query(concat!(
+                session_select!(),
+                " WHERE tenant_id = ?1 AND id = ?2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_one(c)
+        })?;
         session_from_row(&r)
     }
 
@@ -612,7 +574,7 @@ impl SessionStore for SqliteStore {
         owner: Account,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let rows = sqlx::query(concat!(
+        let rows = self.read(|c| db::query(concat!(
             session_select!(),
             " WHERE tenant_id = ?1 AND owner_kind = ?4 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3 ORDER BY id DESC"
         ))
@@ -620,9 +582,7 @@ impl SessionStore for SqliteStore {
         .bind(owner.uuid())
         .bind(to_micros(now)?)
         .bind(owner.kind())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_all(c))?;
         rows.iter().map(session_from_row).collect()
     }
 }
@@ -630,15 +590,13 @@ impl SessionStore for SqliteStore {
 #[async_trait]
 impl SigningKeyStore for SqliteStore {
     async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
-        let rows = sqlx::query("SELECT kid, sealed_seed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC")
-            .fetch_all(&self.readers)
-            .await
-            .map_err(map_err)?;
+        let rows = self.read(|c| db::query("SELECT kid, sealed_seed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC")
+            .fetch_all(c))?;
         rows.iter()
             .map(|r| {
                 Ok(StoredSigningKey {
-                    kid: r.try_get("kid").map_err(map_err)?,
-                    sealed_seed: r.try_get("sealed_seed").map_err(map_err)?,
+                    kid: r.col("kid")?,
+                    sealed_seed: r.col("sealed_seed")?,
                     created_at: at(r, "created_at")?,
                     retired_at: at_opt(r, "retired_at")?,
                 })
@@ -647,19 +605,15 @@ impl SigningKeyStore for SqliteStore {
     }
 
     async fn rotate_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query("UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL")
+        let tx = self.write().await?;
+        db::query("UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL")
             .bind(to_micros(key.created_at)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        sqlx::query("INSERT INTO signing_keys (kid, sealed_seed, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)")
+            .execute(&tx)?;
+        db::query("INSERT INTO signing_keys (kid, sealed_seed, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)")
             .bind(&key.kid)
             .bind(&key.sealed_seed)
             .bind(to_micros(key.created_at)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
         tx.commit().await.map_err(map_err)
     }
 }

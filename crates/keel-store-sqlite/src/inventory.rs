@@ -18,49 +18,47 @@ use keel_kernel::{
     event::NewEvent,
     page::{Page, PageRequest},
 };
-use sqlx::{Row, SqliteConnection, sqlite::SqliteRow};
 use time::OffsetDateTime;
 
+use crate::db::{self, Get};
 use crate::{SqliteStore, at, error::map_err, tenants::insert_events, to_micros};
 
-fn location_from_row(r: &SqliteRow) -> Result<Location, StoreError> {
+fn location_from_row(r: &impl Get) -> Result<Location, StoreError> {
     Ok(Location {
-        id: LocationId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        name: r.try_get("name").map_err(map_err)?,
+        id: LocationId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        name: r.col("name")?,
         created_at: at(r, "created_at")?,
         updated_at: at(r, "updated_at")?,
-        version: r.try_get("version").map_err(map_err)?,
+        version: r.col("version")?,
     })
 }
 
-fn level_from_row(r: &SqliteRow) -> Result<InventoryLevel, StoreError> {
+fn level_from_row(r: &impl Get) -> Result<InventoryLevel, StoreError> {
     Ok(InventoryLevel {
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        variant_id: VariantId::from_uuid(r.try_get("variant_id").map_err(map_err)?),
-        location_id: LocationId::from_uuid(r.try_get("location_id").map_err(map_err)?),
-        on_hand: r.try_get("on_hand").map_err(map_err)?,
-        reserved: r.try_get("reserved").map_err(map_err)?,
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        variant_id: VariantId::from_uuid(r.col("variant_id")?),
+        location_id: LocationId::from_uuid(r.col("location_id")?),
+        on_hand: r.col("on_hand")?,
+        reserved: r.col("reserved")?,
         updated_at: at(r, "updated_at")?,
     })
 }
 
-async fn read_level(
-    tx: &mut SqliteConnection,
+fn read_level(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     variant: VariantId,
     location: LocationId,
 ) -> Result<InventoryLevel, StoreError> {
-    let r = sqlx::query(
+    let r = db::query(
         "SELECT tenant_id, variant_id, location_id, on_hand, reserved, updated_at FROM inventory_levels \
          WHERE tenant_id = ?1 AND variant_id = ?2 AND location_id = ?3",
     )
     .bind(tenant.as_uuid())
     .bind(variant.as_uuid())
     .bind(location.as_uuid())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .fetch_one(tx)?;
     level_from_row(&r)
 }
 
@@ -71,25 +69,23 @@ fn insufficient() -> StoreError {
 }
 
 /// Applies the adjustment inside the caller's transaction.
-async fn apply_adjustment(
-    tx: &mut SqliteConnection,
+fn apply_adjustment(
+    tx: &rusqlite::Connection,
     a: &Adjustment,
 ) -> Result<InventoryLevel, StoreError> {
-    let known: i64 = sqlx::query_scalar(
+    let known: i64 = db::query(
         "SELECT (SELECT count(*) FROM variants WHERE tenant_id = ?1 AND id = ?2) \
          * (SELECT count(*) FROM stock_locations WHERE tenant_id = ?1 AND id = ?3)",
     )
     .bind(a.tenant_id.as_uuid())
     .bind(a.variant_id.as_uuid())
     .bind(a.location_id.as_uuid())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .scalar(tx)?;
     if known != 1 {
         return Err(StoreError::NotFound);
     }
     let now = to_micros(a.created_at)?;
-    sqlx::query(
+    db::query(
         "INSERT INTO inventory_levels (tenant_id, id, variant_id, location_id, on_hand, reserved, updated_at) \
          VALUES (?1, ?2, ?3, ?4, 0, 0, ?5) ON CONFLICT (tenant_id, variant_id, location_id) DO NOTHING",
     )
@@ -98,10 +94,8 @@ async fn apply_adjustment(
     .bind(a.variant_id.as_uuid())
     .bind(a.location_id.as_uuid())
     .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let done = sqlx::query(
+    .execute(tx)?;
+    let done = db::query(
         "UPDATE inventory_levels SET on_hand = on_hand + ?4, updated_at = ?5 \
          WHERE tenant_id = ?1 AND variant_id = ?2 AND location_id = ?3 \
          AND on_hand + ?4 >= reserved AND on_hand + ?4 <= ?6",
@@ -112,13 +106,11 @@ async fn apply_adjustment(
     .bind(a.delta)
     .bind(now)
     .bind(limits::QUANTITY_MAX)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     if done.rows_affected() != 1 {
         return Err(insufficient());
     }
-    sqlx::query(
+    db::query(
         "INSERT INTO inventory_adjustments (tenant_id, id, variant_id, location_id, delta, reason, note, actor, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
@@ -131,18 +123,16 @@ async fn apply_adjustment(
     .bind(a.note.as_deref())
     .bind(&a.actor)
     .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    read_level(tx, a.tenant_id, a.variant_id, a.location_id).await
+    .execute(tx)?;
+    read_level(tx, a.tenant_id, a.variant_id, a.location_id)
 }
 
-pub(crate) async fn apply_reservation(
-    tx: &mut SqliteConnection,
+pub(crate) fn apply_reservation(
+    tx: &rusqlite::Connection,
     r: &Reservation,
 ) -> Result<InventoryLevel, StoreError> {
     let now = to_micros(r.created_at)?;
-    let done = sqlx::query(
+    let done = db::query(
         "UPDATE inventory_levels SET reserved = reserved + ?4, updated_at = ?5 \
          WHERE tenant_id = ?1 AND variant_id = ?2 AND location_id = ?3 AND on_hand - reserved >= ?4",
     )
@@ -151,13 +141,11 @@ pub(crate) async fn apply_reservation(
     .bind(r.location_id.as_uuid())
     .bind(r.quantity)
     .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     if done.rows_affected() != 1 {
         return Err(insufficient());
     }
-    sqlx::query(
+    db::query(
         "INSERT INTO reservations (tenant_id, id, variant_id, location_id, quantity, created_at, released_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
     )
@@ -167,34 +155,30 @@ pub(crate) async fn apply_reservation(
     .bind(r.location_id.as_uuid())
     .bind(r.quantity)
     .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    read_level(tx, r.tenant_id, r.variant_id, r.location_id).await
+    .execute(tx)?;
+    read_level(tx, r.tenant_id, r.variant_id, r.location_id)
 }
 
 /// Takes `quantity` units of a reservation out of stock (fulfilment): `on_hand` and
 /// `reserved` both drop, and the ledger records it. Conditional on the reservation still
 /// holding that many units.
-pub(crate) async fn commit_reserved(
-    tx: &mut SqliteConnection,
+pub(crate) fn commit_reserved(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     m: &keel_orders::order::StockMove,
     actor: &str,
     at_time: OffsetDateTime,
 ) -> Result<(), StoreError> {
     let now = to_micros(at_time)?;
-    let held = sqlx::query(
+    let held = db::query(
         "UPDATE reservations SET fulfilled = fulfilled + ?3 WHERE tenant_id = ?1 AND id = ?2 \
          AND released_at IS NULL AND quantity - fulfilled >= ?3",
     )
     .bind(tenant.as_uuid())
     .bind(m.reservation_id.as_uuid())
     .bind(m.quantity)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let taken = sqlx::query(
+    .execute(tx)?;
+    let taken = db::query(
         "UPDATE inventory_levels SET on_hand = on_hand - ?4, reserved = reserved - ?4, updated_at = ?5 \
          WHERE tenant_id = ?1 AND variant_id = ?2 AND location_id = ?3 AND reserved >= ?4",
     )
@@ -203,13 +187,11 @@ pub(crate) async fn commit_reserved(
     .bind(m.location_id.as_uuid())
     .bind(m.quantity)
     .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     if held.rows_affected() != 1 || taken.rows_affected() != 1 {
         return Err(insufficient());
     }
-    sqlx::query(
+    db::query(
         "INSERT INTO inventory_adjustments (tenant_id, id, variant_id, location_id, delta, reason, note, actor, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, 'fulfilled', NULL, ?6, ?7)",
     )
@@ -220,60 +202,52 @@ pub(crate) async fn commit_reserved(
     .bind(-m.quantity)
     .bind(actor)
     .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     Ok(())
 }
 
 /// Releases what a reservation still holds (once): `reserved` drops by its unfulfilled units.
-pub(crate) async fn release_reserved(
-    tx: &mut SqliteConnection,
+pub(crate) fn release_reserved(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     reservation: ReservationId,
     at_time: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let row = sqlx::query(
+    let row = db::query(
         "UPDATE reservations SET released_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND released_at IS NULL \
          RETURNING variant_id, location_id, quantity - fulfilled AS held",
     )
     .bind(tenant.as_uuid())
     .bind(reservation.as_uuid())
     .bind(to_micros(at_time)?)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .fetch_optional(tx)?;
     let Some(r) = row else {
         return Ok(false);
     };
-    sqlx::query(
+    db::query(
         "UPDATE inventory_levels SET reserved = reserved - ?4, updated_at = ?5 \
          WHERE tenant_id = ?1 AND variant_id = ?2 AND location_id = ?3",
     )
     .bind(tenant.as_uuid())
-    .bind(r.try_get::<uuid::Uuid, _>("variant_id").map_err(map_err)?)
-    .bind(r.try_get::<uuid::Uuid, _>("location_id").map_err(map_err)?)
-    .bind(r.try_get::<i64, _>("held").map_err(map_err)?)
+    .bind(r.col::<uuid::Uuid>("variant_id")?)
+    .bind(r.col::<uuid::Uuid>("location_id")?)
+    .bind(r.col::<i64>("held")?)
     .bind(to_micros(at_time)?)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     Ok(true)
 }
 
-async fn remove_location(
-    tx: &mut SqliteConnection,
+fn remove_location(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     id: LocationId,
     expected_version: Option<i64>,
 ) -> Result<(), StoreError> {
     let version: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM stock_locations WHERE tenant_id = ?1 AND id = ?2")
+        db::query("SELECT version FROM stock_locations WHERE tenant_id = ?1 AND id = ?2")
             .bind(tenant.as_uuid())
             .bind(id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .scalar_optional(tx)?;
     match version {
         None => return Err(StoreError::NotFound),
         Some(v) if expected_version.is_some_and(|e| e != v) => {
@@ -283,15 +257,13 @@ async fn remove_location(
         }
         Some(_) => {}
     }
-    let stocked: i64 = sqlx::query_scalar(
+    let stocked: i64 = db::query(
         "SELECT count(*) FROM inventory_levels WHERE tenant_id = ?1 AND location_id = ?2 \
          AND (on_hand <> 0 OR reserved <> 0)",
     )
     .bind(tenant.as_uuid())
     .bind(id.as_uuid())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .scalar(tx)?;
     if stocked > 0 {
         return Err(StoreError::Conflict {
             constraint: LOCATION_IN_USE.into(),
@@ -301,12 +273,10 @@ async fn remove_location(
         "DELETE FROM inventory_levels WHERE tenant_id = ?1 AND location_id = ?2",
         "DELETE FROM stock_locations WHERE tenant_id = ?1 AND id = ?2",
     ] {
-        sqlx::query(sql)
+        db::query(sql)
             .bind(tenant.as_uuid())
             .bind(id.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(tx)?;
     }
     Ok(())
 }
@@ -317,12 +287,12 @@ macro_rules! in_write {
         let mut $tx = $self.write().await?;
         match $work {
             Ok(value) => {
-                insert_events(&mut $tx, $events).await?;
+                insert_events(&mut $tx, $events)?;
                 $tx.commit().await.map_err(map_err)?;
                 Ok(value)
             }
             Err(e) => {
-                $tx.rollback().await.map_err(map_err)?;
+                $tx.rollback().map_err(map_err)?;
                 Err(e)
             }
         }
@@ -333,7 +303,7 @@ macro_rules! in_write {
 impl InventoryStore for SqliteStore {
     async fn create_location(&self, l: &Location, events: &[NewEvent]) -> Result<(), StoreError> {
         in_write!(self, events, |tx| {
-            sqlx::query(
+            db::query(
                 "INSERT INTO stock_locations (tenant_id, id, name, created_at, updated_at, version) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
@@ -343,23 +313,22 @@ impl InventoryStore for SqliteStore {
             .bind(to_micros(l.created_at)?)
             .bind(to_micros(l.updated_at)?)
             .bind(l.version)
-            .execute(&mut *tx)
-            .await
+            .execute(&tx)
             .map(|_| ())
             .map_err(map_err)
         })
     }
 
     async fn get_location(&self, tenant: TenantId, id: LocationId) -> Result<Location, StoreError> {
-        let r = sqlx::query(
-            "SELECT tenant_id, id, name, created_at, updated_at, version FROM stock_locations \
+        let r = self.read(|c| {
+            db::query(
+                "SELECT tenant_id, id, name, created_at, updated_at, version FROM stock_locations \
              WHERE tenant_id = ?1 AND id = ?2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
+            )
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_one(c)
+        })?;
         location_from_row(&r)
     }
 
@@ -368,16 +337,16 @@ impl InventoryStore for SqliteStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> Result<Page<Location>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, id, name, created_at, updated_at, version FROM stock_locations \
+        let rows = self.read(|c| {
+            db::query(
+                "SELECT tenant_id, id, name, created_at, updated_at, version FROM stock_locations \
              WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-        .bind(page.limit.fetch_count())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+            )
+            .bind(tenant.as_uuid())
+            .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+            .bind(page.limit.fetch_count())
+            .fetch_all(c)
+        })?;
         let items = rows
             .iter()
             .map(location_from_row)
@@ -392,7 +361,7 @@ impl InventoryStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         in_write!(self, events, |tx| {
-            let done = sqlx::query(
+            let done = db::query(
                 "UPDATE stock_locations SET name = ?3, updated_at = ?4, version = ?5 \
                  WHERE tenant_id = ?1 AND id = ?2 AND version = ?6",
             )
@@ -402,9 +371,7 @@ impl InventoryStore for SqliteStore {
             .bind(to_micros(l.updated_at)?)
             .bind(l.version)
             .bind(expected_version)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
             if done.rows_affected() == 1 {
                 Ok(())
             } else {
@@ -423,12 +390,11 @@ impl InventoryStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         in_write!(self, events, |tx| remove_location(
-            &mut tx,
+            &tx,
             tenant,
             id,
             expected_version
-        )
-        .await)
+        ))
     }
 
     async fn list_levels(
@@ -438,7 +404,7 @@ impl InventoryStore for SqliteStore {
         location: Option<LocationId>,
         page: PageRequest,
     ) -> Result<Page<InventoryLevel>, StoreError> {
-        let rows = sqlx::query(
+        let rows = self.read(|c| db::query(
             "SELECT id, tenant_id, variant_id, location_id, on_hand, reserved, updated_at FROM inventory_levels \
              WHERE tenant_id = ?1 AND (?2 IS NULL OR variant_id = ?2) AND (?3 IS NULL OR location_id = ?3) \
              AND (?4 IS NULL OR id > ?4) ORDER BY id LIMIT ?5",
@@ -448,12 +414,10 @@ impl InventoryStore for SqliteStore {
         .bind(location.map(|l| l.as_uuid()))
         .bind(page.after.map(keel_kernel::page::Cursor::after_id))
         .bind(page.limit.fetch_count())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_all(c))?;
         let mut items = Vec::with_capacity(rows.len());
         for r in &rows {
-            let id: uuid::Uuid = r.try_get("id").map_err(map_err)?;
+            let id: uuid::Uuid = r.col("id")?;
             items.push((id, level_from_row(r)?));
         }
         Ok(Page::from_overfetch(items, page.limit, |(id, _)| *id).map(|(_, l)| l))
@@ -464,8 +428,7 @@ impl InventoryStore for SqliteStore {
         adjustment: &Adjustment,
         events: &[NewEvent],
     ) -> Result<InventoryLevel, StoreError> {
-        in_write!(self, events, |tx| apply_adjustment(&mut tx, adjustment)
-            .await)
+        in_write!(self, events, |tx| apply_adjustment(&tx, adjustment))
     }
 
     async fn reserve(
@@ -473,8 +436,7 @@ impl InventoryStore for SqliteStore {
         reservation: &Reservation,
         events: &[NewEvent],
     ) -> Result<InventoryLevel, StoreError> {
-        in_write!(self, events, |tx| apply_reservation(&mut tx, reservation)
-            .await)
+        in_write!(self, events, |tx| apply_reservation(&tx, reservation))
     }
 
     async fn release(
@@ -484,12 +446,12 @@ impl InventoryStore for SqliteStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        if !release_reserved(&mut tx, tenant, id, at_time).await? {
-            tx.rollback().await.map_err(map_err)?;
+        let tx = self.write().await?;
+        if !release_reserved(&tx, tenant, id, at_time)? {
+            tx.rollback().map_err(map_err)?;
             return Ok(false);
         }
-        insert_events(&mut tx, events).await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
     }
@@ -509,20 +471,18 @@ impl InventoryStore for SqliteStore {
                 .collect::<Vec<_>>(),
         )
         .to_string();
-        let rows = sqlx::query(
+        let rows = self.read(|c| db::query(
             "SELECT variant_id, sum(on_hand - reserved) AS available FROM inventory_levels \
              WHERE tenant_id = ?1 AND variant_id IN (SELECT unhex(value) FROM json_each(?2)) GROUP BY variant_id",
         )
         .bind(tenant.as_uuid())
         .bind(list)
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_all(c))?;
         rows.iter()
             .map(|r| {
                 Ok((
-                    VariantId::from_uuid(r.try_get("variant_id").map_err(map_err)?),
-                    r.try_get("available").map_err(map_err)?,
+                    VariantId::from_uuid(r.col("variant_id")?),
+                    r.col("available")?,
                 ))
             })
             .collect()
@@ -532,13 +492,11 @@ impl InventoryStore for SqliteStore {
         &self,
         tenant: TenantId,
     ) -> Result<StorefrontSettings, StoreError> {
-        let show: Option<bool> = sqlx::query_scalar(
-            "SELECT show_stock_counts FROM storefront_settings WHERE tenant_id = ?1",
-        )
-        .bind(tenant.as_uuid())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(map_err)?;
+        let show: Option<bool> = self.read(|c| {
+            db::query("SELECT show_stock_counts FROM storefront_settings WHERE tenant_id = ?1")
+                .bind(tenant.as_uuid())
+                .scalar_optional(c)
+        })?;
         Ok(StorefrontSettings {
             show_stock_counts: show.unwrap_or(false),
         })
@@ -551,14 +509,13 @@ impl InventoryStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         in_write!(self, events, |tx| {
-            sqlx::query(
+            db::query(
                 "INSERT INTO storefront_settings (tenant_id, show_stock_counts) VALUES (?1, ?2) \
                  ON CONFLICT (tenant_id) DO UPDATE SET show_stock_counts = excluded.show_stock_counts",
             )
             .bind(tenant.as_uuid())
             .bind(settings.show_stock_counts)
-            .execute(&mut *tx)
-            .await
+            .execute(&tx)
             .map(|_| ())
             .map_err(map_err)
         })

@@ -1,12 +1,14 @@
 //! SQLite adapter: Keel's embedded, zero-configuration store.
 //!
-//! Shape (see docs/adr/0004-sqlite-durability.md):
-//! - **One writer connection.** Every write transaction goes through a pool of exactly one
-//!   connection and starts with `BEGIN IMMEDIATE`, so writes queue in-process (bounded by the
-//!   acquire timeout) instead of colliding inside SQLite: load never produces `SQLITE_BUSY`.
-//!   The busy timeout only covers other processes (e.g. `keel tenant create` beside `serve`).
-//! - **A pool of readers** (exact size from config) with `query_only`, reading the WAL
-//!   snapshot concurrently with the writer.
+//! Shape (see docs/adr/0004-sqlite-durability.md, 0013 and 0015):
+//! - **One writer connection.** Every write transaction goes through exactly one connection
+//!   (a savepoint in a shared `BEGIN IMMEDIATE` transaction, group commit), so writes queue
+//!   in-process (bounded by the acquire timeout) instead of colliding inside SQLite: load never
+//!   produces `SQLITE_BUSY`. The busy timeout only covers other processes (e.g. `keel tenant
+//!   create` beside `serve`).
+//! - **Readers** (exact number from config) with `query_only`, reading the WAL snapshot
+//!   concurrently with the writer.
+//! - Statements run with rusqlite on the calling thread (`db`); migrations with sqlx's migrator.
 //! - WAL, `foreign_keys = ON`, `synchronous = FULL` by default: an acknowledged commit survives
 //!   power loss.
 //! - Migrations are embedded (`migrations/`, same names as the PostgreSQL adapter's) and run on
@@ -17,6 +19,7 @@ mod apikeys;
 mod catalog;
 mod consumers;
 mod customers;
+mod db;
 mod error;
 mod identity;
 mod inventory;
@@ -28,7 +31,7 @@ mod throttle;
 mod webhooks;
 mod writer;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use keel_kernel::{
@@ -74,7 +77,9 @@ pub struct SqliteSettings {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: writer::Writer,
-    readers: SqlitePool,
+    readers: Arc<db::Readers>,
+    /// sqlx's migrator runs on its own connection (ADR 0015); nothing else uses it.
+    migrations: SqlitePool,
 }
 
 impl SqliteStore {
@@ -96,29 +101,27 @@ impl SqliteStore {
             .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(settings.busy_timeout);
-        // The writer is opened first: it creates the file and switches it to WAL before any
-        // reader connects.
-        // No liveness ping before handing out a connection: a connection to a local file
-        // cannot go stale, and each ping is a round trip to the connection's worker thread.
-        let writer = SqlitePoolOptions::new()
+        // The migrations' connection is opened first: it creates the file and switches it to
+        // WAL before any other connection opens it.
+        let migrations = SqlitePoolOptions::new()
             .max_connections(1)
-            .min_connections(1)
-            .test_before_acquire(false)
+            .min_connections(0)
             .acquire_timeout(settings.acquire_timeout)
-            .connect_with(base.clone().create_if_missing(true))
+            .connect_with(base.create_if_missing(true))
             .await
             .map_err(map_err)?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(settings.readers)
-            .min_connections(settings.readers)
-            .test_before_acquire(false)
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(base.pragma("query_only", "ON"))
-            .await
-            .map_err(map_err)?;
+        let writer = writer::Writer::open(writer::WriterOptions {
+            path: settings.path.clone(),
+            synchronous: settings.synchronous,
+            busy_timeout: settings.busy_timeout,
+            group_commit: settings.group_commit,
+            acquire_timeout: settings.acquire_timeout,
+        })?;
+        let readers = db::Readers::open(&settings.path, settings.busy_timeout, settings.readers)?;
         Ok(Self {
-            writer: writer::Writer::new(writer, settings.group_commit, settings.acquire_timeout),
-            readers,
+            writer,
+            readers: Arc::new(readers),
+            migrations,
         })
     }
 
@@ -126,15 +129,23 @@ impl SqliteStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         migrations::MIGRATIONS
             .migrator()
-            .run(self.writer.pool())
+            .run(&self.migrations)
             .await
             .map_err(StoreError::other)
     }
 
-    /// Closes both pools, waiting for connections to be returned.
+    /// Closes the migrations' pool. The writer and reader connections close when the last
+    /// clone of the store is dropped.
     pub async fn close(&self) {
-        self.writer.pool().close().await;
-        self.readers.close().await;
+        self.migrations.close().await;
+    }
+
+    /// Runs `f` on a reader connection, on this thread (ADR 0015).
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.readers.with(f)
     }
 
     /// Starts a write transaction on the single writer (a savepoint in the group's `BEGIN
@@ -157,20 +168,20 @@ impl SqliteStore {
 #[async_trait]
 impl StoreHealth for SqliteStore {
     async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
-        let has_table: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
-        let applied = if has_table == 0 {
-            Vec::new()
-        } else {
-            sqlx::query_as::<_, (i64, Vec<u8>, bool)>(APPLIED_MIGRATIONS_SQL)
-                .fetch_all(&self.readers)
-                .await
-                .map_err(map_err)?
-        };
+        let applied = self.read(|c| {
+            let has_table: i64 = db::query(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            )
+            .scalar(c)?;
+            if has_table == 0 {
+                return Ok(Vec::new());
+            }
+            db::query(APPLIED_MIGRATIONS_SQL)
+                .fetch_all(c)?
+                .iter()
+                .map(|r| Ok((r.at(0)?, r.at(1)?, r.at(2)?)))
+                .collect::<Result<Vec<(i64, Vec<u8>, bool)>, StoreError>>()
+        })?;
         Ok(migrations::MIGRATIONS.status(applied))
     }
 }
@@ -186,19 +197,11 @@ fn from_micros(us: i64) -> Result<time::OffsetDateTime, StoreError> {
 }
 
 /// Reads a timestamp column.
-fn at(r: &sqlx::sqlite::SqliteRow, col: &str) -> Result<time::OffsetDateTime, StoreError> {
-    use sqlx::Row as _;
-    from_micros(r.try_get(col).map_err(error::map_err)?)
+fn at(r: &impl db::Get, col: &str) -> Result<time::OffsetDateTime, StoreError> {
+    from_micros(r.col(col)?)
 }
 
 /// Reads a nullable timestamp column.
-fn at_opt(
-    r: &sqlx::sqlite::SqliteRow,
-    col: &str,
-) -> Result<Option<time::OffsetDateTime>, StoreError> {
-    use sqlx::Row as _;
-    r.try_get::<Option<i64>, _>(col)
-        .map_err(error::map_err)?
-        .map(from_micros)
-        .transpose()
+fn at_opt(r: &impl db::Get, col: &str) -> Result<Option<time::OffsetDateTime>, StoreError> {
+    r.col::<Option<i64>>(col)?.map(from_micros).transpose()
 }

@@ -7,9 +7,9 @@ use keel_identity::{
     staff::{Account, OneTimeToken, RefreshToken, Session, StoredMfa, UserId},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
-use sqlx::Row;
 use time::OffsetDateTime;
 
+use crate::db::{self, Get};
 use crate::{
     SqliteStore, at, at_opt,
     error::map_err,
@@ -19,32 +19,26 @@ use crate::{
 };
 
 /// Replaces a user's backup codes inside the caller's transaction.
-async fn write_backup_codes(
-    tx: &mut sqlx::SqliteConnection,
+fn write_backup_codes(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     account: Account,
     hashes: &[[u8; 32]],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "DELETE FROM backup_codes WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?3",
-    )
-    .bind(tenant.as_uuid())
-    .bind(account.uuid())
-    .bind(account.kind())
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    db::query("DELETE FROM backup_codes WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?3")
+        .bind(tenant.as_uuid())
+        .bind(account.uuid())
+        .bind(account.kind())
+        .execute(tx)?;
     for hash in hashes {
-        sqlx::query(
+        db::query(
             "INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at, owner_kind) VALUES (?1, ?2, ?3, NULL, ?4)",
         )
         .bind(tenant.as_uuid())
         .bind(account.uuid())
         .bind(&hash[..])
         .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(tx)?;
     }
     Ok(())
 }
@@ -56,22 +50,22 @@ impl MfaStore for SqliteStore {
         tenant: TenantId,
         account: Account,
     ) -> Result<Option<StoredMfa>, StoreError> {
-        let row = sqlx::query(
+        let row = self.read(|c| {
+            db::query(
             "SELECT sealed_secret, created_at, confirmed_at, last_used_step FROM mfa_enrolments \
              WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?3",
         )
         .bind(tenant.as_uuid())
         .bind(account.uuid())
         .bind(account.kind())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_optional(c)
+        })?;
         row.map(|r| {
             Ok(StoredMfa {
-                sealed_secret: r.try_get("sealed_secret").map_err(map_err)?,
+                sealed_secret: r.col("sealed_secret")?,
                 created_at: at(&r, "created_at")?,
                 confirmed_at: at_opt(&r, "confirmed_at")?,
-                last_used_step: r.try_get("last_used_step").map_err(map_err)?,
+                last_used_step: r.col("last_used_step")?,
             })
         })
         .transpose()
@@ -83,32 +77,28 @@ impl MfaStore for SqliteStore {
         account: Account,
         mfa: &StoredMfa,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let confirmed: Option<Option<i64>> = sqlx::query_scalar(
+        let tx = self.write().await?;
+        let confirmed: Option<Option<i64>> = db::query(
             "SELECT confirmed_at FROM mfa_enrolments WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?3",
         )
         .bind(tenant.as_uuid())
         .bind(account.uuid())
         .bind(account.kind())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .scalar_optional(&tx)?;
         if matches!(confirmed, Some(Some(_))) {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: MFA_ALREADY_ENABLED.into(),
             });
         }
-        sqlx::query(
+        db::query(
             "DELETE FROM mfa_enrolments WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?3",
         )
         .bind(tenant.as_uuid())
         .bind(account.uuid())
         .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        sqlx::query(
+        .execute(&tx)?;
+        db::query(
             "INSERT INTO mfa_enrolments (tenant_id, user_id, sealed_secret, created_at, confirmed_at, last_used_step, owner_kind) \
              VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5)",
         )
@@ -117,9 +107,7 @@ impl MfaStore for SqliteStore {
         .bind(&mfa.sealed_secret)
         .bind(to_micros(mfa.created_at)?)
         .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -132,8 +120,8 @@ impl MfaStore for SqliteStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let tx = self.write().await?;
+        let done = db::query(
             "UPDATE mfa_enrolments SET confirmed_at = ?3, last_used_step = ?4 \
              WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?5 AND confirmed_at IS NULL",
         )
@@ -142,17 +130,15 @@ impl MfaStore for SqliteStore {
         .bind(to_micros(at_time)?)
         .bind(step)
         .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         if done.rows_affected() != 1 {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: MFA_ALREADY_ENABLED.into(),
             });
         }
-        write_backup_codes(&mut tx, tenant, account, backup_code_hashes).await?;
-        insert_events(&mut tx, events).await?;
+        write_backup_codes(&tx, tenant, account, backup_code_hashes)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -162,8 +148,8 @@ impl MfaStore for SqliteStore {
         account: Account,
         step: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let tx = self.write().await?;
+        let done = db::query(
             "UPDATE mfa_enrolments SET last_used_step = ?3 WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?4 \
              AND confirmed_at IS NOT NULL AND (last_used_step IS NULL OR last_used_step < ?3)",
         )
@@ -171,9 +157,7 @@ impl MfaStore for SqliteStore {
         .bind(account.uuid())
         .bind(step)
         .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() == 1)
     }
@@ -185,8 +169,8 @@ impl MfaStore for SqliteStore {
         hash: &[u8; 32],
         at_time: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let tx = self.write().await?;
+        let done = db::query(
             "UPDATE backup_codes SET used_at = ?4 WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?5 AND code_hash = ?3 AND used_at IS NULL",
         )
         .bind(tenant.as_uuid())
@@ -194,9 +178,7 @@ impl MfaStore for SqliteStore {
         .bind(&hash[..])
         .bind(to_micros(at_time)?)
         .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() == 1)
     }
@@ -208,22 +190,20 @@ impl MfaStore for SqliteStore {
         backup_code_hashes: &[[u8; 32]],
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let confirmed: Option<i64> = sqlx::query_scalar(
+        let tx = self.write().await?;
+        let confirmed: Option<i64> = db::query(
             "SELECT count(*) FROM mfa_enrolments WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?3 AND confirmed_at IS NOT NULL",
         )
         .bind(tenant.as_uuid())
         .bind(account.uuid())
         .bind(account.kind())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .scalar_optional(&tx)?;
         if confirmed.unwrap_or(0) != 1 {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        write_backup_codes(&mut tx, tenant, account, backup_code_hashes).await?;
-        insert_events(&mut tx, events).await?;
+        write_backup_codes(&tx, tenant, account, backup_code_hashes)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -232,19 +212,17 @@ impl MfaStore for SqliteStore {
         tenant: TenantId,
         user: UserId,
     ) -> Result<MfaStatus, StoreError> {
-        let row = sqlx::query(
+        let row = self.read(|c| db::query(
             "SELECT t.require_staff_mfa AS required, \
              EXISTS (SELECT 1 FROM mfa_enrolments m WHERE m.tenant_id = t.id AND m.owner_kind = 'staff' AND m.user_id = ?2 AND m.confirmed_at IS NOT NULL) AS enrolled \
              FROM tenants t WHERE t.id = ?1",
         )
         .bind(tenant.as_uuid())
         .bind(user.as_uuid())
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_one(c))?;
         Ok(MfaStatus {
-            required: row.try_get("required").map_err(map_err)?,
-            enrolled: row.try_get("enrolled").map_err(map_err)?,
+            required: row.col("required")?,
+            enrolled: row.col("enrolled")?,
         })
     }
 
@@ -254,18 +232,16 @@ impl MfaStore for SqliteStore {
         required: bool,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query("UPDATE tenants SET require_staff_mfa = ?2 WHERE id = ?1")
+        let tx = self.write().await?;
+        let done = db::query("UPDATE tenants SET require_staff_mfa = ?2 WHERE id = ?1")
             .bind(tenant.as_uuid())
             .bind(required)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
         if done.rows_affected() != 1 {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
-        insert_events(&mut tx, events).await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -275,32 +251,28 @@ impl MfaStore for SqliteStore {
         account: Account,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
+        let tx = self.write().await?;
+        db::query(
             "DELETE FROM backup_codes WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?3",
         )
         .bind(tenant.as_uuid())
         .bind(account.uuid())
         .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        sqlx::query(
+        .execute(&tx)?;
+        db::query(
             "DELETE FROM mfa_enrolments WHERE tenant_id = ?1 AND user_id = ?2 AND owner_kind = ?3",
         )
         .bind(tenant.as_uuid())
         .bind(account.uuid())
         .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_events(&mut tx, events).await?;
+        .execute(&tx)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn create_mfa_token(&self, token: &OneTimeToken) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        insert_one_time_token(&mut tx, token).await?;
+        let tx = self.write().await?;
+        insert_one_time_token(&tx, token)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -310,8 +282,8 @@ impl MfaStore for SqliteStore {
         max: u32,
         at_time: OffsetDateTime,
     ) -> Result<u32, StoreError> {
-        let mut tx = self.write().await?;
-        let failures: Option<i64> = sqlx::query_scalar(
+        let tx = self.write().await?;
+        let failures: Option<i64> = db::query(
             "UPDATE one_time_tokens SET failures = failures + 1, \
              used_at = CASE WHEN failures + 1 >= ?2 THEN ?3 ELSE used_at END \
              WHERE hash = ?1 AND used_at IS NULL RETURNING failures",
@@ -319,9 +291,7 @@ impl MfaStore for SqliteStore {
         .bind(&hash.0[..])
         .bind(i64::from(max))
         .bind(to_micros(at_time)?)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .scalar_optional(&tx)?;
         tx.commit().await.map_err(map_err)?;
         Ok(failures.map_or(max, |f| u32::try_from(f).unwrap_or(max)))
     }
@@ -333,15 +303,15 @@ impl MfaStore for SqliteStore {
         refresh: &RefreshToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        if !spend_one_time_token(&mut tx, token, session.created_at).await? {
-            tx.rollback().await.map_err(map_err)?;
+        let tx = self.write().await?;
+        if !spend_one_time_token(&tx, token, session.created_at)? {
+            tx.rollback().map_err(map_err)?;
             return Err(StoreError::Conflict {
                 constraint: TOKEN_ALREADY_USED.into(),
             });
         }
-        insert_session(&mut tx, session, refresh).await?;
-        insert_events(&mut tx, events).await?;
+        insert_session(&tx, session, refresh)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 }

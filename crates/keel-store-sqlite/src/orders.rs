@@ -19,9 +19,9 @@ use keel_orders::{
         StockChange, VERSION_CONFLICT,
     },
 };
-use sqlx::{Row, SqliteConnection, sqlite::SqliteRow};
 use time::OffsetDateTime;
 
+use crate::db::{self, Get};
 use crate::{
     SqliteStore,
     error::map_err,
@@ -47,18 +47,18 @@ fn kind_of(s: &str) -> Result<SetupKind, StoreError> {
     .ok_or_else(|| StoreError::other("corrupt pricing record kind"))
 }
 
-fn record_from_row(r: &SqliteRow) -> Result<SetupRecord, StoreError> {
-    let kind: String = r.try_get("kind").map_err(map_err)?;
-    let body: String = r.try_get("body").map_err(map_err)?;
+fn record_from_row(r: &impl Get) -> Result<SetupRecord, StoreError> {
+    let kind: String = r.col("kind")?;
+    let body: String = r.col("body")?;
     Ok(SetupRecord {
-        id: r.try_get("id").map_err(map_err)?,
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        id: r.col("id")?,
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
         kind: kind_of(&kind)?,
-        key: r.try_get("key").map_err(map_err)?,
+        key: r.col("key")?,
         body: serde_json::from_str(&body).map_err(StoreError::other)?,
-        usage_limit: r.try_get("usage_limit").map_err(map_err)?,
-        times_used: r.try_get("times_used").map_err(map_err)?,
-        version: r.try_get("version").map_err(map_err)?,
+        usage_limit: r.col("usage_limit")?,
+        times_used: r.col("times_used")?,
+        version: r.col("version")?,
     })
 }
 
@@ -73,8 +73,8 @@ fn version_or_missing(exists: bool) -> StoreError {
 #[async_trait]
 impl SetupStore for SqliteStore {
     async fn create_record(&self, r: &SetupRecord, events: &[NewEvent]) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
+        let tx = self.write().await?;
+        db::query(
             "INSERT INTO pricing_records (tenant_id, id, kind, key, body, usage_limit, times_used, version, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
         )
@@ -86,10 +86,8 @@ impl SetupStore for SqliteStore {
         .bind(r.usage_limit)
         .bind(r.version)
         .bind(to_micros(OffsetDateTime::now_utc())?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_events(&mut tx, events).await?;
+        .execute(&tx)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -99,16 +97,14 @@ impl SetupStore for SqliteStore {
         kind: SetupKind,
         id: uuid::Uuid,
     ) -> Result<SetupRecord, StoreError> {
-        let r = sqlx::query(
+        let r = self.read(|c| db::query(
             "SELECT tenant_id, id, kind, key, body, usage_limit, times_used, version FROM pricing_records \
              WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
         )
         .bind(tenant.as_uuid())
         .bind(kind.as_str())
         .bind(id)
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_one(c))?;
         record_from_row(&r)
     }
 
@@ -118,16 +114,14 @@ impl SetupStore for SqliteStore {
         kind: SetupKind,
         key: &str,
     ) -> Result<Option<SetupRecord>, StoreError> {
-        let r = sqlx::query(
+        let r = self.read(|c| db::query(
             "SELECT tenant_id, id, kind, key, body, usage_limit, times_used, version FROM pricing_records \
              WHERE tenant_id = ?1 AND kind = ?2 AND key = ?3",
         )
         .bind(tenant.as_uuid())
         .bind(kind.as_str())
         .bind(key)
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_optional(c))?;
         r.as_ref().map(record_from_row).transpose()
     }
 
@@ -137,7 +131,7 @@ impl SetupStore for SqliteStore {
         kind: SetupKind,
         page: PageRequest,
     ) -> Result<Page<SetupRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = self.read(|c| db::query(
             "SELECT tenant_id, id, kind, key, body, usage_limit, times_used, version FROM pricing_records \
              WHERE tenant_id = ?1 AND kind = ?2 AND (?3 IS NULL OR id > ?3) ORDER BY id LIMIT ?4",
         )
@@ -145,9 +139,7 @@ impl SetupStore for SqliteStore {
         .bind(kind.as_str())
         .bind(page.after.map(keel_kernel::page::Cursor::after_id))
         .bind(page.limit.fetch_count())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_all(c))?;
         let items = rows
             .iter()
             .map(record_from_row)
@@ -161,8 +153,8 @@ impl SetupStore for SqliteStore {
         expected_version: i64,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let tx = self.write().await?;
+        let done = db::query(
             "UPDATE pricing_records SET key = ?4, body = ?5, usage_limit = ?6, version = ?7 \
              WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3 AND version = ?8",
         )
@@ -174,15 +166,13 @@ impl SetupStore for SqliteStore {
         .bind(r.usage_limit)
         .bind(r.version)
         .bind(expected_version)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         if done.rows_affected() != 1 {
-            let exists = record_exists(&mut tx, r.tenant_id, r.kind, r.id).await?;
-            tx.rollback().await.map_err(map_err)?;
+            let exists = record_exists(&tx, r.tenant_id, r.kind, r.id)?;
+            tx.rollback().map_err(map_err)?;
             return Err(version_or_missing(exists));
         }
-        insert_events(&mut tx, events).await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -194,8 +184,8 @@ impl SetupStore for SqliteStore {
         expected_version: Option<i64>,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let tx = self.write().await?;
+        let done = db::query(
             "DELETE FROM pricing_records WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3 \
              AND (?4 IS NULL OR version = ?4)",
         )
@@ -203,26 +193,22 @@ impl SetupStore for SqliteStore {
         .bind(kind.as_str())
         .bind(id)
         .bind(expected_version)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         if done.rows_affected() != 1 {
-            let exists = record_exists(&mut tx, tenant, kind, id).await?;
-            tx.rollback().await.map_err(map_err)?;
+            let exists = record_exists(&tx, tenant, kind, id)?;
+            tx.rollback().map_err(map_err)?;
             return Err(version_or_missing(exists));
         }
-        insert_events(&mut tx, events).await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn pricing_settings(&self, tenant: TenantId) -> Result<PricingSettings, StoreError> {
-        let v: Option<bool> = sqlx::query_scalar(
-            "SELECT prices_include_tax FROM pricing_settings WHERE tenant_id = ?1",
-        )
-        .bind(tenant.as_uuid())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(map_err)?;
+        let v: Option<bool> = self.read(|c| {
+            db::query("SELECT prices_include_tax FROM pricing_settings WHERE tenant_id = ?1")
+                .bind(tenant.as_uuid())
+                .scalar_optional(c)
+        })?;
         Ok(PricingSettings {
             prices_include_tax: v.unwrap_or(false),
         })
@@ -234,36 +220,32 @@ impl SetupStore for SqliteStore {
         settings: PricingSettings,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
+        let tx = self.write().await?;
+        db::query(
             "INSERT INTO pricing_settings (tenant_id, prices_include_tax) VALUES (?1, ?2) \
              ON CONFLICT (tenant_id) DO UPDATE SET prices_include_tax = excluded.prices_include_tax",
         )
         .bind(tenant.as_uuid())
         .bind(settings.prices_include_tax)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_events(&mut tx, events).await?;
+        .execute(&tx)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 }
 
-async fn record_exists(
-    tx: &mut SqliteConnection,
+fn record_exists(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     kind: SetupKind,
     id: uuid::Uuid,
 ) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
+    let n: i64 = db::query(
         "SELECT count(*) FROM pricing_records WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
     )
     .bind(tenant.as_uuid())
     .bind(kind.as_str())
     .bind(id)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .scalar(tx)?;
     Ok(n == 1)
 }
 
@@ -278,18 +260,18 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(StoreError::other)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(r: &SqliteRow) -> Result<T, StoreError> {
-    let body: String = r.try_get("body").map_err(map_err)?;
+fn parse<T: serde::de::DeserializeOwned, R: Get>(r: &R) -> Result<T, StoreError> {
+    let body: String = r.col("body")?;
     serde_json::from_str(&body).map_err(StoreError::other)
 }
 
 /// Writes a cart at `expected_version` inside the caller's transaction; false when it changed.
-async fn write_cart(
-    tx: &mut SqliteConnection,
+fn write_cart(
+    tx: &rusqlite::Connection,
     cart: &Cart,
     expected_version: i64,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
+    let done = db::query(
         "UPDATE carts SET status = ?3, body = ?4, version = ?5, updated_at = ?6 \
          WHERE tenant_id = ?1 AND id = ?2 AND version = ?7",
     )
@@ -300,9 +282,7 @@ async fn write_cart(
     .bind(cart.version)
     .bind(to_micros(cart.updated_at)?)
     .bind(expected_version)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -314,8 +294,8 @@ impl CartStore for SqliteStore {
         secret_hash: Option<&str>,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
+        let tx = self.write().await?;
+        db::query(
             "INSERT INTO carts (tenant_id, id, customer_id, secret_hash, status, body, version, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
@@ -328,10 +308,8 @@ impl CartStore for SqliteStore {
         .bind(cart.version)
         .bind(to_micros(cart.created_at)?)
         .bind(to_micros(cart.updated_at)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_events(&mut tx, events).await?;
+        .execute(&tx)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -340,13 +318,13 @@ impl CartStore for SqliteStore {
         tenant: TenantId,
         id: CartId,
     ) -> Result<(Cart, Option<String>), StoreError> {
-        let r = sqlx::query("SELECT body, secret_hash FROM carts WHERE tenant_id = ?1 AND id = ?2")
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_one(&self.readers)
-            .await
-            .map_err(map_err)?;
-        Ok((parse(&r)?, r.try_get("secret_hash").map_err(map_err)?))
+        let r = self.read(|c| {
+            db::query("SELECT body, secret_hash FROM carts WHERE tenant_id = ?1 AND id = ?2")
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .fetch_one(c)
+        })?;
+        Ok((parse(&r)?, r.col("secret_hash")?))
     }
 
     async fn save_cart(
@@ -355,31 +333,29 @@ impl CartStore for SqliteStore {
         expected_version: i64,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        if !write_cart(&mut tx, cart, expected_version).await? {
-            tx.rollback().await.map_err(map_err)?;
+        let tx = self.write().await?;
+        if !write_cart(&tx, cart, expected_version)? {
+            tx.rollback().map_err(map_err)?;
             return Err(conflict(VERSION_CONFLICT));
         }
-        insert_events(&mut tx, events).await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 }
 
 /// The next order number of the shop (1001 first), inside the checkout transaction.
-async fn next_number(tx: &mut SqliteConnection, tenant: TenantId) -> Result<i64, StoreError> {
-    sqlx::query_scalar(
+fn next_number(tx: &rusqlite::Connection, tenant: TenantId) -> Result<i64, StoreError> {
+    db::query(
         "INSERT INTO order_counters (tenant_id, next_number) VALUES (?1, 1002) \
          ON CONFLICT (tenant_id) DO UPDATE SET next_number = next_number + 1 \
          RETURNING next_number - 1",
     )
     .bind(tenant.as_uuid())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)
+    .scalar(tx)
 }
 
-async fn write_order(
-    tx: &mut SqliteConnection,
+fn write_order(
+    tx: &rusqlite::Connection,
     o: &Order,
     insert: bool,
     expected: i64,
@@ -392,7 +368,7 @@ async fn write_order(
          total = ?9, body = ?10, version = ?11, created_at = ?12, updated_at = ?13, expires_at = ?14 \
          WHERE tenant_id = ?1 AND id = ?2 AND version = ?15"
     };
-    let mut q = sqlx::query(sql)
+    let mut q = db::query(sql)
         .bind(o.tenant_id.as_uuid())
         .bind(o.id.as_uuid())
         .bind(o.number)
@@ -410,47 +386,43 @@ async fn write_order(
     if !insert {
         q = q.bind(expected);
     }
-    let done = q.execute(&mut *tx).await.map_err(map_err)?;
+    let done = q.execute(tx)?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Counts one use of the promotion against its limits inside the checkout transaction. The
 /// conditional update of the promotion's row comes first, so concurrent checkouts with one
 /// promotion queue on it and the per-customer count after it is exact.
-async fn redeem(
-    tx: &mut SqliteConnection,
+fn redeem(
+    tx: &rusqlite::Connection,
     tenant: TenantId,
     order: OrderId,
     promotion: &keel_orders::ports::PromotionUse,
     at_time: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query(
+    let done = db::query(
         "UPDATE pricing_records SET times_used = times_used + 1 WHERE tenant_id = ?1 AND kind = 'promotion' \
          AND id = ?2 AND (usage_limit IS NULL OR times_used < usage_limit)",
     )
     .bind(tenant.as_uuid())
     .bind(promotion.promotion_id.as_uuid())
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     if done.rows_affected() != 1 {
         return Err(conflict(PROMOTION_EXHAUSTED));
     }
     if let Some(limit) = promotion.per_customer_limit {
-        let used: i64 = sqlx::query_scalar(
+        let used: i64 = db::query(
             "SELECT count(*) FROM promotion_redemptions WHERE tenant_id = ?1 AND promotion_id = ?2 AND customer_key = ?3",
         )
         .bind(tenant.as_uuid())
         .bind(promotion.promotion_id.as_uuid())
         .bind(&promotion.customer_key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .scalar(tx)?;
         if used >= limit {
             return Err(conflict(PROMOTION_CUSTOMER_LIMIT));
         }
     }
-    sqlx::query(
+    db::query(
         "INSERT INTO promotion_redemptions (tenant_id, order_id, promotion_id, customer_key, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )
@@ -459,20 +431,18 @@ async fn redeem(
     .bind(promotion.promotion_id.as_uuid())
     .bind(&promotion.customer_key)
     .bind(to_micros(at_time)?)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     Ok(())
 }
 
-async fn place(tx: &mut SqliteConnection, p: &PlaceOrder<'_>) -> Result<i64, StoreError> {
+fn place(tx: &rusqlite::Connection, p: &PlaceOrder<'_>) -> Result<i64, StoreError> {
     let tenant = p.order.tenant_id;
     let mut converted = p.cart.clone();
     converted.status = keel_orders::cart::CartStatus::Converted;
     converted.order_id = Some(p.order.id);
     converted.version = p.cart_version + 1;
     converted.updated_at = p.order.created_at;
-    if !write_cart(tx, &converted, p.cart_version).await? {
+    if !write_cart(tx, &converted, p.cart_version)? {
         return Err(conflict(CART_CHANGED));
     }
     // Rows are locked in one global order (variant, location), so two checkouts of the same
@@ -480,20 +450,20 @@ async fn place(tx: &mut SqliteConnection, p: &PlaceOrder<'_>) -> Result<i64, Sto
     let mut reservations: Vec<_> = p.reservations.iter().collect();
     reservations.sort_by_key(|r| (r.variant_id.as_uuid(), r.location_id.as_uuid()));
     for r in reservations {
-        apply_reservation(tx, r).await?;
+        apply_reservation(tx, r)?;
     }
     if let Some(promotion) = &p.promotion {
-        redeem(tx, tenant, p.order.id, promotion, p.order.created_at).await?;
+        redeem(tx, tenant, p.order.id, promotion, p.order.created_at)?;
     }
-    let number = next_number(tx, tenant).await?;
+    let number = next_number(tx, tenant)?;
     let mut order = p.order.clone();
     order.number = number;
-    write_order(tx, &order, true, 0).await?;
+    write_order(tx, &order, true, 0)?;
     Ok(number)
 }
 
-async fn move_stock(
-    tx: &mut SqliteConnection,
+fn move_stock(
+    tx: &rusqlite::Connection,
     order: &Order,
     stock: &[StockChange],
 ) -> Result<(), StoreError> {
@@ -508,10 +478,10 @@ async fn move_stock(
     for change in stock {
         match change {
             StockChange::Commit(m) => {
-                commit_reserved(tx, order.tenant_id, m, &actor, order.updated_at).await?;
+                commit_reserved(tx, order.tenant_id, m, &actor, order.updated_at)?;
             }
             StockChange::Release(m) => {
-                release_reserved(tx, order.tenant_id, m.reservation_id, order.updated_at).await?;
+                release_reserved(tx, order.tenant_id, m.reservation_id, order.updated_at)?;
             }
         }
     }
@@ -525,27 +495,27 @@ impl OrderStore for SqliteStore {
         p: &PlaceOrder<'_>,
         events: &[NewEvent],
     ) -> Result<i64, StoreError> {
-        let mut tx = self.write().await?;
-        match place(&mut tx, p).await {
+        let tx = self.write().await?;
+        match place(&tx, p) {
             Ok(number) => {
-                insert_events(&mut tx, events).await?;
+                insert_events(&tx, events)?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(number)
             }
             Err(e) => {
-                tx.rollback().await.map_err(map_err)?;
+                tx.rollback().map_err(map_err)?;
                 Err(e)
             }
         }
     }
 
     async fn get_order(&self, tenant: TenantId, id: OrderId) -> Result<Order, StoreError> {
-        let r = sqlx::query("SELECT body FROM orders WHERE tenant_id = ?1 AND id = ?2")
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_one(&self.readers)
-            .await
-            .map_err(map_err)?;
+        let r = self.read(|c| {
+            db::query("SELECT body FROM orders WHERE tenant_id = ?1 AND id = ?2")
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .fetch_one(c)
+        })?;
         parse(&r)
     }
 
@@ -556,28 +526,28 @@ impl OrderStore for SqliteStore {
         page: PageRequest,
     ) -> Result<Page<Order>, StoreError> {
         let (number, email) = order_query(filter.q.as_deref());
-        let rows = sqlx::query(
-            "SELECT id, body FROM orders WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2) \
+        let rows = self.read(|c| {
+            db::query(
+                "SELECT id, body FROM orders WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2) \
              AND (?3 IS NULL OR created_at >= ?3) AND (?4 IS NULL OR created_at < ?4) \
              AND (?5 IS NULL OR customer_id = ?5) AND (?6 IS NULL OR number = ?6) \
              AND (?7 IS NULL OR instr(lower(coalesce(email, '')), lower(?7)) > 0) \
              AND (?8 IS NULL OR id < ?8) ORDER BY id DESC LIMIT ?9",
-        )
-        .bind(tenant.as_uuid())
-        .bind(filter.status.map(keel_orders::order::OrderStatus::as_str))
-        .bind(filter.created_from.map(to_micros).transpose()?)
-        .bind(filter.created_to.map(to_micros).transpose()?)
-        .bind(filter.customer.map(|c| c.as_uuid()))
-        .bind(number)
-        .bind(email)
-        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-        .bind(page.limit.fetch_count())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+            )
+            .bind(tenant.as_uuid())
+            .bind(filter.status.map(keel_orders::order::OrderStatus::as_str))
+            .bind(filter.created_from.map(to_micros).transpose()?)
+            .bind(filter.created_to.map(to_micros).transpose()?)
+            .bind(filter.customer.map(|c| c.as_uuid()))
+            .bind(number)
+            .bind(email)
+            .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+            .bind(page.limit.fetch_count())
+            .fetch_all(c)
+        })?;
         let items = rows
             .iter()
-            .map(parse::<Order>)
+            .map(parse::<Order, _>)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(items, page.limit, |o| o.id.as_uuid()))
     }
@@ -589,16 +559,16 @@ impl OrderStore for SqliteStore {
         stock: &[StockChange],
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        if !write_order(&mut tx, order, false, expected_version).await? {
-            tx.rollback().await.map_err(map_err)?;
+        let tx = self.write().await?;
+        if !write_order(&tx, order, false, expected_version)? {
+            tx.rollback().map_err(map_err)?;
             return Err(conflict(VERSION_CONFLICT));
         }
-        if let Err(e) = move_stock(&mut tx, order, stock).await {
-            tx.rollback().await.map_err(map_err)?;
+        if let Err(e) = move_stock(&tx, order, stock) {
+            tx.rollback().map_err(map_err)?;
             return Err(e);
         }
-        insert_events(&mut tx, events).await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -607,16 +577,14 @@ impl OrderStore for SqliteStore {
         tenant: TenantId,
         id: OrderId,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(
+        let rows = self.read(|c| db::query(
             "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
              WHERE tenant_id = ?1 AND event_type LIKE 'order.%' AND json_extract(payload, '$.order_id') = ?2 \
              ORDER BY id",
         )
         .bind(tenant.as_uuid())
         .bind(id.to_string())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_all(c))?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -625,20 +593,18 @@ impl OrderStore for SqliteStore {
         now: OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<(TenantId, OrderId)>, StoreError> {
-        let rows = sqlx::query(
+        let rows = self.read(|c| db::query(
             "SELECT tenant_id, id FROM orders WHERE status = 'pending_payment' AND expires_at <= ?1 \
              ORDER BY expires_at LIMIT ?2",
         )
         .bind(to_micros(now)?)
         .bind(limit)
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+        .fetch_all(c))?;
         rows.iter()
             .map(|r| {
                 Ok((
-                    TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-                    OrderId::from_uuid(r.try_get("id").map_err(map_err)?),
+                    TenantId::from_uuid(r.col("tenant_id")?),
+                    OrderId::from_uuid(r.col("id")?),
                 ))
             })
             .collect()
@@ -666,9 +632,9 @@ impl IdempotencyStore for SqliteStore {
         lock_until: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<IdempotencyBegin, StoreError> {
-        let mut tx = self.write().await?;
+        let tx = self.write().await?;
         // A new key, or one whose owner died in flight (or that expired), is taken over.
-        let claimed = sqlx::query(
+        let claimed = db::query(
             "INSERT INTO idempotency_keys (tenant_id, scope, key, request_hash, status, locked_until, expires_at, created_at) \
              VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, ?6, ?7) \
              ON CONFLICT (tenant_id, scope, key) DO UPDATE SET request_hash = excluded.request_hash, status = 'in_flight', \
@@ -684,29 +650,25 @@ impl IdempotencyStore for SqliteStore {
         .bind(to_micros(lock_until)?)
         .bind(to_micros(expires_at)?)
         .bind(to_micros(now)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         let outcome = if claimed.rows_affected() == 1 {
             IdempotencyBegin::Started
         } else {
-            let r = sqlx::query(
+            let r = db::query(
                 "SELECT request_hash, status, response_status, response_body FROM idempotency_keys \
                  WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
             )
             .bind(key.tenant_id.as_uuid())
             .bind(&key.scope)
             .bind(&key.key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            let status: String = r.try_get("status").map_err(map_err)?;
+            .fetch_one(&tx)?;
+            let status: String = r.col("status")?;
             if status == "done" {
-                let code: i64 = r.try_get("response_status").map_err(map_err)?;
+                let code: i64 = r.col("response_status")?;
                 IdempotencyBegin::Done {
-                    request_hash: r.try_get("request_hash").map_err(map_err)?,
+                    request_hash: r.col("request_hash")?,
                     status: u16::try_from(code).map_err(StoreError::other)?,
-                    body: r.try_get("response_body").map_err(map_err)?,
+                    body: r.col("response_body")?,
                 }
             } else {
                 IdempotencyBegin::InFlight
@@ -722,8 +684,8 @@ impl IdempotencyStore for SqliteStore {
         status: u16,
         body: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
+        let tx = self.write().await?;
+        db::query(
             "UPDATE idempotency_keys SET status = 'done', response_status = ?4, response_body = ?5 \
              WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
         )
@@ -732,19 +694,15 @@ impl IdempotencyStore for SqliteStore {
         .bind(&key.key)
         .bind(i64::from(status))
         .bind(body)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(&tx)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn purge(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ?1")
+        let tx = self.write().await?;
+        let done = db::query("DELETE FROM idempotency_keys WHERE expires_at <= ?1")
             .bind(to_micros(now)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
         tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected())
     }

@@ -7,40 +7,40 @@ use keel_kernel::{
     event::{EventId, EventLog, NewEvent, RecordedEvent},
     page::{Page, PageRequest},
 };
-use sqlx::{Row, sqlite::SqliteRow};
 use uuid::Uuid;
 
+use crate::db::{self, Get};
 use crate::{SqliteStore, error::map_err, from_micros, to_micros};
 
-fn tenant_from_row(r: &SqliteRow) -> Result<Tenant, StoreError> {
-    let slug: String = r.try_get("slug").map_err(map_err)?;
-    let name: String = r.try_get("name").map_err(map_err)?;
+fn tenant_from_row(r: &impl Get) -> Result<Tenant, StoreError> {
+    let slug: String = r.col("slug")?;
+    let name: String = r.col("name")?;
     Ok(Tenant {
-        id: TenantId::from_uuid(r.try_get("id").map_err(map_err)?),
+        id: TenantId::from_uuid(r.col("id")?),
         slug: TenantSlug::parse(&slug).map_err(StoreError::other)?,
         name: TenantName::parse(&name).map_err(StoreError::other)?,
-        created_at: from_micros(r.try_get("created_at").map_err(map_err)?)?,
+        created_at: from_micros(r.col("created_at")?)?,
     })
 }
 
-pub(crate) fn event_from_row(r: &SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let payload: String = r.try_get("payload").map_err(map_err)?;
+pub(crate) fn event_from_row(r: &impl Get) -> Result<RecordedEvent, StoreError> {
+    let payload: String = r.col("payload")?;
     Ok(RecordedEvent {
-        id: EventId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        event_type: r.try_get("event_type").map_err(map_err)?,
+        id: EventId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        event_type: r.col("event_type")?,
         payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
-        occurred_at: from_micros(r.try_get("occurred_at").map_err(map_err)?)?,
+        occurred_at: from_micros(r.col("occurred_at")?)?,
     })
 }
 
 /// Appends events inside the caller's transaction.
-pub(crate) async fn insert_events(
-    tx: &mut sqlx::SqliteConnection,
+pub(crate) fn insert_events(
+    tx: &rusqlite::Connection,
     events: &[NewEvent],
 ) -> Result<(), StoreError> {
     for e in events {
-        sqlx::query(
+        db::query(
             "INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
@@ -49,66 +49,59 @@ pub(crate) async fn insert_events(
         .bind(e.event_type)
         .bind(e.payload.to_string())
         .bind(to_micros(e.occurred_at)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(tx)?;
     }
     Ok(())
 }
 
 /// Inserts a tenant inside the caller's transaction.
-pub(crate) async fn insert_tenant(
-    tx: &mut sqlx::SqliteConnection,
-    tenant: &Tenant,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES (?1, ?2, ?3, ?4)")
+pub(crate) fn insert_tenant(tx: &rusqlite::Connection, tenant: &Tenant) -> Result<(), StoreError> {
+    db::query("INSERT INTO tenants (id, slug, name, created_at) VALUES (?1, ?2, ?3, ?4)")
         .bind(tenant.id.as_uuid())
         .bind(tenant.slug.as_str())
         .bind(tenant.name.as_str())
         .bind(to_micros(tenant.created_at)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .execute(tx)?;
     Ok(())
 }
 
 #[async_trait]
 impl TenantStore for SqliteStore {
     async fn create(&self, tenant: &Tenant, events: &[NewEvent]) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        insert_tenant(&mut tx, tenant).await?;
-        insert_events(&mut tx, events).await?;
+        let tx = self.write().await?;
+        insert_tenant(&tx, tenant)?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn get(&self, id: TenantId) -> Result<Tenant, StoreError> {
-        let row = sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE id = ?1")
-            .bind(id.as_uuid())
-            .fetch_one(&self.readers)
-            .await
-            .map_err(map_err)?;
+        let row = self.read(|c| {
+            db::query("SELECT id, slug, name, created_at FROM tenants WHERE id = ?1")
+                .bind(id.as_uuid())
+                .fetch_one(c)
+        })?;
         tenant_from_row(&row)
     }
 
     async fn get_by_slug(&self, slug: &TenantSlug) -> Result<Tenant, StoreError> {
-        let row = sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE slug = ?1")
-            .bind(slug.as_str())
-            .fetch_one(&self.readers)
-            .await
-            .map_err(map_err)?;
+        let row = self.read(|c| {
+            db::query("SELECT id, slug, name, created_at FROM tenants WHERE slug = ?1")
+                .bind(slug.as_str())
+                .fetch_one(c)
+        })?;
         tenant_from_row(&row)
     }
 
     async fn list(&self, page: PageRequest) -> Result<Page<Tenant>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, slug, name, created_at FROM tenants \
+        let rows = self.read(|c| {
+            db::query(
+                "SELECT id, slug, name, created_at FROM tenants \
              WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
-        )
-        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-        .bind(page.limit.fetch_count())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+            )
+            .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+            .bind(page.limit.fetch_count())
+            .fetch_all(c)
+        })?;
         let tenants = rows
             .iter()
             .map(tenant_from_row)
@@ -122,21 +115,21 @@ impl TenantStore for SqliteStore {
 #[async_trait]
 impl EventLog for SqliteStore {
     async fn append(&self, events: &[NewEvent]) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        insert_events(&mut tx, events).await?;
+        let tx = self.write().await?;
+        insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn get(&self, tenant: TenantId, id: EventId) -> Result<RecordedEvent, StoreError> {
-        let row = sqlx::query(
-            "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+        let row = self.read(|c| {
+            db::query(
+                "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
              WHERE tenant_id = ?1 AND id = ?2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_one(&self.readers)
-        .await
-        .map_err(map_err)?;
+            )
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_one(c)
+        })?;
         event_from_row(&row)
     }
 
@@ -147,18 +140,18 @@ impl EventLog for SqliteStore {
         type_prefix: Option<&str>,
     ) -> Result<Page<RecordedEvent>, StoreError> {
         let after: Option<Uuid> = page.after.map(keel_kernel::page::Cursor::after_id);
-        let rows = sqlx::query(
-            "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+        let rows = self.read(|c| {
+            db::query(
+                "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
              WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) \
              AND (?4 IS NULL OR substr(event_type, 1, length(?4)) = ?4) ORDER BY id LIMIT ?3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(after)
-        .bind(page.limit.fetch_count())
-        .bind(type_prefix)
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+            )
+            .bind(tenant.as_uuid())
+            .bind(after)
+            .bind(page.limit.fetch_count())
+            .bind(type_prefix)
+            .fetch_all(c)
+        })?;
         let events = rows
             .iter()
             .map(event_from_row)

@@ -8,24 +8,23 @@ use keel_identity::{
 use keel_kernel::StoreError;
 use time::OffsetDateTime;
 
+use crate::db;
 use crate::{SqliteStore, error::map_err, from_micros, to_micros};
 
 #[async_trait]
 impl LoginThrottle for SqliteStore {
     async fn reserve(&self, limits: &[Limit], now: OffsetDateTime) -> Result<Attempt, StoreError> {
-        let mut tx = self.write().await?;
+        let tx = self.write().await?;
         let mut locked: Option<OffsetDateTime> = None;
         let mut remaining = u32::MAX;
         for limit in limits {
-            let times: Vec<i64> = sqlx::query_scalar(
+            let times: Vec<i64> = db::query(
                 "SELECT attempted_at FROM login_attempts \
                  WHERE throttle_key = ?1 AND attempted_at > ?2 ORDER BY attempted_at",
             )
             .bind(&limit.key.0[..])
             .bind(to_micros(now - limit.window)?)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .scalars(&tx)?;
             let times = times
                 .into_iter()
                 .map(from_micros)
@@ -39,18 +38,16 @@ impl LoginThrottle for SqliteStore {
         if let Some(until) = locked {
             // Nothing recorded: attempts refused while locked do not extend the lock. Roll back
             // now rather than on drop, which would keep the lock until the connection's reuse.
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().map_err(map_err)?;
             return Ok(Attempt::Locked { until });
         }
         let id = uuid::Uuid::now_v7();
         for limit in limits {
-            sqlx::query("INSERT INTO login_attempts (attempt_id, throttle_key, attempted_at) VALUES (?1, ?2, ?3)")
+            db::query("INSERT INTO login_attempts (attempt_id, throttle_key, attempted_at) VALUES (?1, ?2, ?3)")
                 .bind(id)
                 .bind(&limit.key.0[..])
                 .bind(to_micros(now)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .execute(&tx)?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(Attempt::Reserved {
@@ -60,23 +57,19 @@ impl LoginThrottle for SqliteStore {
     }
 
     async fn succeed(&self, attempt: AttemptId, clear: &ThrottleKey) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query("DELETE FROM login_attempts WHERE attempt_id = ?1 OR throttle_key = ?2")
+        let tx = self.write().await?;
+        db::query("DELETE FROM login_attempts WHERE attempt_id = ?1 OR throttle_key = ?2")
             .bind(attempt.0)
             .bind(&clear.0[..])
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query("DELETE FROM login_attempts WHERE attempted_at < ?1")
+        let tx = self.write().await?;
+        let done = db::query("DELETE FROM login_attempts WHERE attempted_at < ?1")
             .bind(to_micros(before)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .execute(&tx)?;
         tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected())
     }

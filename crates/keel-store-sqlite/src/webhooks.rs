@@ -12,9 +12,9 @@ use keel_webhooks::{
     domain::{Attempt, AttemptId, Endpoint, EndpointId, Message, MessageId, MessageStatus},
     ports::{AttemptOutcome, FanOut, VERSION_CONFLICT, WebhookStore},
 };
-use sqlx::{Row, SqliteConnection, sqlite::SqliteRow};
 use time::OffsetDateTime;
 
+use crate::db::{self, Get};
 use crate::{
     SqliteStore, at, at_opt,
     error::map_err,
@@ -26,60 +26,60 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::other(format!("corrupt webhook row: {what}"))
 }
 
-fn endpoint_from_row(r: &SqliteRow) -> Result<Endpoint, StoreError> {
-    let types: String = r.try_get("event_types").map_err(map_err)?;
-    let secrets: String = r.try_get("secrets").map_err(map_err)?;
+fn endpoint_from_row(r: &impl Get) -> Result<Endpoint, StoreError> {
+    let types: String = r.col("event_types")?;
+    let secrets: String = r.col("secrets")?;
     Ok(Endpoint {
-        id: EndpointId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        url: r.try_get("url").map_err(map_err)?,
-        description: r.try_get("description").map_err(map_err)?,
+        id: EndpointId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        url: r.col("url")?,
+        description: r.col("description")?,
         event_types: serde_json::from_str(&types).map_err(|_| corrupt("event types"))?,
-        enabled: r.try_get("enabled").map_err(map_err)?,
-        disabled_reason: r.try_get("disabled_reason").map_err(map_err)?,
+        enabled: r.col("enabled")?,
+        disabled_reason: r.col("disabled_reason")?,
         secrets: serde_json::from_str(&secrets).map_err(|_| corrupt("secrets"))?,
         failing_since: at_opt(r, "failing_since")?,
         created_at: at(r, "created_at")?,
         updated_at: at(r, "updated_at")?,
-        version: r.try_get("version").map_err(map_err)?,
+        version: r.col("version")?,
     })
 }
 
-fn message_from_row(r: &SqliteRow) -> Result<Message, StoreError> {
-    let status: String = r.try_get("status").map_err(map_err)?;
+fn message_from_row(r: &impl Get) -> Result<Message, StoreError> {
+    let status: String = r.col("status")?;
     Ok(Message {
-        id: MessageId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        endpoint_id: EndpointId::from_uuid(r.try_get("endpoint_id").map_err(map_err)?),
-        event_id: EventId::from_uuid(r.try_get("event_id").map_err(map_err)?),
-        event_type: r.try_get("event_type").map_err(map_err)?,
-        body: r.try_get("body").map_err(map_err)?,
+        id: MessageId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        endpoint_id: EndpointId::from_uuid(r.col("endpoint_id")?),
+        event_id: EventId::from_uuid(r.col("event_id")?),
+        event_type: r.col("event_type")?,
+        body: r.col("body")?,
         status: MessageStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        attempts: r.try_get("attempts").map_err(map_err)?,
+        attempts: r.col("attempts")?,
         next_attempt_at: at(r, "next_attempt_at")?,
         created_at: at(r, "created_at")?,
     })
 }
 
-fn attempt_from_row(r: &SqliteRow) -> Result<Attempt, StoreError> {
-    let code: Option<i64> = r.try_get("status_code").map_err(map_err)?;
+fn attempt_from_row(r: &impl Get) -> Result<Attempt, StoreError> {
+    let code: Option<i64> = r.col("status_code")?;
     Ok(Attempt {
-        id: AttemptId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        message_id: MessageId::from_uuid(r.try_get("message_id").map_err(map_err)?),
-        endpoint_id: EndpointId::from_uuid(r.try_get("endpoint_id").map_err(map_err)?),
+        id: AttemptId::from_uuid(r.col("id")?),
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        message_id: MessageId::from_uuid(r.col("message_id")?),
+        endpoint_id: EndpointId::from_uuid(r.col("endpoint_id")?),
         attempted_at: at(r, "attempted_at")?,
         status_code: code
             .map(|c| u16::try_from(c).map_err(|_| corrupt("status code")))
             .transpose()?,
-        latency_ms: r.try_get("latency_ms").map_err(map_err)?,
-        error: r.try_get("error").map_err(map_err)?,
-        response_body: r.try_get("response_body").map_err(map_err)?,
+        latency_ms: r.col("latency_ms")?,
+        error: r.col("error")?,
+        response_body: r.col("response_body")?,
     })
 }
 
-async fn write_endpoint(
-    tx: &mut SqliteConnection,
+fn write_endpoint(
+    tx: &rusqlite::Connection,
     e: &Endpoint,
     expected: Option<i64>,
 ) -> Result<bool, StoreError> {
@@ -92,7 +92,7 @@ async fn write_endpoint(
         "UPDATE webhook_endpoints SET url = ?3, description = ?4, event_types = ?5, enabled = ?6, disabled_reason = ?7, secrets = ?8, \
          failing_since = ?9, created_at = ?10, updated_at = ?11, version = ?12 WHERE tenant_id = ?1 AND id = ?2 AND version = ?13"
     };
-    let mut q = sqlx::query(sql)
+    let mut q = db::query(sql)
         .bind(e.tenant_id.as_uuid())
         .bind(e.id.as_uuid())
         .bind(&e.url)
@@ -108,7 +108,7 @@ async fn write_endpoint(
     if let Some(v) = expected {
         q = q.bind(v);
     }
-    Ok(q.execute(&mut *tx).await.map_err(map_err)?.rows_affected() == 1)
+    Ok(q.execute(tx)?.rows_affected() == 1)
 }
 
 /// Runs `work` in a write transaction with the events; rolls back on its error.
@@ -117,12 +117,12 @@ macro_rules! in_write {
         let mut $tx = $self.write().await?;
         match $work {
             Ok(value) => {
-                insert_events(&mut $tx, $events).await?;
+                insert_events(&mut $tx, $events)?;
                 $tx.commit().await.map_err(map_err)?;
                 Ok(value)
             }
             Err(e) => {
-                $tx.rollback().await.map_err(map_err)?;
+                $tx.rollback().map_err(map_err)?;
                 Err(e)
             }
         }
@@ -132,18 +132,14 @@ macro_rules! in_write {
 #[async_trait]
 impl WebhookStore for SqliteStore {
     async fn create_endpoint(&self, e: &Endpoint, events: &[NewEvent]) -> Result<(), StoreError> {
-        in_write!(self, events, |tx| write_endpoint(&mut tx, e, None)
-            .await
-            .map(|_| ()))
+        in_write!(self, events, |tx| write_endpoint(&tx, e, None).map(|_| ()))
     }
 
     async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Endpoint, StoreError> {
-        let r = sqlx::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
+        let r = self.read(|c| db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
             .bind(tenant.as_uuid())
             .bind(id.as_uuid())
-            .fetch_one(&self.readers)
-            .await
-            .map_err(map_err)?;
+            .fetch_one(c))?;
         endpoint_from_row(&r)
     }
 
@@ -152,13 +148,11 @@ impl WebhookStore for SqliteStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> Result<Page<Endpoint>, StoreError> {
-        let rows = sqlx::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3")
+        let rows = self.read(|c| db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3")
             .bind(tenant.as_uuid())
             .bind(page.after.map(keel_kernel::page::Cursor::after_id))
             .bind(page.limit.fetch_count())
-            .fetch_all(&self.readers)
-            .await
-            .map_err(map_err)?;
+            .fetch_all(c))?;
         let items = rows
             .iter()
             .map(endpoint_from_row)
@@ -173,7 +167,7 @@ impl WebhookStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         in_write!(self, events, |tx| {
-            if write_endpoint(&mut tx, e, Some(expected_version)).await? {
+            if write_endpoint(&tx, e, Some(expected_version))? {
                 Ok(())
             } else {
                 Err(StoreError::Conflict {
@@ -194,20 +188,15 @@ impl WebhookStore for SqliteStore {
                 "DELETE FROM webhook_attempts WHERE tenant_id = ?1 AND endpoint_id = ?2",
                 "DELETE FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2",
             ] {
-                sqlx::query(sql)
+                db::query(sql)
                     .bind(tenant.as_uuid())
                     .bind(id.as_uuid())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                    .execute(&tx)?;
             }
-            let done =
-                sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
-                    .bind(tenant.as_uuid())
-                    .bind(id.as_uuid())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+            let done = db::query("DELETE FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .execute(&tx)?;
             if done.rows_affected() == 1 {
                 Ok(())
             } else {
@@ -222,14 +211,12 @@ impl WebhookStore for SqliteStore {
         endpoint: EndpointId,
         page: PageRequest,
     ) -> Result<Page<Message>, StoreError> {
-        let rows = sqlx::query("SELECT tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, created_at FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4")
+        let rows = self.read(|c| db::query("SELECT tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, created_at FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4")
             .bind(tenant.as_uuid())
             .bind(endpoint.as_uuid())
             .bind(page.after.map(keel_kernel::page::Cursor::after_id))
             .bind(page.limit.fetch_count())
-            .fetch_all(&self.readers)
-            .await
-            .map_err(map_err)?;
+            .fetch_all(c))?;
         let items = rows
             .iter()
             .map(message_from_row)
@@ -238,12 +225,10 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Message, StoreError> {
-        let r = sqlx::query("SELECT tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, created_at FROM webhook_messages WHERE tenant_id = ?1 AND id = ?2")
+        let r = self.read(|c| db::query("SELECT tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, created_at FROM webhook_messages WHERE tenant_id = ?1 AND id = ?2")
             .bind(tenant.as_uuid())
             .bind(id.as_uuid())
-            .fetch_one(&self.readers)
-            .await
-            .map_err(map_err)?;
+            .fetch_one(c))?;
         message_from_row(&r)
     }
 
@@ -253,14 +238,12 @@ impl WebhookStore for SqliteStore {
         message: MessageId,
         page: PageRequest,
     ) -> Result<Page<Attempt>, StoreError> {
-        let rows = sqlx::query("SELECT tenant_id, id, message_id, endpoint_id, attempted_at, status_code, latency_ms, error, response_body FROM webhook_attempts WHERE tenant_id = ?1 AND message_id = ?2 AND (?3 IS NULL OR id > ?3) ORDER BY id LIMIT ?4")
+        let rows = self.read(|c| db::query("SELECT tenant_id, id, message_id, endpoint_id, attempted_at, status_code, latency_ms, error, response_body FROM webhook_attempts WHERE tenant_id = ?1 AND message_id = ?2 AND (?3 IS NULL OR id > ?3) ORDER BY id LIMIT ?4")
             .bind(tenant.as_uuid())
             .bind(message.as_uuid())
             .bind(page.after.map(keel_kernel::page::Cursor::after_id))
             .bind(page.limit.fetch_count())
-            .fetch_all(&self.readers)
-            .await
-            .map_err(map_err)?;
+            .fetch_all(c))?;
         let items = rows
             .iter()
             .map(attempt_from_row)
@@ -276,24 +259,20 @@ impl WebhookStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         in_write!(self, events, |tx| {
-            let done = sqlx::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?3, locked_until = NULL WHERE tenant_id = ?1 AND id = ?2 AND status IN ('delivered', 'failed')")
+            let done = db::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?3, locked_until = NULL WHERE tenant_id = ?1 AND id = ?2 AND status IN ('delivered', 'failed')")
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
                 .bind(to_micros(now)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .execute(&tx)?;
             if done.rows_affected() == 1 {
                 Ok(())
             } else {
-                let exists: i64 = sqlx::query_scalar(
+                let exists: i64 = db::query(
                     "SELECT count(*) FROM webhook_messages WHERE tenant_id = ?1 AND id = ?2",
                 )
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .scalar(&tx)?;
                 // A message still pending or delivering is already queued: nothing to do.
                 if exists == 1 {
                     Ok(())
@@ -313,14 +292,13 @@ impl WebhookStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<u64, StoreError> {
         in_write!(self, events, |tx| {
-            sqlx::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?4, locked_until = NULL WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'failed' AND created_at >= ?3")
+            db::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?4, locked_until = NULL WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'failed' AND created_at >= ?3")
                 .bind(tenant.as_uuid())
                 .bind(endpoint.as_uuid())
                 .bind(to_micros(since)?)
                 .bind(to_micros(now)?)
-                .execute(&mut *tx)
-                .await
-                .map(|d| d.rows_affected())
+                .execute(&tx)
+                .map(super::db::Done::rows_affected)
                 .map_err(map_err)
         })
     }
@@ -331,12 +309,10 @@ impl WebhookStore for SqliteStore {
         now: OffsetDateTime,
         fan_out: &FanOut<'_>,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.write().await?;
-        let rows = sqlx::query("SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events WHERE relayed_at IS NULL ORDER BY occurred_at, id LIMIT ?1")
+        let tx = self.write().await?;
+        let rows = db::query("SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events WHERE relayed_at IS NULL ORDER BY occurred_at, id LIMIT ?1")
             .bind(limit)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .fetch_all(&tx)?;
         let events = rows
             .iter()
             .map(event_from_row)
@@ -344,11 +320,9 @@ impl WebhookStore for SqliteStore {
         let mut endpoints: HashMap<TenantId, Vec<Endpoint>> = HashMap::new();
         for e in &events {
             if let std::collections::hash_map::Entry::Vacant(slot) = endpoints.entry(e.tenant_id) {
-                let rows = sqlx::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND enabled = 1")
+                let rows = db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND enabled = 1")
                     .bind(e.tenant_id.as_uuid())
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                    .fetch_all(&tx)?;
                 slot.insert(
                     rows.iter()
                         .map(endpoint_from_row)
@@ -360,10 +334,10 @@ impl WebhookStore for SqliteStore {
                 .map(Vec::as_slice)
                 .unwrap_or_default();
             for m in fan_out(e, mine) {
-                insert_message(&mut tx, &m).await?;
+                insert_message(&tx, &m)?;
             }
         }
-        mark_relayed(&mut tx, &events, now).await?;
+        mark_relayed(&tx, &events, now)?;
         tx.commit().await.map_err(map_err)?;
         Ok(events.len())
     }
@@ -377,11 +351,9 @@ impl WebhookStore for SqliteStore {
         // One process owns an embedded database, so one relay reads it: publish outside the
         // write lock (a slow bus must not stall every request's commit), then mark what went
         // out. A crash in between publishes again; the bus drops the repeat by its id.
-        let rows = sqlx::query("SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events WHERE relayed_at IS NULL ORDER BY occurred_at, id LIMIT ?1")
+        let rows = self.read(|c| db::query("SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events WHERE relayed_at IS NULL ORDER BY occurred_at, id LIMIT ?1")
             .bind(limit)
-            .fetch_all(&self.readers)
-            .await
-            .map_err(map_err)?;
+            .fetch_all(c))?;
         let events = rows
             .iter()
             .map(event_from_row)
@@ -395,8 +367,8 @@ impl WebhookStore for SqliteStore {
             }
             sent += 1;
         }
-        let mut tx = self.write().await?;
-        mark_relayed(&mut tx, &events[..sent], now).await?;
+        let tx = self.write().await?;
+        mark_relayed(&tx, &events[..sent], now)?;
         tx.commit().await.map_err(map_err)?;
         match failure {
             Some(err) => Err(StoreError::unavailable(std::io::Error::other(err))),
@@ -405,18 +377,16 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn prune_events(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError> {
-        let mut tx = self.write().await?;
+        let tx = self.write().await?;
         let mut gone = 0;
         for q in [
             "DELETE FROM outbox_events WHERE rowid IN (SELECT rowid FROM outbox_events WHERE relayed_at IS NOT NULL AND occurred_at < ?1 LIMIT ?2)",
             "DELETE FROM processed_events WHERE rowid IN (SELECT rowid FROM processed_events WHERE processed_at < ?1 LIMIT ?2)",
         ] {
-            gone += sqlx::query(q)
+            gone += db::query(q)
                 .bind(to_micros(before)?)
                 .bind(limit)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?
+                .execute(&tx)?
                 .rows_affected();
         }
         tx.commit().await.map_err(map_err)?;
@@ -428,19 +398,17 @@ impl WebhookStore for SqliteStore {
         event: &keel_kernel::event::RecordedEvent,
         fan_out: &FanOut<'_>,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.write().await?;
-        let rows = sqlx::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND enabled = 1")
+        let tx = self.write().await?;
+        let rows = db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND enabled = 1")
             .bind(event.tenant_id.as_uuid())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .fetch_all(&tx)?;
         let endpoints = rows
             .iter()
             .map(endpoint_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         let mut added = 0;
         for m in fan_out(event, &endpoints) {
-            added += insert_message(&mut tx, &m).await?;
+            added += insert_message(&tx, &m)?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(added)
@@ -453,32 +421,22 @@ impl WebhookStore for SqliteStore {
         max_in_flight: i64,
         lock_until: OffsetDateTime,
     ) -> Result<Vec<(Message, Endpoint)>, StoreError> {
-        let mut tx = self.write().await?;
+        let tx = self.write().await?;
         let now_us = to_micros(now)?;
-        let busy_rows = sqlx::query("SELECT tenant_id, endpoint_id, count(*) AS n FROM webhook_messages WHERE status = 'delivering' AND locked_until > ?1 GROUP BY tenant_id, endpoint_id")
+        let busy_rows = db::query("SELECT tenant_id, endpoint_id, count(*) AS n FROM webhook_messages WHERE status = 'delivering' AND locked_until > ?1 GROUP BY tenant_id, endpoint_id")
             .bind(now_us)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .fetch_all(&tx)?;
         let mut busy: HashMap<(uuid::Uuid, uuid::Uuid), i64> = HashMap::new();
         for r in &busy_rows {
-            busy.insert(
-                (
-                    r.try_get("tenant_id").map_err(map_err)?,
-                    r.try_get("endpoint_id").map_err(map_err)?,
-                ),
-                r.try_get("n").map_err(map_err)?,
-            );
+            busy.insert((r.col("tenant_id")?, r.col("endpoint_id")?), r.col("n")?);
         }
-        let rows = sqlx::query("SELECT m.tenant_id, m.id, m.endpoint_id, m.event_id, m.event_type, m.body, m.status, m.attempts, m.next_attempt_at, m.created_at FROM webhook_messages m \
+        let rows = db::query("SELECT m.tenant_id, m.id, m.endpoint_id, m.event_id, m.event_type, m.body, m.status, m.attempts, m.next_attempt_at, m.created_at FROM webhook_messages m \
              JOIN webhook_endpoints e ON e.tenant_id = m.tenant_id AND e.id = m.endpoint_id \
              WHERE e.enabled = 1 AND ((m.status = 'pending' AND m.next_attempt_at <= ?1) OR (m.status = 'delivering' AND m.locked_until <= ?1)) \
              ORDER BY m.next_attempt_at, m.id LIMIT ?2")
             .bind(now_us)
             .bind(limit.saturating_mul(4))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .fetch_all(&tx)?;
         let mut claimed = Vec::new();
         for r in &rows {
             if i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= limit {
@@ -491,19 +449,15 @@ impl WebhookStore for SqliteStore {
                 continue;
             }
             *n += 1;
-            sqlx::query("UPDATE webhook_messages SET status = 'delivering', locked_until = ?3 WHERE tenant_id = ?1 AND id = ?2")
+            db::query("UPDATE webhook_messages SET status = 'delivering', locked_until = ?3 WHERE tenant_id = ?1 AND id = ?2")
                 .bind(m.tenant_id.as_uuid())
                 .bind(m.id.as_uuid())
                 .bind(to_micros(lock_until)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            let e = sqlx::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
+                .execute(&tx)?;
+            let e = db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
                 .bind(m.tenant_id.as_uuid())
                 .bind(m.endpoint_id.as_uuid())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .fetch_one(&tx)?;
             claimed.push((m, endpoint_from_row(&e)?));
         }
         tx.commit().await.map_err(map_err)?;
@@ -517,7 +471,7 @@ impl WebhookStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         in_write!(self, events, |tx| {
-            sqlx::query("INSERT INTO webhook_attempts (tenant_id, id, message_id, endpoint_id, attempted_at, status_code, latency_ms, error, response_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+            db::query("INSERT INTO webhook_attempts (tenant_id, id, message_id, endpoint_id, attempted_at, status_code, latency_ms, error, response_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
                 .bind(a.tenant_id.as_uuid())
                 .bind(a.id.as_uuid())
                 .bind(a.message_id.as_uuid())
@@ -527,18 +481,14 @@ impl WebhookStore for SqliteStore {
                 .bind(a.latency_ms)
                 .bind(a.error.as_deref())
                 .bind(a.response_body.as_deref())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            sqlx::query("UPDATE webhook_messages SET status = ?3, attempts = attempts + 1, next_attempt_at = ?4, locked_until = NULL WHERE tenant_id = ?1 AND id = ?2")
+                .execute(&tx)?;
+            db::query("UPDATE webhook_messages SET status = ?3, attempts = attempts + 1, next_attempt_at = ?4, locked_until = NULL WHERE tenant_id = ?1 AND id = ?2")
                 .bind(a.tenant_id.as_uuid())
                 .bind(a.message_id.as_uuid())
                 .bind(outcome.status.as_str())
                 .bind(to_micros(outcome.next_attempt_at)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            sqlx::query("UPDATE webhook_endpoints SET failing_since = CASE WHEN ?3 THEN NULL ELSE COALESCE(failing_since, ?4) END, \
+                .execute(&tx)?;
+            db::query("UPDATE webhook_endpoints SET failing_since = CASE WHEN ?3 THEN NULL ELSE COALESCE(failing_since, ?4) END, \
                  enabled = CASE WHEN ?5 IS NULL THEN enabled ELSE 0 END, disabled_reason = COALESCE(?5, disabled_reason), \
                  version = CASE WHEN ?5 IS NULL THEN version ELSE version + 1 END WHERE tenant_id = ?1 AND id = ?2")
                 .bind(a.tenant_id.as_uuid())
@@ -546,8 +496,7 @@ impl WebhookStore for SqliteStore {
                 .bind(outcome.endpoint_ok)
                 .bind(to_micros(a.attempted_at)?)
                 .bind(outcome.disable.as_deref())
-                .execute(&mut *tx)
-                .await
+                .execute(&tx)
                 .map(|_| ())
                 .map_err(map_err)
         })
@@ -556,8 +505,8 @@ impl WebhookStore for SqliteStore {
 
 /// Marks `events` relayed in one statement (the relay holds the writer meanwhile, so one
 /// statement per event would hold every request's write behind it for longer).
-async fn mark_relayed(
-    tx: &mut SqliteConnection,
+fn mark_relayed(
+    tx: &rusqlite::Connection,
     events: &[keel_kernel::event::RecordedEvent],
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
@@ -576,21 +525,19 @@ async fn mark_relayed(
             .collect::<Vec<_>>(),
     )
     .to_string();
-    sqlx::query(
+    db::query(
         "UPDATE outbox_events SET relayed_at = ?1 WHERE (tenant_id, id) IN \
          (SELECT unhex(json_extract(value, '$[0]')), unhex(json_extract(value, '$[1]')) FROM json_each(?2))",
     )
     .bind(to_micros(now)?)
     .bind(keys)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+    .execute(tx)?;
     Ok(())
 }
 
 /// Inserts a message unless the endpoint already has one for the event; answers 1 or 0.
-async fn insert_message(tx: &mut SqliteConnection, m: &Message) -> Result<usize, StoreError> {
-    sqlx::query("INSERT INTO webhook_messages (tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, locked_until, created_at) \
+fn insert_message(tx: &rusqlite::Connection, m: &Message) -> Result<usize, StoreError> {
+    db::query("INSERT INTO webhook_messages (tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, locked_until, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10) ON CONFLICT (tenant_id, endpoint_id, event_id) DO NOTHING")
         .bind(m.tenant_id.as_uuid())
         .bind(m.id.as_uuid())
@@ -602,8 +549,7 @@ async fn insert_message(tx: &mut SqliteConnection, m: &Message) -> Result<usize,
         .bind(m.attempts)
         .bind(to_micros(m.next_attempt_at)?)
         .bind(to_micros(m.created_at)?)
-        .execute(&mut *tx)
-        .await
+        .execute(tx)
         .map(|d| usize::try_from(d.rows_affected()).unwrap_or(0))
         .map_err(map_err)
 }

@@ -19,7 +19,8 @@
 //! by the writer itself: one fsync per transaction.
 
 use std::{
-    ops::{Deref, DerefMut},
+    ops::Deref,
+    path::PathBuf,
     sync::{
         Arc, Weak,
         atomic::{AtomicU64, Ordering},
@@ -28,19 +29,65 @@ use std::{
 };
 
 use keel_kernel::StoreError;
-use sqlx::{Executor as _, Sqlite, SqliteConnection, SqlitePool, pool::PoolConnection};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
 
-use crate::error::map_err;
+use crate::{Synchronous, error::map_err};
 
-/// A group's outcome as its members hear it (an `sqlx::Error` cannot be shared).
+/// A group's outcome as its members hear it (a driver error cannot be shared).
 type Outcome = Result<(), String>;
+
+/// Prepared statements kept on the writer connection: every write statement fits.
+const STATEMENT_CACHE: usize = 256;
+
+/// How the writer connection is opened (again, if it was lost).
+#[derive(Debug, Clone)]
+pub(crate) struct WriterOptions {
+    pub(crate) path: PathBuf,
+    pub(crate) synchronous: Synchronous,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) group_commit: bool,
+    pub(crate) acquire_timeout: Duration,
+}
+
+fn connect(o: &WriterOptions) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        &o.path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(map_err)?;
+    conn.busy_timeout(o.busy_timeout).map_err(map_err)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(map_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::other(format!(
+            "the database refused WAL mode ({mode})"
+        )));
+    }
+    let synchronous = match o.synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+        Synchronous::Extra => "EXTRA",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(map_err)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(map_err)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
 
 /// The connection and the open group.
 #[derive(Debug, Default)]
 struct Slot {
-    /// Held while an outer transaction is open; returned to the pool after it ends.
-    conn: Option<PoolConnection<Sqlite>>,
+    /// The writer connection; `None` only after it was lost (a blocking task that held it
+    /// was abandoned), and then opened again by the next writer.
+    conn: Option<Connection>,
+    /// An outer transaction is open on the connection.
+    open: bool,
     /// A member was dropped without finishing: its savepoint must be rolled back first.
     dirty: bool,
     /// Members whose work is in the open transaction, waiting for its commit.
@@ -59,51 +106,53 @@ pub struct WriteStats {
 /// The single writer.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    pool: SqlitePool,
+    options: Arc<WriterOptions>,
     slot: Arc<Mutex<Slot>>,
     flush: mpsc::UnboundedSender<()>,
-    group_commit: bool,
-    acquire_timeout: Duration,
     pub(crate) stats: Arc<WriteStats>,
 }
 
 impl Writer {
-    pub(crate) fn new(pool: SqlitePool, group_commit: bool, acquire_timeout: Duration) -> Self {
-        let slot = Arc::new(Mutex::new(Slot::default()));
+    /// Opens the writer connection (creating the file) and starts the flusher.
+    pub(crate) fn open(options: WriterOptions) -> Result<Self, StoreError> {
+        let conn = connect(&options)?;
+        let slot = Arc::new(Mutex::new(Slot {
+            conn: Some(conn),
+            ..Slot::default()
+        }));
         let stats = Arc::new(WriteStats::default());
         let (flush, pokes) = mpsc::unbounded_channel();
         tokio::spawn(flusher(Arc::downgrade(&slot), pokes, stats.clone()));
-        Self {
-            pool,
+        Ok(Self {
+            options: Arc::new(options),
             slot,
             flush,
-            group_commit,
-            acquire_timeout,
             stats,
-        }
-    }
-
-    /// The pool behind the writer (migrations run on it before any request).
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+        })
     }
 
     /// Starts a write transaction: a savepoint in the open outer transaction.
     pub(crate) async fn begin(&self) -> Result<WriteTx, StoreError> {
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-        let slot = tokio::time::timeout(self.acquire_timeout, self.slot.clone().lock_owned()).await;
+        let slot =
+            tokio::time::timeout(self.options.acquire_timeout, self.slot.clone().lock_owned())
+                .await;
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         let mut slot =
             slot.map_err(|_| StoreError::unavailable(std::io::Error::other("the writer is busy")))?;
-        clean(&mut slot).await?;
+        clean(&mut slot)?;
         if slot.conn.is_none() {
-            let mut conn = self.pool.acquire().await.map_err(map_err)?;
-            conn.execute("BEGIN IMMEDIATE").await.map_err(map_err)?;
-            slot.conn = Some(conn);
+            slot.conn = Some(connect(&self.options)?);
+            slot.open = false;
+        }
+        if !slot.open {
+            // `BEGIN IMMEDIATE` waits (up to the busy timeout) while another process writes:
+            // on a blocking thread, not the runtime's.
+            blocking(&mut slot, "BEGIN IMMEDIATE").await?;
+            slot.open = true;
         }
         connection(&mut slot)
-            .execute("SAVEPOINT member")
-            .await
+            .execute_batch("SAVEPOINT member")
             .map_err(map_err)?;
         Ok(WriteTx {
             slot: Some(slot),
@@ -117,18 +166,40 @@ impl Writer {
     }
 }
 
-fn connection(slot: &mut Slot) -> &mut SqliteConnection {
+fn connection(slot: &mut Slot) -> &Connection {
     slot.conn
-        .as_deref_mut()
-        .expect("a member runs only while the outer transaction is open")
+        .as_ref()
+        .expect("a member runs only while the connection is in the slot")
+}
+
+/// Runs `sql` (a transaction boundary, which may fsync or wait on another process's lock)
+/// on a blocking thread. If that thread is abandoned the connection is lost with it, and
+/// with it its open transaction; the next writer opens a new one.
+async fn blocking(slot: &mut Slot, sql: &'static str) -> Result<(), StoreError> {
+    let conn = slot
+        .conn
+        .take()
+        .ok_or_else(|| StoreError::unavailable(std::io::Error::other("no writer connection")))?;
+    let (conn, result) = tokio::task::spawn_blocking(move || {
+        let result = conn.execute_batch(sql).map_err(map_err);
+        (conn, result)
+    })
+    .await
+    .map_err(|e| {
+        slot.open = false;
+        StoreError::unavailable(std::io::Error::other(e.to_string()))
+    })?;
+    slot.conn = Some(conn);
+    result
 }
 
 /// Rolls back the savepoint of a member that was dropped mid-way.
-async fn clean(slot: &mut Slot) -> Result<(), StoreError> {
+fn clean(slot: &mut Slot) -> Result<(), StoreError> {
     if slot.dirty {
-        if let Some(conn) = slot.conn.as_deref_mut() {
-            conn.execute("ROLLBACK TO member; RELEASE member")
-                .await
+        if slot.open
+            && let Some(conn) = slot.conn.as_ref()
+        {
+            conn.execute_batch("ROLLBACK TO member; RELEASE member")
                 .map_err(map_err)?;
         }
         slot.dirty = false;
@@ -137,22 +208,30 @@ async fn clean(slot: &mut Slot) -> Result<(), StoreError> {
 }
 
 /// Ends the open transaction: `COMMIT`, and every member hears the outcome.
-async fn flush(slot: &mut Slot, stats: &WriteStats) {
-    let cleaned = clean(slot).await.map_err(|e| e.to_string());
-    let Some(mut conn) = slot.conn.take() else {
-        return;
-    };
-    let outcome = match cleaned {
-        Ok(()) => conn
-            .execute("COMMIT")
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
-    if outcome.is_err() {
+async fn end(slot: &mut Slot) -> Result<(), StoreError> {
+    clean(slot)?;
+    if !slot.open {
+        return Ok(());
+    }
+    let committed = blocking(slot, "COMMIT").await;
+    if committed.is_err()
+        && let Some(conn) = slot.conn.as_ref()
+    {
         // A failed COMMIT can leave the transaction open; nothing of it may survive.
-        let _ = conn.execute("ROLLBACK").await;
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    slot.open = false;
+    committed
+}
+
+/// Ends the open transaction and answers its members.
+async fn flush(slot: &mut Slot, stats: &WriteStats) {
+    if !slot.open && slot.group.is_empty() {
+        slot.dirty = false;
+        return;
+    }
+    let outcome = end(slot).await.map_err(|e| e.to_string());
+    if outcome.is_err() {
         tracing::error!("group commit failed; its members are answered with the error");
     }
     stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -185,28 +264,23 @@ pub(crate) struct WriteTx {
 }
 
 impl WriteTx {
-    fn slot(&mut self) -> &mut Slot {
-        self.slot
-            .as_deref_mut()
-            .expect("the slot is held until commit, rollback or drop")
-    }
-
     /// Makes the work durable: answers once the commit that carries it is on disk.
-    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         let writer = self.writer.clone();
         let mut slot = self
             .slot
             .take()
             .expect("the slot is held until commit, rollback or drop");
         writer.stats.transactions.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = connection(&mut slot).execute("RELEASE member").await {
+        if let Err(e) = connection(&mut slot).execute_batch("RELEASE member") {
             slot.dirty = true;
             writer.poke();
-            return Err(e);
+            return Err(map_err(e));
         }
-        if !writer.group_commit {
-            flush_alone(&mut slot, &writer.stats).await?;
-            return Ok(());
+        if !writer.options.group_commit {
+            let result = end(&mut slot).await;
+            writer.stats.commits.fetch_add(1, Ordering::Relaxed);
+            return result;
         }
         let (done, outcome) = oneshot::channel();
         slot.group.push(done);
@@ -216,15 +290,15 @@ impl WriteTx {
         drop(slot);
         match outcome.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(sqlx::Error::Io(std::io::Error::other(e))),
-            Err(_) => Err(sqlx::Error::Io(std::io::Error::other(
+            Ok(Err(e)) => Err(StoreError::unavailable(std::io::Error::other(e))),
+            Err(_) => Err(StoreError::unavailable(std::io::Error::other(
                 "the group commit was abandoned",
             ))),
         }
     }
 
     /// Discards this transaction's work and only it.
-    pub(crate) async fn rollback(mut self) -> Result<(), sqlx::Error> {
+    pub(crate) fn rollback(mut self) -> Result<(), StoreError> {
         let writer = self.writer.clone();
         let mut slot = self
             .slot
@@ -232,8 +306,8 @@ impl WriteTx {
             .expect("the slot is held until commit, rollback or drop");
         writer.stats.transactions.fetch_add(1, Ordering::Relaxed);
         let undone = connection(&mut slot)
-            .execute("ROLLBACK TO member; RELEASE member")
-            .await;
+            .execute_batch("ROLLBACK TO member; RELEASE member")
+            .map_err(map_err);
         if undone.is_err() {
             slot.dirty = true;
         }
@@ -241,22 +315,8 @@ impl WriteTx {
             // Nobody else will end the (now empty) outer transaction and free the write lock.
             writer.poke();
         }
-        undone.map(|_| ())
+        undone
     }
-}
-
-/// Without group commit: the transaction holds only this member; commit it now.
-async fn flush_alone(slot: &mut Slot, stats: &WriteStats) -> Result<(), sqlx::Error> {
-    let mut conn = slot
-        .conn
-        .take()
-        .expect("a member runs only while the outer transaction is open");
-    let result = conn.execute("COMMIT").await.map(|_| ());
-    if result.is_err() {
-        let _ = conn.execute("ROLLBACK").await;
-    }
-    stats.commits.fetch_add(1, Ordering::Relaxed);
-    result
 }
 
 impl Drop for WriteTx {
@@ -272,71 +332,51 @@ impl Drop for WriteTx {
 }
 
 impl Deref for WriteTx {
-    type Target = SqliteConnection;
+    type Target = Connection;
 
-    fn deref(&self) -> &SqliteConnection {
+    fn deref(&self) -> &Connection {
         self.slot
             .as_deref()
-            .and_then(|s| s.conn.as_deref())
-            .expect("a member runs only while the outer transaction is open")
-    }
-}
-
-impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        connection(self.slot())
+            .and_then(|s| s.conn.as_ref())
+            .expect("a member runs only while the connection is in the slot")
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use sqlx::sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-    };
-
     use super::*;
+    use crate::db;
 
-    async fn open(group_commit: bool) -> (tempfile::TempDir, Writer, SqlitePool) {
+    async fn open(group_commit: bool) -> (tempfile::TempDir, Writer, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("writer.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .expect("writer pool");
-        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
-            .execute(&pool)
-            .await
+        let path = dir.path().join("writer.db");
+        let w = Writer::open(WriterOptions {
+            path: path.clone(),
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            group_commit,
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .expect("writer");
+        let tx = w.begin().await.expect("begin");
+        tx.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY)")
             .expect("table");
-        let readers = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .expect("reader pool");
-        (
-            dir,
-            Writer::new(pool, group_commit, Duration::from_secs(5)),
-            readers,
-        )
+        tx.commit().await.expect("commit");
+        (dir, w, path)
     }
 
-    async fn insert(tx: &mut WriteTx, k: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO t (k) VALUES (?1)")
+    fn insert(tx: &WriteTx, k: &str) -> Result<(), StoreError> {
+        db::query("INSERT INTO t (k) VALUES (?1)")
             .bind(k)
-            .execute(&mut **tx)
-            .await
+            .execute(tx)
             .map(|_| ())
     }
 
     /// What is on disk, read by another connection.
-    async fn keys(readers: &SqlitePool) -> Vec<String> {
-        sqlx::query_scalar("SELECT k FROM t ORDER BY k")
-            .fetch_all(readers)
-            .await
+    fn keys(path: &std::path::Path) -> Vec<String> {
+        let conn = Connection::open(path).expect("reader");
+        db::query("SELECT k FROM t ORDER BY k")
+            .scalars(&conn)
             .expect("read")
     }
 
@@ -356,39 +396,39 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_transaction_inside_a_group_rolls_back_alone() {
-        let (_dir, w, readers) = open(true).await;
-        let mut first = w.begin().await.expect("begin");
-        insert(&mut first, "a").await.expect("a");
+        let (_dir, w, path) = open(true).await;
+        let first = w.begin().await.expect("begin");
+        insert(&first, "a").expect("a");
         // Three writers queue behind it and so join its group: one succeeds, one breaks a
         // constraint (the key `a` of its neighbour) and rolls back, one is dropped mid-way.
         let ok = tokio::spawn({
             let w = w.clone();
             async move {
-                let mut tx = w.begin().await.expect("begin");
-                insert(&mut tx, "b").await.expect("b");
+                let tx = w.begin().await.expect("begin");
+                insert(&tx, "b").expect("b");
                 tx.commit().await
             }
         });
         let failing = tokio::spawn({
             let w = w.clone();
             async move {
-                let mut tx = w.begin().await.expect("begin");
-                insert(&mut tx, "c").await.expect("c");
-                assert!(insert(&mut tx, "a").await.is_err(), "a duplicate key");
-                tx.rollback().await
+                let tx = w.begin().await.expect("begin");
+                insert(&tx, "c").expect("c");
+                assert!(insert(&tx, "a").is_err(), "a duplicate key");
+                tx.rollback()
             }
         });
         let dropped = tokio::spawn({
             let w = w.clone();
             async move {
-                let mut tx = w.begin().await.expect("begin");
-                insert(&mut tx, "d").await.expect("d");
+                let tx = w.begin().await.expect("begin");
+                insert(&tx, "d").expect("d");
                 drop(tx);
             }
         });
         queued(&w, 3).await;
         assert!(
-            keys(&readers).await.is_empty(),
+            keys(&path).is_empty(),
             "nothing is visible before the commit"
         );
         first.commit().await.expect("the group commits");
@@ -396,33 +436,33 @@ mod tests {
         failing.await.expect("task").expect("rollback");
         dropped.await.expect("task");
         assert_eq!(
-            keys(&readers).await,
+            keys(&path),
             ["a", "b"],
             "the failed and the dropped work is gone, alone"
         );
         assert_eq!(
             counts(&w),
-            (3, 1),
-            "three finished transactions, one commit"
+            (4, 2),
+            "after the table's own: three finished transactions, one commit"
         );
         // The writer goes on: a later transaction commits on its own.
-        let mut later = w.begin().await.expect("begin");
-        insert(&mut later, "e").await.expect("e");
+        let later = w.begin().await.expect("begin");
+        insert(&later, "e").expect("e");
         later.commit().await.expect("commit");
-        assert_eq!(keys(&readers).await, ["a", "b", "e"]);
+        assert_eq!(keys(&path), ["a", "b", "e"]);
     }
 
     #[tokio::test]
     async fn writers_queued_behind_a_commit_share_the_next_one() {
-        let (_dir, w, readers) = open(true).await;
-        let mut first = w.begin().await.expect("begin");
-        insert(&mut first, "first").await.expect("insert");
+        let (_dir, w, path) = open(true).await;
+        let first = w.begin().await.expect("begin");
+        insert(&first, "first").expect("insert");
         let mut tasks = Vec::new();
         for i in 0..200 {
             let w = w.clone();
             tasks.push(tokio::spawn(async move {
-                let mut tx = w.begin().await.expect("begin");
-                insert(&mut tx, &format!("k{i:03}")).await.expect("insert");
+                let tx = w.begin().await.expect("begin");
+                insert(&tx, &format!("k{i:03}")).expect("insert");
                 tx.commit().await
             }));
         }
@@ -433,21 +473,25 @@ mod tests {
                 .expect("task")
                 .expect("each answered after the shared commit");
         }
-        assert_eq!(keys(&readers).await.len(), 201);
-        assert_eq!(counts(&w), (201, 1), "201 transactions, one fsync");
+        assert_eq!(keys(&path).len(), 201);
+        assert_eq!(
+            counts(&w),
+            (202, 2),
+            "201 transactions, one fsync (and the table's own)"
+        );
     }
 
     #[tokio::test]
     async fn without_group_commit_each_transaction_commits_alone() {
-        let (_dir, w, readers) = open(false).await;
-        let mut first = w.begin().await.expect("begin");
-        insert(&mut first, "first").await.expect("insert");
+        let (_dir, w, path) = open(false).await;
+        let first = w.begin().await.expect("begin");
+        insert(&first, "first").expect("insert");
         let mut tasks = Vec::new();
         for i in 0..20 {
             let w = w.clone();
             tasks.push(tokio::spawn(async move {
-                let mut tx = w.begin().await.expect("begin");
-                insert(&mut tx, &format!("k{i:02}")).await.expect("insert");
+                let tx = w.begin().await.expect("begin");
+                insert(&tx, &format!("k{i:02}")).expect("insert");
                 tx.commit().await
             }));
         }
@@ -456,7 +500,7 @@ mod tests {
         for t in tasks {
             t.await.expect("task").expect("commit");
         }
-        assert_eq!(keys(&readers).await.len(), 21);
-        assert_eq!(counts(&w), (21, 21));
+        assert_eq!(keys(&path).len(), 21);
+        assert_eq!(counts(&w), (22, 22));
     }
 }
