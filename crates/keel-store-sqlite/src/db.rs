@@ -86,10 +86,13 @@ impl<'q> Query<'q> {
 
     /// The first row, if any.
     pub(crate) fn fetch_optional(self, conn: &Connection) -> Result<Option<Row>, StoreError> {
-        Ok(self
-            .run(conn, |r, names| Row::read(r, names).map(Some))?
-            .into_iter()
-            .next())
+        // Stops stepping after the first row.
+        let mut first = None;
+        self.run(conn, |r, names| {
+            first = Some(Row::read(r, names)?);
+            Ok(None::<()>)
+        })?;
+        Ok(first)
     }
 
     /// The first row; [`StoreError::NotFound`] without one.
@@ -107,6 +110,7 @@ impl<'q> Query<'q> {
         self,
         conn: &Connection,
     ) -> Result<Option<T>, StoreError> {
+        // Stops stepping after the first row.
         let mut first = None;
         self.run(conn, |r, _| {
             first = Some(r.get(0).map_err(map_err)?);
