@@ -30,6 +30,24 @@ use crate::error::map_err;
 /// Prepared statements kept per connection: every distinct statement of the adapter fits.
 const STATEMENT_CACHE: usize = 256;
 
+/// Opens a connection the adapter's way: read-write (plus `extra` flags), locked by the
+/// adapter rather than by SQLite, waiting `busy_timeout` on other processes' locks, with room
+/// for every distinct statement in its prepared-statement cache.
+pub(crate) fn open(
+    path: &Path,
+    extra: OpenFlags,
+    busy_timeout: Duration,
+) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | extra,
+    )
+    .map_err(map_err)?;
+    conn.busy_timeout(busy_timeout).map_err(map_err)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
 /// One statement and its parameters, bound by position (`?1`, `?2`, ...).
 pub(crate) struct Query<'q> {
     sql: &'q str,
@@ -197,16 +215,10 @@ impl Readers {
     ) -> Result<Self, StoreError> {
         let conns = (0..count)
             .map(|_| {
-                let conn = Connection::open_with_flags(
-                    path,
-                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(map_err)?;
-                conn.busy_timeout(busy_timeout).map_err(map_err)?;
+                let conn = open(path, OpenFlags::empty(), busy_timeout)?;
                 // A reader never writes, whatever a bug might ask of it.
                 conn.pragma_update(None, "query_only", true)
                     .map_err(map_err)?;
-                conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

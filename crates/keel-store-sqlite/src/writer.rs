@@ -32,13 +32,10 @@ use keel_kernel::StoreError;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
 
-use crate::{Synchronous, error::map_err};
+use crate::{Synchronous, db, error::map_err};
 
 /// A group's outcome as its members hear it (a driver error cannot be shared).
 type Outcome = Result<(), String>;
-
-/// Prepared statements kept on the writer connection: every write statement fits.
-const STATEMENT_CACHE: usize = 256;
 
 /// How the writer connection is opened (again, if it was lost).
 #[derive(Debug, Clone)]
@@ -51,14 +48,7 @@ pub(crate) struct WriterOptions {
 }
 
 fn connect(o: &WriterOptions) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        &o.path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(map_err)?;
-    conn.busy_timeout(o.busy_timeout).map_err(map_err)?;
+    let conn = db::open(&o.path, OpenFlags::SQLITE_OPEN_CREATE, o.busy_timeout)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(map_err)?;
@@ -76,7 +66,6 @@ fn connect(o: &WriterOptions) -> Result<Connection, StoreError> {
         .map_err(map_err)?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(map_err)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
