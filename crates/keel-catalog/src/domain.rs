@@ -646,6 +646,19 @@ pub fn parse_location_name(issues: &mut Issues, pointer: &str, s: &str) -> Strin
     line(issues, pointer, s, limits::LOCATION_NAME_MAX)
 }
 
+/// What selling one variant in one currency needs: its product's status and title, the
+/// variant's SKU and title, and its price in that currency (`None` without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantForSale {
+    pub variant_id: VariantId,
+    pub product_id: ProductId,
+    pub product_status: ProductStatus,
+    pub product_title: String,
+    pub sku: Sku,
+    pub variant_title: Option<String>,
+    pub price: Option<Money>,
+}
+
 /// Stock of one variant at one location. `reserved <= on_hand` always (the database checks it
 /// too), so `available` is never negative.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use keel_kernel::{
     StoreError, TenantId,
     event::NewEvent,
+    money::Currency,
     page::{Limit, Page, PageRequest},
 };
 use time::OffsetDateTime;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     Adjustment, Handle, InventoryLevel, Location, LocationId, Product, ProductId, ProductStatus,
-    Reservation, ReservationId, Sku, VariantId,
+    Reservation, ReservationId, Sku, VariantForSale, VariantId,
 };
 
 /// Canonical constraint names, the same on every backend.
@@ -154,12 +155,15 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
         tenant: TenantId,
         handle: &Handle,
     ) -> Result<Product, StoreError>;
-    /// The product one of whose variants is `variant`.
-    async fn get_product_by_variant(
+    /// What a cart needs to sell `variant` in `currency`, read in one statement (it runs for
+    /// every line a shopper adds and again for every line at checkout). `NotFound` if the
+    /// tenant has no such variant.
+    async fn variant_for_sale(
         &self,
         tenant: TenantId,
         variant: VariantId,
-    ) -> Result<Product, StoreError>;
+        currency: Currency,
+    ) -> Result<VariantForSale, StoreError>;
     /// Products by handle (those that exist), for batch upserts.
     async fn products_by_handles(
         &self,
@@ -233,6 +237,14 @@ pub trait InventoryStore: Send + Sync + std::fmt::Debug {
         location: Option<LocationId>,
         page: PageRequest,
     ) -> Result<Page<InventoryLevel>, StoreError>;
+    /// The first location (by level id) holding at least `quantity` unreserved units of the
+    /// variant, if any: where checkout asks to reserve (the reservation stays conditional).
+    async fn location_with_stock(
+        &self,
+        tenant: TenantId,
+        variant: VariantId,
+        quantity: i64,
+    ) -> Result<Option<LocationId>, StoreError>;
     /// Applies an adjustment with one conditional update (creating the level at zero first if
     /// there is none) and appends it to the ledger, with the events, in one transaction. The
     /// result may not leave `on_hand` below `reserved` or above the quantity bound:

@@ -23,11 +23,26 @@ impl SchemaStatus {
     }
 }
 
+/// A count a store keeps about its own work, exposed on `/metrics` as a Prometheus counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreCounter {
+    /// The metric's name (`keel_` prefix, `_total` suffix).
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: u64,
+}
+
 /// Checks the database behind a store.
 #[async_trait]
 pub trait StoreHealth: Send + Sync + std::fmt::Debug {
     /// Reaches the database and reports the schema's state; `Unavailable` when unreachable.
     async fn schema_status(&self) -> Result<SchemaStatus, StoreError>;
+
+    /// The store's counters for `/metrics` (statements, transactions, commits); none unless
+    /// the adapter counts them.
+    fn counters(&self) -> Vec<StoreCounter> {
+        Vec::new()
+    }
 }
 
 /// One migration as the database recorded it.

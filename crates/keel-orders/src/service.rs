@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use keel_catalog::{
     VariantId,
-    domain::{FieldIssue, Issues, ProductStatus, Reservation, ReservationId},
+    domain::{FieldIssue, Issues, ProductStatus, Reservation, ReservationId, VariantForSale},
     ports::{CatalogStore, InventoryStore},
 };
 use keel_identity::customer::CustomerId;
@@ -15,7 +15,7 @@ use keel_kernel::{
     clock::Clock,
     event::{NewEvent, RecordedEvent},
     money::Currency,
-    page::{Limit, Page, PageRequest},
+    page::{Page, PageRequest},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
@@ -764,17 +764,22 @@ impl OrdersService {
         self.price_cart(tenant, cart).await
     }
 
-    /// Reads, changes and saves an open cart, retrying a lost race.
+    /// Reads, changes and saves an open cart, retrying a lost race. `read` is the cart as the
+    /// caller already read it through [`Self::cart_for`], used for the first attempt.
     async fn modify_cart(
         &self,
         tenant: TenantId,
         id: CartId,
         access: &ShopperAccess,
-        kind: &'static str,
+        mut read: Option<Cart>,
         change: impl Fn(&mut Cart) -> Result<(), OrdersError> + Send + Sync,
     ) -> Result<PricedCart, OrdersError> {
+        let kind = "cart.updated";
         for _ in 0..SAVE_ATTEMPTS {
-            let mut cart = self.cart_for(tenant, id, access).await?;
+            let mut cart = match read.take() {
+                Some(cart) => cart,
+                None => self.cart_for(tenant, id, access).await?,
+            };
             if cart.status != CartStatus::Open {
                 return Err(cart_error(
                     "cart_checked_out",
@@ -801,15 +806,20 @@ impl OrdersService {
         Err(OrdersError::Contended)
     }
 
-    /// The current unit price of a variant in `currency`, with its product (active only).
+    /// The current unit price of a variant in `currency`, with what a cart line shows of it
+    /// (active products only).
     async fn sellable(
         &self,
         tenant: TenantId,
         variant: VariantId,
         currency: Currency,
-    ) -> Result<(keel_catalog::domain::Product, i64), OrdersError> {
-        let product = match self.catalog.get_product_by_variant(tenant, variant).await {
-            Ok(p) if p.status == ProductStatus::Active => p,
+    ) -> Result<(VariantForSale, i64), OrdersError> {
+        let v = match self
+            .catalog
+            .variant_for_sale(tenant, variant, currency)
+            .await
+        {
+            Ok(v) if v.product_status == ProductStatus::Active => v,
             Ok(_) | Err(StoreError::NotFound) => {
                 return Err(invalid(
                     "/variant_id",
@@ -818,13 +828,10 @@ impl OrdersService {
             }
             Err(e) => return Err(e.into()),
         };
-        let price = product
-            .variants
-            .iter()
-            .find(|v| v.id == variant)
-            .and_then(|v| v.price_in(currency))
+        let price = v
+            .price
             .ok_or_else(|| invalid("/variant_id", format!("has no price in {currency}")))?;
-        Ok((product, price.minor()))
+        Ok((v, price.minor()))
     }
 
     fn check_quantity(q: i64) -> Result<(), OrdersError> {
@@ -851,9 +858,9 @@ impl OrdersService {
             .parse()
             .map_err(|_| invalid("/variant_id", "must be a variant id (`var_…`)"))?;
         Self::check_quantity(quantity)?;
-        let currency = self.cart_for(tenant, id, access).await?.currency;
-        let (product, unit_price) = self.sellable(tenant, variant, currency).await?;
-        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
+        let cart = self.cart_for(tenant, id, access).await?;
+        let (v, unit_price) = self.sellable(tenant, variant, cart.currency).await?;
+        self.modify_cart(tenant, id, access, Some(cart), |cart| {
             if let Some(line) = cart.lines.iter_mut().find(|l| l.variant_id == variant) {
                 let q = line.quantity + quantity;
                 Self::check_quantity(q)?;
@@ -866,19 +873,14 @@ impl OrdersService {
                         format!("a cart holds at most {LINES_MAX} lines"),
                     ));
                 }
-                let v = product
-                    .variants
-                    .iter()
-                    .find(|v| v.id == variant)
-                    .expect("sellable found it");
                 cart.lines.push(CartLine {
                     id: LineId::new(),
                     variant_id: variant,
-                    product_id: product.id,
+                    product_id: v.product_id,
                     sku: v.sku.as_str().to_owned(),
-                    title: v.title.clone().map_or_else(
-                        || product.title.clone(),
-                        |t| format!("{} — {t}", product.title),
+                    title: v.variant_title.as_ref().map_or_else(
+                        || v.product_title.clone(),
+                        |t| format!("{} — {t}", v.product_title),
                     ),
                     quantity,
                     unit_price,
@@ -906,7 +908,7 @@ impl OrdersService {
             .ok_or(OrdersError::NotFound)?
             .variant_id;
         let (_, unit_price) = self.sellable(tenant, variant, cart.currency).await?;
-        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
+        self.modify_cart(tenant, id, access, Some(cart), |cart| {
             let l = cart
                 .lines
                 .iter_mut()
@@ -926,7 +928,7 @@ impl OrdersService {
         access: &ShopperAccess,
         line: LineId,
     ) -> Result<PricedCart, OrdersError> {
-        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
+        self.modify_cart(tenant, id, access, None, |cart| {
             let before = cart.lines.len();
             cart.lines.retain(|l| l.id != line);
             if cart.lines.len() == before {
@@ -947,14 +949,15 @@ impl OrdersService {
     ) -> Result<PricedCart, OrdersError> {
         let address = input.parse().map_err(OrdersError::Invalid)?;
         // A chosen shipping option for another country no longer fits.
-        let chosen = match self.cart_for(tenant, id, access).await?.shipping_option_id {
+        let cart = self.cart_for(tenant, id, access).await?;
+        let chosen = match cart.shipping_option_id {
             Some(opt) => Some(
                 self.get_setup::<ShippingOption>(tenant, opt.as_uuid())
                     .await?,
             ),
             None => None,
         };
-        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
+        self.modify_cart(tenant, id, access, Some(cart), |cart| {
             if let Some(o) = &chosen
                 && cart.shipping_option_id == Some(o.id)
                 && o.country != address.country
@@ -990,7 +993,7 @@ impl OrdersService {
             }
             Err(e) => return Err(e),
         };
-        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
+        self.modify_cart(tenant, id, access, None, |cart| {
             let Some(address) = &cart.shipping_address else {
                 return Err(cart_error(
                     "shipping_address_required",
@@ -1060,7 +1063,7 @@ impl OrdersService {
             .ok_or_else(|| invalid("/code", "must be 1 to 32 letters, digits, `-` or `_`"))?;
         let cart = self.cart_for(tenant, id, access).await?;
         let p = self.usable_promotion(tenant, &cart, &code).await?;
-        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
+        self.modify_cart(tenant, id, access, Some(cart), |cart| {
             cart.promotion_code = Some(p.code.clone());
             Ok(())
         })
@@ -1075,7 +1078,7 @@ impl OrdersService {
         code: &str,
     ) -> Result<PricedCart, OrdersError> {
         let code = normalise_code(code).ok_or(OrdersError::NotFound)?;
-        self.modify_cart(tenant, id, access, "cart.updated", |cart| {
+        self.modify_cart(tenant, id, access, None, |cart| {
             if cart.promotion_code.as_deref() == Some(code.as_str()) {
                 cart.promotion_code = None;
                 Ok(())
@@ -1301,28 +1304,17 @@ impl OrdersService {
         Ok((lines, reservations))
     }
 
-    /// A location that holds enough available stock of the variant (the first by id); the
-    /// reservation itself is still conditional.
+    /// A location that holds enough available stock of the variant (the first by level id);
+    /// the reservation itself is still conditional.
     async fn location_for(
         &self,
         tenant: TenantId,
         variant: VariantId,
         quantity: i64,
     ) -> Result<keel_catalog::LocationId, OrdersError> {
-        let levels = self
-            .inventory
-            .list_levels(
-                tenant,
-                Some(variant),
-                None,
-                PageRequest::first(Limit::new(Limit::MAX).expect("the maximum is a valid limit")),
-            )
-            .await?;
-        levels
-            .items
-            .iter()
-            .find(|l| l.available() >= quantity)
-            .map(|l| l.location_id)
+        self.inventory
+            .location_with_stock(tenant, variant, quantity)
+            .await?
             .ok_or_else(|| {
                 cart_error(
                     "insufficient_stock",
@@ -1364,12 +1356,15 @@ impl OrdersService {
     }
 
     /// Applies a transition to an order and saves it with its stock moves and events; with
-    /// `if_match`, only at that version. Retries a lost race otherwise.
+    /// `if_match`, only at that version. Retries a lost race otherwise. `read` is the order as
+    /// the caller already read it, used for the first attempt (boxed: it would otherwise sit
+    /// in every caller's future).
     async fn transition<F>(
         &self,
         tenant: TenantId,
         id: OrderId,
         if_match: Option<i64>,
+        mut read: Option<Box<Order>>,
         mut change: F,
     ) -> Result<Order, OrdersError>
     where
@@ -1379,7 +1374,10 @@ impl OrdersService {
         ) -> Result<(Vec<StockChange>, Vec<NewEvent>), OrdersError>,
     {
         for _ in 0..SAVE_ATTEMPTS {
-            let mut order = self.orders.get_order(tenant, id).await?;
+            let mut order = match read.take() {
+                Some(order) => *order,
+                None => self.orders.get_order(tenant, id).await?,
+            };
             let read = order.version;
             if if_match.is_some_and(|v| v != read) {
                 return Err(OrdersError::PreconditionFailed);
@@ -1405,8 +1403,8 @@ impl OrdersService {
         id: OrderId,
         access: &ShopperAccess,
     ) -> Result<Order, OrdersError> {
-        self.order_for(tenant, id, access).await?;
-        self.transition(tenant, id, None, |order, now| {
+        let order = Box::new(self.order_for(tenant, id, access).await?);
+        self.transition(tenant, id, None, Some(order), |order, now| {
             let total = order.totals.total;
             let reference = format!("manual_{}", order.id);
             let payment = order.pay(total, reference, now)?.clone();
@@ -1444,7 +1442,7 @@ impl OrdersService {
         lines: &[(LineId, i64)],
         if_match: Option<i64>,
     ) -> Result<Order, OrdersError> {
-        self.transition(tenant, id, if_match, |order, now| {
+        self.transition(tenant, id, if_match, None, |order, now| {
             let moves = order.fulfil(lines, now)?;
             let kind = if order.status == OrderStatus::Fulfilled {
                 "order.fulfilled"
@@ -1481,7 +1479,7 @@ impl OrdersService {
             }
         }
         issues.finish(()).map_err(OrdersError::Invalid)?;
-        self.transition(tenant, id, if_match, |order, now| {
+        self.transition(tenant, id, if_match, None, |order, now| {
             let s = order.ship(carrier.trim().to_owned(), tracking.trim().to_owned(), now)?.clone();
             let e = event(tenant, "order.shipped", &serde_json::json!({"order_id": order.id, "shipment_id": s.id, "carrier": s.carrier, "tracking_number": s.tracking_number}), now)?;
             Ok((Vec::new(), vec![e]))
@@ -1495,7 +1493,7 @@ impl OrdersService {
         id: OrderId,
         if_match: Option<i64>,
     ) -> Result<Order, OrdersError> {
-        self.transition(tenant, id, if_match, |order, now| {
+        self.transition(tenant, id, if_match, None, |order, now| {
             order.deliver(now)?;
             let e = event(
                 tenant,
@@ -1519,7 +1517,7 @@ impl OrdersService {
         if reason.chars().count() > 500 {
             return Err(invalid("/reason", "must be at most 500 characters"));
         }
-        self.transition(tenant, id, if_match, |order, now| {
+        self.transition(tenant, id, if_match, None, |order, now| {
             let (moves, refund) = order.cancel(reason, now)?;
             let mut events = vec![event(tenant, "order.cancelled", &serde_json::json!({"order_id": order.id, "reason": reason}), now)?];
             if let Some(r) = refund {
@@ -1538,7 +1536,7 @@ impl OrdersService {
         reason: Option<String>,
         if_match: Option<i64>,
     ) -> Result<Order, OrdersError> {
-        self.transition(tenant, id, if_match, |order, now| {
+        self.transition(tenant, id, if_match, None, |order, now| {
             let r = order.refund(request, reason.clone(), now)?;
             let e = event(tenant, "order.refunded", &serde_json::json!({"order_id": order.id, "refund_id": r.id, "amount": r.amount, "currency": order.currency}), now)?;
             Ok((Vec::new(), vec![e]))
@@ -1554,7 +1552,7 @@ impl OrdersService {
         let mut cancelled = 0;
         for (tenant, id) in due {
             let outcome = self
-                .transition(tenant, id, None, |order, now| {
+                .transition(tenant, id, None, None, |order, now| {
                     let moves = order.expire(now)?;
                     let e = event(
                         tenant,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use keel_catalog::{
     domain::{
         Adjustment, AdjustmentId, AdjustmentReason, Handle, Location, LocationId, Product,
-        ProductDraft, ProductStatus, Reservation, ReservationId, Sku, VariantDraft,
+        ProductDraft, ProductStatus, Reservation, ReservationId, Sku, VariantDraft, VariantId,
     },
     ports::{
         HANDLE_CONSTRAINT, INSUFFICIENT_STOCK, LOCATION_IN_USE, ProductCursor, ProductFilter,
@@ -111,6 +111,61 @@ pub async fn a_product_round_trips_with_variants_and_exact_prices(stores: &Store
         .expect("by handle");
     assert_eq!(by_handle.id, p.id);
     assert_eq!(count_events(stores, t, "product.created").await, 1);
+}
+
+pub async fn a_variant_for_sale_carries_its_product_and_its_price_in_one_currency(stores: &Stores) {
+    let t = shop(stores, "cat-sale").await;
+    let mut d = draft("mug", "Mug", &["MUG-RED", "MUG-BLUE"]);
+    d.variants[1].title = Some("Blue".into());
+    d.status = ProductStatus::Draft;
+    let p = Product::from_draft(t, d, SystemClock.now());
+    insert(stores, &p).await;
+    let usd = Currency::parse("USD").expect("USD");
+    let blue = stores
+        .catalog
+        .variant_for_sale(t, p.variants[1].id, usd)
+        .await
+        .expect("for sale");
+    assert_eq!(
+        blue,
+        keel_catalog::domain::VariantForSale {
+            variant_id: p.variants[1].id,
+            product_id: p.id,
+            product_status: ProductStatus::Draft,
+            product_title: "Mug".into(),
+            sku: Sku::parse("MUG-BLUE").expect("sku"),
+            variant_title: Some("Blue".into()),
+            price: Some(money(1999, "USD")),
+        }
+    );
+    let kwd = Currency::parse("KWD").expect("KWD");
+    let red = stores
+        .catalog
+        .variant_for_sale(t, p.variants[0].id, kwd)
+        .await
+        .expect("for sale");
+    assert_eq!(
+        (red.variant_title, red.price),
+        (None, Some(money(1234, "KWD")))
+    );
+    // A currency without a price: the variant, without a price.
+    let eur = Currency::parse("EUR").expect("EUR");
+    let none = stores
+        .catalog
+        .variant_for_sale(t, p.variants[0].id, eur)
+        .await
+        .expect("for sale");
+    assert_eq!((none.sku.as_str(), none.price), ("MUG-RED", None));
+    // Unknown here, and another tenant's variant: not found.
+    let other = shop(stores, "cat-sale-b").await;
+    for (tenant, variant) in [(t, VariantId::new()), (other, p.variants[0].id)] {
+        let err = stores
+            .catalog
+            .variant_for_sale(tenant, variant, usd)
+            .await
+            .expect_err("not found");
+        assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    }
 }
 
 pub async fn a_failed_save_writes_neither_the_product_nor_its_event(stores: &Stores) {
@@ -573,6 +628,49 @@ pub async fn concurrent_reservations_never_exceed_stock(stores: &Stores) {
         (37, 37)
     );
     assert_eq!(levels.items[0].available(), 0);
+}
+
+pub async fn checkout_finds_the_first_location_with_enough_unreserved_stock(stores: &Stores) {
+    let (t, p, first) = stocked_product(stores, "loc-stock", 5).await;
+    let variant = p.variants[0].id;
+    let now = SystemClock.now();
+    let second = Location {
+        id: LocationId::new(),
+        tenant_id: t,
+        name: "Overflow".into(),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    };
+    stores
+        .inventory
+        .create_location(&second, &[])
+        .await
+        .expect("location");
+    adjust(stores, &p, &second, 20).await.expect("stock up");
+    let at = |q| stores.inventory.location_with_stock(t, variant, q);
+    // The first level (stocked first) while it holds enough, else the next that does.
+    assert_eq!(at(5).await.expect("read"), Some(first.id));
+    assert_eq!(at(6).await.expect("read"), Some(second.id));
+    assert_eq!(at(21).await.expect("read"), None);
+    // Reserved stock is not available.
+    stores
+        .inventory
+        .reserve(&reservation(&p, &first, 3), &[])
+        .await
+        .expect("reserve");
+    assert_eq!(at(2).await.expect("read"), Some(first.id));
+    assert_eq!(at(3).await.expect("read"), Some(second.id));
+    // Another tenant sees none of it.
+    let other = shop(stores, "loc-stock-b").await;
+    assert_eq!(
+        stores
+            .inventory
+            .location_with_stock(other, variant, 1)
+            .await
+            .expect("read"),
+        None
+    );
 }
 
 pub async fn adjustments_are_ledgered_and_never_drop_stock_below_reserved(stores: &Stores) {

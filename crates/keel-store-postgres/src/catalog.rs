@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use keel_catalog::{
     domain::{
-        Handle, Metadata, Product, ProductId, ProductOption, ProductStatus, Sku, Variant, VariantId,
+        Handle, Metadata, Product, ProductId, ProductOption, ProductStatus, Sku, Variant,
+        VariantForSale, VariantId,
     },
     ports::{
         CatalogStore, ProductCursor, ProductFilter, ProductPage, ProductSort, STOCK_RESERVED,
@@ -368,20 +369,38 @@ impl CatalogStore for PgStore {
         Ok(p)
     }
 
-    async fn get_product_by_variant(
+    async fn variant_for_sale(
         &self,
         tenant: TenantId,
         variant: VariantId,
-    ) -> Result<Product, StoreError> {
-        let product: uuid::Uuid =
-            sqlx::query_scalar("SELECT product_id FROM variants WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.as_uuid())
-                .bind(variant.as_uuid())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(map_err)?;
-        self.get_product(tenant, ProductId::from_uuid(product))
-            .await
+        currency: Currency,
+    ) -> Result<VariantForSale, StoreError> {
+        let r = sqlx::query(
+            "SELECT v.product_id, p.status, p.title AS product_title, v.sku, v.title AS variant_title, \
+             vp.amount FROM variants v \
+             JOIN products p ON p.tenant_id = v.tenant_id AND p.id = v.product_id \
+             LEFT JOIN variant_prices vp ON vp.tenant_id = v.tenant_id AND vp.variant_id = v.id \
+             AND vp.currency = $3 \
+             WHERE v.tenant_id = $1 AND v.id = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(variant.as_uuid())
+        .bind(currency.code())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let status: String = r.try_get("status").map_err(map_err)?;
+        let sku: String = r.try_get("sku").map_err(map_err)?;
+        let amount: Option<i64> = r.try_get("amount").map_err(map_err)?;
+        Ok(VariantForSale {
+            variant_id: variant,
+            product_id: ProductId::from_uuid(r.try_get("product_id").map_err(map_err)?),
+            product_status: ProductStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            product_title: r.try_get("product_title").map_err(map_err)?,
+            sku: Sku::parse(&sku).map_err(|_| corrupt("sku"))?,
+            variant_title: r.try_get("variant_title").map_err(map_err)?,
+            price: amount.map(|a| Money::new(a, currency)),
+        })
     }
 
     async fn products_by_handles(

@@ -459,6 +459,25 @@ impl InventoryStore for PgStore {
         Ok(Page::from_overfetch(items, page.limit, |(id, _)| *id).map(|(_, l)| l))
     }
 
+    async fn location_with_stock(
+        &self,
+        tenant: TenantId,
+        variant: VariantId,
+        quantity: i64,
+    ) -> Result<Option<LocationId>, StoreError> {
+        let id: Option<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT location_id FROM inventory_levels \
+             WHERE tenant_id = $1 AND variant_id = $2 AND on_hand - reserved >= $3 ORDER BY id LIMIT 1",
+        )
+        .bind(tenant.as_uuid())
+        .bind(variant.as_uuid())
+        .bind(quantity)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(id.map(LocationId::from_uuid))
+    }
+
     async fn adjust(
         &self,
         adjustment: &Adjustment,

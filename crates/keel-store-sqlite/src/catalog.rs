@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use keel_catalog::{
     domain::{
-        Handle, Metadata, Product, ProductId, ProductOption, ProductStatus, Sku, Variant, VariantId,
+        Handle, Metadata, Product, ProductId, ProductOption, ProductStatus, Sku, Variant,
+        VariantForSale, VariantId,
     },
     ports::{
         CatalogStore, ProductCursor, ProductFilter, ProductPage, ProductSort, STOCK_RESERVED,
@@ -357,18 +358,37 @@ impl CatalogStore for SqliteStore {
         })
     }
 
-    async fn get_product_by_variant(
+    async fn variant_for_sale(
         &self,
         tenant: TenantId,
         variant: VariantId,
-    ) -> Result<Product, StoreError> {
-        self.read(|conn| {
-            let product: uuid::Uuid =
-                db::query("SELECT product_id FROM variants WHERE tenant_id = ?1 AND id = ?2")
-                    .bind(tenant.as_uuid())
-                    .bind(variant.as_uuid())
-                    .scalar(conn)?;
-            load_product(conn, tenant, ProductId::from_uuid(product))
+        currency: Currency,
+    ) -> Result<VariantForSale, StoreError> {
+        let r = self.read(|conn| {
+            db::query(
+                "SELECT v.product_id, p.status, p.title AS product_title, v.sku, v.title AS variant_title, \
+                 vp.amount FROM variants v \
+                 JOIN products p ON p.tenant_id = v.tenant_id AND p.id = v.product_id \
+                 LEFT JOIN variant_prices vp ON vp.tenant_id = v.tenant_id AND vp.variant_id = v.id \
+                 AND vp.currency = ?3 \
+                 WHERE v.tenant_id = ?1 AND v.id = ?2",
+            )
+            .bind(tenant.as_uuid())
+            .bind(variant.as_uuid())
+            .bind(currency.code())
+            .fetch_one(conn)
+        })?;
+        let status: String = r.col("status")?;
+        let sku: String = r.col("sku")?;
+        let amount: Option<i64> = r.col("amount")?;
+        Ok(VariantForSale {
+            variant_id: variant,
+            product_id: ProductId::from_uuid(r.col("product_id")?),
+            product_status: ProductStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            product_title: r.col("product_title")?,
+            sku: Sku::parse(&sku).map_err(|_| corrupt("sku"))?,
+            variant_title: r.col("variant_title")?,
+            price: amount.map(|a| Money::new(a, currency)),
         })
     }
 

@@ -14,7 +14,7 @@ use std::{
     path::Path,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -29,6 +29,29 @@ use crate::error::map_err;
 
 /// Prepared statements kept per connection: every distinct statement of the adapter fits.
 const STATEMENT_CACHE: usize = 256;
+
+/// SQL statements run by this process's SQLite adapter (transaction control included), for
+/// `/metrics` and for counting statements per request. One process serves one database, so
+/// a process-wide count is the database's count.
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Statements run so far by this process (see [`STATEMENTS`]).
+pub fn statements_run() -> u64 {
+    STATEMENTS.load(Ordering::Relaxed)
+}
+
+/// Counts a statement about to run and, at `debug` on this target, logs its SQL: the text
+/// only, whose values are all bound parameters, so no secret or PII reaches the log.
+fn note(sql: &str) {
+    STATEMENTS.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(target: "keel_store_sqlite::statement", sql);
+}
+
+/// Runs statements without parameters (transaction control), counted like the rest.
+pub(crate) fn batch(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    note(sql);
+    conn.execute_batch(sql).map_err(map_err)
+}
 
 /// Opens a connection the adapter's way: read-write (plus `extra` flags), locked by the
 /// adapter rather than by SQLite, waiting `busy_timeout` on other processes' locks, with room
@@ -82,6 +105,7 @@ impl<'q> Query<'q> {
         conn: &Connection,
         mut each: impl FnMut(&rusqlite::Row<'_>, &Arc<[String]>) -> Result<Option<R>, StoreError>,
     ) -> Result<Vec<R>, StoreError> {
+        note(self.sql);
         let mut stmt = conn.prepare_cached(self.sql).map_err(map_err)?;
         let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
         let mut rows = stmt
@@ -144,6 +168,7 @@ impl<'q> Query<'q> {
 
     /// Runs a statement that answers no rows.
     pub(crate) fn execute(self, conn: &Connection) -> Result<Done, StoreError> {
+        note(self.sql);
         let mut stmt = conn.prepare_cached(self.sql).map_err(map_err)?;
         let n = stmt
             .execute(rusqlite::params_from_iter(self.params.iter()))

@@ -423,6 +423,25 @@ impl InventoryStore for SqliteStore {
         Ok(Page::from_overfetch(items, page.limit, |(id, _)| *id).map(|(_, l)| l))
     }
 
+    async fn location_with_stock(
+        &self,
+        tenant: TenantId,
+        variant: VariantId,
+        quantity: i64,
+    ) -> Result<Option<LocationId>, StoreError> {
+        let id: Option<uuid::Uuid> = self.read(|c| {
+            db::query(
+                "SELECT location_id FROM inventory_levels \
+                 WHERE tenant_id = ?1 AND variant_id = ?2 AND on_hand - reserved >= ?3 ORDER BY id LIMIT 1",
+            )
+            .bind(tenant.as_uuid())
+            .bind(variant.as_uuid())
+            .bind(quantity)
+            .scalar_optional(c)
+        })?;
+        Ok(id.map(LocationId::from_uuid))
+    }
+
     async fn adjust(
         &self,
         adjustment: &Adjustment,

@@ -36,7 +36,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use keel_kernel::{
     StoreError,
-    health::{SchemaStatus, StoreHealth},
+    health::{SchemaStatus, StoreCounter, StoreHealth},
 };
 use keel_store_common::APPLIED_MIGRATIONS_SQL;
 pub use migrations::migration_names;
@@ -183,6 +183,27 @@ impl StoreHealth for SqliteStore {
                 .collect::<Result<Vec<(i64, Vec<u8>, bool)>, StoreError>>()
         })?;
         Ok(migrations::MIGRATIONS.status(applied))
+    }
+
+    fn counters(&self) -> Vec<StoreCounter> {
+        let (transactions, commits) = self.write_stats();
+        vec![
+            StoreCounter {
+                name: "keel_sqlite_statements_total",
+                help: "SQL statements run on the SQLite database by this process, transaction control included.",
+                value: db::statements_run(),
+            },
+            StoreCounter {
+                name: "keel_sqlite_write_transactions_total",
+                help: "Write transactions finished on the single writer (committed or rolled back).",
+                value: transactions,
+            },
+            StoreCounter {
+                name: "keel_sqlite_commits_total",
+                help: "Commits (one fsync each) that carried those transactions to disk (group commit).",
+                value: commits,
+            },
+        ]
     }
 }
 

@@ -140,9 +140,7 @@ impl Writer {
             blocking(&mut slot, "BEGIN IMMEDIATE").await?;
             slot.open = true;
         }
-        connection(&mut slot)
-            .execute_batch("SAVEPOINT member")
-            .map_err(map_err)?;
+        db::batch(connection(&mut slot), "SAVEPOINT member")?;
         Ok(WriteTx {
             slot: Some(slot),
             writer: self.clone(),
@@ -170,7 +168,7 @@ async fn blocking(slot: &mut Slot, sql: &'static str) -> Result<(), StoreError> 
         .take()
         .ok_or_else(|| StoreError::unavailable(std::io::Error::other("no writer connection")))?;
     let (conn, result) = tokio::task::spawn_blocking(move || {
-        let result = conn.execute_batch(sql).map_err(map_err);
+        let result = db::batch(&conn, sql);
         (conn, result)
     })
     .await
@@ -188,8 +186,7 @@ fn clean(slot: &mut Slot) -> Result<(), StoreError> {
         if slot.open
             && let Some(conn) = slot.conn.as_ref()
         {
-            conn.execute_batch("ROLLBACK TO member; RELEASE member")
-                .map_err(map_err)?;
+            db::batch(conn, "ROLLBACK TO member; RELEASE member")?;
         }
         slot.dirty = false;
     }
@@ -207,7 +204,7 @@ async fn end(slot: &mut Slot) -> Result<(), StoreError> {
         && let Some(conn) = slot.conn.as_ref()
     {
         // A failed COMMIT can leave the transaction open; nothing of it may survive.
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = db::batch(conn, "ROLLBACK");
     }
     slot.open = false;
     committed
@@ -261,10 +258,10 @@ impl WriteTx {
             .take()
             .expect("the slot is held until commit, rollback or drop");
         writer.stats.transactions.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = connection(&mut slot).execute_batch("RELEASE member") {
+        if let Err(e) = db::batch(connection(&mut slot), "RELEASE member") {
             slot.dirty = true;
             writer.poke();
-            return Err(map_err(e));
+            return Err(e);
         }
         if !writer.options.group_commit {
             let result = end(&mut slot).await;
@@ -294,9 +291,7 @@ impl WriteTx {
             .take()
             .expect("the slot is held until commit, rollback or drop");
         writer.stats.transactions.fetch_add(1, Ordering::Relaxed);
-        let undone = connection(&mut slot)
-            .execute_batch("ROLLBACK TO member; RELEASE member")
-            .map_err(map_err);
+        let undone = db::batch(connection(&mut slot), "ROLLBACK TO member; RELEASE member");
         if undone.is_err() {
             slot.dirty = true;
         }

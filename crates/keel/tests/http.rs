@@ -308,3 +308,45 @@ async fn unreachable_database_is_not_ready() {
     let body: serde_json::Value = res.json().await.expect("json");
     assert_eq!(body["database"]["status"], "unreachable");
 }
+
+fn counter(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn sqlite_counts_its_statements_transactions_and_commits_in_metrics() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let read = |text: &str| {
+        [
+            "keel_sqlite_statements_total",
+            "keel_sqlite_write_transactions_total",
+            "keel_sqlite_commits_total",
+        ]
+        .map(|n| counter(text, n).unwrap_or_else(|| panic!("{n} in {text}")))
+    };
+    let before = read(&app.get("/metrics").await.text().await.expect("text"));
+    // One shop with its owner: write transactions, each with its statements.
+    app.owner_with_tokens("metrics-counts").await;
+    let after = read(&app.get("/metrics").await.text().await.expect("text"));
+    assert!(after[0] > before[0], "statements {before:?} -> {after:?}");
+    assert!(after[1] > before[1], "transactions {before:?} -> {after:?}");
+    assert!(after[2] > before[2], "commits {before:?} -> {after:?}");
+    // Group commit never needs more commits than transactions, and every statement of a
+    // transaction is counted (at least SAVEPOINT and RELEASE per transaction).
+    assert!(
+        after[2] - before[2] <= after[1] - before[1],
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        after[0] - before[0] >= 2 * (after[1] - before[1]),
+        "{before:?} -> {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_has_no_sqlite_counters() {
+    let app = spawn_app(Backend::Postgres).await;
+    let text = app.get("/metrics").await.text().await.expect("text");
+    assert!(!text.contains("keel_sqlite_"), "{text}");
+}

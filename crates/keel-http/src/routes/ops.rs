@@ -1,4 +1,5 @@
-//! `/metrics`: Prometheus text exposition of this node's HTTP metrics.
+//! `/metrics`: Prometheus text exposition of this node's HTTP, storefront-cache and store
+//! metrics.
 
 use axum::{extract::State, http::header, response::IntoResponse};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -17,9 +18,23 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         {
             let mut text = state.metrics.render();
             state.store_cache.stats().render(&mut text);
+            render_counters(&state.health.counters(), &mut text);
             text
         },
     )
+}
+
+fn render_counters(counters: &[keel_kernel::health::StoreCounter], out: &mut String) {
+    use std::fmt::Write as _;
+    for c in counters {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n",
+            name = c.name,
+            help = c.help,
+            value = c.value
+        );
+    }
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
