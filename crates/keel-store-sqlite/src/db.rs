@@ -42,7 +42,7 @@ pub fn statements_run() -> u64 {
 
 /// Counts a statement about to run and, at `debug` on this target, logs its SQL: the text
 /// only, whose values are all bound parameters, so no secret or PII reaches the log.
-fn note(sql: &str) {
+pub(crate) fn note(sql: &str) {
     STATEMENTS.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(target: "keel_store_sqlite::statement", sql);
 }

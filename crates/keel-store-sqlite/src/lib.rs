@@ -199,6 +199,15 @@ impl StoreHealth for SqliteStore {
                 value: transactions,
             },
             StoreCounter {
+                name: "keel_sqlite_lock_waits_total",
+                help: "Times the writer found another process holding the database's write lock and waited for it.",
+                value: self
+                    .writer
+                    .stats
+                    .lock_waits
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            },
+            StoreCounter {
                 name: "keel_sqlite_commits_total",
                 help: "Commits (one fsync each) that carried those transactions to disk (group commit).",
                 value: commits,

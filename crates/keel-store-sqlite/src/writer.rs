@@ -90,6 +90,9 @@ pub struct WriteStats {
     pub commits: AtomicU64,
     /// Writers waiting for the connection right now.
     pub waiting: AtomicU64,
+    /// Times a group's `BEGIN IMMEDIATE` found another process holding the write lock and
+    /// had to wait for it.
+    pub lock_waits: AtomicU64,
 }
 
 /// The single writer.
@@ -135,9 +138,7 @@ impl Writer {
             slot.open = false;
         }
         if !slot.open {
-            // `BEGIN IMMEDIATE` waits (up to the busy timeout) while another process writes:
-            // on a blocking thread, not the runtime's.
-            blocking(&mut slot, "BEGIN IMMEDIATE").await?;
+            begin_immediate(&mut slot, self.options.busy_timeout, &self.stats).await?;
             slot.open = true;
         }
         db::batch(connection(&mut slot), "SAVEPOINT member")?;
@@ -178,6 +179,33 @@ async fn blocking(slot: &mut Slot, sql: &'static str) -> Result<(), StoreError> 
     })?;
     slot.conn = Some(conn);
     result
+}
+
+/// Opens the group's transaction, taking the database's write lock. With no other process
+/// writing (the usual case) that is immediate, so it is tried inline without waiting: a hop
+/// to a blocking thread and back cost each group about 0.3 ms of the writer's time under the
+/// checkout load. Only if another process holds the lock does `BEGIN IMMEDIATE` wait for it,
+/// up to the busy timeout, on a blocking thread rather than the runtime's.
+async fn begin_immediate(
+    slot: &mut Slot,
+    busy_timeout: Duration,
+    stats: &WriteStats,
+) -> Result<(), StoreError> {
+    let conn = connection(slot);
+    conn.busy_timeout(Duration::ZERO).map_err(map_err)?;
+    db::note("BEGIN IMMEDIATE");
+    let first = conn.execute_batch("BEGIN IMMEDIATE");
+    conn.busy_timeout(busy_timeout).map_err(map_err)?;
+    match first {
+        Ok(()) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            stats.lock_waits.fetch_add(1, Ordering::Relaxed);
+            blocking(slot, "BEGIN IMMEDIATE").await
+        }
+        Err(e) => Err(map_err(e)),
+    }
 }
 
 /// Rolls back the savepoint of a member that was dropped mid-way.
@@ -463,6 +491,40 @@ mod tests {
             (202, 2),
             "201 transactions, one fsync (and the table's own)"
         );
+    }
+
+    #[tokio::test]
+    async fn a_writer_waits_for_another_process_holding_the_write_lock() {
+        let (_dir, w, path) = open(true).await;
+        // Another connection (as another process would) takes the write lock first.
+        let other = Connection::open(&path).expect("other connection");
+        other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        other
+            .execute_batch("INSERT INTO t (k) VALUES ('other')")
+            .expect("insert");
+        let writer = w.clone();
+        let (started, waiting) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let _ = started.send(());
+            let tx = writer.begin().await?;
+            insert(&tx, "ours")?;
+            tx.commit().await
+        });
+        waiting.await.expect("task started");
+        // The writer's inline attempt finds the lock taken and waits on a blocking thread.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while w.stats.lock_waits.load(Ordering::Relaxed) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the writer met the other connection's lock");
+        assert_eq!(keys(&path), Vec::<String>::new(), "nothing written yet");
+        other.execute_batch("COMMIT").expect("release");
+        task.await
+            .expect("task")
+            .expect("the writer waited for the lock instead of failing");
+        assert_eq!(keys(&path), vec!["other".to_owned(), "ours".to_owned()]);
     }
 
     #[tokio::test]
