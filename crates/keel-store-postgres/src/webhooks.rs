@@ -128,6 +128,31 @@ macro_rules! in_write {
     }};
 }
 
+/// Marks the relayed events in one statement (the id lists are bound arrays), inside the
+/// relay's transaction: one round trip whatever the batch size.
+async fn mark_relayed(
+    tx: &mut sqlx::PgConnection,
+    events: &[keel_kernel::event::RecordedEvent],
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<uuid::Uuid> = events.iter().map(|e| e.tenant_id.as_uuid()).collect();
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
+    sqlx::query(
+        "UPDATE outbox_events o SET relayed_at = $3 FROM unnest($1::uuid[], $2::uuid[]) AS r (tenant_id, id) \
+         WHERE o.tenant_id = r.tenant_id AND o.id = r.id",
+    )
+    .bind(tenants)
+    .bind(ids)
+    .bind(now)
+    .execute(tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl WebhookStore for PgStore {
     async fn create_endpoint(&self, e: &Endpoint, events: &[NewEvent]) -> Result<(), StoreError> {
@@ -361,16 +386,8 @@ impl WebhookStore for PgStore {
             for m in fan_out(e, mine) {
                 insert_message(&mut tx, &m).await?;
             }
-            sqlx::query(
-                "UPDATE outbox_events SET relayed_at = $3 WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(e.tenant_id.as_uuid())
-            .bind(e.id.as_uuid())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
         }
+        mark_relayed(&mut tx, &events, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(events.len())
     }
@@ -396,16 +413,8 @@ impl WebhookStore for PgStore {
                 tx.rollback().await.map_err(map_err)?;
                 return Err(StoreError::unavailable(std::io::Error::other(err)));
             }
-            sqlx::query(
-                "UPDATE outbox_events SET relayed_at = $3 WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(e.tenant_id.as_uuid())
-            .bind(e.id.as_uuid())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
         }
+        mark_relayed(&mut tx, &events, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(events.len())
     }
