@@ -66,6 +66,12 @@ fn connect(o: &WriterOptions) -> Result<Connection, StoreError> {
         .map_err(map_err)?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(map_err)?;
+    // Each member is a savepoint, and the first change to a page inside one copies the page
+    // to the savepoint's sub-journal (so the member alone can roll back). In memory, that is
+    // a copy; in the default temporary file it was a write system call per page (6 % of the
+    // server's CPU under the checkout load).
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(map_err)?;
     Ok(conn)
 }
 
