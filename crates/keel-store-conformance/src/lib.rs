@@ -167,6 +167,7 @@ macro_rules! conformance_tests {
             a_checkout_commits_order_stock_and_number_together,
             idempotency_keys_are_claimed_once_replayed_and_taken_over_when_dead,
             the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it,
+            racing_relays_fan_each_event_out_once,
             claims_respect_the_per_endpoint_concurrency_bound,
             the_bus_relay_publishes_every_event_and_a_failed_publish_leaves_the_rest,
             a_bus_event_is_accepted_once_per_endpoint,

@@ -114,6 +114,53 @@ pub async fn the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it(st
     );
 }
 
+pub async fn racing_relays_fan_each_event_out_once(stores: &Stores) {
+    let t = create(stores, &unique_slug("relay-race")).await.0.id;
+    let now = SystemClock.now();
+    while stores
+        .webhooks
+        .relay(100, now, &fan_out)
+        .await
+        .expect("relay")
+        > 0
+    {}
+    let wants = endpoint(t, &["order.*"]);
+    stores
+        .webhooks
+        .create_endpoint(&wants, &[])
+        .await
+        .expect("endpoint");
+    events(stores, t, "order.placed", 40).await;
+    let mut relays = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let webhooks = stores.webhooks.clone();
+        relays.spawn(async move {
+            let mut total = 0;
+            loop {
+                let n = webhooks.relay(7, now, &fan_out).await.expect("relay");
+                if n == 0 {
+                    return total;
+                }
+                total += n;
+            }
+        });
+    }
+    let mut relayed = 0;
+    while let Some(n) = relays.join_next().await {
+        relayed += n.expect("task");
+    }
+    assert_eq!(relayed, 40, "each event counted by exactly one relay");
+    let page = keel_kernel::page::PageRequest::first(
+        keel_kernel::page::Limit::new(100).expect("limit"),
+    );
+    let got = stores
+        .webhooks
+        .list_messages(t, wants.id, page)
+        .await
+        .expect("messages");
+    assert_eq!(got.items.len(), 40, "one message per event");
+}
+
 pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) {
     let t = create(stores, &unique_slug("claim")).await.0.id;
     let e = endpoint(t, &["stock_location.created"]);

@@ -142,21 +142,22 @@ pub(crate) async fn apply_reservation(
     r: &Reservation,
 ) -> Result<InventoryLevel, StoreError> {
     let now = r.created_at;
-    let done = sqlx::query(
+    // The conditional update answers the new level itself (one round trip fewer per line in
+    // the checkout transaction).
+    let level = sqlx::query(
         "UPDATE inventory_levels SET reserved = reserved + $4, updated_at = $5 \
-         WHERE tenant_id = $1 AND variant_id = $2 AND location_id = $3 AND on_hand - reserved >= $4",
+         WHERE tenant_id = $1 AND variant_id = $2 AND location_id = $3 AND on_hand - reserved >= $4 \
+         RETURNING tenant_id, variant_id, location_id, on_hand, reserved, updated_at",
     )
     .bind(r.tenant_id.as_uuid())
     .bind(r.variant_id.as_uuid())
     .bind(r.location_id.as_uuid())
     .bind(r.quantity)
     .bind(now)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await
-    .map_err(map_err)?;
-    if done.rows_affected() != 1 {
-        return Err(insufficient());
-    }
+    .map_err(map_err)?
+    .ok_or_else(insufficient)?;
     sqlx::query(
         "INSERT INTO reservations (tenant_id, id, variant_id, location_id, quantity, created_at, released_at) \
          VALUES ($1, $2, $3, $4, $5, $6, NULL)",
@@ -170,7 +171,7 @@ pub(crate) async fn apply_reservation(
     .execute(&mut *tx)
     .await
     .map_err(map_err)?;
-    read_level(tx, r.tenant_id, r.variant_id, r.location_id).await
+    level_from_row(&level)
 }
 
 /// Takes `quantity` units of a reservation out of stock (fulfilment): `on_hand` and

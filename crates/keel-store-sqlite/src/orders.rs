@@ -265,10 +265,13 @@ fn parse<T: serde::de::DeserializeOwned, R: Get>(r: &R) -> Result<T, StoreError>
     serde_json::from_str(&body).map_err(StoreError::other)
 }
 
-/// Writes a cart at `expected_version` inside the caller's transaction; false when it changed.
+/// Writes a cart (`body` is its JSON, serialised before the transaction so the single writer
+/// is not held for it) at `expected_version` inside the caller's transaction; false when it
+/// changed.
 fn write_cart(
     tx: &rusqlite::Connection,
     cart: &Cart,
+    body: &str,
     expected_version: i64,
 ) -> Result<bool, StoreError> {
     let done = db::query(
@@ -278,7 +281,7 @@ fn write_cart(
     .bind(cart.tenant_id.as_uuid())
     .bind(cart.id.as_uuid())
     .bind(cart_status(cart))
-    .bind(json(cart)?)
+    .bind(body)
     .bind(cart.version)
     .bind(to_micros(cart.updated_at)?)
     .bind(expected_version)
@@ -294,6 +297,7 @@ impl CartStore for SqliteStore {
         secret_hash: Option<&str>,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
+        let body = json(cart)?;
         let tx = self.write().await?;
         db::query(
             "INSERT INTO carts (tenant_id, id, customer_id, secret_hash, status, body, version, created_at, updated_at) \
@@ -304,7 +308,7 @@ impl CartStore for SqliteStore {
         .bind(cart.customer_id.map(|c| c.as_uuid()))
         .bind(secret_hash)
         .bind(cart_status(cart))
-        .bind(json(cart)?)
+        .bind(body)
         .bind(cart.version)
         .bind(to_micros(cart.created_at)?)
         .bind(to_micros(cart.updated_at)?)
@@ -333,8 +337,9 @@ impl CartStore for SqliteStore {
         expected_version: i64,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
+        let body = json(cart)?;
         let tx = self.write().await?;
-        if !write_cart(&tx, cart, expected_version)? {
+        if !write_cart(&tx, cart, &body, expected_version)? {
             tx.rollback().map_err(map_err)?;
             return Err(conflict(VERSION_CONFLICT));
         }
@@ -435,14 +440,24 @@ fn redeem(
     Ok(())
 }
 
-fn place(tx: &rusqlite::Connection, p: &PlaceOrder<'_>) -> Result<i64, StoreError> {
-    let tenant = p.order.tenant_id;
+/// The cart as checkout leaves it: converted into the order.
+fn converted_cart(p: &PlaceOrder<'_>) -> Cart {
     let mut converted = p.cart.clone();
     converted.status = keel_orders::cart::CartStatus::Converted;
     converted.order_id = Some(p.order.id);
     converted.version = p.cart_version + 1;
     converted.updated_at = p.order.created_at;
-    if !write_cart(tx, &converted, p.cart_version)? {
+    converted
+}
+
+fn place(
+    tx: &rusqlite::Connection,
+    p: &PlaceOrder<'_>,
+    converted: &Cart,
+    converted_body: &str,
+) -> Result<i64, StoreError> {
+    let tenant = p.order.tenant_id;
+    if !write_cart(tx, converted, converted_body, p.cart_version)? {
         return Err(conflict(CART_CHANGED));
     }
     // Rows are locked in one global order (variant, location), so two checkouts of the same
@@ -495,8 +510,10 @@ impl OrderStore for SqliteStore {
         p: &PlaceOrder<'_>,
         events: &[NewEvent],
     ) -> Result<i64, StoreError> {
+        let converted = converted_cart(p);
+        let converted_body = json(&converted)?;
         let tx = self.write().await?;
-        match place(&tx, p) {
+        match place(&tx, p, &converted, &converted_body) {
             Ok(number) => {
                 insert_events(&tx, events)?;
                 tx.commit().await.map_err(map_err)?;

@@ -1,6 +1,6 @@
 //! Webhook endpoints, messages, attempts and the outbox relay on SQLite.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use keel_kernel::{
@@ -309,26 +309,42 @@ impl WebhookStore for SqliteStore {
         now: OffsetDateTime,
         fan_out: &FanOut<'_>,
     ) -> Result<usize, StoreError> {
-        let tx = self.write().await?;
-        let rows = db::query("SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events WHERE relayed_at IS NULL ORDER BY occurred_at, id LIMIT ?1")
-            .bind(limit)
-            .fetch_all(&tx)?;
-        let events = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut endpoints: HashMap<TenantId, Vec<Endpoint>> = HashMap::new();
-        for e in &events {
-            if let std::collections::hash_map::Entry::Vacant(slot) = endpoints.entry(e.tenant_id) {
-                let rows = db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND enabled = 1")
-                    .bind(e.tenant_id.as_uuid())
-                    .fetch_all(&tx)?;
-                slot.insert(
-                    rows.iter()
-                        .map(endpoint_from_row)
-                        .collect::<Result<_, _>>()?,
-                );
+        // The events and their shops' endpoints are read outside the write lock, so the single
+        // writer is held only for the mark and the messages, and not at all when nothing
+        // waits (the relay is woken after every write). The mark is conditional and answers
+        // the events it marked: only those fan out, so an event is relayed once even if two
+        // relays read it.
+        let (events, endpoints) = self.read(|c| {
+            let events = db::query("SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events WHERE relayed_at IS NULL ORDER BY occurred_at, id LIMIT ?1")
+                .bind(limit)
+                .fetch_all(c)?
+                .iter()
+                .map(event_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut endpoints: HashMap<TenantId, Vec<Endpoint>> = HashMap::new();
+            for e in &events {
+                if let std::collections::hash_map::Entry::Vacant(slot) = endpoints.entry(e.tenant_id) {
+                    let rows = db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND enabled = 1")
+                        .bind(e.tenant_id.as_uuid())
+                        .fetch_all(c)?;
+                    slot.insert(
+                        rows.iter()
+                            .map(endpoint_from_row)
+                            .collect::<Result<_, _>>()?,
+                    );
+                }
             }
+            Ok((events, endpoints))
+        })?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.write().await?;
+        let marked = mark_relayed(&tx, &events, now)?;
+        for e in events
+            .iter()
+            .filter(|e| marked.contains(&(e.tenant_id.as_uuid(), e.id.as_uuid())))
+        {
             let mine = endpoints
                 .get(&e.tenant_id)
                 .map(Vec::as_slice)
@@ -337,9 +353,8 @@ impl WebhookStore for SqliteStore {
                 insert_message(&tx, &m)?;
             }
         }
-        mark_relayed(&tx, &events, now)?;
         tx.commit().await.map_err(map_err)?;
-        Ok(events.len())
+        Ok(marked.len())
     }
 
     async fn relay_via(
@@ -509,9 +524,9 @@ fn mark_relayed(
     tx: &rusqlite::Connection,
     events: &[keel_kernel::event::RecordedEvent],
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> Result<HashSet<(uuid::Uuid, uuid::Uuid)>, StoreError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let keys = serde_json::Value::from(
         events
@@ -526,13 +541,16 @@ fn mark_relayed(
     )
     .to_string();
     db::query(
-        "UPDATE outbox_events SET relayed_at = ?1 WHERE (tenant_id, id) IN \
-         (SELECT unhex(json_extract(value, '$[0]')), unhex(json_extract(value, '$[1]')) FROM json_each(?2))",
+        "UPDATE outbox_events SET relayed_at = ?1 WHERE relayed_at IS NULL AND (tenant_id, id) IN \
+         (SELECT unhex(json_extract(value, '$[0]')), unhex(json_extract(value, '$[1]')) FROM json_each(?2)) \
+         RETURNING tenant_id, id",
     )
     .bind(to_micros(now)?)
     .bind(keys)
-    .execute(tx)?;
-    Ok(())
+    .fetch_all(tx)?
+    .iter()
+    .map(|r| Ok((r.at(0)?, r.at(1)?)))
+    .collect()
 }
 
 /// Inserts a message unless the endpoint already has one for the event; answers 1 or 0.
