@@ -150,9 +150,8 @@ pub async fn racing_relays_fan_each_event_out_once(stores: &Stores) {
         relayed += n.expect("task");
     }
     assert_eq!(relayed, 40, "each event counted by exactly one relay");
-    let page = keel_kernel::page::PageRequest::first(
-        keel_kernel::page::Limit::new(100).expect("limit"),
-    );
+    let page =
+        keel_kernel::page::PageRequest::first(keel_kernel::page::Limit::new(100).expect("limit"));
     let got = stores
         .webhooks
         .list_messages(t, wants.id, page)
