@@ -41,11 +41,8 @@ async fn events(stores: &Stores, t: TenantId, kind: &'static str, n: usize) {
     stores.events.append(&batch).await.expect("append");
 }
 
-pub async fn the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it(stores: &Stores) {
-    let t = create(stores, &unique_slug("relay")).await.0.id;
-    let other = create(stores, &unique_slug("relay-b")).await.0.id;
-    // Everything recorded so far (the shops' creation) is relayed before any endpoint exists.
-    let now = SystemClock.now();
+/// Relays until nothing waits (the shops' own creation events, say).
+async fn relay_everything(stores: &Stores, now: time::OffsetDateTime) {
     while stores
         .webhooks
         .relay(100, now, &fan_out)
@@ -53,6 +50,14 @@ pub async fn the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it(st
         .expect("relay")
         > 0
     {}
+}
+
+pub async fn the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it(stores: &Stores) {
+    let t = create(stores, &unique_slug("relay")).await.0.id;
+    let other = create(stores, &unique_slug("relay-b")).await.0.id;
+    // Everything recorded so far (the shops' creation) is relayed before any endpoint exists.
+    let now = SystemClock.now();
+    relay_everything(stores, now).await;
     let wants = endpoint(t, &["order.*"]);
     let ignores = endpoint(t, &["product.created"]);
     let foreign = endpoint(other, &[]);
@@ -117,13 +122,7 @@ pub async fn the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it(st
 pub async fn racing_relays_fan_each_event_out_once(stores: &Stores) {
     let t = create(stores, &unique_slug("relay-race")).await.0.id;
     let now = SystemClock.now();
-    while stores
-        .webhooks
-        .relay(100, now, &fan_out)
-        .await
-        .expect("relay")
-        > 0
-    {}
+    relay_everything(stores, now).await;
     let wants = endpoint(t, &["order.*"]);
     stores
         .webhooks
@@ -169,13 +168,7 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
         .await
         .expect("endpoint");
     let now = SystemClock.now();
-    while stores
-        .webhooks
-        .relay(100, now, &fan_out)
-        .await
-        .expect("relay")
-        > 0
-    {}
+    relay_everything(stores, now).await;
     events(stores, t, "stock_location.created", 5).await;
     stores
         .webhooks
@@ -411,13 +404,7 @@ pub async fn relayed_events_and_processed_rows_past_retention_are_pruned_and_unr
         ])
         .await
         .expect("append");
-    while stores
-        .webhooks
-        .relay(100, now, &fan_out)
-        .await
-        .expect("relay")
-        > 0
-    {}
+    relay_everything(stores, now).await;
     // Recorded after the relay ran: old, but never relayed.
     stores
         .events
