@@ -405,6 +405,29 @@ mod tests {
         }
     }
 
+    /// A first writer holds the connection while `n` more queue behind it; then all commit,
+    /// each answered with success.
+    async fn commit_behind_a_first_writer(w: &Writer, n: u64) {
+        let first = w.begin().await.expect("begin");
+        insert(&first, "first").expect("insert");
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let w = w.clone();
+            tasks.push(tokio::spawn(async move {
+                let tx = w.begin().await.expect("begin");
+                insert(&tx, &format!("k{i:03}")).expect("insert");
+                tx.commit().await
+            }));
+        }
+        queued(w, n).await;
+        first.commit().await.expect("commit");
+        for t in tasks {
+            t.await
+                .expect("task")
+                .expect("each answered after its commit");
+        }
+    }
+
     fn counts(w: &Writer) -> (u64, u64) {
         (
             w.stats.transactions.load(Ordering::Relaxed),
@@ -473,24 +496,7 @@ mod tests {
     #[tokio::test]
     async fn writers_queued_behind_a_commit_share_the_next_one() {
         let (_dir, w, path) = open(true).await;
-        let first = w.begin().await.expect("begin");
-        insert(&first, "first").expect("insert");
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let w = w.clone();
-            tasks.push(tokio::spawn(async move {
-                let tx = w.begin().await.expect("begin");
-                insert(&tx, &format!("k{i:03}")).expect("insert");
-                tx.commit().await
-            }));
-        }
-        queued(&w, 200).await;
-        first.commit().await.expect("commit");
-        for t in tasks {
-            t.await
-                .expect("task")
-                .expect("each answered after the shared commit");
-        }
+        commit_behind_a_first_writer(&w, 200).await;
         assert_eq!(keys(&path).len(), 201);
         assert_eq!(
             counts(&w),
@@ -536,22 +542,7 @@ mod tests {
     #[tokio::test]
     async fn without_group_commit_each_transaction_commits_alone() {
         let (_dir, w, path) = open(false).await;
-        let first = w.begin().await.expect("begin");
-        insert(&first, "first").expect("insert");
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let w = w.clone();
-            tasks.push(tokio::spawn(async move {
-                let tx = w.begin().await.expect("begin");
-                insert(&tx, &format!("k{i:02}")).expect("insert");
-                tx.commit().await
-            }));
-        }
-        queued(&w, 20).await;
-        first.commit().await.expect("commit");
-        for t in tasks {
-            t.await.expect("task").expect("commit");
-        }
+        commit_behind_a_first_writer(&w, 20).await;
         assert_eq!(keys(&path).len(), 21);
         assert_eq!(counts(&w), (22, 22));
     }
