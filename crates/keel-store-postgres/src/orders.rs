@@ -668,8 +668,10 @@ impl IdempotencyStore for PgStore {
         lock_until: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<IdempotencyBegin, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        // A new key, or one whose owner died in flight (or that expired), is taken over.
+        // A new key, or one whose owner died in flight (or that expired), is taken over. One
+        // statement, so no transaction around it: each is a round trip, two of them per
+        // idempotent request. The read after a refused claim needs no snapshot shared with it:
+        // whatever state the key is in by then is the answer.
         let claimed = sqlx::query(
             "INSERT INTO idempotency_keys (tenant_id, scope, key, request_hash, status, locked_until, expires_at, created_at) \
              VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, $7) \
@@ -686,36 +688,37 @@ impl IdempotencyStore for PgStore {
         .bind(lock_until)
         .bind(expires_at)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
         .map_err(map_err)?;
-        let outcome = if claimed.rows_affected() == 1 {
-            IdempotencyBegin::Started
-        } else {
-            let r = sqlx::query(
-                "SELECT request_hash, status, response_status, response_body FROM idempotency_keys \
-                 WHERE tenant_id = $1 AND scope = $2 AND key = $3",
-            )
-            .bind(key.tenant_id.as_uuid())
-            .bind(&key.scope)
-            .bind(&key.key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            let status: String = r.try_get("status").map_err(map_err)?;
-            if status == "done" {
-                let code: i64 = r.try_get("response_status").map_err(map_err)?;
-                IdempotencyBegin::Done {
-                    request_hash: r.try_get("request_hash").map_err(map_err)?,
-                    status: u16::try_from(code).map_err(StoreError::other)?,
-                    body: r.try_get("response_body").map_err(map_err)?,
-                }
-            } else {
-                IdempotencyBegin::InFlight
-            }
+        if claimed.rows_affected() == 1 {
+            return Ok(IdempotencyBegin::Started);
+        }
+        let row = sqlx::query(
+            "SELECT request_hash, status, response_status, response_body FROM idempotency_keys \
+             WHERE tenant_id = $1 AND scope = $2 AND key = $3",
+        )
+        .bind(key.tenant_id.as_uuid())
+        .bind(&key.scope)
+        .bind(&key.key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        // Gone between the two statements (purged as expired): in flight for this request,
+        // whose retry claims it afresh.
+        let Some(r) = row else {
+            return Ok(IdempotencyBegin::InFlight);
         };
-        tx.commit().await.map_err(map_err)?;
-        Ok(outcome)
+        let status: String = r.try_get("status").map_err(map_err)?;
+        if status != "done" {
+            return Ok(IdempotencyBegin::InFlight);
+        }
+        let code: i64 = r.try_get("response_status").map_err(map_err)?;
+        Ok(IdempotencyBegin::Done {
+            request_hash: r.try_get("request_hash").map_err(map_err)?,
+            status: u16::try_from(code).map_err(StoreError::other)?,
+            body: r.try_get("response_body").map_err(map_err)?,
+        })
     }
 
     async fn finish(
@@ -724,7 +727,6 @@ impl IdempotencyStore for PgStore {
         status: u16,
         body: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
         sqlx::query(
             "UPDATE idempotency_keys SET status = 'done', response_status = $4, response_body = $5 \
              WHERE tenant_id = $1 AND scope = $2 AND key = $3",
@@ -734,20 +736,18 @@ impl IdempotencyStore for PgStore {
         .bind(&key.key)
         .bind(i64::from(status))
         .bind(body)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        Ok(())
     }
 
     async fn purge(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected())
     }
 }
