@@ -1,7 +1,10 @@
 //! API key use cases: create (shown once), list, revoke, rotate with an exact overlap, and
 //! authenticate a presented key.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use keel_kernel::{
     StoreError, TenantId,
@@ -38,6 +41,61 @@ pub struct KeyPrincipal {
 /// costs one write per interval, not one per request.
 const TOUCH_EVERY: Duration = Duration::seconds(60);
 
+/// At most this many publishable keys are cached per node; past it the cache starts afresh.
+/// Only keys that exist are cached (an unknown lookup is never stored), so the bound is about
+/// the shops served, not about what clients send.
+const PUBLISHABLE_CACHE_ENTRIES: usize = 10_000;
+
+/// Publishable keys as this node last read them, by lookup, with the time of the read.
+/// Every storefront request presents one, so reading it from the store each time was a
+/// statement (a round trip on PostgreSQL) per request. A cached key is still checked in full
+/// on every use (its hash, its expiry, its revocation as read); what the cache can miss is a
+/// revocation or rotation made through *another* node, for at most the configured time.
+/// Changes made through this node drop the entry at once.
+#[derive(Debug, Default)]
+struct PublishableCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (ApiKey, OffsetDateTime)>>,
+}
+
+impl PublishableCache {
+    fn get(&self, lookup: &str, now: OffsetDateTime) -> Option<ApiKey> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(lookup)
+            .filter(|(_, read_at)| now < *read_at + self.ttl)
+            .map(|(key, _)| key.clone())
+    }
+
+    fn put(&self, key: &ApiKey, read_at: OffsetDateTime) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= PUBLISHABLE_CACHE_ENTRIES && !entries.contains_key(&key.lookup) {
+            entries.clear();
+        }
+        entries.insert(key.lookup.clone(), (key.clone(), read_at));
+    }
+
+    /// Keeps the touch in the cached copy (without extending its time), so a cached key is
+    /// touched once per interval, as an uncached one is.
+    fn touched(&self, key: &ApiKey) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((cached, _)) = entries.get_mut(&key.lookup) {
+            cached.last_used_at = key.last_used_at;
+        }
+    }
+
+    fn forget(&self, id: ApiKeyId) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|_, (key, _)| key.id != id);
+    }
+}
+
 /// API key administration and authentication.
 #[derive(Debug, Clone)]
 pub struct ApiKeyService {
@@ -45,6 +103,7 @@ pub struct ApiKeyService {
     clock: Arc<dyn Clock>,
     /// How long a rotated key keeps working.
     overlap: Duration,
+    publishable: Arc<PublishableCache>,
 }
 
 fn event(
@@ -62,7 +121,19 @@ impl ApiKeyService {
             store,
             clock,
             overlap,
+            publishable: Arc::default(),
         }
+    }
+
+    /// Caches publishable keys for exactly `ttl` after each read (zero: no cache). A
+    /// revocation or rotation made through another node reaches this one within `ttl`.
+    #[must_use]
+    pub fn with_publishable_cache(mut self, ttl: Duration) -> Self {
+        self.publishable = Arc::new(PublishableCache {
+            ttl,
+            entries: Mutex::default(),
+        });
+        self
     }
 
     fn new_key(
@@ -142,6 +213,7 @@ impl ApiKeyService {
         self.store
             .revoke_api_key(actor.tenant_id, id, now, &[e])
             .await?;
+        self.publishable.forget(id);
         tracing::info!(security = true, tenant_id = %actor.tenant_id, key_id = %id, "API key revoked");
         Ok(())
     }
@@ -177,6 +249,7 @@ impl ApiKeyService {
         self.store
             .rotate_api_key(actor.tenant_id, id, cap, &issued.key, &[e])
             .await?;
+        self.publishable.forget(id);
         tracing::info!(security = true, tenant_id = %actor.tenant_id, key_id = %id, "API key rotated");
         Ok((issued, old_until))
     }
@@ -186,16 +259,34 @@ impl ApiKeyService {
         let presented = PresentedKey::parse(presented)
             .filter(|p| p.kind == kind)
             .ok_or(AuthError::Unauthenticated)?;
-        let key = match self.store.find_api_key(&presented.lookup).await {
-            Ok(k) => k,
-            Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
-            Err(e) => return Err(e.into()),
+        // Only publishable keys are cached: a secret key's revocation answers at once on
+        // every node.
+        let cached = match kind {
+            KeyKind::Publishable => self.publishable.get(&presented.lookup, now),
+            KeyKind::Secret => None,
+        };
+        let mut key = match cached {
+            Some(k) => k,
+            None => match self.store.find_api_key(&presented.lookup).await {
+                Ok(k) => {
+                    if kind == KeyKind::Publishable {
+                        self.publishable.put(&k, now);
+                    }
+                    k
+                }
+                Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
+                Err(e) => return Err(e.into()),
+            },
         };
         if !key.matches(&presented) || !key.is_active(now) {
             return Err(AuthError::Unauthenticated);
         }
         if key.last_used_at.is_none_or(|t| now >= t + TOUCH_EVERY) {
             self.store.touch_api_key(key.tenant_id, key.id, now).await?;
+            key.last_used_at = Some(now);
+            if kind == KeyKind::Publishable {
+                self.publishable.touched(&key);
+            }
         }
         Ok(key)
     }

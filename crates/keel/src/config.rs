@@ -163,6 +163,9 @@ pub struct RawAuth {
     pub mfa_max_failures: u32,
     /// `KEEL_AUTH__API_KEY_OVERLAP_S`, default 86400: how long a rotated API key keeps working.
     pub api_key_overlap_s: u64,
+    /// `KEEL_AUTH__PUBLISHABLE_KEY_CACHE_MS`, default 1000: how long a node trusts its read of a
+    /// publishable key (a revocation through another node takes at most this long); 0: off.
+    pub publishable_key_cache_ms: u64,
     /// `KEEL_AUTH__RESET_TOKEN_TTL_S`, default 3600: lifetime of a password reset token.
     pub reset_token_ttl_s: u64,
 }
@@ -246,6 +249,7 @@ impl Default for RawConfig {
                 mfa_token_ttl_s: 300,
                 mfa_max_failures: 5,
                 api_key_overlap_s: 86_400,
+                publishable_key_cache_ms: 1_000,
                 reset_token_ttl_s: 3_600,
             },
             sqlite: RawSqlite {
@@ -456,6 +460,9 @@ fn seconds(key: &str, v: u64) -> Result<time::Duration, ConfigError> {
     Ok(time::Duration::seconds(v))
 }
 
+/// The longest a node may trust a publishable key it read.
+const MAX_PUBLISHABLE_KEY_CACHE_MS: i64 = 60_000;
+
 fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, ConfigError> {
     if raw.issuer.trim().is_empty() {
         return Err(err("KEEL_AUTH__ISSUER", "must not be empty"));
@@ -492,6 +499,18 @@ fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, Con
         )?)
         .map_err(|_| err("KEEL_AUTH__MFA_MAX_FAILURES", "too large"))?,
         api_key_overlap: seconds("KEEL_AUTH__API_KEY_OVERLAP_S", raw.api_key_overlap_s)?,
+        // Zero is allowed: no cache.
+        publishable_key_cache: time::Duration::milliseconds(
+            i64::try_from(raw.publishable_key_cache_ms)
+                .ok()
+                .filter(|ms| *ms <= MAX_PUBLISHABLE_KEY_CACHE_MS)
+                .ok_or_else(|| {
+                    err(
+                        "KEEL_AUTH__PUBLISHABLE_KEY_CACHE_MS",
+                        "at most 60000 (a revocation must reach every node within a minute)",
+                    )
+                })?,
+        ),
         reset_token_ttl: seconds("KEEL_AUTH__RESET_TOKEN_TTL_S", raw.reset_token_ttl_s)?,
     })
 }
@@ -906,6 +925,7 @@ impl Settings {
                 "mfa_token_ttl_s": self.auth.mfa_token_ttl.whole_seconds(),
                 "mfa_max_failures": self.auth.mfa_max_failures,
                 "api_key_overlap_s": self.auth.api_key_overlap.whole_seconds(),
+                "publishable_key_cache_ms": self.auth.publishable_key_cache.whole_milliseconds(),
                 "reset_token_ttl_s": self.auth.reset_token_ttl.whole_seconds(),
             },
         })

@@ -137,7 +137,8 @@ impl App {
                 store.api_keys(),
                 Arc::new(SystemClock),
                 settings.auth.api_key_overlap,
-            ),
+            )
+            .with_publishable_cache(settings.auth.publishable_key_cache),
             catalog: keel_catalog::CatalogService::new(
                 keel_catalog::CatalogPorts {
                     catalog: store.catalog(),

@@ -116,8 +116,9 @@ backend_tests! {
     }
 }
 
-#[tokio::test]
-async fn a_rotated_key_works_until_exactly_the_end_of_the_overlap() {
+/// A migrated SQLite store with one tenant, and its owner as an actor (keep the database
+/// handle: dropping it removes the files).
+async fn store_with_tenant(slug: &str) -> (keel_testkit::TestDb, keel::Store, StaffPrincipal) {
     let db = keel_testkit::TestDb::fresh(Backend::Sqlite).await;
     let settings = keel::Settings::from_raw(keel_testkit::test_config(&db)).expect("settings");
     let store = keel::Store::open(&settings.database).await.expect("open");
@@ -125,14 +126,11 @@ async fn a_rotated_key_works_until_exactly_the_end_of_the_overlap() {
     let tenant = keel_kernel::TenantId::new();
     let t = keel_identity::Tenant {
         id: tenant,
-        slug: keel_identity::TenantSlug::parse("overlap").expect("slug"),
-        name: keel_identity::TenantName::parse("Overlap").expect("name"),
+        slug: keel_identity::TenantSlug::parse(slug).expect("slug"),
+        name: keel_identity::TenantName::parse("Keys").expect("name"),
         created_at: datetime!(2026-11-21 0:00 UTC),
     };
     store.tenants().create(&t, &[]).await.expect("tenant");
-    let clock = Arc::new(ManualClock::new(datetime!(2026-11-21 12:00 UTC)));
-    let overlap = Duration::seconds(86_400);
-    let keys = ApiKeyService::new(store.api_keys(), clock.clone(), overlap);
     let actor = StaffPrincipal {
         tenant_id: tenant,
         user_id: UserId::new(),
@@ -140,6 +138,15 @@ async fn a_rotated_key_works_until_exactly_the_end_of_the_overlap() {
         session_id: SessionId::new(),
         mfa_pending: false,
     };
+    (db, store, actor)
+}
+
+#[tokio::test]
+async fn a_rotated_key_works_until_exactly_the_end_of_the_overlap() {
+    let (_db, store, actor) = store_with_tenant("overlap").await;
+    let clock = Arc::new(ManualClock::new(datetime!(2026-11-21 12:00 UTC)));
+    let overlap = Duration::seconds(86_400);
+    let keys = ApiKeyService::new(store.api_keys(), clock.clone(), overlap);
     let old = keys
         .create(
             &actor,
@@ -168,4 +175,103 @@ async fn a_rotated_key_works_until_exactly_the_end_of_the_overlap() {
         "at the end"
     );
     assert!(keys.authenticate_secret(&new.plaintext).await.is_ok());
+}
+
+/// The SQLite statements this process has run so far.
+fn statements(store: &keel::Store) -> u64 {
+    store
+        .health()
+        .counters()
+        .iter()
+        .find(|c| c.name == "keel_sqlite_statements_total")
+        .expect("SQLite counts its statements")
+        .value
+}
+
+#[tokio::test]
+async fn a_cached_publishable_key_is_checked_in_full_without_reading_the_store() {
+    let (_db, store, actor) = store_with_tenant("cached").await;
+    let clock = Arc::new(ManualClock::new(datetime!(2026-11-21 12:00 UTC)));
+    let keys = ApiKeyService::new(store.api_keys(), clock.clone(), Duration::seconds(60))
+        .with_publishable_cache(Duration::seconds(1));
+    let key = keys
+        .create(&actor, KeyKind::Publishable, "shop".into(), vec![], None)
+        .await
+        .expect("create");
+    assert_eq!(
+        keys.authenticate_publishable(&key.plaintext).await.ok(),
+        Some(actor.tenant_id)
+    );
+    let before = statements(&store);
+    assert_eq!(
+        keys.authenticate_publishable(&key.plaintext).await.ok(),
+        Some(actor.tenant_id)
+    );
+    assert_eq!(statements(&store), before, "answered from the cache");
+    let mut tampered = key.plaintext.clone();
+    tampered.replace_range(tampered.len() - 4.., "AAAA");
+    assert!(
+        matches!(
+            keys.authenticate_publishable(&tampered).await,
+            Err(AuthError::Unauthenticated)
+        ),
+        "a cached lookup with the wrong secret"
+    );
+    assert!(
+        keys.authenticate_secret(&key.plaintext).await.is_err(),
+        "a publishable key is no secret key, cached or not"
+    );
+    clock.advance(Duration::seconds(1));
+    let before = statements(&store);
+    assert!(keys.authenticate_publishable(&key.plaintext).await.is_ok());
+    assert!(
+        statements(&store) > before,
+        "read again once its time is up"
+    );
+}
+
+#[tokio::test]
+async fn a_publishable_key_revoked_through_another_node_stops_within_exactly_the_cache_time() {
+    let (_db, store, actor) = store_with_tenant("revoked").await;
+    let clock = Arc::new(ManualClock::new(datetime!(2026-11-21 12:00 UTC)));
+    let ttl = Duration::milliseconds(1_000);
+    let node = |ttl| {
+        ApiKeyService::new(store.api_keys(), clock.clone(), Duration::seconds(60))
+            .with_publishable_cache(ttl)
+    };
+    let (here, there, uncached) = (node(ttl), node(ttl), node(Duration::ZERO));
+    let key = here
+        .create(&actor, KeyKind::Publishable, "shop".into(), vec![], None)
+        .await
+        .expect("create");
+    for n in [&here, &there, &uncached] {
+        assert!(n.authenticate_publishable(&key.plaintext).await.is_ok());
+    }
+    clock.advance(Duration::milliseconds(100));
+    here.revoke(&actor, key.key.id).await.expect("revoke");
+    let refused = |n: &ApiKeyService| {
+        let n = n.clone();
+        let plaintext = key.plaintext.clone();
+        async move {
+            matches!(
+                n.authenticate_publishable(&plaintext).await,
+                Err(AuthError::Unauthenticated)
+            )
+        }
+    };
+    assert!(
+        refused(&here).await,
+        "the node that revoked it refuses at once"
+    );
+    assert!(
+        refused(&uncached).await,
+        "a node without the cache refuses at once"
+    );
+    clock.advance(ttl - Duration::milliseconds(100) - Duration::microseconds(1));
+    assert!(
+        !refused(&there).await,
+        "another node trusts its read until its time is up"
+    );
+    clock.advance(Duration::microseconds(1));
+    assert!(refused(&there).await, "and refuses from then on");
 }

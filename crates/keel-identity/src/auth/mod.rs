@@ -72,6 +72,8 @@ pub struct AuthSettings {
     pub mfa_max_failures: u32,
     /// How long a rotated API key keeps working.
     pub api_key_overlap: Duration,
+    /// How long a node trusts its read of a publishable key (zero: every request reads it).
+    pub publishable_key_cache: Duration,
     /// Lifetime of a password reset token.
     pub reset_token_ttl: Duration,
 }
