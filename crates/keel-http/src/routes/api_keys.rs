@@ -165,7 +165,9 @@ async fn list_api_keys(
     Ok(Json(ApiKeyList { data, next_cursor }))
 }
 
-/// Revokes a key at once.
+/// Revokes a key. A secret key is refused at once everywhere; a publishable key at once by the
+/// node that revoked it and within `KEEL_AUTH__PUBLISHABLE_KEY_CACHE_MS` (default 1 s) by
+/// the others, which trust their last read of it that long.
 #[utoipa::path(delete, path = "/v1/admin/api-keys/{id}", tag = "api-keys", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 204, description = "Revoked."), (status = 404, body = ProblemBody)))]
