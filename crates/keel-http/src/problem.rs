@@ -73,6 +73,7 @@ kinds! {
     CART_PRICES_CHANGED = ("cart_prices_changed", 409, "Cart prices changed");
     SHIPPING_ADDRESS_REQUIRED = ("shipping_address_required", 409, "Shipping address required");
     SHIPPING_OPTION_REQUIRED = ("shipping_option_required", 409, "Shipping option required");
+    SHIPPING_OPTION_UNAVAILABLE = ("shipping_option_unavailable", 409, "Shipping option unavailable");
     PROMOTION_NOT_APPLICABLE = ("promotion_not_applicable", 409, "Promotion not applicable");
     PROMOTION_EXHAUSTED = ("promotion_exhausted", 409, "Promotion exhausted");
     PROMOTION_CUSTOMER_LIMIT = ("promotion_customer_limit", 409, "Promotion limit per customer reached");

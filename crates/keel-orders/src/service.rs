@@ -633,13 +633,7 @@ impl OrdersService {
     ) -> Result<PricedCart, OrdersError> {
         let settings = self.setup.pricing_settings(tenant).await?;
         let tax = self.tax_rate_for(tenant, &cart).await?;
-        let shipping_option = match cart.shipping_option_id {
-            Some(id) => Some(
-                self.get_setup::<ShippingOption>(tenant, id.as_uuid())
-                    .await?,
-            ),
-            None => None,
-        };
+        let shipping_option = self.chosen_shipping(tenant, &cart).await?;
         let promotion = match &cart.promotion_code {
             Some(code) => self.find_promotion(tenant, code).await?,
             None => None,
@@ -692,6 +686,25 @@ impl OrdersService {
             promotion,
             tax_rate,
         })
+    }
+
+    /// The cart's shipping option while it still applies. The shop may delete an option, or
+    /// drop its price in the cart's currency, after a shopper chose it: the cart then prices
+    /// without shipping and shows no option (rather than failing every read of the cart, or
+    /// checking out at no shipping cost), and checkout asks for a new choice.
+    async fn chosen_shipping(
+        &self,
+        tenant: TenantId,
+        cart: &Cart,
+    ) -> Result<Option<ShippingOption>, OrdersError> {
+        let Some(id) = cart.shipping_option_id else {
+            return Ok(None);
+        };
+        match self.get_setup::<ShippingOption>(tenant, id.as_uuid()).await {
+            Ok(o) if o.amount_in(cart.currency).is_some() => Ok(Some(o)),
+            Ok(_) | Err(OrdersError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates a cart in `currency`, owned by the customer or (guest) reachable with the
@@ -948,20 +961,16 @@ impl OrdersService {
         input: &AddressInput,
     ) -> Result<PricedCart, OrdersError> {
         let address = input.parse().map_err(OrdersError::Invalid)?;
-        // A chosen shipping option for another country no longer fits.
+        // A chosen shipping option for another country (or one that no longer applies) is
+        // dropped with the new address.
         let cart = self.cart_for(tenant, id, access).await?;
-        let chosen = match cart.shipping_option_id {
-            Some(opt) => Some(
-                self.get_setup::<ShippingOption>(tenant, opt.as_uuid())
-                    .await?,
-            ),
-            None => None,
-        };
+        let chosen = cart.shipping_option_id;
+        let keep = self
+            .chosen_shipping(tenant, &cart)
+            .await?
+            .is_some_and(|o| o.country == address.country);
         self.modify_cart(tenant, id, access, Some(cart), |cart| {
-            if let Some(o) = &chosen
-                && cart.shipping_option_id == Some(o.id)
-                && o.country != address.country
-            {
+            if !keep && cart.shipping_option_id == chosen {
                 cart.shipping_option_id = None;
             }
             cart.shipping_address = Some(address.clone());
@@ -1107,6 +1116,12 @@ impl OrdersService {
             None => None,
         };
         let priced = self.price_cart(tenant, cart.clone()).await?;
+        if priced.shipping_option.is_none() {
+            return Err(cart_error(
+                "shipping_option_unavailable",
+                "The cart's shipping option is no longer offered; choose another.",
+            ));
+        }
         let now = self.clock.now();
         let order_id = OrderId::new();
         let (lines, reservations) = self

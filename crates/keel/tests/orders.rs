@@ -447,6 +447,42 @@ backend_tests! {
         assert_problem(checkout(&app, &shop, &cart, "bad-again").await, 409, "cart_checked_out").await;
     }
 
+    async fn a_shipping_option_the_shop_withdrew_leaves_the_cart_readable_and_checkout_asks_again(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let shop = shop(&app, "ord-ship", 10).await;
+        let t = shop.owner.access_token.clone();
+        let (cart, chosen) = ready_cart(&app, &shop, "USD", &[(&shop.tee, 1)], ny(), &shop.us_shipping, None).await;
+        assert_eq!(amount(&chosen["totals"]["shipping"]), 795);
+        let option = format!("/v1/admin/shipping-options/{}", shop.us_shipping);
+        assert_eq!(admin(&app, &t, Method::DELETE, &option, None, None).await.status(), StatusCode::NO_CONTENT);
+
+        let read = cart_call(&app, &shop, &cart, Method::GET, "", None).await;
+        assert!(read["shipping_option"].is_null(), "{read}");
+        assert_eq!(totals(&read), [1999, 0, 0, 0, 177, 2176], "priced without shipping, tax on the tee alone");
+        assert_problem(checkout(&app, &shop, &cart, "ship-gone").await, 409, "shipping_option_unavailable").await;
+        assert_eq!(level(&app, &shop, &shop.tee).await, (10, 0), "nothing reserved");
+        let moved = cart_call(&app, &shop, &cart, Method::PUT, "/shipping-address", Some(ny())).await;
+        assert!(moved["shipping_option"].is_null(), "a new address still works, and drops the withdrawn option");
+
+        // An option that loses its price in the cart's currency no longer applies either.
+        let yen_only = created(admin(&app, &t, Method::POST, "/v1/admin/shipping-options", Some(serde_json::json!({
+            "name": "Express", "country": "US", "amounts": [{"amount": 1500, "currency": "USD"}]})), None).await).await;
+        let express = yen_only["id"].as_str().expect("id");
+        let chosen = cart_call(&app, &shop, &cart, Method::PUT, "/shipping-option", Some(serde_json::json!({"shipping_option_id": express}))).await;
+        assert_eq!(amount(&chosen["totals"]["shipping"]), 1500);
+        let path = format!("/v1/admin/shipping-options/{express}");
+        let patched = admin(&app, &t, Method::PATCH, &path, Some(serde_json::json!({"amounts": [{"amount": 2000, "currency": "JPY"}]})), None).await;
+        assert_eq!(patched.status(), StatusCode::OK);
+        let read = cart_call(&app, &shop, &cart, Method::GET, "", None).await;
+        assert_eq!((read["shipping_option"].is_null(), amount(&read["totals"]["shipping"])), (true, 0));
+        assert_problem(checkout(&app, &shop, &cart, "ship-no-usd").await, 409, "shipping_option_unavailable").await;
+
+        let back = admin(&app, &t, Method::PATCH, &path, Some(serde_json::json!({"amounts": [{"amount": 1500, "currency": "USD"}]})), None).await;
+        assert_eq!(back.status(), StatusCode::OK);
+        let order = created(checkout(&app, &shop, &cart, "ship-ok").await).await;
+        assert_eq!(amount(&order["totals"]["shipping"]), 1500, "checks out with the option that applies again");
+    }
+
     async fn fifty_concurrent_checkouts_of_ten_units_make_exactly_ten_orders(backend: Backend) {
         let app = spawn_app(backend).await;
         let shop = shop(&app, "ord-race", 10).await;

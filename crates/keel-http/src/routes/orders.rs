@@ -590,7 +590,7 @@ fn problem_response(p: Problem) -> Response {
     params(("Keel-Publishable-Key" = String, Header), ("Idempotency-Key" = String, Header), ("id" = String, Path)),
     responses(
         (status = 201, description = "The order.", body = OrderResponse),
-        (status = 409, description = "`insufficient_stock`, `cart_prices_changed`, `promotion_exhausted`, `idempotency_request_in_progress`, …", body = ProblemBody),
+        (status = 409, description = "`insufficient_stock`, `cart_prices_changed`, `shipping_option_unavailable`, `promotion_exhausted`, `idempotency_request_in_progress`, …", body = ProblemBody),
         (status = 422, description = "`idempotency_key_reused`.", body = ProblemBody),
     ))]
 async fn checkout(
