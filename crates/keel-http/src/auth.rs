@@ -299,6 +299,15 @@ pub struct Shopper {
 }
 
 impl Shopper {
+    /// The shopper's `Idempotency-Key`, scoped to the tenant and to [`Self::scope`].
+    pub fn idempotency_key(&self, key: String) -> keel_kernel::idempotency::IdempotencyKey {
+        keel_kernel::idempotency::IdempotencyKey {
+            tenant_id: self.tenant_id,
+            scope: self.scope(),
+            key,
+        }
+    }
+
     /// The credential an idempotency key belongs to: the customer, or the guest's cart secret
     /// (by digest), or the bare storefront.
     pub fn scope(&self) -> String {

@@ -9,10 +9,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use keel_kernel::{
-    TenantId,
-    idempotency::{IdempotencyBegin, IdempotencyKey},
-};
+use keel_kernel::idempotency::{IdempotencyBegin, IdempotencyKey};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -73,21 +70,20 @@ fn stored_response(status: u16, body: String) -> Response {
     res
 }
 
-/// Runs `work` at most once per key: claims the key, runs, stores the response and answers it;
-/// or replays the stored response; or refuses a reused or in-flight key.
+/// Marks a response whose answer the work already stored with its own writes, in the same
+/// transaction (an order's receipt): [`once`] stores nothing more for it.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredWithWork;
+
+/// Runs `work` at most once per key: claims the key, runs, stores the response and answers it
+/// (unless the work stored it itself, [`StoredWithWork`]); or replays the stored response; or
+/// refuses a reused or in-flight key.
 pub async fn once(
     state: &AppState,
-    tenant: TenantId,
-    scope: String,
-    key: String,
+    key: IdempotencyKey,
     request: Vec<u8>,
     work: impl Future<Output = Response> + Send,
 ) -> Result<Response, Problem> {
-    let key = IdempotencyKey {
-        tenant_id: tenant,
-        scope,
-        key,
-    };
     let now = time::OffsetDateTime::now_utc();
     match state
         .idempotency
@@ -120,6 +116,9 @@ pub async fn once(
         }
         IdempotencyBegin::Started => {
             let res = work.await;
+            if res.extensions().get::<StoredWithWork>().is_some() {
+                return Ok(res);
+            }
             let (parts, body) = res.into_parts();
             let bytes = axum::body::to_bytes(body, MAX_STORED_BODY)
                 .await

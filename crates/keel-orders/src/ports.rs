@@ -6,6 +6,7 @@ use keel_catalog::domain::Reservation;
 use keel_kernel::{
     StoreError, TenantId,
     event::{NewEvent, RecordedEvent},
+    idempotency::IdempotencyKey,
     page::{Page, PageRequest},
 };
 use time::OffsetDateTime;
@@ -164,6 +165,22 @@ pub struct PlaceOrder<'a> {
     pub promotion: Option<PromotionUse>,
 }
 
+/// The answer to an idempotent request about an order (checkout, payment, fulfilment,
+/// refund), which the store writes to the request's `Idempotency-Key` in the same transaction
+/// as the order: the key is done exactly when the work is. (Stored in a transaction of its own
+/// afterwards, a crash between the two left the key in flight, and a retry once its lock
+/// lapsed ran the work again and answered something else: `cart_checked_out` instead of the
+/// order.)
+#[derive(Debug, Clone)]
+pub struct OrderReceipt {
+    pub key: IdempotencyKey,
+    /// The HTTP status of the answer.
+    pub status: u16,
+    /// The answer's body for the order as written (with its number); the caller answers with
+    /// the same function, so the stored and the first answer are the same bytes.
+    pub render: fn(&Order) -> Result<String, String>,
+}
+
 /// Stock to move with an order change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StockChange {
@@ -191,11 +208,13 @@ pub trait OrderStore: Send + Sync + std::fmt::Debug {
     /// `Conflict { CART_CHANGED }`), reserves every line's stock with conditional updates
     /// (`Conflict { INSUFFICIENT_STOCK }`), counts the promotion use against its limits
     /// (`Conflict { PROMOTION_EXHAUSTED | PROMOTION_CUSTOMER_LIMIT }`), assigns the shop's next
-    /// order number and inserts the order, with the events. All or nothing. Answers the number.
+    /// order number and inserts the order, with the events and the receipt. All or nothing.
+    /// Answers the number.
     async fn place_order(
         &self,
         place: &PlaceOrder<'_>,
         events: &[NewEvent],
+        receipt: Option<&OrderReceipt>,
     ) -> Result<i64, StoreError>;
     async fn get_order(&self, tenant: TenantId, id: OrderId) -> Result<Order, StoreError>;
     /// Newest first.
@@ -206,13 +225,15 @@ pub trait OrderStore: Send + Sync + std::fmt::Debug {
         page: PageRequest,
     ) -> Result<Page<Order>, StoreError>;
     /// Replaces the order if its version is still `expected_version`, moving the stock
-    /// (conditional updates, ledger rows for commits), with the events, in one transaction.
+    /// (conditional updates, ledger rows for commits), with the events and the receipt, in
+    /// one transaction.
     async fn save_order(
         &self,
         order: &Order,
         expected_version: i64,
         stock: &[StockChange],
         events: &[NewEvent],
+        receipt: Option<&OrderReceipt>,
     ) -> Result<(), StoreError>;
     /// The order's events, oldest first (its timeline).
     async fn order_events(

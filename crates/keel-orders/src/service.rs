@@ -29,7 +29,7 @@ use crate::{
     exact::Percent,
     order::{Order, OrderError, OrderId, OrderLine, OrderStatus, PaymentStatus, RefundRequest},
     ports::{
-        CART_CHANGED, CartStore, INSUFFICIENT_STOCK, OrderFilter, OrderStore,
+        CART_CHANGED, CartStore, INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, OrderStore,
         PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder, PricingSettings, PromotionUse,
         SETUP_KEY_CONSTRAINT, SetupKind, SetupRecord, SetupStore, StockChange, VERSION_CONFLICT,
     },
@@ -1107,6 +1107,7 @@ impl OrdersService {
         tenant: TenantId,
         id: CartId,
         access: &ShopperAccess,
+        receipt: Option<&OrderReceipt>,
     ) -> Result<Order, OrdersError> {
         let (cart, access_hash) = self.cart_with_hash_for(tenant, id, access).await?;
         let address = Self::ready_for_checkout(&cart)?;
@@ -1184,7 +1185,7 @@ impl OrdersService {
         };
         order.number = self
             .orders
-            .place_order(&place, &[e])
+            .place_order(&place, &[e], receipt)
             .await
             .map_err(Self::checkout_conflict)?;
         tracing::info!(tenant_id = %tenant, order_id = %order.id, number = order.number, "order placed");
@@ -1380,6 +1381,7 @@ impl OrdersService {
         id: OrderId,
         if_match: Option<i64>,
         mut read: Option<Box<Order>>,
+        receipt: Option<&OrderReceipt>,
         mut change: F,
     ) -> Result<Order, OrdersError>
     where
@@ -1399,7 +1401,11 @@ impl OrdersService {
             }
             let now = self.clock.now();
             let (stock, events) = change(&mut order, now)?;
-            match self.orders.save_order(&order, read, &stock, &events).await {
+            match self
+                .orders
+                .save_order(&order, read, &stock, &events, receipt)
+                .await
+            {
                 Ok(()) => return Ok(order),
                 Err(e) if e.is_conflict_on(VERSION_CONFLICT) && if_match.is_none() => {}
                 Err(e) if e.is_conflict_on(VERSION_CONFLICT) => {
@@ -1417,9 +1423,10 @@ impl OrdersService {
         tenant: TenantId,
         id: OrderId,
         access: &ShopperAccess,
+        receipt: Option<&OrderReceipt>,
     ) -> Result<Order, OrdersError> {
         let order = Box::new(self.order_for(tenant, id, access).await?);
-        self.transition(tenant, id, None, Some(order), |order, now| {
+        self.transition(tenant, id, None, Some(order), receipt, |order, now| {
             let total = order.totals.total;
             let reference = format!("manual_{}", order.id);
             let payment = order.pay(total, reference, now)?.clone();
@@ -1456,8 +1463,9 @@ impl OrdersService {
         id: OrderId,
         lines: &[(LineId, i64)],
         if_match: Option<i64>,
+        receipt: Option<&OrderReceipt>,
     ) -> Result<Order, OrdersError> {
-        self.transition(tenant, id, if_match, None, |order, now| {
+        self.transition(tenant, id, if_match, None, receipt, |order, now| {
             let moves = order.fulfil(lines, now)?;
             let kind = if order.status == OrderStatus::Fulfilled {
                 "order.fulfilled"
@@ -1494,7 +1502,7 @@ impl OrdersService {
             }
         }
         issues.finish(()).map_err(OrdersError::Invalid)?;
-        self.transition(tenant, id, if_match, None, |order, now| {
+        self.transition(tenant, id, if_match, None, None, |order, now| {
             let s = order.ship(carrier.trim().to_owned(), tracking.trim().to_owned(), now)?.clone();
             let e = event(tenant, "order.shipped", &serde_json::json!({"order_id": order.id, "shipment_id": s.id, "carrier": s.carrier, "tracking_number": s.tracking_number}), now)?;
             Ok((Vec::new(), vec![e]))
@@ -1508,7 +1516,7 @@ impl OrdersService {
         id: OrderId,
         if_match: Option<i64>,
     ) -> Result<Order, OrdersError> {
-        self.transition(tenant, id, if_match, None, |order, now| {
+        self.transition(tenant, id, if_match, None, None, |order, now| {
             order.deliver(now)?;
             let e = event(
                 tenant,
@@ -1532,7 +1540,7 @@ impl OrdersService {
         if reason.chars().count() > 500 {
             return Err(invalid("/reason", "must be at most 500 characters"));
         }
-        self.transition(tenant, id, if_match, None, |order, now| {
+        self.transition(tenant, id, if_match, None, None, |order, now| {
             let (moves, refund) = order.cancel(reason, now)?;
             let mut events = vec![event(tenant, "order.cancelled", &serde_json::json!({"order_id": order.id, "reason": reason}), now)?];
             if let Some(r) = refund {
@@ -1550,8 +1558,9 @@ impl OrdersService {
         request: &RefundRequest,
         reason: Option<String>,
         if_match: Option<i64>,
+        receipt: Option<&OrderReceipt>,
     ) -> Result<Order, OrdersError> {
-        self.transition(tenant, id, if_match, None, |order, now| {
+        self.transition(tenant, id, if_match, None, receipt, |order, now| {
             let r = order.refund(request, reason.clone(), now)?;
             let e = event(tenant, "order.refunded", &serde_json::json!({"order_id": order.id, "refund_id": r.id, "amount": r.amount, "currency": order.currency}), now)?;
             Ok((Vec::new(), vec![e]))
@@ -1567,7 +1576,7 @@ impl OrdersService {
         let mut cancelled = 0;
         for (tenant, id) in due {
             let outcome = self
-                .transition(tenant, id, None, None, |order, now| {
+                .transition(tenant, id, None, None, None, |order, now| {
                     let moves = order.expire(now)?;
                     let e = event(
                         tenant,

@@ -166,6 +166,8 @@ macro_rules! conformance_tests {
             a_checkout_that_cannot_reserve_everything_writes_nothing,
             a_checkout_commits_order_stock_and_number_together,
             idempotency_keys_are_claimed_once_replayed_and_taken_over_when_dead,
+            a_checkouts_receipt_is_written_with_the_order_and_only_with_it,
+            a_saved_orders_receipt_is_written_with_it_and_only_with_it,
             the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it,
             racing_relays_fan_each_event_out_once,
             claims_respect_the_per_endpoint_concurrency_bound,

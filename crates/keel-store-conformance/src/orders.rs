@@ -15,7 +15,7 @@ use keel_orders::{
     country::Country,
     exact::Percent,
     order::{Order, OrderId, OrderLine, OrderStatus, PaymentStatus},
-    ports::{INSUFFICIENT_STOCK, OrderFilter, PlaceOrder},
+    ports::{INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, PlaceOrder, VERSION_CONFLICT},
     pricing::{Discount, LineInput, PricingInput, price},
 };
 
@@ -162,6 +162,7 @@ pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &S
                 promotion: None,
             },
             std::slice::from_ref(&placed),
+            None,
         )
         .await
         .expect_err("the second line finds only 1 unit");
@@ -217,6 +218,7 @@ pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &S
                 promotion: None,
             },
             &[],
+            None,
         )
         .await
         .expect("placed");
@@ -242,6 +244,7 @@ pub async fn a_checkout_commits_order_stock_and_number_together(stores: &Stores)
                 promotion: None,
             },
             &[],
+            None,
         )
         .await
         .expect("placed");
@@ -272,6 +275,7 @@ pub async fn a_checkout_commits_order_stock_and_number_together(stores: &Stores)
                 promotion: None,
             },
             &[],
+            None,
         )
         .await
         .expect_err("the cart was converted");
@@ -373,4 +377,150 @@ pub async fn idempotency_keys_are_claimed_once_replayed_and_taken_over_when_dead
         IdempotencyBegin::Started,
         "purged keys start afresh"
     );
+}
+
+/// What the store keeps as an order's answer in these tests: its number and version.
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the shape of `OrderReceipt::render`"
+)]
+fn receipt_render(o: &Order) -> Result<String, String> {
+    Ok(format!(
+        "{{\"number\":{},\"version\":{}}}",
+        o.number, o.version
+    ))
+}
+
+fn receipt(t: TenantId, name: &str) -> OrderReceipt {
+    OrderReceipt {
+        key: IdempotencyKey {
+            tenant_id: t,
+            scope: "cus:receipt".into(),
+            key: name.into(),
+        },
+        status: 201,
+        render: receipt_render,
+    }
+}
+
+/// Claims (or looks at) the receipt's key.
+async fn begin_key(stores: &Stores, r: &OrderReceipt) -> IdempotencyBegin {
+    let at = SystemClock.now();
+    stores
+        .idempotency
+        .begin(
+            &r.key,
+            b"req",
+            at,
+            at + time::Duration::seconds(30),
+            at + time::Duration::seconds(86_400),
+        )
+        .await
+        .expect("begin")
+}
+
+fn stored(number: i64, version: i64) -> IdempotencyBegin {
+    IdempotencyBegin::Done {
+        request_hash: b"req".to_vec(),
+        status: 201,
+        body: format!("{{\"number\":{number},\"version\":{version}}}"),
+    }
+}
+
+pub async fn a_checkouts_receipt_is_written_with_the_order_and_only_with_it(stores: &Stores) {
+    let (t, p, l) = stocked_product(stores, "receipt", 3).await;
+    let refused = receipt(t, "refused");
+    assert_eq!(begin_key(stores, &refused).await, IdempotencyBegin::Started);
+    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[5]);
+    stores
+        .carts
+        .create_cart(&cart, None, &[])
+        .await
+        .expect("cart");
+    let place = PlaceOrder {
+        order: &order,
+        cart: &cart,
+        cart_version: 1,
+        reservations: &reservations,
+        promotion: None,
+    };
+    let err = stores
+        .orders
+        .place_order(&place, &[], Some(&refused))
+        .await
+        .expect_err("5 of 3");
+    assert!(err.is_conflict_on(INSUFFICIENT_STOCK), "{err:?}");
+    assert_eq!(
+        begin_key(stores, &refused).await,
+        IdempotencyBegin::InFlight,
+        "a failed checkout leaves its key in flight (its answer is stored apart)"
+    );
+
+    let placed = receipt(t, "placed");
+    assert_eq!(begin_key(stores, &placed).await, IdempotencyBegin::Started);
+    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[1]);
+    stores
+        .carts
+        .create_cart(&cart, None, &[])
+        .await
+        .expect("cart");
+    let place = PlaceOrder {
+        order: &order,
+        cart: &cart,
+        cart_version: 1,
+        reservations: &reservations,
+        promotion: None,
+    };
+    let number = stores
+        .orders
+        .place_order(&place, &[], Some(&placed))
+        .await
+        .expect("placed");
+    assert_eq!(
+        begin_key(stores, &placed).await,
+        stored(number, 1),
+        "the answer, with the number the checkout assigned, is stored with the order"
+    );
+}
+
+pub async fn a_saved_orders_receipt_is_written_with_it_and_only_with_it(stores: &Stores) {
+    let (t, p, l) = stocked_product(stores, "receipt-save", 3).await;
+    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[1]);
+    stores
+        .carts
+        .create_cart(&cart, None, &[])
+        .await
+        .expect("cart");
+    let place = PlaceOrder {
+        order: &order,
+        cart: &cart,
+        cart_version: 1,
+        reservations: &reservations,
+        promotion: None,
+    };
+    let number = stores
+        .orders
+        .place_order(&place, &[], None)
+        .await
+        .expect("placed");
+    let mut paid = stores.orders.get_order(t, order.id).await.expect("order");
+    paid.version = 2;
+    paid.payment_status = PaymentStatus::Paid;
+    let stale = receipt(t, "stale");
+    assert_eq!(begin_key(stores, &stale).await, IdempotencyBegin::Started);
+    let err = stores
+        .orders
+        .save_order(&paid, 7, &[], &[], Some(&stale))
+        .await
+        .expect_err("not at version 7");
+    assert!(err.is_conflict_on(VERSION_CONFLICT), "{err:?}");
+    assert_eq!(begin_key(stores, &stale).await, IdempotencyBegin::InFlight);
+    let saved = receipt(t, "saved");
+    assert_eq!(begin_key(stores, &saved).await, IdempotencyBegin::Started);
+    stores
+        .orders
+        .save_order(&paid, 1, &[], &[], Some(&saved))
+        .await
+        .expect("saved");
+    assert_eq!(begin_key(stores, &saved).await, stored(number, 2));
 }

@@ -14,7 +14,7 @@ use keel_orders::{
     cart::{Cart, CartId},
     order::{Order, OrderId},
     ports::{
-        CART_CHANGED, CartStore, OrderFilter, OrderStore, PROMOTION_CUSTOMER_LIMIT,
+        CART_CHANGED, CartStore, OrderFilter, OrderReceipt, OrderStore, PROMOTION_CUSTOMER_LIMIT,
         PROMOTION_EXHAUSTED, PlaceOrder, PricingSettings, SetupKind, SetupRecord, SetupStore,
         StockChange, VERSION_CONFLICT,
     },
@@ -466,7 +466,39 @@ async fn redeem(
     Ok(())
 }
 
-async fn place(tx: &mut PgConnection, p: &PlaceOrder<'_>) -> Result<i64, StoreError> {
+/// Marks an idempotency key done with its response: one statement, in the caller's
+/// transaction or on its own.
+async fn finish_key<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    key: &IdempotencyKey,
+    status: u16,
+    body: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET status = 'done', response_status = $4, response_body = $5 \
+         WHERE tenant_id = $1 AND scope = $2 AND key = $3",
+    )
+    .bind(key.tenant_id.as_uuid())
+    .bind(&key.scope)
+    .bind(&key.key)
+    .bind(i64::from(status))
+    .bind(body)
+    .execute(db)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// A receipt's answer, rendered for `order`.
+fn receipt_body(receipt: &OrderReceipt, order: &Order) -> Result<String, StoreError> {
+    (receipt.render)(order).map_err(StoreError::other)
+}
+
+async fn place(
+    tx: &mut PgConnection,
+    p: &PlaceOrder<'_>,
+    receipt: Option<&OrderReceipt>,
+) -> Result<i64, StoreError> {
     let tenant = p.order.tenant_id;
     let mut converted = p.cart.clone();
     converted.status = keel_orders::cart::CartStatus::Converted;
@@ -490,6 +522,9 @@ async fn place(tx: &mut PgConnection, p: &PlaceOrder<'_>) -> Result<i64, StoreEr
     let mut order = p.order.clone();
     order.number = number;
     write_order(tx, &order, true, 0).await?;
+    if let Some(r) = receipt {
+        finish_key(&mut *tx, &r.key, r.status, &receipt_body(r, &order)?).await?;
+    }
     Ok(number)
 }
 
@@ -525,9 +560,10 @@ impl OrderStore for PgStore {
         &self,
         p: &PlaceOrder<'_>,
         events: &[NewEvent],
+        receipt: Option<&OrderReceipt>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        match place(&mut tx, p).await {
+        match place(&mut tx, p, receipt).await {
             Ok(number) => {
                 insert_events(&mut tx, events).await?;
                 tx.commit().await.map_err(map_err)?;
@@ -590,7 +626,11 @@ impl OrderStore for PgStore {
         expected_version: i64,
         stock: &[StockChange],
         events: &[NewEvent],
+        receipt: Option<&OrderReceipt>,
     ) -> Result<(), StoreError> {
+        let answer = receipt
+            .map(|r| receipt_body(r, order).map(|body| (r, body)))
+            .transpose()?;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         if !write_order(&mut tx, order, false, expected_version).await? {
             tx.rollback().await.map_err(map_err)?;
@@ -599,6 +639,9 @@ impl OrderStore for PgStore {
         if let Err(e) = move_stock(&mut tx, order, stock).await {
             tx.rollback().await.map_err(map_err)?;
             return Err(e);
+        }
+        if let Some((r, body)) = &answer {
+            finish_key(&mut *tx, &r.key, r.status, body).await?;
         }
         insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
@@ -727,19 +770,7 @@ impl IdempotencyStore for PgStore {
         status: u16,
         body: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET status = 'done', response_status = $4, response_body = $5 \
-             WHERE tenant_id = $1 AND scope = $2 AND key = $3",
-        )
-        .bind(key.tenant_id.as_uuid())
-        .bind(&key.scope)
-        .bind(&key.key)
-        .bind(i64::from(status))
-        .bind(body)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        finish_key(&self.pool, key, status, body).await
     }
 
     async fn purge(&self, now: OffsetDateTime) -> Result<u64, StoreError> {

@@ -14,7 +14,7 @@ use keel_orders::{
     cart::{Cart, CartId},
     order::{Order, OrderId},
     ports::{
-        CART_CHANGED, CartStore, OrderFilter, OrderStore, PROMOTION_CUSTOMER_LIMIT,
+        CART_CHANGED, CartStore, OrderFilter, OrderReceipt, OrderStore, PROMOTION_CUSTOMER_LIMIT,
         PROMOTION_EXHAUSTED, PlaceOrder, PricingSettings, SetupKind, SetupRecord, SetupStore,
         StockChange, VERSION_CONFLICT,
     },
@@ -450,11 +450,37 @@ fn converted_cart(p: &PlaceOrder<'_>) -> Cart {
     converted
 }
 
+/// Marks an idempotency key done with its response, in the caller's transaction.
+fn finish_key(
+    tx: &rusqlite::Connection,
+    key: &IdempotencyKey,
+    status: u16,
+    body: &str,
+) -> Result<(), StoreError> {
+    db::query(
+        "UPDATE idempotency_keys SET status = 'done', response_status = ?4, response_body = ?5 \
+         WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
+    )
+    .bind(key.tenant_id.as_uuid())
+    .bind(&key.scope)
+    .bind(&key.key)
+    .bind(i64::from(status))
+    .bind(body)
+    .execute(tx)?;
+    Ok(())
+}
+
+/// A receipt's answer, rendered for `order`.
+fn receipt_body(receipt: &OrderReceipt, order: &Order) -> Result<String, StoreError> {
+    (receipt.render)(order).map_err(StoreError::other)
+}
+
 fn place(
     tx: &rusqlite::Connection,
     p: &PlaceOrder<'_>,
     converted: &Cart,
     converted_body: &str,
+    receipt: Option<&OrderReceipt>,
 ) -> Result<i64, StoreError> {
     let tenant = p.order.tenant_id;
     if !write_cart(tx, converted, converted_body, p.cart_version)? {
@@ -474,6 +500,10 @@ fn place(
     let mut order = p.order.clone();
     order.number = number;
     write_order(tx, &order, true, 0)?;
+    // Rendered here, inside the writer: the answer carries the number just assigned.
+    if let Some(r) = receipt {
+        finish_key(tx, &r.key, r.status, &receipt_body(r, &order)?)?;
+    }
     Ok(number)
 }
 
@@ -509,11 +539,12 @@ impl OrderStore for SqliteStore {
         &self,
         p: &PlaceOrder<'_>,
         events: &[NewEvent],
+        receipt: Option<&OrderReceipt>,
     ) -> Result<i64, StoreError> {
         let converted = converted_cart(p);
         let converted_body = json(&converted)?;
         let tx = self.write().await?;
-        match place(&tx, p, &converted, &converted_body) {
+        match place(&tx, p, &converted, &converted_body, receipt) {
             Ok(number) => {
                 insert_events(&tx, events)?;
                 tx.commit().await.map_err(map_err)?;
@@ -575,7 +606,12 @@ impl OrderStore for SqliteStore {
         expected_version: i64,
         stock: &[StockChange],
         events: &[NewEvent],
+        receipt: Option<&OrderReceipt>,
     ) -> Result<(), StoreError> {
+        // The answer is known before the write: rendered before taking the writer.
+        let answer = receipt
+            .map(|r| receipt_body(r, order).map(|body| (r, body)))
+            .transpose()?;
         let tx = self.write().await?;
         if !write_order(&tx, order, false, expected_version)? {
             tx.rollback().map_err(map_err)?;
@@ -584,6 +620,9 @@ impl OrderStore for SqliteStore {
         if let Err(e) = move_stock(&tx, order, stock) {
             tx.rollback().map_err(map_err)?;
             return Err(e);
+        }
+        if let Some((r, body)) = &answer {
+            finish_key(&tx, &r.key, r.status, body)?;
         }
         insert_events(&tx, events)?;
         tx.commit().await.map_err(map_err)
@@ -702,16 +741,7 @@ impl IdempotencyStore for SqliteStore {
         body: &str,
     ) -> Result<(), StoreError> {
         let tx = self.write().await?;
-        db::query(
-            "UPDATE idempotency_keys SET status = 'done', response_status = ?4, response_body = ?5 \
-             WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
-        )
-        .bind(key.tenant_id.as_uuid())
-        .bind(&key.scope)
-        .bind(&key.key)
-        .bind(i64::from(status))
-        .bind(body)
-        .execute(&tx)?;
+        finish_key(&tx, key, status, body)?;
         tx.commit().await.map_err(map_err)
     }
 

@@ -397,9 +397,13 @@ backend_tests! {
         let replay = checkout(&app, &shop, &cart, "checkout-jp").await;
         assert_eq!(replay.status(), StatusCode::CREATED);
         assert_eq!(replay.headers()["idempotent-replayed"], "true");
-        assert_eq!(json(replay).await["id"], order["id"]);
+        assert_eq!(json(replay).await, order, "the whole first answer, stored with the order");
         let reused = pay(&app, &shop, &cart, order["id"].as_str().expect("id"), "checkout-jp").await;
         assert_problem(reused, 422, "idempotency_key_reused").await;
+        let paid = created(pay(&app, &shop, &cart, order["id"].as_str().expect("id"), "pay-jp").await).await;
+        let replay = pay(&app, &shop, &cart, order["id"].as_str().expect("id"), "pay-jp").await;
+        assert_eq!(replay.headers()["idempotent-replayed"], "true");
+        assert_eq!(json(replay).await, paid, "the payment's answer, stored with the payment");
         let no_key = store(&app, &shop, Some(&cart.secret), Method::POST, &format!("/v1/store/orders/{}/payments", order["id"].as_str().expect("id")), None, None).await;
         assert_problem(no_key, 400, "idempotency_key_required").await;
         // Another shopper's secret cannot see the cart or pay its order.

@@ -14,7 +14,7 @@ use keel_kernel::money::Money;
 use keel_orders::{
     cart::{Address, AddressInput, CartId, LineId},
     order::{Order, OrderId, OrderStatus, RefundRequest},
-    ports::OrderFilter,
+    ports::{OrderFilter, OrderReceipt},
     pricing::Breakdown,
     service::{OrderDetail, PricedCart},
 };
@@ -574,13 +574,49 @@ impl From<&OrderDetail> for OrderResponse {
     }
 }
 
-/// A JSON response the idempotency layer stores and replays.
-fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
-    (status, Json(body)).into_response()
+/// The body of an answer about an order: the same function renders what the store keeps
+/// with the order (its receipt) and what the first request is answered.
+fn render_order(order: &Order) -> Result<String, String> {
+    serde_json::to_string(&OrderResponse::from(order)).map_err(|e| e.to_string())
 }
 
-fn problem_response(p: Problem) -> Response {
-    p.into_response()
+/// Runs an idempotent order operation at most once per key (see [`idempotency::once`]). A
+/// success's answer (201 and the order) is written by the store with the order itself; a
+/// refusal's after it.
+async fn order_once<F, Fut>(
+    state: &AppState,
+    key: keel_kernel::idempotency::IdempotencyKey,
+    request: Vec<u8>,
+    work: F,
+) -> Result<Response, Problem>
+where
+    F: FnOnce(OrderReceipt) -> Fut + Send,
+    Fut: Future<Output = Result<Order, Problem>> + Send,
+{
+    let receipt = OrderReceipt {
+        key: key.clone(),
+        status: StatusCode::CREATED.as_u16(),
+        render: render_order,
+    };
+    idempotency::once(state, key, request, async move {
+        match work(receipt).await {
+            Ok(order) => match render_order(&order) {
+                Ok(body) => {
+                    let mut res = (
+                        StatusCode::CREATED,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                        .into_response();
+                    res.extensions_mut().insert(idempotency::StoredWithWork);
+                    res
+                }
+                Err(e) => Problem::internal(&std::io::Error::other(e)).into_response(),
+            },
+            Err(p) => p.into_response(),
+        }
+    })
+    .await
 }
 
 /// Checks out the cart: prices and stock are revalidated, stock is reserved and the order is
@@ -603,23 +639,13 @@ async fn checkout(
     let cart = cart_id(&id)?;
     let request =
         idempotency::fingerprint("POST", &format!("/v1/store/carts/{cart}/checkout"), b"");
-    idempotency::once(
-        &state,
-        shopper.tenant_id,
-        shopper.scope(),
-        key,
-        request,
-        async {
-            match state
-                .orders
-                .checkout(shopper.tenant_id, cart, &shopper.access)
-                .await
-            {
-                Ok(order) => json_response(StatusCode::CREATED, &OrderResponse::from(&order)),
-                Err(e) => problem_response(e.into()),
-            }
-        },
-    )
+    let key = shopper.idempotency_key(key);
+    let orders = &state.orders;
+    order_once(&state, key, request, |receipt| async move {
+        Ok(orders
+            .checkout(shopper.tenant_id, cart, &shopper.access, Some(&receipt))
+            .await?)
+    })
     .await
 }
 
@@ -638,23 +664,13 @@ async fn pay(
     let order = order_id(&id)?;
     let request =
         idempotency::fingerprint("POST", &format!("/v1/store/orders/{order}/payments"), b"");
-    idempotency::once(
-        &state,
-        shopper.tenant_id,
-        shopper.scope(),
-        key,
-        request,
-        async {
-            match state
-                .orders
-                .pay(shopper.tenant_id, order, &shopper.access)
-                .await
-            {
-                Ok(order) => json_response(StatusCode::CREATED, &OrderResponse::from(&order)),
-                Err(e) => problem_response(e.into()),
-            }
-        },
-    )
+    let key = shopper.idempotency_key(key);
+    let orders = &state.orders;
+    order_once(&state, key, request, |receipt| async move {
+        Ok(orders
+            .pay(shopper.tenant_id, order, &shopper.access, Some(&receipt))
+            .await?)
+    })
     .await
 }
 
@@ -849,27 +865,30 @@ fn parse_lines(lines: &[LineQuantity], pointer: &str) -> Result<Vec<(LineId, i64
 }
 
 /// The idempotent skeleton of a staff POST on an order: key, fingerprint, once.
-async fn staff_once(
+async fn staff_once<F, Fut>(
     state: &AppState,
     auth: &crate::auth::AdminPrincipal,
     headers: &HeaderMap,
     path: String,
     body: &[u8],
-    work: impl Future<Output = Result<Order, Problem>> + Send,
-) -> Result<Response, Problem> {
+    work: F,
+) -> Result<Response, Problem>
+where
+    F: FnOnce(OrderReceipt) -> Fut + Send,
+    Fut: Future<Output = Result<Order, Problem>> + Send,
+{
     let key = idempotency::required_key(headers)?;
     let scope = match &auth.actor {
         crate::auth::AdminActor::Staff(s) => format!("usr:{}", s.user_id),
         crate::auth::AdminActor::Key(k) => format!("key:{}", k.key_id),
     };
     let request = idempotency::fingerprint("POST", &path, body);
-    idempotency::once(state, auth.tenant_id, scope, key, request, async {
-        match work.await {
-            Ok(order) => json_response(StatusCode::CREATED, &OrderResponse::from(&order)),
-            Err(p) => problem_response(p),
-        }
-    })
-    .await
+    let key = keel_kernel::idempotency::IdempotencyKey {
+        tenant_id: auth.tenant_id,
+        scope,
+        key,
+    };
+    order_once(state, key, request, work).await
 }
 
 /// Fulfils lines (partially allowed, never more than ordered); the stock leaves the
@@ -887,14 +906,21 @@ async fn fulfil(
 ) -> Result<Response, Problem> {
     let order = order_id(&id)?;
     let path = format!("/v1/admin/orders/{order}/fulfillments");
-    staff_once(&state, &auth.principal, &headers, path, &body, async {
-        let req: FulfilRequest = parse_json(&body)?;
-        let lines = parse_lines(&req.lines, "/lines")?;
-        Ok(state
-            .orders
-            .fulfil(auth.principal.tenant_id, order, &lines, if_match)
-            .await?)
-    })
+    let (orders, tenant, bytes) = (&state.orders, auth.principal.tenant_id, &body);
+    staff_once(
+        &state,
+        &auth.principal,
+        &headers,
+        path,
+        &body,
+        |receipt| async move {
+            let req: FulfilRequest = parse_json(bytes)?;
+            let lines = parse_lines(&req.lines, "/lines")?;
+            Ok(orders
+                .fulfil(tenant, order, &lines, if_match, Some(&receipt))
+                .await?)
+        },
+    )
     .await
 }
 
@@ -978,35 +1004,43 @@ async fn refund(
 ) -> Result<Response, Problem> {
     let order = order_id(&id)?;
     let path = format!("/v1/admin/orders/{order}/refunds");
-    staff_once(&state, &auth.principal, &headers, path, &body, async {
-        let req: RefundBody = parse_json(&body)?;
-        let request = match (req.amount, &req.lines) {
-            (Some(a), None) => RefundRequest::Amount(a),
-            (None, Some(lines)) => RefundRequest::Lines(parse_lines(lines, "/lines")?),
-            _ => {
+    let (orders, tenant, bytes) = (&state.orders, auth.principal.tenant_id, &body);
+    staff_once(
+        &state,
+        &auth.principal,
+        &headers,
+        path,
+        &body,
+        |receipt| async move {
+            let req: RefundBody = parse_json(bytes)?;
+            let request = match (req.amount, &req.lines) {
+                (Some(a), None) => RefundRequest::Amount(a),
+                (None, Some(lines)) => RefundRequest::Lines(parse_lines(lines, "/lines")?),
+                _ => {
+                    return Err(Problem::invalid_field(
+                        "",
+                        "give exactly one of `amount` or `lines`",
+                    ));
+                }
+            };
+            if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
                 return Err(Problem::invalid_field(
-                    "",
-                    "give exactly one of `amount` or `lines`",
+                    "/reason",
+                    "must be at most 500 characters",
                 ));
             }
-        };
-        if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
-            return Err(Problem::invalid_field(
-                "/reason",
-                "must be at most 500 characters",
-            ));
-        }
-        Ok(state
-            .orders
-            .refund(
-                auth.principal.tenant_id,
-                order,
-                &request,
-                req.reason.clone(),
-                if_match,
-            )
-            .await?)
-    })
+            Ok(orders
+                .refund(
+                    tenant,
+                    order,
+                    &request,
+                    req.reason.clone(),
+                    if_match,
+                    Some(&receipt),
+                )
+                .await?)
+        },
+    )
     .await
 }
 
