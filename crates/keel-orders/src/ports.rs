@@ -71,6 +71,37 @@ pub struct PricingSettings {
     pub prices_include_tax: bool,
 }
 
+/// The setup records pricing one cart needs, read together (a cart answer is priced on every
+/// change, so each was a statement, a round trip on PostgreSQL, per answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PricingLookup {
+    /// The region's tax rate key (`US/NY`), tried first.
+    pub tax_region: Option<String>,
+    /// The country's tax rate key (`US`).
+    pub tax_country: Option<String>,
+    pub shipping_option: Option<uuid::Uuid>,
+    pub promotion_code: Option<String>,
+}
+
+/// What a [`PricingLookup`] found: the settings and whichever records exist.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PricingRecords {
+    pub settings: PricingSettings,
+    pub records: Vec<SetupRecord>,
+}
+
+impl PricingRecords {
+    /// The record of `kind` with `key`, if it was found.
+    pub fn by_key(&self, kind: SetupKind, key: &str) -> Option<&SetupRecord> {
+        self.records.iter().find(|r| r.kind == kind && r.key == key)
+    }
+
+    /// The record of `kind` with `id`, if it was found.
+    pub fn by_id(&self, kind: SetupKind, id: uuid::Uuid) -> Option<&SetupRecord> {
+        self.records.iter().find(|r| r.kind == kind && r.id == id)
+    }
+}
+
 /// Tax rates, shipping options and promotions.
 #[async_trait]
 pub trait SetupStore: Send + Sync + std::fmt::Debug {
@@ -111,6 +142,12 @@ pub trait SetupStore: Send + Sync + std::fmt::Debug {
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
     async fn pricing_settings(&self, tenant: TenantId) -> Result<PricingSettings, StoreError>;
+    /// The settings and the records of the lookup, in one read.
+    async fn pricing_records(
+        &self,
+        tenant: TenantId,
+        lookup: &PricingLookup,
+    ) -> Result<PricingRecords, StoreError>;
     async fn set_pricing_settings(
         &self,
         tenant: TenantId,

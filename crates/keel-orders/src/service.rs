@@ -30,8 +30,9 @@ use crate::{
     order::{Order, OrderError, OrderId, OrderLine, OrderStatus, PaymentStatus, RefundRequest},
     ports::{
         CART_CHANGED, CartStore, INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, OrderStore,
-        PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder, PricingSettings, PromotionUse,
-        SETUP_KEY_CONSTRAINT, SetupKind, SetupRecord, SetupStore, StockChange, VERSION_CONFLICT,
+        PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder, PricingLookup, PricingSettings,
+        PromotionUse, SETUP_KEY_CONSTRAINT, SetupKind, SetupRecord, SetupStore, StockChange,
+        VERSION_CONFLICT,
     },
     pricing::{Breakdown, Discount, LineInput, PricingInput, ShippingInput, price},
     setup::{
@@ -78,6 +79,12 @@ fn invalid(pointer: &str, message: impl Into<String>) -> OrdersError {
         pointer: pointer.to_owned(),
         message: message.into(),
     }])
+}
+
+/// Whether a shipping option the cart chose still applies to it: the shop may have dropped its
+/// price in the cart's currency since (a deleted option is not found at all).
+fn applies(option: &ShippingOption, cart: &Cart) -> bool {
+    option.amount_in(cart.currency).is_some()
 }
 
 fn cart_error(code: &'static str, message: impl Into<String>) -> OrdersError {
@@ -558,34 +565,16 @@ impl OrdersService {
         }
     }
 
-    /// The rate for an address: its region's, else its country's, else none.
-    async fn tax_rate_for(
-        &self,
-        tenant: TenantId,
-        cart: &Cart,
-    ) -> Result<Option<TaxRate>, OrdersError> {
-        let Some(a) = &cart.shipping_address else {
-            return Ok(None);
-        };
-        if let Some(region) = &a.region
-            && let Some(r) = self
-                .setup
-                .find_record(
-                    tenant,
-                    SetupKind::TaxRate,
-                    &format!("{}/{region}", a.country),
-                )
-                .await?
-        {
-            return Ok(Some(value_of(&r)?));
-        }
-        match self
-            .setup
-            .find_record(tenant, SetupKind::TaxRate, a.country.code())
-            .await?
-        {
-            Some(r) => Ok(Some(value_of(&r)?)),
-            None => Ok(None),
+    /// What pricing `cart` reads: the tax rate of its address (its region's key, then its
+    /// country's), its shipping option and its promotion code.
+    fn pricing_lookup(cart: &Cart) -> PricingLookup {
+        let address = cart.shipping_address.as_ref();
+        PricingLookup {
+            tax_region: address
+                .and_then(|a| a.region.as_ref().map(|r| format!("{}/{r}", a.country))),
+            tax_country: address.map(|a| a.country.code().to_owned()),
+            shipping_option: cart.shipping_option_id.map(|o| o.as_uuid()),
+            promotion_code: cart.promotion_code.clone(),
         }
     }
 
@@ -631,13 +620,28 @@ impl OrdersService {
         tenant: TenantId,
         cart: Cart,
     ) -> Result<PricedCart, OrdersError> {
-        let settings = self.setup.pricing_settings(tenant).await?;
-        let tax = self.tax_rate_for(tenant, &cart).await?;
-        let shipping_option = self.chosen_shipping(tenant, &cart).await?;
-        let promotion = match &cart.promotion_code {
-            Some(code) => self.find_promotion(tenant, code).await?,
-            None => None,
-        };
+        let lookup = Self::pricing_lookup(&cart);
+        let found = self.setup.pricing_records(tenant, &lookup).await?;
+        let settings = found.settings;
+        // The region's rate, else the country's, else none.
+        let tax: Option<TaxRate> = [&lookup.tax_region, &lookup.tax_country]
+            .into_iter()
+            .flatten()
+            .find_map(|key| found.by_key(SetupKind::TaxRate, key))
+            .map(value_of)
+            .transpose()?;
+        let shipping_option = lookup
+            .shipping_option
+            .and_then(|id| found.by_id(SetupKind::ShippingOption, id))
+            .map(value_of::<ShippingOption>)
+            .transpose()?
+            .filter(|o| applies(o, &cart));
+        let promotion: Option<Promotion> = lookup
+            .promotion_code
+            .as_deref()
+            .and_then(|code| found.by_key(SetupKind::Promotion, code))
+            .map(value_of)
+            .transpose()?;
         let now = self.clock.now();
         let discount = match &promotion {
             Some(p) if p.is_live(now) => match &p.value {
@@ -701,7 +705,7 @@ impl OrdersService {
             return Ok(None);
         };
         match self.get_setup::<ShippingOption>(tenant, id.as_uuid()).await {
-            Ok(o) if o.amount_in(cart.currency).is_some() => Ok(Some(o)),
+            Ok(o) if applies(&o, cart) => Ok(Some(o)),
             Ok(_) | Err(OrdersError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }

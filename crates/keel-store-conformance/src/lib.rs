@@ -57,6 +57,7 @@ pub struct Stores {
     pub inventory: Arc<dyn keel_catalog::ports::InventoryStore>,
     pub carts: Arc<dyn keel_orders::ports::CartStore>,
     pub orders: Arc<dyn keel_orders::ports::OrderStore>,
+    pub setup: Arc<dyn keel_orders::ports::SetupStore>,
     pub idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
     pub webhooks: Arc<dyn keel_webhooks::ports::WebhookStore>,
     pub consumers: Arc<dyn keel_kernel::bus::ConsumerStore>,
@@ -80,6 +81,7 @@ impl Stores {
             + keel_catalog::ports::InventoryStore
             + keel_orders::ports::CartStore
             + keel_orders::ports::OrderStore
+            + keel_orders::ports::SetupStore
             + keel_kernel::idempotency::IdempotencyStore
             + keel_webhooks::ports::WebhookStore
             + keel_kernel::bus::ConsumerStore
@@ -101,6 +103,7 @@ impl Stores {
             inventory: store.clone(),
             carts: store.clone(),
             orders: store.clone(),
+            setup: store.clone(),
             idempotency: store.clone(),
             webhooks: store.clone(),
             consumers: store,
@@ -168,6 +171,7 @@ macro_rules! conformance_tests {
             idempotency_keys_are_claimed_once_replayed_and_taken_over_when_dead,
             a_checkouts_receipt_is_written_with_the_order_and_only_with_it,
             a_saved_orders_receipt_is_written_with_it_and_only_with_it,
+            a_carts_pricing_records_are_read_together_and_per_tenant,
             the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it,
             racing_relays_fan_each_event_out_once,
             claims_respect_the_per_endpoint_concurrency_bound,

@@ -15,7 +15,10 @@ use keel_orders::{
     country::Country,
     exact::Percent,
     order::{Order, OrderId, OrderLine, OrderStatus, PaymentStatus},
-    ports::{INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, PlaceOrder, VERSION_CONFLICT},
+    ports::{
+        INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, PlaceOrder, PricingLookup, PricingSettings,
+        SetupKind, SetupRecord, VERSION_CONFLICT,
+    },
     pricing::{Discount, LineInput, PricingInput, price},
 };
 
@@ -523,4 +526,117 @@ pub async fn a_saved_orders_receipt_is_written_with_it_and_only_with_it(stores: 
         .await
         .expect("saved");
     assert_eq!(begin_key(stores, &saved).await, stored(number, 2));
+}
+
+/// Two shops with the same pricing records (two tax rates, a shipping option, two
+/// promotions); answers the shops and each one's shipping option id.
+async fn two_shops_with_pricing_records(stores: &Stores) -> (TenantId, TenantId, Vec<uuid::Uuid>) {
+    let (t, _, _) = stocked_product(stores, "pricing-read", 0).await;
+    let (other, _, _) = stocked_product(stores, "pricing-other", 0).await;
+    let record = |tenant: TenantId, kind: SetupKind, id: uuid::Uuid, key: &str| SetupRecord {
+        id,
+        tenant_id: tenant,
+        kind,
+        key: key.into(),
+        body: serde_json::json!({"key": key}),
+        usage_limit: None,
+        times_used: 0,
+        version: 1,
+    };
+    let mut shipping = Vec::new();
+    for tenant in [t, other] {
+        let ship = uuid::Uuid::now_v7();
+        shipping.push(ship);
+        for r in [
+            record(tenant, SetupKind::TaxRate, uuid::Uuid::now_v7(), "US/NY"),
+            record(tenant, SetupKind::TaxRate, uuid::Uuid::now_v7(), "US"),
+            record(tenant, SetupKind::ShippingOption, ship, &ship.to_string()),
+            record(tenant, SetupKind::Promotion, uuid::Uuid::now_v7(), "SAVE10"),
+            record(tenant, SetupKind::Promotion, uuid::Uuid::now_v7(), "OTHER"),
+        ] {
+            stores.setup.create_record(&r, &[]).await.expect("record");
+        }
+    }
+    (t, other, shipping)
+}
+
+pub async fn a_carts_pricing_records_are_read_together_and_per_tenant(stores: &Stores) {
+    let (t, other, shipping) = two_shops_with_pricing_records(stores).await;
+    let read = |tenant: TenantId, lookup: PricingLookup| {
+        let setup = stores.setup.clone();
+        async move {
+            let found = setup.pricing_records(tenant, &lookup).await.expect("read");
+            let mut keys: Vec<_> = found
+                .records
+                .iter()
+                .inspect(|r| assert_eq!(r.tenant_id, tenant, "another tenant's record"))
+                .map(|r| (r.kind.as_str(), r.key.clone()))
+                .collect();
+            keys.sort();
+            (found.settings.prices_include_tax, keys)
+        }
+    };
+    assert_eq!(
+        read(t, PricingLookup::default()).await,
+        (false, vec![]),
+        "nothing asked: the settings alone (the default)"
+    );
+    let everything = PricingLookup {
+        tax_region: Some("US/NY".into()),
+        tax_country: Some("US".into()),
+        shipping_option: Some(shipping[0]),
+        promotion_code: Some("SAVE10".into()),
+    };
+    let ship_key = shipping[0].to_string();
+    assert_eq!(
+        read(t, everything.clone()).await,
+        (
+            false,
+            vec![
+                ("promotion", "SAVE10".to_owned()),
+                ("shipping_option", ship_key),
+                ("tax_rate", "US".to_owned()),
+                ("tax_rate", "US/NY".to_owned()),
+            ]
+        )
+    );
+    let elsewhere = PricingLookup {
+        tax_region: Some("US/CA".into()),
+        shipping_option: Some(shipping[0]),
+        ..everything
+    };
+    stores
+        .setup
+        .set_pricing_settings(
+            t,
+            PricingSettings {
+                prices_include_tax: true,
+            },
+            &[],
+        )
+        .await
+        .expect("settings");
+    assert_eq!(
+        read(other, elsewhere.clone()).await,
+        (
+            false,
+            vec![
+                ("promotion", "SAVE10".to_owned()),
+                ("tax_rate", "US".to_owned())
+            ]
+        ),
+        "the other shop's settings, and not this shop's shipping option"
+    );
+    assert_eq!(
+        read(t, elsewhere).await,
+        (
+            true,
+            vec![
+                ("promotion", "SAVE10".to_owned()),
+                ("shipping_option", shipping[0].to_string()),
+                ("tax_rate", "US".to_owned()),
+            ]
+        ),
+        "this shop's settings; no region rate, so the country's alone"
+    );
 }

@@ -15,8 +15,8 @@ use keel_orders::{
     order::{Order, OrderId},
     ports::{
         CART_CHANGED, CartStore, OrderFilter, OrderReceipt, OrderStore, PROMOTION_CUSTOMER_LIMIT,
-        PROMOTION_EXHAUSTED, PlaceOrder, PricingSettings, SetupKind, SetupRecord, SetupStore,
-        StockChange, VERSION_CONFLICT,
+        PROMOTION_EXHAUSTED, PlaceOrder, PricingLookup, PricingRecords, PricingSettings, SetupKind,
+        SetupRecord, SetupStore, StockChange, VERSION_CONFLICT,
     },
 };
 use sqlx::{PgConnection, Row, postgres::PgRow};
@@ -225,6 +225,40 @@ impl SetupStore for PgStore {
         Ok(PricingSettings {
             prices_include_tax: v.unwrap_or(false),
         })
+    }
+
+    async fn pricing_records(
+        &self,
+        tenant: TenantId,
+        lookup: &PricingLookup,
+    ) -> Result<PricingRecords, StoreError> {
+        // One row at least (the settings ride on every row); the records' columns are NULL
+        // when none matches.
+        let rows = sqlx::query(
+            "SELECT (SELECT prices_include_tax FROM pricing_settings WHERE tenant_id = $1) AS prices_include_tax, \
+             r.tenant_id, r.id, r.kind, r.key, r.body::text AS body, r.usage_limit, r.times_used, r.version \
+             FROM (SELECT 1) AS one LEFT JOIN pricing_records r ON r.tenant_id = $1 AND ( \
+             (r.kind = 'tax_rate' AND r.key IN ($2, $3)) OR (r.kind = 'shipping_option' AND r.id = $4) \
+             OR (r.kind = 'promotion' AND r.key = $5))",
+        )
+        .bind(tenant.as_uuid())
+        .bind(lookup.tax_region.as_deref())
+        .bind(lookup.tax_country.as_deref())
+        .bind(lookup.shipping_option)
+        .bind(lookup.promotion_code.as_deref())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let mut found = PricingRecords::default();
+        for r in &rows {
+            let include: Option<bool> = r.try_get("prices_include_tax").map_err(map_err)?;
+            found.settings.prices_include_tax = include.unwrap_or(false);
+            let kind: Option<String> = r.try_get("kind").map_err(map_err)?;
+            if kind.is_some() {
+                found.records.push(record_from_row(r)?);
+            }
+        }
+        Ok(found)
     }
 
     async fn set_pricing_settings(
