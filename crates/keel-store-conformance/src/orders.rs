@@ -139,14 +139,41 @@ fn cart_and_order(
     (cart, order, reservations)
 }
 
-pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &Stores) {
-    let (t, p, l) = stocked_product(stores, "ord-atomic", 3).await;
-    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[2, 2]);
+/// The checkout of `cart` into `order` with its reservations, at the cart's first version.
+fn checkout_of<'a>(
+    cart: &'a Cart,
+    order: &'a Order,
+    reservations: &'a [Reservation],
+) -> PlaceOrder<'a> {
+    PlaceOrder {
+        order,
+        cart,
+        cart_version: 1,
+        reservations,
+        promotion: None,
+    }
+}
+
+/// [`cart_and_order`], with the cart stored.
+async fn stored_cart(
+    stores: &Stores,
+    t: TenantId,
+    p: &Product,
+    l: &Location,
+    quantities: &[i64],
+) -> (Cart, Order, Vec<Reservation>) {
+    let (cart, order, reservations) = cart_and_order(t, p, l, quantities);
     stores
         .carts
         .create_cart(&cart, None, &[])
         .await
         .expect("cart");
+    (cart, order, reservations)
+}
+
+pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &Stores) {
+    let (t, p, l) = stocked_product(stores, "ord-atomic", 3).await;
+    let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[2, 2]).await;
     let placed = NewEvent::new(
         t,
         "order.placed",
@@ -157,13 +184,7 @@ pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &S
     let err = stores
         .orders
         .place_order(
-            &PlaceOrder {
-                order: &order,
-                cart: &cart,
-                cart_version: 1,
-                reservations: &reservations,
-                promotion: None,
-            },
+            &checkout_of(&cart, &order, &reservations),
             std::slice::from_ref(&placed),
             None,
         )
@@ -204,25 +225,10 @@ pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &S
         .await
         .expect("events");
     assert!(events.items.is_empty(), "no event either");
-    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[1]);
-    stores
-        .carts
-        .create_cart(&cart, None, &[])
-        .await
-        .expect("cart");
+    let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[1]).await;
     let number = stores
         .orders
-        .place_order(
-            &PlaceOrder {
-                order: &order,
-                cart: &cart,
-                cart_version: 1,
-                reservations: &reservations,
-                promotion: None,
-            },
-            &[],
-            None,
-        )
+        .place_order(&checkout_of(&cart, &order, &reservations), &[], None)
         .await
         .expect("placed");
     assert_eq!(number, 1001, "the failed attempt used no order number");
@@ -230,25 +236,10 @@ pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &S
 
 pub async fn a_checkout_commits_order_stock_and_number_together(stores: &Stores) {
     let (t, p, l) = stocked_product(stores, "ord-commit", 3).await;
-    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[1, 2]);
-    stores
-        .carts
-        .create_cart(&cart, None, &[])
-        .await
-        .expect("cart");
+    let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[1, 2]).await;
     let number = stores
         .orders
-        .place_order(
-            &PlaceOrder {
-                order: &order,
-                cart: &cart,
-                cart_version: 1,
-                reservations: &reservations,
-                promotion: None,
-            },
-            &[],
-            None,
-        )
+        .place_order(&checkout_of(&cart, &order, &reservations), &[], None)
         .await
         .expect("placed");
     assert_eq!(number, 1001, "the shop's first number");
@@ -269,17 +260,7 @@ pub async fn a_checkout_commits_order_stock_and_number_together(stores: &Stores)
     assert_eq!((levels.items[0].on_hand, levels.items[0].reserved), (3, 3));
     let again = stores
         .orders
-        .place_order(
-            &PlaceOrder {
-                order: &order,
-                cart: &cart,
-                cart_version: 1,
-                reservations: &[],
-                promotion: None,
-            },
-            &[],
-            None,
-        )
+        .place_order(&checkout_of(&cart, &order, &[]), &[], None)
         .await
         .expect_err("the cart was converted");
     assert!(
@@ -434,19 +415,8 @@ pub async fn a_checkouts_receipt_is_written_with_the_order_and_only_with_it(stor
     let (t, p, l) = stocked_product(stores, "receipt", 3).await;
     let refused = receipt(t, "refused");
     assert_eq!(begin_key(stores, &refused).await, IdempotencyBegin::Started);
-    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[5]);
-    stores
-        .carts
-        .create_cart(&cart, None, &[])
-        .await
-        .expect("cart");
-    let place = PlaceOrder {
-        order: &order,
-        cart: &cart,
-        cart_version: 1,
-        reservations: &reservations,
-        promotion: None,
-    };
+    let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[5]).await;
+    let place = checkout_of(&cart, &order, &reservations);
     let err = stores
         .orders
         .place_order(&place, &[], Some(&refused))
@@ -461,19 +431,8 @@ pub async fn a_checkouts_receipt_is_written_with_the_order_and_only_with_it(stor
 
     let placed = receipt(t, "placed");
     assert_eq!(begin_key(stores, &placed).await, IdempotencyBegin::Started);
-    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[1]);
-    stores
-        .carts
-        .create_cart(&cart, None, &[])
-        .await
-        .expect("cart");
-    let place = PlaceOrder {
-        order: &order,
-        cart: &cart,
-        cart_version: 1,
-        reservations: &reservations,
-        promotion: None,
-    };
+    let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[1]).await;
+    let place = checkout_of(&cart, &order, &reservations);
     let number = stores
         .orders
         .place_order(&place, &[], Some(&placed))
@@ -488,19 +447,8 @@ pub async fn a_checkouts_receipt_is_written_with_the_order_and_only_with_it(stor
 
 pub async fn a_saved_orders_receipt_is_written_with_it_and_only_with_it(stores: &Stores) {
     let (t, p, l) = stocked_product(stores, "receipt-save", 3).await;
-    let (cart, order, reservations) = cart_and_order(t, &p, &l, &[1]);
-    stores
-        .carts
-        .create_cart(&cart, None, &[])
-        .await
-        .expect("cart");
-    let place = PlaceOrder {
-        order: &order,
-        cart: &cart,
-        cart_version: 1,
-        reservations: &reservations,
-        promotion: None,
-    };
+    let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[1]).await;
+    let place = checkout_of(&cart, &order, &reservations);
     let number = stores
         .orders
         .place_order(&place, &[], None)
