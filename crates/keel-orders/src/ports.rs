@@ -207,7 +207,8 @@ pub struct PlaceOrder<'a> {
 /// as the order: the key is done exactly when the work is. (Stored in a transaction of its own
 /// afterwards, a crash between the two left the key in flight, and a retry once its lock
 /// lapsed ran the work again and answered something else: `cart_checked_out` instead of the
-/// order.)
+/// order.) A service method given a receipt writes it on every success: the HTTP layer stores
+/// nothing more for a success.
 #[derive(Debug, Clone)]
 pub struct OrderReceipt {
     pub key: IdempotencyKey,
