@@ -219,6 +219,13 @@ pub struct OrderReceipt {
     pub render: fn(&Order) -> Result<String, String>,
 }
 
+impl OrderReceipt {
+    /// The answer's body for `order` as the store writes it.
+    pub fn body(&self, order: &Order) -> Result<String, StoreError> {
+        (self.render)(order).map_err(StoreError::other)
+    }
+}
+
 /// Stock to move with an order change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StockChange {

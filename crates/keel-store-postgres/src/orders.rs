@@ -523,11 +523,6 @@ async fn finish_key<'e>(
     Ok(())
 }
 
-/// A receipt's answer, rendered for `order`.
-fn receipt_body(receipt: &OrderReceipt, order: &Order) -> Result<String, StoreError> {
-    (receipt.render)(order).map_err(StoreError::other)
-}
-
 async fn place(
     tx: &mut PgConnection,
     p: &PlaceOrder<'_>,
@@ -557,7 +552,7 @@ async fn place(
     order.number = number;
     write_order(tx, &order, true, 0).await?;
     if let Some(r) = receipt {
-        finish_key(&mut *tx, &r.key, r.status, &receipt_body(r, &order)?).await?;
+        finish_key(&mut *tx, &r.key, r.status, &r.body(&order)?).await?;
     }
     Ok(number)
 }
@@ -665,7 +660,7 @@ impl OrderStore for PgStore {
         receipt: Option<&OrderReceipt>,
     ) -> Result<(), StoreError> {
         let answer = receipt
-            .map(|r| receipt_body(r, order).map(|body| (r, body)))
+            .map(|r| r.body(order).map(|body| (r, body)))
             .transpose()?;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         if !write_order(&mut tx, order, false, expected_version).await? {

@@ -504,11 +504,6 @@ fn finish_key(
     Ok(())
 }
 
-/// A receipt's answer, rendered for `order`.
-fn receipt_body(receipt: &OrderReceipt, order: &Order) -> Result<String, StoreError> {
-    (receipt.render)(order).map_err(StoreError::other)
-}
-
 fn place(
     tx: &rusqlite::Connection,
     p: &PlaceOrder<'_>,
@@ -536,7 +531,7 @@ fn place(
     write_order(tx, &order, true, 0)?;
     // Rendered here, inside the writer: the answer carries the number just assigned.
     if let Some(r) = receipt {
-        finish_key(tx, &r.key, r.status, &receipt_body(r, &order)?)?;
+        finish_key(tx, &r.key, r.status, &r.body(&order)?)?;
     }
     Ok(number)
 }
@@ -644,7 +639,7 @@ impl OrderStore for SqliteStore {
     ) -> Result<(), StoreError> {
         // The answer is known before the write: rendered before taking the writer.
         let answer = receipt
-            .map(|r| receipt_body(r, order).map(|body| (r, body)))
+            .map(|r| r.body(order).map(|body| (r, body)))
             .transpose()?;
         let tx = self.write().await?;
         if !write_order(&tx, order, false, expected_version)? {
