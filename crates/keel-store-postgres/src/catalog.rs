@@ -344,6 +344,7 @@ impl CatalogStore for PgStore {
         .map_err(map_err)?;
         let mut products = [product_from_row(&r)?];
         attach_variants(&mut conn, tenant, &mut products).await?;
+        conn.release();
         let [p] = products;
         Ok(p)
     }
@@ -365,6 +366,7 @@ impl CatalogStore for PgStore {
         .map_err(map_err)?;
         let mut products = [product_from_row(&r)?];
         attach_variants(&mut conn, tenant, &mut products).await?;
+        conn.release();
         let [p] = products;
         Ok(p)
     }
@@ -424,6 +426,7 @@ impl CatalogStore for PgStore {
             .map(product_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         attach_variants(&mut conn, tenant, &mut products).await?;
+        conn.release();
         Ok(products)
     }
 
@@ -483,6 +486,7 @@ impl CatalogStore for PgStore {
             None
         };
         attach_variants(&mut conn, tenant, &mut products).await?;
+        conn.release();
         Ok(ProductPage {
             items: products,
             next_cursor,

@@ -16,6 +16,7 @@ mod inventory;
 mod mfa;
 mod migrations;
 mod orders;
+mod pool;
 mod tenants;
 mod throttle;
 mod webhooks;
@@ -29,12 +30,9 @@ use keel_kernel::{
 };
 use keel_store_common::APPLIED_MIGRATIONS_SQL;
 pub use migrations::migration_names;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 
-use crate::error::map_err;
-
-/// A pooled connection idle at least this long is pinged before it is handed out.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+use crate::{error::map_err, pool::Pool};
 
 /// Everything the adapter needs, as exact values from the configuration.
 #[derive(Debug, Clone)]
@@ -50,44 +48,36 @@ pub struct PgSettings {
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pool: Pool,
 }
 
 impl PgStore {
     /// Creates the pool without connecting: the first query connects, so a node can start
     /// (and report not-ready) while the database is still coming up.
     pub fn connect_lazy(settings: &PgSettings) -> Self {
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.pool_size)
-            .acquire_timeout(settings.acquire_timeout)
-            // sqlx checks a connection when it returns to the pool; checking it again on every
-            // acquire doubled the round trips of each statement run on the pool. Only a
-            // connection idle for `PING_IDLE_AFTER` (the server or the network may have dropped
-            // it meanwhile) is pinged before use.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_IDLE_AFTER {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_lazy_with(settings.connect.clone());
-        Self { pool }
+        Self {
+            pool: Pool::new(
+                settings.connect.clone(),
+                settings.pool_size,
+                settings.acquire_timeout,
+            ),
+        }
     }
 
     /// Applies pending embedded migrations (sqlx takes an advisory lock, so concurrent
     /// nodes running `--migrate` do not race).
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
         migrations::MIGRATIONS
             .migrator()
-            .run(&self.pool)
+            .run(&mut *conn)
             .await
             .map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(inner) => map_err(inner),
                 other => StoreError::other(other),
-            })
+            })?;
+        conn.release();
+        Ok(())
     }
 
     /// Closes the pool, waiting for connections to be returned.
