@@ -232,14 +232,21 @@ impl SetupStore for PgStore {
         tenant: TenantId,
         lookup: &PricingLookup,
     ) -> Result<PricingRecords, StoreError> {
-        // One row at least (the settings ride on every row); the records' columns are NULL
-        // when none matches.
+        // The settings row (always there, without a kind), then each kind of record by its
+        // own index condition, as in the SQLite adapter. With an `OR` across kinds and the
+        // tenant outside it, a generic plan was seen to read every record of the shop (14 ms
+        // for one with 20,000 promotion codes, where most tenants had none); this shape gives
+        // the planner a full-key condition for each kind.
         let rows = sqlx::query(
             "SELECT (SELECT prices_include_tax FROM pricing_settings WHERE tenant_id = $1) AS prices_include_tax, \
-             r.tenant_id, r.id, r.kind, r.key, r.body::text AS body, r.usage_limit, r.times_used, r.version \
-             FROM (SELECT 1) AS one LEFT JOIN pricing_records r ON r.tenant_id = $1 AND ( \
-             (r.kind = 'tax_rate' AND r.key IN ($2, $3)) OR (r.kind = 'shipping_option' AND r.id = $4) \
-             OR (r.kind = 'promotion' AND r.key = $5))",
+             NULL::uuid AS tenant_id, NULL::uuid AS id, NULL::text AS kind, NULL::text AS key, NULL::text AS body, \
+             NULL::bigint AS usage_limit, NULL::bigint AS times_used, NULL::bigint AS version \
+             UNION ALL SELECT NULL, tenant_id, id, kind, key, body::text, usage_limit, times_used, version \
+             FROM pricing_records WHERE tenant_id = $1 AND kind = 'tax_rate' AND key IN ($2, $3) \
+             UNION ALL SELECT NULL, tenant_id, id, kind, key, body::text, usage_limit, times_used, version \
+             FROM pricing_records WHERE tenant_id = $1 AND kind = 'shipping_option' AND id = $4 \
+             UNION ALL SELECT NULL, tenant_id, id, kind, key, body::text, usage_limit, times_used, version \
+             FROM pricing_records WHERE tenant_id = $1 AND kind = 'promotion' AND key = $5",
         )
         .bind(tenant.as_uuid())
         .bind(lookup.tax_region.as_deref())
@@ -251,11 +258,12 @@ impl SetupStore for PgStore {
         .map_err(map_err)?;
         let mut found = PricingRecords::default();
         for r in &rows {
-            let include: Option<bool> = r.try_get("prices_include_tax").map_err(map_err)?;
-            found.settings.prices_include_tax = include.unwrap_or(false);
             let kind: Option<String> = r.try_get("kind").map_err(map_err)?;
             if kind.is_some() {
                 found.records.push(record_from_row(r)?);
+            } else {
+                let include: Option<bool> = r.try_get("prices_include_tax").map_err(map_err)?;
+                found.settings.prices_include_tax = include.unwrap_or(false);
             }
         }
         Ok(found)
