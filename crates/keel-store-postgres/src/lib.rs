@@ -104,6 +104,10 @@ impl StoreHealth for PgStore {
         };
         Ok(migrations::MIGRATIONS.status(applied))
     }
+
+    fn counters(&self) -> Vec<keel_kernel::health::StoreCounter> {
+        self.pool.counters()
+    }
 }
 
 /// Reads a timestamp column.

@@ -23,7 +23,7 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -70,6 +70,24 @@ struct Inner {
     /// reaper looks at the front (the longest idle).
     idle: Mutex<VecDeque<Idle>>,
     closed: AtomicBool,
+    stats: Stats,
+}
+
+/// What the pool did, for `/metrics` (counters only: monotonic, so rates come out right).
+#[derive(Default)]
+struct Stats {
+    opened: AtomicU64,
+    /// Returned unsettled and checked off the request's path (`ROLLBACK` or ping).
+    checked: AtomicU64,
+    /// Closed because broken (a failed check or ping) or past the idle or lifetime limit.
+    closed: AtomicU64,
+    acquire_timeouts: AtomicU64,
+}
+
+impl Stats {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 struct Idle {
@@ -101,6 +119,7 @@ impl Pool {
             slots: Arc::new(Semaphore::new(size as usize)),
             idle: Mutex::new(VecDeque::new()),
             closed: AtomicBool::new(false),
+            stats: Stats::default(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(reap(Arc::downgrade(&inner)));
@@ -113,7 +132,10 @@ impl Pool {
     pub(crate) async fn acquire(&self) -> Result<Conn, sqlx::Error> {
         tokio::time::timeout(self.inner.acquire_timeout, self.acquire_within())
             .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| {
+                Stats::add(&self.inner.stats.acquire_timeouts);
+                sqlx::Error::PoolTimedOut
+            })?
     }
 
     async fn acquire_within(&self) -> Result<Conn, sqlx::Error> {
@@ -127,14 +149,17 @@ impl Pool {
         loop {
             let Some(mut idle) = self.inner.pop_idle() else {
                 let raw = PgConnection::connect_with(&self.inner.connect).await?;
+                Stats::add(&self.inner.stats.opened);
                 return Ok(self.conn(raw, Instant::now(), permit));
             };
             if idle.created.elapsed() >= MAX_LIFETIME {
+                Stats::add(&self.inner.stats.closed);
                 close(idle.raw);
                 continue;
             }
             if idle.since.elapsed() >= PING_IDLE_AFTER && idle.raw.ping().await.is_err() {
                 // Broken: dropping it closes the socket; try the next one or open a new one.
+                Stats::add(&self.inner.stats.closed);
                 continue;
             }
             return Ok(self.conn(idle.raw, idle.created, permit));
@@ -162,6 +187,35 @@ impl Pool {
         conn.in_transaction = true;
         sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
         Ok(Tx { conn })
+    }
+
+    /// The pool's counters, named for `/metrics`.
+    pub(crate) fn counters(&self) -> Vec<keel_kernel::health::StoreCounter> {
+        use keel_kernel::health::StoreCounter;
+        let stats = &self.inner.stats;
+        let value = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            StoreCounter {
+                name: "keel_postgres_connections_opened_total",
+                help: "PostgreSQL connections this node opened.",
+                value: value(&stats.opened),
+            },
+            StoreCounter {
+                name: "keel_postgres_connections_checked_total",
+                help: "Connections returned with their work unfinished (an error, a cancelled request) and checked with a ROLLBACK or a ping before reuse.",
+                value: value(&stats.checked),
+            },
+            StoreCounter {
+                name: "keel_postgres_connections_closed_total",
+                help: "Connections closed because they failed a check or passed the idle or lifetime limit.",
+                value: value(&stats.closed),
+            },
+            StoreCounter {
+                name: "keel_postgres_acquire_timeouts_total",
+                help: "Requests that waited the whole acquire timeout for a connection (answered 503).",
+                value: value(&stats.acquire_timeouts),
+            },
+        ]
     }
 
     /// Stops handing out connections, waits (at most the acquire timeout) for those in use to
@@ -231,6 +285,9 @@ async fn reap(pool: Weak<Inner>) {
         every.tick().await;
         let Some(inner) = pool.upgrade() else { return };
         let expired = inner.expired();
+        for _ in &expired {
+            Stats::add(&inner.stats.closed);
+        }
         drop(inner);
         for raw in expired {
             let _ = raw.close().await;
@@ -289,6 +346,7 @@ impl Drop for Conn {
         let pool = Arc::clone(&self.pool);
         let created = self.created;
         if created.elapsed() >= MAX_LIFETIME {
+            Stats::add(&pool.stats.closed);
             close(raw);
             return;
         }
@@ -300,6 +358,7 @@ impl Drop for Conn {
         // Off the request's path; without a runtime (shutdown) the connection is dropped,
         // which closes its socket and so ends any transaction on the server.
         let in_transaction = self.in_transaction;
+        Stats::add(&pool.stats.checked);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let check = async {
@@ -311,6 +370,8 @@ impl Drop for Conn {
                 };
                 if let Ok(Ok(())) = tokio::time::timeout(CHECK_TIMEOUT, check).await {
                     pool.push_idle(raw, created);
+                } else {
+                    Stats::add(&pool.stats.closed);
                 }
                 drop(permit);
             });
@@ -475,6 +536,19 @@ mod tests {
         }
     }
 
+    fn counter(pool: &Pool, name: &str) -> u64 {
+        pool.counters()
+            .into_iter()
+            .find(|c| {
+                c.name
+                    .strip_prefix("keel_postgres_")
+                    .and_then(|n| n.strip_suffix("_total"))
+                    == Some(name)
+            })
+            .map(|c| c.value)
+            .expect("a pool counter")
+    }
+
     async fn table(pool: &Pool) {
         sqlx::raw_sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
             .execute(pool)
@@ -507,6 +581,8 @@ mod tests {
             in_tx,
             "the connection was reused, not replaced"
         );
+        assert_eq!(counter(&pool, "connections_checked"), 1);
+        assert_eq!(counter(&pool, "connections_opened"), 1);
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
             .fetch_one(&mut *conn)
             .await
@@ -605,6 +681,8 @@ mod tests {
             assert_ne!(first, ended);
         }
         assert_ne!(pid(&pool).await, ended);
+        assert_eq!(counter(&pool, "connections_opened"), 2);
+        assert_eq!(counter(&pool, "connections_closed"), 1, "the dead one");
     }
 
     #[tokio::test]
@@ -619,6 +697,7 @@ mod tests {
             pool.acquire().await,
             Err(sqlx::Error::PoolTimedOut)
         ));
+        assert_eq!(counter(&pool, "acquire_timeouts"), 1);
         first.release();
         let mut third = pool.acquire().await.expect("after a release");
         assert_eq!(
@@ -642,6 +721,12 @@ mod tests {
         .await
         .expect("count");
         assert_eq!(opened, 2);
+        assert_eq!(counter(&pool, "connections_opened"), 2);
+        assert_eq!(
+            counter(&pool, "connections_checked"),
+            0,
+            "every connection came back settled"
+        );
 
         pool.close().await;
         assert!(matches!(pool.acquire().await, Err(sqlx::Error::PoolClosed)));

@@ -315,6 +315,27 @@ fn counter(text: &str, name: &str) -> Option<u64> {
 }
 
 #[tokio::test]
+async fn postgres_counts_its_pool_in_metrics_and_finished_work_needs_no_check() {
+    let app = spawn_app(Backend::Postgres).await;
+    let read = |text: &str| {
+        [
+            "keel_postgres_connections_opened_total",
+            "keel_postgres_connections_checked_total",
+            "keel_postgres_connections_closed_total",
+            "keel_postgres_acquire_timeouts_total",
+        ]
+        .map(|n| counter(text, n).unwrap_or_else(|| panic!("{n} in {text}")))
+    };
+    let before = read(&app.get("/metrics").await.text().await.expect("text"));
+    app.owner_with_tokens("pool-counts").await;
+    let after = read(&app.get("/metrics").await.text().await.expect("text"));
+    assert!(after[0] >= 1, "a connection was opened: {after:?}");
+    // Sign-up, login and token work all ran to their end: no connection needed a check.
+    assert_eq!(after[1], before[1], "{before:?} -> {after:?}");
+    assert_eq!(after[2..], before[2..], "{before:?} -> {after:?}");
+}
+
+#[tokio::test]
 async fn sqlite_counts_its_statements_transactions_and_commits_in_metrics() {
     let app = spawn_app(Backend::Sqlite).await;
     let read = |text: &str| {
