@@ -166,6 +166,7 @@ macro_rules! conformance_tests {
             adjustments_are_ledgered_and_never_drop_stock_below_reserved,
             a_reservation_is_released_once,
             reserved_stock_pins_its_variant_and_stocked_locations_stay,
+            a_carts_writes_carry_their_events_and_a_stale_save_writes_nothing,
             a_checkout_that_cannot_reserve_everything_writes_nothing,
             a_checkout_commits_order_stock_and_number_together,
             idempotency_keys_are_claimed_once_replayed_and_taken_over_when_dead,

@@ -3,7 +3,7 @@
 
 use keel_catalog::domain::{Location, Product, Reservation, ReservationId};
 use keel_kernel::{
-    TenantId,
+    StoreError, TenantId,
     clock::{Clock, SystemClock},
     event::NewEvent,
     idempotency::{IdempotencyBegin, IdempotencyKey},
@@ -169,6 +169,64 @@ async fn stored_cart(
         .await
         .expect("cart");
     (cart, order, reservations)
+}
+
+/// A cart's writes carry their events; a save against a stale version writes neither.
+pub async fn a_carts_writes_carry_their_events_and_a_stale_save_writes_nothing(stores: &Stores) {
+    let (t, p, l) = stocked_product(stores, "cart-writes", 3).await;
+    let (mut cart, _, _) = cart_and_order(t, &p, &l, &[1]);
+    let event = |name: &'static str| {
+        NewEvent::new(
+            t,
+            name,
+            &serde_json::json!({"cart_id": cart.id.to_string()}),
+            cart.created_at,
+        )
+        .expect("event")
+    };
+    let created = event("cart.created");
+    stores
+        .carts
+        .create_cart(&cart, Some("hash"), std::slice::from_ref(&created))
+        .await
+        .expect("create");
+    assert_eq!(
+        stores
+            .events
+            .get(t, created.id)
+            .await
+            .expect("created event")
+            .event_type,
+        "cart.created"
+    );
+
+    let (saved_first, stale) = (event("cart.updated"), event("cart.updated"));
+    cart.version = 2;
+    stores
+        .carts
+        .save_cart(&cart, 1, std::slice::from_ref(&saved_first))
+        .await
+        .expect("save at version 1");
+    assert!(stores.events.get(t, saved_first.id).await.is_ok());
+
+    cart.version = 3;
+    cart.status = CartStatus::Converted;
+    let err = stores
+        .carts
+        .save_cart(&cart, 1, std::slice::from_ref(&stale))
+        .await
+        .expect_err("version 1 is stale");
+    assert!(err.is_conflict_on(VERSION_CONFLICT), "{err:?}");
+    assert!(
+        matches!(
+            stores.events.get(t, stale.id).await,
+            Err(StoreError::NotFound)
+        ),
+        "the refused save wrote no event"
+    );
+    let (stored, secret) = stores.carts.get_cart(t, cart.id).await.expect("cart");
+    assert_eq!((stored.version, stored.status), (2, CartStatus::Open));
+    assert_eq!(secret.as_deref(), Some("hash"));
 }
 
 pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &Stores) {

@@ -26,7 +26,7 @@ use crate::{
     PgStore,
     error::map_err,
     inventory::{apply_reservation, commit_reserved, release_reserved},
-    tenants::{event_from_row, insert_events},
+    tenants::{EventRows, event_from_row, events_from_arrays, insert_events},
 };
 
 fn conflict(name: &str) -> StoreError {
@@ -355,11 +355,13 @@ impl CartStore for PgStore {
         secret_hash: Option<&str>,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query(
-            "INSERT INTO carts (tenant_id, id, customer_id, secret_hash, status, body, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)",
-        )
+        // One statement, so one round trip and its own transaction: no `BEGIN`/`COMMIT`.
+        let q = sqlx::query(concat!(
+            "WITH cart AS (INSERT INTO carts (tenant_id, id, customer_id, secret_hash, status, body, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)) \
+             INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) ",
+            events_from_arrays!("$10", "$11", "$12", "$13", "$14")
+        ))
         .bind(cart.tenant_id.as_uuid())
         .bind(cart.id.as_uuid())
         .bind(cart.customer_id.map(|c| c.as_uuid()))
@@ -368,12 +370,13 @@ impl CartStore for PgStore {
         .bind(json(cart)?)
         .bind(cart.version)
         .bind(cart.created_at)
-        .bind(cart.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(map_err)
+        .bind(cart.updated_at);
+        EventRows::of(events)
+            .bind(q)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 
     async fn get_cart(
@@ -398,13 +401,34 @@ impl CartStore for PgStore {
         expected_version: i64,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        if !write_cart(&mut tx, cart, expected_version).await? {
-            tx.rollback().await.map_err(map_err)?;
-            return Err(conflict(VERSION_CONFLICT));
+        // One statement (its own transaction, one round trip): the events are written only
+        // when the versioned update matched, and the answer says whether it did.
+        let q = sqlx::query(concat!(
+            "WITH saved AS (UPDATE carts SET status = $3, body = $4::jsonb, version = $5, updated_at = $6 \
+             WHERE tenant_id = $1 AND id = $2 AND version = $7 RETURNING 1), \
+             events AS (INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) ",
+            events_from_arrays!("$8", "$9", "$10", "$11", "$12"),
+            " WHERE EXISTS (SELECT 1 FROM saved)) SELECT count(*) FROM saved"
+        ))
+        .bind(cart.tenant_id.as_uuid())
+        .bind(cart.id.as_uuid())
+        .bind(cart_status(cart))
+        .bind(json(cart)?)
+        .bind(cart.version)
+        .bind(cart.updated_at)
+        .bind(expected_version);
+        let saved: i64 = EventRows::of(events)
+            .bind(q)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?
+            .try_get(0)
+            .map_err(map_err)?;
+        if saved == 1 {
+            Ok(())
+        } else {
+            Err(conflict(VERSION_CONFLICT))
         }
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(map_err)
     }
 }
 

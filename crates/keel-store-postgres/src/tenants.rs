@@ -34,25 +34,78 @@ pub(crate) fn event_from_row(r: &PgRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-/// Appends events inside the caller's transaction.
+/// The `SELECT` that turns five bound arrays into outbox rows, for an `INSERT INTO
+/// outbox_events (tenant_id, id, event_type, payload, occurred_at)`; the arguments are the
+/// parameter numbers of the arrays, in [`EventRows::bind`]'s order.
+macro_rules! events_from_arrays {
+    ($tenants:literal, $ids:literal, $types:literal, $payloads:literal, $occurred:literal) => {
+        concat!(
+            "SELECT e.tenant_id, e.id, e.event_type, e.payload::jsonb, e.occurred_at FROM unnest(",
+            $tenants,
+            "::uuid[], ",
+            $ids,
+            "::uuid[], ",
+            $types,
+            "::text[], ",
+            $payloads,
+            "::text[], ",
+            $occurred,
+            "::timestamptz[]) AS e (tenant_id, id, event_type, payload, occurred_at)"
+        )
+    };
+}
+pub(crate) use events_from_arrays;
+
+/// A write's events as parallel arrays, so any number of them is one statement (or one part
+/// of the write's own statement).
+pub(crate) struct EventRows {
+    tenants: Vec<Uuid>,
+    ids: Vec<Uuid>,
+    types: Vec<&'static str>,
+    payloads: Vec<String>,
+    occurred: Vec<time::OffsetDateTime>,
+}
+
+impl EventRows {
+    pub(crate) fn of(events: &[NewEvent]) -> Self {
+        Self {
+            tenants: events.iter().map(|e| e.tenant_id.as_uuid()).collect(),
+            ids: events.iter().map(|e| e.id.as_uuid()).collect(),
+            types: events.iter().map(|e| e.event_type).collect(),
+            payloads: events.iter().map(|e| e.payload.to_string()).collect(),
+            occurred: events.iter().map(|e| e.occurred_at).collect(),
+        }
+    }
+
+    /// Binds the five arrays as the query's next parameters.
+    pub(crate) fn bind(
+        self,
+        q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(self.tenants)
+            .bind(self.ids)
+            .bind(self.types)
+            .bind(self.payloads)
+            .bind(self.occurred)
+    }
+}
+
+/// Appends events inside the caller's transaction, in one statement.
 pub(crate) async fn insert_events(
     tx: &mut sqlx::PgConnection,
     events: &[NewEvent],
 ) -> Result<(), StoreError> {
-    for e in events {
-        sqlx::query(
-            "INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) \
-             VALUES ($1, $2, $3, $4::jsonb, $5)",
-        )
-        .bind(e.tenant_id.as_uuid())
-        .bind(e.id.as_uuid())
-        .bind(e.event_type)
-        .bind(e.payload.to_string())
-        .bind(e.occurred_at)
+    if events.is_empty() {
+        return Ok(());
+    }
+    EventRows::of(events)
+        .bind(sqlx::query(concat!(
+            "INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) ",
+            events_from_arrays!("$1", "$2", "$3", "$4", "$5")
+        )))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-    }
     Ok(())
 }
 
