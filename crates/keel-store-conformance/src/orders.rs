@@ -224,8 +224,8 @@ pub async fn a_carts_writes_carry_their_events_and_a_stale_save_writes_nothing(s
         ),
         "the refused save wrote no event"
     );
-    let (stored, secret) = stores.carts.get_cart(t, cart.id).await.expect("cart");
-    assert_eq!((stored.version, stored.status), (2, CartStatus::Open));
+    let (kept, secret) = stores.carts.get_cart(t, cart.id).await.expect("cart");
+    assert_eq!((kept.version, kept.status), (2, CartStatus::Open));
     assert_eq!(secret.as_deref(), Some("hash"));
 }
 
