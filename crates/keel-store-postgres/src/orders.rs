@@ -325,26 +325,37 @@ fn parse<T: serde::de::DeserializeOwned>(r: &PgRow) -> Result<T, StoreError> {
 }
 
 /// Writes a cart at `expected_version` inside the caller's transaction; false when it changed.
-async fn write_cart(
-    tx: &mut PgConnection,
+/// Writes a cart at its expected version with its events, in one statement (so on the pool
+/// it is its own transaction and one round trip). The events are written only when the
+/// versioned update matched; false when it did not, and then nothing was written.
+async fn write_cart<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     cart: &Cart,
     expected_version: i64,
+    events: &[NewEvent],
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE carts SET status = $3, body = $4::jsonb, version = $5, updated_at = $6 \
-         WHERE tenant_id = $1 AND id = $2 AND version = $7",
-    )
+    let q = sqlx::query(concat!(
+        "WITH saved AS (UPDATE carts SET status = $3, body = $4::jsonb, version = $5, updated_at = $6 \
+         WHERE tenant_id = $1 AND id = $2 AND version = $7 RETURNING 1), \
+         events AS (INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) ",
+        events_from_arrays!("$8", "$9", "$10", "$11", "$12"),
+        " WHERE EXISTS (SELECT 1 FROM saved)) SELECT count(*) FROM saved"
+    ))
     .bind(cart.tenant_id.as_uuid())
     .bind(cart.id.as_uuid())
     .bind(cart_status(cart))
     .bind(json(cart)?)
     .bind(cart.version)
     .bind(cart.updated_at)
-    .bind(expected_version)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    Ok(done.rows_affected() == 1)
+    .bind(expected_version);
+    let saved: i64 = EventRows::of(events)
+        .bind(q)
+        .fetch_one(db)
+        .await
+        .map_err(map_err)?
+        .try_get(0)
+        .map_err(map_err)?;
+    Ok(saved == 1)
 }
 
 #[async_trait]
@@ -401,30 +412,7 @@ impl CartStore for PgStore {
         expected_version: i64,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        // One statement (its own transaction, one round trip): the events are written only
-        // when the versioned update matched, and the answer says whether it did.
-        let q = sqlx::query(concat!(
-            "WITH saved AS (UPDATE carts SET status = $3, body = $4::jsonb, version = $5, updated_at = $6 \
-             WHERE tenant_id = $1 AND id = $2 AND version = $7 RETURNING 1), \
-             events AS (INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) ",
-            events_from_arrays!("$8", "$9", "$10", "$11", "$12"),
-            " WHERE EXISTS (SELECT 1 FROM saved)) SELECT count(*) FROM saved"
-        ))
-        .bind(cart.tenant_id.as_uuid())
-        .bind(cart.id.as_uuid())
-        .bind(cart_status(cart))
-        .bind(json(cart)?)
-        .bind(cart.version)
-        .bind(cart.updated_at)
-        .bind(expected_version);
-        let saved: i64 = EventRows::of(events)
-            .bind(q)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?
-            .try_get(0)
-            .map_err(map_err)?;
-        if saved == 1 {
+        if write_cart(&self.pool, cart, expected_version, events).await? {
             Ok(())
         } else {
             Err(conflict(VERSION_CONFLICT))
@@ -566,7 +554,7 @@ async fn place(
     converted.order_id = Some(p.order.id);
     converted.version = p.cart_version + 1;
     converted.updated_at = p.order.created_at;
-    if !write_cart(tx, &converted, p.cart_version).await? {
+    if !write_cart(&mut *tx, &converted, p.cart_version, &[]).await? {
         return Err(conflict(CART_CHANGED));
     }
     // Rows are locked in one global order (variant, location), so two checkouts of the same
