@@ -739,4 +739,88 @@ mod tests {
             .await;
         }
     }
+
+    /// Half of 32 concurrent transactions are cancelled while open (their tasks aborted after
+    /// inserting); the other half commit through a pool of 8. Afterwards exactly the committed
+    /// rows exist, no connection is left inside a transaction, and each cancelled one was
+    /// checked once.
+    #[tokio::test]
+    async fn transactions_cancelled_under_load_leave_no_row_and_no_open_transaction() {
+        const TASKS: i32 = 32;
+        const SIZE: u32 = 8;
+        let schema = keel_testdb::postgres_schema().await;
+        let pool = Pool::new(schema.connect_options(), SIZE, SERVER_STATE_DEADLINE);
+        table(&pool).await;
+        let (inserted, mut cancellable) = tokio::sync::mpsc::unbounded_channel();
+        let mut committing = Vec::new();
+        let mut cancelled = std::collections::HashMap::new();
+        for i in 0..TASKS {
+            let (pool, inserted) = (pool.clone(), inserted.clone());
+            let task = tokio::spawn(async move {
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query("INSERT INTO t VALUES ($1)")
+                    .bind(100 + i)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("insert");
+                if i % 2 == 0 {
+                    inserted.send(i).expect("the test listens");
+                    // Held open until the test aborts this task.
+                    std::future::pending::<()>().await;
+                }
+                tx.commit().await.expect("commit");
+            });
+            if i % 2 == 0 {
+                cancelled.insert(i, task);
+            } else {
+                committing.push(task);
+            }
+        }
+        drop(inserted);
+        // Each even task is aborted as soon as its insert is in; the odd ones get their
+        // connections as the cancelled ones are rolled back.
+        for _ in 0..TASKS / 2 {
+            let i = cancellable.recv().await.expect("an insert");
+            let task = cancelled.remove(&i).expect("a cancellable task");
+            task.abort();
+            assert!(task.await.expect_err("aborted").is_cancelled());
+        }
+        for task in committing {
+            task.await.expect("committed");
+        }
+        // Taking every connection waits for the checks still running.
+        let mut all = Vec::new();
+        for _ in 0..SIZE {
+            all.push(pool.acquire().await.expect("acquire"));
+        }
+        for conn in all {
+            conn.release();
+        }
+
+        let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM t ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+        let expected: Vec<i32> = std::iter::once(1)
+            .chain((0..TASKS).filter(|i| i % 2 == 1).map(|i| 100 + i))
+            .collect();
+        assert_eq!(ids, expected);
+        let mut outside = PgConnection::connect_with(&schema.connect_options())
+            .await
+            .expect("outside");
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = current_setting('application_name') \
+             AND state LIKE 'idle in transaction%'",
+        )
+        .fetch_one(&mut outside)
+        .await
+        .expect("states");
+        assert_eq!(open, 0);
+        assert_eq!(
+            counter(&pool, "connections_checked"),
+            u64::from(TASKS.unsigned_abs() / 2)
+        );
+        assert_eq!(counter(&pool, "connections_closed"), 0);
+    }
 }
