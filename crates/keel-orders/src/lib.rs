@@ -9,5 +9,6 @@ pub mod exact;
 pub mod order;
 pub mod ports;
 pub mod pricing;
+mod pricing_cache;
 pub mod service;
 pub mod setup;

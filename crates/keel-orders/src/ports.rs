@@ -73,7 +73,7 @@ pub struct PricingSettings {
 
 /// The setup records pricing one cart needs, read together (a cart answer is priced on every
 /// change, so each was a statement, a round trip on PostgreSQL, per answer).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct PricingLookup {
     /// The region's tax rate key (`US/NY`), tried first.
     pub tax_region: Option<String>,

@@ -30,11 +30,13 @@ use crate::{
     order::{Order, OrderError, OrderId, OrderLine, OrderStatus, PaymentStatus, RefundRequest},
     ports::{
         CART_CHANGED, CartStore, INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, OrderStore,
-        PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder, PricingLookup, PricingSettings,
+        PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder, PricingLookup, PricingRecords,
+        PricingSettings,
         PromotionUse, SETUP_KEY_CONSTRAINT, SetupKind, SetupRecord, SetupStore, StockChange,
         VERSION_CONFLICT,
     },
     pricing::{Breakdown, Discount, LineInput, PricingInput, ShippingInput, price},
+    pricing_cache::PricingCache,
     setup::{
         Promotion, PromotionId, PromotionInput, PromotionPatch, PromotionValue, ShippingOption,
         ShippingOptionId, ShippingOptionInput, ShippingOptionPatch, TaxRate, TaxRateId,
@@ -131,6 +133,9 @@ fn same_hash(a: &str, b: &str) -> bool {
 pub struct OrdersSettings {
     /// How long an unpaid order holds its stock before the expiry job cancels it.
     pub unpaid_order_ttl: Duration,
+    /// How long this node prices cart answers with the setup records it read (ADR 0021);
+    /// zero: every answer reads them. Checkout always reads them afresh.
+    pub pricing_cache: Duration,
 }
 
 /// Who is asking for a cart or an order at the storefront.
@@ -179,6 +184,7 @@ pub struct OrdersService {
     inventory: Arc<dyn InventoryStore>,
     clock: Arc<dyn Clock>,
     settings: OrdersSettings,
+    pricing: Arc<PricingCache>,
 }
 
 /// How many times a write without `If-Match` re-reads and retries after losing a race.
@@ -300,6 +306,7 @@ impl OrdersService {
             catalog: ports.catalog,
             inventory: ports.inventory,
             clock,
+            pricing: Arc::new(PricingCache::new(settings.pricing_cache)),
             settings,
         }
     }
@@ -315,7 +322,9 @@ impl OrdersService {
             &serde_json::json!({"id": v.key(), "kind": T::NAME}),
             now,
         )?;
-        match self.setup.create_record(&r, &[e]).await {
+        let created = self.setup.create_record(&r, &[e]).await;
+        self.pricing.invalidate();
+        match created {
             Ok(()) => Ok(v),
             Err(e) if e.is_conflict_on(SETUP_KEY_CONSTRAINT) => Err(taken_key_issue(T::KIND)),
             Err(e) => Err(e.into()),
@@ -365,7 +374,9 @@ impl OrdersService {
                 &serde_json::json!({"id": v.key(), "version": v.version()}),
                 now,
             )?;
-            match self.setup.update_record(&r, read, &[e]).await {
+            let updated = self.setup.update_record(&r, read, &[e]).await;
+            self.pricing.invalidate();
+            match updated {
                 Ok(()) => return Ok(v),
                 Err(e) if e.is_conflict_on(VERSION_CONFLICT) && if_match.is_none() => {}
                 Err(e) if e.is_conflict_on(VERSION_CONFLICT) => {
@@ -390,11 +401,12 @@ impl OrdersService {
             &serde_json::json!({"kind": T::NAME, "record_id": id.to_string()}),
             now,
         )?;
-        match self
+        let deleted = self
             .setup
             .delete_record(tenant, T::KIND, id, if_match, &[e])
-            .await
-        {
+            .await;
+        self.pricing.invalidate();
+        match deleted {
             Err(e) if e.is_conflict_on(VERSION_CONFLICT) => Err(OrdersError::PreconditionFailed),
             other => Ok(other?),
         }
@@ -544,10 +556,13 @@ impl OrdersService {
             &serde_json::json!({"prices_include_tax": settings.prices_include_tax}),
             now,
         )?;
-        Ok(self
+        let set = self
             .setup
             .set_pricing_settings(tenant, settings, &[e])
-            .await?)
+            .await;
+        // Whatever the outcome: a write whose answer was lost may still have landed.
+        self.pricing.invalidate();
+        Ok(set?)
     }
 
     async fn find_promotion(
@@ -614,14 +629,44 @@ impl OrdersService {
         }
     }
 
-    /// Prices a cart with the shop's current setup.
+    /// Prices a cart answer with the shop's setup as this node last read it, for at most the
+    /// configured time (ADR 0021).
     pub async fn price_cart(
         &self,
         tenant: TenantId,
         cart: Cart,
     ) -> Result<PricedCart, OrdersError> {
         let lookup = Self::pricing_lookup(&cart);
+        let now = self.clock.now();
+        let found = match self.pricing.get(tenant, &lookup, now) {
+            Some(found) => found,
+            None => {
+                let ticket = self.pricing.ticket();
+                let found = self.setup.pricing_records(tenant, &lookup).await?;
+                self.pricing.put(tenant, &lookup, &found, ticket, now);
+                found
+            }
+        };
+        self.price_with(cart, &lookup, found)
+    }
+
+    /// Prices a cart with the shop's setup as it is now: what an order is charged.
+    async fn price_cart_fresh(
+        &self,
+        tenant: TenantId,
+        cart: Cart,
+    ) -> Result<PricedCart, OrdersError> {
+        let lookup = Self::pricing_lookup(&cart);
         let found = self.setup.pricing_records(tenant, &lookup).await?;
+        self.price_with(cart, &lookup, found)
+    }
+
+    fn price_with(
+        &self,
+        cart: Cart,
+        lookup: &PricingLookup,
+        found: PricingRecords,
+    ) -> Result<PricedCart, OrdersError> {
         let settings = found.settings;
         // The region's rate, else the country's, else none.
         let tax: Option<TaxRate> = [&lookup.tax_region, &lookup.tax_country]
@@ -1120,7 +1165,7 @@ impl OrdersService {
             Some(code) => Some(self.usable_promotion(tenant, &cart, code).await?),
             None => None,
         };
-        let priced = self.price_cart(tenant, cart.clone()).await?;
+        let priced = self.price_cart_fresh(tenant, cart.clone()).await?;
         if priced.shipping_option.is_none() {
             return Err(cart_error(
                 "shipping_option_unavailable",

@@ -60,6 +60,10 @@ pub struct RawConfig {
     /// `KEEL_UNPAID_ORDER_TTL_S`, default 1800: how long an unpaid order holds its stock before
     /// the maintenance job cancels it.
     pub unpaid_order_ttl_s: u64,
+    /// `KEEL_PRICING_CACHE_MS`, default 1000: how long a node prices cart answers with the
+    /// pricing setup it read (ADR 0021); a change through this node applies at once, through
+    /// another node within this time; checkout always reads afresh (0: off; at most 60000).
+    pub pricing_cache_ms: u64,
     /// `KEEL_IDEMPOTENCY_TTL_S`, default 86400: how long a response to an `Idempotency-Key` is
     /// kept and replayed.
     pub idempotency_ttl_s: u64,
@@ -211,6 +215,7 @@ impl Default for RawConfig {
             store_cache_max_age_s: 60,
             store_cache_bytes: 33_554_432,
             unpaid_order_ttl_s: 1800,
+            pricing_cache_ms: 1_000,
             idempotency_ttl_s: 86_400,
             event_retention_s: 7_776_000,
             secret_key: None,
@@ -459,6 +464,9 @@ fn seconds(key: &str, v: u64) -> Result<time::Duration, ConfigError> {
     let v = i64::try_from(positive(key, v)?).map_err(|_| err(key, "too large"))?;
     Ok(time::Duration::seconds(v))
 }
+
+/// The longest a node may price cart answers with pricing setup it read.
+const MAX_PRICING_CACHE_MS: i64 = 60_000;
 
 /// The longest a node may trust a publishable key it read.
 const MAX_PUBLISHABLE_KEY_CACHE_MS: i64 = 60_000;
@@ -816,6 +824,18 @@ impl Settings {
             },
             orders: keel_orders::service::OrdersSettings {
                 unpaid_order_ttl: seconds("KEEL_UNPAID_ORDER_TTL_S", raw.unpaid_order_ttl_s)?,
+                // Zero is allowed: no cache.
+                pricing_cache: time::Duration::milliseconds(
+                    i64::try_from(raw.pricing_cache_ms)
+                        .ok()
+                        .filter(|ms| *ms <= MAX_PRICING_CACHE_MS)
+                        .ok_or_else(|| {
+                            err(
+                                "KEEL_PRICING_CACHE_MS",
+                                "at most 60000 (a pricing change must reach every node's cart answers within a minute)",
+                            )
+                        })?,
+                ),
             },
             idempotency_ttl: seconds("KEEL_IDEMPOTENCY_TTL_S", raw.idempotency_ttl_s)?,
             event_retention: seconds("KEEL_EVENT_RETENTION_S", raw.event_retention_s)?,
@@ -887,6 +907,7 @@ impl Settings {
             "store_cache_max_age_s": self.store_cache_max_age_s,
             "store_cache_bytes": self.store_cache_bytes,
             "unpaid_order_ttl_s": self.orders.unpaid_order_ttl.whole_seconds(),
+            "pricing_cache_ms": self.orders.pricing_cache.whole_milliseconds(),
             "idempotency_ttl_s": self.idempotency_ttl.whole_seconds(),
             "event_retention_s": self.event_retention.whole_seconds(),
             "nats": self.nats.as_ref().map(|n| serde_json::json!({

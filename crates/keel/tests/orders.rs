@@ -2,8 +2,15 @@
 //! flow in USD (8.875 % tax) and JPY (no minor unit), idempotency, concurrency without
 //! oversell or over-redemption, illegal transitions, and the expiry of unpaid orders.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
+use keel_kernel::{TenantId, clock::ManualClock};
+use keel_orders::{
+    cart::CartId,
+    ports::PricingSettings,
+    pricing::Breakdown,
+    service::ShopperAccess,
+};
 use keel_testkit::{
     Backend, TestApp, Tokens, assert_problem, backend_tests, spawn_app, spawn_app_with,
 };
@@ -298,6 +305,10 @@ fn totals(body: &serde_json::Value) -> [i64; 6] {
     ]
 }
 
+fn of(b: &Breakdown) -> [i64; 6] {
+    [b.subtotal, b.discount, b.shipping, b.shipping_tax, b.tax, b.total]
+}
+
 async fn checkout(app: &TestApp, shop: &Shop, cart: &Cart, key: &str) -> reqwest::Response {
     store(
         app,
@@ -485,6 +496,61 @@ backend_tests! {
         assert_eq!(back.status(), StatusCode::OK);
         let order = created(checkout(&app, &shop, &cart, "ship-ok").await).await;
         assert_eq!(amount(&order["totals"]["shipping"]), 1500, "checks out with the option that applies again");
+    }
+
+    /// ADR 0021. A second node (another orders service over the same database, on a manual
+    /// clock) prices cart answers with the setup it read for exactly the configured time; a
+    /// change through that node applies to its answers at once; its checkout charges the setup
+    /// as it is. The HTTP node, without the cache, changes the setup and gives the fresh
+    /// answer to compare with.
+    async fn cart_answers_trust_their_pricing_read_for_exactly_the_cache_time_and_checkout_reads_afresh(backend: Backend) {
+        let app = spawn_app_with(backend, utoipa_axum::router::OpenApiRouter::new(), |raw| raw.pricing_cache_ms = 0).await;
+        let shop = shop(&app, "ord-pcache", 10).await;
+        let t = shop.owner.access_token.clone();
+        let (cart, _) = ready_cart(&app, &shop, "USD", &[(&shop.tee, 1)], ny(), &shop.us_shipping, None).await;
+        let ttl = time::Duration::milliseconds(1_000);
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let mut settings = app.settings.clone();
+        settings.orders.pricing_cache = ttl;
+        let there = keel::orders_service(&settings, &app.store, clock.clone());
+        let me = json(app.get_as("/v1/me", &t).await).await;
+        let tenant: TenantId = me["tenant_id"].as_str().expect("tenant id").parse().expect("tenant id");
+        let id: CartId = cart.id.parse().expect("cart id");
+        let access = ShopperAccess { customer: None, secret: Some(cart.secret.clone()) };
+        let answer = || async { of(&there.get_cart(tenant, id, &access).await.expect("cart").breakdown) };
+        let fresh = || async { totals(&cart_call(&app, &shop, &cart, Method::GET, "", None).await) };
+
+        let first = answer().await;
+        assert_eq!(first, fresh().await);
+        let rates = json(app.get_as("/v1/admin/tax-rates", &t).await).await;
+        let ny_rate = rates["data"].as_array().expect("rates").iter()
+            .find(|r| r["region"] == "NY").expect("the NY rate")["id"].as_str().expect("id").to_owned();
+        let rate = |percent: &'static str| {
+            let (app, t, path) = (&app, &t, format!("/v1/admin/tax-rates/{ny_rate}"));
+            async move {
+                let res = admin(app, t, Method::PATCH, &path, Some(serde_json::json!({"rate": percent})), None).await;
+                assert_eq!(res.status(), StatusCode::OK);
+            }
+        };
+        rate("10").await;
+        let at_ten = fresh().await;
+        assert!(at_ten[4] > first[4], "the HTTP node prices with the new rate at once: {at_ten:?}");
+        clock.advance(ttl - time::Duration::microseconds(1));
+        assert_eq!(answer().await, first, "the other node trusts its read until its time is up");
+        clock.advance(time::Duration::microseconds(1));
+        assert_eq!(answer().await, at_ten, "and reads again at the end of it");
+
+        there.set_pricing_settings(tenant, PricingSettings { prices_include_tax: true }).await.expect("settings");
+        let inclusive = answer().await;
+        assert_ne!(inclusive, at_ten);
+        assert_eq!(inclusive, fresh().await, "a change through the node applies to its answers at once");
+
+        rate("12").await;
+        let at_twelve = fresh().await;
+        assert_ne!(at_twelve, inclusive);
+        assert_eq!(answer().await, inclusive, "still inside the time of its last read");
+        let order = there.checkout(tenant, id, &access, None).await.expect("checkout");
+        assert_eq!(of(&order.totals), at_twelve, "the order is charged the setup as it is");
     }
 
     async fn fifty_concurrent_checkouts_of_ten_units_make_exactly_ten_orders(backend: Backend) {
