@@ -174,7 +174,11 @@ mod tests {
         cache.put(shop, &lookup("A"), &found(false), cache.ticket(), t0);
         let racing = cache.ticket();
         cache.invalidate();
-        assert_eq!(cache.get(shop, &lookup("A"), t0), None, "read before the write");
+        assert_eq!(
+            cache.get(shop, &lookup("A"), t0),
+            None,
+            "read before the write"
+        );
         cache.put(shop, &lookup("A"), &found(false), racing, t0);
         assert_eq!(
             cache.get(shop, &lookup("A"), t0),

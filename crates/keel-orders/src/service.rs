@@ -31,9 +31,8 @@ use crate::{
     ports::{
         CART_CHANGED, CartStore, INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, OrderStore,
         PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder, PricingLookup, PricingRecords,
-        PricingSettings,
-        PromotionUse, SETUP_KEY_CONSTRAINT, SetupKind, SetupRecord, SetupStore, StockChange,
-        VERSION_CONFLICT,
+        PricingSettings, PromotionUse, SETUP_KEY_CONSTRAINT, SetupKind, SetupRecord, SetupStore,
+        StockChange, VERSION_CONFLICT,
     },
     pricing::{Breakdown, Discount, LineInput, PricingInput, ShippingInput, price},
     pricing_cache::PricingCache,
@@ -638,16 +637,15 @@ impl OrdersService {
     ) -> Result<PricedCart, OrdersError> {
         let lookup = Self::pricing_lookup(&cart);
         let now = self.clock.now();
-        let found = match self.pricing.get(tenant, &lookup, now) {
-            Some(found) => found,
-            None => {
-                let ticket = self.pricing.ticket();
-                let found = self.setup.pricing_records(tenant, &lookup).await?;
-                self.pricing.put(tenant, &lookup, &found, ticket, now);
-                found
-            }
+        let found = if let Some(found) = self.pricing.get(tenant, &lookup, now) {
+            found
+        } else {
+            let ticket = self.pricing.ticket();
+            let found = self.setup.pricing_records(tenant, &lookup).await?;
+            self.pricing.put(tenant, &lookup, &found, ticket, now);
+            found
         };
-        self.price_with(cart, &lookup, found)
+        self.price_with(cart, &lookup, &found)
     }
 
     /// Prices a cart with the shop's setup as it is now: what an order is charged.
@@ -658,14 +656,14 @@ impl OrdersService {
     ) -> Result<PricedCart, OrdersError> {
         let lookup = Self::pricing_lookup(&cart);
         let found = self.setup.pricing_records(tenant, &lookup).await?;
-        self.price_with(cart, &lookup, found)
+        self.price_with(cart, &lookup, &found)
     }
 
     fn price_with(
         &self,
         cart: Cart,
         lookup: &PricingLookup,
-        found: PricingRecords,
+        found: &PricingRecords,
     ) -> Result<PricedCart, OrdersError> {
         let settings = found.settings;
         // The region's rate, else the country's, else none.

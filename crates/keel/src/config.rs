@@ -468,6 +468,31 @@ fn seconds(key: &str, v: u64) -> Result<time::Duration, ConfigError> {
 /// The longest a node may price cart answers with pricing setup it read.
 const MAX_PRICING_CACHE_MS: i64 = 60_000;
 
+/// How long a node may trust what it read: zero (no cache) up to `max` milliseconds, `why`
+/// being what the bound protects.
+fn cache_time(key: &str, ms: u64, max: i64, why: &str) -> Result<time::Duration, ConfigError> {
+    i64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms <= max)
+        .map(time::Duration::milliseconds)
+        .ok_or_else(|| err(key, format!("at most {max} ({why})")))
+}
+
+fn orders_settings(
+    unpaid_order_ttl_s: u64,
+    pricing_cache_ms: u64,
+) -> Result<keel_orders::service::OrdersSettings, ConfigError> {
+    Ok(keel_orders::service::OrdersSettings {
+        unpaid_order_ttl: seconds("KEEL_UNPAID_ORDER_TTL_S", unpaid_order_ttl_s)?,
+        pricing_cache: cache_time(
+            "KEEL_PRICING_CACHE_MS",
+            pricing_cache_ms,
+            MAX_PRICING_CACHE_MS,
+            "a pricing change must reach every node's cart answers within a minute",
+        )?,
+    })
+}
+
 /// The longest a node may trust a publishable key it read.
 const MAX_PUBLISHABLE_KEY_CACHE_MS: i64 = 60_000;
 
@@ -508,17 +533,12 @@ fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, Con
         .map_err(|_| err("KEEL_AUTH__MFA_MAX_FAILURES", "too large"))?,
         api_key_overlap: seconds("KEEL_AUTH__API_KEY_OVERLAP_S", raw.api_key_overlap_s)?,
         // Zero is allowed: no cache.
-        publishable_key_cache: time::Duration::milliseconds(
-            i64::try_from(raw.publishable_key_cache_ms)
-                .ok()
-                .filter(|ms| *ms <= MAX_PUBLISHABLE_KEY_CACHE_MS)
-                .ok_or_else(|| {
-                    err(
-                        "KEEL_AUTH__PUBLISHABLE_KEY_CACHE_MS",
-                        "at most 60000 (a revocation must reach every node within a minute)",
-                    )
-                })?,
-        ),
+        publishable_key_cache: cache_time(
+            "KEEL_AUTH__PUBLISHABLE_KEY_CACHE_MS",
+            raw.publishable_key_cache_ms,
+            MAX_PUBLISHABLE_KEY_CACHE_MS,
+            "a revocation must reach every node within a minute",
+        )?,
         reset_token_ttl: seconds("KEEL_AUTH__RESET_TOKEN_TTL_S", raw.reset_token_ttl_s)?,
     })
 }
@@ -822,21 +842,7 @@ impl Settings {
                     ));
                 }
             },
-            orders: keel_orders::service::OrdersSettings {
-                unpaid_order_ttl: seconds("KEEL_UNPAID_ORDER_TTL_S", raw.unpaid_order_ttl_s)?,
-                // Zero is allowed: no cache.
-                pricing_cache: time::Duration::milliseconds(
-                    i64::try_from(raw.pricing_cache_ms)
-                        .ok()
-                        .filter(|ms| *ms <= MAX_PRICING_CACHE_MS)
-                        .ok_or_else(|| {
-                            err(
-                                "KEEL_PRICING_CACHE_MS",
-                                "at most 60000 (a pricing change must reach every node's cart answers within a minute)",
-                            )
-                        })?,
-                ),
-            },
+            orders: orders_settings(raw.unpaid_order_ttl_s, raw.pricing_cache_ms)?,
             idempotency_ttl: seconds("KEEL_IDEMPOTENCY_TTL_S", raw.idempotency_ttl_s)?,
             event_retention: seconds("KEEL_EVENT_RETENTION_S", raw.event_retention_s)?,
             webhooks: webhook_settings(&raw.webhooks)?,
@@ -1013,6 +1019,11 @@ mod tests {
             (
                 ("KEEL_SQLITE__SYNCHRONOUS", "off"),
                 "KEEL_SQLITE__SYNCHRONOUS",
+            ),
+            (("KEEL_PRICING_CACHE_MS", "60001"), "KEEL_PRICING_CACHE_MS"),
+            (
+                ("KEEL_AUTH__PUBLISHABLE_KEY_CACHE_MS", "60001"),
+                "KEEL_AUTH__PUBLISHABLE_KEY_CACHE_MS",
             ),
             (("KEEL_LISTN", "127.0.0.1:1"), "KEEL_LISTN"),
         ];

@@ -6,10 +6,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use keel_kernel::{TenantId, clock::ManualClock};
 use keel_orders::{
-    cart::CartId,
-    ports::PricingSettings,
-    pricing::Breakdown,
-    service::ShopperAccess,
+    cart::CartId, ports::PricingSettings, pricing::Breakdown, service::ShopperAccess,
 };
 use keel_testkit::{
     Backend, TestApp, Tokens, assert_problem, backend_tests, spawn_app, spawn_app_with,
@@ -306,7 +303,14 @@ fn totals(body: &serde_json::Value) -> [i64; 6] {
 }
 
 fn of(b: &Breakdown) -> [i64; 6] {
-    [b.subtotal, b.discount, b.shipping, b.shipping_tax, b.tax, b.total]
+    [
+        b.subtotal,
+        b.discount,
+        b.shipping,
+        b.shipping_tax,
+        b.tax,
+        b.total,
+    ]
 }
 
 async fn checkout(app: &TestApp, shop: &Shop, cart: &Cart, key: &str) -> reqwest::Response {
