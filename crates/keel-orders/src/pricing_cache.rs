@@ -21,7 +21,7 @@ use std::{
     },
 };
 
-use keel_kernel::TenantId;
+use keel_kernel::{TenantId, health::StoreCounter};
 use time::{Duration, OffsetDateTime};
 
 use crate::ports::{PricingLookup, PricingRecords};
@@ -44,6 +44,8 @@ pub(crate) struct PricingCache {
     ttl: Duration,
     generation: AtomicU64,
     entries: Mutex<HashMap<(TenantId, PricingLookup), Entry>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 /// The generation a read was started under: what [`PricingCache::put`] stores it with.
@@ -72,11 +74,36 @@ impl PricingCache {
             return None;
         }
         let current = self.generation.load(Ordering::Acquire);
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries
-            .get(&(tenant, lookup.clone()))
-            .filter(|e| e.generation == current && now < e.read_at + self.ttl)
-            .map(|e| e.found.clone())
+        let found = {
+            let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            entries
+                .get(&(tenant, lookup.clone()))
+                .filter(|e| e.generation == current && now < e.read_at + self.ttl)
+                .map(|e| e.found.clone())
+        };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// For `/metrics`.
+    pub(crate) fn counters(&self) -> Vec<StoreCounter> {
+        vec![
+            StoreCounter {
+                name: "keel_pricing_cache_hits_total",
+                help: "Cart answers priced with this node's read of the pricing setup.",
+                value: self.hits.load(Ordering::Relaxed),
+            },
+            StoreCounter {
+                name: "keel_pricing_cache_misses_total",
+                help: "Cart answers that read the pricing setup (none kept, expired or dropped by a setup write).",
+                value: self.misses.load(Ordering::Relaxed),
+            },
+        ]
     }
 
     /// Taken before reading the store.

@@ -628,6 +628,11 @@ impl OrdersService {
         }
     }
 
+    /// The pricing cache's hits and misses (ADR 0021), for `/metrics`.
+    pub fn counters(&self) -> Vec<keel_kernel::health::StoreCounter> {
+        self.pricing.counters()
+    }
+
     /// Prices a cart answer with the shop's setup as this node last read it, for at most the
     /// configured time (ADR 0021).
     pub async fn price_cart(

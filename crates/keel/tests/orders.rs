@@ -555,6 +555,16 @@ backend_tests! {
         assert_eq!(answer().await, inclusive, "still inside the time of its last read");
         let order = there.checkout(tenant, id, &access, None).await.expect("checkout");
         assert_eq!(of(&order.totals), at_twelve, "the order is charged the setup as it is");
+        let counted: Vec<_> = there.counters().iter().map(|c| (c.name, c.value)).collect();
+        assert_eq!(
+            counted,
+            [("keel_pricing_cache_hits_total", 2), ("keel_pricing_cache_misses_total", 3)],
+            "read, trusted, expired, dropped by the write, trusted; checkout is neither"
+        );
+        let text = app.get("/metrics").await.text().await.expect("metrics");
+        for line in ["keel_pricing_cache_hits_total 0\n", "keel_pricing_cache_misses_total 0\n"] {
+            assert!(text.contains(line), "the HTTP node, without the cache, counts nothing: {text}");
+        }
     }
 
     async fn fifty_concurrent_checkouts_of_ten_units_make_exactly_ten_orders(backend: Backend) {

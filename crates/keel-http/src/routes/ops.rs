@@ -1,5 +1,5 @@
-//! `/metrics`: Prometheus text exposition of this node's HTTP, storefront-cache and store
-//! metrics.
+//! `/metrics`: Prometheus text exposition of this node's HTTP, storefront-cache, store and
+//! pricing-cache metrics.
 
 use axum::{extract::State, http::header, response::IntoResponse};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -19,6 +19,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             let mut text = state.metrics.render();
             state.store_cache.stats().render(&mut text);
             render_counters(&state.health.counters(), &mut text);
+            render_counters(&state.orders.counters(), &mut text);
             text
         },
     )
