@@ -43,9 +43,17 @@ struct Entry {
 pub(crate) struct PricingCache {
     ttl: Duration,
     generation: AtomicU64,
-    entries: Mutex<HashMap<(TenantId, PricingLookup), Entry>>,
+    entries: Mutex<Entries>,
     hits: AtomicU64,
     misses: AtomicU64,
+}
+
+/// By tenant, then by lookup: a hit borrows the cart's lookup rather than building a key (the
+/// lookup's strings) on every cart answer.
+#[derive(Debug, Default)]
+struct Entries {
+    by_tenant: HashMap<TenantId, HashMap<PricingLookup, Entry>>,
+    len: usize,
 }
 
 /// The generation a read was started under: what [`PricingCache::put`] stores it with.
@@ -77,7 +85,9 @@ impl PricingCache {
         let found = {
             let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
             entries
-                .get(&(tenant, lookup.clone()))
+                .by_tenant
+                .get(&tenant)
+                .and_then(|shop| shop.get(lookup))
                 .filter(|e| e.generation == current && now < e.read_at + self.ttl)
                 .map(|e| e.found.clone())
         };
@@ -122,19 +132,28 @@ impl PricingCache {
         if !self.enabled() || ticket.0 != self.generation.load(Ordering::Acquire) {
             return;
         }
-        let key = (tenant, lookup.clone());
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= ENTRIES && !entries.contains_key(&key) {
-            entries.clear();
+        let known = entries
+            .by_tenant
+            .get(&tenant)
+            .is_some_and(|shop| shop.contains_key(lookup));
+        if !known && entries.len >= ENTRIES {
+            *entries = Entries::default();
         }
-        entries.insert(
-            key,
-            Entry {
-                found: found.clone(),
-                read_at,
-                generation: ticket.0,
-            },
-        );
+        let entry = Entry {
+            found: found.clone(),
+            read_at,
+            generation: ticket.0,
+        };
+        if entries
+            .by_tenant
+            .entry(tenant)
+            .or_default()
+            .insert(lookup.clone(), entry)
+            .is_none()
+        {
+            entries.len += 1;
+        }
     }
 
     /// A setup write through this node finished: nothing read before it is served again.
@@ -145,10 +164,7 @@ impl PricingCache {
             return;
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        *self.entries.lock().unwrap_or_else(PoisonError::into_inner) = Entries::default();
     }
 }
 
@@ -214,6 +230,37 @@ mod tests {
         );
         cache.put(shop, &lookup("A"), &found(true), cache.ticket(), t0);
         assert_eq!(cache.get(shop, &lookup("A"), t0), Some(found(true)));
+    }
+
+    #[test]
+    fn past_its_bound_the_cache_starts_afresh() {
+        let cache = PricingCache::new(Duration::milliseconds(1_000));
+        let (shop, other) = (TenantId::new(), TenantId::new());
+        let t0 = datetime!(2026-11-21 12:00 UTC);
+        for i in 0..ENTRIES {
+            let tenant = if i % 2 == 0 { shop } else { other };
+            cache.put(
+                tenant,
+                &lookup(&i.to_string()),
+                &found(true),
+                cache.ticket(),
+                t0,
+            );
+        }
+        cache.put(shop, &lookup("0"), &found(false), cache.ticket(), t0);
+        assert_eq!(
+            cache.get(other, &lookup("1"), t0),
+            Some(found(true)),
+            "a known lookup read again replaces its entry"
+        );
+        assert_eq!(cache.get(shop, &lookup("0"), t0), Some(found(false)));
+        cache.put(shop, &lookup("new"), &found(true), cache.ticket(), t0);
+        assert_eq!(
+            cache.get(other, &lookup("1"), t0),
+            None,
+            "the bound was passed"
+        );
+        assert_eq!(cache.get(shop, &lookup("new"), t0), Some(found(true)));
     }
 
     #[test]
