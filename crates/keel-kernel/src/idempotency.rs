@@ -35,6 +35,11 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
     /// Claims the key for a request with fingerprint `request_hash`, in one atomic step: a new
     /// key is inserted as in flight until `lock_until`; a finished one is answered; one in
     /// flight past `lock_until` (its request died) is taken over.
+    ///
+    /// A fresh claim ([`IdempotencyBegin::Started`]) may become durable with the owner's
+    /// next write rather than on its own (ADR 0022); so whatever stores the key's answer
+    /// (here or with the work's own writes) must find it still in flight and fail otherwise
+    /// ([`claim_held`]).
     async fn begin(
         &self,
         key: &IdempotencyKey,
@@ -43,9 +48,23 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
         lock_until: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<IdempotencyBegin, StoreError>;
-    /// Stores the response of the request that owns the key.
+    /// Stores the response of the request that owns the key; fails (changing nothing) if the
+    /// key is not in flight.
     async fn finish(&self, key: &IdempotencyKey, status: u16, body: &str)
     -> Result<(), StoreError>;
     /// Drops keys that expired before `now` (a scheduled job).
     async fn purge(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// What storing a key's answer found, as rows changed by an update of the key *while in
+/// flight*: exactly one, or the claim is gone (its commit failed, ADR 0022) and the work that
+/// depended on it must not land without it.
+pub fn claim_held(rows_changed: u64) -> Result<(), StoreError> {
+    if rows_changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::unavailable(
+            "the idempotency key is no longer in flight; retry the request",
+        ))
+    }
 }

@@ -172,6 +172,7 @@ macro_rules! conformance_tests {
             idempotency_keys_are_claimed_once_replayed_and_taken_over_when_dead,
             a_checkouts_receipt_is_written_with_the_order_and_only_with_it,
             a_saved_orders_receipt_is_written_with_it_and_only_with_it,
+            a_receipt_is_stored_only_over_its_claim_in_flight,
             a_carts_pricing_records_are_read_together_and_per_tenant,
             the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it,
             racing_relays_fan_each_event_out_once,

@@ -534,6 +534,72 @@ pub async fn a_saved_orders_receipt_is_written_with_it_and_only_with_it(stores: 
     assert_eq!(begin_key(stores, &saved).await, stored(number, 2));
 }
 
+/// A key's answer lands only over its claim in flight: a claim that never landed (ADR 0022:
+/// it rides with the owner's next commit, and its group may fail) takes the work with it.
+pub async fn a_receipt_is_stored_only_over_its_claim_in_flight(stores: &Stores) {
+    let (t, p, l) = stocked_product(stores, "receipt-claim", 3).await;
+    let unclaimed = receipt(t, "never-claimed");
+    let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[1]).await;
+    let err = stores
+        .orders
+        .place_order(
+            &checkout_of(&cart, &order, &reservations),
+            &[],
+            Some(&unclaimed),
+        )
+        .await
+        .expect_err("no claim, no order");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let (untouched, _) = stores.carts.get_cart(t, cart.id).await.expect("cart");
+    assert_eq!(
+        (untouched.status, untouched.version),
+        (CartStatus::Open, 1),
+        "the cart is untouched"
+    );
+    let levels = stores
+        .inventory
+        .list_levels(t, None, Some(l.id), PageRequest::default())
+        .await
+        .expect("levels");
+    assert_eq!(levels.items[0].reserved, 0, "no stock was reserved");
+    assert!(
+        matches!(
+            stores.orders.get_order(t, order.id).await,
+            Err(StoreError::NotFound)
+        ),
+        "no order"
+    );
+    let err = stores
+        .idempotency
+        .finish(&unclaimed.key, 409, "{}")
+        .await
+        .expect_err("no claim, no stored answer");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert_eq!(
+        begin_key(stores, &unclaimed).await,
+        IdempotencyBegin::Started,
+        "nothing was stored for the key"
+    );
+
+    // An answer already stored is not overwritten by a late finish.
+    let number = stores
+        .orders
+        .place_order(
+            &checkout_of(&cart, &order, &reservations),
+            &[],
+            Some(&unclaimed),
+        )
+        .await
+        .expect("placed over its claim");
+    let err = stores
+        .idempotency
+        .finish(&unclaimed.key, 500, "{}")
+        .await
+        .expect_err("the key is done");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert_eq!(begin_key(stores, &unclaimed).await, stored(number, 1));
+}
+
 /// Two shops with the same pricing records (two tax rates, a shipping option, two
 /// promotions); answers the shops and each one's shipping option id.
 async fn two_shops_with_pricing_records(stores: &Stores) -> (TenantId, TenantId, Vec<uuid::Uuid>) {

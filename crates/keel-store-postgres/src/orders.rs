@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use keel_kernel::{
     StoreError, TenantId,
     event::{NewEvent, RecordedEvent},
-    idempotency::{IdempotencyBegin, IdempotencyKey, IdempotencyStore},
+    idempotency::{IdempotencyBegin, IdempotencyKey, IdempotencyStore, claim_held},
     page::{Page, PageRequest},
 };
 use keel_orders::{
@@ -521,16 +521,16 @@ async fn redeem(
 }
 
 /// Marks an idempotency key done with its response: one statement, in the caller's
-/// transaction or on its own.
+/// transaction or on its own. The key must be in flight (see `claim_held`).
 async fn finish_key<'e>(
     db: impl sqlx::PgExecutor<'e>,
     key: &IdempotencyKey,
     status: u16,
     body: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE idempotency_keys SET status = 'done', response_status = $4, response_body = $5 \
-         WHERE tenant_id = $1 AND scope = $2 AND key = $3",
+         WHERE tenant_id = $1 AND scope = $2 AND key = $3 AND status = 'in_flight'",
     )
     .bind(key.tenant_id.as_uuid())
     .bind(&key.scope)
@@ -540,7 +540,7 @@ async fn finish_key<'e>(
     .execute(db)
     .await
     .map_err(map_err)?;
-    Ok(())
+    claim_held(done.rows_affected())
 }
 
 async fn place(

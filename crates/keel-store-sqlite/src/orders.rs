@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use keel_kernel::{
     StoreError, TenantId,
     event::{NewEvent, RecordedEvent},
-    idempotency::{IdempotencyBegin, IdempotencyKey, IdempotencyStore},
+    idempotency::{IdempotencyBegin, IdempotencyKey, IdempotencyStore, claim_held},
     page::{Page, PageRequest},
 };
 use keel_orders::{
@@ -494,16 +494,18 @@ fn converted_cart(p: &PlaceOrder<'_>) -> Cart {
     converted
 }
 
-/// Marks an idempotency key done with its response, in the caller's transaction.
+/// Marks an idempotency key done with its response, in the caller's transaction. The key
+/// must be in flight: a claim committed ahead (ADR 0022) whose group failed is gone, and the
+/// work that depended on it must fail with it.
 fn finish_key(
     tx: &rusqlite::Connection,
     key: &IdempotencyKey,
     status: u16,
     body: &str,
 ) -> Result<(), StoreError> {
-    db::query(
+    let done = db::query(
         "UPDATE idempotency_keys SET status = 'done', response_status = ?4, response_body = ?5 \
-         WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
+         WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3 AND status = 'in_flight'",
     )
     .bind(key.tenant_id.as_uuid())
     .bind(&key.scope)
@@ -511,7 +513,7 @@ fn finish_key(
     .bind(i64::from(status))
     .bind(body)
     .execute(tx)?;
-    Ok(())
+    claim_held(done.rows_affected())
 }
 
 fn place(
@@ -769,7 +771,16 @@ impl IdempotencyStore for SqliteStore {
                 IdempotencyBegin::InFlight
             }
         };
-        tx.commit().await.map_err(map_err)?;
+        if outcome == IdempotencyBegin::Started {
+            // A fresh claim is only ever acted on by this request's own writes, which find it
+            // on the writer at once and are committed after it; they check it is still in
+            // flight (`finish_key`). So it rides with their commit (ADR 0022): a checkout or
+            // a payment waits for one durable commit, not two. An answer read from a key that
+            // is done or in flight is told to a client, so it waits for its commit.
+            tx.commit_ahead().await.map_err(map_err)?;
+        } else {
+            tx.commit().await.map_err(map_err)?;
+        }
         Ok(outcome)
     }
 

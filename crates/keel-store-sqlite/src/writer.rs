@@ -317,6 +317,39 @@ impl WriteTx {
         }
     }
 
+    /// Releases the work into the open group and returns without waiting for its commit
+    /// (ADR 0022). Only for work that nobody is told about by itself: a claim that the same
+    /// request's next write transaction depends on. That next transaction runs on this same
+    /// connection after it, so it sees the work at once, and its commit (which its caller
+    /// does wait for) is this one's or a later one: once it is on disk, so is this work. If
+    /// this work's group fails instead, the work is gone, and the next transaction must find
+    /// it missing and fail rather than assume it (the callers check what they depend on).
+    pub(crate) async fn commit_ahead(mut self) -> Result<(), StoreError> {
+        if !self.writer.options.group_commit {
+            // No flusher to end the transaction: it ends here, as any other commit.
+            return self.commit().await;
+        }
+        let writer = self.writer.clone();
+        let mut slot = self
+            .slot
+            .take()
+            .expect("the slot is held until commit, rollback or drop");
+        writer.stats.transactions.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = db::batch(connection(&mut slot), "RELEASE member") {
+            slot.dirty = true;
+            writer.poke();
+            return Err(e);
+        }
+        // A member nobody listens to: the flusher commits it with its group, and its outcome
+        // (sent to a dropped receiver) goes nowhere.
+        let (done, _nobody) = oneshot::channel();
+        slot.group.push(done);
+        if slot.group.len() == 1 {
+            writer.poke();
+        }
+        Ok(())
+    }
+
     /// Discards this transaction's work and only it.
     pub(crate) fn rollback(mut self) -> Result<(), StoreError> {
         let writer = self.writer.clone();
@@ -491,6 +524,60 @@ mod tests {
         insert(&later, "e").expect("e");
         later.commit().await.expect("commit");
         assert_eq!(keys(&path), ["a", "b", "e"]);
+    }
+
+    // The test runtime runs one task at a time: the flusher only runs when this task waits,
+    // so what is on disk right after a call that did not wait is what that call left there.
+    #[tokio::test]
+    async fn work_committed_ahead_returns_before_its_commit_and_lands_with_the_next_one() {
+        let (_dir, w, path) = open(true).await;
+        let claim = w.begin().await.expect("begin");
+        insert(&claim, "claim").expect("claim");
+        claim.commit_ahead().await.expect("released into the group");
+        assert!(
+            keys(&path).is_empty(),
+            "it returned without waiting for a commit"
+        );
+        let next = w.begin().await.expect("begin");
+        let seen: Vec<String> = db::query("SELECT k FROM t").scalars(&next).expect("read");
+        assert_eq!(seen, ["claim"], "the next writer sees it at once");
+        insert(&next, "order").expect("order");
+        next.commit().await.expect("commit");
+        assert_eq!(
+            keys(&path),
+            ["claim", "order"],
+            "when the next commit is answered, both are on disk"
+        );
+    }
+
+    #[tokio::test]
+    async fn work_committed_ahead_in_a_failed_group_is_gone() {
+        let (_dir, w, path) = open(true).await;
+        let schema = w.begin().await.expect("begin");
+        // A deferred foreign key is checked at COMMIT: a way to make a group's commit fail.
+        schema
+            .execute_batch(
+                "CREATE TABLE parent (k TEXT PRIMARY KEY); \
+                 CREATE TABLE child (k TEXT REFERENCES parent (k) DEFERRABLE INITIALLY DEFERRED)",
+            )
+            .expect("tables");
+        schema.commit().await.expect("commit");
+        let claim = w.begin().await.expect("begin");
+        insert(&claim, "claim").expect("claim");
+        claim.commit_ahead().await.expect("released into the group");
+        let breaking = w.begin().await.expect("joins the same group");
+        breaking
+            .execute_batch("INSERT INTO child (k) VALUES ('orphan')")
+            .expect("deferred");
+        breaking
+            .commit()
+            .await
+            .expect_err("the group's commit fails on the deferred key");
+        assert!(keys(&path).is_empty(), "the claim went with its group");
+        let next = w.begin().await.expect("the writer goes on");
+        let seen: Vec<String> = db::query("SELECT k FROM t").scalars(&next).expect("read");
+        assert!(seen.is_empty(), "the next writer finds it missing");
+        drop(next);
     }
 
     #[tokio::test]
