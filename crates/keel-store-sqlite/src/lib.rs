@@ -155,6 +155,19 @@ impl SqliteStore {
         self.writer.begin().await
     }
 
+    /// Hands a write transaction to the single writer as a job (ADR 0023): `work` runs in a
+    /// savepoint of its own in the group's transaction (an error rolls back its work alone)
+    /// and is answered once the commit that carries it is on disk. The writes on the
+    /// storefront's checkout path take this way; the others take the connection ([`Self::write`]).
+    async fn job<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.writer
+            .run(move |tx| work(tx).map(|r| (r, writer::Heard::AfterCommit)))
+            .await
+    }
+
     /// Write transactions finished so far, and the commits (fsyncs) that carried them.
     pub fn write_stats(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;

@@ -22,6 +22,7 @@ use keel_orders::{
 use time::OffsetDateTime;
 
 use crate::db::{self, Get};
+use crate::writer::Heard;
 use crate::{
     SqliteStore,
     error::map_err,
@@ -342,23 +343,29 @@ impl CartStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let body = json(cart)?;
-        let tx = self.write().await?;
-        db::query(
-            "INSERT INTO carts (tenant_id, id, customer_id, secret_hash, status, body, version, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(cart.tenant_id.as_uuid())
-        .bind(cart.id.as_uuid())
-        .bind(cart.customer_id.map(|c| c.as_uuid()))
-        .bind(secret_hash)
-        .bind(cart_status(cart))
-        .bind(body)
-        .bind(cart.version)
-        .bind(to_micros(cart.created_at)?)
-        .bind(to_micros(cart.updated_at)?)
-        .execute(&tx)?;
-        insert_events(&tx, events)?;
-        tx.commit().await.map_err(map_err)
+        let (cart, secret_hash, events) = (
+            cart.clone(),
+            secret_hash.map(str::to_owned),
+            events.to_vec(),
+        );
+        self.job(move |tx| {
+            db::query(
+                "INSERT INTO carts (tenant_id, id, customer_id, secret_hash, status, body, version, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .bind(cart.tenant_id.as_uuid())
+            .bind(cart.id.as_uuid())
+            .bind(cart.customer_id.map(|c| c.as_uuid()))
+            .bind(secret_hash)
+            .bind(cart_status(&cart))
+            .bind(body)
+            .bind(cart.version)
+            .bind(to_micros(cart.created_at)?)
+            .bind(to_micros(cart.updated_at)?)
+            .execute(tx)?;
+            insert_events(tx, &events)
+        })
+        .await
     }
 
     async fn get_cart(
@@ -382,13 +389,14 @@ impl CartStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         let body = json(cart)?;
-        let tx = self.write().await?;
-        if !write_cart(&tx, cart, &body, expected_version)? {
-            tx.rollback().map_err(map_err)?;
-            return Err(conflict(VERSION_CONFLICT));
-        }
-        insert_events(&tx, events)?;
-        tx.commit().await.map_err(map_err)
+        let (cart, events) = (cart.clone(), events.to_vec());
+        self.job(move |tx| {
+            if !write_cart(tx, &cart, &body, expected_version)? {
+                return Err(conflict(VERSION_CONFLICT));
+            }
+            insert_events(tx, &events)
+        })
+        .await
     }
 }
 
@@ -584,18 +592,26 @@ impl OrderStore for SqliteStore {
     ) -> Result<i64, StoreError> {
         let converted = converted_cart(p);
         let converted_body = json(&converted)?;
-        let tx = self.write().await?;
-        match place(&tx, p, &converted, &converted_body, receipt) {
-            Ok(number) => {
-                insert_events(&tx, events)?;
-                tx.commit().await.map_err(map_err)?;
-                Ok(number)
-            }
-            Err(e) => {
-                tx.rollback().map_err(map_err)?;
-                Err(e)
-            }
-        }
+        let (order, cart_version, reservations, promotion) = (
+            p.order.clone(),
+            p.cart_version,
+            p.reservations.to_vec(),
+            p.promotion.clone(),
+        );
+        let (receipt, events) = (receipt.cloned(), events.to_vec());
+        self.job(move |tx| {
+            let p = PlaceOrder {
+                order: &order,
+                cart: &converted,
+                cart_version,
+                reservations: &reservations,
+                promotion,
+            };
+            let number = place(tx, &p, &converted, &converted_body, receipt.as_ref())?;
+            insert_events(tx, &events)?;
+            Ok(number)
+        })
+        .await
     }
 
     async fn get_order(&self, tenant: TenantId, id: OrderId) -> Result<Order, StoreError> {
@@ -649,24 +665,22 @@ impl OrderStore for SqliteStore {
         events: &[NewEvent],
         receipt: Option<&OrderReceipt>,
     ) -> Result<(), StoreError> {
-        // The answer is known before the write: rendered before taking the writer.
+        // The answer is known before the write: rendered before handing the write over.
         let answer = receipt
-            .map(|r| r.body(order).map(|body| (r, body)))
+            .map(|r| r.body(order).map(|body| (r.key.clone(), r.status, body)))
             .transpose()?;
-        let tx = self.write().await?;
-        if !write_order(&tx, order, false, expected_version)? {
-            tx.rollback().map_err(map_err)?;
-            return Err(conflict(VERSION_CONFLICT));
-        }
-        if let Err(e) = move_stock(&tx, order, stock) {
-            tx.rollback().map_err(map_err)?;
-            return Err(e);
-        }
-        if let Some((r, body)) = &answer {
-            finish_key(&tx, &r.key, r.status, body)?;
-        }
-        insert_events(&tx, events)?;
-        tx.commit().await.map_err(map_err)
+        let (order, stock, events) = (order.clone(), stock.to_vec(), events.to_vec());
+        self.job(move |tx| {
+            if !write_order(tx, &order, false, expected_version)? {
+                return Err(conflict(VERSION_CONFLICT));
+            }
+            move_stock(tx, &order, &stock)?;
+            if let Some((key, status, body)) = &answer {
+                finish_key(tx, key, *status, body)?;
+            }
+            insert_events(tx, &events)
+        })
+        .await
     }
 
     async fn order_events(
@@ -729,59 +743,63 @@ impl IdempotencyStore for SqliteStore {
         lock_until: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<IdempotencyBegin, StoreError> {
-        let tx = self.write().await?;
-        // A new key, or one whose owner died in flight (or that expired), is taken over.
-        let claimed = db::query(
-            "INSERT INTO idempotency_keys (tenant_id, scope, key, request_hash, status, locked_until, expires_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, ?6, ?7) \
-             ON CONFLICT (tenant_id, scope, key) DO UPDATE SET request_hash = excluded.request_hash, status = 'in_flight', \
-             response_status = NULL, response_body = NULL, locked_until = excluded.locked_until, \
-             expires_at = excluded.expires_at, created_at = excluded.created_at \
-             WHERE (idempotency_keys.status = 'in_flight' AND idempotency_keys.locked_until <= ?7) \
-             OR idempotency_keys.expires_at <= ?7",
-        )
-        .bind(key.tenant_id.as_uuid())
-        .bind(&key.scope)
-        .bind(&key.key)
-        .bind(request_hash)
-        .bind(to_micros(lock_until)?)
-        .bind(to_micros(expires_at)?)
-        .bind(to_micros(now)?)
-        .execute(&tx)?;
-        let outcome = if claimed.rows_affected() == 1 {
-            IdempotencyBegin::Started
-        } else {
-            let r = db::query(
-                "SELECT request_hash, status, response_status, response_body FROM idempotency_keys \
-                 WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
-            )
-            .bind(key.tenant_id.as_uuid())
-            .bind(&key.scope)
-            .bind(&key.key)
-            .fetch_one(&tx)?;
-            let status: String = r.col("status")?;
-            if status == "done" {
-                let code: i64 = r.col("response_status")?;
-                IdempotencyBegin::Done {
-                    request_hash: r.col("request_hash")?,
-                    status: u16::try_from(code).map_err(StoreError::other)?,
-                    body: r.col("response_body")?,
+        let (key, request_hash) = (key.clone(), request_hash.to_vec());
+        let (lock_until, expires_at, now) = (
+            to_micros(lock_until)?,
+            to_micros(expires_at)?,
+            to_micros(now)?,
+        );
+        self.writer
+            .run(move |tx| {
+                // A new key, or one whose owner died in flight (or that expired), is taken over.
+                let claimed = db::query(
+                    "INSERT INTO idempotency_keys (tenant_id, scope, key, request_hash, status, locked_until, expires_at, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, 'in_flight', ?5, ?6, ?7) \
+                     ON CONFLICT (tenant_id, scope, key) DO UPDATE SET request_hash = excluded.request_hash, status = 'in_flight', \
+                     response_status = NULL, response_body = NULL, locked_until = excluded.locked_until, \
+                     expires_at = excluded.expires_at, created_at = excluded.created_at \
+                     WHERE (idempotency_keys.status = 'in_flight' AND idempotency_keys.locked_until <= ?7) \
+                     OR idempotency_keys.expires_at <= ?7",
+                )
+                .bind(key.tenant_id.as_uuid())
+                .bind(&key.scope)
+                .bind(&key.key)
+                .bind(request_hash)
+                .bind(lock_until)
+                .bind(expires_at)
+                .bind(now)
+                .execute(tx)?;
+                if claimed.rows_affected() == 1 {
+                    // A fresh claim is only ever acted on by this request's own writes, which
+                    // find it on the writer at once and are committed after it; they check it
+                    // is still in flight (`finish_key`). So it rides with their commit
+                    // (ADR 0022): a checkout or a payment waits for one durable commit, not
+                    // two. An answer read from a key that is done or in flight is told to a
+                    // client, so it waits for its commit.
+                    return Ok((IdempotencyBegin::Started, Heard::Ahead));
                 }
-            } else {
-                IdempotencyBegin::InFlight
-            }
-        };
-        if outcome == IdempotencyBegin::Started {
-            // A fresh claim is only ever acted on by this request's own writes, which find it
-            // on the writer at once and are committed after it; they check it is still in
-            // flight (`finish_key`). So it rides with their commit (ADR 0022): a checkout or
-            // a payment waits for one durable commit, not two. An answer read from a key that
-            // is done or in flight is told to a client, so it waits for its commit.
-            tx.commit_ahead().await.map_err(map_err)?;
-        } else {
-            tx.commit().await.map_err(map_err)?;
-        }
-        Ok(outcome)
+                let r = db::query(
+                    "SELECT request_hash, status, response_status, response_body FROM idempotency_keys \
+                     WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
+                )
+                .bind(key.tenant_id.as_uuid())
+                .bind(&key.scope)
+                .bind(&key.key)
+                .fetch_one(tx)?;
+                let status: String = r.col("status")?;
+                let outcome = if status == "done" {
+                    let code: i64 = r.col("response_status")?;
+                    IdempotencyBegin::Done {
+                        request_hash: r.col("request_hash")?,
+                        status: u16::try_from(code).map_err(StoreError::other)?,
+                        body: r.col("response_body")?,
+                    }
+                } else {
+                    IdempotencyBegin::InFlight
+                };
+                Ok((outcome, Heard::AfterCommit))
+            })
+            .await
     }
 
     async fn finish(
