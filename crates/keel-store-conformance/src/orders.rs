@@ -229,6 +229,28 @@ pub async fn a_carts_writes_carry_their_events_and_a_stale_save_writes_nothing(s
     assert_eq!(secret.as_deref(), Some("hash"));
 }
 
+/// What a checkout that failed must leave: its cart open at its first version and no unit
+/// of the location reserved.
+async fn assert_cart_open_and_nothing_reserved(
+    stores: &Stores,
+    t: TenantId,
+    cart: CartId,
+    l: &Location,
+) {
+    let (untouched, _) = stores.carts.get_cart(t, cart).await.expect("cart");
+    assert_eq!(
+        (untouched.status, untouched.version),
+        (CartStatus::Open, 1),
+        "the cart is untouched"
+    );
+    let levels = stores
+        .inventory
+        .list_levels(t, None, Some(l.id), PageRequest::default())
+        .await
+        .expect("levels");
+    assert_eq!(levels.items[0].reserved, 0, "no stock is reserved");
+}
+
 pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &Stores) {
     let (t, p, l) = stocked_product(stores, "ord-atomic", 3).await;
     let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[2, 2]).await;
@@ -249,21 +271,8 @@ pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &S
         .await
         .expect_err("the second line finds only 1 unit");
     assert!(err.is_conflict_on(INSUFFICIENT_STOCK), "{err:?}");
-    let (untouched, _) = stores.carts.get_cart(t, cart.id).await.expect("cart");
-    assert_eq!(
-        (untouched.status, untouched.version),
-        (CartStatus::Open, 1),
-        "the cart is untouched"
-    );
-    let levels = stores
-        .inventory
-        .list_levels(t, None, Some(l.id), PageRequest::default())
-        .await
-        .expect("levels");
-    assert_eq!(
-        levels.items[0].reserved, 0,
-        "the first line's reservation rolled back"
-    );
+    // The first line's reservation rolled back.
+    assert_cart_open_and_nothing_reserved(stores, t, cart.id, &l).await;
     assert!(
         stores
             .orders
@@ -550,18 +559,7 @@ pub async fn a_receipt_is_stored_only_over_its_claim_in_flight(stores: &Stores) 
         .await
         .expect_err("no claim, no order");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
-    let (untouched, _) = stores.carts.get_cart(t, cart.id).await.expect("cart");
-    assert_eq!(
-        (untouched.status, untouched.version),
-        (CartStatus::Open, 1),
-        "the cart is untouched"
-    );
-    let levels = stores
-        .inventory
-        .list_levels(t, None, Some(l.id), PageRequest::default())
-        .await
-        .expect("levels");
-    assert_eq!(levels.items[0].reserved, 0, "no stock was reserved");
+    assert_cart_open_and_nothing_reserved(stores, t, cart.id, &l).await;
     assert!(
         matches!(
             stores.orders.get_order(t, order.id).await,

@@ -313,22 +313,50 @@ fn parse<T: serde::de::DeserializeOwned, R: Get>(r: &R) -> Result<T, StoreError>
 /// Writes a cart (`body` is its JSON, serialised before the transaction so the single writer
 /// is not held for it) at `expected_version` inside the caller's transaction; false when it
 /// changed.
+/// A cart's columns, taken from it (and its JSON body rendered) before the write is handed to
+/// the writer, so the writer's job owns them without a copy of the cart.
+struct CartRow {
+    tenant_id: uuid::Uuid,
+    id: uuid::Uuid,
+    customer_id: Option<uuid::Uuid>,
+    status: &'static str,
+    body: String,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl CartRow {
+    fn of(cart: &Cart) -> Result<Self, StoreError> {
+        Ok(Self {
+            tenant_id: cart.tenant_id.as_uuid(),
+            id: cart.id.as_uuid(),
+            customer_id: cart.customer_id.map(|c| c.as_uuid()),
+            status: cart_status(cart),
+            body: json(cart)?,
+            version: cart.version,
+            created_at: to_micros(cart.created_at)?,
+            updated_at: to_micros(cart.updated_at)?,
+        })
+    }
+}
+
+/// Writes the cart over the version `expected_version`; false if it is no longer there.
 fn write_cart(
     tx: &rusqlite::Connection,
-    cart: &Cart,
-    body: &str,
+    cart: &CartRow,
     expected_version: i64,
 ) -> Result<bool, StoreError> {
     let done = db::query(
         "UPDATE carts SET status = ?3, body = ?4, version = ?5, updated_at = ?6 \
          WHERE tenant_id = ?1 AND id = ?2 AND version = ?7",
     )
-    .bind(cart.tenant_id.as_uuid())
-    .bind(cart.id.as_uuid())
-    .bind(cart_status(cart))
-    .bind(body)
+    .bind(cart.tenant_id)
+    .bind(cart.id)
+    .bind(cart.status)
+    .bind(&cart.body)
     .bind(cart.version)
-    .bind(to_micros(cart.updated_at)?)
+    .bind(cart.updated_at)
     .bind(expected_version)
     .execute(tx)?;
     Ok(done.rows_affected() == 1)
@@ -342,9 +370,8 @@ impl CartStore for SqliteStore {
         secret_hash: Option<&str>,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let body = json(cart)?;
-        let (cart, secret_hash, events) = (
-            cart.clone(),
+        let (row, secret_hash, events) = (
+            CartRow::of(cart)?,
             secret_hash.map(str::to_owned),
             events.to_vec(),
         );
@@ -353,15 +380,15 @@ impl CartStore for SqliteStore {
                 "INSERT INTO carts (tenant_id, id, customer_id, secret_hash, status, body, version, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
-            .bind(cart.tenant_id.as_uuid())
-            .bind(cart.id.as_uuid())
-            .bind(cart.customer_id.map(|c| c.as_uuid()))
+            .bind(row.tenant_id)
+            .bind(row.id)
+            .bind(row.customer_id)
             .bind(secret_hash)
-            .bind(cart_status(&cart))
-            .bind(body)
-            .bind(cart.version)
-            .bind(to_micros(cart.created_at)?)
-            .bind(to_micros(cart.updated_at)?)
+            .bind(row.status)
+            .bind(&row.body)
+            .bind(row.version)
+            .bind(row.created_at)
+            .bind(row.updated_at)
             .execute(tx)?;
             insert_events(tx, &events)
         })
@@ -388,10 +415,9 @@ impl CartStore for SqliteStore {
         expected_version: i64,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let body = json(cart)?;
-        let (cart, events) = (cart.clone(), events.to_vec());
+        let (row, events) = (CartRow::of(cart)?, events.to_vec());
         self.job(move |tx| {
-            if !write_cart(tx, &cart, &body, expected_version)? {
+            if !write_cart(tx, &row, expected_version)? {
                 return Err(conflict(VERSION_CONFLICT));
             }
             insert_events(tx, &events)
@@ -524,29 +550,54 @@ fn finish_key(
     claim_held(done.rows_affected())
 }
 
+/// A checkout as the writer's job owns it: taken from the caller's borrowed one (the
+/// converted cart rendered) before the hand-over.
+struct Placing {
+    order: Order,
+    converted: CartRow,
+    cart_version: i64,
+    reservations: Vec<keel_catalog::domain::Reservation>,
+    promotion: Option<keel_orders::ports::PromotionUse>,
+}
+
+impl Placing {
+    fn of(p: &PlaceOrder<'_>) -> Result<Self, StoreError> {
+        Ok(Self {
+            order: p.order.clone(),
+            converted: CartRow::of(&converted_cart(p))?,
+            cart_version: p.cart_version,
+            reservations: p.reservations.to_vec(),
+            promotion: p.promotion.clone(),
+        })
+    }
+}
+
 fn place(
     tx: &rusqlite::Connection,
-    p: &PlaceOrder<'_>,
-    converted: &Cart,
-    converted_body: &str,
+    p: Placing,
     receipt: Option<&OrderReceipt>,
 ) -> Result<i64, StoreError> {
-    let tenant = p.order.tenant_id;
-    if !write_cart(tx, converted, converted_body, p.cart_version)? {
+    let Placing {
+        mut order,
+        converted,
+        cart_version,
+        mut reservations,
+        promotion,
+    } = p;
+    let tenant = order.tenant_id;
+    if !write_cart(tx, &converted, cart_version)? {
         return Err(conflict(CART_CHANGED));
     }
     // Rows are locked in one global order (variant, location), so two checkouts of the same
     // items in different line orders cannot deadlock.
-    let mut reservations: Vec<_> = p.reservations.iter().collect();
     reservations.sort_by_key(|r| (r.variant_id.as_uuid(), r.location_id.as_uuid()));
-    for r in reservations {
+    for r in &reservations {
         apply_reservation(tx, r)?;
     }
-    if let Some(promotion) = &p.promotion {
-        redeem(tx, tenant, p.order.id, promotion, p.order.created_at)?;
+    if let Some(promotion) = &promotion {
+        redeem(tx, tenant, order.id, promotion, order.created_at)?;
     }
     let number = next_number(tx, tenant)?;
-    let mut order = p.order.clone();
     order.number = number;
     write_order(tx, &order, true, 0)?;
     // Rendered here, inside the writer: the answer carries the number just assigned.
@@ -590,24 +641,9 @@ impl OrderStore for SqliteStore {
         events: &[NewEvent],
         receipt: Option<&OrderReceipt>,
     ) -> Result<i64, StoreError> {
-        let converted = converted_cart(p);
-        let converted_body = json(&converted)?;
-        let (order, cart_version, reservations, promotion) = (
-            p.order.clone(),
-            p.cart_version,
-            p.reservations.to_vec(),
-            p.promotion.clone(),
-        );
-        let (receipt, events) = (receipt.cloned(), events.to_vec());
+        let (placing, receipt, events) = (Placing::of(p)?, receipt.cloned(), events.to_vec());
         self.job(move |tx| {
-            let p = PlaceOrder {
-                order: &order,
-                cart: &converted,
-                cart_version,
-                reservations: &reservations,
-                promotion,
-            };
-            let number = place(tx, &p, &converted, &converted_body, receipt.as_ref())?;
+            let number = place(tx, placing, receipt.as_ref())?;
             insert_events(tx, &events)?;
             Ok(number)
         })
