@@ -549,15 +549,10 @@ pub async fn a_receipt_is_stored_only_over_its_claim_in_flight(stores: &Stores) 
     let (t, p, l) = stocked_product(stores, "receipt-claim", 3).await;
     let unclaimed = receipt(t, "never-claimed");
     let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[1]).await;
-    let err = stores
-        .orders
-        .place_order(
-            &checkout_of(&cart, &order, &reservations),
-            &[],
-            Some(&unclaimed),
-        )
-        .await
-        .expect_err("no claim, no order");
+    let checkout = checkout_of(&cart, &order, &reservations);
+    let place = || stores.orders.place_order(&checkout, &[], Some(&unclaimed));
+    let finish = |status| stores.idempotency.finish(&unclaimed.key, status, "{}");
+    let err = place().await.expect_err("no claim, no order");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert_cart_open_and_nothing_reserved(stores, t, cart.id, &l).await;
     assert!(
@@ -567,11 +562,7 @@ pub async fn a_receipt_is_stored_only_over_its_claim_in_flight(stores: &Stores) 
         ),
         "no order"
     );
-    let err = stores
-        .idempotency
-        .finish(&unclaimed.key, 409, "{}")
-        .await
-        .expect_err("no claim, no stored answer");
+    let err = finish(409).await.expect_err("no claim, no stored answer");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert_eq!(
         begin_key(stores, &unclaimed).await,
@@ -580,20 +571,8 @@ pub async fn a_receipt_is_stored_only_over_its_claim_in_flight(stores: &Stores) 
     );
 
     // An answer already stored is not overwritten by a late finish.
-    let number = stores
-        .orders
-        .place_order(
-            &checkout_of(&cart, &order, &reservations),
-            &[],
-            Some(&unclaimed),
-        )
-        .await
-        .expect("placed over its claim");
-    let err = stores
-        .idempotency
-        .finish(&unclaimed.key, 500, "{}")
-        .await
-        .expect_err("the key is done");
+    let number = place().await.expect("placed over its claim");
+    let err = finish(500).await.expect_err("the key is done");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert_eq!(begin_key(stores, &unclaimed).await, stored(number, 1));
 }

@@ -791,6 +791,15 @@ mod tests {
         }
     }
 
+    /// Hands `work` to the writer from a task of its own, as a request would.
+    fn spawn_job<R: Send + 'static>(
+        w: &Writer,
+        work: impl FnOnce(&Connection) -> Result<(R, Heard), StoreError> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<R, StoreError>> {
+        let w = w.clone();
+        tokio::spawn(async move { w.run(work).await })
+    }
+
     /// Until `n` jobs wait for the flusher (state, not time).
     async fn jobs_queued(w: &Writer, n: usize) {
         while w.jobs.lock().expect("queue").len() < n {
@@ -803,25 +812,13 @@ mod tests {
         let (_dir, w, path) = open(true).await;
         let first = w.begin().await.expect("begin");
         insert(&first, "a").expect("a");
-        let b = tokio::spawn({
-            let w = w.clone();
-            async move { w.run(put("b", Heard::AfterCommit)).await }
+        let b = spawn_job(&w, put("b", Heard::AfterCommit));
+        let failing = spawn_job(&w, |c| {
+            put("c", Heard::AfterCommit)(c)?;
+            // The key `a` of a neighbour: this job fails, and only its work goes.
+            put("a", Heard::AfterCommit)(c)
         });
-        let failing = tokio::spawn({
-            let w = w.clone();
-            async move {
-                w.run(|c| {
-                    put("c", Heard::AfterCommit)(c)?;
-                    // The key `a` of a neighbour: this job fails, and only its work goes.
-                    put("a", Heard::AfterCommit)(c)
-                })
-                .await
-            }
-        });
-        let d = tokio::spawn({
-            let w = w.clone();
-            async move { w.run(put("d", Heard::AfterCommit)).await }
-        });
+        let d = spawn_job(&w, put("d", Heard::AfterCommit));
         jobs_queued(&w, 3).await;
         assert!(
             keys(&path).is_empty(),
@@ -879,20 +876,11 @@ mod tests {
             .expect("tables");
         schema.commit().await.expect("commit");
         let first = w.begin().await.expect("begin");
-        let claim = tokio::spawn({
-            let w = w.clone();
-            async move { w.run(put("claim", Heard::Ahead)).await }
-        });
-        let breaking = tokio::spawn({
-            let w = w.clone();
-            async move {
-                w.run(|c| {
-                    c.execute_batch("INSERT INTO child (k) VALUES ('orphan')")
-                        .map_err(crate::error::map_err)?;
-                    Ok(((), Heard::AfterCommit))
-                })
-                .await
-            }
+        let claim = spawn_job(&w, put("claim", Heard::Ahead));
+        let breaking = spawn_job(&w, |c| {
+            c.execute_batch("INSERT INTO child (k) VALUES ('orphan')")
+                .map_err(crate::error::map_err)?;
+            Ok(((), Heard::AfterCommit))
         });
         jobs_queued(&w, 2).await;
         first.rollback().expect("release the connection");
@@ -928,10 +916,7 @@ mod tests {
             .await
             .expect_err("not started within the acquire timeout");
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
-        let left = tokio::spawn({
-            let w = w.clone();
-            async move { w.run(put("left", Heard::AfterCommit)).await }
-        });
+        let left = spawn_job(&w, put("left", Heard::AfterCommit));
         jobs_queued(&w, 2).await;
         left.abort();
         assert!(left.await.expect_err("aborted").is_cancelled());
