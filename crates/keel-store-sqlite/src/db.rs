@@ -22,6 +22,7 @@ use std::{
 use keel_kernel::StoreError;
 use rusqlite::{
     Connection, OpenFlags,
+    config::DbConfig,
     types::{FromSql, ToSql, Value, ValueRef},
 };
 
@@ -68,6 +69,11 @@ pub(crate) fn open(
     .map_err(map_err)?;
     conn.busy_timeout(busy_timeout).map_err(map_err)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // One plan per statement, whatever values are bound: without the query planner stability
+    // guarantee SQLite (3.47 and later) reads a bound `LIMIT ?` while planning and then
+    // recompiles the cached statement on every new value (see the test below).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(map_err)?;
     Ok(conn)
 }
 
@@ -277,5 +283,79 @@ impl Readers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         f(&conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    /// The workspace builds SQLite without its process-wide memory-statistics and page-cache
+    /// mutexes (ADR 0024, `.cargo/config.toml`); a build that lost the flags would still work,
+    /// only slower, so this test is what notices.
+    #[test]
+    fn sqlite_is_built_without_global_memory_mutexes() {
+        let conn = Connection::open_in_memory().expect("open");
+        let used = |option: &str| -> bool {
+            conn.query_row("SELECT sqlite_compileoption_used(?1)", [option], |r| {
+                r.get(0)
+            })
+            .expect("compile option")
+        };
+        assert!(!used("ENABLE_MEMORY_MANAGEMENT"));
+        assert!(used("DEFAULT_MEMSTATUS=0"));
+    }
+
+    /// Three values bound in turn, and the keys each must answer.
+    type Runs = [(i64, &'static [i64]); 3];
+
+    /// A cached statement must stay compiled across calls. Since SQLite 3.47 the planner
+    /// may read a bound `LIMIT ?` (and, with STAT4, bound comparison values) and then
+    /// recompiles the statement each time a new value is bound: the relay's read of the
+    /// outbox was parsed and planned anew on every pass, 2 % of the server's CPU under the
+    /// checkout load. The connections run with the query planner stability guarantee.
+    #[test]
+    fn bound_values_do_not_recompile_cached_statements() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = open(
+            &dir.path().join("t.db"),
+            OpenFlags::SQLITE_OPEN_CREATE,
+            Duration::from_secs(1),
+        )
+        .expect("open");
+        conn.execute_batch(
+            "CREATE TABLE t (k INTEGER PRIMARY KEY, at INTEGER NOT NULL, done INTEGER);
+             CREATE INDEX t_open ON t (at, k) WHERE done IS NULL;
+             INSERT INTO t (k, at) VALUES (1, 10), (2, 20), (3, 30), (4, 40);",
+        )
+        .expect("schema");
+        let cases: [(&str, Runs); 2] = [
+            (
+                "SELECT k FROM t WHERE done IS NULL ORDER BY at, k LIMIT ?1",
+                [(1, &[1]), (3, &[1, 2, 3]), (2, &[1, 2])],
+            ),
+            (
+                "SELECT k FROM t WHERE at >= ?1 ORDER BY at, k LIMIT 2",
+                [(10, &[1, 2]), (30, &[3, 4]), (40, &[4])],
+            ),
+        ];
+        for (sql, runs) in cases {
+            for (bound, want) in runs {
+                let mut stmt = conn.prepare_cached(sql).expect("prepare");
+                let got: Vec<i64> = stmt
+                    .query_map([bound], |r| r.get(0))
+                    .expect("query")
+                    .collect::<Result<_, _>>()
+                    .expect("rows");
+                assert_eq!(got, want, "{sql} with {bound}");
+                assert_eq!(
+                    stmt.get_status(StatementStatus::RePrepare),
+                    0,
+                    "{sql} was recompiled for the value bound"
+                );
+            }
+        }
     }
 }
