@@ -22,15 +22,52 @@ pub enum IdError {
     Malformed,
 }
 
-/// Encodes 128 bits as 26 Crockford base32 characters.
-pub fn encode_base32(uuid: Uuid) -> String {
+/// Each byte's 5-bit value in [`ALPHABET`] (either case), or [`INVALID`]. Ids are decoded
+/// on every request and every stored row; a table keeps that one load per character.
+const DECODE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut v = 0;
+    while v < ALPHABET.len() {
+        let c = ALPHABET[v];
+        // `v < 32`, so the cast is exact.
+        #[allow(clippy::cast_possible_truncation)]
+        let value = v as u8;
+        table[c as usize] = value;
+        table[c.to_ascii_uppercase() as usize] = value;
+        v += 1;
+    }
+    table
+};
+const INVALID: u8 = 0xff;
+
+/// Writes 128 bits as 26 Crockford base32 characters into `out`.
+fn encode_into(uuid: Uuid, out: &mut [u8; ENCODED_LEN]) {
     let mut n = uuid.as_u128();
-    let mut out = [0u8; ENCODED_LEN];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[usize::try_from(n & 0x1f).expect("5 bits fit in usize")];
         n >>= 5;
     }
+}
+
+/// Encodes 128 bits as 26 Crockford base32 characters.
+pub fn encode_base32(uuid: Uuid) -> String {
+    let mut out = [0u8; ENCODED_LEN];
+    encode_into(uuid, &mut out);
     out.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Writes `prefix_` and the 26 characters without building a `String` first: every id in
+/// every response body goes through here.
+pub fn write_prefixed(
+    f: &mut std::fmt::Formatter<'_>,
+    prefix: &str,
+    uuid: Uuid,
+) -> std::fmt::Result {
+    let mut out = [0u8; ENCODED_LEN];
+    encode_into(uuid, &mut out);
+    f.write_str(prefix)?;
+    f.write_str("_")?;
+    f.write_str(std::str::from_utf8(&out).expect("the alphabet is ASCII"))
 }
 
 /// Decodes exactly 26 Crockford base32 characters (case-insensitive) into 128 bits.
@@ -40,16 +77,12 @@ pub fn decode_base32(s: &str) -> Result<Uuid, IdError> {
     }
     let mut n: u128 = 0;
     for (i, c) in s.bytes().enumerate() {
-        let c = c.to_ascii_lowercase();
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .ok_or(IdError::Malformed)?;
+        let v = DECODE[usize::from(c)];
         // The first character carries the top 3 bits only; anything larger would overflow.
-        if i == 0 && v > 7 {
+        if v == INVALID || (i == 0 && v > 7) {
             return Err(IdError::Malformed);
         }
-        n = (n << 5) | u128::try_from(v).expect("a position below 32 fits");
+        n = (n << 5) | u128::from(v);
     }
     Ok(Uuid::from_u128(n))
 }
@@ -85,7 +118,7 @@ macro_rules! define_id {
 
         impl ::std::fmt::Display for $name {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                write!(f, "{}_{}", $prefix, $crate::id::encode_base32(self.0))
+                $crate::id::write_prefixed(f, $prefix, self.0)
             }
         }
 
@@ -194,6 +227,21 @@ mod tests {
         fn base32_round_trips_every_uuid(n in any::<u128>()) {
             let u = Uuid::from_u128(n);
             prop_assert_eq!(decode_base32(&encode_base32(u)), Ok(u));
+            prop_assert_eq!(decode_base32(&encode_base32(u).to_ascii_uppercase()), Ok(u));
+            let id = TenantId::from_uuid(u);
+            prop_assert_eq!(id.to_string(), format!("ten_{}", encode_base32(u)));
+        }
+
+        /// The table decodes exactly what a search of the alphabet (either case) accepts:
+        /// Crockford's i, l, o and u, punctuation and non-ASCII bytes are refused.
+        #[test]
+        fn decoding_agrees_with_a_search_of_the_alphabet(s in "[0-9a-zA-Z_\\-é ]{26}") {
+            let expected: Option<u128> = s.bytes().enumerate().try_fold(0u128, |n, (i, c)| {
+                let v = ALPHABET.iter().position(|&a| a == c.to_ascii_lowercase())?;
+                (i > 0 || v <= 7).then(|| (n << 5) | u128::try_from(v).expect("below 32"))
+            });
+            let expected = if s.len() == ENCODED_LEN { expected } else { None };
+            prop_assert_eq!(decode_base32(&s).ok(), expected.map(Uuid::from_u128));
         }
     }
 }

@@ -418,15 +418,22 @@ impl WebhooksService {
 /// The relay's fan-out: one message per enabled endpoint of the event's tenant that wants it.
 /// The body is the Standard Webhooks payload: `{"type", "timestamp", "data"}`.
 pub fn fan_out(event: &RecordedEvent, endpoints: &[Endpoint]) -> Vec<Message> {
+    let mut wanting = endpoints
+        .iter()
+        .filter(|e| e.enabled && e.tenant_id == event.tenant_id && e.wants(&event.event_type))
+        .peekable();
+    // Most events have no subscriber (every cart change is one); only build the body for those
+    // that do.
+    if wanting.peek().is_none() {
+        return Vec::new();
+    }
     let body = serde_json::json!({
         "type": event.event_type,
         "timestamp": event.occurred_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "data": event.payload,
     })
     .to_string();
-    endpoints
-        .iter()
-        .filter(|e| e.enabled && e.tenant_id == event.tenant_id && e.wants(&event.event_type))
+    wanting
         .map(|e| Message {
             id: MessageId::new(),
             tenant_id: e.tenant_id,
