@@ -40,20 +40,25 @@ const DECODE: [u8; 256] = {
 };
 const INVALID: u8 = 0xff;
 
-/// Writes 128 bits as 26 Crockford base32 characters into `out`.
-fn encode_into(uuid: Uuid, out: &mut [u8; ENCODED_LEN]) {
+/// 128 bits as 26 Crockford base32 characters (ASCII bytes).
+fn encoded(uuid: Uuid) -> [u8; ENCODED_LEN] {
     let mut n = uuid.as_u128();
+    let mut out = [0u8; ENCODED_LEN];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[usize::try_from(n & 0x1f).expect("5 bits fit in usize")];
         n >>= 5;
     }
+    out
+}
+
+/// The encoded characters as text; the alphabet is ASCII, so they always are.
+fn as_text(out: &[u8; ENCODED_LEN]) -> &str {
+    std::str::from_utf8(out).expect("the alphabet is ASCII")
 }
 
 /// Encodes 128 bits as 26 Crockford base32 characters.
 pub fn encode_base32(uuid: Uuid) -> String {
-    let mut out = [0u8; ENCODED_LEN];
-    encode_into(uuid, &mut out);
-    out.iter().map(|&b| char::from(b)).collect()
+    as_text(&encoded(uuid)).to_owned()
 }
 
 /// Writes `prefix_` and the 26 characters without building a `String` first: every id in
@@ -63,11 +68,9 @@ pub fn write_prefixed(
     prefix: &str,
     uuid: Uuid,
 ) -> std::fmt::Result {
-    let mut out = [0u8; ENCODED_LEN];
-    encode_into(uuid, &mut out);
     f.write_str(prefix)?;
     f.write_str("_")?;
-    f.write_str(std::str::from_utf8(&out).expect("the alphabet is ASCII"))
+    f.write_str(as_text(&encoded(uuid)))
 }
 
 /// Decodes exactly 26 Crockford base32 characters (case-insensitive) into 128 bits.
