@@ -5,6 +5,8 @@
 //! iteration budget and an exact time limit (whichever ends first), and concurrency is capped.
 #![forbid(unsafe_code)]
 
+pub mod webhooks;
+
 use std::{
     collections::BTreeMap,
     fmt::Write as _,

@@ -352,9 +352,19 @@ impl FromRequestParts<AppState> for Shopper {
             .and_then(|v| v.to_str().ok())
             .filter(|s| !s.is_empty() && s.len() <= 100)
             .map(str::to_owned);
+        // Unpaid orders are capped per client address too (behind trusted proxies, the
+        // forwarded one).
+        let client = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| state.client_addr.client_addr(c.0.ip(), &parts.headers));
         Ok(Self {
             tenant_id: tenant,
-            access: keel_orders::service::ShopperAccess { customer, secret },
+            access: keel_orders::service::ShopperAccess {
+                customer,
+                secret,
+                client,
+            },
         })
     }
 }

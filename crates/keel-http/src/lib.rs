@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod caching;
+pub mod client;
 pub mod extract;
 pub mod idempotency;
 pub mod metrics;
@@ -76,6 +77,8 @@ pub struct AppStateParts {
     pub webhooks: keel_webhooks::service::WebhooksService,
     /// Pinged after a write succeeds, so the outbox relay runs at once.
     pub worker_wake: Arc<tokio::sync::Notify>,
+    /// How the client address behind trusted proxies is found.
+    pub client_addr: client::ClientAddrPolicy,
 }
 
 /// Exact limits from the configuration.
@@ -85,6 +88,9 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     /// Longest a request may take before 503 `request_timeout`.
     pub request_timeout: Duration,
+    /// `/metrics` is served on a listener of its own ([`metrics_router`]); the API listener
+    /// then answers 404 there, so the public port discloses nothing about the node.
+    pub metrics_elsewhere: bool,
 }
 
 /// The complete application router.
@@ -99,9 +105,14 @@ pub fn router_with(
     settings: HttpSettings,
     extra: OpenApiRouter<AppState>,
 ) -> Router {
+    let ops = if settings.metrics_elsewhere {
+        OpenApiRouter::new()
+    } else {
+        routes::ops::router()
+    };
     let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
         .merge(routes::health::router())
-        .merge(routes::ops::router())
+        .merge(ops)
         .merge(routes::auth::router())
         .merge(routes::me::router())
         .merge(routes::users::router())
@@ -114,6 +125,7 @@ pub fn router_with(
         .merge(routes::pricing::router())
         .merge(routes::orders::router())
         .merge(routes::webhooks::router())
+        .merge(routes::account_notifications::router())
         .merge(extra)
         .split_for_parts();
     let metrics = state.metrics.clone();
@@ -137,4 +149,15 @@ pub fn router_with(
         .layer(from_fn(middleware::problems_for_bare_errors))
         .layer(from_fn(middleware::security_headers))
         .layer(from_fn_with_state(metrics, middleware::request_context))
+}
+
+/// `/metrics` alone, for the metrics listener (`KEEL_METRICS_LISTEN`): every other path is a
+/// 404 problem there, and responses carry the same security headers.
+pub fn metrics_router(state: AppState) -> Router {
+    let (router, _) = routes::ops::router().split_for_parts();
+    router
+        .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })
+        .with_state(state)
+        .layer(from_fn(middleware::problems_for_bare_errors))
+        .layer(from_fn(middleware::security_headers))
 }

@@ -12,7 +12,10 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    sync::{Mutex, PoisonError},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -46,6 +49,56 @@ struct Series {
 #[derive(Debug, Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<SeriesKey, Series>>,
+    /// The listener's connections (see `keel::serve`).
+    pub connections: ConnectionCounters,
+}
+
+/// What the listener did with connections: open now, refused at the cap, and closed because
+/// a client was too slow to send a request's headers or idled past the keep-alive timeout.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    pub open: AtomicU64,
+    pub refused: AtomicU64,
+    pub header_timeouts: AtomicU64,
+    pub idle_timeouts: AtomicU64,
+}
+
+impl ConnectionCounters {
+    fn render(&self, out: &mut String) {
+        let families: [(&str, &str, &str, &AtomicU64); 4] = [
+            (
+                "keel_http_connections_open",
+                "gauge",
+                "Connections open now.",
+                &self.open,
+            ),
+            (
+                "keel_http_connections_refused_total",
+                "counter",
+                "Connections closed at once because the open-connection cap was reached.",
+                &self.refused,
+            ),
+            (
+                "keel_http_header_timeouts_total",
+                "counter",
+                "Connections closed because a request's headers did not arrive within the header-read timeout.",
+                &self.header_timeouts,
+            ),
+            (
+                "keel_http_idle_timeouts_total",
+                "counter",
+                "Keep-alive connections closed after idling for the idle timeout.",
+                &self.idle_timeouts,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 /// Only standard methods become label values; anything else is `OTHER`.
@@ -165,6 +218,7 @@ impl Metrics {
                 s.count
             );
         }
+        self.connections.render(&mut out);
         out
     }
 }

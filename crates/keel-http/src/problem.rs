@@ -77,6 +77,7 @@ kinds! {
     PROMOTION_NOT_APPLICABLE = ("promotion_not_applicable", 409, "Promotion not applicable");
     PROMOTION_EXHAUSTED = ("promotion_exhausted", 409, "Promotion exhausted");
     PROMOTION_CUSTOMER_LIMIT = ("promotion_customer_limit", 409, "Promotion limit per customer reached");
+    TOO_MANY_UNPAID_ORDERS = ("too_many_unpaid_orders", 409, "Too many unpaid orders");
     AMOUNT_OUT_OF_RANGE = ("amount_out_of_range", 422, "Amount out of range");
     ORDER_NOT_PAYABLE = ("order_not_payable", 409, "Order not payable");
     PAYMENT_AMOUNT_MISMATCH = ("payment_amount_mismatch", 409, "Payment amount mismatch");
@@ -93,6 +94,7 @@ kinds! {
     VALIDATION_FAILED = ("validation_failed", 422, "Validation failed");
     INTERNAL = ("internal", 500, "Internal server error");
     SERVICE_UNAVAILABLE = ("service_unavailable", 503, "Service unavailable");
+    OVERLOADED = ("overloaded", 503, "Overloaded");
     REQUEST_TIMEOUT = ("request_timeout", 503, "Request timed out");
 }
 
@@ -423,6 +425,20 @@ impl From<keel_identity::auth::AuthError> for Problem {
             } => Self::new(
                 ProblemKind::TOO_MANY_ATTEMPTS,
                 "Too many failed logins; wait before trying again (see Retry-After).",
+            )
+            .with_header_value(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds)),
+            A::FactorLocked {
+                retry_after_seconds,
+            } => Self::new(
+                ProblemKind::TOO_MANY_ATTEMPTS,
+                "Too many wrong codes or passwords for this account; its second factor is locked (see Retry-After).",
+            )
+            .with_header_value(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds)),
+            A::Overloaded {
+                retry_after_seconds,
+            } => Self::new(
+                ProblemKind::OVERLOADED,
+                "The server is at its bound for password work; retry after Retry-After seconds.",
             )
             .with_header_value(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds)),
             A::InvalidMfaCode => Self::new(

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod jwt;
 pub mod keyring;
 pub mod keys;
+pub mod notice;
 pub mod password;
 pub mod ports;
 pub mod sealed;

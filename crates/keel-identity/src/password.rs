@@ -1,15 +1,22 @@
 //! Passwords: the policy a new password must meet, and argon2id hashing.
 //!
 //! argon2id with m = 19456 KiB, t = 2, p = 1 and a fresh 16-byte salt per hash (DESIGN.md §4,
-//! OWASP's baseline). Hashing costs tens of milliseconds of CPU: callers run it on a blocking
-//! thread. When an account does not exist, [`PasswordHasher::verify_dummy`] spends the same
+//! OWASP's baseline). Hashing costs tens of milliseconds of CPU and 19 MiB: callers run it
+//! through [`PasswordHasher::run`], on a blocking thread under an exact concurrency bound. When an account does not exist, [`PasswordHasher::verify_dummy`] spends the same
 //! work so response timing does not reveal which emails exist.
 
-use std::{fmt, sync::OnceLock};
+use std::{
+    cell::RefCell,
+    fmt,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::phc::{Output, ParamsString, Salt},
 };
+use tokio::sync::Semaphore;
 
 /// Limits of the password policy: exact values.
 pub const MIN_CHARS: usize = 12;
@@ -97,43 +104,237 @@ impl StoredHash {
 #[error("password hashing failed: {0}")]
 pub struct HashError(String);
 
-/// argon2id with Keel's fixed parameters.
+/// argon2id with Keel's fixed parameters, behind an exact concurrency bound.
+///
+/// Each hash or verification takes 19 MiB and about 15 ms of a core. Unbounded, a few hundred
+/// parallel unauthenticated requests (sign-ups with a public publishable key, logins for
+/// unknown accounts) would take gigabytes and every core (issue 19, finding 4). So password
+/// work runs through [`PasswordHasher::run`]: on `concurrency` threads of its own; a request
+/// that cannot get a place within `queue_wait` is refused with [`HashRunError::Busy`] (503
+/// `overloaded` with `Retry-After`) instead of waiting longer.
+///
+/// Its own threads rather than tokio's blocking pool: the allocator keeps a freed 19 MiB block
+/// in the arena of the thread that freed it, and the blocking pool spreads work over many
+/// threads (so many arenas), which left hundreds of MiB resident after a burst even with the
+/// bound. A fixed set of threads reuses its blocks. Clones share the bound and the threads.
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon: Argon2<'static>,
+    params: Params,
+    gate: Arc<Gate>,
+}
+
+/// Password work handed to a password thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+struct Gate {
+    places: Arc<Semaphore>,
+    concurrency: usize,
+    queue_wait: Duration,
+    /// The password threads' queue, started on first use (never longer than `concurrency`:
+    /// a job is queued only with a place).
+    jobs: OnceLock<Result<std::sync::mpsc::Sender<Job>, String>>,
+}
+
+impl Gate {
+    fn jobs(&self) -> Result<&std::sync::mpsc::Sender<Job>, HashRunError> {
+        self.jobs
+            .get_or_init(|| {
+                let (tx, rx) = std::sync::mpsc::channel::<Job>();
+                let rx = Arc::new(std::sync::Mutex::new(rx));
+                for i in 0..self.concurrency {
+                    let rx = rx.clone();
+                    std::thread::Builder::new()
+                        .name(format!("keel-password-{i}"))
+                        .spawn(move || {
+                            loop {
+                                let job = {
+                                    let queue = rx
+                                        .lock()
+                                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                                    queue.recv()
+                                };
+                                // Every hasher is gone: the thread ends.
+                                let Ok(job) = job else { return };
+                                // A panicking job must not take the thread (and a place) along.
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                        })
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(tx)
+            })
+            .as_ref()
+            .map_err(|e| HashRunError::Failed(format!("cannot start password threads: {e}")))
+    }
 }
 
 impl fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PasswordHasher(argon2id m=19456 t=2 p=1)")
+        write!(
+            f,
+            "PasswordHasher(argon2id m=19456 t=2 p=1, {} at once, {} ms queue)",
+            self.gate.concurrency,
+            self.gate.queue_wait.as_millis()
+        )
     }
 }
+
+/// The defaults of `KEEL_AUTH__HASH_CONCURRENCY` and `KEEL_AUTH__HASH_QUEUE_WAIT_MS`.
+pub const DEFAULT_HASH_CONCURRENCY: usize = 2;
+pub const DEFAULT_HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 impl Default for PasswordHasher {
     fn default() -> Self {
-        let params = Params::new(19_456, 2, 1, None).expect("constant argon2 parameters are valid");
-        Self {
-            argon: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
-        }
+        Self::bounded(DEFAULT_HASH_CONCURRENCY, DEFAULT_HASH_QUEUE_WAIT)
     }
 }
 
+/// Why password work did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum HashRunError {
+    /// Every place was taken for the whole queue wait.
+    #[error("password work is at its concurrency bound; retry in {retry_after_seconds} s")]
+    Busy { retry_after_seconds: i64 },
+    #[error("password task failed: {0}")]
+    Failed(String),
+}
+
+thread_local! {
+    /// This thread's argon2 working memory, allocated once and reused by every hash and
+    /// verification the thread runs. Allocating 19 MiB per hash (as `Argon2::hash_password`
+    /// does, with 64-byte alignment) left freed blocks the allocator could not reuse for the
+    /// next aligned request: 40 hashes on two threads reached 370 MiB resident.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `blocks` blocks of this thread's argon2 memory.
+fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+    MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            *memory = vec![Block::default(); blocks];
+        }
+        f(&mut memory[..blocks])
+    })
+}
+
+/// The length of the hashes Keel stores (argon2's default output).
+const OUTPUT_LEN: usize = 32;
 impl PasswordHasher {
-    /// Hashes with a fresh random salt.
-    pub fn hash(&self, password: &NewPassword) -> Result<StoredHash, HashError> {
-        self.argon
-            .hash_password(password.0.as_bytes())
-            .map(|h| StoredHash(h.to_string()))
-            .map_err(|e| HashError(e.to_string()))
+    /// A hasher running at most `concurrency` hashes at once (at least one), each waiting at
+    /// most `queue_wait` for its place.
+    pub fn bounded(concurrency: usize, queue_wait: Duration) -> Self {
+        let params = Params::new(19_456, 2, 1, None).expect("constant argon2 parameters are valid");
+        let concurrency = concurrency.max(1);
+        Self {
+            argon: Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone()),
+            params,
+            gate: Arc::new(Gate {
+                places: Arc::new(Semaphore::new(concurrency)),
+                concurrency,
+                queue_wait,
+                jobs: OnceLock::new(),
+            }),
+        }
     }
 
-    /// True when `candidate` matches. Any parse or parameter problem is a mismatch.
+    /// Runs password work `f` on a password thread within the bound. The place is held until
+    /// the work ends, even when the caller stops waiting (a timed-out request), so the bound
+    /// is on work actually running.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Self) -> T + Send + 'static,
+    ) -> Result<T, HashRunError> {
+        let gate = &self.gate;
+        let place = match tokio::time::timeout(gate.queue_wait, gate.places.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(place)) => place,
+            Ok(Err(e)) => return Err(HashRunError::Failed(e.to_string())),
+            Err(_) => {
+                let ms = i64::try_from(gate.queue_wait.as_millis()).unwrap_or(i64::MAX);
+                return Err(HashRunError::Busy {
+                    // Whole seconds, rounded up, at least one.
+                    retry_after_seconds: ((ms + 999) / 1_000).max(1),
+                });
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let job: Job = Box::new(move || {
+            let out = f(&this);
+            drop(place);
+            let _ = tx.send(out);
+        });
+        self.gate
+            .jobs()?
+            .send(job)
+            .map_err(|_| HashRunError::Failed("the password threads stopped".into()))?;
+        rx.await
+            .map_err(|_| HashRunError::Failed("password work panicked".into()))
+    }
+
+    /// Places taken now (for tests and metrics).
+    pub fn running(&self) -> usize {
+        self.gate.concurrency - self.gate.places.available_permits()
+    }
+
+    /// Hashes with a fresh random 16-byte salt into a PHC string.
+    pub fn hash(&self, password: &NewPassword) -> Result<StoredHash, HashError> {
+        let salt = crate::secret::random_bytes::<16>();
+        let mut out = [0_u8; OUTPUT_LEN];
+        with_memory(self.params.block_count(), |memory| {
+            self.argon.hash_password_into_with_memory(
+                password.0.as_bytes(),
+                &salt,
+                &mut out,
+                memory,
+            )
+        })
+        .map_err(|e| HashError(e.to_string()))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(|e| HashError(e.to_string()))?,
+            salt: Some(Salt::new(&salt).map_err(|e| HashError(e.to_string()))?),
+            hash: Some(Output::new(&out).map_err(|e| HashError(e.to_string()))?),
+        };
+        Ok(StoredHash(phc.to_string()))
+    }
+
+    /// True when `candidate` matches (compared in constant time). Any parse or parameter
+    /// problem is a mismatch. Hashes stored with other parameters verify with those.
     pub fn verify(&self, candidate: &str, hash: &StoredHash) -> bool {
         if candidate.len() > MAX_BYTES {
             return false;
         }
-        PasswordHash::new(&hash.0)
-            .is_ok_and(|h| self.argon.verify_password(candidate.as_bytes(), &h).is_ok())
+        let Ok(phc) = PasswordHash::new(&hash.0) else {
+            return false;
+        };
+        let (Some(salt), Some(expected)) = (phc.salt, phc.hash) else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&phc) else {
+            return false;
+        };
+        let Ok(algorithm) = Algorithm::try_from(phc.algorithm.as_str()) else {
+            return false;
+        };
+        let Ok(version) = Version::try_from(phc.version.unwrap_or(Version::V0x13.into())) else {
+            return false;
+        };
+        let argon = Argon2::new(algorithm, version, params.clone());
+        let mut out = vec![0_u8; expected.len()];
+        let computed = with_memory(params.block_count(), |memory| {
+            argon.hash_password_into_with_memory(
+                candidate.as_bytes(),
+                salt.as_ref(),
+                &mut out,
+                memory,
+            )
+        });
+        computed.is_ok() && Output::new(&out).is_ok_and(|o| o == expected)
     }
 
     /// Spends the work of one verification against a fixed hash, for unknown accounts.
@@ -141,7 +342,7 @@ impl PasswordHasher {
         static DUMMY: OnceLock<Option<StoredHash>> = OnceLock::new();
         let dummy = DUMMY.get_or_init(|| {
             let pw = NewPassword("a-dummy-password-nobody-has-4711".to_owned());
-            Self::default().hash(&pw).ok()
+            self.hash(&pw).ok()
         });
         if let Some(h) = dummy {
             let _ = self.verify(candidate, h);
@@ -204,5 +405,89 @@ mod tests {
         assert_ne!(h, again, "a fresh salt per hash");
         assert!(StoredHash::from_stored("not a hash".into()).is_err());
         assert!(!format!("{pw:?} {h:?}").contains("horse"));
+    }
+
+    #[test]
+    fn hashes_made_by_the_argon2_library_itself_verify_and_ours_verify_there() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let params = Params::new(19_456, 2, 1, None).expect("params");
+        let library = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let theirs = library
+            .hash_password_with_salt(STRONG.as_bytes(), b"sixteen-byte-slt")
+            .expect("hash")
+            .to_string();
+        let hasher = PasswordHasher::default();
+        assert!(hasher.verify(STRONG, &StoredHash(theirs.clone())));
+        assert!(!hasher.verify("something else entirely", &StoredHash(theirs)));
+        let pw = NewPassword::parse(STRONG, "alice@shop.test", "Acme").expect("strong");
+        let ours = hasher.hash(&pw).expect("hash");
+        assert!(
+            library
+                .verify_password(STRONG.as_bytes(), ours.as_str())
+                .is_ok()
+        );
+    }
+
+    /// The process's peak resident memory, in KiB (each test runs in its own process).
+    fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .expect("/proc/self/status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_hashes_holds_one_working_memory_per_password_thread() {
+        let hasher = PasswordHasher::bounded(2, Duration::from_mins(1));
+        let runs = (0..40).map(|_| {
+            let hasher = hasher.clone();
+            tokio::spawn(async move {
+                hasher
+                    .run(|h| {
+                        let pw = NewPassword(STRONG.to_owned());
+                        h.hash(&pw).is_ok()
+                    })
+                    .await
+            })
+        });
+        for run in runs.collect::<Vec<_>>() {
+            assert!(matches!(run.await, Ok(Ok(true))));
+        }
+        // Two threads, 19 MiB each, plus the test process: far from 40 x 19 MiB.
+        let peak = peak_rss_kib();
+        assert!(peak < 80 * 1024, "peak RSS {peak} KiB");
+    }
+
+    #[tokio::test]
+    async fn work_waiting_past_the_queue_bound_is_refused_and_places_are_held_to_the_end() {
+        let hasher = PasswordHasher::bounded(1, Duration::from_millis(20));
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let hasher = hasher.clone();
+            tokio::spawn(async move { hasher.run(move |_| hold_rx.recv().is_ok()).await })
+        };
+        // Wait until the first job holds the only place (the bound, not a pause).
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while hasher.running() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the first job runs");
+        let refused = hasher.run(|_| ()).await;
+        assert!(
+            matches!(
+                refused,
+                Err(HashRunError::Busy {
+                    retry_after_seconds: 1
+                })
+            ),
+            "{refused:?}"
+        );
+        hold_tx.send(()).expect("release");
+        assert!(matches!(busy.await, Ok(Ok(true))));
+        assert!(hasher.run(|_| 7).await.is_ok_and(|v| v == 7));
     }
 }

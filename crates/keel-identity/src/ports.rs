@@ -15,6 +15,7 @@ use crate::{
     apikey::{ApiKey, ApiKeyId},
     customer::{Customer, CustomerId},
     domain::{Tenant, TenantSlug},
+    notice::AccountNotice,
     password::StoredHash,
     secret::SecretHash,
     staff::{
@@ -70,13 +71,15 @@ pub trait StaffStore: Send + Sync + std::fmt::Debug {
         purpose: TokenPurpose,
         now: OffsetDateTime,
     ) -> Result<OneTimeToken, StoreError>;
-    /// Adds an invited user and their invite token, with the events, in one transaction. A
-    /// taken email is `Conflict { STAFF_EMAIL_CONSTRAINT }`.
+    /// Adds an invited user and their invite token, with the events and (when the shop has
+    /// an enabled account-notification endpoint) the notice queued for it, in one
+    /// transaction. A taken email is `Conflict { STAFF_EMAIL_CONSTRAINT }`.
     async fn invite_user(
         &self,
         user: &StaffUser,
         invite: &OneTimeToken,
         events: &[NewEvent],
+        notice: Option<&AccountNotice>,
     ) -> Result<(), StoreError>;
     /// Replaces an account's password (a staff user's or a customer's) and revokes every
     /// session of the account except `keep`, with the events, in one transaction. `NotFound`
@@ -90,11 +93,14 @@ pub trait StaffStore: Send + Sync + std::fmt::Debug {
         at: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
-    /// Stores a one-time token (e.g. a reset token), with the events.
+    /// Stores a one-time token (e.g. a reset token), with the events and (when the shop has
+    /// an enabled account-notification endpoint) the notice that carries the token, in one
+    /// transaction.
     async fn issue_token(
         &self,
         token: &OneTimeToken,
         events: &[NewEvent],
+        notice: Option<&AccountNotice>,
     ) -> Result<(), StoreError>;
     /// Spends `token` (only if unused: else `Conflict { TOKEN_ALREADY_USED }`), sets the password
     /// of the token's account (staff user or customer) and revokes every session of it, in one

@@ -1,8 +1,10 @@
-//! Brute-force limits on password login: exact counts over an exact sliding window
-//! (DESIGN.md §3), e.g. 5 failures per account and 20 per client IP within 900 s.
+//! Brute-force limits: exact counts over an exact sliding window (DESIGN.md §3) on password
+//! logins (5 failures per account and 20 per client address and shop within 900 s), on an
+//! account's second factor and re-authentication (5 failures per 900 s), and on password-reset
+//! requests (3 per account and 20 per address and shop within 3600 s).
 //!
-//! Keys are SHA-256 digests of `account:<tenant>:<email>` and `ip:<address>`, so the table holds
-//! no personal data. Unknown emails are throttled like known ones: the lockout must not reveal
+//! Keys are SHA-256 digests of `account:<tenant>:<email>` and `ip:<scope>:<address>`, so the
+//! table holds no personal data. Unknown emails are throttled like known ones: the lockout must not reveal
 //! which accounts exist.
 
 use sha2::{Digest, Sha256};
@@ -28,14 +30,36 @@ impl ThrottleKey {
         ))
     }
 
-    /// One client address.
-    pub fn ip(addr: std::net::IpAddr) -> Self {
-        // IPv4-mapped IPv6 and plain IPv4 are the same client.
-        let canonical = match addr {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
-            v4 @ std::net::IpAddr::V4(_) => v4,
-        };
-        Self::digest(&format!("ip:{canonical}"))
+    /// One client address within one scope (a shop and side, or a kind of request), so an
+    /// attacker's failures at one shop cannot lock out anyone at another. IPv6 clients count
+    /// by their /64 ([`keel_kernel::net::client_key`]).
+    pub fn address(scope: &str, addr: std::net::IpAddr) -> Self {
+        Self::digest(&format!(
+            "ip:{scope}:{}",
+            keel_kernel::net::client_key(addr)
+        ))
+    }
+
+    /// A staff login's address key: per shop (the slug as typed, normalised, whether or not the
+    /// shop exists).
+    pub fn staff_login_address(tenant_slug: &str, addr: std::net::IpAddr) -> Self {
+        Self::address(
+            &format!("login:staff:{}", tenant_slug.trim().to_lowercase()),
+            addr,
+        )
+    }
+
+    /// One account's second factor and re-authentication (MFA codes, backup codes, the
+    /// current password when changing credentials): one count for all of them, so a guess at
+    /// one check is a guess at all.
+    pub fn factor(tenant: keel_kernel::TenantId, account: crate::staff::Account) -> Self {
+        Self::digest(&format!("factor:{tenant}:{account}"))
+    }
+
+    /// Password-reset requests for one account, as typed (unknown accounts count too, so the
+    /// limit reveals nothing). `scope` names the shop and side.
+    pub fn reset_account(scope: &str, email: &str) -> Self {
+        Self::digest(&format!("reset:{scope}:{}", email.trim().to_lowercase()))
     }
 
     fn digest(s: &str) -> Self {
@@ -102,7 +126,20 @@ mod tests {
         );
         let v4: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
         let mapped: std::net::IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
-        assert_eq!(ThrottleKey::ip(v4), ThrottleKey::ip(mapped));
-        assert!(!format!("{:?}", ThrottleKey::ip(v4)).contains("192"));
+        assert_eq!(
+            ThrottleKey::address("s", v4),
+            ThrottleKey::address("s", mapped)
+        );
+        assert_ne!(
+            ThrottleKey::staff_login_address("acme", v4),
+            ThrottleKey::staff_login_address("globex", v4),
+            "one shop's failures never count at another"
+        );
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = (
+            "2001:db8:0:1::a".parse().expect("ip"),
+            "2001:db8:0:1:ffff::b".parse().expect("ip"),
+        );
+        assert_eq!(ThrottleKey::address("s", a), ThrottleKey::address("s", b));
+        assert!(!format!("{:?}", ThrottleKey::address("s", v4)).contains("192"));
     }
 }

@@ -59,6 +59,8 @@ pub struct UserService {
     staff: Arc<dyn StaffStore>,
     clock: Arc<dyn Clock>,
     invite_ttl: Duration,
+    /// Seals the invitation notice for the shop's account-notification endpoint.
+    master: Arc<crate::sealed::MasterKey>,
 }
 
 fn event(
@@ -72,15 +74,23 @@ fn event(
 }
 
 impl UserService {
-    pub fn new(staff: Arc<dyn StaffStore>, clock: Arc<dyn Clock>, invite_ttl: Duration) -> Self {
+    pub fn new(
+        staff: Arc<dyn StaffStore>,
+        clock: Arc<dyn Clock>,
+        invite_ttl: Duration,
+        master: Arc<crate::sealed::MasterKey>,
+    ) -> Self {
         Self {
             staff,
             clock,
             invite_ttl,
+            master,
         }
     }
 
-    /// Invites a user with `role`. Only an owner may invite an owner.
+    /// Invites a user with `role`. Only an owner may invite an owner. The inviter gets the
+    /// invite token in the answer, and the shop's account-notification endpoint (if any) gets
+    /// it in a notice for the invitee.
     #[instrument(skip_all, fields(tenant_id = %actor.tenant_id))]
     pub async fn invite(
         &self,
@@ -113,7 +123,25 @@ impl UserService {
             &serde_json::json!({"user_id": user.id, "role": role, "by": actor.user_id}),
             now,
         )?;
-        match self.staff.invite_user(&user, &row, &[e]).await {
+        // The invitee's token goes to the shop's own mail system (when it has an account
+        // endpoint) in a sealed notice; the event never carries it.
+        let notice = crate::notice::seal(
+            &self.master,
+            &e,
+            &serde_json::json!({
+                "user_id": user.id,
+                "email": user.email.as_str(),
+                "role": role,
+                "invite_token": token.expose(),
+                "expires_in": self.invite_ttl.whole_seconds(),
+            }),
+        )
+        .map_err(UserAdminError::Internal)?;
+        match self
+            .staff
+            .invite_user(&user, &row, &[e], Some(&notice))
+            .await
+        {
             Ok(()) => Ok(Invitation {
                 user,
                 token,

@@ -7,6 +7,7 @@
 //! - [`error`]: the backend-neutral [`error::StoreError`] every storage port returns.
 //! - [`event`]: the outbox event envelope and the [`event::EventLog`] read port.
 //! - [`health`]: the [`health::StoreHealth`] port behind `/readyz`.
+//! - [`net`]: address ranges and the client key per-address limits count by.
 //!
 //! This crate does no I/O and holds no floating point (the exact-values rule, DESIGN.md §3).
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod health;
 pub mod id;
 pub mod idempotency;
 pub mod money;
+pub mod net;
 pub mod page;
 
 pub use error::StoreError;

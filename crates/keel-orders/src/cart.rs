@@ -153,6 +153,20 @@ pub struct Cart {
     pub version: i64,
 }
 
+/// The key per-buyer limits count a guest email by (a promotion's uses per customer, unpaid
+/// orders per email): lower-cased, with a `+tag` of the local part dropped, so
+/// `ann+1@shop.test` and `Ann+2@Shop.test` are one buyer. Answers `None` for what is not an
+/// email (see [`parse_email`]).
+pub fn buyer_key(email: &str) -> Option<String> {
+    let e = parse_email(email)?;
+    let (local, domain) = e.split_once('@')?;
+    let local = local.split_once('+').map_or(local, |(base, _)| base);
+    if local.is_empty() {
+        return Some(e);
+    }
+    Some(format!("{local}@{domain}"))
+}
+
 /// A plausible email: one `@`, something on both sides, a dot in the domain, no spaces.
 pub fn parse_email(s: &str) -> Option<String> {
     let e = s.trim().to_lowercase();
@@ -166,4 +180,18 @@ pub fn parse_email(s: &str) -> Option<String> {
         })
         && !e.chars().any(|c| c.is_whitespace() || c.is_control());
     ok.then_some(e)
+}
+
+#[cfg(test)]
+mod buyer_key_tests {
+    use super::*;
+
+    #[test]
+    fn plus_tags_and_case_do_not_make_another_buyer() {
+        assert_eq!(buyer_key("Ann+1@Shop.test"), buyer_key("ann+2@shop.test"));
+        assert_eq!(buyer_key("ann@shop.test").as_deref(), Some("ann@shop.test"));
+        assert_ne!(buyer_key("ann@shop.test"), buyer_key("anne@shop.test"));
+        assert_eq!(buyer_key("+x@shop.test").as_deref(), Some("+x@shop.test"));
+        assert_eq!(buyer_key("not an email"), None);
+    }
 }

@@ -27,6 +27,9 @@ pub const PROMOTION_EXHAUSTED: &str = "promotion_exhausted";
 pub const PROMOTION_CUSTOMER_LIMIT: &str = "promotion_customer_limit";
 /// The cart changed (or was checked out) since it was read.
 pub const CART_CHANGED: &str = "cart_changed";
+/// The buyer already holds the most unpaid orders allowed (per customer, guest email or
+/// client address).
+pub const UNPAID_ORDER_LIMIT: &str = "unpaid_order_limit";
 /// Reused from the catalog: not enough unreserved stock.
 pub use keel_catalog::ports::INSUFFICIENT_STOCK;
 
@@ -179,6 +182,28 @@ pub trait CartStore: Send + Sync + std::fmt::Debug {
         expected_version: i64,
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
+    /// Retention: deletes up to `limit` carts (open or converted) last changed before
+    /// `before`. Answers how many went.
+    async fn prune_carts(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError>;
+}
+
+/// Who holds an unpaid order, as the caps count it: the customer account, or a guest's email
+/// (normalised, see `cart::buyer_key`), and the client address (pseudonymised).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnpaidHolder {
+    pub customer: Option<keel_identity::customer::CustomerId>,
+    pub email_key: Option<String>,
+    pub client_key: Option<String>,
+}
+
+/// The exact caps on open unpaid orders (pending payment, not expired at `now`) one holder
+/// may have; checkout refuses the one that would go past any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpaidLimits {
+    pub per_customer: i64,
+    pub per_email: i64,
+    pub per_client: i64,
+    pub now: OffsetDateTime,
 }
 
 /// A promotion redemption taken at checkout.
@@ -200,6 +225,9 @@ pub struct PlaceOrder<'a> {
     pub cart_version: i64,
     pub reservations: &'a [Reservation],
     pub promotion: Option<PromotionUse>,
+    /// Who the order counts against, and the caps it must stay under.
+    pub holder: UnpaidHolder,
+    pub limits: UnpaidLimits,
 }
 
 /// The answer to an idempotent request about an order (checkout, payment, fulfilment,
@@ -252,9 +280,11 @@ pub trait OrderStore: Send + Sync + std::fmt::Debug {
     /// The checkout transaction: marks the cart converted (only at `cart_version`, else
     /// `Conflict { CART_CHANGED }`), reserves every line's stock with conditional updates
     /// (`Conflict { INSUFFICIENT_STOCK }`), counts the promotion use against its limits
-    /// (`Conflict { PROMOTION_EXHAUSTED | PROMOTION_CUSTOMER_LIMIT }`), assigns the shop's next
-    /// order number and inserts the order, with the events and the receipt. All or nothing.
-    /// Answers the number.
+    /// (`Conflict { PROMOTION_EXHAUSTED | PROMOTION_CUSTOMER_LIMIT }`), counts the holder's
+    /// open unpaid orders against the caps (`Conflict { UNPAID_ORDER_LIMIT }` when one already
+    /// holds its limit; counted after the shop's order counter is taken, so concurrent
+    /// checkouts of a shop count one after another), assigns the shop's next order number and
+    /// inserts the order, with the events and the receipt. All or nothing. Answers the number.
     async fn place_order(
         &self,
         place: &PlaceOrder<'_>,
@@ -270,13 +300,16 @@ pub trait OrderStore: Send + Sync + std::fmt::Debug {
         page: PageRequest,
     ) -> Result<Page<Order>, StoreError>;
     /// Replaces the order if its version is still `expected_version`, moving the stock
-    /// (conditional updates, ledger rows for commits), with the events and the receipt, in
+    /// (conditional updates, ledger rows for commits) and, with `return_redemption`, giving
+    /// the order's promotion redemption back (its row deleted and the promotion's use count
+    /// lowered, only if the row was there: exactly once), with the events and the receipt, in
     /// one transaction.
     async fn save_order(
         &self,
         order: &Order,
         expected_version: i64,
         stock: &[StockChange],
+        return_redemption: bool,
         events: &[NewEvent],
         receipt: Option<&OrderReceipt>,
     ) -> Result<(), StoreError>;

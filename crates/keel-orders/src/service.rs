@@ -32,7 +32,7 @@ use crate::{
         CART_CHANGED, CartStore, INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, OrderStore,
         PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder, PricingLookup, PricingRecords,
         PricingSettings, PromotionUse, SETUP_KEY_CONSTRAINT, SetupKind, SetupRecord, SetupStore,
-        StockChange, VERSION_CONFLICT,
+        StockChange, UNPAID_ORDER_LIMIT, UnpaidHolder, UnpaidLimits, VERSION_CONFLICT,
     },
     pricing::{Breakdown, Discount, LineInput, PricingInput, ShippingInput, price},
     pricing_cache::PricingCache,
@@ -113,6 +113,15 @@ fn from_json<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, OrdersErro
         .map_err(|e| OrdersError::Internal(format!("corrupt record: {e}")))
 }
 
+/// The client address as unpaid-order caps count it: its key ([`keel_kernel::net::client_key`],
+/// IPv6 by /64) hashed with the shop's id, so the orders table holds no readable address.
+fn client_key(tenant: TenantId, addr: std::net::IpAddr) -> String {
+    let digest = Sha256::digest(
+        format!("client:{tenant}:{}", keel_kernel::net::client_key(addr)).as_bytes(),
+    );
+    URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
 /// SHA-256 of a secret, base64url (how cart secrets are stored and compared).
 fn hash_secret(secret: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
@@ -135,6 +144,14 @@ pub struct OrdersSettings {
     /// How long this node prices cart answers with the setup records it read (ADR 0021);
     /// zero: every answer reads them. Checkout always reads them afresh.
     pub pricing_cache: Duration,
+    /// A cart unchanged for this long is gone: not found, then deleted by maintenance.
+    pub cart_idle_ttl: Duration,
+    /// Open unpaid orders one customer account may hold at once.
+    pub unpaid_per_customer: i64,
+    /// Open unpaid orders one guest email (its buyer key) may hold at once.
+    pub unpaid_per_email: i64,
+    /// Open unpaid orders one client address (IPv6: its /64) may hold at once, per shop.
+    pub unpaid_per_address: i64,
 }
 
 /// Who is asking for a cart or an order at the storefront.
@@ -144,6 +161,9 @@ pub struct ShopperAccess {
     pub customer: Option<CustomerId>,
     /// The guest cart secret presented (`Keel-Cart-Secret`), if any.
     pub secret: Option<String>,
+    /// The client's address (behind trusted proxies, the forwarded one), for the cap on
+    /// unpaid orders per address.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// A cart with its full price breakdown.
@@ -613,6 +633,10 @@ impl OrdersService {
         access: &ShopperAccess,
     ) -> Result<(Cart, Option<String>), OrdersError> {
         let (cart, hash) = self.carts.get_cart(tenant, id).await?;
+        // A cart left alone for the idle time is gone, whoever asks (maintenance deletes it).
+        if self.clock.now() >= cart.updated_at + self.settings.cart_idle_ttl {
+            return Err(OrdersError::NotFound);
+        }
         let allowed = match (cart.customer_id, &hash) {
             (Some(owner), _) => access.customer == Some(owner),
             (None, Some(h)) => access
@@ -1180,11 +1204,7 @@ impl OrdersService {
         let (lines, reservations) = self
             .hold_stock(tenant, &cart, &priced.breakdown, now)
             .await?;
-        let customer_key = cart
-            .customer_id
-            .map(|c| c.to_string())
-            .or_else(|| cart.email.as_ref().map(|e| format!("email:{e}")))
-            .unwrap_or_else(|| format!("cart:{}", cart.id));
+        let (customer_key, holder) = Self::buyer(tenant, &cart, access, promotion.as_ref())?;
         let mut order = Order {
             id: order_id,
             tenant_id: tenant,
@@ -1231,9 +1251,16 @@ impl OrdersService {
             reservations: &reservations,
             promotion: promotion.as_ref().map(|p| PromotionUse {
                 promotion_id: p.id,
-                customer_key: customer_key.clone(),
+                customer_key: customer_key.clone().unwrap_or_default(),
                 per_customer_limit: p.per_customer_limit,
             }),
+            holder,
+            limits: UnpaidLimits {
+                per_customer: self.settings.unpaid_per_customer,
+                per_email: self.settings.unpaid_per_email,
+                per_client: self.settings.unpaid_per_address,
+                now,
+            },
         };
         order.number = self
             .orders
@@ -1242,6 +1269,38 @@ impl OrdersService {
             .map_err(Self::checkout_conflict)?;
         tracing::info!(tenant_id = %tenant, order_id = %order.id, number = order.number, "order placed");
         Ok(order)
+    }
+
+    /// Who a checkout is for, as the limits count it: the key a promotion's uses per customer
+    /// count by (the account, or a guest's email as a buyer key; never the cart, since a new
+    /// cart must not be a new customer), and the holder the unpaid-order caps count.
+    fn buyer(
+        tenant: TenantId,
+        cart: &Cart,
+        access: &ShopperAccess,
+        promotion: Option<&Promotion>,
+    ) -> Result<(Option<String>, UnpaidHolder), OrdersError> {
+        let guest_key = cart
+            .customer_id
+            .is_none()
+            .then(|| cart.email.as_deref().and_then(crate::cart::buyer_key))
+            .flatten();
+        let customer_key = cart
+            .customer_id
+            .map(|c| c.to_string())
+            .or_else(|| guest_key.as_ref().map(|e| format!("email:{e}")));
+        if promotion.is_some_and(|p| p.per_customer_limit.is_some()) && customer_key.is_none() {
+            return Err(cart_error(
+                "promotion_not_applicable",
+                "This promotion is limited per customer: sign in, or give the cart an email address.",
+            ));
+        }
+        let holder = UnpaidHolder {
+            customer: cart.customer_id,
+            email_key: guest_key,
+            client_key: access.client.map(|a| client_key(tenant, a)),
+        };
+        Ok((customer_key, holder))
     }
 
     /// Prices may have changed since the lines were added: refresh the snapshot, and tell the
@@ -1297,6 +1356,11 @@ impl OrdersService {
             cart_error(
                 PROMOTION_CUSTOMER_LIMIT,
                 "This promotion was used as often as one customer may.",
+            )
+        } else if e.is_conflict_on(UNPAID_ORDER_LIMIT) {
+            cart_error(
+                "too_many_unpaid_orders",
+                "This shopper already holds the most unpaid orders allowed; pay for or cancel one first.",
             )
         } else {
             e.into()
@@ -1452,10 +1516,16 @@ impl OrdersService {
                 return Err(OrdersError::PreconditionFailed);
             }
             let now = self.clock.now();
+            let unpaid = order.status == OrderStatus::PendingPayment
+                && order.payment_status == PaymentStatus::Unpaid;
             let (stock, events) = change(&mut order, now)?;
+            // An unpaid order cancelled (by staff or by expiry) gives its promotion use back:
+            // an abandoned checkout must not burn a limited code.
+            let return_redemption =
+                unpaid && order.status == OrderStatus::Cancelled && order.promotion_id.is_some();
             match self
                 .orders
-                .save_order(&order, read, &stock, &events, receipt)
+                .save_order(&order, read, &stock, return_redemption, &events, receipt)
                 .await
             {
                 Ok(()) => return Ok(order),
@@ -1618,6 +1688,13 @@ impl OrdersService {
             Ok((Vec::new(), vec![e]))
         })
         .await
+    }
+
+    /// Retention of carts: deletes up to `batch` carts idle for the configured time (they
+    /// already answer 404). Answers how many went.
+    pub async fn prune_carts(&self, batch: i64) -> Result<u64, OrdersError> {
+        let before = self.clock.now() - self.settings.cart_idle_ttl;
+        Ok(self.carts.prune_carts(before, batch).await?)
     }
 
     /// The scheduled job: cancels unpaid orders whose time ran out and releases their stock,

@@ -173,10 +173,18 @@ macro_rules! conformance_tests {
             a_checkouts_receipt_is_written_with_the_order_and_only_with_it,
             a_saved_orders_receipt_is_written_with_it_and_only_with_it,
             a_receipt_is_stored_only_over_its_claim_in_flight,
+            unpaid_order_caps_count_each_holder_and_refuse_the_order_past_them,
+            a_cancelled_unpaid_orders_promotion_use_is_given_back_exactly_once,
+            carts_idle_past_their_time_are_pruned_and_fresh_ones_stay,
             a_carts_pricing_records_are_read_together_and_per_tenant,
             the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it,
             racing_relays_fan_each_event_out_once,
             claims_respect_the_per_endpoint_concurrency_bound,
+            claims_are_fair_per_endpoint_whatever_another_endpoints_backlog,
+            an_open_circuit_claims_nothing_and_a_half_open_one_a_single_probe,
+            an_attempt_claims_its_endpoints_next_message_in_the_same_transaction,
+            finished_messages_past_retention_go_with_their_attempts_and_due_ones_stay,
+            account_notices_reach_only_the_account_endpoint_and_lose_their_body_when_done,
             the_bus_relay_publishes_every_event_and_a_failed_publish_leaves_the_rest,
             a_bus_event_is_accepted_once_per_endpoint,
             relayed_events_and_processed_rows_past_retention_are_pruned_and_unrelayed_kept,
@@ -1063,7 +1071,7 @@ pub async fn login_reservations_stop_at_the_limit_and_reopen_as_the_window_slide
 pub async fn a_successful_login_clears_the_account_but_not_the_address(stores: &Stores) {
     let now = time::macros::datetime!(2026-11-21 10:00 UTC);
     let account = ThrottleKey::account(&unique_slug("clear"), "a@b.test");
-    let ip = ThrottleKey::ip(std::net::IpAddr::from([192, 0, 2, 1]));
+    let ip = ThrottleKey::address("login", std::net::IpAddr::from([192, 0, 2, 1]));
     let limits = [limit_of(account, 3), limit_of(ip, 5)];
     for _ in 0..2 {
         assert!(reserved(
@@ -1159,7 +1167,7 @@ async fn invite(stores: &Stores, tenant: &Tenant, email: &str, role: Role) -> St
     };
     stores
         .staff
-        .invite_user(&user, &token, &[])
+        .invite_user(&user, &token, &[], None)
         .await
         .expect("invite");
     assert_eq!(
@@ -1215,7 +1223,7 @@ pub async fn invited_users_are_listed_and_emails_are_unique_per_tenant(stores: &
     };
     let err = stores
         .staff
-        .invite_user(&dup, &token, &[])
+        .invite_user(&dup, &token, &[], None)
         .await
         .expect_err("same email");
     assert!(err.is_conflict_on(STAFF_EMAIL_CONSTRAINT), "{err:?}");
@@ -1361,6 +1369,7 @@ pub async fn concurrent_demotions_cannot_remove_the_last_owner(stores: &Stores) 
             },
             &second_token,
             &[],
+            None,
         )
         .await
         .expect("spare");

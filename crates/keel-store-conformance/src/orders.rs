@@ -17,7 +17,8 @@ use keel_orders::{
     order::{Order, OrderId, OrderLine, OrderStatus, PaymentStatus},
     ports::{
         INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, PlaceOrder, PricingLookup, PricingSettings,
-        SetupKind, SetupRecord, VERSION_CONFLICT,
+        PromotionUse, SetupKind, SetupRecord, UNPAID_ORDER_LIMIT, UnpaidHolder, UnpaidLimits,
+        VERSION_CONFLICT,
     },
     pricing::{Discount, LineInput, PricingInput, price},
 };
@@ -151,6 +152,18 @@ fn checkout_of<'a>(
         cart_version: 1,
         reservations,
         promotion: None,
+        holder: UnpaidHolder::default(),
+        limits: no_unpaid_caps(order.created_at),
+    }
+}
+
+/// Caps no test here reaches.
+fn no_unpaid_caps(now: time::OffsetDateTime) -> UnpaidLimits {
+    UnpaidLimits {
+        per_customer: 1_000,
+        per_email: 1_000,
+        per_client: 1_000,
+        now,
     }
 }
 
@@ -528,7 +541,7 @@ pub async fn a_saved_orders_receipt_is_written_with_it_and_only_with_it(stores: 
     assert_eq!(begin_key(stores, &stale).await, IdempotencyBegin::Started);
     let err = stores
         .orders
-        .save_order(&paid, 7, &[], &[], Some(&stale))
+        .save_order(&paid, 7, &[], false, &[], Some(&stale))
         .await
         .expect_err("not at version 7");
     assert!(err.is_conflict_on(VERSION_CONFLICT), "{err:?}");
@@ -537,7 +550,7 @@ pub async fn a_saved_orders_receipt_is_written_with_it_and_only_with_it(stores: 
     assert_eq!(begin_key(stores, &saved).await, IdempotencyBegin::Started);
     stores
         .orders
-        .save_order(&paid, 1, &[], &[], Some(&saved))
+        .save_order(&paid, 1, &[], false, &[], Some(&saved))
         .await
         .expect("saved");
     assert_eq!(begin_key(stores, &saved).await, stored(number, 2));
@@ -688,4 +701,192 @@ pub async fn a_carts_pricing_records_are_read_together_and_per_tenant(stores: &S
         ),
         "this shop's settings; no region rate, so the country's alone"
     );
+}
+
+/// A stored cart and its order, open for an hour, for the cap tests.
+async fn open_order(
+    stores: &Stores,
+    t: TenantId,
+    p: &Product,
+    l: &Location,
+) -> (Cart, Order, Vec<Reservation>) {
+    let (cart, mut order, reservations) = stored_cart(stores, t, p, l, &[1]).await;
+    order.expires_at = order.created_at + time::Duration::hours(1);
+    (cart, order, reservations)
+}
+
+pub async fn unpaid_order_caps_count_each_holder_and_refuse_the_order_past_them(stores: &Stores) {
+    let (shop, product, location) = stocked_product(stores, "unpaid-caps", 20).await;
+    let now = SystemClock.now();
+    let caps = UnpaidLimits {
+        per_customer: 2,
+        per_email: 2,
+        per_client: 3,
+        now,
+    };
+    let guest = |email: &str, client: &str| UnpaidHolder {
+        customer: None,
+        email_key: Some(email.into()),
+        client_key: Some(client.into()),
+    };
+    let place = |(cart, order, reservations): (Cart, Order, Vec<Reservation>),
+                 holder: UnpaidHolder| async move {
+        let checkout = PlaceOrder {
+            order: &order,
+            cart: &cart,
+            cart_version: 1,
+            reservations: &reservations,
+            promotion: None,
+            holder,
+            limits: caps,
+        };
+        stores
+            .orders
+            .place_order(&checkout, &[], None)
+            .await
+            .map(|_| order.id)
+    };
+    let open = || open_order(stores, shop, &product, &location);
+    // Two guest orders for ann@ from one address: her email is at its cap.
+    for _ in 0..2 {
+        place(open().await, guest("ann@shop.test", "addr-1"))
+            .await
+            .expect("placed");
+    }
+    let refused = place(open().await, guest("ann@shop.test", "addr-2"))
+        .await
+        .expect_err("a third for the same email");
+    assert!(refused.is_conflict_on(UNPAID_ORDER_LIMIT), "{refused:?}");
+    let listed = stores
+        .orders
+        .list_orders(shop, &OrderFilter::default(), PageRequest::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 2, "the refused order was not written");
+    // Another email from the first address: the address holds its third, and no fourth.
+    place(open().await, guest("bob@shop.test", "addr-1"))
+        .await
+        .expect("the address's third");
+    let refused = place(open().await, guest("cy@shop.test", "addr-1"))
+        .await
+        .expect_err("the address's fourth");
+    assert!(refused.is_conflict_on(UNPAID_ORDER_LIMIT), "{refused:?}");
+    // An order that expired holds nothing.
+    let (cart, mut order, reservations) = open().await;
+    order.expires_at = now;
+    place(
+        (cart, order, reservations),
+        guest("dee@shop.test", "addr-9"),
+    )
+    .await
+    .expect("placed");
+    for _ in 0..2 {
+        place(open().await, guest("dee@shop.test", "addr-9"))
+            .await
+            .expect("the expired one does not count");
+    }
+    // Another shop counts its own.
+    let (other, other_product, other_location) = stocked_product(stores, "unpaid-caps-b", 5).await;
+    place(
+        open_order(stores, other, &other_product, &other_location).await,
+        guest("ann@shop.test", "addr-1"),
+    )
+    .await
+    .expect("another shop");
+}
+
+pub async fn a_cancelled_unpaid_orders_promotion_use_is_given_back_exactly_once(stores: &Stores) {
+    let (t, p, l) = stocked_product(stores, "give-back", 5).await;
+    let promotion = uuid::Uuid::now_v7();
+    stores
+        .setup
+        .create_record(
+            &SetupRecord {
+                id: promotion,
+                tenant_id: t,
+                kind: SetupKind::Promotion,
+                key: "ONCE".into(),
+                body: serde_json::json!({"code": "ONCE"}),
+                usage_limit: Some(1),
+                times_used: 0,
+                version: 1,
+            },
+            &[],
+        )
+        .await
+        .expect("promotion");
+    let (cart, order, reservations) = open_order(stores, t, &p, &l).await;
+    let checkout = PlaceOrder {
+        promotion: Some(PromotionUse {
+            promotion_id: keel_orders::setup::PromotionId::from_uuid(promotion),
+            customer_key: "email:a@example.test".into(),
+            per_customer_limit: None,
+        }),
+        ..checkout_of(&cart, &order, &reservations)
+    };
+    stores
+        .orders
+        .place_order(&checkout, &[], None)
+        .await
+        .expect("placed");
+    let used = |stores: &Stores| {
+        let setup = stores.setup.clone();
+        async move {
+            setup
+                .get_record(t, SetupKind::Promotion, promotion)
+                .await
+                .expect("record")
+                .times_used
+        }
+    };
+    assert_eq!(used(stores).await, 1);
+    let mut cancelled = stores.orders.get_order(t, order.id).await.expect("order");
+    cancelled.status = OrderStatus::Cancelled;
+    cancelled.version = 2;
+    stores
+        .orders
+        .save_order(&cancelled, 1, &[], true, &[], None)
+        .await
+        .expect("cancelled");
+    assert_eq!(used(stores).await, 0, "given back");
+    cancelled.version = 3;
+    stores
+        .orders
+        .save_order(&cancelled, 2, &[], true, &[], None)
+        .await
+        .expect("saved again");
+    assert_eq!(used(stores).await, 0, "not twice");
+}
+
+pub async fn carts_idle_past_their_time_are_pruned_and_fresh_ones_stay(stores: &Stores) {
+    let (t, p, l) = stocked_product(stores, "idle-carts", 0).await;
+    let (old, _, _) = stored_cart(stores, t, &p, &l, &[1]).await;
+    let later = old.updated_at + time::Duration::seconds(10);
+    let (mut fresh, _, _) = cart_and_order(t, &p, &l, &[1]);
+    fresh.created_at = later;
+    fresh.updated_at = later;
+    stores
+        .carts
+        .create_cart(&fresh, None, &[])
+        .await
+        .expect("cart");
+    assert_eq!(
+        stores
+            .carts
+            .prune_carts(old.updated_at, 100)
+            .await
+            .expect("prune"),
+        0,
+        "a cart changed exactly at the bound stays"
+    );
+    assert_eq!(
+        stores
+            .carts
+            .prune_carts(old.updated_at + time::Duration::microseconds(1), 100)
+            .await
+            .expect("prune"),
+        1
+    );
+    assert!(stores.carts.get_cart(t, old.id).await.is_err());
+    assert!(stores.carts.get_cart(t, fresh.id).await.is_ok());
 }

@@ -8,8 +8,10 @@ use keel_kernel::{
     event::NewEvent,
 };
 use keel_webhooks::{
-    domain::{Attempt, AttemptId, Endpoint, EndpointId, MessageStatus},
-    ports::AttemptOutcome,
+    domain::{
+        Attempt, AttemptId, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageStatus,
+    },
+    ports::{AttemptOutcome, Refill},
     service::fan_out,
 };
 
@@ -20,6 +22,7 @@ fn endpoint(t: TenantId, types: &[&str]) -> Endpoint {
     Endpoint {
         id: EndpointId::new(),
         tenant_id: t,
+        channel: Channel::Webhook,
         url: "https://hooks.example.com/".into(),
         description: String::new(),
         event_types: types.iter().map(|s| (*s).to_owned()).collect(),
@@ -27,10 +30,85 @@ fn endpoint(t: TenantId, types: &[&str]) -> Endpoint {
         disabled_reason: None,
         secrets: Vec::new(),
         failing_since: None,
+        consecutive_failures: 0,
+        paused_until: None,
         created_at: now,
         updated_at: now,
         version: 1,
     }
+}
+
+/// The policy the claims below run under: `max_in_flight` slots, circuit at 3 failures in a
+/// row, paused 60 s.
+fn policy(max_in_flight: i64) -> DeliveryPolicy {
+    DeliveryPolicy {
+        schedule: vec![time::Duration::seconds(5)],
+        jitter: time::Duration::ZERO,
+        timeout: time::Duration::seconds(15),
+        disable_after: time::Duration::days(5),
+        max_in_flight,
+        circuit_failures: 3,
+        circuit_pause: time::Duration::seconds(60),
+    }
+}
+
+/// An attempt of `m` at `at`, answered `status` (or failed to connect), and its outcome.
+fn attempt_of(
+    m: &Message,
+    at: time::OffsetDateTime,
+    status: Option<u16>,
+) -> (Attempt, AttemptOutcome) {
+    let ok = status.is_some_and(|s| (200..300).contains(&s));
+    let attempt = Attempt {
+        id: AttemptId::new(),
+        tenant_id: m.tenant_id,
+        message_id: m.id,
+        endpoint_id: m.endpoint_id,
+        attempted_at: at,
+        status_code: status,
+        latency_ms: 3,
+        error: (!ok).then(|| "timeout".to_owned()),
+        response_body: None,
+    };
+    let outcome = AttemptOutcome {
+        status: if ok {
+            MessageStatus::Delivered
+        } else {
+            MessageStatus::Pending
+        },
+        next_attempt_at: if ok {
+            at
+        } else {
+            at + time::Duration::seconds(5)
+        },
+        endpoint_ok: ok,
+        circuit_failures: 3,
+        open_until: at + time::Duration::seconds(60),
+        disable: None,
+        drop_body: false,
+    };
+    (attempt, outcome)
+}
+
+/// A shop with one endpoint wanting `stock_location.created`, and `n` of those events relayed
+/// into messages; answers the shop, the endpoint and the time after the messages were due.
+async fn endpoint_with_messages(
+    stores: &Stores,
+    prefix: &str,
+    n: usize,
+) -> (TenantId, Endpoint, time::OffsetDateTime) {
+    let t = create(stores, &unique_slug(prefix)).await.0.id;
+    let e = endpoint(t, &["stock_location.created"]);
+    stores
+        .webhooks
+        .create_endpoint(&e, &[])
+        .await
+        .expect("endpoint");
+    let now = SystemClock.now();
+    relay_everything(stores, now).await;
+    events(stores, t, "stock_location.created", n).await;
+    relay_everything(stores, now).await;
+    (t, e, now + time::Duration::seconds(1))
 }
 
 async fn events(stores: &Stores, t: TenantId, kind: &'static str, n: usize) {
@@ -179,7 +257,7 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
     let lock = later + time::Duration::seconds(60);
     let first = stores
         .webhooks
-        .claim_due(later, 10, 2, lock)
+        .claim_due(later, 10, lock, &policy(2))
         .await
         .expect("claim");
     let mine: Vec<_> = first
@@ -189,7 +267,7 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
     assert_eq!(mine.len(), 2, "at most 2 in flight for the endpoint");
     let second = stores
         .webhooks
-        .claim_due(later, 10, 2, lock)
+        .claim_due(later, 10, lock, &policy(2))
         .await
         .expect("claim");
     assert!(
@@ -197,31 +275,15 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
         "still 2 in flight"
     );
     let (m, _) = mine[0];
-    let attempt = Attempt {
-        id: AttemptId::new(),
-        tenant_id: t,
-        message_id: m.id,
-        endpoint_id: e.id,
-        attempted_at: later,
-        status_code: Some(200),
-        latency_ms: 3,
-        error: None,
-        response_body: Some("ok".into()),
-    };
-    let outcome = AttemptOutcome {
-        status: MessageStatus::Delivered,
-        next_attempt_at: later,
-        endpoint_ok: true,
-        disable: None,
-    };
+    let (attempt, outcome) = attempt_of(m, later, Some(200));
     stores
         .webhooks
-        .record_attempt(&attempt, &outcome, &[])
+        .record_attempt(&attempt, &outcome, &[], None)
         .await
         .expect("record");
     let third = stores
         .webhooks
-        .claim_due(later, 10, 2, lock)
+        .claim_due(later, 10, lock, &policy(2))
         .await
         .expect("claim");
     assert_eq!(
@@ -233,7 +295,12 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
     let after_lock = lock + time::Duration::seconds(1);
     let retaken = stores
         .webhooks
-        .claim_due(after_lock, 10, 5, after_lock + time::Duration::seconds(60))
+        .claim_due(
+            after_lock,
+            10,
+            after_lock + time::Duration::seconds(60),
+            &policy(5),
+        )
         .await
         .expect("claim");
     assert_eq!(
@@ -244,7 +311,11 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
         4,
         "the two stale claims and the two never claimed"
     );
-    let delivered = stores.webhooks.get_message(t, m.id).await.expect("message");
+    let delivered = stores
+        .webhooks
+        .get_message(t, Channel::Webhook, m.id)
+        .await
+        .expect("message");
     assert_eq!(
         (delivered.status, delivered.attempts),
         (MessageStatus::Delivered, 1)
@@ -479,4 +550,386 @@ pub async fn relayed_events_and_processed_rows_past_retention_are_pruned_and_unr
             .await
             .expect("read")
     );
+}
+
+pub async fn claims_are_fair_per_endpoint_whatever_another_endpoints_backlog(stores: &Stores) {
+    // A slow shop's endpoint has a long backlog, all of it older than the other shop's one
+    // message.
+    let (_, busy, _) = endpoint_with_messages(stores, "backlog", 300).await;
+    let (_, quiet, later) = endpoint_with_messages(stores, "quiet", 1).await;
+    let lock = later + time::Duration::seconds(60);
+    let claimed = stores
+        .webhooks
+        .claim_due(later, 5, lock, &policy(4))
+        .await
+        .expect("claim");
+    let of = |e: &Endpoint| {
+        claimed
+            .iter()
+            .filter(|(m, _)| m.endpoint_id == e.id)
+            .count()
+    };
+    assert_eq!(
+        of(&quiet),
+        1,
+        "the quiet endpoint's message is claimed at once"
+    );
+    assert_eq!(of(&busy), 4, "the busy one gets its slots, no more");
+    // While the busy endpoint's four are in flight, its backlog takes no slot of anyone's.
+    let again = stores
+        .webhooks
+        .claim_due(later, 50, lock, &policy(4))
+        .await
+        .expect("claim");
+    assert!(
+        again.iter().all(|(m, _)| m.endpoint_id != busy.id),
+        "still four in flight"
+    );
+}
+
+pub async fn an_open_circuit_claims_nothing_and_a_half_open_one_a_single_probe(stores: &Stores) {
+    let (t, e, later) = endpoint_with_messages(stores, "circuit", 10).await;
+    let lock = later + time::Duration::seconds(30);
+    let claimed = stores
+        .webhooks
+        .claim_due(later, 50, lock, &policy(3))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 3);
+    // Three failures in a row (the policy's count) open the circuit for 60 s.
+    for (m, _) in &claimed {
+        let (a, o) = attempt_of(m, later, None);
+        stores
+            .webhooks
+            .record_attempt(&a, &o, &[], None)
+            .await
+            .expect("record");
+    }
+    let opened = stores
+        .webhooks
+        .get_endpoint(t, Channel::Webhook, e.id)
+        .await
+        .expect("endpoint");
+    assert_eq!(opened.consecutive_failures, 3);
+    assert_eq!(
+        opened.paused_until,
+        Some(later + time::Duration::seconds(60))
+    );
+    let shortly = later + time::Duration::seconds(10);
+    assert!(
+        stores
+            .webhooks
+            .claim_due(
+                shortly,
+                50,
+                shortly + time::Duration::seconds(30),
+                &policy(3)
+            )
+            .await
+            .expect("claim")
+            .is_empty(),
+        "open: nothing is sent, though seven messages are due"
+    );
+    let reopened = later + time::Duration::seconds(60);
+    let probe = stores
+        .webhooks
+        .claim_due(
+            reopened,
+            50,
+            reopened + time::Duration::seconds(30),
+            &policy(3),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(probe.len(), 1, "half-open: one probe");
+    // The messages that waited kept their retries: never attempted.
+    let waited = stores
+        .webhooks
+        .get_message(t, Channel::Webhook, probe[0].0.id)
+        .await
+        .expect("message");
+    assert_eq!(waited.attempts, 0);
+    // The probe succeeds: the circuit closes and every slot is back.
+    let (a, o) = attempt_of(&probe[0].0, reopened, Some(204));
+    stores
+        .webhooks
+        .record_attempt(&a, &o, &[], None)
+        .await
+        .expect("record");
+    let closed = stores
+        .webhooks
+        .claim_due(
+            reopened,
+            50,
+            reopened + time::Duration::seconds(30),
+            &policy(3),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(closed.len(), 3);
+    assert_eq!(closed[0].1.consecutive_failures, 0);
+}
+
+pub async fn an_attempt_claims_its_endpoints_next_message_in_the_same_transaction(stores: &Stores) {
+    let (t, e, later) = endpoint_with_messages(stores, "refill", 3).await;
+    let lock = later + time::Duration::seconds(30);
+    let first = stores
+        .webhooks
+        .claim_due(later, 50, lock, &policy(1))
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1, "one slot");
+    let (a, o) = attempt_of(&first[0].0, later, Some(200));
+    let refill = Refill {
+        now: later,
+        lock_until: lock,
+        policy: &policy(1),
+    };
+    let (next, endpoint) = stores
+        .webhooks
+        .record_attempt(&a, &o, &[], Some(refill))
+        .await
+        .expect("record")
+        .expect("the next message comes with the attempt");
+    assert_eq!(endpoint.id, e.id);
+    assert_ne!(next.id, first[0].0.id);
+    assert!(
+        stores
+            .webhooks
+            .claim_due(later, 50, lock, &policy(1))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "the refilled message holds the endpoint's one slot"
+    );
+    let page = keel_kernel::page::PageRequest::default();
+    let messages = stores
+        .webhooks
+        .list_messages(t, e.id, page)
+        .await
+        .expect("messages");
+    let states: Vec<MessageStatus> = messages.items.iter().map(|m| m.status).collect();
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| **s == MessageStatus::Delivering)
+            .count(),
+        1,
+        "{states:?}"
+    );
+}
+
+pub async fn finished_messages_past_retention_go_with_their_attempts_and_due_ones_stay(
+    stores: &Stores,
+) {
+    let (t, e, later) = endpoint_with_messages(stores, "retention", 3).await;
+    let lock = later + time::Duration::seconds(30);
+    let claimed = stores
+        .webhooks
+        .claim_due(later, 2, lock, &policy(2))
+        .await
+        .expect("claim");
+    // One delivered, one given up; the third never attempted (still due).
+    let (a, o) = attempt_of(&claimed[0].0, later, Some(200));
+    stores
+        .webhooks
+        .record_attempt(&a, &o, &[], None)
+        .await
+        .expect("record");
+    let (a, mut o) = attempt_of(&claimed[1].0, later, Some(500));
+    o.status = MessageStatus::Failed;
+    o.next_attempt_at = later;
+    stores
+        .webhooks
+        .record_attempt(&a, &o, &[], None)
+        .await
+        .expect("record");
+    assert_eq!(
+        stores
+            .webhooks
+            .prune_messages(later, 100)
+            .await
+            .expect("prune"),
+        0,
+        "not older than the retention yet"
+    );
+    let after = later + time::Duration::microseconds(1);
+    assert_eq!(
+        stores
+            .webhooks
+            .prune_messages(after, 100)
+            .await
+            .expect("prune"),
+        2
+    );
+    let page = keel_kernel::page::PageRequest::default();
+    let left = stores
+        .webhooks
+        .list_messages(t, e.id, page)
+        .await
+        .expect("messages");
+    assert_eq!(left.items.len(), 1);
+    assert_eq!(left.items[0].status, MessageStatus::Pending);
+    for (m, _) in &claimed[..2] {
+        assert!(
+            stores
+                .webhooks
+                .list_attempts(t, m.id, page)
+                .await
+                .expect("attempts")
+                .items
+                .is_empty(),
+            "attempts went with their message"
+        );
+    }
+    assert_eq!(
+        stores
+            .webhooks
+            .prune_messages(after, 100)
+            .await
+            .expect("prune"),
+        0
+    );
+}
+
+/// A shop with a catch-all webhook endpoint and an account endpoint, everything before
+/// relayed; answers the shop, the two endpoints and the time.
+async fn shop_with_both_channels(
+    stores: &Stores,
+) -> (TenantId, Endpoint, Endpoint, time::OffsetDateTime) {
+    let shop = create(stores, &unique_slug("notices")).await.0.id;
+    let now = SystemClock.now();
+    relay_everything(stores, now).await;
+    let hook = endpoint(shop, &[]);
+    let mut mail = endpoint(shop, &[]);
+    mail.channel = Channel::Account;
+    for e in [&hook, &mail] {
+        stores
+            .webhooks
+            .create_endpoint(e, &[])
+            .await
+            .expect("endpoint");
+    }
+    let mut second = endpoint(shop, &[]);
+    second.channel = Channel::Account;
+    assert!(
+        stores
+            .webhooks
+            .create_endpoint(&second, &[])
+            .await
+            .is_err_and(|e| e.is_conflict_on(keel_webhooks::ports::ACCOUNT_ENDPOINT_EXISTS)),
+        "one account endpoint per shop"
+    );
+    // Each channel's reads see only its own endpoints.
+    assert!(
+        stores
+            .webhooks
+            .get_endpoint(shop, Channel::Webhook, mail.id)
+            .await
+            .is_err()
+    );
+    assert!(
+        stores
+            .webhooks
+            .get_endpoint(shop, Channel::Account, hook.id)
+            .await
+            .is_err()
+    );
+    (shop, hook, mail, now)
+}
+
+pub async fn account_notices_reach_only_the_account_endpoint_and_lose_their_body_when_done(
+    stores: &Stores,
+) {
+    use keel_identity::{
+        secret::Secret,
+        staff::{Account, OneTimeToken, TokenPurpose, UserId},
+    };
+    let (shop, hook, mail, now) = shop_with_both_channels(stores).await;
+    // A reset token with its notice: the event goes to the webhook, the notice to the account
+    // endpoint only.
+    let requested = NewEvent::new(
+        shop,
+        "staff_user.password_reset_requested",
+        &serde_json::json!({"user_id": "usr_x"}),
+        now,
+    )
+    .expect("event");
+    let master = keel_identity::sealed::MasterKey::generate();
+    let notice = keel_identity::notice::seal(
+        &master,
+        &requested,
+        &serde_json::json!({"reset_token": "rs_x"}),
+    )
+    .expect("seal");
+    let token = OneTimeToken {
+        hash: Secret::generate("rs").hash,
+        tenant_id: shop,
+        owner: Account::Staff(UserId::new()),
+        purpose: TokenPurpose::Reset,
+        expires_at: now + time::Duration::hours(1),
+    };
+    stores
+        .staff
+        .issue_token(&token, &[requested], Some(&notice))
+        .await
+        .expect("issue");
+    relay_everything(stores, now).await;
+    let page = keel_kernel::page::PageRequest::default();
+    let to_hook = stores
+        .webhooks
+        .list_messages(shop, hook.id, page)
+        .await
+        .expect("messages");
+    assert_eq!(to_hook.items.len(), 1, "the redacted event");
+    assert!(!to_hook.items[0].body.contains("rs_x"));
+    let to_mail = stores
+        .webhooks
+        .list_messages(shop, mail.id, page)
+        .await
+        .expect("messages");
+    assert_eq!(to_mail.items.len(), 1, "the notice, and no event");
+    let sealed = &to_mail.items[0];
+    assert_eq!(sealed.id.as_uuid(), notice.message_id);
+    assert!(!sealed.body.contains("rs_x"), "sealed at rest");
+    // The account notice is not a webhook message: not readable or replayable as one.
+    assert!(
+        stores
+            .webhooks
+            .get_message(shop, Channel::Webhook, sealed.id)
+            .await
+            .is_err()
+    );
+    assert!(
+        stores
+            .webhooks
+            .replay_message(shop, sealed.id, now, &[])
+            .await
+            .is_err()
+    );
+    // Delivered: its body is dropped.
+    let later = now + time::Duration::seconds(1);
+    let claimed = stores
+        .webhooks
+        .claim_due(later, 50, later + time::Duration::seconds(30), &policy(4))
+        .await
+        .expect("claim");
+    let (message, _) = claimed
+        .iter()
+        .find(|(m, _)| m.id == sealed.id)
+        .expect("the notice is claimed like any message");
+    let (attempt, mut outcome) = attempt_of(message, later, Some(200));
+    outcome.drop_body = true;
+    stores
+        .webhooks
+        .record_attempt(&attempt, &outcome, &[], None)
+        .await
+        .expect("record");
+    let done = stores
+        .webhooks
+        .get_message(shop, Channel::Account, sealed.id)
+        .await
+        .expect("message");
+    assert_eq!(done.status, MessageStatus::Delivered);
+    assert!(done.body.is_empty());
 }

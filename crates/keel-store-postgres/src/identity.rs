@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use keel_identity::{
     Tenant,
     access::{Role, RoleChangeError, check_role_change},
+    notice::AccountNotice,
     password::StoredHash,
     ports::{SessionStore, SigningKeyStore, StaffStore, TOKEN_ALREADY_USED},
     secret::SecretHash,
@@ -270,11 +271,15 @@ impl StaffStore for PgStore {
         user: &StaffUser,
         invite: &OneTimeToken,
         events: &[NewEvent],
+        notice: Option<&AccountNotice>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         insert_user(&mut tx, user).await?;
         insert_one_time_token(&mut tx, invite).await?;
         insert_events(&mut tx, events).await?;
+        if let Some(n) = notice {
+            crate::webhooks::queue_notice(&mut tx, invite.tenant_id, n).await?;
+        }
         tx.commit().await.map_err(map_err)
     }
 
@@ -302,10 +307,14 @@ impl StaffStore for PgStore {
         &self,
         token: &OneTimeToken,
         events: &[NewEvent],
+        notice: Option<&AccountNotice>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         insert_one_time_token(&mut tx, token).await?;
         insert_events(&mut tx, events).await?;
+        if let Some(n) = notice {
+            crate::webhooks::queue_notice(&mut tx, token.tenant_id, n).await?;
+        }
         tx.commit().await.map_err(map_err)
     }
 

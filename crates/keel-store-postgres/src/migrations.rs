@@ -69,6 +69,16 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "event_retention",
         include_str!("../migrations/20261121000013_event_retention.sql"),
     ),
+    (
+        20_261_206_000_014,
+        "webhook_channels_and_circuits",
+        include_str!("../migrations/20261206000014_webhook_channels_and_circuits.sql"),
+    ),
+    (
+        20_261_206_000_015,
+        "unpaid_order_holders",
+        include_str!("../migrations/20261206000015_unpaid_order_holders.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

@@ -16,7 +16,8 @@ use keel_orders::{
     ports::{
         CART_CHANGED, CartStore, OrderFilter, OrderReceipt, OrderStore, PROMOTION_CUSTOMER_LIMIT,
         PROMOTION_EXHAUSTED, PlaceOrder, PricingLookup, PricingRecords, PricingSettings, SetupKind,
-        SetupRecord, SetupStore, StockChange, VERSION_CONFLICT,
+        SetupRecord, SetupStore, StockChange, UNPAID_ORDER_LIMIT, UnpaidHolder, UnpaidLimits,
+        VERSION_CONFLICT,
     },
 };
 use sqlx::{PgConnection, Row, postgres::PgRow};
@@ -418,6 +419,19 @@ impl CartStore for PgStore {
             Err(conflict(VERSION_CONFLICT))
         }
     }
+
+    async fn prune_carts(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError> {
+        sqlx::query(
+            "DELETE FROM carts WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM carts WHERE updated_at < $1 \
+             ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await
+        .map(|d| d.rows_affected())
+        .map_err(map_err)
+    }
 }
 
 /// The next order number of the shop (1001 first), inside the checkout transaction.
@@ -436,12 +450,12 @@ async fn next_number(tx: &mut PgConnection, tenant: TenantId) -> Result<i64, Sto
 async fn write_order(
     tx: &mut PgConnection,
     o: &Order,
-    insert: bool,
+    insert: Option<&UnpaidHolder>,
     expected: i64,
 ) -> Result<bool, StoreError> {
-    let sql = if insert {
-        "INSERT INTO orders (tenant_id, id, number, status, payment_status, currency, customer_id, email, total, body, version, created_at, updated_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)"
+    let sql = if insert.is_some() {
+        "INSERT INTO orders (tenant_id, id, number, status, payment_status, currency, customer_id, email, total, body, version, created_at, updated_at, expires_at, email_key, client_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16)"
     } else {
         "UPDATE orders SET number = $3, status = $4, payment_status = $5, currency = $6, customer_id = $7, email = $8, \
          total = $9, body = $10::jsonb, version = $11, created_at = $12, updated_at = $13, expires_at = $14 \
@@ -462,11 +476,63 @@ async fn write_order(
         .bind(o.created_at)
         .bind(o.updated_at)
         .bind(o.expires_at);
-    if !insert {
-        q = q.bind(expected);
-    }
+    q = match insert {
+        Some(holder) => q
+            .bind(holder.email_key.clone())
+            .bind(holder.client_key.clone()),
+        None => q.bind(expected),
+    };
     let done = q.execute(&mut *tx).await.map_err(map_err)?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Refuses a checkout whose holder already has its limit of open unpaid orders (any of the
+/// three). Called with the shop's order counter locked (see `place`).
+async fn within_unpaid_limits(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    holder: &UnpaidHolder,
+    limits: &UnpaidLimits,
+) -> Result<(), StoreError> {
+    let row = sqlx::query(
+        "SELECT \
+           (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $2 AND customer_id = $3) AS customer, \
+           (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $2 AND email_key = $4) AS email, \
+           (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $2 AND client_key = $5) AS client",
+    )
+    .bind(tenant.as_uuid())
+    .bind(limits.now)
+    .bind(holder.customer.map(|c| c.as_uuid()))
+    .bind(holder.email_key.as_deref())
+    .bind(holder.client_key.as_deref())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    let count = |name: &str| -> Result<i64, StoreError> { row.try_get(name).map_err(map_err) };
+    if count("customer")? >= limits.per_customer
+        || count("email")? >= limits.per_email
+        || count("client")? >= limits.per_client
+    {
+        return Err(conflict(UNPAID_ORDER_LIMIT));
+    }
+    Ok(())
+}
+
+/// Gives an unpaid order's promotion use back, exactly once: only a redemption row that is
+/// still there lowers the count.
+async fn return_redemption(tx: &mut PgConnection, order: &Order) -> Result<(), StoreError> {
+    sqlx::query(
+        "WITH returned AS (DELETE FROM promotion_redemptions WHERE tenant_id = $1 AND order_id = $2 RETURNING promotion_id) \
+         UPDATE pricing_records SET times_used = times_used - 1 FROM returned \
+         WHERE pricing_records.tenant_id = $1 AND pricing_records.kind = 'promotion' AND pricing_records.id = returned.promotion_id \
+         AND pricing_records.times_used > 0",
+    )
+    .bind(order.tenant_id.as_uuid())
+    .bind(order.id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
 }
 
 /// Counts one use of the promotion against its limits inside the checkout transaction. The
@@ -568,9 +634,13 @@ async fn place(
         redeem(tx, tenant, p.order.id, promotion, p.order.created_at).await?;
     }
     let number = next_number(tx, tenant).await?;
+    // The shop's counter row is locked from here to the commit, so the checkouts of one shop
+    // count their holders' unpaid orders one after another (each statement sees what the
+    // previous ones committed): the caps hold under any concurrency.
+    within_unpaid_limits(tx, tenant, &p.holder, &p.limits).await?;
     let mut order = p.order.clone();
     order.number = number;
-    write_order(tx, &order, true, 0).await?;
+    write_order(tx, &order, Some(&p.holder), 0).await?;
     if let Some(r) = receipt {
         finish_key(&mut *tx, &r.key, r.status, &r.body(&order)?).await?;
     }
@@ -676,6 +746,7 @@ impl OrderStore for PgStore {
         order: &Order,
         expected_version: i64,
         stock: &[StockChange],
+        give_back: bool,
         events: &[NewEvent],
         receipt: Option<&OrderReceipt>,
     ) -> Result<(), StoreError> {
@@ -683,13 +754,16 @@ impl OrderStore for PgStore {
             .map(|r| r.body(order).map(|body| (r, body)))
             .transpose()?;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        if !write_order(&mut tx, order, false, expected_version).await? {
+        if !write_order(&mut tx, order, None, expected_version).await? {
             tx.rollback().await.map_err(map_err)?;
             return Err(conflict(VERSION_CONFLICT));
         }
         if let Err(e) = move_stock(&mut tx, order, stock).await {
             tx.rollback().await.map_err(map_err)?;
             return Err(e);
+        }
+        if give_back {
+            return_redemption(&mut tx, order).await?;
         }
         if let Some((r, body)) = &answer {
             finish_key(&mut *tx, &r.key, r.status, body).await?;

@@ -9,8 +9,11 @@ use keel_kernel::{
     page::{Page, PageRequest},
 };
 use keel_webhooks::{
-    domain::{Attempt, AttemptId, Endpoint, EndpointId, Message, MessageId, MessageStatus},
-    ports::{AttemptOutcome, FanOut, VERSION_CONFLICT, WebhookStore},
+    domain::{
+        Attempt, AttemptId, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId,
+        MessageStatus,
+    },
+    ports::{AttemptOutcome, FanOut, Refill, VERSION_CONFLICT, WebhookStore},
 };
 use sqlx::{PgConnection, Row, postgres::PgRow};
 use time::OffsetDateTime;
@@ -25,12 +28,32 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::other(format!("corrupt webhook row: {what}"))
 }
 
+/// The endpoint columns every read takes, in `endpoint_from_row`'s terms (a macro so that
+/// statements are joined at compile time, never formatted at run time).
+macro_rules! endpoint_cols {
+    () => {
+        "tenant_id, id, channel, url, description, event_types::text AS event_types, enabled, \
+         disabled_reason, secrets::text AS secrets, failing_since, consecutive_failures, \
+         paused_until, created_at, updated_at, version"
+    };
+}
+
+/// The message columns every read takes.
+macro_rules! message_cols {
+    () => {
+        "tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, \
+         next_attempt_at, created_at"
+    };
+}
+
 fn endpoint_from_row(r: &PgRow) -> Result<Endpoint, StoreError> {
     let types: String = r.try_get("event_types").map_err(map_err)?;
     let secrets: String = r.try_get("secrets").map_err(map_err)?;
+    let channel: String = r.try_get("channel").map_err(map_err)?;
     Ok(Endpoint {
         id: EndpointId::from_uuid(r.try_get("id").map_err(map_err)?),
         tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
+        channel: Channel::parse(&channel).ok_or_else(|| corrupt("channel"))?,
         url: r.try_get("url").map_err(map_err)?,
         description: r.try_get("description").map_err(map_err)?,
         event_types: serde_json::from_str(&types).map_err(|_| corrupt("event types"))?,
@@ -38,6 +61,8 @@ fn endpoint_from_row(r: &PgRow) -> Result<Endpoint, StoreError> {
         disabled_reason: r.try_get("disabled_reason").map_err(map_err)?,
         secrets: serde_json::from_str(&secrets).map_err(|_| corrupt("secrets"))?,
         failing_since: at_opt(r, "failing_since")?,
+        consecutive_failures: r.try_get("consecutive_failures").map_err(map_err)?,
+        paused_until: at_opt(r, "paused_until")?,
         created_at: at(r, "created_at")?,
         updated_at: at(r, "updated_at")?,
         version: r.try_get("version").map_err(map_err)?,
@@ -84,12 +109,15 @@ async fn write_endpoint(
 ) -> Result<bool, StoreError> {
     let types = serde_json::to_string(&e.event_types).map_err(StoreError::other)?;
     let secrets = serde_json::to_string(&e.secrets).map_err(StoreError::other)?;
+    // An update writes the endpoint as read and changed (as for `failing_since`): a failure
+    // counted meanwhile may be lost, which at worst gives a changed endpoint a fresh start.
     let sql = if expected.is_none() {
-        "INSERT INTO webhook_endpoints (tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version) \
-         VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9, $10, $11, $12)"
+        "INSERT INTO webhook_endpoints (tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version, channel, consecutive_failures, paused_until) \
+         VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15)"
     } else {
         "UPDATE webhook_endpoints SET url = $3, description = $4, event_types = $5::jsonb, enabled = $6, disabled_reason = $7, secrets = $8::jsonb, \
-         failing_since = $9, created_at = $10, updated_at = $11, version = $12 WHERE tenant_id = $1 AND id = $2 AND version = $13"
+         failing_since = $9, created_at = $10, updated_at = $11, version = $12, consecutive_failures = $14, paused_until = $15 \
+         WHERE tenant_id = $1 AND id = $2 AND version = $16 AND channel = $13"
     };
     let mut q = sqlx::query(sql)
         .bind(e.tenant_id.as_uuid())
@@ -103,7 +131,10 @@ async fn write_endpoint(
         .bind(e.failing_since)
         .bind(e.created_at)
         .bind(e.updated_at)
-        .bind(e.version);
+        .bind(e.version)
+        .bind(e.channel.as_str())
+        .bind(e.consecutive_failures)
+        .bind(e.paused_until);
     if let Some(v) = expected {
         q = q.bind(v);
     }
@@ -161,28 +192,44 @@ impl WebhookStore for PgStore {
             .map(|_| ()))
     }
 
-    async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Endpoint, StoreError> {
-        let r = sqlx::query("SELECT tenant_id, id, url, description, event_types::text AS event_types, enabled, disabled_reason, secrets::text AS secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
+    async fn get_endpoint(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        id: EndpointId,
+    ) -> Result<Endpoint, StoreError> {
+        let r = sqlx::query(concat!(
+            "SELECT ",
+            endpoint_cols!(),
+            " FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 AND channel = $3"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .bind(channel.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
         endpoint_from_row(&r)
     }
 
     async fn list_endpoints(
         &self,
         tenant: TenantId,
+        channel: Channel,
         page: PageRequest,
     ) -> Result<Page<Endpoint>, StoreError> {
-        let rows = sqlx::query("SELECT tenant_id, id, url, description, event_types::text AS event_types, enabled, disabled_reason, secrets::text AS secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3")
-            .bind(tenant.as_uuid())
-            .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-            .bind(page.limit.fetch_count())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            endpoint_cols!(),
+            " FROM webhook_endpoints WHERE tenant_id = $1 AND channel = $4 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+        .bind(page.limit.fetch_count())
+        .bind(channel.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
         let items = rows
             .iter()
             .map(endpoint_from_row)
@@ -210,32 +257,36 @@ impl WebhookStore for PgStore {
     async fn delete_endpoint(
         &self,
         tenant: TenantId,
+        channel: Channel,
         id: EndpointId,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         in_write!(self, events, |tx| {
-            for sql in [
-                "DELETE FROM webhook_attempts WHERE tenant_id = $1 AND endpoint_id = $2",
-                "DELETE FROM webhook_messages WHERE tenant_id = $1 AND endpoint_id = $2",
-            ] {
-                sqlx::query(sql)
-                    .bind(tenant.as_uuid())
-                    .bind(id.as_uuid())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-            }
-            let done =
-                sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_uuid())
-                    .bind(id.as_uuid())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-            if done.rows_affected() == 1 {
-                Ok(())
-            } else {
+            let found = sqlx::query(
+                "SELECT 1 FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 AND channel = $3 FOR UPDATE",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(channel.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if found.is_none() {
                 Err(StoreError::NotFound)
+            } else {
+                for sql in [
+                    "DELETE FROM webhook_attempts WHERE tenant_id = $1 AND endpoint_id = $2",
+                    "DELETE FROM webhook_messages WHERE tenant_id = $1 AND endpoint_id = $2",
+                    "DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2",
+                ] {
+                    sqlx::query(sql)
+                        .bind(tenant.as_uuid())
+                        .bind(id.as_uuid())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                Ok(())
             }
         })
     }
@@ -246,14 +297,18 @@ impl WebhookStore for PgStore {
         endpoint: EndpointId,
         page: PageRequest,
     ) -> Result<Page<Message>, StoreError> {
-        let rows = sqlx::query("SELECT tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, created_at FROM webhook_messages WHERE tenant_id = $1 AND endpoint_id = $2 AND ($3::uuid IS NULL OR id < $3) ORDER BY id DESC LIMIT $4")
-            .bind(tenant.as_uuid())
-            .bind(endpoint.as_uuid())
-            .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-            .bind(page.limit.fetch_count())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_cols!(),
+            " FROM webhook_messages WHERE tenant_id = $1 AND endpoint_id = $2 AND ($3::uuid IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(endpoint.as_uuid())
+        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
+        .bind(page.limit.fetch_count())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
         let items = rows
             .iter()
             .map(message_from_row)
@@ -261,13 +316,24 @@ impl WebhookStore for PgStore {
         Ok(Page::from_overfetch(items, page.limit, |m| m.id.as_uuid()))
     }
 
-    async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Message, StoreError> {
-        let r = sqlx::query("SELECT tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, created_at FROM webhook_messages WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
+    async fn get_message(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        id: MessageId,
+    ) -> Result<Message, StoreError> {
+        let r = sqlx::query(concat!(
+            "SELECT ",
+            message_cols!(),
+            " FROM webhook_messages m WHERE tenant_id = $1 AND id = $2 AND EXISTS \
+             (SELECT 1 FROM webhook_endpoints e WHERE e.tenant_id = m.tenant_id AND e.id = m.endpoint_id AND e.channel = $3)"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .bind(channel.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
         message_from_row(&r)
     }
 
@@ -300,30 +366,28 @@ impl WebhookStore for PgStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         in_write!(self, events, |tx| {
-            let done = sqlx::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = $3, locked_until = NULL WHERE tenant_id = $1 AND id = $2 AND status IN ('delivered', 'failed')")
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            if done.rows_affected() == 1 {
+            // Webhook messages only: an account notification's body is gone once it is done.
+            let webhook: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM webhook_messages m JOIN webhook_endpoints e ON e.tenant_id = m.tenant_id AND e.id = m.endpoint_id \
+                 WHERE m.tenant_id = $1 AND m.id = $2 AND e.channel = 'webhook'",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if webhook == 1 {
+                // A message still pending or delivering is already queued: nothing to do.
+                sqlx::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = $3, locked_until = NULL WHERE tenant_id = $1 AND id = $2 AND status IN ('delivered', 'failed')")
+                    .bind(tenant.as_uuid())
+                    .bind(id.as_uuid())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
                 Ok(())
             } else {
-                let exists: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM webhook_messages WHERE tenant_id = $1 AND id = $2",
-                )
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                // A message still pending or delivering is already queued: nothing to do.
-                if exists == 1 {
-                    Ok(())
-                } else {
-                    Err(StoreError::NotFound)
-                }
+                Err(StoreError::NotFound)
             }
         })
     }
@@ -337,7 +401,8 @@ impl WebhookStore for PgStore {
         events: &[NewEvent],
     ) -> Result<u64, StoreError> {
         in_write!(self, events, |tx| {
-            sqlx::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = $4, locked_until = NULL WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'failed' AND created_at >= $3")
+            sqlx::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = $4, locked_until = NULL WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'failed' AND created_at >= $3 \
+                 AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.tenant_id = $1 AND e.id = $2 AND e.channel = 'webhook')")
                 .bind(tenant.as_uuid())
                 .bind(endpoint.as_uuid())
                 .bind(since)
@@ -368,16 +433,7 @@ impl WebhookStore for PgStore {
         let mut endpoints: HashMap<TenantId, Vec<Endpoint>> = HashMap::new();
         for e in &events {
             if let std::collections::hash_map::Entry::Vacant(slot) = endpoints.entry(e.tenant_id) {
-                let rows = sqlx::query("SELECT tenant_id, id, url, description, event_types::text AS event_types, enabled, disabled_reason, secrets::text AS secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = $1 AND enabled")
-                    .bind(e.tenant_id.as_uuid())
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                slot.insert(
-                    rows.iter()
-                        .map(endpoint_from_row)
-                        .collect::<Result<_, _>>()?,
-                );
+                slot.insert(webhook_endpoints_of(&mut tx, e.tenant_id).await?);
             }
             let mine = endpoints
                 .get(&e.tenant_id)
@@ -444,15 +500,7 @@ impl WebhookStore for PgStore {
         fan_out: &FanOut<'_>,
     ) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let rows = sqlx::query("SELECT tenant_id, id, url, description, event_types::text AS event_types, enabled, disabled_reason, secrets::text AS secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = $1 AND enabled")
-            .bind(event.tenant_id.as_uuid())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let endpoints = rows
-            .iter()
-            .map(endpoint_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let endpoints = webhook_endpoints_of(&mut tx, event.tenant_id).await?;
         let mut added = 0;
         for m in fan_out(event, &endpoints) {
             added += insert_message(&mut tx, &m).await?;
@@ -465,62 +513,58 @@ impl WebhookStore for PgStore {
         &self,
         now: OffsetDateTime,
         limit: i64,
-        max_in_flight: i64,
         lock_until: OffsetDateTime,
+        policy: &DeliveryPolicy,
     ) -> Result<Vec<(Message, Endpoint)>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let now_us = now;
-        let busy_rows = sqlx::query("SELECT tenant_id, endpoint_id, count(*) AS n FROM webhook_messages WHERE status = 'delivering' AND locked_until > $1 GROUP BY tenant_id, endpoint_id")
-            .bind(now_us)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let mut busy: HashMap<(uuid::Uuid, uuid::Uuid), i64> = HashMap::new();
-        for r in &busy_rows {
-            busy.insert(
-                (
-                    r.try_get("tenant_id").map_err(map_err)?,
-                    r.try_get("endpoint_id").map_err(map_err)?,
-                ),
-                r.try_get("n").map_err(map_err)?,
-            );
+        // The endpoints with something due, each row locked for this claim: another node
+        // claiming at the same time skips them, so an endpoint's deliveries in flight never
+        // exceed its slots across nodes (a delivery's refill takes the same lock).
+        let endpoints = sqlx::query(concat!(
+            "SELECT ",
+            endpoint_cols!(),
+            " FROM webhook_endpoints e WHERE e.enabled AND (e.paused_until IS NULL OR e.paused_until <= $1) \
+             AND (e.tenant_id, e.id) IN (SELECT DISTINCT tenant_id, endpoint_id FROM webhook_messages \
+               WHERE (status = 'pending' AND next_attempt_at <= $1) OR (status = 'delivering' AND locked_until <= $1)) \
+             ORDER BY e.tenant_id, e.id FOR UPDATE OF e SKIP LOCKED"
+        ))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(endpoint_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let mut per_endpoint = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let free = e.slots(policy, now) - busy(&mut tx, &e, now).await?;
+            if free > 0 {
+                let due = due_of(&mut tx, &e, now, free).await?;
+                per_endpoint.push((e, due));
+            }
         }
-        let rows = sqlx::query("SELECT m.tenant_id, m.id, m.endpoint_id, m.event_id, m.event_type, m.body, m.status, m.attempts, m.next_attempt_at, m.created_at FROM webhook_messages m \
-             JOIN webhook_endpoints e ON e.tenant_id = m.tenant_id AND e.id = m.endpoint_id \
-             WHERE e.enabled AND ((m.status = 'pending' AND m.next_attempt_at <= $1) OR (m.status = 'delivering' AND m.locked_until <= $1)) \
-             ORDER BY m.next_attempt_at, m.id LIMIT $2 FOR UPDATE OF m SKIP LOCKED")
-            .bind(now_us)
-            .bind(limit.saturating_mul(4))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        // Fair within the node's capacity: every endpoint's first message, then every
+        // endpoint's second, and so on.
         let mut claimed = Vec::new();
-        for r in &rows {
-            if i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= limit {
+        let cap = usize::try_from(limit).unwrap_or(0);
+        let mut round = 0;
+        while claimed.len() < cap {
+            let mut any = false;
+            for (e, due) in &per_endpoint {
+                if claimed.len() >= cap {
+                    break;
+                }
+                if let Some(m) = due.get(round) {
+                    any = true;
+                    claimed.push((m.clone(), e.clone()));
+                }
+            }
+            if !any {
                 break;
             }
-            let m = message_from_row(r)?;
-            let key = (m.tenant_id.as_uuid(), m.endpoint_id.as_uuid());
-            let n = busy.entry(key).or_insert(0);
-            if *n >= max_in_flight {
-                continue;
-            }
-            *n += 1;
-            sqlx::query("UPDATE webhook_messages SET status = 'delivering', locked_until = $3 WHERE tenant_id = $1 AND id = $2")
-                .bind(m.tenant_id.as_uuid())
-                .bind(m.id.as_uuid())
-                .bind(lock_until)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            let e = sqlx::query("SELECT tenant_id, id, url, description, event_types::text AS event_types, enabled, disabled_reason, secrets::text AS secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
-                .bind(m.tenant_id.as_uuid())
-                .bind(m.endpoint_id.as_uuid())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            claimed.push((m, endpoint_from_row(&e)?));
+            round += 1;
         }
+        claim(&mut tx, claimed.iter().map(|(m, _)| m), lock_until).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(claimed)
     }
@@ -530,43 +574,208 @@ impl WebhookStore for PgStore {
         a: &Attempt,
         outcome: &AttemptOutcome,
         events: &[NewEvent],
-    ) -> Result<(), StoreError> {
+        refill: Option<Refill<'_>>,
+    ) -> Result<Option<(Message, Endpoint)>, StoreError> {
         in_write!(self, events, |tx| {
-            sqlx::query("INSERT INTO webhook_attempts (tenant_id, id, message_id, endpoint_id, attempted_at, status_code, latency_ms, error, response_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-                .bind(a.tenant_id.as_uuid())
-                .bind(a.id.as_uuid())
-                .bind(a.message_id.as_uuid())
-                .bind(a.endpoint_id.as_uuid())
-                .bind(a.attempted_at)
-                .bind(a.status_code.map(i64::from))
-                .bind(a.latency_ms)
-                .bind(a.error.as_deref())
-                .bind(a.response_body.as_deref())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            sqlx::query("UPDATE webhook_messages SET status = $3, attempts = attempts + 1, next_attempt_at = $4, locked_until = NULL WHERE tenant_id = $1 AND id = $2")
-                .bind(a.tenant_id.as_uuid())
-                .bind(a.message_id.as_uuid())
-                .bind(outcome.status.as_str())
-                .bind(outcome.next_attempt_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            sqlx::query("UPDATE webhook_endpoints SET failing_since = CASE WHEN $3::boolean THEN NULL ELSE COALESCE(failing_since, $4::timestamptz) END, \
-                 enabled = CASE WHEN $5::text IS NULL THEN enabled ELSE false END, disabled_reason = COALESCE($5::text, disabled_reason), \
-                 version = CASE WHEN $5::text IS NULL THEN version ELSE version + 1 END WHERE tenant_id = $1 AND id = $2")
+            async {
+                sqlx::query("INSERT INTO webhook_attempts (tenant_id, id, message_id, endpoint_id, attempted_at, status_code, latency_ms, error, response_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                    .bind(a.tenant_id.as_uuid())
+                    .bind(a.id.as_uuid())
+                    .bind(a.message_id.as_uuid())
+                    .bind(a.endpoint_id.as_uuid())
+                    .bind(a.attempted_at)
+                    .bind(a.status_code.map(i64::from))
+                    .bind(a.latency_ms)
+                    .bind(a.error.as_deref())
+                    .bind(a.response_body.as_deref())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query("UPDATE webhook_messages SET status = $3, attempts = attempts + 1, next_attempt_at = $4, locked_until = NULL, \
+                     body = CASE WHEN $5::boolean THEN '' ELSE body END WHERE tenant_id = $1 AND id = $2")
+                    .bind(a.tenant_id.as_uuid())
+                    .bind(a.message_id.as_uuid())
+                    .bind(outcome.status.as_str())
+                    .bind(outcome.next_attempt_at)
+                    .bind(outcome.drop_body)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                // The circuit counts in the row (locked by this update until the commit), so
+                // concurrent attempts of one endpoint on any node add up.
+                let e = sqlx::query(concat!(
+                    "UPDATE webhook_endpoints SET failing_since = CASE WHEN $3::boolean THEN NULL ELSE COALESCE(failing_since, $4::timestamptz) END, \
+                     consecutive_failures = CASE WHEN $3::boolean THEN 0 ELSE consecutive_failures + 1 END, \
+                     paused_until = CASE WHEN $3::boolean THEN NULL WHEN consecutive_failures + 1 >= $6 THEN $7::timestamptz ELSE paused_until END, \
+                     enabled = CASE WHEN $5::text IS NULL THEN enabled ELSE false END, disabled_reason = COALESCE($5::text, disabled_reason), \
+                     version = CASE WHEN $5::text IS NULL THEN version ELSE version + 1 END WHERE tenant_id = $1 AND id = $2 RETURNING ",
+                    endpoint_cols!()
+                ))
                 .bind(a.tenant_id.as_uuid())
                 .bind(a.endpoint_id.as_uuid())
                 .bind(outcome.endpoint_ok)
                 .bind(a.attempted_at)
                 .bind(outcome.disable.as_deref())
-                .execute(&mut *tx)
+                .bind(outcome.circuit_failures)
+                .bind(outcome.open_until)
+                .fetch_one(&mut *tx)
                 .await
-                .map(|_| ())
-                .map_err(map_err)
+                .map_err(map_err)?;
+                let Some(r) = refill else {
+                    return Ok(None);
+                };
+                let e = endpoint_from_row(&e)?;
+                if e.slots(r.policy, r.now) - busy(&mut tx, &e, r.now).await? < 1 {
+                    return Ok(None);
+                }
+                let Some(m) = due_of(&mut tx, &e, r.now, 1).await?.into_iter().next() else {
+                    return Ok(None);
+                };
+                claim(&mut tx, std::iter::once(&m), r.lock_until).await?;
+                Ok(Some((m, e)))
+            }
+            .await
         })
     }
+
+    async fn prune_messages(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let gone: Vec<PgRow> = sqlx::query(
+            "SELECT tenant_id, id FROM webhook_messages WHERE status IN ('delivered', 'failed') AND next_attempt_at < $1 \
+             ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let tenants = gone
+            .iter()
+            .map(|r| r.try_get::<uuid::Uuid, _>("tenant_id").map_err(map_err))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids = gone
+            .iter()
+            .map(|r| r.try_get::<uuid::Uuid, _>("id").map_err(map_err))
+            .collect::<Result<Vec<_>, _>>()?;
+        for sql in [
+            "DELETE FROM webhook_attempts a USING unnest($1::uuid[], $2::uuid[]) AS g (tenant_id, id) WHERE a.tenant_id = g.tenant_id AND a.message_id = g.id",
+            "DELETE FROM webhook_messages m USING unnest($1::uuid[], $2::uuid[]) AS g (tenant_id, id) WHERE m.tenant_id = g.tenant_id AND m.id = g.id",
+        ] {
+            sqlx::query(sql)
+                .bind(&tenants)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(u64::try_from(gone.len()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The shop's enabled webhook endpoints (the fan-out's; never the account channel).
+async fn webhook_endpoints_of(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+) -> Result<Vec<Endpoint>, StoreError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        endpoint_cols!(),
+        " FROM webhook_endpoints WHERE tenant_id = $1 AND enabled AND channel = 'webhook'"
+    ))
+    .bind(tenant.as_uuid())
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(endpoint_from_row)
+    .collect()
+}
+
+/// The endpoint's deliveries in flight (claimed, lock not lapsed), on every node.
+async fn busy(tx: &mut PgConnection, e: &Endpoint, now: OffsetDateTime) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_messages WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'delivering' AND locked_until > $3",
+    )
+    .bind(e.tenant_id.as_uuid())
+    .bind(e.id.as_uuid())
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)
+}
+
+/// The endpoint's oldest due messages (pending and due, or delivering with a lapsed lock), at
+/// most `n`, locked: read by the endpoint's own index, whatever the other endpoints' backlogs.
+async fn due_of(
+    tx: &mut PgConnection,
+    e: &Endpoint,
+    now: OffsetDateTime,
+    n: i64,
+) -> Result<Vec<Message>, StoreError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        message_cols!(),
+        " FROM webhook_messages WHERE tenant_id = $1 AND endpoint_id = $2 \
+         AND ((status = 'pending' AND next_attempt_at <= $3) OR (status = 'delivering' AND locked_until <= $3)) \
+         ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(e.tenant_id.as_uuid())
+    .bind(e.id.as_uuid())
+    .bind(now)
+    .bind(n)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(message_from_row)
+    .collect()
+}
+
+/// Marks messages delivering until `lock_until`, in one statement.
+async fn claim(
+    tx: &mut PgConnection,
+    messages: impl Iterator<Item = &Message>,
+    lock_until: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let (tenants, ids): (Vec<uuid::Uuid>, Vec<uuid::Uuid>) = messages
+        .map(|m| (m.tenant_id.as_uuid(), m.id.as_uuid()))
+        .unzip();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE webhook_messages m SET status = 'delivering', locked_until = $3 FROM unnest($1::uuid[], $2::uuid[]) AS c (tenant_id, id) \
+         WHERE m.tenant_id = c.tenant_id AND m.id = c.id",
+    )
+    .bind(tenants)
+    .bind(ids)
+    .bind(lock_until)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Queues an account notice for the shop's enabled account-notification endpoint, if it has
+/// one (written in the caller's transaction, with the token it carries).
+pub(crate) async fn queue_notice(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    notice: &keel_identity::notice::AccountNotice,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO webhook_messages (tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, locked_until, created_at) \
+         SELECT tenant_id, $2, id, $3, $4, $5, 'pending', 0, $6, NULL, $6 FROM webhook_endpoints WHERE tenant_id = $1 AND channel = 'account' AND enabled")
+        .bind(tenant.as_uuid())
+        .bind(notice.message_id)
+        .bind(notice.event_id.as_uuid())
+        .bind(notice.event_type)
+        .bind(&notice.sealed_body)
+        .bind(notice.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
 }
 
 /// Inserts a message unless the endpoint already has one for the event; answers 1 or 0.

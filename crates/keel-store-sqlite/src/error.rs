@@ -26,6 +26,11 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
         "stock_locations.tenant_id, stock_locations.name",
         "stock_locations_name_key",
     ),
+    // A partial unique index: one account-notification endpoint per shop.
+    (
+        "webhook_endpoints.tenant_id",
+        "webhook_endpoints_one_account",
+    ),
 ];
 
 /// `SQLITE_BUSY` and `SQLITE_LOCKED` (primary codes): another process holds the lock.

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use keel_identity::{
     Tenant,
     access::{Role, RoleChangeError, check_role_change},
+    notice::AccountNotice,
     password::StoredHash,
     ports::{SessionStore, SigningKeyStore, StaffStore, TOKEN_ALREADY_USED},
     secret::SecretHash,
@@ -256,11 +257,15 @@ impl StaffStore for SqliteStore {
         user: &StaffUser,
         invite: &OneTimeToken,
         events: &[NewEvent],
+        notice: Option<&AccountNotice>,
     ) -> Result<(), StoreError> {
         let tx = self.write().await?;
         insert_user(&tx, user)?;
         insert_one_time_token(&tx, invite)?;
         insert_events(&tx, events)?;
+        if let Some(n) = notice {
+            crate::webhooks::queue_notice(&tx, invite.tenant_id, n)?;
+        }
         tx.commit().await.map_err(map_err)
     }
 
@@ -288,10 +293,14 @@ impl StaffStore for SqliteStore {
         &self,
         token: &OneTimeToken,
         events: &[NewEvent],
+        notice: Option<&AccountNotice>,
     ) -> Result<(), StoreError> {
         let tx = self.write().await?;
         insert_one_time_token(&tx, token)?;
         insert_events(&tx, events)?;
+        if let Some(n) = notice {
+            crate::webhooks::queue_notice(&tx, token.tenant_id, n)?;
+        }
         tx.commit().await.map_err(map_err)
     }
 

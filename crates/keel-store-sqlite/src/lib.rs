@@ -73,6 +73,46 @@ pub struct SqliteSettings {
     pub group_commit: bool,
 }
 
+/// Creates the database's directory (mode 0700, with any missing parents) and the database file
+/// (mode 0600) before SQLite opens it, and narrows an existing file and its WAL and
+/// shared-memory files to 0600. The files hold password hashes and personal data; SQLite
+/// creates `-wal` and `-shm` with the database file's own permissions, so a 0600 database
+/// keeps them private whatever the process umask is.
+fn private_files(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mut names = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        names.push(PathBuf::from(name));
+    }
+    for name in names {
+        match std::fs::metadata(&name) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The SQLite store: one writer, a pool of readers.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -85,11 +125,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file. Does not migrate: call [`Self::migrate`].
     pub async fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
-        if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(StoreError::unavailable)?;
-        }
+        private_files(&settings.path).map_err(StoreError::unavailable)?;
         let synchronous = match settings.synchronous {
             Synchronous::Normal => SqliteSynchronous::Normal,
             Synchronous::Full => SqliteSynchronous::Full,

@@ -16,7 +16,8 @@ use keel_orders::{
     ports::{
         CART_CHANGED, CartStore, OrderFilter, OrderReceipt, OrderStore, PROMOTION_CUSTOMER_LIMIT,
         PROMOTION_EXHAUSTED, PlaceOrder, PricingLookup, PricingRecords, PricingSettings, SetupKind,
-        SetupRecord, SetupStore, StockChange, VERSION_CONFLICT,
+        SetupRecord, SetupStore, StockChange, UNPAID_ORDER_LIMIT, UnpaidHolder, UnpaidLimits,
+        VERSION_CONFLICT,
     },
 };
 use time::OffsetDateTime;
@@ -424,6 +425,67 @@ impl CartStore for SqliteStore {
         })
         .await
     }
+
+    async fn prune_carts(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError> {
+        let tx = self.write().await?;
+        let gone = db::query(
+            "DELETE FROM carts WHERE rowid IN (SELECT rowid FROM carts WHERE updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
+        )
+        .bind(to_micros(before)?)
+        .bind(limit)
+        .execute(&tx)?
+        .rows_affected();
+        tx.commit().await.map_err(map_err)?;
+        Ok(gone)
+    }
+}
+
+/// Refuses a checkout whose holder already has its limit of open unpaid orders (any of the
+/// three). Runs in the checkout's transaction on the single writer: no other checkout
+/// commits between the count and the insert.
+fn within_unpaid_limits(
+    tx: &rusqlite::Connection,
+    tenant: TenantId,
+    holder: &UnpaidHolder,
+    limits: &UnpaidLimits,
+) -> Result<(), StoreError> {
+    let row = db::query(
+        "SELECT \
+           (SELECT count(*) FROM orders WHERE tenant_id = ?1 AND status = 'pending_payment' AND expires_at > ?2 AND customer_id = ?3), \
+           (SELECT count(*) FROM orders WHERE tenant_id = ?1 AND status = 'pending_payment' AND expires_at > ?2 AND email_key = ?4), \
+           (SELECT count(*) FROM orders WHERE tenant_id = ?1 AND status = 'pending_payment' AND expires_at > ?2 AND client_key = ?5)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(to_micros(limits.now)?)
+    .bind(holder.customer.map(|c| c.as_uuid()))
+    .bind(holder.email_key.as_deref())
+    .bind(holder.client_key.as_deref())
+    .fetch_one(tx)?;
+    let (customer, email, client): (i64, i64, i64) = (row.at(0)?, row.at(1)?, row.at(2)?);
+    if customer >= limits.per_customer || email >= limits.per_email || client >= limits.per_client {
+        return Err(conflict(UNPAID_ORDER_LIMIT));
+    }
+    Ok(())
+}
+
+/// Gives an unpaid order's promotion use back, exactly once: only a redemption row that is
+/// still there lowers the count.
+fn return_redemption(tx: &rusqlite::Connection, order: &Order) -> Result<(), StoreError> {
+    let returned: Option<uuid::Uuid> = db::query(
+        "DELETE FROM promotion_redemptions WHERE tenant_id = ?1 AND order_id = ?2 RETURNING promotion_id",
+    )
+    .bind(order.tenant_id.as_uuid())
+    .bind(order.id.as_uuid())
+    .scalar_optional(tx)?;
+    if let Some(promotion) = returned {
+        db::query(
+            "UPDATE pricing_records SET times_used = times_used - 1 WHERE tenant_id = ?1 AND kind = 'promotion' AND id = ?2 AND times_used > 0",
+        )
+        .bind(order.tenant_id.as_uuid())
+        .bind(promotion)
+        .execute(tx)?;
+    }
+    Ok(())
 }
 
 /// The next order number of the shop (1001 first), inside the checkout transaction.
@@ -440,12 +502,12 @@ fn next_number(tx: &rusqlite::Connection, tenant: TenantId) -> Result<i64, Store
 fn write_order(
     tx: &rusqlite::Connection,
     o: &Order,
-    insert: bool,
+    insert: Option<&UnpaidHolder>,
     expected: i64,
 ) -> Result<bool, StoreError> {
-    let sql = if insert {
-        "INSERT INTO orders (tenant_id, id, number, status, payment_status, currency, customer_id, email, total, body, version, created_at, updated_at, expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    let sql = if insert.is_some() {
+        "INSERT INTO orders (tenant_id, id, number, status, payment_status, currency, customer_id, email, total, body, version, created_at, updated_at, expires_at, email_key, client_key) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     } else {
         "UPDATE orders SET number = ?3, status = ?4, payment_status = ?5, currency = ?6, customer_id = ?7, email = ?8, \
          total = ?9, body = ?10, version = ?11, created_at = ?12, updated_at = ?13, expires_at = ?14 \
@@ -466,9 +528,12 @@ fn write_order(
         .bind(to_micros(o.created_at)?)
         .bind(to_micros(o.updated_at)?)
         .bind(to_micros(o.expires_at)?);
-    if !insert {
-        q = q.bind(expected);
-    }
+    q = match insert {
+        Some(holder) => q
+            .bind(holder.email_key.clone())
+            .bind(holder.client_key.clone()),
+        None => q.bind(expected),
+    };
     let done = q.execute(tx)?;
     Ok(done.rows_affected() == 1)
 }
@@ -558,6 +623,8 @@ struct Placing {
     cart_version: i64,
     reservations: Vec<keel_catalog::domain::Reservation>,
     promotion: Option<keel_orders::ports::PromotionUse>,
+    holder: UnpaidHolder,
+    limits: UnpaidLimits,
 }
 
 impl Placing {
@@ -568,6 +635,8 @@ impl Placing {
             cart_version: p.cart_version,
             reservations: p.reservations.to_vec(),
             promotion: p.promotion.clone(),
+            holder: p.holder.clone(),
+            limits: p.limits,
         })
     }
 }
@@ -583,6 +652,8 @@ fn place(
         cart_version,
         mut reservations,
         promotion,
+        holder,
+        limits,
     } = p;
     let tenant = order.tenant_id;
     if !write_cart(tx, &converted, cart_version)? {
@@ -598,8 +669,9 @@ fn place(
         redeem(tx, tenant, order.id, promotion, order.created_at)?;
     }
     let number = next_number(tx, tenant)?;
+    within_unpaid_limits(tx, tenant, &holder, &limits)?;
     order.number = number;
-    write_order(tx, &order, true, 0)?;
+    write_order(tx, &order, Some(&holder), 0)?;
     // Rendered here, inside the writer: the answer carries the number just assigned.
     if let Some(r) = receipt {
         finish_key(tx, &r.key, r.status, &r.body(&order)?)?;
@@ -698,6 +770,7 @@ impl OrderStore for SqliteStore {
         order: &Order,
         expected_version: i64,
         stock: &[StockChange],
+        give_back: bool,
         events: &[NewEvent],
         receipt: Option<&OrderReceipt>,
     ) -> Result<(), StoreError> {
@@ -707,10 +780,13 @@ impl OrderStore for SqliteStore {
             .transpose()?;
         let (order, stock, events) = (order.clone(), stock.to_vec(), events.to_vec());
         self.job(move |tx| {
-            if !write_order(tx, &order, false, expected_version)? {
+            if !write_order(tx, &order, None, expected_version)? {
                 return Err(conflict(VERSION_CONFLICT));
             }
             move_stock(tx, &order, &stock)?;
+            if give_back {
+                return_redemption(tx, &order)?;
+            }
             if let Some((key, status, body)) = &answer {
                 finish_key(tx, key, *status, body)?;
             }

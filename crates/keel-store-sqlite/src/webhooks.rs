@@ -9,8 +9,11 @@ use keel_kernel::{
     page::{Page, PageRequest},
 };
 use keel_webhooks::{
-    domain::{Attempt, AttemptId, Endpoint, EndpointId, Message, MessageId, MessageStatus},
-    ports::{AttemptOutcome, FanOut, VERSION_CONFLICT, WebhookStore},
+    domain::{
+        Attempt, AttemptId, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId,
+        MessageStatus,
+    },
+    ports::{AttemptOutcome, FanOut, Refill, VERSION_CONFLICT, WebhookStore},
 };
 use time::OffsetDateTime;
 
@@ -26,12 +29,31 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::other(format!("corrupt webhook row: {what}"))
 }
 
+/// The endpoint columns every read takes, in `endpoint_from_row`'s terms (a macro so that
+/// statements are joined at compile time, never formatted at run time).
+macro_rules! endpoint_cols {
+    () => {
+        "tenant_id, id, channel, url, description, event_types, enabled, disabled_reason, secrets, \
+         failing_since, consecutive_failures, paused_until, created_at, updated_at, version"
+    };
+}
+
+/// The message columns every read takes.
+macro_rules! message_cols {
+    () => {
+        "tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, \
+         next_attempt_at, created_at"
+    };
+}
+
 fn endpoint_from_row(r: &impl Get) -> Result<Endpoint, StoreError> {
     let types: String = r.col("event_types")?;
     let secrets: String = r.col("secrets")?;
+    let channel: String = r.col("channel")?;
     Ok(Endpoint {
         id: EndpointId::from_uuid(r.col("id")?),
         tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        channel: Channel::parse(&channel).ok_or_else(|| corrupt("channel"))?,
         url: r.col("url")?,
         description: r.col("description")?,
         event_types: serde_json::from_str(&types).map_err(|_| corrupt("event types"))?,
@@ -39,6 +61,8 @@ fn endpoint_from_row(r: &impl Get) -> Result<Endpoint, StoreError> {
         disabled_reason: r.col("disabled_reason")?,
         secrets: serde_json::from_str(&secrets).map_err(|_| corrupt("secrets"))?,
         failing_since: at_opt(r, "failing_since")?,
+        consecutive_failures: r.col("consecutive_failures")?,
+        paused_until: at_opt(r, "paused_until")?,
         created_at: at(r, "created_at")?,
         updated_at: at(r, "updated_at")?,
         version: r.col("version")?,
@@ -85,12 +109,16 @@ fn write_endpoint(
 ) -> Result<bool, StoreError> {
     let types = serde_json::to_string(&e.event_types).map_err(StoreError::other)?;
     let secrets = serde_json::to_string(&e.secrets).map_err(StoreError::other)?;
+    // An update writes the endpoint as read and changed (as for `failing_since`): a failure
+    // counted meanwhile may be lost, which at worst gives a changed endpoint a fresh start.
     let sql = if expected.is_none() {
-        "INSERT INTO webhook_endpoints (tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        "INSERT INTO webhook_endpoints (tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version, channel, consecutive_failures, paused_until) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     } else {
         "UPDATE webhook_endpoints SET url = ?3, description = ?4, event_types = ?5, enabled = ?6, disabled_reason = ?7, secrets = ?8, \
-         failing_since = ?9, created_at = ?10, updated_at = ?11, version = ?12 WHERE tenant_id = ?1 AND id = ?2 AND version = ?13"
+         failing_since = ?9, created_at = ?10, updated_at = ?11, version = ?12, \
+         consecutive_failures = ?14, paused_until = ?15 \
+         WHERE tenant_id = ?1 AND id = ?2 AND version = ?16 AND channel = ?13"
     };
     let mut q = db::query(sql)
         .bind(e.tenant_id.as_uuid())
@@ -104,7 +132,10 @@ fn write_endpoint(
         .bind(e.failing_since.map(to_micros).transpose()?)
         .bind(to_micros(e.created_at)?)
         .bind(to_micros(e.updated_at)?)
-        .bind(e.version);
+        .bind(e.version)
+        .bind(e.channel.as_str())
+        .bind(e.consecutive_failures)
+        .bind(e.paused_until.map(to_micros).transpose()?);
     if let Some(v) = expected {
         q = q.bind(v);
     }
@@ -135,24 +166,44 @@ impl WebhookStore for SqliteStore {
         in_write!(self, events, |tx| write_endpoint(&tx, e, None).map(|_| ()))
     }
 
-    async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Endpoint, StoreError> {
-        let r = self.read(|c| db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
+    async fn get_endpoint(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        id: EndpointId,
+    ) -> Result<Endpoint, StoreError> {
+        let r = self.read(|c| {
+            db::query(concat!(
+                "SELECT ",
+                endpoint_cols!(),
+                " FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2 AND channel = ?3"
+            ))
             .bind(tenant.as_uuid())
             .bind(id.as_uuid())
-            .fetch_one(c))?;
+            .bind(channel.as_str())
+            .fetch_one(c)
+        })?;
         endpoint_from_row(&r)
     }
 
     async fn list_endpoints(
         &self,
         tenant: TenantId,
+        channel: Channel,
         page: PageRequest,
     ) -> Result<Page<Endpoint>, StoreError> {
-        let rows = self.read(|c| db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3")
+        let rows = self.read(|c| {
+            db::query(concat!(
+                "SELECT ",
+                endpoint_cols!(),
+                " FROM webhook_endpoints WHERE tenant_id = ?1 AND channel = ?4 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
+            ))
             .bind(tenant.as_uuid())
             .bind(page.after.map(keel_kernel::page::Cursor::after_id))
             .bind(page.limit.fetch_count())
-            .fetch_all(c))?;
+            .bind(channel.as_str())
+            .fetch_all(c)
+        })?;
         let items = rows
             .iter()
             .map(endpoint_from_row)
@@ -180,28 +231,32 @@ impl WebhookStore for SqliteStore {
     async fn delete_endpoint(
         &self,
         tenant: TenantId,
+        channel: Channel,
         id: EndpointId,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         in_write!(self, events, |tx| {
+            let exists: i64 = db::query(
+                "SELECT count(*) FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2 AND channel = ?3",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(channel.as_str())
+            .scalar(&tx)?;
+            if exists != 1 {
+                return Err(StoreError::NotFound);
+            }
             for sql in [
                 "DELETE FROM webhook_attempts WHERE tenant_id = ?1 AND endpoint_id = ?2",
                 "DELETE FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2",
+                "DELETE FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2",
             ] {
                 db::query(sql)
                     .bind(tenant.as_uuid())
                     .bind(id.as_uuid())
                     .execute(&tx)?;
             }
-            let done = db::query("DELETE FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .execute(&tx)?;
-            if done.rows_affected() == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::NotFound)
-            }
+            Ok(())
         })
     }
 
@@ -211,12 +266,18 @@ impl WebhookStore for SqliteStore {
         endpoint: EndpointId,
         page: PageRequest,
     ) -> Result<Page<Message>, StoreError> {
-        let rows = self.read(|c| db::query("SELECT tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, created_at FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4")
+        let rows = self.read(|c| {
+            db::query(concat!(
+                "SELECT ",
+                message_cols!(),
+                " FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+            ))
             .bind(tenant.as_uuid())
             .bind(endpoint.as_uuid())
             .bind(page.after.map(keel_kernel::page::Cursor::after_id))
             .bind(page.limit.fetch_count())
-            .fetch_all(c))?;
+            .fetch_all(c)
+        })?;
         let items = rows
             .iter()
             .map(message_from_row)
@@ -224,11 +285,24 @@ impl WebhookStore for SqliteStore {
         Ok(Page::from_overfetch(items, page.limit, |m| m.id.as_uuid()))
     }
 
-    async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Message, StoreError> {
-        let r = self.read(|c| db::query("SELECT tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, created_at FROM webhook_messages WHERE tenant_id = ?1 AND id = ?2")
+    async fn get_message(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        id: MessageId,
+    ) -> Result<Message, StoreError> {
+        let r = self.read(|c| {
+            db::query(concat!(
+                "SELECT ",
+                message_cols!(),
+                " FROM webhook_messages m WHERE tenant_id = ?1 AND id = ?2 AND EXISTS \
+                 (SELECT 1 FROM webhook_endpoints e WHERE e.tenant_id = m.tenant_id AND e.id = m.endpoint_id AND e.channel = ?3)"
+            ))
             .bind(tenant.as_uuid())
             .bind(id.as_uuid())
-            .fetch_one(c))?;
+            .bind(channel.as_str())
+            .fetch_one(c)
+        })?;
         message_from_row(&r)
     }
 
@@ -259,27 +333,24 @@ impl WebhookStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         in_write!(self, events, |tx| {
-            let done = db::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?3, locked_until = NULL WHERE tenant_id = ?1 AND id = ?2 AND status IN ('delivered', 'failed')")
+            // Webhook messages only: an account notification's body is gone once it is done.
+            let webhook: i64 = db::query(
+                "SELECT count(*) FROM webhook_messages m JOIN webhook_endpoints e ON e.tenant_id = m.tenant_id AND e.id = m.endpoint_id \
+                 WHERE m.tenant_id = ?1 AND m.id = ?2 AND e.channel = 'webhook'",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .scalar(&tx)?;
+            if webhook != 1 {
+                return Err(StoreError::NotFound);
+            }
+            // A message still pending or delivering is already queued: nothing to do.
+            db::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?3, locked_until = NULL WHERE tenant_id = ?1 AND id = ?2 AND status IN ('delivered', 'failed')")
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
                 .bind(to_micros(now)?)
                 .execute(&tx)?;
-            if done.rows_affected() == 1 {
-                Ok(())
-            } else {
-                let exists: i64 = db::query(
-                    "SELECT count(*) FROM webhook_messages WHERE tenant_id = ?1 AND id = ?2",
-                )
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .scalar(&tx)?;
-                // A message still pending or delivering is already queued: nothing to do.
-                if exists == 1 {
-                    Ok(())
-                } else {
-                    Err(StoreError::NotFound)
-                }
-            }
+            Ok(())
         })
     }
 
@@ -292,7 +363,8 @@ impl WebhookStore for SqliteStore {
         events: &[NewEvent],
     ) -> Result<u64, StoreError> {
         in_write!(self, events, |tx| {
-            db::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?4, locked_until = NULL WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'failed' AND created_at >= ?3")
+            db::query("UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?4, locked_until = NULL WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'failed' AND created_at >= ?3 \
+                 AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.tenant_id = ?1 AND e.id = ?2 AND e.channel = 'webhook')")
                 .bind(tenant.as_uuid())
                 .bind(endpoint.as_uuid())
                 .bind(to_micros(since)?)
@@ -324,14 +396,7 @@ impl WebhookStore for SqliteStore {
             let mut endpoints: HashMap<TenantId, Vec<Endpoint>> = HashMap::new();
             for e in &events {
                 if let std::collections::hash_map::Entry::Vacant(slot) = endpoints.entry(e.tenant_id) {
-                    let rows = db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND enabled = 1")
-                        .bind(e.tenant_id.as_uuid())
-                        .fetch_all(c)?;
-                    slot.insert(
-                        rows.iter()
-                            .map(endpoint_from_row)
-                            .collect::<Result<_, _>>()?,
-                    );
+                    slot.insert(webhook_endpoints_of(c, e.tenant_id)?);
                 }
             }
             Ok((events, endpoints))
@@ -414,13 +479,7 @@ impl WebhookStore for SqliteStore {
         fan_out: &FanOut<'_>,
     ) -> Result<usize, StoreError> {
         let tx = self.write().await?;
-        let rows = db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND enabled = 1")
-            .bind(event.tenant_id.as_uuid())
-            .fetch_all(&tx)?;
-        let endpoints = rows
-            .iter()
-            .map(endpoint_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let endpoints = webhook_endpoints_of(&tx, event.tenant_id)?;
         let mut added = 0;
         for m in fan_out(event, &endpoints) {
             added += insert_message(&tx, &m)?;
@@ -433,47 +492,60 @@ impl WebhookStore for SqliteStore {
         &self,
         now: OffsetDateTime,
         limit: i64,
-        max_in_flight: i64,
         lock_until: OffsetDateTime,
+        policy: &DeliveryPolicy,
     ) -> Result<Vec<(Message, Endpoint)>, StoreError> {
-        let tx = self.write().await?;
         let now_us = to_micros(now)?;
-        let busy_rows = db::query("SELECT tenant_id, endpoint_id, count(*) AS n FROM webhook_messages WHERE status = 'delivering' AND locked_until > ?1 GROUP BY tenant_id, endpoint_id")
+        // Which endpoints have something due is read outside the write lock (one writer; a
+        // long backlog must not hold every request's commit); the claim itself re-checks
+        // each message's state under the lock.
+        let endpoints: Vec<Endpoint> = self.read(|c| {
+            db::query(concat!(
+                "SELECT ",
+                endpoint_cols!(),
+                " FROM webhook_endpoints WHERE (tenant_id, id) IN (SELECT DISTINCT tenant_id, endpoint_id FROM webhook_messages \
+                 WHERE (status = 'pending' AND next_attempt_at <= ?1) OR (status = 'delivering' AND locked_until <= ?1)) \
+                 AND enabled = 1 AND (paused_until IS NULL OR paused_until <= ?1)"
+            ))
             .bind(now_us)
-            .fetch_all(&tx)?;
-        let mut busy: HashMap<(uuid::Uuid, uuid::Uuid), i64> = HashMap::new();
-        for r in &busy_rows {
-            busy.insert((r.col("tenant_id")?, r.col("endpoint_id")?), r.col("n")?);
+            .fetch_all(c)?
+            .iter()
+            .map(endpoint_from_row)
+            .collect()
+        })?;
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
         }
-        let rows = db::query("SELECT m.tenant_id, m.id, m.endpoint_id, m.event_id, m.event_type, m.body, m.status, m.attempts, m.next_attempt_at, m.created_at FROM webhook_messages m \
-             JOIN webhook_endpoints e ON e.tenant_id = m.tenant_id AND e.id = m.endpoint_id \
-             WHERE e.enabled = 1 AND ((m.status = 'pending' AND m.next_attempt_at <= ?1) OR (m.status = 'delivering' AND m.locked_until <= ?1)) \
-             ORDER BY m.next_attempt_at, m.id LIMIT ?2")
-            .bind(now_us)
-            .bind(limit.saturating_mul(4))
-            .fetch_all(&tx)?;
+        let tx = self.write().await?;
+        let mut per_endpoint = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let free = e.slots(policy, now) - busy(&tx, &e, now_us)?;
+            if free > 0 {
+                let due = due_of(&tx, &e, now_us, free)?;
+                per_endpoint.push((e, due));
+            }
+        }
+        // Fair within the node's capacity: every endpoint's first message, then every
+        // endpoint's second, and so on.
         let mut claimed = Vec::new();
-        for r in &rows {
-            if i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= limit {
+        let cap = usize::try_from(limit).unwrap_or(0);
+        let mut round = 0;
+        while claimed.len() < cap {
+            let mut any = false;
+            for (e, due) in &per_endpoint {
+                if claimed.len() >= cap {
+                    break;
+                }
+                if let Some(m) = due.get(round) {
+                    any = true;
+                    claim(&tx, m, lock_until)?;
+                    claimed.push((m.clone(), e.clone()));
+                }
+            }
+            if !any {
                 break;
             }
-            let m = message_from_row(r)?;
-            let key = (m.tenant_id.as_uuid(), m.endpoint_id.as_uuid());
-            let n = busy.entry(key).or_insert(0);
-            if *n >= max_in_flight {
-                continue;
-            }
-            *n += 1;
-            db::query("UPDATE webhook_messages SET status = 'delivering', locked_until = ?3 WHERE tenant_id = ?1 AND id = ?2")
-                .bind(m.tenant_id.as_uuid())
-                .bind(m.id.as_uuid())
-                .bind(to_micros(lock_until)?)
-                .execute(&tx)?;
-            let e = db::query("SELECT tenant_id, id, url, description, event_types, enabled, disabled_reason, secrets, failing_since, created_at, updated_at, version FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
-                .bind(m.tenant_id.as_uuid())
-                .bind(m.endpoint_id.as_uuid())
-                .fetch_one(&tx)?;
-            claimed.push((m, endpoint_from_row(&e)?));
+            round += 1;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(claimed)
@@ -484,7 +556,8 @@ impl WebhookStore for SqliteStore {
         a: &Attempt,
         outcome: &AttemptOutcome,
         events: &[NewEvent],
-    ) -> Result<(), StoreError> {
+        refill: Option<Refill<'_>>,
+    ) -> Result<Option<(Message, Endpoint)>, StoreError> {
         in_write!(self, events, |tx| {
             db::query("INSERT INTO webhook_attempts (tenant_id, id, message_id, endpoint_id, attempted_at, status_code, latency_ms, error, response_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
                 .bind(a.tenant_id.as_uuid())
@@ -497,13 +570,18 @@ impl WebhookStore for SqliteStore {
                 .bind(a.error.as_deref())
                 .bind(a.response_body.as_deref())
                 .execute(&tx)?;
-            db::query("UPDATE webhook_messages SET status = ?3, attempts = attempts + 1, next_attempt_at = ?4, locked_until = NULL WHERE tenant_id = ?1 AND id = ?2")
+            db::query("UPDATE webhook_messages SET status = ?3, attempts = attempts + 1, next_attempt_at = ?4, locked_until = NULL, \
+                 body = CASE WHEN ?5 THEN '' ELSE body END WHERE tenant_id = ?1 AND id = ?2")
                 .bind(a.tenant_id.as_uuid())
                 .bind(a.message_id.as_uuid())
                 .bind(outcome.status.as_str())
                 .bind(to_micros(outcome.next_attempt_at)?)
+                .bind(outcome.drop_body)
                 .execute(&tx)?;
+            // The circuit counts in the row, so concurrent attempts of one endpoint add up.
             db::query("UPDATE webhook_endpoints SET failing_since = CASE WHEN ?3 THEN NULL ELSE COALESCE(failing_since, ?4) END, \
+                 consecutive_failures = CASE WHEN ?3 THEN 0 ELSE consecutive_failures + 1 END, \
+                 paused_until = CASE WHEN ?3 THEN NULL WHEN consecutive_failures + 1 >= ?6 THEN ?7 ELSE paused_until END, \
                  enabled = CASE WHEN ?5 IS NULL THEN enabled ELSE 0 END, disabled_reason = COALESCE(?5, disabled_reason), \
                  version = CASE WHEN ?5 IS NULL THEN version ELSE version + 1 END WHERE tenant_id = ?1 AND id = ?2")
                 .bind(a.tenant_id.as_uuid())
@@ -511,11 +589,134 @@ impl WebhookStore for SqliteStore {
                 .bind(outcome.endpoint_ok)
                 .bind(to_micros(a.attempted_at)?)
                 .bind(outcome.disable.as_deref())
-                .execute(&tx)
-                .map(|_| ())
-                .map_err(map_err)
+                .bind(outcome.circuit_failures)
+                .bind(to_micros(outcome.open_until)?)
+                .execute(&tx)?;
+            match refill {
+                Some(r) => next_of_endpoint(&tx, a.tenant_id, a.endpoint_id, r),
+                None => Ok(None),
+            }
         })
     }
+
+    async fn prune_messages(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError> {
+        let tx = self.write().await?;
+        let gone: Vec<(uuid::Uuid, uuid::Uuid)> = db::query(
+            "SELECT tenant_id, id FROM webhook_messages WHERE status IN ('delivered', 'failed') AND next_attempt_at < ?1 \
+             ORDER BY next_attempt_at LIMIT ?2",
+        )
+        .bind(to_micros(before)?)
+        .bind(limit)
+        .fetch_all(&tx)?
+        .iter()
+        .map(|r| Ok((r.at(0)?, r.at(1)?)))
+        .collect::<Result<_, StoreError>>()?;
+        for (tenant, id) in &gone {
+            for sql in [
+                "DELETE FROM webhook_attempts WHERE tenant_id = ?1 AND message_id = ?2",
+                "DELETE FROM webhook_messages WHERE tenant_id = ?1 AND id = ?2 AND status IN ('delivered', 'failed')",
+            ] {
+                db::query(sql).bind(tenant).bind(id).execute(&tx)?;
+            }
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(u64::try_from(gone.len()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The shop's enabled webhook endpoints (the fan-out's; never the account channel).
+fn webhook_endpoints_of(
+    c: &rusqlite::Connection,
+    tenant: TenantId,
+) -> Result<Vec<Endpoint>, StoreError> {
+    db::query(concat!(
+        "SELECT ",
+        endpoint_cols!(),
+        " FROM webhook_endpoints WHERE tenant_id = ?1 AND enabled = 1 AND channel = 'webhook'"
+    ))
+    .bind(tenant.as_uuid())
+    .fetch_all(c)?
+    .iter()
+    .map(endpoint_from_row)
+    .collect()
+}
+
+/// The endpoint's deliveries in flight (claimed, lock not lapsed), on every node.
+fn busy(tx: &rusqlite::Connection, e: &Endpoint, now_us: i64) -> Result<i64, StoreError> {
+    db::query(
+        "SELECT count(*) FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'delivering' AND locked_until > ?3",
+    )
+    .bind(e.tenant_id.as_uuid())
+    .bind(e.id.as_uuid())
+    .bind(now_us)
+    .scalar(tx)
+}
+
+/// The endpoint's oldest due messages (pending and due, or delivering with a lapsed lock), at
+/// most `n`: read by the endpoint's own index, whatever the other endpoints' backlogs.
+fn due_of(
+    tx: &rusqlite::Connection,
+    e: &Endpoint,
+    now_us: i64,
+    n: i64,
+) -> Result<Vec<Message>, StoreError> {
+    db::query(concat!(
+        "SELECT ",
+        message_cols!(),
+        " FROM (SELECT * FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'pending' AND next_attempt_at <= ?3 \
+           UNION ALL SELECT * FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'delivering' AND locked_until <= ?3) \
+         ORDER BY next_attempt_at, id LIMIT ?4"
+    ))
+    .bind(e.tenant_id.as_uuid())
+    .bind(e.id.as_uuid())
+    .bind(now_us)
+    .bind(n)
+    .fetch_all(tx)?
+    .iter()
+    .map(message_from_row)
+    .collect()
+}
+
+/// Marks a message delivering until `lock_until`.
+fn claim(
+    tx: &rusqlite::Connection,
+    m: &Message,
+    lock_until: OffsetDateTime,
+) -> Result<(), StoreError> {
+    db::query("UPDATE webhook_messages SET status = 'delivering', locked_until = ?3 WHERE tenant_id = ?1 AND id = ?2")
+        .bind(m.tenant_id.as_uuid())
+        .bind(m.id.as_uuid())
+        .bind(to_micros(lock_until)?)
+        .execute(tx)?;
+    Ok(())
+}
+
+/// After an attempt: the endpoint's next due message, claimed, if the endpoint (as it is now,
+/// circuit included) has a free slot.
+fn next_of_endpoint(
+    tx: &rusqlite::Connection,
+    tenant: TenantId,
+    endpoint: EndpointId,
+    r: Refill<'_>,
+) -> Result<Option<(Message, Endpoint)>, StoreError> {
+    let row = db::query(concat!(
+        "SELECT ",
+        endpoint_cols!(),
+        " FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2"
+    ))
+    .bind(tenant.as_uuid())
+    .bind(endpoint.as_uuid())
+    .fetch_one(tx)?;
+    let e = endpoint_from_row(&row)?;
+    let now_us = to_micros(r.now)?;
+    if e.slots(r.policy, r.now) - busy(tx, &e, now_us)? < 1 {
+        return Ok(None);
+    }
+    let Some(m) = due_of(tx, &e, now_us, 1)?.into_iter().next() else {
+        return Ok(None);
+    };
+    claim(tx, &m, r.lock_until)?;
+    Ok(Some((m, e)))
 }
 
 /// Marks `events` relayed in one statement (the relay holds the writer meanwhile, so one
@@ -570,4 +771,24 @@ fn insert_message(tx: &rusqlite::Connection, m: &Message) -> Result<usize, Store
         .execute(tx)
         .map(|d| usize::try_from(d.rows_affected()).unwrap_or(0))
         .map_err(map_err)
+}
+
+/// Queues an account notice for the shop's enabled account-notification endpoint, if it has
+/// one (written in the caller's transaction, with the token it carries).
+pub(crate) fn queue_notice(
+    tx: &rusqlite::Connection,
+    tenant: TenantId,
+    notice: &keel_identity::notice::AccountNotice,
+) -> Result<(), StoreError> {
+    let at = to_micros(notice.created_at)?;
+    db::query("INSERT INTO webhook_messages (tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, next_attempt_at, locked_until, created_at) \
+         SELECT tenant_id, ?2, id, ?3, ?4, ?5, 'pending', 0, ?6, NULL, ?6 FROM webhook_endpoints WHERE tenant_id = ?1 AND channel = 'account' AND enabled = 1")
+        .bind(tenant.as_uuid())
+        .bind(notice.message_id)
+        .bind(notice.event_id.as_uuid())
+        .bind(notice.event_type)
+        .bind(&notice.sealed_body)
+        .bind(at)
+        .execute(tx)?;
+    Ok(())
 }

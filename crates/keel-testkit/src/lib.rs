@@ -21,6 +21,9 @@ use keel_http::AppState;
 use keel_testdb::{PgSchema, SqliteFile};
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod receiver;
+pub mod shop;
+
 pub use keel_http;
 pub use reqwest;
 pub use utoipa_axum;
@@ -61,6 +64,8 @@ impl TestDb {
 #[derive(Debug)]
 pub struct TestApp {
     pub base_url: String,
+    /// `http://addr` of the metrics listener, when `metrics_listen` is configured.
+    pub metrics_url: Option<String>,
     pub client: reqwest::Client,
     pub backend: Backend,
     pub store: Store,
@@ -116,7 +121,7 @@ pub async fn spawn_app_with(
     let db = TestDb::fresh(backend).await;
     let mut raw = test_config(&db);
     configure(&mut raw);
-    spawn_on(db, raw, true, extra).await
+    Box::pin(spawn_on(db, raw, true, extra)).await
 }
 
 /// The real app on `db` with `raw` config; `migrate` as `keel serve --migrate` would.
@@ -137,6 +142,7 @@ pub async fn spawn_on(
         .await
         .expect("build the app");
     let base_url = format!("http://{}", app.local_addr());
+    let metrics_url = app.metrics_addr().map(|a| format!("http://{a}"));
     let store = app.store().clone();
     let auth = keel::auth_service(&auth_settings, &store).expect("auth service");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -145,6 +151,7 @@ pub async fn spawn_on(
     }));
     TestApp {
         base_url,
+        metrics_url,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -471,4 +478,115 @@ pub async fn serve_process(
     // Keep reading so a full pipe never stalls the server.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, addr)
+}
+
+/// An independent TOTP authenticator (`totp-rs`, not Keel's code) for the secret an enrolment
+/// returned: SHA-1, 6 digits, 30 s steps.
+#[derive(Debug)]
+pub struct Authenticator(totp_rs::Totp);
+
+impl Authenticator {
+    /// From the enrolment's base32 `secret`.
+    pub fn new(base32: &str) -> Self {
+        let secret = totp_rs::Secret::try_from_base32(base32).expect("base32 secret");
+        let totp = totp_rs::Builder::new()
+            .with_algorithm(totp_rs::Algorithm::SHA1)
+            .with_digits(6)
+            .with_step_duration(30)
+            .with_secret(secret)
+            .build()
+            .expect("TOTP parameters");
+        Self(totp)
+    }
+
+    /// The code at `now + offset_steps * 30 s`.
+    pub fn code(&self, offset_steps: i64) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() + offset_steps * 30;
+        self.0
+            .generate(u64::try_from(now).expect("after 1970"))
+            .to_string()
+    }
+}
+
+impl TestApp {
+    /// Enrols the holder of `access_token` (staff) in TOTP with `password`; answers the
+    /// authenticator and the 10 backup codes.
+    pub async fn enrol_staff_totp(
+        &self,
+        access_token: &str,
+        password: &str,
+    ) -> (Authenticator, Vec<String>) {
+        let begun: serde_json::Value = self
+            .client
+            .post(self.url("/v1/me/mfa/totp"))
+            .bearer_auth(access_token)
+            .json(&serde_json::json!({"password": password}))
+            .send()
+            .await
+            .expect("POST reaches the server")
+            .json()
+            .await
+            .expect("enrolment JSON");
+        let auth = Authenticator::new(
+            begun["secret"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{begun}")),
+        );
+        let confirmed: serde_json::Value = self
+            .client
+            .post(self.url("/v1/me/mfa/totp/confirm"))
+            .bearer_auth(access_token)
+            .json(&serde_json::json!({"code": auth.code(0)}))
+            .send()
+            .await
+            .expect("POST reaches the server")
+            .json()
+            .await
+            .expect("confirmation JSON");
+        let codes = confirmed["backup_codes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{confirmed}"))
+            .iter()
+            .map(|c| c.as_str().expect("code").to_owned())
+            .collect();
+        (auth, codes)
+    }
+
+    /// The tenant's events of `event_type` (newest first, at most 100), read as `token`.
+    pub async fn events_of(&self, token: &str, event_type: &str) -> Vec<serde_json::Value> {
+        let body: serde_json::Value = self
+            .get_as(
+                &format!("/v1/admin/events?type={event_type}&limit=100"),
+                token,
+            )
+            .await
+            .json()
+            .await
+            .expect("events JSON");
+        body["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .clone()
+    }
+}
+
+impl TestApp {
+    /// Starts a receiver standing for the shop's mail system and sets it up, as the owner, as
+    /// the shop's account-notification endpoint (the app must allow loopback endpoints, see
+    /// [`receiver::fast_webhooks`]); answers the receiver and the endpoint's signing secret.
+    pub async fn account_channel(&self, owner_token: &str) -> (receiver::Receiver, String) {
+        let mail = receiver::receiver(Vec::new()).await;
+        let res = self
+            .client
+            .put(self.url("/v1/admin/account-notifications"))
+            .bearer_auth(owner_token)
+            .json(&serde_json::json!({"url": mail.url}))
+            .send()
+            .await
+            .expect("PUT reaches the server");
+        assert_eq!(res.status(), 201, "account channel set up");
+        let body: serde_json::Value = res.json().await.expect("endpoint JSON");
+        let secret = body["secret"].as_str().expect("the secret is shown once");
+        (mail, secret.to_owned())
+    }
 }

@@ -33,11 +33,38 @@ pub struct StoredSecret {
     pub expires_at: Option<OffsetDateTime>,
 }
 
+/// What an endpoint receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// The shop's event stream (`webhooks:manage`): events as recorded, never a secret.
+    Webhook,
+    /// The shop's own mail system (`settings:manage`, one per shop): account notifications
+    /// that carry one-time secrets (password resets, invitations). Their bodies are sealed at
+    /// rest, dropped once delivered or given up, and never listed; events never fan out here.
+    Account,
+}
+
+impl Channel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Account => "account",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Webhook, Self::Account]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
 /// A webhook endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub id: EndpointId,
     pub tenant_id: TenantId,
+    pub channel: Channel,
     pub url: String,
     pub description: String,
     /// Event types it receives: exact (`order.paid`) or prefixes (`order.*`); empty = all.
@@ -47,6 +74,12 @@ pub struct Endpoint {
     pub secrets: Vec<StoredSecret>,
     /// Since when every attempt failed (cleared by a success).
     pub failing_since: Option<OffsetDateTime>,
+    /// Attempts failed in a row (cleared by a success): the circuit opens at the policy's
+    /// exact count.
+    pub consecutive_failures: i64,
+    /// The circuit is open until then: no message of the endpoint is claimed (their retry
+    /// schedules are not spent); after it, one probe at a time until a success closes it.
+    pub paused_until: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub version: i64,
@@ -141,6 +174,21 @@ pub fn cut_body(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(RESPONSE_BODY_MAX)]).into_owned()
 }
 
+impl Endpoint {
+    /// How many deliveries the endpoint may have in flight at `now`: none while its circuit is
+    /// open, one probe when it is half-open (paused time over, failures not yet cleared), else
+    /// the policy's exact number.
+    pub fn slots(&self, policy: &DeliveryPolicy, now: OffsetDateTime) -> i64 {
+        if !self.enabled || self.paused_until.is_some_and(|p| now < p) {
+            0
+        } else if self.consecutive_failures >= policy.circuit_failures {
+            1
+        } else {
+            policy.max_in_flight
+        }
+    }
+}
+
 /// The exact delivery policy, from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryPolicy {
@@ -153,6 +201,11 @@ pub struct DeliveryPolicy {
     pub disable_after: Duration,
     /// Concurrent deliveries per endpoint.
     pub max_in_flight: i64,
+    /// Attempts failed in a row (errors, timeouts, non-2xx) after which the endpoint's circuit
+    /// opens.
+    pub circuit_failures: i64,
+    /// How long an open circuit pauses the endpoint before one probe is sent.
+    pub circuit_pause: Duration,
 }
 
 /// What an attempt's outcome means for its message.
@@ -230,6 +283,8 @@ mod tests {
             timeout: Duration::seconds(15),
             disable_after: Duration::seconds(432_000),
             max_in_flight: 4,
+            circuit_failures: 5,
+            circuit_pause: Duration::seconds(60),
         }
     }
 
@@ -284,6 +339,7 @@ mod tests {
         let e = Endpoint {
             id: EndpointId::new(),
             tenant_id: TenantId::new(),
+            channel: Channel::Webhook,
             url: "https://example.com".into(),
             description: String::new(),
             event_types: vec!["order.*".into(), "product.created".into()],
@@ -291,6 +347,8 @@ mod tests {
             disabled_reason: None,
             secrets: Vec::new(),
             failing_since: None,
+            consecutive_failures: 0,
+            paused_until: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
             updated_at: OffsetDateTime::UNIX_EPOCH,
             version: 1,
@@ -299,5 +357,40 @@ mod tests {
         assert!(!e.wants("product.updated") && !e.wants("security.login_failed"));
         assert_eq!(cut_body(&[b'x'; 2000]).len(), 1024);
         assert_eq!(cut_body(b"ok"), "ok");
+    }
+
+    #[test]
+    fn an_open_circuit_takes_no_delivery_and_a_half_open_one_a_single_probe() {
+        let p = policy();
+        let now = OffsetDateTime::UNIX_EPOCH + Duration::hours(1);
+        let mut e = Endpoint {
+            id: EndpointId::new(),
+            tenant_id: TenantId::new(),
+            channel: Channel::Webhook,
+            url: "https://example.com".into(),
+            description: String::new(),
+            event_types: Vec::new(),
+            enabled: true,
+            disabled_reason: None,
+            secrets: Vec::new(),
+            failing_since: None,
+            consecutive_failures: 4,
+            paused_until: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        assert_eq!(e.slots(&p, now), 4, "four failures in a row: still closed");
+        e.consecutive_failures = 5;
+        e.paused_until = Some(now + Duration::seconds(60));
+        assert_eq!(e.slots(&p, now), 0, "open");
+        assert_eq!(e.slots(&p, now + Duration::seconds(59)), 0);
+        assert_eq!(
+            e.slots(&p, now + Duration::seconds(60)),
+            1,
+            "half-open: one probe"
+        );
+        e.enabled = false;
+        assert_eq!(e.slots(&p, now + Duration::seconds(60)), 0);
     }
 }

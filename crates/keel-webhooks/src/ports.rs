@@ -8,7 +8,9 @@ use keel_kernel::{
 };
 use time::OffsetDateTime;
 
-use crate::domain::{Attempt, Endpoint, EndpointId, Message, MessageId, MessageStatus};
+use crate::domain::{
+    Attempt, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId, MessageStatus,
+};
 
 /// The row changed since it was read.
 pub const VERSION_CONFLICT: &str = "version_conflict";
@@ -16,24 +18,51 @@ pub const VERSION_CONFLICT: &str = "version_conflict";
 /// Builds the messages of one event for the tenant's enabled endpoints (the relay's fan-out).
 pub type FanOut<'a> = dyn Fn(&RecordedEvent, &[Endpoint]) -> Vec<Message> + Send + Sync + 'a;
 
+/// Another account-notification endpoint exists for the shop (one per shop).
+pub const ACCOUNT_ENDPOINT_EXISTS: &str = "webhook_endpoints_one_account";
+
 /// What an attempt changes, written with it in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptOutcome {
     pub status: MessageStatus,
     pub next_attempt_at: OffsetDateTime,
-    /// The endpoint succeeded: it is no longer failing.
+    /// The endpoint succeeded: it is no longer failing, and its circuit closes.
     pub endpoint_ok: bool,
+    /// A failure that makes the endpoint's failures in a row reach `circuit_failures` opens
+    /// its circuit until `open_until` (counted in the store, so concurrent attempts add up).
+    pub circuit_failures: i64,
+    pub open_until: OffsetDateTime,
     /// Disable the endpoint with this reason.
     pub disable: Option<String>,
+    /// Drop the message's body: an account notification that was delivered or given up must
+    /// not keep its one-time secret.
+    pub drop_body: bool,
+}
+
+/// After an attempt, claim the same endpoint's next due message in the same transaction when
+/// it has a free slot, so an endpoint's slots stay busy without waiting for the next poll.
+#[derive(Debug, Clone, Copy)]
+pub struct Refill<'a> {
+    pub now: OffsetDateTime,
+    pub lock_until: OffsetDateTime,
+    pub policy: &'a DeliveryPolicy,
 }
 
 #[async_trait]
 pub trait WebhookStore: Send + Sync + std::fmt::Debug {
+    /// A second account endpoint of a shop is `Conflict { ACCOUNT_ENDPOINT_EXISTS }`.
     async fn create_endpoint(&self, e: &Endpoint, events: &[NewEvent]) -> Result<(), StoreError>;
-    async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Endpoint, StoreError>;
+    /// The endpoint, if it belongs to `channel` (another channel's is `NotFound`).
+    async fn get_endpoint(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        id: EndpointId,
+    ) -> Result<Endpoint, StoreError>;
     async fn list_endpoints(
         &self,
         tenant: TenantId,
+        channel: Channel,
         page: PageRequest,
     ) -> Result<Page<Endpoint>, StoreError>;
     /// Replaces the endpoint if its version is still `expected_version`.
@@ -43,10 +72,11 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
         expected_version: i64,
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
-    /// Deletes the endpoint with its messages and attempts.
+    /// Deletes the endpoint (of `channel`) with its messages and attempts.
     async fn delete_endpoint(
         &self,
         tenant: TenantId,
+        channel: Channel,
         id: EndpointId,
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
@@ -57,7 +87,13 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
         endpoint: EndpointId,
         page: PageRequest,
     ) -> Result<Page<Message>, StoreError>;
-    async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Message, StoreError>;
+    /// The message, if its endpoint belongs to `channel`.
+    async fn get_message(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        id: MessageId,
+    ) -> Result<Message, StoreError>;
     /// A message's attempts, oldest first.
     async fn list_attempts(
         &self,
@@ -65,7 +101,8 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
         message: MessageId,
         page: PageRequest,
     ) -> Result<Page<Attempt>, StoreError>;
-    /// Queues a delivered or failed message again, at `now`.
+    /// Queues a delivered or failed webhook message again, at `now` (account notifications
+    /// cannot be replayed: their bodies are gone).
     async fn replay_message(
         &self,
         tenant: TenantId,
@@ -114,22 +151,31 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
         event: &RecordedEvent,
         fan_out: &FanOut<'_>,
     ) -> Result<usize, StoreError>;
-    /// Claims up to `limit` due messages (pending, `next_attempt_at <= now`, their endpoint
-    /// enabled and under `max_in_flight` deliveries) as delivering until `lock_until`; a
-    /// delivering message whose lock passed (its worker died) is due again.
+    /// Claims due messages (pending with `next_attempt_at <= now`, or delivering with a lapsed
+    /// lock) as delivering until `lock_until`, **fairly per endpoint**: each endpoint gets at
+    /// most its free slots ([`Endpoint::slots`] minus its deliveries in flight, on every node),
+    /// whatever the backlog of the others; an endpoint whose circuit is open gets none. At most
+    /// `limit` in all, every endpoint's first message before any endpoint's second.
     async fn claim_due(
         &self,
         now: OffsetDateTime,
         limit: i64,
-        max_in_flight: i64,
         lock_until: OffsetDateTime,
+        policy: &DeliveryPolicy,
     ) -> Result<Vec<(Message, Endpoint)>, StoreError>;
     /// Records an attempt and its consequences for the message and the endpoint, with the
     /// events, in one transaction.
+    /// With `refill`, claims the endpoint's next due message in the same transaction if the
+    /// endpoint has a free slot after this attempt, and answers it.
     async fn record_attempt(
         &self,
         attempt: &Attempt,
         outcome: &AttemptOutcome,
         events: &[NewEvent],
-    ) -> Result<(), StoreError>;
+        refill: Option<Refill<'_>>,
+    ) -> Result<Option<(Message, Endpoint)>, StoreError>;
+    /// Retention: deletes up to `limit` messages delivered or given up before `before`, with
+    /// their attempts. A message still pending or delivering is never deleted. Answers how
+    /// many messages went.
+    async fn prune_messages(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError>;
 }

@@ -16,10 +16,10 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     domain::{
-        Attempt, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId, MessageStatus, Next,
-        StoredSecret,
+        Attempt, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId, MessageStatus,
+        Next, StoredSecret,
     },
-    ports::{AttemptOutcome, VERSION_CONFLICT, WebhookStore},
+    ports::{ACCOUNT_ENDPOINT_EXISTS, AttemptOutcome, VERSION_CONFLICT, WebhookStore},
     signing::SigningKey,
     ssrf::SsrfPolicy,
 };
@@ -36,6 +36,8 @@ pub enum WebhookError {
     NotFound,
     #[error("the resource changed since it was read")]
     PreconditionFailed,
+    #[error("the shop already has an account-notification endpoint")]
+    AccountEndpointExists,
     #[error(transparent)]
     Store(StoreError),
     #[error("internal error: {0}")]
@@ -116,6 +118,8 @@ pub struct WebhookSettings {
     /// How long a replaced secret keeps signing: exactly 86 400 s by default.
     pub rotation_overlap: Duration,
     pub policy: DeliveryPolicy,
+    /// How long messages are kept once delivered or given up.
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +206,7 @@ impl WebhooksService {
         Ok(parsed.to_string())
     }
 
-    /// Creates an endpoint; answers it and its signing secret (shown once).
+    /// Creates a webhook endpoint; answers it and its signing secret (shown once).
     pub async fn create_endpoint(
         &self,
         tenant: TenantId,
@@ -213,18 +217,47 @@ impl WebhooksService {
         if description.chars().count() > 500 {
             return Err(invalid("/description", "must be at most 500 characters"));
         }
-        let url = self.check_url(&input.url).await?;
+        self.create_in(
+            tenant,
+            Channel::Webhook,
+            &input.url,
+            description,
+            input.event_types.clone(),
+            input.enabled.unwrap_or(true),
+            "webhook_endpoint.created",
+        )
+        .await
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one private constructor for both channels"
+    )]
+    async fn create_in(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        url: &str,
+        description: String,
+        event_types: Vec<String>,
+        enabled: bool,
+        kind: &'static str,
+    ) -> Result<(Endpoint, String), WebhookError> {
+        let url = self.check_url(url).await?;
         let now = self.clock.now();
         let mut e = Endpoint {
             id: EndpointId::new(),
             tenant_id: tenant,
+            channel,
             url,
             description,
-            event_types: input.event_types.clone(),
-            enabled: input.enabled.unwrap_or(true),
+            event_types,
+            enabled,
             disabled_reason: None,
             secrets: Vec::new(),
             failing_since: None,
+            consecutive_failures: 0,
+            paused_until: None,
             created_at: now,
             updated_at: now,
             version: 1,
@@ -233,12 +266,17 @@ impl WebhooksService {
         e.secrets.push(self.seal(&e, &key, now));
         let ev = event(
             tenant,
-            "webhook_endpoint.created",
+            kind,
             &serde_json::json!({"endpoint_id": e.id, "url": e.url}),
             now,
         )?;
-        self.store.create_endpoint(&e, &[ev]).await?;
-        Ok((e, key.expose()))
+        match self.store.create_endpoint(&e, &[ev]).await {
+            Ok(()) => Ok((e, key.expose())),
+            Err(err) if err.is_conflict_on(ACCOUNT_ENDPOINT_EXISTS) => {
+                Err(WebhookError::AccountEndpointExists)
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     pub async fn endpoint(
@@ -246,7 +284,10 @@ impl WebhooksService {
         tenant: TenantId,
         id: EndpointId,
     ) -> Result<Endpoint, WebhookError> {
-        Ok(self.store.get_endpoint(tenant, id).await?)
+        Ok(self
+            .store
+            .get_endpoint(tenant, Channel::Webhook, id)
+            .await?)
     }
 
     pub async fn endpoints(
@@ -254,7 +295,10 @@ impl WebhooksService {
         tenant: TenantId,
         page: PageRequest,
     ) -> Result<Page<Endpoint>, WebhookError> {
-        Ok(self.store.list_endpoints(tenant, page).await?)
+        Ok(self
+            .store
+            .list_endpoints(tenant, Channel::Webhook, page)
+            .await?)
     }
 
     async fn save(
@@ -287,7 +331,10 @@ impl WebhooksService {
         patch: &EndpointPatch,
         if_match: Option<i64>,
     ) -> Result<Endpoint, WebhookError> {
-        let mut e = self.store.get_endpoint(tenant, id).await?;
+        let mut e = self
+            .store
+            .get_endpoint(tenant, Channel::Webhook, id)
+            .await?;
         let read = e.version;
         if if_match.is_some_and(|v| v != read) {
             return Err(WebhookError::PreconditionFailed);
@@ -306,11 +353,7 @@ impl WebhooksService {
             e.description.clone_from(d);
         }
         if let Some(enabled) = patch.enabled {
-            if enabled && !e.enabled {
-                e.failing_since = None;
-                e.disabled_reason = None;
-            }
-            e.enabled = enabled;
+            reenable(&mut e, enabled);
         }
         let now = self.clock.now();
         self.save(&mut e, read, "webhook_endpoint.updated", now)
@@ -330,7 +373,10 @@ impl WebhooksService {
             &serde_json::json!({"endpoint_id": id}),
             now,
         )?;
-        Ok(self.store.delete_endpoint(tenant, id, &[ev]).await?)
+        Ok(self
+            .store
+            .delete_endpoint(tenant, Channel::Webhook, id, &[ev])
+            .await?)
     }
 
     /// A new secret (shown once); the current one keeps signing for the exact overlap, so
@@ -340,7 +386,18 @@ impl WebhooksService {
         tenant: TenantId,
         id: EndpointId,
     ) -> Result<(Endpoint, String), WebhookError> {
-        let mut e = self.store.get_endpoint(tenant, id).await?;
+        let e = self
+            .store
+            .get_endpoint(tenant, Channel::Webhook, id)
+            .await?;
+        self.rotate(e, "webhook_endpoint.secret_rotated").await
+    }
+
+    async fn rotate(
+        &self,
+        mut e: Endpoint,
+        kind: &'static str,
+    ) -> Result<(Endpoint, String), WebhookError> {
         let read = e.version;
         let now = self.clock.now();
         e.secrets.retain(|s| s.expires_at.is_none_or(|x| now < x));
@@ -353,8 +410,7 @@ impl WebhooksService {
         let key = SigningKey::generate();
         let sealed = self.seal(&e, &key, now);
         e.secrets.push(sealed);
-        self.save(&mut e, read, "webhook_endpoint.secret_rotated", now)
-            .await?;
+        self.save(&mut e, read, kind, now).await?;
         Ok((e, key.expose()))
     }
 
@@ -364,7 +420,9 @@ impl WebhooksService {
         endpoint: EndpointId,
         page: PageRequest,
     ) -> Result<Page<Message>, WebhookError> {
-        self.store.get_endpoint(tenant, endpoint).await?;
+        self.store
+            .get_endpoint(tenant, Channel::Webhook, endpoint)
+            .await?;
         Ok(self.store.list_messages(tenant, endpoint, page).await?)
     }
 
@@ -374,7 +432,9 @@ impl WebhooksService {
         message: MessageId,
         page: PageRequest,
     ) -> Result<Page<Attempt>, WebhookError> {
-        self.store.get_message(tenant, message).await?;
+        self.store
+            .get_message(tenant, Channel::Webhook, message)
+            .await?;
         Ok(self.store.list_attempts(tenant, message, page).await?)
     }
 
@@ -391,7 +451,7 @@ impl WebhooksService {
             now,
         )?;
         self.store.replay_message(tenant, id, now, &[ev]).await?;
-        Ok(self.store.get_message(tenant, id).await?)
+        Ok(self.store.get_message(tenant, Channel::Webhook, id).await?)
     }
 
     pub async fn replay_failed_since(
@@ -400,7 +460,9 @@ impl WebhooksService {
         endpoint: EndpointId,
         since: OffsetDateTime,
     ) -> Result<u64, WebhookError> {
-        self.store.get_endpoint(tenant, endpoint).await?;
+        self.store
+            .get_endpoint(tenant, Channel::Webhook, endpoint)
+            .await?;
         let now = self.clock.now();
         let ev = event(
             tenant,
@@ -415,12 +477,153 @@ impl WebhooksService {
     }
 }
 
+/// Turning an endpoint on again clears its failure history and closes its circuit.
+fn reenable(e: &mut Endpoint, enabled: bool) {
+    if enabled && !e.enabled {
+        e.failing_since = None;
+        e.disabled_reason = None;
+        e.consecutive_failures = 0;
+        e.paused_until = None;
+    }
+    e.enabled = enabled;
+}
+
+/// The shop's account-notification endpoint as sent (`settings:manage`).
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AccountEndpointInput {
+    /// `https://…` of the shop's own mail system (plain `http` only where the operator allows it).
+    pub url: String,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// The account-notification channel: one endpoint per shop that receives the one-time secrets
+/// Keel never writes to its event log (password resets, invitations), signed like webhooks
+/// with its own secret, behind the same SSRF guard, retry schedule and attempt log.
+impl WebhooksService {
+    /// The shop's account-notification endpoint (`NotFound` when none is set up).
+    pub async fn account_endpoint(&self, tenant: TenantId) -> Result<Endpoint, WebhookError> {
+        self.store
+            .list_endpoints(tenant, Channel::Account, PageRequest::default())
+            .await?
+            .items
+            .into_iter()
+            .next()
+            .ok_or(WebhookError::NotFound)
+    }
+
+    /// Sets up the endpoint (answering its signing secret, shown once) or changes its URL and
+    /// state (no new secret).
+    pub async fn put_account_endpoint(
+        &self,
+        tenant: TenantId,
+        input: &AccountEndpointInput,
+    ) -> Result<(Endpoint, Option<String>), WebhookError> {
+        match self.account_endpoint(tenant).await {
+            Ok(mut e) => {
+                let read = e.version;
+                e.url = self.check_url(&input.url).await?;
+                if let Some(enabled) = input.enabled {
+                    reenable(&mut e, enabled);
+                }
+                let now = self.clock.now();
+                self.save(&mut e, read, "account_notifications.updated", now)
+                    .await?;
+                Ok((e, None))
+            }
+            Err(WebhookError::NotFound) => {
+                let (e, secret) = self
+                    .create_in(
+                        tenant,
+                        Channel::Account,
+                        &input.url,
+                        String::new(),
+                        Vec::new(),
+                        input.enabled.unwrap_or(true),
+                        "account_notifications.created",
+                    )
+                    .await?;
+                Ok((e, Some(secret)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the endpoint with its notifications and their attempts.
+    pub async fn delete_account_endpoint(&self, tenant: TenantId) -> Result<(), WebhookError> {
+        let e = self.account_endpoint(tenant).await?;
+        let now = self.clock.now();
+        let ev = event(
+            tenant,
+            "account_notifications.deleted",
+            &serde_json::json!({"endpoint_id": e.id}),
+            now,
+        )?;
+        Ok(self
+            .store
+            .delete_endpoint(tenant, Channel::Account, e.id, &[ev])
+            .await?)
+    }
+
+    /// A new signing secret (shown once); the old one signs beside it for the exact overlap.
+    pub async fn rotate_account_secret(
+        &self,
+        tenant: TenantId,
+    ) -> Result<(Endpoint, String), WebhookError> {
+        let e = self.account_endpoint(tenant).await?;
+        self.rotate(e, "account_notifications.secret_rotated").await
+    }
+
+    /// The endpoint's notifications, newest first (their bodies are never shown).
+    pub async fn account_messages(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> Result<Page<Message>, WebhookError> {
+        let e = self.account_endpoint(tenant).await?;
+        Ok(self.store.list_messages(tenant, e.id, page).await?)
+    }
+
+    /// One notification's attempts, oldest first.
+    pub async fn account_attempts(
+        &self,
+        tenant: TenantId,
+        message: MessageId,
+        page: PageRequest,
+    ) -> Result<Page<Attempt>, WebhookError> {
+        self.store
+            .get_message(tenant, Channel::Account, message)
+            .await?;
+        Ok(self.store.list_attempts(tenant, message, page).await?)
+    }
+
+    /// The body to send for a claimed message: a webhook's as stored; an account
+    /// notification's opened from its seal.
+    pub fn body_to_send(&self, e: &Endpoint, m: &Message) -> Result<String, WebhookError> {
+        match e.channel {
+            Channel::Webhook => Ok(m.body.clone()),
+            Channel::Account => {
+                keel_identity::notice::open(&self.master, m.tenant_id, m.id.as_uuid(), &m.body)
+                    .map_err(WebhookError::Internal)
+            }
+        }
+    }
+}
+
 /// The relay's fan-out: one message per enabled endpoint of the event's tenant that wants it.
 /// The body is the Standard Webhooks payload: `{"type", "timestamp", "data"}`.
 pub fn fan_out(event: &RecordedEvent, endpoints: &[Endpoint]) -> Vec<Message> {
     let mut wanting = endpoints
         .iter()
-        .filter(|e| e.enabled && e.tenant_id == event.tenant_id && e.wants(&event.event_type))
+        .filter(|e| {
+            // Events never reach the account channel, whatever an adapter passes in.
+            e.channel == Channel::Webhook
+                && e.enabled
+                && e.tenant_id == event.tenant_id
+                && e.wants(&event.event_type)
+        })
         .peekable();
     // Most events have no subscriber (every cart change is one); only build the body for those
     // that do.
@@ -462,30 +665,25 @@ pub fn outcome(
     let next = policy.next(attempts, status, retry_after, now, jitter);
     let failing_since = endpoint.failing_since.unwrap_or(now);
     let stale = now - failing_since >= policy.disable_after;
-    match next {
-        Next::Delivered => AttemptOutcome {
-            status: MessageStatus::Delivered,
-            next_attempt_at: now,
-            endpoint_ok: true,
-            disable: None,
-        },
-        Next::Gone => AttemptOutcome {
-            status: MessageStatus::Failed,
-            next_attempt_at: now,
-            endpoint_ok: false,
-            disable: Some("the receiver answered 410 Gone".into()),
-        },
-        Next::RetryAt(at) => AttemptOutcome {
-            status: MessageStatus::Pending,
-            next_attempt_at: at,
-            endpoint_ok: false,
-            disable: stale.then(|| "failing without a success for the configured time".into()),
-        },
-        Next::Failed => AttemptOutcome {
-            status: MessageStatus::Failed,
-            next_attempt_at: now,
-            endpoint_ok: false,
-            disable: stale.then(|| "failing without a success for the configured time".into()),
-        },
+    let stale_reason = || stale.then(|| "failing without a success for the configured time".into());
+    let (status, next_attempt_at, endpoint_ok, disable) = match next {
+        Next::Delivered => (MessageStatus::Delivered, now, true, None),
+        Next::Gone => (
+            MessageStatus::Failed,
+            now,
+            false,
+            Some("the receiver answered 410 Gone".into()),
+        ),
+        Next::RetryAt(at) => (MessageStatus::Pending, at, false, stale_reason()),
+        Next::Failed => (MessageStatus::Failed, now, false, stale_reason()),
+    };
+    AttemptOutcome {
+        status,
+        next_attempt_at,
+        endpoint_ok,
+        circuit_failures: policy.circuit_failures,
+        open_until: now + policy.circuit_pause,
+        disable,
+        drop_body: endpoint.channel == Channel::Account && status != MessageStatus::Pending,
     }
 }

@@ -4,46 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-/// An address range, e.g. `127.0.0.1/32` or `::1/128`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Option<Self> {
-        let (addr, prefix) = s.trim().split_once('/')?;
-        let net: IpAddr = addr.parse().ok()?;
-        let prefix: u8 = prefix.parse().ok()?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Self { net, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.net, self.prefix)
-    }
-}
+pub use keel_kernel::net::Cidr;
 
 /// What the guard allows: plain `http` only when configured, and non-public addresses only
 /// inside explicit ranges.
@@ -73,8 +34,10 @@ pub fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_v4(v4).map(|_| "IPv4-mapped non-public");
+            // IPv4-mapped (`::ffff:0:0/96`): a v6 spelling of a v4 address that some stacks
+            // connect to as v4 and some filters read as v6; never a webhook target.
+            if v6.to_ipv4_mapped().is_some() {
+                return Some("IPv4-mapped");
             }
             let seg0 = v6.segments()[0];
             if v6.is_loopback() {
@@ -94,6 +57,12 @@ pub fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
                 Some("documentation")
             } else if seg0 == 0x64 && v6.segments()[1] == 0xff9b {
                 Some("NAT64")
+            } else if seg0 == 0x2002 {
+                // 6to4 (`2002::/16`) embeds an IPv4 address a relay may forward to.
+                Some("6to4")
+            } else if seg0 & 0xffc0 == 0xfec0 {
+                // Site-local (`fec0::/10`): deprecated, still routed inside some networks.
+                Some("site-local")
             } else {
                 None
             }
@@ -134,10 +103,6 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
 impl SsrfPolicy {
     /// Refuses an address that is not public, unless an allowed range contains it.
     pub fn check_addr(&self, ip: IpAddr) -> Result<(), Refusal> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 @ IpAddr::V4(_) => v4,
-        };
         match forbidden_kind(ip) {
             Some(kind) if !self.allow_cidrs.iter().any(|c| c.contains(ip)) => {
                 Err(Refusal::Forbidden(kind))
@@ -218,15 +183,16 @@ mod tests {
             "::ffff:10.0.0.1",
             "ff02::1",
             "240.0.0.1",
+            // Finding 8: IPv4-mapped (even of a public address), 6to4 and site-local.
+            "::ffff:8.8.8.8",
+            "2002:c000:0204::1",
+            "2002:7f00:1::1",
+            "fec0::1",
+            "feff::1",
         ] {
             assert!(refused(&p, ip), "{ip}");
         }
-        for ip in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"] {
             assert!(!refused(&p, ip), "{ip}");
         }
     }
@@ -243,8 +209,8 @@ mod tests {
         assert!(!refused(&p, "127.0.0.1"));
         assert!(!refused(&p, "::1"));
         assert!(
-            !refused(&p, "::ffff:127.0.0.1"),
-            "mapped loopback is the same address"
+            refused(&p, "::ffff:127.0.0.1"),
+            "an IPv4-mapped spelling is never let through by an IPv4 range"
         );
         assert!(refused(&p, "127.0.0.2"));
         assert!(refused(&p, "10.0.0.1"));

@@ -2,16 +2,22 @@
 //! Standard Webhooks delivery loop. Both run on exact intervals from the configuration and
 //! are woken early when a request commits (embedded mode), and both are safe to run on any
 //! number of nodes (PostgreSQL claims rows with `FOR UPDATE SKIP LOCKED`).
+//!
+//! Deliveries are fair per endpoint (issue 19, finding 3): each endpoint's due messages are
+//! claimed on their own, up to its slots; a slot is refilled with the endpoint's next message
+//! in the transaction that records the attempt; an endpoint whose attempts keep failing is
+//! paused by its circuit without spending its messages' retries.
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod delivery;
 
 use std::{sync::Arc, time::Duration as StdDuration};
 
-use keel_kernel::{clock::Clock, event::NewEvent};
+use keel_kernel::{StoreError, clock::Clock, event::NewEvent};
 use keel_webhooks::{
-    domain::{Attempt, AttemptId, Endpoint, Message, cut_body},
-    ports::WebhookStore,
+    domain::{Attempt, AttemptId, Channel, Endpoint, Message, cut_body},
+    ports::{Refill, WebhookStore},
     service::{WebhooksService, fan_out, outcome},
     signing::signature_header,
 };
@@ -42,6 +48,11 @@ pub struct Worker {
     /// With `KEEL_NATS_URL`: the relay publishes to JetStream and the webhook fan-out consumes
     /// from it; without, the relay fans out in process.
     pub nats: Option<Nats>,
+    /// Pinged when new messages may be due (the relay or the bus consumer added some).
+    pub deliveries: Arc<Notify>,
+    /// One HTTP client for every delivery (connections reused), that connects only to
+    /// addresses the SSRF guard allows and never through a proxy ([`delivery`]).
+    pub client: reqwest::Client,
 }
 
 /// The JetStream side of a node.
@@ -112,42 +123,79 @@ impl Worker {
         }
     }
 
-    /// Delivers every message due now (one claim of a batch, sent concurrently).
-    pub async fn deliver_once(&self) -> Result<usize, keel_kernel::StoreError> {
-        let policy = &self.webhooks.settings().policy;
+    /// When a claim made at `now` lapses: the attempt's timeout plus an exact margin (time to
+    /// record the attempt), so a live worker is never overtaken, and a message claimed by a
+    /// node that died is due again soon after.
+    fn lock_until(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now + self.webhooks.settings().policy.timeout + CLAIM_MARGIN
+    }
+
+    /// Claims what is due now, fairly per endpoint, up to `room` deliveries.
+    async fn claim(&self, room: usize) -> Result<Vec<(Message, Endpoint)>, StoreError> {
+        if room == 0 {
+            return Ok(Vec::new());
+        }
         let now = self.clock.now();
-        // The lock outlives the request timeout by an exact margin (time to record the
-        // attempt), so a live worker is never overtaken, and a message claimed by a node that
-        // died is due again soon after.
-        let lock_until = now + policy.timeout + CLAIM_MARGIN;
-        let due = self
-            .store
+        self.store
             .claim_due(
                 now,
-                self.settings.delivery_batch,
-                policy.max_in_flight,
-                lock_until,
+                i64::try_from(room).unwrap_or(i64::MAX),
+                self.lock_until(now),
+                &self.webhooks.settings().policy,
             )
+            .await
+    }
+
+    /// Delivers every message due now: one claim (fair per endpoint, at most the node's
+    /// `delivery_batch`), each claimed slot kept busy with its endpoint's next due messages
+    /// until none is left. Answers how many attempts were made. (The running worker does the
+    /// same continuously; this is for tests and one-shot tools.)
+    pub async fn deliver_once(&self) -> Result<usize, StoreError> {
+        let due = self
+            .claim(usize::try_from(self.settings.delivery_batch).unwrap_or(0))
             .await?;
-        let n = due.len();
         let mut tasks = tokio::task::JoinSet::new();
         for (message, endpoint) in due {
             let this = self.clone();
-            tasks.spawn(async move { this.deliver(&message, &endpoint).await });
+            tasks.spawn(async move { this.run_slot(message, endpoint).await });
         }
+        let mut attempts = 0;
         while let Some(r) = tasks.join_next().await {
             match r {
-                Ok(Err(e)) => tracing::warn!(error = %e, "recording a webhook attempt failed"),
+                Ok(n) => attempts += n,
                 Err(e) => tracing::warn!(error = %e, "a webhook delivery task failed"),
-                Ok(Ok(())) => {}
             }
         }
-        Ok(n)
+        Ok(attempts)
     }
 
-    /// One attempt: SSRF check and pinned address, signed POST with the exact timeout, no
-    /// redirects; the attempt and its consequences are recorded in one transaction.
-    async fn deliver(&self, m: &Message, e: &Endpoint) -> Result<(), keel_kernel::StoreError> {
+    /// One delivery slot: delivers `m`, then the endpoint's next due message claimed in the
+    /// same transaction as the attempt, and so on while the endpoint has a free slot and
+    /// something due. Answers how many attempts it made.
+    async fn run_slot(&self, mut m: Message, mut e: Endpoint) -> usize {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.deliver(&m, &e).await {
+                Ok(Some((next, endpoint))) => (m, e) = (next, endpoint),
+                Ok(None) => return attempts,
+                Err(err) => {
+                    // The message stays claimed until its lock lapses, then is due again.
+                    tracing::warn!(error = %err, "recording a webhook attempt failed");
+                    return attempts;
+                }
+            }
+        }
+    }
+
+    /// One attempt: SSRF check (the delivery client connects only to checked addresses),
+    /// signed POST with the exact timeout, no redirects, no proxy; the attempt and its
+    /// consequences are recorded in one transaction, with the endpoint's next claim.
+    async fn deliver(
+        &self,
+        m: &Message,
+        e: &Endpoint,
+    ) -> Result<Option<(Message, Endpoint)>, StoreError> {
         let settings = self.webhooks.settings();
         let started = std::time::Instant::now();
         let attempted_at = self.clock.now();
@@ -175,7 +223,8 @@ impl Worker {
             status_code: status,
             latency_ms,
             error,
-            response_body: body,
+            // A mail system's answer may echo the notification (and its secret): not kept.
+            response_body: body.filter(|_| e.channel == Channel::Webhook),
         };
         let mut events = Vec::new();
         if let Some(reason) = &decided.disable {
@@ -190,7 +239,17 @@ impl Worker {
             );
             tracing::warn!(tenant_id = %m.tenant_id, endpoint_id = %e.id, reason, "webhook endpoint disabled");
         }
-        self.store.record_attempt(&attempt, &decided, &events).await
+        if !decided.endpoint_ok && e.consecutive_failures + 1 == settings.policy.circuit_failures {
+            tracing::warn!(tenant_id = %m.tenant_id, endpoint_id = %e.id, "webhook endpoint circuit opened");
+        }
+        let refill = Refill {
+            now,
+            lock_until: self.lock_until(now),
+            policy: &settings.policy,
+        };
+        self.store
+            .record_attempt(&attempt, &decided, &events, Some(refill))
+            .await
     }
 
     async fn send(
@@ -199,53 +258,38 @@ impl Worker {
         e: &Endpoint,
         now: OffsetDateTime,
     ) -> Result<(u16, Option<Duration>, String), String> {
-        let settings = self.webhooks.settings();
-        let url = settings
+        let url = self
+            .webhooks
+            .settings()
             .ssrf
             .check_url(&e.url)
             .map_err(|r| format!("refused: {r}"))?;
-        let addr = settings
-            .ssrf
-            .resolve(&url)
-            .await
+        delivery::check_literal(&self.webhooks.settings().ssrf, &url)
             .map_err(|r| format!("refused: {r}"))?;
-        // Exactly one provider; a second install attempt is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(StdDuration::from_millis(
-                u64::try_from(settings.policy.timeout.whole_milliseconds()).unwrap_or(15_000),
-            ));
-        if let Some(url::Host::Domain(d)) = url.host() {
-            // The connection goes to the address that was checked: no second lookup.
-            builder = builder.resolve(d, addr);
-        }
-        let client = builder.build().map_err(|err| format!("client: {err}"))?;
         let keys = self
             .webhooks
             .signing_keys(e, now)
             .map_err(|err| err.to_string())?;
+        let body = self
+            .webhooks
+            .body_to_send(e, m)
+            .map_err(|err| err.to_string())?;
         let id = m.id.to_string();
         let ts = now.unix_timestamp();
-        let res = client
-            .post(url.as_str())
+        let res = self
+            .client
+            .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", &id)
             .header("webhook-timestamp", ts.to_string())
             .header(
                 "webhook-signature",
-                signature_header(&keys, &id, ts, m.body.as_bytes()),
+                signature_header(&keys, &id, ts, body.as_bytes()),
             )
-            .body(m.body.clone())
+            .body(body)
             .send()
             .await
-            .map_err(|err| {
-                if err.is_timeout() {
-                    "timeout".to_owned()
-                } else {
-                    format!("connection: {err}")
-                }
-            })?;
+            .map_err(|err| delivery::describe(&err))?;
         let status = res.status().as_u16();
         let retry = retry_after(&res);
         let body = read_prefix(res, keel_webhooks::domain::RESPONSE_BODY_MAX).await;
@@ -270,7 +314,11 @@ impl Worker {
                     }
                     match this.relay_once().await {
                         Ok(0) => {}
-                        Ok(n) => tracing::debug!(events = n, "relayed"),
+                        Ok(n) => {
+                            tracing::debug!(events = n, "relayed");
+                            // New messages may be due: claim them now, not at the next tick.
+                            this.deliveries.notify_one();
+                        }
                         Err(e) => tracing::warn!(error = %e, "relay failed"),
                     }
                 }
@@ -283,7 +331,7 @@ impl Worker {
             };
             loop {
                 // Each fetch waits at most one relay interval for messages.
-                if let Err(e) = nats
+                match nats
                     .fan_out
                     .run_once(
                         usize::try_from(consumer.settings.delivery_batch).unwrap_or(50),
@@ -291,30 +339,54 @@ impl Worker {
                     )
                     .await
                 {
-                    tracing::warn!(error = %e, "consuming from JetStream failed");
-                    tokio::time::sleep(consumer.settings.relay_interval).await;
-                }
-            }
-        };
-        let delivery = async move {
-            let period = self.settings.delivery_interval;
-            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                loop {
-                    match self.deliver_once().await {
-                        Ok(n) if i64::try_from(n).unwrap_or(0) >= self.settings.delivery_batch => {}
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "claiming webhook messages failed");
-                            break;
-                        }
+                    Ok(0) => {}
+                    Ok(_) => consumer.deliveries.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consuming from JetStream failed");
+                        tokio::time::sleep(consumer.settings.relay_interval).await;
                     }
                 }
             }
         };
+        let delivery = self.clone().deliver_forever();
         tokio::join!(relay, delivery, consume);
+    }
+
+    /// The delivery loop: at most `delivery_batch` deliveries in flight on this node, each
+    /// slot kept busy with its endpoint's next due message as soon as an attempt is recorded
+    /// (not once per poll), and a fresh fair claim on every tick, on every relay that added
+    /// messages, and whenever a slot ends. A slow endpoint holds only its own slots: nothing
+    /// waits for its attempts but its own messages.
+    async fn deliver_forever(self) {
+        let capacity = usize::try_from(self.settings.delivery_batch).unwrap_or(0);
+        let period = self.settings.delivery_interval;
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut slots = tokio::task::JoinSet::new();
+        let mut started = false;
+        loop {
+            if started {
+                match self.claim(capacity.saturating_sub(slots.len())).await {
+                    Ok(due) => {
+                        for (message, endpoint) in due {
+                            let this = self.clone();
+                            slots.spawn(async move { this.run_slot(message, endpoint).await });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming webhook messages failed"),
+                }
+            }
+            tokio::select! {
+                // The first claim comes after one interval, as the relay's first pass.
+                _ = every.tick() => started = true,
+                () = self.deliveries.notified(), if started => {}
+                Some(ended) = slots.join_next(), if !slots.is_empty() => {
+                    if let Err(e) = ended {
+                        tracing::warn!(error = %e, "a webhook delivery task failed");
+                    }
+                }
+            }
+        }
     }
 }
 

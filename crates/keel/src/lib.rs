@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod secrets;
+pub mod serve;
 pub mod store;
 pub mod telemetry;
 
@@ -78,6 +79,9 @@ pub async fn nats(settings: &Settings, store: &Store) -> anyhow::Result<Option<k
 pub struct App {
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    /// `/metrics` on its own listener (`KEEL_METRICS_LISTEN`), when configured.
+    metrics_listener: Option<(tokio::net::TcpListener, axum::Router)>,
+    metrics: Arc<Metrics>,
     store: Store,
     grace: Duration,
     settings: Settings,
@@ -109,9 +113,10 @@ impl App {
                 .context("cannot migrate the database")?;
         }
         let wake = Arc::new(tokio::sync::Notify::new());
+        let master = Arc::new(secrets::master_key(settings)?);
         let webhooks = keel_webhooks::service::WebhooksService::new(
             store.webhooks(),
-            Arc::new(secrets::master_key(settings)?),
+            master.clone(),
             Arc::new(SystemClock),
             settings.webhooks.clone(),
         );
@@ -122,15 +127,24 @@ impl App {
             settings: settings.worker,
             wake: wake.clone(),
             nats: nats(settings, &store).await?,
+            deliveries: Arc::new(tokio::sync::Notify::new()),
+            client: keel_worker::delivery::client(
+                &settings.webhooks.ssrf,
+                std::time::Duration::try_from(settings.webhooks.policy.timeout)
+                    .context("the webhook timeout is out of range")?,
+            )
+            .map_err(anyhow::Error::msg)?,
         };
+        let metrics = Arc::new(Metrics::default());
         let state = AppState::new(AppStateParts {
             health: store.health(),
-            metrics: Arc::new(Metrics::default()),
+            metrics: metrics.clone(),
             auth: auth_service(settings, &store)?,
             users: keel_identity::users::UserService::new(
                 store.staff(),
                 Arc::new(SystemClock),
                 settings.auth.setup_ttl,
+                master,
             ),
             events: store.events(),
             keys: keel_identity::keys::ApiKeyService::new(
@@ -158,7 +172,17 @@ impl App {
                 .context("the request timeout is out of range")?,
             webhooks,
             worker_wake: wake,
+            client_addr: settings.client_addr.clone(),
         });
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some((
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (KEEL_METRICS_LISTEN)"))?,
+                keel_http::metrics_router(state.clone()),
+            )),
+            None => None,
+        };
         let router = keel_http::router_with(state, settings.http, extra);
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -166,6 +190,8 @@ impl App {
         Ok(Self {
             listener,
             router,
+            metrics_listener,
+            metrics,
             store,
             grace: settings.shutdown_grace,
             settings: settings.clone(),
@@ -178,6 +204,14 @@ impl App {
         self.listener
             .local_addr()
             .expect("a bound TCP listener has a local address")
+    }
+
+    /// The bound address of the metrics listener, when `KEEL_METRICS_LISTEN` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(l, _)| {
+            l.local_addr()
+                .expect("a bound TCP listener has a local address")
+        })
     }
 
     /// The store this app serves from.
@@ -222,18 +256,37 @@ impl App {
         let worker = tokio::spawn(self.worker.clone().run());
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = self.grace;
-        // Connect info gives handlers the peer address (login throttling per client).
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(
-                grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
-                "shutting down: no new connections, draining in-flight requests"
-            );
-            let _ = draining_tx.send(());
+        let limits = self.settings.connections;
+        // The metrics listener stops with the API listener.
+        let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+        let metrics_server = self.metrics_listener.map(|(listener, router)| {
+            let metrics = self.metrics.clone();
+            let mut stopped = metrics_stopped.clone();
+            tokio::spawn(serve::serve(
+                listener,
+                router,
+                limits,
+                metrics,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ))
         });
+        let server = serve::serve(
+            self.listener,
+            self.router,
+            limits,
+            self.metrics.clone(),
+            async move {
+                shutdown.await;
+                tracing::info!(
+                    grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                    "shutting down: no new connections, draining in-flight requests"
+                );
+                let _ = stop_metrics.send(true);
+                let _ = draining_tx.send(());
+            },
+        );
         let deadline = async move {
             if draining_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -242,10 +295,12 @@ impl App {
             }
         };
         tokio::select! {
-            outcome = server.into_future() => {
+            () = server => {
                 maintenance.abort();
                 worker.abort();
-                outcome.context("server error")?;
+                if let Some(metrics_server) = metrics_server {
+                    let _ = metrics_server.await;
+                }
                 // Every request finished, so every pooled connection is back: close cleanly.
                 self.store.close().await;
                 tracing::info!("stopped");
@@ -323,12 +378,22 @@ pub struct MaintenanceReport {
     pub expired_orders: u64,
     /// Relayed events and processed-event rows past `KEEL_EVENT_RETENTION_S`.
     pub events: u64,
+    /// Webhook messages (with their attempts) finished longer ago than
+    /// `KEEL_WEBHOOKS__RETENTION_S`.
+    pub webhook_messages: u64,
+    /// Carts idle longer than `KEEL_CART_IDLE_TTL_S`.
+    pub carts: u64,
 }
 
 impl MaintenanceReport {
     /// Rows removed or changed in all.
     pub fn total(&self) -> u64 {
-        self.login_attempts + self.idempotency_keys + self.expired_orders + self.events
+        self.login_attempts
+            + self.idempotency_keys
+            + self.expired_orders
+            + self.events
+            + self.webhook_messages
+            + self.carts
     }
 }
 
@@ -343,7 +408,7 @@ pub async fn maintenance_pass(
 ) -> anyhow::Result<MaintenanceReport> {
     let pruned = store
         .throttle()
-        .prune(now - settings.auth.login_window)
+        .prune(now - settings.auth.throttle_horizon())
         .await
         .context("cannot prune login attempts")?;
     let purged = store
@@ -367,6 +432,17 @@ pub async fn maintenance_pass(
             break;
         }
     }
+    let mut carts = 0;
+    loop {
+        let n = orders
+            .prune_carts(EXPIRY_BATCH)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot prune idle carts: {e}"))?;
+        carts += n;
+        if n < u64::try_from(EXPIRY_BATCH).expect("a positive batch") {
+            break;
+        }
+    }
     let mut retired = 0;
     loop {
         let n = store
@@ -379,11 +455,25 @@ pub async fn maintenance_pass(
             break;
         }
     }
+    let mut messages = 0;
+    loop {
+        let n = store
+            .webhooks()
+            .prune_messages(now - settings.webhooks.retention, EXPIRY_BATCH)
+            .await
+            .context("cannot prune webhook messages")?;
+        messages += n;
+        if n == 0 {
+            break;
+        }
+    }
     Ok(MaintenanceReport {
         login_attempts: pruned,
         idempotency_keys: purged,
         expired_orders: expired,
         events: retired,
+        webhook_messages: messages,
+        carts,
     })
 }
 

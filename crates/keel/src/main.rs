@@ -11,8 +11,8 @@
 //! keel dead-letters list [--tenant ID] [--json]
 //!                                 events a bus consumer gave up on (KEEL_NATS_URL)
 //! keel dead-letters redrive ID    publish a parked event again, then unpark it
-//! keel bench browse|checkout|mixed --url http://127.0.0.1:8080 [--concurrency N]
-//!     [--iterations N] [--duration-s S] [--products N] [--stock N] [--json]
+//! keel bench browse|checkout|mixed|webhooks --url http://127.0.0.1:8080 [--concurrency N]
+//!     [--iterations N] [--duration-s S] [--products N] [--stock N] [--endpoints N] [--json]
 //!                                 load a running Keel on loopback (a fresh shop per run)
 //! keel secret generate            a fresh KEEL_SECRET_KEY value
 //! keel config check               print the effective configuration, secrets redacted
@@ -116,6 +116,9 @@ enum BenchScenario {
     Checkout,
     /// `--browses` browse iterations then `--checkouts` checkouts, repeated.
     Mixed,
+    /// Webhook deliveries per second: `--iterations` events to each of `--endpoints`
+    /// endpoints on a receiver the bench runs (the server must allow loopback endpoints).
+    Webhooks,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,6 +148,9 @@ struct BenchArgs {
     /// Checkouts per mixed cycle.
     #[arg(long, default_value_t = 1)]
     checkouts: u32,
+    /// Webhook endpoints (the `webhooks` scenario).
+    #[arg(long, default_value_t = 1)]
+    endpoints: u32,
     /// The server's process id: its peak RSS (VmHWM) is reported after the run.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -411,6 +417,22 @@ async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             browses: args.browses,
             checkouts: args.checkouts,
         },
+        BenchScenario::Webhooks => {
+            let report = keel_bench::webhooks::run(
+                &target,
+                &shop.staff_token,
+                args.endpoints,
+                args.iterations,
+                std::time::Duration::from_secs(args.duration_s),
+            )
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_value(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            return Ok(());
+        }
     };
     let report = keel_bench::run(
         &target,

@@ -1,6 +1,10 @@
 //! The master key that seals secrets at rest (see `keel_identity::sealed`).
 
-use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path};
+use std::{
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::Path,
+};
 
 use anyhow::Context as _;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -43,8 +47,15 @@ fn embedded_key(path: &Path) -> anyhow::Result<MasterKey> {
     match std::fs::read_to_string(path) {
         Ok(text) => decode(&text, &path.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
+            if let Some(dir) = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+            {
+                // The data directory holds the database and this key: only its owner enters.
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
             let text = generate();

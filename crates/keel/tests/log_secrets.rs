@@ -322,7 +322,12 @@ async fn customer_mfa(
                 .expect("json")
         }
     };
-    let begun = post("/v1/store/me/mfa/totp", Some(access), serde_json::json!({})).await;
+    let begun = post(
+        "/v1/store/me/mfa/totp",
+        Some(access),
+        serde_json::json!({"password": password}),
+    )
+    .await;
     let secret = begun["secret"].as_str().expect("secret").to_owned();
     let totp = totp_rs::Builder::new()
         .with_algorithm(totp_rs::Algorithm::SHA1)

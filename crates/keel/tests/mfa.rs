@@ -2,32 +2,9 @@
 //! Codes come from an independent implementation (`totp-rs`), not from Keel's own.
 
 use keel_testkit::{
-    Backend, OWNER_PASSWORD, TestApp, Tokens, assert_problem, backend_tests, spawn_app,
+    Authenticator, Backend, OWNER_PASSWORD, TestApp, Tokens, assert_problem, backend_tests,
+    spawn_app,
 };
-
-/// Codes for the secret an enrolment returned, at `now + offset_steps * 30 s`.
-struct Authenticator(totp_rs::Totp);
-
-impl Authenticator {
-    fn new(base32: &str) -> Self {
-        let secret = totp_rs::Secret::try_from_base32(base32).expect("base32 secret");
-        let totp = totp_rs::Builder::new()
-            .with_algorithm(totp_rs::Algorithm::SHA1)
-            .with_digits(6)
-            .with_step_duration(30)
-            .with_secret(secret)
-            .build()
-            .expect("TOTP parameters");
-        Self(totp)
-    }
-
-    fn code(&self, offset_steps: i64) -> String {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp() + offset_steps * 30;
-        self.0
-            .generate(u64::try_from(now).expect("after 1970"))
-            .to_string()
-    }
-}
 
 async fn json(res: reqwest::Response) -> serde_json::Value {
     res.json().await.expect("JSON body")
@@ -56,7 +33,7 @@ async fn enrolled(app: &TestApp) -> (Authenticator, Vec<String>, keel_testkit::O
             app,
             "/v1/me/mfa/totp",
             &tokens.access_token,
-            serde_json::json!({}),
+            serde_json::json!({"password": OWNER_PASSWORD}),
         )
         .await,
     )
@@ -133,7 +110,14 @@ async fn enrolled_shopper(app: &TestApp, prefix: &str) -> EnrolledShopper {
             Some(body),
         )
     };
-    let begun = json(store_as("/v1/store/me/mfa/totp", serde_json::json!({})).await).await;
+    let begun = json(
+        store_as(
+            "/v1/store/me/mfa/totp",
+            serde_json::json!({"password": SHOPPER_PASSWORD}),
+        )
+        .await,
+    )
+    .await;
     let uri = begun["otpauth_uri"]
         .as_str()
         .unwrap_or_else(|| panic!("{begun}"));
@@ -244,7 +228,7 @@ backend_tests! {
         let (owner, tokens) = app.owner_with_tokens("mfa-rules").await;
         let confirm_early = post_as(&app, "/v1/me/mfa/totp/confirm", &tokens.access_token, serde_json::json!({"code": "123456"})).await;
         assert_problem(confirm_early, 409, "mfa_not_pending").await;
-        let begun = json(post_as(&app, "/v1/me/mfa/totp", &tokens.access_token, serde_json::json!({})).await).await;
+        let begun = json(post_as(&app, "/v1/me/mfa/totp", &tokens.access_token, serde_json::json!({"password": OWNER_PASSWORD})).await).await;
         let auth = Authenticator::new(begun["secret"].as_str().expect("secret"));
         let wrong = post_as(&app, "/v1/me/mfa/totp/confirm", &tokens.access_token, serde_json::json!({"code": "000000"})).await;
         assert_problem(wrong, 401, "invalid_mfa_code").await;
@@ -252,7 +236,7 @@ backend_tests! {
         let plain = json(app.post_json("/v1/auth/login", &serde_json::json!({"tenant": owner.slug, "email": owner.email, "password": OWNER_PASSWORD})).await).await;
         assert!(plain["access_token"].is_string(), "{plain}");
         assert_eq!(post_as(&app, "/v1/me/mfa/totp/confirm", &tokens.access_token, serde_json::json!({"code": auth.code(0)})).await.status(), 200);
-        assert_problem(post_as(&app, "/v1/me/mfa/totp", &tokens.access_token, serde_json::json!({})).await, 409, "mfa_already_enabled").await;
+        assert_problem(post_as(&app, "/v1/me/mfa/totp", &tokens.access_token, serde_json::json!({"password": OWNER_PASSWORD})).await, 409, "mfa_already_enabled").await;
         let del = |body: serde_json::Value| app.client.delete(app.url("/v1/me/mfa/totp")).bearer_auth(&tokens.access_token).json(&body).send();
         assert_problem(del(serde_json::json!({"password": "not-my-password-at-all", "code": auth.code(1)})).await.expect("send"), 403, "reauthentication_failed").await;
         assert_problem(del(serde_json::json!({"password": OWNER_PASSWORD, "code": "000000"})).await.expect("send"), 403, "reauthentication_failed").await;
@@ -301,7 +285,7 @@ backend_tests! {
             assert_problem(app.get_as("/v1/me/sessions", &t.access_token).await, 403, "mfa_enrollment_required").await;
             assert_eq!(app.get_as("/v1/me", &t.access_token).await.status(), 200);
         }
-        let begun = json(post_as(&app, "/v1/me/mfa/totp", &owner.access_token, serde_json::json!({})).await).await;
+        let begun = json(post_as(&app, "/v1/me/mfa/totp", &owner.access_token, serde_json::json!({"password": OWNER_PASSWORD})).await).await;
         let auth = Authenticator::new(begun["secret"].as_str().expect("secret"));
         assert_eq!(post_as(&app, "/v1/me/mfa/totp/confirm", &owner.access_token, serde_json::json!({"code": auth.code(0)})).await.status(), 200);
         // Enrolled: the same token now reaches everything the role allows.
@@ -364,7 +348,7 @@ backend_tests! {
         assert_problem(staff_at_store, 400, "invalid_token").await;
         // MFA routes of /me need a customer token, not a staff one.
         let (_, staff_tokens) = app.owner_with_tokens("cus-side-staff").await;
-        let staff_enrol = app.store_request(reqwest::Method::POST, &shopper.pk, "/v1/store/me/mfa/totp", Some(&staff_tokens.access_token), Some(serde_json::json!({}))).await;
+        let staff_enrol = app.store_request(reqwest::Method::POST, &shopper.pk, "/v1/store/me/mfa/totp", Some(&staff_tokens.access_token), Some(serde_json::json!({"password": OWNER_PASSWORD}))).await;
         assert_problem(staff_enrol, 401, "unauthorized").await;
     }
 

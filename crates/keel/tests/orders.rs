@@ -9,280 +9,14 @@ use keel_orders::{
     cart::CartId, ports::PricingSettings, pricing::Breakdown, service::ShopperAccess,
 };
 use keel_testkit::{
-    Backend, TestApp, Tokens, assert_problem, backend_tests, spawn_app, spawn_app_with,
+    Backend, assert_problem, backend_tests,
+    shop::{
+        admin, cart_call, checkout, created, json, level, new_cart, ny, pay, ready_cart, shop,
+        store, tokyo,
+    },
+    spawn_app, spawn_app_with,
 };
 use reqwest::{Method, StatusCode};
-
-async fn json(res: reqwest::Response) -> serde_json::Value {
-    res.json().await.expect("JSON body")
-}
-
-async fn admin(
-    app: &TestApp,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-    key: Option<&str>,
-) -> reqwest::Response {
-    let mut req = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(k) = key {
-        req = req.header("idempotency-key", k);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.expect("request reaches the server")
-}
-
-async fn created(res: reqwest::Response) -> serde_json::Value {
-    let status = res.status();
-    let body = json(res).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
-}
-
-/// A shop ready to sell: a tee and a mug priced in USD and JPY with stock, New York and Japan
-/// tax, shipping to both, and two promotions.
-struct Shop {
-    owner: Tokens,
-    pk: String,
-    tee: String,
-    mug: String,
-    us_shipping: String,
-    jp_shipping: String,
-}
-
-async fn shop(app: &TestApp, prefix: &str, stock: i64) -> Shop {
-    let (owner, pk) = app.shop_with_storefront(prefix).await;
-    let t = owner.access_token.as_str();
-    let product = created(admin(app, t, Method::POST, "/v1/admin/products", Some(serde_json::json!({
-        "title": "Tee", "handle": "tee", "status": "active",
-        "variants": [
-            {"sku": "TEE-S", "prices": [{"amount": 1999, "currency": "USD"}, {"amount": 2500, "currency": "JPY"}]},
-            {"sku": "MUG", "title": "Mug", "prices": [{"amount": 500, "currency": "USD"}, {"amount": 800, "currency": "JPY"}]}
-        ]})), None).await).await;
-    let tee = product["variants"][0]["id"]
-        .as_str()
-        .expect("tee")
-        .to_owned();
-    let mug = product["variants"][1]["id"]
-        .as_str()
-        .expect("mug")
-        .to_owned();
-    let loc = created(
-        admin(
-            app,
-            t,
-            Method::POST,
-            "/v1/admin/stock-locations",
-            Some(serde_json::json!({"name": "Main"})),
-            None,
-        )
-        .await,
-    )
-    .await;
-    for v in [&tee, &mug] {
-        created(admin(app, t, Method::POST, "/v1/admin/inventory/adjustments", Some(serde_json::json!({"variant": v, "location": loc["id"], "delta": stock, "reason": "received"})), None).await).await;
-    }
-    created(
-        admin(
-            app,
-            t,
-            Method::POST,
-            "/v1/admin/tax-rates",
-            Some(serde_json::json!({"country": "US", "region": "NY", "rate": "8.875"})),
-            None,
-        )
-        .await,
-    )
-    .await;
-    created(
-        admin(
-            app,
-            t,
-            Method::POST,
-            "/v1/admin/tax-rates",
-            Some(serde_json::json!({"country": "JP", "rate": "10", "shipping_taxable": false})),
-            None,
-        )
-        .await,
-    )
-    .await;
-    let us = created(admin(app, t, Method::POST, "/v1/admin/shipping-options", Some(serde_json::json!({
-        "name": "Standard", "country": "US", "amounts": [{"amount": 795, "currency": "USD"}], "free_over": [{"amount": 10000, "currency": "USD"}]})), None).await).await;
-    let jp = created(
-        admin(
-            app,
-            t,
-            Method::POST,
-            "/v1/admin/shipping-options",
-            Some(serde_json::json!({
-        "name": "EMS", "country": "JP", "amounts": [{"amount": 1200, "currency": "JPY"}]})),
-            None,
-        )
-        .await,
-    )
-    .await;
-    created(
-        admin(
-            app,
-            t,
-            Method::POST,
-            "/v1/admin/promotions",
-            Some(serde_json::json!({"code": "SAVE10", "percent": "10"})),
-            None,
-        )
-        .await,
-    )
-    .await;
-    created(admin(app, t, Method::POST, "/v1/admin/promotions", Some(serde_json::json!({"code": "YEN500", "amounts": [{"amount": 500, "currency": "JPY"}]})), None).await).await;
-    Shop {
-        owner,
-        pk,
-        tee,
-        mug,
-        us_shipping: us["id"].as_str().expect("id").to_owned(),
-        jp_shipping: jp["id"].as_str().expect("id").to_owned(),
-    }
-}
-
-/// A guest shopper's cart: its id and secret.
-struct Cart {
-    id: String,
-    secret: String,
-}
-
-async fn store(
-    app: &TestApp,
-    shop: &Shop,
-    secret: Option<&str>,
-    method: Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-    key: Option<&str>,
-) -> reqwest::Response {
-    let mut req = app
-        .client
-        .request(method, app.url(path))
-        .header("keel-publishable-key", &shop.pk);
-    if let Some(s) = secret {
-        req = req.header("keel-cart-secret", s);
-    }
-    if let Some(k) = key {
-        req = req.header("idempotency-key", k);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.expect("request reaches the server")
-}
-
-async fn new_cart(app: &TestApp, shop: &Shop, currency: &str) -> Cart {
-    let body = created(
-        store(
-            app,
-            shop,
-            None,
-            Method::POST,
-            "/v1/store/carts",
-            Some(serde_json::json!({"currency": currency, "email": "guest@example.test"})),
-            None,
-        )
-        .await,
-    )
-    .await;
-    Cart {
-        id: body["cart"]["id"].as_str().expect("id").to_owned(),
-        secret: body["cart_secret"].as_str().expect("secret").to_owned(),
-    }
-}
-
-async fn cart_call(
-    app: &TestApp,
-    shop: &Shop,
-    cart: &Cart,
-    method: Method,
-    suffix: &str,
-    body: Option<serde_json::Value>,
-) -> serde_json::Value {
-    let res = store(
-        app,
-        shop,
-        Some(&cart.secret),
-        method,
-        &format!("/v1/store/carts/{}{suffix}", cart.id),
-        body,
-        None,
-    )
-    .await;
-    let status = res.status();
-    let body = json(res).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
-fn ny() -> serde_json::Value {
-    serde_json::json!({"name": "Ann Buyer", "line1": "1 Main St", "city": "New York", "region": "NY", "postal_code": "10001", "country": "US"})
-}
-
-fn tokyo() -> serde_json::Value {
-    serde_json::json!({"name": "Ken Kaimono", "line1": "1-1 Chiyoda", "city": "Tokyo", "postal_code": "100-0001", "country": "JP"})
-}
-
-/// A cart with `lines` (variant, quantity), an address, a shipping option and maybe a code.
-async fn ready_cart(
-    app: &TestApp,
-    shop: &Shop,
-    currency: &str,
-    lines: &[(&str, i64)],
-    address: serde_json::Value,
-    shipping: &str,
-    code: Option<&str>,
-) -> (Cart, serde_json::Value) {
-    let cart = new_cart(app, shop, currency).await;
-    for (variant, quantity) in lines {
-        cart_call(
-            app,
-            shop,
-            &cart,
-            Method::POST,
-            "/items",
-            Some(serde_json::json!({"variant_id": variant, "quantity": quantity})),
-        )
-        .await;
-    }
-    cart_call(
-        app,
-        shop,
-        &cart,
-        Method::PUT,
-        "/shipping-address",
-        Some(address),
-    )
-    .await;
-    let mut body = cart_call(
-        app,
-        shop,
-        &cart,
-        Method::PUT,
-        "/shipping-option",
-        Some(serde_json::json!({"shipping_option_id": shipping})),
-    )
-    .await;
-    if let Some(code) = code {
-        body = cart_call(
-            app,
-            shop,
-            &cart,
-            Method::POST,
-            "/promotions",
-            Some(serde_json::json!({"code": code})),
-        )
-        .await;
-    }
-    (cart, body)
-}
 
 fn amount(v: &serde_json::Value) -> i64 {
     v["amount"]
@@ -313,45 +47,11 @@ fn of(b: &Breakdown) -> [i64; 6] {
     ]
 }
 
-async fn checkout(app: &TestApp, shop: &Shop, cart: &Cart, key: &str) -> reqwest::Response {
-    store(
-        app,
-        shop,
-        Some(&cart.secret),
-        Method::POST,
-        &format!("/v1/store/carts/{}/checkout", cart.id),
-        None,
-        Some(key),
-    )
-    .await
-}
-
-async fn pay(app: &TestApp, shop: &Shop, cart: &Cart, order: &str, key: &str) -> reqwest::Response {
-    store(
-        app,
-        shop,
-        Some(&cart.secret),
-        Method::POST,
-        &format!("/v1/store/orders/{order}/payments"),
-        None,
-        Some(key),
-    )
-    .await
-}
-
-async fn level(app: &TestApp, shop: &Shop, variant: &str) -> (i64, i64) {
-    let body = json(
-        app.get_as(
-            &format!("/v1/admin/inventory?variant={variant}"),
-            &shop.owner.access_token,
-        )
-        .await,
-    )
-    .await;
-    (
-        body["data"][0]["on_hand"].as_i64().expect("on hand"),
-        body["data"][0]["reserved"].as_i64().expect("reserved"),
-    )
+/// Unpaid-order caps no test here reaches (its shoppers share the test's address and email).
+fn uncapped(raw: &mut keel::config::RawConfig) {
+    raw.unpaid_orders_per_address = 1_000;
+    raw.unpaid_orders_per_email = 1_000;
+    raw.unpaid_orders_per_customer = 1_000;
 }
 
 backend_tests! {
@@ -520,7 +220,7 @@ backend_tests! {
         let me = json(app.get_as("/v1/me", &t).await).await;
         let tenant: TenantId = me["tenant_id"].as_str().expect("tenant id").parse().expect("tenant id");
         let id: CartId = cart.id.parse().expect("cart id");
-        let access = ShopperAccess { customer: None, secret: Some(cart.secret.clone()) };
+        let access = ShopperAccess { customer: None, secret: Some(cart.secret.clone()), client: None };
         let answer = || async { of(&there.get_cart(tenant, id, &access).await.expect("cart").breakdown) };
         let fresh = || async { totals(&cart_call(&app, &shop, &cart, Method::GET, "", None).await) };
 
@@ -568,7 +268,8 @@ backend_tests! {
     }
 
     async fn fifty_concurrent_checkouts_of_ten_units_make_exactly_ten_orders(backend: Backend) {
-        let app = spawn_app(backend).await;
+        // Fifty guests behind one address: the unpaid-order caps are not what this tests.
+        let app = spawn_app_with(backend, utoipa_axum::router::OpenApiRouter::new(), uncapped).await;
         let shop = shop(&app, "ord-race", 10).await;
         let mut carts = Vec::new();
         for _ in 0..50 {
@@ -625,7 +326,7 @@ backend_tests! {
     }
 
     async fn a_promotion_limited_to_five_uses_discounts_exactly_five_of_thirty_orders(backend: Backend) {
-        let app = std::sync::Arc::new(spawn_app(backend).await);
+        let app = std::sync::Arc::new(spawn_app_with(backend, utoipa_axum::router::OpenApiRouter::new(), uncapped).await);
         let shop = std::sync::Arc::new(shop(&app, "ord-promo", 100).await);
         created(admin(&app, &shop.owner.access_token, Method::POST, "/v1/admin/promotions", Some(serde_json::json!({"code": "FIRST5", "percent": "50", "usage_limit": 5})), None).await).await;
         let mut carts = Vec::new();

@@ -1,6 +1,8 @@
 //! Password change and reset over real HTTP, once per backend.
 
-use keel_testkit::{Backend, OWNER_PASSWORD, TestApp, assert_problem, backend_tests, spawn_app};
+use keel_testkit::{
+    Backend, OWNER_PASSWORD, TestApp, assert_problem, backend_tests, spawn_app, spawn_app_with,
+};
 
 const NEW_PASSWORD: &str = "orchid-tundra-harbor-5521";
 
@@ -38,9 +40,10 @@ backend_tests! {
         assert_eq!(login(&app, &owner, NEW_PASSWORD).await.status(), 200);
     }
 
-    async fn a_reset_token_goes_out_through_an_event_and_works_once(backend: Backend) {
-        let app = spawn_app(backend).await;
+    async fn a_reset_token_goes_to_the_shops_mail_system_and_works_once(backend: Backend) {
+        let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), keel_testkit::receiver::fast_webhooks).await;
         let (owner, tokens) = app.owner_with_tokens("reset").await;
+        let (mut mail, secret) = app.account_channel(&tokens.access_token).await;
         let asked = app.post_json("/v1/auth/password-reset", &serde_json::json!({"tenant": owner.slug, "email": owner.email})).await;
         assert_eq!(asked.status(), 202);
         let nobody = app.post_json("/v1/auth/password-reset", &serde_json::json!({"tenant": owner.slug, "email": "nobody@nowhere.test"})).await;
@@ -48,8 +51,15 @@ backend_tests! {
         let events = json(app.get_as("/v1/admin/events?type=staff_user.password_reset_requested", &tokens.access_token).await).await;
         let data = events["data"].as_array().expect("data");
         assert_eq!(data.len(), 1, "one request for the real account, none for the unknown one");
-        let reset_token = data[0]["data"]["reset_token"].as_str().expect("token").to_owned();
         assert_eq!(data[0]["data"]["expires_in"], 3_600);
+        assert!(data[0]["data"].get("reset_token").is_none(), "the event carries no token");
+        let notice = mail.next().await;
+        assert!(keel_testkit::receiver::verifies(&secret, &notice), "signed with the channel's own secret");
+        let body = notice.json();
+        assert_eq!(body["type"], "staff_user.password_reset_requested");
+        assert_eq!(body["data"]["email"], owner.email);
+        assert_eq!(body["data"]["expires_in"], 3_600);
+        let reset_token = body["data"]["reset_token"].as_str().expect("token").to_owned();
         let confirm = |token: &str, password: &str| {
             let body = serde_json::json!({"reset_token": token, "new_password": password});
             let app = &app;

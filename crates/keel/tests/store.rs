@@ -1,6 +1,8 @@
 //! Customer accounts at the storefront over real HTTP, once per backend.
 
-use keel_testkit::{Backend, TestApp, Tokens, assert_problem, backend_tests, spawn_app};
+use keel_testkit::{
+    Backend, TestApp, Tokens, assert_problem, backend_tests, spawn_app, spawn_app_with,
+};
 
 const PASSWORD: &str = "saffron-glacier-tulip-8832";
 const NEW_PASSWORD: &str = "walnut-comet-harbor-5107";
@@ -136,10 +138,11 @@ backend_tests! {
         assert_eq!(new.status(), 200);
     }
 
-    async fn a_customer_reset_token_goes_out_through_an_event_and_works_once_at_its_shop(backend: Backend) {
-        let app = spawn_app(backend).await;
+    async fn a_customer_reset_token_goes_to_the_shops_mail_system_and_works_once_at_its_shop(backend: Backend) {
+        let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), keel_testkit::receiver::fast_webhooks).await;
         let (owner, pk) = app.shop_with_storefront("cus-reset").await;
         let (_, other_pk) = app.shop_with_storefront("cus-reset-b").await;
+        let (mut mail, secret) = app.account_channel(&owner.access_token).await;
         let session = sign_up(&app, &pk, "rey@example.test").await;
         let events = || async {
             let body = json(app.get_as("/v1/admin/events?type=customer.password_reset_requested", &owner.access_token).await).await;
@@ -153,7 +156,13 @@ backend_tests! {
         let recorded = events().await;
         assert_eq!(recorded.len(), 1);
         assert_eq!(recorded[0]["data"]["expires_in"], 3600);
-        let token = recorded[0]["data"]["reset_token"].as_str().expect("token").to_owned();
+        assert!(recorded[0]["data"].get("reset_token").is_none(), "the event carries no token");
+        let notice = mail.next().await;
+        assert!(keel_testkit::receiver::verifies(&secret, &notice));
+        let body = notice.json();
+        assert_eq!(body["type"], "customer.password_reset_requested");
+        assert_eq!(body["data"]["email"], "rey@example.test");
+        let token = body["data"]["reset_token"].as_str().expect("token").to_owned();
         // Another shop's storefront and the staff API do not know it, and do not spend it.
         assert_problem(confirm(&app, &other_pk, &token, NEW_PASSWORD).await, 400, "invalid_token").await;
         let at_admin = app.post_json("/v1/auth/password-reset/confirm", &serde_json::json!({"reset_token": token, "new_password": NEW_PASSWORD})).await;

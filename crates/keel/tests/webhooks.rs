@@ -3,99 +3,13 @@
 //! implementation written from the spec text; retries follow the configured schedule with a
 //! stable `webhook-id`; the SSRF guard refuses private targets; rotation signs with both.
 
-use std::sync::{Arc, Mutex};
-
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use hmac::{Hmac, KeyInit, Mac};
-use keel_testkit::{Backend, TestApp, assert_problem, backend_tests, spawn_app_with};
+use keel_testkit::{
+    Backend, TestApp, assert_problem, backend_tests,
+    receiver::{fast_webhooks, receiver, verifies},
+    spawn_app_with,
+};
 use reqwest::Method;
-use sha2::Sha256;
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: String,
-}
-
-/// A receiver on 127.0.0.1 answering the scripted statuses in turn (then 200), reporting each
-/// request on a channel.
-struct Receiver {
-    url: String,
-    got: tokio::sync::mpsc::UnboundedReceiver<Received>,
-}
-
-async fn receiver(script: Vec<u16>) -> Receiver {
-    let (tx, got) = tokio::sync::mpsc::unbounded_channel();
-    let script = Arc::new(Mutex::new(script.into_iter()));
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-            let (tx, script) = (tx.clone(), script.clone());
-            async move {
-                let h = |k: &str| {
-                    headers
-                        .get(k)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned()
-                };
-                let _ = tx.send(Received {
-                    id: h("webhook-id"),
-                    timestamp: h("webhook-timestamp"),
-                    signature: h("webhook-signature"),
-                    body,
-                });
-                let status = script.lock().expect("script").next().unwrap_or(200);
-                axum::http::StatusCode::from_u16(status).expect("status")
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Receiver {
-        url: format!("http://{addr}/hook"),
-        got,
-    }
-}
-
-impl Receiver {
-    /// The next request, or a failure after 20 s.
-    async fn next(&mut self) -> Received {
-        tokio::time::timeout(std::time::Duration::from_secs(20), self.got.recv())
-            .await
-            .expect("a delivery within 20 s")
-            .expect("the receiver runs")
-    }
-}
-
-/// The spec's verification, written here independently of Keel's code: the secret is the
-/// base64 after `whsec_`; the signed content is `{id}.{timestamp}.{body}`; a header may carry
-/// several space-separated `v1,<base64>` signatures.
-fn verifies(secret: &str, r: &Received) -> bool {
-    let key = STANDARD
-        .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
-        .expect("base64 key");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key size");
-    mac.update(format!("{}.{}.{}", r.id, r.timestamp, r.body).as_bytes());
-    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
-    r.signature.split(' ').any(|s| s == expected)
-}
-
-/// Webhooks open to loopback receivers, with fast loops and retries.
-fn fast_webhooks(raw: &mut keel::config::RawConfig) {
-    raw.webhooks.allow_http = true;
-    raw.webhooks.allow_cidrs = "127.0.0.1/32,::1/128".into();
-    raw.webhooks.retry_schedule = "100ms,100ms,100ms".into();
-    raw.webhooks.jitter_ms = 0;
-    raw.webhooks.relay_interval_ms = 50;
-    raw.webhooks.delivery_interval_ms = 50;
-}
 
 async fn app_for_webhooks(backend: Backend) -> TestApp {
     spawn_app_with(

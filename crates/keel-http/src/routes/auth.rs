@@ -1,20 +1,15 @@
 //! `/v1/auth/*`: owner setup, login, refresh, logout (staff), and the public JWKS.
 
-use std::net::SocketAddr;
-
-use axum::{
-    Json,
-    extract::{ConnectInfo, State},
-    http::StatusCode,
-    response::IntoResponse,
-};
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use keel_identity::auth::{LoginOutcome, Side, TokenPair};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState, extract,
+    AppState,
+    client::ClientAddr,
+    extract,
     problem::{Problem, ProblemBody},
 };
 
@@ -144,12 +139,12 @@ async fn setup(
     ))]
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     extract::Json(req): extract::Json<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Problem> {
     let outcome = state
         .auth
-        .login(&req.tenant, &req.email, req.password, Some(peer.ip()))
+        .login(&req.tenant, &req.email, req.password, Some(client))
         .await?;
     Ok(Json(outcome.into()))
 }
@@ -241,11 +236,12 @@ pub(crate) struct ResetConfirmRequest {
     responses((status = 202, description = "Accepted.")))]
 async fn request_password_reset(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     extract::Json(req): extract::Json<ResetRequest>,
 ) -> Result<StatusCode, Problem> {
     state
         .auth
-        .request_password_reset(&req.tenant, &req.email)
+        .request_password_reset(&req.tenant, &req.email, Some(client))
         .await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -157,14 +157,29 @@ pub(crate) struct DisableTotpRequest {
     pub(crate) backup_code: Option<String>,
 }
 
-/// Starts TOTP enrolment (replacing an unconfirmed one).
-#[utoipa::path(post, path = "/v1/me/mfa/totp", tag = "me", security(("bearer" = [])),
-    responses((status = 200, body = TotpEnrolmentResponse), (status = 409, description = "`mfa_already_enabled`.", body = ProblemBody)))]
+/// Starting an enrolment needs the current password: a stolen access token alone must not
+/// bind an attacker's authenticator to the account.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BeginTotpRequest {
+    pub(crate) password: String,
+}
+
+/// Starts TOTP enrolment (replacing an unconfirmed one); needs the current password, which
+/// counts against the account's second-factor limit.
+#[utoipa::path(post, path = "/v1/me/mfa/totp", tag = "me", security(("bearer" = [])), request_body = BeginTotpRequest,
+    responses(
+        (status = 200, body = TotpEnrolmentResponse),
+        (status = 403, description = "`reauthentication_failed`: the password is wrong.", body = ProblemBody),
+        (status = 409, description = "`mfa_already_enabled`.", body = ProblemBody),
+        (status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody),
+    ))]
 async fn begin_totp(
     State(state): State<AppState>,
     StaffEnrolling(p): StaffEnrolling,
+    crate::extract::Json(req): crate::extract::Json<BeginTotpRequest>,
 ) -> Result<Json<TotpEnrolmentResponse>, Problem> {
-    Ok(Json(state.auth.begin_totp(&p).await?.into()))
+    Ok(Json(state.auth.begin_totp(&p, req.password).await?.into()))
 }
 
 /// Confirms the enrolment with a current code; MFA is on from now and the backup codes are

@@ -1,5 +1,6 @@
 //! One module per resource; each exposes `router() -> OpenApiRouter<AppState>`.
 
+pub mod account_notifications;
 pub mod api_keys;
 pub mod auth;
 pub mod catalog;

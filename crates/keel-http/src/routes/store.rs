@@ -2,13 +2,7 @@
 //! password change and reset, `/me` and the customer's own MFA. Every
 //! route needs the storefront's publishable key (`Keel-Publishable-Key`).
 
-use std::net::SocketAddr;
-
-use axum::{
-    Json,
-    extract::{ConnectInfo, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use keel_identity::auth::Side;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,13 +11,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     auth::{Customer, Storefront},
+    client::ClientAddr,
     extract,
     problem::{Problem, ProblemBody},
     routes::{
         auth::{LoginResponse, MfaRequest, RefreshRequest, ResetConfirmRequest, TokenResponse},
         me::{
-            BackupCodes, ChangePasswordRequest, ConfirmTotpRequest, DisableTotpRequest,
-            TotpEnrolmentResponse,
+            BackupCodes, BeginTotpRequest, ChangePasswordRequest, ConfirmTotpRequest,
+            DisableTotpRequest, TotpEnrolmentResponse,
         },
     },
 };
@@ -88,14 +83,14 @@ async fn sign_up(
     ))]
 async fn customer_login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     Storefront(tenant): Storefront,
     extract::Json(req): extract::Json<CustomerCredentials>,
 ) -> Result<Json<LoginResponse>, Problem> {
     Ok(Json(
         state
             .auth
-            .login_customer(tenant, &req.email, req.password, Some(peer.ip()))
+            .login_customer(tenant, &req.email, req.password, Some(client))
             .await?
             .into(),
     ))
@@ -180,15 +175,23 @@ async fn get_store_me(
     }))
 }
 
-/// Starts TOTP enrolment for the customer (replacing an unconfirmed one).
-#[utoipa::path(post, path = "/v1/store/me/mfa/totp", tag = "store", security(("bearer" = [])),
+/// Starts TOTP enrolment for the customer (replacing an unconfirmed one); needs the current
+/// password, which counts against the account's second-factor limit.
+#[utoipa::path(post, path = "/v1/store/me/mfa/totp", tag = "store", security(("bearer" = [])), request_body = BeginTotpRequest,
     params(("Keel-Publishable-Key" = String, Header)),
-    responses((status = 200, body = TotpEnrolmentResponse), (status = 401, body = ProblemBody), (status = 409, description = "`mfa_already_enabled`.", body = ProblemBody)))]
+    responses(
+        (status = 200, body = TotpEnrolmentResponse),
+        (status = 401, body = ProblemBody),
+        (status = 403, description = "`reauthentication_failed`: the password is wrong.", body = ProblemBody),
+        (status = 409, description = "`mfa_already_enabled`.", body = ProblemBody),
+        (status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody),
+    ))]
 async fn customer_begin_totp(
     State(state): State<AppState>,
     Customer(p): Customer,
+    extract::Json(req): extract::Json<BeginTotpRequest>,
 ) -> Result<Json<TotpEnrolmentResponse>, Problem> {
-    Ok(Json(state.auth.begin_totp(&p).await?.into()))
+    Ok(Json(state.auth.begin_totp(&p, req.password).await?.into()))
 }
 
 /// Confirms the customer's enrolment with a current code; MFA is on from now and the backup
@@ -276,12 +279,13 @@ struct CustomerResetRequest {
     responses((status = 202, description = "Accepted.")))]
 async fn customer_request_password_reset(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Storefront(tenant): Storefront,
     extract::Json(req): extract::Json<CustomerResetRequest>,
 ) -> Result<StatusCode, Problem> {
     state
         .auth
-        .request_customer_password_reset(tenant, &req.email)
+        .request_customer_password_reset(tenant, &req.email, Some(client))
         .await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -36,6 +36,10 @@ impl From<WebhookError> for Problem {
                 ProblemKind::PRECONDITION_FAILED,
                 "The endpoint changed since it was read; read it again and retry.",
             ),
+            WebhookError::AccountEndpointExists => Self::new(
+                ProblemKind::CONFLICT,
+                "The shop's account-notification endpoint was set up meanwhile; read it and retry.",
+            ),
             WebhookError::Store(e) => e.into(),
             WebhookError::Internal(msg) => Self::internal(&std::io::Error::other(msg)),
         }
@@ -43,7 +47,7 @@ impl From<WebhookError> for Problem {
 }
 
 #[derive(Serialize, ToSchema)]
-struct EndpointResponse {
+pub(crate) struct EndpointResponse {
     id: String,
     url: String,
     description: String,
@@ -52,6 +56,11 @@ struct EndpointResponse {
     disabled_reason: Option<String>,
     /// When the current run of failures began (cleared by a success).
     failing_since: Option<String>,
+    /// Attempts failed in a row; at `KEEL_WEBHOOKS__CIRCUIT_FAILURES` the circuit opens.
+    consecutive_failures: i64,
+    /// The circuit is open until then: nothing is sent (messages keep their retries); then
+    /// one probe, and a success closes it.
+    paused_until: Option<String>,
     /// Secrets that sign now: 1, or 2 during a rotation's overlap (when the old one stops).
     signing_secrets: Vec<SecretInfo>,
     created_at: String,
@@ -60,12 +69,12 @@ struct EndpointResponse {
 }
 
 #[derive(Serialize, ToSchema)]
-struct SecretInfo {
+pub(crate) struct SecretInfo {
     created_at: String,
     expires_at: Option<String>,
 }
 
-fn endpoint_response(e: &Endpoint) -> EndpointResponse {
+pub(crate) fn endpoint_response(e: &Endpoint) -> EndpointResponse {
     let now = time::OffsetDateTime::now_utc();
     EndpointResponse {
         id: e.id.to_string(),
@@ -75,6 +84,8 @@ fn endpoint_response(e: &Endpoint) -> EndpointResponse {
         enabled: e.enabled,
         disabled_reason: e.disabled_reason.clone(),
         failing_since: e.failing_since.map(rfc3339),
+        consecutive_failures: e.consecutive_failures,
+        paused_until: e.paused_until.map(rfc3339),
         signing_secrets: e
             .live_secrets(now)
             .map(|s| SecretInfo {
@@ -90,10 +101,10 @@ fn endpoint_response(e: &Endpoint) -> EndpointResponse {
 
 /// An endpoint and its new signing secret, shown once.
 #[derive(Serialize, ToSchema)]
-struct EndpointWithSecret {
-    endpoint: EndpointResponse,
+pub(crate) struct EndpointWithSecret {
+    pub(crate) endpoint: EndpointResponse,
     /// `whsec_…`: verify `webhook-signature` with it (Standard Webhooks).
-    secret: String,
+    pub(crate) secret: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -103,7 +114,7 @@ struct EndpointList {
 }
 
 #[derive(Serialize, ToSchema)]
-struct MessageResponse {
+pub(crate) struct MessageResponse {
     /// The `webhook-id` of every attempt.
     id: String,
     endpoint_id: String,
@@ -132,13 +143,13 @@ impl From<&Message> for MessageResponse {
 }
 
 #[derive(Serialize, ToSchema)]
-struct MessageList {
-    data: Vec<MessageResponse>,
-    next_cursor: Option<String>,
+pub(crate) struct MessageList {
+    pub(crate) data: Vec<MessageResponse>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
-struct AttemptResponse {
+pub(crate) struct AttemptResponse {
     id: String,
     attempted_at: String,
     status_code: Option<u16>,
@@ -162,9 +173,9 @@ impl From<&Attempt> for AttemptResponse {
 }
 
 #[derive(Serialize, ToSchema)]
-struct AttemptList {
-    data: Vec<AttemptResponse>,
-    next_cursor: Option<String>,
+pub(crate) struct AttemptList {
+    pub(crate) data: Vec<AttemptResponse>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 fn endpoint_id(s: &str) -> Result<EndpointId, Problem> {
@@ -172,12 +183,12 @@ fn endpoint_id(s: &str) -> Result<EndpointId, Problem> {
         .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such webhook endpoint."))
 }
 
-fn message_id(s: &str) -> Result<MessageId, Problem> {
+pub(crate) fn message_id(s: &str) -> Result<MessageId, Problem> {
     s.parse()
         .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such webhook message."))
 }
 
-fn with_etag(status: StatusCode, body: impl Serialize, version: i64) -> Response {
+pub(crate) fn with_etag(status: StatusCode, body: impl Serialize, version: i64) -> Response {
     let mut res = (status, Json(body)).into_response();
     res.headers_mut()
         .insert(header::ETAG, version_etag(version));

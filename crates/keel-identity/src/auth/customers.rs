@@ -12,7 +12,7 @@ use tracing::instrument;
 
 use super::{
     Account, AuthError, AuthService, Claims, LoginOutcome, NewPassword, PrincipalKind, SessionId,
-    StoredHash, TokenPair, base64_id, blocking, event, mfa::login_succeeded,
+    StoredHash, TokenPair, base64_id, event, mfa::login_succeeded,
 };
 use crate::{
     customer::{Customer, CustomerId},
@@ -81,10 +81,18 @@ impl AuthService {
         let now = self.clock.now();
         let email = Email::parse(email).map_err(|_| AuthError::InvalidEmail)?;
         let shop = self.tenants.get(tenant).await?;
+        // Cheap checks before the expensive hash: a taken email or a weak password costs no
+        // hashing (the insert below still settles a race on the email).
         let new = NewPassword::parse(&password, email.as_str(), shop.name.as_str())
             .map_err(AuthError::WeakPassword)?;
-        let hasher = self.hasher.clone();
-        let hash: StoredHash = blocking(move || hasher.hash(&new))
+        match self.customers.find_customer_by_email(tenant, &email).await {
+            Ok(_) => return Err(AuthError::EmailTaken),
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let hash: StoredHash = self
+            .hasher
+            .run(move |h| h.hash(&new))
             .await?
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let customer = Customer {
@@ -137,7 +145,7 @@ impl AuthService {
         }];
         if let Some(ip) = client {
             limits.push(Limit {
-                key: ThrottleKey::ip(ip),
+                key: ThrottleKey::address(&format!("login:store:{tenant}"), ip),
                 max: self.settings.login_ip_max,
                 window: self.settings.login_window,
             });
@@ -158,17 +166,18 @@ impl AuthService {
             },
             Err(_) => None,
         };
-        let hasher = self.hasher.clone();
         let stored = customer.as_ref().map(|c| c.password_hash.clone());
-        let ok = blocking(move || {
-            if let Some(h) = stored {
-                hasher.verify(&password, &h)
-            } else {
-                hasher.verify_dummy(&password);
-                false
-            }
-        })
-        .await?;
+        let ok = self
+            .hasher
+            .run(move |hasher| {
+                if let Some(h) = stored {
+                    hasher.verify(&password, &h)
+                } else {
+                    hasher.verify_dummy(&password);
+                    false
+                }
+            })
+            .await?;
         let customer = match customer {
             Some(c) if ok => c,
             other => {

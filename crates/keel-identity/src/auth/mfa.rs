@@ -3,15 +3,28 @@
 //! same for both kinds of account; only where the account lives, which tokens a completed login
 //! gets, and the shop's staff requirement differ.
 
+use keel_kernel::event::NewEvent;
+
 use super::{
     Account, AuthError, AuthService, MFA_ALREADY_ENABLED, OffsetDateTime, Secret, Side, StoreError,
     StoredHash, StoredMfa, TOKEN_ALREADY_USED, TenantId, TokenPair, TokenPurpose, TotpEnrolment,
-    TotpSecret, blocking, event, instrument, totp,
+    TotpSecret, event, instrument, totp,
 };
 use crate::{
-    auth::{CustomerPrincipal, LoginOutcome, StaffPrincipal},
+    auth::{CustomerPrincipal, LoginOutcome, StaffPrincipal, ceil_seconds},
+    ports::{Attempt, AttemptId},
     staff::{Email, OneTimeToken, SessionId},
+    throttle::{Limit, ThrottleKey},
 };
+
+/// A second-factor or re-authentication attempt, claimed (counted) before anything is checked.
+#[derive(Debug)]
+pub(super) struct FactorClaim {
+    id: AttemptId,
+    key: ThrottleKey,
+    /// This attempt used the last one the window allows: failing it locks the factor.
+    last: bool,
+}
 
 /// A signed-in caller who manages their own MFA: a staff member or a customer.
 pub trait AccountHolder {
@@ -51,6 +64,86 @@ pub(super) fn subject(account: Account) -> serde_json::Value {
 }
 
 impl AuthService {
+    /// Claims one second-factor or re-authentication attempt for the account, before any code
+    /// or password is checked, so N parallel guesses count N. A locked factor answers
+    /// `FactorLocked` without checking anything. Only a correct factor clears the count; a
+    /// correct password at login never does (it is another throttle).
+    pub(super) async fn claim_factor(
+        &self,
+        tenant: TenantId,
+        account: Account,
+        now: OffsetDateTime,
+    ) -> Result<FactorClaim, AuthError> {
+        let key = ThrottleKey::factor(tenant, account);
+        let limit = Limit {
+            key,
+            max: self.settings.second_factor_max,
+            window: self.settings.second_factor_window,
+        };
+        match self.throttle.reserve(&[limit], now).await? {
+            Attempt::Reserved { id, remaining } => Ok(FactorClaim {
+                id,
+                key,
+                last: remaining == 0,
+            }),
+            Attempt::Locked { until } => {
+                tracing::info!(security = true, tenant_id = %tenant, %account, "second factor locked: attempt refused unchecked");
+                Err(AuthError::FactorLocked {
+                    retry_after_seconds: ceil_seconds(until - now),
+                })
+            }
+        }
+    }
+
+    /// Settles a claimed attempt. Success clears the account's failures. A failure adds
+    /// `failure` (if any) to the events, and `security.mfa_locked` when it used the window's
+    /// last attempt.
+    pub(super) async fn settle_factor(
+        &self,
+        claim: FactorClaim,
+        ok: bool,
+        tenant: TenantId,
+        account: Account,
+        failure: Option<NewEvent>,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthError> {
+        if ok {
+            self.throttle.succeed(claim.id, &claim.key).await?;
+            return Ok(());
+        }
+        let mut events: Vec<NewEvent> = failure.into_iter().collect();
+        if claim.last {
+            let mut payload = subject(account);
+            payload["window_s"] = self.settings.second_factor_window.whole_seconds().into();
+            events.push(event(tenant, "security.mfa_locked", &payload, now)?);
+            tracing::warn!(security = true, tenant_id = %tenant, %account, "second factor locked");
+        }
+        if !events.is_empty() {
+            self.events.append(&events).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks the account's current password as re-authentication, counted as a factor
+    /// attempt (claimed first, settled after).
+    pub(super) async fn reauthenticate(
+        &self,
+        tenant: TenantId,
+        account: Account,
+        password: String,
+        now: OffsetDateTime,
+    ) -> Result<bool, AuthError> {
+        let claim = self.claim_factor(tenant, account, now).await?;
+        let (_, stored) = self.account_credentials(tenant, account).await?;
+        let ok = self
+            .hasher
+            .run(move |h| stored.is_some_and(|s| h.verify(&password, &s)))
+            .await?;
+        self.settle_factor(claim, ok, tenant, account, None, now)
+            .await?;
+        Ok(ok)
+    }
+
     /// The AEAD context of a TOTP secret: sealed secrets cannot be moved between accounts. The
     /// prefixed id keeps staff (`usr_…`) and customer (`cus_…`) contexts apart.
     fn totp_context(tenant: TenantId, account: Account) -> String {
@@ -187,6 +280,9 @@ impl AuthService {
             Err(e) => return Err(e.into()),
         };
         let (tenant, account) = (token.tenant_id, token.owner);
+        // Counted per account before the code is looked at: fresh tokens from fresh password
+        // logins share the count, and parallel guesses on one token each take a place.
+        let claim = self.claim_factor(tenant, account, now).await?;
         let (session, secret, refresh) = self.new_session(tenant, account, now);
         // `None` when the account may no longer log in (a staff user disabled meanwhile).
         let claims = self.claims_for(tenant, account, session.id, now).await?;
@@ -205,10 +301,13 @@ impl AuthService {
             let mut payload = subject(account);
             payload["failures"] = failures.into();
             let e = event(tenant, "security.mfa_failed", &payload, now)?;
-            self.events.append(&[e]).await?;
+            self.settle_factor(claim, false, tenant, account, Some(e), now)
+                .await?;
             tracing::info!(security = true, tenant_id = %tenant, %account, failures, "MFA code refused");
             return Err(AuthError::InvalidMfaCode);
         };
+        self.settle_factor(claim, true, tenant, account, None, now)
+            .await?;
         let mut payload = subject(account);
         payload["session_id"] = session.id.to_string().into();
         payload["mfa"] = if backup_code.is_some() {
@@ -231,9 +330,21 @@ impl AuthService {
         self.sign_pair(&claims, &secret).await
     }
 
-    /// Starts (or restarts) TOTP enrolment for the caller.
-    pub async fn begin_totp(&self, p: &impl AccountHolder) -> Result<TotpEnrolment, AuthError> {
+    /// Starts (or restarts) TOTP enrolment for the caller; needs the current password (a
+    /// stolen access token alone must not bind a second factor to the account). The check
+    /// counts against the account's second-factor limit.
+    pub async fn begin_totp(
+        &self,
+        p: &impl AccountHolder,
+        password: String,
+    ) -> Result<TotpEnrolment, AuthError> {
         let (tenant_id, account) = (p.tenant_id(), p.account());
+        if !self
+            .reauthenticate(tenant_id, account, password, self.clock.now())
+            .await?
+        {
+            return Err(AuthError::ReauthenticationFailed);
+        }
         let (email, _) = self.account_credentials(tenant_id, account).await?;
         let tenant = self.tenants.get(tenant_id).await?;
         let secret = TotpSecret::generate();
@@ -315,14 +426,19 @@ impl AuthService {
         {
             return Err(AuthError::MfaRequiredByShop);
         }
-        let hasher = self.hasher.clone();
-        let password_ok =
-            blocking(move || stored.is_some_and(|h| hasher.verify(&password, &h))).await?;
-        if !password_ok
-            || !self
+        // One attempt for the pair: claimed before either is checked.
+        let claim = self.claim_factor(tenant, account, now).await?;
+        let password_ok = self
+            .hasher
+            .run(move |h| stored.is_some_and(|s| h.verify(&password, &s)))
+            .await?;
+        let ok = password_ok
+            && self
                 .check_second_factor(tenant, account, &mfa, code, backup_code, now)
-                .await?
-        {
+                .await?;
+        self.settle_factor(claim, ok, tenant, account, None, now)
+            .await?;
+        if !ok {
             return Err(AuthError::ReauthenticationFailed);
         }
         let e = event(tenant, "security.mfa_disabled", &subject(account), now)?;
@@ -343,10 +459,13 @@ impl AuthService {
             .confirmed_mfa(tenant, account)
             .await?
             .ok_or(AuthError::MfaNotEnabled)?;
-        if !self
+        let claim = self.claim_factor(tenant, account, now).await?;
+        let ok = self
             .check_second_factor(tenant, account, &mfa, Some(code), None, now)
-            .await?
-        {
+            .await?;
+        self.settle_factor(claim, ok, tenant, account, None, now)
+            .await?;
+        if !ok {
             return Err(AuthError::InvalidMfaCode);
         }
         let codes = totp::generate_backup_codes();

@@ -76,6 +76,29 @@ pub struct AuthSettings {
     pub publishable_key_cache: Duration,
     /// Lifetime of a password reset token.
     pub reset_token_ttl: Duration,
+    /// Failed second-factor and re-authentication checks allowed per account within
+    /// `second_factor_window`; at this count the account's second factor locks.
+    pub second_factor_max: u32,
+    pub second_factor_window: Duration,
+    /// Password-reset requests per account within `reset_window` (more are answered alike
+    /// and do nothing).
+    pub reset_account_max: u32,
+    /// Password-reset requests per client address and shop within `reset_window`.
+    pub reset_ip_max: u32,
+    pub reset_window: Duration,
+    /// Password hashes and verifications running at once, node-wide.
+    pub hash_concurrency: usize,
+    /// How long password work may wait for a place; then 503 `overloaded`.
+    pub hash_queue_wait: std::time::Duration,
+}
+
+impl AuthSettings {
+    /// The longest window any throttle counts over: attempts older than this can go.
+    pub fn throttle_horizon(&self) -> Duration {
+        self.login_window
+            .max(self.second_factor_window)
+            .max(self.reset_window)
+    }
 }
 
 /// Whole seconds, rounded up (a `Retry-After` must not invite a retry that is still refused).
@@ -105,6 +128,12 @@ pub enum AuthError {
     WeakPassword(PasswordPolicyError),
     #[error("too many failed attempts; retry in {retry_after_seconds} s")]
     TooManyAttempts { retry_after_seconds: i64 },
+    #[error(
+        "the account's second factor is locked after too many failures; retry in {retry_after_seconds} s"
+    )]
+    FactorLocked { retry_after_seconds: i64 },
+    #[error("the server is busy; retry in {retry_after_seconds} s")]
+    Overloaded { retry_after_seconds: i64 },
     #[error("the MFA code is wrong or already used")]
     InvalidMfaCode,
     #[error("MFA is already enabled")]
@@ -183,13 +212,17 @@ pub struct AuthService {
     settings: AuthSettings,
 }
 
-/// Runs CPU-heavy password work off the async executor.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AuthError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AuthError::Internal(format!("password task failed: {e}")))
+impl From<crate::password::HashRunError> for AuthError {
+    fn from(e: crate::password::HashRunError) -> Self {
+        match e {
+            crate::password::HashRunError::Busy {
+                retry_after_seconds,
+            } => Self::Overloaded {
+                retry_after_seconds,
+            },
+            crate::password::HashRunError::Failed(msg) => Self::Internal(msg),
+        }
+    }
 }
 
 fn event(
@@ -280,7 +313,7 @@ impl AuthService {
             mfa,
             customers,
             keys,
-            hasher: PasswordHasher::default(),
+            hasher: PasswordHasher::bounded(settings.hash_concurrency, settings.hash_queue_wait),
             clock,
             settings,
         }
@@ -437,8 +470,9 @@ impl AuthService {
         let tenant = self.tenants.get(token.tenant_id).await?;
         let new_password = NewPassword::parse(&password, user.email.as_str(), tenant.name.as_str())
             .map_err(AuthError::WeakPassword)?;
-        let hasher = self.hasher.clone();
-        let stored = blocking(move || hasher.hash(&new_password))
+        let stored = self
+            .hasher
+            .run(move |h| h.hash(&new_password))
             .await?
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let (session, secret, refresh) =
@@ -485,7 +519,7 @@ impl AuthService {
         }];
         if let Some(ip) = client {
             limits.push(Limit {
-                key: ThrottleKey::ip(ip),
+                key: ThrottleKey::staff_login_address(tenant_slug, ip),
                 max: self.settings.login_ip_max,
                 window: self.settings.login_window,
             });
@@ -500,17 +534,18 @@ impl AuthService {
             }
         };
         let user = self.find_login_user(tenant_slug, email).await?;
-        let hasher = self.hasher.clone();
         let stored: Option<StoredHash> = user.as_ref().and_then(|u| u.password_hash.clone());
-        let ok = blocking(move || {
-            if let Some(h) = stored {
-                hasher.verify(&password, &h)
-            } else {
-                hasher.verify_dummy(&password);
-                false
-            }
-        })
-        .await?;
+        let ok = self
+            .hasher
+            .run(move |hasher| {
+                if let Some(h) = stored {
+                    hasher.verify(&password, &h)
+                } else {
+                    hasher.verify_dummy(&password);
+                    false
+                }
+            })
+            .await?;
         let user = match user {
             Some(u) if ok && u.status == UserStatus::Active => u,
             other => {

@@ -1,13 +1,19 @@
 //! Password change and reset, for staff users and customers alike.
 
+use std::net::IpAddr;
+
 use keel_kernel::TenantId;
 
 use super::{
     Account, AuthError, AuthService, NewPassword, OneTimeToken, Secret, Side, StoreError,
-    TOKEN_ALREADY_USED, TokenPurpose, UserStatus, blocking, event, instrument,
+    TOKEN_ALREADY_USED, TokenPurpose, UserStatus, event, instrument,
     mfa::{AccountHolder, subject},
 };
-use crate::staff::Email;
+use crate::{
+    ports::Attempt,
+    staff::Email,
+    throttle::{Limit, ThrottleKey},
+};
 
 impl AuthService {
     /// Checks a new password against the policy for this account and hashes it.
@@ -20,8 +26,8 @@ impl AuthService {
         let shop = self.tenants.get(tenant).await?;
         let new = NewPassword::parse(new, email.as_str(), shop.name.as_str())
             .map_err(AuthError::WeakPassword)?;
-        let hasher = self.hasher.clone();
-        blocking(move || hasher.hash(&new))
+        self.hasher
+            .run(move |h| h.hash(&new))
             .await?
             .map_err(|e| AuthError::Internal(e.to_string()))
     }
@@ -36,12 +42,19 @@ impl AuthService {
     ) -> Result<(), AuthError> {
         let (tenant, account) = (p.tenant_id(), p.account());
         let now = self.clock.now();
-        let (email, stored) = self.account_credentials(tenant, account).await?;
-        let hasher = self.hasher.clone();
-        if !blocking(move || stored.is_some_and(|h| hasher.verify(&current, &h))).await? {
+        let (email, _) = self.account_credentials(tenant, account).await?;
+        // The policy first: a weak new password costs no hashing and no attempt.
+        let shop = self.tenants.get(tenant).await?;
+        let new = NewPassword::parse(&new, email.as_str(), shop.name.as_str())
+            .map_err(AuthError::WeakPassword)?;
+        if !self.reauthenticate(tenant, account, current, now).await? {
             return Err(AuthError::ReauthenticationFailed);
         }
-        let hash = self.hash_new_password(tenant, &email, &new).await?;
+        let hash = self
+            .hasher
+            .run(move |h| h.hash(&new))
+            .await?
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
         let e = event(tenant, "security.password_changed", &subject(account), now)?;
         self.staff
             .set_password(tenant, account, &hash, Some(p.session_id()), now, &[e])
@@ -50,8 +63,9 @@ impl AuthService {
         Ok(())
     }
 
-    /// Stores a reset token for the account and records `kind` carrying it, for the tenant's
-    /// own systems to deliver (Keel sends no email).
+    /// Stores a reset token for the account. The event `kind` records the request without
+    /// the token; the token goes to the shop's account-notification endpoint (its own mail
+    /// system) in a sealed notice, never into the event log (Keel sends no email).
     async fn issue_reset_token(
         &self,
         tenant: TenantId,
@@ -68,25 +82,70 @@ impl AuthService {
             purpose: TokenPurpose::Reset,
             expires_at: now + self.settings.reset_token_ttl,
         };
+        let ttl = self.settings.reset_token_ttl.whole_seconds();
         let mut payload = subject(account);
-        payload["email"] = email.as_str().into();
-        payload["reset_token"] = secret.expose().into();
-        payload["expires_in"] = self.settings.reset_token_ttl.whole_seconds().into();
+        payload["expires_in"] = ttl.into();
         let e = event(tenant, kind, &payload, now)?;
-        self.staff.issue_token(&token, &[e]).await?;
+        let mut data = subject(account);
+        data["email"] = email.as_str().into();
+        data["reset_token"] = secret.expose().into();
+        data["expires_in"] = ttl.into();
+        let notice =
+            crate::notice::seal(self.keys.master(), &e, &data).map_err(AuthError::Internal)?;
+        self.staff.issue_token(&token, &[e], Some(&notice)).await?;
         tracing::info!(security = true, tenant_id = %tenant, %account, "password reset requested");
         Ok(())
     }
 
+    /// Counts one reset request against the exact limits per account and per address (both
+    /// within `scope`, a shop and side). False when a limit is reached: the caller then does
+    /// nothing and answers exactly as it would have, so the limit reveals nothing either.
+    async fn admit_reset(
+        &self,
+        scope: &str,
+        email: &str,
+        client: Option<IpAddr>,
+    ) -> Result<bool, AuthError> {
+        let mut limits = vec![Limit {
+            key: ThrottleKey::reset_account(scope, email),
+            max: self.settings.reset_account_max,
+            window: self.settings.reset_window,
+        }];
+        if let Some(ip) = client {
+            limits.push(Limit {
+                key: ThrottleKey::address(&format!("reset:{scope}"), ip),
+                max: self.settings.reset_ip_max,
+                window: self.settings.reset_window,
+            });
+        }
+        Ok(
+            match self.throttle.reserve(&limits, self.clock.now()).await? {
+                Attempt::Reserved { .. } => true,
+                Attempt::Locked { .. } => {
+                    tracing::info!(
+                        security = true,
+                        "password reset request dropped: limit reached"
+                    );
+                    false
+                }
+            },
+        )
+    }
+
     /// Starts a staff password reset: for an active account it records
     /// `staff_user.password_reset_requested` carrying a single-use token. The answer is the same
-    /// whether or not the account exists.
+    /// whether or not the account exists, and whether or not a limit dropped the request.
     #[instrument(skip_all)]
     pub async fn request_password_reset(
         &self,
         tenant_slug: &str,
         email: &str,
+        client: Option<IpAddr>,
     ) -> Result<(), AuthError> {
+        let scope = format!("staff:{}", tenant_slug.trim().to_lowercase());
+        if !self.admit_reset(&scope, email, client).await? {
+            return Ok(());
+        }
         let Some(user) = self.find_login_user(tenant_slug, email).await? else {
             return Ok(());
         };
@@ -110,7 +169,14 @@ impl AuthService {
         &self,
         tenant: TenantId,
         email: &str,
+        client: Option<IpAddr>,
     ) -> Result<(), AuthError> {
+        if !self
+            .admit_reset(&format!("store:{tenant}"), email, client)
+            .await?
+        {
+            return Ok(());
+        }
         let Ok(email) = Email::parse(email) else {
             return Ok(());
         };

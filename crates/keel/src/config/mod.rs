@@ -60,6 +60,17 @@ pub struct RawConfig {
     /// `KEEL_UNPAID_ORDER_TTL_S`, default 1800: how long an unpaid order holds its stock before
     /// the maintenance job cancels it.
     pub unpaid_order_ttl_s: u64,
+    /// `KEEL_CART_IDLE_TTL_S`, default 604800 (7 days): a cart unchanged this long is gone
+    /// (404), and the maintenance pass deletes it.
+    pub cart_idle_ttl_s: u64,
+    /// `KEEL_UNPAID_ORDERS_PER_CUSTOMER`, default 3: open unpaid orders one customer account
+    /// may hold; checkout refuses another with 409 `too_many_unpaid_orders`.
+    pub unpaid_orders_per_customer: u32,
+    /// `KEEL_UNPAID_ORDERS_PER_EMAIL`, default 3: open unpaid orders one guest email may hold.
+    pub unpaid_orders_per_email: u32,
+    /// `KEEL_UNPAID_ORDERS_PER_ADDRESS`, default 3: open unpaid orders one client address
+    /// (IPv6: its /64) may hold at one shop.
+    pub unpaid_orders_per_address: u32,
     /// `KEEL_PRICING_CACHE_MS`, default 1000: how long a node prices cart answers with the
     /// pricing setup it read (ADR 0021); a change through this node applies at once, through
     /// another node within this time; checkout always reads afresh (0: off; at most 60000).
@@ -71,6 +82,27 @@ pub struct RawConfig {
     /// events (the event log, order timelines) and consumers' processed-event rows older than
     /// this. Unrelayed events are kept whatever their age.
     pub event_retention_s: u64,
+    /// `KEEL_METRICS_LISTEN`, default unset: an address:port for `/metrics` alone; when set,
+    /// the API listener answers 404 at `/metrics` (production should set it to an address
+    /// only the monitoring system reaches).
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    /// `KEEL_TRUSTED_PROXIES`, default empty: comma-separated ranges of the load balancers in
+    /// front of Keel (`10.0.0.0/8,fd00::/8`); the client address of their requests is read
+    /// from the forwarding header (see `forwarded_header`).
+    pub trusted_proxies: String,
+    /// `KEEL_FORWARDED_HEADER`, default `x-forwarded-for`: the header trusted proxies write,
+    /// `x-forwarded-for` or `forwarded` (RFC 7239). Only this one is read.
+    pub forwarded_header: String,
+    /// `KEEL_HEADER_READ_TIMEOUT_MS`, default 10000: a request's headers must be complete this
+    /// long after the connection is ready for them.
+    pub header_read_timeout_ms: u64,
+    /// `KEEL_IDLE_TIMEOUT_MS`, default 75000: how long a keep-alive connection may wait for its
+    /// next request.
+    pub idle_timeout_ms: u64,
+    /// `KEEL_MAX_CONNECTIONS`, default 10000: open connections per listener; one more is
+    /// closed as soon as it is accepted.
+    pub max_connections: u32,
     /// `KEEL_SECRET_KEY` (secret; also `KEEL_SECRET_KEY_FILE`): 32 bytes, base64url, sealing
     /// signing keys and TOTP secrets at rest. Required with PostgreSQL (every node must share
     /// it); with SQLite, created as `<data_dir>/secret.key` (mode 0600) when unset.
@@ -134,8 +166,18 @@ pub struct RawWebhooks {
     pub relay_batch: u32,
     /// `KEEL_WEBHOOKS__DELIVERY_INTERVAL_MS`, default 1000: how often due messages are claimed.
     pub delivery_interval_ms: u64,
-    /// `KEEL_WEBHOOKS__DELIVERY_BATCH`, default 50: messages claimed at once.
+    /// `KEEL_WEBHOOKS__DELIVERY_BATCH`, default 50: deliveries in flight on one node at most
+    /// (each endpoint also keeps to its `max_in_flight`).
     pub delivery_batch: u32,
+    /// `KEEL_WEBHOOKS__CIRCUIT_FAILURES`, default 5: attempts failed in a row after which an
+    /// endpoint's circuit opens (its messages wait, their retries unspent).
+    pub circuit_failures: u32,
+    /// `KEEL_WEBHOOKS__CIRCUIT_PAUSE_MS`, default 60000: how long an open circuit pauses the
+    /// endpoint before one probe is sent.
+    pub circuit_pause_ms: u64,
+    /// `KEEL_WEBHOOKS__RETENTION_S`, default 7776000 (90 days, as events): the maintenance
+    /// pass deletes messages delivered or given up longer ago than this, with their attempts.
+    pub retention_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +214,24 @@ pub struct RawAuth {
     pub publishable_key_cache_ms: u64,
     /// `KEEL_AUTH__RESET_TOKEN_TTL_S`, default 3600: lifetime of a password reset token.
     pub reset_token_ttl_s: u64,
+    /// `KEEL_AUTH__SECOND_FACTOR_MAX`, default 5: failed second-factor and re-authentication
+    /// checks (MFA and backup codes, the current password) per account per window; then the
+    /// account's second factor locks.
+    pub second_factor_max: u32,
+    /// `KEEL_AUTH__SECOND_FACTOR_WINDOW_S`, default 900.
+    pub second_factor_window_s: u64,
+    /// `KEEL_AUTH__RESET_ACCOUNT_MAX`, default 3: password-reset requests per account per window.
+    pub reset_account_max: u32,
+    /// `KEEL_AUTH__RESET_IP_MAX`, default 20: password-reset requests per client address and
+    /// shop per window.
+    pub reset_ip_max: u32,
+    /// `KEEL_AUTH__RESET_WINDOW_S`, default 3600.
+    pub reset_window_s: u64,
+    /// `KEEL_AUTH__HASH_CONCURRENCY`, default 2: password hashes and verifications at once.
+    pub hash_concurrency: u32,
+    /// `KEEL_AUTH__HASH_QUEUE_WAIT_MS`, default 2000: how long password work waits for a place
+    /// before the request is answered 503 `overloaded`.
+    pub hash_queue_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,8 +276,18 @@ impl Default for RawConfig {
             store_cache_bytes: 33_554_432,
             unpaid_order_ttl_s: 1800,
             pricing_cache_ms: 1_000,
+            cart_idle_ttl_s: 604_800,
+            unpaid_orders_per_customer: 3,
+            unpaid_orders_per_email: 3,
+            unpaid_orders_per_address: 3,
             idempotency_ttl_s: 86_400,
             event_retention_s: 7_776_000,
+            metrics_listen: None,
+            trusted_proxies: String::new(),
+            forwarded_header: "x-forwarded-for".into(),
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 75_000,
+            max_connections: 10_000,
             secret_key: None,
             nats_url: None,
             nats: RawNats {
@@ -239,6 +309,9 @@ impl Default for RawConfig {
                 relay_batch: 100,
                 delivery_interval_ms: 1000,
                 delivery_batch: 50,
+                circuit_failures: 5,
+                circuit_pause_ms: 60_000,
+                retention_s: 7_776_000,
             },
             auth: RawAuth {
                 issuer: "keel".into(),
@@ -256,6 +329,13 @@ impl Default for RawConfig {
                 api_key_overlap_s: 86_400,
                 publishable_key_cache_ms: 1_000,
                 reset_token_ttl_s: 3_600,
+                second_factor_max: 5,
+                second_factor_window_s: 900,
+                reset_account_max: 3,
+                reset_ip_max: 20,
+                reset_window_s: 3_600,
+                hash_concurrency: 2,
+                hash_queue_wait_ms: 2_000,
             },
             sqlite: RawSqlite {
                 busy_timeout_ms: 5_000,
@@ -435,6 +515,12 @@ impl std::fmt::Debug for DatabaseSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// The separate listener of `/metrics`, when configured.
+    pub metrics_listen: Option<SocketAddr>,
+    /// What one client may hold: header and idle timeouts, open connections.
+    pub connections: crate::serve::ConnectionLimits,
+    /// How the client address behind trusted proxies is found.
+    pub client_addr: keel_http::client::ClientAddrPolicy,
     pub data_dir: PathBuf,
     pub database: DatabaseSettings,
     pub log_format: LogFormat,
@@ -478,17 +564,25 @@ fn cache_time(key: &str, ms: u64, max: i64, why: &str) -> Result<time::Duration,
         .ok_or_else(|| err(key, format!("at most {max} ({why})")))
 }
 
-fn orders_settings(
-    unpaid_order_ttl_s: u64,
-    pricing_cache_ms: u64,
-) -> Result<keel_orders::service::OrdersSettings, ConfigError> {
+fn orders_settings(raw: &RawConfig) -> Result<keel_orders::service::OrdersSettings, ConfigError> {
+    let cap = |key: &str, v: u32| count(key, v).map(i64::from);
     Ok(keel_orders::service::OrdersSettings {
-        unpaid_order_ttl: seconds("KEEL_UNPAID_ORDER_TTL_S", unpaid_order_ttl_s)?,
+        unpaid_order_ttl: seconds("KEEL_UNPAID_ORDER_TTL_S", raw.unpaid_order_ttl_s)?,
         pricing_cache: cache_time(
             "KEEL_PRICING_CACHE_MS",
-            pricing_cache_ms,
+            raw.pricing_cache_ms,
             MAX_PRICING_CACHE_MS,
             "a pricing change must reach every node's cart answers within a minute",
+        )?,
+        cart_idle_ttl: seconds("KEEL_CART_IDLE_TTL_S", raw.cart_idle_ttl_s)?,
+        unpaid_per_customer: cap(
+            "KEEL_UNPAID_ORDERS_PER_CUSTOMER",
+            raw.unpaid_orders_per_customer,
+        )?,
+        unpaid_per_email: cap("KEEL_UNPAID_ORDERS_PER_EMAIL", raw.unpaid_orders_per_email)?,
+        unpaid_per_address: cap(
+            "KEEL_UNPAID_ORDERS_PER_ADDRESS",
+            raw.unpaid_orders_per_address,
         )?,
     })
 }
@@ -540,6 +634,21 @@ fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, Con
             "a revocation must reach every node within a minute",
         )?,
         reset_token_ttl: seconds("KEEL_AUTH__RESET_TOKEN_TTL_S", raw.reset_token_ttl_s)?,
+        second_factor_max: count("KEEL_AUTH__SECOND_FACTOR_MAX", raw.second_factor_max)?,
+        second_factor_window: seconds(
+            "KEEL_AUTH__SECOND_FACTOR_WINDOW_S",
+            raw.second_factor_window_s,
+        )?,
+        reset_account_max: count("KEEL_AUTH__RESET_ACCOUNT_MAX", raw.reset_account_max)?,
+        reset_ip_max: count("KEEL_AUTH__RESET_IP_MAX", raw.reset_ip_max)?,
+        reset_window: seconds("KEEL_AUTH__RESET_WINDOW_S", raw.reset_window_s)?,
+        hash_concurrency: usize::try_from(count(
+            "KEEL_AUTH__HASH_CONCURRENCY",
+            raw.hash_concurrency,
+        )?)
+        .map_err(|_| err("KEEL_AUTH__HASH_CONCURRENCY", "too large"))?,
+        // Zero is allowed: refuse at once when every place is taken.
+        hash_queue_wait: Duration::from_millis(raw.hash_queue_wait_ms),
     })
 }
 
@@ -669,8 +778,26 @@ fn webhook_settings(
                 )?)
                 .unwrap_or(u32::MAX),
             ),
+            circuit_failures: i64::from(count(
+                "KEEL_WEBHOOKS__CIRCUIT_FAILURES",
+                raw.circuit_failures,
+            )?),
+            circuit_pause: ms(
+                "KEEL_WEBHOOKS__CIRCUIT_PAUSE_MS",
+                positive("KEEL_WEBHOOKS__CIRCUIT_PAUSE_MS", raw.circuit_pause_ms)?,
+            )?,
         },
+        retention: seconds("KEEL_WEBHOOKS__RETENTION_S", raw.retention_s)?,
     })
+}
+
+/// An exact count greater than zero.
+fn count(key: &str, v: u32) -> Result<u32, ConfigError> {
+    if v == 0 {
+        Err(err(key, "must be greater than 0"))
+    } else {
+        Ok(v)
+    }
 }
 
 fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
@@ -773,6 +900,55 @@ fn database(raw: &RawConfig) -> Result<DatabaseSettings, ConfigError> {
     }
 }
 
+fn worker_settings(raw: &RawWebhooks) -> Result<keel_worker::WorkerSettings, ConfigError> {
+    Ok(keel_worker::WorkerSettings {
+        relay_interval: millis("KEEL_WEBHOOKS__RELAY_INTERVAL_MS", raw.relay_interval_ms)?,
+        relay_batch: i64::from(
+            positive("KEEL_WEBHOOKS__RELAY_BATCH", u64::from(raw.relay_batch))
+                .map(|_| raw.relay_batch)?,
+        ),
+        delivery_interval: millis(
+            "KEEL_WEBHOOKS__DELIVERY_INTERVAL_MS",
+            raw.delivery_interval_ms,
+        )?,
+        delivery_batch: i64::from(
+            positive(
+                "KEEL_WEBHOOKS__DELIVERY_BATCH",
+                u64::from(raw.delivery_batch),
+            )
+            .map(|_| raw.delivery_batch)?,
+        ),
+    })
+}
+
+/// The auth settings as `keel config check` shows them.
+fn auth_json(a: &keel_identity::auth::AuthSettings) -> serde_json::Value {
+    serde_json::json!({
+        "issuer": a.issuer,
+        "access_token_ttl_s": a.access_ttl.whole_seconds(),
+        "refresh_token_ttl_s": a.refresh_ttl.whole_seconds(),
+        "setup_token_ttl_s": a.setup_ttl.whole_seconds(),
+        "key_overlap_s": a.key_overlap.whole_seconds(),
+        "key_cache_ms": a.key_cache.whole_milliseconds(),
+        "leeway_s": a.leeway.whole_seconds(),
+        "login_account_max": a.login_account_max,
+        "login_ip_max": a.login_ip_max,
+        "login_window_s": a.login_window.whole_seconds(),
+        "mfa_token_ttl_s": a.mfa_token_ttl.whole_seconds(),
+        "mfa_max_failures": a.mfa_max_failures,
+        "api_key_overlap_s": a.api_key_overlap.whole_seconds(),
+        "publishable_key_cache_ms": a.publishable_key_cache.whole_milliseconds(),
+        "reset_token_ttl_s": a.reset_token_ttl.whole_seconds(),
+        "second_factor_max": a.second_factor_max,
+        "second_factor_window_s": a.second_factor_window.whole_seconds(),
+        "reset_account_max": a.reset_account_max,
+        "reset_ip_max": a.reset_ip_max,
+        "reset_window_s": a.reset_window.whole_seconds(),
+        "hash_concurrency": a.hash_concurrency,
+        "hash_queue_wait_ms": a.hash_queue_wait.as_millis(),
+    })
+}
+
 impl Settings {
     /// Validates the raw layers into settings, naming the first bad key.
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
@@ -801,9 +977,11 @@ impl Settings {
         let body_limit_bytes =
             usize::try_from(positive("KEEL_BODY_LIMIT_BYTES", raw.body_limit_bytes)?)
                 .map_err(|_| err("KEEL_BODY_LIMIT_BYTES", "too large for this platform"))?;
+        let metrics_listen = edge::metrics_listen(raw.metrics_listen.as_deref(), listen)?;
         let http = keel_http::HttpSettings {
             body_limit_bytes,
             request_timeout: millis("KEEL_REQUEST_TIMEOUT_MS", raw.request_timeout_ms)?,
+            metrics_elsewhere: metrics_listen.is_some(),
         };
         let shutdown_grace = millis("KEEL_SHUTDOWN_GRACE_MS", raw.shutdown_grace_ms)?;
         let database = database(&raw)?;
@@ -813,8 +991,12 @@ impl Settings {
         )?)
         .map_err(|_| err("KEEL_WORKER_THREADS", "too large for this platform"))?;
         let auth = auth_settings(&raw.auth)?;
+        let orders = orders_settings(&raw)?;
         Ok(Self {
             listen,
+            metrics_listen,
+            connections: edge::connection_limits(&raw)?,
+            client_addr: edge::client_addr(&raw)?,
             data_dir: raw.data_dir,
             database,
             log_format,
@@ -842,35 +1024,12 @@ impl Settings {
                     ));
                 }
             },
-            orders: orders_settings(raw.unpaid_order_ttl_s, raw.pricing_cache_ms)?,
+            orders,
             idempotency_ttl: seconds("KEEL_IDEMPOTENCY_TTL_S", raw.idempotency_ttl_s)?,
             event_retention: seconds("KEEL_EVENT_RETENTION_S", raw.event_retention_s)?,
             webhooks: webhook_settings(&raw.webhooks)?,
             nats: nats_settings(raw.nats_url, &raw.nats)?,
-            worker: keel_worker::WorkerSettings {
-                relay_interval: millis(
-                    "KEEL_WEBHOOKS__RELAY_INTERVAL_MS",
-                    raw.webhooks.relay_interval_ms,
-                )?,
-                relay_batch: i64::from(
-                    positive(
-                        "KEEL_WEBHOOKS__RELAY_BATCH",
-                        u64::from(raw.webhooks.relay_batch),
-                    )
-                    .map(|_| raw.webhooks.relay_batch)?,
-                ),
-                delivery_interval: millis(
-                    "KEEL_WEBHOOKS__DELIVERY_INTERVAL_MS",
-                    raw.webhooks.delivery_interval_ms,
-                )?,
-                delivery_batch: i64::from(
-                    positive(
-                        "KEEL_WEBHOOKS__DELIVERY_BATCH",
-                        u64::from(raw.webhooks.delivery_batch),
-                    )
-                    .map(|_| raw.webhooks.delivery_batch)?,
-                ),
-            },
+            worker: worker_settings(&raw.webhooks)?,
             secret_key: raw.secret_key,
             auth,
         })
@@ -879,6 +1038,27 @@ impl Settings {
     /// Loads and validates from a file (optional) and an environment map.
     pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         Self::from_raw(load_raw(file, env)?)
+    }
+
+    /// The webhook settings as `keel config check` shows them.
+    fn webhooks_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "retry_schedule_ms": self.webhooks.policy.schedule.iter().map(|d| d.whole_milliseconds()).collect::<Vec<_>>(),
+            "jitter_ms": self.webhooks.policy.jitter.whole_milliseconds(),
+            "timeout_ms": self.webhooks.policy.timeout.whole_milliseconds(),
+            "disable_after_s": self.webhooks.policy.disable_after.whole_seconds(),
+            "max_in_flight": self.webhooks.policy.max_in_flight,
+            "secret_overlap_s": self.webhooks.rotation_overlap.whole_seconds(),
+            "allow_http": self.webhooks.ssrf.allow_http,
+            "allow_cidrs": self.webhooks.ssrf.allow_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "relay_interval_ms": self.worker.relay_interval.as_millis(),
+            "relay_batch": self.worker.relay_batch,
+            "delivery_interval_ms": self.worker.delivery_interval.as_millis(),
+            "delivery_batch": self.worker.delivery_batch,
+            "circuit_failures": self.webhooks.policy.circuit_failures,
+            "circuit_pause_ms": self.webhooks.policy.circuit_pause.whole_milliseconds(),
+            "retention_s": self.webhooks.retention.whole_seconds(),
+        })
     }
 
     /// The effective configuration as shown by `keel config check`: secrets redacted.
@@ -902,6 +1082,12 @@ impl Settings {
         };
         serde_json::json!({
             "listen": self.listen.to_string(),
+            "metrics_listen": self.metrics_listen.map(|a| a.to_string()),
+            "trusted_proxies": self.client_addr.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "forwarded_header": edge::header_name(self.client_addr.header),
+            "header_read_timeout_ms": self.connections.header_read_timeout.as_millis(),
+            "idle_timeout_ms": self.connections.idle_timeout.as_millis(),
+            "max_connections": self.connections.max_connections,
             "data_dir": self.data_dir,
             "database": database,
             "log_format": self.log_format,
@@ -914,6 +1100,10 @@ impl Settings {
             "store_cache_bytes": self.store_cache_bytes,
             "unpaid_order_ttl_s": self.orders.unpaid_order_ttl.whole_seconds(),
             "pricing_cache_ms": self.orders.pricing_cache.whole_milliseconds(),
+            "cart_idle_ttl_s": self.orders.cart_idle_ttl.whole_seconds(),
+            "unpaid_orders_per_customer": self.orders.unpaid_per_customer,
+            "unpaid_orders_per_email": self.orders.unpaid_per_email,
+            "unpaid_orders_per_address": self.orders.unpaid_per_address,
             "idempotency_ttl_s": self.idempotency_ttl.whole_seconds(),
             "event_retention_s": self.event_retention.whole_seconds(),
             "nats": self.nats.as_ref().map(|n| serde_json::json!({
@@ -923,161 +1113,13 @@ impl Settings {
                 "duplicate_window_s": n.duplicate_window.as_secs(),
                 "retry_schedule_ms": n.retry_schedule.iter().map(Duration::as_millis).collect::<Vec<_>>(),
             })),
-            "webhooks": {
-                "retry_schedule_ms": self.webhooks.policy.schedule.iter().map(|d| d.whole_milliseconds()).collect::<Vec<_>>(),
-                "jitter_ms": self.webhooks.policy.jitter.whole_milliseconds(),
-                "timeout_ms": self.webhooks.policy.timeout.whole_milliseconds(),
-                "disable_after_s": self.webhooks.policy.disable_after.whole_seconds(),
-                "max_in_flight": self.webhooks.policy.max_in_flight,
-                "secret_overlap_s": self.webhooks.rotation_overlap.whole_seconds(),
-                "allow_http": self.webhooks.ssrf.allow_http,
-                "allow_cidrs": self.webhooks.ssrf.allow_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "relay_interval_ms": self.worker.relay_interval.as_millis(),
-                "relay_batch": self.worker.relay_batch,
-                "delivery_interval_ms": self.worker.delivery_interval.as_millis(),
-                "delivery_batch": self.worker.delivery_batch,
-            },
+            "webhooks": self.webhooks_json(),
             "secret_key": if self.secret_key.is_some() { "***" } else { "<data_dir>/secret.key (embedded mode)" },
-            "auth": {
-                "issuer": self.auth.issuer,
-                "access_token_ttl_s": self.auth.access_ttl.whole_seconds(),
-                "refresh_token_ttl_s": self.auth.refresh_ttl.whole_seconds(),
-                "setup_token_ttl_s": self.auth.setup_ttl.whole_seconds(),
-                "key_overlap_s": self.auth.key_overlap.whole_seconds(),
-                "key_cache_ms": self.auth.key_cache.whole_milliseconds(),
-                "leeway_s": self.auth.leeway.whole_seconds(),
-                "login_account_max": self.auth.login_account_max,
-                "login_ip_max": self.auth.login_ip_max,
-                "login_window_s": self.auth.login_window.whole_seconds(),
-                "mfa_token_ttl_s": self.auth.mfa_token_ttl.whole_seconds(),
-                "mfa_max_failures": self.auth.mfa_max_failures,
-                "api_key_overlap_s": self.auth.api_key_overlap.whole_seconds(),
-                "publishable_key_cache_ms": self.auth.publishable_key_cache.whole_milliseconds(),
-                "reset_token_ttl_s": self.auth.reset_token_ttl.whole_seconds(),
-            },
+            "auth": auth_json(&self.auth),
         })
     }
 }
 
+mod edge;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_are_embedded_sqlite_on_loopback() {
-        let s = Settings::load(None, &env(&[])).expect("defaults are valid");
-        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.http.body_limit_bytes, 1_048_576);
-        let DatabaseSettings::Sqlite(db) = s.database else {
-            panic!("sqlite by default")
-        };
-        assert_eq!(db.path, Path::new("./keel-data/keel.db"));
-        assert_eq!(db.synchronous, Synchronous::Full);
-    }
-
-    #[test]
-    fn env_overrides_file_which_overrides_defaults() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("keel.toml");
-        std::fs::write(
-            &file,
-            "listen = \"0.0.0.0:9000\"\nrequest_timeout_ms = 1234\n[sqlite]\nreaders = 2\n",
-        )
-        .expect("write");
-        let s = Settings::load(
-            Some(&file),
-            &env(&[
-                ("KEEL_LISTEN", "127.0.0.1:9001"),
-                ("KEEL_SQLITE__READERS", "3"),
-            ]),
-        )
-        .expect("valid");
-        assert_eq!(s.listen.to_string(), "127.0.0.1:9001");
-        assert_eq!(s.http.request_timeout, Duration::from_millis(1234));
-        let DatabaseSettings::Sqlite(db) = s.database else {
-            panic!("sqlite")
-        };
-        assert_eq!(db.readers, 3);
-    }
-
-    #[test]
-    fn bad_values_name_their_key() {
-        let cases = [
-            (("KEEL_LISTEN", "nonsense"), "KEEL_LISTEN"),
-            (("KEEL_DATABASE_URL", "mysql://x"), "KEEL_DATABASE_URL"),
-            (("KEEL_LOG_FORMAT", "xml"), "KEEL_LOG_FORMAT"),
-            (("KEEL_BODY_LIMIT_BYTES", "lots"), "KEEL_BODY_LIMIT_BYTES"),
-            (("KEEL_REQUEST_TIMEOUT_MS", "0"), "KEEL_REQUEST_TIMEOUT_MS"),
-            (("KEEL_SQLITE__READERS", "-1"), "KEEL_SQLITE__READERS"),
-            (
-                ("KEEL_SQLITE__SYNCHRONOUS", "off"),
-                "KEEL_SQLITE__SYNCHRONOUS",
-            ),
-            (("KEEL_PRICING_CACHE_MS", "60001"), "KEEL_PRICING_CACHE_MS"),
-            (
-                ("KEEL_AUTH__PUBLISHABLE_KEY_CACHE_MS", "60001"),
-                "KEEL_AUTH__PUBLISHABLE_KEY_CACHE_MS",
-            ),
-            (("KEEL_LISTN", "127.0.0.1:1"), "KEEL_LISTN"),
-        ];
-        for ((k, v), key) in cases {
-            let e = Settings::load(None, &env(&[(k, v)])).expect_err(k);
-            assert_eq!(e.key, key, "{k}={v}: {e}");
-            assert!(!e.to_string().contains('\n'), "one line: {e}");
-        }
-    }
-
-    #[test]
-    fn unknown_keys_are_refused_with_their_name() {
-        let e = Settings::load(None, &env(&[("KEEL_LISTN", "127.0.0.1:1")])).expect_err("typo");
-        assert!(e.problem.contains("listn"), "{e}");
-    }
-
-    #[test]
-    fn secrets_come_from_files_and_never_show() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let secret = dir.path().join("db-url");
-        std::fs::write(&secret, "postgres://keel:s3cret@db.example:5432/keel\n").expect("write");
-        let e = env(&[(
-            "KEEL_DATABASE_URL_FILE",
-            secret.to_str().expect("utf-8 path"),
-        )]);
-        let s = Settings::load(None, &e).expect("valid");
-        assert!(matches!(s.database, DatabaseSettings::Postgres { .. }));
-        let shown = s.redacted().to_string();
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(
-            shown.contains("postgres://keel:***@db.example:5432/keel"),
-            "{shown}"
-        );
-        assert!(
-            !format!("{s:?}").contains("s3cret"),
-            "Debug must redact too"
-        );
-        let both = env(&[
-            ("KEEL_DATABASE_URL_FILE", "/x"),
-            ("KEEL_DATABASE_URL", "sqlite://x"),
-        ]);
-        assert_eq!(
-            Settings::load(None, &both).expect_err("both").key,
-            "KEEL_DATABASE_URL_FILE"
-        );
-    }
-
-    #[test]
-    fn bad_postgres_urls_do_not_echo_the_url() {
-        let e = Settings::load(
-            None,
-            &env(&[("KEEL_DATABASE_URL", "postgres://u:pw@host:notaport/db")]),
-        )
-        .expect_err("bad port");
-        assert!(!e.to_string().contains("pw"), "{e}");
-    }
-}
+mod tests;
