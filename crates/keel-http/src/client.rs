@@ -110,6 +110,9 @@ impl ClientAddrPolicy {
     pub fn client_addr(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let mut current = canonical(peer);
         if !self.trusts(current) {
+            if self.trusted_proxies.is_empty() {
+                warn_once_if_forwarded(headers);
+            }
             return current;
         }
         let name = match self.header {
@@ -138,6 +141,21 @@ impl ClientAddrPolicy {
             }
         }
         current
+    }
+}
+
+/// Logs once per process that requests carry forwarding headers while no proxy is trusted:
+/// behind a load balancer that means every client shares the balancer's address and its
+/// per-address limits (the header itself is still ignored, as it must be).
+fn warn_once_if_forwarded(headers: &HeaderMap) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if (headers.contains_key("x-forwarded-for") || headers.contains_key(FORWARDED))
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "requests carry X-Forwarded-For or Forwarded but KEEL_TRUSTED_PROXIES is empty: \
+             behind a load balancer, every client then counts as the balancer's address"
+        );
     }
 }
 

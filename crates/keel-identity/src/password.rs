@@ -131,6 +131,10 @@ struct Gate {
     places: Arc<Semaphore>,
     concurrency: usize,
     queue_wait: Duration,
+    /// Password jobs one client address may have running or waiting at once (its key, see
+    /// `keel_kernel::net::client_key`), so a single address can never hold every place.
+    per_address: usize,
+    holders: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// The password threads' queue, started on first use (never longer than `concurrency`:
     /// a job is queued only with a place).
     jobs: OnceLock<Result<std::sync::mpsc::Sender<Job>, String>>,
@@ -186,7 +190,7 @@ pub const DEFAULT_HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 impl Default for PasswordHasher {
     fn default() -> Self {
-        Self::bounded(DEFAULT_HASH_CONCURRENCY, DEFAULT_HASH_QUEUE_WAIT)
+        Self::bounded(DEFAULT_HASH_CONCURRENCY, 1, DEFAULT_HASH_QUEUE_WAIT)
     }
 }
 
@@ -223,8 +227,9 @@ fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
 const OUTPUT_LEN: usize = 32;
 impl PasswordHasher {
     /// A hasher running at most `concurrency` hashes at once (at least one), each waiting at
-    /// most `queue_wait` for its place.
-    pub fn bounded(concurrency: usize, queue_wait: Duration) -> Self {
+    /// most `queue_wait` for its place, and at most `per_address` (at least one) running or
+    /// waiting for any one client address.
+    pub fn bounded(concurrency: usize, per_address: usize, queue_wait: Duration) -> Self {
         let params = Params::new(19_456, 2, 1, None).expect("constant argon2 parameters are valid");
         let concurrency = concurrency.max(1);
         Self {
@@ -234,6 +239,8 @@ impl PasswordHasher {
                 places: Arc::new(Semaphore::new(concurrency)),
                 concurrency,
                 queue_wait,
+                per_address: per_address.max(1),
+                holders: std::sync::Mutex::default(),
                 jobs: OnceLock::new(),
             }),
         }
@@ -246,17 +253,32 @@ impl PasswordHasher {
         &self,
         f: impl FnOnce(&Self) -> T + Send + 'static,
     ) -> Result<T, HashRunError> {
+        self.run_for(None, f).await
+    }
+
+    /// [`Self::run`] on behalf of `client`: refused at once when that address already has its
+    /// `per_address` jobs running or waiting.
+    pub async fn run_for<T: Send + 'static>(
+        &self,
+        client: Option<std::net::IpAddr>,
+        f: impl FnOnce(&Self) -> T + Send + 'static,
+    ) -> Result<T, HashRunError> {
         let gate = &self.gate;
+        let held = match client {
+            Some(addr) => Some(Holder::take(
+                gate.clone(),
+                keel_kernel::net::client_key(addr),
+            )?),
+            None => None,
+        };
         let place = match tokio::time::timeout(gate.queue_wait, gate.places.clone().acquire_owned())
             .await
         {
             Ok(Ok(place)) => place,
             Ok(Err(e)) => return Err(HashRunError::Failed(e.to_string())),
             Err(_) => {
-                let ms = i64::try_from(gate.queue_wait.as_millis()).unwrap_or(i64::MAX);
                 return Err(HashRunError::Busy {
-                    // Whole seconds, rounded up, at least one.
-                    retry_after_seconds: ((ms + 999) / 1_000).max(1),
+                    retry_after_seconds: gate.retry_after_seconds(),
                 });
             }
         };
@@ -265,6 +287,7 @@ impl PasswordHasher {
         let job: Job = Box::new(move || {
             let out = f(&this);
             drop(place);
+            drop(held);
             let _ = tx.send(out);
         });
         self.gate
@@ -347,6 +370,55 @@ impl PasswordHasher {
         if let Some(h) = dummy {
             let _ = self.verify(candidate, h);
         }
+    }
+}
+
+/// One client address's hold on password work, given back when dropped.
+struct Holder {
+    gate: Arc<Gate>,
+    key: std::net::IpAddr,
+}
+
+impl Holder {
+    fn take(gate: Arc<Gate>, key: std::net::IpAddr) -> Result<Self, HashRunError> {
+        {
+            let mut holders = gate
+                .holders
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let held = holders.entry(key).or_insert(0);
+            if *held >= gate.per_address {
+                return Err(HashRunError::Busy {
+                    retry_after_seconds: gate.retry_after_seconds(),
+                });
+            }
+            *held += 1;
+        }
+        Ok(Self { gate, key })
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let mut holders = self
+            .gate
+            .holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = holders.get_mut(&self.key) {
+            *held -= 1;
+            if *held == 0 {
+                holders.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// Whole seconds of the queue wait, rounded up, at least one.
+    fn retry_after_seconds(&self) -> i64 {
+        let ms = i64::try_from(self.queue_wait.as_millis()).unwrap_or(i64::MAX);
+        ((ms + 999) / 1_000).max(1)
     }
 }
 
@@ -440,7 +512,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_of_hashes_holds_one_working_memory_per_password_thread() {
-        let hasher = PasswordHasher::bounded(2, Duration::from_mins(1));
+        let hasher = PasswordHasher::bounded(2, 1, Duration::from_mins(1));
         let runs = (0..40).map(|_| {
             let hasher = hasher.clone();
             tokio::spawn(async move {
@@ -461,8 +533,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_address_never_holds_more_than_its_share_of_password_work() {
+        let hasher = PasswordHasher::bounded(2, 1, Duration::from_mins(1));
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let ip: std::net::IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let first = {
+            let hasher = hasher.clone();
+            tokio::spawn(async move {
+                hasher
+                    .run_for(Some(ip), move |_| hold_rx.recv().is_ok())
+                    .await
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while hasher.running() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the first job runs");
+        // The same /64 is refused at once; another address takes the free place.
+        let same: std::net::IpAddr = "2001:db8:1:2::ffff".parse().expect("ip");
+        assert!(matches!(
+            hasher.run_for(Some(same), |_| ()).await,
+            Err(HashRunError::Busy { .. })
+        ));
+        let other: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        assert!(
+            hasher
+                .run_for(Some(other), |_| 1)
+                .await
+                .is_ok_and(|v| v == 1)
+        );
+        hold_tx.send(()).expect("release");
+        assert!(matches!(first.await, Ok(Ok(true))));
+        assert!(
+            hasher
+                .run_for(Some(same), |_| 2)
+                .await
+                .is_ok_and(|v| v == 2)
+        );
+    }
+
+    #[tokio::test]
     async fn work_waiting_past_the_queue_bound_is_refused_and_places_are_held_to_the_end() {
-        let hasher = PasswordHasher::bounded(1, Duration::from_millis(20));
+        let hasher = PasswordHasher::bounded(1, 1, Duration::from_millis(20));
         let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
         let busy = {
             let hasher = hasher.clone();

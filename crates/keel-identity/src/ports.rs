@@ -214,6 +214,8 @@ pub trait LoginThrottle: Send + Sync + std::fmt::Debug {
     async fn reserve(&self, limits: &[Limit], now: OffsetDateTime) -> Result<Attempt, StoreError>;
     /// The attempt succeeded: removes its rows and every earlier row of `clear` (the account).
     async fn succeed(&self, attempt: AttemptId, clear: &ThrottleKey) -> Result<(), StoreError>;
+    /// The attempt was not a failure, but clears nothing else: removes only its own rows.
+    async fn forget(&self, attempt: AttemptId) -> Result<(), StoreError>;
     /// Removes rows older than `before` (a scheduled clean-up).
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }

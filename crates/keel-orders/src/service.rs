@@ -1298,7 +1298,12 @@ impl OrdersService {
         let holder = UnpaidHolder {
             customer: cart.customer_id,
             email_key: guest_key,
-            client_key: access.client.map(|a| client_key(tenant, a)),
+            // Guests only: a signed-in customer answers for their orders by their account,
+            // and must not be blocked by strangers behind the same address (a NAT).
+            client_key: access
+                .client
+                .filter(|_| cart.customer_id.is_none())
+                .map(|a| client_key(tenant, a)),
         };
         Ok((customer_key, holder))
     }

@@ -49,6 +49,7 @@ fn policy(max_in_flight: i64) -> DeliveryPolicy {
         max_in_flight,
         circuit_failures: 3,
         circuit_pause: time::Duration::seconds(60),
+        shop_max_in_flight: 100,
     }
 }
 
@@ -932,4 +933,82 @@ pub async fn account_notices_reach_only_the_account_endpoint_and_lose_their_body
         .expect("message");
     assert_eq!(done.status, MessageStatus::Delivered);
     assert!(done.body.is_empty());
+}
+
+pub async fn a_shop_with_many_endpoints_never_holds_more_than_its_share_of_deliveries(
+    stores: &Stores,
+) {
+    let shop = create(stores, &unique_slug("greedy")).await.0.id;
+    let now = SystemClock.now();
+    relay_everything(stores, now).await;
+    let endpoints: Vec<Endpoint> = (0..3)
+        .map(|_| endpoint(shop, &["stock_location.created"]))
+        .collect();
+    for e in &endpoints {
+        stores
+            .webhooks
+            .create_endpoint(e, &[])
+            .await
+            .expect("endpoint");
+    }
+    events(stores, shop, "stock_location.created", 4).await;
+    relay_everything(stores, now).await;
+    let later = now + time::Duration::seconds(1);
+    let lock = later + time::Duration::seconds(30);
+    let policy = DeliveryPolicy {
+        shop_max_in_flight: 5,
+        ..policy(4)
+    };
+    let claimed = stores
+        .webhooks
+        .claim_due(later, 50, lock, &policy)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 5, "twelve due, the shop's five");
+    let mut per_endpoint = std::collections::HashMap::new();
+    for (m, _) in &claimed {
+        *per_endpoint.entry(m.endpoint_id).or_insert(0) += 1;
+    }
+    assert_eq!(per_endpoint.len(), 3, "spread over its endpoints");
+    assert!(
+        stores
+            .webhooks
+            .claim_due(later, 50, lock, &policy)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "nothing more while five are in flight"
+    );
+    // An attempt frees one delivery, and its refill takes that one place back, no more.
+    let (attempt, outcome) = attempt_of(&claimed[0].0, later, Some(200));
+    let refill = Refill {
+        now: later,
+        lock_until: lock,
+        policy: &policy,
+    };
+    let next = stores
+        .webhooks
+        .record_attempt(&attempt, &outcome, &[], Some(refill))
+        .await
+        .expect("record");
+    assert!(next.is_some(), "the freed place is refilled");
+    let (attempt, outcome) = attempt_of(&claimed[1].0, later, Some(200));
+    let policy_full = DeliveryPolicy {
+        shop_max_in_flight: 4,
+        ..policy
+    };
+    let refill = Refill {
+        now: later,
+        lock_until: lock,
+        policy: &policy_full,
+    };
+    assert!(
+        stores
+            .webhooks
+            .record_attempt(&attempt, &outcome, &[], Some(refill))
+            .await
+            .expect("record")
+            .is_none(),
+        "at its limit the shop gets no refill"
+    );
 }

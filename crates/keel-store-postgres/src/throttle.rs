@@ -84,6 +84,15 @@ impl LoginThrottle for PgStore {
         Ok(())
     }
 
+    async fn forget(&self, attempt: AttemptId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_attempts WHERE attempt_id = $1")
+            .bind(attempt.0)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM login_attempts WHERE attempted_at < $1")
             .bind(before)

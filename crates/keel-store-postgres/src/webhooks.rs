@@ -11,7 +11,7 @@ use keel_kernel::{
 use keel_webhooks::{
     domain::{
         Attempt, AttemptId, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId,
-        MessageStatus,
+        MessageStatus, fair_claims,
     },
     ports::{AttemptOutcome, FanOut, Refill, VERSION_CONFLICT, WebhookStore},
 };
@@ -535,35 +535,22 @@ impl WebhookStore for PgStore {
         .iter()
         .map(endpoint_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-        let mut per_endpoint = Vec::with_capacity(endpoints.len());
+        let mut candidates = Vec::with_capacity(endpoints.len());
+        let mut shop_room: HashMap<TenantId, i64> = HashMap::new();
         for e in endpoints {
+            if let std::collections::hash_map::Entry::Vacant(room) = shop_room.entry(e.tenant_id) {
+                // Endpoints come in shop order, so shops are locked in one global order.
+                lock_shop(&mut tx, e.tenant_id).await?;
+                let busy_shop = shop_busy(&mut tx, e.tenant_id, now).await?;
+                room.insert(policy.shop_max_in_flight - busy_shop);
+            }
             let free = e.slots(policy, now) - busy(&mut tx, &e, now).await?;
             if free > 0 {
                 let due = due_of(&mut tx, &e, now, free).await?;
-                per_endpoint.push((e, due));
+                candidates.push((e, due));
             }
         }
-        // Fair within the node's capacity: every endpoint's first message, then every
-        // endpoint's second, and so on.
-        let mut claimed = Vec::new();
-        let cap = usize::try_from(limit).unwrap_or(0);
-        let mut round = 0;
-        while claimed.len() < cap {
-            let mut any = false;
-            for (e, due) in &per_endpoint {
-                if claimed.len() >= cap {
-                    break;
-                }
-                if let Some(m) = due.get(round) {
-                    any = true;
-                    claimed.push((m.clone(), e.clone()));
-                }
-            }
-            if !any {
-                break;
-            }
-            round += 1;
-        }
+        let claimed = fair_claims(candidates, shop_room, usize::try_from(limit).unwrap_or(0));
         claim(&mut tx, claimed.iter().map(|(m, _)| m), lock_until).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(claimed)
@@ -628,6 +615,10 @@ impl WebhookStore for PgStore {
                 if e.slots(r.policy, r.now) - busy(&mut tx, &e, r.now).await? < 1 {
                     return Ok(None);
                 }
+                lock_shop(&mut tx, e.tenant_id).await?;
+                if shop_busy(&mut tx, e.tenant_id, r.now).await? >= r.policy.shop_max_in_flight {
+                    return Ok(None);
+                }
                 let Some(m) = due_of(&mut tx, &e, r.now, 1).await?.into_iter().next() else {
                     return Ok(None);
                 };
@@ -636,6 +627,25 @@ impl WebhookStore for PgStore {
             }
             .await
         })
+    }
+
+    async fn abandon_pending(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE webhook_messages SET status = 'failed', body = '', next_attempt_at = $3, locked_until = NULL \
+             WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending'",
+        )
+        .bind(tenant.as_uuid())
+        .bind(endpoint.as_uuid())
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map(|d| d.rows_affected())
+        .map_err(map_err)
     }
 
     async fn prune_messages(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError> {
@@ -699,6 +709,42 @@ async fn busy(tx: &mut PgConnection, e: &Endpoint, now: OffsetDateTime) -> Resul
     )
     .bind(e.tenant_id.as_uuid())
     .bind(e.id.as_uuid())
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)
+}
+
+/// The class of the transaction-scoped advisory locks that serialise one shop's delivery
+/// claims across nodes (the two-key form: its own lock space, apart from the throttle's).
+const SHOP_CLAIM_LOCK: i32 = 0x5748;
+
+/// Takes the shop's claim lock until the transaction ends, so two nodes never both count a
+/// shop below its in-flight limit and both claim past it. Keyed by the id's last (random)
+/// four bytes: a shared key only makes two shops wait for each other.
+async fn lock_shop(tx: &mut PgConnection, tenant: TenantId) -> Result<(), StoreError> {
+    let id = tenant.as_uuid();
+    let bytes = id.as_bytes();
+    let key = i32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(SHOP_CLAIM_LOCK)
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// The shop's deliveries in flight, over all its endpoints and every node.
+async fn shop_busy(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    now: OffsetDateTime,
+) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_messages WHERE tenant_id = $1 AND status = 'delivering' AND locked_until > $2",
+    )
+    .bind(tenant.as_uuid())
     .bind(now)
     .fetch_one(&mut *tx)
     .await

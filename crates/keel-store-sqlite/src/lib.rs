@@ -80,13 +80,21 @@ pub struct SqliteSettings {
 /// keeps them private whatever the process umask is.
 fn private_files(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.exists()
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        } else if std::fs::metadata(dir)?.permissions().mode() & 0o022 != 0 {
+            // A directory Keel did not create is the operator's to narrow (it may hold other
+            // things). The files in it are narrowed below either way, but in a directory
+            // others may write to, they could be replaced.
+            tracing::warn!(
+                dir = %dir.display(),
+                "other users may write to the database's directory; chmod 700 it"
+            );
+        }
     }
     std::fs::OpenOptions::new()
         .write(true)

@@ -65,6 +65,14 @@ impl LoginThrottle for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
+    async fn forget(&self, attempt: AttemptId) -> Result<(), StoreError> {
+        let tx = self.write().await?;
+        db::query("DELETE FROM login_attempts WHERE attempt_id = ?1")
+            .bind(attempt.0)
+            .execute(&tx)?;
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let tx = self.write().await?;
         let done = db::query("DELETE FROM login_attempts WHERE attempted_at < ?1")

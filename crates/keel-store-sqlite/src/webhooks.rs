@@ -11,7 +11,7 @@ use keel_kernel::{
 use keel_webhooks::{
     domain::{
         Attempt, AttemptId, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId,
-        MessageStatus,
+        MessageStatus, fair_claims,
     },
     ports::{AttemptOutcome, FanOut, Refill, VERSION_CONFLICT, WebhookStore},
 };
@@ -517,35 +517,21 @@ impl WebhookStore for SqliteStore {
             return Ok(Vec::new());
         }
         let tx = self.write().await?;
-        let mut per_endpoint = Vec::with_capacity(endpoints.len());
+        let mut candidates = Vec::with_capacity(endpoints.len());
+        let mut shop_room: HashMap<TenantId, i64> = HashMap::new();
         for e in endpoints {
+            if let std::collections::hash_map::Entry::Vacant(room) = shop_room.entry(e.tenant_id) {
+                room.insert(policy.shop_max_in_flight - shop_busy(&tx, e.tenant_id, now_us)?);
+            }
             let free = e.slots(policy, now) - busy(&tx, &e, now_us)?;
             if free > 0 {
                 let due = due_of(&tx, &e, now_us, free)?;
-                per_endpoint.push((e, due));
+                candidates.push((e, due));
             }
         }
-        // Fair within the node's capacity: every endpoint's first message, then every
-        // endpoint's second, and so on.
-        let mut claimed = Vec::new();
-        let cap = usize::try_from(limit).unwrap_or(0);
-        let mut round = 0;
-        while claimed.len() < cap {
-            let mut any = false;
-            for (e, due) in &per_endpoint {
-                if claimed.len() >= cap {
-                    break;
-                }
-                if let Some(m) = due.get(round) {
-                    any = true;
-                    claim(&tx, m, lock_until)?;
-                    claimed.push((m.clone(), e.clone()));
-                }
-            }
-            if !any {
-                break;
-            }
-            round += 1;
+        let claimed = fair_claims(candidates, shop_room, usize::try_from(limit).unwrap_or(0));
+        for (m, _) in &claimed {
+            claim(&tx, m, lock_until)?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(claimed)
@@ -599,6 +585,26 @@ impl WebhookStore for SqliteStore {
         })
     }
 
+    async fn abandon_pending(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let tx = self.write().await?;
+        let done = db::query(
+            "UPDATE webhook_messages SET status = 'failed', body = '', next_attempt_at = ?3, locked_until = NULL \
+             WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'pending'",
+        )
+        .bind(tenant.as_uuid())
+        .bind(endpoint.as_uuid())
+        .bind(to_micros(at)?)
+        .execute(&tx)?
+        .rows_affected();
+        tx.commit().await.map_err(map_err)?;
+        Ok(done)
+    }
+
     async fn prune_messages(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError> {
         let tx = self.write().await?;
         let gone: Vec<(uuid::Uuid, uuid::Uuid)> = db::query(
@@ -648,6 +654,16 @@ fn busy(tx: &rusqlite::Connection, e: &Endpoint, now_us: i64) -> Result<i64, Sto
     )
     .bind(e.tenant_id.as_uuid())
     .bind(e.id.as_uuid())
+    .bind(now_us)
+    .scalar(tx)
+}
+
+/// The shop's deliveries in flight, over all its endpoints and every node.
+fn shop_busy(tx: &rusqlite::Connection, tenant: TenantId, now_us: i64) -> Result<i64, StoreError> {
+    db::query(
+        "SELECT count(*) FROM webhook_messages WHERE tenant_id = ?1 AND status = 'delivering' AND locked_until > ?2",
+    )
+    .bind(tenant.as_uuid())
     .bind(now_us)
     .scalar(tx)
 }
@@ -709,7 +725,9 @@ fn next_of_endpoint(
     .fetch_one(tx)?;
     let e = endpoint_from_row(&row)?;
     let now_us = to_micros(r.now)?;
-    if e.slots(r.policy, r.now) - busy(tx, &e, now_us)? < 1 {
+    if e.slots(r.policy, r.now) - busy(tx, &e, now_us)? < 1
+        || shop_busy(tx, tenant, now_us)? >= r.policy.shop_max_in_flight
+    {
         return Ok(None);
     }
     let Some(m) = due_of(tx, &e, now_us, 1)?.into_iter().next() else {

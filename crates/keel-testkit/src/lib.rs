@@ -217,6 +217,24 @@ impl TestApp {
             .expect("GET reaches the server")
     }
 
+    /// `method path` with a Bearer token and an optional JSON body.
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("request reaches the server")
+    }
+
     /// Creates a tenant with an owner, as `keel tenant create --owner-email` does.
     pub async fn create_owner(&self, slug_prefix: &str) -> Owner {
         let slug = format!(

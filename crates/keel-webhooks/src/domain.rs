@@ -206,6 +206,45 @@ pub struct DeliveryPolicy {
     pub circuit_failures: i64,
     /// How long an open circuit pauses the endpoint before one probe is sent.
     pub circuit_pause: Duration,
+    /// Deliveries one shop may have in flight at once, over all its endpoints (and nodes):
+    /// many endpoints must not let one shop take every slot.
+    pub shop_max_in_flight: i64,
+}
+
+/// Picks what a claim takes, fairly: `candidates` are endpoints with their oldest due
+/// messages (at most their free slots each), `shop_room` how many more deliveries each shop
+/// may start. The endpoint waiting longest goes first; every endpoint's first message before
+/// any endpoint's second; no shop past its room; at most `cap` in all.
+pub fn fair_claims<S: std::hash::BuildHasher>(
+    mut candidates: Vec<(Endpoint, Vec<Message>)>,
+    mut shop_room: std::collections::HashMap<TenantId, i64, S>,
+    cap: usize,
+) -> Vec<(Message, Endpoint)> {
+    candidates.retain(|(_, due)| !due.is_empty());
+    candidates.sort_by_key(|(e, due)| (due[0].next_attempt_at, e.id.as_uuid()));
+    let mut claimed = Vec::new();
+    let mut round = 0;
+    while claimed.len() < cap {
+        let mut any = false;
+        for (e, due) in &candidates {
+            if claimed.len() >= cap {
+                break;
+            }
+            let Some(m) = due.get(round) else { continue };
+            let room = shop_room.entry(e.tenant_id).or_insert(0);
+            if *room <= 0 {
+                continue;
+            }
+            *room -= 1;
+            any = true;
+            claimed.push((m.clone(), e.clone()));
+        }
+        if !any {
+            break;
+        }
+        round += 1;
+    }
+    claimed
 }
 
 /// What an attempt's outcome means for its message.
@@ -285,6 +324,7 @@ mod tests {
             max_in_flight: 4,
             circuit_failures: 5,
             circuit_pause: Duration::seconds(60),
+            shop_max_in_flight: 16,
         }
     }
 
@@ -357,6 +397,78 @@ mod tests {
         assert!(!e.wants("product.updated") && !e.wants("security.login_failed"));
         assert_eq!(cut_body(&[b'x'; 2000]).len(), 1024);
         assert_eq!(cut_body(b"ok"), "ok");
+    }
+
+    fn message(e: &Endpoint, at: OffsetDateTime) -> Message {
+        Message {
+            id: MessageId::new(),
+            tenant_id: e.tenant_id,
+            endpoint_id: e.id,
+            event_id: keel_kernel::event::EventId::new(),
+            event_type: "order.paid".into(),
+            body: String::new(),
+            status: MessageStatus::Pending,
+            attempts: 0,
+            next_attempt_at: at,
+            created_at: at,
+        }
+    }
+
+    fn endpoint_of(tenant: TenantId) -> Endpoint {
+        Endpoint {
+            id: EndpointId::new(),
+            tenant_id: tenant,
+            channel: Channel::Webhook,
+            url: "https://example.com".into(),
+            description: String::new(),
+            event_types: Vec::new(),
+            enabled: true,
+            disabled_reason: None,
+            secrets: Vec::new(),
+            failing_since: None,
+            consecutive_failures: 0,
+            paused_until: None,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn claims_go_round_robin_oldest_first_and_no_shop_past_its_room() {
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        let (greedy, quiet) = (TenantId::new(), TenantId::new());
+        // The greedy shop has five endpoints with old backlogs; the quiet one a newer message.
+        let mut candidates: Vec<(Endpoint, Vec<Message>)> = (0..5)
+            .map(|i| {
+                let e = endpoint_of(greedy);
+                let due = (0..4)
+                    .map(|j| message(&e, t0 + Duration::seconds(i * 10 + j)))
+                    .collect();
+                (e, due)
+            })
+            .collect();
+        let q = endpoint_of(quiet);
+        candidates.push((q.clone(), vec![message(&q, t0 + Duration::hours(1))]));
+        let room: std::collections::HashMap<TenantId, i64> =
+            [(greedy, 6), (quiet, 16)].into_iter().collect();
+        let claimed = fair_claims(candidates.clone(), room.clone(), 100);
+        let of = |t: TenantId| claimed.iter().filter(|(m, _)| m.tenant_id == t).count();
+        assert_eq!(of(greedy), 6, "the greedy shop stops at its room");
+        assert_eq!(of(quiet), 1, "the quiet shop is served");
+        // With room for only six, each endpoint's first message comes first, oldest first.
+        let six = fair_claims(candidates, room, 6);
+        let endpoints: std::collections::HashSet<_> =
+            six.iter().map(|(m, _)| m.endpoint_id).collect();
+        assert_eq!(
+            endpoints.len(),
+            6,
+            "one each: five greedy endpoints and the quiet one"
+        );
+        assert_eq!(
+            six[0].1.id, claimed[0].1.id,
+            "the longest-waiting endpoint first"
+        );
     }
 
     #[test]

@@ -174,6 +174,15 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
         events: &[NewEvent],
         refill: Option<Refill<'_>>,
     ) -> Result<Option<(Message, Endpoint)>, StoreError>;
+    /// Gives up every pending message of an endpoint and drops their bodies (an account
+    /// endpoint turned off: its one-time secrets must not wait to be sent one day). Answers
+    /// how many.
+    async fn abandon_pending(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
     /// Retention: deletes up to `limit` messages delivered or given up before `before`, with
     /// their attempts. A message still pending or delivering is never deleted. Answers how
     /// many messages went.

@@ -264,12 +264,12 @@ impl WebhooksService {
         };
         let key = SigningKey::generate();
         e.secrets.push(self.seal(&e, &key, now));
-        let ev = event(
-            tenant,
-            kind,
-            &serde_json::json!({"endpoint_id": e.id, "url": e.url}),
-            now,
-        )?;
+        // The mail system's address is the owner's business: not in the event log.
+        let payload = match channel {
+            Channel::Webhook => serde_json::json!({"endpoint_id": e.id, "url": e.url}),
+            Channel::Account => serde_json::json!({"endpoint_id": e.id}),
+        };
+        let ev = event(tenant, kind, &payload, now)?;
         match self.store.create_endpoint(&e, &[ev]).await {
             Ok(()) => Ok((e, key.expose())),
             Err(err) if err.is_conflict_on(ACCOUNT_ENDPOINT_EXISTS) => {
@@ -432,9 +432,19 @@ impl WebhooksService {
         message: MessageId,
         page: PageRequest,
     ) -> Result<Page<Attempt>, WebhookError> {
-        self.store
-            .get_message(tenant, Channel::Webhook, message)
-            .await?;
+        self.attempts_in(tenant, Channel::Webhook, message, page)
+            .await
+    }
+
+    /// A message's attempts, oldest first, if the message is `channel`'s.
+    async fn attempts_in(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        message: MessageId,
+        page: PageRequest,
+    ) -> Result<Page<Attempt>, WebhookError> {
+        self.store.get_message(tenant, channel, message).await?;
         Ok(self.store.list_attempts(tenant, message, page).await?)
     }
 
@@ -531,6 +541,11 @@ impl WebhooksService {
                 let now = self.clock.now();
                 self.save(&mut e, read, "account_notifications.updated", now)
                     .await?;
+                if !e.enabled {
+                    // Turned off: what waits is given up now, so no one-time secret is sent
+                    // (late, to an address that may have changed) when it is turned on again.
+                    self.store.abandon_pending(tenant, e.id, now).await?;
+                }
                 Ok((e, None))
             }
             Err(WebhookError::NotFound) => {
@@ -593,10 +608,8 @@ impl WebhooksService {
         message: MessageId,
         page: PageRequest,
     ) -> Result<Page<Attempt>, WebhookError> {
-        self.store
-            .get_message(tenant, Channel::Account, message)
-            .await?;
-        Ok(self.store.list_attempts(tenant, message, page).await?)
+        self.attempts_in(tenant, Channel::Account, message, page)
+            .await
     }
 
     /// The body to send for a claimed message: a webhook's as stored; an account

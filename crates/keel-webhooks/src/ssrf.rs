@@ -57,6 +57,12 @@ pub fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
                 Some("documentation")
             } else if seg0 == 0x64 && v6.segments()[1] == 0xff9b {
                 Some("NAT64")
+            } else if v6.segments()[..4] == [0, 0, 0, 0] && v6.segments()[4..6] == [0xffff, 0] {
+                // IPv4-translated (`::ffff:0:0:0/96`, RFC 2765): a v4 address for SIIT.
+                Some("IPv4-translated")
+            } else if seg0 == 0x2001 && v6.segments()[1] == 0 {
+                // Teredo (`2001::/32`) tunnels to an IPv4 address embedded in the address.
+                Some("Teredo")
             } else if seg0 == 0x2002 {
                 // 6to4 (`2002::/16`) embeds an IPv4 address a relay may forward to.
                 Some("6to4")
@@ -183,8 +189,11 @@ mod tests {
             "::ffff:10.0.0.1",
             "ff02::1",
             "240.0.0.1",
-            // Finding 8: IPv4-mapped (even of a public address), 6to4 and site-local.
+            // Finding 8: IPv4-mapped (even of a public address), 6to4 and site-local; and the
+            // IPv4-translated and Teredo forms.
             "::ffff:8.8.8.8",
+            "::ffff:0:7f00:1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "2002:c000:0204::1",
             "2002:7f00:1::1",
             "fec0::1",

@@ -53,6 +53,10 @@ pub struct Worker {
     /// One HTTP client for every delivery (connections reused), that connects only to
     /// addresses the SSRF guard allows and never through a proxy ([`delivery`]).
     pub client: reqwest::Client,
+    /// Set while the last claim filled every free slot of the node (more may be due than the
+    /// node can take): slots then end after each attempt instead of refilling their own
+    /// endpoint, so the next fair claim shares the node out again.
+    pub congested: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The JetStream side of a node.
@@ -227,6 +231,10 @@ impl Worker {
             response_body: body.filter(|_| e.channel == Channel::Webhook),
         };
         let mut events = Vec::new();
+        if let (Some(_), Channel::Account) = (&decided.disable, e.channel) {
+            // A disabled account endpoint sends nothing more: its waiting secrets are given up.
+            self.store.abandon_pending(m.tenant_id, e.id, now).await?;
+        }
         if let Some(reason) = &decided.disable {
             events.push(
                 NewEvent::new(
@@ -247,8 +255,11 @@ impl Worker {
             lock_until: self.lock_until(now),
             policy: &settings.policy,
         };
+        // Under congestion the slot goes back to the fair claim, which takes the endpoint
+        // that has waited longest: no endpoint keeps a slot while others wait for one.
+        let congested = self.congested.load(std::sync::atomic::Ordering::Relaxed);
         self.store
-            .record_attempt(&attempt, &decided, &events, Some(refill))
+            .record_attempt(&attempt, &decided, &events, (!congested).then_some(refill))
             .await
     }
 
@@ -366,8 +377,13 @@ impl Worker {
         let mut started = false;
         loop {
             if started {
-                match self.claim(capacity.saturating_sub(slots.len())).await {
+                let room = capacity.saturating_sub(slots.len());
+                match self.claim(room).await {
                     Ok(due) => {
+                        // Every slot taken, or the claim filled every free one: others may
+                        // be waiting.
+                        self.congested
+                            .store(due.len() == room, std::sync::atomic::Ordering::Relaxed);
                         for (message, endpoint) in due {
                             let this = self.clone();
                             slots.spawn(async move { this.run_slot(message, endpoint).await });
@@ -394,14 +410,16 @@ impl Worker {
 #[derive(serde::Serialize)]
 struct Disabled<'a> {
     endpoint_id: String,
-    url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
     reason: &'a str,
 }
 
 fn serde_json_payload<'a>(e: &'a Endpoint, reason: &'a str) -> Disabled<'a> {
     Disabled {
         endpoint_id: e.id.to_string(),
-        url: &e.url,
+        // An account endpoint's address is the owner's business: not in the event log.
+        url: (e.channel == Channel::Webhook).then_some(e.url.as_str()),
         reason,
     }
 }

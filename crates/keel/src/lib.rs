@@ -128,6 +128,7 @@ impl App {
             wake: wake.clone(),
             nats: nats(settings, &store).await?,
             deliveries: Arc::new(tokio::sync::Notify::new()),
+            congested: Arc::default(),
             client: keel_worker::delivery::client(
                 &settings.webhooks.ssrf,
                 std::time::Duration::try_from(settings.webhooks.policy.timeout)
@@ -257,6 +258,8 @@ impl App {
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = self.grace;
         let limits = self.settings.connections;
+        let trusted: Arc<[keel_kernel::net::Cidr]> =
+            self.settings.client_addr.trusted_proxies.clone().into();
         // The metrics listener stops with the API listener.
         let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
         let metrics_server = self.metrics_listener.map(|(listener, router)| {
@@ -266,6 +269,7 @@ impl App {
                 listener,
                 router,
                 limits,
+                trusted.clone(),
                 metrics,
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
@@ -276,6 +280,7 @@ impl App {
             self.listener,
             self.router,
             limits,
+            trusted,
             self.metrics.clone(),
             async move {
                 shutdown.await;

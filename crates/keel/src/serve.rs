@@ -60,6 +60,47 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Connections open at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// Connections one client address (IPv6: its /64) may have open at once; trusted proxies
+    /// are exempt (every client behind them shares their address).
+    pub max_per_address: usize,
+}
+
+/// Open connections per client address, given back when a connection ends.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's place in [`PerAddress`].
+struct AddressPlace {
+    table: Arc<PerAddress>,
+    key: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, addr: std::net::IpAddr, max: usize) -> Option<AddressPlace> {
+        let key = keel_kernel::net::client_key(addr);
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressPlace {
+            table: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Where a connection stands, shared by its I/O (which enforces the deadlines) and its
@@ -243,10 +284,12 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    trusted_proxies: Arc<[keel_kernel::net::Cidr]>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     // Graceful shutdown: the sender's value change tells every connection to finish; the
     // receivers they hold tell us when the last one has closed.
     let (stop_tx, stop_rx) = watch::channel(());
@@ -274,11 +317,29 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        // One client must not hold the whole cap; a trusted proxy carries many clients.
+        let place = if trusted_proxies
+            .iter()
+            .any(|c| c.contains(canonical(peer.ip())))
+        {
+            None
+        } else if let Some(place) = per_address.take(peer.ip(), limits.max_per_address) {
+            Some(place)
+        } else {
+            bump(&metrics.connections.refused);
+            tracing::warn!(
+                max_per_address = limits.max_per_address,
+                "connection refused: the client address's open-connection cap is reached"
+            );
+            drop(stream);
+            continue;
+        };
         let (router, metrics, stop_rx) = (router.clone(), metrics.clone(), stop_rx.clone());
         tokio::spawn(async move {
             metrics.connections.open.fetch_add(1, Ordering::Relaxed);
             connection(stream, peer, router, limits, metrics.clone(), stop_rx).await;
             metrics.connections.open.fetch_sub(1, Ordering::Relaxed);
+            drop(place);
             drop(permit);
         });
     }
@@ -286,6 +347,14 @@ pub async fn serve(
     drop(stop_rx);
     let _ = stop_tx.send(());
     stop_tx.closed().await;
+}
+
+/// An IPv4-mapped IPv6 peer is its IPv4 address (a dual-stack listener reports them so).
+fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        std::net::IpAddr::V4(_) => ip,
+    }
 }
 
 /// How long accepting pauses after the listener reported an error.

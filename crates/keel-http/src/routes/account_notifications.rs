@@ -20,8 +20,8 @@ use crate::{
     extract::{self, ListQuery},
     problem::{Problem, ProblemBody},
     routes::webhooks::{
-        AttemptList, AttemptResponse, EndpointResponse, EndpointWithSecret, MessageList,
-        MessageResponse, endpoint_response, message_id, with_etag,
+        AttemptList, EndpointResponse, EndpointWithSecret, MessageList, endpoint_response,
+        message_id, with_etag,
     },
 };
 
@@ -125,10 +125,7 @@ async fn list_account_messages(
         .webhooks
         .account_messages(auth.principal.tenant_id, page)
         .await?;
-    Ok(Json(MessageList {
-        data: page.items.iter().map(MessageResponse::from).collect(),
-        next_cursor: page.next_cursor.map(keel_kernel::page::Cursor::encode),
-    }))
+    Ok(Json(page.into()))
 }
 
 /// A notification's attempts, oldest first (the mail system's answers are not kept: they may
@@ -146,10 +143,7 @@ async fn list_account_attempts(
         .webhooks
         .account_attempts(auth.principal.tenant_id, message_id(&id)?, page)
         .await?;
-    Ok(Json(AttemptList {
-        data: page.items.iter().map(AttemptResponse::from).collect(),
-        next_cursor: page.next_cursor.map(keel_kernel::page::Cursor::encode),
-    }))
+    Ok(Json(page.into()))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -53,15 +53,17 @@ struct SignUpResponse {
         (status = 401, description = "`unauthorized`: missing or unknown publishable key.", body = ProblemBody),
         (status = 409, description = "`email_taken`.", body = ProblemBody),
         (status = 422, body = ProblemBody),
+        (status = 503, description = "`overloaded`: password work is at its bound (node-wide, or for this client address); see `Retry-After`.", body = ProblemBody),
     ))]
 async fn sign_up(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Storefront(tenant): Storefront,
     extract::Json(req): extract::Json<CustomerCredentials>,
 ) -> Result<(StatusCode, Json<SignUpResponse>), Problem> {
     let (id, pair) = state
         .auth
-        .sign_up_customer(tenant, &req.email, req.password)
+        .sign_up_customer(tenant, &req.email, req.password, Some(client))
         .await?;
     Ok((
         StatusCode::CREATED,

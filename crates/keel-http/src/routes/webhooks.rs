@@ -144,8 +144,17 @@ impl From<&Message> for MessageResponse {
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct MessageList {
-    pub(crate) data: Vec<MessageResponse>,
-    pub(crate) next_cursor: Option<String>,
+    data: Vec<MessageResponse>,
+    next_cursor: Option<String>,
+}
+
+impl From<keel_kernel::page::Page<Message>> for MessageList {
+    fn from(page: keel_kernel::page::Page<Message>) -> Self {
+        Self {
+            data: page.items.iter().map(MessageResponse::from).collect(),
+            next_cursor: page.next_cursor.map(keel_kernel::page::Cursor::encode),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -174,8 +183,17 @@ impl From<&Attempt> for AttemptResponse {
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AttemptList {
-    pub(crate) data: Vec<AttemptResponse>,
-    pub(crate) next_cursor: Option<String>,
+    data: Vec<AttemptResponse>,
+    next_cursor: Option<String>,
+}
+
+impl From<keel_kernel::page::Page<Attempt>> for AttemptList {
+    fn from(page: keel_kernel::page::Page<Attempt>) -> Self {
+        Self {
+            data: page.items.iter().map(AttemptResponse::from).collect(),
+            next_cursor: page.next_cursor.map(keel_kernel::page::Cursor::encode),
+        }
+    }
 }
 
 fn endpoint_id(s: &str) -> Result<EndpointId, Problem> {
@@ -328,10 +346,7 @@ async fn list_messages(
         .webhooks
         .messages(auth.principal.tenant_id, endpoint_id(&id)?, page)
         .await?;
-    Ok(Json(MessageList {
-        data: page.items.iter().map(MessageResponse::from).collect(),
-        next_cursor: page.next_cursor.map(keel_kernel::page::Cursor::encode),
-    }))
+    Ok(Json(page.into()))
 }
 
 /// `?since=` (RFC 3339) of an endpoint replay.
@@ -395,10 +410,7 @@ async fn list_attempts(
         .webhooks
         .attempts(auth.principal.tenant_id, message_id(&id)?, page)
         .await?;
-    Ok(Json(AttemptList {
-        data: page.items.iter().map(AttemptResponse::from).collect(),
-        next_cursor: page.next_cursor.map(keel_kernel::page::Cursor::encode),
-    }))
+    Ok(Json(page.into()))
 }
 
 /// Queues one message again (same `webhook-id`).

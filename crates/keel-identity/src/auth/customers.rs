@@ -77,6 +77,7 @@ impl AuthService {
         tenant: TenantId,
         email: &str,
         password: String,
+        client: Option<IpAddr>,
     ) -> Result<(CustomerId, TokenPair), AuthError> {
         let now = self.clock.now();
         let email = Email::parse(email).map_err(|_| AuthError::InvalidEmail)?;
@@ -92,7 +93,7 @@ impl AuthService {
         }
         let hash: StoredHash = self
             .hasher
-            .run(move |h| h.hash(&new))
+            .run_for(client, move |h| h.hash(&new))
             .await?
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let customer = Customer {
@@ -167,17 +168,7 @@ impl AuthService {
             Err(_) => None,
         };
         let stored = customer.as_ref().map(|c| c.password_hash.clone());
-        let ok = self
-            .hasher
-            .run(move |hasher| {
-                if let Some(h) = stored {
-                    hasher.verify(&password, &h)
-                } else {
-                    hasher.verify_dummy(&password);
-                    false
-                }
-            })
-            .await?;
+        let ok = self.verify_or_dummy(stored, password, client).await?;
         let customer = match customer {
             Some(c) if ok => c,
             other => {

@@ -17,6 +17,26 @@ use crate::{
     throttle::{Limit, ThrottleKey},
 };
 
+/// How a claimed check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Factor {
+    /// A correct TOTP or backup code (with the password, where one was asked).
+    CodeAccepted,
+    /// A correct password alone.
+    PasswordAccepted,
+    Refused,
+}
+
+impl Factor {
+    fn code(ok: bool) -> Self {
+        if ok {
+            Self::CodeAccepted
+        } else {
+            Self::Refused
+        }
+    }
+}
+
 /// A second-factor or re-authentication attempt, claimed (counted) before anything is checked.
 #[derive(Debug)]
 pub(super) struct FactorClaim {
@@ -95,21 +115,29 @@ impl AuthService {
         }
     }
 
-    /// Settles a claimed attempt. Success clears the account's failures. A failure adds
-    /// `failure` (if any) to the events, and `security.mfa_locked` when it used the window's
-    /// last attempt.
+    /// Settles a claimed attempt. A correct second factor (TOTP or backup code) clears the
+    /// account's failures; a correct password only takes its own attempt back, since knowing
+    /// the password must never buy more guesses at the factor. A failure adds `failure` (if
+    /// any) to the events, and `security.mfa_locked` when it used the window's last attempt.
     pub(super) async fn settle_factor(
         &self,
         claim: FactorClaim,
-        ok: bool,
+        outcome: Factor,
         tenant: TenantId,
         account: Account,
         failure: Option<NewEvent>,
         now: OffsetDateTime,
     ) -> Result<(), AuthError> {
-        if ok {
-            self.throttle.succeed(claim.id, &claim.key).await?;
-            return Ok(());
+        match outcome {
+            Factor::CodeAccepted => {
+                self.throttle.succeed(claim.id, &claim.key).await?;
+                return Ok(());
+            }
+            Factor::PasswordAccepted => {
+                self.throttle.forget(claim.id).await?;
+                return Ok(());
+            }
+            Factor::Refused => {}
         }
         let mut events: Vec<NewEvent> = failure.into_iter().collect();
         if claim.last {
@@ -139,7 +167,12 @@ impl AuthService {
             .hasher
             .run(move |h| stored.is_some_and(|s| h.verify(&password, &s)))
             .await?;
-        self.settle_factor(claim, ok, tenant, account, None, now)
+        let outcome = if ok {
+            Factor::PasswordAccepted
+        } else {
+            Factor::Refused
+        };
+        self.settle_factor(claim, outcome, tenant, account, None, now)
             .await?;
         Ok(ok)
     }
@@ -301,12 +334,12 @@ impl AuthService {
             let mut payload = subject(account);
             payload["failures"] = failures.into();
             let e = event(tenant, "security.mfa_failed", &payload, now)?;
-            self.settle_factor(claim, false, tenant, account, Some(e), now)
+            self.settle_factor(claim, Factor::Refused, tenant, account, Some(e), now)
                 .await?;
             tracing::info!(security = true, tenant_id = %tenant, %account, failures, "MFA code refused");
             return Err(AuthError::InvalidMfaCode);
         };
-        self.settle_factor(claim, true, tenant, account, None, now)
+        self.settle_factor(claim, Factor::CodeAccepted, tenant, account, None, now)
             .await?;
         let mut payload = subject(account);
         payload["session_id"] = session.id.to_string().into();
@@ -385,8 +418,20 @@ impl AuthService {
             None => return Err(AuthError::MfaNotPending),
         };
         let secret = self.open_totp(tenant, account, &mfa)?;
-        let step = totp::verify(&secret, code.trim(), now.unix_timestamp(), None)
-            .ok_or(AuthError::InvalidMfaCode)?;
+        // Counted like every other code check: a stolen access token must not guess its way
+        // into confirming an enrolment it did not start.
+        let claim = self.claim_factor(tenant, account, now).await?;
+        let step = totp::verify(&secret, code.trim(), now.unix_timestamp(), None);
+        self.settle_factor(
+            claim,
+            Factor::code(step.is_some()),
+            tenant,
+            account,
+            None,
+            now,
+        )
+        .await?;
+        let step = step.ok_or(AuthError::InvalidMfaCode)?;
         let codes = totp::generate_backup_codes();
         let hashes: Vec<[u8; 32]> = codes.iter().map(|c| totp::hash_backup_code(c)).collect();
         let e = event(tenant, "security.mfa_enabled", &subject(account), now)?;
@@ -436,7 +481,7 @@ impl AuthService {
             && self
                 .check_second_factor(tenant, account, &mfa, code, backup_code, now)
                 .await?;
-        self.settle_factor(claim, ok, tenant, account, None, now)
+        self.settle_factor(claim, Factor::code(ok), tenant, account, None, now)
             .await?;
         if !ok {
             return Err(AuthError::ReauthenticationFailed);
@@ -463,7 +508,7 @@ impl AuthService {
         let ok = self
             .check_second_factor(tenant, account, &mfa, Some(code), None, now)
             .await?;
-        self.settle_factor(claim, ok, tenant, account, None, now)
+        self.settle_factor(claim, Factor::code(ok), tenant, account, None, now)
             .await?;
         if !ok {
             return Err(AuthError::InvalidMfaCode);

@@ -88,6 +88,8 @@ pub struct AuthSettings {
     pub reset_window: Duration,
     /// Password hashes and verifications running at once, node-wide.
     pub hash_concurrency: usize,
+    /// Password jobs one client address may have running or waiting at once.
+    pub hash_per_address: usize,
     /// How long password work may wait for a place; then 503 `overloaded`.
     pub hash_queue_wait: std::time::Duration,
 }
@@ -313,7 +315,11 @@ impl AuthService {
             mfa,
             customers,
             keys,
-            hasher: PasswordHasher::bounded(settings.hash_concurrency, settings.hash_queue_wait),
+            hasher: PasswordHasher::bounded(
+                settings.hash_concurrency,
+                settings.hash_per_address,
+                settings.hash_queue_wait,
+            ),
             clock,
             settings,
         }
@@ -533,19 +539,13 @@ impl AuthService {
                 });
             }
         };
-        let user = self.find_login_user(tenant_slug, email).await?;
+        // No such shop: nothing to hide (shop handles are public), so no password work is
+        // spent on it; an unknown account of a real shop costs a dummy verification.
+        let Some(user) = self.find_login_user(tenant_slug, email).await? else {
+            return Err(AuthError::InvalidCredentials);
+        };
         let stored: Option<StoredHash> = user.as_ref().and_then(|u| u.password_hash.clone());
-        let ok = self
-            .hasher
-            .run(move |hasher| {
-                if let Some(h) = stored {
-                    hasher.verify(&password, &h)
-                } else {
-                    hasher.verify_dummy(&password);
-                    false
-                }
-            })
-            .await?;
+        let ok = self.verify_or_dummy(stored, password, client).await?;
         let user = match user {
             Some(u) if ok && u.status == UserStatus::Active => u,
             other => {
@@ -595,15 +595,35 @@ impl AuthService {
         ))
     }
 
+    /// Verifies `password` against `stored`, or spends the same work against a dummy hash
+    /// when there is none (an unknown account answers after the same time), within the
+    /// hashing bound.
+    pub(super) async fn verify_or_dummy(
+        &self,
+        stored: Option<StoredHash>,
+        password: String,
+        client: Option<IpAddr>,
+    ) -> Result<bool, AuthError> {
+        Ok(self
+            .hasher
+            .run_for(client, move |hasher| {
+                if let Some(h) = stored {
+                    hasher.verify(&password, &h)
+                } else {
+                    hasher.verify_dummy(&password);
+                    false
+                }
+            })
+            .await?)
+    }
+
+    /// `None` when there is no such shop; `Some(None)` when the shop has no such account.
     async fn find_login_user(
         &self,
         tenant_slug: &str,
         email: &str,
-    ) -> Result<Option<StaffUser>, AuthError> {
+    ) -> Result<Option<Option<StaffUser>>, AuthError> {
         let Ok(slug) = crate::domain::TenantSlug::parse(tenant_slug) else {
-            return Ok(None);
-        };
-        let Ok(email) = Email::parse(email) else {
             return Ok(None);
         };
         let tenant = match self.tenants.get_by_slug(&slug).await {
@@ -611,9 +631,12 @@ impl AuthService {
             Err(StoreError::NotFound) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
+        let Ok(email) = Email::parse(email) else {
+            return Ok(Some(None));
+        };
         match self.staff.find_user_by_email(tenant.id, &email).await {
-            Ok(u) => Ok(Some(u)),
-            Err(StoreError::NotFound) => Ok(None),
+            Ok(u) => Ok(Some(Some(u))),
+            Err(StoreError::NotFound) => Ok(Some(None)),
             Err(e) => Err(e.into()),
         }
     }

@@ -146,7 +146,7 @@ impl AuthService {
         if !self.admit_reset(&scope, email, client).await? {
             return Ok(());
         }
-        let Some(user) = self.find_login_user(tenant_slug, email).await? else {
+        let Some(user) = self.find_login_user(tenant_slug, email).await?.flatten() else {
             return Ok(());
         };
         if user.status != UserStatus::Active {

@@ -4,7 +4,6 @@
 use std::{net::SocketAddr, time::Duration};
 
 use keel_http::client::{ClientAddrPolicy, ForwardedHeader};
-use keel_kernel::net::Cidr;
 
 use super::{ConfigError, RawConfig, err, positive};
 use crate::serve::ConnectionLimits;
@@ -47,24 +46,25 @@ pub(super) fn connection_limits(raw: &RawConfig) -> Result<ConnectionLimits, Con
             u64::from(raw.max_connections),
         )?)
         .map_err(|_| err("KEEL_MAX_CONNECTIONS", "too large for this platform"))?,
+        max_per_address: usize::try_from(positive(
+            "KEEL_MAX_CONNECTIONS_PER_ADDRESS",
+            u64::from(raw.max_connections_per_address),
+        )?)
+        .map_err(|_| {
+            err(
+                "KEEL_MAX_CONNECTIONS_PER_ADDRESS",
+                "too large for this platform",
+            )
+        })?,
     })
 }
 
 pub(super) fn client_addr(raw: &RawConfig) -> Result<ClientAddrPolicy, ConfigError> {
-    let trusted_proxies = raw
-        .trusted_proxies
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            Cidr::parse(c).ok_or_else(|| {
-                err(
-                    "KEEL_TRUSTED_PROXIES",
-                    "must be comma-separated ranges such as `10.0.0.0/8,fd00::/8`",
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let trusted_proxies = super::cidr_list(
+        "KEEL_TRUSTED_PROXIES",
+        &raw.trusted_proxies,
+        "`10.0.0.0/8,fd00::/8`",
+    )?;
     let header = match raw.forwarded_header.trim().to_ascii_lowercase().as_str() {
         "x-forwarded-for" => ForwardedHeader::XForwardedFor,
         "forwarded" => ForwardedHeader::Forwarded,

@@ -103,6 +103,9 @@ pub struct RawConfig {
     /// `KEEL_MAX_CONNECTIONS`, default 10000: open connections per listener; one more is
     /// closed as soon as it is accepted.
     pub max_connections: u32,
+    /// `KEEL_MAX_CONNECTIONS_PER_ADDRESS`, default 256: open connections one client address
+    /// (IPv6: its /64) may have per listener; trusted proxies are exempt.
+    pub max_connections_per_address: u32,
     /// `KEEL_SECRET_KEY` (secret; also `KEEL_SECRET_KEY_FILE`): 32 bytes, base64url, sealing
     /// signing keys and TOTP secrets at rest. Required with PostgreSQL (every node must share
     /// it); with SQLite, created as `<data_dir>/secret.key` (mode 0600) when unset.
@@ -175,6 +178,10 @@ pub struct RawWebhooks {
     /// `KEEL_WEBHOOKS__CIRCUIT_PAUSE_MS`, default 60000: how long an open circuit pauses the
     /// endpoint before one probe is sent.
     pub circuit_pause_ms: u64,
+    /// `KEEL_WEBHOOKS__SHOP_MAX_IN_FLIGHT`, default 16: deliveries one shop may have in flight
+    /// at once over all its endpoints and nodes (below `delivery_batch`, so no shop can take
+    /// a node's every slot).
+    pub shop_max_in_flight: u32,
     /// `KEEL_WEBHOOKS__RETENTION_S`, default 7776000 (90 days, as events): the maintenance
     /// pass deletes messages delivered or given up longer ago than this, with their attempts.
     pub retention_s: u64,
@@ -229,6 +236,9 @@ pub struct RawAuth {
     pub reset_window_s: u64,
     /// `KEEL_AUTH__HASH_CONCURRENCY`, default 2: password hashes and verifications at once.
     pub hash_concurrency: u32,
+    /// `KEEL_AUTH__HASH_PER_ADDRESS`, default 1: password jobs one client address may have
+    /// running or waiting at once (more are answered 503 `overloaded` at once).
+    pub hash_per_address: u32,
     /// `KEEL_AUTH__HASH_QUEUE_WAIT_MS`, default 2000: how long password work waits for a place
     /// before the request is answered 503 `overloaded`.
     pub hash_queue_wait_ms: u64,
@@ -288,6 +298,7 @@ impl Default for RawConfig {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 75_000,
             max_connections: 10_000,
+            max_connections_per_address: 256,
             secret_key: None,
             nats_url: None,
             nats: RawNats {
@@ -311,6 +322,7 @@ impl Default for RawConfig {
                 delivery_batch: 50,
                 circuit_failures: 5,
                 circuit_pause_ms: 60_000,
+                shop_max_in_flight: 16,
                 retention_s: 7_776_000,
             },
             auth: RawAuth {
@@ -335,6 +347,7 @@ impl Default for RawConfig {
                 reset_ip_max: 20,
                 reset_window_s: 3_600,
                 hash_concurrency: 2,
+                hash_per_address: 1,
                 hash_queue_wait_ms: 2_000,
             },
             sqlite: RawSqlite {
@@ -647,6 +660,11 @@ fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, Con
             raw.hash_concurrency,
         )?)
         .map_err(|_| err("KEEL_AUTH__HASH_CONCURRENCY", "too large"))?,
+        hash_per_address: usize::try_from(count(
+            "KEEL_AUTH__HASH_PER_ADDRESS",
+            raw.hash_per_address,
+        )?)
+        .map_err(|_| err("KEEL_AUTH__HASH_PER_ADDRESS", "too large"))?,
         // Zero is allowed: refuse at once when every place is taken.
         hash_queue_wait: Duration::from_millis(raw.hash_queue_wait_ms),
     })
@@ -730,7 +748,7 @@ fn webhook_settings(
 ) -> Result<keel_webhooks::service::WebhookSettings, ConfigError> {
     use keel_webhooks::{
         domain::{DeliveryPolicy, parse_schedule},
-        ssrf::{Cidr, SsrfPolicy},
+        ssrf::SsrfPolicy,
     };
     let schedule = parse_schedule(&raw.retry_schedule).ok_or_else(|| {
         err(
@@ -738,20 +756,11 @@ fn webhook_settings(
             "must be a comma-separated list of delays such as `5s,300s` or `100ms`",
         )
     })?;
-    let allow_cidrs = raw
-        .allow_cidrs
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            Cidr::parse(c).ok_or_else(|| {
-                err(
-                    "KEEL_WEBHOOKS__ALLOW_CIDRS",
-                    "must be comma-separated ranges such as `127.0.0.1/32,::1/128`",
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let allow_cidrs = cidr_list(
+        "KEEL_WEBHOOKS__ALLOW_CIDRS",
+        &raw.allow_cidrs,
+        "`127.0.0.1/32,::1/128`",
+    )?;
     let ms = |key: &str, v: u64| -> Result<time::Duration, ConfigError> {
         i64::try_from(v)
             .map(time::Duration::milliseconds)
@@ -786,9 +795,40 @@ fn webhook_settings(
                 "KEEL_WEBHOOKS__CIRCUIT_PAUSE_MS",
                 positive("KEEL_WEBHOOKS__CIRCUIT_PAUSE_MS", raw.circuit_pause_ms)?,
             )?,
+            shop_max_in_flight: if raw.shop_max_in_flight < raw.delivery_batch {
+                i64::from(count(
+                    "KEEL_WEBHOOKS__SHOP_MAX_IN_FLIGHT",
+                    raw.shop_max_in_flight,
+                )?)
+            } else {
+                return Err(err(
+                    "KEEL_WEBHOOKS__SHOP_MAX_IN_FLIGHT",
+                    "must be below KEEL_WEBHOOKS__DELIVERY_BATCH, so that no shop can take every delivery slot of a node",
+                ));
+            },
         },
         retention: seconds("KEEL_WEBHOOKS__RETENTION_S", raw.retention_s)?,
     })
+}
+
+/// A comma-separated list of address ranges (`key` names the setting, `example` shows one).
+fn cidr_list(
+    key: &str,
+    raw: &str,
+    example: &str,
+) -> Result<Vec<keel_kernel::net::Cidr>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            keel_kernel::net::Cidr::parse(c).ok_or_else(|| {
+                err(
+                    key,
+                    format!("must be comma-separated ranges such as {example}"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// An exact count greater than zero.
@@ -945,6 +985,7 @@ fn auth_json(a: &keel_identity::auth::AuthSettings) -> serde_json::Value {
         "reset_ip_max": a.reset_ip_max,
         "reset_window_s": a.reset_window.whole_seconds(),
         "hash_concurrency": a.hash_concurrency,
+        "hash_per_address": a.hash_per_address,
         "hash_queue_wait_ms": a.hash_queue_wait.as_millis(),
     })
 }
@@ -1057,6 +1098,7 @@ impl Settings {
             "delivery_batch": self.worker.delivery_batch,
             "circuit_failures": self.webhooks.policy.circuit_failures,
             "circuit_pause_ms": self.webhooks.policy.circuit_pause.whole_milliseconds(),
+        "shop_max_in_flight": self.webhooks.policy.shop_max_in_flight,
             "retention_s": self.webhooks.retention.whole_seconds(),
         })
     }
@@ -1088,6 +1130,7 @@ impl Settings {
             "header_read_timeout_ms": self.connections.header_read_timeout.as_millis(),
             "idle_timeout_ms": self.connections.idle_timeout.as_millis(),
             "max_connections": self.connections.max_connections,
+            "max_connections_per_address": self.connections.max_per_address,
             "data_dir": self.data_dir,
             "database": database,
             "log_format": self.log_format,

@@ -17,13 +17,8 @@ async fn post(
     body: serde_json::Value,
 ) -> serde_json::Value {
     let res = app
-        .client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("request reaches the server");
+        .send_as(reqwest::Method::POST, path, token, Some(body))
+        .await;
     assert!(res.status().is_success(), "{path}: {}", res.status());
     res.json().await.expect("JSON")
 }
@@ -77,6 +72,50 @@ backend_tests! {
         // Two delivery intervals plus B's own answer time (immediate).
         assert!(waited < Duration::from_secs(2), "B waited {waited:?} behind A's backlog");
         assert!(slow.try_next().is_none(), "A still has only its four slots");
+    }
+
+    async fn a_shop_with_many_slow_endpoints_cannot_take_every_delivery_slot(backend: Backend) {
+        let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), |c| {
+            fast_webhooks(c);
+            c.webhooks.delivery_interval_ms = 1_000;
+            c.webhooks.delivery_batch = 10;
+            c.webhooks.shop_max_in_flight = 6;
+            c.webhooks.timeout_ms = 15_000;
+        })
+        .await;
+        // Shop A: three endpoints whose receivers succeed, slowly (5 s each), with a backlog.
+        let (_, a) = app.owner_with_tokens("greedy").await;
+        let mut slow = Vec::new();
+        for _ in 0..3 {
+            let r = receiver_with_delay(Vec::new(), Duration::from_secs(5)).await;
+            post(&app, &a.access_token, "/v1/admin/webhook-endpoints", serde_json::json!({"url": r.url, "event_types": ["product.*"]})).await;
+            slow.push(r);
+        }
+        products(&app, &a.access_token, 50).await;
+        // The shop gets its six places (of the node's ten), and no more.
+        let mut arrived = 0;
+        while arrived < 6 {
+            for r in &mut slow {
+                while r.try_next().is_some() {
+                    arrived += 1;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        // Shop B is served at once from the places left.
+        let (_, b) = app.owner_with_tokens("other").await;
+        let mut fast = receiver(Vec::new()).await;
+        post(&app, &b.access_token, "/v1/admin/webhook-endpoints", serde_json::json!({"url": fast.url, "event_types": ["stock_location.created"]})).await;
+        let started = Instant::now();
+        post(&app, &b.access_token, "/v1/admin/stock-locations", serde_json::json!({"name": "Main"})).await;
+        assert_eq!(fast.next().await.json()["type"], "stock_location.created");
+        assert!(started.elapsed() < Duration::from_secs(2), "B waited {:?}", started.elapsed());
+        for r in &mut slow {
+            while r.try_next().is_some() {
+                arrived += 1;
+            }
+        }
+        assert_eq!(arrived, 6, "A never held more than its six");
     }
 
     async fn an_endpoint_that_keeps_failing_is_paused_without_spending_its_retries(backend: Backend) {

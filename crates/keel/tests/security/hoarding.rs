@@ -165,6 +165,36 @@ backend_tests! {
         assert_problem(last, 409, "too_many_unpaid_orders").await;
     }
 
+    async fn guests_sharing_an_address_do_not_block_a_signed_in_customer(backend: Backend) {
+        let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), behind_a_proxy).await;
+        let shop = shop(&app, "nat", 100).await;
+        for i in 0..3 {
+            let c = cart(&app, &shop, &format!("guest{i}@nat.test"), None).await;
+            order_id(checkout_from(&app, &shop, &c, "100.64.0.1").await).await;
+        }
+        let signed: serde_json::Value = app.store_post(&shop.pk, "/v1/store/customers", serde_json::json!({"email": "lee@nat.test", "password": "saffron-glacier-tulip-8832"})).await.json().await.expect("sign-up");
+        let token = signed["tokens"]["access_token"].as_str().expect("token").to_owned();
+        let call = |method: Method, path: String, body: Option<serde_json::Value>| {
+            let mut req = app.client.request(method, app.url(&path)).header("keel-publishable-key", &shop.pk).bearer_auth(&token)
+                .header("x-forwarded-for", "100.64.0.1").header("idempotency-key", uuid::Uuid::now_v7().to_string());
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            req.send()
+        };
+        let c = created(call(Method::POST, "/v1/store/carts".into(), Some(serde_json::json!({"currency": "USD"}))).await.expect("cart")).await;
+        let id = c["cart"]["id"].as_str().expect("id").to_owned();
+        for (m, suffix, body) in [
+            (Method::POST, "/items", serde_json::json!({"variant_id": shop.tee, "quantity": 1})),
+            (Method::PUT, "/shipping-address", ny()),
+            (Method::PUT, "/shipping-option", serde_json::json!({"shipping_option_id": shop.us_shipping})),
+        ] {
+            assert_eq!(call(m, format!("/v1/store/carts/{id}{suffix}"), Some(body)).await.expect("send").status(), 200);
+        }
+        let placed = call(Method::POST, format!("/v1/store/carts/{id}/checkout"), None).await.expect("send");
+        assert_eq!(placed.status(), 201, "the customer is counted by account, not by the shared address");
+    }
+
     async fn an_abandoned_unpaid_checkout_gives_its_promotion_use_back(backend: Backend) {
         let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), behind_a_proxy).await;
         let shop = shop(&app, "burn", 100).await;

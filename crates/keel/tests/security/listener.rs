@@ -142,6 +142,34 @@ backend_tests! {
         assert!(refused >= 1, "{metrics}");
     }
 
+    async fn one_client_cannot_hold_every_connection(backend: Backend) {
+        let limited = |trusted: &'static str| {
+            move |c: &mut keel::config::RawConfig| {
+                c.max_connections_per_address = 3;
+                c.header_read_timeout_ms = 60_000;
+                c.trusted_proxies = trusted.into();
+            }
+        };
+        let ask = b"GET /livez HTTP/1.1\r\nHost: keel\r\n\r\n";
+        let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), limited("")).await;
+        let server = addr(&app.base_url);
+        let held = [connect(&server).await, connect(&server).await, connect(&server).await];
+        let mut fourth = connect(&server).await;
+        let _ = fourth.write_all(ask).await;
+        let got = tokio::time::timeout(BOUND, read_to_close(&mut fourth)).await.expect("closed");
+        assert!(got.is_empty(), "the address's fourth is refused: {}", String::from_utf8_lossy(&got));
+        drop(held);
+        // A trusted proxy carries many clients: its connections are not capped per address.
+        let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), limited("127.0.0.1/32")).await;
+        let server = addr(&app.base_url);
+        let _held = [connect(&server).await, connect(&server).await, connect(&server).await];
+        let mut fourth = connect(&server).await;
+        fourth.write_all(ask).await.expect("request");
+        let mut buf = [0_u8; 4096];
+        let n = fourth.read(&mut buf).await.expect("answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    }
+
     async fn metrics_on_their_own_listener_are_gone_from_the_public_port(backend: Backend) {
         let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), |c| {
             c.metrics_listen = Some("127.0.0.1:0".into());

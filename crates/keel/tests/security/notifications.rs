@@ -56,11 +56,7 @@ async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> reqwest::Response {
-    let mut req = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.expect("request reaches the server")
+    app.send_as(method, path, token, body).await
 }
 
 /// Everything `token` can read about events and webhooks: every event page, every webhook
@@ -259,5 +255,44 @@ backend_tests! {
         for kind in ["staff_user.invited", "staff_user.password_reset_requested", "customer.password_reset_requested", "security.login_succeeded", "security.api_key_created", "cart.created"] {
             assert!(readable.contains(kind), "{kind} was recorded");
         }
+    }
+
+    async fn turning_the_account_endpoint_off_gives_up_its_waiting_secrets(backend: Backend) {
+        let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), |c| {
+            fast_webhooks(c);
+            // One failed attempt, then a retry far away: the notice waits.
+            c.webhooks.retry_schedule = "3600s".into();
+        })
+        .await;
+        let (owner, tokens) = app.owner_with_tokens("off").await;
+        let mut failing = keel_testkit::receiver::receiver(vec![500]).await;
+        let put = |body: serde_json::Value| call(&app, &tokens.access_token, reqwest::Method::PUT, "/v1/admin/account-notifications", Some(body));
+        assert_eq!(put(serde_json::json!({"url": failing.url})).await.status(), 201);
+        let asked = app.post_json("/v1/auth/password-reset", &serde_json::json!({"tenant": owner.slug, "email": owner.email})).await;
+        assert_eq!(asked.status(), 202);
+        failing.next().await;
+        let messages = || async {
+            let body: serde_json::Value = call(&app, &tokens.access_token, reqwest::Method::GET, "/v1/admin/account-notifications/messages", None).await.json().await.expect("messages");
+            body["data"].as_array().expect("data").clone()
+        };
+        let waiting = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            loop {
+                let m = messages().await;
+                if m.first().is_some_and(|m| m["attempts"] == 1) {
+                    return m;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the failed attempt is recorded");
+        assert_eq!(waiting[0]["status"], "pending");
+        assert_eq!(put(serde_json::json!({"url": failing.url, "enabled": false})).await.status(), 200);
+        let after = messages().await;
+        assert_eq!(after[0]["status"], "failed", "given up when the endpoint was turned off");
+        // The event log has the endpoint, not the mail system's address.
+        let created = app.events_of(&tokens.access_token, "account_notifications.created").await;
+        assert_eq!(created.len(), 1);
+        assert!(created[0]["data"].get("url").is_none(), "{}", created[0]);
     }
 }

@@ -117,6 +117,46 @@ backend_tests! {
         assert_eq!(app.events_of(&tokens.access_token, "security.mfa_locked").await.len(), 1);
     }
 
+    async fn knowing_the_password_buys_no_more_guesses_at_the_code(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (_, tokens) = app.owner_with_tokens("reset-count").await;
+        let (auth, _) = app.enrol_staff_totp(&tokens.access_token, OWNER_PASSWORD).await;
+        let wrong = wrong_code(&auth);
+        let post = |path: &'static str, body: serde_json::Value| {
+            app.client.post(app.url(path)).bearer_auth(&tokens.access_token).json(&body).send()
+        };
+        // Four wrong codes, then the right password (re-authentication at enrolment), then one
+        // more wrong code: the password did not clear the count, so the factor is locked.
+        for _ in 0..4 {
+            assert_problem(post("/v1/me/mfa/backup-codes", serde_json::json!({"code": wrong})).await.expect("send"), 401, "invalid_mfa_code").await;
+        }
+        let enrol = post("/v1/me/mfa/totp", serde_json::json!({"password": OWNER_PASSWORD})).await.expect("send");
+        assert_problem(enrol, 409, "mfa_already_enabled").await;
+        assert_problem(post("/v1/me/mfa/backup-codes", serde_json::json!({"code": wrong})).await.expect("send"), 401, "invalid_mfa_code").await;
+        let locked = post("/v1/me/mfa/backup-codes", serde_json::json!({"code": auth.code(1)})).await.expect("send");
+        assert_problem(locked, 429, "too_many_attempts").await;
+    }
+
+    async fn guesses_at_confirming_an_enrolment_are_counted(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let (_, tokens) = app.owner_with_tokens("confirm-count").await;
+        let begun: serde_json::Value = app.client.post(app.url("/v1/me/mfa/totp")).bearer_auth(&tokens.access_token)
+            .json(&serde_json::json!({"password": OWNER_PASSWORD})).send().await.expect("send").json().await.expect("JSON");
+        let auth = keel_testkit::Authenticator::new(begun["secret"].as_str().expect("secret"));
+        let wrong = wrong_code(&auth);
+        let confirm = |code: String| {
+            app.client.post(app.url("/v1/me/mfa/totp/confirm")).bearer_auth(&tokens.access_token)
+                .json(&serde_json::json!({"code": code})).send()
+        };
+        let codes: Vec<u16> = join_all((0..20).map(|_| confirm(wrong.clone())))
+            .await
+            .into_iter()
+            .map(|r| r.expect("send").status().as_u16())
+            .collect();
+        assert_eq!(codes.iter().filter(|c| **c == 401).count(), FACTOR_MAX, "{codes:?}");
+        assert_problem(confirm(auth.code(0)).await.expect("send"), 429, "too_many_attempts").await;
+    }
+
     async fn an_access_token_alone_cannot_enrol_mfa(backend: Backend) {
         let app = spawn_app(backend).await;
         let (_, tokens) = app.owner_with_tokens("enrol").await;
