@@ -78,6 +78,7 @@ kinds! {
     PROMOTION_EXHAUSTED = ("promotion_exhausted", 409, "Promotion exhausted");
     PROMOTION_CUSTOMER_LIMIT = ("promotion_customer_limit", 409, "Promotion limit per customer reached");
     TOO_MANY_UNPAID_ORDERS = ("too_many_unpaid_orders", 409, "Too many unpaid orders");
+    TOO_MANY_ENDPOINTS = ("too_many_endpoints", 409, "Too many webhook endpoints");
     AMOUNT_OUT_OF_RANGE = ("amount_out_of_range", 422, "Amount out of range");
     ORDER_NOT_PAYABLE = ("order_not_payable", 409, "Order not payable");
     PAYMENT_AMOUNT_MISMATCH = ("payment_amount_mismatch", 409, "Payment amount mismatch");

@@ -182,6 +182,7 @@ macro_rules! conformance_tests {
             claims_respect_the_per_endpoint_concurrency_bound,
             claims_are_fair_per_endpoint_whatever_another_endpoints_backlog,
             a_shop_with_many_endpoints_never_holds_more_than_its_share_of_deliveries,
+            concurrent_endpoint_creations_never_pass_the_shops_limit,
             an_open_circuit_claims_nothing_and_a_half_open_one_a_single_probe,
             an_attempt_claims_its_endpoints_next_message_in_the_same_transaction,
             finished_messages_past_retention_go_with_their_attempts_and_due_ones_stay,

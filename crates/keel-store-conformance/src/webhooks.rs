@@ -102,7 +102,7 @@ async fn endpoint_with_messages(
     let e = endpoint(t, &["stock_location.created"]);
     stores
         .webhooks
-        .create_endpoint(&e, &[])
+        .create_endpoint(&e, i64::MAX, &[])
         .await
         .expect("endpoint");
     let now = SystemClock.now();
@@ -143,7 +143,7 @@ pub async fn the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it(st
     for e in [&wants, &ignores, &foreign] {
         stores
             .webhooks
-            .create_endpoint(e, &[])
+            .create_endpoint(e, i64::MAX, &[])
             .await
             .expect("endpoint");
     }
@@ -205,7 +205,7 @@ pub async fn racing_relays_fan_each_event_out_once(stores: &Stores) {
     let wants = endpoint(t, &["order.*"]);
     stores
         .webhooks
-        .create_endpoint(&wants, &[])
+        .create_endpoint(&wants, i64::MAX, &[])
         .await
         .expect("endpoint");
     events(stores, t, "order.placed", 40).await;
@@ -243,7 +243,7 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
     let e = endpoint(t, &["stock_location.created"]);
     stores
         .webhooks
-        .create_endpoint(&e, &[])
+        .create_endpoint(&e, i64::MAX, &[])
         .await
         .expect("endpoint");
     let now = SystemClock.now();
@@ -427,7 +427,7 @@ pub async fn a_bus_event_is_accepted_once_per_endpoint(stores: &Stores) {
     for e in [&a, &b, &ignores] {
         stores
             .webhooks
-            .create_endpoint(e, &[])
+            .create_endpoint(e, i64::MAX, &[])
             .await
             .expect("endpoint");
     }
@@ -807,7 +807,7 @@ async fn shop_with_both_channels(
     for e in [&hook, &mail] {
         stores
             .webhooks
-            .create_endpoint(e, &[])
+            .create_endpoint(e, i64::MAX, &[])
             .await
             .expect("endpoint");
     }
@@ -816,7 +816,7 @@ async fn shop_with_both_channels(
     assert!(
         stores
             .webhooks
-            .create_endpoint(&second, &[])
+            .create_endpoint(&second, i64::MAX, &[])
             .await
             .is_err_and(|e| e.is_conflict_on(keel_webhooks::ports::ACCOUNT_ENDPOINT_EXISTS)),
         "one account endpoint per shop"
@@ -947,7 +947,7 @@ pub async fn a_shop_with_many_endpoints_never_holds_more_than_its_share_of_deliv
     for e in &endpoints {
         stores
             .webhooks
-            .create_endpoint(e, &[])
+            .create_endpoint(e, i64::MAX, &[])
             .await
             .expect("endpoint");
     }
@@ -1011,4 +1011,38 @@ pub async fn a_shop_with_many_endpoints_never_holds_more_than_its_share_of_deliv
             .is_none(),
         "at its limit the shop gets no refill"
     );
+}
+
+/// Concurrent creations on any node never pass a shop's endpoint limit, which counts each
+/// channel apart and each shop apart.
+pub async fn concurrent_endpoint_creations_never_pass_the_shops_limit(stores: &Stores) {
+    let shop = create(stores, &unique_slug("endpoints")).await.0.id;
+    let other = create(stores, &unique_slug("endpoints")).await.0.id;
+    let mut racing = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = stores.webhooks.clone();
+        let e = endpoint(shop, &[]);
+        racing.spawn(async move { store.create_endpoint(&e, 3, &[]).await });
+    }
+    let (mut created, mut refused) = (0, 0);
+    while let Some(r) = racing.join_next().await {
+        match r.expect("task") {
+            Ok(()) => created += 1,
+            Err(e) if e.is_conflict_on(keel_webhooks::ports::ENDPOINT_LIMIT) => refused += 1,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!((created, refused), (3, 5), "exactly the limit is created");
+    let mut mail = endpoint(shop, &[]);
+    mail.channel = Channel::Account;
+    stores
+        .webhooks
+        .create_endpoint(&mail, 1, &[])
+        .await
+        .expect("the account channel counts apart");
+    stores
+        .webhooks
+        .create_endpoint(&endpoint(other, &[]), 3, &[])
+        .await
+        .expect("another shop counts apart");
 }

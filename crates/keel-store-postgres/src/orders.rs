@@ -447,15 +447,24 @@ async fn next_number(tx: &mut PgConnection, tenant: TenantId) -> Result<i64, Sto
     .map_err(map_err)
 }
 
+/// Writes an order: an update when `insert` is `None` (answers whether `expected` was the
+/// version), else the new order of a checkout, refused (answers false) when its holder
+/// already has its limit of open unpaid orders (any of the three). The caps are counted in
+/// the insert itself, which runs with the shop's order counter locked (see `place`): each
+/// statement sees what the previous holders of the lock committed, so the caps hold under any
+/// concurrency without another round trip while the lock is held.
 async fn write_order(
     tx: &mut PgConnection,
     o: &Order,
-    insert: Option<&UnpaidHolder>,
+    insert: Option<(&UnpaidHolder, &UnpaidLimits)>,
     expected: i64,
 ) -> Result<bool, StoreError> {
     let sql = if insert.is_some() {
         "INSERT INTO orders (tenant_id, id, number, status, payment_status, currency, customer_id, email, total, body, version, created_at, updated_at, expires_at, email_key, client_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16)"
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16 \
+         WHERE (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $17 AND customer_id = $7) < $18 \
+           AND (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $17 AND email_key = $15) < $19 \
+           AND (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $17 AND client_key = $16) < $20"
     } else {
         "UPDATE orders SET number = $3, status = $4, payment_status = $5, currency = $6, customer_id = $7, email = $8, \
          total = $9, body = $10::jsonb, version = $11, created_at = $12, updated_at = $13, expires_at = $14 \
@@ -477,45 +486,17 @@ async fn write_order(
         .bind(o.updated_at)
         .bind(o.expires_at);
     q = match insert {
-        Some(holder) => q
+        Some((holder, limits)) => q
             .bind(holder.email_key.clone())
-            .bind(holder.client_key.clone()),
+            .bind(holder.client_key.clone())
+            .bind(limits.now)
+            .bind(limits.per_customer)
+            .bind(limits.per_email)
+            .bind(limits.per_client),
         None => q.bind(expected),
     };
     let done = q.execute(&mut *tx).await.map_err(map_err)?;
     Ok(done.rows_affected() == 1)
-}
-
-/// Refuses a checkout whose holder already has its limit of open unpaid orders (any of the
-/// three). Called with the shop's order counter locked (see `place`).
-async fn within_unpaid_limits(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    holder: &UnpaidHolder,
-    limits: &UnpaidLimits,
-) -> Result<(), StoreError> {
-    let row = sqlx::query(
-        "SELECT \
-           (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $2 AND customer_id = $3) AS customer, \
-           (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $2 AND email_key = $4) AS email, \
-           (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $2 AND client_key = $5) AS client",
-    )
-    .bind(tenant.as_uuid())
-    .bind(limits.now)
-    .bind(holder.customer.map(|c| c.as_uuid()))
-    .bind(holder.email_key.as_deref())
-    .bind(holder.client_key.as_deref())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let count = |name: &str| -> Result<i64, StoreError> { row.try_get(name).map_err(map_err) };
-    if count("customer")? >= limits.per_customer
-        || count("email")? >= limits.per_email
-        || count("client")? >= limits.per_client
-    {
-        return Err(conflict(UNPAID_ORDER_LIMIT));
-    }
-    Ok(())
 }
 
 /// Gives an unpaid order's promotion use back, exactly once: only a redemption row that is
@@ -635,12 +616,12 @@ async fn place(
     }
     let number = next_number(tx, tenant).await?;
     // The shop's counter row is locked from here to the commit, so the checkouts of one shop
-    // count their holders' unpaid orders one after another (each statement sees what the
-    // previous ones committed): the caps hold under any concurrency.
-    within_unpaid_limits(tx, tenant, &p.holder, &p.limits).await?;
+    // count their holders' unpaid orders one after another, in the order's insert.
     let mut order = p.order.clone();
     order.number = number;
-    write_order(tx, &order, Some(&p.holder), 0).await?;
+    if !write_order(tx, &order, Some((&p.holder, &p.limits)), 0).await? {
+        return Err(conflict(UNPAID_ORDER_LIMIT));
+    }
     if let Some(r) = receipt {
         finish_key(&mut *tx, &r.key, r.status, &r.body(&order)?).await?;
     }

@@ -79,6 +79,11 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
         "unpaid_order_holders",
         include_str!("../migrations/20261206000015_unpaid_order_holders.sql"),
     ),
+    (
+        20_261_206_000_016,
+        "webhook_claims_by_endpoint",
+        include_str!("../migrations/20261206000016_webhook_claims_by_endpoint.sql"),
+    ),
 ]);
 
 /// File names of the embedded migrations (`<version>_<description>`).

@@ -440,34 +440,6 @@ impl CartStore for SqliteStore {
     }
 }
 
-/// Refuses a checkout whose holder already has its limit of open unpaid orders (any of the
-/// three). Runs in the checkout's transaction on the single writer: no other checkout
-/// commits between the count and the insert.
-fn within_unpaid_limits(
-    tx: &rusqlite::Connection,
-    tenant: TenantId,
-    holder: &UnpaidHolder,
-    limits: &UnpaidLimits,
-) -> Result<(), StoreError> {
-    let row = db::query(
-        "SELECT \
-           (SELECT count(*) FROM orders WHERE tenant_id = ?1 AND status = 'pending_payment' AND expires_at > ?2 AND customer_id = ?3), \
-           (SELECT count(*) FROM orders WHERE tenant_id = ?1 AND status = 'pending_payment' AND expires_at > ?2 AND email_key = ?4), \
-           (SELECT count(*) FROM orders WHERE tenant_id = ?1 AND status = 'pending_payment' AND expires_at > ?2 AND client_key = ?5)",
-    )
-    .bind(tenant.as_uuid())
-    .bind(to_micros(limits.now)?)
-    .bind(holder.customer.map(|c| c.as_uuid()))
-    .bind(holder.email_key.as_deref())
-    .bind(holder.client_key.as_deref())
-    .fetch_one(tx)?;
-    let (customer, email, client): (i64, i64, i64) = (row.at(0)?, row.at(1)?, row.at(2)?);
-    if customer >= limits.per_customer || email >= limits.per_email || client >= limits.per_client {
-        return Err(conflict(UNPAID_ORDER_LIMIT));
-    }
-    Ok(())
-}
-
 /// Gives an unpaid order's promotion use back, exactly once: only a redemption row that is
 /// still there lowers the count.
 fn return_redemption(tx: &rusqlite::Connection, order: &Order) -> Result<(), StoreError> {
@@ -499,15 +471,23 @@ fn next_number(tx: &rusqlite::Connection, tenant: TenantId) -> Result<i64, Store
     .scalar(tx)
 }
 
+/// Writes an order: an update when `insert` is `None` (answers whether `expected` was the
+/// version), else the new order of a checkout, refused (answers false) when its holder
+/// already has its limit of open unpaid orders (any of the three). The caps are counted in
+/// the insert itself, in the checkout's transaction on the single writer: no other checkout
+/// commits between the count and the insert.
 fn write_order(
     tx: &rusqlite::Connection,
     o: &Order,
-    insert: Option<&UnpaidHolder>,
+    insert: Option<(&UnpaidHolder, &UnpaidLimits)>,
     expected: i64,
 ) -> Result<bool, StoreError> {
     let sql = if insert.is_some() {
         "INSERT INTO orders (tenant_id, id, number, status, payment_status, currency, customer_id, email, total, body, version, created_at, updated_at, expires_at, email_key, client_key) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 \
+         WHERE (SELECT count(*) FROM orders WHERE tenant_id = ?1 AND status = 'pending_payment' AND expires_at > ?17 AND customer_id = ?7) < ?18 \
+           AND (SELECT count(*) FROM orders WHERE tenant_id = ?1 AND status = 'pending_payment' AND expires_at > ?17 AND email_key = ?15) < ?19 \
+           AND (SELECT count(*) FROM orders WHERE tenant_id = ?1 AND status = 'pending_payment' AND expires_at > ?17 AND client_key = ?16) < ?20"
     } else {
         "UPDATE orders SET number = ?3, status = ?4, payment_status = ?5, currency = ?6, customer_id = ?7, email = ?8, \
          total = ?9, body = ?10, version = ?11, created_at = ?12, updated_at = ?13, expires_at = ?14 \
@@ -529,9 +509,13 @@ fn write_order(
         .bind(to_micros(o.updated_at)?)
         .bind(to_micros(o.expires_at)?);
     q = match insert {
-        Some(holder) => q
+        Some((holder, limits)) => q
             .bind(holder.email_key.clone())
-            .bind(holder.client_key.clone()),
+            .bind(holder.client_key.clone())
+            .bind(to_micros(limits.now)?)
+            .bind(limits.per_customer)
+            .bind(limits.per_email)
+            .bind(limits.per_client),
         None => q.bind(expected),
     };
     let done = q.execute(tx)?;
@@ -669,9 +653,10 @@ fn place(
         redeem(tx, tenant, order.id, promotion, order.created_at)?;
     }
     let number = next_number(tx, tenant)?;
-    within_unpaid_limits(tx, tenant, &holder, &limits)?;
     order.number = number;
-    write_order(tx, &order, Some(&holder), 0)?;
+    if !write_order(tx, &order, Some((&holder, &limits)), 0)? {
+        return Err(conflict(UNPAID_ORDER_LIMIT));
+    }
     // Rendered here, inside the writer: the answer carries the number just assigned.
     if let Some(r) = receipt {
         finish_key(tx, &r.key, r.status, &r.body(&order)?)?;

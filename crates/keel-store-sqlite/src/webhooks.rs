@@ -13,7 +13,7 @@ use keel_webhooks::{
         Attempt, AttemptId, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId,
         MessageStatus, fair_claims,
     },
-    ports::{AttemptOutcome, FanOut, Refill, VERSION_CONFLICT, WebhookStore},
+    ports::{AttemptOutcome, ENDPOINT_LIMIT, FanOut, Refill, VERSION_CONFLICT, WebhookStore},
 };
 use time::OffsetDateTime;
 
@@ -162,8 +162,28 @@ macro_rules! in_write {
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
-    async fn create_endpoint(&self, e: &Endpoint, events: &[NewEvent]) -> Result<(), StoreError> {
-        in_write!(self, events, |tx| write_endpoint(&tx, e, None).map(|_| ()))
+    async fn create_endpoint(
+        &self,
+        e: &Endpoint,
+        max: i64,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        // One writer: the count and the insert see every other creation.
+        in_write!(self, events, |tx| {
+            let have: i64 = db::query(
+                "SELECT count(*) FROM webhook_endpoints WHERE tenant_id = ?1 AND channel = ?2",
+            )
+            .bind(e.tenant_id.as_uuid())
+            .bind(e.channel.as_str())
+            .scalar(&tx)?;
+            if have >= max {
+                Err(StoreError::Conflict {
+                    constraint: ENDPOINT_LIMIT.into(),
+                })
+            } else {
+                write_endpoint(&tx, e, None).map(|_| ())
+            }
+        })
     }
 
     async fn get_endpoint(
@@ -495,41 +515,62 @@ impl WebhookStore for SqliteStore {
         lock_until: OffsetDateTime,
         policy: &DeliveryPolicy,
     ) -> Result<Vec<(Message, Endpoint)>, StoreError> {
+        let cap = usize::try_from(limit).unwrap_or(0);
         let now_us = to_micros(now)?;
-        // Which endpoints have something due is read outside the write lock (one writer; a
-        // long backlog must not hold every request's commit); the claim itself re-checks
-        // each message's state under the lock.
+        // Which endpoints have something due, the one waiting longest first, is read outside
+        // the write lock (one writer); the claim re-checks each message's state under it.
+        // Each enabled endpoint is probed in its own index (one entry per kind): the cost
+        // follows the number of endpoints (capped per shop), never the length of a backlog.
         let endpoints: Vec<Endpoint> = self.read(|c| {
             db::query(concat!(
-                "SELECT ",
+                "SELECT * FROM (SELECT ",
                 endpoint_cols!(),
-                " FROM webhook_endpoints WHERE (tenant_id, id) IN (SELECT DISTINCT tenant_id, endpoint_id FROM webhook_messages \
-                 WHERE (status = 'pending' AND next_attempt_at <= ?1) OR (status = 'delivering' AND locked_until <= ?1)) \
-                 AND enabled = 1 AND (paused_until IS NULL OR paused_until <= ?1)"
+                ", min(coalesce((SELECT m.next_attempt_at FROM webhook_messages m WHERE m.tenant_id = e.tenant_id AND m.endpoint_id = e.id \
+                        AND m.status = 'pending' AND m.next_attempt_at <= ?1 ORDER BY m.next_attempt_at, m.id LIMIT 1), ?2), \
+                   coalesce((SELECT m.next_attempt_at FROM webhook_messages m WHERE m.tenant_id = e.tenant_id AND m.endpoint_id = e.id \
+                        AND m.status = 'delivering' AND m.locked_until <= ?1 ORDER BY m.next_attempt_at, m.id LIMIT 1), ?2)) AS due_at \
+                 FROM webhook_endpoints e WHERE e.enabled = 1 AND (e.paused_until IS NULL OR e.paused_until <= ?1)) \
+                 WHERE due_at < ?2 ORDER BY due_at, id"
             ))
             .bind(now_us)
+            .bind(i64::MAX)
             .fetch_all(c)?
             .iter()
             .map(endpoint_from_row)
             .collect()
         })?;
-        if endpoints.is_empty() {
+        if endpoints.is_empty() || cap == 0 {
             return Ok(Vec::new());
         }
         let tx = self.write().await?;
-        let mut candidates = Vec::with_capacity(endpoints.len());
+        // In that order, the endpoints that get a delivery in the claim's first round (at
+        // most `cap`); the fair round robin then shares the rest out among them.
+        let mut candidates = Vec::new();
         let mut shop_room: HashMap<TenantId, i64> = HashMap::new();
+        let mut shop_left: HashMap<TenantId, i64> = HashMap::new();
         for e in endpoints {
-            if let std::collections::hash_map::Entry::Vacant(room) = shop_room.entry(e.tenant_id) {
-                room.insert(policy.shop_max_in_flight - shop_busy(&tx, e.tenant_id, now_us)?);
+            if candidates.len() >= cap {
+                break;
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) = shop_room.entry(e.tenant_id) {
+                let room = policy.shop_max_in_flight - shop_busy(&tx, e.tenant_id, now_us)?;
+                slot.insert(room);
+                shop_left.insert(e.tenant_id, room);
+            }
+            let left = shop_left.entry(e.tenant_id).or_insert(0);
+            if *left <= 0 {
+                continue;
             }
             let free = e.slots(policy, now) - busy(&tx, &e, now_us)?;
             if free > 0 {
                 let due = due_of(&tx, &e, now_us, free)?;
-                candidates.push((e, due));
+                if !due.is_empty() {
+                    *left -= 1;
+                    candidates.push((e, due));
+                }
             }
         }
-        let claimed = fair_claims(candidates, shop_room, usize::try_from(limit).unwrap_or(0));
+        let claimed = fair_claims(candidates, shop_room, cap);
         for (m, _) in &claimed {
             claim(&tx, m, lock_until)?;
         }
@@ -669,7 +710,8 @@ fn shop_busy(tx: &rusqlite::Connection, tenant: TenantId, now_us: i64) -> Result
 }
 
 /// The endpoint's oldest due messages (pending and due, or delivering with a lapsed lock), at
-/// most `n`: read by the endpoint's own index, whatever the other endpoints' backlogs.
+/// most `n`: each kind read in order from the endpoint's own index, at most `n` entries, so
+/// neither its own backlog nor the other endpoints' make the read longer.
 fn due_of(
     tx: &rusqlite::Connection,
     e: &Endpoint,
@@ -679,8 +721,10 @@ fn due_of(
     db::query(concat!(
         "SELECT ",
         message_cols!(),
-        " FROM (SELECT * FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'pending' AND next_attempt_at <= ?3 \
-           UNION ALL SELECT * FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'delivering' AND locked_until <= ?3) \
+        " FROM (SELECT * FROM (SELECT * FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'pending' AND next_attempt_at <= ?3 \
+             ORDER BY next_attempt_at, id LIMIT ?4) \
+           UNION ALL SELECT * FROM (SELECT * FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'delivering' AND locked_until <= ?3 \
+             ORDER BY next_attempt_at, id LIMIT ?4)) \
          ORDER BY next_attempt_at, id LIMIT ?4"
     ))
     .bind(e.tenant_id.as_uuid())

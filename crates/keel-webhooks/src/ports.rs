@@ -20,6 +20,8 @@ pub type FanOut<'a> = dyn Fn(&RecordedEvent, &[Endpoint]) -> Vec<Message> + Send
 
 /// Another account-notification endpoint exists for the shop (one per shop).
 pub const ACCOUNT_ENDPOINT_EXISTS: &str = "webhook_endpoints_one_account";
+/// The conflict of an endpoint beyond the shop's limit for its channel.
+pub const ENDPOINT_LIMIT: &str = "webhook_endpoints_per_shop";
 
 /// What an attempt changes, written with it in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +52,16 @@ pub struct Refill<'a> {
 
 #[async_trait]
 pub trait WebhookStore: Send + Sync + std::fmt::Debug {
-    /// A second account endpoint of a shop is `Conflict { ACCOUNT_ENDPOINT_EXISTS }`.
-    async fn create_endpoint(&self, e: &Endpoint, events: &[NewEvent]) -> Result<(), StoreError>;
+    /// Creates the endpoint unless its shop already has `max` endpoints of its channel
+    /// (`Conflict { ENDPOINT_LIMIT }`, counted in the write so that concurrent creations
+    /// cannot pass the limit together). A second account endpoint of a shop is also
+    /// `Conflict { ACCOUNT_ENDPOINT_EXISTS }` (the schema's own guard).
+    async fn create_endpoint(
+        &self,
+        e: &Endpoint,
+        max: i64,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
     /// The endpoint, if it belongs to `channel` (another channel's is `NotFound`).
     async fn get_endpoint(
         &self,

@@ -19,7 +19,9 @@ use crate::{
         Attempt, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId, MessageStatus,
         Next, StoredSecret,
     },
-    ports::{ACCOUNT_ENDPOINT_EXISTS, AttemptOutcome, VERSION_CONFLICT, WebhookStore},
+    ports::{
+        ACCOUNT_ENDPOINT_EXISTS, AttemptOutcome, ENDPOINT_LIMIT, VERSION_CONFLICT, WebhookStore,
+    },
     signing::SigningKey,
     ssrf::SsrfPolicy,
 };
@@ -38,6 +40,8 @@ pub enum WebhookError {
     PreconditionFailed,
     #[error("the shop already has an account-notification endpoint")]
     AccountEndpointExists,
+    #[error("the shop already has {max} webhook endpoints")]
+    TooManyEndpoints { max: i64 },
     #[error(transparent)]
     Store(StoreError),
     #[error("internal error: {0}")]
@@ -120,6 +124,9 @@ pub struct WebhookSettings {
     pub policy: DeliveryPolicy,
     /// How long messages are kept once delivered or given up.
     pub retention: Duration,
+    /// Webhook endpoints one shop may have: every claim probes each enabled endpoint, so
+    /// their number must be bounded per shop.
+    pub max_endpoints: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -270,10 +277,20 @@ impl WebhooksService {
             Channel::Account => serde_json::json!({"endpoint_id": e.id}),
         };
         let ev = event(tenant, kind, &payload, now)?;
-        match self.store.create_endpoint(&e, &[ev]).await {
+        let max = match channel {
+            Channel::Webhook => self.settings.max_endpoints,
+            Channel::Account => 1,
+        };
+        match self.store.create_endpoint(&e, max, &[ev]).await {
             Ok(()) => Ok((e, key.expose())),
-            Err(err) if err.is_conflict_on(ACCOUNT_ENDPOINT_EXISTS) => {
+            Err(err)
+                if err.is_conflict_on(ACCOUNT_ENDPOINT_EXISTS)
+                    || (channel == Channel::Account && err.is_conflict_on(ENDPOINT_LIMIT)) =>
+            {
                 Err(WebhookError::AccountEndpointExists)
+            }
+            Err(err) if err.is_conflict_on(ENDPOINT_LIMIT) => {
+                Err(WebhookError::TooManyEndpoints { max })
             }
             Err(err) => Err(err.into()),
         }

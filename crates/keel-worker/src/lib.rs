@@ -54,8 +54,8 @@ pub struct Worker {
     /// addresses the SSRF guard allows and never through a proxy ([`delivery`]).
     pub client: reqwest::Client,
     /// Set while the last claim filled every free slot of the node (more may be due than the
-    /// node can take): slots then end after each attempt instead of refilling their own
-    /// endpoint, so the next fair claim shares the node out again.
+    /// node can take): a slot then keeps its endpoint for one delivery interval at most, so
+    /// the next fair claim shares the node out again.
     pub congested: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -177,10 +177,18 @@ impl Worker {
     /// same transaction as the attempt, and so on while the endpoint has a free slot and
     /// something due. Answers how many attempts it made.
     async fn run_slot(&self, mut m: Message, mut e: Endpoint) -> usize {
+        let turn = std::time::Instant::now();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.deliver(&m, &e).await {
+            // Under congestion (the last claim filled every free slot: more may be due than
+            // the node can take) a slot keeps its endpoint for one delivery interval at most,
+            // then goes back to the fair claim, which serves the endpoint that has waited
+            // longest. A fast endpoint still gets many deliveries per claim; a slow one gives
+            // its slot back after each attempt that outlasts the interval.
+            let congested = self.congested.load(std::sync::atomic::Ordering::Relaxed);
+            let refill = !congested || turn.elapsed() < self.settings.delivery_interval;
+            match self.deliver(&m, &e, refill).await {
                 Ok(Some((next, endpoint))) => (m, e) = (next, endpoint),
                 Ok(None) => return attempts,
                 Err(err) => {
@@ -199,6 +207,7 @@ impl Worker {
         &self,
         m: &Message,
         e: &Endpoint,
+        refill: bool,
     ) -> Result<Option<(Message, Endpoint)>, StoreError> {
         let settings = self.webhooks.settings();
         let started = std::time::Instant::now();
@@ -250,16 +259,13 @@ impl Worker {
         if !decided.endpoint_ok && e.consecutive_failures + 1 == settings.policy.circuit_failures {
             tracing::warn!(tenant_id = %m.tenant_id, endpoint_id = %e.id, "webhook endpoint circuit opened");
         }
-        let refill = Refill {
+        let refill = refill.then(|| Refill {
             now,
             lock_until: self.lock_until(now),
             policy: &settings.policy,
-        };
-        // Under congestion the slot goes back to the fair claim, which takes the endpoint
-        // that has waited longest: no endpoint keeps a slot while others wait for one.
-        let congested = self.congested.load(std::sync::atomic::Ordering::Relaxed);
+        });
         self.store
-            .record_attempt(&attempt, &decided, &events, (!congested).then_some(refill))
+            .record_attempt(&attempt, &decided, &events, refill)
             .await
     }
 

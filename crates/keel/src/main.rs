@@ -12,8 +12,8 @@
 //!                                 events a bus consumer gave up on (KEEL_NATS_URL)
 //! keel dead-letters redrive ID    publish a parked event again, then unpark it
 //! keel bench browse|checkout|mixed|webhooks --url http://127.0.0.1:8080 [--concurrency N]
-//!     [--iterations N] [--duration-s S] [--products N] [--stock N] [--endpoints N] [--json]
-//!                                 load a running Keel on loopback (a fresh shop per run)
+//!     [--iterations N] [--duration-s S] [--products N] [--stock N] [--endpoints N]
+//!     [--shops N] [--json]        load a running Keel on loopback (fresh shops per run)
 //! keel secret generate            a fresh KEEL_SECRET_KEY value
 //! keel config check               print the effective configuration, secrets redacted
 //! ```
@@ -116,8 +116,9 @@ enum BenchScenario {
     Checkout,
     /// `--browses` browse iterations then `--checkouts` checkouts, repeated.
     Mixed,
-    /// Webhook deliveries per second: `--iterations` events to each of `--endpoints`
-    /// endpoints on a receiver the bench runs (the server must allow loopback endpoints).
+    /// Webhook deliveries per second: `--endpoints` endpoints spread over `--shops` shops on a
+    /// receiver the bench runs, `--iterations` events in each shop (the server must allow
+    /// loopback endpoints).
     Webhooks,
 }
 
@@ -148,9 +149,13 @@ struct BenchArgs {
     /// Checkouts per mixed cycle.
     #[arg(long, default_value_t = 1)]
     checkouts: u32,
-    /// Webhook endpoints (the `webhooks` scenario).
+    /// Webhook endpoints (the `webhooks` scenario), spread over `--shops`.
     #[arg(long, default_value_t = 1)]
     endpoints: u32,
+    /// Shops of the `webhooks` scenario (1 to 100; each has at most
+    /// `KEEL_WEBHOOKS__MAX_ENDPOINTS` endpoints).
+    #[arg(long, default_value_t = 1)]
+    shops: u32,
     /// The server's process id: its peak RSS (VmHWM) is reported after the run.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -389,27 +394,52 @@ fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmHWM line")
 }
 
-async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
-    let target = keel_bench::Target::new(&args.url, args.concurrency)?;
-    // A fresh shop per run, created the way `keel tenant create` does (same database config
-    // as the server), then set up over HTTP.
+/// Fresh shops for one run, created the way `keel tenant create` does (same database config
+/// as the server), then set up over HTTP: their slugs and set-up shops.
+async fn bench_shops(
+    settings: &Settings,
+    target: &keel_bench::Target,
+    args: &BenchArgs,
+    n: u32,
+) -> anyhow::Result<Vec<(String, keel_bench::Shop)>> {
     let store = Store::open(&settings.database).await?;
     store.ensure_migrated().await?;
     let auth = keel::auth_service(settings, &store)?;
-    let stamp = uuid::Uuid::now_v7().simple().to_string();
-    let slug = format!("bench-{}", &stamp[stamp.len() - 12..]);
-    let (_, _, setup_token) = auth
-        .create_tenant_with_owner(
-            NewTenant {
-                slug: parse_slug(&slug).map_err(anyhow::Error::msg)?,
-                name: parse_name("Bench shop").map_err(anyhow::Error::msg)?,
-            },
-            parse_email(&format!("owner@{slug}.bench.test")).map_err(anyhow::Error::msg)?,
-        )
-        .await
-        .context("cannot create the bench shop")?;
+    let mut tokens = Vec::new();
+    for _ in 0..n {
+        let stamp = uuid::Uuid::now_v7().simple().to_string();
+        let slug = format!("bench-{}", &stamp[stamp.len() - 12..]);
+        let (_, _, setup_token) = auth
+            .create_tenant_with_owner(
+                NewTenant {
+                    slug: parse_slug(&slug).map_err(anyhow::Error::msg)?,
+                    name: parse_name("Bench shop").map_err(anyhow::Error::msg)?,
+                },
+                parse_email(&format!("owner@{slug}.bench.test")).map_err(anyhow::Error::msg)?,
+            )
+            .await
+            .context("cannot create the bench shop")?;
+        tokens.push((slug, setup_token));
+    }
     store.close().await;
-    let shop = keel_bench::setup(&target, setup_token.expose(), args.products, args.stock).await?;
+    let mut shops = Vec::new();
+    for (slug, token) in tokens {
+        let shop = keel_bench::setup(target, token.expose(), args.products, args.stock).await?;
+        shops.push((slug, shop));
+    }
+    Ok(shops)
+}
+
+async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
+    let target = keel_bench::Target::new(&args.url, args.concurrency)?;
+    let shops = match args.scenario {
+        BenchScenario::Webhooks => {
+            anyhow::ensure!((1..=100).contains(&args.shops), "--shops must be 1 to 100");
+            args.shops
+        }
+        _ => 1,
+    };
+    let mut shops = bench_shops(settings, &target, &args, shops).await?;
     let scenario = match args.scenario {
         BenchScenario::Browse => keel_bench::Scenario::Browse,
         BenchScenario::Checkout => keel_bench::Scenario::Checkout,
@@ -418,9 +448,10 @@ async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             checkouts: args.checkouts,
         },
         BenchScenario::Webhooks => {
+            let tokens: Vec<&str> = shops.iter().map(|(_, s)| s.staff_token.as_str()).collect();
             let report = keel_bench::webhooks::run(
                 &target,
-                &shop.staff_token,
+                &tokens,
                 args.endpoints,
                 args.iterations,
                 std::time::Duration::from_secs(args.duration_s),
@@ -434,6 +465,7 @@ async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    let (slug, shop) = shops.pop().context("one shop was set up")?;
     let report = keel_bench::run(
         &target,
         shop,

@@ -547,6 +547,46 @@ async fn bench_runs_an_exact_mixed_cycle_against_a_running_server() {
 }
 
 #[tokio::test]
+async fn bench_delivers_every_event_to_every_endpoint_of_several_shops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = keel::secrets::generate();
+    let (_server, addr) = keel_testkit::serve_process(
+        KEEL,
+        dir.path(),
+        &[
+            ("KEEL_SECRET_KEY", key.as_str()),
+            ("KEEL_WEBHOOKS__ALLOW_HTTP", "true"),
+            ("KEEL_WEBHOOKS__ALLOW_CIDRS", "127.0.0.1/32"),
+        ],
+    )
+    .await;
+    let mut c = keel(&[
+        "bench",
+        "webhooks",
+        "--url",
+        &format!("http://{addr}"),
+        "--endpoints",
+        "3",
+        "--shops",
+        "2",
+        "--iterations",
+        "40",
+        "--products",
+        "1",
+        "--json",
+    ]);
+    c.env("KEEL_SECRET_KEY", &key).current_dir(dir.path());
+    let (code, stdout, stderr) = output(c).await;
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    // Three endpoints over two shops (two and one), forty events in each shop.
+    assert_eq!(report["shops"], 2);
+    assert_eq!(report["expected"], 3 * 40);
+    assert_eq!(report["delivered"], 3 * 40, "{report}");
+    assert!(report["deliveries_per_s_milli"].as_u64() > Some(0));
+}
+
+#[tokio::test]
 async fn bench_refuses_a_target_that_is_not_loopback() {
     let mut c = keel(&["bench", "browse", "--url", "http://10.0.0.1:8080"]);
     let dir = tempfile::tempdir().expect("tempdir");

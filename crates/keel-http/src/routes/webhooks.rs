@@ -40,6 +40,12 @@ impl From<WebhookError> for Problem {
                 ProblemKind::CONFLICT,
                 "The shop's account-notification endpoint was set up meanwhile; read it and retry.",
             ),
+            WebhookError::TooManyEndpoints { max } => Self::new(
+                ProblemKind::TOO_MANY_ENDPOINTS,
+                format!(
+                    "The shop already has {max} webhook endpoints, the most allowed; delete one first."
+                ),
+            ),
             WebhookError::Store(e) => e.into(),
             WebhookError::Internal(msg) => Self::internal(&std::io::Error::other(msg)),
         }
@@ -233,9 +239,12 @@ async fn list_endpoints(
 }
 
 /// Creates an endpoint. The URL passes the SSRF guard (https, a public address) without any
-/// connection being made; the signing secret is shown once.
+/// connection being made; the signing secret is shown once. A shop has at most
+/// `KEEL_WEBHOOKS__MAX_ENDPOINTS` endpoints (16 by default).
 #[utoipa::path(post, path = "/v1/admin/webhook-endpoints", tag = "webhooks", security(("bearer" = [])), request_body = EndpointInput,
-    responses((status = 201, body = EndpointWithSecret), (status = 422, description = "`validation_failed` (e.g. a refused URL at `/url`).", body = ProblemBody)))]
+    responses((status = 201, body = EndpointWithSecret),
+        (status = 409, description = "`too_many_endpoints`: the shop already has the most endpoints allowed.", body = ProblemBody),
+        (status = 422, description = "`validation_failed` (e.g. a refused URL at `/url`).", body = ProblemBody)))]
 async fn create_endpoint(
     State(state): State<AppState>,
     auth: RequirePermission<WebhooksManage>,

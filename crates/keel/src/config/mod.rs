@@ -185,6 +185,9 @@ pub struct RawWebhooks {
     /// `KEEL_WEBHOOKS__RETENTION_S`, default 7776000 (90 days, as events): the maintenance
     /// pass deletes messages delivered or given up longer ago than this, with their attempts.
     pub retention_s: u64,
+    /// `KEEL_WEBHOOKS__MAX_ENDPOINTS`, default 16: webhook endpoints one shop may have (every
+    /// claim probes each enabled endpoint, so their number is bounded per shop).
+    pub max_endpoints: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -324,6 +327,7 @@ impl Default for RawConfig {
                 circuit_pause_ms: 60_000,
                 shop_max_in_flight: 16,
                 retention_s: 7_776_000,
+                max_endpoints: 16,
             },
             auth: RawAuth {
                 issuer: "keel".into(),
@@ -808,6 +812,7 @@ fn webhook_settings(
             },
         },
         retention: seconds("KEEL_WEBHOOKS__RETENTION_S", raw.retention_s)?,
+        max_endpoints: i64::from(count("KEEL_WEBHOOKS__MAX_ENDPOINTS", raw.max_endpoints)?),
     })
 }
 
@@ -1100,6 +1105,7 @@ impl Settings {
             "circuit_pause_ms": self.webhooks.policy.circuit_pause.whole_milliseconds(),
         "shop_max_in_flight": self.webhooks.policy.shop_max_in_flight,
             "retention_s": self.webhooks.retention.whole_seconds(),
+            "max_endpoints": self.webhooks.max_endpoints,
         })
     }
 

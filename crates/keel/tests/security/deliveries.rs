@@ -161,6 +161,34 @@ backend_tests! {
         assert!(failing.try_next().is_none());
     }
 
+    async fn a_shop_cannot_create_endpoints_without_bound(backend: Backend) {
+        // Every claim probes each enabled endpoint: a shop creating endpoints without bound
+        // would slow every other shop's deliveries. The limit holds per shop.
+        let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), |c| {
+            fast_webhooks(c);
+            c.webhooks.max_endpoints = 3;
+        })
+        .await;
+        let (_, a) = app.owner_with_tokens("hoarder").await;
+        let r = receiver(Vec::new()).await;
+        let body = serde_json::json!({"url": r.url, "event_types": ["product.*"]});
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let hook = post(&app, &a.access_token, "/v1/admin/webhook-endpoints", body.clone()).await;
+            ids.push(hook["endpoint"]["id"].as_str().expect("id").to_owned());
+        }
+        let refused = app.send_as(reqwest::Method::POST, "/v1/admin/webhook-endpoints", &a.access_token, Some(body.clone())).await;
+        keel_testkit::assert_problem(refused, 409, "too_many_endpoints").await;
+        let listed: serde_json::Value = app.get_as("/v1/admin/webhook-endpoints?limit=100", &a.access_token).await.json().await.expect("list");
+        assert_eq!(listed["data"].as_array().map(Vec::len), Some(3), "the refused one changed nothing");
+        // Another shop has its own limit; a deleted endpoint frees its place.
+        let (_, b) = app.owner_with_tokens("neighbour").await;
+        post(&app, &b.access_token, "/v1/admin/webhook-endpoints", body.clone()).await;
+        let deleted = app.send_as(reqwest::Method::DELETE, &format!("/v1/admin/webhook-endpoints/{}", ids[0]), &a.access_token, None).await;
+        assert!(deleted.status().is_success(), "{}", deleted.status());
+        post(&app, &a.access_token, "/v1/admin/webhook-endpoints", body).await;
+    }
+
     async fn deliveries_ignore_proxies_in_the_environment(backend: Backend) {
         deliveries_bypass_an_environment_proxy(backend).await;
     }
