@@ -181,6 +181,7 @@ macro_rules! conformance_tests {
             racing_relays_fan_each_event_out_once,
             claims_respect_the_per_endpoint_concurrency_bound,
             claims_are_fair_per_endpoint_whatever_another_endpoints_backlog,
+            claims_find_the_endpoints_with_due_messages_and_only_those,
             a_shop_with_many_endpoints_never_holds_more_than_its_share_of_deliveries,
             concurrent_endpoint_creations_never_pass_the_shops_limit,
             an_open_circuit_claims_nothing_and_a_half_open_one_a_single_probe,

@@ -1046,3 +1046,54 @@ pub async fn concurrent_endpoint_creations_never_pass_the_shops_limit(stores: &S
         .await
         .expect("another shop counts apart");
 }
+
+/// Claims find every endpoint with something due, and only those: not one whose messages are
+/// all delivered, not one whose retry is still ahead (until it is due), and again one whose
+/// claim lapsed.
+pub async fn claims_find_the_endpoints_with_due_messages_and_only_those(stores: &Stores) {
+    let policy = policy(4);
+    let claim = |at: time::OffsetDateTime| {
+        let policy = policy.clone();
+        async move {
+            stores
+                .webhooks
+                .claim_due(at, 50, at + time::Duration::seconds(30), &policy)
+                .await
+                .expect("claim")
+        }
+    };
+    let record = |m: Message, at: time::OffsetDateTime, status: Option<u16>| async move {
+        let (attempt, outcome) = attempt_of(&m, at, status);
+        stores
+            .webhooks
+            .record_attempt(&attempt, &outcome, &[], None)
+            .await
+            .expect("record");
+        outcome.next_attempt_at
+    };
+    // One endpoint whose messages are all delivered, one whose only message failed and waits
+    // for its retry.
+    let (_, done, _) = endpoint_with_messages(stores, "done", 3).await;
+    let (_, retrying, _) = endpoint_with_messages(stores, "retrying", 1).await;
+    let (_, due, at) = endpoint_with_messages(stores, "due", 2).await;
+    let mut retry_at = at;
+    for (m, _) in claim(at).await {
+        if m.endpoint_id == done.id {
+            record(m, at, Some(200)).await;
+        } else if m.endpoint_id == retrying.id {
+            retry_at = record(m, at, None).await;
+        }
+    }
+    assert!(retry_at > at, "the failed message waits for its retry");
+    // `due`'s two messages were claimed by the first claim and are in flight: nothing is due.
+    let soon = at + time::Duration::seconds(1);
+    assert!(claim(soon).await.is_empty(), "nothing due before the retry");
+    // At the retry only the failed message is due; when the first claim of `due` lapses (30 s)
+    // its two messages are due again.
+    let retried = claim(retry_at).await;
+    let endpoints: Vec<_> = retried.iter().map(|(m, _)| m.endpoint_id).collect();
+    assert_eq!(endpoints, vec![retrying.id], "the retry, on time");
+    let lapsed = claim(at + time::Duration::seconds(31)).await;
+    assert_eq!(lapsed.len(), 2, "the lapsed claim's messages");
+    assert!(lapsed.iter().all(|(m, _)| m.endpoint_id == due.id));
+}

@@ -184,6 +184,28 @@ async fn mark_relayed(
     Ok(())
 }
 
+/// The enabled endpoints with something due (their id pairs), the one whose oldest due
+/// message waited longest first. Pending messages are found by skipping through
+/// `webhook_messages_pending` one endpoint at a time (a recursive probe of the next
+/// `(shop, endpoint)` after the last), so a claim reads one index entry per endpoint with
+/// pending messages, whatever their backlogs and however many endpoints have none; lapsed
+/// claims come from the index of deliveries in flight.
+const WAITING_ENDPOINTS: &str = "WITH RECURSIVE pending(tenant_id, endpoint_id, due_at) AS ( \
+       (SELECT tenant_id, endpoint_id, next_attempt_at FROM webhook_messages WHERE status = 'pending' \
+         ORDER BY tenant_id, endpoint_id, next_attempt_at LIMIT 1) \
+       UNION ALL \
+       SELECT n.tenant_id, n.endpoint_id, n.next_attempt_at FROM pending p CROSS JOIN LATERAL ( \
+         SELECT m.tenant_id, m.endpoint_id, m.next_attempt_at FROM webhook_messages m \
+         WHERE m.status = 'pending' AND (m.tenant_id, m.endpoint_id) > (p.tenant_id, p.endpoint_id) \
+         ORDER BY m.tenant_id, m.endpoint_id, m.next_attempt_at LIMIT 1) n), \
+     due AS ( \
+       SELECT tenant_id, endpoint_id, due_at FROM pending WHERE due_at <= $1 \
+       UNION ALL SELECT tenant_id, endpoint_id, next_attempt_at FROM webhook_messages \
+         WHERE status = 'delivering' AND locked_until <= $1) \
+     SELECT e.tenant_id, e.id FROM due d JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id \
+     WHERE e.enabled AND (e.paused_until IS NULL OR e.paused_until <= $1) \
+     GROUP BY e.tenant_id, e.id ORDER BY min(d.due_at), e.id";
+
 #[async_trait]
 impl WebhookStore for PgStore {
     async fn create_endpoint(
@@ -545,29 +567,17 @@ impl WebhookStore for PgStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        // The endpoints with something due, the one waiting longest first, unlocked. Each
-        // enabled endpoint is probed in its own index (a lateral read of one entry per kind):
-        // the cost follows the number of endpoints (capped per shop), never the length of a
-        // backlog. (With `EXISTS (...) OR EXISTS (...)` the planner hashed every due message.)
-        let waiting = sqlx::query(
-            "SELECT e.tenant_id, e.id FROM webhook_endpoints e CROSS JOIN LATERAL ( \
-               SELECT next_attempt_at FROM ( \
-                 (SELECT next_attempt_at, id FROM webhook_messages m WHERE m.tenant_id = e.tenant_id AND m.endpoint_id = e.id \
-                    AND m.status = 'pending' AND m.next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT 1) \
-                 UNION ALL (SELECT next_attempt_at, id FROM webhook_messages m WHERE m.tenant_id = e.tenant_id AND m.endpoint_id = e.id \
-                    AND m.status = 'delivering' AND m.locked_until <= $1 ORDER BY next_attempt_at, id LIMIT 1)) f \
-               ORDER BY next_attempt_at, id LIMIT 1) due \
-             WHERE e.enabled AND (e.paused_until IS NULL OR e.paused_until <= $1) \
-             ORDER BY due.next_attempt_at, e.id",
-        )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        // The endpoints with something due, the one waiting longest first, unlocked.
+        let waiting = sqlx::query(WAITING_ENDPOINTS)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
         // In that order, the endpoints that get a delivery in the claim's first round (at
         // most `cap`; the fair round robin then shares the rest out among them). Each row is
-        // locked for the claim, skipped when another claim (or an attempt recording a
-        // failure) holds it, so two claims never both count an endpoint below its slots. A
+        // locked for the claim (`NO KEY UPDATE`: the relay's foreign-key checks do not keep
+        // it out) and skipped when an attempt of the endpoint is recording, another claim or
+        // an admin change holds it: nothing else counts the endpoint's deliveries meanwhile. A
         // shop's claim lock is only tried: a shop another node is claiming for waits for the
         // next claim, and no claim ever waits for a lock (so none can deadlock with another).
         let mut candidates = Vec::new();
@@ -596,7 +606,7 @@ impl WebhookStore for PgStore {
                 "SELECT ",
                 endpoint_cols!(),
                 " FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 AND enabled \
-                 AND (paused_until IS NULL OR paused_until <= $3) FOR UPDATE SKIP LOCKED"
+                 AND (paused_until IS NULL OR paused_until <= $3) FOR NO KEY UPDATE SKIP LOCKED"
             ))
             .bind(tenant.as_uuid())
             .bind(id)
@@ -683,26 +693,29 @@ impl WebhookStore for PgStore {
                 let Some(r) = refill else {
                     return Ok(None);
                 };
+                // A refill replaces this attempt's message (no longer in flight in this
+                // transaction; the worker refills only while its claim had not lapsed) one for
+                // one, so it never raises the endpoint's or the shop's count. It holds the
+                // endpoint row shared, so the endpoint's attempts refill side by side while no
+                // claim counts the endpoint and no change to it is half seen; when the row is
+                // held otherwise, there is no refill and the next claim serves the endpoint.
                 let e = match changed {
                     Some(row) => endpoint_from_row(&row)?,
-                    None => endpoint_from_row(
-                        &sqlx::query(concat!(
-                            "SELECT ",
-                            endpoint_cols!(),
-                            " FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2"
-                        ))
-                        .bind(a.tenant_id.as_uuid())
-                        .bind(a.endpoint_id.as_uuid())
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(map_err)?,
-                    )?,
+                    None => match sqlx::query(concat!(
+                        "SELECT ",
+                        endpoint_cols!(),
+                        " FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 FOR SHARE SKIP LOCKED"
+                    ))
+                    .bind(a.tenant_id.as_uuid())
+                    .bind(a.endpoint_id.as_uuid())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    {
+                        Some(row) => endpoint_from_row(&row)?,
+                        None => return Ok(None),
+                    },
                 };
-                // A refill replaces this attempt's message (no longer in flight in this
-                // transaction) one for one, so it never raises the endpoint's or the shop's
-                // count: it needs no lock, only the counts' check for limits that shrank (a
-                // circuit that opened, a lower configuration). Claims, which do add
-                // deliveries, count under the endpoint's row lock and the shop's lock.
                 if e.slots(r.policy, r.now) - busy(&mut tx, &e, r.now).await? < 1
                     || shop_busy(&mut tx, e.tenant_id, r.now).await? >= r.policy.shop_max_in_flight
                 {
@@ -861,8 +874,9 @@ async fn shop_busy(
 }
 
 /// The endpoint's oldest due messages (pending and due, or delivering with a lapsed lock), at
-/// most `n`, locked: each kind read in order from the endpoint's own index, a bounded number
-/// of entries, so neither its own backlog nor the other endpoints' make the read longer.
+/// most `n`, locked: each kind read in order from its own index (pending, in flight), a
+/// bounded number of entries, so neither its own backlog nor the other endpoints' make the
+/// read longer.
 ///
 /// The candidates are `n` plus the endpoint's slots: attempts of the endpoint recording at
 /// the same time (at most its slots) may each hold the next one locked, and are skipped. The

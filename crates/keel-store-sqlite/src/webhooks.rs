@@ -160,6 +160,28 @@ macro_rules! in_write {
     }};
 }
 
+/// The enabled endpoints with something due (their id pairs), the one whose oldest due
+/// message waited longest first. Pending messages are found by skipping through
+/// `webhook_messages_pending` one endpoint at a time (a recursive probe of the next
+/// `(shop, endpoint)` after the last), so a claim reads one index entry per endpoint with
+/// pending messages, whatever their backlogs and however many endpoints have none; lapsed
+/// claims come from the index of deliveries in flight.
+const WAITING_ENDPOINTS: &str = "WITH RECURSIVE pending(tenant_id, endpoint_id, due_at) AS ( \
+       SELECT * FROM (SELECT tenant_id, endpoint_id, next_attempt_at FROM webhook_messages INDEXED BY webhook_messages_pending \
+         WHERE status = 'pending' ORDER BY tenant_id, endpoint_id, next_attempt_at LIMIT 1) \
+       UNION ALL \
+       SELECT m.tenant_id, m.endpoint_id, m.next_attempt_at FROM pending p JOIN webhook_messages m ON m.rowid = ( \
+         SELECT x.rowid FROM webhook_messages x INDEXED BY webhook_messages_pending \
+         WHERE x.status = 'pending' AND (x.tenant_id, x.endpoint_id) > (p.tenant_id, p.endpoint_id) \
+         ORDER BY x.tenant_id, x.endpoint_id, x.next_attempt_at LIMIT 1)), \
+     due AS ( \
+       SELECT tenant_id, endpoint_id, due_at FROM pending WHERE due_at <= ?1 \
+       UNION ALL SELECT tenant_id, endpoint_id, next_attempt_at FROM webhook_messages INDEXED BY webhook_messages_in_flight \
+         WHERE status = 'delivering' AND locked_until <= ?1) \
+     SELECT e.tenant_id, e.id FROM due d JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id \
+     WHERE e.enabled = 1 AND (e.paused_until IS NULL OR e.paused_until <= ?1) \
+     GROUP BY e.tenant_id, e.id ORDER BY min(d.due_at), e.id";
+
 #[async_trait]
 impl WebhookStore for SqliteStore {
     async fn create_endpoint(
@@ -518,28 +540,16 @@ impl WebhookStore for SqliteStore {
         let cap = usize::try_from(limit).unwrap_or(0);
         let now_us = to_micros(now)?;
         // Which endpoints have something due, the one waiting longest first, is read outside
-        // the write lock (one writer); the claim re-checks each message's state under it.
-        // Each enabled endpoint is probed in its own index (one entry per kind): the cost
-        // follows the number of endpoints (capped per shop), never the length of a backlog.
-        let endpoints: Vec<Endpoint> = self.read(|c| {
-            db::query(concat!(
-                "SELECT * FROM (SELECT ",
-                endpoint_cols!(),
-                ", min(coalesce((SELECT m.next_attempt_at FROM webhook_messages m WHERE m.tenant_id = e.tenant_id AND m.endpoint_id = e.id \
-                        AND m.status = 'pending' AND m.next_attempt_at <= ?1 ORDER BY m.next_attempt_at, m.id LIMIT 1), ?2), \
-                   coalesce((SELECT m.next_attempt_at FROM webhook_messages m WHERE m.tenant_id = e.tenant_id AND m.endpoint_id = e.id \
-                        AND m.status = 'delivering' AND m.locked_until <= ?1 ORDER BY m.next_attempt_at, m.id LIMIT 1), ?2)) AS due_at \
-                 FROM webhook_endpoints e WHERE e.enabled = 1 AND (e.paused_until IS NULL OR e.paused_until <= ?1)) \
-                 WHERE due_at < ?2 ORDER BY due_at, id"
-            ))
-            .bind(now_us)
-            .bind(i64::MAX)
-            .fetch_all(c)?
-            .iter()
-            .map(endpoint_from_row)
-            .collect()
+        // the write lock (one writer); everything is read again under it.
+        let waiting = self.read(|c| {
+            db::query(WAITING_ENDPOINTS)
+                .bind(now_us)
+                .fetch_all(c)?
+                .iter()
+                .map(|r| Ok((r.at::<uuid::Uuid>(0)?, r.at::<uuid::Uuid>(1)?)))
+                .collect::<Result<Vec<_>, StoreError>>()
         })?;
-        if endpoints.is_empty() || cap == 0 {
+        if waiting.is_empty() || cap == 0 {
             return Ok(Vec::new());
         }
         let tx = self.write().await?;
@@ -548,19 +558,35 @@ impl WebhookStore for SqliteStore {
         let mut candidates = Vec::new();
         let mut shop_room: HashMap<TenantId, i64> = HashMap::new();
         let mut shop_left: HashMap<TenantId, i64> = HashMap::new();
-        for e in endpoints {
+        for (tenant, id) in waiting {
             if candidates.len() >= cap {
                 break;
             }
-            if let std::collections::hash_map::Entry::Vacant(slot) = shop_room.entry(e.tenant_id) {
-                let room = policy.shop_max_in_flight - shop_busy(&tx, e.tenant_id, now_us)?;
+            let tenant = TenantId::from_uuid(tenant);
+            if let std::collections::hash_map::Entry::Vacant(slot) = shop_room.entry(tenant) {
+                let room = policy.shop_max_in_flight - shop_busy(&tx, tenant, now_us)?;
                 slot.insert(room);
-                shop_left.insert(e.tenant_id, room);
+                shop_left.insert(tenant, room);
             }
-            let left = shop_left.entry(e.tenant_id).or_insert(0);
+            let left = shop_left.entry(tenant).or_insert(0);
             if *left <= 0 {
                 continue;
             }
+            // The endpoint as it is now (a circuit may have opened since the read above).
+            let Some(e) = db::query(concat!(
+                "SELECT ",
+                endpoint_cols!(),
+                " FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2 AND enabled = 1"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(id)
+            .fetch_optional(&tx)?
+            .as_ref()
+            .map(endpoint_from_row)
+            .transpose()?
+            else {
+                continue;
+            };
             let free = e.slots(policy, now) - busy(&tx, &e, now_us)?;
             if free > 0 {
                 let due = due_of(&tx, &e, now_us, free)?;
@@ -691,7 +717,7 @@ fn webhook_endpoints_of(
 /// The endpoint's deliveries in flight (claimed, lock not lapsed), on every node.
 fn busy(tx: &rusqlite::Connection, e: &Endpoint, now_us: i64) -> Result<i64, StoreError> {
     db::query(
-        "SELECT count(*) FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'delivering' AND locked_until > ?3",
+        "SELECT count(*) FROM webhook_messages INDEXED BY webhook_messages_in_flight WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'delivering' AND locked_until > ?3",
     )
     .bind(e.tenant_id.as_uuid())
     .bind(e.id.as_uuid())
@@ -702,7 +728,7 @@ fn busy(tx: &rusqlite::Connection, e: &Endpoint, now_us: i64) -> Result<i64, Sto
 /// The shop's deliveries in flight, over all its endpoints and every node.
 fn shop_busy(tx: &rusqlite::Connection, tenant: TenantId, now_us: i64) -> Result<i64, StoreError> {
     db::query(
-        "SELECT count(*) FROM webhook_messages WHERE tenant_id = ?1 AND status = 'delivering' AND locked_until > ?2",
+        "SELECT count(*) FROM webhook_messages INDEXED BY webhook_messages_in_flight WHERE tenant_id = ?1 AND status = 'delivering' AND locked_until > ?2",
     )
     .bind(tenant.as_uuid())
     .bind(now_us)
@@ -721,10 +747,10 @@ fn due_of(
     db::query(concat!(
         "SELECT ",
         message_cols!(),
-        " FROM (SELECT * FROM (SELECT * FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'pending' AND next_attempt_at <= ?3 \
-             ORDER BY next_attempt_at, id LIMIT ?4) \
-           UNION ALL SELECT * FROM (SELECT * FROM webhook_messages WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'delivering' AND locked_until <= ?3 \
-             ORDER BY next_attempt_at, id LIMIT ?4)) \
+        " FROM (SELECT * FROM (SELECT * FROM webhook_messages INDEXED BY webhook_messages_pending \
+             WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'pending' AND next_attempt_at <= ?3 ORDER BY next_attempt_at, id LIMIT ?4) \
+           UNION ALL SELECT * FROM (SELECT * FROM webhook_messages INDEXED BY webhook_messages_in_flight \
+             WHERE tenant_id = ?1 AND endpoint_id = ?2 AND status = 'delivering' AND locked_until <= ?3 ORDER BY next_attempt_at, id LIMIT ?4)) \
          ORDER BY next_attempt_at, id LIMIT ?4"
     ))
     .bind(e.tenant_id.as_uuid())

@@ -134,20 +134,27 @@ impl Worker {
         now + self.webhooks.settings().policy.timeout + CLAIM_MARGIN
     }
 
-    /// Claims what is due now, fairly per endpoint, up to `room` deliveries.
-    async fn claim(&self, room: usize) -> Result<Vec<(Message, Endpoint)>, StoreError> {
-        if room == 0 {
-            return Ok(Vec::new());
-        }
+    /// Claims what is due now, fairly per endpoint, up to `room` deliveries; answers them with
+    /// the time their claim lapses.
+    async fn claim(
+        &self,
+        room: usize,
+    ) -> Result<(Vec<(Message, Endpoint)>, OffsetDateTime), StoreError> {
         let now = self.clock.now();
-        self.store
+        let lease = self.lock_until(now);
+        if room == 0 {
+            return Ok((Vec::new(), lease));
+        }
+        let due = self
+            .store
             .claim_due(
                 now,
                 i64::try_from(room).unwrap_or(i64::MAX),
-                self.lock_until(now),
+                lease,
                 &self.webhooks.settings().policy,
             )
-            .await
+            .await?;
+        Ok((due, lease))
     }
 
     /// Delivers every message due now: one claim (fair per endpoint, at most the node's
@@ -155,13 +162,13 @@ impl Worker {
     /// until none is left. Answers how many attempts were made. (The running worker does the
     /// same continuously; this is for tests and one-shot tools.)
     pub async fn deliver_once(&self) -> Result<usize, StoreError> {
-        let due = self
+        let (due, lease) = self
             .claim(usize::try_from(self.settings.delivery_batch).unwrap_or(0))
             .await?;
         let mut tasks = tokio::task::JoinSet::new();
         for (message, endpoint) in due {
             let this = self.clone();
-            tasks.spawn(async move { this.run_slot(message, endpoint).await });
+            tasks.spawn(async move { this.run_slot(message, endpoint, lease).await });
         }
         let mut attempts = 0;
         while let Some(r) = tasks.join_next().await {
@@ -176,20 +183,13 @@ impl Worker {
     /// One delivery slot: delivers `m`, then the endpoint's next due message claimed in the
     /// same transaction as the attempt, and so on while the endpoint has a free slot and
     /// something due. Answers how many attempts it made.
-    async fn run_slot(&self, mut m: Message, mut e: Endpoint) -> usize {
+    async fn run_slot(&self, mut m: Message, mut e: Endpoint, mut lease: OffsetDateTime) -> usize {
         let turn = std::time::Instant::now();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            // Under congestion (the last claim filled every free slot: more may be due than
-            // the node can take) a slot keeps its endpoint for one delivery interval at most,
-            // then goes back to the fair claim, which serves the endpoint that has waited
-            // longest. A fast endpoint still gets many deliveries per claim; a slow one gives
-            // its slot back after each attempt that outlasts the interval.
-            let congested = self.congested.load(std::sync::atomic::Ordering::Relaxed);
-            let refill = !congested || turn.elapsed() < self.settings.delivery_interval;
-            match self.deliver(&m, &e, refill).await {
-                Ok(Some((next, endpoint))) => (m, e) = (next, endpoint),
+            match self.deliver(&m, &e, turn, lease).await {
+                Ok(Some((next, endpoint, until))) => (m, e, lease) = (next, endpoint, until),
                 Ok(None) => return attempts,
                 Err(err) => {
                     // The message stays claimed until its lock lapses, then is due again.
@@ -207,8 +207,9 @@ impl Worker {
         &self,
         m: &Message,
         e: &Endpoint,
-        refill: bool,
-    ) -> Result<Option<(Message, Endpoint)>, StoreError> {
+        turn: std::time::Instant,
+        lease: OffsetDateTime,
+    ) -> Result<Option<(Message, Endpoint, OffsetDateTime)>, StoreError> {
         let settings = self.webhooks.settings();
         let started = std::time::Instant::now();
         let attempted_at = self.clock.now();
@@ -259,14 +260,27 @@ impl Worker {
         if !decided.endpoint_ok && e.consecutive_failures + 1 == settings.policy.circuit_failures {
             tracing::warn!(tenant_id = %m.tenant_id, endpoint_id = %e.id, "webhook endpoint circuit opened");
         }
-        let refill = refill.then(|| Refill {
-            now,
-            lock_until: self.lock_until(now),
-            policy: &settings.policy,
-        });
-        self.store
+        // The slot takes its endpoint's next message only while its own claim holds (a lapsed
+        // one may already be counted out and claimed again elsewhere, so a refill would add a
+        // delivery instead of replacing one) and, under congestion (the last claim filled
+        // every free slot: more may be due than the node can take), for one delivery interval
+        // at most: then it goes back to the fair claim, which serves the endpoint that has
+        // waited longest. Decided after the attempt, so an attempt that outlasted the interval
+        // gives the slot back.
+        let congested = self.congested.load(std::sync::atomic::Ordering::Relaxed);
+        let until = self.lock_until(now);
+        let refill = (now < lease
+            && (!congested || turn.elapsed() < self.settings.delivery_interval))
+            .then_some(Refill {
+                now,
+                lock_until: until,
+                policy: &settings.policy,
+            });
+        Ok(self
+            .store
             .record_attempt(&attempt, &decided, &events, refill)
-            .await
+            .await?
+            .map(|(m, e)| (m, e, until)))
     }
 
     async fn send(
@@ -385,14 +399,16 @@ impl Worker {
             if started {
                 let room = capacity.saturating_sub(slots.len());
                 match self.claim(room).await {
-                    Ok(due) => {
+                    Ok((due, lease)) => {
                         // Every slot taken, or the claim filled every free one: others may
                         // be waiting.
                         self.congested
                             .store(due.len() == room, std::sync::atomic::Ordering::Relaxed);
                         for (message, endpoint) in due {
                             let this = self.clone();
-                            slots.spawn(async move { this.run_slot(message, endpoint).await });
+                            slots.spawn(
+                                async move { this.run_slot(message, endpoint, lease).await },
+                            );
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming webhook messages failed"),
