@@ -53,6 +53,22 @@ fn policy(max_in_flight: i64) -> DeliveryPolicy {
     }
 }
 
+/// Claims what is due at `at`, at most `limit`, held until `until`, under [`policy`] with
+/// `max_in_flight` slots per endpoint.
+async fn claim(
+    stores: &Stores,
+    at: time::OffsetDateTime,
+    limit: i64,
+    until: time::OffsetDateTime,
+    max_in_flight: i64,
+) -> Vec<(Message, Endpoint)> {
+    stores
+        .webhooks
+        .claim_due(at, limit, until, &policy(max_in_flight))
+        .await
+        .expect("claim")
+}
+
 /// An attempt of `m` at `at`, answered `status` (or failed to connect), and its outcome.
 fn attempt_of(
     m: &Message,
@@ -256,21 +272,13 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
         .expect("relay");
     let later = now + time::Duration::seconds(1);
     let lock = later + time::Duration::seconds(60);
-    let first = stores
-        .webhooks
-        .claim_due(later, 10, lock, &policy(2))
-        .await
-        .expect("claim");
+    let first = claim(stores, later, 10, lock, 2).await;
     let mine: Vec<_> = first
         .iter()
         .filter(|(m, _)| m.endpoint_id == e.id)
         .collect();
     assert_eq!(mine.len(), 2, "at most 2 in flight for the endpoint");
-    let second = stores
-        .webhooks
-        .claim_due(later, 10, lock, &policy(2))
-        .await
-        .expect("claim");
+    let second = claim(stores, later, 10, lock, 2).await;
     assert!(
         second.iter().all(|(m, _)| m.endpoint_id != e.id),
         "still 2 in flight"
@@ -282,11 +290,7 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
         .record_attempt(&attempt, &outcome, &[], None)
         .await
         .expect("record");
-    let third = stores
-        .webhooks
-        .claim_due(later, 10, lock, &policy(2))
-        .await
-        .expect("claim");
+    let third = claim(stores, later, 10, lock, 2).await;
     assert_eq!(
         third.iter().filter(|(m, _)| m.endpoint_id == e.id).count(),
         1,
@@ -294,16 +298,14 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
     );
     // A claim whose worker died is due again once its lock passed.
     let after_lock = lock + time::Duration::seconds(1);
-    let retaken = stores
-        .webhooks
-        .claim_due(
-            after_lock,
-            10,
-            after_lock + time::Duration::seconds(60),
-            &policy(5),
-        )
-        .await
-        .expect("claim");
+    let retaken = claim(
+        stores,
+        after_lock,
+        10,
+        after_lock + time::Duration::seconds(60),
+        5,
+    )
+    .await;
     assert_eq!(
         retaken
             .iter()
@@ -559,11 +561,7 @@ pub async fn claims_are_fair_per_endpoint_whatever_another_endpoints_backlog(sto
     let (_, busy, _) = endpoint_with_messages(stores, "backlog", 300).await;
     let (_, quiet, later) = endpoint_with_messages(stores, "quiet", 1).await;
     let lock = later + time::Duration::seconds(60);
-    let claimed = stores
-        .webhooks
-        .claim_due(later, 5, lock, &policy(4))
-        .await
-        .expect("claim");
+    let claimed = claim(stores, later, 5, lock, 4).await;
     let of = |e: &Endpoint| {
         claimed
             .iter()
@@ -577,11 +575,7 @@ pub async fn claims_are_fair_per_endpoint_whatever_another_endpoints_backlog(sto
     );
     assert_eq!(of(&busy), 4, "the busy one gets its slots, no more");
     // While the busy endpoint's four are in flight, its backlog takes no slot of anyone's.
-    let again = stores
-        .webhooks
-        .claim_due(later, 50, lock, &policy(4))
-        .await
-        .expect("claim");
+    let again = claim(stores, later, 50, lock, 4).await;
     assert!(
         again.iter().all(|(m, _)| m.endpoint_id != busy.id),
         "still four in flight"
@@ -591,11 +585,7 @@ pub async fn claims_are_fair_per_endpoint_whatever_another_endpoints_backlog(sto
 pub async fn an_open_circuit_claims_nothing_and_a_half_open_one_a_single_probe(stores: &Stores) {
     let (t, e, later) = endpoint_with_messages(stores, "circuit", 10).await;
     let lock = later + time::Duration::seconds(30);
-    let claimed = stores
-        .webhooks
-        .claim_due(later, 50, lock, &policy(3))
-        .await
-        .expect("claim");
+    let claimed = claim(stores, later, 50, lock, 3).await;
     assert_eq!(claimed.len(), 3);
     // Three failures in a row (the policy's count) open the circuit for 60 s.
     for (m, _) in &claimed {
@@ -618,30 +608,26 @@ pub async fn an_open_circuit_claims_nothing_and_a_half_open_one_a_single_probe(s
     );
     let shortly = later + time::Duration::seconds(10);
     assert!(
-        stores
-            .webhooks
-            .claim_due(
-                shortly,
-                50,
-                shortly + time::Duration::seconds(30),
-                &policy(3)
-            )
-            .await
-            .expect("claim")
-            .is_empty(),
+        claim(
+            stores,
+            shortly,
+            50,
+            shortly + time::Duration::seconds(30),
+            3
+        )
+        .await
+        .is_empty(),
         "open: nothing is sent, though seven messages are due"
     );
     let reopened = later + time::Duration::seconds(60);
-    let probe = stores
-        .webhooks
-        .claim_due(
-            reopened,
-            50,
-            reopened + time::Duration::seconds(30),
-            &policy(3),
-        )
-        .await
-        .expect("claim");
+    let probe = claim(
+        stores,
+        reopened,
+        50,
+        reopened + time::Duration::seconds(30),
+        3,
+    )
+    .await;
     assert_eq!(probe.len(), 1, "half-open: one probe");
     // The messages that waited kept their retries: never attempted.
     let waited = stores
@@ -657,16 +643,14 @@ pub async fn an_open_circuit_claims_nothing_and_a_half_open_one_a_single_probe(s
         .record_attempt(&a, &o, &[], None)
         .await
         .expect("record");
-    let closed = stores
-        .webhooks
-        .claim_due(
-            reopened,
-            50,
-            reopened + time::Duration::seconds(30),
-            &policy(3),
-        )
-        .await
-        .expect("claim");
+    let closed = claim(
+        stores,
+        reopened,
+        50,
+        reopened + time::Duration::seconds(30),
+        3,
+    )
+    .await;
     assert_eq!(closed.len(), 3);
     assert_eq!(closed[0].1.consecutive_failures, 0);
 }
@@ -674,11 +658,7 @@ pub async fn an_open_circuit_claims_nothing_and_a_half_open_one_a_single_probe(s
 pub async fn an_attempt_claims_its_endpoints_next_message_in_the_same_transaction(stores: &Stores) {
     let (t, e, later) = endpoint_with_messages(stores, "refill", 3).await;
     let lock = later + time::Duration::seconds(30);
-    let first = stores
-        .webhooks
-        .claim_due(later, 50, lock, &policy(1))
-        .await
-        .expect("claim");
+    let first = claim(stores, later, 50, lock, 1).await;
     assert_eq!(first.len(), 1, "one slot");
     let (a, o) = attempt_of(&first[0].0, later, Some(200));
     let refill = Refill {
@@ -695,12 +675,7 @@ pub async fn an_attempt_claims_its_endpoints_next_message_in_the_same_transactio
     assert_eq!(endpoint.id, e.id);
     assert_ne!(next.id, first[0].0.id);
     assert!(
-        stores
-            .webhooks
-            .claim_due(later, 50, lock, &policy(1))
-            .await
-            .expect("claim")
-            .is_empty(),
+        claim(stores, later, 50, lock, 1).await.is_empty(),
         "the refilled message holds the endpoint's one slot"
     );
     let page = keel_kernel::page::PageRequest::default();
@@ -725,11 +700,7 @@ pub async fn finished_messages_past_retention_go_with_their_attempts_and_due_one
 ) {
     let (t, e, later) = endpoint_with_messages(stores, "retention", 3).await;
     let lock = later + time::Duration::seconds(30);
-    let claimed = stores
-        .webhooks
-        .claim_due(later, 2, lock, &policy(2))
-        .await
-        .expect("claim");
+    let claimed = claim(stores, later, 2, lock, 2).await;
     // One delivered, one given up; the third never attempted (still due).
     let (a, o) = attempt_of(&claimed[0].0, later, Some(200));
     stores
@@ -910,11 +881,7 @@ pub async fn account_notices_reach_only_the_account_endpoint_and_lose_their_body
     );
     // Delivered: its body is dropped.
     let later = now + time::Duration::seconds(1);
-    let claimed = stores
-        .webhooks
-        .claim_due(later, 50, later + time::Duration::seconds(30), &policy(4))
-        .await
-        .expect("claim");
+    let claimed = claim(stores, later, 50, later + time::Duration::seconds(30), 4).await;
     let (message, _) = claimed
         .iter()
         .find(|(m, _)| m.id == sealed.id)

@@ -49,88 +49,59 @@ pub struct Shop {
 
 pub async fn shop(app: &TestApp, prefix: &str, stock: i64) -> Shop {
     let (owner, pk) = app.shop_with_storefront(prefix).await;
-    let t = owner.access_token.as_str();
-    let product = created(admin(app, t, Method::POST, "/v1/admin/products", Some(serde_json::json!({
+    let post = |path: &'static str, body: serde_json::Value| {
+        let t = owner.access_token.clone();
+        async move { created(admin(app, &t, Method::POST, path, Some(body), None).await).await }
+    };
+    let product = post("/v1/admin/products", serde_json::json!({
         "title": "Tee", "handle": "tee", "status": "active",
         "variants": [
             {"sku": "TEE-S", "prices": [{"amount": 1999, "currency": "USD"}, {"amount": 2500, "currency": "JPY"}]},
             {"sku": "MUG", "title": "Mug", "prices": [{"amount": 500, "currency": "USD"}, {"amount": 800, "currency": "JPY"}]}
-        ]})), None).await).await;
-    let tee = product["variants"][0]["id"]
-        .as_str()
-        .expect("tee")
-        .to_owned();
-    let mug = product["variants"][1]["id"]
-        .as_str()
-        .expect("mug")
-        .to_owned();
-    let loc = created(
-        admin(
-            app,
-            t,
-            Method::POST,
-            "/v1/admin/stock-locations",
-            Some(serde_json::json!({"name": "Main"})),
-            None,
-        )
-        .await,
+        ]})).await;
+    let variant = |i: usize| {
+        product["variants"][i]["id"]
+            .as_str()
+            .expect("variant id")
+            .to_owned()
+    };
+    let (tee, mug) = (variant(0), variant(1));
+    let loc = post(
+        "/v1/admin/stock-locations",
+        serde_json::json!({"name": "Main"}),
     )
     .await;
     for v in [&tee, &mug] {
-        created(admin(app, t, Method::POST, "/v1/admin/inventory/adjustments", Some(serde_json::json!({"variant": v, "location": loc["id"], "delta": stock, "reason": "received"})), None).await).await;
+        post("/v1/admin/inventory/adjustments", serde_json::json!({"variant": v, "location": loc["id"], "delta": stock, "reason": "received"})).await;
     }
-    created(
-        admin(
-            app,
-            t,
-            Method::POST,
-            "/v1/admin/tax-rates",
-            Some(serde_json::json!({"country": "US", "region": "NY", "rate": "8.875"})),
-            None,
-        )
-        .await,
+    post(
+        "/v1/admin/tax-rates",
+        serde_json::json!({"country": "US", "region": "NY", "rate": "8.875"}),
     )
     .await;
-    created(
-        admin(
-            app,
-            t,
-            Method::POST,
-            "/v1/admin/tax-rates",
-            Some(serde_json::json!({"country": "JP", "rate": "10", "shipping_taxable": false})),
-            None,
-        )
-        .await,
+    post(
+        "/v1/admin/tax-rates",
+        serde_json::json!({"country": "JP", "rate": "10", "shipping_taxable": false}),
     )
     .await;
-    let us = created(admin(app, t, Method::POST, "/v1/admin/shipping-options", Some(serde_json::json!({
-        "name": "Standard", "country": "US", "amounts": [{"amount": 795, "currency": "USD"}], "free_over": [{"amount": 10000, "currency": "USD"}]})), None).await).await;
-    let jp = created(
-        admin(
-            app,
-            t,
-            Method::POST,
-            "/v1/admin/shipping-options",
-            Some(serde_json::json!({
-        "name": "EMS", "country": "JP", "amounts": [{"amount": 1200, "currency": "JPY"}]})),
-            None,
-        )
-        .await,
+    let us = post("/v1/admin/shipping-options", serde_json::json!({
+        "name": "Standard", "country": "US", "amounts": [{"amount": 795, "currency": "USD"}], "free_over": [{"amount": 10000, "currency": "USD"}]})).await;
+    let jp = post(
+        "/v1/admin/shipping-options",
+        serde_json::json!({
+        "name": "EMS", "country": "JP", "amounts": [{"amount": 1200, "currency": "JPY"}]}),
     )
     .await;
-    created(
-        admin(
-            app,
-            t,
-            Method::POST,
-            "/v1/admin/promotions",
-            Some(serde_json::json!({"code": "SAVE10", "percent": "10"})),
-            None,
-        )
-        .await,
+    post(
+        "/v1/admin/promotions",
+        serde_json::json!({"code": "SAVE10", "percent": "10"}),
     )
     .await;
-    created(admin(app, t, Method::POST, "/v1/admin/promotions", Some(serde_json::json!({"code": "YEN500", "amounts": [{"amount": 500, "currency": "JPY"}]})), None).await).await;
+    post(
+        "/v1/admin/promotions",
+        serde_json::json!({"code": "YEN500", "amounts": [{"amount": 500, "currency": "JPY"}]}),
+    )
+    .await;
     Shop {
         owner,
         pk,
@@ -241,11 +212,26 @@ pub async fn ready_cart(
     code: Option<&str>,
 ) -> (Cart, serde_json::Value) {
     let cart = new_cart(app, shop, currency).await;
+    let body = fill_cart(app, shop, &cart, lines, address, shipping, code).await;
+    (cart, body)
+}
+
+/// Gives `cart` its `lines` (variant, quantity), an address, a shipping option and maybe a
+/// code; answers the cart as the last call left it.
+pub async fn fill_cart(
+    app: &TestApp,
+    shop: &Shop,
+    cart: &Cart,
+    lines: &[(&str, i64)],
+    address: serde_json::Value,
+    shipping: &str,
+    code: Option<&str>,
+) -> serde_json::Value {
     for (variant, quantity) in lines {
         cart_call(
             app,
             shop,
-            &cart,
+            cart,
             Method::POST,
             "/items",
             Some(serde_json::json!({"variant_id": variant, "quantity": quantity})),
@@ -255,7 +241,7 @@ pub async fn ready_cart(
     cart_call(
         app,
         shop,
-        &cart,
+        cart,
         Method::PUT,
         "/shipping-address",
         Some(address),
@@ -264,7 +250,7 @@ pub async fn ready_cart(
     let mut body = cart_call(
         app,
         shop,
-        &cart,
+        cart,
         Method::PUT,
         "/shipping-option",
         Some(serde_json::json!({"shipping_option_id": shipping})),
@@ -274,14 +260,14 @@ pub async fn ready_cart(
         body = cart_call(
             app,
             shop,
-            &cart,
+            cart,
             Method::POST,
             "/promotions",
             Some(serde_json::json!({"code": code})),
         )
         .await;
     }
-    (cart, body)
+    body
 }
 
 pub async fn checkout(app: &TestApp, shop: &Shop, cart: &Cart, key: &str) -> reqwest::Response {

@@ -377,21 +377,8 @@ mod tests {
     #[test]
     fn filters_and_bodies() {
         let e = Endpoint {
-            id: EndpointId::new(),
-            tenant_id: TenantId::new(),
-            channel: Channel::Webhook,
-            url: "https://example.com".into(),
-            description: String::new(),
             event_types: vec!["order.*".into(), "product.created".into()],
-            enabled: true,
-            disabled_reason: None,
-            secrets: Vec::new(),
-            failing_since: None,
-            consecutive_failures: 0,
-            paused_until: None,
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            updated_at: OffsetDateTime::UNIX_EPOCH,
-            version: 1,
+            ..endpoint_of(TenantId::new())
         };
         assert!(e.wants("order.paid") && e.wants("product.created"));
         assert!(!e.wants("product.updated") && !e.wants("security.login_failed"));

@@ -6,7 +6,7 @@
 
 use keel_testkit::{
     Backend, TestApp, assert_problem, backend_tests,
-    shop::{Cart, Shop, admin, cart_call, created, new_cart_for, ny, shop},
+    shop::{Cart, Shop, admin, cart_call, created, fill_cart, new_cart_for, ny, shop},
     spawn_app_with,
 };
 use reqwest::Method;
@@ -20,44 +20,16 @@ fn behind_a_proxy(raw: &mut keel::config::RawConfig) {
 /// a promotion code.
 async fn cart(app: &TestApp, shop: &Shop, email: &str, code: Option<&str>) -> Cart {
     let cart = new_cart_for(app, shop, "USD", email).await;
-    cart_call(
+    fill_cart(
         app,
         shop,
         &cart,
-        Method::POST,
-        "/items",
-        Some(serde_json::json!({"variant_id": shop.tee, "quantity": 1})),
+        &[(&shop.tee, 1)],
+        ny(),
+        &shop.us_shipping,
+        code,
     )
     .await;
-    cart_call(
-        app,
-        shop,
-        &cart,
-        Method::PUT,
-        "/shipping-address",
-        Some(ny()),
-    )
-    .await;
-    cart_call(
-        app,
-        shop,
-        &cart,
-        Method::PUT,
-        "/shipping-option",
-        Some(serde_json::json!({"shipping_option_id": shop.us_shipping})),
-    )
-    .await;
-    if let Some(code) = code {
-        cart_call(
-            app,
-            shop,
-            &cart,
-            Method::POST,
-            "/promotions",
-            Some(serde_json::json!({"code": code})),
-        )
-        .await;
-    }
     cart
 }
 
