@@ -44,15 +44,67 @@ pub fn required_key(headers: &HeaderMap) -> Result<String, Problem> {
     Ok(key.to_owned())
 }
 
-/// The fingerprint of a request: method, path and body.
+/// The fingerprint of a request: method, path, whether it had a body, and the body's canonical
+/// JSON form (object members sorted by key, no insignificant whitespace), so a retry that
+/// serialises the same parameters differently replays, and a request with other parameters,
+/// or a body where the first had none, is a different request (422). Stripe compares
+/// parameters, not bytes. A body that is not JSON is hashed as it is (its answer is a 400).
 pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(method.as_bytes());
     h.update([0]);
     h.update(path.as_bytes());
     h.update([0]);
-    h.update(body);
+    if body.is_empty() {
+        h.update([0]);
+    } else if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        h.update([1]);
+        let mut canonical = Vec::with_capacity(body.len());
+        write_canonical(&value, &mut canonical);
+        h.update(&canonical);
+    } else {
+        h.update([2]);
+        h.update(body);
+    }
     h.finalize().to_vec()
+}
+
+/// Writes `value` as JSON with every object's members in key order (byte order of the keys)
+/// and no whitespace. Numbers keep their parsed form: `100` and `100.0` differ (types matter).
+fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut members: Vec<_> = map.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_scalar(&Value::String(k.clone()), out);
+                out.push(b':');
+                write_canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(b']');
+        }
+        scalar => write_scalar(scalar, out),
+    }
+}
+
+fn write_scalar(value: &serde_json::Value, out: &mut Vec<u8>) {
+    // Writing a scalar `Value` into a `Vec` cannot fail: no I/O, and scalars have no map keys.
+    serde_json::to_writer(&mut *out, value).expect("a JSON scalar serialises into memory");
 }
 
 fn stored_response(status: u16, body: String) -> Response {
@@ -130,5 +182,66 @@ pub async fn once(
                 .await?;
             Ok(Response::from_parts(parts, Body::from(bytes)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    #[test]
+    fn the_same_parameters_in_another_serialisation_have_one_fingerprint() {
+        let a = fingerprint(
+            "POST",
+            "/p",
+            br#"{"amount": 100, "lines": [{"a": 1, "b": [true, null]}]}"#,
+        );
+        let b = fingerprint(
+            "POST",
+            "/p",
+            b"{ \"lines\" : [ { \"b\":[true,null], \"a\":1 } ],\n \"amount\" : 100 }",
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn other_values_types_bodies_or_routes_have_other_fingerprints() {
+        let base = fingerprint("POST", "/p", br#"{"amount": 100}"#);
+        for (method, path, body) in [
+            ("POST", "/p", &br#"{"amount": 101}"#[..]),
+            ("POST", "/p", br#"{"amount": "100"}"#),
+            ("POST", "/p", br#"{"amount": 100.0}"#),
+            ("POST", "/p", br#"{"amount": 100, "note": null}"#),
+            ("POST", "/p", br#"[{"amount": 100}]"#),
+            ("POST", "/p", b""),
+            ("POST", "/q", br#"{"amount": 100}"#),
+            ("PUT", "/p", br#"{"amount": 100}"#),
+        ] {
+            assert_ne!(
+                base,
+                fingerprint(method, path, body),
+                "{method} {path} {body:?}"
+            );
+        }
+        // No body, an empty object and `null` are three different requests.
+        let none = fingerprint("POST", "/p", b"");
+        assert_ne!(none, fingerprint("POST", "/p", b"{}"));
+        assert_ne!(none, fingerprint("POST", "/p", b"null"));
+        assert_ne!(
+            fingerprint("POST", "/p", b"{}"),
+            fingerprint("POST", "/p", b"null")
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_compared_byte_for_byte() {
+        assert_eq!(
+            fingerprint("POST", "/p", b"{oops"),
+            fingerprint("POST", "/p", b"{oops")
+        );
+        assert_ne!(
+            fingerprint("POST", "/p", b"{oops"),
+            fingerprint("POST", "/p", b"{oops ")
+        );
     }
 }

@@ -93,24 +93,15 @@ pub struct HttpSettings {
     pub metrics_elsewhere: bool,
 }
 
-/// The complete application router.
-pub fn router(state: AppState, settings: HttpSettings) -> Router {
-    router_with(state, settings, OpenApiRouter::new())
-}
-
-/// The application router plus `extra` routes, which get the same middleware and appear in
-/// the OpenAPI document. The seam for embedding Keel and for testing extractors end to end.
-pub fn router_with(
-    state: AppState,
-    settings: HttpSettings,
-    extra: OpenApiRouter<AppState>,
-) -> Router {
-    let ops = if settings.metrics_elsewhere {
+/// Every route of the API with its OpenAPI annotations (`/metrics` only when it is served on
+/// the API listener).
+fn api_routes(metrics_elsewhere: bool) -> OpenApiRouter<AppState> {
+    let ops = if metrics_elsewhere {
         OpenApiRouter::new()
     } else {
         routes::ops::router()
     };
-    let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
+    OpenApiRouter::with_openapi(openapi::base())
         .merge(routes::health::router())
         .merge(ops)
         .merge(routes::auth::router())
@@ -126,6 +117,27 @@ pub fn router_with(
         .merge(routes::orders::router())
         .merge(routes::webhooks::router())
         .merge(routes::account_notifications::router())
+}
+
+/// The OpenAPI document a node with the default settings serves at `/openapi.json`, built
+/// without a node (for `keel openapi` and the check of `docs/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::finish(api_routes(false).split_for_parts().1)
+}
+
+/// The complete application router.
+pub fn router(state: AppState, settings: HttpSettings) -> Router {
+    router_with(state, settings, OpenApiRouter::new())
+}
+
+/// The application router plus `extra` routes, which get the same middleware and appear in
+/// the OpenAPI document. The seam for embedding Keel and for testing extractors end to end.
+pub fn router_with(
+    state: AppState,
+    settings: HttpSettings,
+    extra: OpenApiRouter<AppState>,
+) -> Router {
+    let (api, doc) = api_routes(settings.metrics_elsewhere)
         .merge(extra)
         .split_for_parts();
     let metrics = state.metrics.clone();
@@ -133,7 +145,7 @@ pub fn router_with(
     let cache = state.store_cache.clone();
     // `Router::layer` runs after routing, so `MatchedPath` is known to `request_context`.
     // The last layer added is the outermost.
-    api.merge(openapi::docs_router(doc))
+    api.merge(openapi::docs_router(openapi::finish(doc)))
         .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })
         .with_state(state)
         .layer(from_fn_with_state(cache.clone(), store_cache::serve))

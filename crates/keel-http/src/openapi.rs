@@ -9,7 +9,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     AppState,
-    problem::{FieldError, ProblemBody},
+    problem::{FieldError, PROBLEM_JSON, ProblemBody},
 };
 
 #[derive(OpenApi)]
@@ -58,6 +58,46 @@ impl utoipa::Modify for BearerAuth {
 /// The document before routes add their paths.
 pub fn base() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The document as served, from what the routes declared: every 4xx and 5xx response is
+/// `application/problem+json` with the `Problem` schema, whatever media type the annotation
+/// defaulted to. Done once here rather than in each of the routes' annotations, so a new route
+/// cannot get it wrong.
+pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{RefOr, Response, content::Content, schema::Ref};
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for op in operations.into_iter().flatten() {
+            for (status, response) in &mut op.responses.responses {
+                if !(status.starts_with('4') || status.starts_with('5')) {
+                    continue;
+                }
+                let content = Content::new(Some(Ref::from_schema_name("Problem")));
+                match response {
+                    RefOr::T(r) => {
+                        r.content.clear();
+                        r.content.insert(PROBLEM_JSON.to_owned(), RefOr::T(content));
+                    }
+                    RefOr::Ref(_) => {
+                        let mut r = Response::new("An RFC 9457 problem.");
+                        r.content.insert(PROBLEM_JSON.to_owned(), RefOr::T(content));
+                        *response = RefOr::T(r);
+                    }
+                }
+            }
+        }
+    }
+    doc
 }
 
 /// `/openapi.json` and `/docs`.

@@ -93,6 +93,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print the OpenAPI document a node serves at `/openapi.json` (default settings), e.g. to
+    /// generate a client from it.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -378,6 +381,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         } => {
             let shown = serde_json::to_string_pretty(&settings.redacted())?;
             println!("{shown}");
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", keel_http::openapi_document().to_pretty_json()?);
             Ok(())
         }
     }

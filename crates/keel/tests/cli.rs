@@ -595,3 +595,23 @@ async fn bench_refuses_a_target_that_is_not_loopback() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("loopback"), "{stderr}");
 }
+
+#[tokio::test]
+async fn openapi_prints_the_checked_in_document_without_a_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = keel(&["openapi"]);
+    c.current_dir(dir.path());
+    let (code, stdout, stderr) = output(c).await;
+    assert_eq!(code, 0, "{stderr}");
+    let checked_in = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/openapi.json"
+    ))
+    .expect("docs/openapi.json");
+    assert!(
+        stdout == checked_in,
+        "`keel openapi > docs/openapi.json` writes the contract"
+    );
+    // Nothing was opened or created: printing the document needs no database.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+}

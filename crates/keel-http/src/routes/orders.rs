@@ -420,10 +420,32 @@ struct RefundResponse {
     id: String,
     amount: MoneyResponse,
     shipping: MoneyResponse,
-    #[schema(value_type = Object)]
-    lines: serde_json::Value,
+    lines: Vec<RefundLineResponse>,
     reason: Option<String>,
     created_at: String,
+}
+
+/// What a refund gave back for one order line.
+#[derive(Serialize, ToSchema)]
+struct RefundLineResponse {
+    line_id: String,
+    quantity: i64,
+    /// Minor units of the order's currency.
+    amount: i64,
+}
+
+/// One fulfilment: the lines (and quantities) that left the shelf together.
+#[derive(Serialize, ToSchema)]
+struct FulfilmentResponse {
+    id: String,
+    lines: Vec<FulfilmentLineResponse>,
+    created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct FulfilmentLineResponse {
+    line_id: String,
+    quantity: i64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -463,8 +485,7 @@ struct OrderResponse {
     refunded: MoneyResponse,
     payments: Vec<PaymentResponse>,
     refunds: Vec<RefundResponse>,
-    #[schema(value_type = Object)]
-    fulfilments: serde_json::Value,
+    fulfilments: Vec<FulfilmentResponse>,
     shipments: Vec<ShipmentResponse>,
     cancel_reason: Option<String>,
     created_at: String,
@@ -531,12 +552,35 @@ impl From<&Order> for OrderResponse {
                     id: r.id.to_string(),
                     amount: money(r.amount, c),
                     shipping: money(r.shipping, c),
-                    lines: serde_json::to_value(&r.lines).unwrap_or_default(),
+                    lines: r
+                        .lines
+                        .iter()
+                        .map(|l| RefundLineResponse {
+                            line_id: l.line_id.to_string(),
+                            quantity: l.quantity,
+                            amount: l.amount,
+                        })
+                        .collect(),
                     reason: r.reason.clone(),
                     created_at: rfc3339(r.created_at),
                 })
                 .collect(),
-            fulfilments: serde_json::to_value(&o.fulfilments).unwrap_or_default(),
+            fulfilments: o
+                .fulfilments
+                .iter()
+                .map(|f| FulfilmentResponse {
+                    id: f.id.to_string(),
+                    lines: f
+                        .lines
+                        .iter()
+                        .map(|l| FulfilmentLineResponse {
+                            line_id: l.line_id.to_string(),
+                            quantity: l.quantity,
+                        })
+                        .collect(),
+                    created_at: rfc3339(f.created_at),
+                })
+                .collect(),
             shipments: o
                 .shipments
                 .iter()
@@ -619,29 +663,47 @@ where
     .await
 }
 
+/// The body of a POST that takes no parameters: none, `null` or an empty JSON object. Checked inside
+/// the idempotent work, after the fingerprint (which counts the body) was compared, so a retry
+/// with another body is `idempotency_key_reused`, and a first request with parameters gets a
+/// 422 naming them.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NoParameters {}
+
+fn no_parameters(body: &[u8]) -> Result<(), Problem> {
+    if !body.is_empty() {
+        let _: Option<NoParameters> = parse_json(body)?;
+    }
+    Ok(())
+}
+
 /// Checks out the cart: prices and stock are revalidated, stock is reserved and the order is
 /// created `pending_payment` with frozen totals, in one transaction. Needs an
 /// `Idempotency-Key`; a retry with the same key replays the first answer.
 #[utoipa::path(post, path = "/v1/store/carts/{id}/checkout", tag = "carts",
+    request_body(content = Option<NoParameters>, description = "None, `null` or `{}`: checkout takes no parameters."),
     params(("Keel-Publishable-Key" = String, Header), ("Idempotency-Key" = String, Header), ("id" = String, Path)),
     responses(
         (status = 201, description = "The order.", body = OrderResponse),
         (status = 409, description = "`insufficient_stock`, `cart_prices_changed`, `shipping_option_unavailable`, `promotion_exhausted`, `idempotency_request_in_progress`, …", body = ProblemBody),
-        (status = 422, description = "`idempotency_key_reused`.", body = ProblemBody),
+        (status = 422, description = "`idempotency_key_reused`; `validation_failed` for a body with members (the route takes none).", body = ProblemBody),
     ))]
 async fn checkout(
     State(state): State<AppState>,
     shopper: Shopper,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, Problem> {
     let key = idempotency::required_key(&headers)?;
     let cart = cart_id(&id)?;
     let request =
-        idempotency::fingerprint("POST", &format!("/v1/store/carts/{cart}/checkout"), b"");
+        idempotency::fingerprint("POST", &format!("/v1/store/carts/{cart}/checkout"), &body);
     let key = shopper.idempotency_key(key);
     let orders = &state.orders;
     order_once(&state, key, request, |receipt| async move {
+        no_parameters(&body)?;
         Ok(orders
             .checkout(shopper.tenant_id, cart, &shopper.access, Some(&receipt))
             .await?)
@@ -652,21 +714,25 @@ async fn checkout(
 /// Pays the order with the built-in `manual` provider (captured at once; the order becomes
 /// `paid`). Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/v1/store/orders/{id}/payments", tag = "carts",
+    request_body(content = Option<NoParameters>, description = "None, `null` or `{}`: the manual payment takes no parameters."),
     params(("Keel-Publishable-Key" = String, Header), ("Idempotency-Key" = String, Header), ("id" = String, Path)),
-    responses((status = 201, body = OrderResponse), (status = 409, description = "`order_not_payable`.", body = ProblemBody)))]
+    responses((status = 201, body = OrderResponse), (status = 409, description = "`order_not_payable`.", body = ProblemBody),
+        (status = 422, description = "`idempotency_key_reused`; `validation_failed` for a body with members (the route takes none).", body = ProblemBody)))]
 async fn pay(
     State(state): State<AppState>,
     shopper: Shopper,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, Problem> {
     let key = idempotency::required_key(&headers)?;
     let order = order_id(&id)?;
     let request =
-        idempotency::fingerprint("POST", &format!("/v1/store/orders/{order}/payments"), b"");
+        idempotency::fingerprint("POST", &format!("/v1/store/orders/{order}/payments"), &body);
     let key = shopper.idempotency_key(key);
     let orders = &state.orders;
     order_once(&state, key, request, |receipt| async move {
+        no_parameters(&body)?;
         Ok(orders
             .pay(shopper.tenant_id, order, &shopper.access, Some(&receipt))
             .await?)
