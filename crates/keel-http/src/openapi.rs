@@ -62,10 +62,20 @@ pub fn base() -> utoipa::openapi::OpenApi {
 
 /// The document as served, from what the routes declared: every 4xx and 5xx response is
 /// `application/problem+json` with the `Problem` schema, whatever media type the annotation
-/// defaulted to. Done once here rather than in each of the routes' annotations, so a new route
-/// cannot get it wrong.
+/// defaulted to; and every operation declares the errors any request of its kind can get (a
+/// credential refused, a body that is not JSON, an id that names nothing, a node that is
+/// overloaded), which the routes' own annotations leave out. Done once here rather than in
+/// each annotation, so a new route cannot get it wrong.
 pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::{RefOr, Response, content::Content, schema::Ref};
+    let problem = |description: &str| {
+        let mut r = Response::new(description);
+        r.content.insert(
+            PROBLEM_JSON.to_owned(),
+            RefOr::T(Content::new(Some(Ref::from_schema_name("Problem")))),
+        );
+        r
+    };
     for item in doc.paths.paths.values_mut() {
         let operations = [
             &mut item.get,
@@ -78,26 +88,102 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
             &mut item.trace,
         ];
         for op in operations.into_iter().flatten() {
+            for (status, description) in generic_errors(op) {
+                op.responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| RefOr::T(problem(description)));
+            }
             for (status, response) in &mut op.responses.responses {
                 if !(status.starts_with('4') || status.starts_with('5')) {
                     continue;
                 }
-                let content = Content::new(Some(Ref::from_schema_name("Problem")));
-                match response {
-                    RefOr::T(r) => {
-                        r.content.clear();
-                        r.content.insert(PROBLEM_JSON.to_owned(), RefOr::T(content));
-                    }
-                    RefOr::Ref(_) => {
-                        let mut r = Response::new("An RFC 9457 problem.");
-                        r.content.insert(PROBLEM_JSON.to_owned(), RefOr::T(content));
-                        *response = RefOr::T(r);
-                    }
-                }
+                let description = match response {
+                    RefOr::T(r) => std::mem::take(&mut r.description),
+                    RefOr::Ref(_) => String::new(),
+                };
+                let description = if description.is_empty() {
+                    "An RFC 9457 problem.".to_owned()
+                } else {
+                    description
+                };
+                *response = RefOr::T(problem(&description));
             }
         }
     }
     doc
+}
+
+/// The errors an operation can answer whatever it does, from what it takes: a credential
+/// (401, 403), a JSON body (400, 413, 415, 422), path ids (404), query parameters (400);
+/// and any operation may meet a node or database that is down or overloaded (503) or fail
+/// (500).
+fn generic_errors(op: &utoipa::openapi::path::Operation) -> Vec<(&'static str, &'static str)> {
+    use utoipa::openapi::{RefOr, path::ParameterIn};
+    let params: Vec<_> = op
+        .parameters
+        .iter()
+        .flatten()
+        .filter_map(|p| match p {
+            RefOr::T(p) => Some(p),
+            RefOr::Ref(_) => None,
+        })
+        .collect();
+    let bearer = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    let publishable = params.iter().any(|p| {
+        p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case("keel-publishable-key")
+    });
+    let mut errors = Vec::new();
+    if bearer || publishable {
+        errors.push((
+            "401",
+            "`unauthorized`: no credential, or one that is invalid, expired or revoked.",
+        ));
+    }
+    if bearer {
+        errors.push((
+            "403",
+            "`forbidden`: the credential's role or scopes do not allow this.",
+        ));
+    }
+    let query = params.iter().any(|p| p.parameter_in == ParameterIn::Query);
+    if op.request_body.is_some() {
+        errors.push((
+            "400",
+            if query {
+                "`malformed_json`: the body is not JSON; `bad_request`: a query parameter is out of its range."
+            } else {
+                "`malformed_json`: the body is not JSON."
+            },
+        ));
+        errors.push(("413", "`payload_too_large`: the body is over the limit."));
+        errors.push((
+            "415",
+            "`unsupported_media_type`: the body is not `application/json`.",
+        ));
+        errors.push((
+            "422",
+            "`validation_failed`: the body's fields, each named in `errors`.",
+        ));
+    }
+    if params.iter().any(|p| p.parameter_in == ParameterIn::Path) {
+        errors.push(("404", "`not_found`: no such resource in this shop."));
+    }
+    if query && op.request_body.is_none() {
+        errors.push((
+            "400",
+            "`bad_request`: a query parameter is out of its range.",
+        ));
+    }
+    errors.push((
+        "500",
+        "`internal`: an unexpected failure (logged with the request id).",
+    ));
+    errors.push((
+        "503",
+        "`service_unavailable`, `overloaded` or `request_timeout`; retry later.",
+    ));
+    errors
 }
 
 /// `/openapi.json` and `/docs`.

@@ -119,6 +119,20 @@ backend_tests! {
             }
         }
         assert!(errors > 100, "the routes declare their errors ({errors})");
+        // What any request of its kind can get is declared with it.
+        let statuses = |method: &str, path: &str| -> Vec<String> {
+            doc["paths"][path][method]["responses"].as_object().expect("responses").keys().cloned().collect()
+        };
+        let admin_write = statuses("post", "/v1/admin/products");
+        for status in ["400", "401", "403", "413", "415", "422", "500", "503"] {
+            assert!(admin_write.iter().any(|s| s == status), "POST /v1/admin/products lacks {status}: {admin_write:?}");
+        }
+        let storefront = statuses("get", "/v1/store/products/{id_or_handle}");
+        for status in ["401", "404", "500", "503"] {
+            assert!(storefront.iter().any(|s| s == status), "GET /v1/store/products/{{id_or_handle}} lacks {status}: {storefront:?}");
+        }
+        let probe = statuses("get", "/livez");
+        assert!(!probe.iter().any(|s| s == "401" || s == "403"), "a probe takes no credential: {probe:?}");
         // And the server answers errors with that media type.
         let res = app.get("/v1/admin/orders").await;
         assert_eq!(res.headers()["content-type"], "application/problem+json");
