@@ -117,6 +117,20 @@ fn is_length_limit(e: &BytesRejection) -> bool {
     e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
 }
 
+/// The document's form of [`ListQuery`] (`params(PageParams)` on every list route). The
+/// bounds are `Limit`'s, as literals: the test `page_params_declare_the_limits_bounds` keeps
+/// them equal.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
 /// `?limit=&cursor=` of a list route, parsed into a [`PageRequest`]; anything else in the
 /// query is ignored here (filters have their own extractors). Bad values are 400 problems.
 #[derive(Debug, Clone, Copy)]
@@ -176,6 +190,19 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn page_params_declare_the_limits_bounds() {
+        use utoipa::IntoParams as _;
+        let params = PageParams::into_params(|| None);
+        let limit = params
+            .iter()
+            .find(|p| p.name == "limit")
+            .expect("limit is declared");
+        let schema = serde_json::to_value(&limit.schema).expect("schema");
+        assert_eq!(schema["minimum"], 1);
+        assert_eq!(schema["maximum"], keel_kernel::page::Limit::MAX);
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -21,7 +21,7 @@ use crate::{
             money is `{\"amount\": <integer minor units>, \"currency\": \"<ISO 4217>\"}`.",
         license(name = "Apache-2.0"),
     ),
-    components(schemas(ProblemBody, FieldError)),
+    components(schemas(ProblemBody, FieldError, CurrencyCode)),
     modifiers(&BearerAuth),
     tags(
         (name = "operations", description = "Probes, metrics and documentation."),
@@ -54,6 +54,24 @@ impl utoipa::Modify for BearerAuth {
         );
     }
 }
+
+/// An active ISO 4217 code, exactly the kernel's table ([`keel_kernel::money::Currency`]):
+/// a client generated from the document knows which codes the API takes and answers.
+#[derive(Debug)]
+pub struct CurrencyCode;
+
+impl utoipa::PartialSchema for CurrencyCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(keel_kernel::money::Currency::codes()))
+            .description(Some("An active ISO 4217 currency code, upper case."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CurrencyCode {}
 
 /// The document before routes add their paths.
 pub fn base() -> utoipa::openapi::OpenApi {

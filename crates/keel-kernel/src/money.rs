@@ -191,6 +191,11 @@ const CURRENCIES: &[(&str, u8)] = &[
 pub struct UnknownCurrency(pub String);
 
 impl Currency {
+    /// Every code [`Currency::parse`] accepts, in alphabetical order.
+    pub fn codes() -> impl Iterator<Item = &'static str> {
+        CURRENCIES.iter().map(|(code, _)| *code)
+    }
+
     /// Parses an upper-case ISO 4217 alphabetic code. Lower case is refused rather than
     /// guessed, so the stored form is always canonical.
     pub fn parse(code: &str) -> Result<Self, UnknownCurrency> {

@@ -17,6 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     auth::{RequirePermission, perm::SettingsManage},
+    extract::PageParams,
     extract::{self, ListQuery},
     problem::{Problem, ProblemBody},
     routes::webhooks::{
@@ -114,7 +115,7 @@ async fn rotate_account_secret(
 
 /// The notifications, newest first: their type, state and attempts, never their bodies.
 #[utoipa::path(get, path = "/v1/admin/account-notifications/messages", tag = "account-notifications", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(PageParams),
     responses((status = 200, body = MessageList), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 async fn list_account_messages(
     State(state): State<AppState>,
@@ -131,7 +132,7 @@ async fn list_account_messages(
 /// A notification's attempts, oldest first (the mail system's answers are not kept: they may
 /// echo the secret).
 #[utoipa::path(get, path = "/v1/admin/account-notifications/messages/{id}/attempts", tag = "account-notifications", security(("bearer" = [])),
-    params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("id" = String, Path), PageParams),
     responses((status = 200, body = AttemptList), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 async fn list_account_attempts(
     State(state): State<AppState>,

@@ -14,6 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     auth::{RequireStaff, perm::ApiKeysManage},
+    extract::PageParams,
     extract::{self, ListQuery, page_parts},
     problem::{Problem, ProblemBody, ProblemKind},
     routes::rfc3339,
@@ -152,7 +153,7 @@ async fn create_api_key(
 
 /// The shop's API keys, oldest first.
 #[utoipa::path(get, path = "/v1/admin/api-keys", tag = "api-keys", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(PageParams),
     responses((status = 200, body = ApiKeyList), (status = 403, body = ProblemBody)))]
 async fn list_api_keys(
     State(state): State<AppState>,

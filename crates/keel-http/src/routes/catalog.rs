@@ -35,6 +35,7 @@ use crate::{
         perm::{CatalogRead, CatalogWrite},
     },
     caching::{IfMatch, IfNoneMatch, body_etag, conditional_json, version_etag},
+    extract::PageParams,
     extract::{self, form_pairs},
     problem::{Problem, ProblemBody, ProblemKind},
     routes::rfc3339,
@@ -45,6 +46,7 @@ use crate::{
 pub(crate) struct MoneyResponse {
     /// Minor units (cents for USD, yen for JPY, fils for KWD).
     amount: i64,
+    #[schema(value_type = crate::openapi::CurrencyCode)]
     currency: &'static str,
 }
 
@@ -240,8 +242,7 @@ fn product_reply(status: StatusCode, p: &Product) -> Response {
         ("updated_since" = Option<String>, Query, description = "RFC 3339; products updated at or after it"),
         ("q" = Option<String>, Query, description = "Case-insensitive text in the title or any variant's SKU"),
         ("sort" = Option<String>, Query, description = "`created` (default) or `title`, ascending"),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        PageParams,
     ),
     responses((status = 200, body = ProductList), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody)))]
 async fn list_products(
@@ -586,8 +587,8 @@ fn store_cache(state: &AppState) -> HeaderValue {
 #[utoipa::path(get, path = "/v1/store/products", tag = "store",
     params(
         ("Keel-Publishable-Key" = String, Header),
-        ("currency" = String, Query, description = "ISO 4217, e.g. `USD`"),
-        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query),
+        ("currency" = crate::openapi::CurrencyCode, Query, description = "ISO 4217, e.g. `USD`"),
+        PageParams,
     ),
     responses((status = 200, body = StoreProductList), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody)))]
 async fn store_products(
@@ -626,7 +627,7 @@ async fn store_products(
     params(
         ("Keel-Publishable-Key" = String, Header),
         ("id_or_handle" = String, Path),
-        ("currency" = String, Query, description = "ISO 4217, e.g. `USD`"),
+        ("currency" = crate::openapi::CurrencyCode, Query, description = "ISO 4217, e.g. `USD`"),
     ),
     responses((status = 200, body = StoreProductResponse), (status = 304, description = "Not modified."), (status = 404, description = "No such active product.", body = ProblemBody)))]
 async fn store_product(

@@ -9,6 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     auth::{RequirePermission, perm::AuditRead},
+    extract::PageParams,
     extract::{ListQuery, form_pairs},
     problem::{Problem, ProblemBody, ProblemKind},
 };
@@ -79,7 +80,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TypeFilter {
 #[utoipa::path(get, path = "/v1/admin/events", tag = "events", security(("bearer" = [])),
     params(
         ("type" = Option<String>, Query, description = "exact type, or prefix with `*`: `security.*`"),
-        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query),
+        PageParams,
     ),
     responses((status = 200, body = EventList), (status = 403, body = ProblemBody)))]
 async fn list_events(

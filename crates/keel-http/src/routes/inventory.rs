@@ -23,6 +23,7 @@ use crate::{
         perm::{CatalogRead, CatalogWrite},
     },
     caching::{IfMatch, IfNoneMatch, conditional_json, version_etag},
+    extract::PageParams,
     extract::{self, ListQuery, form_pairs},
     problem::{Problem, ProblemBody, ProblemKind},
     routes::rfc3339,
@@ -76,7 +77,7 @@ fn location_reply(status: StatusCode, l: &Location) -> Response {
 
 /// The shop's stock locations.
 #[utoipa::path(get, path = "/v1/admin/stock-locations", tag = "inventory", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(PageParams),
     responses((status = 200, body = LocationList)))]
 async fn list_locations(
     State(state): State<AppState>,
@@ -243,7 +244,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for LevelFilter {
     params(
         ("variant" = Option<String>, Query, description = "`var_…`"),
         ("location" = Option<String>, Query, description = "`loc_…`"),
-        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query),
+        PageParams,
     ),
     responses((status = 200, body = LevelList), (status = 400, body = ProblemBody)))]
 async fn list_levels(

@@ -29,6 +29,7 @@ use crate::{
         perm::{OrdersRead, OrdersWrite},
     },
     caching::IfMatch,
+    extract::PageParams,
     extract::{self, ListQuery, form_pairs, parse_json},
     idempotency,
     problem::{Problem, ProblemBody, ProblemKind},
@@ -90,6 +91,7 @@ struct ShippingChoice {
 #[derive(Serialize, ToSchema)]
 struct CartResponse {
     id: String,
+    #[schema(value_type = crate::openapi::CurrencyCode)]
     currency: &'static str,
     /// `open` or `converted` (checked out).
     status: &'static str,
@@ -162,6 +164,7 @@ struct NewCartResponse {
 #[serde(deny_unknown_fields)]
 struct CreateCartRequest {
     /// ISO 4217; fixed for the cart's life.
+    #[schema(value_type = crate::openapi::CurrencyCode)]
     currency: String,
     email: Option<String>,
 }
@@ -473,6 +476,7 @@ struct OrderResponse {
     number: String,
     status: &'static str,
     payment_status: &'static str,
+    #[schema(value_type = crate::openapi::CurrencyCode)]
     currency: &'static str,
     email: Option<String>,
     customer_id: Option<String>,
@@ -771,7 +775,7 @@ fn order_list(page: &keel_kernel::page::Page<Order>) -> OrderList {
 
 /// The signed-in customer's orders, newest first.
 #[utoipa::path(get, path = "/v1/store/me/orders", tag = "carts", security(("bearer" = [])),
-    params(("Keel-Publishable-Key" = String, Header), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("Keel-Publishable-Key" = String, Header), PageParams),
     responses((status = 200, body = OrderList), (status = 401, body = ProblemBody)))]
 async fn my_orders(
     State(state): State<AppState>,
@@ -843,7 +847,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OrderQuery {
     params(
         ("status" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query),
         ("customer" = Option<String>, Query), ("q" = Option<String>, Query, description = "Order number (`1001` or `#1001`) or part of the email"),
-        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query),
+        PageParams,
     ),
     responses((status = 200, body = OrderList), (status = 400, body = ProblemBody)))]
 async fn list_orders(

@@ -24,6 +24,7 @@ use crate::{
         perm::{CatalogRead, CatalogWrite},
     },
     caching::{IfMatch, IfNoneMatch, conditional_json, version_etag},
+    extract::PageParams,
     extract::{self, ListQuery},
     problem::{Problem, ProblemBody, ProblemKind},
     routes::{catalog::MoneyResponse, rfc3339},
@@ -173,7 +174,7 @@ macro_rules! setup_routes {
     ) => {
         #[doc = concat!("The shop's ", $tag, ".")]
         #[utoipa::path(get, path = $path, tag = "pricing", security(("bearer" = [])),
-            params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+            params(PageParams),
             responses((status = 200, body = $list)))]
         async fn $list_fn(
             State(state): State<AppState>,

@@ -17,6 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     auth::{RequireStaff, perm::UsersManage},
+    extract::PageParams,
     extract::{self, ListQuery},
     problem::{Problem, ProblemBody, ProblemKind},
 };
@@ -138,7 +139,7 @@ async fn invite_user(
 
 /// The shop's staff, oldest first.
 #[utoipa::path(get, path = "/v1/admin/users", tag = "users", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query, description = "1 to 100, default 20"), ("cursor" = Option<String>, Query)),
+    params(PageParams),
     responses((status = 200, body = UserList), (status = 403, body = ProblemBody)))]
 async fn list_users(
     State(state): State<AppState>,

@@ -19,6 +19,7 @@ use crate::{
     AppState,
     auth::{RequirePermission, perm::WebhooksManage},
     caching::{IfMatch, version_etag},
+    extract::PageParams,
     extract::{self, ListQuery, form_pairs},
     problem::{FieldError, Problem, ProblemBody, ProblemKind},
     routes::rfc3339,
@@ -221,7 +222,7 @@ pub(crate) fn with_etag(status: StatusCode, body: impl Serialize, version: i64) 
 
 /// The shop's webhook endpoints.
 #[utoipa::path(get, path = "/v1/admin/webhook-endpoints", tag = "webhooks", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(PageParams),
     responses((status = 200, body = EndpointList)))]
 async fn list_endpoints(
     State(state): State<AppState>,
@@ -343,7 +344,7 @@ async fn rotate_secret(
 
 /// The endpoint's messages, newest first.
 #[utoipa::path(get, path = "/v1/admin/webhook-endpoints/{id}/messages", tag = "webhooks", security(("bearer" = [])),
-    params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("id" = String, Path), PageParams),
     responses((status = 200, body = MessageList), (status = 404, body = ProblemBody)))]
 async fn list_messages(
     State(state): State<AppState>,
@@ -407,7 +408,7 @@ async fn replay_endpoint(
 
 /// A message's attempts, oldest first.
 #[utoipa::path(get, path = "/v1/admin/webhook-messages/{id}/attempts", tag = "webhooks", security(("bearer" = [])),
-    params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("id" = String, Path), PageParams),
     responses((status = 200, body = AttemptList), (status = 404, body = ProblemBody)))]
 async fn list_attempts(
     State(state): State<AppState>,
