@@ -60,8 +60,17 @@ fn message(e: &serde_json::Error) -> String {
 /// Parses bytes as JSON into `T`, with the problem a client should see on failure.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize(de) {
-        Ok(v) => Ok(v),
+    match serde_path_to_error::deserialize(&mut *de) {
+        // One JSON value and nothing after it but whitespace: `{"amount":100}xyz` is not a
+        // body whose meaning is clear (and the idempotency fingerprint must not read it as
+        // `{"amount":100}` while the handler reads more or less).
+        Ok(v) => match de.end() {
+            Ok(()) => Ok(v),
+            Err(e) => Err(Problem::new(
+                ProblemKind::MALFORMED_JSON,
+                format!("The body is not valid JSON: {}.", message(&e)),
+            )),
+        },
         Err(e) => {
             let inner = e.inner();
             if inner.is_syntax() || inner.is_eof() {
@@ -190,6 +199,24 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn text_after_the_json_value_is_malformed() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Amount {
+            amount: i64,
+        }
+        for body in [
+            &br#"{"amount":100}xyz"#[..],
+            br#"{"amount":100}{"amount":5}"#,
+        ] {
+            let err = parse_json::<Amount>(body).expect_err("trailing text is refused");
+            assert_eq!(err.kind(), ProblemKind::MALFORMED_JSON, "{body:?}");
+        }
+        let ok: Amount = parse_json(b" {\"amount\":100} \n").expect("whitespace around is fine");
+        assert_eq!(ok.amount, 100);
+    }
 
     #[test]
     fn page_params_declare_the_limits_bounds() {

@@ -69,6 +69,42 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// What a request is compared by: its fingerprint, and for keys stored by a node from before
+/// ADR 0031 (which hashed the raw body; checkout and payment, no body at all) the fingerprint
+/// such a node made, so a retry during a rolling upgrade, or within a key's time to live after
+/// it, still replays instead of answering 422 (a client could read that as "not done" and
+/// repeat a refund under a new key). Drop the old form one release after ADR 0031.
+#[derive(Debug, Clone)]
+pub struct Fingerprint {
+    current: Vec<u8>,
+    before_0031: Vec<u8>,
+}
+
+impl Fingerprint {
+    /// `old_body` is what a node from before ADR 0031 hashed for this request.
+    pub fn of(method: &str, path: &str, body: &[u8], old_body: &[u8]) -> Self {
+        Self {
+            current: fingerprint(method, path, body),
+            before_0031: raw_fingerprint(method, path, old_body),
+        }
+    }
+
+    fn matches(&self, stored: &[u8]) -> bool {
+        stored == self.current || stored == self.before_0031
+    }
+}
+
+/// The fingerprint of nodes from before ADR 0031: method, path and the body's bytes.
+fn raw_fingerprint(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update([0]);
+    h.update(path.as_bytes());
+    h.update([0]);
+    h.update(body);
+    h.finalize().to_vec()
+}
+
 /// Writes `value` as JSON with every object's members in key order (byte order of the keys)
 /// and no whitespace. Numbers keep their parsed form: `100` and `100.0` differ (types matter).
 fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
@@ -133,7 +169,7 @@ pub struct StoredWithWork;
 pub async fn once(
     state: &AppState,
     key: IdempotencyKey,
-    request: Vec<u8>,
+    request: Fingerprint,
     work: impl Future<Output = Response> + Send,
 ) -> Result<Response, Problem> {
     let now = time::OffsetDateTime::now_utc();
@@ -141,7 +177,7 @@ pub async fn once(
         .idempotency
         .begin(
             &key,
-            &request,
+            &request.current,
             now,
             now + state.idempotency_lock,
             now + state.idempotency_ttl,
@@ -157,7 +193,7 @@ pub async fn once(
             status,
             body,
         } => {
-            if request_hash == request {
+            if request.matches(&request_hash) {
                 Ok(stored_response(status, body))
             } else {
                 Err(Problem::new(
@@ -230,6 +266,25 @@ mod tests {
         assert_ne!(
             fingerprint("POST", "/p", b"{}"),
             fingerprint("POST", "/p", b"null")
+        );
+    }
+
+    #[test]
+    fn a_key_stored_before_canonical_fingerprints_still_matches_its_retry() {
+        use super::{Fingerprint, raw_fingerprint};
+        let body = br#"{"amount": 100}"#;
+        let retry = Fingerprint::of("POST", "/p", body, body);
+        assert!(
+            retry.matches(&raw_fingerprint("POST", "/p", body)),
+            "stored by an old node"
+        );
+        assert!(retry.matches(&fingerprint("POST", "/p", br#"{"amount":100}"#)));
+        assert!(!retry.matches(&raw_fingerprint("POST", "/p", br#"{"amount": 101}"#)));
+        // Checkout: old nodes hashed no body, whatever was sent.
+        let checkout = Fingerprint::of("POST", "/c", b"", b"");
+        assert!(checkout.matches(&raw_fingerprint("POST", "/c", b"")));
+        assert!(
+            !Fingerprint::of("POST", "/c", b"{}", b"").matches(&fingerprint("POST", "/c", b""))
         );
     }
 

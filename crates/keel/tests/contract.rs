@@ -188,8 +188,14 @@ backend_tests! {
         // A first request with parameters the route does not take is told which.
         let (other, _) = ready_cart(&app, &shop, "USD", &[(&shop.tee, 1)], ny(), &shop.us_shipping, None).await;
         let headers = [("keel-publishable-key", shop.pk.as_str()), ("keel-cart-secret", other.secret.as_str())];
-        let refused = raw_post(&app, &format!("/v1/store/carts/{}/checkout", other.id), &headers, "K2", r#"{"note":"x"}"#).await;
+        let path = format!("/v1/store/carts/{}/checkout", other.id);
+        let refused = raw_post(&app, &path, &headers, "K2", r#"{"note":"x"}"#).await;
         assert_problem(refused, 422, "validation_failed").await;
+        assert_problem(raw_post(&app, &path, &headers, "K3", "[]").await, 422, "validation_failed").await;
+        assert_problem(raw_post(&app, &path, &headers, "K4", "{}x").await, 400, "malformed_json").await;
+        // None of those checked the cart out: it still can be.
+        let placed = raw_post(&app, &path, &headers, "K5", "null").await;
+        assert_eq!(placed.status(), StatusCode::CREATED);
     }
 
     async fn a_retry_with_the_same_json_in_another_form_replays_and_other_values_are_refused(backend: Backend) {

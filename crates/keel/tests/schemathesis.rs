@@ -44,9 +44,14 @@ fn st() -> PathBuf {
 /// Runs schemathesis against `app` with `headers` on the operations whose path matches
 /// `include` and not `exclude`; fails the test with its report unless every check passed.
 async fn contract(app: &TestApp, headers: &[String], include: &str, exclude: &str) -> Coverage {
-    let events = tempfile::NamedTempFile::new().expect("temp file");
+    // schemathesis keeps a cache of failures (with the requests that made them) in its
+    // working directory: a directory of the run's own, gone with it, so no run replays
+    // another's failures and nothing lands in the checkout.
+    let work = tempfile::tempdir().expect("temp dir");
+    let events = work.path().join("events.ndjson");
     let mut cmd = tokio::process::Command::new(st());
-    cmd.arg("run")
+    cmd.current_dir(work.path())
+        .arg("run")
         .arg(app.url("/openapi.json"))
         .args(["--checks", CHECKS])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
@@ -59,7 +64,7 @@ async fn contract(app: &TestApp, headers: &[String], include: &str, exclude: &st
         .args(["--output-truncate", "false"])
         .args(["--warnings", "off"])
         .args(["--report", "ndjson", "--report-ndjson-path"])
-        .arg(events.path())
+        .arg(&events)
         .kill_on_drop(true);
     if let Ok(seed) = std::env::var("KEEL_SCHEMATHESIS_SEED") {
         cmd.args(["--seed", &seed]);
@@ -78,7 +83,7 @@ async fn contract(app: &TestApp, headers: &[String], include: &str, exclude: &st
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let coverage = Coverage::read(events.path());
+    let coverage = Coverage::read(&events);
     assert!(coverage.cases > 0, "schemathesis ran no case:\n{report}");
     // Shown with `--no-capture` (the figures of the note).
     eprintln!(

@@ -634,7 +634,7 @@ fn render_order(order: &Order) -> Result<String, String> {
 async fn order_once<F, Fut>(
     state: &AppState,
     key: keel_kernel::idempotency::IdempotencyKey,
-    request: Vec<u8>,
+    request: idempotency::Fingerprint,
     work: F,
 ) -> Result<Response, Problem>
 where
@@ -676,10 +676,27 @@ where
 struct NoParameters {}
 
 fn no_parameters(body: &[u8]) -> Result<(), Problem> {
-    if !body.is_empty() {
-        let _: Option<NoParameters> = parse_json(body)?;
+    if body.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    // Read as a JSON value first: serde would also take `[]` for a struct without fields.
+    match parse_json::<serde_json::Value>(body)? {
+        serde_json::Value::Null => Ok(()),
+        serde_json::Value::Object(members) if members.is_empty() => Ok(()),
+        serde_json::Value::Object(members) => Err(Problem::validation(
+            members
+                .keys()
+                .map(|k| crate::problem::FieldError {
+                    pointer: format!("/{}", k.replace('~', "~0").replace('/', "~1")),
+                    message: "this route takes no parameters".into(),
+                })
+                .collect(),
+        )),
+        _ => Err(Problem::invalid_field(
+            "",
+            "must be an object with no members, or none",
+        )),
+    }
 }
 
 /// Checks out the cart: prices and stock are revalidated, stock is reserved and the order is
@@ -702,8 +719,8 @@ async fn checkout(
 ) -> Result<Response, Problem> {
     let key = idempotency::required_key(&headers)?;
     let cart = cart_id(&id)?;
-    let request =
-        idempotency::fingerprint("POST", &format!("/v1/store/carts/{cart}/checkout"), &body);
+    let path = format!("/v1/store/carts/{cart}/checkout");
+    let request = idempotency::Fingerprint::of("POST", &path, &body, b"");
     let key = shopper.idempotency_key(key);
     let orders = &state.orders;
     order_once(&state, key, request, |receipt| async move {
@@ -731,8 +748,8 @@ async fn pay(
 ) -> Result<Response, Problem> {
     let key = idempotency::required_key(&headers)?;
     let order = order_id(&id)?;
-    let request =
-        idempotency::fingerprint("POST", &format!("/v1/store/orders/{order}/payments"), &body);
+    let path = format!("/v1/store/orders/{order}/payments");
+    let request = idempotency::Fingerprint::of("POST", &path, &body, b"");
     let key = shopper.idempotency_key(key);
     let orders = &state.orders;
     order_once(&state, key, request, |receipt| async move {
@@ -952,7 +969,7 @@ where
         crate::auth::AdminActor::Staff(s) => format!("usr:{}", s.user_id),
         crate::auth::AdminActor::Key(k) => format!("key:{}", k.key_id),
     };
-    let request = idempotency::fingerprint("POST", &path, body);
+    let request = idempotency::Fingerprint::of("POST", &path, body, body);
     let key = keel_kernel::idempotency::IdempotencyKey {
         tenant_id: auth.tenant_id,
         scope,
