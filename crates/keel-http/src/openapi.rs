@@ -113,6 +113,19 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
                     .or_insert_with(|| RefOr::T(problem(description)));
             }
             for (status, response) in &mut op.responses.responses {
+                // OpenAPI requires a description on every response; an annotation without
+                // one gets the status's reason phrase ("OK", "Created").
+                if let RefOr::T(r) = response
+                    && r.description.is_empty()
+                {
+                    let reason = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or("The answer.");
+                    reason.clone_into(&mut r.description);
+                }
                 if !(status.starts_with('4') || status.starts_with('5')) {
                     continue;
                 }

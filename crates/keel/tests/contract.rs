@@ -109,6 +109,8 @@ backend_tests! {
         let mut errors = 0;
         for (method, path, op) in operations(&doc) {
             for (status, response) in op["responses"].as_object().expect("responses") {
+                // Required by OpenAPI (generators refuse a document without it).
+                assert!(response["description"].as_str().is_some_and(|d| !d.is_empty()), "{method} {path} {status} has no description");
                 if !(status.starts_with('4') || status.starts_with('5')) {
                     continue;
                 }
