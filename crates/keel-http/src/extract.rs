@@ -31,6 +31,11 @@ fn is_json(req: &Request) -> bool {
         })
 }
 
+/// A member name as one token of an RFC 6901 pointer (`~` -> `~0`, `/` -> `~1`).
+pub fn pointer_token(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
 /// Turns a serde path into an RFC 6901 pointer (`items[0].sku` -> `/items/0/sku`).
 fn pointer(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
@@ -40,7 +45,7 @@ fn pointer(path: &serde_path_to_error::Path) -> String {
         match seg {
             Segment::Seq { index } => out.push_str(&index.to_string()),
             Segment::Map { key } | Segment::Enum { variant: key } => {
-                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                out.push_str(&pointer_token(key));
             }
             Segment::Unknown => out.push('?'),
         }

@@ -50,11 +50,7 @@ pub fn required_key(headers: &HeaderMap) -> Result<String, Problem> {
 /// or a body where the first had none, is a different request (422). Stripe compares
 /// parameters, not bytes. A body that is not JSON is hashed as it is (its answer is a 400).
 pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(method.as_bytes());
-    h.update([0]);
-    h.update(path.as_bytes());
-    h.update([0]);
+    let mut h = route_hash(method, path);
     if body.is_empty() {
         h.update([0]);
     } else if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
@@ -96,13 +92,20 @@ impl Fingerprint {
 
 /// The fingerprint of nodes from before ADR 0031: method, path and the body's bytes.
 fn raw_fingerprint(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut h = route_hash(method, path);
+    h.update(body);
+    h.finalize().to_vec()
+}
+
+/// Both fingerprints start with the method and path, each ended by a NUL (neither holds one:
+/// the method is a literal, the path is built from parsed ids).
+fn route_hash(method: &str, path: &str) -> Sha256 {
     let mut h = Sha256::new();
     h.update(method.as_bytes());
     h.update([0]);
     h.update(path.as_bytes());
     h.update([0]);
-    h.update(body);
-    h.finalize().to_vec()
+    h
 }
 
 /// Writes `value` as JSON with every object's members in key order (byte order of the keys)
@@ -118,7 +121,7 @@ fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_scalar(&Value::String(k.clone()), out);
+                write_scalar(k, out);
                 out.push(b':');
                 write_canonical(v, out);
             }
@@ -138,8 +141,8 @@ fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
     }
 }
 
-fn write_scalar(value: &serde_json::Value, out: &mut Vec<u8>) {
-    // Writing a scalar `Value` into a `Vec` cannot fail: no I/O, and scalars have no map keys.
+fn write_scalar(value: &(impl serde::Serialize + ?Sized), out: &mut Vec<u8>) {
+    // Writing a string or a scalar `Value` into a `Vec` cannot fail: no I/O, no map keys.
     serde_json::to_writer(&mut *out, value).expect("a JSON scalar serialises into memory");
 }
 

@@ -687,7 +687,7 @@ fn no_parameters(body: &[u8]) -> Result<(), Problem> {
             members
                 .keys()
                 .map(|k| crate::problem::FieldError {
-                    pointer: format!("/{}", k.replace('~', "~0").replace('/', "~1")),
+                    pointer: format!("/{}", extract::pointer_token(k)),
                     message: "this route takes no parameters".into(),
                 })
                 .collect(),
