@@ -25,6 +25,25 @@ pub const REPLAYED: &str = "idempotent-replayed";
 /// an order of 100 lines, is far smaller).
 const MAX_STORED_BODY: usize = 1_048_576;
 
+/// The longest key accepted, in bytes.
+pub const KEY_MAX_LEN: usize = 255;
+
+/// The key's form as the document declares it: 1 to [`KEY_MAX_LEN`] visible ASCII characters
+/// (`!` to `~`), exactly what [`required_key`] accepts.
+pub fn key_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(KEY_MAX_LEN))
+        .pattern(Some("^[!-~]+$"))
+        .description(Some(
+            "A key of the client's choosing (e.g. a UUID): a retry with the same key and the same \
+             request replays the first answer.",
+        ))
+        .into()
+}
+
 /// The key a request sent: 1 to 255 visible ASCII characters. Required on the routes that
 /// create orders, payments, refunds and fulfilments.
 pub fn required_key(headers: &HeaderMap) -> Result<String, Problem> {
@@ -35,7 +54,7 @@ pub fn required_key(headers: &HeaderMap) -> Result<String, Problem> {
         )
     })?;
     let key = value.to_str().unwrap_or_default();
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+    if key.is_empty() || key.len() > KEY_MAX_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Problem::new(
             ProblemKind::BAD_REQUEST,
             "`Idempotency-Key` must be 1 to 255 visible ASCII characters.",

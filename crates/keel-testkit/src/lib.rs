@@ -608,3 +608,27 @@ impl TestApp {
         (mail, secret.to_owned())
     }
 }
+
+/// A program of the contract tests' virtualenv (schemathesis' `st`, the client generator, its
+/// `python`): under `KEEL_CONTRACT_VENV`, else the virtualenv `scripts/test` makes
+/// (`~/.cache/keel/venv`, pinned by `scripts/requirements-contract.txt`).
+pub fn contract_tool(name: &str) -> std::path::PathBuf {
+    let venv = std::env::var_os("KEEL_CONTRACT_VENV").map_or_else(
+        || {
+            let cache = std::env::var_os("XDG_CACHE_HOME").map_or_else(
+                || std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"),
+                std::path::PathBuf::from,
+            );
+            cache.join("keel/venv")
+        },
+        std::path::PathBuf::from,
+    );
+    let path = venv.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is not installed: run ./scripts/test (it makes the virtualenv), or set \
+         KEEL_CONTRACT_VENV to a virtualenv with scripts/requirements-contract.txt installed",
+        path.display()
+    );
+    path
+}

@@ -3,15 +3,18 @@
 //! running Keel against the document: no 5xx, every status, media type and header declared,
 //! every body valid against its schema. Over real HTTP on both backends, for the staff API (the
 //! owner's token) and the storefront (a publishable key and a customer's token), with the
-//! shop's catalog, stock and a paid order seeded. A failure prints schemathesis' report, with
+//! shop's catalog, stock and a paid order seeded, and fixtures (real ids, cart secrets,
+//! one-time tokens) so that operations reach their success paths, not only their 404s. A failure prints schemathesis' report, with
 //! a `curl` line that reproduces each failing request.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use keel_testkit::{
-    Backend, TestApp, backend_tests,
-    shop::{checkout, created, ny, pay, ready_cart, shop},
-    spawn_app,
+    Authenticator, Backend, OWNER_PASSWORD, TestApp, backend_tests, contract_tool,
+    receiver::{Receiver, fast_webhooks, receiver},
+    reqwest::Method,
+    shop::{Cart, Shop, admin, checkout, created, json, ny, pay, ready_cart, shop},
+    spawn_app_with,
 };
 
 /// The checks the contract must pass (schemathesis' names).
@@ -22,34 +25,23 @@ const MAX_EXAMPLES: &str = "5";
 /// An upper bound against a hang, not a synchronisation: a run takes well under a minute.
 const RUN_LIMIT: Duration = Duration::from_mins(10);
 
-/// schemathesis' `st`: `KEEL_SCHEMATHESIS`, else the virtualenv `scripts/test` makes.
-fn st() -> PathBuf {
-    if let Some(path) = std::env::var_os("KEEL_SCHEMATHESIS") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"),
-        PathBuf::from,
-    );
-    let path = cache.join("keel/venv/bin/st");
-    assert!(
-        path.exists(),
-        "schemathesis is not installed at {}: run ./scripts/test (it installs it), or set \
-         KEEL_SCHEMATHESIS to an `st` binary",
-        path.display()
-    );
-    path
-}
-
 /// Runs schemathesis against `app` with `headers` on the operations whose path matches
 /// `include` and not `exclude`; fails the test with its report unless every check passed.
-async fn contract(app: &TestApp, headers: &[String], include: &str, exclude: &str) -> Coverage {
+async fn contract(
+    app: &TestApp,
+    headers: &[String],
+    include: &str,
+    exclude: &str,
+    fixtures: &Fixtures,
+) -> Coverage {
     // schemathesis keeps a cache of failures (with the requests that made them) in its
     // working directory: a directory of the run's own, gone with it, so no run replays
-    // another's failures and nothing lands in the checkout.
+    // another's failures and nothing lands in the checkout. Its configuration file there
+    // carries the fixtures.
     let work = tempfile::tempdir().expect("temp dir");
+    std::fs::write(work.path().join("schemathesis.toml"), fixtures.toml()).expect("config");
     let events = work.path().join("events.ndjson");
-    let mut cmd = tokio::process::Command::new(st());
+    let mut cmd = tokio::process::Command::new(contract_tool("st"));
     cmd.current_dir(work.path())
         .arg("run")
         .arg(app.url("/openapi.json"))
@@ -92,6 +84,9 @@ async fn contract(app: &TestApp, headers: &[String], include: &str, exclude: &st
         coverage.cases,
         coverage.succeeded.len()
     );
+    for op in coverage.operations.difference(&coverage.succeeded) {
+        eprintln!("  no 2xx: {op} {:?}", coverage.statuses.get(op));
+    }
     coverage
 }
 
@@ -100,6 +95,8 @@ async fn contract(app: &TestApp, headers: &[String], include: &str, exclude: &st
 struct Coverage {
     operations: std::collections::BTreeSet<String>,
     succeeded: std::collections::BTreeSet<String>,
+    /// The statuses each operation answered, for the report.
+    statuses: std::collections::BTreeMap<String, std::collections::BTreeSet<u64>>,
     cases: usize,
 }
 
@@ -129,6 +126,7 @@ impl Coverage {
                 }
                 c.operations.insert(label.clone());
                 let status = interaction["response"]["status_code"].as_u64().unwrap_or(0);
+                c.statuses.entry(label.clone()).or_default().insert(status);
                 if (200..300).contains(&status) {
                     c.succeeded.insert(label.clone());
                 }
@@ -136,6 +134,662 @@ impl Coverage {
         }
         c
     }
+}
+
+/// Real values for the operations that need them to succeed: ids of what was seeded, a cart's
+/// secret, a body field the document cannot pin (a variant that exists, a code the shop has).
+/// Each becomes an `[[operations]]` entry of the run's `schemathesis.toml`; the other fields
+/// and parameters of those operations are still generated.
+#[derive(Debug, Default)]
+struct Fixtures {
+    operations: Vec<(String, serde_json::Value, Option<String>)>,
+    /// Operations kept out of some phases (schemathesis runs phases in turn).
+    phases_off: Vec<(String, &'static [&'static str])>,
+}
+
+impl Fixtures {
+    /// `operation` ("METHOD /path") gets `parameters` ("path.id", "body.code", ...).
+    /// A second call for the same operation adds to its parameters.
+    fn op(&mut self, operation: impl Into<String>, parameters: serde_json::Value) -> &mut Self {
+        let operation = operation.into();
+        if let Some((_, known, _)) = self.operations.iter_mut().find(|(o, ..)| *o == operation) {
+            let (Some(known), serde_json::Value::Object(more)) =
+                (known.as_object_mut(), parameters)
+            else {
+                panic!("parameters are objects");
+            };
+            known.extend(more);
+        } else {
+            self.operations.push((operation, parameters, None));
+        }
+        self
+    }
+
+    /// As [`Self::op`], sending the cart's secret.
+    fn cart_op(
+        &mut self,
+        operation: impl Into<String>,
+        parameters: serde_json::Value,
+        cart: &Cart,
+    ) -> &mut Self {
+        self.operations
+            .push((operation.into(), parameters, Some(cart.secret.clone())));
+        self
+    }
+
+    /// `operation` runs in no phase of `phases`.
+    fn phases_off(&mut self, operation: &str, phases: &'static [&'static str]) -> &mut Self {
+        self.phases_off.push((operation.to_owned(), phases));
+        self
+    }
+
+    /// The run's `schemathesis.toml`: one `[[operations]]` table per operation.
+    fn toml(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let table = |out: &mut String, operation: &str| {
+            let name = toml_value(&serde_json::json!(operation));
+            writeln!(out, "[[operations]]\ninclude-name = {name}").expect("writing to a String");
+        };
+        for (operation, phases) in &self.phases_off {
+            table(&mut out, operation);
+            for phase in *phases {
+                writeln!(out, "phases.{phase}.enabled = false").expect("writing to a String");
+            }
+        }
+        for (operation, parameters, cart_secret) in &self.operations {
+            table(&mut out, operation);
+            writeln!(out, "parameters = {}", toml_value(parameters)).expect("writing to a String");
+            if let Some(secret) = cart_secret {
+                let headers = toml_value(&serde_json::json!({"Keel-Cart-Secret": secret}));
+                writeln!(out, "headers = {headers}").expect("writing to a String");
+            }
+        }
+        out
+    }
+}
+
+/// A JSON value as a TOML inline value (JSON's string escapes are TOML's).
+fn toml_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let fields: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{} = {}", serde_json::json!(k), toml_value(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        serde_json::Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(toml_value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `pointer` of `body`, a string.
+fn at(body: &serde_json::Value, pointer: &str) -> String {
+    body.pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_else(|| panic!("{pointer} in {body}"))
+        .to_owned()
+}
+
+/// The owner's `method path` with `body`, answered with a success; its JSON body.
+async fn owner_call(
+    app: &TestApp,
+    shop: &Shop,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let key = (method == Method::POST).then(uuid_key);
+    let res = admin(
+        app,
+        &shop.owner.access_token,
+        method,
+        path,
+        body,
+        key.as_deref(),
+    )
+    .await;
+    let status = res.status();
+    let body = json(res).await;
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
+fn uuid_key() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A paid order of one tee: its id and its line's id.
+async fn paid_order(app: &TestApp, shop: &Shop) -> (String, String) {
+    let (cart, _) = ready_cart(
+        app,
+        shop,
+        "USD",
+        &[(&shop.tee, 1)],
+        ny(),
+        &shop.us_shipping,
+        None,
+    )
+    .await;
+    let order = created(checkout(app, shop, &cart, &uuid_key()).await).await;
+    let id = at(&order, "/id");
+    created(pay(app, shop, &cart, &id, &uuid_key()).await).await;
+    (id, at(&order, "/lines/0/id"))
+}
+
+/// The staff API's fixtures: for each resource one record to read and change and one to
+/// delete (so a deletion cannot starve the other operations), orders in each state a
+/// lifecycle step starts from, webhook and account messages with attempts, and a second
+/// session and a fresh shop's setup token for the auth routes.
+async fn staff_fixtures(
+    app: &TestApp,
+    shop: &Shop,
+    hooks: &mut Receiver,
+    mail: &mut Receiver,
+) -> Fixtures {
+    let mut f = Fixtures::default();
+    catalog_fixtures(&mut f, app, shop, hooks).await;
+    order_fixtures(&mut f, app, shop).await;
+    message_and_auth_fixtures(&mut f, app, shop, hooks, mail).await;
+    f
+}
+
+/// Products and variants, the collections (one record kept, one to delete) and their creation.
+async fn catalog_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, hooks: &Receiver) {
+    let get = |path: &'static str| owner_call(app, shop, Method::GET, path, None);
+    let post = |path: String, body: serde_json::Value| async move {
+        owner_call(app, shop, Method::POST, &path, Some(body)).await
+    };
+
+    let product = at(&get("/v1/admin/products").await, "/data/0/id");
+    let spare = at(
+        &post(
+            "/v1/admin/products".into(),
+            serde_json::json!({"title": "Spare", "handle": "spare"}),
+        )
+        .await,
+        "/id",
+    );
+    let spare_variant = at(
+        &post(
+            format!("/v1/admin/products/{product}/variants"),
+            serde_json::json!({"sku": "SPARE-1", "prices": [{"amount": 100, "currency": "USD"}]}),
+        )
+        .await,
+        "/id",
+    );
+    for op in [
+        "GET /v1/admin/products/{id}",
+        "PATCH /v1/admin/products/{id}",
+        "GET /v1/admin/products/{id}/variants",
+    ] {
+        f.op(op, serde_json::json!({"path.id": product}));
+    }
+    // Handles and SKUs are unique in the shop: the first case with these creates the record.
+    f.op(
+        "POST /v1/admin/products/{id}/variants",
+        serde_json::json!({"path.id": product, "body.sku": "FUZZ-1"}),
+    );
+    f.op(
+        "POST /v1/admin/products",
+        serde_json::json!({"body.handle": "fuzzed", "body.status": "draft"}),
+    );
+    f.op(
+        "DELETE /v1/admin/products/{id}",
+        serde_json::json!({"path.id": spare}),
+    );
+    for op in [
+        "GET /v1/admin/products/{id}/variants/{variant_id}",
+        "PATCH /v1/admin/products/{id}/variants/{variant_id}",
+    ] {
+        f.op(
+            op,
+            serde_json::json!({"path.id": product, "path.variant_id": shop.mug}),
+        );
+    }
+    f.op(
+        "DELETE /v1/admin/products/{id}/variants/{variant_id}",
+        serde_json::json!({"path.id": product, "path.variant_id": spare_variant}),
+    );
+    collection_fixtures(f, app, shop, hooks).await;
+}
+
+/// The collections (one record kept, one to delete), their creation and stock adjustments.
+async fn collection_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, hooks: &Receiver) {
+    let get = |path: &'static str| owner_call(app, shop, Method::GET, path, None);
+    let post = |path: String, body: serde_json::Value| async move {
+        owner_call(app, shop, Method::POST, &path, Some(body)).await
+    };
+    let location = at(&get("/v1/admin/stock-locations").await, "/data/0/id");
+    let endpoint = at(
+        &post(
+            "/v1/admin/webhook-endpoints".into(),
+            serde_json::json!({"url": hooks.url}),
+        )
+        .await,
+        "/endpoint/id",
+    );
+    let endpoint = endpoint.as_str();
+    for (collection, kept, spare_body, extra) in [
+        (
+            "promotions",
+            at(&get("/v1/admin/promotions").await, "/data/0/id"),
+            serde_json::json!({"code": "SPARE5", "percent": "5"}),
+            &[][..],
+        ),
+        (
+            "shipping-options",
+            shop.us_shipping.clone(),
+            serde_json::json!({"name": "Spare", "country": "FR", "amounts": [{"amount": 100, "currency": "EUR"}]}),
+            &[],
+        ),
+        (
+            "stock-locations",
+            location.clone(),
+            serde_json::json!({"name": "Spare"}),
+            &[],
+        ),
+        (
+            "tax-rates",
+            at(&get("/v1/admin/tax-rates").await, "/data/0/id"),
+            serde_json::json!({"country": "FR", "rate": "20"}),
+            &[],
+        ),
+        // The spare endpoint is off, so every delivery goes to the kept one.
+        (
+            "webhook-endpoints",
+            endpoint.to_owned(),
+            serde_json::json!({"url": hooks.url, "enabled": false}),
+            &["GET /messages", "POST /rotate-secret"],
+        ),
+    ] {
+        let spare = post(format!("/v1/admin/{collection}"), spare_body).await;
+        let spare = spare
+            .pointer("/endpoint/id")
+            .unwrap_or(&spare["id"])
+            .as_str()
+            .expect("id")
+            .to_owned();
+        f.ops_on(collection, &kept, &spare, extra);
+    }
+    f.op(
+        "POST /v1/admin/webhook-endpoints/{id}/replay",
+        serde_json::json!({"path.id": endpoint, "query.since": "2026-01-01T00:00:00Z"}),
+    );
+    f.op(
+        "POST /v1/admin/promotions",
+        serde_json::json!({"body.code": "FUZZ15", "body.percent": "15"}),
+    );
+    f.op("POST /v1/admin/shipping-options", serde_json::json!({"body.country": "DE", "body.amounts": [{"amount": 500, "currency": "EUR"}]}));
+    f.op(
+        "POST /v1/admin/webhook-endpoints",
+        serde_json::json!({"body.url": hooks.url, "body.event_types": ["order.*"]}),
+    );
+    f.op(
+        "POST /v1/admin/inventory/adjustments",
+        serde_json::json!({"body.variant": shop.tee, "body.location": location, "body.delta": 5}),
+    );
+    // Location names are unique in the shop: the kept one keeps its own.
+    f.op(
+        "PATCH /v1/admin/stock-locations/{id}",
+        serde_json::json!({"path.id": location, "body.name": "Main"}),
+    );
+    f.op(
+        "POST /v1/admin/api-keys",
+        serde_json::json!({"body.kind": "secret", "body.scopes": ["orders:read"]}),
+    );
+}
+
+/// Staff members, and orders at each lifecycle step.
+async fn order_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
+    let post = |path: String, body: serde_json::Value| async move {
+        owner_call(app, shop, Method::POST, &path, Some(body)).await
+    };
+    // A staff member to read and change, another to disable.
+    let (member, _) = app
+        .member(&shop.owner, "staff@contract.test", "staff")
+        .await;
+    let (leaver, _) = app
+        .member(&shop.owner, "leaver@contract.test", "viewer")
+        .await;
+    f.op(
+        "GET /v1/admin/users/{id}",
+        serde_json::json!({"path.id": member}),
+    );
+    f.op(
+        "PATCH /v1/admin/users/{id}",
+        serde_json::json!({"path.id": member}),
+    );
+    f.op(
+        "POST /v1/admin/users/{id}/disable",
+        serde_json::json!({"path.id": leaver}),
+    );
+
+    // Orders at each lifecycle step.
+    let (to_fulfil, line) = paid_order(app, shop).await;
+    f.op(
+        "GET /v1/admin/orders/{id}",
+        serde_json::json!({"path.id": to_fulfil}),
+    );
+    f.op(
+        "POST /v1/admin/orders/{id}/fulfillments",
+        serde_json::json!({"path.id": to_fulfil, "body.lines": [{"line_id": line, "quantity": 1}]}),
+    );
+    let (to_cancel, _) = paid_order(app, shop).await;
+    f.op(
+        "POST /v1/admin/orders/{id}/cancel",
+        serde_json::json!({"path.id": to_cancel}),
+    );
+    let (to_refund, line) = paid_order(app, shop).await;
+    f.op(
+        "POST /v1/admin/orders/{id}/refunds",
+        serde_json::json!({"path.id": to_refund, "body.lines": [{"line_id": line, "quantity": 1}]}),
+    );
+    let (to_ship, line) = paid_order(app, shop).await;
+    post(
+        format!("/v1/admin/orders/{to_ship}/fulfillments"),
+        serde_json::json!({"lines": [{"line_id": line, "quantity": 1}]}),
+    )
+    .await;
+    f.op(
+        "POST /v1/admin/orders/{id}/shipments",
+        serde_json::json!({"path.id": to_ship}),
+    );
+    let (to_deliver, line) = paid_order(app, shop).await;
+    post(
+        format!("/v1/admin/orders/{to_deliver}/fulfillments"),
+        serde_json::json!({"lines": [{"line_id": line, "quantity": 1}]}),
+    )
+    .await;
+    post(
+        format!("/v1/admin/orders/{to_deliver}/shipments"),
+        serde_json::json!({"carrier": "UPS", "tracking_number": "1Z999"}),
+    )
+    .await;
+    f.op(
+        "POST /v1/admin/orders/{id}/deliver",
+        serde_json::json!({"path.id": to_deliver}),
+    );
+}
+
+/// A webhook message (delivered to the receiver), an account message (a reset notice) and the
+/// auth routes' one-time secrets.
+async fn message_and_auth_fixtures(
+    f: &mut Fixtures,
+    app: &TestApp,
+    shop: &Shop,
+    hooks: &mut Receiver,
+    mail: &mut Receiver,
+) {
+    let message = hooks.next().await.id;
+    for op in [
+        "GET /v1/admin/webhook-messages/{id}/attempts",
+        "POST /v1/admin/webhook-messages/{id}/replay",
+    ] {
+        f.op(op, serde_json::json!({"path.id": message}));
+    }
+    let owner = owner_call(app, shop, Method::GET, "/v1/me", None).await;
+    let email = at(&owner, "/email");
+    // The testkit names each shop's owner `owner@{slug}.test`.
+    let slug = email
+        .trim_start_matches("owner@")
+        .trim_end_matches(".test")
+        .to_owned();
+    owner_call(
+        app,
+        shop,
+        Method::PUT,
+        "/v1/admin/account-notifications",
+        Some(serde_json::json!({"url": mail.url})),
+    )
+    .await;
+    // The member's reset (the owner's would end the run's session when confirmed).
+    let reset = app
+        .post_json(
+            "/v1/auth/password-reset",
+            &serde_json::json!({"tenant": slug, "email": "staff@contract.test"}),
+        )
+        .await;
+    assert_eq!(reset.status(), 202, "reset requested");
+    let notice = mail.next().await;
+    f.op(
+        "GET /v1/admin/account-notifications/messages/{id}/attempts",
+        serde_json::json!({"path.id": notice.id}),
+    );
+    f.op("POST /v1/auth/password-reset/confirm", serde_json::json!({"body.reset_token": at(&notice.json(), "/data/reset_token"), "body.new_password": OWNER_PASSWORD}));
+    f.op(
+        "PUT /v1/admin/account-notifications",
+        serde_json::json!({"body.url": mail.url}),
+    );
+    // Turning the channel off drops its messages: only fuzzed, after the phases that read them.
+    f.phases_off(
+        "DELETE /v1/admin/account-notifications",
+        &["examples", "coverage"],
+    );
+    // A member with a second factor, half logged in.
+    let (_, second_factor) = app.member(&shop.owner, "mfa@contract.test", "viewer").await;
+    let (_, backup) = app
+        .enrol_staff_totp(&second_factor.access_token, OWNER_PASSWORD)
+        .await;
+    let challenge = json(app.post_json("/v1/auth/login", &serde_json::json!({"tenant": slug, "email": "mfa@contract.test", "password": OWNER_PASSWORD})).await).await;
+    f.op("POST /v1/auth/mfa", serde_json::json!({"body.mfa_token": at(&challenge, "/mfa_token"), "body.backup_code": backup[0]}));
+
+    // The auth routes: the owner's credentials, a second session's refresh token (refreshing
+    // the run's own would end it), and a new shop's one-time setup token.
+    let login = serde_json::json!({"body.tenant": slug, "body.email": email, "body.password": OWNER_PASSWORD});
+    f.op("POST /v1/auth/login", login.clone());
+    let second = json(
+        app.post_json(
+            "/v1/auth/login",
+            &serde_json::json!({"tenant": slug, "email": email, "password": OWNER_PASSWORD}),
+        )
+        .await,
+    )
+    .await;
+    f.op(
+        "POST /v1/auth/refresh",
+        serde_json::json!({"body.refresh_token": at(&second, "/refresh_token")}),
+    );
+    let next_shop = app.create_owner("st-setup").await;
+    f.op("POST /v1/auth/setup", serde_json::json!({"body.setup_token": next_shop.setup_token, "body.password": OWNER_PASSWORD}));
+}
+
+impl Fixtures {
+    /// The id routes of `/v1/admin/{collection}`: `kept` for reads and changes (`GET`,
+    /// `PATCH` and `extra`, e.g. `POST /replay`), `spare` to delete.
+    fn ops_on(&mut self, collection: &str, kept: &str, spare: &str, extra: &[&str]) {
+        let on = |op: &str| {
+            let (method, suffix) = op.split_once(' ').unwrap_or((op, ""));
+            format!("{method} /v1/admin/{collection}/{{id}}{suffix}")
+        };
+        for op in ["GET", "PATCH"].iter().chain(extra) {
+            self.op(on(op), serde_json::json!({"path.id": kept}));
+        }
+        self.op(on("DELETE"), serde_json::json!({"path.id": spare}));
+    }
+}
+
+/// The storefront's fixtures: a cart to fill and change, one to remove things from, one
+/// ready to check out, an order waiting for payment, and the customer's credentials.
+async fn store_fixtures(app: &TestApp, shop: &Shop, email: &str, mail: &mut Receiver) -> Fixtures {
+    let mut f = Fixtures::default();
+    cart_fixtures(&mut f, app, shop).await;
+    login_fixtures(&mut f, app, shop, email).await;
+    customer_fixtures(&mut f, app, shop, mail).await;
+    f
+}
+
+/// Carts: one to fill and change, one to remove things from, one ready to check out, and an
+/// order waiting for payment.
+async fn cart_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
+    let (cart, body) = ready_cart(
+        app,
+        shop,
+        "USD",
+        &[(&shop.tee, 1)],
+        ny(),
+        &shop.us_shipping,
+        None,
+    )
+    .await;
+    let item = at(&body, "/lines/0/id");
+    for op in [
+        "GET /v1/store/carts/{id}",
+        "POST /v1/store/carts/{id}/items",
+        "PATCH /v1/store/carts/{id}/items/{item_id}",
+        "POST /v1/store/carts/{id}/promotions",
+        "PUT /v1/store/carts/{id}/shipping-address",
+        "PUT /v1/store/carts/{id}/shipping-option",
+    ] {
+        f.cart_op(op, serde_json::json!({
+            "path.id": cart.id, "path.item_id": item, "body.variant_id": shop.mug, "body.code": "SAVE10",
+            "body.country": "US", "body.region": "NY", "body.shipping_option_id": shop.us_shipping,
+        }), &cart);
+    }
+    let (emptied, body) = ready_cart(
+        app,
+        shop,
+        "USD",
+        &[(&shop.tee, 1)],
+        ny(),
+        &shop.us_shipping,
+        Some("SAVE10"),
+    )
+    .await;
+    for op in [
+        "DELETE /v1/store/carts/{id}/items/{item_id}",
+        "DELETE /v1/store/carts/{id}/promotions/{code}",
+    ] {
+        f.cart_op(op, serde_json::json!({"path.id": emptied.id, "path.item_id": at(&body, "/lines/0/id"), "path.code": "SAVE10"}), &emptied);
+    }
+    let (ready, _) = ready_cart(
+        app,
+        shop,
+        "USD",
+        &[(&shop.tee, 1)],
+        ny(),
+        &shop.us_shipping,
+        None,
+    )
+    .await;
+    f.cart_op(
+        "POST /v1/store/carts/{id}/checkout",
+        serde_json::json!({"path.id": ready.id}),
+        &ready,
+    );
+    let (unpaid, _) = ready_cart(
+        app,
+        shop,
+        "USD",
+        &[(&shop.tee, 1)],
+        ny(),
+        &shop.us_shipping,
+        None,
+    )
+    .await;
+    let order = at(
+        &created(checkout(app, shop, &unpaid, &uuid_key()).await).await,
+        "/id",
+    );
+    for op in [
+        "GET /v1/store/orders/{id}",
+        "POST /v1/store/orders/{id}/payments",
+    ] {
+        f.cart_op(op, serde_json::json!({"path.id": order}), &unpaid);
+    }
+}
+
+/// The catalogue by handle, a sign-up, and the customer's credentials and second session.
+async fn login_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, email: &str) {
+    f.op(
+        "GET /v1/store/products/{id_or_handle}",
+        serde_json::json!({"path.id_or_handle": "tee"}),
+    );
+    f.op("POST /v1/store/customers", serde_json::json!({"body.email": "new-shopper@example.com", "body.password": OWNER_PASSWORD}));
+    f.op(
+        "POST /v1/store/auth/login",
+        serde_json::json!({"body.email": email, "body.password": OWNER_PASSWORD}),
+    );
+    let second = app
+        .store_post(
+            &shop.pk,
+            "/v1/store/auth/login",
+            serde_json::json!({"email": email, "password": OWNER_PASSWORD}),
+        )
+        .await;
+    let second = json(second).await;
+    f.op(
+        "POST /v1/store/auth/refresh",
+        serde_json::json!({"body.refresh_token": at(&second, "/refresh_token")}),
+    );
+}
+
+/// Other customers: one resetting a password, one with a second factor, half logged in.
+async fn customer_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, mail: &mut Receiver) {
+    owner_call(
+        app,
+        shop,
+        Method::PUT,
+        "/v1/admin/account-notifications",
+        Some(serde_json::json!({"url": mail.url})),
+    )
+    .await;
+    let sign_up = |email: &'static str| async move {
+        let res = app
+            .store_post(
+                &shop.pk,
+                "/v1/store/customers",
+                serde_json::json!({"email": email, "password": OWNER_PASSWORD}),
+            )
+            .await;
+        created(res).await
+    };
+    sign_up("reset@example.com").await;
+    let reset = app
+        .store_post(
+            &shop.pk,
+            "/v1/store/auth/password-reset",
+            serde_json::json!({"email": "reset@example.com"}),
+        )
+        .await;
+    assert_eq!(reset.status(), 202, "reset requested");
+    let notice = mail.next().await.json();
+    f.op("POST /v1/store/auth/password-reset/confirm", serde_json::json!({"body.reset_token": at(&notice, "/data/reset_token"), "body.new_password": OWNER_PASSWORD}));
+    let enrolled = sign_up("mfa@example.com").await;
+    let token = at(&enrolled, "/tokens/access_token");
+    let me = |path: &'static str, body: serde_json::Value| {
+        app.store_request(Method::POST, &shop.pk, path, Some(&token), Some(body))
+    };
+    let begun = json(
+        me(
+            "/v1/store/me/mfa/totp",
+            serde_json::json!({"password": OWNER_PASSWORD}),
+        )
+        .await,
+    )
+    .await;
+    let code = Authenticator::new(&at(&begun, "/secret")).code(0);
+    let confirmed = json(
+        me(
+            "/v1/store/me/mfa/totp/confirm",
+            serde_json::json!({"code": code}),
+        )
+        .await,
+    )
+    .await;
+    let challenge = app
+        .store_post(
+            &shop.pk,
+            "/v1/store/auth/login",
+            serde_json::json!({"email": "mfa@example.com", "password": OWNER_PASSWORD}),
+        )
+        .await;
+    let challenge = json(challenge).await;
+    f.op("POST /v1/store/auth/mfa", serde_json::json!({"body.mfa_token": at(&challenge, "/mfa_token"), "body.backup_code": at(&confirmed, "/backup_codes/0")}));
 }
 
 /// A shop with its catalog, stock, taxes, shipping, promotions and one paid order.
@@ -159,8 +813,10 @@ async fn seeded_shop(app: &TestApp, prefix: &str) -> keel_testkit::shop::Shop {
 
 backend_tests! {
     async fn the_staff_api_answers_as_its_document_says(backend: Backend) {
-        let app = spawn_app(backend).await;
+        let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), fast_webhooks).await;
         let shop = seeded_shop(&app, "st-staff").await;
+        let (mut hooks, mut mail) = (receiver(Vec::new()).await, receiver(Vec::new()).await);
+        let fixtures = staff_fixtures(&app, &shop, &mut hooks, &mut mail).await;
         // Left out: what would end or change the owner's own session or credentials midway
         // (every later case would then test only the 401), and the shop settings (a generated
         // `require_mfa: true` would answer every later case 403 until the owner enrols).
@@ -169,35 +825,41 @@ backend_tests! {
             &[format!("Authorization: Bearer {}", shop.owner.access_token)],
             "^/(v1/(admin|auth|me)|livez|readyz|metrics|openapi|\\.well-known)",
             "^/v1/(auth/logout|me/(password|sessions|mfa)|admin/settings)",
+            &fixtures,
         )
         .await;
         // Reads of what was seeded answer 200 (a run that only met 401s would not).
-        for op in ["GET /v1/admin/products", "GET /v1/admin/orders", "GET /v1/me"] {
+        // ...and so do the id routes given a seeded record (a run whose fixtures did not reach
+        // schemathesis would meet only 404s there).
+        for op in ["GET /v1/admin/products", "GET /v1/admin/orders", "GET /v1/me", "GET /v1/admin/products/{id}", "GET /v1/admin/orders/{id}"] {
             assert!(covered.succeeded.contains(op), "{op} never answered 2xx: {:?}", covered.succeeded);
         }
     }
 
     async fn the_storefront_answers_as_its_document_says(backend: Backend) {
-        let app = spawn_app(backend).await;
+        let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), fast_webhooks).await;
         let shop = seeded_shop(&app, "st-store").await;
         let signed_up = app
             .client
             .post(app.url("/v1/store/customers"))
             .header("keel-publishable-key", &shop.pk)
-            .json(&serde_json::json!({"email": "shopper@example.com", "password": "plum-harbor-cinder-77-lantern"}))
+            .json(&serde_json::json!({"email": "shopper@example.com", "password": OWNER_PASSWORD}))
             .send()
             .await
             .expect("sign-up reaches the server");
         let customer = created(signed_up).await;
         let token = customer["tokens"]["access_token"].as_str().expect("customer token");
+        let mut mail = receiver(Vec::new()).await;
+        let fixtures = store_fixtures(&app, &shop, "shopper@example.com", &mut mail).await;
         let covered = contract(
             &app,
             &[format!("Keel-Publishable-Key: {}", shop.pk), format!("Authorization: Bearer {token}")],
             "^/v1/store",
             "^/v1/store/(auth/logout|me/(password|mfa))",
+            &fixtures,
         )
         .await;
-        for op in ["GET /v1/store/products", "GET /v1/store/me", "POST /v1/store/carts"] {
+        for op in ["GET /v1/store/products", "GET /v1/store/me", "POST /v1/store/carts", "GET /v1/store/carts/{id}", "GET /v1/store/orders/{id}"] {
             assert!(covered.succeeded.contains(op), "{op} never answered 2xx: {:?}", covered.succeeded);
         }
     }

@@ -277,10 +277,25 @@ struct AdjustmentRequest {
     location: String,
     /// Units added (positive) or removed (negative); never zero.
     delta: i64,
-    /// `received`, `recount`, `damaged`, `lost`, `returned` or `correction`.
+    #[schema(schema_with = manual_reason)]
     reason: String,
     /// Up to 500 characters.
     note: Option<String>,
+}
+
+/// The reasons staff may give, from the domain's own list.
+fn manual_reason() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(
+            keel_catalog::domain::AdjustmentReason::MANUAL
+                .map(keel_catalog::domain::AdjustmentReason::as_str),
+        ))
+        .description(Some(
+            "Why the stock changed (`fulfilled` is written by orders only).",
+        ))
+        .build()
 }
 
 /// Who made a change, for the ledger: the staff user or the API key.

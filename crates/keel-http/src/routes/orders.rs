@@ -173,13 +173,14 @@ struct CreateCartRequest {
 #[serde(deny_unknown_fields)]
 struct AddItemRequest {
     variant_id: String,
-    /// 1 to 999.
+    #[schema(minimum = 1, maximum = 999)]
     quantity: i64,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct QuantityRequest {
+    #[schema(minimum = 1, maximum = 999)]
     quantity: i64,
 }
 
@@ -255,7 +256,7 @@ async fn get_cart(
 
 /// Adds a variant (or more of it); its current price in the cart's currency is snapshotted.
 #[utoipa::path(post, path = "/v1/store/carts/{id}/items", tag = "carts", request_body = AddItemRequest,
-    params(("Keel-Publishable-Key" = String, Header), ("id" = String, Path)),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("id" = String, Path)),
     responses((status = 200, body = CartResponse), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
 async fn add_item(
     State(state): State<AppState>,
@@ -278,7 +279,7 @@ async fn add_item(
 
 /// Sets a line's quantity (1 to 999).
 #[utoipa::path(patch, path = "/v1/store/carts/{id}/items/{item_id}", tag = "carts", request_body = QuantityRequest,
-    params(("Keel-Publishable-Key" = String, Header), ("id" = String, Path), ("item_id" = String, Path)),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("id" = String, Path), ("item_id" = String, Path)),
     responses((status = 200, body = CartResponse), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)))]
 async fn update_item(
     State(state): State<AppState>,
@@ -301,7 +302,7 @@ async fn update_item(
 
 /// Removes a line.
 #[utoipa::path(delete, path = "/v1/store/carts/{id}/items/{item_id}", tag = "carts",
-    params(("Keel-Publishable-Key" = String, Header), ("id" = String, Path), ("item_id" = String, Path)),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("id" = String, Path), ("item_id" = String, Path)),
     responses((status = 200, body = CartResponse), (status = 404, body = ProblemBody)))]
 async fn remove_item(
     State(state): State<AppState>,
@@ -322,7 +323,7 @@ async fn remove_item(
 
 /// Sets the shipping address (it selects the tax rate).
 #[utoipa::path(put, path = "/v1/store/carts/{id}/shipping-address", tag = "carts", request_body = AddressInput,
-    params(("Keel-Publishable-Key" = String, Header), ("id" = String, Path)),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("id" = String, Path)),
     responses((status = 200, body = CartResponse), (status = 422, body = ProblemBody)))]
 async fn set_address(
     State(state): State<AppState>,
@@ -339,7 +340,7 @@ async fn set_address(
 
 /// Chooses a shipping option that ships to the address's country in the cart's currency.
 #[utoipa::path(put, path = "/v1/store/carts/{id}/shipping-option", tag = "carts", request_body = ShippingOptionRequest,
-    params(("Keel-Publishable-Key" = String, Header), ("id" = String, Path)),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("id" = String, Path)),
     responses((status = 200, body = CartResponse), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
 async fn set_shipping_option(
     State(state): State<AppState>,
@@ -361,7 +362,7 @@ async fn set_shipping_option(
 
 /// Applies a promotion code (one per cart; a new one replaces it).
 #[utoipa::path(post, path = "/v1/store/carts/{id}/promotions", tag = "carts", request_body = PromotionCodeRequest,
-    params(("Keel-Publishable-Key" = String, Header), ("id" = String, Path)),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("id" = String, Path)),
     responses((status = 200, body = CartResponse), (status = 409, description = "`promotion_not_applicable` or `promotion_exhausted`.", body = ProblemBody)))]
 async fn apply_promotion(
     State(state): State<AppState>,
@@ -378,7 +379,7 @@ async fn apply_promotion(
 
 /// Removes the promotion code.
 #[utoipa::path(delete, path = "/v1/store/carts/{id}/promotions/{code}", tag = "carts",
-    params(("Keel-Publishable-Key" = String, Header), ("id" = String, Path), ("code" = String, Path)),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("id" = String, Path), ("code" = String, Path)),
     responses((status = 200, body = CartResponse), (status = 404, body = ProblemBody)))]
 async fn remove_promotion(
     State(state): State<AppState>,
@@ -704,7 +705,7 @@ fn no_parameters(body: &[u8]) -> Result<(), Problem> {
 /// `Idempotency-Key`; a retry with the same key replays the first answer.
 #[utoipa::path(post, path = "/v1/store/carts/{id}/checkout", tag = "carts",
     request_body(content = Option<NoParameters>, description = "None, `null` or `{}`: checkout takes no parameters."),
-    params(("Keel-Publishable-Key" = String, Header), ("Idempotency-Key" = String, Header), ("id" = String, Path)),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("Idempotency-Key" = String, Header), ("id" = String, Path)),
     responses(
         (status = 201, description = "The order.", body = OrderResponse),
         (status = 409, description = "`insufficient_stock`, `cart_prices_changed`, `shipping_option_unavailable`, `promotion_exhausted`, `idempotency_request_in_progress`, …", body = ProblemBody),
@@ -736,7 +737,7 @@ async fn checkout(
 /// `paid`). Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/v1/store/orders/{id}/payments", tag = "carts",
     request_body(content = Option<NoParameters>, description = "None, `null` or `{}`: the manual payment takes no parameters."),
-    params(("Keel-Publishable-Key" = String, Header), ("Idempotency-Key" = String, Header), ("id" = String, Path)),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("Idempotency-Key" = String, Header), ("id" = String, Path)),
     responses((status = 201, body = OrderResponse), (status = 409, description = "`order_not_payable`.", body = ProblemBody),
         (status = 422, description = "`idempotency_key_reused`; `validation_failed` for a body with members (the route takes none).", body = ProblemBody)))]
 async fn pay(
@@ -763,7 +764,7 @@ async fn pay(
 
 /// One of the shopper's orders (its customer's token, or the cart's secret).
 #[utoipa::path(get, path = "/v1/store/orders/{id}", tag = "carts",
-    params(("Keel-Publishable-Key" = String, Header), ("id" = String, Path)),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("id" = String, Path)),
     responses((status = 200, body = OrderResponse), (status = 404, body = ProblemBody)))]
 async fn shopper_order(
     State(state): State<AppState>,
@@ -1152,4 +1153,31 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deliver))
         .routes(routes!(cancel))
         .routes(routes!(refund))
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema as _;
+
+    /// The document's quantity bounds are the cart's own (attributes cannot name a constant).
+    #[test]
+    fn quantity_bounds_in_the_document_are_the_carts() {
+        for schema in [
+            super::AddItemRequest::schema(),
+            super::QuantityRequest::schema(),
+        ] {
+            let schema = serde_json::to_value(schema).expect("schema");
+            let quantity = &schema["properties"]["quantity"];
+            assert_eq!(
+                quantity["minimum"],
+                keel_orders::cart::QUANTITY_MIN,
+                "{schema}"
+            );
+            assert_eq!(
+                quantity["maximum"],
+                keel_orders::cart::QUANTITY_MAX,
+                "{schema}"
+            );
+        }
+    }
 }
