@@ -289,6 +289,24 @@ impl FromRequestParts<AppState> for Customer {
 
 /// The header that carries a guest cart's secret.
 pub const CART_SECRET: header::HeaderName = header::HeaderName::from_static("keel-cart-secret");
+/// The longest cart secret read; a longer header is ignored (no cart has one).
+pub const CART_SECRET_MAX_LEN: usize = 100;
+
+/// The cart secret header as the document declares it on the routes about a guest's cart or
+/// its order.
+pub fn cart_secret_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(CART_SECRET_MAX_LEN))
+        .description(Some(
+            "The `cart_secret` answered when the cart was created. A guest's cart and its order \
+             are reached only with it (or with the customer's token, for a customer's cart); \
+             anyone else gets 404.",
+        ))
+        .into()
+}
 
 /// A shopper at the storefront: signed in (a customer Bearer token, checked as [`Customer`])
 /// or a guest who may present a cart's secret (`Keel-Cart-Secret`).
@@ -350,7 +368,7 @@ impl FromRequestParts<AppState> for Shopper {
             .headers
             .get(CART_SECRET)
             .and_then(|v| v.to_str().ok())
-            .filter(|s| !s.is_empty() && s.len() <= 100)
+            .filter(|s| !s.is_empty() && s.len() <= CART_SECRET_MAX_LEN)
             .map(str::to_owned);
         // Unpaid orders are capped per client address too (behind trusted proxies, the
         // forwarded one).

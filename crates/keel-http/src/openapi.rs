@@ -80,7 +80,8 @@ pub fn base() -> utoipa::openapi::OpenApi {
 
 /// The document as served, from what the routes declared: every 4xx and 5xx response is
 /// `application/problem+json` with the `Problem` schema, whatever media type the annotation
-/// defaulted to; every `Idempotency-Key` header has the form the server accepts; and every operation declares the errors any request of its kind can get (a
+/// defaulted to; every `Idempotency-Key` and `Keel-Cart-Secret` header has the form the server
+/// reads; and every operation declares the errors any request of its kind can get (a
 /// credential refused, a body that is not JSON, an id that names nothing, a node that is
 /// overloaded), which the routes' own annotations leave out. Done once here rather than in
 /// each annotation, so a new route cannot get it wrong.
@@ -107,12 +108,19 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
         ];
         for op in operations.into_iter().flatten() {
             for param in op.parameters.iter_mut().flatten() {
-                if let RefOr::T(p) = param
-                    && p.parameter_in == utoipa::openapi::path::ParameterIn::Header
-                    && p.name
-                        .eq_ignore_ascii_case(crate::idempotency::IDEMPOTENCY_KEY)
+                let RefOr::T(p) = param else { continue };
+                if p.parameter_in != utoipa::openapi::path::ParameterIn::Header {
+                    continue;
+                }
+                if p.name
+                    .eq_ignore_ascii_case(crate::idempotency::IDEMPOTENCY_KEY)
                 {
                     p.schema = Some(RefOr::T(crate::idempotency::key_schema()));
+                } else if p
+                    .name
+                    .eq_ignore_ascii_case(crate::auth::CART_SECRET.as_str())
+                {
+                    p.schema = Some(RefOr::T(crate::auth::cart_secret_schema()));
                 }
             }
             for (status, description) in generic_errors(op) {

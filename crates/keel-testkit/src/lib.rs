@@ -623,6 +623,17 @@ pub fn contract_tool(name: &str) -> std::path::PathBuf {
         },
         std::path::PathBuf::from,
     );
+    let lock = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/requirements-contract.txt"
+    );
+    let lock = std::fs::read(lock).expect("scripts/requirements-contract.txt");
+    assert!(
+        std::fs::read(venv.join("keel-requirements.txt")).is_ok_and(|installed| installed == lock),
+        "the virtualenv at {} was not made from scripts/requirements-contract.txt as it is now: \
+         run ./scripts/test (it remakes it)",
+        venv.display()
+    );
     let path = venv.join("bin").join(name);
     assert!(
         path.exists(),

@@ -29,11 +29,14 @@ const RUN_LIMIT: Duration = Duration::from_mins(10);
 /// `include` and not `exclude`; fails the test with its report unless every check passed.
 async fn contract(
     app: &TestApp,
-    headers: &[String],
+    headers: &[(&str, &str)],
     include: &str,
     exclude: &str,
-    fixtures: &Fixtures,
+    fixtures: &mut Fixtures,
 ) -> Coverage {
+    for (name, value) in headers {
+        fixtures.headers.insert((*name).to_owned(), (*value).into());
+    }
     // schemathesis keeps a cache of failures (with the requests that made them) in its
     // working directory: a directory of the run's own, gone with it, so no run replays
     // another's failures and nothing lands in the checkout. Its configuration file there
@@ -61,9 +64,6 @@ async fn contract(
     if let Ok(seed) = std::env::var("KEEL_SCHEMATHESIS_SEED") {
         cmd.args(["--seed", &seed]);
     }
-    for h in headers {
-        cmd.args(["--header", h]);
-    }
     let out = tokio::time::timeout(RUN_LIMIT, cmd.output())
         .await
         .expect("schemathesis finishes within its bound")
@@ -86,6 +86,29 @@ async fn contract(
     );
     for op in coverage.operations.difference(&coverage.succeeded) {
         eprintln!("  no 2xx: {op} {:?}", coverage.statuses.get(op));
+    }
+    // Every fixture reached schemathesis: each operation given one that takes no body (whose
+    // success does not hang on a generated body) answered 2xx at least once.
+    let doc: serde_json::Value = app
+        .get("/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("the document");
+    for (operation, ..) in &fixtures.operations {
+        let (method, path) = operation.split_once(' ').expect("METHOD /path");
+        let declared = &doc["paths"][path][method.to_ascii_lowercase()];
+        assert!(
+            declared.is_object(),
+            "the fixture's operation {operation} is not in the document"
+        );
+        if declared.get("requestBody").is_none() {
+            assert!(
+                coverage.succeeded.contains(operation),
+                "{operation} has fixtures but never answered 2xx: {:?}",
+                coverage.statuses.get(operation)
+            );
+        }
     }
     coverage
 }
@@ -142,6 +165,8 @@ impl Coverage {
 /// and parameters of those operations are still generated.
 #[derive(Debug, Default)]
 struct Fixtures {
+    /// Headers of every request (the credentials), kept off the command line.
+    headers: serde_json::Map<String, serde_json::Value>,
     operations: Vec<(String, serde_json::Value, Option<String>)>,
     /// Operations kept out of some phases (schemathesis runs phases in turn).
     phases_off: Vec<(String, &'static [&'static str])>,
@@ -187,6 +212,9 @@ impl Fixtures {
     fn toml(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
+        // Top-level keys come before the first table.
+        let headers = toml_value(&serde_json::Value::Object(self.headers.clone()));
+        writeln!(out, "headers = {headers}").expect("writing to a String");
         let table = |out: &mut String, operation: &str| {
             let name = toml_value(&serde_json::json!(operation));
             writeln!(out, "[[operations]]\ninclude-name = {name}").expect("writing to a String");
@@ -816,16 +844,16 @@ backend_tests! {
         let app = spawn_app_with(backend, keel_testkit::utoipa_axum::router::OpenApiRouter::new(), fast_webhooks).await;
         let shop = seeded_shop(&app, "st-staff").await;
         let (mut hooks, mut mail) = (receiver(Vec::new()).await, receiver(Vec::new()).await);
-        let fixtures = staff_fixtures(&app, &shop, &mut hooks, &mut mail).await;
+        let mut fixtures = staff_fixtures(&app, &shop, &mut hooks, &mut mail).await;
         // Left out: what would end or change the owner's own session or credentials midway
         // (every later case would then test only the 401), and the shop settings (a generated
         // `require_mfa: true` would answer every later case 403 until the owner enrols).
         let covered = contract(
             &app,
-            &[format!("Authorization: Bearer {}", shop.owner.access_token)],
+            &[("Authorization", &format!("Bearer {}", shop.owner.access_token))],
             "^/(v1/(admin|auth|me)|livez|readyz|metrics|openapi|\\.well-known)",
             "^/v1/(auth/logout|me/(password|sessions|mfa)|admin/settings)",
-            &fixtures,
+            &mut fixtures,
         )
         .await;
         // Reads of what was seeded answer 200 (a run that only met 401s would not).
@@ -850,13 +878,13 @@ backend_tests! {
         let customer = created(signed_up).await;
         let token = customer["tokens"]["access_token"].as_str().expect("customer token");
         let mut mail = receiver(Vec::new()).await;
-        let fixtures = store_fixtures(&app, &shop, "shopper@example.com", &mut mail).await;
+        let mut fixtures = store_fixtures(&app, &shop, "shopper@example.com", &mut mail).await;
         let covered = contract(
             &app,
-            &[format!("Keel-Publishable-Key: {}", shop.pk), format!("Authorization: Bearer {token}")],
+            &[("Keel-Publishable-Key", &shop.pk), ("Authorization", &format!("Bearer {token}"))],
             "^/v1/store",
             "^/v1/store/(auth/logout|me/(password|mfa))",
-            &fixtures,
+            &mut fixtures,
         )
         .await;
         for op in ["GET /v1/store/products", "GET /v1/store/me", "POST /v1/store/carts", "GET /v1/store/carts/{id}", "GET /v1/store/orders/{id}"] {
