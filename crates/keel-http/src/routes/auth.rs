@@ -151,7 +151,7 @@ async fn login(
 
 /// Completes a login with MFA.
 #[utoipa::path(post, path = "/v1/auth/mfa", tag = "auth", request_body = MfaRequest,
-    responses(
+    responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), 
         (status = 200, description = "Logged in.", body = TokenResponse),
         (status = 400, description = "`invalid_token`: unknown, expired, used or killed MFA token.", body = ProblemBody),
         (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody),

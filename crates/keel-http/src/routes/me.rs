@@ -185,7 +185,7 @@ async fn begin_totp(
 /// Confirms the enrolment with a current code; MFA is on from now and the backup codes are
 /// returned once.
 #[utoipa::path(post, path = "/v1/me/mfa/totp/confirm", tag = "me", security(("bearer" = [])), request_body = ConfirmTotpRequest,
-    responses((status = 200, body = BackupCodes), (status = 401, body = ProblemBody), (status = 409, body = ProblemBody)))]
+    responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), (status = 200, body = BackupCodes), (status = 401, body = ProblemBody), (status = 409, body = ProblemBody)))]
 async fn confirm_totp(
     State(state): State<AppState>,
     StaffEnrolling(p): StaffEnrolling,
@@ -198,7 +198,7 @@ async fn confirm_totp(
 
 /// Turns MFA off; needs the password and a current TOTP or backup code.
 #[utoipa::path(delete, path = "/v1/me/mfa/totp", tag = "me", security(("bearer" = [])), request_body = DisableTotpRequest,
-    responses((status = 204, description = "MFA is off."), (status = 403, description = "`reauthentication_failed`.", body = ProblemBody), (status = 409, body = ProblemBody)))]
+    responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), (status = 204, description = "MFA is off."), (status = 403, description = "`reauthentication_failed`.", body = ProblemBody), (status = 409, body = ProblemBody)))]
 async fn disable_totp(
     State(state): State<AppState>,
     Staff(p): Staff,
@@ -218,7 +218,7 @@ async fn disable_totp(
 
 /// Replaces the backup codes; needs a current TOTP code.
 #[utoipa::path(post, path = "/v1/me/mfa/backup-codes", tag = "me", security(("bearer" = [])), request_body = ConfirmTotpRequest,
-    responses((status = 200, body = BackupCodes), (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody), (status = 409, description = "`mfa_not_enabled`.", body = ProblemBody)))]
+    responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), (status = 200, body = BackupCodes), (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody), (status = 409, description = "`mfa_not_enabled`.", body = ProblemBody)))]
 async fn regenerate_backup_codes(
     State(state): State<AppState>,
     Staff(p): Staff,
@@ -238,7 +238,7 @@ pub(crate) struct ChangePasswordRequest {
 
 /// Changes the caller's password; every other session ends, this one stays.
 #[utoipa::path(post, path = "/v1/me/password", tag = "me", security(("bearer" = [])), request_body = ChangePasswordRequest,
-    responses(
+    responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), 
         (status = 204, description = "Changed."),
         (status = 403, description = "`reauthentication_failed`: the current password is wrong.", body = ProblemBody),
         (status = 422, body = ProblemBody),

@@ -102,7 +102,7 @@ async fn customer_login(
 /// backup code. Only this storefront's customers' tokens are accepted.
 #[utoipa::path(post, path = "/v1/store/auth/mfa", tag = "store", request_body = MfaRequest,
     params(("Keel-Publishable-Key" = String, Header)),
-    responses(
+    responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), 
         (status = 200, description = "Logged in.", body = TokenResponse),
         (status = 400, description = "`invalid_token`: unknown, expired, used or killed MFA token, or another shop's.", body = ProblemBody),
         (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody),
@@ -200,7 +200,7 @@ async fn customer_begin_totp(
 /// codes are returned once.
 #[utoipa::path(post, path = "/v1/store/me/mfa/totp/confirm", tag = "store", security(("bearer" = [])), request_body = ConfirmTotpRequest,
     params(("Keel-Publishable-Key" = String, Header)),
-    responses((status = 200, body = BackupCodes), (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody), (status = 409, description = "`mfa_already_enabled` or `mfa_not_pending`.", body = ProblemBody)))]
+    responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), (status = 200, body = BackupCodes), (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody), (status = 409, description = "`mfa_already_enabled` or `mfa_not_pending`.", body = ProblemBody)))]
 async fn customer_confirm_totp(
     State(state): State<AppState>,
     Customer(p): Customer,
@@ -214,7 +214,7 @@ async fn customer_confirm_totp(
 /// Turns the customer's MFA off; needs the password and a current TOTP or backup code.
 #[utoipa::path(delete, path = "/v1/store/me/mfa/totp", tag = "store", security(("bearer" = [])), request_body = DisableTotpRequest,
     params(("Keel-Publishable-Key" = String, Header)),
-    responses((status = 204, description = "MFA is off."), (status = 403, description = "`reauthentication_failed`.", body = ProblemBody), (status = 409, description = "`mfa_not_enabled`.", body = ProblemBody)))]
+    responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), (status = 204, description = "MFA is off."), (status = 403, description = "`reauthentication_failed`.", body = ProblemBody), (status = 409, description = "`mfa_not_enabled`.", body = ProblemBody)))]
 async fn customer_disable_totp(
     State(state): State<AppState>,
     Customer(p): Customer,
@@ -235,7 +235,7 @@ async fn customer_disable_totp(
 /// Replaces the customer's backup codes; needs a current TOTP code.
 #[utoipa::path(post, path = "/v1/store/me/mfa/backup-codes", tag = "store", security(("bearer" = [])), request_body = ConfirmTotpRequest,
     params(("Keel-Publishable-Key" = String, Header)),
-    responses((status = 200, body = BackupCodes), (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody), (status = 409, description = "`mfa_not_enabled`.", body = ProblemBody)))]
+    responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), (status = 200, body = BackupCodes), (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody), (status = 409, description = "`mfa_not_enabled`.", body = ProblemBody)))]
 async fn customer_regenerate_backup_codes(
     State(state): State<AppState>,
     Customer(p): Customer,
@@ -249,7 +249,7 @@ async fn customer_regenerate_backup_codes(
 /// Changes the customer's password; every other session of theirs ends, this one stays.
 #[utoipa::path(post, path = "/v1/store/me/password", tag = "store", security(("bearer" = [])), request_body = ChangePasswordRequest,
     params(("Keel-Publishable-Key" = String, Header)),
-    responses(
+    responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), 
         (status = 204, description = "Changed."),
         (status = 403, description = "`reauthentication_failed`: the current password is wrong.", body = ProblemBody),
         (status = 422, body = ProblemBody),
