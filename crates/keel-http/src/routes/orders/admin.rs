@@ -1,0 +1,340 @@
+//! Orders for staff (`/v1/admin/orders*`: `orders:read` to read, `orders:write` to change):
+//! the list, one order, and the lifecycle steps (fulfil, ship, deliver, cancel, refund).
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// `?status=&created_from=&created_to=&customer=&q=` of the staff order list.
+struct OrderQuery(OrderFilter);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OrderQuery {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let pairs = form_pairs(parts.uri.query().unwrap_or_default());
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let bad = |m: &'static str| Problem::new(ProblemKind::BAD_REQUEST, m);
+        let time = |k: &str, m: &'static str| {
+            get(k)
+                .map(|v| {
+                    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                        .map_err(|_| bad(m))
+                })
+                .transpose()
+        };
+        Ok(Self(OrderFilter {
+            status: get("status")
+                .map(|s| {
+                    OrderStatus::parse(s)
+                        .ok_or_else(|| bad("`status` must be an order status such as `paid`."))
+                })
+                .transpose()?,
+            created_from: time("created_from", "`created_from` must be an RFC 3339 time.")?,
+            created_to: time("created_to", "`created_to` must be an RFC 3339 time.")?,
+            customer: get("customer")
+                .map(|c| {
+                    c.parse()
+                        .map_err(|_| bad("`customer` must be a customer id (`cus_…`)."))
+                })
+                .transpose()?,
+            q: get("q")
+                .map(|q| {
+                    let q = q.trim();
+                    if q.is_empty() || q.len() > 254 {
+                        Err(bad("`q` must be 1 to 254 characters."))
+                    } else {
+                        Ok(q.to_owned())
+                    }
+                })
+                .transpose()?,
+        }))
+    }
+}
+
+/// The shop's orders, newest first, filtered.
+#[utoipa::path(get, path = "/v1/admin/orders", tag = "orders", security(("bearer" = [])),
+    params(
+        ("status" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query),
+        ("customer" = Option<String>, Query), ("q" = Option<String>, Query, description = "Order number (`1001` or `#1001`) or part of the email"),
+        PageParams,
+    ),
+    responses((status = 200, body = OrderList), (status = 400, body = ProblemBody)))]
+async fn list_orders(
+    State(state): State<AppState>,
+    auth: RequirePermission<OrdersRead>,
+    OrderQuery(filter): OrderQuery,
+    ListQuery(page): ListQuery,
+) -> Result<Json<OrderList>, Problem> {
+    let page = state
+        .orders
+        .list_orders(auth.principal.tenant_id, &filter, page)
+        .await?;
+    Ok(Json(order_list(&page)))
+}
+
+/// One order with its timeline (its events, oldest first).
+#[utoipa::path(get, path = "/v1/admin/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = OrderResponse), (status = 404, body = ProblemBody)))]
+async fn get_order(
+    State(state): State<AppState>,
+    auth: RequirePermission<OrdersRead>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let d = state
+        .orders
+        .order_detail(auth.principal.tenant_id, order_id(&id)?)
+        .await?;
+    let mut res = Json(OrderResponse::from(&d)).into_response();
+    res.headers_mut().insert(
+        axum::http::header::ETAG,
+        crate::caching::version_etag(d.order.version),
+    );
+    Ok(res)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LineQuantity {
+    line_id: String,
+    quantity: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct FulfilRequest {
+    lines: Vec<LineQuantity>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ShipRequest {
+    carrier: String,
+    tracking_number: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CancelRequest {
+    reason: Option<String>,
+}
+
+/// A refund: `amount` (minor units, split over what is left, shipping included) or `lines`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    amount: Option<i64>,
+    lines: Option<Vec<LineQuantity>>,
+    reason: Option<String>,
+}
+
+fn parse_lines(lines: &[LineQuantity], pointer: &str) -> Result<Vec<(LineId, i64)>, Problem> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.line_id.parse().map(|id| (id, l.quantity)).map_err(|_| {
+                Problem::invalid_field(
+                    &format!("{pointer}/{i}/line_id"),
+                    "must be an order line id (`item_…`)",
+                )
+            })
+        })
+        .collect()
+}
+
+/// The idempotent skeleton of a staff POST on an order: key, fingerprint, once.
+async fn staff_once<F, Fut>(
+    state: &AppState,
+    auth: &crate::auth::AdminPrincipal,
+    headers: &HeaderMap,
+    path: String,
+    body: &[u8],
+    work: F,
+) -> Result<Response, Problem>
+where
+    F: FnOnce(OrderReceipt) -> Fut + Send,
+    Fut: Future<Output = Result<Order, Problem>> + Send,
+{
+    let key = idempotency::required_key(headers)?;
+    let scope = match &auth.actor {
+        crate::auth::AdminActor::Staff(s) => format!("usr:{}", s.user_id),
+        crate::auth::AdminActor::Key(k) => format!("key:{}", k.key_id),
+    };
+    let request = idempotency::Fingerprint::of("POST", &path, body, body);
+    let key = keel_kernel::idempotency::IdempotencyKey {
+        tenant_id: auth.tenant_id,
+        scope,
+        key,
+    };
+    order_once(state, key, request, work).await
+}
+
+/// Fulfils lines (partially allowed, never more than ordered); the stock leaves the
+/// reservation and the shelf. Needs an `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/admin/orders/{id}/fulfillments", tag = "orders", security(("bearer" = [])), request_body = FulfilRequest,
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = OrderResponse), (status = 409, description = "`order_not_fulfillable`, `over_fulfilment`.", body = ProblemBody)))]
+async fn fulfil(
+    State(state): State<AppState>,
+    auth: RequirePermission<OrdersWrite>,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let order = order_id(&id)?;
+    let path = format!("/v1/admin/orders/{order}/fulfillments");
+    let (orders, tenant, bytes) = (&state.orders, auth.principal.tenant_id, &body);
+    staff_once(
+        &state,
+        &auth.principal,
+        &headers,
+        path,
+        &body,
+        |receipt| async move {
+            let req: FulfilRequest = parse_json(bytes)?;
+            let lines = parse_lines(&req.lines, "/lines")?;
+            Ok(orders
+                .fulfil(tenant, order, &lines, if_match, Some(&receipt))
+                .await?)
+        },
+    )
+    .await
+}
+
+/// Records a shipment (carrier and tracking number) of a fulfilled order.
+#[utoipa::path(post, path = "/v1/admin/orders/{id}/shipments", tag = "orders", security(("bearer" = [])), request_body = ShipRequest,
+    params(("id" = String, Path)),
+    responses((status = 201, body = OrderResponse), (status = 409, description = "`order_not_shippable`.", body = ProblemBody)))]
+async fn ship(
+    State(state): State<AppState>,
+    auth: RequirePermission<OrdersWrite>,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+    extract::Json(req): extract::Json<ShipRequest>,
+) -> Result<(StatusCode, Json<OrderResponse>), Problem> {
+    let order = state
+        .orders
+        .ship(
+            auth.principal.tenant_id,
+            order_id(&id)?,
+            &req.carrier,
+            &req.tracking_number,
+            if_match,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(OrderResponse::from(&order))))
+}
+
+/// Marks a shipped order delivered.
+#[utoipa::path(post, path = "/v1/admin/orders/{id}/deliver", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = OrderResponse), (status = 409, description = "`order_not_deliverable`.", body = ProblemBody)))]
+async fn deliver(
+    State(state): State<AppState>,
+    auth: RequirePermission<OrdersWrite>,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+) -> Result<Json<OrderResponse>, Problem> {
+    let order = state
+        .orders
+        .deliver(auth.principal.tenant_id, order_id(&id)?, if_match)
+        .await?;
+    Ok(Json(OrderResponse::from(&order)))
+}
+
+/// Cancels an order not yet completely fulfilled: held stock is released, what was captured
+/// is refunded.
+#[utoipa::path(post, path = "/v1/admin/orders/{id}/cancel", tag = "orders", security(("bearer" = [])), request_body = CancelRequest,
+    params(("id" = String, Path)),
+    responses((status = 200, body = OrderResponse), (status = 409, description = "`order_not_cancellable`.", body = ProblemBody)))]
+async fn cancel(
+    State(state): State<AppState>,
+    auth: RequirePermission<OrdersWrite>,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+    extract::Json(req): extract::Json<CancelRequest>,
+) -> Result<Json<OrderResponse>, Problem> {
+    let order = state
+        .orders
+        .cancel(
+            auth.principal.tenant_id,
+            order_id(&id)?,
+            req.reason.as_deref().unwrap_or("cancelled by staff"),
+            if_match,
+        )
+        .await?;
+    Ok(Json(OrderResponse::from(&order)))
+}
+
+/// Refunds part of the payment, by amount or by lines; never more than captured. Needs an
+/// `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/admin/orders/{id}/refunds", tag = "orders", security(("bearer" = [])), request_body = RefundBody,
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = OrderResponse), (status = 409, description = "`over_refund`, `order_not_refundable`.", body = ProblemBody)))]
+async fn refund(
+    State(state): State<AppState>,
+    auth: RequirePermission<OrdersWrite>,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let order = order_id(&id)?;
+    let path = format!("/v1/admin/orders/{order}/refunds");
+    let (orders, tenant, bytes) = (&state.orders, auth.principal.tenant_id, &body);
+    staff_once(
+        &state,
+        &auth.principal,
+        &headers,
+        path,
+        &body,
+        |receipt| async move {
+            let req: RefundBody = parse_json(bytes)?;
+            let request = match (req.amount, &req.lines) {
+                (Some(a), None) => RefundRequest::Amount(a),
+                (None, Some(lines)) => RefundRequest::Lines(parse_lines(lines, "/lines")?),
+                _ => {
+                    return Err(Problem::invalid_field(
+                        "",
+                        "give exactly one of `amount` or `lines`",
+                    ));
+                }
+            };
+            if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+                return Err(Problem::invalid_field(
+                    "/reason",
+                    "must be at most 500 characters",
+                ));
+            }
+            Ok(orders
+                .refund(
+                    tenant,
+                    order,
+                    &request,
+                    req.reason.clone(),
+                    if_match,
+                    Some(&receipt),
+                )
+                .await?)
+        },
+    )
+    .await
+}
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(fulfil))
+        .routes(routes!(ship))
+        .routes(routes!(deliver))
+        .routes(routes!(cancel))
+        .routes(routes!(refund))
+}
