@@ -5,7 +5,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use keel_http::client::{ClientAddrPolicy, ForwardedHeader};
 
-use super::{ConfigError, RawConfig, err, positive};
+use super::{
+    ConfigError, RawConfig, err,
+    settings::{cidr_list, positive},
+};
 use crate::serve::ConnectionLimits;
 
 /// `KEEL_METRICS_LISTEN`: an address:port other than the API's.
@@ -60,7 +63,7 @@ pub(super) fn connection_limits(raw: &RawConfig) -> Result<ConnectionLimits, Con
 }
 
 pub(super) fn client_addr(raw: &RawConfig) -> Result<ClientAddrPolicy, ConfigError> {
-    let trusted_proxies = super::cidr_list(
+    let trusted_proxies = cidr_list(
         "KEEL_TRUSTED_PROXIES",
         &raw.trusted_proxies,
         "`10.0.0.0/8,fd00::/8`",

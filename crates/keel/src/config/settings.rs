@@ -1,0 +1,662 @@
+//! The validated configuration: [`Settings`] from a [`RawConfig`], each section checked into
+//! the type its crate runs with, and `keel config check`'s view of it (secrets hidden).
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// The database, with only the settings that apply to it (invalid mixes cannot exist).
+#[derive(Clone)]
+pub enum DatabaseSettings {
+    Sqlite(SqliteSettings),
+    Postgres {
+        settings: Box<PgSettings>,
+        /// The URL as configured, kept secret (it may hold a password).
+        url: SecretString,
+    },
+}
+
+/// Written by hand: the driver's connect options would print the password.
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(s) => f.debug_tuple("Sqlite").field(s).finish(),
+            Self::Postgres { settings, url } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url(url.expose_secret()))
+                .field("pool_size", &settings.pool_size)
+                .field("acquire_timeout", &settings.acquire_timeout)
+                .finish(),
+        }
+    }
+}
+
+/// The validated configuration the program runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// The separate listener of `/metrics`, when configured.
+    pub metrics_listen: Option<SocketAddr>,
+    /// What one client may hold: header and idle timeouts, open connections.
+    pub connections: crate::serve::ConnectionLimits,
+    /// How the client address behind trusted proxies is found.
+    pub client_addr: keel_http::client::ClientAddrPolicy,
+    pub data_dir: PathBuf,
+    pub database: DatabaseSettings,
+    pub log_format: LogFormat,
+    pub http: keel_http::HttpSettings,
+    pub shutdown_grace: Duration,
+    pub worker_threads: usize,
+    pub maintenance_interval: Duration,
+    /// `max-age` of public storefront reads, in seconds.
+    pub store_cache_max_age_s: u64,
+    /// Byte budget of this node's storefront read cache (0: off).
+    pub store_cache_bytes: usize,
+    pub orders: keel_orders::service::OrdersSettings,
+    /// How long idempotent responses are replayed.
+    pub idempotency_ttl: time::Duration,
+    /// Age after which relayed events are deleted.
+    pub event_retention: time::Duration,
+    pub webhooks: keel_webhooks::service::WebhookSettings,
+    pub worker: keel_worker::WorkerSettings,
+    /// The JetStream bus, when configured.
+    pub nats: Option<NatsSettings>,
+    /// The master key as configured (base64url); `None` means "the embedded key file".
+    pub secret_key: Option<SecretString>,
+    pub auth: keel_identity::auth::AuthSettings,
+}
+
+fn seconds(key: &str, v: u64) -> Result<time::Duration, ConfigError> {
+    let v = i64::try_from(positive(key, v)?).map_err(|_| err(key, "too large"))?;
+    Ok(time::Duration::seconds(v))
+}
+
+/// The longest a node may price cart answers with pricing setup it read.
+const MAX_PRICING_CACHE_MS: i64 = 60_000;
+
+/// How long a node may trust what it read: zero (no cache) up to `max` milliseconds, `why`
+/// being what the bound protects.
+fn cache_time(key: &str, ms: u64, max: i64, why: &str) -> Result<time::Duration, ConfigError> {
+    i64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms <= max)
+        .map(time::Duration::milliseconds)
+        .ok_or_else(|| err(key, format!("at most {max} ({why})")))
+}
+
+fn orders_settings(raw: &RawConfig) -> Result<keel_orders::service::OrdersSettings, ConfigError> {
+    let cap = |key: &str, v: u32| count(key, v).map(i64::from);
+    Ok(keel_orders::service::OrdersSettings {
+        unpaid_order_ttl: seconds("KEEL_UNPAID_ORDER_TTL_S", raw.unpaid_order_ttl_s)?,
+        pricing_cache: cache_time(
+            "KEEL_PRICING_CACHE_MS",
+            raw.pricing_cache_ms,
+            MAX_PRICING_CACHE_MS,
+            "a pricing change must reach every node's cart answers within a minute",
+        )?,
+        cart_idle_ttl: seconds("KEEL_CART_IDLE_TTL_S", raw.cart_idle_ttl_s)?,
+        unpaid_per_customer: cap(
+            "KEEL_UNPAID_ORDERS_PER_CUSTOMER",
+            raw.unpaid_orders_per_customer,
+        )?,
+        unpaid_per_email: cap("KEEL_UNPAID_ORDERS_PER_EMAIL", raw.unpaid_orders_per_email)?,
+        unpaid_per_address: cap(
+            "KEEL_UNPAID_ORDERS_PER_ADDRESS",
+            raw.unpaid_orders_per_address,
+        )?,
+    })
+}
+
+/// The longest a node may trust a publishable key it read.
+const MAX_PUBLISHABLE_KEY_CACHE_MS: i64 = 60_000;
+
+fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, ConfigError> {
+    if raw.issuer.trim().is_empty() {
+        return Err(err("KEEL_AUTH__ISSUER", "must not be empty"));
+    }
+    let cache = positive("KEEL_AUTH__KEY_CACHE_MS", raw.key_cache_ms)?;
+    Ok(keel_identity::auth::AuthSettings {
+        issuer: raw.issuer.clone(),
+        access_ttl: seconds("KEEL_AUTH__ACCESS_TOKEN_TTL_S", raw.access_token_ttl_s)?,
+        refresh_ttl: seconds("KEEL_AUTH__REFRESH_TOKEN_TTL_S", raw.refresh_token_ttl_s)?,
+        setup_ttl: seconds("KEEL_AUTH__SETUP_TOKEN_TTL_S", raw.setup_token_ttl_s)?,
+        key_overlap: seconds("KEEL_AUTH__KEY_OVERLAP_S", raw.key_overlap_s)?,
+        key_cache: time::Duration::milliseconds(
+            i64::try_from(cache).map_err(|_| err("KEEL_AUTH__KEY_CACHE_MS", "too large"))?,
+        ),
+        // Zero leeway is allowed: a single node needs none.
+        leeway: time::Duration::seconds(
+            i64::try_from(raw.leeway_s).map_err(|_| err("KEEL_AUTH__LEEWAY_S", "too large"))?,
+        ),
+        login_account_max: u32::try_from(positive(
+            "KEEL_AUTH__LOGIN_ACCOUNT_MAX",
+            u64::from(raw.login_account_max),
+        )?)
+        .map_err(|_| err("KEEL_AUTH__LOGIN_ACCOUNT_MAX", "too large"))?,
+        login_ip_max: u32::try_from(positive(
+            "KEEL_AUTH__LOGIN_IP_MAX",
+            u64::from(raw.login_ip_max),
+        )?)
+        .map_err(|_| err("KEEL_AUTH__LOGIN_IP_MAX", "too large"))?,
+        login_window: seconds("KEEL_AUTH__LOGIN_WINDOW_S", raw.login_window_s)?,
+        mfa_token_ttl: seconds("KEEL_AUTH__MFA_TOKEN_TTL_S", raw.mfa_token_ttl_s)?,
+        mfa_max_failures: u32::try_from(positive(
+            "KEEL_AUTH__MFA_MAX_FAILURES",
+            u64::from(raw.mfa_max_failures),
+        )?)
+        .map_err(|_| err("KEEL_AUTH__MFA_MAX_FAILURES", "too large"))?,
+        api_key_overlap: seconds("KEEL_AUTH__API_KEY_OVERLAP_S", raw.api_key_overlap_s)?,
+        // Zero is allowed: no cache.
+        publishable_key_cache: cache_time(
+            "KEEL_AUTH__PUBLISHABLE_KEY_CACHE_MS",
+            raw.publishable_key_cache_ms,
+            MAX_PUBLISHABLE_KEY_CACHE_MS,
+            "a revocation must reach every node within a minute",
+        )?,
+        reset_token_ttl: seconds("KEEL_AUTH__RESET_TOKEN_TTL_S", raw.reset_token_ttl_s)?,
+        second_factor_max: count("KEEL_AUTH__SECOND_FACTOR_MAX", raw.second_factor_max)?,
+        second_factor_window: seconds(
+            "KEEL_AUTH__SECOND_FACTOR_WINDOW_S",
+            raw.second_factor_window_s,
+        )?,
+        reset_account_max: count("KEEL_AUTH__RESET_ACCOUNT_MAX", raw.reset_account_max)?,
+        reset_ip_max: count("KEEL_AUTH__RESET_IP_MAX", raw.reset_ip_max)?,
+        reset_window: seconds("KEEL_AUTH__RESET_WINDOW_S", raw.reset_window_s)?,
+        hash_concurrency: usize::try_from(count(
+            "KEEL_AUTH__HASH_CONCURRENCY",
+            raw.hash_concurrency,
+        )?)
+        .map_err(|_| err("KEEL_AUTH__HASH_CONCURRENCY", "too large"))?,
+        hash_per_address: usize::try_from(count(
+            "KEEL_AUTH__HASH_PER_ADDRESS",
+            raw.hash_per_address,
+        )?)
+        .map_err(|_| err("KEEL_AUTH__HASH_PER_ADDRESS", "too large"))?,
+        // Zero is allowed: refuse at once when every place is taken.
+        hash_queue_wait: Duration::from_millis(raw.hash_queue_wait_ms),
+    })
+}
+
+/// The JetStream bus, validated.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    pub url: SecretString,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub duplicate_window: Duration,
+    pub retry_schedule: Vec<Duration>,
+}
+
+fn nats_settings(
+    url: Option<SecretString>,
+    raw: &RawNats,
+) -> Result<Option<NatsSettings>, ConfigError> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let schedule = keel_webhooks::domain::parse_schedule(&raw.retry_schedule).ok_or_else(|| {
+        err(
+            "KEEL_NATS__RETRY_SCHEDULE",
+            "must be a comma-separated list of delays such as `1s,5s`",
+        )
+    })?;
+    let ok_name = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if !ok_name(&raw.stream) {
+        return Err(err(
+            "KEEL_NATS__STREAM",
+            "must be letters, digits, `_` or `-`",
+        ));
+    }
+    if raw.subject_prefix.is_empty() || raw.subject_prefix.contains([' ', '*', '>']) {
+        return Err(err(
+            "KEEL_NATS__SUBJECT_PREFIX",
+            "must be a subject such as `keel.events`",
+        ));
+    }
+    Ok(Some(NatsSettings {
+        url,
+        stream: raw.stream.clone(),
+        subject_prefix: raw.subject_prefix.clone(),
+        duplicate_window: Duration::from_secs(positive(
+            "KEEL_NATS__DUPLICATE_WINDOW_S",
+            raw.duplicate_window_s,
+        )?),
+        retry_schedule: schedule
+            .into_iter()
+            .map(|d| Duration::from_millis(u64::try_from(d.whole_milliseconds()).unwrap_or(0)))
+            .collect(),
+    }))
+}
+
+fn webhook_settings(
+    raw: &RawWebhooks,
+) -> Result<keel_webhooks::service::WebhookSettings, ConfigError> {
+    use keel_webhooks::{
+        domain::{DeliveryPolicy, parse_schedule},
+        ssrf::SsrfPolicy,
+    };
+    let schedule = parse_schedule(&raw.retry_schedule).ok_or_else(|| {
+        err(
+            "KEEL_WEBHOOKS__RETRY_SCHEDULE",
+            "must be a comma-separated list of delays such as `5s,300s` or `100ms`",
+        )
+    })?;
+    let allow_cidrs = cidr_list(
+        "KEEL_WEBHOOKS__ALLOW_CIDRS",
+        &raw.allow_cidrs,
+        "`127.0.0.1/32,::1/128`",
+    )?;
+    let ms = |key: &str, v: u64| -> Result<time::Duration, ConfigError> {
+        i64::try_from(v)
+            .map(time::Duration::milliseconds)
+            .map_err(|_| err(key, "too large"))
+    };
+    Ok(keel_webhooks::service::WebhookSettings {
+        ssrf: SsrfPolicy {
+            allow_http: raw.allow_http,
+            allow_cidrs,
+        },
+        rotation_overlap: seconds("KEEL_WEBHOOKS__SECRET_OVERLAP_S", raw.secret_overlap_s)?,
+        policy: DeliveryPolicy {
+            schedule,
+            jitter: ms("KEEL_WEBHOOKS__JITTER_MS", raw.jitter_ms)?,
+            timeout: ms(
+                "KEEL_WEBHOOKS__TIMEOUT_MS",
+                positive("KEEL_WEBHOOKS__TIMEOUT_MS", raw.timeout_ms)?,
+            )?,
+            disable_after: seconds("KEEL_WEBHOOKS__DISABLE_AFTER_S", raw.disable_after_s)?,
+            max_in_flight: i64::from(
+                u32::try_from(positive(
+                    "KEEL_WEBHOOKS__MAX_IN_FLIGHT",
+                    u64::from(raw.max_in_flight),
+                )?)
+                .unwrap_or(u32::MAX),
+            ),
+            circuit_failures: i64::from(count(
+                "KEEL_WEBHOOKS__CIRCUIT_FAILURES",
+                raw.circuit_failures,
+            )?),
+            circuit_pause: ms(
+                "KEEL_WEBHOOKS__CIRCUIT_PAUSE_MS",
+                positive("KEEL_WEBHOOKS__CIRCUIT_PAUSE_MS", raw.circuit_pause_ms)?,
+            )?,
+            shop_max_in_flight: if raw.shop_max_in_flight < raw.delivery_batch {
+                i64::from(count(
+                    "KEEL_WEBHOOKS__SHOP_MAX_IN_FLIGHT",
+                    raw.shop_max_in_flight,
+                )?)
+            } else {
+                return Err(err(
+                    "KEEL_WEBHOOKS__SHOP_MAX_IN_FLIGHT",
+                    "must be below KEEL_WEBHOOKS__DELIVERY_BATCH, so that no shop can take every delivery slot of a node",
+                ));
+            },
+        },
+        retention: seconds("KEEL_WEBHOOKS__RETENTION_S", raw.retention_s)?,
+        max_endpoints: i64::from(count("KEEL_WEBHOOKS__MAX_ENDPOINTS", raw.max_endpoints)?),
+    })
+}
+
+/// A comma-separated list of address ranges (`key` names the setting, `example` shows one).
+pub(super) fn cidr_list(
+    key: &str,
+    raw: &str,
+    example: &str,
+) -> Result<Vec<keel_kernel::net::Cidr>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            keel_kernel::net::Cidr::parse(c).ok_or_else(|| {
+                err(
+                    key,
+                    format!("must be comma-separated ranges such as {example}"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// An exact count greater than zero.
+fn count(key: &str, v: u32) -> Result<u32, ConfigError> {
+    if v == 0 {
+        Err(err(key, "must be greater than 0"))
+    } else {
+        Ok(v)
+    }
+}
+
+pub(super) fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        Err(err(key, "must be greater than 0"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn millis(key: &str, v: u64) -> Result<Duration, ConfigError> {
+    positive(key, v).map(Duration::from_millis)
+}
+
+/// Removes the password from a database URL for display.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The database settings the URL selects, with only that backend's options.
+fn database(raw: &RawConfig) -> Result<DatabaseSettings, ConfigError> {
+    let url = raw.database_url.as_ref().map_or_else(
+        || format!("sqlite://{}", raw.data_dir.join("keel.db").display()),
+        |u| u.expose_secret().to_owned(),
+    );
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(err(
+                "KEEL_DATABASE_URL",
+                "sqlite:// needs a file path, e.g. sqlite://./keel-data/keel.db",
+            ));
+        }
+        let synchronous = match raw.sqlite.synchronous.as_str() {
+            "full" => Synchronous::Full,
+            "extra" => Synchronous::Extra,
+            "normal" => Synchronous::Normal,
+            other => {
+                return Err(err(
+                    "KEEL_SQLITE__SYNCHRONOUS",
+                    format!(
+                        "`{}` is not one of full, extra, normal",
+                        other.chars().take(32).collect::<String>()
+                    ),
+                ));
+            }
+        };
+        if raw.sqlite.readers == 0 {
+            return Err(err("KEEL_SQLITE__READERS", "must be greater than 0"));
+        }
+        Ok(DatabaseSettings::Sqlite(SqliteSettings {
+            path: PathBuf::from(path),
+            busy_timeout: millis("KEEL_SQLITE__BUSY_TIMEOUT_MS", raw.sqlite.busy_timeout_ms)?,
+            acquire_timeout: millis(
+                "KEEL_SQLITE__ACQUIRE_TIMEOUT_MS",
+                raw.sqlite.acquire_timeout_ms,
+            )?,
+            readers: raw.sqlite.readers,
+            synchronous,
+            group_commit: raw.sqlite.group_commit,
+        }))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // The parse error is not shown: it could quote the password.
+        let connect = url
+            .parse()
+            .map_err(|_| err("KEEL_DATABASE_URL", "not a valid postgres:// URL"))?;
+        if raw.postgres.pool_size == 0 {
+            return Err(err("KEEL_POSTGRES__POOL_SIZE", "must be greater than 0"));
+        }
+        Ok(DatabaseSettings::Postgres {
+            settings: Box::new(PgSettings {
+                connect,
+                pool_size: raw.postgres.pool_size,
+                acquire_timeout: millis(
+                    "KEEL_POSTGRES__ACQUIRE_TIMEOUT_MS",
+                    raw.postgres.acquire_timeout_ms,
+                )?,
+            }),
+            url: SecretString::from(url),
+        })
+    } else {
+        let scheme = url
+            .split("://")
+            .next()
+            .filter(|_| url.contains("://"))
+            .unwrap_or("(none)");
+        Err(err(
+            "KEEL_DATABASE_URL",
+            format!(
+                "unsupported scheme `{}`; use sqlite://<path> or postgres://…",
+                scheme.chars().take(16).collect::<String>()
+            ),
+        ))
+    }
+}
+
+fn worker_settings(raw: &RawWebhooks) -> Result<keel_worker::WorkerSettings, ConfigError> {
+    Ok(keel_worker::WorkerSettings {
+        relay_interval: millis("KEEL_WEBHOOKS__RELAY_INTERVAL_MS", raw.relay_interval_ms)?,
+        relay_batch: i64::from(
+            positive("KEEL_WEBHOOKS__RELAY_BATCH", u64::from(raw.relay_batch))
+                .map(|_| raw.relay_batch)?,
+        ),
+        delivery_interval: millis(
+            "KEEL_WEBHOOKS__DELIVERY_INTERVAL_MS",
+            raw.delivery_interval_ms,
+        )?,
+        delivery_batch: i64::from(
+            positive(
+                "KEEL_WEBHOOKS__DELIVERY_BATCH",
+                u64::from(raw.delivery_batch),
+            )
+            .map(|_| raw.delivery_batch)?,
+        ),
+    })
+}
+
+/// The auth settings as `keel config check` shows them.
+fn auth_json(a: &keel_identity::auth::AuthSettings) -> serde_json::Value {
+    serde_json::json!({
+        "issuer": a.issuer,
+        "access_token_ttl_s": a.access_ttl.whole_seconds(),
+        "refresh_token_ttl_s": a.refresh_ttl.whole_seconds(),
+        "setup_token_ttl_s": a.setup_ttl.whole_seconds(),
+        "key_overlap_s": a.key_overlap.whole_seconds(),
+        "key_cache_ms": a.key_cache.whole_milliseconds(),
+        "leeway_s": a.leeway.whole_seconds(),
+        "login_account_max": a.login_account_max,
+        "login_ip_max": a.login_ip_max,
+        "login_window_s": a.login_window.whole_seconds(),
+        "mfa_token_ttl_s": a.mfa_token_ttl.whole_seconds(),
+        "mfa_max_failures": a.mfa_max_failures,
+        "api_key_overlap_s": a.api_key_overlap.whole_seconds(),
+        "publishable_key_cache_ms": a.publishable_key_cache.whole_milliseconds(),
+        "reset_token_ttl_s": a.reset_token_ttl.whole_seconds(),
+        "second_factor_max": a.second_factor_max,
+        "second_factor_window_s": a.second_factor_window.whole_seconds(),
+        "reset_account_max": a.reset_account_max,
+        "reset_ip_max": a.reset_ip_max,
+        "reset_window_s": a.reset_window.whole_seconds(),
+        "hash_concurrency": a.hash_concurrency,
+        "hash_per_address": a.hash_per_address,
+        "hash_queue_wait_ms": a.hash_queue_wait.as_millis(),
+    })
+}
+
+impl Settings {
+    /// Validates the raw layers into settings, naming the first bad key.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            err(
+                "KEEL_LISTEN",
+                format!(
+                    "`{}` is not an address:port such as 127.0.0.1:8080",
+                    raw.listen.chars().take(64).collect::<String>()
+                ),
+            )
+        })?;
+        let log_format = match raw.log_format.as_str() {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(err(
+                    "KEEL_LOG_FORMAT",
+                    format!(
+                        "`{}` is not one of json, pretty",
+                        other.chars().take(32).collect::<String>()
+                    ),
+                ));
+            }
+        };
+        let body_limit_bytes =
+            usize::try_from(positive("KEEL_BODY_LIMIT_BYTES", raw.body_limit_bytes)?)
+                .map_err(|_| err("KEEL_BODY_LIMIT_BYTES", "too large for this platform"))?;
+        let metrics_listen = edge::metrics_listen(raw.metrics_listen.as_deref(), listen)?;
+        let http = keel_http::HttpSettings {
+            body_limit_bytes,
+            request_timeout: millis("KEEL_REQUEST_TIMEOUT_MS", raw.request_timeout_ms)?,
+            metrics_elsewhere: metrics_listen.is_some(),
+        };
+        let shutdown_grace = millis("KEEL_SHUTDOWN_GRACE_MS", raw.shutdown_grace_ms)?;
+        let database = database(&raw)?;
+        let worker_threads = usize::try_from(positive(
+            "KEEL_WORKER_THREADS",
+            u64::from(raw.worker_threads),
+        )?)
+        .map_err(|_| err("KEEL_WORKER_THREADS", "too large for this platform"))?;
+        let auth = auth_settings(&raw.auth)?;
+        let orders = orders_settings(&raw)?;
+        Ok(Self {
+            listen,
+            metrics_listen,
+            connections: edge::connection_limits(&raw)?,
+            client_addr: edge::client_addr(&raw)?,
+            data_dir: raw.data_dir,
+            database,
+            log_format,
+            http,
+            shutdown_grace,
+            worker_threads,
+            maintenance_interval: millis(
+                "KEEL_MAINTENANCE_INTERVAL_S",
+                raw.maintenance_interval_s.saturating_mul(1_000),
+            )?,
+            store_cache_max_age_s: if raw.store_cache_max_age_s > 31_536_000 {
+                return Err(err(
+                    "KEEL_STORE_CACHE_MAX_AGE_S",
+                    "must be at most 31536000 (one year)",
+                ));
+            } else {
+                raw.store_cache_max_age_s
+            },
+            store_cache_bytes: match usize::try_from(raw.store_cache_bytes) {
+                Ok(n) if n <= 1_073_741_824 => n,
+                _ => {
+                    return Err(err(
+                        "KEEL_STORE_CACHE_BYTES",
+                        "must be at most 1073741824 (1 GiB)",
+                    ));
+                }
+            },
+            orders,
+            idempotency_ttl: seconds("KEEL_IDEMPOTENCY_TTL_S", raw.idempotency_ttl_s)?,
+            event_retention: seconds("KEEL_EVENT_RETENTION_S", raw.event_retention_s)?,
+            webhooks: webhook_settings(&raw.webhooks)?,
+            nats: nats_settings(raw.nats_url, &raw.nats)?,
+            worker: worker_settings(&raw.webhooks)?,
+            secret_key: raw.secret_key,
+            auth,
+        })
+    }
+
+    /// Loads and validates from a file (optional) and an environment map.
+    pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_raw(load_raw(file, env)?)
+    }
+
+    /// The webhook settings as `keel config check` shows them.
+    fn webhooks_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "retry_schedule_ms": self.webhooks.policy.schedule.iter().map(|d| d.whole_milliseconds()).collect::<Vec<_>>(),
+            "jitter_ms": self.webhooks.policy.jitter.whole_milliseconds(),
+            "timeout_ms": self.webhooks.policy.timeout.whole_milliseconds(),
+            "disable_after_s": self.webhooks.policy.disable_after.whole_seconds(),
+            "max_in_flight": self.webhooks.policy.max_in_flight,
+            "secret_overlap_s": self.webhooks.rotation_overlap.whole_seconds(),
+            "allow_http": self.webhooks.ssrf.allow_http,
+            "allow_cidrs": self.webhooks.ssrf.allow_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "relay_interval_ms": self.worker.relay_interval.as_millis(),
+            "relay_batch": self.worker.relay_batch,
+            "delivery_interval_ms": self.worker.delivery_interval.as_millis(),
+            "delivery_batch": self.worker.delivery_batch,
+            "circuit_failures": self.webhooks.policy.circuit_failures,
+            "circuit_pause_ms": self.webhooks.policy.circuit_pause.whole_milliseconds(),
+        "shop_max_in_flight": self.webhooks.policy.shop_max_in_flight,
+            "retention_s": self.webhooks.retention.whole_seconds(),
+            "max_endpoints": self.webhooks.max_endpoints,
+        })
+    }
+
+    /// The effective configuration as shown by `keel config check`: secrets redacted.
+    pub fn redacted(&self) -> serde_json::Value {
+        let database = match &self.database {
+            DatabaseSettings::Sqlite(s) => serde_json::json!({
+                "backend": "sqlite",
+                "path": s.path,
+                "busy_timeout_ms": s.busy_timeout.as_millis(),
+                "acquire_timeout_ms": s.acquire_timeout.as_millis(),
+                "readers": s.readers,
+                "synchronous": format!("{:?}", s.synchronous).to_ascii_lowercase(),
+                "group_commit": s.group_commit,
+            }),
+            DatabaseSettings::Postgres { settings, url } => serde_json::json!({
+                "backend": "postgres",
+                "url": redact_url(url.expose_secret()),
+                "pool_size": settings.pool_size,
+                "acquire_timeout_ms": settings.acquire_timeout.as_millis(),
+            }),
+        };
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "metrics_listen": self.metrics_listen.map(|a| a.to_string()),
+            "trusted_proxies": self.client_addr.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "forwarded_header": edge::header_name(self.client_addr.header),
+            "header_read_timeout_ms": self.connections.header_read_timeout.as_millis(),
+            "idle_timeout_ms": self.connections.idle_timeout.as_millis(),
+            "max_connections": self.connections.max_connections,
+            "max_connections_per_address": self.connections.max_per_address,
+            "data_dir": self.data_dir,
+            "database": database,
+            "log_format": self.log_format,
+            "body_limit_bytes": self.http.body_limit_bytes,
+            "request_timeout_ms": self.http.request_timeout.as_millis(),
+            "shutdown_grace_ms": self.shutdown_grace.as_millis(),
+            "worker_threads": self.worker_threads,
+            "maintenance_interval_s": self.maintenance_interval.as_secs(),
+            "store_cache_max_age_s": self.store_cache_max_age_s,
+            "store_cache_bytes": self.store_cache_bytes,
+            "unpaid_order_ttl_s": self.orders.unpaid_order_ttl.whole_seconds(),
+            "pricing_cache_ms": self.orders.pricing_cache.whole_milliseconds(),
+            "cart_idle_ttl_s": self.orders.cart_idle_ttl.whole_seconds(),
+            "unpaid_orders_per_customer": self.orders.unpaid_per_customer,
+            "unpaid_orders_per_email": self.orders.unpaid_per_email,
+            "unpaid_orders_per_address": self.orders.unpaid_per_address,
+            "idempotency_ttl_s": self.idempotency_ttl.whole_seconds(),
+            "event_retention_s": self.event_retention.whole_seconds(),
+            "nats": self.nats.as_ref().map(|n| serde_json::json!({
+                "url": "***",
+                "stream": n.stream,
+                "subject_prefix": n.subject_prefix,
+                "duplicate_window_s": n.duplicate_window.as_secs(),
+                "retry_schedule_ms": n.retry_schedule.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+            })),
+            "webhooks": self.webhooks_json(),
+            "secret_key": if self.secret_key.is_some() { "***" } else { "<data_dir>/secret.key (embedded mode)" },
+            "auth": auth_json(&self.auth),
+        })
+    }
+}
