@@ -1,9 +1,9 @@
 //! Orders use cases: pricing setup, carts, checkout, payment, staff operations and the expiry
 //! job. Every state change writes its events in the same transaction.
 //!
-//! One service, one module per use case: [`setup`] (tax rates, shipping options, promotions,
-//! pricing settings), [`carts`], [`checkout`] (checkout, payment, the guarded transition every
-//! order change goes through) and [`lifecycle`] (staff operations, retention jobs). What they
+//! One service, one module per use case: `setup` (tax rates, shipping options, promotions,
+//! pricing settings), `carts`, `checkout` (checkout, payment, the guarded transition every
+//! order change goes through) and `lifecycle` (staff operations, retention jobs). What they
 //! share (errors, settings, the service's ports) is here.
 
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! `Idempotency-Key`.
 //!
 //! What both share lives here (the order's shape, id parsing, exactly-once answers);
-//! [`carts`] holds the storefront's use cases, [`admin`] the staff's.
+//! `carts` holds the storefront's use cases, `admin` the staff's.
 
 mod admin;
 mod carts;
