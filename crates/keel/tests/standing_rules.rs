@@ -85,3 +85,19 @@ fn every_crate_forbids_unsafe_code() {
         }
     }
 }
+
+/// No source file over 1,000 lines, tests included: a file one cannot hold in one's head gets
+/// split by use case (issue 21). The workspace has no generated Rust sources.
+#[test]
+fn no_source_file_is_over_a_thousand_lines() {
+    const MAX_LINES: usize = 1_000;
+    let mut long: Vec<String> = rust_sources()
+        .into_iter()
+        .filter_map(|path| {
+            let lines = std::fs::read_to_string(&path).expect("read").lines().count();
+            (lines > MAX_LINES).then(|| format!("{}: {lines} lines", path.display()))
+        })
+        .collect();
+    long.sort();
+    assert!(long.is_empty(), "split these by use case:\n{}", long.join("\n"));
+}
