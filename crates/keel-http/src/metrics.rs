@@ -7,7 +7,7 @@
 //!
 //! Durations are counted in whole microseconds and bucket bounds are exact microsecond
 //! values; seconds appear only when rendering, as exact decimal strings (no floating point,
-//! DESIGN.md §3). One registry per app instance, so tests in one process do not share counts.
+//! docs/architecture.md, "Exact values"). One registry per app instance, so tests in one process do not share counts.
 
 use std::{
     collections::BTreeMap,

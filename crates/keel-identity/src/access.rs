@@ -1,4 +1,4 @@
-//! Roles and permissions: the one table that says who may do what (DESIGN.md §4).
+//! Roles and permissions: the one table that says who may do what (docs/architecture.md, "Tenancy and access").
 //!
 //! Authorization checks ask `role.can(permission)`; routes declare the permission they need.
 //! The table is data, in one place, and a test prints it as the documented matrix.

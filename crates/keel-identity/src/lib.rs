@@ -1,5 +1,5 @@
 //! Keel's identity context: tenants (the unit of isolation, created by the operator) and the
-//! building blocks of access (issue 3, in progress): the role -> permission table
+//! building blocks of access: the role -> permission table
 //! ([`access`]), the password policy and argon2id hashing ([`password`]), one-time secrets
 //! ([`secret`]), TOTP and backup codes ([`totp`]) and EdDSA access tokens ([`jwt`]). Staff
 //! users, customers, sessions and API keys (ports, adapters, routes) build on these.

@@ -1,6 +1,6 @@
 //! Passwords: the policy a new password must meet, and argon2id hashing.
 //!
-//! argon2id with m = 19456 KiB, t = 2, p = 1 and a fresh 16-byte salt per hash (DESIGN.md §4,
+//! argon2id with m = 19456 KiB, t = 2, p = 1 and a fresh 16-byte salt per hash (docs/architecture.md, "Tenancy and access",
 //! OWASP's baseline). Hashing costs tens of milliseconds of CPU and 19 MiB: callers run it
 //! through [`PasswordHasher::run`], on a blocking thread under an exact concurrency bound. When an account does not exist, [`PasswordHasher::verify_dummy`] spends the same
 //! work so response timing does not reveal which emails exist.

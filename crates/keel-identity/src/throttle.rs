@@ -1,4 +1,4 @@
-//! Brute-force limits: exact counts over an exact sliding window (DESIGN.md §3) on password
+//! Brute-force limits: exact counts over an exact sliding window (docs/architecture.md, "Exact values") on password
 //! logins (5 failures per account and 20 per client address and shop within 900 s), on an
 //! account's second factor and re-authentication (5 failures per 900 s), and on password-reset
 //! requests (3 per account and 20 per address and shop within 3600 s).

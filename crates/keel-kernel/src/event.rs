@@ -1,7 +1,7 @@
 //! Domain events and the transactional outbox.
 //!
 //! Every state change writes its events into the outbox table in the **same** transaction
-//! (DESIGN.md §6): a port method that changes state takes the [`NewEvent`]s to write. The relay
+//! (docs/architecture.md, "Events"): a port method that changes state takes the [`NewEvent`]s to write. The relay
 //! that publishes them arrives with the events issue; [`EventLog`] reads a tenant's log.
 
 use async_trait::async_trait;

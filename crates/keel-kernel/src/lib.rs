@@ -9,7 +9,7 @@
 //! - [`health`]: the [`health::StoreHealth`] port behind `/readyz`.
 //! - [`net`]: address ranges and the client key per-address limits count by.
 //!
-//! This crate does no I/O and holds no floating point (the exact-values rule, DESIGN.md §3).
+//! This crate does no I/O and holds no floating point (the exact-values rule, docs/architecture.md, "Exact values").
 #![forbid(unsafe_code)]
 
 pub mod bus;

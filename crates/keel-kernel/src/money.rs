@@ -1,7 +1,7 @@
 //! Exact money: integer minor units plus an ISO 4217 currency.
 //!
 //! `Money { minor: 1999, currency: USD }` is $19.99. There is no floating point anywhere in
-//! this module (DESIGN.md §3): arithmetic is checked `i64`, mixing currencies is an error, and
+//! this module (docs/architecture.md, "Exact values"): arithmetic is checked `i64`, mixing currencies is an error, and
 //! overflow is an error, never a wrap. On the wire money is `{"amount": 1999, "currency": "USD"}`.
 
 use std::fmt;

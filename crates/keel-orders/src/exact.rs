@@ -1,4 +1,4 @@
-//! Exact arithmetic for money (DESIGN.md §3): decimal percentages held as integers, one
+//! Exact arithmetic for money (docs/architecture.md, "Exact values"): decimal percentages held as integers, one
 //! rounding rule, and largest-remainder allocation. Everything is integer and checked; an
 //! overflow is an error, never a wrap.
 

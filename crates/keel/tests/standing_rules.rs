@@ -22,7 +22,7 @@ fn rust_sources() -> Vec<PathBuf> {
     out
 }
 
-/// The exact-values rule (DESIGN.md §3): no `f32`/`f64` anywhere in the code, tests included,
+/// The exact-values rule (docs/architecture.md, "Exact values"): no `f32`/`f64` anywhere in the code, tests included,
 /// unless the line says why with an `// exact-values:` comment (a non-calculation use such
 /// as a protocol that is float by definition).
 #[test]
@@ -94,10 +94,17 @@ fn no_source_file_is_over_a_thousand_lines() {
     let mut long: Vec<String> = rust_sources()
         .into_iter()
         .filter_map(|path| {
-            let lines = std::fs::read_to_string(&path).expect("read").lines().count();
+            let lines = std::fs::read_to_string(&path)
+                .expect("read")
+                .lines()
+                .count();
             (lines > MAX_LINES).then(|| format!("{}: {lines} lines", path.display()))
         })
         .collect();
     long.sort();
-    assert!(long.is_empty(), "split these by use case:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "split these by use case:\n{}",
+        long.join("\n")
+    );
 }

@@ -3,7 +3,7 @@
 //! into a typed [`Settings`]. An invalid value stops startup with one line naming the key.
 //!
 //! Nested keys use `__` in the environment: `sqlite.readers` is `KEEL_SQLITE__READERS`.
-//! Every limit is an exact number with its unit in the name (`_ms`, `_bytes`): DESIGN.md §3.
+//! Every limit is an exact number with its unit in the name (`_ms`, `_bytes`): docs/architecture.md, "Exact values".
 
 use std::{
     collections::BTreeMap,
