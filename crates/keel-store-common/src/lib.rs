@@ -3,7 +3,12 @@
 //! [`EmbeddedMigrations`]: an adapter's explicit migration list (no build-time macro), turned
 //! into a sqlx [`Migrator`], compared with what a database recorded, and checked against the
 //! adapter's `migrations/` folder by a test.
+//!
+//! [`rows`]: each row type decoded once, over [`rows::ReadRow`], which each adapter implements
+//! for its own rows with its own column codecs (ADR 0032).
 #![forbid(unsafe_code)]
+
+pub mod rows;
 
 use std::path::Path;
 

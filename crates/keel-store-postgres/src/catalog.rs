@@ -4,10 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use keel_catalog::{
-    domain::{
-        Handle, Metadata, Product, ProductId, ProductOption, ProductStatus, Sku, Variant,
-        VariantForSale, VariantId,
-    },
+    domain::{Handle, Product, ProductId, ProductStatus, Sku, Variant, VariantForSale, VariantId},
     ports::{
         CatalogStore, ProductCursor, ProductFilter, ProductPage, ProductSort, STOCK_RESERVED,
         SaveProduct, VERSION_CONFLICT,
@@ -19,9 +16,10 @@ use keel_kernel::{
     money::{Currency, Money},
     page::Limit,
 };
-use sqlx::{PgConnection, Row, postgres::PgRow};
+use sqlx::{PgConnection, Row};
 
-use crate::{PgStore, at, error::map_err, tenants::insert_events};
+use crate::{PgStore, error::map_err, tenants::insert_events};
+use keel_store_common::rows::catalog::{product as product_from_row, variant as variant_from_row};
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::other(format!("corrupt catalog row: {what}"))
@@ -39,49 +37,6 @@ macro_rules! variant_select {
         "SELECT tenant_id, id, product_id, sku, title, option_values::text AS option_values, \
          weight_grams, created_at, updated_at, version FROM variants"
     };
-}
-
-fn product_from_row(r: &PgRow) -> Result<Product, StoreError> {
-    let handle: String = r.try_get("handle").map_err(map_err)?;
-    let status: String = r.try_get("status").map_err(map_err)?;
-    let options: String = r.try_get("options").map_err(map_err)?;
-    let metadata: String = r.try_get("metadata").map_err(map_err)?;
-    Ok(Product {
-        id: ProductId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        title: r.try_get("title").map_err(map_err)?,
-        handle: Handle::parse(&handle).map_err(|_| corrupt("handle"))?,
-        description: r.try_get("description").map_err(map_err)?,
-        status: ProductStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        options: serde_json::from_str::<Vec<ProductOption>>(&options)
-            .map_err(|_| corrupt("options"))?,
-        metadata: serde_json::from_str::<Metadata>(&metadata).map_err(|_| corrupt("metadata"))?,
-        created_at: at(r, "created_at")?,
-        updated_at: at(r, "updated_at")?,
-        version: r.try_get("version").map_err(map_err)?,
-        variants: Vec::new(),
-    })
-}
-
-fn variant_from_row(r: &PgRow) -> Result<Variant, StoreError> {
-    let sku: String = r.try_get("sku").map_err(map_err)?;
-    let values: String = r.try_get("option_values").map_err(map_err)?;
-    let weight: Option<i64> = r.try_get("weight_grams").map_err(map_err)?;
-    Ok(Variant {
-        id: VariantId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        product_id: ProductId::from_uuid(r.try_get("product_id").map_err(map_err)?),
-        sku: Sku::parse(&sku).map_err(|_| corrupt("sku"))?,
-        title: r.try_get("title").map_err(map_err)?,
-        option_values: serde_json::from_str(&values).map_err(|_| corrupt("option values"))?,
-        weight_grams: weight
-            .map(|w| u32::try_from(w).map_err(|_| corrupt("weight")))
-            .transpose()?,
-        prices: Vec::new(),
-        created_at: at(r, "created_at")?,
-        updated_at: at(r, "updated_at")?,
-        version: r.try_get("version").map_err(map_err)?,
-    })
 }
 
 /// Loads the variants and prices of `products` (two queries, whatever their number) and

@@ -18,32 +18,11 @@ use keel_kernel::{
     event::NewEvent,
     page::{Page, PageRequest},
 };
-use sqlx::{PgConnection, Row, postgres::PgRow};
+use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
-use crate::{PgStore, at, error::map_err, tenants::insert_events};
-
-fn location_from_row(r: &PgRow) -> Result<Location, StoreError> {
-    Ok(Location {
-        id: LocationId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        name: r.try_get("name").map_err(map_err)?,
-        created_at: at(r, "created_at")?,
-        updated_at: at(r, "updated_at")?,
-        version: r.try_get("version").map_err(map_err)?,
-    })
-}
-
-fn level_from_row(r: &PgRow) -> Result<InventoryLevel, StoreError> {
-    Ok(InventoryLevel {
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        variant_id: VariantId::from_uuid(r.try_get("variant_id").map_err(map_err)?),
-        location_id: LocationId::from_uuid(r.try_get("location_id").map_err(map_err)?),
-        on_hand: r.try_get("on_hand").map_err(map_err)?,
-        reserved: r.try_get("reserved").map_err(map_err)?,
-        updated_at: at(r, "updated_at")?,
-    })
-}
+use crate::{PgStore, error::map_err, tenants::insert_events};
+use keel_store_common::rows::catalog::{level as level_from_row, location as location_from_row};
 
 async fn read_level(
     tx: &mut PgConnection,

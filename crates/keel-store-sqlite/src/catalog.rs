@@ -4,10 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use keel_catalog::{
-    domain::{
-        Handle, Metadata, Product, ProductId, ProductOption, ProductStatus, Sku, Variant,
-        VariantForSale, VariantId,
-    },
+    domain::{Handle, Product, ProductId, ProductStatus, Sku, Variant, VariantForSale, VariantId},
     ports::{
         CatalogStore, ProductCursor, ProductFilter, ProductPage, ProductSort, STOCK_RESERVED,
         SaveProduct, VERSION_CONFLICT,
@@ -21,7 +18,8 @@ use keel_kernel::{
 };
 
 use crate::db::{self, Get};
-use crate::{SqliteStore, at, error::map_err, tenants::insert_events, to_micros};
+use crate::{SqliteStore, error::map_err, tenants::insert_events, to_micros};
+use keel_store_common::rows::catalog::{product as product_from_row, variant as variant_from_row};
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::other(format!("corrupt catalog row: {what}"))
@@ -39,49 +37,6 @@ macro_rules! variant_select {
         "SELECT tenant_id, id, product_id, sku, title, option_values, weight_grams, \
          created_at, updated_at, version FROM variants"
     };
-}
-
-fn product_from_row(r: &impl Get) -> Result<Product, StoreError> {
-    let handle: String = r.col("handle")?;
-    let status: String = r.col("status")?;
-    let options: String = r.col("options")?;
-    let metadata: String = r.col("metadata")?;
-    Ok(Product {
-        id: ProductId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        title: r.col("title")?,
-        handle: Handle::parse(&handle).map_err(|_| corrupt("handle"))?,
-        description: r.col("description")?,
-        status: ProductStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        options: serde_json::from_str::<Vec<ProductOption>>(&options)
-            .map_err(|_| corrupt("options"))?,
-        metadata: serde_json::from_str::<Metadata>(&metadata).map_err(|_| corrupt("metadata"))?,
-        created_at: at(r, "created_at")?,
-        updated_at: at(r, "updated_at")?,
-        version: r.col("version")?,
-        variants: Vec::new(),
-    })
-}
-
-fn variant_from_row(r: &impl Get) -> Result<Variant, StoreError> {
-    let sku: String = r.col("sku")?;
-    let values: String = r.col("option_values")?;
-    let weight: Option<i64> = r.col("weight_grams")?;
-    Ok(Variant {
-        id: VariantId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        product_id: ProductId::from_uuid(r.col("product_id")?),
-        sku: Sku::parse(&sku).map_err(|_| corrupt("sku"))?,
-        title: r.col("title")?,
-        option_values: serde_json::from_str(&values).map_err(|_| corrupt("option values"))?,
-        weight_grams: weight
-            .map(|w| u32::try_from(w).map_err(|_| corrupt("weight")))
-            .transpose()?,
-        prices: Vec::new(),
-        created_at: at(r, "created_at")?,
-        updated_at: at(r, "updated_at")?,
-        version: r.col("version")?,
-    })
 }
 
 /// A JSON array of the ids' hex forms: the one bind parameter of an `IN` list

@@ -230,6 +230,34 @@ impl Get for Row {
     }
 }
 
+/// SQLite's column codecs for the shared decoders (ADR 0032): UUIDs as 16-byte blobs, times as
+/// microseconds since the epoch, integers as `INTEGER`.
+impl keel_store_common::rows::ReadRow for Row {
+    fn uuid(&self, col: &str) -> Result<uuid::Uuid, StoreError> {
+        self.col(col)
+    }
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        self.col(col)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        self.col(col)
+    }
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        self.col(col)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        self.col(col)
+    }
+    fn time(&self, col: &str) -> Result<time::OffsetDateTime, StoreError> {
+        crate::from_micros(self.col(col)?)
+    }
+    fn opt_time(&self, col: &str) -> Result<Option<time::OffsetDateTime>, StoreError> {
+        self.col::<Option<i64>>(col)?
+            .map(crate::from_micros)
+            .transpose()
+    }
+}
+
 /// The reader connections: `query_only`, each behind its own lock, used on the calling thread.
 #[derive(Debug)]
 pub(crate) struct Readers {

@@ -21,29 +21,8 @@ use keel_kernel::{
 use time::OffsetDateTime;
 
 use crate::db::{self, Get};
-use crate::{SqliteStore, at, error::map_err, tenants::insert_events, to_micros};
-
-fn location_from_row(r: &impl Get) -> Result<Location, StoreError> {
-    Ok(Location {
-        id: LocationId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        name: r.col("name")?,
-        created_at: at(r, "created_at")?,
-        updated_at: at(r, "updated_at")?,
-        version: r.col("version")?,
-    })
-}
-
-fn level_from_row(r: &impl Get) -> Result<InventoryLevel, StoreError> {
-    Ok(InventoryLevel {
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        variant_id: VariantId::from_uuid(r.col("variant_id")?),
-        location_id: LocationId::from_uuid(r.col("location_id")?),
-        on_hand: r.col("on_hand")?,
-        reserved: r.col("reserved")?,
-        updated_at: at(r, "updated_at")?,
-    })
-}
+use crate::{SqliteStore, error::map_err, tenants::insert_events, to_micros};
+use keel_store_common::rows::catalog::{level as level_from_row, location as location_from_row};
 
 fn read_level(
     tx: &rusqlite::Connection,

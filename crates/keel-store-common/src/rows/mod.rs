@@ -1,0 +1,38 @@
+//! Rows decoded once for both backends (ADR 0032). A decoder reads columns by name through
+//! [`ReadRow`] in the domain's column types; each adapter implements [`ReadRow`] for its rows,
+//! and that implementation is the only place its column codecs live (SQLite: UUIDs as blobs,
+//! times as microseconds; PostgreSQL: `uuid`, `timestamptz`). A value the domain refuses is
+//! the same [`StoreError`] on both backends.
+
+use keel_kernel::StoreError;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub mod catalog;
+mod postgres;
+
+/// One row, read by column name.
+pub trait ReadRow {
+    fn uuid(&self, col: &str) -> Result<Uuid, StoreError>;
+    fn text(&self, col: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, col: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
+    fn time(&self, col: &str) -> Result<OffsetDateTime, StoreError>;
+    fn opt_time(&self, col: &str) -> Result<Option<OffsetDateTime>, StoreError>;
+}
+
+/// A stored value the domain refuses: the row was written by something other than Keel, or
+/// by a Keel whose rules were looser. Never shown to clients (a 500 with the request id).
+pub fn corrupt(table: &str, what: &str) -> StoreError {
+    StoreError::other(format!("corrupt {table} row: {what}"))
+}
+
+/// A JSON column (stored as text on SQLite, selected as text from `jsonb` on PostgreSQL).
+pub fn json<T: serde::de::DeserializeOwned>(
+    r: &impl ReadRow,
+    col: &str,
+    table: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(&r.text(col)?).map_err(|_| corrupt(table, col))
+}
