@@ -2,8 +2,7 @@
 
 use async_trait::async_trait;
 use keel_identity::{
-    access::Permission,
-    apikey::{ApiKey, ApiKeyId, KeyKind},
+    apikey::{ApiKey, ApiKeyId},
     ports::ApiKeyStore,
 };
 use keel_kernel::{
@@ -11,42 +10,16 @@ use keel_kernel::{
     event::NewEvent,
     page::{Page, PageRequest},
 };
-use sqlx::{Row, postgres::PgRow};
 use time::OffsetDateTime;
 
-use crate::{PgStore, at, at_opt, error::map_err, tenants::insert_events};
+use crate::{PgStore, error::map_err, tenants::insert_events};
+use keel_store_common::rows::identity::key_from_row;
 
 macro_rules! key_select {
     () => {
         "SELECT tenant_id, id, kind, name, lookup, secret_hash, scopes, created_at, expires_at, \
          last_used_at, revoked_at FROM api_keys"
     };
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::other(format!("corrupt API key {what} in storage"))
-}
-
-fn key_from_row(r: &PgRow) -> Result<ApiKey, StoreError> {
-    let kind: String = r.try_get("kind").map_err(map_err)?;
-    let scopes: String = r.try_get("scopes").map_err(map_err)?;
-    let hash: Vec<u8> = r.try_get("secret_hash").map_err(map_err)?;
-    Ok(ApiKey {
-        id: ApiKeyId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        kind: KeyKind::parse(&kind).ok_or_else(|| corrupt("kind"))?,
-        name: r.try_get("name").map_err(map_err)?,
-        lookup: r.try_get("lookup").map_err(map_err)?,
-        secret_hash: hash.try_into().map_err(|_| corrupt("hash"))?,
-        scopes: scopes
-            .split_whitespace()
-            .map(|s| Permission::parse(s).ok_or_else(|| corrupt("scope")))
-            .collect::<Result<_, _>>()?,
-        created_at: at(r, "created_at")?,
-        expires_at: at_opt(r, "expires_at")?,
-        last_used_at: at_opt(r, "last_used_at")?,
-        revoked_at: at_opt(r, "revoked_at")?,
-    })
 }
 
 fn scopes_text(key: &ApiKey) -> String {

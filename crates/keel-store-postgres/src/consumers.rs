@@ -4,31 +4,13 @@ use async_trait::async_trait;
 use keel_kernel::{
     StoreError, TenantId,
     bus::{ConsumerStore, DeadLetter},
-    event::{EventId, RecordedEvent},
+    event::EventId,
     page::{Page, PageRequest},
 };
-use sqlx::{Row, postgres::PgRow};
 use time::OffsetDateTime;
 
-use crate::{PgStore, at, error::map_err};
-
-fn letter_from_row(r: &PgRow) -> Result<DeadLetter, StoreError> {
-    let payload: String = r.try_get("payload").map_err(map_err)?;
-    Ok(DeadLetter {
-        id: r.try_get("id").map_err(map_err)?,
-        consumer: r.try_get("consumer").map_err(map_err)?,
-        event: RecordedEvent {
-            id: EventId::from_uuid(r.try_get("event_id").map_err(map_err)?),
-            tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-            event_type: r.try_get("event_type").map_err(map_err)?,
-            payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
-            occurred_at: at(r, "occurred_at")?,
-        },
-        error: r.try_get("error").map_err(map_err)?,
-        attempts: r.try_get("attempts").map_err(map_err)?,
-        created_at: at(r, "created_at")?,
-    })
-}
+use crate::{PgStore, error::map_err};
+use keel_store_common::rows::events::letter_from_row;
 
 #[async_trait]
 impl ConsumerStore for PgStore {

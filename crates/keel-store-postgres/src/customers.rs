@@ -3,32 +3,18 @@
 use async_trait::async_trait;
 use keel_identity::{
     customer::{Customer, CustomerId},
-    password::StoredHash,
     ports::CustomerStore,
     staff::{Email, RefreshToken, Session},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
-use sqlx::{Row, postgres::PgRow};
 
-use crate::{PgStore, at, error::map_err, identity::insert_session, tenants::insert_events};
+use crate::{PgStore, error::map_err, identity::insert_session, tenants::insert_events};
+use keel_store_common::rows::identity::customer_from_row;
 
 macro_rules! customer_select {
     () => {
         "SELECT tenant_id, id, email, password_hash, created_at FROM customers"
     };
-}
-
-fn customer_from_row(r: &PgRow) -> Result<Customer, StoreError> {
-    let email: String = r.try_get("email").map_err(map_err)?;
-    let hash: String = r.try_get("password_hash").map_err(map_err)?;
-    Ok(Customer {
-        id: CustomerId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        email: Email::parse(&email).map_err(|_| StoreError::other("corrupt customer email"))?,
-        password_hash: StoredHash::from_stored(hash)
-            .map_err(|_| StoreError::other("corrupt customer hash"))?,
-        created_at: at(r, "created_at")?,
-    })
 }
 
 #[async_trait]

@@ -10,7 +10,7 @@ use keel_identity::{
     secret::SecretHash,
     staff::{
         Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser,
-        StoredSigningKey, TokenPurpose, UserId, UserStatus,
+        StoredSigningKey, TokenPurpose, UserId,
     },
 };
 use keel_kernel::{
@@ -18,7 +18,7 @@ use keel_kernel::{
     event::NewEvent,
     page::{Page, PageRequest},
 };
-use sqlx::{Row, postgres::PgRow};
+use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::{
@@ -26,63 +26,12 @@ use crate::{
     error::map_err,
     tenants::{insert_events, insert_tenant},
 };
+use keel_store_common::rows::identity::{
+    hash_from, refresh_from_row, session_from_row, user_from_row,
+};
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::other(format!("corrupt {what} in storage"))
-}
-
-fn hash_from(r: &PgRow, col: &str) -> Result<SecretHash, StoreError> {
-    let bytes: Vec<u8> = r.try_get(col).map_err(map_err)?;
-    bytes
-        .try_into()
-        .map(SecretHash)
-        .map_err(|_| corrupt("hash"))
-}
-
-fn user_from_row(r: &PgRow) -> Result<StaffUser, StoreError> {
-    let email: String = r.try_get("email").map_err(map_err)?;
-    let role: String = r.try_get("role").map_err(map_err)?;
-    let status: String = r.try_get("status").map_err(map_err)?;
-    let hash: Option<String> = r.try_get("password_hash").map_err(map_err)?;
-    Ok(StaffUser {
-        id: UserId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        email: Email::parse(&email).map_err(|_| corrupt("email"))?,
-        role: Role::parse(&role).ok_or_else(|| corrupt("role"))?,
-        status: UserStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        password_hash: hash
-            .map(StoredHash::from_stored)
-            .transpose()
-            .map_err(|_| corrupt("password hash"))?,
-        created_at: at(r, "created_at")?,
-    })
-}
-
-fn session_from_row(r: &PgRow) -> Result<Session, StoreError> {
-    Ok(Session {
-        id: SessionId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        owner: {
-            let kind: String = r.try_get("owner_kind").map_err(map_err)?;
-            Account::from_parts(&kind, r.try_get("user_id").map_err(map_err)?)
-                .ok_or_else(|| corrupt("session owner"))?
-        },
-        created_at: at(r, "created_at")?,
-        last_used_at: at(r, "last_used_at")?,
-        expires_at: at(r, "expires_at")?,
-        revoked_at: at_opt(r, "revoked_at")?,
-    })
-}
-
-fn refresh_from_row(r: &PgRow) -> Result<RefreshToken, StoreError> {
-    Ok(RefreshToken {
-        hash: hash_from(r, "hash")?,
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        session_id: SessionId::from_uuid(r.try_get("session_id").map_err(map_err)?),
-        issued_at: at(r, "issued_at")?,
-        expires_at: at(r, "expires_at")?,
-        used_at: at_opt(r, "used_at")?,
-    })
 }
 
 /// Column lists as literal-producing macros, so every query stays a compile-time literal.

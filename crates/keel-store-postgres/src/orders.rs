@@ -29,37 +29,12 @@ use crate::{
     inventory::{apply_reservation, commit_reserved, release_reserved},
     tenants::{EventRows, event_from_row, events_from_arrays, insert_events},
 };
+use keel_store_common::rows::orders::record_from_row;
 
 fn conflict(name: &str) -> StoreError {
     StoreError::Conflict {
         constraint: name.into(),
     }
-}
-
-fn kind_of(s: &str) -> Result<SetupKind, StoreError> {
-    [
-        SetupKind::TaxRate,
-        SetupKind::ShippingOption,
-        SetupKind::Promotion,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == s)
-    .ok_or_else(|| StoreError::other("corrupt pricing record kind"))
-}
-
-fn record_from_row(r: &PgRow) -> Result<SetupRecord, StoreError> {
-    let kind: String = r.try_get("kind").map_err(map_err)?;
-    let body: String = r.try_get("body").map_err(map_err)?;
-    Ok(SetupRecord {
-        id: r.try_get("id").map_err(map_err)?,
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        kind: kind_of(&kind)?,
-        key: r.try_get("key").map_err(map_err)?,
-        body: serde_json::from_str(&body).map_err(StoreError::other)?,
-        usage_limit: r.try_get("usage_limit").map_err(map_err)?,
-        times_used: r.try_get("times_used").map_err(map_err)?,
-        version: r.try_get("version").map_err(map_err)?,
-    })
 }
 
 fn version_or_missing(exists: bool) -> StoreError {

@@ -1,38 +1,17 @@
 //! Tenants and the event log on PostgreSQL.
 
 use async_trait::async_trait;
-use keel_identity::{Tenant, TenantName, TenantSlug, TenantStore};
+use keel_identity::{Tenant, TenantSlug, TenantStore};
 use keel_kernel::{
     StoreError, TenantId,
     event::{EventId, EventLog, NewEvent, RecordedEvent},
     page::{Page, PageRequest},
 };
-use sqlx::{Row, postgres::PgRow};
 use uuid::Uuid;
 
 use crate::{PgStore, error::map_err};
-
-fn tenant_from_row(r: &PgRow) -> Result<Tenant, StoreError> {
-    let slug: String = r.try_get("slug").map_err(map_err)?;
-    let name: String = r.try_get("name").map_err(map_err)?;
-    Ok(Tenant {
-        id: TenantId::from_uuid(r.try_get("id").map_err(map_err)?),
-        slug: TenantSlug::parse(&slug).map_err(StoreError::other)?,
-        name: TenantName::parse(&name).map_err(StoreError::other)?,
-        created_at: r.try_get("created_at").map_err(map_err)?,
-    })
-}
-
-pub(crate) fn event_from_row(r: &PgRow) -> Result<RecordedEvent, StoreError> {
-    let payload: String = r.try_get("payload").map_err(map_err)?;
-    Ok(RecordedEvent {
-        id: EventId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        event_type: r.try_get("event_type").map_err(map_err)?,
-        payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
-        occurred_at: r.try_get("occurred_at").map_err(map_err)?,
-    })
-}
+pub(crate) use keel_store_common::rows::events::event_from_row;
+use keel_store_common::rows::identity::tenant_from_row;
 
 /// The `SELECT` that turns five bound arrays into outbox rows, for an `INSERT INTO
 /// outbox_events (tenant_id, id, event_type, payload, occurred_at)`; the arguments are the

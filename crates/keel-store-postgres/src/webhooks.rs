@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use keel_kernel::{
     StoreError, TenantId,
-    event::{EventId, NewEvent},
+    event::NewEvent,
     page::{Page, PageRequest},
 };
 use keel_webhooks::{
     domain::{
-        Attempt, AttemptId, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId,
-        MessageStatus, fair_claims,
+        Attempt, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId, fair_claims,
     },
     ports::{AttemptOutcome, ENDPOINT_LIMIT, FanOut, Refill, VERSION_CONFLICT, WebhookStore},
 };
@@ -19,14 +18,11 @@ use sqlx::{PgConnection, Row, postgres::PgRow};
 use time::OffsetDateTime;
 
 use crate::{
-    PgStore, at, at_opt,
+    PgStore,
     error::map_err,
     tenants::{event_from_row, insert_events},
 };
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::other(format!("corrupt webhook row: {what}"))
-}
+use keel_store_common::rows::webhooks::{attempt_from_row, endpoint_from_row, message_from_row};
 
 /// The endpoint columns every read takes, in `endpoint_from_row`'s terms (a macro so that
 /// statements are joined at compile time, never formatted at run time).
@@ -61,62 +57,6 @@ macro_rules! due_sql {
              ORDER BY next_attempt_at, id LIMIT $5)) d ORDER BY next_attempt_at, id LIMIT $5)) \
          AND ((status = 'pending' AND next_attempt_at <= $3) OR (status = 'delivering' AND locked_until <= $3))"
     };
-}
-
-fn endpoint_from_row(r: &PgRow) -> Result<Endpoint, StoreError> {
-    let types: String = r.try_get("event_types").map_err(map_err)?;
-    let secrets: String = r.try_get("secrets").map_err(map_err)?;
-    let channel: String = r.try_get("channel").map_err(map_err)?;
-    Ok(Endpoint {
-        id: EndpointId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        channel: Channel::parse(&channel).ok_or_else(|| corrupt("channel"))?,
-        url: r.try_get("url").map_err(map_err)?,
-        description: r.try_get("description").map_err(map_err)?,
-        event_types: serde_json::from_str(&types).map_err(|_| corrupt("event types"))?,
-        enabled: r.try_get("enabled").map_err(map_err)?,
-        disabled_reason: r.try_get("disabled_reason").map_err(map_err)?,
-        secrets: serde_json::from_str(&secrets).map_err(|_| corrupt("secrets"))?,
-        failing_since: at_opt(r, "failing_since")?,
-        consecutive_failures: r.try_get("consecutive_failures").map_err(map_err)?,
-        paused_until: at_opt(r, "paused_until")?,
-        created_at: at(r, "created_at")?,
-        updated_at: at(r, "updated_at")?,
-        version: r.try_get("version").map_err(map_err)?,
-    })
-}
-
-fn message_from_row(r: &PgRow) -> Result<Message, StoreError> {
-    let status: String = r.try_get("status").map_err(map_err)?;
-    Ok(Message {
-        id: MessageId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        endpoint_id: EndpointId::from_uuid(r.try_get("endpoint_id").map_err(map_err)?),
-        event_id: EventId::from_uuid(r.try_get("event_id").map_err(map_err)?),
-        event_type: r.try_get("event_type").map_err(map_err)?,
-        body: r.try_get("body").map_err(map_err)?,
-        status: MessageStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        attempts: r.try_get("attempts").map_err(map_err)?,
-        next_attempt_at: at(r, "next_attempt_at")?,
-        created_at: at(r, "created_at")?,
-    })
-}
-
-fn attempt_from_row(r: &PgRow) -> Result<Attempt, StoreError> {
-    let code: Option<i64> = r.try_get("status_code").map_err(map_err)?;
-    Ok(Attempt {
-        id: AttemptId::from_uuid(r.try_get("id").map_err(map_err)?),
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id").map_err(map_err)?),
-        message_id: MessageId::from_uuid(r.try_get("message_id").map_err(map_err)?),
-        endpoint_id: EndpointId::from_uuid(r.try_get("endpoint_id").map_err(map_err)?),
-        attempted_at: at(r, "attempted_at")?,
-        status_code: code
-            .map(|c| u16::try_from(c).map_err(|_| corrupt("status code")))
-            .transpose()?,
-        latency_ms: r.try_get("latency_ms").map_err(map_err)?,
-        error: r.try_get("error").map_err(map_err)?,
-        response_body: r.try_get("response_body").map_err(map_err)?,
-    })
 }
 
 async fn write_endpoint(

@@ -2,8 +2,7 @@
 
 use async_trait::async_trait;
 use keel_identity::{
-    access::Permission,
-    apikey::{ApiKey, ApiKeyId, KeyKind},
+    apikey::{ApiKey, ApiKeyId},
     ports::ApiKeyStore,
 };
 use keel_kernel::{
@@ -13,40 +12,15 @@ use keel_kernel::{
 };
 use time::OffsetDateTime;
 
-use crate::db::{self, Get};
-use crate::{SqliteStore, at, at_opt, error::map_err, tenants::insert_events, to_micros};
+use crate::db::{self};
+use crate::{SqliteStore, error::map_err, tenants::insert_events, to_micros};
+use keel_store_common::rows::identity::key_from_row;
 
 macro_rules! key_select {
     () => {
         "SELECT tenant_id, id, kind, name, lookup, secret_hash, scopes, created_at, expires_at, \
          last_used_at, revoked_at FROM api_keys"
     };
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::other(format!("corrupt API key {what} in storage"))
-}
-
-fn key_from_row(r: &impl Get) -> Result<ApiKey, StoreError> {
-    let kind: String = r.col("kind")?;
-    let scopes: String = r.col("scopes")?;
-    let hash: Vec<u8> = r.col("secret_hash")?;
-    Ok(ApiKey {
-        id: ApiKeyId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        kind: KeyKind::parse(&kind).ok_or_else(|| corrupt("kind"))?,
-        name: r.col("name")?,
-        lookup: r.col("lookup")?,
-        secret_hash: hash.try_into().map_err(|_| corrupt("hash"))?,
-        scopes: scopes
-            .split_whitespace()
-            .map(|s| Permission::parse(s).ok_or_else(|| corrupt("scope")))
-            .collect::<Result<_, _>>()?,
-        created_at: at(r, "created_at")?,
-        expires_at: at_opt(r, "expires_at")?,
-        last_used_at: at_opt(r, "last_used_at")?,
-        revoked_at: at_opt(r, "revoked_at")?,
-    })
 }
 
 fn scopes_text(key: &ApiKey) -> String {

@@ -4,31 +4,14 @@ use async_trait::async_trait;
 use keel_kernel::{
     StoreError, TenantId,
     bus::{ConsumerStore, DeadLetter},
-    event::{EventId, RecordedEvent},
+    event::EventId,
     page::{Page, PageRequest},
 };
 use time::OffsetDateTime;
 
-use crate::db::{self, Get};
-use crate::{SqliteStore, at, error::map_err, to_micros};
-
-fn letter_from_row(r: &impl Get) -> Result<DeadLetter, StoreError> {
-    let payload: String = r.col("payload")?;
-    Ok(DeadLetter {
-        id: r.col("id")?,
-        consumer: r.col("consumer")?,
-        event: RecordedEvent {
-            id: EventId::from_uuid(r.col("event_id")?),
-            tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-            event_type: r.col("event_type")?,
-            payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
-            occurred_at: at(r, "occurred_at")?,
-        },
-        error: r.col("error")?,
-        attempts: r.col("attempts")?,
-        created_at: at(r, "created_at")?,
-    })
-}
+use crate::db::{self};
+use crate::{SqliteStore, error::map_err, to_micros};
+use keel_store_common::rows::events::letter_from_row;
 
 #[async_trait]
 impl ConsumerStore for SqliteStore {

@@ -3,34 +3,21 @@
 use async_trait::async_trait;
 use keel_identity::{
     customer::{Customer, CustomerId},
-    password::StoredHash,
     ports::CustomerStore,
     staff::{Email, RefreshToken, Session},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
 
-use crate::db::{self, Get};
+use crate::db::{self};
 use crate::{
-    SqliteStore, at, error::map_err, identity::insert_session, tenants::insert_events, to_micros,
+    SqliteStore, error::map_err, identity::insert_session, tenants::insert_events, to_micros,
 };
+use keel_store_common::rows::identity::customer_from_row;
 
 macro_rules! customer_select {
     () => {
         "SELECT tenant_id, id, email, password_hash, created_at FROM customers"
     };
-}
-
-fn customer_from_row(r: &impl Get) -> Result<Customer, StoreError> {
-    let email: String = r.col("email")?;
-    let hash: String = r.col("password_hash")?;
-    Ok(Customer {
-        id: CustomerId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        email: Email::parse(&email).map_err(|_| StoreError::other("corrupt customer email"))?,
-        password_hash: StoredHash::from_stored(hash)
-            .map_err(|_| StoreError::other("corrupt customer hash"))?,
-        created_at: at(r, "created_at")?,
-    })
 }
 
 #[async_trait]

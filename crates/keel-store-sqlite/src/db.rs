@@ -234,27 +234,37 @@ impl Get for Row {
 /// microseconds since the epoch, integers as `INTEGER`.
 impl keel_store_common::rows::ReadRow for Row {
     fn uuid(&self, col: &str) -> Result<uuid::Uuid, StoreError> {
-        self.col(col)
+        Get::col(self, col)
     }
     fn text(&self, col: &str) -> Result<String, StoreError> {
-        self.col(col)
+        Get::col(self, col)
     }
     fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
-        self.col(col)
+        Get::col(self, col)
     }
     fn int(&self, col: &str) -> Result<i64, StoreError> {
-        self.col(col)
+        Get::col(self, col)
     }
     fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
-        self.col(col)
+        Get::col(self, col)
     }
     fn time(&self, col: &str) -> Result<time::OffsetDateTime, StoreError> {
-        crate::from_micros(self.col(col)?)
+        crate::from_micros(Get::col(self, col)?)
     }
     fn opt_time(&self, col: &str) -> Result<Option<time::OffsetDateTime>, StoreError> {
-        self.col::<Option<i64>>(col)?
+        Get::col::<Option<i64>>(self, col)?
             .map(crate::from_micros)
             .transpose()
+    }
+    fn opt_uuid(&self, col: &str) -> Result<Option<uuid::Uuid>, StoreError> {
+        Get::col(self, col)
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
+        Get::col(self, col)
+    }
+    /// SQLite has no boolean type: 0 or 1 in an `INTEGER`.
+    fn flag(&self, col: &str) -> Result<bool, StoreError> {
+        Get::col(self, col)
     }
 }
 

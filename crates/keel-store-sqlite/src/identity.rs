@@ -10,7 +10,7 @@ use keel_identity::{
     secret::SecretHash,
     staff::{
         Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser,
-        StoredSigningKey, TokenPurpose, UserId, UserStatus,
+        StoredSigningKey, TokenPurpose, UserId,
     },
 };
 use keel_kernel::{
@@ -27,62 +27,12 @@ use crate::{
     tenants::{insert_events, insert_tenant},
     to_micros,
 };
+use keel_store_common::rows::identity::{
+    hash_from, refresh_from_row, session_from_row, user_from_row,
+};
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::other(format!("corrupt {what} in storage"))
-}
-
-fn hash_from(r: &impl Get, col: &str) -> Result<SecretHash, StoreError> {
-    let bytes: Vec<u8> = r.col(col).map_err(map_err)?;
-    bytes
-        .try_into()
-        .map(SecretHash)
-        .map_err(|_| corrupt("hash"))
-}
-
-fn user_from_row(r: &impl Get) -> Result<StaffUser, StoreError> {
-    let email: String = r.col("email")?;
-    let role: String = r.col("role")?;
-    let status: String = r.col("status")?;
-    let hash: Option<String> = r.col("password_hash")?;
-    Ok(StaffUser {
-        id: UserId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        email: Email::parse(&email).map_err(|_| corrupt("email"))?,
-        role: Role::parse(&role).ok_or_else(|| corrupt("role"))?,
-        status: UserStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        password_hash: hash
-            .map(StoredHash::from_stored)
-            .transpose()
-            .map_err(|_| corrupt("password hash"))?,
-        created_at: at(r, "created_at")?,
-    })
-}
-
-fn session_from_row(r: &impl Get) -> Result<Session, StoreError> {
-    Ok(Session {
-        id: SessionId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        owner: {
-            let kind: String = r.col("owner_kind")?;
-            Account::from_parts(&kind, r.col("user_id")?).ok_or_else(|| corrupt("session owner"))?
-        },
-        created_at: at(r, "created_at")?,
-        last_used_at: at(r, "last_used_at")?,
-        expires_at: at(r, "expires_at")?,
-        revoked_at: at_opt(r, "revoked_at")?,
-    })
-}
-
-fn refresh_from_row(r: &impl Get) -> Result<RefreshToken, StoreError> {
-    Ok(RefreshToken {
-        hash: hash_from(r, "hash")?,
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        session_id: SessionId::from_uuid(r.col("session_id")?),
-        issued_at: at(r, "issued_at")?,
-        expires_at: at(r, "expires_at")?,
-        used_at: at_opt(r, "used_at")?,
-    })
 }
 
 /// Column lists as literal-producing macros, so every query stays a compile-time literal.

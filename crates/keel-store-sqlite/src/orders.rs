@@ -31,37 +31,12 @@ use crate::{
     tenants::{event_from_row, insert_events},
     to_micros,
 };
+use keel_store_common::rows::orders::record_from_row;
 
 fn conflict(name: &str) -> StoreError {
     StoreError::Conflict {
         constraint: name.into(),
     }
-}
-
-fn kind_of(s: &str) -> Result<SetupKind, StoreError> {
-    [
-        SetupKind::TaxRate,
-        SetupKind::ShippingOption,
-        SetupKind::Promotion,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == s)
-    .ok_or_else(|| StoreError::other("corrupt pricing record kind"))
-}
-
-fn record_from_row(r: &impl Get) -> Result<SetupRecord, StoreError> {
-    let kind: String = r.col("kind")?;
-    let body: String = r.col("body")?;
-    Ok(SetupRecord {
-        id: r.col("id")?,
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        kind: kind_of(&kind)?,
-        key: r.col("key")?,
-        body: serde_json::from_str(&body).map_err(StoreError::other)?,
-        usage_limit: r.col("usage_limit")?,
-        times_used: r.col("times_used")?,
-        version: r.col("version")?,
-    })
 }
 
 fn version_or_missing(exists: bool) -> StoreError {

@@ -1,7 +1,7 @@
 //! Tenants and the event log on SQLite.
 
 use async_trait::async_trait;
-use keel_identity::{Tenant, TenantName, TenantSlug, TenantStore};
+use keel_identity::{Tenant, TenantSlug, TenantStore};
 use keel_kernel::{
     StoreError, TenantId,
     event::{EventId, EventLog, NewEvent, RecordedEvent},
@@ -9,30 +9,10 @@ use keel_kernel::{
 };
 use uuid::Uuid;
 
-use crate::db::{self, Get};
-use crate::{SqliteStore, error::map_err, from_micros, to_micros};
-
-fn tenant_from_row(r: &impl Get) -> Result<Tenant, StoreError> {
-    let slug: String = r.col("slug")?;
-    let name: String = r.col("name")?;
-    Ok(Tenant {
-        id: TenantId::from_uuid(r.col("id")?),
-        slug: TenantSlug::parse(&slug).map_err(StoreError::other)?,
-        name: TenantName::parse(&name).map_err(StoreError::other)?,
-        created_at: from_micros(r.col("created_at")?)?,
-    })
-}
-
-pub(crate) fn event_from_row(r: &impl Get) -> Result<RecordedEvent, StoreError> {
-    let payload: String = r.col("payload")?;
-    Ok(RecordedEvent {
-        id: EventId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        event_type: r.col("event_type")?,
-        payload: serde_json::from_str(&payload).map_err(StoreError::other)?,
-        occurred_at: from_micros(r.col("occurred_at")?)?,
-    })
-}
+use crate::db::{self};
+use crate::{SqliteStore, error::map_err, to_micros};
+pub(crate) use keel_store_common::rows::events::event_from_row;
+use keel_store_common::rows::identity::tenant_from_row;
 
 /// Appends events inside the caller's transaction.
 pub(crate) fn insert_events(

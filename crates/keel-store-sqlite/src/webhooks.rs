@@ -5,29 +5,25 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use keel_kernel::{
     StoreError, TenantId,
-    event::{EventId, NewEvent},
+    event::NewEvent,
     page::{Page, PageRequest},
 };
 use keel_webhooks::{
     domain::{
-        Attempt, AttemptId, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId,
-        MessageStatus, fair_claims,
+        Attempt, Channel, DeliveryPolicy, Endpoint, EndpointId, Message, MessageId, fair_claims,
     },
     ports::{AttemptOutcome, ENDPOINT_LIMIT, FanOut, Refill, VERSION_CONFLICT, WebhookStore},
 };
 use time::OffsetDateTime;
 
-use crate::db::{self, Get};
+use crate::db::{self};
 use crate::{
-    SqliteStore, at, at_opt,
+    SqliteStore,
     error::map_err,
     tenants::{event_from_row, insert_events},
     to_micros,
 };
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::other(format!("corrupt webhook row: {what}"))
-}
+use keel_store_common::rows::webhooks::{attempt_from_row, endpoint_from_row, message_from_row};
 
 /// The endpoint columns every read takes, in `endpoint_from_row`'s terms (a macro so that
 /// statements are joined at compile time, never formatted at run time).
@@ -44,62 +40,6 @@ macro_rules! message_cols {
         "tenant_id, id, endpoint_id, event_id, event_type, body, status, attempts, \
          next_attempt_at, created_at"
     };
-}
-
-fn endpoint_from_row(r: &impl Get) -> Result<Endpoint, StoreError> {
-    let types: String = r.col("event_types")?;
-    let secrets: String = r.col("secrets")?;
-    let channel: String = r.col("channel")?;
-    Ok(Endpoint {
-        id: EndpointId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        channel: Channel::parse(&channel).ok_or_else(|| corrupt("channel"))?,
-        url: r.col("url")?,
-        description: r.col("description")?,
-        event_types: serde_json::from_str(&types).map_err(|_| corrupt("event types"))?,
-        enabled: r.col("enabled")?,
-        disabled_reason: r.col("disabled_reason")?,
-        secrets: serde_json::from_str(&secrets).map_err(|_| corrupt("secrets"))?,
-        failing_since: at_opt(r, "failing_since")?,
-        consecutive_failures: r.col("consecutive_failures")?,
-        paused_until: at_opt(r, "paused_until")?,
-        created_at: at(r, "created_at")?,
-        updated_at: at(r, "updated_at")?,
-        version: r.col("version")?,
-    })
-}
-
-fn message_from_row(r: &impl Get) -> Result<Message, StoreError> {
-    let status: String = r.col("status")?;
-    Ok(Message {
-        id: MessageId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        endpoint_id: EndpointId::from_uuid(r.col("endpoint_id")?),
-        event_id: EventId::from_uuid(r.col("event_id")?),
-        event_type: r.col("event_type")?,
-        body: r.col("body")?,
-        status: MessageStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        attempts: r.col("attempts")?,
-        next_attempt_at: at(r, "next_attempt_at")?,
-        created_at: at(r, "created_at")?,
-    })
-}
-
-fn attempt_from_row(r: &impl Get) -> Result<Attempt, StoreError> {
-    let code: Option<i64> = r.col("status_code")?;
-    Ok(Attempt {
-        id: AttemptId::from_uuid(r.col("id")?),
-        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
-        message_id: MessageId::from_uuid(r.col("message_id")?),
-        endpoint_id: EndpointId::from_uuid(r.col("endpoint_id")?),
-        attempted_at: at(r, "attempted_at")?,
-        status_code: code
-            .map(|c| u16::try_from(c).map_err(|_| corrupt("status code")))
-            .transpose()?,
-        latency_ms: r.col("latency_ms")?,
-        error: r.col("error")?,
-        response_body: r.col("response_body")?,
-    })
 }
 
 fn write_endpoint(

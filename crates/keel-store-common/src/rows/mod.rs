@@ -9,7 +9,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub mod catalog;
+pub mod events;
+pub mod identity;
+pub mod orders;
 mod postgres;
+pub mod webhooks;
 
 /// One row, read by column name.
 pub trait ReadRow {
@@ -20,6 +24,45 @@ pub trait ReadRow {
     fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
     fn time(&self, col: &str) -> Result<OffsetDateTime, StoreError>;
     fn opt_time(&self, col: &str) -> Result<Option<OffsetDateTime>, StoreError>;
+    fn opt_uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError>;
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError>;
+    fn flag(&self, col: &str) -> Result<bool, StoreError>;
+
+    /// A column in the type the caller asks for (see [`Column`]).
+    fn col<T: Column>(&self, col: &str) -> Result<T, StoreError>
+    where
+        Self: Sized,
+    {
+        T::read(self, col)
+    }
+}
+
+/// A column type the shared decoders read, through the driver's codec for it.
+pub trait Column: Sized {
+    fn read(r: &impl ReadRow, col: &str) -> Result<Self, StoreError>;
+}
+
+macro_rules! columns {
+    ($($t:ty => $method:ident),* $(,)?) => {
+        $(impl Column for $t {
+            fn read(r: &impl ReadRow, col: &str) -> Result<Self, StoreError> {
+                r.$method(col)
+            }
+        })*
+    };
+}
+
+columns! {
+    Uuid => uuid,
+    Option<Uuid> => opt_uuid,
+    String => text,
+    Option<String> => opt_text,
+    i64 => int,
+    Option<i64> => opt_int,
+    OffsetDateTime => time,
+    Option<OffsetDateTime> => opt_time,
+    Vec<u8> => bytes,
+    bool => flag,
 }
 
 /// A stored value the domain refuses: the row was written by something other than Keel, or

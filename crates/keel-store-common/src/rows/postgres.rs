@@ -39,4 +39,13 @@ impl ReadRow for PgRow {
     fn opt_time(&self, col: &str) -> Result<Option<OffsetDateTime>, StoreError> {
         get(self, col)
     }
+    fn opt_uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError> {
+        get(self, col)
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
+        get(self, col)
+    }
+    fn flag(&self, col: &str) -> Result<bool, StoreError> {
+        get(self, col)
+    }
 }
