@@ -3,88 +3,9 @@
 
 use keel_store_common::EmbeddedMigrations;
 
-pub(crate) const MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
-    (
-        20_261_121_000_001,
-        "tenants_and_outbox",
-        include_str!("../migrations/20261121000001_tenants_and_outbox.sql"),
-    ),
-    (
-        20_261_121_000_002,
-        "staff_sessions_keys",
-        include_str!("../migrations/20261121000002_staff_sessions_keys.sql"),
-    ),
-    (
-        20_261_121_000_003,
-        "login_attempts",
-        include_str!("../migrations/20261121000003_login_attempts.sql"),
-    ),
-    (
-        20_261_121_000_004,
-        "mfa",
-        include_str!("../migrations/20261121000004_mfa.sql"),
-    ),
-    (
-        20_261_121_000_005,
-        "api_keys",
-        include_str!("../migrations/20261121000005_api_keys.sql"),
-    ),
-    (
-        20_261_121_000_006,
-        "customers",
-        include_str!("../migrations/20261121000006_customers.sql"),
-    ),
-    (
-        20_261_121_000_007,
-        "require_staff_mfa",
-        include_str!("../migrations/20261121000007_require_staff_mfa.sql"),
-    ),
-    (
-        20_261_121_000_008,
-        "account_mfa",
-        include_str!("../migrations/20261121000008_account_mfa.sql"),
-    ),
-    (
-        20_261_121_000_009,
-        "catalog",
-        include_str!("../migrations/20261121000009_catalog.sql"),
-    ),
-    (
-        20_261_121_000_010,
-        "orders",
-        include_str!("../migrations/20261121000010_orders.sql"),
-    ),
-    (
-        20_261_121_000_011,
-        "webhooks",
-        include_str!("../migrations/20261121000011_webhooks.sql"),
-    ),
-    (
-        20_261_121_000_012,
-        "consumers",
-        include_str!("../migrations/20261121000012_consumers.sql"),
-    ),
-    (
-        20_261_121_000_013,
-        "event_retention",
-        include_str!("../migrations/20261121000013_event_retention.sql"),
-    ),
-    (
-        20_261_206_000_014,
-        "webhook_channels_and_circuits",
-        include_str!("../migrations/20261206000014_webhook_channels_and_circuits.sql"),
-    ),
-    (
-        20_261_206_000_015,
-        "unpaid_order_holders",
-        include_str!("../migrations/20261206000015_unpaid_order_holders.sql"),
-    ),
-    (
-        20_261_206_000_016,
-        "webhook_claims_by_endpoint",
-        include_str!("../migrations/20261206000016_webhook_claims_by_endpoint.sql"),
-    ),
-]);
+/// Every file of `migrations/`, in version order (written by `build.rs`; never by hand).
+pub(crate) const MIGRATIONS: EmbeddedMigrations =
+    EmbeddedMigrations(include!(concat!(env!("OUT_DIR"), "/migrations.rs")));
 
 /// File names of the embedded migrations (`<version>_<description>`).
 pub fn migration_names() -> Vec<String> {

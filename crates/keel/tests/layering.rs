@@ -20,6 +20,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("keel-http", Layer::Edge),
     ("keel", Layer::Binary),
     ("keel-bench", Layer::Tooling),
+    ("keel-build", Layer::Tooling),
     ("keel-store-conformance", Layer::Tooling),
     ("keel-testdb", Layer::Tooling),
     ("keel-testkit", Layer::Tooling),
