@@ -6,9 +6,73 @@
 //!
 //! [`rows`]: each row type decoded once, over [`rows::ReadRow`], which each adapter implements
 //! for its own rows with its own column codecs (ADR 0032).
+//!
+//! [`Backend`]: the list of ports a storage backend provides, written once for the binary and
+//! the conformance suite.
 #![forbid(unsafe_code)]
 
 pub mod rows;
+
+use keel_catalog::ports::{CatalogStore, InventoryStore};
+use keel_identity::{
+    TenantStore,
+    ports::{
+        ApiKeyStore, CustomerStore, LoginThrottle, MfaStore, SessionStore, SigningKeyStore,
+        StaffStore,
+    },
+};
+use keel_kernel::{
+    bus::ConsumerStore, event::EventLog, health::StoreHealth, idempotency::IdempotencyStore,
+};
+use keel_orders::ports::{CartStore, OrderStore, SetupStore};
+use keel_webhooks::ports::WebhookStore;
+
+/// Every port one backend implements; `Arc<dyn Backend>` upcasts to each port. A new port is
+/// one line here (and its implementations): the binary and the conformance suite both take
+/// their list from this trait.
+pub trait Backend:
+    TenantStore
+    + EventLog
+    + StoreHealth
+    + StaffStore
+    + SessionStore
+    + SigningKeyStore
+    + LoginThrottle
+    + MfaStore
+    + ApiKeyStore
+    + CustomerStore
+    + CatalogStore
+    + InventoryStore
+    + SetupStore
+    + CartStore
+    + OrderStore
+    + IdempotencyStore
+    + WebhookStore
+    + ConsumerStore
+{
+}
+
+impl<T> Backend for T where
+    T: TenantStore
+        + EventLog
+        + StoreHealth
+        + StaffStore
+        + SessionStore
+        + SigningKeyStore
+        + LoginThrottle
+        + MfaStore
+        + ApiKeyStore
+        + CustomerStore
+        + CatalogStore
+        + InventoryStore
+        + SetupStore
+        + CartStore
+        + OrderStore
+        + IdempotencyStore
+        + WebhookStore
+        + ConsumerStore
+{
+}
 
 use std::path::Path;
 

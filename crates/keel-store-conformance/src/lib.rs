@@ -71,28 +71,7 @@ pub struct Stores {
 
 impl Stores {
     /// Wraps one adapter value that implements every port.
-    pub fn from_backend<S>(store: S) -> Self
-    where
-        S: TenantStore
-            + EventLog
-            + StoreHealth
-            + StaffStore
-            + SessionStore
-            + SigningKeyStore
-            + LoginThrottle
-            + MfaStore
-            + ApiKeyStore
-            + CustomerStore
-            + keel_catalog::ports::CatalogStore
-            + keel_catalog::ports::InventoryStore
-            + keel_orders::ports::CartStore
-            + keel_orders::ports::OrderStore
-            + keel_orders::ports::SetupStore
-            + keel_kernel::idempotency::IdempotencyStore
-            + keel_webhooks::ports::WebhookStore
-            + keel_kernel::bus::ConsumerStore
-            + 'static,
-    {
+    pub fn from_backend<S: keel_store_common::Backend + 'static>(store: S) -> Self {
         let store = Arc::new(store);
         Self {
             tenants: store.clone(),

@@ -21,50 +21,7 @@ use keel_webhooks::ports::WebhookStore;
 
 use crate::config::DatabaseSettings;
 
-/// Every port one adapter implements; `Arc<dyn Backend>` upcasts to each port.
-pub trait Backend:
-    TenantStore
-    + EventLog
-    + StoreHealth
-    + StaffStore
-    + SessionStore
-    + SigningKeyStore
-    + LoginThrottle
-    + MfaStore
-    + ApiKeyStore
-    + CustomerStore
-    + CatalogStore
-    + InventoryStore
-    + SetupStore
-    + CartStore
-    + OrderStore
-    + IdempotencyStore
-    + WebhookStore
-    + ConsumerStore
-{
-}
-
-impl<T> Backend for T where
-    T: TenantStore
-        + EventLog
-        + StoreHealth
-        + StaffStore
-        + SessionStore
-        + SigningKeyStore
-        + LoginThrottle
-        + MfaStore
-        + ApiKeyStore
-        + CustomerStore
-        + CatalogStore
-        + InventoryStore
-        + SetupStore
-        + CartStore
-        + OrderStore
-        + IdempotencyStore
-        + WebhookStore
-        + ConsumerStore
-{
-}
+pub use keel_store_common::Backend;
 
 /// The configured backend.
 #[derive(Debug, Clone)]
