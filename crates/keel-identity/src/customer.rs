@@ -1,15 +1,10 @@
 //! Customers: the shoppers of one tenant's storefront.
 
-use keel_kernel::{TenantId, define_id};
+use keel_kernel::TenantId;
+pub use keel_kernel::id::CustomerId;
 use time::OffsetDateTime;
 
 use crate::{password::StoredHash, staff::Email};
-
-define_id!(
-    /// A customer of one tenant.
-    CustomerId,
-    "cus"
-);
 
 /// A customer account.
 #[derive(Debug, Clone, PartialEq, Eq)]

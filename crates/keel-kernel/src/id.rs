@@ -163,6 +163,13 @@ define_id!(
     "ten"
 );
 
+define_id!(
+    /// A customer of one tenant. Here rather than in identity, which owns customers, because
+    /// carts and orders name their customer without depending on the identity context.
+    CustomerId,
+    "cus"
+);
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -5,7 +5,7 @@ use keel_catalog::{
     ProductId, VariantId,
     domain::{FieldIssue, Issues},
 };
-use keel_identity::customer::CustomerId;
+use keel_kernel::id::CustomerId;
 use keel_kernel::{TenantId, define_id, money::Currency};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

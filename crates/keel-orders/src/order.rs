@@ -6,7 +6,7 @@
 //! paid -> partially_refunded -> refunded`.
 
 use keel_catalog::{LocationId, ProductId, ReservationId, VariantId};
-use keel_identity::customer::CustomerId;
+use keel_kernel::id::CustomerId;
 use keel_kernel::{TenantId, define_id, money::Currency};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

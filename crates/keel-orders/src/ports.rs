@@ -191,7 +191,7 @@ pub trait CartStore: Send + Sync + std::fmt::Debug {
 /// (normalised, see `cart::buyer_key`), and the client address (pseudonymised).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnpaidHolder {
-    pub customer: Option<keel_identity::customer::CustomerId>,
+    pub customer: Option<keel_kernel::id::CustomerId>,
     pub email_key: Option<String>,
     pub client_key: Option<String>,
 }
@@ -269,7 +269,7 @@ pub struct OrderFilter {
     pub status: Option<OrderStatus>,
     pub created_from: Option<OffsetDateTime>,
     pub created_to: Option<OffsetDateTime>,
-    pub customer: Option<keel_identity::customer::CustomerId>,
+    pub customer: Option<keel_kernel::id::CustomerId>,
     /// The order number (`1001` or `#1001`) or a substring of the email.
     pub q: Option<String>,
 }

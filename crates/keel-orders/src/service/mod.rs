@@ -14,7 +14,7 @@ use keel_catalog::{
     domain::{FieldIssue, Issues, ProductStatus, Reservation, ReservationId, VariantForSale},
     ports::{CatalogStore, InventoryStore},
 };
-use keel_identity::customer::CustomerId;
+use keel_kernel::id::CustomerId;
 use keel_kernel::{
     StoreError, TenantId,
     clock::Clock,
