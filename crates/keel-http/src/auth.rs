@@ -231,9 +231,7 @@ impl<P: Needs> FromRequestParts<AppState> for RequireStaff<P> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Storefront(pub TenantId);
 
-/// The header that carries a publishable key.
-pub const PUBLISHABLE_KEY: header::HeaderName =
-    header::HeaderName::from_static("keel-publishable-key");
+pub use crate::headers::PUBLISHABLE_KEY;
 
 impl FromRequestParts<AppState> for Storefront {
     type Rejection = Problem;

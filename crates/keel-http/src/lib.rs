@@ -9,6 +9,7 @@ pub mod auth;
 pub mod caching;
 pub mod client;
 pub mod extract;
+pub mod headers;
 pub mod idempotency;
 pub mod metrics;
 pub mod middleware;

@@ -38,7 +38,7 @@ use axum::{
 };
 use keel_kernel::TenantId;
 
-use crate::{auth::PUBLISHABLE_KEY, caching::IfNoneMatch, problem::Problem};
+use crate::{caching::IfNoneMatch, headers::PUBLISHABLE_KEY, problem::Problem};
 
 /// The route templates whose answers are cached: public, per publishable key.
 const CACHED_ROUTES: [&str; 2] = ["/v1/store/products", "/v1/store/products/{id_or_handle}"];

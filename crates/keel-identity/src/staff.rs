@@ -195,7 +195,7 @@ pub struct Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Account {
     Staff(UserId),
-    Customer(crate::customer::CustomerId),
+    Customer(keel_kernel::id::CustomerId),
 }
 
 impl Account {
@@ -228,7 +228,7 @@ impl Account {
     pub fn from_parts(kind: &str, id: uuid::Uuid) -> Option<Self> {
         match kind {
             "staff" => Some(Self::Staff(UserId::from_uuid(id))),
-            "customer" => Some(Self::Customer(crate::customer::CustomerId::from_uuid(id))),
+            "customer" => Some(Self::Customer(keel_kernel::id::CustomerId::from_uuid(id))),
             _ => None,
         }
     }
