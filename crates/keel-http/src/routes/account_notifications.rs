@@ -5,15 +5,11 @@
 //! SSRF guard, retry schedule and attempt log. Notifications are listed without their bodies,
 //! and no other route (events, webhook endpoints and messages) ever shows them.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-    response::Response,
-};
+use axum::{Json, extract::State, http::StatusCode, response::Response};
 use keel_webhooks::service::AccountEndpointInput;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::extract::Id;
 use crate::{
     AppState,
     auth::{RequirePermission, perm::SettingsManage},
@@ -22,7 +18,7 @@ use crate::{
     problem::{Problem, ProblemBody},
     routes::webhooks::{
         AttemptList, EndpointResponse, EndpointWithSecret, MessageList, endpoint_response,
-        message_id, with_etag,
+        with_etag,
     },
 };
 
@@ -137,12 +133,12 @@ async fn list_account_messages(
 async fn list_account_attempts(
     State(state): State<AppState>,
     auth: RequirePermission<SettingsManage>,
-    Path(id): Path<String>,
+    Id(id): Id<keel_webhooks::domain::MessageId>,
     ListQuery(page): ListQuery,
 ) -> Result<Json<AttemptList>, Problem> {
     let page = state
         .webhooks
-        .account_attempts(auth.principal.tenant_id, message_id(&id)?, page)
+        .account_attempts(auth.principal.tenant_id, id, page)
         .await?;
     Ok(Json(page.into()))
 }

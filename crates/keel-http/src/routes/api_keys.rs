@@ -1,22 +1,19 @@
 //! `/v1/admin/api-keys`: create (the key is shown once), list, revoke, rotate
 //! (`api_keys:manage`, staff only).
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use keel_identity::apikey::{ApiKey, ApiKeyId, KeyKind, parse_scopes};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::extract::Id;
 use crate::{
     AppState,
     auth::{RequireStaff, perm::ApiKeysManage},
     extract::PageParams,
     extract::{self, ListQuery, page_parts},
-    problem::{Problem, ProblemBody, ProblemKind},
+    problem::{Problem, ProblemBody},
     routes::rfc3339,
 };
 
@@ -81,11 +78,6 @@ struct IssuedKeyResponse {
 struct ApiKeyList {
     data: Vec<ApiKeyResponse>,
     next_cursor: Option<String>,
-}
-
-fn parse_id(id: &str) -> Result<ApiKeyId, Problem> {
-    id.parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such API key."))
 }
 
 /// Creates an API key.
@@ -177,9 +169,9 @@ async fn revoke_api_key(
     RequireStaff {
         principal: actor, ..
     }: RequireStaff<ApiKeysManage>,
-    Path(id): Path<String>,
+    Id(id): Id<ApiKeyId>,
 ) -> Result<StatusCode, Problem> {
-    state.keys.revoke(&actor, parse_id(&id)?).await?;
+    state.keys.revoke(&actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -192,9 +184,9 @@ async fn rotate_api_key(
     RequireStaff {
         principal: actor, ..
     }: RequireStaff<ApiKeysManage>,
-    Path(id): Path<String>,
+    Id(id): Id<ApiKeyId>,
 ) -> Result<(StatusCode, Json<IssuedKeyResponse>), Problem> {
-    let (issued, old_until) = state.keys.rotate(&actor, parse_id(&id)?).await?;
+    let (issued, old_until) = state.keys.rotate(&actor, id).await?;
     Ok((
         StatusCode::CREATED,
         Json(IssuedKeyResponse {

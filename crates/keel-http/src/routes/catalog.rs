@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::extract::{Id, path_id};
 use crate::{
     AppState,
     auth::{
@@ -132,16 +133,6 @@ impl From<&Product> for ProductResponse {
 struct ProductList {
     data: Vec<ProductResponse>,
     next_cursor: Option<String>,
-}
-
-fn product_id(s: &str) -> Result<ProductId, Problem> {
-    s.parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such product."))
-}
-
-fn variant_id(s: &str) -> Result<VariantId, Problem> {
-    s.parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such variant."))
 }
 
 fn bad_query(message: &'static str) -> Problem {
@@ -290,12 +281,12 @@ async fn create_product(
 async fn get_product(
     State(state): State<AppState>,
     auth: RequirePermission<CatalogRead>,
-    Path(id): Path<String>,
+    Id(id): Id<ProductId>,
     if_none_match: IfNoneMatch,
 ) -> Result<Response, Problem> {
     let p = state
         .catalog
-        .get_product(auth.principal.tenant_id, product_id(&id)?)
+        .get_product(auth.principal.tenant_id, id)
         .await?;
     Ok(conditional_json(
         &ProductResponse::from(&p),
@@ -313,13 +304,13 @@ async fn get_product(
 async fn update_product(
     State(state): State<AppState>,
     auth: RequirePermission<CatalogWrite>,
-    Path(id): Path<String>,
+    Id(id): Id<ProductId>,
     IfMatch(if_match): IfMatch,
     extract::Json(patch): extract::Json<ProductPatchInput>,
 ) -> Result<Response, Problem> {
     let p = state
         .catalog
-        .update_product(auth.principal.tenant_id, product_id(&id)?, &patch, if_match)
+        .update_product(auth.principal.tenant_id, id, &patch, if_match)
         .await?;
     Ok(product_reply(StatusCode::OK, &p))
 }
@@ -331,12 +322,12 @@ async fn update_product(
 async fn delete_product(
     State(state): State<AppState>,
     auth: RequirePermission<CatalogWrite>,
-    Path(id): Path<String>,
+    Id(id): Id<ProductId>,
     IfMatch(if_match): IfMatch,
 ) -> Result<StatusCode, Problem> {
     state
         .catalog
-        .delete_product(auth.principal.tenant_id, product_id(&id)?, if_match)
+        .delete_product(auth.principal.tenant_id, id, if_match)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -398,11 +389,11 @@ fn variant_reply(status: StatusCode, p: &Product, id: VariantId) -> Result<Respo
 async fn list_variants(
     State(state): State<AppState>,
     auth: RequirePermission<CatalogRead>,
-    Path(id): Path<String>,
+    Id(id): Id<ProductId>,
 ) -> Result<Json<VariantList>, Problem> {
     let p = state
         .catalog
-        .get_product(auth.principal.tenant_id, product_id(&id)?)
+        .get_product(auth.principal.tenant_id, id)
         .await?;
     Ok(Json(VariantList {
         data: p.variants.iter().map(VariantResponse::from).collect(),
@@ -417,12 +408,12 @@ async fn list_variants(
 async fn create_variant(
     State(state): State<AppState>,
     auth: RequirePermission<CatalogWrite>,
-    Path(id): Path<String>,
+    Id(id): Id<ProductId>,
     extract::Json(input): extract::Json<VariantInput>,
 ) -> Result<Response, Problem> {
     let (p, vid) = state
         .catalog
-        .add_variant(auth.principal.tenant_id, product_id(&id)?, &input)
+        .add_variant(auth.principal.tenant_id, id, &input)
         .await?;
     variant_reply(StatusCode::CREATED, &p, vid)
 }
@@ -439,9 +430,9 @@ async fn get_variant(
 ) -> Result<Response, Problem> {
     let p = state
         .catalog
-        .get_product(auth.principal.tenant_id, product_id(&id)?)
+        .get_product(auth.principal.tenant_id, path_id::<ProductId>(&id)?)
         .await?;
-    let vid = variant_id(&vid)?;
+    let vid = path_id::<VariantId>(&vid)?;
     let v = p
         .variants
         .iter()
@@ -467,12 +458,12 @@ async fn update_variant(
     IfMatch(if_match): IfMatch,
     extract::Json(patch): extract::Json<VariantPatchInput>,
 ) -> Result<Response, Problem> {
-    let vid = variant_id(&vid)?;
+    let vid = path_id::<VariantId>(&vid)?;
     let p = state
         .catalog
         .update_variant(
             auth.principal.tenant_id,
-            product_id(&id)?,
+            path_id::<ProductId>(&id)?,
             vid,
             &patch,
             if_match,
@@ -495,8 +486,8 @@ async fn delete_variant(
         .catalog
         .delete_variant(
             auth.principal.tenant_id,
-            product_id(&id)?,
-            variant_id(&vid)?,
+            path_id::<ProductId>(&id)?,
+            path_id::<VariantId>(&vid)?,
             if_match,
         )
         .await?;

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::extract::Id;
 use crate::{
     AppState,
     auth::{
@@ -61,11 +62,6 @@ struct LocationList {
 struct LocationRequest {
     /// 1 to 100 characters, unique in the shop.
     name: String,
-}
-
-fn location_id(s: &str) -> Result<LocationId, Problem> {
-    s.parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such stock location."))
 }
 
 fn location_reply(status: StatusCode, l: &Location) -> Response {
@@ -116,12 +112,12 @@ async fn create_location(
 async fn get_location(
     State(state): State<AppState>,
     auth: RequirePermission<CatalogRead>,
-    Path(id): Path<String>,
+    Id(id): Id<LocationId>,
     if_none_match: IfNoneMatch,
 ) -> Result<Response, Problem> {
     let l = state
         .catalog
-        .get_location(auth.principal.tenant_id, location_id(&id)?)
+        .get_location(auth.principal.tenant_id, id)
         .await?;
     Ok(conditional_json(
         &LocationResponse::from(&l),
@@ -139,18 +135,13 @@ async fn get_location(
 async fn update_location(
     State(state): State<AppState>,
     auth: RequirePermission<CatalogWrite>,
-    Path(id): Path<String>,
+    Id(id): Id<LocationId>,
     IfMatch(if_match): IfMatch,
     extract::Json(req): extract::Json<LocationRequest>,
 ) -> Result<Response, Problem> {
     let l = state
         .catalog
-        .rename_location(
-            auth.principal.tenant_id,
-            location_id(&id)?,
-            &req.name,
-            if_match,
-        )
+        .rename_location(auth.principal.tenant_id, id, &req.name, if_match)
         .await?;
     Ok(location_reply(StatusCode::OK, &l))
 }
@@ -162,12 +153,12 @@ async fn update_location(
 async fn delete_location(
     State(state): State<AppState>,
     auth: RequirePermission<CatalogWrite>,
-    Path(id): Path<String>,
+    Id(id): Id<LocationId>,
     IfMatch(if_match): IfMatch,
 ) -> Result<StatusCode, Problem> {
     state
         .catalog
-        .delete_location(auth.principal.tenant_id, location_id(&id)?, if_match)
+        .delete_location(auth.principal.tenant_id, id, if_match)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

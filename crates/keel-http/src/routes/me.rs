@@ -1,19 +1,16 @@
 //! `/v1/me*`: the authenticated staff member, their sessions.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use keel_identity::staff::{Session, SessionId};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::extract::Id;
 use crate::{
     AppState,
     auth::{Staff, StaffEnrolling},
-    problem::{Problem, ProblemBody, ProblemKind},
+    problem::{Problem, ProblemBody},
     routes::rfc3339,
 };
 
@@ -110,11 +107,8 @@ async fn list_sessions(
 async fn delete_session(
     State(state): State<AppState>,
     Staff(p): Staff,
-    Path(id): Path<String>,
+    Id(id): Id<SessionId>,
 ) -> Result<StatusCode, Problem> {
-    let id: SessionId = id
-        .parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such session."))?;
     state.auth.revoke_own_session(&p, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -17,6 +17,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::extract::Id;
 use crate::{
     AppState,
     auth::{
@@ -26,13 +27,9 @@ use crate::{
     caching::{IfMatch, IfNoneMatch, conditional_json, version_etag},
     extract::PageParams,
     extract::{self, ListQuery},
-    problem::{Problem, ProblemBody, ProblemKind},
+    problem::{Problem, ProblemBody},
     routes::{catalog::MoneyResponse, rfc3339},
 };
-
-fn not_found() -> Problem {
-    Problem::new(ProblemKind::NOT_FOUND, "No such resource.")
-}
 
 fn reply<T: Serialize>(status: StatusCode, body: &T, version: i64) -> Response {
     let mut res = (status, Json(body)).into_response();
@@ -204,10 +201,9 @@ macro_rules! setup_routes {
         async fn $get_fn(
             State(state): State<AppState>,
             auth: RequirePermission<CatalogRead>,
-            Path(id): Path<String>,
+            Id(id): Id<$id>,
             if_none_match: IfNoneMatch,
         ) -> Result<Response, Problem> {
-            let id: $id = id.parse().map_err(|_| not_found())?;
             let v = state.orders.$svc_get(auth.principal.tenant_id, id).await?;
             Ok(conditional_json(&<$resp>::from(&v), version_etag(v.version), &if_none_match, None, None))
         }
@@ -219,11 +215,10 @@ macro_rules! setup_routes {
         async fn $update_fn(
             State(state): State<AppState>,
             auth: RequirePermission<CatalogWrite>,
-            Path(id): Path<String>,
+            Id(id): Id<$id>,
             IfMatch(if_match): IfMatch,
             extract::Json(patch): extract::Json<$patch>,
         ) -> Result<Response, Problem> {
-            let id: $id = id.parse().map_err(|_| not_found())?;
             let v = state.orders.$svc_update(auth.principal.tenant_id, id, &patch, if_match).await?;
             Ok(reply(StatusCode::OK, &<$resp>::from(&v), v.version))
         }
@@ -235,10 +230,9 @@ macro_rules! setup_routes {
         async fn $delete_fn(
             State(state): State<AppState>,
             auth: RequirePermission<CatalogWrite>,
-            Path(id): Path<String>,
+            Id(id): Id<$id>,
             IfMatch(if_match): IfMatch,
         ) -> Result<StatusCode, Problem> {
-            let id: $id = id.parse().map_err(|_| not_found())?;
             state.orders.$svc_delete(auth.principal.tenant_id, id, if_match).await?;
             Ok(StatusCode::NO_CONTENT)
         }

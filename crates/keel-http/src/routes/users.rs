@@ -1,10 +1,6 @@
 //! `/v1/admin/users`: invite, list, read, change role, disable (`users:manage`).
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use keel_identity::{
     access::{Role, RoleChangeError},
     staff::{Email, StaffUser, UserId},
@@ -14,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::extract::Id;
 use crate::{
     AppState,
     auth::{RequireStaff, perm::UsersManage},
@@ -103,11 +100,6 @@ fn parse_role(s: &str) -> Result<Role, Problem> {
     })
 }
 
-fn parse_id(id: &str) -> Result<UserId, Problem> {
-    id.parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such user."))
-}
-
 /// Invites a staff member. Keel sends no email: hand the token to the person.
 #[utoipa::path(post, path = "/v1/admin/users", tag = "users", security(("bearer" = [])), request_body = InviteRequest,
     responses(
@@ -162,9 +154,9 @@ async fn get_user(
     RequireStaff {
         principal: actor, ..
     }: RequireStaff<UsersManage>,
-    Path(id): Path<String>,
+    Id(id): Id<UserId>,
 ) -> Result<Json<UserResponse>, Problem> {
-    Ok(Json(state.users.get(&actor, parse_id(&id)?).await?.into()))
+    Ok(Json(state.users.get(&actor, id).await?.into()))
 }
 
 /// Changes a user's role. Only owners change owners; the last owner stays an owner.
@@ -181,10 +173,9 @@ async fn change_role(
     RequireStaff {
         principal: actor, ..
     }: RequireStaff<UsersManage>,
-    Path(id): Path<String>,
+    Id(id): Id<UserId>,
     extract::Json(req): extract::Json<ChangeRoleRequest>,
 ) -> Result<Json<UserResponse>, Problem> {
-    let id = parse_id(&id)?;
     let role = parse_role(&req.role)?;
     Ok(Json(
         state.users.change(&actor, id, Some(role)).await?.into(),
@@ -200,15 +191,9 @@ async fn disable_user(
     RequireStaff {
         principal: actor, ..
     }: RequireStaff<UsersManage>,
-    Path(id): Path<String>,
+    Id(id): Id<UserId>,
 ) -> Result<Json<UserResponse>, Problem> {
-    Ok(Json(
-        state
-            .users
-            .change(&actor, parse_id(&id)?, None)
-            .await?
-            .into(),
-    ))
+    Ok(Json(state.users.change(&actor, id, None).await?.into()))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
@@ -15,6 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::extract::Id;
 use crate::{
     AppState,
     auth::{RequirePermission, perm::WebhooksManage},
@@ -203,16 +204,6 @@ impl From<keel_kernel::page::Page<Attempt>> for AttemptList {
     }
 }
 
-fn endpoint_id(s: &str) -> Result<EndpointId, Problem> {
-    s.parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such webhook endpoint."))
-}
-
-pub(crate) fn message_id(s: &str) -> Result<MessageId, Problem> {
-    s.parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such webhook message."))
-}
-
 pub(crate) fn with_etag(status: StatusCode, body: impl Serialize, version: i64) -> Response {
     let mut res = (status, Json(body)).into_response();
     res.headers_mut()
@@ -272,11 +263,11 @@ async fn create_endpoint(
 async fn get_endpoint(
     State(state): State<AppState>,
     auth: RequirePermission<WebhooksManage>,
-    Path(id): Path<String>,
+    Id(id): Id<EndpointId>,
 ) -> Result<Response, Problem> {
     let e = state
         .webhooks
-        .endpoint(auth.principal.tenant_id, endpoint_id(&id)?)
+        .endpoint(auth.principal.tenant_id, id)
         .await?;
     Ok(with_etag(StatusCode::OK, endpoint_response(&e), e.version))
 }
@@ -287,18 +278,13 @@ async fn get_endpoint(
 async fn update_endpoint(
     State(state): State<AppState>,
     auth: RequirePermission<WebhooksManage>,
-    Path(id): Path<String>,
+    Id(id): Id<EndpointId>,
     IfMatch(if_match): IfMatch,
     extract::Json(patch): extract::Json<EndpointPatch>,
 ) -> Result<Response, Problem> {
     let e = state
         .webhooks
-        .update_endpoint(
-            auth.principal.tenant_id,
-            endpoint_id(&id)?,
-            &patch,
-            if_match,
-        )
+        .update_endpoint(auth.principal.tenant_id, id, &patch, if_match)
         .await?;
     Ok(with_etag(StatusCode::OK, endpoint_response(&e), e.version))
 }
@@ -309,11 +295,11 @@ async fn update_endpoint(
 async fn delete_endpoint(
     State(state): State<AppState>,
     auth: RequirePermission<WebhooksManage>,
-    Path(id): Path<String>,
+    Id(id): Id<EndpointId>,
 ) -> Result<StatusCode, Problem> {
     state
         .webhooks
-        .delete_endpoint(auth.principal.tenant_id, endpoint_id(&id)?)
+        .delete_endpoint(auth.principal.tenant_id, id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -325,11 +311,11 @@ async fn delete_endpoint(
 async fn rotate_secret(
     State(state): State<AppState>,
     auth: RequirePermission<WebhooksManage>,
-    Path(id): Path<String>,
+    Id(id): Id<EndpointId>,
 ) -> Result<Response, Problem> {
     let (e, secret) = state
         .webhooks
-        .rotate_secret(auth.principal.tenant_id, endpoint_id(&id)?)
+        .rotate_secret(auth.principal.tenant_id, id)
         .await?;
     let version = e.version;
     Ok(with_etag(
@@ -349,12 +335,12 @@ async fn rotate_secret(
 async fn list_messages(
     State(state): State<AppState>,
     auth: RequirePermission<WebhooksManage>,
-    Path(id): Path<String>,
+    Id(id): Id<EndpointId>,
     ListQuery(page): ListQuery,
 ) -> Result<Json<MessageList>, Problem> {
     let page = state
         .webhooks
-        .messages(auth.principal.tenant_id, endpoint_id(&id)?, page)
+        .messages(auth.principal.tenant_id, id, page)
         .await?;
     Ok(Json(page.into()))
 }
@@ -395,12 +381,12 @@ struct ReplayCount {
 async fn replay_endpoint(
     State(state): State<AppState>,
     auth: RequirePermission<WebhooksManage>,
-    Path(id): Path<String>,
+    Id(id): Id<EndpointId>,
     Since(since): Since,
 ) -> Result<Json<ReplayCount>, Problem> {
     let replayed = state
         .webhooks
-        .replay_failed_since(auth.principal.tenant_id, endpoint_id(&id)?, since)
+        .replay_failed_since(auth.principal.tenant_id, id, since)
         .await?;
     state.worker_wake.notify_one();
     Ok(Json(ReplayCount { replayed }))
@@ -413,12 +399,12 @@ async fn replay_endpoint(
 async fn list_attempts(
     State(state): State<AppState>,
     auth: RequirePermission<WebhooksManage>,
-    Path(id): Path<String>,
+    Id(id): Id<MessageId>,
     ListQuery(page): ListQuery,
 ) -> Result<Json<AttemptList>, Problem> {
     let page = state
         .webhooks
-        .attempts(auth.principal.tenant_id, message_id(&id)?, page)
+        .attempts(auth.principal.tenant_id, id, page)
         .await?;
     Ok(Json(page.into()))
 }
@@ -429,11 +415,11 @@ async fn list_attempts(
 async fn replay_message(
     State(state): State<AppState>,
     auth: RequirePermission<WebhooksManage>,
-    Path(id): Path<String>,
+    Id(id): Id<MessageId>,
 ) -> Result<Json<MessageResponse>, Problem> {
     let m = state
         .webhooks
-        .replay_message(auth.principal.tenant_id, message_id(&id)?)
+        .replay_message(auth.principal.tenant_id, id)
         .await?;
     Ok(Json(MessageResponse::from(&m)))
 }

@@ -84,11 +84,11 @@ async fn list_orders(
 async fn get_order(
     State(state): State<AppState>,
     auth: RequirePermission<OrdersRead>,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
 ) -> Result<Response, Problem> {
     let d = state
         .orders
-        .order_detail(auth.principal.tenant_id, order_id(&id)?)
+        .order_detail(auth.principal.tenant_id, id)
         .await?;
     let mut res = Json(OrderResponse::from(&d)).into_response();
     res.headers_mut().insert(
@@ -183,12 +183,12 @@ where
 async fn fulfil(
     State(state): State<AppState>,
     auth: RequirePermission<OrdersWrite>,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
     IfMatch(if_match): IfMatch,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let order = order_id(&id)?;
+    let order = id;
     let path = format!("/v1/admin/orders/{order}/fulfillments");
     let (orders, tenant, bytes) = (&state.orders, auth.principal.tenant_id, &body);
     staff_once(
@@ -215,7 +215,7 @@ async fn fulfil(
 async fn ship(
     State(state): State<AppState>,
     auth: RequirePermission<OrdersWrite>,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
     IfMatch(if_match): IfMatch,
     extract::Json(req): extract::Json<ShipRequest>,
 ) -> Result<(StatusCode, Json<OrderResponse>), Problem> {
@@ -223,7 +223,7 @@ async fn ship(
         .orders
         .ship(
             auth.principal.tenant_id,
-            order_id(&id)?,
+            id,
             &req.carrier,
             &req.tracking_number,
             if_match,
@@ -239,12 +239,12 @@ async fn ship(
 async fn deliver(
     State(state): State<AppState>,
     auth: RequirePermission<OrdersWrite>,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
     IfMatch(if_match): IfMatch,
 ) -> Result<Json<OrderResponse>, Problem> {
     let order = state
         .orders
-        .deliver(auth.principal.tenant_id, order_id(&id)?, if_match)
+        .deliver(auth.principal.tenant_id, id, if_match)
         .await?;
     Ok(Json(OrderResponse::from(&order)))
 }
@@ -257,7 +257,7 @@ async fn deliver(
 async fn cancel(
     State(state): State<AppState>,
     auth: RequirePermission<OrdersWrite>,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
     IfMatch(if_match): IfMatch,
     extract::Json(req): extract::Json<CancelRequest>,
 ) -> Result<Json<OrderResponse>, Problem> {
@@ -265,7 +265,7 @@ async fn cancel(
         .orders
         .cancel(
             auth.principal.tenant_id,
-            order_id(&id)?,
+            id,
             req.reason.as_deref().unwrap_or("cancelled by staff"),
             if_match,
         )
@@ -281,12 +281,12 @@ async fn cancel(
 async fn refund(
     State(state): State<AppState>,
     auth: RequirePermission<OrdersWrite>,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
     IfMatch(if_match): IfMatch,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let order = order_id(&id)?;
+    let order = id;
     let path = format!("/v1/admin/orders/{order}/refunds");
     let (orders, tenant, bytes) = (&state.orders, auth.principal.tenant_id, &body);
     staff_once(

@@ -167,11 +167,11 @@ async fn create_cart(
 async fn get_cart(
     State(state): State<AppState>,
     shopper: Shopper,
-    Path(id): Path<String>,
+    Id(id): Id<CartId>,
 ) -> Result<Json<CartResponse>, Problem> {
     let cart = state
         .orders
-        .get_cart(shopper.tenant_id, cart_id(&id)?, &shopper.access)
+        .get_cart(shopper.tenant_id, id, &shopper.access)
         .await?;
     Ok(Json(CartResponse::from(&cart)))
 }
@@ -183,14 +183,14 @@ async fn get_cart(
 async fn add_item(
     State(state): State<AppState>,
     shopper: Shopper,
-    Path(id): Path<String>,
+    Id(id): Id<CartId>,
     extract::Json(req): extract::Json<AddItemRequest>,
 ) -> Result<Json<CartResponse>, Problem> {
     let cart = state
         .orders
         .add_item(
             shopper.tenant_id,
-            cart_id(&id)?,
+            id,
             &shopper.access,
             &req.variant_id,
             req.quantity,
@@ -213,9 +213,9 @@ async fn update_item(
         .orders
         .set_item_quantity(
             shopper.tenant_id,
-            cart_id(&id)?,
+            path_id::<CartId>(&id)?,
             &shopper.access,
-            line_id(&item)?,
+            path_id::<LineId>(&item)?,
             req.quantity,
         )
         .await?;
@@ -235,9 +235,9 @@ async fn remove_item(
         .orders
         .remove_item(
             shopper.tenant_id,
-            cart_id(&id)?,
+            path_id::<CartId>(&id)?,
             &shopper.access,
-            line_id(&item)?,
+            path_id::<LineId>(&item)?,
         )
         .await?;
     Ok(Json(CartResponse::from(&cart)))
@@ -250,12 +250,12 @@ async fn remove_item(
 async fn set_address(
     State(state): State<AppState>,
     shopper: Shopper,
-    Path(id): Path<String>,
+    Id(id): Id<CartId>,
     extract::Json(req): extract::Json<AddressInput>,
 ) -> Result<Json<CartResponse>, Problem> {
     let cart = state
         .orders
-        .set_address(shopper.tenant_id, cart_id(&id)?, &shopper.access, &req)
+        .set_address(shopper.tenant_id, id, &shopper.access, &req)
         .await?;
     Ok(Json(CartResponse::from(&cart)))
 }
@@ -267,14 +267,14 @@ async fn set_address(
 async fn set_shipping_option(
     State(state): State<AppState>,
     shopper: Shopper,
-    Path(id): Path<String>,
+    Id(id): Id<CartId>,
     extract::Json(req): extract::Json<ShippingOptionRequest>,
 ) -> Result<Json<CartResponse>, Problem> {
     let cart = state
         .orders
         .set_shipping_option(
             shopper.tenant_id,
-            cart_id(&id)?,
+            id,
             &shopper.access,
             &req.shipping_option_id,
         )
@@ -289,12 +289,12 @@ async fn set_shipping_option(
 async fn apply_promotion(
     State(state): State<AppState>,
     shopper: Shopper,
-    Path(id): Path<String>,
+    Id(id): Id<CartId>,
     extract::Json(req): extract::Json<PromotionCodeRequest>,
 ) -> Result<Json<CartResponse>, Problem> {
     let cart = state
         .orders
-        .apply_promotion(shopper.tenant_id, cart_id(&id)?, &shopper.access, &req.code)
+        .apply_promotion(shopper.tenant_id, id, &shopper.access, &req.code)
         .await?;
     Ok(Json(CartResponse::from(&cart)))
 }
@@ -310,7 +310,12 @@ async fn remove_promotion(
 ) -> Result<Json<CartResponse>, Problem> {
     let cart = state
         .orders
-        .remove_promotion(shopper.tenant_id, cart_id(&id)?, &shopper.access, &code)
+        .remove_promotion(
+            shopper.tenant_id,
+            path_id::<CartId>(&id)?,
+            &shopper.access,
+            &code,
+        )
         .await?;
     Ok(Json(CartResponse::from(&cart)))
 }
@@ -329,12 +334,12 @@ async fn remove_promotion(
 async fn checkout(
     State(state): State<AppState>,
     shopper: Shopper,
-    Path(id): Path<String>,
+    Id(id): Id<CartId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
     let key = idempotency::required_key(&headers)?;
-    let cart = cart_id(&id)?;
+    let cart = id;
     let path = format!("/v1/store/carts/{cart}/checkout");
     let request = idempotency::Fingerprint::of("POST", &path, &body, b"");
     let key = shopper.idempotency_key(key);
@@ -358,12 +363,12 @@ async fn checkout(
 async fn pay(
     State(state): State<AppState>,
     shopper: Shopper,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
     let key = idempotency::required_key(&headers)?;
-    let order = order_id(&id)?;
+    let order = id;
     let path = format!("/v1/store/orders/{order}/payments");
     let request = idempotency::Fingerprint::of("POST", &path, &body, b"");
     let key = shopper.idempotency_key(key);
@@ -384,11 +389,11 @@ async fn pay(
 async fn shopper_order(
     State(state): State<AppState>,
     shopper: Shopper,
-    Path(id): Path<String>,
+    Id(id): Id<OrderId>,
 ) -> Result<Json<OrderResponse>, Problem> {
     let order = state
         .orders
-        .shopper_order(shopper.tenant_id, order_id(&id)?, &shopper.access)
+        .shopper_order(shopper.tenant_id, id, &shopper.access)
         .await?;
     Ok(Json(OrderResponse::from(&order)))
 }

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::extract::{Id, path_id};
 use crate::{
     AppState,
     auth::{
@@ -71,21 +72,6 @@ fn totals(b: &Breakdown, c: keel_kernel::money::Currency) -> TotalsResponse {
         tax_inclusive: b.tax_inclusive,
         total: money(b.total, c),
     }
-}
-
-fn cart_id(s: &str) -> Result<CartId, Problem> {
-    s.parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such cart."))
-}
-
-fn order_id(s: &str) -> Result<OrderId, Problem> {
-    s.parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such order."))
-}
-
-fn line_id(s: &str) -> Result<LineId, Problem> {
-    s.parse()
-        .map_err(|_| Problem::new(ProblemKind::NOT_FOUND, "No such cart line."))
 }
 
 #[derive(Serialize, ToSchema)]
