@@ -290,22 +290,6 @@ pub const CART_SECRET: header::HeaderName = header::HeaderName::from_static("kee
 /// The longest cart secret read; a longer header is ignored (no cart has one).
 pub const CART_SECRET_MAX_LEN: usize = 100;
 
-/// The cart secret header as the document declares it on the routes about a guest's cart or
-/// its order.
-pub fn cart_secret_schema() -> utoipa::openapi::schema::Schema {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .min_length(Some(1))
-        .max_length(Some(CART_SECRET_MAX_LEN))
-        .description(Some(
-            "The `cart_secret` answered when the cart was created. A guest's cart and its order \
-             are reached only with it (or with the customer's token, for a customer's cart); \
-             anyone else gets 404.",
-        ))
-        .into()
-}
-
 /// A shopper at the storefront: signed in (a customer Bearer token, checked as [`Customer`])
 /// or a guest who may present a cart's secret (`Keel-Cart-Secret`).
 #[derive(Debug, Clone)]

@@ -28,21 +28,8 @@ const MAX_STORED_BODY: usize = 1_048_576;
 /// The longest key accepted, in bytes.
 pub const KEY_MAX_LEN: usize = 255;
 
-/// The key's form as the document declares it: 1 to [`KEY_MAX_LEN`] visible ASCII characters
-/// (`!` to `~`), exactly what [`required_key`] accepts.
-pub fn key_schema() -> utoipa::openapi::schema::Schema {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .min_length(Some(1))
-        .max_length(Some(KEY_MAX_LEN))
-        .pattern(Some("^[!-~]+$"))
-        .description(Some(
-            "A key of the client's choosing (e.g. a UUID): a retry with the same key and the same \
-             request replays the first answer.",
-        ))
-        .into()
-}
+/// [`required_key`]'s rule as a regular expression, for the document: visible ASCII (`!` to `~`).
+pub const KEY_PATTERN: &str = "^[!-~]+$";
 
 /// The key a request sent: 1 to 255 visible ASCII characters. Required on the routes that
 /// create orders, payments, refunds and fulfilments.

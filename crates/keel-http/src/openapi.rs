@@ -112,15 +112,8 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
                 if p.parameter_in != utoipa::openapi::path::ParameterIn::Header {
                     continue;
                 }
-                if p.name
-                    .eq_ignore_ascii_case(crate::idempotency::IDEMPOTENCY_KEY)
-                {
-                    p.schema = Some(RefOr::T(crate::idempotency::key_schema()));
-                } else if p
-                    .name
-                    .eq_ignore_ascii_case(crate::auth::CART_SECRET.as_str())
-                {
-                    p.schema = Some(RefOr::T(crate::auth::cart_secret_schema()));
+                if let Some(schema) = header_schema(&p.name) {
+                    p.schema = Some(RefOr::T(schema));
                 }
             }
             for (status, description) in generic_errors(op) {
@@ -160,6 +153,41 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
         }
     }
     doc
+}
+
+/// The form of the Keel headers whose values the server bounds, exactly as it reads them:
+/// 1 to an exact number of bytes, and for `Idempotency-Key` visible ASCII only.
+fn header_schema(name: &str) -> Option<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let (max_len, pattern, description) = if name
+        .eq_ignore_ascii_case(crate::idempotency::IDEMPOTENCY_KEY)
+    {
+        (
+            crate::idempotency::KEY_MAX_LEN,
+            Some(crate::idempotency::KEY_PATTERN),
+            "A key of the client's choosing (e.g. a UUID): a retry with the same key and the same \
+             request replays the first answer.",
+        )
+    } else if name.eq_ignore_ascii_case(crate::auth::CART_SECRET.as_str()) {
+        (
+            crate::auth::CART_SECRET_MAX_LEN,
+            None,
+            "The `cart_secret` answered when the cart was created. A guest's cart and its order \
+             are reached only with it (or with the customer's token, for a customer's cart); \
+             anyone else gets 404.",
+        )
+    } else {
+        return None;
+    };
+    Some(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(max_len))
+            .pattern(pattern)
+            .description(Some(description))
+            .into(),
+    )
 }
 
 /// The errors an operation can answer whatever it does, from what it takes: a credential

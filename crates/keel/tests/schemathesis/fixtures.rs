@@ -175,18 +175,91 @@ fn uuid_key() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// A paid order of one tee: its id and its line's id.
-async fn paid_order(app: &TestApp, shop: &Shop) -> (String, String) {
-    let (cart, _) = ready_cart(
+/// A guest's USD cart of one tee, addressed to New York with US shipping, maybe with `code`.
+async fn tee_cart(app: &TestApp, shop: &Shop, code: Option<&str>) -> (Cart, serde_json::Value) {
+    ready_cart(
         app,
         shop,
         "USD",
         &[(&shop.tee, 1)],
         ny(),
         &shop.us_shipping,
-        None,
+        code,
     )
-    .await;
+    .await
+}
+
+/// The shop's slug and its owner's email (the testkit names the owner `owner@{slug}.test`).
+async fn owner_login(app: &TestApp, shop: &Shop) -> (String, String) {
+    let email = at(
+        &owner_call(app, shop, Method::GET, "/v1/me", None).await,
+        "/email",
+    );
+    let slug = email
+        .trim_start_matches("owner@")
+        .trim_end_matches(".test")
+        .to_owned();
+    (slug, email)
+}
+
+/// A new customer of the shop: its access and refresh tokens.
+async fn sign_up(app: &TestApp, shop: &Shop, email: &str) -> (String, String) {
+    let body = serde_json::json!({"email": email, "password": OWNER_PASSWORD});
+    let signed_up = created(app.store_post(&shop.pk, "/v1/store/customers", body).await).await;
+    (
+        at(&signed_up, "/tokens/access_token"),
+        at(&signed_up, "/tokens/refresh_token"),
+    )
+}
+
+/// The customer's `POST path` with `body`; its JSON answer.
+async fn as_customer(
+    app: &TestApp,
+    shop: &Shop,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    json(
+        app.store_request(Method::POST, &shop.pk, path, Some(token), Some(body))
+            .await,
+    )
+    .await
+}
+
+/// Starts the customer's TOTP enrolment (with its password); the authenticator it names.
+async fn begin_customer_totp(app: &TestApp, shop: &Shop, token: &str) -> Authenticator {
+    let reauth = serde_json::json!({"password": OWNER_PASSWORD});
+    let begun = as_customer(app, shop, token, "/v1/store/me/mfa/totp", reauth).await;
+    Authenticator::new(&at(&begun, "/secret"))
+}
+
+/// Enrols the customer's second factor; its authenticator and first backup code.
+async fn enrol_customer_totp(app: &TestApp, shop: &Shop, token: &str) -> (Authenticator, String) {
+    let authenticator = begin_customer_totp(app, shop, token).await;
+    let code = serde_json::json!({"code": authenticator.code(0)});
+    let confirmed = as_customer(app, shop, token, "/v1/store/me/mfa/totp/confirm", code).await;
+    (authenticator, at(&confirmed, "/backup_codes/0"))
+}
+
+/// The owner's `GET path`, answered with a success; its JSON body.
+async fn owner_get(app: &TestApp, shop: &Shop, path: &str) -> serde_json::Value {
+    owner_call(app, shop, Method::GET, path, None).await
+}
+
+/// The owner's `POST path` with `body`, answered with a success; its JSON body.
+async fn owner_post(
+    app: &TestApp,
+    shop: &Shop,
+    path: String,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    owner_call(app, shop, Method::POST, &path, Some(body)).await
+}
+
+/// A paid order of one tee: its id and its line's id.
+pub async fn paid_order(app: &TestApp, shop: &Shop) -> (String, String) {
+    let (cart, _) = tee_cart(app, shop, None).await;
     let order = created(checkout(app, shop, &cart, &uuid_key()).await).await;
     let id = at(&order, "/id");
     created(pay(app, shop, &cart, &id, &uuid_key()).await).await;
@@ -227,11 +300,7 @@ async fn account_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
     );
     // A member with a second session, which the first ends.
     let sessions = member("sessions@contract.test").await;
-    let owner = owner_call(app, shop, Method::GET, "/v1/me", None).await;
-    let slug = at(&owner, "/email")
-        .trim_start_matches("owner@")
-        .trim_end_matches(".test")
-        .to_owned();
+    let (slug, _) = owner_login(app, shop).await;
     let login = serde_json::json!({"tenant": slug, "email": "sessions@contract.test", "password": OWNER_PASSWORD});
     assert_eq!(
         app.post_json("/v1/auth/login", &login).await.status(),
@@ -306,14 +375,14 @@ async fn account_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
 
 /// Products and variants, the collections (one record kept, one to delete) and their creation.
 async fn catalog_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, hooks: &Receiver) {
-    let get = |path: &'static str| owner_call(app, shop, Method::GET, path, None);
-    let post = |path: String, body: serde_json::Value| async move {
-        owner_call(app, shop, Method::POST, &path, Some(body)).await
-    };
-
-    let product = at(&get("/v1/admin/products").await, "/data/0/id");
+    let product = at(
+        &owner_get(app, shop, "/v1/admin/products").await,
+        "/data/0/id",
+    );
     let spare = at(
-        &post(
+        &owner_post(
+            app,
+            shop,
             "/v1/admin/products".into(),
             serde_json::json!({"title": "Spare", "handle": "spare"}),
         )
@@ -321,7 +390,9 @@ async fn catalog_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, hooks: &
         "/id",
     );
     let spare_variant = at(
-        &post(
+        &owner_post(
+            app,
+            shop,
             format!("/v1/admin/products/{product}/variants"),
             serde_json::json!({"sku": "SPARE-1", "prices": [{"amount": 100, "currency": "USD"}]}),
         )
@@ -366,13 +437,14 @@ async fn catalog_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, hooks: &
 
 /// The collections (one record kept, one to delete), their creation and stock adjustments.
 async fn collection_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, hooks: &Receiver) {
-    let get = |path: &'static str| owner_call(app, shop, Method::GET, path, None);
-    let post = |path: String, body: serde_json::Value| async move {
-        owner_call(app, shop, Method::POST, &path, Some(body)).await
-    };
-    let location = at(&get("/v1/admin/stock-locations").await, "/data/0/id");
+    let location = at(
+        &owner_get(app, shop, "/v1/admin/stock-locations").await,
+        "/data/0/id",
+    );
     let endpoint = at(
-        &post(
+        &owner_post(
+            app,
+            shop,
             "/v1/admin/webhook-endpoints".into(),
             serde_json::json!({"url": hooks.url}),
         )
@@ -383,7 +455,10 @@ async fn collection_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, hooks
     for (collection, kept, spare_body, extra) in [
         (
             "promotions",
-            at(&get("/v1/admin/promotions").await, "/data/0/id"),
+            at(
+                &owner_get(app, shop, "/v1/admin/promotions").await,
+                "/data/0/id",
+            ),
             serde_json::json!({"code": "SPARE5", "percent": "5"}),
             &[][..],
         ),
@@ -401,7 +476,10 @@ async fn collection_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, hooks
         ),
         (
             "tax-rates",
-            at(&get("/v1/admin/tax-rates").await, "/data/0/id"),
+            at(
+                &owner_get(app, shop, "/v1/admin/tax-rates").await,
+                "/data/0/id",
+            ),
             serde_json::json!({"country": "FR", "rate": "20"}),
             &[],
         ),
@@ -413,7 +491,7 @@ async fn collection_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, hooks
             &["GET /messages", "POST /rotate-secret"],
         ),
     ] {
-        let spare = post(format!("/v1/admin/{collection}"), spare_body).await;
+        let spare = owner_post(app, shop, format!("/v1/admin/{collection}"), spare_body).await;
         let spare = spare
             .pointer("/endpoint/id")
             .unwrap_or(&spare["id"])
@@ -452,9 +530,6 @@ async fn collection_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, hooks
 
 /// Staff members, and orders at each lifecycle step.
 async fn order_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
-    let post = |path: String, body: serde_json::Value| async move {
-        owner_call(app, shop, Method::POST, &path, Some(body)).await
-    };
     // A staff member to read and change, another to disable.
     let (member, _) = app
         .member(&shop.owner, "staff@contract.test", "staff")
@@ -496,7 +571,9 @@ async fn order_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
         serde_json::json!({"path.id": to_refund, "body.lines": [{"line_id": line, "quantity": 1}]}),
     );
     let (to_ship, line) = paid_order(app, shop).await;
-    post(
+    owner_post(
+        app,
+        shop,
         format!("/v1/admin/orders/{to_ship}/fulfillments"),
         serde_json::json!({"lines": [{"line_id": line, "quantity": 1}]}),
     )
@@ -506,12 +583,16 @@ async fn order_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
         serde_json::json!({"path.id": to_ship}),
     );
     let (to_deliver, line) = paid_order(app, shop).await;
-    post(
+    owner_post(
+        app,
+        shop,
         format!("/v1/admin/orders/{to_deliver}/fulfillments"),
         serde_json::json!({"lines": [{"line_id": line, "quantity": 1}]}),
     )
     .await;
-    post(
+    owner_post(
+        app,
+        shop,
         format!("/v1/admin/orders/{to_deliver}/shipments"),
         serde_json::json!({"carrier": "UPS", "tracking_number": "1Z999"}),
     )
@@ -538,13 +619,7 @@ async fn message_and_auth_fixtures(
     ] {
         f.op(op, serde_json::json!({"path.id": message}));
     }
-    let owner = owner_call(app, shop, Method::GET, "/v1/me", None).await;
-    let email = at(&owner, "/email");
-    // The testkit names each shop's owner `owner@{slug}.test`.
-    let slug = email
-        .trim_start_matches("owner@")
-        .trim_end_matches(".test")
-        .to_owned();
+    let (slug, email) = owner_login(app, shop).await;
     owner_call(
         app,
         shop,
@@ -637,16 +712,7 @@ pub async fn store_fixtures(
 /// Carts: one to fill and change, one to remove things from, one ready to check out, and an
 /// order waiting for payment.
 async fn cart_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
-    let (cart, body) = ready_cart(
-        app,
-        shop,
-        "USD",
-        &[(&shop.tee, 1)],
-        ny(),
-        &shop.us_shipping,
-        None,
-    )
-    .await;
+    let (cart, body) = tee_cart(app, shop, None).await;
     let item = at(&body, "/lines/0/id");
     for op in [
         "GET /v1/store/carts/{id}",
@@ -661,47 +727,20 @@ async fn cart_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
             "body.country": "US", "body.region": "NY", "body.shipping_option_id": shop.us_shipping,
         }), &cart);
     }
-    let (emptied, body) = ready_cart(
-        app,
-        shop,
-        "USD",
-        &[(&shop.tee, 1)],
-        ny(),
-        &shop.us_shipping,
-        Some("SAVE10"),
-    )
-    .await;
+    let (emptied, body) = tee_cart(app, shop, Some("SAVE10")).await;
     for op in [
         "DELETE /v1/store/carts/{id}/items/{item_id}",
         "DELETE /v1/store/carts/{id}/promotions/{code}",
     ] {
         f.cart_op(op, serde_json::json!({"path.id": emptied.id, "path.item_id": at(&body, "/lines/0/id"), "path.code": "SAVE10"}), &emptied);
     }
-    let (ready, _) = ready_cart(
-        app,
-        shop,
-        "USD",
-        &[(&shop.tee, 1)],
-        ny(),
-        &shop.us_shipping,
-        None,
-    )
-    .await;
+    let (ready, _) = tee_cart(app, shop, None).await;
     f.cart_op(
         "POST /v1/store/carts/{id}/checkout",
         serde_json::json!({"path.id": ready.id}),
         &ready,
     );
-    let (unpaid, _) = ready_cart(
-        app,
-        shop,
-        "USD",
-        &[(&shop.tee, 1)],
-        ny(),
-        &shop.us_shipping,
-        None,
-    )
-    .await;
+    let (unpaid, _) = tee_cart(app, shop, None).await;
     let order = at(
         &created(checkout(app, shop, &unpaid, &uuid_key()).await).await,
         "/id",
@@ -749,17 +788,7 @@ async fn customer_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, mail: &
         Some(serde_json::json!({"url": mail.url})),
     )
     .await;
-    let sign_up = |email: &'static str| async move {
-        let res = app
-            .store_post(
-                &shop.pk,
-                "/v1/store/customers",
-                serde_json::json!({"email": email, "password": OWNER_PASSWORD}),
-            )
-            .await;
-        created(res).await
-    };
-    sign_up("reset@example.com").await;
+    sign_up(app, shop, "reset@example.com").await;
     let reset = app
         .store_post(
             &shop.pk,
@@ -770,28 +799,8 @@ async fn customer_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, mail: &
     assert_eq!(reset.status(), 202, "reset requested");
     let notice = mail.next().await.json();
     f.op("POST /v1/store/auth/password-reset/confirm", serde_json::json!({"body.reset_token": at(&notice, "/data/reset_token"), "body.new_password": OWNER_PASSWORD}));
-    let enrolled = sign_up("mfa@example.com").await;
-    let token = at(&enrolled, "/tokens/access_token");
-    let me = |path: &'static str, body: serde_json::Value| {
-        app.store_request(Method::POST, &shop.pk, path, Some(&token), Some(body))
-    };
-    let begun = json(
-        me(
-            "/v1/store/me/mfa/totp",
-            serde_json::json!({"password": OWNER_PASSWORD}),
-        )
-        .await,
-    )
-    .await;
-    let code = Authenticator::new(&at(&begun, "/secret")).code(0);
-    let confirmed = json(
-        me(
-            "/v1/store/me/mfa/totp/confirm",
-            serde_json::json!({"code": code}),
-        )
-        .await,
-    )
-    .await;
+    let (token, _) = sign_up(app, shop, "mfa@example.com").await;
+    let (_, backup) = enrol_customer_totp(app, shop, &token).await;
     let challenge = app
         .store_post(
             &shop.pk,
@@ -800,81 +809,47 @@ async fn customer_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop, mail: &
         )
         .await;
     let challenge = json(challenge).await;
-    f.op("POST /v1/store/auth/mfa", serde_json::json!({"body.mfa_token": at(&challenge, "/mfa_token"), "body.backup_code": at(&confirmed, "/backup_codes/0")}));
+    f.op("POST /v1/store/auth/mfa", serde_json::json!({"body.mfa_token": at(&challenge, "/mfa_token"), "body.backup_code": backup}));
     customer_account_fixtures(f, app, shop).await;
 }
 
 /// What ends or changes a customer's own session or credentials, each as a customer of its
 /// own (so the run's customer stays logged in).
 async fn customer_account_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
-    let customer = |email: &'static str| async move {
-        let res = app
-            .store_post(
-                &shop.pk,
-                "/v1/store/customers",
-                serde_json::json!({"email": email, "password": OWNER_PASSWORD}),
-            )
-            .await;
-        let signed_up = created(res).await;
-        (
-            at(&signed_up, "/tokens/access_token"),
-            at(&signed_up, "/tokens/refresh_token"),
-        )
-    };
-    let post = |path: &'static str, token: String, body: serde_json::Value| async move {
-        json(
-            app.store_request(Method::POST, &shop.pk, path, Some(&token), Some(body))
-                .await,
-        )
-        .await
-    };
-    let (changing, _) = customer("password@example.com").await;
+    let (changing, _) = sign_up(app, shop, "password@example.com").await;
     f.op_as("POST /v1/store/me/password", serde_json::json!({"body.current_password": OWNER_PASSWORD, "body.new_password": "quartz-meadow-lantern-8812"}), &changing);
-    let (leaving, refresh) = customer("logout@example.com").await;
+    let (leaving, refresh) = sign_up(app, shop, "logout@example.com").await;
     f.op_as(
         "POST /v1/store/auth/logout",
         serde_json::json!({"body.refresh_token": refresh}),
         &leaving,
     );
-    let (starting, _) = customer("mfa-begin@example.com").await;
+    let (starting, _) = sign_up(app, shop, "mfa-begin@example.com").await;
     f.op_as(
         "POST /v1/store/me/mfa/totp",
         serde_json::json!({"body.password": OWNER_PASSWORD}),
         &starting,
     );
-    let reauth = serde_json::json!({"password": OWNER_PASSWORD});
-    let (confirming, _) = customer("mfa-confirm@example.com").await;
-    let begun = post("/v1/store/me/mfa/totp", confirming.clone(), reauth.clone()).await;
-    let code = Authenticator::new(&at(&begun, "/secret")).code(0);
+    let (confirming, _) = sign_up(app, shop, "mfa-confirm@example.com").await;
+    let code = begin_customer_totp(app, shop, &confirming).await.code(0);
     f.op_as(
         "POST /v1/store/me/mfa/totp/confirm",
         serde_json::json!({"body.code": code}),
         &confirming,
     );
     // Enrolled customers: one renewing backup codes, one turning the second factor off.
-    let mut enrolled = Vec::new();
-    for email in ["mfa-codes@example.com", "mfa-off@example.com"] {
-        let (token, _) = customer(email).await;
-        let begun = post("/v1/store/me/mfa/totp", token.clone(), reauth.clone()).await;
-        let authenticator = Authenticator::new(&at(&begun, "/secret"));
-        let confirmed = post(
-            "/v1/store/me/mfa/totp/confirm",
-            token.clone(),
-            serde_json::json!({"code": authenticator.code(0)}),
-        )
-        .await;
-        enrolled.push((token, authenticator, at(&confirmed, "/backup_codes/0")));
-    }
-    let (renewing, authenticator, _) = &enrolled[0];
+    let (renewing, _) = sign_up(app, shop, "mfa-codes@example.com").await;
+    let (authenticator, _) = enrol_customer_totp(app, shop, &renewing).await;
+    let (disabling, _) = sign_up(app, shop, "mfa-off@example.com").await;
+    let (_, backup) = enrol_customer_totp(app, shop, &disabling).await;
     f.op_as(
         "POST /v1/store/me/mfa/backup-codes",
         serde_json::json!({"body.code": authenticator.code(0)}),
-        renewing,
+        &renewing,
     );
-    let (disabling, _, backup) = &enrolled[1];
     f.op_as(
         "DELETE /v1/store/me/mfa/totp",
         serde_json::json!({"body.password": OWNER_PASSWORD, "body.backup_code": backup}),
-        disabling,
+        &disabling,
     );
 }

@@ -11,11 +11,11 @@ mod fixtures;
 
 use std::time::Duration;
 
-use fixtures::{Fixtures, staff_fixtures, store_fixtures};
+use fixtures::{Fixtures, paid_order, staff_fixtures, store_fixtures};
 use keel_testkit::{
     Backend, OWNER_PASSWORD, TestApp, backend_tests, contract_tool,
     receiver::{fast_webhooks, receiver},
-    shop::{checkout, created, ny, pay, ready_cart, shop},
+    shop::{created, shop},
     spawn_app_with,
 };
 
@@ -177,19 +177,7 @@ async fn contract_app(backend: Backend) -> TestApp {
 /// A shop with its catalog, stock, taxes, shipping, promotions and one paid order.
 async fn seeded_shop(app: &TestApp, prefix: &str) -> keel_testkit::shop::Shop {
     let shop = shop(app, prefix, 1_000).await;
-    let (cart, _) = ready_cart(
-        app,
-        &shop,
-        "USD",
-        &[(&shop.tee, 1)],
-        ny(),
-        &shop.us_shipping,
-        None,
-    )
-    .await;
-    let order = created(checkout(app, &shop, &cart, "seed-checkout").await).await;
-    let id = order["id"].as_str().expect("order id");
-    created(pay(app, &shop, &cart, id, "seed-pay").await).await;
+    paid_order(app, &shop).await;
     shop
 }
 
