@@ -11,7 +11,9 @@
 //! the conformance suite.
 #![forbid(unsafe_code)]
 
+pub mod exec;
 pub mod rows;
+pub mod store;
 
 use keel_catalog::ports::{CatalogStore, InventoryStore};
 use keel_identity::{

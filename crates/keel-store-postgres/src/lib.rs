@@ -11,6 +11,7 @@ mod catalog;
 mod consumers;
 mod customers;
 mod error;
+mod exec;
 mod identity;
 mod inventory;
 mod mfa;
@@ -78,6 +79,16 @@ impl PgStore {
             })?;
         conn.release();
         Ok(())
+    }
+
+    /// Statements outside a transaction, on one connection taken at the first.
+    fn pg(&self) -> exec::Pg<'_> {
+        exec::Pg::new(&self.pool)
+    }
+
+    /// Starts a transaction on a pooled connection.
+    async fn begin(&self) -> Result<pool::Tx, StoreError> {
+        self.pool.begin().await.map_err(map_err)
     }
 
     /// Closes the pool, waiting for connections to be returned.

@@ -323,6 +323,12 @@ impl Conn {
     pub(crate) fn release(mut self) {
         self.settled = true;
     }
+
+    /// Marks whether the work on the connection so far ran to its end (set false before a
+    /// statement, true once it has answered).
+    pub(crate) fn settle(&mut self, settled: bool) {
+        self.settled = settled;
+    }
 }
 
 impl std::ops::Deref for Conn {

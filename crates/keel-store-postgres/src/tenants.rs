@@ -1,4 +1,4 @@
-//! Tenants and the event log on PostgreSQL.
+//! Tenants and the event log on PostgreSQL (the statements: `keel_store_common::store::tenants`).
 
 use async_trait::async_trait;
 use keel_identity::{Tenant, TenantSlug, TenantStore};
@@ -7,11 +7,11 @@ use keel_kernel::{
     event::{EventId, EventLog, NewEvent, RecordedEvent},
     page::{Page, PageRequest},
 };
+use keel_store_common::store::tenants as shared;
 use uuid::Uuid;
 
-use crate::{PgStore, error::map_err};
+use crate::{PgStore, error::map_err, exec::Raw};
 pub(crate) use keel_store_common::rows::events::event_from_row;
-use keel_store_common::rows::identity::tenant_from_row;
 
 /// The `SELECT` that turns five bound arrays into outbox rows, for an `INSERT INTO
 /// outbox_events (tenant_id, id, event_type, payload, occurred_at)`; the arguments are the
@@ -74,18 +74,7 @@ pub(crate) async fn insert_events(
     tx: &mut sqlx::PgConnection,
     events: &[NewEvent],
 ) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    EventRows::of(events)
-        .bind(sqlx::query(concat!(
-            "INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) ",
-            events_from_arrays!("$1", "$2", "$3", "$4", "$5")
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    Ok(())
+    shared::insert_events(&mut Raw(tx), events).await
 }
 
 /// Inserts a tenant inside the caller's transaction.
@@ -93,83 +82,40 @@ pub(crate) async fn insert_tenant(
     tx: &mut sqlx::PgConnection,
     tenant: &Tenant,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(tenant.id.as_uuid())
-        .bind(tenant.slug.as_str())
-        .bind(tenant.name.as_str())
-        .bind(tenant.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    Ok(())
+    shared::insert_tenant(&mut Raw(tx), tenant).await
 }
 
 #[async_trait]
 impl TenantStore for PgStore {
     async fn create(&self, tenant: &Tenant, events: &[NewEvent]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        insert_tenant(&mut tx, tenant).await?;
-        insert_events(&mut tx, events).await?;
+        let mut tx = self.begin().await?;
+        shared::create(&mut tx, tenant, events).await?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn get(&self, id: TenantId) -> Result<Tenant, StoreError> {
-        let row = sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE id = $1")
-            .bind(id.as_uuid())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
-        tenant_from_row(&row)
+        shared::get(&mut self.pg(), id).await
     }
 
     async fn get_by_slug(&self, slug: &TenantSlug) -> Result<Tenant, StoreError> {
-        let row = sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE slug = $1")
-            .bind(slug.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
-        tenant_from_row(&row)
+        shared::get_by_slug(&mut self.pg(), slug).await
     }
 
     async fn list(&self, page: PageRequest) -> Result<Page<Tenant>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, slug, name, created_at FROM tenants \
-             WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
-        )
-        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-        .bind(page.limit.fetch_count())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let tenants = rows
-            .iter()
-            .map(tenant_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_overfetch(tenants, page.limit, |t| {
-            t.id.as_uuid()
-        }))
+        shared::list(&mut self.pg(), page).await
     }
 }
 
 #[async_trait]
 impl EventLog for PgStore {
     async fn append(&self, events: &[NewEvent]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        insert_events(&mut tx, events).await?;
+        let mut tx = self.begin().await?;
+        shared::insert_events(&mut tx, events).await?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn get(&self, tenant: TenantId, id: EventId) -> Result<RecordedEvent, StoreError> {
-        let row = sqlx::query(
-            "SELECT tenant_id, id, event_type, payload::text AS payload, occurred_at FROM outbox_events \
-             WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_err)?;
-        event_from_row(&row)
+        shared::get_event(&mut self.pg(), tenant, id).await
     }
 
     async fn list(
@@ -178,23 +124,6 @@ impl EventLog for PgStore {
         page: PageRequest,
         type_prefix: Option<&str>,
     ) -> Result<Page<RecordedEvent>, StoreError> {
-        let after: Option<Uuid> = page.after.map(keel_kernel::page::Cursor::after_id);
-        let rows = sqlx::query(
-            "SELECT tenant_id, id, event_type, payload::text AS payload, occurred_at FROM outbox_events \
-             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) \
-             AND ($4::text IS NULL OR left(event_type, length($4)) = $4) ORDER BY id LIMIT $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(after)
-        .bind(page.limit.fetch_count())
-        .bind(type_prefix)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let events = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_overfetch(events, page.limit, |e| e.id.as_uuid()))
+        shared::list_events(&mut self.pg(), tenant, page, type_prefix).await
     }
 }

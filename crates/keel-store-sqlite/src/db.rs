@@ -20,10 +20,11 @@ use std::{
 };
 
 use keel_kernel::StoreError;
+use keel_store_common::exec::{Arg, Dialect, Exec};
 use rusqlite::{
     Connection, OpenFlags,
     config::DbConfig,
-    types::{FromSql, ToSql, Value, ValueRef},
+    types::{FromSql, ToSql, ToSqlOutput, Value, ValueRef},
 };
 
 use crate::error::map_err;
@@ -265,6 +266,145 @@ impl keel_store_common::rows::ReadRow for Row {
     /// SQLite has no boolean type: 0 or 1 in an `INTEGER`.
     fn flag(&self, col: &str) -> Result<bool, StoreError> {
         Get::col(self, col)
+    }
+    fn json_text(&self, col: &str) -> Result<String, StoreError> {
+        Get::col(self, col)
+    }
+}
+
+/// The shared statements (ADR 0032) on a SQLite connection: a reader, or the writer inside a
+/// transaction. Every future it returns is ready at its first poll ([`now`]).
+pub(crate) struct Lite<'c>(pub(crate) &'c Connection);
+
+impl Exec for Lite<'_> {
+    type Row = Row;
+    const DIALECT: Dialect = Dialect::Sqlite;
+
+    async fn all(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<Row>, StoreError> {
+        each(self.0, sql, args, |r, names| Row::read(r, names).map(Some))
+    }
+
+    async fn opt(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<Row>, StoreError> {
+        // Stops stepping after the first row.
+        let mut first = None;
+        each(self.0, sql, args, |r, names| {
+            first = Some(Row::read(r, names)?);
+            Ok(None::<()>)
+        })?;
+        Ok(first)
+    }
+
+    async fn run(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
+        note(sql);
+        let mut stmt = self.0.prepare_cached(sql).map_err(map_err)?;
+        bind(&mut stmt, args)?;
+        let n = stmt.raw_execute().map_err(map_err)?;
+        u64::try_from(n).map_err(StoreError::other)
+    }
+}
+
+/// Runs a shared statement's future, which on [`Lite`] is ready at once: SQLite's work is
+/// synchronous, on the calling thread. One that is not ready is a bug (something awaited
+/// other than a statement), reported rather than blocked on.
+pub(crate) fn now<T>(work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    let mut work = std::pin::pin!(work);
+    match work
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => Err(StoreError::other(
+            "a SQLite storage future waited on something other than a statement",
+        )),
+    }
+}
+
+fn each<R>(
+    conn: &Connection,
+    sql: &'static str,
+    args: &[Arg<'_>],
+    mut f: impl FnMut(&rusqlite::Row<'_>, &Arc<[String]>) -> Result<Option<R>, StoreError>,
+) -> Result<Vec<R>, StoreError> {
+    note(sql);
+    let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
+    bind(&mut stmt, args)?;
+    let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        match f(r, &names)? {
+            Some(v) => out.push(v),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Binds each parameter `$n` (SQLite's name for it) to `args[n - 1]`. The statement must name
+/// every argument, as PostgreSQL requires.
+fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<(), StoreError> {
+    let count = stmt.parameter_count();
+    if count != args.len() {
+        return Err(StoreError::other(format!(
+            "a statement names {count} parameters and was given {}",
+            args.len()
+        )));
+    }
+    for index in 1..=count {
+        let arg = stmt
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|n| args.get(n))
+            .ok_or_else(|| StoreError::other(format!("parameter {index} is not $1..${count}")))?;
+        stmt.raw_bind_parameter(index, Bound(arg))
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// An [`Arg`] in its SQLite column form.
+struct Bound<'b, 'a>(&'b Arg<'a>);
+
+impl ToSql for Bound<'_, '_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        let list = |v: serde_json::Value| ToSqlOutput::Owned(Value::Text(v.to_string()));
+        let conversion = |e: StoreError| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+        Ok(match self.0 {
+            Arg::Uuid(Some(u)) => ToSqlOutput::Borrowed(ValueRef::Blob(u.as_bytes())),
+            Arg::Text(Some(t)) | Arg::Json(Some(t)) => {
+                ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes()))
+            }
+            Arg::Int(Some(i)) => ToSqlOutput::Owned(Value::Integer(*i)),
+            Arg::Flag(Some(b)) => ToSqlOutput::Owned(Value::Integer(i64::from(*b))),
+            Arg::Bytes(Some(b)) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Arg::Time(Some(t)) => {
+                ToSqlOutput::Owned(Value::Integer(crate::to_micros(*t).map_err(conversion)?))
+            }
+            Arg::Uuid(None)
+            | Arg::Text(None)
+            | Arg::Json(None)
+            | Arg::Int(None)
+            | Arg::Flag(None)
+            | Arg::Bytes(None)
+            | Arg::Time(None) => ToSqlOutput::Owned(Value::Null),
+            Arg::Uuids(ids) => list(ids.iter().map(|u| u.simple().to_string()).collect()),
+            Arg::Texts(v) => list(v.iter().map(String::as_str).collect()),
+            Arg::Strs(v) => list(v.iter().copied().collect()),
+            Arg::Ints(v) => list(v.iter().copied().collect()),
+            Arg::Times(v) => list(
+                v.iter()
+                    .map(|t| crate::to_micros(*t))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(conversion)?
+                    .into(),
+            ),
+        })
     }
 }
 

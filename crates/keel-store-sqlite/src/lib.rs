@@ -192,6 +192,31 @@ impl SqliteStore {
         self.readers.with(f)
     }
 
+    /// Runs shared statements (ADR 0032) on a reader connection, on this thread.
+    fn lite<R>(
+        &self,
+        f: impl FnOnce(&mut db::Lite<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.readers.with(|c| f(&mut db::Lite(c)))
+    }
+
+    /// Runs shared statements in a write transaction on the single writer connection (see
+    /// [`Self::write`]), committed if `f` succeeds and rolled back otherwise.
+    async fn tx<R>(
+        &self,
+        f: impl FnOnce(&mut db::Lite<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let tx = self.write().await?;
+        let out = f(&mut db::Lite(&tx));
+        match out {
+            Ok(r) => tx.commit().await.map(|()| r),
+            Err(e) => {
+                tx.rollback()?;
+                Err(e)
+            }
+        }
+    }
+
     /// Starts a write transaction on the single writer (a savepoint in the group's `BEGIN
     /// IMMEDIATE` transaction, which takes the write lock up front, so a transaction never
     /// fails half-way on a lock upgrade).

@@ -9,7 +9,7 @@ use keel_kernel::{
 use super::ReadRow;
 
 pub fn event_from_row(r: &impl ReadRow) -> Result<RecordedEvent, StoreError> {
-    let payload: String = r.col("payload")?;
+    let payload = r.json_text("payload")?;
     Ok(RecordedEvent {
         id: EventId::from_uuid(r.col("id")?),
         tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
@@ -20,7 +20,7 @@ pub fn event_from_row(r: &impl ReadRow) -> Result<RecordedEvent, StoreError> {
 }
 
 pub fn letter_from_row(r: &impl ReadRow) -> Result<DeadLetter, StoreError> {
-    let payload: String = r.col("payload")?;
+    let payload = r.json_text("payload")?;
     Ok(DeadLetter {
         id: r.col("id")?,
         consumer: r.col("consumer")?,

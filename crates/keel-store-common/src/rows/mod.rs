@@ -12,7 +12,7 @@ pub mod catalog;
 pub mod events;
 pub mod identity;
 pub mod orders;
-mod postgres;
+pub mod postgres;
 pub mod webhooks;
 
 /// One row, read by column name.
@@ -27,6 +27,8 @@ pub trait ReadRow {
     fn opt_uuid(&self, col: &str) -> Result<Option<Uuid>, StoreError>;
     fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError>;
     fn flag(&self, col: &str) -> Result<bool, StoreError>;
+    /// A JSON column's text (`jsonb` on PostgreSQL, text on SQLite).
+    fn json_text(&self, col: &str) -> Result<String, StoreError>;
 
     /// A column in the type the caller asks for (see [`Column`]).
     fn col<T: Column>(&self, col: &str) -> Result<T, StoreError>
@@ -71,11 +73,11 @@ pub fn corrupt(table: &str, what: &str) -> StoreError {
     StoreError::other(format!("corrupt {table} row: {what}"))
 }
 
-/// A JSON column (stored as text on SQLite, selected as text from `jsonb` on PostgreSQL).
+/// A JSON column (`jsonb` on PostgreSQL, text on SQLite).
 pub fn json<T: serde::de::DeserializeOwned>(
     r: &impl ReadRow,
     col: &str,
     table: &str,
 ) -> Result<T, StoreError> {
-    serde_json::from_str(&r.text(col)?).map_err(|_| corrupt(table, col))
+    serde_json::from_str(&r.json_text(col)?).map_err(|_| corrupt(table, col))
 }

@@ -18,7 +18,7 @@ fn kind_of(s: &str) -> Result<SetupKind, StoreError> {
 
 pub fn record_from_row(r: &impl ReadRow) -> Result<SetupRecord, StoreError> {
     let kind: String = r.col("kind")?;
-    let body: String = r.col("body")?;
+    let body = r.json_text("body")?;
     Ok(SetupRecord {
         id: r.col("id")?,
         tenant_id: TenantId::from_uuid(r.col("tenant_id")?),

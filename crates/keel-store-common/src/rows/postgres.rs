@@ -3,7 +3,12 @@
 //! implemented for sqlx's row type only in the trait's own crate.
 
 use keel_kernel::StoreError;
-use sqlx::{Row as _, postgres::PgRow};
+use sqlx::{
+    Decode, Encode, Postgres, Row as _, Type, TypeInfo as _, ValueRef as _,
+    encode::IsNull,
+    error::BoxDynError,
+    postgres::{PgArgumentBuffer, PgRow, PgTypeInfo, PgValueFormat, PgValueRef, types::Oid},
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -47,5 +52,52 @@ impl ReadRow for PgRow {
     }
     fn flag(&self, col: &str) -> Result<bool, StoreError> {
         get(self, col)
+    }
+    fn json_text(&self, col: &str) -> Result<String, StoreError> {
+        get::<JsonText<'_>>(self, col).map(|j| j.0.to_owned())
+    }
+}
+
+/// JSON as its text, bound as `jsonb` and read from `jsonb` (or `json`, or text): the
+/// statements need no casts, and no value is parsed only to be written out again.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonText<'a>(pub &'a str);
+
+/// `jsonb`'s object id in the `pg_type` catalogue (fixed for built-in types).
+const JSONB_OID: u32 = 3802;
+
+/// The version byte that starts `jsonb`'s binary form.
+const JSONB_VERSION: u8 = 1;
+
+impl Type<Postgres> for JsonText<'_> {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(JSONB_OID))
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        matches!(ty.name(), "JSONB" | "JSON" | "TEXT")
+    }
+}
+
+impl Encode<'_, Postgres> for JsonText<'_> {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        buf.push(JSONB_VERSION);
+        buf.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for JsonText<'r> {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        let binary_jsonb =
+            value.format() == PgValueFormat::Binary && value.type_info().name() == "JSONB";
+        let text = value.as_str()?;
+        if binary_jsonb {
+            return text
+                .strip_prefix(char::from(JSONB_VERSION))
+                .map(JsonText)
+                .ok_or_else(|| "unsupported jsonb format version".into());
+        }
+        Ok(JsonText(text))
     }
 }

@@ -12,8 +12,8 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 pub fn endpoint_from_row(r: &impl ReadRow) -> Result<Endpoint, StoreError> {
-    let types: String = r.col("event_types")?;
-    let secrets: String = r.col("secrets")?;
+    let types = r.json_text("event_types")?;
+    let secrets = r.json_text("secrets")?;
     let channel: String = r.col("channel")?;
     Ok(Endpoint {
         id: EndpointId::from_uuid(r.col("id")?),

@@ -1,0 +1,1 @@
+//! (being moved here from both adapters; ADR 0032)

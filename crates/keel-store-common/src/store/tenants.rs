@@ -1,0 +1,162 @@
+//! Tenants and the event log.
+
+use keel_identity::{Tenant, TenantSlug};
+use keel_kernel::{
+    StoreError, TenantId,
+    event::{EventId, NewEvent, RecordedEvent},
+    page::{Cursor, Page, PageRequest},
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    args,
+    exec::{Dialect, Exec, decode},
+    rows::{events::event_from_row, identity::tenant_from_row},
+};
+
+/// Appends events inside the caller's transaction.
+pub async fn insert_events<E: Exec>(e: &mut E, events: &[NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    match E::DIALECT {
+        // Any number of events in one statement, as parallel arrays: one round trip.
+        Dialect::Postgres => {
+            let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id.as_uuid()).collect();
+            let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
+            let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+            let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+            let occurred: Vec<OffsetDateTime> = events.iter().map(|e| e.occurred_at).collect();
+            e.run(
+                "INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) \
+                 SELECT e.tenant_id, e.id, e.event_type, e.payload::jsonb, e.occurred_at \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[]) \
+                 AS e (tenant_id, id, event_type, payload, occurred_at)",
+                args![
+                    &tenants,
+                    &ids,
+                    crate::exec::Arg::Strs(&types),
+                    &payloads,
+                    &occurred
+                ],
+            )
+            .await?;
+        }
+        // In-process statements cost no round trip.
+        Dialect::Sqlite => {
+            for ev in events {
+                let payload = ev.payload.to_string();
+                e.run(
+                    "INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        ev.tenant_id.as_uuid().into(),
+                        ev.id.as_uuid().into(),
+                        ev.event_type.into(),
+                        crate::exec::Arg::json(&payload),
+                        ev.occurred_at.into(),
+                    ],
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Inserts a tenant inside the caller's transaction.
+pub async fn insert_tenant<E: Exec>(e: &mut E, tenant: &Tenant) -> Result<(), StoreError> {
+    e.run(
+        "INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)",
+        args![
+            tenant.id.as_uuid(),
+            tenant.slug.as_str(),
+            tenant.name.as_str(),
+            tenant.created_at
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn create<E: Exec>(
+    e: &mut E,
+    tenant: &Tenant,
+    events: &[NewEvent],
+) -> Result<(), StoreError> {
+    insert_tenant(e, tenant).await?;
+    insert_events(e, events).await
+}
+
+pub async fn get<E: Exec>(e: &mut E, id: TenantId) -> Result<Tenant, StoreError> {
+    let row = e
+        .one(
+            "SELECT id, slug, name, created_at FROM tenants WHERE id = $1",
+            args![id.as_uuid()],
+        )
+        .await?;
+    tenant_from_row(&row)
+}
+
+pub async fn get_by_slug<E: Exec>(e: &mut E, slug: &TenantSlug) -> Result<Tenant, StoreError> {
+    let row = e
+        .one(
+            "SELECT id, slug, name, created_at FROM tenants WHERE slug = $1",
+            args![slug.as_str()],
+        )
+        .await?;
+    tenant_from_row(&row)
+}
+
+pub async fn list<E: Exec>(e: &mut E, page: PageRequest) -> Result<Page<Tenant>, StoreError> {
+    let rows = e
+        .all(
+            "SELECT id, slug, name, created_at FROM tenants \
+             WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2",
+            args![page.after.map(Cursor::after_id), page.limit.fetch_count()],
+        )
+        .await?;
+    let tenants = decode(&rows, tenant_from_row)?;
+    Ok(Page::from_overfetch(tenants, page.limit, |t| {
+        t.id.as_uuid()
+    }))
+}
+
+pub async fn get_event<E: Exec>(
+    e: &mut E,
+    tenant: TenantId,
+    id: EventId,
+) -> Result<RecordedEvent, StoreError> {
+    let row = e
+        .one(
+            "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+             WHERE tenant_id = $1 AND id = $2",
+            args![tenant.as_uuid(), id.as_uuid()],
+        )
+        .await?;
+    event_from_row(&row)
+}
+
+pub async fn list_events<E: Exec>(
+    e: &mut E,
+    tenant: TenantId,
+    page: PageRequest,
+    type_prefix: Option<&str>,
+) -> Result<Page<RecordedEvent>, StoreError> {
+    let rows = e
+        .all(
+            "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+             WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) \
+             AND ($4 IS NULL OR substr(event_type, 1, length($4)) = $4) ORDER BY id LIMIT $3",
+            args![
+                tenant.as_uuid(),
+                page.after.map(Cursor::after_id),
+                page.limit.fetch_count(),
+                type_prefix
+            ],
+        )
+        .await?;
+    let events = decode(&rows, event_from_row)?;
+    Ok(Page::from_overfetch(events, page.limit, |e| e.id.as_uuid()))
+}
