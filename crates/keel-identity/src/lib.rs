@@ -1,33 +1,27 @@
-//! Keel's identity context: tenants (the unit of isolation, created by the operator) and the
-//! building blocks of access: the role -> permission table
-//! ([`access`]), the password policy and argon2id hashing ([`password`]), one-time secrets
-//! ([`secret`]), TOTP and backup codes ([`totp`]) and EdDSA access tokens ([`jwt`]). Staff
-//! users, customers, sessions and API keys (ports, adapters, routes) build on these.
+//! Keel's identity context: tenants (the unit of isolation, created by the operator), staff
+//! users, customers, sessions, second factors, API keys and the installation's signing keys.
 //!
-//! Layout, copied by every context: `domain` (types that parse, never validate later, and
-//! the context's error), `ports` (storage traits, atomic inside the adapter), `service`
-//! (use cases that tie them together and write the events).
+//! - [`domain`]: types that parse, never validate later, and the rules and cryptography they
+//!   carry (roles and permissions, passwords, one-time secrets, TOTP, access tokens, sealing
+//!   at rest, throttling limits). No I/O.
+//! - [`ports`]: the storage traits; each method is one atomic step inside the adapter.
+//! - [`services`]: the use cases (authentication, staff administration, API keys, signing-key
+//!   rotation, tenants), which tie the domain to the ports and write the events.
 #![forbid(unsafe_code)]
 
-pub mod access;
-pub mod apikey;
-pub mod auth;
-pub mod customer;
 pub mod domain;
-pub mod jwt;
-pub mod keyring;
-pub mod keys;
-pub mod notice;
-pub mod password;
 pub mod ports;
-pub mod sealed;
-pub mod secret;
-pub mod service;
-pub mod staff;
-pub mod throttle;
-pub mod totp;
-pub mod users;
+pub mod services;
 
 pub use domain::{NewTenant, Tenant, TenantError, TenantName, TenantSlug};
 pub use ports::TenantStore;
-pub use service::TenantService;
+pub use services::tenants::TenantService;
+
+// TEMP(issue 21): old paths while the other crates' imports move.
+pub use domain::{
+    access, api_key as apikey, customer, jwt, notice, password, sealed, secret, staff, throttle,
+    totp,
+};
+pub use services::{
+    api_keys as keys, auth, signing_keys as keyring, staff_admin as users, tenants as service,
+};

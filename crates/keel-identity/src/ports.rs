@@ -11,18 +11,18 @@ use keel_kernel::{
 use time::OffsetDateTime;
 
 use crate::{
-    access::{Role, RoleChangeError},
-    apikey::{ApiKey, ApiKeyId},
-    customer::{Customer, CustomerId},
-    domain::{Tenant, TenantSlug},
-    notice::AccountNotice,
-    password::StoredHash,
-    secret::SecretHash,
-    staff::{
+    domain::access::{Role, RoleChangeError},
+    domain::api_key::{ApiKey, ApiKeyId},
+    domain::customer::{Customer, CustomerId},
+    domain::notice::AccountNotice,
+    domain::password::StoredHash,
+    domain::secret::SecretHash,
+    domain::staff::{
         Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
         StoredSigningKey, TokenPurpose, UserId,
     },
-    throttle::{Limit, ThrottleKey},
+    domain::throttle::{Limit, ThrottleKey},
+    domain::{Tenant, TenantSlug},
 };
 
 /// The canonical name of the unique constraint on tenant slugs, on every backend.
@@ -119,7 +119,7 @@ pub trait StaffStore: Send + Sync + std::fmt::Debug {
         page: PageRequest,
     ) -> Result<Page<StaffUser>, StoreError>;
     /// Changes a user's role (`Some`) or disables them (`None`), deciding with
-    /// [`check_role_change`](crate::access::check_role_change) on the current role and the
+    /// [`check_role_change`](crate::domain::access::check_role_change) on the current role and the
     /// number of active owners read *inside* the transaction (rows locked where the backend
     /// needs it), so two concurrent demotions cannot remove the last owner. Disabling also
     /// revokes every session of the user at `at`.

@@ -77,25 +77,25 @@ args_from! {
     &'a [u8] => Bytes,
 }
 
-impl<'a> From<i32> for Arg<'a> {
+impl From<i32> for Arg<'_> {
     fn from(v: i32) -> Self {
         Arg::Int(Some(i64::from(v)))
     }
 }
 
-impl<'a> From<u32> for Arg<'a> {
+impl From<u32> for Arg<'_> {
     fn from(v: u32) -> Self {
         Arg::Int(Some(i64::from(v)))
     }
 }
 
-impl<'a> From<Option<i32>> for Arg<'a> {
+impl From<Option<i32>> for Arg<'_> {
     fn from(v: Option<i32>) -> Self {
         Arg::Int(v.map(i64::from))
     }
 }
 
-impl<'a> From<Option<u32>> for Arg<'a> {
+impl From<Option<u32>> for Arg<'_> {
     fn from(v: Option<u32>) -> Self {
         Arg::Int(v.map(i64::from))
     }

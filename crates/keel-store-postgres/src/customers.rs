@@ -1,4 +1,4 @@
-//! Customer accounts on PostgreSQL.
+//! Customer accounts on PostgreSQL (the statements: `keel_store_common::store::customers`).
 
 use async_trait::async_trait;
 use keel_identity::{
@@ -7,15 +7,9 @@ use keel_identity::{
     staff::{Email, RefreshToken, Session},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
+use keel_store_common::store::customers as shared;
 
-use crate::{PgStore, error::map_err, identity::insert_session, tenants::insert_events};
-use keel_store_common::rows::identity::customer_from_row;
-
-macro_rules! customer_select {
-    () => {
-        "SELECT tenant_id, id, email, password_hash, created_at FROM customers"
-    };
-}
+use crate::PgStore;
 
 #[async_trait]
 impl CustomerStore for PgStore {
@@ -26,34 +20,13 @@ impl CustomerStore for PgStore {
         refresh: &RefreshToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query(
-            "INSERT INTO customers (tenant_id, id, email, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(customer.tenant_id.as_uuid())
-        .bind(customer.id.as_uuid())
-        .bind(customer.email.as_str())
-        .bind(customer.password_hash.as_str())
-        .bind(customer.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_session(&mut tx, session, refresh).await?;
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(map_err)
+        in_tx!(self, |tx| shared::sign_up_customer(
+            &mut tx, customer, session, refresh, events
+        ))
     }
 
     async fn get_customer(&self, tenant: TenantId, id: CustomerId) -> Result<Customer, StoreError> {
-        let r = sqlx::query(concat!(
-            customer_select!(),
-            " WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_err)?;
-        customer_from_row(&r)
+        shared::get_customer(&mut self.pg(), tenant, id).await
     }
 
     async fn find_customer_by_email(
@@ -61,15 +34,6 @@ impl CustomerStore for PgStore {
         tenant: TenantId,
         email: &Email,
     ) -> Result<Customer, StoreError> {
-        let r = sqlx::query(concat!(
-            customer_select!(),
-            " WHERE tenant_id = $1 AND email = $2"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(email.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_err)?;
-        customer_from_row(&r)
+        shared::find_customer_by_email(&mut self.pg(), tenant, email).await
     }
 }

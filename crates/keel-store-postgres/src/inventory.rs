@@ -1,346 +1,31 @@
-//! Stock locations, inventory levels, the adjustment ledger and reservations on PostgreSQL. Every
-//! change of a level is one conditional `UPDATE` whose `WHERE` states the invariant, so no
-//! interleaving of requests can break `0 <= reserved <= on_hand` (the table's CHECK is the
-//! second wall).
+//! Stock locations, inventory levels, the adjustment ledger and reservations on PostgreSQL
+//! (the statements: `keel_store_common::store::inventory`).
 
 use async_trait::async_trait;
 use keel_catalog::{
     domain::{
         Adjustment, InventoryLevel, Location, LocationId, Reservation, ReservationId, VariantId,
-        limits,
     },
-    ports::{
-        INSUFFICIENT_STOCK, InventoryStore, LOCATION_IN_USE, StorefrontSettings, VERSION_CONFLICT,
-    },
+    ports::{InventoryStore, StorefrontSettings},
 };
 use keel_kernel::{
     StoreError, TenantId,
     event::NewEvent,
     page::{Page, PageRequest},
 };
-use sqlx::{PgConnection, Row};
+use keel_store_common::store::inventory as shared;
 use time::OffsetDateTime;
 
-use crate::{PgStore, error::map_err, tenants::insert_events};
-use keel_store_common::rows::catalog::{level as level_from_row, location as location_from_row};
-
-async fn read_level(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    variant: VariantId,
-    location: LocationId,
-) -> Result<InventoryLevel, StoreError> {
-    let r = sqlx::query(
-        "SELECT tenant_id, variant_id, location_id, on_hand, reserved, updated_at FROM inventory_levels \
-         WHERE tenant_id = $1 AND variant_id = $2 AND location_id = $3",
-    )
-    .bind(tenant.as_uuid())
-    .bind(variant.as_uuid())
-    .bind(location.as_uuid())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    level_from_row(&r)
-}
-
-fn insufficient() -> StoreError {
-    StoreError::Conflict {
-        constraint: INSUFFICIENT_STOCK.into(),
-    }
-}
-
-/// Applies the adjustment inside the caller's transaction.
-async fn apply_adjustment(
-    tx: &mut PgConnection,
-    a: &Adjustment,
-) -> Result<InventoryLevel, StoreError> {
-    let known: i64 = sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM variants WHERE tenant_id = $1 AND id = $2) \
-         * (SELECT count(*) FROM stock_locations WHERE tenant_id = $1 AND id = $3)",
-    )
-    .bind(a.tenant_id.as_uuid())
-    .bind(a.variant_id.as_uuid())
-    .bind(a.location_id.as_uuid())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    if known != 1 {
-        return Err(StoreError::NotFound);
-    }
-    let now = a.created_at;
-    sqlx::query(
-        "INSERT INTO inventory_levels (tenant_id, id, variant_id, location_id, on_hand, reserved, updated_at) \
-         VALUES ($1, $2, $3, $4, 0, 0, $5) ON CONFLICT (tenant_id, variant_id, location_id) DO NOTHING",
-    )
-    .bind(a.tenant_id.as_uuid())
-    .bind(uuid::Uuid::now_v7())
-    .bind(a.variant_id.as_uuid())
-    .bind(a.location_id.as_uuid())
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let done = sqlx::query(
-        "UPDATE inventory_levels SET on_hand = on_hand + $4, updated_at = $5 \
-         WHERE tenant_id = $1 AND variant_id = $2 AND location_id = $3 \
-         AND on_hand + $4 >= reserved AND on_hand + $4 <= $6",
-    )
-    .bind(a.tenant_id.as_uuid())
-    .bind(a.variant_id.as_uuid())
-    .bind(a.location_id.as_uuid())
-    .bind(a.delta)
-    .bind(now)
-    .bind(limits::QUANTITY_MAX)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    if done.rows_affected() != 1 {
-        return Err(insufficient());
-    }
-    sqlx::query(
-        "INSERT INTO inventory_adjustments (tenant_id, id, variant_id, location_id, delta, reason, note, actor, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(a.tenant_id.as_uuid())
-    .bind(a.id.as_uuid())
-    .bind(a.variant_id.as_uuid())
-    .bind(a.location_id.as_uuid())
-    .bind(a.delta)
-    .bind(a.reason.as_str())
-    .bind(a.note.as_deref())
-    .bind(&a.actor)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    read_level(tx, a.tenant_id, a.variant_id, a.location_id).await
-}
-
-pub(crate) async fn apply_reservation(
-    tx: &mut PgConnection,
-    r: &Reservation,
-) -> Result<InventoryLevel, StoreError> {
-    let now = r.created_at;
-    // The conditional update answers the new level itself (one round trip fewer per line in
-    // the checkout transaction).
-    let level = sqlx::query(
-        "UPDATE inventory_levels SET reserved = reserved + $4, updated_at = $5 \
-         WHERE tenant_id = $1 AND variant_id = $2 AND location_id = $3 AND on_hand - reserved >= $4 \
-         RETURNING tenant_id, variant_id, location_id, on_hand, reserved, updated_at",
-    )
-    .bind(r.tenant_id.as_uuid())
-    .bind(r.variant_id.as_uuid())
-    .bind(r.location_id.as_uuid())
-    .bind(r.quantity)
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_err)?
-    .ok_or_else(insufficient)?;
-    sqlx::query(
-        "INSERT INTO reservations (tenant_id, id, variant_id, location_id, quantity, created_at, released_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-    )
-    .bind(r.tenant_id.as_uuid())
-    .bind(r.id.as_uuid())
-    .bind(r.variant_id.as_uuid())
-    .bind(r.location_id.as_uuid())
-    .bind(r.quantity)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    level_from_row(&level)
-}
-
-/// Takes `quantity` units of a reservation out of stock (fulfilment): `on_hand` and
-/// `reserved` both drop, and the ledger records it. Conditional on the reservation still
-/// holding that many units.
-pub(crate) async fn commit_reserved(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    m: &keel_orders::order::StockMove,
-    actor: &str,
-    at_time: OffsetDateTime,
-) -> Result<(), StoreError> {
-    let now = at_time;
-    let held = sqlx::query(
-        "UPDATE reservations SET fulfilled = fulfilled + $3 WHERE tenant_id = $1 AND id = $2 \
-         AND released_at IS NULL AND quantity - fulfilled >= $3",
-    )
-    .bind(tenant.as_uuid())
-    .bind(m.reservation_id.as_uuid())
-    .bind(m.quantity)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let taken = sqlx::query(
-        "UPDATE inventory_levels SET on_hand = on_hand - $4, reserved = reserved - $4, updated_at = $5 \
-         WHERE tenant_id = $1 AND variant_id = $2 AND location_id = $3 AND reserved >= $4",
-    )
-    .bind(tenant.as_uuid())
-    .bind(m.variant_id.as_uuid())
-    .bind(m.location_id.as_uuid())
-    .bind(m.quantity)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    if held.rows_affected() != 1 || taken.rows_affected() != 1 {
-        return Err(insufficient());
-    }
-    sqlx::query(
-        "INSERT INTO inventory_adjustments (tenant_id, id, variant_id, location_id, delta, reason, note, actor, created_at) \
-         VALUES ($1, $2, $3, $4, $5, 'fulfilled', NULL, $6, $7)",
-    )
-    .bind(tenant.as_uuid())
-    .bind(uuid::Uuid::now_v7())
-    .bind(m.variant_id.as_uuid())
-    .bind(m.location_id.as_uuid())
-    .bind(-m.quantity)
-    .bind(actor)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
-
-/// Releases what a reservation still holds (once): `reserved` drops by its unfulfilled units.
-pub(crate) async fn release_reserved(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    reservation: ReservationId,
-    at_time: OffsetDateTime,
-) -> Result<bool, StoreError> {
-    let row = sqlx::query(
-        "UPDATE reservations SET released_at = $3 WHERE tenant_id = $1 AND id = $2 AND released_at IS NULL \
-         RETURNING variant_id, location_id, quantity - fulfilled AS held",
-    )
-    .bind(tenant.as_uuid())
-    .bind(reservation.as_uuid())
-    .bind(at_time)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let Some(r) = row else {
-        return Ok(false);
-    };
-    sqlx::query(
-        "UPDATE inventory_levels SET reserved = reserved - $4, updated_at = $5 \
-         WHERE tenant_id = $1 AND variant_id = $2 AND location_id = $3",
-    )
-    .bind(tenant.as_uuid())
-    .bind(r.try_get::<uuid::Uuid, _>("variant_id").map_err(map_err)?)
-    .bind(r.try_get::<uuid::Uuid, _>("location_id").map_err(map_err)?)
-    .bind(r.try_get::<i64, _>("held").map_err(map_err)?)
-    .bind(at_time)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    Ok(true)
-}
-
-async fn remove_location(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    id: LocationId,
-    expected_version: Option<i64>,
-) -> Result<(), StoreError> {
-    let version: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM stock_locations WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-    match version {
-        None => return Err(StoreError::NotFound),
-        Some(v) if expected_version.is_some_and(|e| e != v) => {
-            return Err(StoreError::Conflict {
-                constraint: VERSION_CONFLICT.into(),
-            });
-        }
-        Some(_) => {}
-    }
-    let stocked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM inventory_levels WHERE tenant_id = $1 AND location_id = $2 \
-         AND (on_hand <> 0 OR reserved <> 0)",
-    )
-    .bind(tenant.as_uuid())
-    .bind(id.as_uuid())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    if stocked > 0 {
-        return Err(StoreError::Conflict {
-            constraint: LOCATION_IN_USE.into(),
-        });
-    }
-    for sql in [
-        "DELETE FROM inventory_levels WHERE tenant_id = $1 AND location_id = $2",
-        "DELETE FROM stock_locations WHERE tenant_id = $1 AND id = $2",
-    ] {
-        sqlx::query(sql)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// Runs `work` in a write transaction with the events; rolls back on its error.
-macro_rules! in_write {
-    ($self:ident, $events:expr, |$tx:ident| $work:expr) => {{
-        let mut $tx = $self.pool.begin().await.map_err(map_err)?;
-        match $work {
-            Ok(value) => {
-                insert_events(&mut $tx, $events).await?;
-                $tx.commit().await.map_err(map_err)?;
-                Ok(value)
-            }
-            Err(e) => {
-                $tx.rollback().await.map_err(map_err)?;
-                Err(e)
-            }
-        }
-    }};
-}
+use crate::PgStore;
 
 #[async_trait]
 impl InventoryStore for PgStore {
     async fn create_location(&self, l: &Location, events: &[NewEvent]) -> Result<(), StoreError> {
-        in_write!(self, events, |tx| {
-            sqlx::query(
-                "INSERT INTO stock_locations (tenant_id, id, name, created_at, updated_at, version) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(l.tenant_id.as_uuid())
-            .bind(l.id.as_uuid())
-            .bind(&l.name)
-            .bind(l.created_at)
-            .bind(l.updated_at)
-            .bind(l.version)
-            .execute(&mut *tx)
-            .await
-            .map(|_| ())
-            .map_err(map_err)
-        })
+        in_tx!(self, |tx| shared::create_location(&mut tx, l, events))
     }
 
     async fn get_location(&self, tenant: TenantId, id: LocationId) -> Result<Location, StoreError> {
-        let r = sqlx::query(
-            "SELECT tenant_id, id, name, created_at, updated_at, version FROM stock_locations \
-             WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_err)?;
-        location_from_row(&r)
+        shared::get_location(&mut self.pg(), tenant, id).await
     }
 
     async fn list_locations(
@@ -348,21 +33,7 @@ impl InventoryStore for PgStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> Result<Page<Location>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, id, name, created_at, updated_at, version FROM stock_locations \
-             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-        .bind(page.limit.fetch_count())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let items = rows
-            .iter()
-            .map(location_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_overfetch(items, page.limit, |l| l.id.as_uuid()))
+        shared::list_locations(&mut self.pg(), tenant, page).await
     }
 
     async fn update_location(
@@ -371,28 +42,12 @@ impl InventoryStore for PgStore {
         expected_version: i64,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        in_write!(self, events, |tx| {
-            let done = sqlx::query(
-                "UPDATE stock_locations SET name = $3, updated_at = $4, version = $5 \
-                 WHERE tenant_id = $1 AND id = $2 AND version = $6",
-            )
-            .bind(l.tenant_id.as_uuid())
-            .bind(l.id.as_uuid())
-            .bind(&l.name)
-            .bind(l.updated_at)
-            .bind(l.version)
-            .bind(expected_version)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            if done.rows_affected() == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict {
-                    constraint: VERSION_CONFLICT.into(),
-                })
-            }
-        })
+        in_tx!(self, |tx| shared::update_location(
+            &mut tx,
+            l,
+            expected_version,
+            events
+        ))
     }
 
     async fn delete_location(
@@ -402,13 +57,13 @@ impl InventoryStore for PgStore {
         expected_version: Option<i64>,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        in_write!(self, events, |tx| remove_location(
+        in_tx!(self, |tx| shared::delete_location(
             &mut tx,
             tenant,
             id,
-            expected_version
-        )
-        .await)
+            expected_version,
+            events
+        ))
     }
 
     async fn list_levels(
@@ -418,25 +73,7 @@ impl InventoryStore for PgStore {
         location: Option<LocationId>,
         page: PageRequest,
     ) -> Result<Page<InventoryLevel>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, variant_id, location_id, on_hand, reserved, updated_at FROM inventory_levels \
-             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR variant_id = $2) AND ($3::uuid IS NULL OR location_id = $3) \
-             AND ($4::text IS NULL OR id > $4) ORDER BY id LIMIT $5",
-        )
-        .bind(tenant.as_uuid())
-        .bind(variant.map(|v| v.as_uuid()))
-        .bind(location.map(|l| l.as_uuid()))
-        .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-        .bind(page.limit.fetch_count())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let mut items = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let id: uuid::Uuid = r.try_get("id").map_err(map_err)?;
-            items.push((id, level_from_row(r)?));
-        }
-        Ok(Page::from_overfetch(items, page.limit, |(id, _)| *id).map(|(_, l)| l))
+        shared::list_levels(&mut self.pg(), tenant, variant, location, page).await
     }
 
     async fn location_with_stock(
@@ -445,17 +82,7 @@ impl InventoryStore for PgStore {
         variant: VariantId,
         quantity: i64,
     ) -> Result<Option<LocationId>, StoreError> {
-        let id: Option<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT location_id FROM inventory_levels \
-             WHERE tenant_id = $1 AND variant_id = $2 AND on_hand - reserved >= $3 ORDER BY id LIMIT 1",
-        )
-        .bind(tenant.as_uuid())
-        .bind(variant.as_uuid())
-        .bind(quantity)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(id.map(LocationId::from_uuid))
+        shared::location_with_stock(&mut self.pg(), tenant, variant, quantity).await
     }
 
     async fn adjust(
@@ -463,8 +90,7 @@ impl InventoryStore for PgStore {
         adjustment: &Adjustment,
         events: &[NewEvent],
     ) -> Result<InventoryLevel, StoreError> {
-        in_write!(self, events, |tx| apply_adjustment(&mut tx, adjustment)
-            .await)
+        in_tx!(self, |tx| shared::adjust(&mut tx, adjustment, events))
     }
 
     async fn reserve(
@@ -472,10 +98,10 @@ impl InventoryStore for PgStore {
         reservation: &Reservation,
         events: &[NewEvent],
     ) -> Result<InventoryLevel, StoreError> {
-        in_write!(self, events, |tx| apply_reservation(&mut tx, reservation)
-            .await)
+        in_tx!(self, |tx| shared::reserve(&mut tx, reservation, events))
     }
 
+    /// A reservation released already writes nothing: its empty transaction commits.
     async fn release(
         &self,
         tenant: TenantId,
@@ -483,14 +109,9 @@ impl InventoryStore for PgStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        if !release_reserved(&mut tx, tenant, id, at_time).await? {
-            tx.rollback().await.map_err(map_err)?;
-            return Ok(false);
-        }
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(true)
+        in_tx!(self, |tx| shared::release(
+            &mut tx, tenant, id, at_time, events
+        ))
     }
 
     async fn available(
@@ -498,43 +119,14 @@ impl InventoryStore for PgStore {
         tenant: TenantId,
         variants: &[VariantId],
     ) -> Result<Vec<(VariantId, i64)>, StoreError> {
-        if variants.is_empty() {
-            return Ok(Vec::new());
-        }
-        let list: Vec<uuid::Uuid> = variants.iter().map(VariantId::as_uuid).collect();
-        let rows = sqlx::query(
-            "SELECT variant_id, sum(on_hand - reserved)::bigint AS available FROM inventory_levels \
-             WHERE tenant_id = $1 AND variant_id = ANY($2) GROUP BY variant_id",
-        )
-        .bind(tenant.as_uuid())
-        .bind(&list)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    VariantId::from_uuid(r.try_get("variant_id").map_err(map_err)?),
-                    r.try_get("available").map_err(map_err)?,
-                ))
-            })
-            .collect()
+        shared::available(&mut self.pg(), tenant, variants).await
     }
 
     async fn storefront_settings(
         &self,
         tenant: TenantId,
     ) -> Result<StorefrontSettings, StoreError> {
-        let show: Option<bool> = sqlx::query_scalar(
-            "SELECT show_stock_counts FROM storefront_settings WHERE tenant_id = $1",
-        )
-        .bind(tenant.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(StorefrontSettings {
-            show_stock_counts: show.unwrap_or(false),
-        })
+        shared::storefront_settings(&mut self.pg(), tenant).await
     }
 
     async fn set_storefront_settings(
@@ -543,17 +135,8 @@ impl InventoryStore for PgStore {
         settings: StorefrontSettings,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        in_write!(self, events, |tx| {
-            sqlx::query(
-                "INSERT INTO storefront_settings (tenant_id, show_stock_counts) VALUES ($1, $2) \
-                 ON CONFLICT (tenant_id) DO UPDATE SET show_stock_counts = excluded.show_stock_counts",
-            )
-            .bind(tenant.as_uuid())
-            .bind(settings.show_stock_counts)
-            .execute(&mut *tx)
-            .await
-            .map(|_| ())
-            .map_err(map_err)
-        })
+        in_tx!(self, |tx| shared::set_storefront_settings(
+            &mut tx, tenant, settings, events
+        ))
     }
 }

@@ -6,6 +6,27 @@
 //! `/readyz` answers 503.
 #![forbid(unsafe_code)]
 
+/// Runs shared statements (`$work`, an expression over the transaction `$tx`) in a
+/// transaction: committed if the work succeeds, rolled back at once otherwise (a dropped
+/// transaction would be rolled back only off the request's path, holding its row locks until
+/// then). A macro rather than a function taking a closure, because the work borrows the
+/// transaction across awaits.
+macro_rules! in_tx {
+    ($store:expr, |$tx:ident| $work:expr) => {{
+        let mut $tx = $store.begin().await?;
+        match $work.await {
+            Ok(out) => {
+                $tx.commit().await.map_err(crate::error::map_err)?;
+                Ok(out)
+            }
+            Err(e) => {
+                $tx.rollback().await.map_err(crate::error::map_err)?;
+                Err(e)
+            }
+        }
+    }};
+}
+
 mod apikeys;
 mod catalog;
 mod consumers;
@@ -119,19 +140,4 @@ impl StoreHealth for PgStore {
     fn counters(&self) -> Vec<keel_kernel::health::StoreCounter> {
         self.pool.counters()
     }
-}
-
-/// Reads a timestamp column.
-fn at(r: &sqlx::postgres::PgRow, col: &str) -> Result<time::OffsetDateTime, StoreError> {
-    use sqlx::Row as _;
-    r.try_get(col).map_err(error::map_err)
-}
-
-/// Reads a nullable timestamp column.
-fn at_opt(
-    r: &sqlx::postgres::PgRow,
-    col: &str,
-) -> Result<Option<time::OffsetDateTime>, StoreError> {
-    use sqlx::Row as _;
-    r.try_get(col).map_err(error::map_err)
 }

@@ -1,52 +1,17 @@
-//! TOTP enrolments, backup codes and the MFA step of login on PostgreSQL.
+//! TOTP enrolments, backup codes and the MFA step of login on PostgreSQL (the statements:
+//! `keel_store_common::store::mfa`).
 
 use async_trait::async_trait;
 use keel_identity::{
-    ports::{MFA_ALREADY_ENABLED, MfaStatus, MfaStore, TOKEN_ALREADY_USED},
+    ports::{MfaStatus, MfaStore},
     secret::SecretHash,
     staff::{Account, OneTimeToken, RefreshToken, Session, StoredMfa, UserId},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
-use sqlx::Row;
+use keel_store_common::store::mfa as shared;
 use time::OffsetDateTime;
 
-use crate::{
-    PgStore, at, at_opt,
-    error::map_err,
-    identity::{insert_one_time_token, insert_session, spend_one_time_token},
-    tenants::insert_events,
-};
-
-/// Replaces a user's backup codes inside the caller's transaction.
-async fn write_backup_codes(
-    tx: &mut sqlx::PgConnection,
-    tenant: TenantId,
-    account: Account,
-    hashes: &[[u8; 32]],
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "DELETE FROM backup_codes WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
-    )
-    .bind(tenant.as_uuid())
-    .bind(account.uuid())
-    .bind(account.kind())
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    for hash in hashes {
-        sqlx::query(
-            "INSERT INTO backup_codes (tenant_id, user_id, code_hash, used_at, owner_kind) VALUES ($1, $2, $3, NULL, $4)",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(&hash[..])
-        .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    }
-    Ok(())
-}
+use crate::PgStore;
 
 #[async_trait]
 impl MfaStore for PgStore {
@@ -55,25 +20,7 @@ impl MfaStore for PgStore {
         tenant: TenantId,
         account: Account,
     ) -> Result<Option<StoredMfa>, StoreError> {
-        let row = sqlx::query(
-            "SELECT sealed_secret, created_at, confirmed_at, last_used_step FROM mfa_enrolments \
-             WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(account.kind())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        row.map(|r| {
-            Ok(StoredMfa {
-                sealed_secret: r.try_get("sealed_secret").map_err(map_err)?,
-                created_at: at(&r, "created_at")?,
-                confirmed_at: at_opt(&r, "confirmed_at")?,
-                last_used_step: r.try_get("last_used_step").map_err(map_err)?,
-            })
-        })
-        .transpose()
+        shared::get_mfa(&mut self.pg(), tenant, account).await
     }
 
     async fn begin_mfa(
@@ -82,44 +29,7 @@ impl MfaStore for PgStore {
         account: Account,
         mfa: &StoredMfa,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let confirmed: Option<Option<OffsetDateTime>> = sqlx::query_scalar(
-            "SELECT confirmed_at FROM mfa_enrolments WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(account.kind())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if matches!(confirmed, Some(Some(_))) {
-            tx.rollback().await.map_err(map_err)?;
-            return Err(StoreError::Conflict {
-                constraint: MFA_ALREADY_ENABLED.into(),
-            });
-        }
-        sqlx::query(
-            "DELETE FROM mfa_enrolments WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        sqlx::query(
-            "INSERT INTO mfa_enrolments (tenant_id, user_id, sealed_secret, created_at, confirmed_at, last_used_step, owner_kind) \
-             VALUES ($1, $2, $3, $4, NULL, NULL, $5)",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(&mfa.sealed_secret)
-        .bind(mfa.created_at)
-        .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        in_tx!(self, |tx| shared::begin_mfa(&mut tx, tenant, account, mfa))
     }
 
     async fn confirm_mfa(
@@ -131,28 +41,15 @@ impl MfaStore for PgStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let done = sqlx::query(
-            "UPDATE mfa_enrolments SET confirmed_at = $3, last_used_step = $4 \
-             WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $5 AND confirmed_at IS NULL",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(at_time)
-        .bind(step)
-        .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await.map_err(map_err)?;
-            return Err(StoreError::Conflict {
-                constraint: MFA_ALREADY_ENABLED.into(),
-            });
-        }
-        write_backup_codes(&mut tx, tenant, account, backup_code_hashes).await?;
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(map_err)
+        in_tx!(self, |tx| shared::confirm_mfa(
+            &mut tx,
+            tenant,
+            account,
+            step,
+            backup_code_hashes,
+            at_time,
+            events,
+        ))
     }
 
     async fn use_totp_step(
@@ -161,20 +58,9 @@ impl MfaStore for PgStore {
         account: Account,
         step: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let done = sqlx::query(
-            "UPDATE mfa_enrolments SET last_used_step = $3 WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $4 \
-             AND confirmed_at IS NOT NULL AND (last_used_step IS NULL OR last_used_step < $3)",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(step)
-        .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
+        in_tx!(self, |tx| shared::use_totp_step(
+            &mut tx, tenant, account, step
+        ))
     }
 
     async fn use_backup_code(
@@ -184,20 +70,9 @@ impl MfaStore for PgStore {
         hash: &[u8; 32],
         at_time: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let done = sqlx::query(
-            "UPDATE backup_codes SET used_at = $4 WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $5 AND code_hash = $3 AND used_at IS NULL",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(&hash[..])
-        .bind(at_time)
-        .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
+        in_tx!(self, |tx| shared::use_backup_code(
+            &mut tx, tenant, account, hash, at_time
+        ))
     }
 
     async fn replace_backup_codes(
@@ -207,23 +82,13 @@ impl MfaStore for PgStore {
         backup_code_hashes: &[[u8; 32]],
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let confirmed: Option<i64> = sqlx::query_scalar(
-            "SELECT count(*) FROM mfa_enrolments WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3 AND confirmed_at IS NOT NULL",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(account.kind())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if confirmed.unwrap_or(0) != 1 {
-            tx.rollback().await.map_err(map_err)?;
-            return Err(StoreError::NotFound);
-        }
-        write_backup_codes(&mut tx, tenant, account, backup_code_hashes).await?;
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(map_err)
+        in_tx!(self, |tx| shared::replace_backup_codes(
+            &mut tx,
+            tenant,
+            account,
+            backup_code_hashes,
+            events
+        ))
     }
 
     async fn staff_mfa_status(
@@ -231,20 +96,7 @@ impl MfaStore for PgStore {
         tenant: TenantId,
         user: UserId,
     ) -> Result<MfaStatus, StoreError> {
-        let row = sqlx::query(
-            "SELECT t.require_staff_mfa AS required, \
-             EXISTS (SELECT 1 FROM mfa_enrolments m WHERE m.tenant_id = t.id AND m.owner_kind = 'staff' AND m.user_id = $2 AND m.confirmed_at IS NOT NULL) AS enrolled \
-             FROM tenants t WHERE t.id = $1",
-        )
-        .bind(tenant.as_uuid())
-        .bind(user.as_uuid())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(MfaStatus {
-            required: row.try_get("required").map_err(map_err)?,
-            enrolled: row.try_get("enrolled").map_err(map_err)?,
-        })
+        shared::staff_mfa_status(&mut self.pg(), tenant, user).await
     }
 
     async fn set_require_staff_mfa(
@@ -253,19 +105,9 @@ impl MfaStore for PgStore {
         required: bool,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let done = sqlx::query("UPDATE tenants SET require_staff_mfa = $2 WHERE id = $1")
-            .bind(tenant.as_uuid())
-            .bind(required)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await.map_err(map_err)?;
-            return Err(StoreError::NotFound);
-        }
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(map_err)
+        in_tx!(self, |tx| shared::set_require_staff_mfa(
+            &mut tx, tenant, required, events
+        ))
     }
 
     async fn disable_mfa(
@@ -274,33 +116,13 @@ impl MfaStore for PgStore {
         account: Account,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query(
-            "DELETE FROM backup_codes WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        sqlx::query(
-            "DELETE FROM mfa_enrolments WHERE tenant_id = $1 AND user_id = $2 AND owner_kind = $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account.uuid())
-        .bind(account.kind())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(map_err)
+        in_tx!(self, |tx| shared::disable_mfa(
+            &mut tx, tenant, account, events
+        ))
     }
 
     async fn create_mfa_token(&self, token: &OneTimeToken) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        insert_one_time_token(&mut tx, token).await?;
-        tx.commit().await.map_err(map_err)
+        in_tx!(self, |tx| shared::create_mfa_token(&mut tx, token))
     }
 
     async fn fail_mfa_token(
@@ -309,20 +131,9 @@ impl MfaStore for PgStore {
         max: u32,
         at_time: OffsetDateTime,
     ) -> Result<u32, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let failures: Option<i32> = sqlx::query_scalar(
-            "UPDATE one_time_tokens SET failures = failures + 1, \
-             used_at = CASE WHEN failures + 1 >= $2 THEN $3 ELSE used_at END \
-             WHERE hash = $1 AND used_at IS NULL RETURNING failures",
-        )
-        .bind(&hash.0[..])
-        .bind(i32::try_from(max).unwrap_or(i32::MAX))
-        .bind(at_time)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(failures.map_or(max, |f| u32::try_from(f).unwrap_or(max)))
+        in_tx!(self, |tx| shared::fail_mfa_token(
+            &mut tx, hash, max, at_time
+        ))
     }
 
     async fn complete_mfa_login(
@@ -332,15 +143,8 @@ impl MfaStore for PgStore {
         refresh: &RefreshToken,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        if !spend_one_time_token(&mut tx, token, session.created_at).await? {
-            tx.rollback().await.map_err(map_err)?;
-            return Err(StoreError::Conflict {
-                constraint: TOKEN_ALREADY_USED.into(),
-            });
-        }
-        insert_session(&mut tx, session, refresh).await?;
-        insert_events(&mut tx, events).await?;
-        tx.commit().await.map_err(map_err)
+        in_tx!(self, |tx| shared::complete_mfa_login(
+            &mut tx, token, session, refresh, events
+        ))
     }
 }

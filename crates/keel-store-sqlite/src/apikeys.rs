@@ -1,4 +1,4 @@
-//! API keys on SQLite.
+//! API keys on SQLite (the statements: `keel_store_common::store::apikeys`).
 
 use async_trait::async_trait;
 use keel_identity::{
@@ -10,71 +10,24 @@ use keel_kernel::{
     event::NewEvent,
     page::{Page, PageRequest},
 };
+use keel_store_common::store::apikeys as shared;
 use time::OffsetDateTime;
 
-use crate::db::{self};
-use crate::{SqliteStore, error::map_err, tenants::insert_events, to_micros};
-use keel_store_common::rows::identity::key_from_row;
-
-macro_rules! key_select {
-    () => {
-        "SELECT tenant_id, id, kind, name, lookup, secret_hash, scopes, created_at, expires_at, \
-         last_used_at, revoked_at FROM api_keys"
-    };
-}
-
-fn scopes_text(key: &ApiKey) -> String {
-    key.scopes
-        .iter()
-        .map(|p| p.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn insert_key(tx: &rusqlite::Connection, key: &ApiKey) -> Result<(), StoreError> {
-    db::query(
-        "INSERT INTO api_keys (tenant_id, id, kind, name, lookup, secret_hash, scopes, created_at, \
-         expires_at, last_used_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)",
-    )
-    .bind(key.tenant_id.as_uuid())
-    .bind(key.id.as_uuid())
-    .bind(key.kind.as_str())
-    .bind(&key.name)
-    .bind(&key.lookup)
-    .bind(&key.secret_hash[..])
-    .bind(scopes_text(key))
-    .bind(to_micros(key.created_at)?)
-    .bind(key.expires_at.map(to_micros).transpose()?)
-    .execute(tx)?;
-    Ok(())
-}
+use crate::SqliteStore;
+use crate::db::now;
 
 #[async_trait]
 impl ApiKeyStore for SqliteStore {
     async fn create_api_key(&self, key: &ApiKey, events: &[NewEvent]) -> Result<(), StoreError> {
-        let tx = self.write().await?;
-        insert_key(&tx, key)?;
-        insert_events(&tx, events)?;
-        tx.commit().await.map_err(map_err)
+        self.tx(|e| now(shared::create(e, key, events))).await
     }
 
     async fn find_api_key(&self, lookup: &str) -> Result<ApiKey, StoreError> {
-        let r = self.read(|c| {
-            db::query(concat!(key_select!(), " WHERE lookup = ?1"))
-                .bind(lookup)
-                .fetch_one(c)
-        })?;
-        key_from_row(&r)
+        self.read(|e| now(shared::find(e, lookup)))
     }
 
     async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> Result<ApiKey, StoreError> {
-        let r = self.read(|c| {
-            db::query(concat!(key_select!(), " WHERE tenant_id = ?1 AND id = ?2"))
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .fetch_one(c)
-        })?;
-        key_from_row(&r)
+        self.read(|e| now(shared::get(e, tenant, id)))
     }
 
     async fn list_api_keys(
@@ -82,21 +35,7 @@ impl ApiKeyStore for SqliteStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> Result<Page<ApiKey>, StoreError> {
-        let rows = self.read(|c| {
-            db::query(concat!(
-                key_select!(),
-                " WHERE tenant_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
-            ))
-            .bind(tenant.as_uuid())
-            .bind(page.after.map(keel_kernel::page::Cursor::after_id))
-            .bind(page.limit.fetch_count())
-            .fetch_all(c)
-        })?;
-        let keys = rows
-            .iter()
-            .map(key_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_overfetch(keys, page.limit, |k| k.id.as_uuid()))
+        self.read(|e| now(shared::list(e, tenant, page)))
     }
 
     async fn revoke_api_key(
@@ -106,18 +45,8 @@ impl ApiKeyStore for SqliteStore {
         at_time: OffsetDateTime,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let tx = self.write().await?;
-        let done = db::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE tenant_id = ?1 AND id = ?2")
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .bind(to_micros(at_time)?)
-            .execute(&tx)?;
-        if done.rows_affected() != 1 {
-            tx.rollback().map_err(map_err)?;
-            return Err(StoreError::NotFound);
-        }
-        insert_events(&tx, events)?;
-        tx.commit().await.map_err(map_err)
+        self.tx(|e| now(shared::revoke(e, tenant, id, at_time, events)))
+            .await
     }
 
     async fn rotate_api_key(
@@ -128,22 +57,8 @@ impl ApiKeyStore for SqliteStore {
         new: &ApiKey,
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
-        let tx = self.write().await?;
-        let done = db::query(
-            "UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?3 THEN ?3 ELSE expires_at END \
-             WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
-        )
-        .bind(tenant.as_uuid())
-        .bind(old.as_uuid())
-        .bind(to_micros(old_expires_at)?)
-        .execute(&tx)?;
-        if done.rows_affected() != 1 {
-            tx.rollback().map_err(map_err)?;
-            return Err(StoreError::NotFound);
-        }
-        insert_key(&tx, new)?;
-        insert_events(&tx, events)?;
-        tx.commit().await.map_err(map_err)
+        self.tx(|e| now(shared::rotate(e, tenant, old, old_expires_at, new, events)))
+            .await
     }
 
     async fn touch_api_key(
@@ -152,12 +67,7 @@ impl ApiKeyStore for SqliteStore {
         id: ApiKeyId,
         at_time: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let tx = self.write().await?;
-        db::query("UPDATE api_keys SET last_used_at = ?3 WHERE tenant_id = ?1 AND id = ?2")
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .bind(to_micros(at_time)?)
-            .execute(&tx)?;
-        tx.commit().await.map_err(map_err)
+        self.tx(|e| now(shared::touch(e, tenant, id, at_time)))
+            .await
     }
 }

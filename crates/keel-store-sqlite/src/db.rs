@@ -7,8 +7,8 @@
 //! a point read is shorter than a thread hand-off, and every read is bounded (by key or by a
 //! page limit of at most 100 rows), so it holds the runtime thread for microseconds.
 //!
-//! [`Query`] keeps the shape of the adapter's SQL (`query(sql).bind(..).fetch_one(conn)`):
-//! every value is a bound parameter, never part of the SQL text.
+//! [`Lite`] runs the shared statements (ADR 0032): every value is a bound parameter, never
+//! part of the SQL text.
 
 use std::{
     path::Path,
@@ -78,112 +78,6 @@ pub(crate) fn open(
     Ok(conn)
 }
 
-/// One statement and its parameters, bound by position (`?1`, `?2`, ...).
-pub(crate) struct Query<'q> {
-    sql: &'q str,
-    params: Vec<Box<dyn ToSql + Send + Sync + 'q>>,
-}
-
-pub(crate) fn query(sql: &str) -> Query<'_> {
-    Query {
-        sql,
-        params: Vec::new(),
-    }
-}
-
-/// What an `INSERT`, `UPDATE` or `DELETE` did.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Done(u64);
-
-impl Done {
-    pub(crate) fn rows_affected(self) -> u64 {
-        self.0
-    }
-}
-
-impl<'q> Query<'q> {
-    pub(crate) fn bind<T: ToSql + Send + Sync + 'q>(mut self, value: T) -> Self {
-        self.params.push(Box::new(value));
-        self
-    }
-
-    fn run<R>(
-        self,
-        conn: &Connection,
-        mut each: impl FnMut(&rusqlite::Row<'_>, &Arc<[String]>) -> Result<Option<R>, StoreError>,
-    ) -> Result<Vec<R>, StoreError> {
-        note(self.sql);
-        let mut stmt = conn.prepare_cached(self.sql).map_err(map_err)?;
-        let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(self.params.iter()))
-            .map_err(map_err)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(map_err)? {
-            match each(r, &names)? {
-                Some(v) => out.push(v),
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every row.
-    pub(crate) fn fetch_all(self, conn: &Connection) -> Result<Vec<Row>, StoreError> {
-        self.run(conn, |r, names| Row::read(r, names).map(Some))
-    }
-
-    /// The first row, if any.
-    pub(crate) fn fetch_optional(self, conn: &Connection) -> Result<Option<Row>, StoreError> {
-        // Stops stepping after the first row.
-        let mut first = None;
-        self.run(conn, |r, names| {
-            first = Some(Row::read(r, names)?);
-            Ok(None::<()>)
-        })?;
-        Ok(first)
-    }
-
-    /// The first row; [`StoreError::NotFound`] without one.
-    pub(crate) fn fetch_one(self, conn: &Connection) -> Result<Row, StoreError> {
-        self.fetch_optional(conn)?.ok_or(StoreError::NotFound)
-    }
-
-    /// The first column of every row.
-    pub(crate) fn scalars<T: FromSql>(self, conn: &Connection) -> Result<Vec<T>, StoreError> {
-        self.run(conn, |r, _| r.get(0).map(Some).map_err(map_err))
-    }
-
-    /// The first column of the first row, if any.
-    pub(crate) fn scalar_optional<T: FromSql>(
-        self,
-        conn: &Connection,
-    ) -> Result<Option<T>, StoreError> {
-        // Stops stepping after the first row.
-        let mut first = None;
-        self.run(conn, |r, _| {
-            first = Some(r.get(0).map_err(map_err)?);
-            Ok(None::<()>)
-        })?;
-        Ok(first)
-    }
-
-    /// The first column of the first row; [`StoreError::NotFound`] without one.
-    pub(crate) fn scalar<T: FromSql>(self, conn: &Connection) -> Result<T, StoreError> {
-        self.scalar_optional(conn)?.ok_or(StoreError::NotFound)
-    }
-
-    /// Runs a statement that answers no rows.
-    pub(crate) fn execute(self, conn: &Connection) -> Result<Done, StoreError> {
-        note(self.sql);
-        let mut stmt = conn.prepare_cached(self.sql).map_err(map_err)?;
-        let n = stmt
-            .execute(rusqlite::params_from_iter(self.params.iter()))
-            .map_err(map_err)?;
-        Ok(Done(u64::try_from(n).map_err(StoreError::other)?))
-    }
-}
-
 /// One row, owned (rusqlite's rows borrow their statement).
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
@@ -203,23 +97,7 @@ impl Row {
         })
     }
 
-    /// The column at `index` (for statements whose columns have no stable names).
-    pub(crate) fn at<T: FromSql>(&self, index: usize) -> Result<T, StoreError> {
-        let v = self
-            .values
-            .get(index)
-            .ok_or_else(|| StoreError::other(format!("no column {index}")))?;
-        T::column_result(ValueRef::from(v))
-            .map_err(|e| StoreError::other(format!("column {index}: {e}")))
-    }
-}
-
-/// A row read by column name.
-pub(crate) trait Get {
-    fn col<T: FromSql>(&self, name: &str) -> Result<T, StoreError>;
-}
-
-impl Get for Row {
+    /// The column `name`, decoded by rusqlite.
     fn col<T: FromSql>(&self, name: &str) -> Result<T, StoreError> {
         let i = self
             .names
@@ -235,40 +113,40 @@ impl Get for Row {
 /// microseconds since the epoch, integers as `INTEGER`.
 impl keel_store_common::rows::ReadRow for Row {
     fn uuid(&self, col: &str) -> Result<uuid::Uuid, StoreError> {
-        Get::col(self, col)
+        self.col(col)
     }
     fn text(&self, col: &str) -> Result<String, StoreError> {
-        Get::col(self, col)
+        self.col(col)
     }
     fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
-        Get::col(self, col)
+        self.col(col)
     }
     fn int(&self, col: &str) -> Result<i64, StoreError> {
-        Get::col(self, col)
+        self.col(col)
     }
     fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
-        Get::col(self, col)
+        self.col(col)
     }
     fn time(&self, col: &str) -> Result<time::OffsetDateTime, StoreError> {
-        crate::from_micros(Get::col(self, col)?)
+        crate::from_micros(self.col(col)?)
     }
     fn opt_time(&self, col: &str) -> Result<Option<time::OffsetDateTime>, StoreError> {
-        Get::col::<Option<i64>>(self, col)?
+        self.col::<Option<i64>>(col)?
             .map(crate::from_micros)
             .transpose()
     }
     fn opt_uuid(&self, col: &str) -> Result<Option<uuid::Uuid>, StoreError> {
-        Get::col(self, col)
+        self.col(col)
     }
     fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
-        Get::col(self, col)
+        self.col(col)
     }
     /// SQLite has no boolean type: 0 or 1 in an `INTEGER`.
     fn flag(&self, col: &str) -> Result<bool, StoreError> {
-        Get::col(self, col)
+        self.col(col)
     }
     fn json_text(&self, col: &str) -> Result<String, StoreError> {
-        Get::col(self, col)
+        self.col(col)
     }
 }
 

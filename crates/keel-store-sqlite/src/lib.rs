@@ -38,13 +38,17 @@ use keel_kernel::{
     StoreError,
     health::{SchemaStatus, StoreCounter, StoreHealth},
 };
-use keel_store_common::APPLIED_MIGRATIONS_SQL;
+use keel_store_common::{
+    APPLIED_MIGRATIONS_SQL,
+    exec::{Exec as _, decode},
+    rows::ReadRow as _,
+};
 pub use migrations::migration_names;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::error::map_err;
+use crate::{db::now, error::map_err};
 
 /// SQLite's `synchronous` setting. Only the levels that keep WAL commits durable or stronger
 /// are offered by default; `Normal` exists for operators who accept losing the last commits
@@ -184,16 +188,8 @@ impl SqliteStore {
         self.migrations.close().await;
     }
 
-    /// Runs `f` on a reader connection, on this thread (ADR 0015).
+    /// Runs shared statements (ADR 0032) on a reader connection, on this thread (ADR 0015).
     fn read<R>(
-        &self,
-        f: impl FnOnce(&rusqlite::Connection) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        self.readers.with(f)
-    }
-
-    /// Runs shared statements (ADR 0032) on a reader connection, on this thread.
-    fn lite<R>(
         &self,
         f: impl FnOnce(&mut db::Lite<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
@@ -250,19 +246,24 @@ impl SqliteStore {
 #[async_trait]
 impl StoreHealth for SqliteStore {
     async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
-        let applied = self.read(|c| {
-            let has_table: i64 = db::query(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-            )
-            .scalar(c)?;
-            if has_table == 0 {
-                return Ok(Vec::new());
-            }
-            db::query(APPLIED_MIGRATIONS_SQL)
-                .fetch_all(c)?
-                .iter()
-                .map(|r| Ok((r.at(0)?, r.at(1)?, r.at(2)?)))
-                .collect::<Result<Vec<(i64, Vec<u8>, bool)>, StoreError>>()
+        let applied = self.read(|e| {
+            now(async {
+                let tables = e
+                    .one(
+                        "SELECT count(*) AS n FROM sqlite_master \
+                         WHERE type = 'table' AND name = '_sqlx_migrations'",
+                        &[],
+                    )
+                    .await?
+                    .int("n")?;
+                if tables == 0 {
+                    return Ok(Vec::new());
+                }
+                let rows = e.all(APPLIED_MIGRATIONS_SQL, &[]).await?;
+                decode(&rows, |r| {
+                    Ok((r.int("version")?, r.bytes("checksum")?, r.flag("success")?))
+                })
+            })
         })?;
         Ok(migrations::MIGRATIONS.status(applied))
     }
@@ -306,14 +307,4 @@ fn to_micros(t: time::OffsetDateTime) -> Result<i64, StoreError> {
 fn from_micros(us: i64) -> Result<time::OffsetDateTime, StoreError> {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
         .map_err(StoreError::other)
-}
-
-/// Reads a timestamp column.
-fn at(r: &impl db::Get, col: &str) -> Result<time::OffsetDateTime, StoreError> {
-    from_micros(r.col(col)?)
-}
-
-/// Reads a nullable timestamp column.
-fn at_opt(r: &impl db::Get, col: &str) -> Result<Option<time::OffsetDateTime>, StoreError> {
-    r.col::<Option<i64>>(col)?.map(from_micros).transpose()
 }

@@ -10,21 +10,7 @@ use keel_kernel::{
 use keel_store_common::store::tenants as shared;
 
 use crate::SqliteStore;
-use crate::db::{Lite, now};
-pub(crate) use keel_store_common::rows::events::event_from_row;
-
-/// Appends events inside the caller's transaction.
-pub(crate) fn insert_events(
-    tx: &rusqlite::Connection,
-    events: &[NewEvent],
-) -> Result<(), StoreError> {
-    now(shared::insert_events(&mut Lite(tx), events))
-}
-
-/// Inserts a tenant inside the caller's transaction.
-pub(crate) fn insert_tenant(tx: &rusqlite::Connection, tenant: &Tenant) -> Result<(), StoreError> {
-    now(shared::insert_tenant(&mut Lite(tx), tenant))
-}
+use crate::db::now;
 
 #[async_trait]
 impl TenantStore for SqliteStore {
@@ -33,15 +19,15 @@ impl TenantStore for SqliteStore {
     }
 
     async fn get(&self, id: TenantId) -> Result<Tenant, StoreError> {
-        self.lite(|e| now(shared::get(e, id)))
+        self.read(|e| now(shared::get(e, id)))
     }
 
     async fn get_by_slug(&self, slug: &TenantSlug) -> Result<Tenant, StoreError> {
-        self.lite(|e| now(shared::get_by_slug(e, slug)))
+        self.read(|e| now(shared::get_by_slug(e, slug)))
     }
 
     async fn list(&self, page: PageRequest) -> Result<Page<Tenant>, StoreError> {
-        self.lite(|e| now(shared::list(e, page)))
+        self.read(|e| now(shared::list(e, page)))
     }
 }
 
@@ -52,7 +38,7 @@ impl EventLog for SqliteStore {
     }
 
     async fn get(&self, tenant: TenantId, id: EventId) -> Result<RecordedEvent, StoreError> {
-        self.lite(|e| now(shared::get_event(e, tenant, id)))
+        self.read(|e| now(shared::get_event(e, tenant, id)))
     }
 
     async fn list(
@@ -61,6 +47,6 @@ impl EventLog for SqliteStore {
         page: PageRequest,
         type_prefix: Option<&str>,
     ) -> Result<Page<RecordedEvent>, StoreError> {
-        self.lite(|e| now(shared::list_events(e, tenant, page, type_prefix)))
+        self.read(|e| now(shared::list_events(e, tenant, page, type_prefix)))
     }
 }

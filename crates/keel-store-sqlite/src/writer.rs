@@ -640,8 +640,10 @@ impl Deref for WriteTx {
 
 #[cfg(test)]
 mod tests {
+    use keel_store_common::{args, exec::Exec as _, rows::ReadRow as _};
+
     use super::*;
-    use crate::db;
+    use crate::db::{Lite, now};
 
     async fn open(group_commit: bool) -> (tempfile::TempDir, Writer, std::path::PathBuf) {
         open_with(group_commit, Duration::from_secs(5)).await
@@ -668,19 +670,19 @@ mod tests {
         (dir, w, path)
     }
 
-    fn insert(tx: &WriteTx, k: &str) -> Result<(), StoreError> {
-        db::query("INSERT INTO t (k) VALUES (?1)")
-            .bind(k)
-            .execute(tx)
-            .map(|_| ())
+    fn insert(tx: &Connection, k: &str) -> Result<(), StoreError> {
+        now(Lite(tx).run("INSERT INTO t (k) VALUES ($1)", args![k])).map(|_| ())
+    }
+
+    fn select_keys(c: &Connection) -> Result<Vec<String>, StoreError> {
+        let rows = now(Lite(c).all("SELECT k FROM t ORDER BY k", &[]))?;
+        rows.iter().map(|r| r.text("k")).collect()
     }
 
     /// What is on disk, read by another connection.
     fn keys(path: &std::path::Path) -> Vec<String> {
         let conn = Connection::open(path).expect("reader");
-        db::query("SELECT k FROM t ORDER BY k")
-            .scalars(&conn)
-            .expect("read")
+        select_keys(&conn).expect("read")
     }
 
     /// Until `n` writers wait for the connection (state, not time).
@@ -784,9 +786,7 @@ mod tests {
         heard: Heard,
     ) -> impl FnOnce(&Connection) -> Result<((), Heard), StoreError> + Send + 'static {
         move |c| {
-            db::query("INSERT INTO t (k) VALUES (?1)")
-                .bind(k)
-                .execute(c)?;
+            insert(c, k)?;
             Ok(((), heard))
         }
     }
@@ -849,7 +849,7 @@ mod tests {
         w.run(put("claim", Heard::Ahead)).await.expect("claimed");
         let seen = w
             .run(|c| {
-                let seen: Vec<String> = db::query("SELECT k FROM t").scalars(c)?;
+                let seen = select_keys(c)?;
                 put("order", Heard::AfterCommit)(c)?;
                 Ok((seen, Heard::AfterCommit))
             })
@@ -894,12 +894,7 @@ mod tests {
             .expect_err("the group's commit fails on the deferred key");
         assert!(keys(&path).is_empty(), "the claim went with its group");
         let seen = w
-            .run(|c| {
-                Ok((
-                    db::query("SELECT k FROM t").scalars::<String>(c)?,
-                    Heard::AfterCommit,
-                ))
-            })
+            .run(|c| Ok((select_keys(c)?, Heard::AfterCommit)))
             .await
             .expect("the writer goes on");
         assert!(seen.is_empty(), "the next write finds it missing");

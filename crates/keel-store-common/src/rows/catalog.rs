@@ -2,9 +2,12 @@
 
 use keel_catalog::domain::{
     Handle, InventoryLevel, Location, LocationId, Metadata, Product, ProductId, ProductOption,
-    ProductStatus, Sku, Variant, VariantId,
+    ProductStatus, Sku, Variant, VariantForSale, VariantId,
 };
-use keel_kernel::{StoreError, TenantId};
+use keel_kernel::{
+    StoreError, TenantId,
+    money::{Currency, Money},
+};
 
 use super::{ReadRow, corrupt, json};
 
@@ -68,4 +71,41 @@ pub fn level(r: &impl ReadRow) -> Result<InventoryLevel, StoreError> {
         reserved: r.int("reserved")?,
         updated_at: r.time("updated_at")?,
     })
+}
+
+/// One price of a variant (`variant_id`, `currency`, `amount`).
+pub fn price(r: &impl ReadRow) -> Result<(VariantId, Money), StoreError> {
+    let currency =
+        Currency::parse(&r.text("currency")?).map_err(|_| corrupt("catalog", "currency"))?;
+    Ok((
+        VariantId::from_uuid(r.uuid("variant_id")?),
+        Money::new(r.int("amount")?, currency),
+    ))
+}
+
+/// A variant as a cart line sees it: its product's status and titles, and its `amount` in
+/// `currency` (none when the variant has no price in it).
+pub fn variant_for_sale(
+    r: &impl ReadRow,
+    variant: VariantId,
+    currency: Currency,
+) -> Result<VariantForSale, StoreError> {
+    let bad = |what| corrupt("catalog", what);
+    Ok(VariantForSale {
+        variant_id: variant,
+        product_id: ProductId::from_uuid(r.uuid("product_id")?),
+        product_status: ProductStatus::parse(&r.text("status")?).ok_or_else(|| bad("status"))?,
+        product_title: r.text("product_title")?,
+        sku: Sku::parse(&r.text("sku")?).map_err(|_| bad("sku"))?,
+        variant_title: r.opt_text("variant_title")?,
+        price: r.opt_int("amount")?.map(|a| Money::new(a, currency)),
+    })
+}
+
+/// The product a SKU belongs to (`sku`, `product_id`).
+pub fn sku_owner(r: &impl ReadRow) -> Result<(Sku, ProductId), StoreError> {
+    Ok((
+        Sku::parse(&r.text("sku")?).map_err(|_| corrupt("catalog", "sku"))?,
+        ProductId::from_uuid(r.uuid("product_id")?),
+    ))
 }

@@ -85,6 +85,36 @@ pub fn refresh_from_row(r: &impl ReadRow) -> Result<RefreshToken, StoreError> {
     })
 }
 
+/// A one-time token (`one_time_tokens`: hash, tenant_id, owner_kind, user_id, purpose,
+/// expires_at).
+pub fn one_time_token_from_row(
+    r: &impl ReadRow,
+) -> Result<keel_identity::staff::OneTimeToken, StoreError> {
+    use keel_identity::staff::{OneTimeToken, TokenPurpose};
+    let kind: String = r.col("owner_kind")?;
+    let purpose: String = r.col("purpose")?;
+    Ok(OneTimeToken {
+        hash: hash_from(r, "hash")?,
+        tenant_id: TenantId::from_uuid(r.col("tenant_id")?),
+        owner: Account::from_parts(&kind, r.col("user_id")?)
+            .ok_or_else(|| corrupt("token owner kind"))?,
+        purpose: TokenPurpose::parse(&purpose).ok_or_else(|| corrupt("token purpose"))?,
+        expires_at: r.time("expires_at")?,
+    })
+}
+
+/// A JWT signing key (`signing_keys`).
+pub fn signing_key_from_row(
+    r: &impl ReadRow,
+) -> Result<keel_identity::staff::StoredSigningKey, StoreError> {
+    Ok(keel_identity::staff::StoredSigningKey {
+        kid: r.col("kid")?,
+        sealed_seed: r.col("sealed_seed")?,
+        created_at: r.time("created_at")?,
+        retired_at: r.opt_time("retired_at")?,
+    })
+}
+
 pub fn customer_from_row(r: &impl ReadRow) -> Result<Customer, StoreError> {
     let email: String = r.col("email")?;
     let hash: String = r.col("password_hash")?;
@@ -117,5 +147,15 @@ pub fn key_from_row(r: &impl ReadRow) -> Result<ApiKey, StoreError> {
         expires_at: r.opt_time("expires_at")?,
         last_used_at: r.opt_time("last_used_at")?,
         revoked_at: r.opt_time("revoked_at")?,
+    })
+}
+
+/// A TOTP enrolment (`mfa_enrolments`).
+pub fn mfa_from_row(r: &impl ReadRow) -> Result<keel_identity::staff::StoredMfa, StoreError> {
+    Ok(keel_identity::staff::StoredMfa {
+        sealed_secret: r.bytes("sealed_secret")?,
+        created_at: r.time("created_at")?,
+        confirmed_at: r.opt_time("confirmed_at")?,
+        last_used_step: r.opt_int("last_used_step")?,
     })
 }

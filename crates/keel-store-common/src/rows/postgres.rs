@@ -32,11 +32,16 @@ impl ReadRow for PgRow {
     fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
         get(self, col)
     }
+    /// `bigint`, or a narrower integer column widened (SQLite has one integer type).
     fn int(&self, col: &str) -> Result<i64, StoreError> {
-        get(self, col)
+        get(self, col).or_else(|e| get::<i32>(self, col).map(i64::from).map_err(|_| e))
     }
     fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
-        get(self, col)
+        get(self, col).or_else(|e| {
+            get::<Option<i32>>(self, col)
+                .map(|v| v.map(i64::from))
+                .map_err(|_| e)
+        })
     }
     fn time(&self, col: &str) -> Result<OffsetDateTime, StoreError> {
         get(self, col)

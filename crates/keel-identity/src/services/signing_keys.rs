@@ -7,10 +7,10 @@ use keel_kernel::{StoreError, clock::Clock};
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    jwt::{Claims, PublicKey, SigningKey, TokenError, verify_with},
+    domain::jwt::{Claims, PublicKey, SigningKey, TokenError, verify_with},
+    domain::sealed::MasterKey,
+    domain::staff::StoredSigningKey,
     ports::SigningKeyStore,
-    sealed::MasterKey,
-    staff::StoredSigningKey,
 };
 
 struct LoadedKeys {

@@ -15,10 +15,10 @@ use super::{
     StoredHash, TokenPair, base64_id, event, mfa::login_succeeded,
 };
 use crate::{
-    customer::{Customer, CustomerId},
+    domain::customer::{Customer, CustomerId},
+    domain::staff::Email,
+    domain::throttle::{Limit, ThrottleKey},
     ports::{Attempt, CUSTOMER_EMAIL_CONSTRAINT},
-    staff::Email,
-    throttle::{Limit, ThrottleKey},
 };
 
 /// The `aud` of customer access tokens.
@@ -63,9 +63,9 @@ impl AuthService {
         c: &Customer,
         now: OffsetDateTime,
     ) -> (
-        crate::staff::Session,
+        crate::domain::staff::Session,
         super::Secret,
-        crate::staff::RefreshToken,
+        crate::domain::staff::RefreshToken,
     ) {
         self.new_session(c.tenant_id, Account::Customer(c.id), now)
     }

@@ -14,11 +14,11 @@ use time::Duration;
 use tracing::instrument;
 
 use crate::{
-    access::{Role, RoleChangeError},
-    auth::StaffPrincipal,
+    domain::access::{Role, RoleChangeError},
+    domain::secret::Secret,
+    domain::staff::{Email, OneTimeToken, StaffUser, TokenPurpose, UserId, UserStatus},
     ports::{STAFF_EMAIL_CONSTRAINT, StaffStore},
-    secret::Secret,
-    staff::{Email, OneTimeToken, StaffUser, TokenPurpose, UserId, UserStatus},
+    services::auth::StaffPrincipal,
 };
 
 /// Why an administration request was refused.
@@ -60,7 +60,7 @@ pub struct UserService {
     clock: Arc<dyn Clock>,
     invite_ttl: Duration,
     /// Seals the invitation notice for the shop's account-notification endpoint.
-    master: Arc<crate::sealed::MasterKey>,
+    master: Arc<crate::domain::sealed::MasterKey>,
 }
 
 fn event(
@@ -78,7 +78,7 @@ impl UserService {
         staff: Arc<dyn StaffStore>,
         clock: Arc<dyn Clock>,
         invite_ttl: Duration,
-        master: Arc<crate::sealed::MasterKey>,
+        master: Arc<crate::domain::sealed::MasterKey>,
     ) -> Self {
         Self {
             staff,
@@ -98,7 +98,7 @@ impl UserService {
         email: Email,
         role: Role,
     ) -> Result<Invitation, UserAdminError> {
-        crate::access::check_invite(actor.role, role).map_err(UserAdminError::Refused)?;
+        crate::domain::access::check_invite(actor.role, role).map_err(UserAdminError::Refused)?;
         let now = self.clock.now();
         let user = StaffUser {
             id: UserId::new(),
@@ -113,7 +113,7 @@ impl UserService {
         let row = OneTimeToken {
             hash: token.hash,
             tenant_id: actor.tenant_id,
-            owner: crate::staff::Account::Staff(user.id),
+            owner: crate::domain::staff::Account::Staff(user.id),
             purpose: TokenPurpose::Invite,
             expires_at: now + self.invite_ttl,
         };
@@ -125,7 +125,7 @@ impl UserService {
         )?;
         // The invitee's token goes to the shop's own mail system (when it has an account
         // endpoint) in a sealed notice; the event never carries it.
-        let notice = crate::notice::seal(
+        let notice = crate::domain::notice::seal(
             &self.master,
             &e,
             &serde_json::json!({

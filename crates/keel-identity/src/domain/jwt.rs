@@ -83,7 +83,7 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// A new random key.
     pub fn generate(kid: impl Into<String>) -> Self {
-        Self::from_seed(kid, crate::secret::random_bytes::<32>())
+        Self::from_seed(kid, crate::domain::secret::random_bytes::<32>())
     }
 
     /// Rebuilds a key from its 32-byte seed (as stored).

@@ -305,7 +305,7 @@ impl PasswordHasher {
 
     /// Hashes with a fresh random 16-byte salt into a PHC string.
     pub fn hash(&self, password: &NewPassword) -> Result<StoredHash, HashError> {
-        let salt = crate::secret::random_bytes::<16>();
+        let salt = crate::domain::secret::random_bytes::<16>();
         let mut out = [0_u8; OUTPUT_LEN];
         with_memory(self.params.block_count(), |memory| {
             self.argon.hash_password_into_with_memory(

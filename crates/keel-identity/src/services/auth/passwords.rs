@@ -10,9 +10,9 @@ use super::{
     mfa::{AccountHolder, subject},
 };
 use crate::{
+    domain::staff::Email,
+    domain::throttle::{Limit, ThrottleKey},
     ports::Attempt,
-    staff::Email,
-    throttle::{Limit, ThrottleKey},
 };
 
 impl AuthService {
@@ -22,7 +22,7 @@ impl AuthService {
         tenant: TenantId,
         email: &Email,
         new: &str,
-    ) -> Result<crate::password::StoredHash, AuthError> {
+    ) -> Result<crate::domain::password::StoredHash, AuthError> {
         let shop = self.tenants.get(tenant).await?;
         let new = NewPassword::parse(new, email.as_str(), shop.name.as_str())
             .map_err(AuthError::WeakPassword)?;
@@ -90,8 +90,8 @@ impl AuthService {
         data["email"] = email.as_str().into();
         data["reset_token"] = secret.expose().into();
         data["expires_in"] = ttl.into();
-        let notice =
-            crate::notice::seal(self.keys.master(), &e, &data).map_err(AuthError::Internal)?;
+        let notice = crate::domain::notice::seal(self.keys.master(), &e, &data)
+            .map_err(AuthError::Internal)?;
         self.staff.issue_token(&token, &[e], Some(&notice)).await?;
         tracing::info!(security = true, tenant_id = %tenant, %account, "password reset requested");
         Ok(())

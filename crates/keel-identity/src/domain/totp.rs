@@ -11,7 +11,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::secret::random_bytes;
+use crate::domain::secret::random_bytes;
 
 /// Seconds per step.
 pub const STEP_SECONDS: i64 = 30;

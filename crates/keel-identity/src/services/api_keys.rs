@@ -16,10 +16,10 @@ use time::{Duration, OffsetDateTime};
 use tracing::instrument;
 
 use crate::{
-    access::Permission,
-    apikey::{self, ApiKey, ApiKeyId, KeyKind, PresentedKey},
-    auth::{AuthError, StaffPrincipal},
+    domain::access::Permission,
+    domain::api_key::{self, ApiKey, ApiKeyId, KeyKind, PresentedKey},
     ports::ApiKeyStore,
+    services::auth::{AuthError, StaffPrincipal},
 };
 
 /// A key just created or rotated: the stored form and the plaintext (shown once).
@@ -144,7 +144,7 @@ impl ApiKeyService {
         created_at: OffsetDateTime,
         expires_at: Option<OffsetDateTime>,
     ) -> IssuedKey {
-        let material = apikey::generate(kind);
+        let material = api_key::generate(kind);
         IssuedKey {
             key: ApiKey {
                 id: ApiKeyId::new(),

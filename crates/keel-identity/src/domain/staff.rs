@@ -6,7 +6,7 @@ use keel_kernel::{TenantId, define_id};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{access::Role, password::StoredHash, secret::SecretHash};
+use crate::{domain::access::Role, domain::password::StoredHash, domain::secret::SecretHash};
 
 define_id!(
     /// A staff user of one tenant.

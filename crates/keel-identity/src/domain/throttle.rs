@@ -52,7 +52,7 @@ impl ThrottleKey {
     /// One account's second factor and re-authentication (MFA codes, backup codes, the
     /// current password when changing credentials): one count for all of them, so a guess at
     /// one check is a guess at all.
-    pub fn factor(tenant: keel_kernel::TenantId, account: crate::staff::Account) -> Self {
+    pub fn factor(tenant: keel_kernel::TenantId, account: crate::domain::staff::Account) -> Self {
         Self::digest(&format!("factor:{tenant}:{account}"))
     }
 

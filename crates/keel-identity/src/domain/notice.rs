@@ -13,7 +13,7 @@
 use keel_kernel::{TenantId, event::NewEvent};
 use time::format_description::well_known::Rfc3339;
 
-use crate::sealed::MasterKey;
+use crate::domain::sealed::MasterKey;
 
 /// A sealed notification for the shop's account-notification endpoint, if it has one.
 #[derive(Clone, PartialEq, Eq)]

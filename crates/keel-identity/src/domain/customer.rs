@@ -4,7 +4,7 @@ use keel_kernel::TenantId;
 pub use keel_kernel::id::CustomerId;
 use time::OffsetDateTime;
 
-use crate::{password::StoredHash, staff::Email};
+use crate::{domain::password::StoredHash, domain::staff::Email};
 
 /// A customer account.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,10 +11,10 @@ use super::{
     TotpSecret, event, instrument, totp,
 };
 use crate::{
-    auth::{CustomerPrincipal, LoginOutcome, StaffPrincipal, ceil_seconds},
+    domain::staff::{Email, OneTimeToken, SessionId},
+    domain::throttle::{Limit, ThrottleKey},
     ports::{Attempt, AttemptId},
-    staff::{Email, OneTimeToken, SessionId},
-    throttle::{Limit, ThrottleKey},
+    services::auth::{CustomerPrincipal, LoginOutcome, StaffPrincipal, ceil_seconds},
 };
 
 /// How a claimed check ended.
@@ -571,7 +571,7 @@ pub(super) const fn login_succeeded(account: Account) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{customer::CustomerId, staff::UserId};
+    use crate::{domain::customer::CustomerId, domain::staff::UserId};
 
     #[test]
     fn sealing_contexts_keep_staff_secrets_readable_and_apart_from_customers() {

@@ -15,21 +15,21 @@ use time::{Duration, OffsetDateTime};
 use tracing::instrument;
 
 use crate::{
-    access::Role,
+    domain::access::Role,
+    domain::jwt::{Claims, PrincipalKind},
+    domain::password::{NewPassword, PasswordHasher, PasswordPolicyError, StoredHash},
+    domain::secret::{Secret, SecretHash, random_bytes},
+    domain::staff::{
+        Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
+        TokenPurpose, UserId, UserStatus,
+    },
+    domain::throttle::{Limit, ThrottleKey},
+    domain::totp::{self, TotpSecret},
     domain::{NewTenant, Tenant, TenantError},
-    jwt::{Claims, PrincipalKind},
-    password::{NewPassword, PasswordHasher, PasswordPolicyError, StoredHash},
     ports::{
         Attempt, CustomerStore, LoginThrottle, MFA_ALREADY_ENABLED, MfaStore, SessionStore,
         StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED, TenantStore,
     },
-    secret::{Secret, SecretHash, random_bytes},
-    staff::{
-        Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
-        TokenPurpose, UserId, UserStatus,
-    },
-    throttle::{Limit, ThrottleKey},
-    totp::{self, TotpSecret},
 };
 
 mod customers;
@@ -40,7 +40,7 @@ pub use self::{
     customers::{CUSTOMER_AUDIENCE, CustomerPrincipal},
     mfa::AccountHolder,
 };
-pub use crate::keyring::KeyRing;
+pub use crate::services::signing_keys::KeyRing;
 
 /// The `aud` of staff access tokens.
 pub const STAFF_AUDIENCE: &str = "keel-admin";
@@ -214,15 +214,15 @@ pub struct AuthService {
     settings: AuthSettings,
 }
 
-impl From<crate::password::HashRunError> for AuthError {
-    fn from(e: crate::password::HashRunError) -> Self {
+impl From<crate::domain::password::HashRunError> for AuthError {
+    fn from(e: crate::domain::password::HashRunError) -> Self {
         match e {
-            crate::password::HashRunError::Busy {
+            crate::domain::password::HashRunError::Busy {
                 retry_after_seconds,
             } => Self::Overloaded {
                 retry_after_seconds,
             },
-            crate::password::HashRunError::Failed(msg) => Self::Internal(msg),
+            crate::domain::password::HashRunError::Failed(msg) => Self::Internal(msg),
         }
     }
 }

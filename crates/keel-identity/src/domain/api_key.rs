@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use crate::{access::Permission, secret::random_bytes};
+use crate::{domain::access::Permission, domain::secret::random_bytes};
 
 define_id!(
     /// An API key.

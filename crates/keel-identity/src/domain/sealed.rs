@@ -12,7 +12,7 @@ use aes_gcm::{
     aead::{Aead, KeyInit, Payload},
 };
 
-use crate::secret::random_bytes;
+use crate::domain::secret::random_bytes;
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;

@@ -1,1 +1,0 @@
-//! (being moved here from both adapters; ADR 0032)

@@ -1,0 +1,234 @@
+//! The checkout: one transaction that marks the cart converted, reserves the stock, counts
+//! the promotion use, numbers the order and inserts it (counting its holder's unpaid orders),
+//! with the events and the request's stored answer.
+
+use keel_catalog::domain::Reservation;
+use keel_kernel::{StoreError, TenantId, event::NewEvent};
+use keel_orders::{
+    cart::{Cart, CartStatus},
+    order::{Order, OrderId},
+    ports::{
+        CART_CHANGED, OrderReceipt, PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder,
+        PromotionUse, UNPAID_ORDER_LIMIT, UnpaidHolder, UnpaidLimits,
+    },
+};
+use time::OffsetDateTime;
+
+use super::{CartRow, carts::write_cart, conflict, finish_key, json};
+use crate::{
+    args,
+    exec::{Arg, Dialect, Exec},
+    rows::ReadRow,
+    store::{inventory::apply_reservation, tenants::insert_events},
+};
+
+/// A checkout as the write owns it: taken from the caller's borrowed one (the converted cart
+/// rendered) before the write starts, so a SQLite writer job can own it.
+#[derive(Debug, Clone)]
+pub struct Placing {
+    order: Order,
+    converted: CartRow,
+    cart_version: i64,
+    reservations: Vec<Reservation>,
+    promotion: Option<PromotionUse>,
+    holder: UnpaidHolder,
+    limits: UnpaidLimits,
+}
+
+impl Placing {
+    pub fn of(p: &PlaceOrder<'_>) -> Result<Self, StoreError> {
+        Ok(Self {
+            order: p.order.clone(),
+            converted: CartRow::of(&converted_cart(p))?,
+            cart_version: p.cart_version,
+            reservations: p.reservations.to_vec(),
+            promotion: p.promotion.clone(),
+            holder: p.holder.clone(),
+            limits: p.limits,
+        })
+    }
+}
+
+/// The cart as checkout leaves it: converted into the order.
+fn converted_cart(p: &PlaceOrder<'_>) -> Cart {
+    let mut converted = p.cart.clone();
+    converted.status = CartStatus::Converted;
+    converted.order_id = Some(p.order.id);
+    converted.version = p.cart_version + 1;
+    converted.updated_at = p.order.created_at;
+    converted
+}
+
+/// The checkout transaction (`OrderStore::place_order`), all or nothing: answers the order's
+/// number.
+pub async fn place_order<E: Exec>(
+    e: &mut E,
+    p: Placing,
+    events: &[NewEvent],
+    receipt: Option<&OrderReceipt>,
+) -> Result<i64, StoreError> {
+    // PostgreSQL writes the events first: they take no row lock, and the checkout's locks (the
+    // stock rows, the shop's order counter) are then held one round trip less before the
+    // commit. SQLite's statements cost no round trip: the events follow the checkout, so a
+    // refused checkout never wrote them.
+    if E::DIALECT == Dialect::Postgres {
+        insert_events(e, events).await?;
+    }
+    let number = place(e, p, receipt).await?;
+    if E::DIALECT == Dialect::Sqlite {
+        insert_events(e, events).await?;
+    }
+    Ok(number)
+}
+
+async fn place<E: Exec>(
+    e: &mut E,
+    p: Placing,
+    receipt: Option<&OrderReceipt>,
+) -> Result<i64, StoreError> {
+    let Placing {
+        mut order,
+        converted,
+        cart_version,
+        mut reservations,
+        promotion,
+        holder,
+        limits,
+    } = p;
+    let tenant = order.tenant_id;
+    if !write_cart(e, &converted, cart_version, &[]).await? {
+        return Err(conflict(CART_CHANGED));
+    }
+    // Rows are locked in one global order (variant, location), so two checkouts of the same
+    // items in different line orders cannot deadlock.
+    reservations.sort_by_key(|r| (r.variant_id.as_uuid(), r.location_id.as_uuid()));
+    for r in &reservations {
+        apply_reservation(e, r).await?;
+    }
+    if let Some(promotion) = &promotion {
+        redeem(e, tenant, order.id, promotion, order.created_at).await?;
+    }
+    let number = next_number(e, tenant).await?;
+    // The shop's counter row is locked from here to the commit (on SQLite the single writer
+    // holds the whole database), so the checkouts of one shop count their holders' unpaid
+    // orders one after another, in the order's insert.
+    order.number = number;
+    if !insert_order(e, &order, &holder, limits).await? {
+        return Err(conflict(UNPAID_ORDER_LIMIT));
+    }
+    // Rendered here, inside the transaction: the answer carries the number just assigned.
+    if let Some(r) = receipt {
+        finish_key(e, &r.key, r.status, &r.body(&order)?).await?;
+    }
+    Ok(number)
+}
+
+/// The next order number of the shop (1001 first), inside the checkout transaction.
+async fn next_number<E: Exec>(e: &mut E, tenant: TenantId) -> Result<i64, StoreError> {
+    e.one(
+        "INSERT INTO order_counters (tenant_id, next_number) VALUES ($1, 1002) \
+         ON CONFLICT (tenant_id) DO UPDATE SET next_number = order_counters.next_number + 1 \
+         RETURNING next_number - 1 AS number",
+        args![tenant.as_uuid()],
+    )
+    .await?
+    .int("number")
+}
+
+/// Inserts the new order of a checkout, refused (answers false) when its holder already has
+/// its limit of open unpaid orders (any of the three). The caps are counted in the insert
+/// itself, which runs with the shop's order counter locked (see `place`; on SQLite, in the
+/// checkout's transaction on the single writer): each statement sees what the previous
+/// holders of the lock committed, so the caps hold under any concurrency without another
+/// round trip while the lock is held.
+async fn insert_order<E: Exec>(
+    e: &mut E,
+    o: &Order,
+    holder: &UnpaidHolder,
+    limits: UnpaidLimits,
+) -> Result<bool, StoreError> {
+    let body = json(o)?;
+    let done = e
+        .run(
+            "INSERT INTO orders (tenant_id, id, number, status, payment_status, currency, customer_id, email, total, body, version, created_at, updated_at, expires_at, email_key, client_key) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
+             WHERE (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $17 AND customer_id = $7) < $18 \
+               AND (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $17 AND email_key = $15) < $19 \
+               AND (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $17 AND client_key = $16) < $20",
+            args![
+                o.tenant_id.as_uuid(),
+                o.id.as_uuid(),
+                o.number,
+                o.status.as_str(),
+                o.payment_status.as_str(),
+                o.currency.code(),
+                o.customer_id.map(|c| c.as_uuid()),
+                o.email.as_deref(),
+                o.totals.total,
+                Arg::json(&body),
+                o.version,
+                o.created_at,
+                o.updated_at,
+                o.expires_at,
+                holder.email_key.as_deref(),
+                holder.client_key.as_deref(),
+                limits.now,
+                limits.per_customer,
+                limits.per_email,
+                limits.per_client
+            ],
+        )
+        .await?;
+    Ok(done == 1)
+}
+
+/// Counts one use of the promotion against its limits inside the checkout transaction. The
+/// conditional update of the promotion's row comes first, so concurrent checkouts with one
+/// promotion queue on it and the per-customer count after it is exact.
+async fn redeem<E: Exec>(
+    e: &mut E,
+    tenant: TenantId,
+    order: OrderId,
+    promotion: &PromotionUse,
+    at_time: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let done = e
+        .run(
+            "UPDATE pricing_records SET times_used = times_used + 1 WHERE tenant_id = $1 AND kind = 'promotion' \
+             AND id = $2 AND (usage_limit IS NULL OR times_used < usage_limit)",
+            args![tenant.as_uuid(), promotion.promotion_id.as_uuid()],
+        )
+        .await?;
+    if done != 1 {
+        return Err(conflict(PROMOTION_EXHAUSTED));
+    }
+    if let Some(limit) = promotion.per_customer_limit {
+        let used = e
+            .one(
+                "SELECT count(*) AS n FROM promotion_redemptions WHERE tenant_id = $1 AND promotion_id = $2 AND customer_key = $3",
+                args![
+                    tenant.as_uuid(),
+                    promotion.promotion_id.as_uuid(),
+                    &promotion.customer_key
+                ],
+            )
+            .await?
+            .int("n")?;
+        if used >= limit {
+            return Err(conflict(PROMOTION_CUSTOMER_LIMIT));
+        }
+    }
+    e.run(
+        "INSERT INTO promotion_redemptions (tenant_id, order_id, promotion_id, customer_key, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        args![
+            tenant.as_uuid(),
+            order.as_uuid(),
+            promotion.promotion_id.as_uuid(),
+            &promotion.customer_key,
+            at_time
+        ],
+    )
+    .await?;
+    Ok(())
+}
