@@ -6,7 +6,9 @@ use axum::{
     extract::FromRequestParts,
     http::{header, request::Parts},
 };
-use keel_identity::{access::Permission, auth::StaffPrincipal, keys::KeyPrincipal};
+use keel_identity::{
+    domain::access::Permission, services::api_keys::KeyPrincipal, services::auth::StaffPrincipal,
+};
 use keel_kernel::TenantId;
 
 use crate::{
@@ -39,7 +41,7 @@ impl FromRequestParts<AppState> for Staff {
     ) -> Result<Self, Self::Rejection> {
         let StaffEnrolling(principal) = StaffEnrolling::from_request_parts(parts, state).await?;
         if principal.mfa_pending {
-            return Err(keel_identity::auth::AuthError::MfaEnrollmentRequired.into());
+            return Err(keel_identity::services::auth::AuthError::MfaEnrollmentRequired.into());
         }
         Ok(Self(principal))
     }
@@ -78,7 +80,7 @@ pub trait Needs: Send + Sync + 'static {
 
 /// Permission markers for [`RequirePermission`].
 pub mod perm {
-    use keel_identity::access::Permission;
+    use keel_identity::domain::access::Permission;
 
     macro_rules! markers {
         ($($name:ident => $perm:ident),* $(,)?) => {
@@ -149,7 +151,7 @@ async fn admin_principal(parts: &Parts, state: &AppState) -> Result<AdminPrincip
     } else {
         let staff = state.auth.authenticate_staff(token).await?;
         if staff.mfa_pending {
-            return Err(keel_identity::auth::AuthError::MfaEnrollmentRequired.into());
+            return Err(keel_identity::services::auth::AuthError::MfaEnrollmentRequired.into());
         }
         AdminPrincipal {
             tenant_id: staff.tenant_id,
@@ -264,7 +266,7 @@ impl FromRequestParts<AppState> for Storefront {
 /// A customer of the storefront's tenant, by their Bearer access token. A staff token, a token
 /// of another shop's customer, or a revoked session: 401.
 #[derive(Debug, Clone)]
-pub struct Customer(pub keel_identity::auth::CustomerPrincipal);
+pub struct Customer(pub keel_identity::services::auth::CustomerPrincipal);
 
 impl FromRequestParts<AppState> for Customer {
     type Rejection = Problem;

@@ -225,9 +225,9 @@ path_ids! {
     keel_orders::setup::PromotionId => "No such promotion.",
     keel_webhooks::domain::EndpointId => "No such webhook endpoint.",
     keel_webhooks::domain::MessageId => "No such webhook message.",
-    keel_identity::staff::UserId => "No such user.",
-    keel_identity::staff::SessionId => "No such session.",
-    keel_identity::apikey::ApiKeyId => "No such API key.",
+    keel_identity::domain::staff::UserId => "No such user.",
+    keel_identity::domain::staff::SessionId => "No such session.",
+    keel_identity::domain::api_key::ApiKeyId => "No such API key.",
 }
 
 /// `s` as the id type `T`. A malformed id, or one with another type's prefix, is the same 404

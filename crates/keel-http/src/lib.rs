@@ -60,9 +60,9 @@ impl std::ops::Deref for AppState {
 pub struct AppStateParts {
     pub health: Arc<dyn StoreHealth>,
     pub metrics: Arc<Metrics>,
-    pub auth: keel_identity::auth::AuthService,
-    pub users: keel_identity::users::UserService,
-    pub keys: keel_identity::keys::ApiKeyService,
+    pub auth: keel_identity::services::auth::AuthService,
+    pub users: keel_identity::services::staff_admin::UserService,
+    pub keys: keel_identity::services::api_keys::ApiKeyService,
     pub events: Arc<dyn keel_kernel::event::EventLog>,
     pub catalog: keel_catalog::CatalogService,
     /// `max-age` of public storefront reads, in exact seconds.

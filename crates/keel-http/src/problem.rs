@@ -286,9 +286,9 @@ impl From<StoreError> for Problem {
 }
 
 /// An identity error where a weak password was sent in `field` (e.g. `/new_password`).
-pub fn auth_problem_for_field(e: keel_identity::auth::AuthError, field: &str) -> Problem {
+pub fn auth_problem_for_field(e: keel_identity::services::auth::AuthError, field: &str) -> Problem {
     match e {
-        keel_identity::auth::AuthError::WeakPassword(reason) => {
+        keel_identity::services::auth::AuthError::WeakPassword(reason) => {
             Problem::invalid_field(field, format!("password {reason}"))
         }
         other => other.into(),
@@ -393,9 +393,9 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
-impl From<keel_identity::auth::AuthError> for Problem {
-    fn from(e: keel_identity::auth::AuthError) -> Self {
-        use keel_identity::{TenantError, auth::AuthError as A};
+impl From<keel_identity::services::auth::AuthError> for Problem {
+    fn from(e: keel_identity::services::auth::AuthError) -> Self {
+        use keel_identity::{TenantError, services::auth::AuthError as A};
         match e {
             A::InvalidCredentials => Self::new(
                 ProblemKind::INVALID_CREDENTIALS,

@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keel_identity::{
+use keel_identity::domain::{
     jwt::{Claims, PrincipalKind, SigningKey, Verifier},
     password::{NewPassword, PasswordHasher},
     totp::{self, TotpSecret},

@@ -16,12 +16,3 @@ pub mod services;
 pub use domain::{NewTenant, Tenant, TenantError, TenantName, TenantSlug};
 pub use ports::TenantStore;
 pub use services::tenants::TenantService;
-
-// TEMP(issue 21): old paths while the other crates' imports move.
-pub use domain::{
-    access, api_key as apikey, customer, jwt, notice, password, sealed, secret, staff, throttle,
-    totp,
-};
-pub use services::{
-    api_keys as keys, auth, signing_keys as keyring, staff_admin as users, tenants as service,
-};

@@ -236,6 +236,9 @@ pub struct StockMove {
     pub quantity: i64,
 }
 
+/// A shop's first order number; each order after it takes the next (`#1001`, `#1002`, …).
+pub const FIRST_ORDER_NUMBER: i64 = 1001;
+
 /// An order, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {

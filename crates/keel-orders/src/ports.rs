@@ -215,15 +215,21 @@ pub struct PromotionUse {
     pub per_customer_limit: Option<i64>,
 }
 
-/// Everything a checkout writes, in one transaction.
+/// Everything a checkout writes, in one transaction. The decisions are made here, in the
+/// context, and reach the store as data: the cart as the checkout leaves it, the order in
+/// which stock rows are locked, and where the shop's order numbers start.
 #[derive(Debug, Clone)]
 pub struct PlaceOrder<'a> {
-    /// The order; its `number` is assigned by the store.
+    /// The order; its `number` is assigned by the store, the next of the shop's sequence.
     pub order: &'a Order,
-    pub cart: &'a Cart,
+    /// The cart converted into the order ([`converted_cart`]).
+    pub converted: Cart,
     /// The version the cart had when priced; the cart is marked converted only if unchanged.
     pub cart_version: i64,
+    /// In [`stock_lock_order`]: the store takes the rows' locks in this order.
     pub reservations: &'a [Reservation],
+    /// The shop's first order number, used when it has none yet.
+    pub first_number: i64,
     pub promotion: Option<PromotionUse>,
     /// Who the order counts against, and the caps it must stay under.
     pub holder: UnpaidHolder,
@@ -263,6 +269,35 @@ pub enum StockChange {
     Release(StockMove),
 }
 
+impl StockChange {
+    /// Its place in [`stock_lock_order`].
+    pub fn lock_key(&self) -> (uuid::Uuid, uuid::Uuid) {
+        match self {
+            Self::Commit(m) | Self::Release(m) => stock_lock_order(m.variant_id, m.location_id),
+        }
+    }
+}
+
+/// The cart as a checkout leaves it: converted into `order`, one version on.
+pub fn converted_cart(cart: &Cart, order: &Order) -> Cart {
+    let mut converted = cart.clone();
+    converted.status = crate::cart::CartStatus::Converted;
+    converted.order_id = Some(order.id);
+    converted.version = cart.version + 1;
+    converted.updated_at = order.created_at;
+    converted
+}
+
+/// The one global order in which a write locks stock rows (variant, then location): two
+/// writes that touch the same rows, listed in different orders, cannot deadlock. Every list
+/// of stock a port method takes is sorted by it before it reaches the store.
+pub fn stock_lock_order(
+    variant: keel_catalog::domain::VariantId,
+    location: keel_catalog::domain::LocationId,
+) -> (uuid::Uuid, uuid::Uuid) {
+    (variant.as_uuid(), location.as_uuid())
+}
+
 /// Filters of the staff order list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderFilter {
@@ -300,7 +335,8 @@ pub trait OrderStore: Send + Sync + std::fmt::Debug {
         page: PageRequest,
     ) -> Result<Page<Order>, StoreError>;
     /// Replaces the order if its version is still `expected_version`, moving the stock
-    /// (conditional updates, ledger rows for commits) and, with `return_redemption`, giving
+    /// (conditional updates in the order given, which is [`stock_lock_order`]; ledger rows
+    /// for commits) and, with `return_redemption`, giving
     /// the order's promotion redemption back (its row deleted and the promotion's use count
     /// lowered, only if the row was there: exactly once), with the events and the receipt, in
     /// one transaction.

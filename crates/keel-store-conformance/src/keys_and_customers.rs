@@ -10,18 +10,19 @@ pub(crate) fn api_key(
     tenant: TenantId,
     name: &str,
     expires_at: Option<time::OffsetDateTime>,
-) -> keel_identity::apikey::ApiKey {
-    let material = keel_identity::apikey::generate(keel_identity::apikey::KeyKind::Secret);
-    keel_identity::apikey::ApiKey {
-        id: keel_identity::apikey::ApiKeyId::new(),
+) -> keel_identity::domain::api_key::ApiKey {
+    let material =
+        keel_identity::domain::api_key::generate(keel_identity::domain::api_key::KeyKind::Secret);
+    keel_identity::domain::api_key::ApiKey {
+        id: keel_identity::domain::api_key::ApiKeyId::new(),
         tenant_id: tenant,
-        kind: keel_identity::apikey::KeyKind::Secret,
+        kind: keel_identity::domain::api_key::KeyKind::Secret,
         name: name.into(),
         lookup: material.lookup,
         secret_hash: material.hash,
         scopes: vec![
-            keel_identity::access::Permission::OrdersRead,
-            keel_identity::access::Permission::AuditRead,
+            keel_identity::domain::access::Permission::OrdersRead,
+            keel_identity::domain::access::Permission::AuditRead,
         ],
         created_at: time::macros::datetime!(2026-11-21 10:00 UTC),
         expires_at,
@@ -188,9 +189,9 @@ pub async fn api_key_rotation_caps_the_old_expiry_atomically(stores: &Stores) {
 
 // ---- customers ----
 
-pub(crate) fn customer(tenant: TenantId, email: &str) -> keel_identity::customer::Customer {
-    keel_identity::customer::Customer {
-        id: keel_identity::customer::CustomerId::new(),
+pub(crate) fn customer(tenant: TenantId, email: &str) -> keel_identity::domain::customer::Customer {
+    keel_identity::domain::customer::Customer {
+        id: keel_identity::domain::customer::CustomerId::new(),
         tenant_id: tenant,
         email: Email::parse(email).expect("valid email"),
         password_hash: a_hash(),
@@ -199,7 +200,7 @@ pub(crate) fn customer(tenant: TenantId, email: &str) -> keel_identity::customer
 }
 
 pub(crate) fn customer_session(
-    c: &keel_identity::customer::Customer,
+    c: &keel_identity::domain::customer::Customer,
     now: time::OffsetDateTime,
 ) -> (Session, RefreshToken) {
     let session = Session {
@@ -290,7 +291,7 @@ pub async fn staff_and_customer_sessions_never_mix(stores: &Stores) {
         .expect("staff session");
     // A customer whose id has the same storage form as the staff user's.
     let mut twin = customer(o.tenant.id, "twin@example.test");
-    twin.id = keel_identity::customer::CustomerId::from_uuid(o.user.id.as_uuid());
+    twin.id = keel_identity::domain::customer::CustomerId::from_uuid(o.user.id.as_uuid());
     let (cs, cr) = customer_session(&twin, now);
     stores
         .customers
@@ -324,7 +325,7 @@ pub async fn staff_and_customer_sessions_never_mix(stores: &Stores) {
         .expect_err("last owner stays");
     let admin = invite(stores, &o.tenant, "admin@mix.test", Role::Admin).await;
     let mut admin_twin = customer(o.tenant.id, "admin-twin@example.test");
-    admin_twin.id = keel_identity::customer::CustomerId::from_uuid(admin.id.as_uuid());
+    admin_twin.id = keel_identity::domain::customer::CustomerId::from_uuid(admin.id.as_uuid());
     let (ats, atr) = customer_session(&admin_twin, now);
     stores
         .customers
@@ -353,7 +354,7 @@ pub async fn staff_and_customer_mfa_never_mix(stores: &Stores) {
     let now = SystemClock.now();
     // A customer whose id has the same storage form as the staff user's.
     let mut twin = customer(o.tenant.id, "twin@mfamix.test");
-    twin.id = keel_identity::customer::CustomerId::from_uuid(o.user.id.as_uuid());
+    twin.id = keel_identity::domain::customer::CustomerId::from_uuid(o.user.id.as_uuid());
     let (cs, cr) = customer_session(&twin, now);
     stores
         .customers
@@ -486,7 +487,7 @@ pub async fn a_customer_password_change_ends_only_that_customers_other_sessions(
         .expect("staff session");
     // A customer whose id has the same storage form as the staff user's.
     let mut twin = customer(o.tenant.id, "twin@cuspw.test");
-    twin.id = keel_identity::customer::CustomerId::from_uuid(o.user.id.as_uuid());
+    twin.id = keel_identity::domain::customer::CustomerId::from_uuid(o.user.id.as_uuid());
     let (keep, keep_refresh) = customer_session(&twin, now);
     stores
         .customers
@@ -552,7 +553,7 @@ pub async fn a_customer_password_change_ends_only_that_customers_other_sessions(
         .staff
         .set_password(
             o.tenant.id,
-            Account::Customer(keel_identity::customer::CustomerId::new()),
+            Account::Customer(keel_identity::domain::customer::CustomerId::new()),
             &a_hash(),
             None,
             now,

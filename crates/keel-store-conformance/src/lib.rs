@@ -24,19 +24,19 @@ use std::sync::Arc;
 
 use keel_identity::{
     Tenant, TenantName, TenantSlug, TenantStore,
-    access::{Role, RoleChangeError},
-    password::StoredHash,
+    domain::access::{Role, RoleChangeError},
+    domain::password::StoredHash,
+    domain::secret::Secret,
+    domain::staff::{
+        Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
+        StoredSigningKey, TokenPurpose, UserId, UserStatus,
+    },
+    domain::throttle::{Limit as ThrottleLimit, ThrottleKey},
     ports::{
         ApiKeyStore, Attempt, CUSTOMER_EMAIL_CONSTRAINT, CustomerStore, LoginThrottle,
         MFA_ALREADY_ENABLED, MfaStore, STAFF_EMAIL_CONSTRAINT, SessionStore, SigningKeyStore,
         StaffStore, TENANT_SLUG_CONSTRAINT, TOKEN_ALREADY_USED,
     },
-    secret::Secret,
-    staff::{
-        Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
-        StoredSigningKey, TokenPurpose, UserId, UserStatus,
-    },
-    throttle::{Limit as ThrottleLimit, ThrottleKey},
 };
 use keel_kernel::{
     StoreError, TenantId,

@@ -14,11 +14,11 @@ use keel_orders::{
     cart::{Address, Cart, CartId, CartStatus, LineId},
     country::Country,
     exact::Percent,
-    order::{Order, OrderId, OrderLine, OrderStatus, PaymentStatus},
+    order::{FIRST_ORDER_NUMBER, Order, OrderId, OrderLine, OrderStatus, PaymentStatus},
     ports::{
         INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, PlaceOrder, PricingLookup, PricingSettings,
         PromotionUse, SetupKind, SetupRecord, UNPAID_ORDER_LIMIT, UnpaidHolder, UnpaidLimits,
-        VERSION_CONFLICT,
+        VERSION_CONFLICT, converted_cart,
     },
     pricing::{Discount, LineInput, PricingInput, price},
 };
@@ -148,9 +148,10 @@ fn checkout_of<'a>(
 ) -> PlaceOrder<'a> {
     PlaceOrder {
         order,
-        cart,
+        converted: converted_cart(cart, order),
         cart_version: 1,
         reservations,
+        first_number: FIRST_ORDER_NUMBER,
         promotion: None,
         holder: UnpaidHolder::default(),
         limits: no_unpaid_caps(order.created_at),
@@ -733,9 +734,10 @@ pub async fn unpaid_order_caps_count_each_holder_and_refuse_the_order_past_them(
                  holder: UnpaidHolder| async move {
         let checkout = PlaceOrder {
             order: &order,
-            cart: &cart,
+            converted: converted_cart(&cart, &order),
             cart_version: 1,
             reservations: &reservations,
+            first_number: FIRST_ORDER_NUMBER,
             promotion: None,
             holder,
             limits: caps,

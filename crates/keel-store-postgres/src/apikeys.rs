@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use keel_identity::{
-    apikey::{ApiKey, ApiKeyId},
+    domain::api_key::{ApiKey, ApiKeyId},
     ports::ApiKeyStore,
 };
 use keel_kernel::{

@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 use keel_identity::{
-    customer::{Customer, CustomerId},
+    domain::customer::{Customer, CustomerId},
+    domain::staff::{Email, RefreshToken, Session},
     ports::CustomerStore,
-    staff::{Email, RefreshToken, Session},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
 use keel_store_common::store::customers as shared;

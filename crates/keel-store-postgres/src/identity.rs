@@ -4,15 +4,15 @@
 use async_trait::async_trait;
 use keel_identity::{
     Tenant,
-    access::{Role, RoleChangeError},
-    notice::AccountNotice,
-    password::StoredHash,
-    ports::{SessionStore, SigningKeyStore, StaffStore},
-    secret::SecretHash,
-    staff::{
+    domain::access::{Role, RoleChangeError},
+    domain::notice::AccountNotice,
+    domain::password::StoredHash,
+    domain::secret::SecretHash,
+    domain::staff::{
         Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser,
         StoredSigningKey, TokenPurpose, UserId,
     },
+    ports::{SessionStore, SigningKeyStore, StaffStore},
 };
 use keel_kernel::{
     StoreError, TenantId,

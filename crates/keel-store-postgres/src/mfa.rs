@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use keel_identity::{
+    domain::secret::SecretHash,
+    domain::staff::{Account, OneTimeToken, RefreshToken, Session, StoredMfa, UserId},
     ports::{MfaStatus, MfaStore},
-    secret::SecretHash,
-    staff::{Account, OneTimeToken, RefreshToken, Session, StoredMfa, UserId},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
 use keel_store_common::store::mfa as shared;

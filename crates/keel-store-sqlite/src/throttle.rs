@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use keel_identity::{
+    domain::throttle::{Limit, ThrottleKey},
     ports::{Attempt, AttemptId, LoginThrottle},
-    throttle::{Limit, ThrottleKey},
 };
 use keel_kernel::StoreError;
 use keel_store_common::store::throttle as shared;

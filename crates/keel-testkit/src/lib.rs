@@ -73,7 +73,7 @@ pub struct TestApp {
     pub settings: Settings,
     /// The app's authentication service (same database and master key), for setting up
     /// tenants the way the operator CLI does.
-    pub auth: keel_identity::auth::AuthService,
+    pub auth: keel_identity::services::auth::AuthService,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub db: TestDb,
@@ -250,7 +250,7 @@ impl TestApp {
             .auth
             .create_tenant_with_owner(
                 new,
-                keel_identity::staff::Email::parse(&email).expect("valid email"),
+                keel_identity::domain::staff::Email::parse(&email).expect("valid email"),
             )
             .await
             .expect("create tenant with owner");

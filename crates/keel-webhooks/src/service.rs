@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use keel_identity::sealed::MasterKey;
+use keel_identity::domain::sealed::MasterKey;
 use keel_kernel::{
     StoreError, TenantId,
     clock::Clock,
@@ -634,10 +634,13 @@ impl WebhooksService {
     pub fn body_to_send(&self, e: &Endpoint, m: &Message) -> Result<String, WebhookError> {
         match e.channel {
             Channel::Webhook => Ok(m.body.clone()),
-            Channel::Account => {
-                keel_identity::notice::open(&self.master, m.tenant_id, m.id.as_uuid(), &m.body)
-                    .map_err(WebhookError::Internal)
-            }
+            Channel::Account => keel_identity::domain::notice::open(
+                &self.master,
+                m.tenant_id,
+                m.id.as_uuid(),
+                &m.body,
+            )
+            .map_err(WebhookError::Internal),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use keel_http::{AppState, AppStateParts, metrics::Metrics};
-use keel_identity::auth::{AuthPorts, AuthService, KeyRing};
+use keel_identity::services::auth::{AuthPorts, AuthService, KeyRing};
 use keel_kernel::clock::{Clock, SystemClock};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -141,14 +141,14 @@ impl App {
             health: store.health(),
             metrics: metrics.clone(),
             auth: auth_service(settings, &store)?,
-            users: keel_identity::users::UserService::new(
+            users: keel_identity::services::staff_admin::UserService::new(
                 store.staff(),
                 Arc::new(SystemClock),
                 settings.auth.setup_ttl,
                 master,
             ),
             events: store.events(),
-            keys: keel_identity::keys::ApiKeyService::new(
+            keys: keel_identity::services::api_keys::ApiKeyService::new(
                 store.api_keys(),
                 Arc::new(SystemClock),
                 settings.auth.api_key_overlap,

@@ -27,7 +27,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use keel::{App, Settings, Store, config::LogFormat, telemetry};
 use keel_identity::{
-    NewTenant, TenantError, TenantName, TenantService, TenantSlug, auth::AuthError, staff::Email,
+    NewTenant, TenantError, TenantName, TenantService, TenantSlug, domain::staff::Email,
+    services::auth::AuthError,
 };
 use keel_kernel::{
     TenantId,

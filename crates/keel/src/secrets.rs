@@ -1,4 +1,4 @@
-//! The master key that seals secrets at rest (see `keel_identity::sealed`).
+//! The master key that seals secrets at rest (see `keel_identity::domain::sealed`).
 
 use std::{
     io::Write as _,
@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::Context as _;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use keel_identity::sealed::MasterKey;
+use keel_identity::domain::sealed::MasterKey;
 use secrecy::ExposeSecret as _;
 
 use crate::config::{DatabaseSettings, Settings};
@@ -24,7 +24,7 @@ fn decode(text: &str, source: &str) -> anyhow::Result<MasterKey> {
 
 /// A new key in its configuration form.
 pub fn generate() -> String {
-    URL_SAFE_NO_PAD.encode(keel_identity::secret::random_bytes::<32>())
+    URL_SAFE_NO_PAD.encode(keel_identity::domain::secret::random_bytes::<32>())
 }
 
 /// `KEEL_SECRET_KEY` when set. Otherwise, in embedded (SQLite) mode, `<data_dir>/secret.key`,

@@ -1,6 +1,6 @@
 //! Staff administration and authorization over real HTTP, once per backend.
 
-use keel_identity::access::{Permission, Role};
+use keel_identity::domain::access::{Permission, Role};
 use keel_testkit::{Backend, OWNER_PASSWORD, TestApp, assert_problem, backend_tests, spawn_app};
 
 async fn json(res: reqwest::Response) -> serde_json::Value {

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use keel_identity::{
-    access::{Permission, Role},
-    apikey::KeyKind,
-    auth::{AuthError, StaffPrincipal},
-    keys::ApiKeyService,
-    staff::{SessionId, UserId},
+    domain::access::{Permission, Role},
+    domain::api_key::KeyKind,
+    domain::staff::{SessionId, UserId},
+    services::api_keys::ApiKeyService,
+    services::auth::{AuthError, StaffPrincipal},
 };
 use keel_kernel::clock::{Clock as _, ManualClock};
 use keel_testkit::{Backend, TestApp, assert_problem, backend_tests, spawn_app};

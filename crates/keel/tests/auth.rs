@@ -1,6 +1,6 @@
 //! Staff authentication over real HTTP, once per backend.
 
-use keel_identity::jwt::{Claims, PrincipalKind};
+use keel_identity::domain::jwt::{Claims, PrincipalKind};
 use keel_kernel::{TenantId, page::PageRequest};
 use keel_testkit::{
     Backend, OWNER_PASSWORD, TestApp, Tokens, assert_problem, backend_tests, spawn_app,

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use keel_identity::{
-    auth::KeyRing,
-    jwt::{Claims, PrincipalKind, TokenError},
-    sealed::MasterKey,
+    domain::jwt::{Claims, PrincipalKind, TokenError},
+    domain::sealed::MasterKey,
+    services::auth::KeyRing,
 };
 use keel_kernel::{
     TenantId,

@@ -6,8 +6,8 @@ use std::{net::IpAddr, sync::Arc};
 use keel::config::RawConfig;
 use keel_identity::{
     NewTenant, TenantName, TenantSlug,
-    auth::{AuthError, AuthService},
-    staff::Email,
+    domain::staff::Email,
+    services::auth::{AuthError, AuthService},
 };
 use keel_kernel::clock::ManualClock;
 use time::{Duration, macros::datetime};

@@ -2,7 +2,7 @@
 //! (`api_keys:manage`, staff only).
 
 use axum::{Json, extract::State, http::StatusCode};
-use keel_identity::apikey::{ApiKey, ApiKeyId, KeyKind, parse_scopes};
+use keel_identity::domain::api_key::{ApiKey, ApiKeyId, KeyKind, parse_scopes};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};

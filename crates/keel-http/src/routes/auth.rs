@@ -1,7 +1,7 @@
 //! `/v1/auth/*`: owner setup, login, refresh, logout (staff), and the public JWKS.
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
-use keel_identity::auth::{LoginOutcome, Side, TokenPair};
+use keel_identity::services::auth::{LoginOutcome, Side, TokenPair};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -211,7 +211,7 @@ async fn logout(
 async fn jwks(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
     let keys = state.auth.keys().public_keys().await?;
     Ok(Json(
-        serde_json::json!({"keys": keys.iter().map(keel_identity::jwt::PublicKey::to_jwk).collect::<Vec<_>>()}),
+        serde_json::json!({"keys": keys.iter().map(keel_identity::domain::jwt::PublicKey::to_jwk).collect::<Vec<_>>()}),
     ))
 }
 

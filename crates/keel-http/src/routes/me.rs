@@ -1,7 +1,7 @@
 //! `/v1/me*`: the authenticated staff member, their sessions.
 
 use axum::{Json, extract::State, http::StatusCode};
-use keel_identity::staff::{Session, SessionId};
+use keel_identity::domain::staff::{Session, SessionId};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -122,8 +122,8 @@ pub(crate) struct TotpEnrolmentResponse {
     otpauth_uri: String,
 }
 
-impl From<keel_identity::auth::TotpEnrolment> for TotpEnrolmentResponse {
-    fn from(e: keel_identity::auth::TotpEnrolment) -> Self {
+impl From<keel_identity::services::auth::TotpEnrolment> for TotpEnrolmentResponse {
+    fn from(e: keel_identity::services::auth::TotpEnrolment) -> Self {
         Self {
             secret: e.secret,
             otpauth_uri: e.otpauth_uri,

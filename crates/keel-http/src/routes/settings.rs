@@ -34,7 +34,7 @@ struct UpdateSettingsRequest {
 
 async fn current(
     state: &AppState,
-    principal: &keel_identity::auth::StaffPrincipal,
+    principal: &keel_identity::services::auth::StaffPrincipal,
 ) -> Result<SettingsResponse, Problem> {
     Ok(SettingsResponse {
         require_staff_mfa: state.auth.staff_mfa_required(principal).await?,

@@ -3,7 +3,7 @@
 //! route needs the storefront's publishable key (`Keel-Publishable-Key`).
 
 use axum::{Json, extract::State, http::StatusCode};
-use keel_identity::auth::Side;
+use keel_identity::services::auth::Side;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};

@@ -2,9 +2,9 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use keel_identity::{
-    access::{Role, RoleChangeError},
-    staff::{Email, StaffUser, UserId},
-    users::UserAdminError,
+    domain::access::{Role, RoleChangeError},
+    domain::staff::{Email, StaffUser, UserId},
+    services::staff_admin::UserAdminError,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

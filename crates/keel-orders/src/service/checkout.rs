@@ -30,9 +30,10 @@ impl OrdersService {
         }
         let now = self.clock.now();
         let order_id = OrderId::new();
-        let (lines, reservations) = self
+        let (lines, mut reservations) = self
             .hold_stock(tenant, &cart, &priced.breakdown, now)
             .await?;
+        reservations.sort_by_key(|r| stock_lock_order(r.variant_id, r.location_id));
         let (customer_key, holder) = Self::buyer(tenant, &cart, access, promotion.as_ref())?;
         let mut order = Order {
             id: order_id,
@@ -75,9 +76,10 @@ impl OrdersService {
         )?;
         let place = PlaceOrder {
             order: &order,
-            cart: &cart,
+            converted: converted_cart(&cart, &order),
             cart_version: cart.version,
             reservations: &reservations,
+            first_number: FIRST_ORDER_NUMBER,
             promotion: promotion.as_ref().map(|p| PromotionUse {
                 promotion_id: p.id,
                 customer_key: customer_key.clone().unwrap_or_default(),
@@ -356,7 +358,8 @@ impl OrdersService {
             let now = self.clock.now();
             let unpaid = order.status == OrderStatus::PendingPayment
                 && order.payment_status == PaymentStatus::Unpaid;
-            let (stock, events) = change(&mut order, now)?;
+            let (mut stock, events) = change(&mut order, now)?;
+            stock.sort_by_key(StockChange::lock_key);
             // An unpaid order cancelled (by staff or by expiry) gives its promotion use back:
             // an abandoned checkout must not burn a limited code.
             let return_redemption =

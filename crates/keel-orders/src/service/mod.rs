@@ -32,12 +32,16 @@ use crate::{
         QUANTITY_MIN, parse_email,
     },
     exact::Percent,
-    order::{Order, OrderError, OrderId, OrderLine, OrderStatus, PaymentStatus, RefundRequest},
+    order::{
+        FIRST_ORDER_NUMBER, Order, OrderError, OrderId, OrderLine, OrderStatus, PaymentStatus,
+        RefundRequest,
+    },
     ports::{
         CART_CHANGED, CartStore, INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, OrderStore,
         PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder, PricingLookup, PricingRecords,
         PricingSettings, PromotionUse, SETUP_KEY_CONSTRAINT, SetupKind, SetupRecord, SetupStore,
         StockChange, UNPAID_ORDER_LIMIT, UnpaidHolder, UnpaidLimits, VERSION_CONFLICT,
+        converted_cart, stock_lock_order,
     },
     pricing::{Breakdown, Discount, LineInput, PricingInput, ShippingInput, price},
     pricing_cache::PricingCache,

@@ -2,12 +2,14 @@
 
 use keel_identity::{
     Tenant, TenantName, TenantSlug,
-    access::{Permission, Role},
-    apikey::{ApiKey, ApiKeyId, KeyKind},
-    customer::{Customer, CustomerId},
-    password::StoredHash,
-    secret::SecretHash,
-    staff::{Account, Email, RefreshToken, Session, SessionId, StaffUser, UserId, UserStatus},
+    domain::access::{Permission, Role},
+    domain::api_key::{ApiKey, ApiKeyId, KeyKind},
+    domain::customer::{Customer, CustomerId},
+    domain::password::StoredHash,
+    domain::secret::SecretHash,
+    domain::staff::{
+        Account, Email, RefreshToken, Session, SessionId, StaffUser, UserId, UserStatus,
+    },
 };
 use keel_kernel::{StoreError, TenantId};
 
@@ -89,8 +91,8 @@ pub fn refresh_from_row(r: &impl ReadRow) -> Result<RefreshToken, StoreError> {
 /// expires_at).
 pub fn one_time_token_from_row(
     r: &impl ReadRow,
-) -> Result<keel_identity::staff::OneTimeToken, StoreError> {
-    use keel_identity::staff::{OneTimeToken, TokenPurpose};
+) -> Result<keel_identity::domain::staff::OneTimeToken, StoreError> {
+    use keel_identity::domain::staff::{OneTimeToken, TokenPurpose};
     let kind: String = r.col("owner_kind")?;
     let purpose: String = r.col("purpose")?;
     Ok(OneTimeToken {
@@ -106,8 +108,8 @@ pub fn one_time_token_from_row(
 /// A JWT signing key (`signing_keys`).
 pub fn signing_key_from_row(
     r: &impl ReadRow,
-) -> Result<keel_identity::staff::StoredSigningKey, StoreError> {
-    Ok(keel_identity::staff::StoredSigningKey {
+) -> Result<keel_identity::domain::staff::StoredSigningKey, StoreError> {
+    Ok(keel_identity::domain::staff::StoredSigningKey {
         kid: r.col("kid")?,
         sealed_seed: r.col("sealed_seed")?,
         created_at: r.time("created_at")?,
@@ -151,8 +153,10 @@ pub fn key_from_row(r: &impl ReadRow) -> Result<ApiKey, StoreError> {
 }
 
 /// A TOTP enrolment (`mfa_enrolments`).
-pub fn mfa_from_row(r: &impl ReadRow) -> Result<keel_identity::staff::StoredMfa, StoreError> {
-    Ok(keel_identity::staff::StoredMfa {
+pub fn mfa_from_row(
+    r: &impl ReadRow,
+) -> Result<keel_identity::domain::staff::StoredMfa, StoreError> {
+    Ok(keel_identity::domain::staff::StoredMfa {
         sealed_secret: r.bytes("sealed_secret")?,
         created_at: r.time("created_at")?,
         confirmed_at: r.opt_time("confirmed_at")?,

@@ -1,6 +1,6 @@
 //! API keys: created, found by their public lookup, listed, revoked, rotated and touched.
 
-use keel_identity::apikey::{ApiKey, ApiKeyId};
+use keel_identity::domain::api_key::{ApiKey, ApiKeyId};
 use keel_kernel::{
     StoreError, TenantId,
     event::NewEvent,

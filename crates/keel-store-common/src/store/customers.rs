@@ -1,8 +1,8 @@
 //! Customer accounts.
 
 use keel_identity::{
-    customer::{Customer, CustomerId},
-    staff::{Email, RefreshToken, Session},
+    domain::customer::{Customer, CustomerId},
+    domain::staff::{Email, RefreshToken, Session},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
 

@@ -6,14 +6,14 @@
 
 use keel_identity::{
     Tenant,
-    access::{Role, RoleChangeError, check_role_change},
-    password::StoredHash,
-    ports::TOKEN_ALREADY_USED,
-    secret::SecretHash,
-    staff::{
+    domain::access::{Role, RoleChangeError, check_role_change},
+    domain::password::StoredHash,
+    domain::secret::SecretHash,
+    domain::staff::{
         Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser,
         StoredSigningKey, TokenPurpose, UserId,
     },
+    ports::TOKEN_ALREADY_USED,
 };
 use keel_kernel::{
     StoreError, TenantId,

@@ -1,9 +1,9 @@
 //! TOTP enrolments, backup codes and the MFA step of login.
 
 use keel_identity::{
+    domain::secret::SecretHash,
+    domain::staff::{Account, OneTimeToken, RefreshToken, Session, StoredMfa, UserId},
     ports::{MFA_ALREADY_ENABLED, MfaStatus, TOKEN_ALREADY_USED},
-    secret::SecretHash,
-    staff::{Account, OneTimeToken, RefreshToken, Session, StoredMfa, UserId},
 };
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
 use time::OffsetDateTime;

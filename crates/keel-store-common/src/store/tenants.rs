@@ -11,9 +11,55 @@ use uuid::Uuid;
 
 use crate::{
     args,
-    exec::{Dialect, Exec, decode},
+    exec::{Arg, Dialect, Exec, decode},
     rows::{events::event_from_row, identity::tenant_from_row},
 };
+
+/// The `SELECT` that turns five bound arrays into outbox rows, for an `INSERT INTO
+/// outbox_events (tenant_id, id, event_type, payload, occurred_at)` in a PostgreSQL-only
+/// statement; the arguments are the parameter numbers of the arrays, bound in
+/// `EventArrays`' order.
+macro_rules! events_from_arrays {
+    ($tenants:literal, $ids:literal, $types:literal, $payloads:literal, $occurred:literal) => {
+        concat!(
+            "SELECT e.tenant_id, e.id, e.event_type, e.payload::jsonb, e.occurred_at FROM unnest(",
+            $tenants,
+            "::uuid[], ",
+            $ids,
+            "::uuid[], ",
+            $types,
+            "::text[], ",
+            $payloads,
+            "::text[], ",
+            $occurred,
+            "::timestamptz[]) AS e (tenant_id, id, event_type, payload, occurred_at)"
+        )
+    };
+}
+pub(crate) use events_from_arrays;
+
+/// A write's events as parallel arrays, so any number of them is one part of the write's own
+/// statement (PostgreSQL).
+#[derive(Debug)]
+pub(crate) struct EventArrays {
+    pub(crate) tenants: Vec<Uuid>,
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) types: Vec<&'static str>,
+    pub(crate) payloads: Vec<String>,
+    pub(crate) occurred: Vec<OffsetDateTime>,
+}
+
+impl EventArrays {
+    pub(crate) fn of(events: &[NewEvent]) -> Self {
+        Self {
+            tenants: events.iter().map(|e| e.tenant_id.as_uuid()).collect(),
+            ids: events.iter().map(|e| e.id.as_uuid()).collect(),
+            types: events.iter().map(|e| e.event_type).collect(),
+            payloads: events.iter().map(|e| e.payload.to_string()).collect(),
+            occurred: events.iter().map(|e| e.occurred_at).collect(),
+        }
+    }
+}
 
 /// Appends events inside the caller's transaction.
 pub async fn insert_events<E: Exec>(e: &mut E, events: &[NewEvent]) -> Result<(), StoreError> {
@@ -23,22 +69,18 @@ pub async fn insert_events<E: Exec>(e: &mut E, events: &[NewEvent]) -> Result<()
     match E::DIALECT {
         // Any number of events in one statement, as parallel arrays: one round trip.
         Dialect::Postgres => {
-            let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id.as_uuid()).collect();
-            let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
-            let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
-            let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
-            let occurred: Vec<OffsetDateTime> = events.iter().map(|e| e.occurred_at).collect();
+            let arrays = EventArrays::of(events);
             e.run(
-                "INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) \
-                 SELECT e.tenant_id, e.id, e.event_type, e.payload::jsonb, e.occurred_at \
-                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[]) \
-                 AS e (tenant_id, id, event_type, payload, occurred_at)",
+                concat!(
+                    "INSERT INTO outbox_events (tenant_id, id, event_type, payload, occurred_at) ",
+                    events_from_arrays!("$1", "$2", "$3", "$4", "$5")
+                ),
                 args![
-                    &tenants,
-                    &ids,
-                    crate::exec::Arg::Strs(&types),
-                    &payloads,
-                    &occurred
+                    &arrays.tenants,
+                    &arrays.ids,
+                    Arg::Strs(&arrays.types),
+                    &arrays.payloads,
+                    &arrays.occurred
                 ],
             )
             .await?;
@@ -54,7 +96,7 @@ pub async fn insert_events<E: Exec>(e: &mut E, events: &[NewEvent]) -> Result<()
                         ev.tenant_id.as_uuid().into(),
                         ev.id.as_uuid().into(),
                         ev.event_type.into(),
-                        crate::exec::Arg::json(&payload),
+                        Arg::json(&payload),
                         ev.occurred_at.into(),
                     ],
                 )

@@ -2,8 +2,8 @@
 //! transaction-scoped advisory lock per key, across every node; on SQLite by the single writer.
 
 use keel_identity::{
+    domain::throttle::{Limit, ThrottleKey, locked_until},
     ports::{Attempt, AttemptId},
-    throttle::{Limit, ThrottleKey, locked_until},
 };
 use keel_kernel::StoreError;
 use time::OffsetDateTime;

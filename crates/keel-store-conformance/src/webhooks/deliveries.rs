@@ -263,8 +263,8 @@ pub async fn account_notices_reach_only_the_account_endpoint_and_lose_their_body
     stores: &Stores,
 ) {
     use keel_identity::{
-        secret::Secret,
-        staff::{Account, OneTimeToken, TokenPurpose, UserId},
+        domain::secret::Secret,
+        domain::staff::{Account, OneTimeToken, TokenPurpose, UserId},
     };
     let (shop, hook, mail, now) = shop_with_both_channels(stores).await;
     // A reset token with its notice: the event goes to the webhook, the notice to the account
@@ -276,8 +276,8 @@ pub async fn account_notices_reach_only_the_account_endpoint_and_lose_their_body
         now,
     )
     .expect("event");
-    let master = keel_identity::sealed::MasterKey::generate();
-    let notice = keel_identity::notice::seal(
+    let master = keel_identity::domain::sealed::MasterKey::generate();
+    let notice = keel_identity::domain::notice::seal(
         &master,
         &requested,
         &serde_json::json!({"reset_token": "rs_x"}),

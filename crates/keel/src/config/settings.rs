@@ -70,7 +70,7 @@ pub struct Settings {
     pub nats: Option<NatsSettings>,
     /// The master key as configured (base64url); `None` means "the embedded key file".
     pub secret_key: Option<SecretString>,
-    pub auth: keel_identity::auth::AuthSettings,
+    pub auth: keel_identity::services::auth::AuthSettings,
 }
 
 fn seconds(key: &str, v: u64) -> Result<time::Duration, ConfigError> {
@@ -117,12 +117,14 @@ fn orders_settings(raw: &RawConfig) -> Result<keel_orders::service::OrdersSettin
 /// The longest a node may trust a publishable key it read.
 const MAX_PUBLISHABLE_KEY_CACHE_MS: i64 = 60_000;
 
-fn auth_settings(raw: &RawAuth) -> Result<keel_identity::auth::AuthSettings, ConfigError> {
+fn auth_settings(
+    raw: &RawAuth,
+) -> Result<keel_identity::services::auth::AuthSettings, ConfigError> {
     if raw.issuer.trim().is_empty() {
         return Err(err("KEEL_AUTH__ISSUER", "must not be empty"));
     }
     let cache = positive("KEEL_AUTH__KEY_CACHE_MS", raw.key_cache_ms)?;
-    Ok(keel_identity::auth::AuthSettings {
+    Ok(keel_identity::services::auth::AuthSettings {
         issuer: raw.issuer.clone(),
         access_ttl: seconds("KEEL_AUTH__ACCESS_TOKEN_TTL_S", raw.access_token_ttl_s)?,
         refresh_ttl: seconds("KEEL_AUTH__REFRESH_TOKEN_TTL_S", raw.refresh_token_ttl_s)?,
@@ -459,7 +461,7 @@ fn worker_settings(raw: &RawWebhooks) -> Result<keel_worker::WorkerSettings, Con
 }
 
 /// The auth settings as `keel config check` shows them.
-fn auth_json(a: &keel_identity::auth::AuthSettings) -> serde_json::Value {
+fn auth_json(a: &keel_identity::services::auth::AuthSettings) -> serde_json::Value {
     serde_json::json!({
         "issuer": a.issuer,
         "access_token_ttl_s": a.access_ttl.whole_seconds(),

@@ -16,53 +16,8 @@ use crate::{
     args,
     exec::{Arg, Dialect, Exec, pick},
     rows::{ReadRow, orders::cart_from_row},
-    store::tenants::insert_events,
+    store::tenants::{EventArrays, events_from_arrays, insert_events},
 };
-
-/// The `SELECT` that turns five bound arrays into outbox rows, for an `INSERT INTO
-/// outbox_events (tenant_id, id, event_type, payload, occurred_at)` inside a PostgreSQL-only
-/// statement; the arguments are the parameter numbers of the arrays, bound in
-/// `EventArrays`' order.
-macro_rules! events_from_arrays {
-    ($tenants:literal, $ids:literal, $types:literal, $payloads:literal, $occurred:literal) => {
-        concat!(
-            "SELECT e.tenant_id, e.id, e.event_type, e.payload::jsonb, e.occurred_at FROM unnest(",
-            $tenants,
-            "::uuid[], ",
-            $ids,
-            "::uuid[], ",
-            $types,
-            "::text[], ",
-            $payloads,
-            "::text[], ",
-            $occurred,
-            "::timestamptz[]) AS e (tenant_id, id, event_type, payload, occurred_at)"
-        )
-    };
-}
-
-/// A write's events as parallel arrays, so any number of them is one part of the write's own
-/// statement (PostgreSQL).
-#[derive(Debug)]
-struct EventArrays {
-    tenants: Vec<Uuid>,
-    ids: Vec<Uuid>,
-    types: Vec<&'static str>,
-    payloads: Vec<String>,
-    occurred: Vec<OffsetDateTime>,
-}
-
-impl EventArrays {
-    fn of(events: &[NewEvent]) -> Self {
-        Self {
-            tenants: events.iter().map(|e| e.tenant_id.as_uuid()).collect(),
-            ids: events.iter().map(|e| e.id.as_uuid()).collect(),
-            types: events.iter().map(|e| e.event_type).collect(),
-            payloads: events.iter().map(|e| e.payload.to_string()).collect(),
-            occurred: events.iter().map(|e| e.occurred_at).collect(),
-        }
-    }
-}
 
 /// A cart's columns, taken from it (and its JSON body rendered) before the write starts: a
 /// SQLite writer job owns them without a copy of the cart, and the single writer is not held

@@ -5,7 +5,6 @@
 use keel_catalog::domain::Reservation;
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
 use keel_orders::{
-    cart::{Cart, CartStatus},
     order::{Order, OrderId},
     ports::{
         CART_CHANGED, OrderReceipt, PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder,
@@ -23,13 +22,15 @@ use crate::{
 };
 
 /// A checkout as the write owns it: taken from the caller's borrowed one (the converted cart
-/// rendered) before the write starts, so a SQLite writer job can own it.
+/// rendered) before the write starts, so a SQLite writer job can own it. Every decision in it
+/// was made by `keel-orders` (`PlaceOrder`).
 #[derive(Debug, Clone)]
 pub struct Placing {
     order: Order,
     converted: CartRow,
     cart_version: i64,
     reservations: Vec<Reservation>,
+    first_number: i64,
     promotion: Option<PromotionUse>,
     holder: UnpaidHolder,
     limits: UnpaidLimits,
@@ -39,24 +40,15 @@ impl Placing {
     pub fn of(p: &PlaceOrder<'_>) -> Result<Self, StoreError> {
         Ok(Self {
             order: p.order.clone(),
-            converted: CartRow::of(&converted_cart(p))?,
+            converted: CartRow::of(&p.converted)?,
             cart_version: p.cart_version,
             reservations: p.reservations.to_vec(),
+            first_number: p.first_number,
             promotion: p.promotion.clone(),
             holder: p.holder.clone(),
             limits: p.limits,
         })
     }
-}
-
-/// The cart as checkout leaves it: converted into the order.
-fn converted_cart(p: &PlaceOrder<'_>) -> Cart {
-    let mut converted = p.cart.clone();
-    converted.status = CartStatus::Converted;
-    converted.order_id = Some(p.order.id);
-    converted.version = p.cart_version + 1;
-    converted.updated_at = p.order.created_at;
-    converted
 }
 
 /// The checkout transaction (`OrderStore::place_order`), all or nothing: answers the order's
@@ -90,7 +82,8 @@ async fn place<E: Exec>(
         mut order,
         converted,
         cart_version,
-        mut reservations,
+        reservations,
+        first_number,
         promotion,
         holder,
         limits,
@@ -99,16 +92,14 @@ async fn place<E: Exec>(
     if !write_cart(e, &converted, cart_version, &[]).await? {
         return Err(conflict(CART_CHANGED));
     }
-    // Rows are locked in one global order (variant, location), so two checkouts of the same
-    // items in different line orders cannot deadlock.
-    reservations.sort_by_key(|r| (r.variant_id.as_uuid(), r.location_id.as_uuid()));
+    // In the context's lock order (`stock_lock_order`): no deadlock between two checkouts.
     for r in &reservations {
         apply_reservation(e, r).await?;
     }
     if let Some(promotion) = &promotion {
         redeem(e, tenant, order.id, promotion, order.created_at).await?;
     }
-    let number = next_number(e, tenant).await?;
+    let number = next_number(e, tenant, first_number).await?;
     // The shop's counter row is locked from here to the commit (on SQLite the single writer
     // holds the whole database), so the checkouts of one shop count their holders' unpaid
     // orders one after another, in the order's insert.
@@ -123,13 +114,14 @@ async fn place<E: Exec>(
     Ok(number)
 }
 
-/// The next order number of the shop (1001 first), inside the checkout transaction.
-async fn next_number<E: Exec>(e: &mut E, tenant: TenantId) -> Result<i64, StoreError> {
+/// The next order number of the shop (`first` when it has none yet), inside the checkout
+/// transaction.
+async fn next_number<E: Exec>(e: &mut E, tenant: TenantId, first: i64) -> Result<i64, StoreError> {
     e.one(
-        "INSERT INTO order_counters (tenant_id, next_number) VALUES ($1, 1002) \
+        "INSERT INTO order_counters (tenant_id, next_number) VALUES ($1, $2 + 1) \
          ON CONFLICT (tenant_id) DO UPDATE SET next_number = order_counters.next_number + 1 \
          RETURNING next_number - 1 AS number",
-        args![tenant.as_uuid()],
+        args![tenant.as_uuid(), first],
     )
     .await?
     .int("number")

@@ -177,13 +177,7 @@ async fn move_stock<E: Exec>(
     stock: &[StockChange],
 ) -> Result<(), StoreError> {
     let actor = order.id.to_string();
-    // One global lock order, as at checkout.
-    let mut stock: Vec<_> = stock.iter().collect();
-    stock.sort_by_key(|c| match c {
-        StockChange::Commit(m) | StockChange::Release(m) => {
-            (m.variant_id.as_uuid(), m.location_id.as_uuid())
-        }
-    });
+    // In the context's lock order (`stock_lock_order`), as at checkout.
     for change in stock {
         match change {
             StockChange::Commit(m) => {
