@@ -153,6 +153,7 @@ macro_rules! conformance_tests {
             reserved_stock_pins_its_variant_and_stocked_locations_stay,
             a_carts_writes_carry_their_events_and_a_stale_save_writes_nothing,
             a_checkout_that_cannot_reserve_everything_writes_nothing,
+            a_checkout_out_of_stock_lock_order_is_refused_and_writes_nothing,
             a_checkout_commits_order_stock_and_number_together,
             idempotency_keys_are_claimed_once_replayed_and_taken_over_when_dead,
             a_checkouts_receipt_is_written_with_the_order_and_only_with_it,

@@ -315,6 +315,28 @@ pub async fn a_checkout_that_cannot_reserve_everything_writes_nothing(stores: &S
     assert_eq!(number, 1001, "the failed attempt used no order number");
 }
 
+/// The store locks stock rows in the order `keel-orders` decides (`stock_lock_order`), so
+/// two checkouts cannot deadlock; a checkout whose reservations break it is a caller's bug,
+/// refused before anything is locked or written.
+pub async fn a_checkout_out_of_stock_lock_order_is_refused_and_writes_nothing(stores: &Stores) {
+    let (t, p, l) = stocked_product(stores, "ord-lock-order", 3).await;
+    let (cart, order, mut reservations) = stored_cart(stores, t, &p, &l, &[1, 1]).await;
+    reservations[0].variant_id = keel_catalog::domain::VariantId::from_uuid(uuid::Uuid::max());
+    let err = stores
+        .orders
+        .place_order(&checkout_of(&cart, &order, &reservations), &[], None)
+        .await
+        .expect_err("out of lock order");
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert_cart_open_and_nothing_reserved(stores, t, cart.id, &l).await;
+    let orders = stores
+        .orders
+        .list_orders(t, &OrderFilter::default(), PageRequest::default())
+        .await
+        .expect("list");
+    assert!(orders.items.is_empty(), "no order");
+}
+
 pub async fn a_checkout_commits_order_stock_and_number_together(stores: &Stores) {
     let (t, p, l) = stocked_product(stores, "ord-commit", 3).await;
     let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[1, 2]).await;

@@ -19,8 +19,10 @@ macro_rules! in_tx {
                 $tx.commit().await.map_err(crate::error::map_err)?;
                 Ok(out)
             }
+            // The work's error is the answer; a rollback that fails leaves the connection
+            // to the pool's check, which ends the transaction before reuse.
             Err(e) => {
-                $tx.rollback().await.map_err(crate::error::map_err)?;
+                let _ = $tx.rollback().await;
                 Err(e)
             }
         }

@@ -17,14 +17,17 @@ use crate::{PgStore, error::map_err};
 impl LoginThrottle for PgStore {
     async fn reserve(&self, limits: &[Limit], now: OffsetDateTime) -> Result<Attempt, StoreError> {
         let mut tx = self.begin().await?;
-        let out = shared::reserve(&mut tx, limits, now).await?;
+        let out = shared::reserve(&mut tx, limits, now).await;
         match out {
-            Attempt::Reserved { .. } => tx.commit().await.map_err(map_err)?,
-            // A refused attempt recorded nothing: roll back now rather than on drop, which
-            // would keep the advisory locks until the connection's reuse.
-            Attempt::Locked { .. } => tx.rollback().await.map_err(map_err)?,
+            Ok(Attempt::Reserved { .. }) => tx.commit().await.map_err(map_err)?,
+            // A refused attempt recorded nothing (nor did a failed one): roll back now rather
+            // than on drop, which would keep the advisory locks until the connection's reuse.
+            Ok(Attempt::Locked { .. }) => tx.rollback().await.map_err(map_err)?,
+            Err(_) => {
+                let _ = tx.rollback().await;
+            }
         }
-        Ok(out)
+        out
     }
 
     async fn succeed(&self, attempt: AttemptId, clear: &ThrottleKey) -> Result<(), StoreError> {

@@ -206,8 +206,10 @@ impl SqliteStore {
         let out = f(&mut db::Lite(&tx));
         match out {
             Ok(r) => tx.commit().await.map(|()| r),
+            // The work's error is the answer; a rollback that fails marks the writer to roll
+            // back before its next use.
             Err(e) => {
-                tx.rollback()?;
+                let _ = tx.rollback();
                 Err(e)
             }
         }

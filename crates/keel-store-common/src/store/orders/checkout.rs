@@ -8,7 +8,7 @@ use keel_orders::{
     order::{Order, OrderId},
     ports::{
         CART_CHANGED, OrderReceipt, PROMOTION_CUSTOMER_LIMIT, PROMOTION_EXHAUSTED, PlaceOrder,
-        PromotionUse, UNPAID_ORDER_LIMIT, UnpaidHolder, UnpaidLimits,
+        PromotionUse, UNPAID_ORDER_LIMIT, UnpaidHolder, UnpaidLimits, stock_lock_order,
     },
 };
 use time::OffsetDateTime;
@@ -88,11 +88,15 @@ async fn place<E: Exec>(
         holder,
         limits,
     } = p;
+    // The rows are locked in the context's order (`stock_lock_order`), so two checkouts of
+    // the same items cannot deadlock; a caller that broke it is refused before any lock.
+    if !reservations.is_sorted_by_key(|r| stock_lock_order(r.variant_id, r.location_id)) {
+        return Err(StoreError::other("reservations not in stock lock order"));
+    }
     let tenant = order.tenant_id;
     if !write_cart(e, &converted, cart_version, &[]).await? {
         return Err(conflict(CART_CHANGED));
     }
-    // In the context's lock order (`stock_lock_order`): no deadlock between two checkouts.
     for r in &reservations {
         apply_reservation(e, r).await?;
     }

@@ -177,7 +177,10 @@ async fn move_stock<E: Exec>(
     stock: &[StockChange],
 ) -> Result<(), StoreError> {
     let actor = order.id.to_string();
-    // In the context's lock order (`stock_lock_order`), as at checkout.
+    // In the context's lock order (`stock_lock_order`), as at checkout: refused otherwise.
+    if !stock.is_sorted_by_key(StockChange::lock_key) {
+        return Err(StoreError::other("stock changes not in stock lock order"));
+    }
     for change in stock {
         match change {
             StockChange::Commit(m) => {
