@@ -1,4 +1,7 @@
-//! What both storage adapters share, so neither carries its own copy.
+//! Keel's storage, written once for both backends (ADR 0032).
+//!
+//! [`store`]: every port method's statements and logic, as `async fn`s over [`exec::Exec`],
+//! which each adapter implements for its own connections.
 //!
 //! [`EmbeddedMigrations`]: an adapter's explicit migration list (no build-time macro), turned
 //! into a sqlx [`Migrator`], compared with what a database recorded, and checked against the

@@ -22,6 +22,12 @@ fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
         .map_err(|e| StoreError::other(format!("column {col}: {e}")))
 }
 
+/// Whether `col` is an `integer` (32-bit) column rather than a `bigint`.
+fn narrow(r: &PgRow, col: &str) -> bool {
+    r.try_get_raw(col)
+        .is_ok_and(|v| v.type_info().name() == "INT4")
+}
+
 impl ReadRow for PgRow {
     fn uuid(&self, col: &str) -> Result<Uuid, StoreError> {
         get(self, col)
@@ -34,14 +40,16 @@ impl ReadRow for PgRow {
     }
     /// `bigint`, or a narrower integer column widened (SQLite has one integer type).
     fn int(&self, col: &str) -> Result<i64, StoreError> {
-        get(self, col).or_else(|e| get::<i32>(self, col).map(i64::from).map_err(|_| e))
+        if narrow(self, col) {
+            return get::<i32>(self, col).map(i64::from);
+        }
+        get(self, col)
     }
     fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
-        get(self, col).or_else(|e| {
-            get::<Option<i32>>(self, col)
-                .map(|v| v.map(i64::from))
-                .map_err(|_| e)
-        })
+        if narrow(self, col) {
+            return get::<Option<i32>>(self, col).map(|v| v.map(i64::from));
+        }
+        get(self, col)
     }
     fn time(&self, col: &str) -> Result<OffsetDateTime, StoreError> {
         get(self, col)
