@@ -1,0 +1,14 @@
+//! Keel's payments context (issue 22, ADR 0034): an order is paid when its payment provider
+//! says so, never on the shopper's word.
+//!
+//! - [`domain`]: providers, capture modes, a payment session's states and the exact-amount
+//!   rule (a payment is accepted only for the order's exact outstanding amount and currency).
+//! - [`signature`]: the provider's signed webhooks (`Stripe-Signature`), checked before
+//!   anything is stored.
+//! - [`ports`]: the provider port (sessions, capture, cancel, refund), implemented by the
+//!   Stripe-compatible adapter and the manual provider.
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod ports;
+pub mod signature;
