@@ -93,6 +93,37 @@ impl SessionStatus {
     }
 }
 
+/// A provider's event, verified and read: what Keel acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEvent {
+    /// The provider's event id: the inbox stores each once.
+    pub id: String,
+    pub kind: EventKind,
+}
+
+/// The events Keel acts on; any other type is stored and ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// The money is taken: `amount` is what the provider took, compared exactly with the
+    /// order's outstanding total before the order counts as paid.
+    PaymentSucceeded {
+        payment_id: String,
+        amount: Amount,
+        /// Keel's order and shop, as Keel gave them to the provider.
+        order_reference: Option<String>,
+        tenant_reference: Option<String>,
+    },
+    /// The last attempt failed; the order stays payable.
+    PaymentFailed { payment_id: String },
+    /// The provider refunded `amount_refunded` of the payment in all.
+    Refunded {
+        payment_id: String,
+        amount_refunded: Amount,
+    },
+    /// Stored, not acted on.
+    Other { event_type: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("keel-store-postgres", Layer::Adapter),
     ("keel-worker", Layer::Adapter),
     ("keel-resilience", Layer::Adapter),
+    ("keel-payments-stripe", Layer::Adapter),
     ("keel-http", Layer::Edge),
     ("keel", Layer::Binary),
     ("keel-bench", Layer::Tooling),
@@ -26,6 +27,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("keel-store-conformance", Layer::Tooling),
     ("keel-testdb", Layer::Tooling),
     ("keel-testkit", Layer::Tooling),
+    ("keel-faults", Layer::Tooling),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

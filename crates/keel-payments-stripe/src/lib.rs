@@ -1,0 +1,414 @@
+//! A Stripe-compatible payment provider (ADR 0034): PaymentIntents and Refunds, form-encoded
+//! requests, `Authorization: Bearer <secret key>`, a pinned `Stripe-Version`, and Keel's own
+//! `Idempotency-Key` on every POST, so a retry after a lost answer cannot charge twice.
+//!
+//! Every call goes through the provider's [`Dependency`] (ADR 0033): a bulkhead, a circuit
+//! breaker, an attempt timeout and, for calls that cannot act twice, retries. The provider's
+//! answers are classified there: timeouts, connection errors, 5xx and 429 are the provider's
+//! trouble; any other 4xx is ours (a declined card, a bad request) and is answered as
+//! [`ProviderError::Refused`] with Stripe's error code.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keel_kernel::money::Currency;
+use keel_payments::{
+    domain::{Amount, EventKind, ProviderEvent, ProviderKind, SessionStatus},
+    ports::{
+        NewPayment, PaymentProvider, ProviderError, ProviderPayment, ProviderRefund, ProviderSecret,
+    },
+};
+use keel_resilience::{CallError, Dependency, Failure};
+use serde::Deserialize;
+
+/// The API version Keel speaks; the provider answers in this version's shapes whatever the
+/// account's default.
+pub const STRIPE_VERSION: &str = "2024-06-20";
+
+/// Stripe's API, the default base.
+pub const STRIPE_API_BASE: &str = "https://api.stripe.com";
+
+/// The adapter: one HTTP client and one dependency per node.
+#[derive(Debug, Clone)]
+pub struct StripeProvider {
+    client: reqwest::Client,
+    base: url::Url,
+    dependency: Dependency,
+}
+
+impl StripeProvider {
+    /// An adapter speaking to `base` (Stripe's API or a compatible one), connecting within
+    /// `connect_timeout`, through `dependency`.
+    pub fn new(
+        base: &str,
+        connect_timeout: Duration,
+        dependency: Dependency,
+    ) -> Result<Self, String> {
+        let base = url::Url::parse(base).map_err(|e| format!("the Stripe API base: {e}"))?;
+        // One TLS provider per process (ring, as everywhere in Keel); a second install is a
+        // no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("the Stripe HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            base,
+            dependency,
+        })
+    }
+
+    pub fn dependency(&self) -> &Dependency {
+        &self.dependency
+    }
+
+    /// One request through the dependency: answers the body of a 2xx; a 4xx other than 429
+    /// is Stripe's refusal.
+    async fn send(
+        &self,
+        secret: &ProviderSecret,
+        path: &str,
+        form: Option<&[(&str, String)]>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let url = self.base.join(path).map_err(|_| ProviderError::Refused {
+            code: "bad_path".into(),
+            message: "the request path is not valid".into(),
+        })?;
+        let body = form.map(|pairs| {
+            let mut s = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in pairs {
+                s.append_pair(k, v);
+            }
+            s.finish()
+        });
+        // A GET cannot act; a POST can act twice only without its idempotency key.
+        let idempotent = form.is_none() || idempotency_key.is_some();
+        let answer = self
+            .dependency
+            .call(idempotent, || {
+                let mut request = match &body {
+                    Some(body) => self
+                        .client
+                        .post(url.clone())
+                        .header("Content-Type", "application/x-www-form-urlencoded")
+                        .body(body.clone()),
+                    None => self.client.get(url.clone()),
+                }
+                .bearer_auth(secret.expose())
+                .header("Stripe-Version", STRIPE_VERSION);
+                if let Some(key) = idempotency_key {
+                    request = request.header("Idempotency-Key", key);
+                }
+                async move { attempt(request).await }
+            })
+            .await;
+        match answer {
+            Ok((status, bytes)) if (200..300).contains(&status) => Ok(bytes),
+            Ok((_, bytes)) => Err(refusal(&bytes)),
+            Err(CallError::Open { retry_after }) => Err(ProviderError::Unavailable {
+                retry_after_ms: u64::try_from(retry_after.as_millis()).ok(),
+            }),
+            Err(CallError::Busy | CallError::Failed(_)) => Err(ProviderError::Unavailable {
+                retry_after_ms: None,
+            }),
+        }
+    }
+}
+
+/// One HTTP exchange, classified for the resilience kit.
+async fn attempt(request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), Failure> {
+    let response = request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            Failure::Timeout
+        } else {
+            Failure::Connect(e.to_string())
+        }
+    })?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Failure::Connect(e.to_string()))?
+        .to_vec();
+    match status {
+        429 => Err(Failure::TooMany { retry_after }),
+        500..=599 => Err(Failure::Server(status)),
+        _ => Ok((status, bytes)),
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn refusal(bytes: &[u8]) -> ProviderError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) => ProviderError::Refused {
+            code: b
+                .error
+                .code
+                .or(b.error.kind)
+                .unwrap_or_else(|| "refused".into()),
+            message: b.error.message.unwrap_or_default(),
+        },
+        Err(_) => ProviderError::Refused {
+            code: "refused".into(),
+            message: String::new(),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct Intent {
+    id: String,
+    status: String,
+    amount: i64,
+    currency: String,
+    /// Absent or null until something is captured (and never set by some compatible APIs).
+    #[serde(default)]
+    amount_received: Option<i64>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    last_payment_error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Refund {
+    id: String,
+    amount: i64,
+    currency: String,
+    status: String,
+}
+
+fn currency(code: &str) -> Result<Currency, ProviderError> {
+    Currency::parse(&code.to_ascii_uppercase()).map_err(|_| ProviderError::Refused {
+        code: "unknown_currency".into(),
+        message: format!("the provider answered in an unknown currency: {code}"),
+    })
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ProviderError> {
+    serde_json::from_slice(bytes).map_err(|e| ProviderError::Refused {
+        code: "unreadable_answer".into(),
+        message: format!("the provider's answer could not be read: {e}"),
+    })
+}
+
+fn payment(bytes: &[u8]) -> Result<ProviderPayment, ProviderError> {
+    let i: Intent = parse(bytes)?;
+    let status = match i.status.as_str() {
+        "succeeded" => SessionStatus::Succeeded,
+        "canceled" => SessionStatus::Canceled,
+        // Stripe returns a failed attempt to `requires_payment_method` with the error set.
+        "requires_payment_method" if i.last_payment_error.is_some() => SessionStatus::Failed,
+        _ => SessionStatus::Open,
+    };
+    Ok(ProviderPayment {
+        id: i.id,
+        status,
+        amount: Amount {
+            minor: i.amount,
+            currency: currency(&i.currency)?,
+        },
+        received: i.amount_received.unwrap_or(0),
+        client_secret: i.client_secret,
+    })
+}
+
+#[derive(Deserialize)]
+struct Event {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    data: EventData,
+}
+
+#[derive(Deserialize)]
+struct EventData {
+    object: serde_json::Value,
+}
+
+/// Reads an event the provider signed (call it only after `keel_payments::signature::verify`
+/// accepted the body): the payment events by their PaymentIntent, `charge.refunded` by its
+/// charge's PaymentIntent, anything else as [`EventKind::Other`].
+pub fn parse_event(body: &[u8]) -> Result<ProviderEvent, ProviderError> {
+    let e: Event = parse(body)?;
+    let object = e.data.object;
+    let text = |key: &str| object.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let metadata = |key: &str| {
+        object
+            .get("metadata")
+            .and_then(|m| m.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let kind = match e.kind.as_str() {
+        "payment_intent.succeeded" => {
+            let intent: Intent =
+                serde_json::from_value(object.clone()).map_err(|err| ProviderError::Refused {
+                    code: "unreadable_event".into(),
+                    message: err.to_string(),
+                })?;
+            // What was taken: the amount received when the provider says it, else the
+            // PaymentIntent's amount (a succeeded automatic capture takes it whole).
+            let minor = intent.amount_received.unwrap_or(intent.amount);
+            EventKind::PaymentSucceeded {
+                payment_id: intent.id,
+                amount: Amount {
+                    minor,
+                    currency: currency(&intent.currency)?,
+                },
+                order_reference: metadata("keel_order"),
+                tenant_reference: metadata("keel_tenant"),
+            }
+        }
+        "payment_intent.payment_failed" => EventKind::PaymentFailed {
+            payment_id: text("id").unwrap_or_default(),
+        },
+        "charge.refunded" => EventKind::Refunded {
+            payment_id: text("payment_intent").unwrap_or_default(),
+            amount_refunded: Amount {
+                minor: object
+                    .get("amount_refunded")
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(0),
+                currency: currency(&text("currency").unwrap_or_default())?,
+            },
+        },
+        other => EventKind::Other {
+            event_type: other.to_owned(),
+        },
+    };
+    Ok(ProviderEvent { id: e.id, kind })
+}
+
+/// A path segment of the provider's own id (`pi_...`, `re_...`): letters, digits and `_` only,
+/// so an id can never reach another path.
+fn segment(id: &str) -> Result<&str, ProviderError> {
+    if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Ok(id)
+    } else {
+        Err(ProviderError::Refused {
+            code: "bad_id".into(),
+            message: "not a provider id".into(),
+        })
+    }
+}
+
+#[async_trait]
+impl PaymentProvider for StripeProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Stripe
+    }
+
+    async fn create(
+        &self,
+        secret: &ProviderSecret,
+        p: &NewPayment<'_>,
+    ) -> Result<ProviderPayment, ProviderError> {
+        let form = [
+            ("amount", p.amount.minor.to_string()),
+            ("currency", p.amount.currency.code().to_ascii_lowercase()),
+            ("capture_method", p.capture.as_str().to_owned()),
+            ("metadata[keel_order]", p.order_reference.to_owned()),
+            ("metadata[keel_tenant]", p.tenant_reference.to_owned()),
+        ];
+        payment(
+            &self
+                .send(
+                    secret,
+                    "/v1/payment_intents",
+                    Some(&form),
+                    Some(p.idempotency_key),
+                )
+                .await?,
+        )
+    }
+
+    async fn retrieve(
+        &self,
+        secret: &ProviderSecret,
+        id: &str,
+    ) -> Result<ProviderPayment, ProviderError> {
+        let path = ["/v1/payment_intents/", segment(id)?].concat();
+        payment(&self.send(secret, &path, None, None).await?)
+    }
+
+    async fn cancel(
+        &self,
+        secret: &ProviderSecret,
+        id: &str,
+        idempotency_key: &str,
+    ) -> Result<ProviderPayment, ProviderError> {
+        let path = ["/v1/payment_intents/", segment(id)?, "/cancel"].concat();
+        payment(
+            &self
+                .send(secret, &path, Some(&[]), Some(idempotency_key))
+                .await?,
+        )
+    }
+
+    async fn capture(
+        &self,
+        secret: &ProviderSecret,
+        id: &str,
+        amount: Amount,
+        idempotency_key: &str,
+    ) -> Result<ProviderPayment, ProviderError> {
+        let path = ["/v1/payment_intents/", segment(id)?, "/capture"].concat();
+        let form = [("amount_to_capture", amount.minor.to_string())];
+        payment(
+            &self
+                .send(secret, &path, Some(&form), Some(idempotency_key))
+                .await?,
+        )
+    }
+
+    async fn refund(
+        &self,
+        secret: &ProviderSecret,
+        payment_id: &str,
+        amount: Amount,
+        idempotency_key: &str,
+    ) -> Result<ProviderRefund, ProviderError> {
+        let form = [
+            ("payment_intent", segment(payment_id)?.to_owned()),
+            ("amount", amount.minor.to_string()),
+        ];
+        let r: Refund = parse(
+            &self
+                .send(secret, "/v1/refunds", Some(&form), Some(idempotency_key))
+                .await?,
+        )?;
+        Ok(ProviderRefund {
+            id: r.id,
+            amount: Amount {
+                minor: r.amount,
+                currency: currency(&r.currency)?,
+            },
+            succeeded: r.status == "succeeded",
+        })
+    }
+}

@@ -1,0 +1,257 @@
+//! The adapter against localstripe (PyPI), a stateful Stripe API simulator written by others,
+//! installed by `scripts/test` (ADR 0034). The test plays the shopper's browser where Stripe.js
+//! would: it attaches a test card to the payment and confirms it.
+
+mod common;
+
+use common::{SECRET, provider, start, usd};
+use std::time::Duration;
+
+use keel_payments::{
+    domain::{CaptureMode, EventKind, SessionStatus},
+    ports::{NewPayment, PaymentProvider, ProviderError, ProviderSecret},
+    signature::{SignatureError, verify},
+};
+
+/// What Stripe.js does in the shopper's browser: a card, attached, confirmed.
+async fn pay_as_the_browser(base: &str, intent: &str) {
+    let client = reqwest::Client::new();
+    let pm: serde_json::Value = client
+        .post(format!("{base}/v1/payment_methods"))
+        .bearer_auth(SECRET)
+        .form(&[
+            ("type", "card"),
+            ("card[number]", "4242424242424242"),
+            ("card[exp_month]", "12"),
+            ("card[exp_year]", "2030"),
+            ("card[cvc]", "123"),
+        ])
+        .send()
+        .await
+        .expect("payment method")
+        .json()
+        .await
+        .expect("json");
+    let pm = pm["id"].as_str().expect("pm id").to_owned();
+    let attached = client
+        .post(format!("{base}/v1/payment_intents/{intent}"))
+        .bearer_auth(SECRET)
+        .form(&[("payment_method", pm.as_str())])
+        .send()
+        .await
+        .expect("attach");
+    assert!(attached.status().is_success());
+    let confirmed = client
+        .post(format!("{base}/v1/payment_intents/{intent}/confirm"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .expect("confirm");
+    assert!(confirmed.status().is_success());
+}
+
+#[tokio::test]
+async fn a_payment_is_created_for_the_exact_amount_confirmed_by_the_shopper_and_refunded() {
+    let server = start().await;
+    let stripe = provider(&server.base);
+    let secret = ProviderSecret::new(SECRET.into());
+    let created = stripe
+        .create(
+            &secret,
+            &NewPayment {
+                idempotency_key: "keel:order-1:session:1",
+                amount: usd(1999),
+                capture: CaptureMode::Automatic,
+                order_reference: "ord_1",
+                tenant_reference: "ten_1",
+            },
+        )
+        .await
+        .expect("created");
+    assert_eq!(created.amount, usd(1999));
+    assert_eq!(created.status, SessionStatus::Open);
+    assert!(created.client_secret.is_some(), "the browser needs it");
+
+    pay_as_the_browser(&server.base, &created.id).await;
+    let paid = stripe
+        .retrieve(&secret, &created.id)
+        .await
+        .expect("retrieved");
+    assert_eq!(paid.status, SessionStatus::Succeeded);
+    assert_eq!(paid.amount, usd(1999));
+
+    let refund = stripe
+        .refund(&secret, &created.id, usd(500), "keel:refund-1")
+        .await
+        .expect("refunded");
+    assert_eq!(refund.amount, usd(500));
+    assert!(refund.succeeded);
+}
+
+#[tokio::test]
+async fn a_payment_not_yet_paid_can_be_cancelled() {
+    let server = start().await;
+    let stripe = provider(&server.base);
+    let secret = ProviderSecret::new(SECRET.into());
+    let created = stripe
+        .create(
+            &secret,
+            &NewPayment {
+                idempotency_key: "keel:order-2:session:1",
+                amount: usd(700),
+                capture: CaptureMode::Automatic,
+                order_reference: "ord_2",
+                tenant_reference: "ten_1",
+            },
+        )
+        .await
+        .expect("created");
+    let cancelled = stripe
+        .cancel(&secret, &created.id, "keel:order-2:cancel")
+        .await
+        .expect("cancelled");
+    assert_eq!(cancelled.status, SessionStatus::Canceled);
+}
+
+#[tokio::test]
+async fn the_providers_refusals_are_answered_with_its_code_and_never_retried() {
+    let server = start().await;
+    let stripe = provider(&server.base);
+    let secret = ProviderSecret::new(SECRET.into());
+    let err = stripe
+        .retrieve(&secret, "pi_doesnotexist")
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, ProviderError::Refused { .. }), "{err:?}");
+    assert_eq!(
+        stripe.dependency().snapshot().state,
+        keel_resilience::CircuitState::Closed,
+        "a refusal is not held against the provider"
+    );
+    let err = stripe
+        .retrieve(&secret, "../v1/charges")
+        .await
+        .expect_err("not an id");
+    assert_eq!(
+        err,
+        ProviderError::Refused {
+            code: "bad_id".into(),
+            message: "not a provider id".into()
+        }
+    );
+}
+
+/// A receiver for localstripe's webhooks: every (Stripe-Signature, body) it gets.
+async fn webhook_receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let signature = headers
+                        .get("stripe-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send((signature, body.to_vec()));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, rx)
+}
+
+/// localstripe signs its webhooks itself (its own HMAC code): Keel's check accepts them as they
+/// come, refuses them with one byte changed, and reads the payment's exact amount and Keel's
+/// references from the event.
+#[tokio::test]
+async fn localstripes_signed_webhooks_pass_keels_check_and_read_as_a_paid_order() {
+    let server = start().await;
+    let (receiver, mut got) = webhook_receiver().await;
+    let webhook_secret = "whsec_keel_test";
+    let registered = reqwest::Client::new()
+        .post(format!("{}/_config/webhooks/keel", server.base))
+        .form(&[("url", receiver.as_str()), ("secret", webhook_secret)])
+        .send()
+        .await
+        .expect("register");
+    assert!(registered.status().is_success());
+    let stripe = provider(&server.base);
+    let secret = ProviderSecret::new(SECRET.into());
+    let created = stripe
+        .create(
+            &secret,
+            &NewPayment {
+                idempotency_key: "keel:order-3:session:1",
+                amount: usd(2500),
+                capture: CaptureMode::Automatic,
+                order_reference: "ord_3",
+                tenant_reference: "ten_3",
+            },
+        )
+        .await
+        .expect("created");
+    pay_as_the_browser(&server.base, &created.id).await;
+
+    // Bounded wait for the simulator's delivery (it sends one second after the event).
+    let succeeded = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (signature, body) = got.recv().await.expect("the receiver runs");
+            let event = keel_payments_stripe::parse_event(&body).expect("an event");
+            if matches!(event.kind, EventKind::PaymentSucceeded { .. }) {
+                return (signature, body, event);
+            }
+        }
+    })
+    .await
+    .expect("payment_intent.succeeded arrives");
+    let (signature, body, event) = succeeded;
+    let now = time::OffsetDateTime::now_utc();
+    let tolerance = time::Duration::seconds(300);
+    assert!(
+        verify(
+            &signature,
+            &body,
+            &[webhook_secret.as_bytes()],
+            now,
+            tolerance
+        )
+        .is_ok()
+    );
+    let mut tampered = body.clone();
+    let at = tampered.len() / 2;
+    tampered[at] ^= 1;
+    assert_eq!(
+        verify(
+            &signature,
+            &tampered,
+            &[webhook_secret.as_bytes()],
+            now,
+            tolerance
+        ),
+        Err(SignatureError::Mismatch)
+    );
+    assert_eq!(
+        event.kind,
+        EventKind::PaymentSucceeded {
+            payment_id: created.id.clone(),
+            amount: usd(2500),
+            order_reference: Some("ord_3".into()),
+            tenant_reference: Some("ten_3".into()),
+        }
+    );
+    assert!(event.id.starts_with("evt_"), "{}", event.id);
+}
