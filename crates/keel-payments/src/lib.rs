@@ -3,12 +3,15 @@
 //!
 //! - [`domain`]: providers, capture modes, a payment session's states and the exact-amount
 //!   rule (a payment is accepted only for the order's exact outstanding amount and currency).
+//! - [`decide`]: what a provider's answer means for an order (paid, mismatch, refund to
+//!   compensate) and the refund cap, decided once for the webhook and reconciliation.
 //! - [`signature`]: the provider's signed webhooks (`Stripe-Signature`), checked before
 //!   anything is stored.
 //! - [`ports`]: the provider port (sessions, capture, cancel, refund), implemented by the
 //!   Stripe-compatible adapter and the manual provider.
 #![forbid(unsafe_code)]
 
+pub mod decide;
 pub mod domain;
 pub mod ports;
 pub mod signature;
