@@ -45,6 +45,12 @@ impl CaptureMode {
             Self::Manual => "manual",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Automatic, Self::Manual]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
 }
 
 /// An exact amount: integer minor units of one currency.
@@ -87,6 +93,21 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Open, Self::Succeeded, Self::Failed, Self::Canceled]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
     /// A final answer: reconciliation stops asking.
     pub fn is_final(self) -> bool {
         matches!(self, Self::Succeeded | Self::Canceled)

@@ -5,8 +5,118 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use keel_kernel::{StoreError, TenantId, event::NewEvent};
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::domain::{Amount, CaptureMode, ProviderKind, SessionStatus};
+
+/// The constraint a second settings row for the same shop and provider violates.
+pub const PROVIDER_EXISTS: &str = "payment_providers_pkey";
+
+/// A settings change made against a version that is no longer current.
+pub const PROVIDER_VERSION_CONFLICT: &str = "payment_providers_version";
+
+/// A shop's settings for one provider, as stored. Its secrets are sealed with the master key,
+/// bound to the shop and the provider: the store never holds them readable.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProviderSettings {
+    pub tenant_id: TenantId,
+    pub provider: ProviderKind,
+    pub enabled: bool,
+    pub capture: CaptureMode,
+    /// The API secret key (`sk_...`), sealed.
+    pub sealed_secret_key: Vec<u8>,
+    /// The webhook signing secrets (one or more, for rotation), sealed together.
+    pub sealed_webhook_secrets: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub version: i64,
+}
+
+impl fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("tenant_id", &self.tenant_id)
+            .field("provider", &self.provider)
+            .field("enabled", &self.enabled)
+            .field("capture", &self.capture)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One payment session: the provider's payment made for an order, and what the provider
+/// last said of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentSession {
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    /// The order's id (`keel-orders`).
+    pub order_id: Uuid,
+    pub provider: ProviderKind,
+    /// The provider's id of the payment (`pi_...`).
+    pub provider_ref: String,
+    pub amount: Amount,
+    pub status: SessionStatus,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// Payments storage: each method one atomic step, its events written with it.
+#[async_trait]
+pub trait PaymentStore: Send + Sync + fmt::Debug {
+    /// Writes a shop's settings for a provider: a new row when `expected_version` is `None`
+    /// (`Conflict { PROVIDER_EXISTS }` if there is one), else a replacement only at that
+    /// version (`Conflict { PROVIDER_VERSION_CONFLICT }`).
+    async fn save_provider(
+        &self,
+        settings: &ProviderSettings,
+        expected_version: Option<i64>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    async fn get_provider(
+        &self,
+        tenant: TenantId,
+        provider: ProviderKind,
+    ) -> Result<ProviderSettings, StoreError>;
+    /// The shop's providers, by name.
+    async fn list_providers(&self, tenant: TenantId) -> Result<Vec<ProviderSettings>, StoreError>;
+    async fn create_session(
+        &self,
+        session: &PaymentSession,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError>;
+    /// The session of a provider's payment in one shop (`NotFound` in any other).
+    async fn session_by_ref(
+        &self,
+        tenant: TenantId,
+        provider: ProviderKind,
+        provider_ref: &str,
+    ) -> Result<PaymentSession, StoreError>;
+    /// An order's sessions, oldest first.
+    async fn sessions_of_order(
+        &self,
+        tenant: TenantId,
+        order_id: Uuid,
+    ) -> Result<Vec<PaymentSession>, StoreError>;
+    /// Sessions without a final answer created before `before`, oldest first, at most
+    /// `limit`, across shops (reconciliation asks the provider about each).
+    async fn unsettled_sessions(
+        &self,
+        before: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<PaymentSession>, StoreError>;
+    /// Stores a provider's event id once: true the first time, false for any repeat.
+    async fn record_provider_event(
+        &self,
+        tenant: TenantId,
+        provider: ProviderKind,
+        event_id: &str,
+        event_type: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+}
 
 /// A shop's secret API key at the provider (`sk_...`). Never logged, never returned by the
 /// API, sealed at rest.

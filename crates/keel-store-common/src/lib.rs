@@ -30,6 +30,7 @@ use keel_kernel::{
     bus::ConsumerStore, event::EventLog, health::StoreHealth, idempotency::IdempotencyStore,
 };
 use keel_orders::ports::{CartStore, OrderStore, SetupStore};
+use keel_payments::ports::PaymentStore;
 use keel_webhooks::ports::WebhookStore;
 
 /// Every port one backend implements; `Arc<dyn Backend>` upcasts to each port. A new port is
@@ -54,6 +55,7 @@ pub trait Backend:
     + IdempotencyStore
     + WebhookStore
     + ConsumerStore
+    + PaymentStore
 {
 }
 
@@ -76,6 +78,7 @@ impl<T> Backend for T where
         + IdempotencyStore
         + WebhookStore
         + ConsumerStore
+        + PaymentStore
 {
 }
 

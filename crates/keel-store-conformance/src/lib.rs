@@ -10,6 +10,7 @@ mod catalog;
 mod identity;
 mod keys_and_customers;
 mod orders;
+mod payments;
 mod staff;
 mod webhooks;
 
@@ -17,6 +18,7 @@ pub use catalog::*;
 pub use identity::*;
 pub use keys_and_customers::*;
 pub use orders::*;
+pub use payments::*;
 pub use staff::*;
 pub use webhooks::*;
 
@@ -67,6 +69,7 @@ pub struct Stores {
     pub idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
     pub webhooks: Arc<dyn keel_webhooks::ports::WebhookStore>,
     pub consumers: Arc<dyn keel_kernel::bus::ConsumerStore>,
+    pub payments: Arc<dyn keel_payments::ports::PaymentStore>,
 }
 
 impl Stores {
@@ -91,7 +94,8 @@ impl Stores {
             setup: store.clone(),
             idempotency: store.clone(),
             webhooks: store.clone(),
-            consumers: store,
+            consumers: store.clone(),
+            payments: store,
         }
     }
 }
@@ -177,6 +181,9 @@ macro_rules! conformance_tests {
             the_bus_relay_publishes_every_event_and_a_failed_publish_leaves_the_rest,
             a_bus_event_is_accepted_once_per_endpoint,
             relayed_events_and_processed_rows_past_retention_are_pruned_and_unrelayed_kept,
+            payment_provider_settings_are_versioned_and_per_shop,
+            payment_sessions_are_found_by_ref_by_order_and_by_age,
+            a_provider_event_is_recorded_once_per_shop,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {

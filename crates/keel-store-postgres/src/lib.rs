@@ -40,6 +40,7 @@ mod inventory;
 mod mfa;
 mod migrations;
 mod orders;
+mod payments;
 mod pool;
 mod tenants;
 mod throttle;

@@ -26,6 +26,10 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
         "stock_locations.tenant_id, stock_locations.name",
         "stock_locations_name_key",
     ),
+    (
+        "payment_providers.tenant_id, payment_providers.provider",
+        "payment_providers_pkey",
+    ),
     // A partial unique index: one account-notification endpoint per shop.
     (
         "webhook_endpoints.tenant_id",

@@ -26,6 +26,7 @@ mod inventory;
 mod mfa;
 mod migrations;
 mod orders;
+mod payments;
 mod tenants;
 mod throttle;
 mod webhooks;

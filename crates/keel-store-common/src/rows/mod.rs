@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod events;
 pub mod identity;
 pub mod orders;
+pub mod payments;
 pub mod postgres;
 pub mod webhooks;
 

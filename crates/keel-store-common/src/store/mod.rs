@@ -12,6 +12,7 @@ pub mod identity;
 pub mod inventory;
 pub mod mfa;
 pub mod orders;
+pub mod payments;
 pub mod tenants;
 pub mod throttle;
 pub mod webhooks;
