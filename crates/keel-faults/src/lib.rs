@@ -201,3 +201,72 @@ async fn proxy(
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
 }
+
+/// One request a [`Recorder`] got.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    /// Header names in lower case, with their values (as text).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A receiver on `127.0.0.1` that answers 200 to every POST and records it (for a
+/// dependency's callbacks, such as a payment provider's webhooks).
+#[derive(Debug)]
+pub struct Recorder {
+    /// Its base URL; any path is accepted.
+    pub url: String,
+    got: tokio::sync::mpsc::UnboundedReceiver<Recorded>,
+}
+
+impl Recorder {
+    pub async fn start() -> Self {
+        let (tx, got) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let headers = headers
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            v.to_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect();
+                let _ = tx.send(Recorded {
+                    path: uri.path().to_owned(),
+                    headers,
+                    body: body.to_vec(),
+                });
+                StatusCode::OK
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://{addr}"),
+            got,
+        }
+    }
+
+    /// The next request, in arrival order (waits for it).
+    pub async fn next(&mut self) -> Recorded {
+        self.got.recv().await.expect("the recorder runs")
+    }
+}

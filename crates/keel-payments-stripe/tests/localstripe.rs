@@ -141,50 +141,18 @@ async fn the_providers_refusals_are_answered_with_its_code_and_never_retried() {
     );
 }
 
-/// A receiver for localstripe's webhooks: every (Stripe-Signature, body) it gets.
-async fn webhook_receiver() -> (
-    String,
-    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let app = axum::Router::new().route(
-        "/hooks",
-        axum::routing::post(
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let tx = tx.clone();
-                async move {
-                    let signature = headers
-                        .get("stripe-signature")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send((signature, body.to_vec()));
-                    "ok"
-                }
-            },
-        ),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, rx)
-}
-
 /// localstripe signs its webhooks itself (its own HMAC code): Keel's check accepts them as they
 /// come, refuses them with one byte changed, and reads the payment's exact amount and Keel's
 /// references from the event.
 #[tokio::test]
 async fn localstripes_signed_webhooks_pass_keels_check_and_read_as_a_paid_order() {
     let server = start().await;
-    let (receiver, mut got) = webhook_receiver().await;
+    let mut receiver = keel_faults::Recorder::start().await;
+    let hook_url = format!("{}/hooks", receiver.url);
     let webhook_secret = "whsec_keel_test";
     let registered = reqwest::Client::new()
         .post(format!("{}/_config/webhooks/keel", server.base))
-        .form(&[("url", receiver.as_str()), ("secret", webhook_secret)])
+        .form(&[("url", hook_url.as_str()), ("secret", webhook_secret)])
         .send()
         .await
         .expect("register");
@@ -209,10 +177,14 @@ async fn localstripes_signed_webhooks_pass_keels_check_and_read_as_a_paid_order(
     // Bounded wait for the simulator's delivery (it sends one second after the event).
     let succeeded = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let (signature, body) = got.recv().await.expect("the receiver runs");
-            let event = keel_payments_stripe::parse_event(&body).expect("an event");
+            let got = receiver.next().await;
+            let event = keel_payments_stripe::parse_event(&got.body).expect("an event");
             if matches!(event.kind, EventKind::PaymentSucceeded { .. }) {
-                return (signature, body, event);
+                let signature = got
+                    .header("stripe-signature")
+                    .unwrap_or_default()
+                    .to_owned();
+                return (signature, got.body, event);
             }
         }
     })
