@@ -85,7 +85,9 @@ impl StripeProvider {
             }
             s.finish()
         });
-        // A GET cannot act; a POST can act twice only without its idempotency key.
+        // A GET cannot act; a POST can act twice only without its idempotency key (an empty
+        // key is none).
+        let idempotency_key = idempotency_key.filter(|k| !k.is_empty());
         let idempotent = form.is_none() || idempotency_key.is_some();
         let answer = self
             .dependency
@@ -112,6 +114,11 @@ impl StripeProvider {
             Err(CallError::Open { retry_after }) => Err(ProviderError::Unavailable {
                 retry_after_ms: u64::try_from(retry_after.as_millis()).ok(),
             }),
+            Err(CallError::Failed(Failure::Rejected(_))) => Err(ProviderError::Refused {
+                code: "request_not_made".into(),
+                message: "the request to the provider could not be made (check the shop's key)"
+                    .into(),
+            }),
             Err(CallError::Busy | CallError::Failed(_)) => Err(ProviderError::Unavailable {
                 retry_after_ms: None,
             }),
@@ -124,6 +131,10 @@ async fn attempt(request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), Fai
     let response = request.send().await.map_err(|e| {
         if e.is_timeout() {
             Failure::Timeout
+        } else if e.is_builder() {
+            // Our request could not be built (a shop's key that is not a header value): ours
+            // to fix, never held against the provider nor retried.
+            Failure::Rejected(0)
         } else {
             Failure::Connect(e.to_string())
         }
@@ -142,6 +153,9 @@ async fn attempt(request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), Fai
         .to_vec();
     match status {
         429 => Err(Failure::TooMany { retry_after }),
+        // The same idempotency key still running at the provider: the answer will come, so
+        // the retry waits for it rather than giving up (which could lead to a new key).
+        409 => Err(Failure::Server(409)),
         500..=599 => Err(Failure::Server(status)),
         _ => Ok((status, bytes)),
     }

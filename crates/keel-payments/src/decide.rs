@@ -56,7 +56,7 @@ pub enum RefundRefused {
 /// `refunded` so far: never past what was captured, to the minor unit. (The store checks it
 /// again under the payment's lock, so concurrent refunds cannot pass together.)
 pub fn check_refund(captured: Amount, refunded: i64, asked: Amount) -> Result<(), RefundRefused> {
-    if asked.minor <= 0 {
+    if asked.minor <= 0 || refunded < 0 {
         return Err(RefundRefused::NotPositive);
     }
     if asked.currency != captured.currency {

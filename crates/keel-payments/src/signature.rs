@@ -41,7 +41,11 @@ fn parse(header: &str) -> Result<Header, SignatureError> {
             .split_once('=')
             .ok_or(SignatureError::Malformed)?;
         match key {
-            "t" if timestamp.is_none() => {
+            // Digits only, as sent: the signed string is rebuilt from the number.
+            "t" if timestamp.is_none()
+                && !value.is_empty()
+                && value.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 timestamp = Some(
                     value
                         .parse::<i64>()
@@ -103,7 +107,8 @@ pub fn verify(
     }
     // Every pair is compared, so the time taken does not tell which secret or value matched.
     let mut matched = subtle::Choice::from(0);
-    for secret in secrets {
+    // An empty secret would let anyone sign: it never matches.
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
         let expected = sign(secret, header.timestamp, payload);
         for given in &header.signatures {
             matched |= expected.ct_eq(given);
@@ -197,6 +202,15 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_secret_never_verifies_a_signature_made_with_it() {
+        let h = header(b"", 1_700_000_000, BODY);
+        assert_eq!(
+            verify(&h, BODY, &[b"".as_slice()], at(1_700_000_000), TOLERANCE),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
     fn any_v1_under_any_of_the_shops_secrets_is_accepted_during_a_rotation() {
         let old = b"whsec_old".as_slice();
         let new = b"whsec_new".as_slice();
@@ -222,6 +236,7 @@ mod tests {
             "t=1,t=2,v1=3b8f0a9fd6ee3a8e3e4f53e43a1a1bd0d4b2f0d47c2a02c7b0f1d07d1c13b6b5",
             "t=1700000000,v1=zz8f0a9fd6ee3a8e3e4f53e43a1a1bd0d4b2f0d47c2a02c7b0f1d07d1c13b6b5",
             "t=1700000000,v1=3b8f",
+            "t=+1700000000,v1=22d8dc182f5c588077683bd378368e29765bfe5df2560112b4f28fef120f0e31",
         ] {
             assert_eq!(
                 verify(h, BODY, &[SECRET], at(1_700_000_000), TOLERANCE),

@@ -177,16 +177,21 @@ impl Dependency {
     {
         let policy = &self.inner.policy;
         let mut retries = policy.retry_delays.iter();
+        let mut last: Option<Failure> = None;
         loop {
             let failure = match self.once(&mut attempt).await {
                 Ok(value) => return Ok(value),
                 Err(CallError::Failed(failure)) => failure,
-                Err(unsent) => return Err(unsent),
+                // A retry that found the circuit open or no slot: an earlier attempt went out
+                // (and may have acted), so the caller hears that attempt's failure, never
+                // "nothing was sent".
+                Err(unsent) => return Err(last.map_or(unsent, CallError::Failed)),
             };
             let delay = match (idempotent && failure.transient(), retries.next()) {
                 (true, Some(delay)) => *delay,
                 _ => return Err(CallError::Failed(failure)),
             };
+            last = Some(failure.clone());
             let wait = match &failure {
                 // Honoured when the dependency names a wait no longer than the longest of
                 // ours; a longer one is not waited for.
@@ -229,17 +234,48 @@ impl Dependency {
                 return Err(CallError::Open { retry_after });
             }
         };
+        // Reports the outcome even if this future is dropped mid-attempt (the caller went
+        // away): an admitted probe that never reported would hold a half-open circuit shut.
+        let mut pending = Pending {
+            dependency: self,
+            probe,
+            reported: false,
+        };
         let out = match tokio::time::timeout(policy.attempt_timeout, attempt()).await {
             Ok(out) => out,
             Err(_) => Err(Failure::Timeout),
         };
         let healthy = out.as_ref().map_or_else(|f| !f.transient(), |_| true);
-        self.breaker()
-            .record(probe, healthy, Instant::now().into_std());
+        pending.report(healthy);
         if !healthy {
             tracing::debug!(target: "keel_resilience", dependency = self.inner.name, "attempt failed");
         }
         out.map_err(CallError::Failed)
+    }
+}
+
+/// An admitted attempt's report to the breaker, made once: on its outcome, or as a failure
+/// when the attempt is dropped before it has one.
+struct Pending<'d> {
+    dependency: &'d Dependency,
+    probe: bool,
+    reported: bool,
+}
+
+impl Pending<'_> {
+    fn report(&mut self, healthy: bool) {
+        if !self.reported {
+            self.reported = true;
+            self.dependency
+                .breaker()
+                .record(self.probe, healthy, Instant::now().into_std());
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.report(false);
     }
 }
 
@@ -341,7 +377,16 @@ mod tests {
             3,
             "the first try and two retries"
         );
-        // Two more failures make five in a row: open.
+        // Two more failures make five in a row: open. This call's own retry finds it open,
+        // after its attempts went out: it answers their failure.
+        let out = dep.call(true, fail).await;
+        assert_eq!(
+            out,
+            Err(CallError::Failed(Failure::Connect("reset".into())))
+        );
+        assert_eq!(attempts.load(Ordering::SeqCst), 5);
+        assert_eq!(dep.snapshot().state, CircuitState::Open);
+        // The next call sends nothing at all.
         let out = dep.call(true, fail).await;
         assert!(matches!(out, Err(CallError::Open { .. })), "{out:?}");
         assert_eq!(
@@ -349,8 +394,7 @@ mod tests {
             5,
             "the sixth never went out"
         );
-        assert_eq!(dep.snapshot().state, CircuitState::Open);
-        assert_eq!(dep.snapshot().refused, 1);
+        assert_eq!(dep.snapshot().refused, 2);
     }
 
     #[tokio::test]
@@ -436,6 +480,54 @@ mod tests {
                 .count(),
             4
         );
+    }
+
+    #[tokio::test]
+    async fn a_probe_whose_caller_goes_away_counts_as_failed_and_the_circuit_recovers() {
+        let dep = Dependency::new(
+            "test",
+            Policy {
+                failures_to_open: 1,
+                open_for: Duration::ZERO,
+                retry_delays: Vec::new(),
+                ..quick()
+            },
+        );
+        let out: Result<(), _> = dep.call(true, || async { Err(Failure::Server(500)) }).await;
+        assert_eq!(out, Err(CallError::Failed(Failure::Server(500))));
+        // The probe is admitted, then its caller drops it before any answer.
+        let probe = dep.call(true, std::future::pending::<Result<(), Failure>>);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), probe)
+                .await
+                .is_err(),
+            "still waiting when dropped"
+        );
+        let out = dep.call(true, || async { Ok::<_, Failure>(()) }).await;
+        assert_eq!(
+            out,
+            Ok(()),
+            "a new probe is let through and closes the circuit"
+        );
+        assert_eq!(dep.snapshot().state, CircuitState::Closed);
+    }
+
+    #[tokio::test]
+    async fn after_an_attempt_went_out_the_caller_never_hears_nothing_was_sent() {
+        let dep = Dependency::new(
+            "test",
+            Policy {
+                failures_to_open: 1,
+                ..quick()
+            },
+        );
+        let out: Result<(), _> = dep.call(true, || async { Err(Failure::Server(500)) }).await;
+        assert_eq!(
+            out,
+            Err(CallError::Failed(Failure::Server(500))),
+            "the retry found the circuit open, after the first attempt went out"
+        );
+        assert!(!out.expect_err("failed").unsent());
     }
 
     #[test]
