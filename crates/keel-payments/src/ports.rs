@@ -68,7 +68,8 @@ pub struct PaymentSession {
 pub trait PaymentStore: Send + Sync + fmt::Debug {
     /// Writes a shop's settings for a provider: a new row when `expected_version` is `None`
     /// (`Conflict { PROVIDER_EXISTS }` if there is one), else a replacement only at that
-    /// version (`Conflict { PROVIDER_VERSION_CONFLICT }`).
+    /// version (`Conflict { PROVIDER_VERSION_CONFLICT }`), which keeps `created_at` and
+    /// stores the version one past `expected_version`.
     async fn save_provider(
         &self,
         settings: &ProviderSettings,

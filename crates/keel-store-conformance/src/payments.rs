@@ -51,7 +51,7 @@ fn session(
 }
 
 /// A shop's provider settings are stored whole (sealed secrets as bytes), once per provider,
-/// changed only at their version, and no other shop reads them.
+/// changed only at their version (keeping their creation time), and no other shop reads them.
 pub async fn payment_provider_settings_are_versioned_and_per_shop(stores: &Stores) {
     let (a, _) = create(stores, &unique_slug("pay-a")).await;
     let (b, _) = create(stores, &unique_slug("pay-b")).await;
@@ -77,6 +77,8 @@ pub async fn payment_provider_settings_are_versioned_and_per_shop(stores: &Store
     let changed = ProviderSettings {
         enabled: false,
         version: 2,
+        // A replacement cannot move the creation time.
+        created_at: s.created_at + Duration::hours(1),
         ..s.clone()
     };
     stores
@@ -91,7 +93,10 @@ pub async fn payment_provider_settings_are_versioned_and_per_shop(stores: &Store
     );
     assert_eq!(
         stores.payments.list_providers(a.id).await.expect("list"),
-        vec![changed]
+        vec![ProviderSettings {
+            created_at: s.created_at,
+            ..changed
+        }]
     );
     assert!(matches!(
         stores

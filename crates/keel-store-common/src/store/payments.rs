@@ -35,17 +35,6 @@ pub async fn save_provider<E: Exec>(
     expected_version: Option<i64>,
     events: &[NewEvent],
 ) -> Result<(), StoreError> {
-    let values = args![
-        s.tenant_id.as_uuid(),
-        s.provider.as_str(),
-        s.enabled,
-        s.capture.as_str(),
-        &s.sealed_secret_key,
-        &s.sealed_webhook_secrets,
-        s.created_at,
-        s.updated_at,
-        s.version
-    ];
     match expected_version {
         // A second row for the shop and provider violates the primary key: the caller hears
         // `PROVIDER_EXISTS`.
@@ -56,19 +45,38 @@ pub async fn save_provider<E: Exec>(
                     settings_cols!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 ),
-                values,
+                args![
+                    s.tenant_id.as_uuid(),
+                    s.provider.as_str(),
+                    s.enabled,
+                    s.capture.as_str(),
+                    &s.sealed_secret_key,
+                    &s.sealed_webhook_secrets,
+                    s.created_at,
+                    s.updated_at,
+                    s.version
+                ],
             )
             .await?;
         }
+        // Created once: a replacement keeps `created_at`, and the version moves by one from
+        // the one the caller read.
         Some(expected) => {
-            let mut update = values.to_vec();
-            update.push(expected.into());
             let changed = e
                 .run(
                     "UPDATE payment_providers SET enabled = $3, capture = $4, secret_key = $5, \
-                     webhook_secrets = $6, created_at = $7, updated_at = $8, version = $9 \
-                     WHERE tenant_id = $1 AND provider = $2 AND version = $10",
-                    &update,
+                     webhook_secrets = $6, updated_at = $7, version = $8 + 1 \
+                     WHERE tenant_id = $1 AND provider = $2 AND version = $8",
+                    args![
+                        s.tenant_id.as_uuid(),
+                        s.provider.as_str(),
+                        s.enabled,
+                        s.capture.as_str(),
+                        &s.sealed_secret_key,
+                        &s.sealed_webhook_secrets,
+                        s.updated_at,
+                        expected
+                    ],
                 )
                 .await?;
             if changed != 1 {
