@@ -9,6 +9,8 @@
 //! [`ProviderError::Refused`] with Stripe's error code.
 #![forbid(unsafe_code)]
 
+mod units;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -216,6 +218,28 @@ struct Refund {
     status: String,
 }
 
+/// An amount in Stripe's units for the request, or a refusal before anything is sent.
+fn stripe_amount(a: Amount) -> Result<i64, ProviderError> {
+    units::to_stripe(a.minor, a.currency).ok_or_else(|| ProviderError::Refused {
+        code: "amount_not_expressible".into(),
+        message: format!(
+            "{} minor units of {} cannot be charged at this provider exactly",
+            a.minor,
+            a.currency.code()
+        ),
+    })
+}
+
+/// An amount the provider reported, in Keel's minor units: exact, or unreadable.
+fn keel_amount(amount: i64, code: &str) -> Result<Amount, ProviderError> {
+    let currency = currency(code)?;
+    let minor = units::from_stripe(amount, currency).ok_or_else(|| ProviderError::Refused {
+        code: "unreadable_answer".into(),
+        message: format!("the provider reported {amount} in {code}, not a whole minor unit"),
+    })?;
+    Ok(Amount { minor, currency })
+}
+
 fn currency(code: &str) -> Result<Currency, ProviderError> {
     Currency::parse(&code.to_ascii_uppercase()).map_err(|_| ProviderError::Refused {
         code: "unknown_currency".into(),
@@ -239,14 +263,13 @@ fn payment(bytes: &[u8]) -> Result<ProviderPayment, ProviderError> {
         "requires_payment_method" if i.last_payment_error.is_some() => SessionStatus::Failed,
         _ => SessionStatus::Open,
     };
+    let amount = keel_amount(i.amount, &i.currency)?;
+    let received = keel_amount(i.amount_received.unwrap_or(0), &i.currency)?.minor;
     Ok(ProviderPayment {
         id: i.id,
         status,
-        amount: Amount {
-            minor: i.amount,
-            currency: currency(&i.currency)?,
-        },
-        received: i.amount_received.unwrap_or(0),
+        amount,
+        received,
         client_secret: i.client_secret,
     })
 }
@@ -287,13 +310,10 @@ pub fn parse_event(body: &[u8]) -> Result<ProviderEvent, ProviderError> {
                 })?;
             // What was taken: the amount received when the provider says it, else the
             // PaymentIntent's amount (a succeeded automatic capture takes it whole).
-            let minor = intent.amount_received.unwrap_or(intent.amount);
+            let taken = intent.amount_received.unwrap_or(intent.amount);
             EventKind::PaymentSucceeded {
+                amount: keel_amount(taken, &intent.currency)?,
                 payment_id: intent.id,
-                amount: Amount {
-                    minor,
-                    currency: currency(&intent.currency)?,
-                },
                 order_reference: metadata("keel_order"),
                 tenant_reference: metadata("keel_tenant"),
             }
@@ -303,13 +323,13 @@ pub fn parse_event(body: &[u8]) -> Result<ProviderEvent, ProviderError> {
         },
         "charge.refunded" => EventKind::Refunded {
             payment_id: text("payment_intent").unwrap_or_default(),
-            amount_refunded: Amount {
-                minor: object
+            amount_refunded: keel_amount(
+                object
                     .get("amount_refunded")
                     .and_then(serde_json::Value::as_i64)
                     .unwrap_or(0),
-                currency: currency(&text("currency").unwrap_or_default())?,
-            },
+                &text("currency").unwrap_or_default(),
+            )?,
         },
         other => EventKind::Other {
             event_type: other.to_owned(),
@@ -343,7 +363,7 @@ impl PaymentProvider for StripeProvider {
         p: &NewPayment<'_>,
     ) -> Result<ProviderPayment, ProviderError> {
         let form = [
-            ("amount", p.amount.minor.to_string()),
+            ("amount", stripe_amount(p.amount)?.to_string()),
             ("currency", p.amount.currency.code().to_ascii_lowercase()),
             ("capture_method", p.capture.as_str().to_owned()),
             ("metadata[keel_order]", p.order_reference.to_owned()),
@@ -392,7 +412,7 @@ impl PaymentProvider for StripeProvider {
         idempotency_key: &str,
     ) -> Result<ProviderPayment, ProviderError> {
         let path = ["/v1/payment_intents/", segment(id)?, "/capture"].concat();
-        let form = [("amount_to_capture", amount.minor.to_string())];
+        let form = [("amount_to_capture", stripe_amount(amount)?.to_string())];
         payment(
             &self
                 .send(secret, &path, Some(&form), Some(idempotency_key))
@@ -409,7 +429,7 @@ impl PaymentProvider for StripeProvider {
     ) -> Result<ProviderRefund, ProviderError> {
         let form = [
             ("payment_intent", segment(payment_id)?.to_owned()),
-            ("amount", amount.minor.to_string()),
+            ("amount", stripe_amount(amount)?.to_string()),
         ];
         let r: Refund = parse(
             &self
@@ -418,10 +438,7 @@ impl PaymentProvider for StripeProvider {
         )?;
         Ok(ProviderRefund {
             id: r.id,
-            amount: Amount {
-                minor: r.amount,
-                currency: currency(&r.currency)?,
-            },
+            amount: keel_amount(r.amount, &r.currency)?,
             succeeded: r.status == "succeeded",
         })
     }
