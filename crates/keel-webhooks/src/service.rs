@@ -57,6 +57,23 @@ impl From<StoreError> for WebhookError {
     }
 }
 
+/// A description: free text of at most 500 characters, lines and tabs allowed, no other
+/// control character (PostgreSQL cannot store a NUL in text: a 500 before this check).
+fn check_description(d: &str) -> Result<(), WebhookError> {
+    if d.chars().count() > 500 {
+        return Err(invalid("/description", "must be at most 500 characters"));
+    }
+    if d.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(invalid(
+            "/description",
+            "must not contain control characters other than line breaks and tabs",
+        ));
+    }
+    Ok(())
+}
+
 fn invalid(pointer: &'static str, message: impl Into<String>) -> WebhookError {
     WebhookError::Invalid {
         pointer,
@@ -221,9 +238,7 @@ impl WebhooksService {
     ) -> Result<(Endpoint, String), WebhookError> {
         check_event_types(&input.event_types)?;
         let description = input.description.clone().unwrap_or_default();
-        if description.chars().count() > 500 {
-            return Err(invalid("/description", "must be at most 500 characters"));
-        }
+        check_description(&description)?;
         self.create_in(
             tenant,
             Channel::Webhook,
@@ -364,9 +379,7 @@ impl WebhooksService {
             e.event_types.clone_from(types);
         }
         if let Some(d) = &patch.description {
-            if d.chars().count() > 500 {
-                return Err(invalid("/description", "must be at most 500 characters"));
-            }
+            check_description(d)?;
             e.description.clone_from(d);
         }
         if let Some(enabled) = patch.enabled {
@@ -718,5 +731,20 @@ pub fn outcome(
         open_until: now + policy.circuit_pause,
         disable,
         drop_body: endpoint.channel == Channel::Account && status != MessageStatus::Pending,
+    }
+}
+
+#[cfg(test)]
+mod description_tests {
+    use super::check_description;
+
+    #[test]
+    fn a_description_takes_lines_and_tabs_but_no_other_control_character() {
+        assert!(check_description("Orders to the warehouse\n\tby region\r\n").is_ok());
+        for bad in ["nul \u{0} byte", "bell \u{7}", "escape \u{1b}[0m"] {
+            assert!(check_description(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_description(&"x".repeat(500)).is_ok());
+        assert!(check_description(&"x".repeat(501)).is_err());
     }
 }
