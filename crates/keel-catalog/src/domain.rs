@@ -101,6 +101,13 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// Control characters in free text other than line breaks and tabs (PostgreSQL stores no NUL
+/// in text or `jsonb`).
+fn has_control_in_text(s: &str) -> bool {
+    s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+}
+
 /// A trimmed, non-empty line of text of at most `max` characters.
 fn line(issues: &mut Issues, pointer: &str, s: &str, max: usize) -> String {
     let t = s.trim();
@@ -324,6 +331,11 @@ pub fn parse_description(issues: &mut Issues, pointer: &str, s: Option<&str>) ->
             pointer,
             format!("must be at most {} characters", limits::DESCRIPTION_MAX),
         );
+    } else if has_control_in_text(d) {
+        issues.push(
+            pointer,
+            "must not contain control characters other than line breaks and tabs",
+        );
     }
     d.to_owned()
 }
@@ -375,10 +387,19 @@ pub fn check_metadata(issues: &mut Issues, pointer: &str, metadata: &Metadata) {
     }
     for (k, v) in metadata {
         let at = format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1"));
-        if k.is_empty() || k.chars().count() > limits::METADATA_KEY_MAX {
+        if k.is_empty() || k.chars().count() > limits::METADATA_KEY_MAX || has_control(k) {
             issues.push(
                 at.clone(),
-                format!("keys must be 1 to {} characters", limits::METADATA_KEY_MAX),
+                format!(
+                    "keys must be 1 to {} characters, none a control character",
+                    limits::METADATA_KEY_MAX
+                ),
+            );
+        }
+        if has_control_in_text(v) {
+            issues.push(
+                at.clone(),
+                "values must not contain control characters other than line breaks and tabs",
             );
         }
         if v.chars().count() > limits::METADATA_VALUE_MAX {
@@ -754,6 +775,22 @@ pub struct Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_text_takes_line_breaks_and_tabs_but_no_nul_or_other_control_character() {
+        let mut issues = Issues::default();
+        parse_description(&mut issues, "/description", Some("two\nlines\twith a tab"));
+        let mut meta = Metadata::new();
+        meta.insert("note".into(), "a\r\nb".into());
+        check_metadata(&mut issues, "/metadata", &meta);
+        assert!(issues.is_empty());
+        parse_description(&mut issues, "/description", Some("nul \u{0}"));
+        let mut meta = Metadata::new();
+        meta.insert("note".into(), "bell \u{7}".into());
+        meta.insert("k\u{0}".into(), "v".into());
+        check_metadata(&mut issues, "/metadata", &meta);
+        assert_eq!(issues.into_vec().len(), 3);
+    }
 
     fn input() -> ProductInput {
         serde_json::from_value(serde_json::json!({
