@@ -13,10 +13,10 @@ use keel_orders::{
 };
 use time::OffsetDateTime;
 
-use super::{CartRow, carts::write_cart, conflict, finish_key, json};
+use super::{CartRow, carts::write_cart, conflict, finish_key, json, order_columns};
 use crate::{
     args,
-    exec::{Arg, Dialect, Exec},
+    exec::{Dialect, Exec},
     rows::ReadRow,
     store::{inventory::apply_reservation, tenants::insert_events},
 };
@@ -151,28 +151,18 @@ async fn insert_order<E: Exec>(
              WHERE (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $17 AND customer_id = $7) < $18 \
                AND (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $17 AND email_key = $15) < $19 \
                AND (SELECT count(*) FROM orders WHERE tenant_id = $1 AND status = 'pending_payment' AND expires_at > $17 AND client_key = $16) < $20",
-            args![
-                o.tenant_id.as_uuid(),
-                o.id.as_uuid(),
-                o.number,
-                o.status.as_str(),
-                o.payment_status.as_str(),
-                o.currency.code(),
-                o.customer_id.map(|c| c.as_uuid()),
-                o.email.as_deref(),
-                o.totals.total,
-                Arg::json(&body),
-                o.version,
-                o.created_at,
-                o.updated_at,
-                o.expires_at,
-                holder.email_key.as_deref(),
-                holder.client_key.as_deref(),
-                limits.now,
-                limits.per_customer,
-                limits.per_email,
-                limits.per_client
-            ],
+            &[
+                order_columns(o, &body).as_slice(),
+                args![
+                    holder.email_key.as_deref(),
+                    holder.client_key.as_deref(),
+                    limits.now,
+                    limits.per_customer,
+                    limits.per_email,
+                    limits.per_client
+                ],
+            ]
+            .concat(),
         )
         .await?;
     Ok(done == 1)

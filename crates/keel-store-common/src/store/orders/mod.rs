@@ -36,3 +36,27 @@ fn conflict(name: &str) -> StoreError {
 fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(StoreError::other)
 }
+
+/// An order's columns `$1`..`$14`, as its insert and its update both bind them.
+pub(super) fn order_columns<'a>(
+    o: &'a keel_orders::order::Order,
+    body: &'a str,
+) -> [crate::exec::Arg<'a>; 14] {
+    use crate::exec::Arg;
+    [
+        o.tenant_id.as_uuid().into(),
+        o.id.as_uuid().into(),
+        o.number.into(),
+        o.status.as_str().into(),
+        o.payment_status.as_str().into(),
+        o.currency.code().into(),
+        o.customer_id.map(|c| c.as_uuid()).into(),
+        o.email.as_deref().into(),
+        o.totals.total.into(),
+        Arg::json(body),
+        o.version.into(),
+        o.created_at.into(),
+        o.updated_at.into(),
+        o.expires_at.into(),
+    ]
+}

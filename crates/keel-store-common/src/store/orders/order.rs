@@ -13,10 +13,10 @@ use keel_orders::{
 };
 use time::OffsetDateTime;
 
-use super::{conflict, finish_key, json};
+use super::{conflict, finish_key, json, order_columns};
 use crate::{
     args,
-    exec::{Arg, Dialect, Exec, decode, pick},
+    exec::{Dialect, Exec, decode, pick},
     rows::{ReadRow, events::event_from_row, orders::order_from_row},
     store::{
         inventory::{commit_reserved, release_reserved},
@@ -149,23 +149,13 @@ async fn update_order<E: Exec>(e: &mut E, o: &Order, expected: i64) -> Result<bo
             "UPDATE orders SET number = $3, status = $4, payment_status = $5, currency = $6, customer_id = $7, email = $8, \
              total = $9, body = $10, version = $11, created_at = $12, updated_at = $13, expires_at = $14 \
              WHERE tenant_id = $1 AND id = $2 AND version = $15",
-            args![
-                o.tenant_id.as_uuid(),
-                o.id.as_uuid(),
-                o.number,
-                o.status.as_str(),
-                o.payment_status.as_str(),
-                o.currency.code(),
-                o.customer_id.map(|c| c.as_uuid()),
-                o.email.as_deref(),
-                o.totals.total,
-                Arg::json(&body),
-                o.version,
-                o.created_at,
-                o.updated_at,
-                o.expires_at,
-                expected
-            ],
+            &[
+                order_columns(o, &body).as_slice(),
+                args![
+                    expected
+                ],
+            ]
+            .concat(),
         )
         .await?;
     Ok(done == 1)
