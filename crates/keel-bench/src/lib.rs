@@ -435,15 +435,17 @@ impl Worker {
             return false;
         };
         let pay_key = uuid::Uuid::now_v7().to_string();
+        // Staff record the payment (the storefront cannot mark an order paid).
+        let bearer = format!("Bearer {}", self.shop.staff_token);
         let with_pay_key = [
-            ("keel-cart-secret", secret.as_str()),
+            ("authorization", bearer.as_str()),
             ("idempotency-key", pay_key.as_str()),
         ];
         if self
             .call(
-                "POST /v1/store/orders/{id}/payments",
+                "POST /v1/admin/orders/{id}/payments",
                 Method::POST,
-                &format!("/v1/store/orders/{order_id}/payments"),
+                &format!("/v1/admin/orders/{order_id}/payments"),
                 None,
                 &with_pay_key,
             )

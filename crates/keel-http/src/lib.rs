@@ -70,6 +70,7 @@ pub struct AppStateParts {
     /// This node's cache of storefront reads (ADR 0014).
     pub store_cache: Arc<store_cache::StoreCache>,
     pub orders: keel_orders::service::OrdersService,
+    pub payments: keel_payments::service::PaymentsService,
     pub idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
     /// How long a response to an `Idempotency-Key` is replayed.
     pub idempotency_ttl: time::Duration,
@@ -116,6 +117,7 @@ fn api_routes(metrics_elsewhere: bool) -> OpenApiRouter<AppState> {
         .merge(routes::inventory::router())
         .merge(routes::pricing::router())
         .merge(routes::orders::router())
+        .merge(routes::payments::router())
         .merge(routes::webhooks::router())
         .merge(routes::account_notifications::router())
 }

@@ -32,6 +32,7 @@ use crate::{
         (name = "settings", description = "Shop-wide policies (`settings:manage`)."),
         (name = "store", description = "Shopper accounts at a storefront (`Keel-Publishable-Key`)."),
         (name = "events", description = "The shop's event log, security events included (`audit:read`)."),
+        (name = "payments", description = "Payment providers (`settings:manage`) and the providers' signed webhooks."),
     )
 )]
 struct ApiDoc;

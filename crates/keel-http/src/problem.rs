@@ -82,6 +82,10 @@ kinds! {
     AMOUNT_OUT_OF_RANGE = ("amount_out_of_range", 422, "Amount out of range");
     ORDER_NOT_PAYABLE = ("order_not_payable", 409, "Order not payable");
     PAYMENT_AMOUNT_MISMATCH = ("payment_amount_mismatch", 409, "Payment amount mismatch");
+    PAYMENT_PROVIDER_NOT_CONFIGURED = ("payment_provider_not_configured", 409, "Payment provider not configured");
+    PAYMENT_PROVIDER_UNAVAILABLE = ("payment_provider_unavailable", 503, "Payment provider unavailable");
+    PAYMENT_PROVIDER_REFUSED = ("payment_provider_refused", 502, "Payment provider refused");
+    INVALID_WEBHOOK_SIGNATURE = ("invalid_webhook_signature", 400, "Invalid webhook signature");
     ORDER_NOT_FULFILLABLE = ("order_not_fulfillable", 409, "Order not fulfillable");
     OVER_FULFILMENT = ("over_fulfilment", 409, "Over-fulfilment");
     ORDER_NOT_SHIPPABLE = ("order_not_shippable", 409, "Order not shippable");
@@ -382,6 +386,64 @@ impl From<keel_orders::service::OrdersError> for Problem {
             ),
             O::Store(e) => e.into(),
             O::Internal(msg) => Self::internal(&std::io::Error::other(msg)),
+        }
+    }
+}
+
+impl From<keel_payments::service::PaymentsError> for Problem {
+    fn from(e: keel_payments::service::PaymentsError) -> Self {
+        use keel_payments::service::PaymentsError as P;
+        match e {
+            P::Invalid(issues) => Self::validation(
+                issues
+                    .into_iter()
+                    .map(|(pointer, message)| FieldError { pointer, message })
+                    .collect(),
+            ),
+            P::NotFound => Self::new(ProblemKind::NOT_FOUND, "No such resource."),
+            P::PreconditionFailed => Self::new(
+                ProblemKind::PRECONDITION_FAILED,
+                "The resource changed since the ETag in If-Match; read it again and retry.",
+            ),
+            P::NotConfigured(provider) => Self::new(
+                ProblemKind::PAYMENT_PROVIDER_NOT_CONFIGURED,
+                format!(
+                    "The shop does not take payments with `{provider}`: staff enable it under /v1/admin/payment-providers."
+                ),
+            ),
+            P::Unavailable { retry_after_ms } => {
+                // Whole seconds, rounded up: never earlier than the provider can answer.
+                let secs = retry_after_ms.map_or(1, |ms| ms.div_ceil(1000).max(1));
+                let value = HeaderValue::from_str(&secs.to_string())
+                    .unwrap_or(HeaderValue::from_static("1"));
+                Self::new(
+                    ProblemKind::PAYMENT_PROVIDER_UNAVAILABLE,
+                    "The payment provider cannot be reached now; nothing was charged and the order stays payable. Retry after the pause.",
+                )
+                .with_header_value(header::RETRY_AFTER, value)
+            }
+            // The provider's code only: its message may echo what was sent.
+            P::Refused { code } => Self::new(
+                ProblemKind::PAYMENT_PROVIDER_REFUSED,
+                format!("The payment provider refused the request (its code: `{code}`)."),
+            ),
+            P::Signature(why) => Self::new(
+                ProblemKind::INVALID_WEBHOOK_SIGNATURE,
+                format!("The webhook was not accepted: {why}. Nothing was stored."),
+            ),
+            P::Order(e) => match ProblemKind::by_code(e.code()) {
+                Some(kind) => Self::new(kind, format!("{}.", capitalise(&e.to_string()))),
+                None => Self::internal(&std::io::Error::other(format!(
+                    "uncatalogued code {}",
+                    e.code()
+                ))),
+            },
+            P::Contended => Self::new(
+                ProblemKind::CONFLICT,
+                "The resource is being changed by other requests; retry.",
+            ),
+            P::Store(e) => e.into(),
+            P::Internal(msg) => Self::internal(&std::io::Error::other(msg)),
         }
     }
 }

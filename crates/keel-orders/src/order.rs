@@ -192,6 +192,32 @@ pub struct RefundLine {
     pub amount: i64,
 }
 
+/// Where a refund stands. A refund of a `manual` payment is done when it is recorded; a
+/// refund of a provider's payment is `pending` until the provider answers, and counts against
+/// what is left to refund meanwhile (so two refunds cannot pass together), and `failed` gives
+/// its amounts back to the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    #[default]
+    Succeeded,
+    Failed,
+}
+
+impl RefundStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The provider of payments recorded by staff (cash on delivery, bank transfer).
+pub const MANUAL_PROVIDER: &str = "manual";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
     pub id: RefundId,
@@ -199,6 +225,9 @@ pub struct Refund {
     pub lines: Vec<RefundLine>,
     pub shipping: i64,
     pub reason: Option<String>,
+    /// Orders stored before refunds could wait for a provider hold only done refunds.
+    #[serde(default)]
+    pub status: RefundStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -296,10 +325,11 @@ impl Order {
         self.version += 1;
     }
 
-    /// Captures `amount` with the manual provider: only an unpaid, pending order, only the
-    /// exact total.
+    /// Records `amount` captured by `provider` (its payment's id is `reference`): only an
+    /// unpaid, pending order, only the exact total.
     pub fn pay(
         &mut self,
+        provider: &str,
         amount: i64,
         reference: String,
         now: OffsetDateTime,
@@ -314,7 +344,7 @@ impl Order {
             id: PaymentId::new(),
             amount,
             status: "captured".into(),
-            provider: "manual".into(),
+            provider: provider.to_owned(),
             provider_reference: reference,
             created_at: now,
         });
@@ -323,6 +353,115 @@ impl Order {
         self.payment_status = PaymentStatus::Paid;
         self.touch(now);
         Ok(self.payments.last().expect("just pushed"))
+    }
+
+    /// The payment a provider took for this order with its id `reference`, if recorded.
+    pub fn payment_by(&self, provider: &str, reference: &str) -> Option<&Payment> {
+        self.payments
+            .iter()
+            .find(|p| p.provider == provider && p.provider_reference == reference)
+    }
+
+    /// The provider's payment refunds of this order go back through (the first one not
+    /// recorded by staff), if any.
+    pub fn provider_payment(&self) -> Option<&Payment> {
+        self.payments.iter().find(|p| p.provider != MANUAL_PROVIDER)
+    }
+
+    /// How a refund recorded now starts: pending while a provider must give the money back.
+    fn new_refund_status(&self) -> RefundStatus {
+        if self.provider_payment().is_some() {
+            RefundStatus::Pending
+        } else {
+            RefundStatus::Succeeded
+        }
+    }
+
+    /// Money a provider took for this order that it must not keep (the order was closed, or
+    /// paid otherwise, when the payment succeeded): the payment is recorded and all of it is
+    /// refunded at once, pending the provider. Answers the refund.
+    pub fn compensate(
+        &mut self,
+        provider: &str,
+        amount: i64,
+        reference: String,
+        now: OffsetDateTime,
+    ) -> Result<Refund, OrderError> {
+        if amount < 1 {
+            return Err(OrderError::OverRefund);
+        }
+        self.payments.push(Payment {
+            id: PaymentId::new(),
+            amount,
+            status: "captured".into(),
+            provider: provider.to_owned(),
+            provider_reference: reference,
+            created_at: now,
+        });
+        self.captured = add(self.captured, amount)?;
+        self.refunded = add(self.refunded, amount)?;
+        let refund = Refund {
+            id: RefundId::new(),
+            amount,
+            lines: Vec::new(),
+            shipping: 0,
+            reason: Some("payment for an order that will not ship".into()),
+            status: RefundStatus::Pending,
+            created_at: now,
+        };
+        self.refunds.push(refund.clone());
+        self.payment_status = self.refund_standing();
+        self.touch(now);
+        Ok(refund)
+    }
+
+    /// A pending refund's outcome from the provider. Done: it stays. Failed: its amounts go
+    /// back to the order, which may be refunded again. Answers false when the refund was
+    /// already settled (a repeated answer changes nothing).
+    pub fn settle_refund(
+        &mut self,
+        id: RefundId,
+        succeeded: bool,
+        now: OffsetDateTime,
+    ) -> Result<bool, OrderError> {
+        let index = self
+            .refunds
+            .iter()
+            .position(|r| r.id == id)
+            .ok_or(OrderError::NotRefundable)?;
+        if self.refunds[index].status != RefundStatus::Pending {
+            return Ok(false);
+        }
+        if succeeded {
+            self.refunds[index].status = RefundStatus::Succeeded;
+        } else {
+            let refund = self.refunds[index].clone();
+            for taken in &refund.lines {
+                if let Some(line) = self.lines.iter_mut().find(|l| l.id == taken.line_id) {
+                    line.refunded_amount -= taken.amount;
+                    line.refunded_quantity -= taken.quantity;
+                }
+            }
+            self.refunded_shipping -= refund.shipping;
+            self.refunded -= refund.amount;
+            self.refunds[index].status = RefundStatus::Failed;
+            self.payment_status = self.refund_standing();
+        }
+        self.touch(now);
+        Ok(true)
+    }
+
+    /// The payment status that what was captured and refunded add up to.
+    fn refund_standing(&self) -> PaymentStatus {
+        if self.captured == 0 {
+            PaymentStatus::Unpaid
+        } else if self.refunded == 0 {
+            PaymentStatus::Paid
+        } else if self.refunded >= self.captured {
+            PaymentStatus::Refunded
+        } else {
+            PaymentStatus::PartiallyRefunded
+        }
     }
 
     /// Fulfils quantities of lines; never more than ordered. Answers the stock to commit.
@@ -553,17 +692,14 @@ impl Order {
         self.lines = lines;
         self.refunded = add(self.refunded, amount)?;
         self.refunded_shipping = add(self.refunded_shipping, shipping)?;
-        self.payment_status = if self.refunded == self.captured {
-            PaymentStatus::Refunded
-        } else {
-            PaymentStatus::PartiallyRefunded
-        };
+        self.payment_status = self.refund_standing();
         let refund = Refund {
             id: RefundId::new(),
             amount,
             lines: refund_lines,
             shipping,
             reason,
+            status: self.new_refund_status(),
             created_at: now,
         };
         self.refunds.push(refund.clone());

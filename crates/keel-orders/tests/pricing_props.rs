@@ -175,7 +175,7 @@ proptest! {
     ) {
         let mut order = order_from(&input, currency);
         let total = order.totals.total;
-        let paid = order.pay(total, "ref".into(), time::OffsetDateTime::UNIX_EPOCH).is_ok();
+        let paid = order.pay("manual", total, "ref".into(), time::OffsetDateTime::UNIX_EPOCH).is_ok();
         prop_assert!(paid);
         for (by_amount, amount, line, quantity) in asks {
             let request = if by_amount {

@@ -48,6 +48,20 @@ impl StripeProvider {
         dependency: Dependency,
     ) -> Result<Self, String> {
         let base = url::Url::parse(base).map_err(|e| format!("the Stripe API base: {e}"))?;
+        // The shop's secret key travels in every request: only over TLS, or to a simulator
+        // on this host.
+        let loopback = match base.host() {
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if !(base.scheme() == "https" || (base.scheme() == "http" && loopback)) {
+            return Err(
+                "the Stripe API base must be an https URL (plain http only to a loopback address)"
+                    .into(),
+            );
+        }
         // One TLS provider per process (ring, as everywhere in Keel); a second install is a
         // no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -357,6 +371,10 @@ impl PaymentProvider for StripeProvider {
         ProviderKind::Stripe
     }
 
+    fn parse_event(&self, body: &[u8]) -> Result<ProviderEvent, ProviderError> {
+        parse_event(body)
+    }
+
     async fn create(
         &self,
         secret: &ProviderSecret,
@@ -441,5 +459,37 @@ impl PaymentProvider for StripeProvider {
             amount: keel_amount(r.amount, &r.currency)?,
             succeeded: r.status == "succeeded",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_base_is_https_or_a_loopback_simulator() {
+        let dep = || Dependency::new("stripe", keel_resilience::Policy::default());
+        for ok in [
+            "https://api.stripe.com",
+            "http://127.0.0.1:8420",
+            "http://[::1]:1",
+            "http://localhost:9",
+        ] {
+            assert!(
+                StripeProvider::new(ok, Duration::from_secs(1), dep()).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "http://api.stripe.com",
+            "http://10.0.0.1",
+            "ftp://127.0.0.1",
+            "not a url",
+        ] {
+            assert!(
+                StripeProvider::new(bad, Duration::from_secs(1), dep()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -11,6 +11,8 @@ pub enum OrderStanding {
     Payable { outstanding: Amount },
     /// Paid already (by another payment).
     Paid,
+    /// This very payment is recorded on the order already (a repeated or late answer).
+    Recorded,
     /// Cancelled or expired: its stock is released and it will not ship.
     Closed,
 }
@@ -26,6 +28,8 @@ pub enum OnSucceeded {
     /// Money taken for an order that will not ship (closed meanwhile, or paid by another
     /// payment): give it back through the provider, all of it (`payment.compensated`).
     Refund { amount: Amount },
+    /// Already recorded: nothing changes, no event.
+    AlreadyApplied,
 }
 
 /// Decides on a succeeded payment of `reported`.
@@ -38,6 +42,7 @@ pub fn on_succeeded(order: OrderStanding, reported: Amount) -> OnSucceeded {
             }
         },
         OrderStanding::Paid | OrderStanding::Closed => OnSucceeded::Refund { amount: reported },
+        OrderStanding::Recorded => OnSucceeded::AlreadyApplied,
     }
 }
 
@@ -114,6 +119,14 @@ mod tests {
                 OnSucceeded::Refund { amount: usd(4200) }
             );
         }
+    }
+
+    #[test]
+    fn a_payment_already_recorded_is_never_refunded_or_paid_twice() {
+        assert_eq!(
+            on_succeeded(OrderStanding::Recorded, usd(4200)),
+            OnSucceeded::AlreadyApplied
+        );
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //! - [`signature`]: the provider's signed webhooks (`Stripe-Signature`), checked before
 //!   anything is stored.
 //! - [`ports`]: the provider port (sessions, capture, cancel, refund), implemented by the
-//!   Stripe-compatible adapter and the manual provider.
+//!   Stripe-compatible adapter, and the payments storage port (one transaction per effect).
+//! - [`service`]: settings, payment sessions, the webhook inbox, reconciliation, compensation
+//!   and refunds through the provider.
 #![forbid(unsafe_code)]
 
 pub mod decide;
 pub mod domain;
 pub mod ports;
+pub mod service;
 pub mod signature;

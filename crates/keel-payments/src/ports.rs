@@ -9,6 +9,11 @@ use keel_kernel::{StoreError, TenantId, event::NewEvent};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use keel_orders::{
+    order::{Order, OrderId, RefundId},
+    ports::{OrderReceipt, StockChange},
+};
+
 use crate::domain::{Amount, CaptureMode, ProviderKind, SessionStatus};
 
 /// The constraint a second settings row for the same shop and provider violates.
@@ -59,8 +64,110 @@ pub struct PaymentSession {
     pub provider_ref: String,
     pub amount: Amount,
     pub status: SessionStatus,
+    /// When reconciliation asks the provider about it next (while it has no final answer).
+    pub next_check_at: OffsetDateTime,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+}
+
+/// Where a refund at the provider stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundTaskStatus {
+    /// Not yet answered by the provider: retried with the same idempotency key.
+    Pending,
+    Succeeded,
+    /// Refused by the provider: the order's refund failed and its amounts went back.
+    Failed,
+}
+
+impl RefundTaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Succeeded, Self::Failed]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A refund to make at the provider, recorded with the order's pending refund (same id) and
+/// tried until the provider answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundTask {
+    pub tenant_id: TenantId,
+    /// The order's refund id: the provider's idempotency key is derived from it.
+    pub id: RefundId,
+    pub order_id: OrderId,
+    pub provider: ProviderKind,
+    /// The provider's id of the payment refunded.
+    pub payment_ref: String,
+    pub amount: Amount,
+    pub status: RefundTaskStatus,
+    /// The provider's id of the refund, once made.
+    pub provider_ref: Option<String>,
+    /// The provider's refusal, for staff.
+    pub failure: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_at: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// A provider event stored in the inbox, once.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbox<'a> {
+    pub provider: ProviderKind,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub at: OffsetDateTime,
+}
+
+/// A session's new standing.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionChange {
+    pub id: Uuid,
+    pub status: SessionStatus,
+    pub next_check_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// An order saved over the version it was read at (a version conflict writes nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct OrderChange<'a> {
+    pub order: &'a Order,
+    pub expected_version: i64,
+    pub stock: &'a [StockChange],
+    /// Give the order's promotion use back (an unpaid order cancelled).
+    pub give_back: bool,
+    /// The idempotent request's answer, stored with the change.
+    pub receipt: Option<&'a OrderReceipt>,
+}
+
+/// Everything one provider answer (or staff action) changes, written in one transaction:
+/// the inbox row, the session, the order, the refund tasks (inserted or replaced) and the
+/// events. With an inbox row already there nothing else is written ([`Applied::Repeat`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Effect<'a> {
+    pub tenant: TenantId,
+    pub inbox: Option<Inbox<'a>>,
+    pub session: Option<SessionChange>,
+    pub order: Option<OrderChange<'a>>,
+    pub refunds: &'a [RefundTask],
+    pub events: &'a [NewEvent],
+}
+
+/// What [`PaymentStore::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// The provider event was stored before: nothing written.
+    Repeat,
 }
 
 /// Payments storage: each method one atomic step, its events written with it.
@@ -101,22 +208,35 @@ pub trait PaymentStore: Send + Sync + fmt::Debug {
         tenant: TenantId,
         order_id: Uuid,
     ) -> Result<Vec<PaymentSession>, StoreError>;
-    /// Sessions without a final answer created before `before`, oldest first, at most
-    /// `limit`, across shops (reconciliation asks the provider about each).
-    async fn unsettled_sessions(
+    /// Sessions without a final answer due for a check at `now` (`next_check_at` passed),
+    /// soonest first, at most `limit`, across shops (reconciliation asks the provider).
+    async fn due_sessions(
         &self,
-        before: OffsetDateTime,
+        now: OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<PaymentSession>, StoreError>;
-    /// Stores a provider's event id once: true the first time, false for any repeat.
-    async fn record_provider_event(
+    /// Moves a session's next check (reconciliation asked and heard no final answer).
+    async fn reschedule_session(
         &self,
         tenant: TenantId,
-        provider: ProviderKind,
-        event_id: &str,
-        event_type: &str,
-        at: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
+        id: Uuid,
+        next_check_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Writes an [`Effect`] in one transaction; `Conflict { VERSION_CONFLICT }` (orders) and
+    /// nothing written when the order changed since it was read.
+    async fn apply(&self, effect: &Effect<'_>) -> Result<Applied, StoreError>;
+    /// Pending refunds due at `now`, soonest first, at most `limit`, across shops.
+    async fn due_refunds(
+        &self,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<RefundTask>, StoreError>;
+    /// An order's refunds at the provider, oldest first.
+    async fn refunds_of_order(
+        &self,
+        tenant: TenantId,
+        order_id: OrderId,
+    ) -> Result<Vec<RefundTask>, StoreError>;
 }
 
 /// A shop's secret API key at the provider (`sk_...`). Never logged, never returned by the
@@ -202,6 +322,9 @@ pub enum ProviderError {
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + fmt::Debug {
     fn kind(&self) -> ProviderKind;
+
+    /// Reads a webhook's body (already verified) as an event.
+    fn parse_event(&self, body: &[u8]) -> Result<crate::domain::ProviderEvent, ProviderError>;
 
     /// Creates the payment for an order (idempotent by `idempotency_key`).
     async fn create(

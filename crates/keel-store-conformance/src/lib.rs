@@ -182,8 +182,9 @@ macro_rules! conformance_tests {
             a_bus_event_is_accepted_once_per_endpoint,
             relayed_events_and_processed_rows_past_retention_are_pruned_and_unrelayed_kept,
             payment_provider_settings_are_versioned_and_per_shop,
-            payment_sessions_are_found_by_ref_by_order_and_by_age,
-            a_provider_event_is_recorded_once_per_shop,
+            payment_sessions_are_found_by_ref_by_order_and_when_due,
+            a_provider_effect_is_written_once_and_whole_or_not_at_all,
+            refund_tasks_move_by_id_and_are_due_only_while_pending,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {

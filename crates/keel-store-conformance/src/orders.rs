@@ -185,6 +185,19 @@ async fn stored_cart(
     (cart, order, reservations)
 }
 
+/// A shop with one placed order (two units held), as stored.
+pub(crate) async fn placed_order(stores: &Stores, prefix: &str) -> (TenantId, Order) {
+    let (t, p, l) = stocked_product(stores, prefix, 3).await;
+    let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[2]).await;
+    stores
+        .orders
+        .place_order(&checkout_of(&cart, &order, &reservations), &[], None)
+        .await
+        .expect("placed");
+    let placed = stores.orders.get_order(t, order.id).await.expect("order");
+    (t, placed)
+}
+
 /// A cart's writes carry their events; a save against a stale version writes neither.
 pub async fn a_carts_writes_carry_their_events_and_a_stale_save_writes_nothing(stores: &Stores) {
     let (t, p, l) = stocked_product(stores, "cart-writes", 3).await;

@@ -5,13 +5,17 @@ use keel_kernel::{
     clock::{Clock, SystemClock},
     money::Currency,
 };
+use keel_orders::{order::RefundId, ports::VERSION_CONFLICT};
 use keel_payments::{
     domain::{Amount, CaptureMode, ProviderKind, SessionStatus},
-    ports::{PROVIDER_EXISTS, PROVIDER_VERSION_CONFLICT, PaymentSession, ProviderSettings},
+    ports::{
+        Applied, Effect, Inbox, OrderChange, PROVIDER_EXISTS, PROVIDER_VERSION_CONFLICT,
+        PaymentSession, ProviderSettings, RefundTask, RefundTaskStatus, SessionChange,
+    },
 };
 use time::Duration;
 
-use crate::{Stores, create, unique_slug};
+use crate::{Stores, create, orders::placed_order, unique_slug};
 
 fn settings(tenant: keel_kernel::TenantId) -> ProviderSettings {
     let now = SystemClock.now();
@@ -45,6 +49,7 @@ fn session(
             currency: Currency::parse("USD").expect("USD"),
         },
         status: SessionStatus::Open,
+        next_check_at: created_at + Duration::minutes(10),
         created_at,
         updated_at: created_at,
     }
@@ -116,23 +121,18 @@ pub async fn payment_provider_settings_are_versioned_and_per_shop(stores: &Store
 }
 
 /// Sessions are found by the provider's id within their shop only, by order, and, without a
-/// final answer and old enough, by reconciliation, oldest first and bounded.
-pub async fn payment_sessions_are_found_by_ref_by_order_and_by_age(stores: &Stores) {
-    let (a, _) = create(stores, &unique_slug("sess-a")).await;
+/// final answer and due, by reconciliation, soonest first and bounded.
+pub async fn payment_sessions_are_found_by_ref_by_order_and_when_due(stores: &Stores) {
+    let (a, order) = placed_order(stores, "sess-a").await;
     let (b, _) = create(stores, &unique_slug("sess-b")).await;
     let now = SystemClock.now();
-    let order = uuid::Uuid::now_v7();
-    let first = session(a.id, order, "pi_first", now - Duration::minutes(20));
-    let second = session(a.id, order, "pi_second", now - Duration::minutes(15));
-    let fresh = session(a.id, uuid::Uuid::now_v7(), "pi_fresh", now);
+    let order = order.id.as_uuid();
+    let first = session(a, order, "pi_first", now - Duration::minutes(20));
+    let second = session(a, order, "pi_second", now - Duration::minutes(15));
+    let fresh = session(a, order, "pi_fresh", now);
     let settled = PaymentSession {
         status: SessionStatus::Succeeded,
-        ..session(
-            a.id,
-            uuid::Uuid::now_v7(),
-            "pi_settled",
-            now - Duration::minutes(30),
-        )
+        ..session(a, order, "pi_settled", now - Duration::minutes(30))
     };
     for s in [&first, &second, &fresh, &settled] {
         stores
@@ -144,7 +144,7 @@ pub async fn payment_sessions_are_found_by_ref_by_order_and_by_age(stores: &Stor
     assert_eq!(
         stores
             .payments
-            .session_by_ref(a.id, ProviderKind::Stripe, "pi_second")
+            .session_by_ref(a, ProviderKind::Stripe, "pi_second")
             .await
             .expect("by ref"),
         second
@@ -159,10 +159,13 @@ pub async fn payment_sessions_are_found_by_ref_by_order_and_by_age(stores: &Stor
     assert_eq!(
         stores
             .payments
-            .sessions_of_order(a.id, order)
+            .sessions_of_order(a, order)
             .await
-            .expect("of order"),
-        vec![first.clone(), second.clone()]
+            .expect("of order")
+            .into_iter()
+            .map(|s| s.provider_ref)
+            .collect::<Vec<_>>(),
+        ["pi_settled", "pi_first", "pi_second", "pi_fresh"]
     );
     assert!(
         stores
@@ -172,43 +175,314 @@ pub async fn payment_sessions_are_found_by_ref_by_order_and_by_age(stores: &Stor
             .expect("of order")
             .is_empty()
     );
-    let cutoff = now - Duration::minutes(10);
-    let unsettled: Vec<_> = stores
-        .payments
-        .unsettled_sessions(cutoff, 100)
-        .await
-        .expect("unsettled")
-        .into_iter()
-        .filter(|s| s.tenant_id == a.id)
-        .collect();
+    let due = |limit| {
+        let payments = stores.payments.clone();
+        async move {
+            payments
+                .due_sessions(now, limit)
+                .await
+                .expect("due")
+                .into_iter()
+                .filter(|s| s.tenant_id == a)
+                .collect::<Vec<_>>()
+        }
+    };
     assert_eq!(
-        unsettled,
-        vec![first.clone(), second],
-        "open, old enough, oldest first"
+        due(100).await,
+        vec![first.clone(), second.clone()],
+        "open, due, soonest first"
     );
-    let one = stores
+    assert_eq!(
+        stores
+            .payments
+            .due_sessions(now, 1)
+            .await
+            .expect("bounded")
+            .len(),
+        1
+    );
+    stores
         .payments
-        .unsettled_sessions(cutoff, 1)
+        .reschedule_session(a, first.id, now + Duration::minutes(5))
         .await
-        .expect("bounded");
-    assert_eq!(one.len(), 1);
+        .expect("rescheduled");
+    assert_eq!(due(100).await, vec![second], "asked again only when due");
 }
 
-/// The inbox keeps each provider event once per shop: the repeat answers false.
-pub async fn a_provider_event_is_recorded_once_per_shop(stores: &Stores) {
-    let (a, _) = create(stores, &unique_slug("inbox-a")).await;
-    let (b, _) = create(stores, &unique_slug("inbox-b")).await;
+fn refund_task(t: keel_kernel::TenantId, order: &keel_orders::order::Order) -> RefundTask {
     let now = SystemClock.now();
-    let record = |tenant| {
-        stores.payments.record_provider_event(
-            tenant,
-            ProviderKind::Stripe,
-            "evt_1",
-            "payment_intent.succeeded",
-            now,
-        )
+    RefundTask {
+        tenant_id: t,
+        id: RefundId::new(),
+        order_id: order.id,
+        provider: ProviderKind::Stripe,
+        payment_ref: "pi_paid".into(),
+        amount: Amount {
+            minor: 500,
+            currency: Currency::parse("USD").expect("USD"),
+        },
+        status: RefundTaskStatus::Pending,
+        provider_ref: None,
+        failure: None,
+        attempts: 0,
+        next_attempt_at: now,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// An effect is one transaction: the inbox row, the order over its version, the session, the
+/// refund tasks and the events. A repeated provider event writes nothing; an effect over a
+/// stale order version writes nothing, not even its inbox row, so the event applies later.
+#[allow(clippy::too_many_lines, reason = "one effect, asserted step by step")]
+pub async fn a_provider_effect_is_written_once_and_whole_or_not_at_all(stores: &Stores) {
+    let (t, order) = placed_order(stores, "effect").await;
+    let now = SystemClock.now();
+    let s = session(t, order.id.as_uuid(), "pi_paid", now);
+    stores
+        .payments
+        .create_session(&s, &[])
+        .await
+        .expect("session");
+    let mut paid = order.clone();
+    paid.pay("stripe", paid.totals.total, "pi_paid".into(), now)
+        .expect("payable");
+    let events = [keel_kernel::event::NewEvent::new(
+        t,
+        "order.paid",
+        &serde_json::json!({"order_id": order.id}),
+        now,
+    )
+    .expect("event")];
+    let task = refund_task(t, &order);
+    let effect = |version, event_id| Effect {
+        tenant: t,
+        inbox: Some(Inbox {
+            provider: ProviderKind::Stripe,
+            event_id,
+            event_type: "payment_intent.succeeded",
+            at: now,
+        }),
+        session: Some(SessionChange {
+            id: s.id,
+            status: SessionStatus::Succeeded,
+            next_check_at: s.next_check_at,
+            updated_at: now,
+        }),
+        order: Some(OrderChange {
+            order: &paid,
+            expected_version: version,
+            stock: &[],
+            give_back: false,
+            receipt: None,
+        }),
+        refunds: std::slice::from_ref(&task),
+        events: &events,
     };
-    assert!(record(a.id).await.expect("first"));
-    assert!(!record(a.id).await.expect("repeat"));
-    assert!(record(b.id).await.expect("another shop's event of that id"));
+    let stale = stores
+        .payments
+        .apply(&effect(order.version + 7, "evt_1"))
+        .await;
+    assert!(
+        stale
+            .as_ref()
+            .is_err_and(|e| e.is_conflict_on(VERSION_CONFLICT)),
+        "{stale:?}"
+    );
+    let unchanged = stores
+        .payments
+        .session_by_ref(t, ProviderKind::Stripe, "pi_paid")
+        .await
+        .expect("session");
+    assert_eq!(unchanged.status, SessionStatus::Open);
+    assert!(
+        stores
+            .payments
+            .refunds_of_order(t, order.id)
+            .await
+            .expect("refunds")
+            .is_empty()
+    );
+    assert_eq!(
+        stores
+            .orders
+            .get_order(t, order.id)
+            .await
+            .expect("order")
+            .version,
+        order.version
+    );
+
+    assert_eq!(
+        stores
+            .payments
+            .apply(&effect(order.version, "evt_1"))
+            .await
+            .expect("applied"),
+        Applied::Done,
+        "the event stored nothing the first time, so it applies now"
+    );
+    let current = stores.orders.get_order(t, order.id).await.expect("order");
+    assert_eq!(
+        current.payment_status,
+        keel_orders::order::PaymentStatus::Paid
+    );
+    assert_eq!(
+        stores
+            .payments
+            .session_by_ref(t, ProviderKind::Stripe, "pi_paid")
+            .await
+            .expect("session")
+            .status,
+        SessionStatus::Succeeded
+    );
+    assert_eq!(
+        stores
+            .payments
+            .refunds_of_order(t, order.id)
+            .await
+            .expect("refunds"),
+        vec![task.clone()]
+    );
+    let timeline = stores
+        .orders
+        .order_events(t, order.id)
+        .await
+        .expect("events");
+    let paid_events = timeline
+        .iter()
+        .filter(|e| e.event_type == "order.paid")
+        .count();
+    assert_eq!(paid_events, 1);
+
+    // The same event again, even over the order's current version: nothing is written.
+    let again = Effect {
+        order: None,
+        ..effect(current.version, "evt_1")
+    };
+    assert_eq!(
+        stores.payments.apply(&again).await.expect("repeat"),
+        Applied::Repeat
+    );
+    let timeline = stores
+        .orders
+        .order_events(t, order.id)
+        .await
+        .expect("events");
+    assert_eq!(
+        timeline
+            .iter()
+            .filter(|e| e.event_type == "order.paid")
+            .count(),
+        1
+    );
+
+    // Another shop's inbox is its own.
+    let (other, _) = create(stores, &unique_slug("effect-b")).await;
+    let elsewhere = Effect {
+        tenant: other.id,
+        inbox: effect(0, "evt_1").inbox,
+        session: None,
+        order: None,
+        refunds: &[],
+        events: &[],
+    };
+    assert_eq!(
+        stores.payments.apply(&elsewhere).await.expect("other shop"),
+        Applied::Done
+    );
+}
+
+/// Refund tasks are replaced by id (their standing moves, their amount does not), found when
+/// due while pending, and listed per order within their shop only.
+pub async fn refund_tasks_move_by_id_and_are_due_only_while_pending(stores: &Stores) {
+    let (t, order) = placed_order(stores, "refunds").await;
+    let (other, _) = create(stores, &unique_slug("refunds-b")).await;
+    let task = refund_task(t, &order);
+    let now = task.next_attempt_at;
+    let write = |r: &RefundTask| {
+        let r = r.clone();
+        let payments = stores.payments.clone();
+        async move {
+            payments
+                .apply(&Effect {
+                    tenant: r.tenant_id,
+                    inbox: None,
+                    session: None,
+                    order: None,
+                    refunds: std::slice::from_ref(&r),
+                    events: &[],
+                })
+                .await
+                .expect("written")
+        }
+    };
+    write(&task).await;
+    let due: Vec<_> = stores
+        .payments
+        .due_refunds(now, 100)
+        .await
+        .expect("due")
+        .into_iter()
+        .filter(|r| r.tenant_id == t)
+        .collect();
+    assert_eq!(due, vec![task.clone()]);
+    let later = RefundTask {
+        attempts: 1,
+        next_attempt_at: now + Duration::minutes(1),
+        ..task.clone()
+    };
+    write(&later).await;
+    assert!(
+        stores
+            .payments
+            .due_refunds(now, 100)
+            .await
+            .expect("due")
+            .iter()
+            .all(|r| r.id != task.id),
+        "not due before its time"
+    );
+    let done = RefundTask {
+        status: RefundTaskStatus::Succeeded,
+        provider_ref: Some("re_1".into()),
+        attempts: 2,
+        next_attempt_at: now,
+        // A replacement keeps the amount it was recorded with.
+        amount: Amount {
+            minor: 1,
+            ..task.amount
+        },
+        ..task.clone()
+    };
+    write(&done).await;
+    assert!(
+        stores
+            .payments
+            .due_refunds(now + Duration::hours(1), 100)
+            .await
+            .expect("due")
+            .iter()
+            .all(|r| r.id != task.id),
+        "settled: never due"
+    );
+    assert_eq!(
+        stores
+            .payments
+            .refunds_of_order(t, order.id)
+            .await
+            .expect("of order"),
+        vec![RefundTask {
+            amount: task.amount,
+            ..done
+        }]
+    );
+    assert!(
+        stores
+            .payments
+            .refunds_of_order(other.id, order.id)
+            .await
+            .expect("of order")
+            .is_empty()
+    );
 }

@@ -2,9 +2,10 @@
 
 use async_trait::async_trait;
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
+use keel_orders::order::OrderId;
 use keel_payments::{
     domain::ProviderKind,
-    ports::{PaymentSession, PaymentStore, ProviderSettings},
+    ports::{Applied, Effect, PaymentSession, PaymentStore, ProviderSettings, RefundTask},
 };
 use keel_store_common::store::payments as shared;
 use time::OffsetDateTime;
@@ -65,24 +66,42 @@ impl PaymentStore for PgStore {
         shared::sessions_of_order(&mut self.pg(), tenant, order_id).await
     }
 
-    async fn unsettled_sessions(
+    async fn due_sessions(
         &self,
-        before: OffsetDateTime,
+        at: OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<PaymentSession>, StoreError> {
-        shared::unsettled_sessions(&mut self.pg(), before, limit).await
+        shared::due_sessions(&mut self.pg(), at, limit).await
     }
 
-    async fn record_provider_event(
+    async fn reschedule_session(
         &self,
         tenant: TenantId,
-        provider: ProviderKind,
-        event_id: &str,
-        event_type: &str,
-        at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
+        id: Uuid,
+        next_check_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         // One statement: its own transaction.
-        shared::record_provider_event(&mut self.pg(), tenant, provider, event_id, event_type, at)
-            .await
+        shared::reschedule_session(&mut self.pg(), tenant, id, next_check_at).await
+    }
+
+    async fn apply(&self, effect: &Effect<'_>) -> Result<Applied, StoreError> {
+        let write = shared::EffectWrite::of(effect)?;
+        in_tx!(self, |tx| shared::apply(&mut tx, &write))
+    }
+
+    async fn due_refunds(
+        &self,
+        at: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<RefundTask>, StoreError> {
+        shared::due_refunds(&mut self.pg(), at, limit).await
+    }
+
+    async fn refunds_of_order(
+        &self,
+        tenant: TenantId,
+        order_id: OrderId,
+    ) -> Result<Vec<RefundTask>, StoreError> {
+        shared::refunds_of_order(&mut self.pg(), tenant, order_id).await
     }
 }

@@ -2,9 +2,10 @@
 
 use async_trait::async_trait;
 use keel_kernel::{StoreError, TenantId, event::NewEvent};
+use keel_orders::order::OrderId;
 use keel_payments::{
     domain::ProviderKind,
-    ports::{PaymentSession, PaymentStore, ProviderSettings},
+    ports::{Applied, Effect, PaymentSession, PaymentStore, ProviderSettings, RefundTask},
 };
 use keel_store_common::store::payments as shared;
 use time::OffsetDateTime;
@@ -62,27 +63,42 @@ impl PaymentStore for SqliteStore {
         self.read(|e| now(shared::sessions_of_order(e, tenant, order_id)))
     }
 
-    async fn unsettled_sessions(
+    async fn due_sessions(
         &self,
-        before: OffsetDateTime,
+        at: OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<PaymentSession>, StoreError> {
-        self.read(|e| now(shared::unsettled_sessions(e, before, limit)))
+        self.read(|e| now(shared::due_sessions(e, at, limit)))
     }
 
-    async fn record_provider_event(
+    async fn reschedule_session(
         &self,
         tenant: TenantId,
-        provider: ProviderKind,
-        event_id: &str,
-        event_type: &str,
+        id: Uuid,
+        next_check_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.tx(|e| now(shared::reschedule_session(e, tenant, id, next_check_at)))
+            .await
+    }
+
+    async fn apply(&self, effect: &Effect<'_>) -> Result<Applied, StoreError> {
+        let write = shared::EffectWrite::of(effect)?;
+        self.tx(|e| now(shared::apply(e, &write))).await
+    }
+
+    async fn due_refunds(
+        &self,
         at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.tx(|e| {
-            now(shared::record_provider_event(
-                e, tenant, provider, event_id, event_type, at,
-            ))
-        })
-        .await
+        limit: i64,
+    ) -> Result<Vec<RefundTask>, StoreError> {
+        self.read(|e| now(shared::due_refunds(e, at, limit)))
+    }
+
+    async fn refunds_of_order(
+        &self,
+        tenant: TenantId,
+        order_id: OrderId,
+    ) -> Result<Vec<RefundTask>, StoreError> {
+        self.read(|e| now(shared::refunds_of_order(e, tenant, order_id)))
     }
 }

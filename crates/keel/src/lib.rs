@@ -86,6 +86,7 @@ pub struct App {
     grace: Duration,
     settings: Settings,
     worker: keel_worker::Worker,
+    payments: keel_payments::service::PaymentsService,
 }
 
 impl App {
@@ -137,6 +138,7 @@ impl App {
             .map_err(anyhow::Error::msg)?,
         };
         let metrics = Arc::new(Metrics::default());
+        let payments = payments_service(settings, &store, master.clone(), Arc::new(SystemClock))?;
         let state = AppState::new(AppStateParts {
             health: store.health(),
             metrics: metrics.clone(),
@@ -167,6 +169,7 @@ impl App {
                 settings.store_cache_bytes,
             )),
             orders: orders_service(settings, &store, Arc::new(SystemClock)),
+            payments: payments.clone(),
             idempotency: store.idempotency(),
             idempotency_ttl: settings.idempotency_ttl,
             idempotency_lock: time::Duration::try_from(settings.http.request_timeout)
@@ -197,6 +200,7 @@ impl App {
             grace: settings.shutdown_grace,
             settings: settings.clone(),
             worker,
+            payments,
         })
     }
 
@@ -253,6 +257,8 @@ impl App {
                 }
             })
         };
+        // Payment reconciliation and refund retries, on their exact interval.
+        let payments = spawn_payment_jobs(self.payments.clone(), &self.settings.payments);
         // The outbox relay and webhook delivery, on their exact intervals.
         let worker = tokio::spawn(self.worker.clone().run());
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -302,6 +308,7 @@ impl App {
         tokio::select! {
             () = server => {
                 maintenance.abort();
+                payments.abort();
                 worker.abort();
                 if let Some(metrics_server) = metrics_server {
                     let _ = metrics_server.await;
@@ -370,6 +377,97 @@ pub fn orders_service(
         clock,
         settings.orders,
     )
+}
+
+/// The payments service over `store`: the Stripe-compatible provider on its resilience
+/// policy (one dependency per node, ADR 0033), secrets sealed with the master key.
+pub fn payments_service(
+    settings: &Settings,
+    store: &Store,
+    master: Arc<keel_identity::domain::sealed::MasterKey>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<keel_payments::service::PaymentsService> {
+    let p = &settings.payments;
+    let stripe = keel_payments_stripe::StripeProvider::new(
+        &p.stripe.api_base,
+        p.stripe.connect_timeout,
+        keel_resilience::Dependency::new("stripe", p.stripe.policy.clone()),
+    )
+    .map_err(anyhow::Error::msg)
+    .context("KEEL_PAYMENTS__STRIPE__API_BASE")?;
+    Ok(keel_payments::service::PaymentsService::new(
+        store.payments(),
+        store.orders(),
+        orders_service(settings, store, clock.clone()),
+        keel_payments::service::Providers {
+            stripe: Some(Arc::new(stripe)),
+        },
+        master,
+        clock,
+        p.service,
+    ))
+}
+
+/// The payment jobs on their exact interval, the first pass after one interval.
+fn spawn_payment_jobs(
+    payments: keel_payments::service::PaymentsService,
+    settings: &config::PaymentSettings,
+) -> tokio::task::JoinHandle<()> {
+    let (period, batch) = (settings.reconcile_interval, settings.reconcile_batch);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            payments_pass(&payments, batch).await;
+        }
+    })
+}
+
+/// One pass of the payment jobs: reconciliation, then refund retries, each repeating while
+/// its batches are full; failures are logged and tried again next pass.
+pub async fn payments_pass(payments: &keel_payments::service::PaymentsService, batch: i64) {
+    let full = |n: u64| n >= u64::try_from(batch).unwrap_or(u64::MAX);
+    loop {
+        match payments.reconcile(batch).await {
+            Ok(r) => {
+                if r.checked > 0 {
+                    tracing::info!(
+                        checked = r.checked,
+                        settled = r.settled,
+                        "payment reconciliation pass"
+                    );
+                }
+                if !full(r.checked) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "payment reconciliation failed");
+                break;
+            }
+        }
+    }
+    loop {
+        match payments.retry_refunds(batch).await {
+            Ok(r) => {
+                if r.refunds_tried > 0 {
+                    tracing::info!(
+                        tried = r.refunds_tried,
+                        settled = r.refunds_settled,
+                        "refund retry pass"
+                    );
+                }
+                if !full(r.refunds_tried) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refund retries failed");
+                break;
+            }
+        }
+    }
 }
 
 /// Unpaid orders cancelled per batch of the expiry job (it repeats while batches are full).

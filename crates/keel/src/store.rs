@@ -148,6 +148,10 @@ impl Store {
         self.backend()
     }
 
+    pub fn payments(&self) -> Arc<dyn keel_payments::ports::PaymentStore> {
+        self.backend()
+    }
+
     pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
         self.backend()
     }

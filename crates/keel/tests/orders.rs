@@ -113,19 +113,27 @@ backend_tests! {
         assert_eq!(replay.status(), StatusCode::CREATED);
         assert_eq!(replay.headers()["idempotent-replayed"], "true");
         assert_eq!(json(replay).await, order, "the whole first answer, stored with the order");
-        let reused = pay(&app, &shop, &cart, order["id"].as_str().expect("id"), "checkout-jp").await;
-        assert_problem(reused, 422, "idempotency_key_reused").await;
-        let paid = created(pay(&app, &shop, &cart, order["id"].as_str().expect("id"), "pay-jp").await).await;
-        let replay = pay(&app, &shop, &cart, order["id"].as_str().expect("id"), "pay-jp").await;
+        let id = order["id"].as_str().expect("id");
+        // The storefront cannot mark an order paid by any route: only staff record a manual
+        // payment, and a provider's payment comes through its signed webhook.
+        let shopper_pay = store(&app, &shop, Some(&cart.secret), Method::POST, &format!("/v1/store/orders/{id}/payments"), None, Some("shopper-pay")).await;
+        assert_problem(shopper_pay, 404, "not_found").await;
+        let t = shop.owner.access_token.clone();
+        let no_key = admin(&app, &t, Method::POST, &format!("/v1/admin/orders/{id}/payments"), None, None).await;
+        assert_problem(no_key, 400, "idempotency_key_required").await;
+        let paid = created(pay(&app, &shop, &cart, id, "pay-jp").await).await;
+        assert_eq!(paid["status"], "paid");
+        assert_eq!(paid["payments"][0]["provider"], "manual");
+        let replay = pay(&app, &shop, &cart, id, "pay-jp").await;
         assert_eq!(replay.headers()["idempotent-replayed"], "true");
         assert_eq!(json(replay).await, paid, "the payment's answer, stored with the payment");
-        let no_key = store(&app, &shop, Some(&cart.secret), Method::POST, &format!("/v1/store/orders/{}/payments", order["id"].as_str().expect("id")), None, None).await;
-        assert_problem(no_key, 400, "idempotency_key_required").await;
-        // Another shopper's secret cannot see the cart or pay its order.
+        let reused = admin(&app, &t, Method::POST, &format!("/v1/admin/orders/{id}/refunds"), Some(serde_json::json!({"amount": 1})), Some("pay-jp")).await;
+        assert_problem(reused, 422, "idempotency_key_reused").await;
+        // Another shopper's secret cannot see the cart, its order or a payment session for it.
         let stranger = new_cart(&app, &shop, "JPY").await;
         let peek = store(&app, &shop, Some(&stranger.secret), Method::GET, &format!("/v1/store/carts/{}", cart.id), None, None).await;
         assert_problem(peek, 404, "not_found").await;
-        let steal = store(&app, &shop, Some(&stranger.secret), Method::POST, &format!("/v1/store/orders/{}/payments", order["id"].as_str().expect("id")), None, Some("steal")).await;
+        let steal = store(&app, &shop, Some(&stranger.secret), Method::POST, &format!("/v1/store/orders/{id}/payment-sessions"), None, None).await;
         assert_problem(steal, 404, "not_found").await;
     }
 

@@ -111,6 +111,8 @@ struct Sellable {
     variant: serde_json::Value,
     ship: serde_json::Value,
     pk: String,
+    /// Staff's token: payments are recorded by staff only.
+    token: String,
 }
 
 async fn sellable(client: &reqwest::Client, base: &str, token: &str, stock: i64) -> Sellable {
@@ -137,6 +139,7 @@ async fn sellable(client: &reqwest::Client, base: &str, token: &str, stock: i64)
     )
     .await;
     Sellable {
+        token: token.to_owned(),
         variant,
         ship,
         pk: key["secret"]
@@ -222,15 +225,13 @@ async fn place_and_pay(client: &reqwest::Client, base: &str, shop: &Sellable, ta
     )
     .await;
     let order_id = order["id"].as_str().expect("order").to_owned();
-    let paid = store(
-        Method::POST,
-        format!("/v1/store/orders/{order_id}/payments"),
-        None,
-        Some(secret),
-        Some(format!("{tag}-pay")),
-    )
-    .await
-    .expect("send");
+    let paid = client
+        .post(format!("{base}/v1/admin/orders/{order_id}/payments"))
+        .bearer_auth(&shop.token)
+        .header("idempotency-key", format!("{tag}-pay"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(paid.status(), 201);
     order_id
 }

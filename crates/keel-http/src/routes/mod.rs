@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod me;
 pub mod ops;
 pub mod orders;
+pub mod payments;
 pub mod pricing;
 pub mod settings;
 pub mod store;

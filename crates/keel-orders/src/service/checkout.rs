@@ -380,20 +380,30 @@ impl OrdersService {
         Err(OrdersError::Contended)
     }
 
-    /// Pays an order with the built-in `manual` provider: captured at once, order `paid`.
-    pub async fn pay(
+    /// Records an offline payment (cash on delivery, bank transfer) taken by staff with the
+    /// `manual` provider: the exact total, captured at once, order `paid`. Staff only: the
+    /// storefront can never mark an order paid (a provider's payment comes through its
+    /// signed webhook, `keel-payments`).
+    pub async fn record_manual_payment(
         &self,
         tenant: TenantId,
         id: OrderId,
-        access: &ShopperAccess,
+        reference: Option<&str>,
         receipt: Option<&OrderReceipt>,
     ) -> Result<Order, OrdersError> {
-        let order = Box::new(self.order_for(tenant, id, access).await?);
-        self.transition(tenant, id, None, Some(order), receipt, |order, now| {
+        if let Some(r) = reference
+            && (r.is_empty() || r.chars().count() > 200 || r.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "/reference",
+                "must be 1 to 200 characters without control characters",
+            ));
+        }
+        self.transition(tenant, id, None, None, receipt, |order, now| {
             let total = order.totals.total;
-            let reference = format!("manual_{}", order.id);
-            let payment = order.pay(total, reference, now)?.clone();
-            let e = event(tenant, "order.paid", &serde_json::json!({"order_id": order.id, "payment_id": payment.id, "amount": payment.amount, "currency": order.currency}), now)?;
+            let reference = reference.map_or_else(|| format!("manual_{}", order.id), str::to_owned);
+            let payment = order.pay(MANUAL_PROVIDER, total, reference, now)?.clone();
+            let e = event(tenant, "order.paid", &serde_json::json!({"order_id": order.id, "payment_id": payment.id, "provider": MANUAL_PROVIDER, "amount": payment.amount, "currency": order.currency}), now)?;
             Ok((Vec::new(), vec![e]))
         })
         .await

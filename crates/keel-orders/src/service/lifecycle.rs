@@ -109,6 +109,9 @@ impl OrdersService {
         }
         self.transition(tenant, id, if_match, None, None, |order, now| {
             let (moves, refund) = order.cancel(reason, now)?;
+            if refund.as_ref().is_some_and(|r| r.status == RefundStatus::Pending) {
+                return Err(provider_refund());
+            }
             let mut events = vec![event(tenant, "order.cancelled", &serde_json::json!({"order_id": order.id, "reason": reason}), now)?];
             if let Some(r) = refund {
                 events.push(event(tenant, "order.refunded", &serde_json::json!({"order_id": order.id, "refund_id": r.id, "amount": r.amount, "currency": order.currency}), now)?);
@@ -129,6 +132,9 @@ impl OrdersService {
     ) -> Result<Order, OrdersError> {
         self.transition(tenant, id, if_match, None, receipt, |order, now| {
             let r = order.refund(request, reason.clone(), now)?;
+            if r.status == RefundStatus::Pending {
+                return Err(provider_refund());
+            }
             let e = event(tenant, "order.refunded", &serde_json::json!({"order_id": order.id, "refund_id": r.id, "amount": r.amount, "currency": order.currency}), now)?;
             Ok((Vec::new(), vec![e]))
         })

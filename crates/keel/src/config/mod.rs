@@ -118,6 +118,7 @@ pub struct RawConfig {
     pub nats: RawNats,
     pub auth: RawAuth,
     pub webhooks: RawWebhooks,
+    pub payments: RawPayments,
     pub sqlite: RawSqlite,
     pub postgres: RawPostgres,
 }
@@ -136,6 +137,83 @@ pub struct RawNats {
     /// `KEEL_NATS__RETRY_SCHEDULE`, default `1s,5s,30s,300s,1800s`: a consumer's delays after a
     /// failed delivery; after the last, the event goes to the dead-letter table.
     pub retry_schedule: String,
+}
+
+/// Payments through providers (issue 22); every value exact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPayments {
+    /// `KEEL_PAYMENTS__WEBHOOK_TOLERANCE_S`, default 300: how far a provider webhook's signed
+    /// timestamp may be from now, either way.
+    pub webhook_tolerance_s: u64,
+    /// `KEEL_PAYMENTS__RECONCILE_AFTER_S`, default 600: the age of a payment session without a
+    /// final answer when reconciliation first asks the provider about it.
+    pub reconcile_after_s: u64,
+    /// `KEEL_PAYMENTS__RECONCILE_INTERVAL_MS`, default 300000: how often reconciliation runs,
+    /// and how long until it asks again about a session still without an answer.
+    pub reconcile_interval_ms: u64,
+    /// `KEEL_PAYMENTS__RECONCILE_BATCH`, default 100: sessions asked about per pass.
+    pub reconcile_batch: u32,
+    /// `KEEL_PAYMENTS__REFUND_RETRY_MS`, default 60000: how long until a refund the provider
+    /// did not answer is tried again (same idempotency key).
+    pub refund_retry_ms: u64,
+    pub stripe: RawStripe,
+}
+
+impl Default for RawPayments {
+    fn default() -> Self {
+        Self {
+            webhook_tolerance_s: 300,
+            reconcile_after_s: 600,
+            reconcile_interval_ms: 300_000,
+            reconcile_batch: 100,
+            refund_retry_ms: 60_000,
+            stripe: RawStripe {
+                api_base: "https://api.stripe.com".into(),
+                connect_timeout_ms: 3_000,
+                timeout_ms: 10_000,
+                retry_delays: "100ms,500ms,2000ms".into(),
+                retry_jitter_ms: 100,
+                circuit_failures: 5,
+                circuit_open_ms: 30_000,
+                half_open_probes: 1,
+                max_concurrent: 16,
+                queue_wait_ms: 1_000,
+            },
+        }
+    }
+}
+
+/// The Stripe-compatible provider and its resilience policy (ADR 0033).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStripe {
+    /// `KEEL_PAYMENTS__STRIPE__API_BASE`, default `https://api.stripe.com`: the API's base URL
+    /// (`https` only, except a loopback address for a simulator).
+    pub api_base: String,
+    /// `KEEL_PAYMENTS__STRIPE__CONNECT_TIMEOUT_MS`, default 3000.
+    pub connect_timeout_ms: u64,
+    /// `KEEL_PAYMENTS__STRIPE__TIMEOUT_MS`, default 10000: one attempt's total time.
+    pub timeout_ms: u64,
+    /// `KEEL_PAYMENTS__STRIPE__RETRY_DELAYS`, default `100ms,500ms,2000ms`: the waits before
+    /// each retry of an idempotent call (their count is the number of retries).
+    pub retry_delays: String,
+    /// `KEEL_PAYMENTS__STRIPE__RETRY_JITTER_MS`, default 100: the bound of the random time
+    /// added to each wait.
+    pub retry_jitter_ms: u64,
+    /// `KEEL_PAYMENTS__STRIPE__CIRCUIT_FAILURES`, default 5: consecutive failures that open the
+    /// circuit.
+    pub circuit_failures: u32,
+    /// `KEEL_PAYMENTS__STRIPE__CIRCUIT_OPEN_MS`, default 30000: how long an open circuit
+    /// refuses calls.
+    pub circuit_open_ms: u64,
+    /// `KEEL_PAYMENTS__STRIPE__HALF_OPEN_PROBES`, default 1.
+    pub half_open_probes: u32,
+    /// `KEEL_PAYMENTS__STRIPE__MAX_CONCURRENT`, default 16: calls in flight at once (bulkhead).
+    pub max_concurrent: u32,
+    /// `KEEL_PAYMENTS__STRIPE__QUEUE_WAIT_MS`, default 1000: how long a call waits for a slot
+    /// before failing fast.
+    pub queue_wait_ms: u64,
 }
 
 /// Webhook delivery and the background loops; every value exact.
@@ -329,6 +407,7 @@ impl Default for RawConfig {
                 retention_s: 7_776_000,
                 max_endpoints: 16,
             },
+            payments: RawPayments::default(),
             auth: RawAuth {
                 issuer: "keel".into(),
                 access_token_ttl_s: 900,
@@ -513,7 +592,10 @@ fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Err
 }
 
 mod settings;
-pub use settings::{DatabaseSettings, LogFormat, NatsSettings, Settings, redact_url};
+pub use settings::{
+    DatabaseSettings, LogFormat, NatsSettings, PaymentSettings, Settings, StripeSettings,
+    redact_url,
+};
 
 mod edge;
 #[cfg(test)]

@@ -65,6 +65,7 @@ pub struct Settings {
     /// Age after which relayed events are deleted.
     pub event_retention: time::Duration,
     pub webhooks: keel_webhooks::service::WebhookSettings,
+    pub payments: PaymentSettings,
     pub worker: keel_worker::WorkerSettings,
     /// The JetStream bus, when configured.
     pub nats: Option<NatsSettings>,
@@ -183,6 +184,98 @@ fn auth_settings(
         .map_err(|_| err("KEEL_AUTH__HASH_PER_ADDRESS", "too large"))?,
         // Zero is allowed: refuse at once when every place is taken.
         hash_queue_wait: Duration::from_millis(raw.hash_queue_wait_ms),
+    })
+}
+
+/// Payments, validated.
+#[derive(Debug, Clone)]
+pub struct PaymentSettings {
+    pub service: keel_payments::service::PaymentsSettings,
+    pub reconcile_interval: Duration,
+    pub reconcile_batch: i64,
+    pub stripe: StripeSettings,
+}
+
+/// The Stripe-compatible provider, validated.
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    pub api_base: String,
+    pub connect_timeout: Duration,
+    pub policy: keel_resilience::Policy,
+}
+
+fn payment_settings(raw: &super::RawPayments) -> Result<PaymentSettings, ConfigError> {
+    let ms = |key: &str, v: u64| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(positive(key, v)?))
+    };
+    let time_ms = |key: &str, v: u64| -> Result<time::Duration, ConfigError> {
+        i64::try_from(positive(key, v)?)
+            .map(time::Duration::milliseconds)
+            .map_err(|_| err(key, "too large"))
+    };
+    let s = &raw.stripe;
+    let api_base = s.api_base.trim_end_matches('/').to_owned();
+    // The adapter refuses anything but https (or plain http to a loopback simulator).
+    if api_base.is_empty() {
+        return Err(err("KEEL_PAYMENTS__STRIPE__API_BASE", "must be a URL"));
+    }
+    let delays = keel_webhooks::domain::parse_schedule(&s.retry_delays).ok_or_else(|| {
+        err(
+            "KEEL_PAYMENTS__STRIPE__RETRY_DELAYS",
+            "must be a comma-separated list of delays such as `100ms,500ms,2000ms`",
+        )
+    })?;
+    let reconcile_interval = ms(
+        "KEEL_PAYMENTS__RECONCILE_INTERVAL_MS",
+        raw.reconcile_interval_ms,
+    )?;
+    Ok(PaymentSettings {
+        service: keel_payments::service::PaymentsSettings {
+            webhook_tolerance: seconds(
+                "KEEL_PAYMENTS__WEBHOOK_TOLERANCE_S",
+                raw.webhook_tolerance_s,
+            )?,
+            reconcile_after: seconds("KEEL_PAYMENTS__RECONCILE_AFTER_S", raw.reconcile_after_s)?,
+            reconcile_every: time_ms(
+                "KEEL_PAYMENTS__RECONCILE_INTERVAL_MS",
+                raw.reconcile_interval_ms,
+            )?,
+            refund_retry: time_ms("KEEL_PAYMENTS__REFUND_RETRY_MS", raw.refund_retry_ms)?,
+        },
+        reconcile_interval,
+        reconcile_batch: i64::from(count(
+            "KEEL_PAYMENTS__RECONCILE_BATCH",
+            raw.reconcile_batch,
+        )?),
+        stripe: StripeSettings {
+            api_base,
+            connect_timeout: ms(
+                "KEEL_PAYMENTS__STRIPE__CONNECT_TIMEOUT_MS",
+                s.connect_timeout_ms,
+            )?,
+            policy: keel_resilience::Policy {
+                failures_to_open: count(
+                    "KEEL_PAYMENTS__STRIPE__CIRCUIT_FAILURES",
+                    s.circuit_failures,
+                )?,
+                open_for: ms("KEEL_PAYMENTS__STRIPE__CIRCUIT_OPEN_MS", s.circuit_open_ms)?,
+                half_open_probes: count(
+                    "KEEL_PAYMENTS__STRIPE__HALF_OPEN_PROBES",
+                    s.half_open_probes,
+                )?,
+                retry_delays: delays
+                    .into_iter()
+                    .map(|d| {
+                        Duration::from_millis(u64::try_from(d.whole_milliseconds()).unwrap_or(0))
+                    })
+                    .collect(),
+                retry_jitter: Duration::from_millis(s.retry_jitter_ms),
+                attempt_timeout: ms("KEEL_PAYMENTS__STRIPE__TIMEOUT_MS", s.timeout_ms)?,
+                max_concurrent: count("KEEL_PAYMENTS__STRIPE__MAX_CONCURRENT", s.max_concurrent)?,
+                // Zero is allowed: refuse at once when every slot is taken.
+                queue_wait: Duration::from_millis(s.queue_wait_ms),
+            },
+        },
     })
 }
 
@@ -568,6 +661,7 @@ impl Settings {
             idempotency_ttl: seconds("KEEL_IDEMPOTENCY_TTL_S", raw.idempotency_ttl_s)?,
             event_retention: seconds("KEEL_EVENT_RETENTION_S", raw.event_retention_s)?,
             webhooks: webhook_settings(&raw.webhooks)?,
+            payments: payment_settings(&raw.payments)?,
             nats: nats_settings(raw.nats_url, &raw.nats)?,
             worker: worker_settings(&raw.webhooks)?,
             secret_key: raw.secret_key,

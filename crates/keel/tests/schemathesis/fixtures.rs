@@ -747,7 +747,7 @@ async fn cart_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
     );
     for op in [
         "GET /v1/store/orders/{id}",
-        "POST /v1/store/orders/{id}/payments",
+        "POST /v1/store/orders/{id}/payment-sessions",
     ] {
         f.cart_op(op, serde_json::json!({"path.id": order}), &unpaid);
     }

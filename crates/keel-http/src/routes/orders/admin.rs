@@ -250,7 +250,7 @@ async fn deliver(
 }
 
 /// Cancels an order not yet completely fulfilled: held stock is released, what was captured
-/// is refunded.
+/// is refunded (through the payment's provider: the refund is `pending` until it answers).
 #[utoipa::path(post, path = "/v1/admin/orders/{id}/cancel", tag = "orders", security(("bearer" = [])), request_body = CancelRequest,
     params(("id" = String, Path)),
     responses((status = 200, body = OrderResponse), (status = 409, description = "`order_not_cancellable`.", body = ProblemBody)))]
@@ -262,7 +262,7 @@ async fn cancel(
     extract::Json(req): extract::Json<CancelRequest>,
 ) -> Result<Json<OrderResponse>, Problem> {
     let order = state
-        .orders
+        .payments
         .cancel(
             auth.principal.tenant_id,
             id,
@@ -273,7 +273,11 @@ async fn cancel(
     Ok(Json(OrderResponse::from(&order)))
 }
 
-/// Refunds part of the payment, by amount or by lines; never more than captured. Needs an
+/// Refunds part of the payment, by amount or by lines; never more than captured (refunds
+/// still pending count). An order paid through a provider is refunded there, with the
+/// refund's own idempotency key: the answer shows the refund `pending`; it becomes
+/// `succeeded` (event `order.refunded`) or `failed` (event `refund.failed`, the amount is
+/// refundable again) when the provider answers, at once or through the retry job. Needs an
 /// `Idempotency-Key`.
 #[utoipa::path(post, path = "/v1/admin/orders/{id}/refunds", tag = "orders", security(("bearer" = [])), request_body = RefundBody,
     params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
@@ -288,7 +292,7 @@ async fn refund(
 ) -> Result<Response, Problem> {
     let order = id;
     let path = format!("/v1/admin/orders/{order}/refunds");
-    let (orders, tenant, bytes) = (&state.orders, auth.principal.tenant_id, &body);
+    let (payments, tenant, bytes) = (&state.payments, auth.principal.tenant_id, &body);
     staff_once(
         &state,
         &auth.principal,
@@ -313,7 +317,7 @@ async fn refund(
                     "must be at most 500 characters",
                 ));
             }
-            Ok(orders
+            Ok(payments
                 .refund(
                     tenant,
                     order,
@@ -322,6 +326,54 @@ async fn refund(
                     if_match,
                     Some(&receipt),
                 )
+                .await?)
+        },
+    )
+    .await
+}
+
+/// A manual payment recorded by staff.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ManualPaymentRequest {
+    /// Staff's reference for the money (a bank transfer's reference, a receipt number); 1 to
+    /// 200 characters. Defaults to `manual_<order id>`.
+    reference: Option<String>,
+}
+
+/// Records an offline payment (cash on delivery, bank transfer) with the `manual` provider:
+/// exactly the order's total, captured, the order becomes `paid` (`order.paid`). Staff only
+/// (`orders:write`): the storefront can never mark an order paid. Needs an `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/admin/orders/{id}/payments", tag = "orders", security(("bearer" = [])),
+    request_body(content = Option<ManualPaymentRequest>, description = "None, `null` or an object with an optional `reference`."),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = OrderResponse), (status = 409, description = "`order_not_payable`.", body = ProblemBody),
+        (status = 422, description = "`idempotency_key_reused`, `validation_failed`.", body = ProblemBody)))]
+async fn record_payment(
+    State(state): State<AppState>,
+    auth: RequirePermission<OrdersWrite>,
+    Id(id): Id<OrderId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let order = id;
+    let path = format!("/v1/admin/orders/{order}/payments");
+    let (orders, tenant, bytes) = (&state.orders, auth.principal.tenant_id, &body);
+    staff_once(
+        &state,
+        &auth.principal,
+        &headers,
+        path,
+        &body,
+        |receipt| async move {
+            let req: Option<ManualPaymentRequest> = if bytes.is_empty() {
+                None
+            } else {
+                parse_json(bytes)?
+            };
+            let reference = req.and_then(|r| r.reference);
+            Ok(orders
+                .record_manual_payment(tenant, order, reference.as_deref(), Some(&receipt))
                 .await?)
         },
     )
@@ -337,4 +389,5 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deliver))
         .routes(routes!(cancel))
         .routes(routes!(refund))
+        .routes(routes!(record_payment))
 }

@@ -353,33 +353,33 @@ async fn checkout(
     .await
 }
 
-/// Pays the order with the built-in `manual` provider (captured at once; the order becomes
-/// `paid`). Needs an `Idempotency-Key`.
-#[utoipa::path(post, path = "/v1/store/orders/{id}/payments", tag = "carts",
-    request_body(content = Option<NoParameters>, description = "None, `null` or `{}`: the manual payment takes no parameters."),
-    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("Idempotency-Key" = String, Header), ("id" = String, Path)),
-    responses((status = 201, body = OrderResponse), (status = 409, description = "`order_not_payable`.", body = ProblemBody),
-        (status = 422, description = "`idempotency_key_reused`; `validation_failed` for a body with members (the route takes none).", body = ProblemBody)))]
-async fn pay(
+/// The order's payment session with the shop's payment provider (Stripe): the
+/// `client_secret` the shopper's browser confirms the payment with. One per order: asking
+/// again answers the same session (the provider's idempotency key is the order's id), so a
+/// retry never creates a second payment. The order becomes `paid` only when the provider says
+/// so, through its signed webhook (or reconciliation), for exactly the order's total.
+#[utoipa::path(post, path = "/v1/store/orders/{id}/payment-sessions", tag = "carts",
+    request_body(content = Option<NoParameters>, description = "None, `null` or `{}`: the session takes no parameters."),
+    params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header, description = "Accepted and not needed: the session is one per order."), ("id" = String, Path)),
+    responses((status = 201, body = PaymentSessionResponse), (status = 404, body = ProblemBody),
+        (status = 409, description = "`order_not_payable`, `payment_provider_not_configured`.", body = ProblemBody),
+        (status = 502, description = "`payment_provider_refused`.", body = ProblemBody),
+        (status = 503, description = "`payment_provider_unavailable` (with `Retry-After`): nothing was charged, the order stays payable.", body = ProblemBody)))]
+async fn payment_session(
     State(state): State<AppState>,
     shopper: Shopper,
     Id(id): Id<OrderId>,
-    headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, Problem> {
-    let key = idempotency::required_key(&headers)?;
-    let order = id;
-    let path = format!("/v1/store/orders/{order}/payments");
-    let request = idempotency::Fingerprint::of("POST", &path, &body, b"");
-    let key = shopper.idempotency_key(key);
-    let orders = &state.orders;
-    order_once(&state, key, request, |receipt| async move {
-        no_parameters(&body)?;
-        Ok(orders
-            .pay(shopper.tenant_id, order, &shopper.access, Some(&receipt))
-            .await?)
-    })
-    .await
+) -> Result<(StatusCode, Json<PaymentSessionResponse>), Problem> {
+    no_parameters(&body)?;
+    let view = state
+        .payments
+        .open_session(shopper.tenant_id, id, &shopper.access)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(PaymentSessionResponse::from(&view)),
+    ))
 }
 
 /// One of the shopper's orders (its customer's token, or the cart's secret).
@@ -426,7 +426,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(apply_promotion))
         .routes(routes!(remove_promotion))
         .routes(routes!(checkout))
-        .routes(routes!(pay))
+        .routes(routes!(payment_session))
         .routes(routes!(shopper_order))
         .routes(routes!(my_orders))
 }

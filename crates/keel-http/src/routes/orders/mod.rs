@@ -107,6 +107,10 @@ struct RefundResponse {
     shipping: MoneyResponse,
     lines: Vec<RefundLineResponse>,
     reason: Option<String>,
+    /// `pending` while the payment provider has not answered, then `succeeded` or `failed`
+    /// (a failed refund's amount is refundable again).
+    #[schema(example = "succeeded")]
+    status: &'static str,
     created_at: String,
 }
 
@@ -148,6 +152,40 @@ struct TimelineEntry {
     occurred_at: String,
     #[schema(value_type = Object)]
     data: serde_json::Value,
+}
+
+/// A payment session: what the shopper's browser needs to confirm the payment with the
+/// provider. The `client_secret` is the provider's, for this payment only.
+#[derive(Serialize, ToSchema)]
+struct PaymentSessionResponse {
+    id: String,
+    order_id: String,
+    #[schema(example = "stripe")]
+    provider: &'static str,
+    /// The provider's id of the payment (`pi_…`).
+    provider_reference: String,
+    /// Exactly the order's total.
+    amount: MoneyResponse,
+    /// `open`, `succeeded`, `failed` (the order stays payable) or `canceled`.
+    status: &'static str,
+    client_secret: Option<String>,
+    created_at: String,
+}
+
+impl From<&keel_payments::service::SessionView> for PaymentSessionResponse {
+    fn from(v: &keel_payments::service::SessionView) -> Self {
+        let s = &v.session;
+        Self {
+            id: format!("ps_{}", s.id.simple()),
+            order_id: OrderId::from_uuid(s.order_id).to_string(),
+            provider: s.provider.as_str(),
+            provider_reference: s.provider_ref.clone(),
+            amount: money(s.amount.minor, s.amount.currency),
+            status: s.status.as_str(),
+            client_secret: v.client_secret.clone(),
+            created_at: rfc3339(s.created_at),
+        }
+    }
 }
 
 /// An order with frozen totals.
@@ -248,6 +286,7 @@ impl From<&Order> for OrderResponse {
                         })
                         .collect(),
                     reason: r.reason.clone(),
+                    status: r.status.as_str(),
                     created_at: rfc3339(r.created_at),
                 })
                 .collect(),

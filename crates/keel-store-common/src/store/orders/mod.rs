@@ -11,7 +11,7 @@
 mod carts;
 mod checkout;
 mod idempotency;
-mod order;
+pub(crate) mod order;
 mod setup;
 
 use keel_kernel::StoreError;
