@@ -6,6 +6,8 @@
 //! can prove what a circuit breaker or a bulkhead let through.
 #![forbid(unsafe_code)]
 
+pub mod localstripe;
+
 use std::{
     collections::VecDeque,
     sync::{

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{SECRET, provider, start, usd};
+use keel_faults::localstripe::pay_as_the_browser;
 use std::time::Duration;
 
 use keel_payments::{
@@ -12,43 +13,6 @@ use keel_payments::{
     ports::{NewPayment, PaymentProvider, ProviderError, ProviderSecret},
     signature::{SignatureError, verify},
 };
-
-/// What Stripe.js does in the shopper's browser: a card, attached, confirmed.
-async fn pay_as_the_browser(base: &str, intent: &str) {
-    let client = reqwest::Client::new();
-    let pm: serde_json::Value = client
-        .post(format!("{base}/v1/payment_methods"))
-        .bearer_auth(SECRET)
-        .form(&[
-            ("type", "card"),
-            ("card[number]", "4242424242424242"),
-            ("card[exp_month]", "12"),
-            ("card[exp_year]", "2030"),
-            ("card[cvc]", "123"),
-        ])
-        .send()
-        .await
-        .expect("payment method")
-        .json()
-        .await
-        .expect("json");
-    let pm = pm["id"].as_str().expect("pm id").to_owned();
-    let attached = client
-        .post(format!("{base}/v1/payment_intents/{intent}"))
-        .bearer_auth(SECRET)
-        .form(&[("payment_method", pm.as_str())])
-        .send()
-        .await
-        .expect("attach");
-    assert!(attached.status().is_success());
-    let confirmed = client
-        .post(format!("{base}/v1/payment_intents/{intent}/confirm"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .expect("confirm");
-    assert!(confirmed.status().is_success());
-}
 
 #[tokio::test]
 async fn a_payment_is_created_for_the_exact_amount_confirmed_by_the_shopper_and_refunded() {

@@ -784,7 +784,7 @@ impl PaymentsService {
         let closed = event(
             session.tenant_id,
             "payment.canceled",
-            &serde_json::json!({"order_id": session.order_id, "session_id": session.id}),
+            &serde_json::json!({"order_id": OrderId::from_uuid(session.order_id), "session_id": session.id}),
             now,
         )?;
         self.payments

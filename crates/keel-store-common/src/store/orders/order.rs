@@ -230,10 +230,12 @@ pub async fn order_events<E: Exec>(
         .all(
             pick::<E>(
                 "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
-                 WHERE tenant_id = $1 AND event_type LIKE 'order.%' AND payload ->> 'order_id' = $2 \
+                 WHERE tenant_id = $1 AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
+                 AND payload ->> 'order_id' = $2 \
                  ORDER BY id",
                 "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
-                 WHERE tenant_id = $1 AND event_type LIKE 'order.%' AND json_extract(payload, '$.order_id') = $2 \
+                 WHERE tenant_id = $1 AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
+                 AND json_extract(payload, '$.order_id') = $2 \
                  ORDER BY id",
             ),
             args![tenant.as_uuid(), &id.to_string()],
