@@ -601,6 +601,41 @@ async fn order_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
         "POST /v1/admin/orders/{id}/deliver",
         serde_json::json!({"path.id": to_deliver}),
     );
+    let (unpaid_cart, _) = tee_cart(app, shop, None).await;
+    let unpaid = at(
+        &created(checkout(app, shop, &unpaid_cart, &uuid_key()).await).await,
+        "/id",
+    );
+    f.op(
+        "POST /v1/admin/orders/{id}/payments",
+        serde_json::json!({"path.id": unpaid}),
+    );
+    payment_fixtures(f, app, shop).await;
+}
+
+/// The shop's Stripe settings (switched off, so no case reaches a provider) and its webhook
+/// route, named by the shop's id.
+async fn payment_fixtures(f: &mut Fixtures, app: &TestApp, shop: &Shop) {
+    let set = owner_call(
+        app,
+        shop,
+        Method::PUT,
+        "/v1/admin/payment-providers/stripe",
+        Some(serde_json::json!({"enabled": false, "secret_key": "sk_test_contract", "webhook_secrets": ["whsec_contract"]})),
+    )
+    .await;
+    assert_eq!(set["provider"], "stripe", "{set}");
+    for op in [
+        "GET /v1/admin/payment-providers/{provider}",
+        "PUT /v1/admin/payment-providers/{provider}",
+    ] {
+        f.op(op, serde_json::json!({"path.provider": "stripe"}));
+    }
+    let me = owner_get(app, shop, "/v1/me").await;
+    f.op(
+        "POST /v1/hooks/payments/stripe/{tenant}",
+        serde_json::json!({"path.tenant": at(&me, "/tenant_id")}),
+    );
 }
 
 /// A webhook message (delivered to the receiver), an account message (a reset notice) and the
