@@ -71,6 +71,9 @@ pub struct AppStateParts {
     pub store_cache: Arc<store_cache::StoreCache>,
     pub orders: keel_orders::service::OrdersService,
     pub payments: keel_payments::service::PaymentsService,
+    /// The outbound dependencies behind circuit breakers and bulkheads (the payment
+    /// provider), for `/metrics`.
+    pub dependencies: Vec<keel_resilience::Dependency>,
     pub idempotency: Arc<dyn keel_kernel::idempotency::IdempotencyStore>,
     /// How long a response to an `Idempotency-Key` is replayed.
     pub idempotency_ttl: time::Duration,

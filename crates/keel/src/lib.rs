@@ -121,24 +121,14 @@ impl App {
             Arc::new(SystemClock),
             settings.webhooks.clone(),
         );
-        let worker = keel_worker::Worker {
-            store: store.webhooks(),
-            webhooks: webhooks.clone(),
-            clock: Arc::new(SystemClock),
-            settings: settings.worker,
-            wake: wake.clone(),
-            nats: nats(settings, &store).await?,
-            deliveries: Arc::new(tokio::sync::Notify::new()),
-            congested: Arc::default(),
-            client: keel_worker::delivery::client(
-                &settings.webhooks.ssrf,
-                std::time::Duration::try_from(settings.webhooks.policy.timeout)
-                    .context("the webhook timeout is out of range")?,
-            )
-            .map_err(anyhow::Error::msg)?,
-        };
+        let worker = worker(settings, &store, webhooks.clone(), wake.clone()).await?;
         let metrics = Arc::new(Metrics::default());
-        let payments = payments_service(settings, &store, master.clone(), Arc::new(SystemClock))?;
+        let payments = payments_service_and_dependency(
+            settings,
+            &store,
+            master.clone(),
+            Arc::new(SystemClock),
+        )?;
         let state = AppState::new(AppStateParts {
             health: store.health(),
             metrics: metrics.clone(),
@@ -169,7 +159,8 @@ impl App {
                 settings.store_cache_bytes,
             )),
             orders: orders_service(settings, &store, Arc::new(SystemClock)),
-            payments: payments.clone(),
+            payments: payments.0.clone(),
+            dependencies: vec![payments.1],
             idempotency: store.idempotency(),
             idempotency_ttl: settings.idempotency_ttl,
             idempotency_lock: time::Duration::try_from(settings.http.request_timeout)
@@ -200,7 +191,7 @@ impl App {
             grace: settings.shutdown_grace,
             settings: settings.clone(),
             worker,
-            payments,
+            payments: payments.0,
         })
     }
 
@@ -329,6 +320,31 @@ impl App {
     }
 }
 
+/// The outbox relay and webhook delivery over `store`.
+async fn worker(
+    settings: &Settings,
+    store: &Store,
+    webhooks: keel_webhooks::service::WebhooksService,
+    wake: Arc<tokio::sync::Notify>,
+) -> anyhow::Result<keel_worker::Worker> {
+    Ok(keel_worker::Worker {
+        store: store.webhooks(),
+        webhooks,
+        clock: Arc::new(SystemClock),
+        settings: settings.worker,
+        wake,
+        nats: nats(settings, store).await?,
+        deliveries: Arc::new(tokio::sync::Notify::new()),
+        congested: Arc::default(),
+        client: keel_worker::delivery::client(
+            &settings.webhooks.ssrf,
+            std::time::Duration::try_from(settings.webhooks.policy.timeout)
+                .context("the webhook timeout is out of range")?,
+        )
+        .map_err(anyhow::Error::msg)?,
+    })
+}
+
 /// The staff authentication service over `store`, with the master key from the settings.
 pub fn auth_service(settings: &Settings, store: &Store) -> anyhow::Result<AuthService> {
     auth_service_with_clock(settings, store, Arc::new(SystemClock))
@@ -387,15 +403,30 @@ pub fn payments_service(
     master: Arc<keel_identity::domain::sealed::MasterKey>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<keel_payments::service::PaymentsService> {
+    Ok(payments_service_and_dependency(settings, store, master, clock)?.0)
+}
+
+/// [`payments_service`] and the provider's dependency (its breaker and bulkhead, for
+/// `/metrics`).
+fn payments_service_and_dependency(
+    settings: &Settings,
+    store: &Store,
+    master: Arc<keel_identity::domain::sealed::MasterKey>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(
+    keel_payments::service::PaymentsService,
+    keel_resilience::Dependency,
+)> {
     let p = &settings.payments;
+    let dependency = keel_resilience::Dependency::new("stripe", p.stripe.policy.clone());
     let stripe = keel_payments_stripe::StripeProvider::new(
         &p.stripe.api_base,
         p.stripe.connect_timeout,
-        keel_resilience::Dependency::new("stripe", p.stripe.policy.clone()),
+        dependency.clone(),
     )
     .map_err(anyhow::Error::msg)
     .context("KEEL_PAYMENTS__STRIPE__API_BASE")?;
-    Ok(keel_payments::service::PaymentsService::new(
+    let service = keel_payments::service::PaymentsService::new(
         store.payments(),
         store.orders(),
         orders_service(settings, store, clock.clone()),
@@ -405,7 +436,8 @@ pub fn payments_service(
         master,
         clock,
         p.service,
-    ))
+    );
+    Ok((service, dependency))
 }
 
 /// The payment jobs on their exact interval, the first pass after one interval.

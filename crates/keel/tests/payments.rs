@@ -415,6 +415,103 @@ async fn refund(app: &TestApp, token: &str, id: &str, amount: i64, key: &str) ->
     .await
 }
 
+/// Acceptance 6 over HTTP: with the provider answering 500s, the circuit opens; then a
+/// session request answers 503 `payment_provider_unavailable` with `Retry-After` without
+/// reaching the provider (the proxy counts), the order stays payable, the shop keeps selling,
+/// and `/metrics` shows the open circuit.
+async fn an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling(backend: Backend) {
+    let stripe = localstripe::start().await;
+    let proxy = keel_faults::FaultProxy::start(&stripe.base).await;
+    let base = proxy.url.clone();
+    let app = spawn_app_with(
+        backend,
+        utoipa_axum::router::OpenApiRouter::new(),
+        move |raw| {
+            raw.payments.stripe.api_base = base;
+            raw.payments.stripe.retry_delays = "1ms".into();
+            raw.payments.stripe.circuit_open_ms = 3_600_000;
+            raw.payments.reconcile_interval_ms = 3_600_000;
+        },
+    )
+    .await;
+    let shop = shop(&app, "pay-circuit", 10).await;
+    enable_stripe(&app, &shop).await;
+    let (cart, order) = place_order(&app, &shop, "circuit").await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    proxy.always(Some(keel_faults::Fault::Status(500)));
+    // Five failed attempts open it (each request tries twice: one retry of 1 ms).
+    for _ in 0..3 {
+        assert_problem(
+            open_session(&app, &shop, &cart, &id).await,
+            503,
+            "payment_provider_unavailable",
+        )
+        .await;
+    }
+    let reached = proxy.arrived();
+    assert_eq!(
+        reached, 5,
+        "the circuit opened at the fifth consecutive failure"
+    );
+    let refused = open_session(&app, &shop, &cart, &id).await;
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    assert_problem(refused, 503, "payment_provider_unavailable").await;
+    assert_eq!(
+        proxy.arrived(),
+        reached,
+        "refused without reaching the provider"
+    );
+    assert_eq!(
+        staff_order(&app, &shop, &id).await["status"],
+        "pending_payment",
+        "still payable"
+    );
+    let products = store(
+        &app,
+        &shop,
+        None,
+        Method::GET,
+        "/v1/store/products?currency=USD",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        products.status(),
+        StatusCode::OK,
+        "nothing else slows down or fails"
+    );
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains("keel_circuit_state{dependency=\"stripe\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keel_circuit_transitions_total{dependency=\"stripe\"} 1"),
+        "{metrics}"
+    );
+    // The third request's retry and the fourth request: two calls that never left.
+    assert!(
+        metrics.contains("keel_circuit_refused_total{dependency=\"stripe\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling() {
+    an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling() {
+    an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling(Backend::Postgres).await;
+}
+
 /// What the provider refunded of a payment in all, by its own account.
 async fn provider_refunds(stripe: &LocalStripe, intent: &str) -> i64 {
     let list: serde_json::Value = reqwest::Client::new()

@@ -20,6 +20,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             state.store_cache.stats().render(&mut text);
             render_counters(&state.health.counters(), &mut text);
             render_counters(&state.orders.counters(), &mut text);
+            render_dependencies(&state.dependencies, &mut text);
             text
         },
     )
@@ -35,6 +36,56 @@ fn render_counters(counters: &[keel_kernel::health::StoreCounter], out: &mut Str
             help = c.help,
             value = c.value
         );
+    }
+}
+
+/// One series of `/metrics`: name, type, help, and its value from a dependency's snapshot.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&keel_resilience::Snapshot) -> u64,
+);
+
+/// Each outbound dependency's circuit (state as a gauge, transitions and refusals as
+/// counters) and its bulkhead's fast failures.
+fn render_dependencies(deps: &[keel_resilience::Dependency], out: &mut String) {
+    use std::fmt::Write as _;
+    let snapshots: Vec<_> = deps
+        .iter()
+        .map(keel_resilience::Dependency::snapshot)
+        .collect();
+    let series: [Series; 4] = [
+        (
+            "keel_circuit_state",
+            "gauge",
+            "Circuit breaker state per outbound dependency: 0 closed, 1 open, 2 half-open.",
+            |s| u64::from(s.state.code()),
+        ),
+        (
+            "keel_circuit_transitions_total",
+            "counter",
+            "Circuit breaker state changes per outbound dependency.",
+            |s| s.transitions,
+        ),
+        (
+            "keel_circuit_refused_total",
+            "counter",
+            "Calls refused without reaching the dependency because its circuit was open.",
+            |s| s.refused,
+        ),
+        (
+            "keel_bulkhead_rejected_total",
+            "counter",
+            "Calls failed fast because every slot of the dependency's bulkhead stayed taken for the queue wait.",
+            |s| s.busy,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for s in &snapshots {
+            let _ = writeln!(out, "{name}{{dependency=\"{}\"}} {}", s.name, value(s));
+        }
     }
 }
 
