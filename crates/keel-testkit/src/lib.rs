@@ -131,6 +131,16 @@ pub async fn spawn_on(
     migrate: bool,
     extra: OpenApiRouter<AppState>,
 ) -> TestApp {
+    // Boxed: building the app is a large future, kept off every caller's stack.
+    Box::pin(spawn_on_boxed(db, raw, migrate, extra)).await
+}
+
+async fn spawn_on_boxed(
+    db: TestDb,
+    raw: RawConfig,
+    migrate: bool,
+    extra: OpenApiRouter<AppState>,
+) -> TestApp {
     init_test_logging();
     let backend = match db {
         TestDb::Sqlite(_) => Backend::Sqlite,
