@@ -218,6 +218,12 @@ impl RefundStatus {
 /// The provider of payments recorded by staff (cash on delivery, bank transfer).
 pub const MANUAL_PROVIDER: &str = "manual";
 
+/// A payment that paid the order.
+pub const CAPTURED: &str = "captured";
+
+/// A payment taken for an order that would not ship, returned whole (compensation).
+pub const COMPENSATED: &str = "compensated";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
     pub id: RefundId,
@@ -343,7 +349,7 @@ impl Order {
         self.payments.push(Payment {
             id: PaymentId::new(),
             amount,
-            status: "captured".into(),
+            status: CAPTURED.into(),
             provider: provider.to_owned(),
             provider_reference: reference,
             created_at: now,
@@ -362,15 +368,18 @@ impl Order {
             .find(|p| p.provider == provider && p.provider_reference == reference)
     }
 
-    /// The provider's payment refunds of this order go back through (the first one not
-    /// recorded by staff), if any.
-    pub fn provider_payment(&self) -> Option<&Payment> {
-        self.payments.iter().find(|p| p.provider != MANUAL_PROVIDER)
+    /// The payment that paid the order (the one [`Self::pay`] recorded): its refunds go back
+    /// the way it came. A payment compensated (returned whole) is not it.
+    pub fn paying_payment(&self) -> Option<&Payment> {
+        self.payments.iter().find(|p| p.status == CAPTURED)
     }
 
     /// How a refund recorded now starts: pending while a provider must give the money back.
     fn new_refund_status(&self) -> RefundStatus {
-        if self.provider_payment().is_some() {
+        if self
+            .paying_payment()
+            .is_some_and(|p| p.provider != MANUAL_PROVIDER)
+        {
             RefundStatus::Pending
         } else {
             RefundStatus::Succeeded
@@ -393,7 +402,7 @@ impl Order {
         self.payments.push(Payment {
             id: PaymentId::new(),
             amount,
-            status: "captured".into(),
+            status: COMPENSATED.into(),
             provider: provider.to_owned(),
             provider_reference: reference,
             created_at: now,

@@ -18,7 +18,8 @@ use keel_kernel::money::Currency;
 use keel_payments::{
     domain::{Amount, EventKind, ProviderEvent, ProviderKind, SessionStatus},
     ports::{
-        NewPayment, PaymentProvider, ProviderError, ProviderPayment, ProviderRefund, ProviderSecret,
+        NewPayment, PaymentProvider, ProviderError, ProviderPayment, ProviderRefund,
+        ProviderSecret, RefundOutcome,
     },
 };
 use keel_resilience::{CallError, Dependency, Failure};
@@ -171,7 +172,7 @@ async fn attempt(request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), Fai
         429 => Err(Failure::TooMany { retry_after }),
         // The same idempotency key still running at the provider: the answer will come, so
         // the retry waits for it rather than giving up (which could lead to a new key).
-        409 => Err(Failure::Server(409)),
+        409 => Err(Failure::InFlight),
         500..=599 => Err(Failure::Server(status)),
         _ => Ok((status, bytes)),
     }
@@ -232,6 +233,22 @@ struct Refund {
     status: String,
 }
 
+/// A refund's answer: `succeeded`; `pending` or `requires_action` (made, not finished);
+/// `failed` or `canceled`.
+fn refund(body: &[u8]) -> Result<ProviderRefund, ProviderError> {
+    let r: Refund = parse(body)?;
+    let status = match r.status.as_str() {
+        "succeeded" => RefundOutcome::Succeeded,
+        "failed" | "canceled" => RefundOutcome::Failed,
+        _ => RefundOutcome::Pending,
+    };
+    Ok(ProviderRefund {
+        id: r.id,
+        amount: keel_amount(r.amount, &r.currency)?,
+        status,
+    })
+}
+
 /// An amount in Stripe's units for the request, or a refusal before anything is sent.
 fn stripe_amount(a: Amount) -> Result<i64, ProviderError> {
     units::to_stripe(a.minor, a.currency).ok_or_else(|| ProviderError::Refused {
@@ -278,7 +295,16 @@ fn payment(bytes: &[u8]) -> Result<ProviderPayment, ProviderError> {
         _ => SessionStatus::Open,
     };
     let amount = keel_amount(i.amount, &i.currency)?;
-    let received = keel_amount(i.amount_received.unwrap_or(0), &i.currency)?.minor;
+    // What was taken: as reported; a succeeded payment that does not say (some compatible
+    // simulators never fill it) took its amount whole, as with the webhook's event.
+    let taken = i
+        .amount_received
+        .unwrap_or(if status == SessionStatus::Succeeded {
+            i.amount
+        } else {
+            0
+        });
+    let received = keel_amount(taken, &i.currency)?.minor;
     Ok(ProviderPayment {
         id: i.id,
         status,
@@ -448,17 +474,23 @@ impl PaymentProvider for StripeProvider {
         let form = [
             ("payment_intent", segment(payment_id)?.to_owned()),
             ("amount", stripe_amount(amount)?.to_string()),
+            // Keel's refund, findable at the provider whatever became of the key.
+            ("metadata[keel_refund]", idempotency_key.to_owned()),
         ];
-        let r: Refund = parse(
+        refund(
             &self
                 .send(secret, "/v1/refunds", Some(&form), Some(idempotency_key))
                 .await?,
-        )?;
-        Ok(ProviderRefund {
-            id: r.id,
-            amount: keel_amount(r.amount, &r.currency)?,
-            succeeded: r.status == "succeeded",
-        })
+        )
+    }
+
+    async fn retrieve_refund(
+        &self,
+        secret: &ProviderSecret,
+        id: &str,
+    ) -> Result<ProviderRefund, ProviderError> {
+        let path = ["/v1/refunds/", segment(id)?].concat();
+        refund(&self.send(secret, &path, None, None).await?)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use keel_payments::{
     domain::{CaptureMode, EventKind, SessionStatus},
-    ports::{NewPayment, PaymentProvider, ProviderError, ProviderSecret},
+    ports::{NewPayment, PaymentProvider, ProviderError, ProviderSecret, RefundOutcome},
     signature::{SignatureError, verify},
 };
 
@@ -49,7 +49,12 @@ async fn a_payment_is_created_for_the_exact_amount_confirmed_by_the_shopper_and_
         .await
         .expect("refunded");
     assert_eq!(refund.amount, usd(500));
-    assert!(refund.succeeded);
+    assert_eq!(refund.status, RefundOutcome::Succeeded);
+    let again = stripe
+        .retrieve_refund(&secret, &refund.id)
+        .await
+        .expect("the refund by its id");
+    assert_eq!(again, refund);
 }
 
 #[tokio::test]

@@ -303,7 +303,19 @@ pub struct ProviderRefund {
     /// The provider's id (`re_...`).
     pub id: String,
     pub amount: Amount,
-    pub succeeded: bool,
+    pub status: RefundOutcome,
+}
+
+/// Where the provider says a refund stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// The money is on its way back.
+    Succeeded,
+    /// Made, not finished (e.g. the account's balance must cover it first): asked about
+    /// again by its id, never made a second time.
+    Pending,
+    /// Failed or cancelled at the provider: the money stays with the shop.
+    Failed,
 }
 
 /// Why a provider call did not answer as asked.
@@ -356,6 +368,13 @@ pub trait PaymentProvider: Send + Sync + fmt::Debug {
         amount: Amount,
         idempotency_key: &str,
     ) -> Result<ProviderPayment, ProviderError>;
+
+    /// A refund as the provider knows it now, by its id.
+    async fn retrieve_refund(
+        &self,
+        secret: &ProviderSecret,
+        id: &str,
+    ) -> Result<ProviderRefund, ProviderError>;
 
     /// Refunds part or all of a captured payment (idempotent by `idempotency_key`).
     async fn refund(

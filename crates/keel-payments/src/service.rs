@@ -22,7 +22,8 @@ use crate::{
     ports::{
         Applied, Effect, Inbox, NewPayment, OrderChange, PROVIDER_EXISTS,
         PROVIDER_VERSION_CONFLICT, PaymentProvider, PaymentSession, PaymentStore, ProviderError,
-        ProviderSecret, ProviderSettings, RefundTask, RefundTaskStatus, SessionChange,
+        ProviderSecret, ProviderSettings, RefundOutcome, RefundTask, RefundTaskStatus,
+        SessionChange,
     },
     signature::{SignatureError, verify},
 };
@@ -295,6 +296,9 @@ impl PaymentsService {
     }
 
     fn webhook_secrets(&self, s: &ProviderSettings) -> Result<Vec<String>, PaymentsError> {
+        if s.sealed_webhook_secrets.is_empty() {
+            return Ok(Vec::new());
+        }
         let open = self
             .master
             .open(
@@ -342,6 +346,14 @@ impl PaymentsService {
     ) -> Result<ProviderView, PaymentsError> {
         if provider != ProviderKind::Stripe {
             return Err(PaymentsError::NotFound);
+        }
+        if input.capture == CaptureMode::Manual {
+            // Nothing captures an authorised payment yet: accepting the mode would let every
+            // authorisation lapse and the order expire.
+            return Err(invalid(
+                "/capture_mode",
+                "only `automatic` is supported: Keel does not capture authorised payments yet",
+            ));
         }
         if let Some(k) = &input.secret_key {
             check_secret_key(k)?;
@@ -557,25 +569,31 @@ impl PaymentsService {
         signature: &str,
         body: &[u8],
     ) -> Result<WebhookOutcome, PaymentsError> {
+        // Every refusal reads the same to the caller: no answer tells which shops take
+        // payments with the provider.
+        let refused = PaymentsError::Signature("the signature does not verify");
         let settings = match self.payments.get_provider(tenant, kind).await {
             Ok(s) => s,
-            Err(StoreError::NotFound) => return Err(PaymentsError::Signature("unknown shop")),
+            Err(StoreError::NotFound) => return Err(refused),
             Err(e) => return Err(e.into()),
         };
-        let secrets = self.webhook_secrets(&settings)?;
+        let secrets = match self.webhook_secrets(&settings) {
+            Ok(s) if !s.is_empty() => s,
+            _ => return Err(refused),
+        };
         let keys: Vec<&[u8]> = secrets.iter().map(String::as_bytes).collect();
         let now = self.clock.now();
-        verify(signature, body, &keys, now, self.settings.webhook_tolerance).map_err(|e| {
-            PaymentsError::Signature(match e {
+        if let Err(e) = verify(signature, body, &keys, now, self.settings.webhook_tolerance) {
+            let why = match e {
                 SignatureError::Stale => "stale timestamp",
                 SignatureError::Malformed => "malformed signature header",
                 SignatureError::Mismatch => "signature mismatch",
-            })
-        })?;
+            };
+            tracing::info!(%tenant, why, "a provider webhook was refused");
+            return Err(refused);
+        }
         let provider = self.provider(kind)?;
-        let event = provider
-            .parse_event(body)
-            .map_err(|_| PaymentsError::Signature("not an event"))?;
+        let event = provider.parse_event(body).map_err(|_| refused)?;
         self.apply_event(tenant, kind, &event, &event.id, now).await
     }
 
@@ -623,7 +641,53 @@ impl PaymentsService {
                 .order_store
                 .get_order(tenant, OrderId::from_uuid(session.order_id))
                 .await?;
-            let plan = plan(&session, order, &event.kind, now)?;
+            let order_id = order.id;
+            // What Keel asked this payment's provider to refund so far (a `charge.refunded`
+            // reports the payment's total, which may include refunds made at the provider).
+            let known = if matches!(event.kind, EventKind::Refunded { .. }) {
+                self.payments
+                    .refunds_of_order(tenant, order_id)
+                    .await?
+                    .iter()
+                    .filter(|t| {
+                        t.payment_ref == session.provider_ref
+                            && t.status != RefundTaskStatus::Failed
+                    })
+                    .map(|t| t.amount.minor)
+                    .sum()
+            } else {
+                0
+            };
+            let plan = match plan(&session, order, &event.kind, known, now) {
+                Ok(p) => p,
+                // The event can never apply to the order as it stands (e.g. a refund at the
+                // provider larger than what is left): stored, shown to staff, answered 2xx so
+                // the provider stops sending it.
+                Err(PaymentsError::Order(e)) => {
+                    let unapplied = self::event(
+                        tenant,
+                        "payment.unapplied",
+                        &serde_json::json!({"order_id": order_id, "session_id": session.id, "event_type": inbox.event_type, "code": e.code()}),
+                        now,
+                    )?;
+                    let applied = self
+                        .payments
+                        .apply(&Effect {
+                            tenant,
+                            inbox: Some(inbox),
+                            session: None,
+                            order: None,
+                            refunds: &[],
+                            events: std::slice::from_ref(&unapplied),
+                        })
+                        .await?;
+                    return Ok(WebhookOutcome {
+                        repeat: applied == Applied::Repeat,
+                        refunds: Vec::new(),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             let effect = Effect {
                 tenant,
                 inbox: Some(inbox),
@@ -718,9 +782,13 @@ impl PaymentsService {
         let secret = self.secret_key(&settings)?;
         let at_provider = provider.retrieve(&secret, &session.provider_ref).await?;
         let kind = match at_provider.status {
+            // What the provider took, not what was asked: a partial capture is a mismatch.
             SessionStatus::Succeeded => EventKind::PaymentSucceeded {
                 payment_id: session.provider_ref.clone(),
-                amount: at_provider.amount,
+                amount: Amount {
+                    minor: at_provider.received,
+                    currency: at_provider.amount.currency,
+                },
                 order_reference: None,
                 tenant_reference: None,
             },
@@ -742,7 +810,11 @@ impl PaymentsService {
                     .order_store
                     .get_order(tenant, OrderId::from_uuid(session.order_id))
                     .await?;
-                if order.status == OrderStatus::Cancelled {
+                // No longer waiting for this payment (cancelled, expired, or paid another
+                // way): a payment made now would only be refunded.
+                let payable = order.status == OrderStatus::PendingPayment
+                    && order.payment_status == PaymentStatus::Unpaid;
+                if !payable {
                     let key = format!("keel_cancel_{}", session.id);
                     provider
                         .cancel(&secret, &session.provider_ref, &key)
@@ -954,26 +1026,36 @@ impl PaymentsService {
         let provider = self.provider(task.provider)?;
         let secret = self.secret_key(&settings)?;
         let key = format!("keel_refund_{}", task.id);
-        let answer = provider
-            .refund(&secret, &task.payment_ref, task.amount, &key)
-            .await;
+        let answer = match &task.provider_ref {
+            // Made already (the provider answered `pending`): asked about by its id, never
+            // made a second time (the provider forgets idempotency keys after a day).
+            Some(id) => provider.retrieve_refund(&secret, id).await,
+            None => {
+                provider
+                    .refund(&secret, &task.payment_ref, task.amount, &key)
+                    .await
+            }
+        };
         let now = self.clock.now();
         let (succeeded, provider_ref, failure) = match answer {
-            Ok(r) if r.succeeded => (true, Some(r.id), None),
-            Ok(_) | Err(ProviderError::Unavailable { .. }) => {
-                let mut later = task.clone();
-                later.attempts += 1;
-                later.next_attempt_at = now + self.settings.refund_retry;
-                later.updated_at = now;
-                self.payments
-                    .apply(&Effect {
-                        tenant,
-                        inbox: None,
-                        session: None,
-                        order: None,
-                        refunds: std::slice::from_ref(&later),
-                        events: &[],
-                    })
+            Ok(r) => match r.status {
+                RefundOutcome::Succeeded => (true, Some(r.id), None),
+                RefundOutcome::Failed => (false, Some(r.id), Some("refund_failed".to_owned())),
+                RefundOutcome::Pending => {
+                    self.retry_later(task, Some(r.id), now).await?;
+                    return Ok(false);
+                }
+            },
+            Err(ProviderError::Unavailable { .. }) => {
+                self.retry_later(task, task.provider_ref.clone(), now)
+                    .await?;
+                return Ok(false);
+            }
+            // A refund made that its provider no longer finds: never made again, left to
+            // staff (it stays pending, asked about on every retry).
+            Err(ProviderError::Refused { code, .. }) if task.provider_ref.is_some() => {
+                tracing::warn!(refund = %task.id, code, "the provider does not find a refund it made");
+                self.retry_later(task, task.provider_ref.clone(), now)
                     .await?;
                 return Ok(false);
             }
@@ -1024,6 +1106,34 @@ impl PaymentsService {
         Err(PaymentsError::Contended)
     }
 
+    /// Leaves a refund pending, asked about again after `refund_retry`, with the provider's id
+    /// of it once known.
+    async fn retry_later(
+        &self,
+        task: &RefundTask,
+        provider_ref: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(), PaymentsError> {
+        let later = RefundTask {
+            provider_ref,
+            attempts: task.attempts + 1,
+            next_attempt_at: now + self.settings.refund_retry,
+            updated_at: now,
+            ..task.clone()
+        };
+        self.payments
+            .apply(&Effect {
+                tenant: task.tenant_id,
+                inbox: None,
+                session: None,
+                order: None,
+                refunds: std::slice::from_ref(&later),
+                events: &[],
+            })
+            .await?;
+        Ok(())
+    }
+
     /// One pass of the refund retry job over up to `batch` due refunds.
     pub async fn retry_refunds(&self, batch: i64) -> Result<PassReport, PaymentsError> {
         let now = self.clock.now();
@@ -1037,21 +1147,7 @@ impl PaymentsService {
                 Err(e) => {
                     tracing::warn!(refund = %task.id, error = %e, "a refund at the provider could not be settled; tried again later");
                     // Not due again before its retry time, whatever failed.
-                    let later = RefundTask {
-                        attempts: task.attempts + 1,
-                        next_attempt_at: now + self.settings.refund_retry,
-                        updated_at: now,
-                        ..task.clone()
-                    };
-                    self.payments
-                        .apply(&Effect {
-                            tenant: task.tenant_id,
-                            inbox: None,
-                            session: None,
-                            order: None,
-                            refunds: std::slice::from_ref(&later),
-                            events: &[],
-                        })
+                    self.retry_later(&task, task.provider_ref.clone(), now)
                         .await?;
                 }
             }
@@ -1099,23 +1195,40 @@ fn status_word(kind: &EventKind) -> &'static str {
     }
 }
 
-/// The task of a pending refund: back through the provider of the order's payment.
+/// The task of a pending refund of the order's paying payment: back the way it came.
 fn refund_task(
     order: &Order,
     refund: &keel_orders::order::Refund,
     now: OffsetDateTime,
 ) -> Result<RefundTask, PaymentsError> {
-    let payment = order.provider_payment().ok_or_else(|| {
-        PaymentsError::Internal("a pending refund without a provider payment".into())
-    })?;
+    let payment = order
+        .paying_payment()
+        .ok_or_else(|| PaymentsError::Internal("a pending refund without a payment".into()))?;
     let provider = ProviderKind::parse(&payment.provider)
         .ok_or_else(|| PaymentsError::Internal("a payment of an unknown provider".into()))?;
-    Ok(RefundTask {
+    Ok(refund_of(
+        order,
+        refund,
+        provider,
+        &payment.provider_reference,
+        now,
+    ))
+}
+
+/// The task of refunding `refund` through `provider`'s payment `payment_ref`.
+fn refund_of(
+    order: &Order,
+    refund: &keel_orders::order::Refund,
+    provider: ProviderKind,
+    payment_ref: &str,
+    now: OffsetDateTime,
+) -> RefundTask {
+    RefundTask {
         tenant_id: order.tenant_id,
         id: refund.id,
         order_id: order.id,
         provider,
-        payment_ref: payment.provider_reference.clone(),
+        payment_ref: payment_ref.to_owned(),
         amount: Amount {
             minor: refund.amount,
             currency: order.currency,
@@ -1127,7 +1240,7 @@ fn refund_task(
         next_attempt_at: now,
         created_at: now,
         updated_at: now,
-    })
+    }
 }
 
 /// What one provider event does to a session and its order.
@@ -1161,6 +1274,7 @@ fn plan(
     session: &PaymentSession,
     mut order: Order,
     kind: &EventKind,
+    known_refunded: i64,
     now: OffsetDateTime,
 ) -> Result<Plan, PaymentsError> {
     let tenant = session.tenant_id;
@@ -1204,7 +1318,7 @@ fn plan(
                         session.provider_ref.clone(),
                         now,
                     )?;
-                    let task = refund_task(&order, &refund, now)?;
+                    let task = refund_of(&order, &refund, provider, &session.provider_ref, now);
                     out.events.push(event(tenant, "payment.compensation_started", &serde_json::json!({"order_id": order.id, "session_id": session.id, "refund_id": refund.id, "provider": provider.as_str(), "amount": amount.minor, "currency": amount.currency}), now)?);
                     out.refunds.push(task);
                     out.order = Some((order, read));
@@ -1221,15 +1335,14 @@ fn plan(
         EventKind::Refunded {
             amount_refunded, ..
         } => {
-            // Refunds Keel asked for are already counted in `refunded` (pending or done); more
-            // at the provider was refunded there directly (its dashboard): recorded as done.
-            let more = amount_refunded.minor - order.refunded;
-            if amount_refunded.currency == order.currency
-                && more > 0
-                && order
-                    .payment_by(provider.as_str(), &session.provider_ref)
-                    .is_some()
-            {
+            // Refunds Keel asked of this payment are its tasks (pending or done); more at the
+            // provider was refunded there directly (its dashboard): recorded as done, against
+            // the payment that paid the order only.
+            let more = amount_refunded.minor - known_refunded;
+            let paying = order.paying_payment().is_some_and(|p| {
+                p.provider == provider.as_str() && p.provider_reference == session.provider_ref
+            });
+            if amount_refunded.currency == order.currency && more > 0 && paying {
                 let refund = order.refund(
                     &RefundRequest::Amount(more),
                     Some("refunded at the provider".into()),

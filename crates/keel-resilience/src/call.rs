@@ -64,18 +64,29 @@ pub enum Failure {
     Connect(String),
     /// A 5xx answer.
     Server(u16),
-    /// 429: the dependency asks us to slow down, perhaps saying for how long.
+    /// 429: the dependency asks us to slow down, perhaps saying for how long. Retried, but
+    /// not held against the dependency: a limit is per account (one shop's), not an outage,
+    /// and one shop's traffic must not open the circuit every shop shares.
     TooMany { retry_after: Option<Duration> },
+    /// The same request (same idempotency key) is still running at the dependency: retried
+    /// so the answer is waited for, not held against the dependency (concurrent callers of
+    /// one request would otherwise open the circuit for everyone).
+    InFlight,
     /// Any other answer that is not a success: our request was wrong. Never retried, and
     /// not held against the dependency.
     Rejected(u16),
 }
 
 impl Failure {
-    /// Whether the failure says the dependency is unwell (counted by the breaker, retried
-    /// for idempotent operations).
+    /// Whether the failure may pass (retried for idempotent operations).
     pub fn transient(&self) -> bool {
         !matches!(self, Self::Rejected(_))
+    }
+
+    /// Whether the failure says the dependency is unwell (counted by the breaker): no answer,
+    /// or a 5xx.
+    pub fn unwell(&self) -> bool {
+        matches!(self, Self::Timeout | Self::Connect(_) | Self::Server(_))
     }
 }
 
@@ -245,7 +256,7 @@ impl Dependency {
             Ok(out) => out,
             Err(_) => Err(Failure::Timeout),
         };
-        let healthy = out.as_ref().map_or_else(|f| !f.transient(), |_| true);
+        let healthy = out.as_ref().map_or_else(|f| !f.unwell(), |_| true);
         pending.report(healthy);
         if !healthy {
             tracing::debug!(target: "keel_resilience", dependency = self.inner.name, "attempt failed");
@@ -417,6 +428,25 @@ mod tests {
         };
         let out: Result<(), _> = dep.call(true, || async { Err(too_long.clone()) }).await;
         assert_eq!(out, Err(CallError::Failed(too_long.clone())));
+    }
+
+    #[tokio::test]
+    async fn limits_and_requests_in_flight_never_open_the_circuit_every_caller_shares() {
+        let dep = Dependency::new("test", quick());
+        for failure in [Failure::TooMany { retry_after: None }, Failure::InFlight] {
+            for _ in 0..10 {
+                let out: Result<(), _> = dep.call(false, || async { Err(failure.clone()) }).await;
+                assert_eq!(out, Err(CallError::Failed(failure.clone())));
+            }
+        }
+        assert_eq!(dep.snapshot().state, CircuitState::Closed);
+        // While 5xx answers open it as before.
+        for _ in 0..5 {
+            let _: Result<(), _> = dep
+                .call(false, || async { Err(Failure::Server(500)) })
+                .await;
+        }
+        assert_eq!(dep.snapshot().state, CircuitState::Open);
     }
 
     #[tokio::test]
