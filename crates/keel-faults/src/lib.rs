@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod localstripe;
+pub mod stripe_sim;
 
 use std::{
     collections::VecDeque,
@@ -93,6 +94,9 @@ impl FaultProxy {
     pub async fn start(upstream: &str) -> Self {
         let state = Arc::new(State::default());
         let upstream = upstream.trim_end_matches('/').to_owned();
+        // Where the process's reqwest has TLS, it needs the process's provider (ring) before
+        // the first client; a second install is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::new();
         let handler_state = state.clone();
         let app = axum::Router::new().fallback(

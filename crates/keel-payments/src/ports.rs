@@ -19,6 +19,10 @@ use crate::domain::{Amount, CaptureMode, ProviderKind, SessionStatus};
 /// The constraint a second settings row for the same shop and provider violates.
 pub const PROVIDER_EXISTS: &str = "payment_providers_pkey";
 
+/// The constraint a second session without a final answer for the same order and provider
+/// violates (two requests racing to open one).
+pub const ONE_OPEN_SESSION: &str = "payment_sessions_one_open";
+
 /// A settings change made against a version that is no longer current.
 pub const PROVIDER_VERSION_CONFLICT: &str = "payment_providers_version";
 
@@ -202,6 +206,15 @@ pub trait PaymentStore: Send + Sync + fmt::Debug {
         provider: ProviderKind,
         provider_ref: &str,
     ) -> Result<PaymentSession, StoreError>;
+    /// The order's session with `provider` that has no final answer yet, as every write
+    /// before this call left it, including a racing one that stored it first (after a
+    /// `ONE_OPEN_SESSION` conflict).
+    async fn open_session_of(
+        &self,
+        tenant: TenantId,
+        order_id: Uuid,
+        provider: ProviderKind,
+    ) -> Result<Option<PaymentSession>, StoreError>;
     /// An order's sessions, oldest first.
     async fn sessions_of_order(
         &self,

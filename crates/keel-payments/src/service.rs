@@ -541,20 +541,45 @@ impl PaymentsService {
                 session,
                 client_secret: created.client_secret,
             }),
-            // A concurrent request for the same order got the same payment (same key) and
-            // stored it first.
             Err(StoreError::Conflict { .. }) => {
-                let stored = self
-                    .payments
-                    .session_by_ref(tenant, kind, &created.id)
-                    .await?;
-                Ok(SessionView {
-                    session: stored,
-                    client_secret: created.client_secret,
-                })
+                self.lost_race(tenant, order.id, provider, &secret, created)
+                    .await
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A concurrent request for the same order stored its session first (with Stripe, the
+    /// same payment: same key). A provider that ignores keys made a second one, which is
+    /// cancelled: the order has one session, and the shopper confirms that one.
+    async fn lost_race(
+        &self,
+        tenant: TenantId,
+        order: OrderId,
+        provider: &Arc<dyn PaymentProvider>,
+        secret: &ProviderSecret,
+        created: crate::ports::ProviderPayment,
+    ) -> Result<SessionView, PaymentsError> {
+        let stored = self
+            .payments
+            .open_session_of(tenant, order.as_uuid(), provider.kind())
+            .await?
+            .ok_or(PaymentsError::Contended)?;
+        if stored.provider_ref == created.id {
+            return Ok(SessionView {
+                session: stored,
+                client_secret: created.client_secret,
+            });
+        }
+        let cancel_key = format!("keel_cancel_{}", created.id);
+        if let Err(e) = provider.cancel(secret, &created.id, &cancel_key).await {
+            tracing::warn!(error = %e, "a second payment made for one order could not be cancelled");
+        }
+        let at_provider = provider.retrieve(secret, &stored.provider_ref).await?;
+        Ok(SessionView {
+            session: stored,
+            client_secret: at_provider.client_secret,
+        })
     }
 
     // ---- webhooks (the inbox) -------------------------------------------------------------
@@ -642,49 +667,14 @@ impl PaymentsService {
                 .get_order(tenant, OrderId::from_uuid(session.order_id))
                 .await?;
             let order_id = order.id;
-            // What Keel asked this payment's provider to refund so far (a `charge.refunded`
-            // reports the payment's total, which may include refunds made at the provider).
-            let known = if matches!(event.kind, EventKind::Refunded { .. }) {
-                self.payments
-                    .refunds_of_order(tenant, order_id)
-                    .await?
-                    .iter()
-                    .filter(|t| {
-                        t.payment_ref == session.provider_ref
-                            && t.status != RefundTaskStatus::Failed
-                    })
-                    .map(|t| t.amount.minor)
-                    .sum()
-            } else {
-                0
-            };
+            let known = self.known_refunded(&session, &event.kind, order_id).await?;
             let plan = match plan(&session, order, &event.kind, known, now) {
                 Ok(p) => p,
                 // The event can never apply to the order as it stands (e.g. a refund at the
                 // provider larger than what is left): stored, shown to staff, answered 2xx so
                 // the provider stops sending it.
                 Err(PaymentsError::Order(e)) => {
-                    let unapplied = self::event(
-                        tenant,
-                        "payment.unapplied",
-                        &serde_json::json!({"order_id": order_id, "session_id": session.id, "event_type": inbox.event_type, "code": e.code()}),
-                        now,
-                    )?;
-                    let applied = self
-                        .payments
-                        .apply(&Effect {
-                            tenant,
-                            inbox: Some(inbox),
-                            session: None,
-                            order: None,
-                            refunds: &[],
-                            events: std::slice::from_ref(&unapplied),
-                        })
-                        .await?;
-                    return Ok(WebhookOutcome {
-                        repeat: applied == Applied::Repeat,
-                        refunds: Vec::new(),
-                    });
+                    return self.unapplied(&session, order_id, inbox, &e, now).await;
                 }
                 Err(e) => return Err(e),
             };
@@ -724,6 +714,64 @@ impl PaymentsService {
             }
         }
         Err(PaymentsError::Contended)
+    }
+
+    /// What Keel asked this payment's provider to refund so far, for a `charge.refunded`
+    /// (which reports the payment's total, refunds made at the provider included).
+    async fn known_refunded(
+        &self,
+        session: &PaymentSession,
+        kind: &EventKind,
+        order: OrderId,
+    ) -> Result<i64, PaymentsError> {
+        if !matches!(kind, EventKind::Refunded { .. }) {
+            return Ok(0);
+        }
+        Ok(self
+            .payments
+            .refunds_of_order(session.tenant_id, order)
+            .await?
+            .iter()
+            .filter(|t| {
+                t.payment_ref == session.provider_ref && t.status != RefundTaskStatus::Failed
+            })
+            .map(|t| t.amount.minor)
+            .sum())
+    }
+
+    /// An event that can never apply to the order as it stands (e.g. a refund at the
+    /// provider larger than what is left): stored, shown to staff (`payment.unapplied`),
+    /// answered 2xx so the provider stops sending it.
+    async fn unapplied(
+        &self,
+        session: &PaymentSession,
+        order: OrderId,
+        inbox: Inbox<'_>,
+        why: &OrderError,
+        now: OffsetDateTime,
+    ) -> Result<WebhookOutcome, PaymentsError> {
+        let tenant = session.tenant_id;
+        let unapplied = event(
+            tenant,
+            "payment.unapplied",
+            &serde_json::json!({"order_id": order, "session_id": session.id, "event_type": inbox.event_type, "code": why.code()}),
+            now,
+        )?;
+        let applied = self
+            .payments
+            .apply(&Effect {
+                tenant,
+                inbox: Some(inbox),
+                session: None,
+                order: None,
+                refunds: &[],
+                events: std::slice::from_ref(&unapplied),
+            })
+            .await?;
+        Ok(WebhookOutcome {
+            repeat: applied == Applied::Repeat,
+            refunds: Vec::new(),
+        })
     }
 
     async fn store_only(

@@ -187,14 +187,23 @@ async fn stored_cart(
 
 /// A shop with one placed order (two units held), as stored.
 pub(crate) async fn placed_order(stores: &Stores, prefix: &str) -> (TenantId, Order) {
-    let (t, p, l) = stocked_product(stores, prefix, 3).await;
-    let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[2]).await;
-    stores
-        .orders
-        .place_order(&checkout_of(&cart, &order, &reservations), &[], None)
-        .await
-        .expect("placed");
-    let placed = stores.orders.get_order(t, order.id).await.expect("order");
+    let (t, mut orders) = placed_orders(stores, prefix, 1).await;
+    (t, orders.remove(0))
+}
+
+/// A shop with `n` placed orders (two units held by each), as stored.
+pub(crate) async fn placed_orders(stores: &Stores, prefix: &str, n: i64) -> (TenantId, Vec<Order>) {
+    let (t, p, l) = stocked_product(stores, prefix, 2 * n).await;
+    let mut placed = Vec::new();
+    for _ in 0..n {
+        let (cart, order, reservations) = stored_cart(stores, t, &p, &l, &[2]).await;
+        stores
+            .orders
+            .place_order(&checkout_of(&cart, &order, &reservations), &[], None)
+            .await
+            .expect("placed");
+        placed.push(stores.orders.get_order(t, order.id).await.expect("order"));
+    }
     (t, placed)
 }
 

@@ -15,7 +15,11 @@ use keel_payments::{
 };
 use time::Duration;
 
-use crate::{Stores, create, orders::placed_order, unique_slug};
+use crate::{
+    Stores, create,
+    orders::{placed_order, placed_orders},
+    unique_slug,
+};
 
 fn settings(tenant: keel_kernel::TenantId) -> ProviderSettings {
     let now = SystemClock.now();
@@ -122,14 +126,20 @@ pub async fn payment_provider_settings_are_versioned_and_per_shop(stores: &Store
 
 /// Sessions are found by the provider's id within their shop only, by order, and, without a
 /// final answer and due, by reconciliation, soonest first and bounded.
+#[allow(clippy::too_many_lines, reason = "one behaviour, asserted read by read")]
 pub async fn payment_sessions_are_found_by_ref_by_order_and_when_due(stores: &Stores) {
-    let (a, order) = placed_order(stores, "sess-a").await;
+    let (a, orders) = placed_orders(stores, "sess-a", 3).await;
     let (b, _) = create(stores, &unique_slug("sess-b")).await;
     let now = SystemClock.now();
-    let order = order.id.as_uuid();
+    let order = orders[0].id.as_uuid();
     let first = session(a, order, "pi_first", now - Duration::minutes(20));
-    let second = session(a, order, "pi_second", now - Duration::minutes(15));
-    let fresh = session(a, order, "pi_fresh", now);
+    let second = session(
+        a,
+        orders[1].id.as_uuid(),
+        "pi_second",
+        now - Duration::minutes(15),
+    );
+    let fresh = session(a, orders[2].id.as_uuid(), "pi_fresh", now);
     let settled = PaymentSession {
         status: SessionStatus::Succeeded,
         ..session(a, order, "pi_settled", now - Duration::minutes(30))
@@ -141,6 +151,15 @@ pub async fn payment_sessions_are_found_by_ref_by_order_and_when_due(stores: &St
             .await
             .expect("session");
     }
+    // One session without a final answer per order and provider: a second one is refused.
+    let twin = stores
+        .payments
+        .create_session(&session(a, order, "pi_twin", now), &[])
+        .await;
+    assert!(
+        matches!(&twin, Err(StoreError::Conflict { constraint }) if constraint == keel_payments::ports::ONE_OPEN_SESSION),
+        "{twin:?}"
+    );
     assert_eq!(
         stores
             .payments
@@ -165,7 +184,7 @@ pub async fn payment_sessions_are_found_by_ref_by_order_and_when_due(stores: &St
             .into_iter()
             .map(|s| s.provider_ref)
             .collect::<Vec<_>>(),
-        ["pi_settled", "pi_first", "pi_second", "pi_fresh"]
+        ["pi_settled", "pi_first"]
     );
     assert!(
         stores
@@ -174,6 +193,23 @@ pub async fn payment_sessions_are_found_by_ref_by_order_and_when_due(stores: &St
             .await
             .expect("of order")
             .is_empty()
+    );
+    // The order's one session without a final answer, and none in another shop.
+    assert_eq!(
+        stores
+            .payments
+            .open_session_of(a, order, ProviderKind::Stripe)
+            .await
+            .expect("open one"),
+        Some(first.clone())
+    );
+    assert_eq!(
+        stores
+            .payments
+            .open_session_of(b.id, order, ProviderKind::Stripe)
+            .await
+            .expect("open one"),
+        None
     );
     let due = |limit| {
         let payments = stores.payments.clone();

@@ -10,6 +10,10 @@ ALTER TABLE payment_sessions
 DROP INDEX payment_sessions_unsettled;
 CREATE INDEX payment_sessions_due ON payment_sessions (next_check_at, tenant_id, id)
     WHERE status IN ('open', 'failed');
+-- One session without a final answer per order and provider: two requests racing to open a
+-- session cannot both store one.
+CREATE UNIQUE INDEX payment_sessions_one_open ON payment_sessions (tenant_id, order_id, provider)
+    WHERE status IN ('open', 'failed');
 
 CREATE TABLE payment_refunds (
     tenant_id       uuid        NOT NULL,

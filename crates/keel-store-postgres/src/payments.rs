@@ -58,6 +58,17 @@ impl PaymentStore for PgStore {
         shared::session_by_ref(&mut self.pg(), tenant, provider, provider_ref).await
     }
 
+    async fn open_session_of(
+        &self,
+        tenant: TenantId,
+        order_id: Uuid,
+        provider: ProviderKind,
+    ) -> Result<Option<PaymentSession>, StoreError> {
+        // A unique violation is reported only once the racing insert committed: a read now
+        // sees it.
+        shared::open_session_of(&mut self.pg(), tenant, order_id, provider).await
+    }
+
     async fn sessions_of_order(
         &self,
         tenant: TenantId,

@@ -30,6 +30,11 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
         "payment_providers.tenant_id, payment_providers.provider",
         "payment_providers_pkey",
     ),
+    // A partial unique index: one session without a final answer per order and provider.
+    (
+        "payment_sessions.tenant_id, payment_sessions.order_id, payment_sessions.provider",
+        "payment_sessions_one_open",
+    ),
     // A partial unique index: one account-notification endpoint per shop.
     (
         "webhook_endpoints.tenant_id",

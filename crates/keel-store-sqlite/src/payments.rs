@@ -55,6 +55,18 @@ impl PaymentStore for SqliteStore {
         self.read(|e| now(shared::session_by_ref(e, tenant, provider, provider_ref)))
     }
 
+    async fn open_session_of(
+        &self,
+        tenant: TenantId,
+        order_id: Uuid,
+        provider: ProviderKind,
+    ) -> Result<Option<PaymentSession>, StoreError> {
+        // On the writer: a racing session written in the same group commit is not visible
+        // to readers until that commit, and this answer comes after it.
+        self.tx(|e| now(shared::open_session_of(e, tenant, order_id, provider)))
+            .await
+    }
+
     async fn sessions_of_order(
         &self,
         tenant: TenantId,

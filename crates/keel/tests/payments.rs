@@ -10,7 +10,7 @@ use keel_faults::localstripe::{self, LocalStripe, SECRET, pay_as_the_browser};
 use keel_kernel::clock::ManualClock;
 use keel_testkit::{
     Backend, TestApp, assert_problem, backend_tests,
-    shop::{Shop, admin, checkout, created, json, ny, ready_cart, shop, store},
+    shop::{Shop, admin, checkout, created, json, ny, ready_cart, shop, shop as shop_fn, store},
     spawn_app_with,
 };
 use reqwest::{Method, StatusCode};
@@ -279,6 +279,16 @@ backend_tests! {
         let genuine = post_hook(&app, &shop, event.clone(), &signed(&event, WEBHOOK_SECRET, now_s())).await;
         assert_eq!(json(genuine).await["duplicate"], false, "nothing of the refused ones was stored");
         assert_eq!(staff_order(&app, &shop, &id2).await["status"], "paid");
+
+        // A shop that saved the provider switched off and without secrets is refused the same
+        // way (never a 500), and capture mode `manual` is refused until Keel captures.
+        let other = shop_fn(&app, "pay-replay-off", 1).await;
+        let off = admin(&app, &other.owner.access_token, Method::PUT, "/v1/admin/payment-providers/stripe", Some(serde_json::json!({"enabled": false})), None).await;
+        assert_eq!(off.status(), StatusCode::OK);
+        let to_off = post_hook(&app, &other, event.clone(), &signed(&event, WEBHOOK_SECRET, now_s())).await;
+        assert_problem(to_off, 400, "invalid_webhook_signature").await;
+        let manual = admin(&app, &other.owner.access_token, Method::PUT, "/v1/admin/payment-providers/stripe", Some(serde_json::json!({"enabled": false, "capture_mode": "manual"})), None).await;
+        assert_problem(manual, 422, "validation_failed").await;
     }
 
     /// Acceptance 3: with no webhook at all (none registered), reconciliation asks the
@@ -510,6 +520,167 @@ async fn sqlite_an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling(
 #[tokio::test]
 async fn postgres_an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling() {
     an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling(Backend::Postgres).await;
+}
+
+/// A refund the provider answers `pending` (Stripe does when the balance must cover it first):
+/// the order shows it pending, the retry job asks about it by its id and never makes it
+/// again, and when the provider finishes it the order records it. Against the test kit's
+/// Stripe simulator (localstripe refunds at once).
+async fn a_refund_pending_at_the_provider_is_asked_about_never_made_twice(backend: Backend) {
+    let sim = keel_faults::stripe_sim::StripeSimulator::start().await;
+    let base = sim.url.clone();
+    let app = spawn_app_with(
+        backend,
+        utoipa_axum::router::OpenApiRouter::new(),
+        move |raw| {
+            raw.payments.stripe.api_base = base;
+            raw.payments.reconcile_interval_ms = 3_600_000;
+        },
+    )
+    .await;
+    let shop = shop(&app, "pay-pending", 10).await;
+    enable_stripe(&app, &shop).await;
+    let (cart, order) = place_order(&app, &shop, "pending").await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    let session = created(open_session(&app, &shop, &cart, &id).await).await;
+    let intent = session["provider_reference"]
+        .as_str()
+        .expect("pi")
+        .to_owned();
+    sim.succeed(&intent);
+    let total = order["totals"]["total"]["amount"].as_i64().expect("total");
+    let event = succeeded_event("evt_sim_paid", &intent, total);
+    post_hook(
+        &app,
+        &shop,
+        event.clone(),
+        &signed(&event, WEBHOOK_SECRET, now_s()),
+    )
+    .await;
+    assert_eq!(staff_order(&app, &shop, &id).await["status"], "paid");
+
+    sim.refunds_pending(true);
+    let t = shop.owner.access_token.clone();
+    created(refund(&app, &t, &id, 500, "pending-1").await).await;
+    assert_eq!(sim.refunds(), (1, 1));
+    let now = time::OffsetDateTime::now_utc();
+    let retry = app.settings.payments.service.refund_retry;
+    let early = payments_at(&app, now + retry + time::Duration::seconds(1))
+        .retry_refunds(100)
+        .await
+        .expect("pass");
+    assert_eq!((early.refunds_tried, early.refunds_settled), (1, 0));
+    assert_eq!(
+        staff_order(&app, &shop, &id).await["refunds"][0]["status"],
+        "pending"
+    );
+    sim.finish_refunds();
+    let later = payments_at(&app, now + retry * 3)
+        .retry_refunds(100)
+        .await
+        .expect("pass");
+    assert_eq!((later.refunds_tried, later.refunds_settled), (1, 1));
+    let done = staff_order(&app, &shop, &id).await;
+    assert_eq!(done["refunds"][0]["status"], "succeeded");
+    assert_eq!(count_events(&done, "order.refunded"), 1);
+    assert_eq!(
+        sim.refunds(),
+        (1, 1),
+        "made once, never asked to make it again"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_a_refund_pending_at_the_provider_is_asked_about_never_made_twice() {
+    a_refund_pending_at_the_provider_is_asked_about_never_made_twice(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_a_refund_pending_at_the_provider_is_asked_about_never_made_twice() {
+    a_refund_pending_at_the_provider_is_asked_about_never_made_twice(Backend::Postgres).await;
+}
+
+/// Acceptance 7: with the provider answering after 5 s, 100 concurrent session requests keep
+/// at most 16 provider calls in flight (the proxy's peak); the rest answer 503
+/// `payment_provider_unavailable` once the exact queue wait is spent, and the storefront keeps
+/// answering meanwhile. (Its latency under this load is a benchmark figure, not asserted.)
+async fn a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast(backend: Backend) {
+    // The test kit's simulator honours idempotency keys as Stripe does, so the calls that get
+    // a slot all answer the order's one payment (localstripe would make one per call).
+    let stripe = keel_faults::stripe_sim::StripeSimulator::start().await;
+    let proxy = keel_faults::FaultProxy::start(&stripe.url).await;
+    let base = proxy.url.clone();
+    let app = spawn_app_with(
+        backend,
+        utoipa_axum::router::OpenApiRouter::new(),
+        move |raw| {
+            raw.payments.stripe.api_base = base;
+            raw.payments.reconcile_interval_ms = 3_600_000;
+        },
+    )
+    .await;
+    let shop = shop(&app, "pay-bulkhead", 10).await;
+    enable_stripe(&app, &shop).await;
+    let (cart, order) = place_order(&app, &shop, "bulkhead").await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    proxy.always(Some(keel_faults::Fault::Delay(Duration::from_secs(5))));
+    let sessions = (0..100).map(|_| open_session(&app, &shop, &cart, &id));
+    let storefront = async {
+        let res = store(
+            &app,
+            &shop,
+            None,
+            Method::GET,
+            "/v1/store/products?currency=USD",
+            None,
+            None,
+        )
+        .await;
+        res.status()
+    };
+    let (answers, browsing) = tokio::join!(futures_util::future::join_all(sessions), storefront);
+    assert_eq!(browsing, StatusCode::OK, "the shop keeps answering");
+    let max = u64::from(app.settings.payments.stripe.policy.max_concurrent);
+    assert_eq!(max, 16);
+    assert!(
+        proxy.peak_held() <= max,
+        "{} provider calls held at once",
+        proxy.peak_held()
+    );
+    assert_eq!(
+        proxy.arrived(),
+        max,
+        "exactly the bulkhead's calls reached the provider"
+    );
+    let mut created = 0;
+    for res in answers {
+        match res.status() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_problem(res, 503, "payment_provider_unavailable").await;
+            }
+            other => panic!("{other}: {}", res.text().await.unwrap_or_default()),
+        }
+    }
+    assert_eq!(created, max, "the calls that got a slot were answered");
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains(&format!(
+            "keel_bulkhead_rejected_total{{dependency=\"stripe\"}} {}",
+            100 - max
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast() {
+    a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast() {
+    a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast(Backend::Postgres).await;
 }
 
 /// What the provider refunded of a payment in all, by its own account.

@@ -9,6 +9,7 @@ use keel_payments::domain::Amount;
 use keel_payments_stripe::StripeProvider;
 use keel_resilience::{Dependency, Policy};
 
+#[allow(unused_imports, reason = "each test binary uses part of it")]
 pub use keel_faults::localstripe::{SECRET, start};
 
 pub fn usd(minor: i64) -> Amount {

@@ -201,6 +201,26 @@ pub async fn sessions_of_order<E: Exec>(
     decode(&rows, session_from_row)
 }
 
+pub async fn open_session_of<E: Exec>(
+    e: &mut E,
+    tenant: TenantId,
+    order_id: Uuid,
+    provider: ProviderKind,
+) -> Result<Option<PaymentSession>, StoreError> {
+    let row = e
+        .opt(
+            concat!(
+                "SELECT ",
+                session_cols!(),
+                " FROM payment_sessions WHERE tenant_id = $1 AND order_id = $2 AND provider = $3 \
+                 AND status IN ('open', 'failed')"
+            ),
+            args![tenant.as_uuid(), order_id, provider.as_str()],
+        )
+        .await?;
+    row.as_ref().map(session_from_row).transpose()
+}
+
 /// Reconciliation's read: it walks the partial index of sessions without a final answer, by
 /// when each is due.
 pub async fn due_sessions<E: Exec>(
