@@ -42,6 +42,19 @@ pub enum Scenario {
     Mixed { browses: u32, checkouts: u32 },
 }
 
+/// How a checkout's order is paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payment {
+    /// Staff record a manual payment (one admin request): the figures compare with runs
+    /// before payments went through a provider.
+    Manual,
+    /// Through the provider as a shopper pays: a payment session from Keel, the payment
+    /// confirmed at the Stripe simulator (localstripe) as Stripe.js would, and the order
+    /// counted once Keel shows it paid (the simulator's signed webhook reached Keel). The
+    /// server's `KEEL_PAYMENTS__STRIPE__API_BASE` must be the same simulator.
+    Stripe { simulator: String },
+}
+
 /// The shop the load runs against (made by [`setup`]).
 #[derive(Debug, Clone)]
 pub struct Shop {
@@ -65,6 +78,7 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// Counts orders acknowledged as paid while the run goes on (for a watcher).
     pub paid: Arc<AtomicU64>,
+    pub payment: Payment,
 }
 
 /// A Keel on loopback and an HTTP client for it.
@@ -83,14 +97,8 @@ impl Target {
             parsed.scheme() == "http",
             "--url must be http:// on loopback"
         );
-        let loopback = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-            Some(url::Host::Domain(d)) => d == "localhost",
-            None => false,
-        };
         ensure!(
-            loopback,
+            is_loopback(&parsed),
             "--url must be a loopback address (127.0.0.1, ::1 or localhost)"
         );
         // The client is built without a TLS provider of its own; ring is Keel's (a second
@@ -111,6 +119,66 @@ impl Target {
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, format!("{}{path}", self.base))
     }
+}
+
+/// Whether `url` names a loopback address (a load test never leaves the machine).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+/// The secret key the bench's shop gives the simulator, and its webhook secret.
+const BENCH_STRIPE_KEY: &str = "sk_test_keel_bench";
+const BENCH_WEBHOOK_SECRET: &str = "whsec_keel_bench";
+
+/// Sets the shop up to take payments through the Stripe simulator at `simulator` (loopback):
+/// the provider enabled in Keel, and the simulator's webhooks sent to the shop's endpoint.
+pub async fn enable_stripe(target: &Target, shop: &Shop, simulator: &str) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(simulator)
+        .context("--stripe-simulator must be a URL such as http://127.0.0.1:8420")?;
+    ensure!(
+        parsed.scheme() == "http" && is_loopback(&parsed),
+        "--stripe-simulator must be http:// on a loopback address"
+    );
+    setup_call(
+        target,
+        &shop.staff_token,
+        Method::PUT,
+        "/v1/admin/payment-providers/stripe",
+        json!({"enabled": true, "secret_key": BENCH_STRIPE_KEY, "webhook_secrets": [BENCH_WEBHOOK_SECRET]}),
+    )
+    .await?;
+    let me: Value = target
+        .request(Method::GET, "/v1/me")
+        .bearer_auth(&shop.staff_token)
+        .send()
+        .await
+        .context("/v1/me: no answer")?
+        .json()
+        .await
+        .context("/v1/me: not JSON")?;
+    let tenant = me["tenant_id"].as_str().context("/v1/me: no tenant id")?;
+    let hook = format!("{}/v1/hooks/payments/stripe/{tenant}", target.base);
+    let registered = target
+        .client
+        .post(format!(
+            "{}/_config/webhooks/keel-bench-{tenant}",
+            simulator.trim_end_matches('/')
+        ))
+        .form(&[("url", hook.as_str()), ("secret", BENCH_WEBHOOK_SECRET)])
+        .send()
+        .await
+        .context("the simulator does not answer")?;
+    ensure!(
+        registered.status().is_success(),
+        "the simulator refused the webhook: {}",
+        registered.status()
+    );
+    Ok(())
 }
 
 /// Sends an admin request during setup; any non-2xx is an error naming the path.
@@ -263,6 +331,7 @@ struct Worker {
     target: Target,
     shop: Arc<Shop>,
     paid: Arc<AtomicU64>,
+    payment: Payment,
     tally: Tally,
     /// Picks products round-robin, offset per worker.
     next: usize,
@@ -434,29 +503,133 @@ impl Worker {
         else {
             return false;
         };
-        let pay_key = uuid::Uuid::now_v7().to_string();
-        // Staff record the payment (the storefront cannot mark an order paid).
-        let bearer = format!("Bearer {}", self.shop.staff_token);
-        let with_pay_key = [
-            ("authorization", bearer.as_str()),
-            ("idempotency-key", pay_key.as_str()),
-        ];
-        if self
-            .call(
-                "POST /v1/admin/orders/{id}/payments",
-                Method::POST,
-                &format!("/v1/admin/orders/{order_id}/payments"),
-                None,
-                &with_pay_key,
-            )
-            .await
-            .is_none()
-        {
+        let paid = match self.payment.clone() {
+            Payment::Manual => self.pay_manually(&order_id).await,
+            Payment::Stripe { simulator } => self.pay_at(&simulator, &order_id, &secret).await,
+        };
+        if !paid {
             return false;
         }
         self.tally.orders.push(order_id);
         self.paid.fetch_add(1, Ordering::Relaxed);
         true
+    }
+}
+
+impl Worker {
+    /// Staff record the payment (the storefront cannot mark an order paid).
+    async fn pay_manually(&mut self, order_id: &str) -> bool {
+        let pay_key = uuid::Uuid::now_v7().to_string();
+        let bearer = format!("Bearer {}", self.shop.staff_token);
+        let with_pay_key = [
+            ("authorization", bearer.as_str()),
+            ("idempotency-key", pay_key.as_str()),
+        ];
+        self.call(
+            "POST /v1/admin/orders/{id}/payments",
+            Method::POST,
+            &format!("/v1/admin/orders/{order_id}/payments"),
+            None,
+            &with_pay_key,
+        )
+        .await
+        .is_some()
+    }
+
+    /// The shopper's payment through the provider: Keel's payment session, the payment
+    /// confirmed at the simulator (not timed: it is the simulator's time), then Keel's order
+    /// read until the provider's webhook made it paid (bounded: 30 s).
+    async fn pay_at(&mut self, simulator: &str, order_id: &str, secret: &str) -> bool {
+        let auth = [("keel-cart-secret", secret)];
+        let Some(session) = self
+            .call(
+                "POST /v1/store/orders/{id}/payment-sessions",
+                Method::POST,
+                &format!("/v1/store/orders/{order_id}/payment-sessions"),
+                None,
+                &auth,
+            )
+            .await
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        else {
+            return false;
+        };
+        let Some(intent) = session["provider_reference"].as_str() else {
+            return false;
+        };
+        if !self.confirm_at(simulator, intent).await {
+            *self
+                .tally
+                .errors
+                .entry(("simulator: confirm", 0))
+                .or_default() += 1;
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let Some(order) = self
+                .call(
+                    "GET /v1/store/orders/{id}",
+                    Method::GET,
+                    &format!("/v1/store/orders/{order_id}"),
+                    None,
+                    &auth,
+                )
+                .await
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            else {
+                return false;
+            };
+            if order["status"] == "paid" {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        *self
+            .tally
+            .errors
+            .entry(("webhook: order paid", 0))
+            .or_default() += 1;
+        false
+    }
+
+    /// What Stripe.js does in the shopper's browser: a test card, attached, confirmed.
+    async fn confirm_at(&self, simulator: &str, intent: &str) -> bool {
+        let base = simulator.trim_end_matches('/');
+        let client = &self.target.client;
+        let pm = client
+            .post(format!("{base}/v1/payment_methods"))
+            .bearer_auth(BENCH_STRIPE_KEY)
+            .form(&[
+                ("type", "card"),
+                ("card[number]", "4242424242424242"),
+                ("card[exp_month]", "12"),
+                ("card[exp_year]", "2030"),
+                ("card[cvc]", "123"),
+            ])
+            .send()
+            .await;
+        let Ok(pm) = pm else { return false };
+        let Ok(pm) = pm.json::<Value>().await else {
+            return false;
+        };
+        let Some(pm) = pm["id"].as_str() else {
+            return false;
+        };
+        let attached = client
+            .post(format!("{base}/v1/payment_intents/{intent}"))
+            .bearer_auth(BENCH_STRIPE_KEY)
+            .form(&[("payment_method", pm)])
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        attached
+            && client
+                .post(format!("{base}/v1/payment_intents/{intent}/confirm"))
+                .bearer_auth(BENCH_STRIPE_KEY)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
     }
 }
 
@@ -556,6 +729,7 @@ pub async fn run(target: &Target, shop: Shop, opts: &LoadOptions) -> anyhow::Res
             target: target.clone(),
             shop: shop.clone(),
             paid: opts.paid.clone(),
+            payment: opts.payment.clone(),
             tally: Tally::default(),
             next: usize::try_from(w).unwrap_or(0) % shop.variants.len().max(1),
         };

@@ -126,7 +126,10 @@ pub async fn payment_provider_settings_are_versioned_and_per_shop(stores: &Store
 
 /// Sessions are found by the provider's id within their shop only, by order, and, without a
 /// final answer and due, by reconciliation, soonest first and bounded.
-#[allow(clippy::too_many_lines, reason = "one behaviour, asserted read by read")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one behaviour, asserted read by read"
+)]
 pub async fn payment_sessions_are_found_by_ref_by_order_and_when_due(stores: &Stores) {
     let (a, orders) = placed_orders(stores, "sess-a", 3).await;
     let (b, _) = create(stores, &unique_slug("sess-b")).await;

@@ -116,7 +116,7 @@ enum MaintenanceCommand {
 enum BenchScenario {
     /// The product list and product pages, alternately.
     Browse,
-    /// Cart, 3 items, address, shipping option, checkout (idempotent), payment.
+    /// Cart, 3 items, address, shipping option, checkout (idempotent), payment (`--payment`).
     Checkout,
     /// `--browses` browse iterations then `--checkouts` checkouts, repeated.
     Mixed,
@@ -169,6 +169,20 @@ struct BenchArgs {
     /// Also write the ids of the orders acknowledged as paid to this file, one per line.
     #[arg(long)]
     orders_out: Option<PathBuf>,
+    /// How checkouts pay: `manual` (staff record the payment) or `stripe` (through the
+    /// provider, against `--stripe-simulator`).
+    #[arg(long, value_enum, default_value_t = BenchPayment::Manual)]
+    payment: BenchPayment,
+    /// The Stripe simulator (localstripe) the server's KEEL_PAYMENTS__STRIPE__API_BASE names
+    /// (loopback only), for `--payment stripe`.
+    #[arg(long, default_value = "http://127.0.0.1:8420")]
+    stripe_simulator: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchPayment {
+    Manual,
+    Stripe,
 }
 
 #[derive(Debug, Subcommand)]
@@ -474,6 +488,15 @@ async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let (slug, shop) = shops.pop().context("one shop was set up")?;
+    let payment = match args.payment {
+        BenchPayment::Manual => keel_bench::Payment::Manual,
+        BenchPayment::Stripe => {
+            keel_bench::enable_stripe(&target, &shop, &args.stripe_simulator).await?;
+            keel_bench::Payment::Stripe {
+                simulator: args.stripe_simulator.clone(),
+            }
+        }
+    };
     let report = keel_bench::run(
         &target,
         shop,
@@ -483,6 +506,7 @@ async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             iterations: args.iterations,
             duration: std::time::Duration::from_secs(args.duration_s),
             paid: std::sync::Arc::default(),
+            payment,
         },
     )
     .await?;

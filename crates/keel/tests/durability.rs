@@ -60,6 +60,7 @@ async fn no_acknowledged_order_is_lost_when_the_server_is_killed_mid_load() {
                     iterations: 2_000,
                     duration: Duration::from_mins(2),
                     paid,
+                    payment: keel_bench::Payment::Manual,
                 },
             )
             .await
