@@ -144,14 +144,7 @@ pub async fn enable_stripe(target: &Target, shop: &Shop, simulator: &str) -> any
         parsed.scheme() == "http" && is_loopback(&parsed),
         "--stripe-simulator must be http:// on a loopback address"
     );
-    setup_call(
-        target,
-        &shop.staff_token,
-        Method::PUT,
-        "/v1/admin/payment-providers/stripe",
-        json!({"enabled": true, "secret_key": BENCH_STRIPE_KEY, "webhook_secrets": [BENCH_WEBHOOK_SECRET]}),
-    )
-    .await?;
+    enable_stripe_settings(target, shop).await?;
     let me: Value = target
         .request(Method::GET, "/v1/me")
         .bearer_auth(&shop.staff_token)
@@ -179,6 +172,91 @@ pub async fn enable_stripe(target: &Target, shop: &Shop, simulator: &str) -> any
         registered.status()
     );
     Ok(())
+}
+
+/// The shop's Stripe settings, enabled, with the bench's keys.
+async fn enable_stripe_settings(target: &Target, shop: &Shop) -> anyhow::Result<()> {
+    setup_call(
+        target,
+        &shop.staff_token,
+        Method::PUT,
+        "/v1/admin/payment-providers/stripe",
+        json!({"enabled": true, "secret_key": BENCH_STRIPE_KEY, "webhook_secrets": [BENCH_WEBHOOK_SECRET]}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// What [`provider_load`] saw: its answers by status (0: no HTTP answer).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ProviderLoadReport {
+    pub in_flight: u32,
+    pub answers: BTreeMap<u16, u64>,
+}
+
+/// Load on the payment provider's path while another run goes on: `n` storefront requests
+/// for one order's payment session kept in flight until `until` (the shop takes Stripe
+/// payments; the server's provider is whatever its `KEEL_PAYMENTS__STRIPE__API_BASE` names,
+/// e.g. a slow simulator, so that its bulkhead fills).
+pub async fn provider_load(
+    target: Target,
+    shop: Shop,
+    n: u32,
+    until: Instant,
+) -> anyhow::Result<ProviderLoadReport> {
+    ensure!(
+        (1..=MAX_CONCURRENCY).contains(&n),
+        "--provider-load must be 1 to {MAX_CONCURRENCY}"
+    );
+    enable_stripe_settings(&target, &shop).await?;
+    let mut placer = Worker {
+        target: target.clone(),
+        shop: Arc::new(shop),
+        paid: Arc::default(),
+        payment: Payment::Manual,
+        tally: Tally::default(),
+        next: 0,
+    };
+    let (order_id, secret) = placer
+        .place()
+        .await
+        .context("provider load: the order could not be placed")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (target, pk, order_id, secret) = (
+            target.clone(),
+            placer.shop.publishable_key.clone(),
+            order_id.clone(),
+            secret.clone(),
+        );
+        tasks.spawn(async move {
+            let mut answers: BTreeMap<u16, u64> = BTreeMap::new();
+            while Instant::now() < until {
+                let status = target
+                    .request(
+                        Method::POST,
+                        &format!("/v1/store/orders/{order_id}/payment-sessions"),
+                    )
+                    .header("keel-publishable-key", &pk)
+                    .header("keel-cart-secret", &secret)
+                    .send()
+                    .await
+                    .map_or(0, |r| r.status().as_u16());
+                *answers.entry(status).or_default() += 1;
+            }
+            answers
+        });
+    }
+    let mut report = ProviderLoadReport {
+        in_flight: n,
+        answers: BTreeMap::new(),
+    };
+    while let Some(done) = tasks.join_next().await {
+        for (status, count) in done.context("a provider-load task failed")? {
+            *report.answers.entry(status).or_default() += count;
+        }
+    }
+    Ok(report)
 }
 
 /// Sends an admin request during setup; any non-2xx is an error naming the path.
@@ -466,41 +544,7 @@ impl Worker {
 
     /// The whole shopper flow; answers whether an order was placed and paid.
     async fn checkout(&mut self) -> bool {
-        let Some(CreatedCart {
-            cart: CartRef { id },
-            cart_secret: secret,
-        }) = self
-            .call(
-                "POST /v1/store/carts",
-                Method::POST,
-                "/v1/store/carts",
-                Some(json!({"currency": "USD"})),
-                &[],
-            )
-            .await
-            .and_then(|b| serde_json::from_slice(&b).ok())
-        else {
-            return false;
-        };
-        if !self.fill_cart(&id, &secret).await {
-            return false;
-        }
-        let key = uuid::Uuid::now_v7().to_string();
-        let with_key = [
-            ("keel-cart-secret", secret.as_str()),
-            ("idempotency-key", key.as_str()),
-        ];
-        let Some(PlacedOrder { id: order_id }) = self
-            .call(
-                "POST /v1/store/carts/{id}/checkout",
-                Method::POST,
-                &format!("/v1/store/carts/{id}/checkout"),
-                None,
-                &with_key,
-            )
-            .await
-            .and_then(|b| serde_json::from_slice(&b).ok())
-        else {
+        let Some((order_id, secret)) = self.place().await else {
             return false;
         };
         let paid = match self.payment.clone() {
@@ -513,6 +557,42 @@ impl Worker {
         self.tally.orders.push(order_id);
         self.paid.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// A cart filled and checked out: the order's id and the cart's secret.
+    async fn place(&mut self) -> Option<(String, String)> {
+        let CreatedCart {
+            cart: CartRef { id },
+            cart_secret: secret,
+        } = self
+            .call(
+                "POST /v1/store/carts",
+                Method::POST,
+                "/v1/store/carts",
+                Some(json!({"currency": "USD"})),
+                &[],
+            )
+            .await
+            .and_then(|b| serde_json::from_slice(&b).ok())?;
+        if !self.fill_cart(&id, &secret).await {
+            return None;
+        }
+        let key = uuid::Uuid::now_v7().to_string();
+        let with_key = [
+            ("keel-cart-secret", secret.as_str()),
+            ("idempotency-key", key.as_str()),
+        ];
+        let PlacedOrder { id: order_id } = self
+            .call(
+                "POST /v1/store/carts/{id}/checkout",
+                Method::POST,
+                &format!("/v1/store/carts/{id}/checkout"),
+                None,
+                &with_key,
+            )
+            .await
+            .and_then(|b| serde_json::from_slice(&b).ok())?;
+        Some((order_id, secret))
     }
 }
 

@@ -177,6 +177,10 @@ struct BenchArgs {
     /// (loopback only), for `--payment stripe`.
     #[arg(long, default_value = "http://127.0.0.1:8420")]
     stripe_simulator: String,
+    /// Meanwhile keep this many storefront payment-session requests for one order in flight
+    /// (the server's payment provider should be slow, so its bulkhead fills; 0: none).
+    #[arg(long, default_value_t = 0)]
+    provider_load: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -497,6 +501,14 @@ async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     };
+    let provider_load = (args.provider_load > 0).then(|| {
+        tokio::spawn(keel_bench::provider_load(
+            target.clone(),
+            shop.clone(),
+            args.provider_load,
+            std::time::Instant::now() + std::time::Duration::from_secs(args.duration_s),
+        ))
+    });
     let report = keel_bench::run(
         &target,
         shop,
@@ -510,6 +522,10 @@ async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    let provider_load = match provider_load {
+        Some(task) => Some(task.await.context("the provider load stopped")??),
+        None => None,
+    };
     let peak = args.server_pid.map(peak_rss_kib).transpose()?;
     if let Some(path) = &args.orders_out {
         let mut lines = report.order_ids.join("\n");
@@ -520,11 +536,18 @@ async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         let mut v = serde_json::to_value(&report)?;
         v["shop"] = serde_json::json!(slug);
         v["server_peak_rss_kib"] = serde_json::json!(peak);
+        v["provider_load"] = serde_json::to_value(&provider_load)?;
         println!("{v}");
     } else {
         print!("{}", report.table());
         if let Some(kib) = peak {
             println!("server peak RSS: {} MiB ({kib} KiB)", kib / 1024);
+        }
+        if let Some(load) = &provider_load {
+            println!(
+                "provider load: {} session requests in flight; answers by status: {:?}",
+                load.in_flight, load.answers
+            );
         }
     }
     Ok(())
