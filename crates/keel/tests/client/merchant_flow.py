@@ -22,19 +22,22 @@ from keel_client import AuthenticatedClient, Client
 from keel_client.api.api_keys import create_api_key
 from keel_client.api.auth import login, setup
 from keel_client.api.carts import (
-    add_item, apply_promotion, checkout, create_cart, get_cart, pay, set_address,
+    add_item, apply_promotion, checkout, create_cart, get_cart, set_address,
     set_shipping_option, shopper_order,
 )
 from keel_client.api.catalog import create_product, get_product, list_products
 from keel_client.api.inventory import adjust, create_location, list_levels
-from keel_client.api.orders import deliver, fulfil, get_order, list_orders, refund, ship
+from keel_client.api.orders import (
+    deliver, fulfil, get_order, list_orders, record_payment, refund, ship,
+)
 from keel_client.api.pricing import create_promotion, create_shipping_option, create_tax_rate
 from keel_client.api.store import store_product
 from keel_client.api.webhooks import create_endpoint, get_endpoint, list_messages
 from keel_client.models import (
     AddItemRequest, AddressInput, AdjustmentRequest, AdjustmentRequestReason, AmountInput,
     CreateCartRequest, CreateKeyRequest, CurrencyCode, EndpointInput, FulfilRequest,
-    LineQuantity, LocationRequest, LoginRequest, NoParameters, PriceInput, ProductInput, PromotionCodeRequest,
+    LineQuantity, LocationRequest, LoginRequest, ManualPaymentRequest, NoParameters, PriceInput,
+    ProductInput, PromotionCodeRequest,
     PromotionInput, RefundBody, SetupRequest, ShippingOptionInput, ShippingOptionRequest,
     ShipRequest, TaxRateInput, VariantInput,
 )
@@ -128,7 +131,7 @@ shipping = ok(create_shipping_option.sync_detailed(client=staff, body=ShippingOp
 )), 201)
 ok(create_promotion.sync_detailed(client=staff, body=PromotionInput(code="WELCOME10", percent="10")), 201)
 
-# The storefront: a guest's cart, checkout and payment.
+# The storefront: a guest's cart and checkout; staff record the offline payment.
 shopper = Client(base_url=base_url, raise_on_unexpected_status=True)
 ok(store_product.sync_detailed("linen-shirt", client=shopper, keel_publishable_key=pk, currency=CurrencyCode.USD), 200)
 new_cart = ok(create_cart.sync_detailed(client=shopper, keel_publishable_key=pk, body=CreateCartRequest(
@@ -143,12 +146,15 @@ ok(set_address.sync_detailed(cart, body=AddressInput(
 ok(set_shipping_option.sync_detailed(cart, body=ShippingOptionRequest(shipping_option_id=shipping.id), **as_cart), 200)
 priced = ok(apply_promotion.sync_detailed(cart, body=PromotionCodeRequest(code="WELCOME10"), **as_cart), 200)
 ok(get_cart.sync_detailed(cart, **as_cart), 200)
-# Checkout and payment take no parameters; the generated client sends `{}` for them.
+# Checkout takes no parameters; the generated client sends `{}` for it.
 order = ok(checkout.sync_detailed(cart, body=NoParameters(), idempotency_key=key(), **as_cart), 201)
 assert order.status == "pending_payment", order.status
 assert order.totals.total.amount == priced.totals.total.amount, "checkout froze the cart's total"
-paid = ok(pay.sync_detailed(order.id, body=NoParameters(), idempotency_key=key(), **as_cart), 201)
+paid = ok(record_payment.sync_detailed(order.id, client=staff, idempotency_key=key(), body=ManualPaymentRequest(
+    reference="bank transfer 4711",
+)), 201)
 assert paid.status == "paid", paid.status
+assert paid.payments[0].provider_reference == "bank transfer 4711", paid.payments
 ok(shopper_order.sync_detailed(order.id, **as_cart), 200)
 
 # Staff: fulfil, ship, deliver, refund part of it.

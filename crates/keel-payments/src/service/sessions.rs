@@ -1,0 +1,135 @@
+//! The storefront's payment session: one per order, for exactly its total.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl PaymentsService {
+    /// The order's payment session with the shop's provider, for the shopper's browser: made
+    /// once per order (the provider's idempotency key is the order's id, so a retry after a
+    /// lost answer finds the same payment), for exactly the order's total.
+    pub async fn open_session(
+        &self,
+        tenant: TenantId,
+        order_id: OrderId,
+        access: &ShopperAccess,
+    ) -> Result<SessionView, PaymentsError> {
+        let order = self.orders.shopper_order(tenant, order_id, access).await?;
+        let now = self.clock.now();
+        if order.status != OrderStatus::PendingPayment
+            || order.payment_status != PaymentStatus::Unpaid
+            || now >= order.expires_at
+        {
+            return Err(OrderError::NotPayable(order.status.as_str()).into());
+        }
+        let kind = ProviderKind::Stripe;
+        let settings = self.enabled(tenant, kind).await?;
+        let provider = self.provider(kind)?;
+        let secret = self.secret_key(&settings)?;
+        let sessions = self
+            .payments
+            .sessions_of_order(tenant, order.id.as_uuid())
+            .await?;
+        if let Some(open) = sessions
+            .into_iter()
+            .find(|s| s.provider == kind && !s.status.is_final())
+        {
+            let at_provider = provider.retrieve(&secret, &open.provider_ref).await?;
+            return Ok(SessionView {
+                session: open,
+                client_secret: at_provider.client_secret,
+            });
+        }
+        let amount = Amount {
+            minor: order.totals.total,
+            currency: order.currency,
+        };
+        let key = format!("keel_session_{}", order.id);
+        let order_ref = order.id.to_string();
+        let tenant_ref = tenant.to_string();
+        let created = provider
+            .create(
+                &secret,
+                &NewPayment {
+                    idempotency_key: &key,
+                    amount,
+                    capture: settings.capture,
+                    order_reference: &order_ref,
+                    tenant_reference: &tenant_ref,
+                },
+            )
+            .await?;
+        if created.amount != amount {
+            // The provider must charge exactly what was asked; anything else is not this
+            // order's payment, and nothing is recorded.
+            return Err(PaymentsError::Internal(
+                "the provider created a payment of another amount".into(),
+            ));
+        }
+        let session = PaymentSession {
+            id: Uuid::now_v7(),
+            tenant_id: tenant,
+            order_id: order.id.as_uuid(),
+            provider: kind,
+            provider_ref: created.id.clone(),
+            amount,
+            status: SessionStatus::Open,
+            next_check_at: now + self.settings.reconcile_after,
+            created_at: now,
+            updated_at: now,
+        };
+        let opened = event(
+            tenant,
+            "payment.session_created",
+            &serde_json::json!({"order_id": order.id, "session_id": session.id, "provider": kind.as_str(), "amount": amount.minor, "currency": amount.currency}),
+            now,
+        )?;
+        match self
+            .payments
+            .create_session(&session, std::slice::from_ref(&opened))
+            .await
+        {
+            Ok(()) => Ok(SessionView {
+                session,
+                client_secret: created.client_secret,
+            }),
+            Err(StoreError::Conflict { .. }) => {
+                self.lost_race(tenant, order.id, provider, &secret, created)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A concurrent request for the same order stored its session first (with Stripe, the
+    /// same payment: same key). A provider that ignores keys made a second one, which is
+    /// cancelled: the order has one session, and the shopper confirms that one.
+    pub(super) async fn lost_race(
+        &self,
+        tenant: TenantId,
+        order: OrderId,
+        provider: &Arc<dyn PaymentProvider>,
+        secret: &ProviderSecret,
+        created: crate::ports::ProviderPayment,
+    ) -> Result<SessionView, PaymentsError> {
+        let stored = self
+            .payments
+            .open_session_of(tenant, order.as_uuid(), provider.kind())
+            .await?
+            .ok_or(PaymentsError::Contended)?;
+        if stored.provider_ref == created.id {
+            return Ok(SessionView {
+                session: stored,
+                client_secret: created.client_secret,
+            });
+        }
+        let cancel_key = format!("keel_cancel_{}", created.id);
+        if let Err(e) = provider.cancel(secret, &created.id, &cancel_key).await {
+            tracing::warn!(error = %e, "a second payment made for one order could not be cancelled");
+        }
+        let at_provider = provider.retrieve(secret, &stored.provider_ref).await?;
+        Ok(SessionView {
+            session: stored,
+            client_secret: at_provider.client_secret,
+        })
+    }
+}
