@@ -86,6 +86,7 @@ kinds! {
     PAYMENT_PROVIDER_UNAVAILABLE = ("payment_provider_unavailable", 503, "Payment provider unavailable");
     PAYMENT_PROVIDER_REFUSED = ("payment_provider_refused", 502, "Payment provider refused");
     INVALID_WEBHOOK_SIGNATURE = ("invalid_webhook_signature", 400, "Invalid webhook signature");
+    PAYMENT_NOT_CAPTURABLE = ("payment_not_capturable", 409, "Payment not capturable");
     ORDER_NOT_FULFILLABLE = ("order_not_fulfillable", 409, "Order not fulfillable");
     OVER_FULFILMENT = ("over_fulfilment", 409, "Over-fulfilment");
     ORDER_NOT_SHIPPABLE = ("order_not_shippable", 409, "Order not shippable");
@@ -426,6 +427,10 @@ impl From<keel_payments::service::PaymentsError> for Problem {
             P::Refused { code } => Self::new(
                 ProblemKind::PAYMENT_PROVIDER_REFUSED,
                 format!("The payment provider refused the request (its code: `{code}`)."),
+            ),
+            P::NotCapturable => Self::new(
+                ProblemKind::PAYMENT_NOT_CAPTURABLE,
+                "The order has no payment authorised at the provider and waiting for its capture.",
             ),
             P::Signature(why) => Self::new(
                 ProblemKind::INVALID_WEBHOOK_SIGNATURE,

@@ -281,14 +281,12 @@ backend_tests! {
         assert_eq!(staff_order(&app, &shop, &id2).await["status"], "paid");
 
         // A shop that saved the provider switched off and without secrets is refused the same
-        // way (never a 500), and capture mode `manual` is refused until Keel captures.
+        // way (never a 500).
         let other = shop_fn(&app, "pay-replay-off", 1).await;
         let off = admin(&app, &other.owner.access_token, Method::PUT, "/v1/admin/payment-providers/stripe", Some(serde_json::json!({"enabled": false})), None).await;
         assert_eq!(off.status(), StatusCode::OK);
         let to_off = post_hook(&app, &other, event.clone(), &signed(&event, WEBHOOK_SECRET, now_s())).await;
         assert_problem(to_off, 400, "invalid_webhook_signature").await;
-        let manual = admin(&app, &other.owner.access_token, Method::PUT, "/v1/admin/payment-providers/stripe", Some(serde_json::json!({"enabled": false, "capture_mode": "manual"})), None).await;
-        assert_problem(manual, 422, "validation_failed").await;
     }
 
     /// Acceptance 3: with no webhook at all (none registered), reconciliation asks the
@@ -364,6 +362,51 @@ backend_tests! {
         assert_eq!(count_events(&done, "order.paid"), 0, "never counted as paid");
         let refunded = provider_refunds(&stripe, &intent).await;
         assert_eq!(refunded, order["totals"]["total"]["amount"].as_i64().expect("total"), "the provider gave it all back");
+    }
+
+    /// Capture mode `manual`: the shopper's confirmation only authorises; the order stays
+    /// payable until staff capture, which takes exactly its total and pays it once (the
+    /// provider's later `payment_intent.succeeded` changes nothing).
+    async fn staff_capture_an_authorised_payment_and_the_order_is_paid_once(backend: Backend) {
+        let (app, stripe) = app_with_stripe(backend).await;
+        let shop = shop(&app, "pay-capture", 10).await;
+        let t = shop.owner.access_token.clone();
+        let set = admin(&app, &t, Method::PUT, "/v1/admin/payment-providers/stripe",
+            Some(serde_json::json!({"enabled": true, "capture_mode": "manual", "secret_key": SECRET, "webhook_secrets": [WEBHOOK_SECRET]})), None).await;
+        assert_eq!(json(set).await["capture_mode"], "manual");
+        localstripe::register_webhook(&stripe.base, "keel", &hook_url(&app, &shop).await, WEBHOOK_SECRET).await;
+        let mut copy = keel_faults::Recorder::start().await;
+        localstripe::register_webhook(&stripe.base, "copy", &format!("{}/copy", copy.url), WEBHOOK_SECRET).await;
+        let (cart, order) = place_order(&app, &shop, "capture").await;
+        let id = order["id"].as_str().expect("id").to_owned();
+        // Nothing authorised yet: nothing to capture.
+        assert_problem(admin(&app, &t, Method::POST, &format!("/v1/admin/orders/{id}/capture"), None, None).await, 409, "payment_not_capturable").await;
+        let session = created(open_session(&app, &shop, &cart, &id).await).await;
+        let intent = session["provider_reference"].as_str().expect("pi").to_owned();
+        pay_as_the_browser(&stripe.base, &intent).await;
+        assert_eq!(staff_order(&app, &shop, &id).await["status"], "pending_payment", "authorised, not paid");
+        let captured = admin(&app, &t, Method::POST, &format!("/v1/admin/orders/{id}/capture"), None, None).await;
+        assert_eq!(captured.status(), StatusCode::OK);
+        let paid = json(captured).await;
+        assert_eq!(paid["status"], "paid");
+        assert_eq!(paid["captured"], order["totals"]["total"]);
+        // The provider's own `payment_intent.succeeded` about the capture (its copy, sent to
+        // Keel again whether or not Keel's own delivery came first) changes nothing.
+        let (body, signature) = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let got = copy.next().await;
+                if String::from_utf8_lossy(&got.body).contains("payment_intent.succeeded") {
+                    return (got.body.clone(), got.header("stripe-signature").unwrap_or_default().to_owned());
+                }
+            }
+        })
+        .await
+        .expect("the provider's event about the capture");
+        assert_eq!(post_hook(&app, &shop, body, &signature).await.status(), StatusCode::OK);
+        let settled = staff_order(&app, &shop, &id).await;
+        assert_eq!(count_events(&settled, "order.paid"), 1);
+        assert_eq!(settled["payments"].as_array().expect("payments").len(), 1);
+        assert_problem(admin(&app, &t, Method::POST, &format!("/v1/admin/orders/{id}/capture"), None, None).await, 409, "order_not_payable").await;
     }
 
     /// Acceptance 8: staff refunds go through the provider: partial plus partial up to what was

@@ -68,6 +68,9 @@ pub enum PaymentsError {
     NotFound,
     #[error("the resource changed since it was read")]
     PreconditionFailed,
+    /// The order has no authorised payment waiting for a capture.
+    #[error("the order has no authorised payment to capture")]
+    NotCapturable,
     /// The shop has not set the provider up (or switched it off).
     #[error("the shop does not take payments with {0}")]
     NotConfigured(&'static str),

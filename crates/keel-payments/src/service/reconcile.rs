@@ -86,7 +86,11 @@ impl PaymentsService {
         };
         // One inbox row per final answer read by reconciliation: the webhook's own event,
         // arriving later, finds the order already settled and changes nothing.
-        let id = format!("reconcile:{}:{}", session.provider_ref, webhooks::status_word(&kind));
+        let id = format!(
+            "reconcile:{}:{}",
+            session.provider_ref,
+            webhooks::status_word(&kind)
+        );
         let outcome = self
             .apply_event(
                 tenant,

@@ -132,4 +132,48 @@ impl PaymentsService {
             client_secret: at_provider.client_secret,
         })
     }
+
+    /// Captures the order's authorised payment (capture mode `manual`): exactly the order's
+    /// total, with the session's own idempotency key; the provider's answer pays the order
+    /// through the same transition as its webhook (which, arriving later, changes nothing).
+    pub async fn capture(&self, tenant: TenantId, id: OrderId) -> Result<Order, PaymentsError> {
+        let order = self.order_store.get_order(tenant, id).await?;
+        if order.status != OrderStatus::PendingPayment
+            || order.payment_status != PaymentStatus::Unpaid
+        {
+            return Err(OrderError::NotPayable(order.status.as_str()).into());
+        }
+        let kind = ProviderKind::Stripe;
+        let session = self
+            .payments
+            .open_session_of(tenant, id.as_uuid(), kind)
+            .await?
+            .ok_or(PaymentsError::NotCapturable)?;
+        let settings = self.payments.get_provider(tenant, kind).await?;
+        let provider = self.provider(kind)?;
+        let secret = self.secret_key(&settings)?;
+        let key = format!("keel_capture_{}", session.id);
+        let captured = provider
+            .capture(&secret, &session.provider_ref, session.amount, &key)
+            .await?;
+        if captured.status != SessionStatus::Succeeded {
+            return Err(PaymentsError::NotCapturable);
+        }
+        let inbox = format!("capture:{}", session.provider_ref);
+        let event = ProviderEvent {
+            id: inbox.clone(),
+            kind: EventKind::PaymentSucceeded {
+                payment_id: session.provider_ref.clone(),
+                amount: Amount {
+                    minor: captured.received,
+                    currency: captured.amount.currency,
+                },
+                order_reference: None,
+                tenant_reference: None,
+            },
+        };
+        self.apply_event(tenant, kind, &event, &inbox, self.clock.now())
+            .await?;
+        Ok(self.order_store.get_order(tenant, id).await?)
+    }
 }

@@ -34,14 +34,6 @@ impl PaymentsService {
         if provider != ProviderKind::Stripe {
             return Err(PaymentsError::NotFound);
         }
-        if input.capture == CaptureMode::Manual {
-            // Nothing captures an authorised payment yet: accepting the mode would let every
-            // authorisation lapse and the order expire.
-            return Err(invalid(
-                "/capture_mode",
-                "only `automatic` is supported: Keel does not capture authorised payments yet",
-            ));
-        }
         if let Some(k) = &input.secret_key {
             check_secret_key(k)?;
         }

@@ -380,6 +380,25 @@ async fn record_payment(
     .await
 }
 
+/// Captures the order's payment authorised at the provider (the shop's capture mode
+/// `manual`): exactly the order's total; the order becomes `paid` (`order.paid`) when the
+/// provider has taken it. Capture before the order's `expires_at`: an expired order's
+/// authorisation is released.
+#[utoipa::path(post, path = "/v1/admin/orders/{id}/capture", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = OrderResponse),
+        (status = 409, description = "`order_not_payable`, `payment_not_capturable`.", body = ProblemBody),
+        (status = 502, description = "`payment_provider_refused`.", body = ProblemBody),
+        (status = 503, description = "`payment_provider_unavailable` (with `Retry-After`).", body = ProblemBody)))]
+async fn capture(
+    State(state): State<AppState>,
+    auth: RequirePermission<OrdersWrite>,
+    Id(id): Id<OrderId>,
+) -> Result<Json<OrderResponse>, Problem> {
+    let order = state.payments.capture(auth.principal.tenant_id, id).await?;
+    Ok(Json(OrderResponse::from(&order)))
+}
+
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_orders))
@@ -390,4 +409,5 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel))
         .routes(routes!(refund))
         .routes(routes!(record_payment))
+        .routes(routes!(capture))
 }
