@@ -121,6 +121,12 @@ impl StripeSimulator {
         }
     }
 
+    /// Forgets a PaymentIntent (as a provider account the shop no longer uses would not know
+    /// it): reads of it answer 404 `resource_missing`.
+    pub fn forget(&self, intent: &str) {
+        lock(&self.sim).intents.remove(intent);
+    }
+
     /// PaymentIntents made (a repeated key makes none).
     pub fn intents_made(&self) -> u64 {
         lock(&self.sim).intents_made

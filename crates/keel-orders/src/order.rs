@@ -224,6 +224,9 @@ pub const CAPTURED: &str = "captured";
 /// A payment taken for an order that would not ship, returned whole (compensation).
 pub const COMPENSATED: &str = "compensated";
 
+/// A compensation the provider refused: the money is still at the provider, for staff.
+pub const COMPENSATION_FAILED: &str = "compensation_failed";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
     pub id: RefundId,
@@ -234,6 +237,10 @@ pub struct Refund {
     /// Orders stored before refunds could wait for a provider hold only done refunds.
     #[serde(default)]
     pub status: RefundStatus,
+    /// The payment this refund gives back whole when it is a compensation (a payment taken
+    /// for an order that would not ship); `None` for refunds of the order's own payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensates: Option<PaymentId>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -399,8 +406,9 @@ impl Order {
         if amount < 1 {
             return Err(OrderError::OverRefund);
         }
+        let payment = PaymentId::new();
         self.payments.push(Payment {
-            id: PaymentId::new(),
+            id: payment,
             amount,
             status: COMPENSATED.into(),
             provider: provider.to_owned(),
@@ -416,6 +424,7 @@ impl Order {
             shipping: 0,
             reason: Some("payment for an order that will not ship".into()),
             status: RefundStatus::Pending,
+            compensates: Some(payment),
             created_at: now,
         };
         self.refunds.push(refund.clone());
@@ -443,6 +452,18 @@ impl Order {
         }
         if succeeded {
             self.refunds[index].status = RefundStatus::Succeeded;
+        } else if let Some(payment) = self.refunds[index].compensates {
+            // A compensation the provider refused: the money it holds was never the order's,
+            // so it leaves the order's books whole (never refundable through the order's own
+            // payment) and staff settle it with the provider.
+            let amount = self.refunds[index].amount;
+            self.captured -= amount;
+            self.refunded -= amount;
+            if let Some(p) = self.payments.iter_mut().find(|p| p.id == payment) {
+                p.status = COMPENSATION_FAILED.into();
+            }
+            self.refunds[index].status = RefundStatus::Failed;
+            self.payment_status = self.refund_standing();
         } else {
             let refund = self.refunds[index].clone();
             for taken in &refund.lines {
@@ -709,6 +730,7 @@ impl Order {
             shipping,
             reason,
             status: self.new_refund_status(),
+            compensates: None,
             created_at: now,
         };
         self.refunds.push(refund.clone());

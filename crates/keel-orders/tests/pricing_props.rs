@@ -11,7 +11,7 @@ use keel_orders::{
     cart::{Address, LineId},
     country::Country,
     exact::{Percent, allocate},
-    order::{Order, OrderId, OrderLine, OrderStatus, PaymentStatus, RefundRequest},
+    order::{Order, OrderId, OrderLine, OrderStatus, PaymentStatus, RefundRequest, RefundStatus},
     pricing::{Discount, LineInput, PricingInput, ShippingInput, price},
 };
 use proptest::prelude::*;
@@ -204,4 +204,78 @@ proptest! {
         }
         prop_assert!(order.refunded <= order.captured);
     }
+
+    #[test]
+    fn a_refund_refused_by_the_provider_gives_back_exactly_what_it_took(
+        input in input(),
+        currency in currency(),
+        asks in prop::collection::vec((1_i64..=5_000_000, any::<bool>()), 1..=8),
+    ) {
+        let mut order = order_from(&input, currency);
+        let total = order.totals.total;
+        prop_assert!(order.pay("stripe", total, "pi_1".into(), time::OffsetDateTime::UNIX_EPOCH).is_ok());
+        for (amount, succeeds) in asks {
+            let Ok(r) = order.refund(&RefundRequest::Amount(amount), None, time::OffsetDateTime::UNIX_EPOCH) else {
+                continue;
+            };
+            prop_assert_eq!(r.status, RefundStatus::Pending, "a provider's payment is refunded through it");
+            prop_assert_eq!(order.settle_refund(r.id, succeeds, time::OffsetDateTime::UNIX_EPOCH), Ok(true));
+            prop_assert_eq!(order.settle_refund(r.id, !succeeds, time::OffsetDateTime::UNIX_EPOCH), Ok(false), "settled once");
+        }
+        let kept: Vec<_> = order.refunds.iter().filter(|r| r.status != RefundStatus::Failed).collect();
+        prop_assert_eq!(order.refunded, kept.iter().map(|r| r.amount).sum::<i64>());
+        prop_assert_eq!(order.refunded_shipping, kept.iter().map(|r| r.shipping).sum::<i64>());
+        for l in &order.lines {
+            let taken: i64 = kept.iter().flat_map(|r| &r.lines).filter(|x| x.line_id == l.id).map(|x| x.amount).sum();
+            prop_assert_eq!(l.refunded_amount, taken);
+        }
+        prop_assert!(order.refunded <= order.captured);
+    }
+}
+
+/// A compensation the provider refuses leaves the order's books whole: its money never
+/// becomes refundable through the order's own payment.
+#[test]
+fn a_refused_compensation_never_becomes_refundable_through_the_orders_payment() {
+    let input = PricingInput {
+        lines: vec![LineInput {
+            unit_price: 1000,
+            quantity: 2,
+        }],
+        discount: Discount::None,
+        shipping: None,
+        tax_rate: Percent::ZERO,
+        shipping_taxable: false,
+        tax_inclusive: false,
+    };
+    let now = time::OffsetDateTime::UNIX_EPOCH;
+    let mut order = order_from(&input, Currency::parse("USD").expect("USD"));
+    order.pay("stripe", 2000, "pi_a".into(), now).expect("paid");
+    let comp = order
+        .compensate("stripe", 2000, "pi_b".into(), now)
+        .expect("compensation");
+    assert_eq!((order.captured, order.refunded), (4000, 2000));
+    assert_eq!(order.settle_refund(comp.id, false, now), Ok(true));
+    assert_eq!(
+        (order.captured, order.refunded),
+        (2000, 0),
+        "the refused compensation left the books"
+    );
+    assert_eq!(
+        order.payments[1].status,
+        keel_orders::order::COMPENSATION_FAILED
+    );
+    assert_eq!(order.payment_status, PaymentStatus::Paid);
+    let refund = order
+        .refund(&RefundRequest::Amount(2000), None, now)
+        .expect("the order's own payment");
+    assert_eq!(
+        refund.status,
+        RefundStatus::Pending,
+        "through the provider, never done on Keel's word"
+    );
+    assert!(
+        order.refund(&RefundRequest::Amount(1), None, now).is_err(),
+        "nothing more to refund"
+    );
 }

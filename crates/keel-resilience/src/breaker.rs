@@ -116,6 +116,18 @@ impl Breaker {
         }
     }
 
+    /// An admitted call that ended without an outcome because its caller went away (a
+    /// client that disconnected): it says nothing of the dependency, so it is not counted,
+    /// and a probe's place is given back so the next call can probe. (Counting it would let
+    /// any client open the circuit every caller shares by hanging up.)
+    pub fn release(&mut self, probe: bool) {
+        if let State::HalfOpen { probes_out } = &mut self.state
+            && probe
+        {
+            *probes_out = probes_out.saturating_sub(1);
+        }
+    }
+
     /// Reports the outcome of an admitted call: `healthy` is false for a failure that counts
     /// against the dependency.
     pub fn record(&mut self, probe: bool, healthy: bool, now: Instant) {
@@ -153,6 +165,33 @@ mod tests {
     use super::*;
 
     const OPEN_FOR: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_call_abandoned_by_its_caller_is_not_counted_and_gives_its_probe_back() {
+        let mut b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(b.admit(t0), Admission::Pass { probe: false });
+            b.release(false);
+        }
+        assert_eq!(b.state(t0), CircuitState::Closed);
+        for _ in 0..5 {
+            b.admit(t0);
+            b.record(false, false, t0);
+        }
+        let later = t0 + OPEN_FOR;
+        assert_eq!(b.admit(later), Admission::Pass { probe: true });
+        assert!(
+            matches!(b.admit(later), Admission::Refused { .. }),
+            "one probe at a time"
+        );
+        b.release(true);
+        assert_eq!(
+            b.admit(later),
+            Admission::Pass { probe: true },
+            "the probe's place is back"
+        );
+    }
 
     fn breaker() -> Breaker {
         Breaker::new(5, OPEN_FOR, 1)

@@ -245,7 +245,7 @@ impl Dependency {
                 return Err(CallError::Open { retry_after });
             }
         };
-        // Reports the outcome even if this future is dropped mid-attempt (the caller went
+        // Settles the admission even if this future is dropped mid-attempt (the caller went
         // away): an admitted probe that never reported would hold a half-open circuit shut.
         let mut pending = Pending {
             dependency: self,
@@ -265,8 +265,9 @@ impl Dependency {
     }
 }
 
-/// An admitted attempt's report to the breaker, made once: on its outcome, or as a failure
-/// when the attempt is dropped before it has one.
+/// An admitted attempt's report to the breaker, made once: on its outcome, or, when the
+/// attempt is dropped before it has one (its caller went away), a release that counts for
+/// nothing and gives a probe's place back.
 struct Pending<'d> {
     dependency: &'d Dependency,
     probe: bool,
@@ -286,7 +287,10 @@ impl Pending<'_> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.report(false);
+        if !self.reported {
+            self.reported = true;
+            self.dependency.breaker().release(self.probe);
+        }
     }
 }
 
@@ -513,7 +517,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_probe_whose_caller_goes_away_counts_as_failed_and_the_circuit_recovers() {
+    async fn callers_that_go_away_never_open_the_circuit() {
+        let dep = Dependency::new("test", quick());
+        for _ in 0..10 {
+            let call = dep.call(true, std::future::pending::<Result<(), Failure>>);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(5), call)
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(dep.snapshot().state, CircuitState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_probe_whose_caller_goes_away_gives_its_place_back_and_the_circuit_recovers() {
         let dep = Dependency::new(
             "test",
             Policy {

@@ -726,6 +726,74 @@ async fn postgres_a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_f
     a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast(Backend::Postgres).await;
 }
 
+/// A session whose payment the provider no longer knows (the shop changed accounts) does not
+/// leave the order unpayable: the next request closes it and opens a new one (another key, a
+/// new payment); reconciliation closes such a session of a closed order instead of asking
+/// about it forever. Against the test kit's simulator (it can forget a payment).
+async fn a_session_the_provider_forgot_is_replaced_not_a_dead_end(backend: Backend) {
+    let sim = keel_faults::stripe_sim::StripeSimulator::start().await;
+    let base = sim.url.clone();
+    let app = spawn_app_with(
+        backend,
+        utoipa_axum::router::OpenApiRouter::new(),
+        move |raw| {
+            raw.payments.stripe.api_base = base;
+            raw.payments.reconcile_interval_ms = 3_600_000;
+        },
+    )
+    .await;
+    let shop = shop(&app, "pay-forgot", 10).await;
+    enable_stripe(&app, &shop).await;
+    let (cart, order) = place_order(&app, &shop, "forgot").await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    let first = created(open_session(&app, &shop, &cart, &id).await).await;
+    sim.forget(first["provider_reference"].as_str().expect("pi"));
+    let second = created(open_session(&app, &shop, &cart, &id).await).await;
+    assert_ne!(second["id"], first["id"]);
+    assert_ne!(second["provider_reference"], first["provider_reference"]);
+    assert_eq!(sim.intents_made(), 2);
+    let detail = staff_order(&app, &shop, &id).await;
+    assert_eq!(
+        count_events(&detail, "payment.canceled"),
+        1,
+        "the forgotten one closed"
+    );
+
+    // Forgotten again, and the order expires: reconciliation closes it for good.
+    sim.forget(second["provider_reference"].as_str().expect("pi"));
+    let expires = time::OffsetDateTime::parse(
+        order["expires_at"].as_str().expect("expiry"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("time");
+    keel::maintenance_pass(&app.settings, &app.store, expires)
+        .await
+        .expect("pass");
+    let opened = time::OffsetDateTime::parse(
+        second["created_at"].as_str().expect("at"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("time");
+    let at = expires.max(opened + app.settings.payments.service.reconcile_after);
+    let pass = payments_at(&app, at).reconcile(100).await.expect("pass");
+    assert_eq!((pass.checked, pass.settled), (1, 1));
+    let again = payments_at(&app, at + time::Duration::days(1))
+        .reconcile(100)
+        .await
+        .expect("pass");
+    assert_eq!(again.checked, 0, "never asked about again");
+}
+
+#[tokio::test]
+async fn sqlite_a_session_the_provider_forgot_is_replaced_not_a_dead_end() {
+    a_session_the_provider_forgot_is_replaced_not_a_dead_end(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_a_session_the_provider_forgot_is_replaced_not_a_dead_end() {
+    a_session_the_provider_forgot_is_replaced_not_a_dead_end(Backend::Postgres).await;
+}
+
 /// What the provider refunded of a payment in all, by its own account.
 async fn provider_refunds(stripe: &LocalStripe, intent: &str) -> i64 {
     let list: serde_json::Value = reqwest::Client::new()

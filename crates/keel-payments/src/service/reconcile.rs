@@ -38,7 +38,18 @@ impl PaymentsService {
         let settings = self.payments.get_provider(tenant, session.provider).await?;
         let provider = self.provider(session.provider)?;
         let secret = self.secret_key(&settings)?;
-        let at_provider = provider.retrieve(&secret, &session.provider_ref).await?;
+        let at_provider = match provider.retrieve(&secret, &session.provider_ref).await {
+            Ok(p) => p,
+            // The provider no longer knows the payment (the shop changed accounts or keys):
+            // nothing can be paid through it, so the session closes here instead of being
+            // asked about forever.
+            Err(ProviderError::Refused { .. }) => {
+                self.close_session(session, SessionStatus::Canceled, now)
+                    .await?;
+                return Ok(true);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let kind = match at_provider.status {
             // What the provider took, not what was asked: a partial capture is a mismatch.
             SessionStatus::Succeeded => EventKind::PaymentSucceeded {

@@ -30,20 +30,33 @@ impl PaymentsService {
             .sessions_of_order(tenant, order.id.as_uuid())
             .await?;
         if let Some(open) = sessions
-            .into_iter()
+            .iter()
             .find(|s| s.provider == kind && !s.status.is_final())
         {
-            let at_provider = provider.retrieve(&secret, &open.provider_ref).await?;
-            return Ok(SessionView {
-                session: open,
-                client_secret: at_provider.client_secret,
-            });
+            match provider.retrieve(&secret, &open.provider_ref).await {
+                Ok(at_provider) => {
+                    return Ok(SessionView {
+                        session: open.clone(),
+                        client_secret: at_provider.client_secret,
+                    });
+                }
+                // The provider no longer knows the payment (the shop changed accounts or
+                // keys): it can never be paid, so the session closes here and a new one is
+                // made, rather than leaving the order unpayable.
+                Err(ProviderError::Refused { .. }) => {
+                    self.close_session(open, SessionStatus::Canceled, now)
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let amount = Amount {
             minor: order.totals.total,
             currency: order.currency,
         };
-        let key = format!("keel_session_{}", order.id);
+        // One key per session of the order (its generation): a retry of this creation gets
+        // the same payment, and a session closed before is never answered again.
+        let key = format!("keel_session_{}_{}", order.id, sessions.len());
         let order_ref = order.id.to_string();
         let tenant_ref = tenant.to_string();
         let created = provider
@@ -143,13 +156,17 @@ impl PaymentsService {
         {
             return Err(OrderError::NotPayable(order.status.as_str()).into());
         }
+        if self.clock.now() >= order.expires_at {
+            // Its stock is being released: an authorisation captured now would be refunded.
+            return Err(OrderError::NotPayable("expired").into());
+        }
         let kind = ProviderKind::Stripe;
         let session = self
             .payments
             .open_session_of(tenant, id.as_uuid(), kind)
             .await?
             .ok_or(PaymentsError::NotCapturable)?;
-        let settings = self.payments.get_provider(tenant, kind).await?;
+        let settings = self.enabled(tenant, kind).await?;
         let provider = self.provider(kind)?;
         let secret = self.secret_key(&settings)?;
         let key = format!("keel_capture_{}", session.id);
@@ -172,8 +189,15 @@ impl PaymentsService {
                 tenant_reference: None,
             },
         };
-        self.apply_event(tenant, kind, &event, &inbox, self.clock.now())
+        let outcome = self
+            .apply_event(tenant, kind, &event, &inbox, self.clock.now())
             .await?;
+        for task in outcome.refunds {
+            // Compensation (the order closed meanwhile): tried now, else by the retry job.
+            if let Err(e) = self.run_refund(&task).await {
+                tracing::warn!(refund = %task.id, error = %e, "a compensating refund is pending; the retry job tries again");
+            }
+        }
         Ok(self.order_store.get_order(tenant, id).await?)
     }
 }

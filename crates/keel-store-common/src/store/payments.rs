@@ -334,8 +334,9 @@ pub async fn apply<E: Exec>(e: &mut E, w: &EffectWrite) -> Result<Applied, Store
     }
     if let Some(s) = &w.session {
         e.run(
+            // A final answer is final: a late event cannot move a session back.
             "UPDATE payment_sessions SET status = $3, next_check_at = $4, updated_at = $5 \
-             WHERE tenant_id = $1 AND id = $2",
+             WHERE tenant_id = $1 AND id = $2 AND status IN ('open', 'failed')",
             args![
                 w.tenant.as_uuid(),
                 s.id,
@@ -361,8 +362,8 @@ macro_rules! refund_cols {
 }
 
 /// Inserts a refund task, or replaces its standing while it is pending (the amount and the
-/// payment never change, and a settled refund stays settled: a late retry of another node
-/// cannot reopen it).
+/// payment never change, a settled refund stays settled: a late retry of another node cannot
+/// reopen it, and the provider's id of a refund, once known, is never forgotten).
 async fn put_refund<E: Exec>(e: &mut E, r: &RefundTask) -> Result<(), StoreError> {
     e.run(
         concat!(
@@ -370,7 +371,8 @@ async fn put_refund<E: Exec>(e: &mut E, r: &RefundTask) -> Result<(), StoreError
             refund_cols!(),
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (tenant_id, id) DO UPDATE SET status = excluded.status, \
-             provider_ref = excluded.provider_ref, failure = excluded.failure, \
+             provider_ref = COALESCE(excluded.provider_ref, payment_refunds.provider_ref), \
+             failure = excluded.failure, \
              attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, \
              updated_at = excluded.updated_at WHERE payment_refunds.status = 'pending'"
         ),
