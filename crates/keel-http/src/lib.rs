@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;
+pub mod ratelimit;
 pub mod routes;
 pub mod store_cache;
 
@@ -84,6 +85,8 @@ pub struct AppStateParts {
     pub worker_wake: Arc<tokio::sync::Notify>,
     /// How the client address behind trusted proxies is found.
     pub client_addr: client::ClientAddrPolicy,
+    /// The edge's rate limits and their state (ADR 0035).
+    pub limits: Arc<ratelimit::EdgeLimits>,
 }
 
 /// Exact limits from the configuration.
@@ -153,7 +156,8 @@ pub fn router_with(
     // The last layer added is the outermost.
     api.merge(openapi::docs_router(openapi::finish(doc)))
         .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(from_fn_with_state(state, ratelimit::limit))
         .layer(from_fn_with_state(cache.clone(), store_cache::serve))
         .layer(from_fn_with_state(cache, store_cache::track))
         .layer(from_fn_with_state(wake, middleware::wake_worker))

@@ -57,6 +57,7 @@ kinds! {
     EMAIL_TAKEN = ("email_taken", 409, "Email already in use");
     LAST_OWNER = ("last_owner", 409, "Last owner");
     TOO_MANY_ATTEMPTS = ("too_many_attempts", 429, "Too many attempts");
+    RATE_LIMITED = ("rate_limited", 429, "Rate limited");
     NOT_FOUND = ("not_found", 404, "Not found");
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, "Method not allowed");
     CONFLICT = ("conflict", 409, "Conflict");

@@ -168,6 +168,10 @@ impl App {
             webhooks,
             worker_wake: wake,
             client_addr: settings.client_addr.clone(),
+            limits: Arc::new(keel_http::ratelimit::EdgeLimits::new(
+                settings.limits,
+                Arc::new(SystemClock),
+            )),
         });
         let metrics_listener = match settings.metrics_listen {
             Some(addr) => Some((

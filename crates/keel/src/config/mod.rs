@@ -119,6 +119,7 @@ pub struct RawConfig {
     pub auth: RawAuth,
     pub webhooks: RawWebhooks,
     pub payments: RawPayments,
+    pub limits: RawLimits,
     pub sqlite: RawSqlite,
     pub postgres: RawPostgres,
 }
@@ -137,6 +138,63 @@ pub struct RawNats {
     /// `KEEL_NATS__RETRY_SCHEDULE`, default `1s,5s,30s,300s,1800s`: a consumer's delays after a
     /// failed delivery; after the last, the event goes to the dead-letter table.
     pub retry_schedule: String,
+}
+
+/// Rate limits at the edge (issue 23, ADR 0035): each a GCRA limit, an exact emission
+/// interval and an exact burst.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// `KEEL_LIMITS__ENABLED`, default true.
+    pub enabled: bool,
+    /// `KEEL_LIMITS__MEMORY_KEYS`, default 100000: keys a node remembers at most (the oldest
+    /// are forgotten first).
+    pub memory_keys: u32,
+    /// `KEEL_LIMITS__CART_CREATE__INTERVAL_MS` / `__BURST`, default 1000 / 60: carts one client
+    /// address creates at one shop (60 per 60 s).
+    pub cart_create: RawLimit,
+    /// `KEEL_LIMITS__CHECKOUT__INTERVAL_MS` / `__BURST`, default 3000 / 20: checkouts one
+    /// client address attempts at one shop (20 per 60 s).
+    pub checkout: RawLimit,
+    /// `KEEL_LIMITS__PROMOTION_ADDRESS__INTERVAL_MS` / `__BURST`, default 3000 / 20:
+    /// promotion-code attempts per client address at one shop.
+    pub promotion_address: RawLimit,
+    /// `KEEL_LIMITS__PROMOTION_CART__INTERVAL_MS` / `__BURST`, default 6000 / 10:
+    /// promotion-code attempts per cart.
+    pub promotion_cart: RawLimit,
+}
+
+/// One GCRA limit: `burst` at once, then one every `interval_ms`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub interval_ms: u64,
+    pub burst: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            memory_keys: 100_000,
+            cart_create: RawLimit {
+                interval_ms: 1_000,
+                burst: 60,
+            },
+            checkout: RawLimit {
+                interval_ms: 3_000,
+                burst: 20,
+            },
+            promotion_address: RawLimit {
+                interval_ms: 3_000,
+                burst: 20,
+            },
+            promotion_cart: RawLimit {
+                interval_ms: 6_000,
+                burst: 10,
+            },
+        }
+    }
 }
 
 /// Payments through providers (issue 22); every value exact.
@@ -408,6 +466,7 @@ impl Default for RawConfig {
                 max_endpoints: 16,
             },
             payments: RawPayments::default(),
+            limits: RawLimits::default(),
             auth: RawAuth {
                 issuer: "keel".into(),
                 access_token_ttl_s: 900,

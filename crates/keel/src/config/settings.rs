@@ -66,6 +66,7 @@ pub struct Settings {
     pub event_retention: time::Duration,
     pub webhooks: keel_webhooks::service::WebhookSettings,
     pub payments: PaymentSettings,
+    pub limits: keel_http::ratelimit::LimitSettings,
     pub worker: keel_worker::WorkerSettings,
     /// The JetStream bus, when configured.
     pub nats: Option<NatsSettings>,
@@ -184,6 +185,28 @@ fn auth_settings(
         .map_err(|_| err("KEEL_AUTH__HASH_PER_ADDRESS", "too large"))?,
         // Zero is allowed: refuse at once when every place is taken.
         hash_queue_wait: Duration::from_millis(raw.hash_queue_wait_ms),
+    })
+}
+
+fn limit_settings(
+    raw: &super::RawLimits,
+) -> Result<keel_http::ratelimit::LimitSettings, ConfigError> {
+    let limit = |name: &str, l: super::RawLimit| {
+        keel_kernel::ratelimit::Limit::new(l.interval_ms, l.burst).ok_or_else(|| {
+            err(
+                &format!("KEEL_LIMITS__{name}__INTERVAL_MS / __BURST"),
+                "must both be greater than 0",
+            )
+        })
+    };
+    Ok(keel_http::ratelimit::LimitSettings {
+        enabled: raw.enabled,
+        memory_keys: usize::try_from(count("KEEL_LIMITS__MEMORY_KEYS", raw.memory_keys)?)
+            .map_err(|_| err("KEEL_LIMITS__MEMORY_KEYS", "too large"))?,
+        cart_create: limit("CART_CREATE", raw.cart_create)?,
+        checkout: limit("CHECKOUT", raw.checkout)?,
+        promotion_per_address: limit("PROMOTION_ADDRESS", raw.promotion_address)?,
+        promotion_per_cart: limit("PROMOTION_CART", raw.promotion_cart)?,
     })
 }
 
@@ -662,6 +685,7 @@ impl Settings {
             event_retention: seconds("KEEL_EVENT_RETENTION_S", raw.event_retention_s)?,
             webhooks: webhook_settings(&raw.webhooks)?,
             payments: payment_settings(&raw.payments)?,
+            limits: limit_settings(&raw.limits)?,
             nats: nats_settings(raw.nats_url, &raw.nats)?,
             worker: worker_settings(&raw.webhooks)?,
             secret_key: raw.secret_key,

@@ -136,7 +136,8 @@ struct PromotionCodeRequest {
 /// Creates a cart: a signed-in customer's, or a guest's (the answer holds its secret).
 #[utoipa::path(post, path = "/v1/store/carts", tag = "carts", request_body = CreateCartRequest,
     params(("Keel-Publishable-Key" = String, Header)),
-    responses((status = 201, body = NewCartResponse), (status = 422, body = ProblemBody)))]
+    responses((status = 201, body = NewCartResponse), (status = 422, body = ProblemBody),
+        (status = 429, description = "`rate_limited` (with `Retry-After`, `RateLimit-Policy`, `RateLimit`): nothing was done.", body = ProblemBody)))]
 async fn create_cart(
     State(state): State<AppState>,
     shopper: Shopper,
@@ -285,7 +286,8 @@ async fn set_shipping_option(
 /// Applies a promotion code (one per cart; a new one replaces it).
 #[utoipa::path(post, path = "/v1/store/carts/{id}/promotions", tag = "carts", request_body = PromotionCodeRequest,
     params(("Keel-Publishable-Key" = String, Header), ("Keel-Cart-Secret" = Option<String>, Header), ("id" = String, Path)),
-    responses((status = 200, body = CartResponse), (status = 409, description = "`promotion_not_applicable` or `promotion_exhausted`.", body = ProblemBody)))]
+    responses((status = 200, body = CartResponse), (status = 409, description = "`promotion_not_applicable` or `promotion_exhausted`.", body = ProblemBody),
+        (status = 429, description = "`rate_limited` (with `Retry-After`, `RateLimit-Policy`, `RateLimit`): nothing was done.", body = ProblemBody)))]
 async fn apply_promotion(
     State(state): State<AppState>,
     shopper: Shopper,
@@ -330,6 +332,7 @@ async fn remove_promotion(
         (status = 201, description = "The order.", body = OrderResponse),
         (status = 409, description = "`insufficient_stock`, `cart_prices_changed`, `shipping_option_unavailable`, `promotion_exhausted`, `idempotency_request_in_progress`, …", body = ProblemBody),
         (status = 422, description = "`idempotency_key_reused`; `validation_failed` for a body with members (the route takes none).", body = ProblemBody),
+        (status = 429, description = "`rate_limited` (with `Retry-After`, `RateLimit-Policy`, `RateLimit`): nothing was done.", body = ProblemBody),
     ))]
 async fn checkout(
     State(state): State<AppState>,

@@ -1,0 +1,329 @@
+//! Rate limits at the edge (issue 23, ADR 0035), evaluated in one place before any handler:
+//! GCRA decisions (`keel_kernel::ratelimit`) on this node's memory, keyed by what the route
+//! knows of its caller. Every limited answer carries the IETF `RateLimit-Policy` and
+//! `RateLimit` headers; a refusal is `429 rate_limited` with `Retry-After` and does nothing.
+//!
+//! Limited so far (the storefront's abuse-prone writes, per shop (its publishable key) and
+//! client address, IPv6 by /64, behind trusted proxies the forwarded one): cart creation,
+//! checkout, and promotion-code attempts, those also per cart (guessing codes).
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use axum::{
+    extract::{ConnectInfo, MatchedPath, Request, State},
+    http::{HeaderValue, Method, header::HeaderName},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use keel_kernel::{
+    clock::Clock,
+    ratelimit::{Decision, Limit, decide},
+};
+
+use crate::{
+    AppState,
+    problem::{Problem, ProblemKind},
+};
+
+/// The limits, exact (configuration `KEEL_LIMITS__*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub enabled: bool,
+    /// Keys this node remembers at most (the oldest are forgotten first).
+    pub memory_keys: usize,
+    /// `POST /v1/store/carts`, per shop and client address.
+    pub cart_create: Limit,
+    /// `POST /v1/store/carts/{id}/checkout`, per shop and client address.
+    pub checkout: Limit,
+    /// `POST /v1/store/carts/{id}/promotions`, per shop and client address.
+    pub promotion_per_address: Limit,
+    /// `POST /v1/store/carts/{id}/promotions`, per cart.
+    pub promotion_per_cart: Limit,
+}
+
+const SHARDS: usize = 16;
+
+/// Arrival times by key, in memory: a fixed number of shards, each with an exact share of
+/// the key budget. A full shard forgets keys whose time has passed (they are as good as new)
+/// and, if none has, the one that would refill first.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    shards: Vec<Mutex<HashMap<Box<str>, i64>>>,
+    caps: Vec<usize>,
+    hasher: RandomState,
+}
+
+impl MemoryLimiter {
+    pub fn new(keys: usize) -> Self {
+        // The budget split exactly: the first `keys % SHARDS` shards hold one key more.
+        let caps = (0..SHARDS)
+            .map(|i| keys / SHARDS + usize::from(i < keys % SHARDS))
+            .collect();
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            caps,
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Decides one request for `key` at `now_ms`.
+    pub fn check(&self, key: &str, limit: Limit, now_ms: i64) -> Decision {
+        let shard = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        let cap = self.caps[shard];
+        let mut map = self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (decision, tat) = decide(limit, map.get(key).copied(), now_ms);
+        if decision.allowed {
+            if !map.contains_key(key) && map.len() >= cap {
+                map.retain(|_, t| *t > now_ms);
+                if map.len() >= cap
+                    && let Some(oldest) =
+                        map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
+                {
+                    map.remove(&oldest);
+                }
+            }
+            if cap > 0 {
+                map.insert(key.into(), tat);
+            }
+        }
+        decision
+    }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The node's limits and their state.
+#[derive(Debug)]
+pub struct EdgeLimits {
+    settings: LimitSettings,
+    memory: MemoryLimiter,
+    clock: Arc<dyn Clock>,
+}
+
+impl EdgeLimits {
+    pub fn new(settings: LimitSettings, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            memory: MemoryLimiter::new(settings.memory_keys),
+            settings,
+            clock,
+        }
+    }
+}
+
+/// One limit a request is held to: the policy's name, the limit, and the key it counts on.
+struct Rule {
+    policy: &'static str,
+    limit: Limit,
+    key: String,
+}
+
+/// The rules of a request, by its route template.
+fn rules(
+    settings: &LimitSettings,
+    method: &Method,
+    route: &str,
+    shop: &str,
+    client: &str,
+    path: &str,
+) -> Vec<Rule> {
+    let per_address = |policy: &'static str, limit: Limit| Rule {
+        policy,
+        limit,
+        key: format!("{policy}|{shop}|{client}"),
+    };
+    if method != Method::POST {
+        return Vec::new();
+    }
+    match route {
+        "/v1/store/carts" => vec![per_address("cart_create", settings.cart_create)],
+        "/v1/store/carts/{id}/checkout" => vec![per_address("checkout", settings.checkout)],
+        "/v1/store/carts/{id}/promotions" => {
+            // The cart's id, as the path names it (`/v1/store/carts/<id>/promotions`).
+            let cart = path.split('/').nth(4).unwrap_or_default();
+            vec![
+                per_address("promotion_address", settings.promotion_per_address),
+                Rule {
+                    policy: "promotion_cart",
+                    limit: settings.promotion_per_cart,
+                    key: format!("promotion_cart|{shop}|{cart}"),
+                },
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers) for the
+/// decisions made: `"<policy>";q=<burst>;w=<seconds>` and `"<policy>";r=<remaining>;t=<s>`.
+fn headers(decisions: &[(&Rule, Decision)]) -> (HeaderValue, HeaderValue) {
+    let policy = decisions
+        .iter()
+        .map(|(r, _)| {
+            format!(
+                "\"{}\";q={};w={}",
+                r.policy,
+                r.limit.burst(),
+                r.limit.window_s()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let state = decisions
+        .iter()
+        .map(|(r, d)| {
+            format!(
+                "\"{}\";r={};t={}",
+                r.policy,
+                d.remaining,
+                d.reset_ms.div_ceil(1000)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Policy names are fixed ASCII and the numbers digits: always a valid header value.
+    (
+        HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("")),
+        HeaderValue::from_str(&state).unwrap_or(HeaderValue::from_static("")),
+    )
+}
+
+/// The middleware: decides every rule of the request; a refusal answers 429 before the
+/// handler runs (nothing is done), an admission runs it and adds the headers.
+pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let edge = &state.limits;
+    if !edge.settings.enabled {
+        return next.run(req).await;
+    }
+    let Some(route) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+    else {
+        return next.run(req).await;
+    };
+    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
+        return next.run(req).await;
+    };
+    let client =
+        keel_kernel::net::client_key(state.client_addr.client_addr(peer.ip(), req.headers()))
+            .to_string();
+    // The shop as the storefront names it; an unknown key is refused by authentication
+    // after the limit (so guessing keys is limited too).
+    let shop = req
+        .headers()
+        .get("keel-publishable-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let rules = rules(
+        &edge.settings,
+        req.method(),
+        &route,
+        &shop,
+        &client,
+        req.uri().path(),
+    );
+    if rules.is_empty() {
+        return next.run(req).await;
+    }
+    let now_ms =
+        i64::try_from(edge.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    let mut decisions = Vec::with_capacity(rules.len());
+    for rule in &rules {
+        let d = edge.memory.check(&rule.key, rule.limit, now_ms);
+        decisions.push((rule, d));
+        if !d.allowed {
+            break;
+        }
+    }
+    let (policy, remaining) = headers(&decisions);
+    if let Some((_, refused)) = decisions.iter().find(|(_, d)| !d.allowed) {
+        let secs = refused.retry_after_ms.div_ceil(1000).max(1);
+        let retry =
+            HeaderValue::from_str(&secs.to_string()).unwrap_or(HeaderValue::from_static("1"));
+        return Problem::new(
+            ProblemKind::RATE_LIMITED,
+            "Too many requests of this kind from this client; nothing was done. Retry after the pause.",
+        )
+        .with_header_value(axum::http::header::RETRY_AFTER, retry)
+        .with_header_value(RATELIMIT_POLICY.clone(), policy)
+        .with_header_value(RATELIMIT.clone(), remaining)
+        .into_response();
+    }
+    let mut response = next.run(req).await;
+    response
+        .headers_mut()
+        .insert(RATELIMIT_POLICY.clone(), policy);
+    response.headers_mut().insert(RATELIMIT.clone(), remaining);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(interval_ms: u64, burst: u32) -> Limit {
+        Limit::new(interval_ms, burst).expect("limit")
+    }
+
+    #[test]
+    fn the_key_budget_is_split_exactly_and_never_exceeded() {
+        let m = MemoryLimiter::new(100);
+        assert_eq!(m.caps.iter().sum::<usize>(), 100);
+        // Keys whose time has not passed: the budget still holds.
+        for i in 0..1_000 {
+            assert!(m.check(&format!("k{i}"), limit(60_000, 5), 0).allowed);
+        }
+        assert!(m.len() <= 100, "{}", m.len());
+    }
+
+    #[test]
+    fn a_refused_request_takes_nothing_and_keys_are_independent() {
+        let m = MemoryLimiter::new(1_000);
+        let l = limit(1_000, 2);
+        assert!(m.check("a", l, 0).allowed);
+        assert!(m.check("a", l, 0).allowed);
+        assert!(!m.check("a", l, 0).allowed);
+        assert!(!m.check("a", l, 500).allowed);
+        assert!(m.check("b", l, 0).allowed, "another key has its own bucket");
+        assert!(m.check("a", l, 1_000).allowed);
+    }
+
+    #[test]
+    fn the_headers_name_each_policy_with_its_burst_window_remaining_and_reset() {
+        let rule = Rule {
+            policy: "checkout",
+            limit: limit(3_000, 20),
+            key: String::new(),
+        };
+        let d = Decision {
+            allowed: true,
+            remaining: 19,
+            reset_ms: 3_000,
+            retry_after_ms: 0,
+        };
+        let (policy, state) = headers(&[(&rule, d)]);
+        assert_eq!(policy, "\"checkout\";q=20;w=60");
+        assert_eq!(state, "\"checkout\";r=19;t=3");
+    }
+}

@@ -1,0 +1,161 @@
+//! The edge's rate limits over real HTTP, once per backend (issue 23, ADR 0035): exact GCRA
+//! decisions per shop and client address (behind a trusted proxy, per shopper), per cart for
+//! promotion codes, the IETF `RateLimit-Policy`/`RateLimit` headers on every limited answer,
+//! and `429 rate_limited` with `Retry-After` that does nothing.
+
+use std::time::Duration;
+
+use keel_testkit::{
+    Backend, TestApp, assert_problem, backend_tests,
+    shop::{Shop, json, new_cart, shop, shop as shop_fn, store},
+    spawn_app_with,
+};
+use reqwest::{Method, StatusCode};
+
+async fn app_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut keel::config::RawConfig),
+) -> TestApp {
+    spawn_app_with(
+        backend,
+        utoipa_axum::router::OpenApiRouter::new(),
+        configure,
+    )
+    .await
+}
+
+fn limit(interval_ms: u64, burst: u32) -> keel::config::RawLimit {
+    keel::config::RawLimit { interval_ms, burst }
+}
+
+async fn create_cart(app: &TestApp, shop: &Shop, forwarded_for: Option<&str>) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(app.url("/v1/store/carts"))
+        .header("keel-publishable-key", &shop.pk)
+        .json(&serde_json::json!({"currency": "USD"}));
+    if let Some(addr) = forwarded_for {
+        req = req.header("x-forwarded-for", addr);
+    }
+    req.send().await.expect("send")
+}
+
+fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Carts the shop holds, by the staff's count of its events (a refused request made none).
+async fn carts_created(app: &TestApp, shop: &Shop) -> usize {
+    let events = json(
+        app.get_as(
+            "/v1/admin/events?type=cart.created&limit=100",
+            &shop.owner.access_token,
+        )
+        .await,
+    )
+    .await;
+    events["data"].as_array().map_or(0, Vec::len)
+}
+
+backend_tests! {
+    /// Acceptance 1 and 2 (one node, in memory): a limit with burst 10 admits exactly 10 of
+    /// 50 concurrent cart creations; every answer carries the policy and the state; the
+    /// refusals are 429 problems with `Retry-After` and made nothing; another shop's bucket
+    /// is its own.
+    async fn a_burst_of_ten_admits_exactly_ten_of_fifty_and_refusals_do_nothing(backend: Backend) {
+        let app = app_with(backend, |raw| raw.limits.cart_create = limit(60_000, 10)).await;
+        let shop = shop(&app, "edge-burst", 10).await;
+        let before = carts_created(&app, &shop).await;
+        let answers = futures_util::future::join_all((0..50).map(|_| create_cart(&app, &shop, None))).await;
+        let admitted: Vec<_> = answers.iter().filter(|r| r.status() == StatusCode::CREATED).collect();
+        assert_eq!(admitted.len(), 10, "exactly the burst");
+        for res in &answers {
+            assert_eq!(header(res, "ratelimit-policy"), "\"cart_create\";q=10;w=600");
+        }
+        let mut remaining: Vec<String> = admitted.iter().map(|r| header(r, "ratelimit")).collect();
+        remaining.sort();
+        let mut expected: Vec<String> = (0..10).map(|r| format!("\"cart_create\";r={r};t=")).collect();
+        expected.sort();
+        for (got, prefix) in remaining.iter().zip(&expected) {
+            assert!(got.starts_with(prefix.as_str()), "{got} / {prefix}");
+        }
+        let mut refused = 0;
+        for res in answers {
+            if res.status() == StatusCode::TOO_MANY_REQUESTS {
+                refused += 1;
+                let retry: u64 = header(&res, "retry-after").parse().expect("whole seconds");
+                assert!((1..=60).contains(&retry), "{retry}");
+                assert!(header(&res, "ratelimit").starts_with("\"cart_create\";r=0;t="));
+                assert_problem(res, 429, "rate_limited").await;
+            }
+        }
+        assert_eq!(refused, 40);
+        assert_eq!(carts_created(&app, &shop).await - before, 10, "a refused request made nothing");
+        // Another shop, same client address: its own bucket.
+        let other = shop_fn(&app, "edge-other", 1).await;
+        assert_eq!(create_cart(&app, &other, None).await.status(), StatusCode::CREATED);
+    }
+
+    /// After exactly the emission interval one more request is admitted, and only one.
+    async fn one_more_is_admitted_after_the_emission_interval(backend: Backend) {
+        let app = app_with(backend, |raw| raw.limits.checkout = limit(2_000, 1)).await;
+        let shop = shop(&app, "edge-refill", 10).await;
+        let cart = new_cart(&app, &shop, "USD").await;
+        let path = format!("/v1/store/carts/{}/checkout", cart.id);
+        let attempt = |key: &'static str| store(&app, &shop, Some(&cart.secret), Method::POST, &path, None, Some(key));
+        // The empty cart's checkout is refused by the handler (409): the limiter admitted it.
+        let first = attempt("c-1").await;
+        assert_ne!(first.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_problem(attempt("c-2").await, 429, "rate_limited").await;
+        // The interval is the behaviour under test: wait it out.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_ne!(attempt("c-3").await.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_problem(attempt("c-4").await, 429, "rate_limited").await;
+    }
+
+    /// Promotion codes: per cart, and per client address, separately (guessing codes).
+    async fn promotion_attempts_are_limited_per_cart(backend: Backend) {
+        let app = app_with(backend, |raw| raw.limits.promotion_cart = limit(60_000, 3)).await;
+        let shop = shop(&app, "edge-promo", 10).await;
+        let cart = new_cart(&app, &shop, "USD").await;
+        let guess = |cart: &keel_testkit::shop::Cart, code: &str| {
+            let path = format!("/v1/store/carts/{}/promotions", cart.id);
+            let body = serde_json::json!({"code": code});
+            let (app, shop, secret) = (&app, &shop, cart.secret.clone());
+            async move { store(app, shop, Some(&secret), Method::POST, &path, Some(body), None).await }
+        };
+        for code in ["GUESS1", "GUESS2", "GUESS3"] {
+            assert_ne!(guess(&cart, code).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+        let fourth = guess(&cart, "GUESS4").await;
+        assert!(header(&fourth, "ratelimit-policy").contains("\"promotion_cart\";q=3;w=180"));
+        assert_problem(fourth, 429, "rate_limited").await;
+        let another = new_cart(&app, &shop, "USD").await;
+        assert_ne!(guess(&another, "GUESS5").await.status(), StatusCode::TOO_MANY_REQUESTS, "another cart's own bucket");
+    }
+
+    /// Behind a trusted proxy each shopper (the forwarded address) has a bucket of its own,
+    /// and an IPv6 shopper counts by its /64.
+    async fn behind_a_trusted_proxy_each_shopper_is_limited_not_the_proxy(backend: Backend) {
+        let app = app_with(backend, |raw| {
+            raw.limits.cart_create = limit(60_000, 2);
+            raw.trusted_proxies = "127.0.0.1/32".into();
+        })
+        .await;
+        let shop = shop(&app, "edge-proxy", 10).await;
+        for _ in 0..2 {
+            assert_eq!(create_cart(&app, &shop, Some("203.0.113.7")).await.status(), StatusCode::CREATED);
+        }
+        assert_problem(create_cart(&app, &shop, Some("203.0.113.7")).await, 429, "rate_limited").await;
+        assert_eq!(create_cart(&app, &shop, Some("198.51.100.9")).await.status(), StatusCode::CREATED, "another shopper");
+        for addr in ["2001:db8:1:2::1", "2001:db8:1:2::ffff"] {
+            assert_eq!(create_cart(&app, &shop, Some(addr)).await.status(), StatusCode::CREATED);
+        }
+        assert_problem(create_cart(&app, &shop, Some("2001:db8:1:2:abcd::1")).await, 429, "rate_limited").await;
+        assert_eq!(create_cart(&app, &shop, Some("2001:db8:1:3::1")).await.status(), StatusCode::CREATED, "another /64");
+    }
+}
