@@ -99,6 +99,9 @@ pub struct HttpSettings {
     /// `/metrics` is served on a listener of its own ([`metrics_router`]); the API listener
     /// then answers 404 there, so the public port discloses nothing about the node.
     pub metrics_elsewhere: bool,
+    /// Requests this node serves at once; one more is answered 503 `overloaded` at once
+    /// (probes and `/metrics` are never shed).
+    pub max_in_flight: usize,
 }
 
 /// Every route of the API with its OpenAPI annotations (`/metrics` only when it is served on
@@ -170,6 +173,10 @@ pub fn router_with(
         .layer(CatchPanicLayer::custom(middleware::panic_to_problem))
         .layer(from_fn(middleware::problems_for_bare_errors))
         .layer(from_fn(middleware::security_headers))
+        .layer(from_fn_with_state(
+            Arc::new(middleware::InFlight::new(settings.max_in_flight)),
+            middleware::shed,
+        ))
         .layer(from_fn_with_state(metrics, middleware::request_context))
 }
 

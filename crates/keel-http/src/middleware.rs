@@ -207,3 +207,52 @@ mod tests {
         }
     }
 }
+
+/// Requests in flight on this node, against an exact cap (load shedding, ADR 0035).
+#[derive(Debug)]
+pub struct InFlight {
+    now: std::sync::atomic::AtomicUsize,
+    cap: usize,
+}
+
+impl InFlight {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            now: std::sync::atomic::AtomicUsize::new(0),
+            cap,
+        }
+    }
+}
+
+/// Gives a request's place back however it ends (answered, failed or abandoned).
+struct Place<'a>(&'a InFlight);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Past the node's cap on requests in flight, answers 503 `overloaded` with `Retry-After` at
+/// once, before any other work; the probes and `/metrics` are never shed (an overloaded node
+/// must still say so, and be seen).
+pub async fn shed(State(in_flight): State<Arc<InFlight>>, req: Request, next: Next) -> Response {
+    use std::sync::atomic::Ordering;
+    if matches!(req.uri().path(), "/livez" | "/readyz" | "/metrics") {
+        return next.run(req).await;
+    }
+    let taken = in_flight.now.fetch_add(1, Ordering::AcqRel);
+    let place = Place(&in_flight);
+    if taken >= in_flight.cap {
+        drop(place);
+        return Problem::new(
+            ProblemKind::OVERLOADED,
+            "This node is serving as many requests as it may at once; retry after the pause.",
+        )
+        .with_header(header::RETRY_AFTER, "1")
+        .into_response();
+    }
+    let res = next.run(req).await;
+    drop(place);
+    res
+}

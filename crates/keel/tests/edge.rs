@@ -62,6 +62,46 @@ async fn carts_created(app: &TestApp, shop: &Shop) -> usize {
 }
 
 backend_tests! {
+    /// Acceptance 5: with the node's in-flight cap at 8 and 8 slow requests holding the
+    /// places, the 9th is answered 503 `overloaded` at once; the probes and `/metrics` still
+    /// answer; the places come back when the requests end.
+    async fn past_the_in_flight_cap_a_request_is_shed_at_once_and_probes_still_answer(backend: Backend) {
+        let (entered, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let (tx, gate) = (entered.clone(), release.clone());
+        let routes = utoipa_axum::router::OpenApiRouter::new().route(
+            "/v1/test/held",
+            axum::routing::get(move || {
+                let (tx, gate) = (tx.clone(), gate.clone());
+                async move {
+                    let _ = tx.send(());
+                    let _held = gate.acquire().await;
+                    "released"
+                }
+            }),
+        );
+        let app = spawn_app_with(backend, routes, |raw| raw.max_in_flight = 8).await;
+        let held: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(app.client.get(app.url("/v1/test/held")).send()))
+            .collect();
+        for _ in 0..8 {
+            arrivals.recv().await.expect("a held request arrived");
+        }
+        let shed = app.get("/v1/store/products?currency=USD").await;
+        assert_eq!(header(&shed, "retry-after"), "1");
+        assert_problem(shed, 503, "overloaded").await;
+        for probe in ["/livez", "/readyz", "/metrics"] {
+            assert_eq!(app.get(probe).await.status(), StatusCode::OK, "{probe} is never shed");
+        }
+        release.add_permits(8);
+        for h in held {
+            let res = h.await.expect("join").expect("answered");
+            assert_eq!(res.text().await.expect("body"), "released");
+        }
+        let after = app.get("/v1/store/products?currency=USD").await;
+        assert_ne!(after.status(), StatusCode::SERVICE_UNAVAILABLE, "the places came back");
+    }
+
     /// Acceptance 1 and 2 (one node, in memory): a limit with burst 10 admits exactly 10 of
     /// 50 concurrent cart creations; every answer carries the policy and the state; the
     /// refusals are 429 problems with `Retry-After` and made nothing; another shop's bucket

@@ -41,6 +41,9 @@ pub struct RawConfig {
     pub body_limit_bytes: u64,
     /// `KEEL_REQUEST_TIMEOUT_MS`, default 30000: longest a request may run.
     pub request_timeout_ms: u64,
+    /// `KEEL_MAX_IN_FLIGHT`, default 1024: requests a node serves at once; one more is answered
+    /// 503 `overloaded` at once (probes and `/metrics` are never shed).
+    pub max_in_flight: u32,
     /// `KEEL_SHUTDOWN_GRACE_MS`, default 30000: how long in-flight requests may finish after
     /// SIGTERM/SIGINT before the process gives up on them.
     pub shutdown_grace_ms: u64,
@@ -418,6 +421,7 @@ impl Default for RawConfig {
             log_format: "json".into(),
             body_limit_bytes: 1_048_576,
             request_timeout_ms: 30_000,
+            max_in_flight: 1024,
             shutdown_grace_ms: 30_000,
             worker_threads: 4,
             maintenance_interval_s: 300,

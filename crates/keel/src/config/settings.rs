@@ -638,6 +638,8 @@ impl Settings {
             body_limit_bytes,
             request_timeout: millis("KEEL_REQUEST_TIMEOUT_MS", raw.request_timeout_ms)?,
             metrics_elsewhere: metrics_listen.is_some(),
+            max_in_flight: usize::try_from(count("KEEL_MAX_IN_FLIGHT", raw.max_in_flight)?)
+                .map_err(|_| err("KEEL_MAX_IN_FLIGHT", "too large for this platform"))?,
         };
         let shutdown_grace = millis("KEEL_SHUTDOWN_GRACE_MS", raw.shutdown_grace_ms)?;
         let database = database(&raw)?;
