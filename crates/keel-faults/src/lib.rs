@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod localstripe;
+pub mod redis;
 pub mod stripe_sim;
 
 use std::{

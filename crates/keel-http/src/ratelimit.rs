@@ -6,12 +6,22 @@
 //! Limited so far (the storefront's abuse-prone writes, per shop (its publishable key) and
 //! client address, IPv6 by /64, behind trusted proxies the forwarded one): cart creation,
 //! checkout, and promotion-code attempts, those also per cart (guessing codes).
+//!
+//! State lives in this node's memory, or, with `KEEL_REDIS_URL`, in Redis: one atomic script
+//! per decision on Redis's own clock, so every node shares exact limits. A Redis that does not
+//! answer within the exact timeout is passed over for this node's memory for that decision
+//! (counted in `keel_ratelimit_backend_errors_total`, logged when it starts and stops
+//! failing); readiness does not depend on it.
 
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
     net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use axum::{
@@ -109,21 +119,172 @@ impl MemoryLimiter {
     }
 }
 
+/// GCRA in one Redis script, on Redis's clock (one clock for every node): the same decision
+/// as `keel_kernel::ratelimit::decide`, the key expiring when its bucket is full again.
+/// Integers only (Lua numbers are exact below 2^53; milliseconds since 1970 are ~2^41).
+const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = interval * (tonumber(ARGV[2]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local ahead = tat - now
+if ahead > tolerance then
+  return {0, 0, ahead, ahead - tolerance}
+end
+local nxt = tat + interval
+local ahead2 = nxt - now
+local remaining = 0
+if ahead2 <= tolerance then remaining = math.floor((tolerance - ahead2) / interval) + 1 end
+redis.call('SET', KEYS[1], nxt, 'PX', ahead2)
+return {1, remaining, ahead2, 0}
+";
+
+/// Limit state shared by every node through Redis.
+pub struct RedisLimits {
+    conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    script: redis::Script,
+    timeout: Duration,
+    errors: AtomicU64,
+    failing: AtomicBool,
+}
+
+impl std::fmt::Debug for RedisLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimits")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimits {
+    /// Connects (within one second), else keeps trying in the background: a node starts,
+    /// and answers, while Redis is away; until it connects every decision is this node's.
+    pub async fn start(url: &str, timeout: Duration) -> Result<Arc<Self>, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("KEEL_REDIS_URL: {e}"))?;
+        let limits = Arc::new(Self {
+            conn: tokio::sync::OnceCell::new(),
+            script: redis::Script::new(GCRA_LUA),
+            timeout,
+            errors: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+        });
+        let connect = {
+            let limits = limits.clone();
+            move || {
+                let (client, limits) = (client.clone(), limits.clone());
+                async move {
+                    let config = redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(Duration::from_secs(1)))
+                        .set_response_timeout(Some(limits.timeout));
+                    match redis::aio::ConnectionManager::new_with_config(client, config).await {
+                        Ok(manager) => {
+                            let _ = limits.conn.set(manager);
+                            tracing::info!("rate limits shared through Redis");
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Redis is not reachable: rate limits are this node's until it is");
+                            false
+                        }
+                    }
+                }
+            }
+        };
+        if !connect().await {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if connect().await {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(limits)
+    }
+
+    /// The shared decision, or `None` when Redis did not answer in time (the caller decides
+    /// in memory).
+    async fn check(&self, key: &str, limit: Limit) -> Option<Decision> {
+        let answer = match self.conn.get() {
+            Some(conn) => {
+                let mut conn = conn.clone();
+                let mut call = self.script.key(format!("keel:rl:{key}"));
+                call.arg(limit.interval_ms()).arg(limit.burst());
+                tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            None => None,
+        };
+        let decision = answer.and_then(|v| match v.as_slice() {
+            [allowed, remaining, reset, retry] => Some(Decision {
+                allowed: *allowed == 1,
+                remaining: u32::try_from(*remaining).unwrap_or(0),
+                reset_ms: u64::try_from(*reset).unwrap_or(0),
+                retry_after_ms: u64::try_from(*retry).unwrap_or(0),
+            }),
+            _ => None,
+        });
+        if let Some(d) = decision {
+            if self.failing.swap(false, Ordering::AcqRel) {
+                tracing::info!("Redis answers again: rate limits are shared again");
+            }
+            return Some(d);
+        }
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if !self.failing.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+                "Redis did not answer a rate-limit decision in time: this node decides alone until it does"
+            );
+        }
+        None
+    }
+}
+
 /// The node's limits and their state.
 #[derive(Debug)]
 pub struct EdgeLimits {
     settings: LimitSettings,
     memory: MemoryLimiter,
+    redis: Option<Arc<RedisLimits>>,
     clock: Arc<dyn Clock>,
 }
 
 impl EdgeLimits {
-    pub fn new(settings: LimitSettings, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        settings: LimitSettings,
+        redis: Option<Arc<RedisLimits>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             memory: MemoryLimiter::new(settings.memory_keys),
             settings,
+            redis,
             clock,
         }
+    }
+
+    /// Decisions Redis did not answer in time (each taken in memory instead).
+    pub fn backend_errors(&self) -> u64 {
+        self.redis
+            .as_ref()
+            .map_or(0, |r| r.errors.load(Ordering::Relaxed))
+    }
+
+    async fn check(&self, key: &str, limit: Limit) -> Decision {
+        if let Some(redis) = &self.redis
+            && let Some(d) = redis.check(key, limit).await
+        {
+            return d;
+        }
+        let now_ms =
+            i64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        self.memory.check(key, limit, now_ms)
     }
 }
 
@@ -146,7 +307,7 @@ fn rules(
     let per_address = |policy: &'static str, limit: Limit| Rule {
         policy,
         limit,
-        key: format!("{policy}|{shop}|{client}"),
+        key: key_of(&[policy, shop, client]),
     };
     if method != Method::POST {
         return Vec::new();
@@ -162,12 +323,30 @@ fn rules(
                 Rule {
                     policy: "promotion_cart",
                     limit: settings.promotion_per_cart,
-                    key: format!("promotion_cart|{shop}|{cart}"),
+                    key: key_of(&["promotion_cart", shop, cart]),
                 },
             ]
         }
         _ => Vec::new(),
     }
+}
+
+/// A limit's key: its parts hashed (SHA-256, 16 bytes in hex), so a key's size is fixed
+/// whatever a client sends, and no publishable key is stored as it came.
+fn key_of(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..16]
+        .iter()
+        .fold(String::with_capacity(32), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -246,11 +425,9 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     if rules.is_empty() {
         return next.run(req).await;
     }
-    let now_ms =
-        i64::try_from(edge.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
     let mut decisions = Vec::with_capacity(rules.len());
     for rule in &rules {
-        let d = edge.memory.check(&rule.key, rule.limit, now_ms);
+        let d = edge.check(&rule.key, rule.limit).await;
         decisions.push((rule, d));
         if !d.allowed {
             break;

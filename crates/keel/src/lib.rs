@@ -168,10 +168,7 @@ impl App {
             webhooks,
             worker_wake: wake,
             client_addr: settings.client_addr.clone(),
-            limits: Arc::new(keel_http::ratelimit::EdgeLimits::new(
-                settings.limits,
-                Arc::new(SystemClock),
-            )),
+            limits: edge_limits(settings).await?,
         });
         let metrics_listener = match settings.metrics_listen {
             Some(addr) => Some((
@@ -322,6 +319,26 @@ impl App {
             }
         }
     }
+}
+
+/// The edge's rate limits: in memory, or shared through Redis when configured.
+async fn edge_limits(settings: &Settings) -> anyhow::Result<Arc<keel_http::ratelimit::EdgeLimits>> {
+    let redis = match &settings.redis_url {
+        Some(url) => Some(
+            keel_http::ratelimit::RedisLimits::start(
+                secrecy::ExposeSecret::expose_secret(url),
+                settings.redis_timeout,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    Ok(Arc::new(keel_http::ratelimit::EdgeLimits::new(
+        settings.limits,
+        redis,
+        Arc::new(SystemClock),
+    )))
 }
 
 /// The outbox relay and webhook delivery over `store`.

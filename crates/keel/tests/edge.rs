@@ -61,7 +61,101 @@ async fn carts_created(app: &TestApp, shop: &Shop) -> usize {
     events["data"].as_array().map_or(0, Vec::len)
 }
 
+/// A second node of `app`: the same settings (database, master key, Redis), its own port.
+async fn second_node(app: &TestApp) -> String {
+    let node = keel::App::build(&app.settings, false)
+        .await
+        .expect("a second node");
+    let url = format!("http://{}", node.local_addr());
+    tokio::spawn(node.run_until_stopped(std::future::pending()));
+    url
+}
+
+async fn create_cart_at(app: &TestApp, base: &str, shop: &Shop) -> reqwest::Response {
+    app.client
+        .post(format!("{base}/v1/store/carts"))
+        .header("keel-publishable-key", &shop.pk)
+        .json(&serde_json::json!({"currency": "USD"}))
+        .send()
+        .await
+        .expect("send")
+}
+
+fn backend_errors(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keel_ratelimit_backend_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("the counter is on /metrics")
+}
+
 backend_tests! {
+    /// Acceptance 1 across nodes: two nodes sharing one Redis admit exactly the burst in
+    /// total of 50 concurrent requests spread over both, never one more.
+    async fn two_nodes_sharing_redis_admit_exactly_the_burst_in_total(backend: Backend) {
+        let redis = keel_faults::redis::RedisServer::start().await;
+        let url = redis.url();
+        let app = app_with(backend, move |raw| {
+            raw.limits.cart_create = limit(60_000, 10);
+            raw.redis_url = Some(url.into());
+        })
+        .await;
+        let b = second_node(&app).await;
+        let shop = shop(&app, "edge-redis", 10).await;
+        let bases = [app.base_url.clone(), b];
+        let answers = futures_util::future::join_all(
+            (0..50).map(|i| create_cart_at(&app, &bases[i % 2], &shop)),
+        )
+        .await;
+        let admitted = answers.iter().filter(|r| r.status() == StatusCode::CREATED).count();
+        let refused = answers.iter().filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).count();
+        assert_eq!((admitted, refused), (10, 40), "exactly the burst over both nodes");
+        assert_eq!(backend_errors(&app.get("/metrics").await.text().await.expect("metrics")), 0);
+        drop(redis);
+    }
+
+    /// Acceptance 4: Redis stopped mid-test: requests keep being answered within the exact
+    /// timeout, decided in this node's memory, and the backend-error counter moves; Redis
+    /// back: decisions are shared again.
+    async fn with_redis_gone_the_node_decides_alone_and_shares_again_when_it_is_back(backend: Backend) {
+        let mut redis = keel_faults::redis::RedisServer::start().await;
+        let url = redis.url();
+        let app = app_with(backend, move |raw| {
+            raw.limits.cart_create = limit(60_000, 2);
+            raw.redis_url = Some(url.into());
+        })
+        .await;
+        let shop = shop(&app, "edge-outage", 10).await;
+        for _ in 0..2 {
+            assert_eq!(create_cart(&app, &shop, None).await.status(), StatusCode::CREATED);
+        }
+        assert_problem(create_cart(&app, &shop, None).await, 429, "rate_limited").await;
+        redis.stop();
+        // This node's memory has not seen the key: its own burst, then refusals.
+        for _ in 0..2 {
+            assert_eq!(create_cart(&app, &shop, None).await.status(), StatusCode::CREATED);
+        }
+        assert_problem(create_cart(&app, &shop, None).await, 429, "rate_limited").await;
+        let errors = backend_errors(&app.get("/metrics").await.text().await.expect("metrics"));
+        assert!(errors >= 3, "{errors}");
+        assert_eq!(app.get("/readyz").await.status(), StatusCode::OK, "readiness stays green");
+        redis.restart().await;
+        // Back (empty): the memory's bucket is spent, so an admission can only be Redis's.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let res = create_cart(&app, &shop, None).await;
+            if res.status() == StatusCode::CREATED {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "shared limits never resumed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let settled = backend_errors(&app.get("/metrics").await.text().await.expect("metrics"));
+        assert_eq!(create_cart(&app, &shop, None).await.status(), StatusCode::CREATED, "Redis's second of two");
+        assert_problem(create_cart(&app, &shop, None).await, 429, "rate_limited").await;
+        assert_eq!(backend_errors(&app.get("/metrics").await.text().await.expect("metrics")), settled, "no more errors");
+    }
+
     /// Acceptance 5: with the node's in-flight cap at 8 and 8 slow requests holding the
     /// places, the 9th is answered 503 `overloaded` at once; the probes and `/metrics` still
     /// answer; the places come back when the requests end.

@@ -21,6 +21,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             render_counters(&state.health.counters(), &mut text);
             render_counters(&state.orders.counters(), &mut text);
             render_dependencies(&state.dependencies, &mut text);
+            render_counters(
+                &[keel_kernel::health::StoreCounter {
+                    name: "keel_ratelimit_backend_errors_total",
+                    help: "Rate-limit decisions Redis did not answer within KEEL_LIMITS__REDIS_TIMEOUT_MS (each decided in this node's memory instead).",
+                    value: state.limits.backend_errors(),
+                }],
+                &mut text,
+            );
             text
         },
     )

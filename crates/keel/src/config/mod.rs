@@ -118,6 +118,11 @@ pub struct RawConfig {
     /// JetStream for the event bus (cluster mode). Unset: events are relayed in process.
     #[serde(skip_serializing)]
     pub nats_url: Option<SecretString>,
+    /// `KEEL_REDIS_URL` (secret; also `KEEL_REDIS_URL_FILE`), default unset: a Redis server
+    /// the nodes share their rate limits through (`redis://host:6379`). Unset: each node
+    /// keeps its own, in memory.
+    #[serde(skip_serializing)]
+    pub redis_url: Option<SecretString>,
     pub nats: RawNats,
     pub auth: RawAuth,
     pub webhooks: RawWebhooks,
@@ -153,6 +158,9 @@ pub struct RawLimits {
     /// `KEEL_LIMITS__MEMORY_KEYS`, default 100000: keys a node remembers at most (the oldest
     /// are forgotten first).
     pub memory_keys: u32,
+    /// `KEEL_LIMITS__REDIS_TIMEOUT_MS`, default 50: how long a decision waits for Redis before
+    /// this node decides it alone, in memory.
+    pub redis_timeout_ms: u64,
     /// `KEEL_LIMITS__CART_CREATE__INTERVAL_MS` / `__BURST`, default 1000 / 60: carts one client
     /// address creates at one shop (60 per 60 s).
     pub cart_create: RawLimit,
@@ -180,6 +188,7 @@ impl Default for RawLimits {
         Self {
             enabled: true,
             memory_keys: 100_000,
+            redis_timeout_ms: 50,
             cart_create: RawLimit {
                 interval_ms: 1_000,
                 burst: 60,
@@ -444,6 +453,7 @@ impl Default for RawConfig {
             max_connections_per_address: 256,
             secret_key: None,
             nats_url: None,
+            redis_url: None,
             nats: RawNats {
                 stream: "KEEL_EVENTS".into(),
                 subject_prefix: "keel.events".into(),

@@ -67,6 +67,9 @@ pub struct Settings {
     pub webhooks: keel_webhooks::service::WebhookSettings,
     pub payments: PaymentSettings,
     pub limits: keel_http::ratelimit::LimitSettings,
+    /// Redis for shared rate limits, when configured, and how long a decision waits for it.
+    pub redis_url: Option<SecretString>,
+    pub redis_timeout: Duration,
     pub worker: keel_worker::WorkerSettings,
     /// The JetStream bus, when configured.
     pub nats: Option<NatsSettings>,
@@ -688,6 +691,11 @@ impl Settings {
             webhooks: webhook_settings(&raw.webhooks)?,
             payments: payment_settings(&raw.payments)?,
             limits: limit_settings(&raw.limits)?,
+            redis_url: raw.redis_url.clone(),
+            redis_timeout: Duration::from_millis(positive(
+                "KEEL_LIMITS__REDIS_TIMEOUT_MS",
+                raw.limits.redis_timeout_ms,
+            )?),
             nats: nats_settings(raw.nats_url, &raw.nats)?,
             worker: worker_settings(&raw.webhooks)?,
             secret_key: raw.secret_key,
