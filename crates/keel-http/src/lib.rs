@@ -160,9 +160,10 @@ pub fn router_with(
     api.merge(openapi::docs_router(openapi::finish(doc)))
         .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })
         .with_state(state.clone())
-        .layer(from_fn_with_state(state, ratelimit::limit))
         .layer(from_fn_with_state(cache.clone(), store_cache::serve))
         .layer(from_fn_with_state(cache, store_cache::track))
+        // Outside the storefront cache: a read answered from memory is still a request.
+        .layer(from_fn_with_state(state, ratelimit::limit))
         .layer(from_fn_with_state(wake, middleware::wake_worker))
         .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
         .layer(DefaultBodyLimit::disable())

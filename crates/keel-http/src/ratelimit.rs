@@ -3,9 +3,11 @@
 //! knows of its caller. Every limited answer carries the IETF `RateLimit-Policy` and
 //! `RateLimit` headers; a refusal is `429 rate_limited` with `Retry-After` and does nothing.
 //!
-//! Limited so far (the storefront's abuse-prone writes, per shop (its publishable key) and
-//! client address, IPv6 by /64, behind trusted proxies the forwarded one): cart creation,
-//! checkout, and promotion-code attempts, those also per cart (guessing codes).
+//! Every storefront request is limited per shop (its publishable key) and client address
+//! (IPv6 by /64, behind trusted proxies the forwarded one), reads and writes apart; every staff
+//! request per credential, reads and writes apart; every auth request per client address; and
+//! the abuse-prone writes on top: cart creation, checkout, and promotion-code attempts, those
+//! also per cart (guessing codes).
 //!
 //! State lives in this node's memory, or, with `KEEL_REDIS_URL`, in Redis: one atomic script
 //! per decision on Redis's own clock, so every node shares exact limits. A Redis that does not
@@ -54,6 +56,16 @@ pub struct LimitSettings {
     pub promotion_per_address: Limit,
     /// `POST /v1/store/carts/{id}/promotions`, per cart.
     pub promotion_per_cart: Limit,
+    /// Every storefront read (`GET /v1/store/…`), per shop and client address.
+    pub store_read: Limit,
+    /// Every other storefront request, per shop and client address.
+    pub store_write: Limit,
+    /// Every staff read (`GET /v1/admin/…`, `/v1/me…`), per credential.
+    pub admin_read: Limit,
+    /// Every other staff request, per credential.
+    pub admin_write: Limit,
+    /// Every `POST /v1/auth/…` (logins, refreshes, set-ups, resets), per client address.
+    pub auth: Limit,
 }
 
 const SHARDS: usize = 16;
@@ -295,40 +307,83 @@ struct Rule {
     key: String,
 }
 
-/// The rules of a request, by its route template.
+/// What a request presents before authentication: the shop as the storefront names it, the
+/// credential of a staff request, the client address as Keel counts it.
+struct Caller<'a> {
+    shop: &'a str,
+    credential: &'a str,
+    client: &'a str,
+}
+
+/// The rules of a request, by its route template: its class's limit (storefront reads or
+/// writes per shop and client address, staff reads or writes per credential, auth per client
+/// address), and the abuse-prone routes' own.
 fn rules(
     settings: &LimitSettings,
     method: &Method,
     route: &str,
-    shop: &str,
-    client: &str,
+    who: &Caller<'_>,
     path: &str,
 ) -> Vec<Rule> {
     let per_address = |policy: &'static str, limit: Limit| Rule {
         policy,
         limit,
-        key: key_of(&[policy, shop, client]),
+        key: key_of(&[policy, who.shop, who.client]),
     };
-    if method != Method::POST {
-        return Vec::new();
+    let per_credential = |policy: &'static str, limit: Limit| Rule {
+        policy,
+        limit,
+        // Without a credential, the client address (authentication refuses it next).
+        key: if who.credential.is_empty() {
+            key_of(&[policy, who.client])
+        } else {
+            key_of(&[policy, who.credential])
+        },
+    };
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    let mut rules = Vec::new();
+    if route.starts_with("/v1/store/") {
+        rules.push(if read {
+            per_address("store_read", settings.store_read)
+        } else {
+            per_address("store_write", settings.store_write)
+        });
+    } else if route.starts_with("/v1/admin/") || route == "/v1/me" || route.starts_with("/v1/me/") {
+        rules.push(if read {
+            per_credential("admin_read", settings.admin_read)
+        } else {
+            per_credential("admin_write", settings.admin_write)
+        });
+    } else if route.starts_with("/v1/auth/") && *method == Method::POST {
+        rules.push(Rule {
+            policy: "auth",
+            limit: settings.auth,
+            key: key_of(&["auth", who.client]),
+        });
     }
-    match route {
-        "/v1/store/carts" => vec![per_address("cart_create", settings.cart_create)],
-        "/v1/store/carts/{id}/checkout" => vec![per_address("checkout", settings.checkout)],
-        "/v1/store/carts/{id}/promotions" => {
-            // The cart's id, as the path names it (`/v1/store/carts/<id>/promotions`).
-            let cart = path.split('/').nth(4).unwrap_or_default();
-            vec![
-                per_address("promotion_address", settings.promotion_per_address),
-                Rule {
+    if *method == Method::POST {
+        match route {
+            "/v1/store/carts" => rules.push(per_address("cart_create", settings.cart_create)),
+            "/v1/store/carts/{id}/checkout" => {
+                rules.push(per_address("checkout", settings.checkout));
+            }
+            "/v1/store/carts/{id}/promotions" => {
+                // The cart's id, as the path names it (`/v1/store/carts/<id>/promotions`).
+                let cart = path.split('/').nth(4).unwrap_or_default();
+                rules.push(per_address(
+                    "promotion_address",
+                    settings.promotion_per_address,
+                ));
+                rules.push(Rule {
                     policy: "promotion_cart",
                     limit: settings.promotion_per_cart,
-                    key: key_of(&["promotion_cart", shop, cart]),
-                },
-            ]
+                    key: key_of(&["promotion_cart", who.shop, cart]),
+                });
+            }
+            _ => {}
         }
-        _ => Vec::new(),
     }
+    rules
 }
 
 /// A limit's key: its parts hashed (SHA-256, 16 bytes in hex), so a key's size is fixed
@@ -414,14 +469,18 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let rules = rules(
-        &edge.settings,
-        req.method(),
-        &route,
-        &shop,
-        &client,
-        req.uri().path(),
-    );
+    let credential = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let who = Caller {
+        shop: &shop,
+        credential: &credential,
+        client: &client,
+    };
+    let rules = rules(&edge.settings, req.method(), &route, &who, req.uri().path());
     if rules.is_empty() {
         return next.run(req).await;
     }

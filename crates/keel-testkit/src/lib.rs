@@ -111,6 +111,11 @@ pub fn test_config(db: &TestDb) -> RawConfig {
         &mut raw.limits.checkout,
         &mut raw.limits.promotion_address,
         &mut raw.limits.promotion_cart,
+        &mut raw.limits.store_read,
+        &mut raw.limits.store_write,
+        &mut raw.limits.admin_read,
+        &mut raw.limits.admin_write,
+        &mut raw.limits.auth,
     ] {
         *limit = keel::config::RawLimit {
             interval_ms: 1,

@@ -40,6 +40,15 @@ async fn create_cart(app: &TestApp, shop: &Shop, forwarded_for: Option<&str>) ->
     req.send().await.expect("send")
 }
 
+/// The item of `policy` in a `RateLimit-Policy` or `RateLimit` list.
+fn item(list: &str, policy: &str) -> String {
+    let prefix = format!("\"{policy}\";");
+    list.split(", ")
+        .find(|i| i.starts_with(&prefix))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn header(res: &reqwest::Response, name: &str) -> String {
     res.headers()
         .get(name)
@@ -208,9 +217,9 @@ backend_tests! {
         let admitted: Vec<_> = answers.iter().filter(|r| r.status() == StatusCode::CREATED).collect();
         assert_eq!(admitted.len(), 10, "exactly the burst");
         for res in &answers {
-            assert_eq!(header(res, "ratelimit-policy"), "\"cart_create\";q=10;w=600");
+            assert_eq!(item(&header(res, "ratelimit-policy"), "cart_create"), "\"cart_create\";q=10;w=600");
         }
-        let mut remaining: Vec<String> = admitted.iter().map(|r| header(r, "ratelimit")).collect();
+        let mut remaining: Vec<String> = admitted.iter().map(|r| item(&header(r, "ratelimit"), "cart_create")).collect();
         remaining.sort();
         let mut expected: Vec<String> = (0..10).map(|r| format!("\"cart_create\";r={r};t=")).collect();
         expected.sort();
@@ -223,7 +232,7 @@ backend_tests! {
                 refused += 1;
                 let retry: u64 = header(&res, "retry-after").parse().expect("whole seconds");
                 assert!((1..=60).contains(&retry), "{retry}");
-                assert!(header(&res, "ratelimit").starts_with("\"cart_create\";r=0;t="));
+                assert!(item(&header(&res, "ratelimit"), "cart_create").starts_with("\"cart_create\";r=0;t="));
                 assert_problem(res, 429, "rate_limited").await;
             }
         }
@@ -266,10 +275,40 @@ backend_tests! {
             assert_ne!(guess(&cart, code).await.status(), StatusCode::TOO_MANY_REQUESTS);
         }
         let fourth = guess(&cart, "GUESS4").await;
-        assert!(header(&fourth, "ratelimit-policy").contains("\"promotion_cart\";q=3;w=180"));
+        assert_eq!(item(&header(&fourth, "ratelimit-policy"), "promotion_cart"), "\"promotion_cart\";q=3;w=180");
         assert_problem(fourth, 429, "rate_limited").await;
         let another = new_cart(&app, &shop, "USD").await;
         assert_ne!(guess(&another, "GUESS5").await.status(), StatusCode::TOO_MANY_REQUESTS, "another cart's own bucket");
+    }
+
+    /// Every storefront read is limited per shop and client address, every staff request per
+    /// credential: one token spent leaves another's requests admitted.
+    async fn reads_are_limited_per_address_and_staff_requests_per_credential(backend: Backend) {
+        let app = app_with(backend, |raw| {
+            raw.limits.store_read = limit(60_000, 3);
+            raw.limits.admin_read = limit(60_000, 3);
+        })
+        .await;
+        let shop = shop(&app, "edge-classes", 10).await;
+        let read = || store(&app, &shop, None, Method::GET, "/v1/store/products?currency=USD", None, None);
+        for _ in 0..3 {
+            assert_eq!(read().await.status(), StatusCode::OK);
+        }
+        let refused = read().await;
+        assert_eq!(item(&header(&refused, "ratelimit-policy"), "store_read"), "\"store_read\";q=3;w=180");
+        assert_problem(refused, 429, "rate_limited").await;
+        let (member, member_tokens) = app.member(&shop.owner, "reader@edge.test", "viewer").await;
+        let _ = member;
+        // The shop's setup made some staff reads with the owner's token already: spend the rest.
+        let mut owner_admitted = 0;
+        for _ in 0..4 {
+            if app.get_as("/v1/admin/orders", &shop.owner.access_token).await.status() == StatusCode::OK {
+                owner_admitted += 1;
+            }
+        }
+        assert!(owner_admitted <= 3, "{owner_admitted}");
+        assert_problem(app.get_as("/v1/admin/orders", &shop.owner.access_token).await, 429, "rate_limited").await;
+        assert_eq!(app.get_as("/v1/admin/orders", &member_tokens.access_token).await.status(), StatusCode::OK, "another credential's own bucket");
     }
 
     /// Behind a trusted proxy each shopper (the forwarded address) has a bucket of its own,

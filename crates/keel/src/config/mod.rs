@@ -154,6 +154,7 @@ pub struct RawNats {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// `KEEL_LIMITS__ENABLED`, default true.
+    #[serde(deserialize_with = "bool_or_string")]
     pub enabled: bool,
     /// `KEEL_LIMITS__MEMORY_KEYS`, default 100000: keys a node remembers at most (the oldest
     /// are forgotten first).
@@ -173,6 +174,21 @@ pub struct RawLimits {
     /// `KEEL_LIMITS__PROMOTION_CART__INTERVAL_MS` / `__BURST`, default 6000 / 10:
     /// promotion-code attempts per cart.
     pub promotion_cart: RawLimit,
+    /// `KEEL_LIMITS__STORE_READ__INTERVAL_MS` / `__BURST`, default 10 / 1000: storefront reads
+    /// per shop and client address (1000 at once, then 100 a second).
+    pub store_read: RawLimit,
+    /// `KEEL_LIMITS__STORE_WRITE__INTERVAL_MS` / `__BURST`, default 50 / 300: other storefront
+    /// requests per shop and client address (300 at once, then 20 a second).
+    pub store_write: RawLimit,
+    /// `KEEL_LIMITS__ADMIN_READ__INTERVAL_MS` / `__BURST`, default 10 / 1000: staff reads per
+    /// credential.
+    pub admin_read: RawLimit,
+    /// `KEEL_LIMITS__ADMIN_WRITE__INTERVAL_MS` / `__BURST`, default 50 / 300: other staff
+    /// requests per credential.
+    pub admin_write: RawLimit,
+    /// `KEEL_LIMITS__AUTH__INTERVAL_MS` / `__BURST`, default 1000 / 30: `POST /v1/auth/…` per
+    /// client address (the login throttle counts failures besides).
+    pub auth: RawLimit,
 }
 
 /// One GCRA limit: `burst` at once, then one every `interval_ms`.
@@ -204,6 +220,26 @@ impl Default for RawLimits {
             promotion_cart: RawLimit {
                 interval_ms: 6_000,
                 burst: 10,
+            },
+            store_read: RawLimit {
+                interval_ms: 10,
+                burst: 1_000,
+            },
+            store_write: RawLimit {
+                interval_ms: 50,
+                burst: 300,
+            },
+            admin_read: RawLimit {
+                interval_ms: 10,
+                burst: 1_000,
+            },
+            admin_write: RawLimit {
+                interval_ms: 50,
+                burst: 300,
+            },
+            auth: RawLimit {
+                interval_ms: 1_000,
+                burst: 30,
             },
         }
     }

@@ -210,6 +210,11 @@ fn limit_settings(
         checkout: limit("CHECKOUT", raw.checkout)?,
         promotion_per_address: limit("PROMOTION_ADDRESS", raw.promotion_address)?,
         promotion_per_cart: limit("PROMOTION_CART", raw.promotion_cart)?,
+        store_read: limit("STORE_READ", raw.store_read)?,
+        store_write: limit("STORE_WRITE", raw.store_write)?,
+        admin_read: limit("ADMIN_READ", raw.admin_read)?,
+        admin_write: limit("ADMIN_WRITE", raw.admin_write)?,
+        auth: limit("AUTH", raw.auth)?,
     })
 }
 

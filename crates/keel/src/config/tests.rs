@@ -117,3 +117,32 @@ fn bad_postgres_urls_do_not_echo_the_url() {
     .expect_err("bad port");
     assert!(!e.to_string().contains("pw"), "{e}");
 }
+
+#[test]
+fn rate_limits_are_exact_intervals_and_bursts_and_can_be_switched_off() {
+    let s = Settings::load(None, &env(&[])).expect("defaults");
+    assert!(s.limits.enabled);
+    assert_eq!(
+        (
+            s.limits.cart_create.interval_ms(),
+            s.limits.cart_create.burst()
+        ),
+        (1_000, 60)
+    );
+    assert_eq!(
+        (s.limits.checkout.interval_ms(), s.limits.checkout.burst()),
+        (3_000, 20)
+    );
+    let off = Settings::load(
+        None,
+        &env(&[
+            ("KEEL_LIMITS__ENABLED", "false"),
+            ("KEEL_LIMITS__CHECKOUT__BURST", "5"),
+        ]),
+    )
+    .expect("valid");
+    assert!(!off.limits.enabled);
+    assert_eq!(off.limits.checkout.burst(), 5);
+    let zero = Settings::load(None, &env(&[("KEEL_LIMITS__AUTH__BURST", "0")]));
+    assert!(zero.is_err(), "a limit of nothing is refused");
+}
