@@ -10,6 +10,12 @@ use std::{
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 
+/// The server's settings: the master key, and the edge's limits off (one address makes the
+/// whole load; the limits are not what this test is about).
+fn serve_env(key: &str) -> [(&'static str, &str); 2] {
+    [("KEEL_SECRET_KEY", key), ("KEEL_LIMITS__ENABLED", "false")]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_order_is_lost_when_the_server_is_killed_mid_load() {
     keel_testkit::install_crypto_provider();
@@ -35,12 +41,7 @@ async fn no_acknowledged_order_is_lost_when_the_server_is_killed_mid_load() {
         .expect("tenant create");
     assert!(out.status.success());
     let setup: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    // The load comes from one address: the edge's rate limits (issue 23) are not what this
-    // test is about.
-    let env = [
-        ("KEEL_SECRET_KEY", key.as_str()),
-        ("KEEL_LIMITS__ENABLED", "false"),
-    ];
+    let env = serve_env(&key);
     let (mut child, addr) = keel_testkit::serve_process(KEEL, dir.path(), &env).await;
     let target = keel_bench::Target::new(&format!("http://{addr}"), 16).expect("loopback target");
     let shop = keel_bench::setup(
