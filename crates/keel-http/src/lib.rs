@@ -102,8 +102,6 @@ pub struct HttpSettings {
     /// Requests this node serves at once; one more is answered 503 `overloaded` at once
     /// (probes and `/metrics` are never shed).
     pub max_in_flight: usize,
-    /// Storefront requests one shop (its publishable key) may have in flight on this node.
-    pub max_in_flight_per_shop: usize,
 }
 
 /// Every route of the API with its OpenAPI annotations (`/metrics` only when it is served on
@@ -177,10 +175,7 @@ pub fn router_with(
         .layer(from_fn(middleware::problems_for_bare_errors))
         .layer(from_fn(middleware::security_headers))
         .layer(from_fn_with_state(
-            Arc::new(middleware::InFlight::new(
-                settings.max_in_flight,
-                settings.max_in_flight_per_shop,
-            )),
+            Arc::new(middleware::InFlight::new(settings.max_in_flight)),
             middleware::shed,
         ))
         .layer(from_fn_with_state(metrics, middleware::request_context))

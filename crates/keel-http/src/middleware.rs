@@ -208,99 +208,49 @@ mod tests {
     }
 }
 
-/// Requests in flight on this node, against exact caps (load shedding, ADR 0035): the
-/// node's, and each shop's as its storefront names it (its publishable key), so one shop's
-/// traffic cannot take every place.
+/// Requests in flight on this node, against an exact cap (load shedding, ADR 0035).
 #[derive(Debug)]
 pub struct InFlight {
     now: std::sync::atomic::AtomicUsize,
     cap: usize,
-    shops: std::sync::Mutex<std::collections::HashMap<Box<str>, usize>>,
-    shop_cap: usize,
 }
 
 impl InFlight {
-    pub fn new(cap: usize, shop_cap: usize) -> Self {
+    pub fn new(cap: usize) -> Self {
         Self {
             now: std::sync::atomic::AtomicUsize::new(0),
             cap,
-            shops: std::sync::Mutex::default(),
-            shop_cap,
         }
     }
-
-    fn shops(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Box<str>, usize>> {
-        self.shops
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
-/// Gives a request's places back however it ends (answered, failed or abandoned).
-struct Place<'a> {
-    in_flight: &'a InFlight,
-    shop: Option<Box<str>>,
-}
+/// Gives a request's place back however it ends (answered, failed or abandoned).
+struct Place<'a>(&'a InFlight);
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        self.in_flight
-            .now
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        if let Some(shop) = self.shop.take() {
-            let mut shops = self.in_flight.shops();
-            if let Some(n) = shops.get_mut(&shop) {
-                *n -= 1;
-                if *n == 0 {
-                    shops.remove(&shop);
-                }
-            }
-        }
+        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
-fn overloaded(detail: &'static str) -> Response {
-    Problem::new(ProblemKind::OVERLOADED, detail)
-        .with_header(header::RETRY_AFTER, "1")
-        .into_response()
-}
-
-/// Past the node's cap on requests in flight, or a shop's, answers 503 `overloaded` with
-/// `Retry-After` at once, before any other work; the probes and `/metrics` are never shed (an
-/// overloaded node must still say so, and be seen).
+/// Past the node's cap on requests in flight, answers 503 `overloaded` with `Retry-After` at
+/// once, before any other work; the probes and `/metrics` are never shed (an overloaded node
+/// must still say so, and be seen).
 pub async fn shed(State(in_flight): State<Arc<InFlight>>, req: Request, next: Next) -> Response {
     use std::sync::atomic::Ordering;
     if matches!(req.uri().path(), "/livez" | "/readyz" | "/metrics") {
         return next.run(req).await;
     }
     let taken = in_flight.now.fetch_add(1, Ordering::AcqRel);
-    let mut place = Place {
-        in_flight: &in_flight,
-        shop: None,
-    };
+    let place = Place(&in_flight);
     if taken >= in_flight.cap {
         drop(place);
-        return overloaded(
+        return Problem::new(
+            ProblemKind::OVERLOADED,
             "This node is serving as many requests as it may at once; retry after the pause.",
-        );
-    }
-    if let Some(shop) = req
-        .headers()
-        .get("keel-publishable-key")
-        .and_then(|v| v.to_str().ok())
-    {
-        let mut shops = in_flight.shops();
-        let n = shops.entry(shop.into()).or_insert(0);
-        if *n >= in_flight.shop_cap {
-            drop(shops);
-            drop(place);
-            return overloaded(
-                "This shop's storefront has as many requests in flight on this node as it may; retry after the pause.",
-            );
-        }
-        *n += 1;
-        drop(shops);
-        place.shop = Some(shop.into());
+        )
+        .with_header(header::RETRY_AFTER, "1")
+        .into_response();
     }
     let res = next.run(req).await;
     drop(place);

@@ -281,51 +281,6 @@ backend_tests! {
         assert_ne!(guess(&another, "GUESS5").await.status(), StatusCode::TOO_MANY_REQUESTS, "another cart's own bucket");
     }
 
-    /// One shop's storefront cannot take every place: past its own cap the shop's requests
-    /// are shed while another shop's are served.
-    async fn a_shop_past_its_in_flight_cap_is_shed_and_another_shop_is_served(backend: Backend) {
-        let (entered, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-        let (tx, gate) = (entered.clone(), release.clone());
-        let routes = utoipa_axum::router::OpenApiRouter::new().route(
-            "/v1/test/held",
-            axum::routing::get(move || {
-                let (tx, gate) = (tx.clone(), gate.clone());
-                async move {
-                    let _ = tx.send(());
-                    let _held = gate.acquire().await;
-                    "released"
-                }
-            }),
-        );
-        let app = spawn_app_with(backend, routes, |raw| raw.max_in_flight_per_shop = 2).await;
-        let busy = shop(&app, "edge-busy", 1).await;
-        let quiet = shop_fn(&app, "edge-quiet", 1).await;
-        let held: Vec<_> = (0..2)
-            .map(|_| {
-                tokio::spawn(
-                    app.client
-                        .get(app.url("/v1/test/held"))
-                        .header("keel-publishable-key", &busy.pk)
-                        .send(),
-                )
-            })
-            .collect();
-        for _ in 0..2 {
-            arrivals.recv().await.expect("a held request arrived");
-        }
-        let shed = store(&app, &busy, None, Method::GET, "/v1/store/products?currency=USD", None, None).await;
-        assert_problem(shed, 503, "overloaded").await;
-        let served = store(&app, &quiet, None, Method::GET, "/v1/store/products?currency=USD", None, None).await;
-        assert_eq!(served.status(), StatusCode::OK, "another shop is served");
-        release.add_permits(2);
-        for h in held {
-            assert_eq!(h.await.expect("join").expect("answered").status(), StatusCode::OK);
-        }
-        let again = store(&app, &busy, None, Method::GET, "/v1/store/products?currency=USD", None, None).await;
-        assert_eq!(again.status(), StatusCode::OK, "the shop's places came back");
-    }
-
     /// Every storefront read is limited per shop and client address, every staff request per
     /// credential: one token spent leaves another's requests admitted.
     async fn reads_are_limited_per_address_and_staff_requests_per_credential(backend: Backend) {

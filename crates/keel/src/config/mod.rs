@@ -44,9 +44,6 @@ pub struct RawConfig {
     /// `KEEL_MAX_IN_FLIGHT`, default 1024: requests a node serves at once; one more is answered
     /// 503 `overloaded` at once (probes and `/metrics` are never shed).
     pub max_in_flight: u32,
-    /// `KEEL_MAX_IN_FLIGHT_PER_SHOP`, default 256: storefront requests one shop (its
-    /// publishable key) may have in flight on a node; one more is answered 503 `overloaded`.
-    pub max_in_flight_per_shop: u32,
     /// `KEEL_SHUTDOWN_GRACE_MS`, default 30000: how long in-flight requests may finish after
     /// SIGTERM/SIGINT before the process gives up on them.
     pub shutdown_grace_ms: u64,
@@ -470,7 +467,6 @@ impl Default for RawConfig {
             body_limit_bytes: 1_048_576,
             request_timeout_ms: 30_000,
             max_in_flight: 1024,
-            max_in_flight_per_shop: 256,
             shutdown_grace_ms: 30_000,
             worker_threads: 4,
             maintenance_interval_s: 300,

@@ -648,11 +648,6 @@ impl Settings {
             metrics_elsewhere: metrics_listen.is_some(),
             max_in_flight: usize::try_from(count("KEEL_MAX_IN_FLIGHT", raw.max_in_flight)?)
                 .map_err(|_| err("KEEL_MAX_IN_FLIGHT", "too large for this platform"))?,
-            max_in_flight_per_shop: usize::try_from(count(
-                "KEEL_MAX_IN_FLIGHT_PER_SHOP",
-                raw.max_in_flight_per_shop,
-            )?)
-            .map_err(|_| err("KEEL_MAX_IN_FLIGHT_PER_SHOP", "too large for this platform"))?,
         };
         let shutdown_grace = millis("KEEL_SHUTDOWN_GRACE_MS", raw.shutdown_grace_ms)?;
         let database = database(&raw)?;
