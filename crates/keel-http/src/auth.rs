@@ -24,7 +24,13 @@ pub struct Staff(pub StaffPrincipal);
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 7235).
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token(&parts.headers)
+}
+
+/// [`bearer`] over headers: the token exactly as authentication reads it (so the edge's
+/// limits key on the same credential, whatever the scheme's case or the spaces around it).
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -64,11 +64,17 @@ pub struct LimitSettings {
     pub admin_read: Limit,
     /// Every other staff request, per credential.
     pub admin_write: Limit,
-    /// Every `POST /v1/auth/…` (logins, refreshes, set-ups, resets), per client address.
+    /// Every `POST` where a client proves who it is (`/v1/auth/…`, `/v1/store/auth/…`,
+    /// customer sign-up), per client address.
     pub auth: Limit,
+    /// Every limited request of one client address, whatever keys it presents.
+    pub client: Limit,
 }
 
 const SHARDS: usize = 16;
+
+/// One shard's arrival times, locked.
+type ShardGuard<'a> = std::sync::MutexGuard<'a, HashMap<Box<str>, i64>>;
 
 /// Arrival times by key, in memory: a fixed number of shards, each with an exact share of
 /// the key budget. A full shard forgets keys whose time has passed (they are as good as new)
@@ -93,29 +99,70 @@ impl MemoryLimiter {
         }
     }
 
+    fn shard(&self, key: &str) -> usize {
+        usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0)
+    }
+
     /// Decides one request for `key` at `now_ms`.
     pub fn check(&self, key: &str, limit: Limit, now_ms: i64) -> Decision {
-        let shard = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        let cap = self.caps[shard];
-        let mut map = self.shards[shard]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (decision, tat) = decide(limit, map.get(key).copied(), now_ms);
-        if decision.allowed {
-            if !map.contains_key(key) && map.len() >= cap {
-                map.retain(|_, t| *t > now_ms);
-                if map.len() >= cap
-                    && let Some(oldest) =
-                        map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
-                {
-                    map.remove(&oldest);
+        self.check_all(&[(key, limit)], now_ms)[0]
+    }
+
+    /// Decides one request held to several limits, all or nothing: every key is charged only
+    /// when every limit admits it (a refused request takes nothing from any of them). The
+    /// shards involved are locked together, in index order, so concurrent requests cannot
+    /// interleave between the decision and the charge.
+    pub fn check_all(&self, keys: &[(&str, Limit)], now_ms: i64) -> Vec<Decision> {
+        let mut shards: Vec<usize> = keys.iter().map(|(k, _)| self.shard(k)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut guards: Vec<(usize, ShardGuard<'_>)> = shards
+            .iter()
+            .map(|&i| {
+                (
+                    i,
+                    self.shards[i]
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner),
+                )
+            })
+            .collect();
+        let mut decisions = Vec::with_capacity(keys.len());
+        let mut next = Vec::with_capacity(keys.len());
+        for (key, limit) in keys {
+            let shard = self.shard(key);
+            let map = &guards
+                .iter()
+                .find(|(i, _)| *i == shard)
+                .expect("every key's shard is locked")
+                .1;
+            let (d, tat) = decide(*limit, map.get(*key).copied(), now_ms);
+            decisions.push(d);
+            next.push((shard, *key, tat));
+        }
+        if decisions.iter().all(|d| d.allowed) {
+            for (shard, key, tat) in next {
+                let cap = self.caps[shard];
+                let map = &mut guards
+                    .iter_mut()
+                    .find(|(i, _)| *i == shard)
+                    .expect("every key's shard is locked")
+                    .1;
+                if !map.contains_key(key) && map.len() >= cap {
+                    map.retain(|_, t| *t > now_ms);
+                    if map.len() >= cap
+                        && let Some(oldest) =
+                            map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
+                    {
+                        map.remove(&oldest);
+                    }
+                }
+                if cap > 0 {
+                    map.insert(key.into(), tat);
                 }
             }
-            if cap > 0 {
-                map.insert(key.into(), tat);
-            }
         }
-        decision
+        decisions
     }
 
     /// Keys remembered now.
@@ -131,26 +178,41 @@ impl MemoryLimiter {
     }
 }
 
-/// GCRA in one Redis script, on Redis's clock (one clock for every node): the same decision
-/// as `keel_kernel::ratelimit::decide`, the key expiring when its bucket is full again.
+/// GCRA in one Redis script over every limit of a request, on Redis's clock (one clock for
+/// every node): the same decision as `keel_kernel::ratelimit::decide` for each key, all
+/// charged only when all admit (a refused request takes nothing), each key expiring when its
+/// bucket is full again. One round trip per request.
 /// Integers only (Lua numbers are exact below 2^53; milliseconds since 1970 are ~2^41).
 const GCRA_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local tolerance = interval * (tonumber(ARGV[2]) - 1)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local ahead = tat - now
-if ahead > tolerance then
-  return {0, 0, ahead, ahead - tolerance}
+local out = {}
+local nexts = {}
+local refused = false
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tolerance = interval * (tonumber(ARGV[2 * i]) - 1)
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  local ahead = tat - now
+  if ahead > tolerance then
+    refused = true
+    table.insert(out, 0); table.insert(out, 0); table.insert(out, ahead); table.insert(out, ahead - tolerance)
+  else
+    local nxt = tat + interval
+    local ahead2 = nxt - now
+    local remaining = 0
+    if ahead2 <= tolerance then remaining = math.floor((tolerance - ahead2) / interval) + 1 end
+    nexts[i] = {nxt, ahead2}
+    table.insert(out, 1); table.insert(out, remaining); table.insert(out, ahead2); table.insert(out, 0)
+  end
 end
-local nxt = tat + interval
-local ahead2 = nxt - now
-local remaining = 0
-if ahead2 <= tolerance then remaining = math.floor((tolerance - ahead2) / interval) + 1 end
-redis.call('SET', KEYS[1], nxt, 'PX', ahead2)
-return {1, remaining, ahead2, 0}
+if not refused then
+  for i = 1, #KEYS do
+    redis.call('SET', KEYS[i], nexts[i][1], 'PX', nexts[i][2])
+  end
+end
+return out
 ";
 
 /// Limit state shared by every node through Redis.
@@ -160,6 +222,8 @@ pub struct RedisLimits {
     timeout: Duration,
     errors: AtomicU64,
     failing: AtomicBool,
+    /// Until when (ms since 1970) decisions skip Redis after a failure.
+    skip_until_ms: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for RedisLimits {
@@ -181,6 +245,7 @@ impl RedisLimits {
             timeout,
             errors: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            skip_until_ms: std::sync::atomic::AtomicI64::new(0),
         });
         let connect = {
             let limits = limits.clone();
@@ -217,14 +282,22 @@ impl RedisLimits {
         Ok(limits)
     }
 
-    /// The shared decision, or `None` when Redis did not answer in time (the caller decides
-    /// in memory).
-    async fn check(&self, key: &str, limit: Limit) -> Option<Decision> {
+    /// The shared decisions, or `None` when Redis did not answer in time, or failed less
+    /// than `timeout × 20` ago (the caller decides in memory; a Redis that does not answer is
+    /// not waited for on every request).
+    async fn check_all(&self, keys: &[(&str, Limit)], now_ms: i64) -> Option<Vec<Decision>> {
+        if now_ms < self.skip_until_ms.load(Ordering::Acquire) {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         let answer = match self.conn.get() {
             Some(conn) => {
                 let mut conn = conn.clone();
-                let mut call = self.script.key(format!("keel:rl:{key}"));
-                call.arg(limit.interval_ms()).arg(limit.burst());
+                let mut call = self.script.prepare_invoke();
+                for (key, limit) in keys {
+                    call.key(format!("keel:rl:{key}"));
+                    call.arg(limit.interval_ms()).arg(limit.burst());
+                }
                 tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn))
                     .await
                     .ok()
@@ -232,22 +305,30 @@ impl RedisLimits {
             }
             None => None,
         };
-        let decision = answer.and_then(|v| match v.as_slice() {
-            [allowed, remaining, reset, retry] => Some(Decision {
-                allowed: *allowed == 1,
-                remaining: u32::try_from(*remaining).unwrap_or(0),
-                reset_ms: u64::try_from(*reset).unwrap_or(0),
-                retry_after_ms: u64::try_from(*retry).unwrap_or(0),
-            }),
-            _ => None,
+        let decisions: Option<Vec<Decision>> = answer.and_then(|v| {
+            (v.len() == 4 * keys.len()).then(|| {
+                v.chunks(4)
+                    .map(|c| Decision {
+                        allowed: c[0] == 1,
+                        remaining: u32::try_from(c[1]).unwrap_or(0),
+                        reset_ms: u64::try_from(c[2]).unwrap_or(0),
+                        retry_after_ms: u64::try_from(c[3]).unwrap_or(0),
+                    })
+                    .collect()
+            })
         });
-        if let Some(d) = decision {
+        if let Some(d) = decisions {
             if self.failing.swap(false, Ordering::AcqRel) {
                 tracing::info!("Redis answers again: rate limits are shared again");
             }
             return Some(d);
         }
         self.errors.fetch_add(1, Ordering::Relaxed);
+        let pause = i64::try_from(self.timeout.as_millis())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(REDIS_PAUSE_TIMEOUTS);
+        self.skip_until_ms
+            .store(now_ms.saturating_add(pause), Ordering::Release);
         if !self.failing.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -257,6 +338,11 @@ impl RedisLimits {
         None
     }
 }
+
+/// After Redis fails a decision, it is passed over for this many timeouts' worth of time
+/// (20 × 50 ms = 1 s by default): a Redis that does not answer costs one timeout per second,
+/// not one per request.
+const REDIS_PAUSE_TIMEOUTS: i64 = 20;
 
 /// The node's limits and their state.
 #[derive(Debug)]
@@ -288,15 +374,17 @@ impl EdgeLimits {
             .map_or(0, |r| r.errors.load(Ordering::Relaxed))
     }
 
-    async fn check(&self, key: &str, limit: Limit) -> Decision {
+    /// Decides a request's limits together (all or nothing), in Redis when it answers, else
+    /// in this node's memory.
+    async fn check_all(&self, keys: &[(&str, Limit)]) -> Vec<Decision> {
+        let now_ms =
+            i64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
         if let Some(redis) = &self.redis
-            && let Some(d) = redis.check(key, limit).await
+            && let Some(d) = redis.check_all(keys, now_ms).await
         {
             return d;
         }
-        let now_ms =
-            i64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-        self.memory.check(key, limit, now_ms)
+        self.memory.check_all(keys, now_ms)
     }
 }
 
@@ -308,15 +396,26 @@ struct Rule {
 }
 
 /// What a request presents before authentication: the shop as the storefront names it, the
-/// credential of a staff request, the client address as Keel counts it.
+/// credential (the bearer token as authentication reads it, or the cart's secret), the client
+/// address as Keel counts it.
 struct Caller<'a> {
     shop: &'a str,
     credential: &'a str,
+    cart_secret: &'a str,
     client: &'a str,
 }
 
-/// The rules of a request, by its route template: its class's limit (storefront reads or
-/// writes per shop and client address, staff reads or writes per credential, auth per client
+/// Routes where a client proves who it is (staff and customers): the auth class.
+fn is_auth_route(method: &Method, route: &str) -> bool {
+    *method == Method::POST
+        && (route.starts_with("/v1/auth/")
+            || route.starts_with("/v1/store/auth/")
+            || route == "/v1/store/customers")
+}
+
+/// The rules of a request, by its route template: the client address's ceiling over every
+/// limited route (whatever keys it presents), its class's limit (storefront reads or writes
+/// per shop and client address, staff reads or writes per credential, auth per client
 /// address), and the abuse-prone routes' own.
 fn rules(
     settings: &LimitSettings,
@@ -342,7 +441,13 @@ fn rules(
     };
     let read = matches!(*method, Method::GET | Method::HEAD);
     let mut rules = Vec::new();
-    if route.starts_with("/v1/store/") {
+    if is_auth_route(method, route) {
+        rules.push(Rule {
+            policy: "auth",
+            limit: settings.auth,
+            key: key_of(&["auth", who.client]),
+        });
+    } else if route.starts_with("/v1/store/") {
         rules.push(if read {
             per_address("store_read", settings.store_read)
         } else {
@@ -354,13 +459,20 @@ fn rules(
         } else {
             per_credential("admin_write", settings.admin_write)
         });
-    } else if route.starts_with("/v1/auth/") && *method == Method::POST {
-        rules.push(Rule {
-            policy: "auth",
-            limit: settings.auth,
-            key: key_of(&["auth", who.client]),
-        });
     }
+    if rules.is_empty() {
+        return rules;
+    }
+    // Whatever keys it presents (made-up shops or tokens make fresh buckets above), one
+    // client address is held to this.
+    rules.insert(
+        0,
+        Rule {
+            policy: "client",
+            limit: settings.client,
+            key: key_of(&["client", who.client]),
+        },
+    );
     if *method == Method::POST {
         match route {
             "/v1/store/carts" => rules.push(per_address("cart_create", settings.cart_create)),
@@ -368,8 +480,19 @@ fn rules(
                 rules.push(per_address("checkout", settings.checkout));
             }
             "/v1/store/carts/{id}/promotions" => {
-                // The cart's id, as the path names it (`/v1/store/carts/<id>/promotions`).
-                let cart = path.split('/').nth(4).unwrap_or_default();
+                // The cart as its id reads canonically (ids are case-insensitive and the path
+                // percent-decoded: any spelling is the same cart), counted with the credential
+                // that may use it: a stranger without the cart's secret spends a bucket of
+                // their own, never the shopper's.
+                let raw = path.split('/').nth(4).unwrap_or_default();
+                let cart = percent_decode(raw)
+                    .parse::<keel_orders::cart::CartId>()
+                    .map_or_else(|_| raw.to_owned(), |id| id.to_string());
+                let holder = if who.cart_secret.is_empty() {
+                    who.credential
+                } else {
+                    who.cart_secret
+                };
                 rules.push(per_address(
                     "promotion_address",
                     settings.promotion_per_address,
@@ -377,13 +500,36 @@ fn rules(
                 rules.push(Rule {
                     policy: "promotion_cart",
                     limit: settings.promotion_per_cart,
-                    key: key_of(&["promotion_cart", who.shop, cart]),
+                    key: key_of(&["promotion_cart", who.shop, &cart, holder]),
                 });
             }
             _ => {}
         }
     }
     rules
+}
+
+/// A path segment percent-decoded (as the router hands it to the handler).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (
+                (bytes[i + 1] as char).to_digit(16),
+                (bytes[i + 2] as char).to_digit(16),
+            )
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A limit's key: its parts hashed (SHA-256, 16 bytes in hex), so a key's size is fixed
@@ -469,29 +615,28 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let credential = req
+    let credential = crate::auth::bearer_token(req.headers())
+        .unwrap_or_default()
+        .to_owned();
+    let cart_secret = req
         .headers()
-        .get(axum::http::header::AUTHORIZATION)
+        .get("keel-cart-secret")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
     let who = Caller {
         shop: &shop,
         credential: &credential,
+        cart_secret: &cart_secret,
         client: &client,
     };
     let rules = rules(&edge.settings, req.method(), &route, &who, req.uri().path());
     if rules.is_empty() {
         return next.run(req).await;
     }
-    let mut decisions = Vec::with_capacity(rules.len());
-    for rule in &rules {
-        let d = edge.check(&rule.key, rule.limit).await;
-        decisions.push((rule, d));
-        if !d.allowed {
-            break;
-        }
-    }
+    let keys: Vec<(&str, Limit)> = rules.iter().map(|r| (r.key.as_str(), r.limit)).collect();
+    let decided = edge.check_all(&keys).await;
+    let decisions: Vec<(&Rule, Decision)> = rules.iter().zip(decided).collect();
     let (policy, remaining) = headers(&decisions);
     if let Some((_, refused)) = decisions.iter().find(|(_, d)| !d.allowed) {
         let secs = refused.retry_after_ms.div_ceil(1000).max(1);
@@ -543,6 +688,42 @@ mod tests {
         assert!(!m.check("a", l, 500).allowed);
         assert!(m.check("b", l, 0).allowed, "another key has its own bucket");
         assert!(m.check("a", l, 1_000).allowed);
+    }
+
+    #[test]
+    fn several_limits_are_charged_all_or_nothing() {
+        let m = MemoryLimiter::new(1_000);
+        let (wide, narrow) = (limit(60_000, 5), limit(60_000, 1));
+        let first = m.check_all(&[("wide", wide), ("narrow", narrow)], 0);
+        assert!(first.iter().all(|d| d.allowed));
+        let refused = m.check_all(&[("wide", wide), ("narrow", narrow)], 0);
+        assert!(!refused[1].allowed);
+        // The refusal took nothing from the wide limit: 4 of its 5 are left.
+        assert_eq!(m.check("wide", wide, 0).remaining, 3);
+    }
+
+    #[test]
+    fn a_cart_id_reads_the_same_whatever_its_spelling() {
+        let id = keel_orders::cart::CartId::new().to_string();
+        let encoded: String = id.bytes().fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "%{b:02X}");
+            s
+        });
+        let lower_hex: String = id.bytes().fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "%{b:02x}");
+            s
+        });
+        for spelling in [&encoded, &lower_hex] {
+            assert_eq!(
+                percent_decode(spelling)
+                    .parse::<keel_orders::cart::CartId>()
+                    .expect("a cart id")
+                    .to_string(),
+                id
+            );
+        }
     }
 
     #[test]

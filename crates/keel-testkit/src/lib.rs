@@ -116,6 +116,7 @@ pub fn test_config(db: &TestDb) -> RawConfig {
         &mut raw.limits.admin_read,
         &mut raw.limits.admin_write,
         &mut raw.limits.auth,
+        &mut raw.limits.client,
     ] {
         *limit = keel::config::RawLimit {
             interval_ms: 1,

@@ -311,6 +311,74 @@ backend_tests! {
         assert_eq!(app.get_as("/v1/admin/orders", &member_tokens.access_token).await.status(), StatusCode::OK, "another credential's own bucket");
     }
 
+    /// Keys an attacker can vary are no way around a limit: the same token however its scheme
+    /// is written; the same cart however its id is spelled; any number of made-up shops from
+    /// one address; customer sign-ups are in the auth class. And a stranger without a cart's
+    /// secret cannot spend the shopper's promotion attempts.
+    async fn varied_keys_do_not_get_around_the_limits(backend: Backend) {
+        let app = app_with(backend, |raw| {
+            raw.limits.admin_read = limit(60_000, 3);
+            raw.limits.promotion_cart = limit(60_000, 2);
+            raw.limits.auth = limit(60_000, 1_000);
+        })
+        .await;
+        let shop = shop(&app, "edge-vary", 10).await;
+        let token = shop.owner.access_token.clone();
+        let mut admitted = 0;
+        for scheme in ["Bearer", "bearer", "BEARER", "Bearer ", "bEaReR"] {
+            let res = app.client.get(app.url("/v1/admin/orders")).header("authorization", format!("{scheme} {token}")).send().await.expect("send");
+            if res.status() == StatusCode::OK {
+                admitted += 1;
+            }
+        }
+        assert!(admitted <= 3, "one token, one bucket: {admitted} admitted");
+
+        let cart = new_cart(&app, &shop, "USD").await;
+        let stranger = new_cart(&app, &shop, "USD").await;
+        let guess = |id: String, secret: String| {
+            let (app, shop) = (&app, &shop);
+            async move {
+                store(app, shop, Some(&secret), Method::POST, &format!("/v1/store/carts/{id}/promotions"), Some(serde_json::json!({"code": "NOPE"})), None).await.status()
+            }
+        };
+        // The stranger hammers the shopper's cart with its own secret: its own bucket.
+        for _ in 0..3 {
+            guess(cart.id.clone(), stranger.secret.clone()).await;
+        }
+        let encoded: String = cart.id.bytes().fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "%{b:02X}");
+            s
+        });
+        let lower_hex: String = cart.id.bytes().fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "%{b:02x}");
+            s
+        });
+        let spellings = [cart.id.clone(), encoded, lower_hex];
+        let statuses: Vec<StatusCode> = futures_util::future::join_all(spellings.iter().map(|id| guess(id.clone(), cart.secret.clone()))).await;
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count(), 1, "the shopper's two attempts, whatever the spelling: {statuses:?}");
+
+        // A customer's sign-up is held to the auth class (per address), not the storefront's
+        // looser writes.
+        let signup = store(&app, &shop, None, Method::POST, "/v1/store/customers", Some(serde_json::json!({"email": "vary@edge.test", "password": "correct-horse-battery-staple-9"})), None).await;
+        assert_eq!(item(&header(&signup, "ratelimit-policy"), "auth"), "\"auth\";q=1000;w=60000");
+        assert_eq!(item(&header(&signup, "ratelimit-policy"), "store_write"), "");
+    }
+
+    /// One client address is held to its ceiling whatever shop keys it makes up.
+    async fn made_up_shop_keys_do_not_escape_the_address_ceiling(backend: Backend) {
+        let app = app_with(backend, |raw| raw.limits.client = limit(60_000, 5)).await;
+        let mut limited = 0;
+        for i in 0..8 {
+            let res = app.client.get(app.url("/v1/store/products?currency=USD")).header("keel-publishable-key", format!("pk_madeup{i}_x")).send().await.expect("send");
+            if res.status() == StatusCode::TOO_MANY_REQUESTS {
+                limited += 1;
+            }
+        }
+        assert_eq!(limited, 3, "5 of 8 from one address, whatever the key");
+    }
+
     /// Behind a trusted proxy each shopper (the forwarded address) has a bucket of its own,
     /// and an IPv6 shopper counts by its /64.
     async fn behind_a_trusted_proxy_each_shopper_is_limited_not_the_proxy(backend: Backend) {

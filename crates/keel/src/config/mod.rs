@@ -186,9 +186,13 @@ pub struct RawLimits {
     /// `KEEL_LIMITS__ADMIN_WRITE__INTERVAL_MS` / `__BURST`, default 50 / 300: other staff
     /// requests per credential.
     pub admin_write: RawLimit,
-    /// `KEEL_LIMITS__AUTH__INTERVAL_MS` / `__BURST`, default 1000 / 30: `POST /v1/auth/…` per
-    /// client address (the login throttle counts failures besides).
+    /// `KEEL_LIMITS__AUTH__INTERVAL_MS` / `__BURST`, default 1000 / 30: `POST /v1/auth/…`,
+    /// `/v1/store/auth/…` and customer sign-ups per client address (the login throttle counts
+    /// failures besides).
     pub auth: RawLimit,
+    /// `KEEL_LIMITS__CLIENT__INTERVAL_MS` / `__BURST`, default 2 / 2000: every limited request
+    /// of one client address, whatever keys it presents (2000 at once, then 500 a second).
+    pub client: RawLimit,
 }
 
 /// One GCRA limit: `burst` at once, then one every `interval_ms`.
@@ -240,6 +244,10 @@ impl Default for RawLimits {
             auth: RawLimit {
                 interval_ms: 1_000,
                 burst: 30,
+            },
+            client: RawLimit {
+                interval_ms: 2,
+                burst: 2_000,
             },
         }
     }

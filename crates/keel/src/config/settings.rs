@@ -215,6 +215,7 @@ fn limit_settings(
         admin_read: limit("ADMIN_READ", raw.admin_read)?,
         admin_write: limit("ADMIN_WRITE", raw.admin_write)?,
         auth: limit("AUTH", raw.auth)?,
+        client: limit("CLIENT", raw.client)?,
     })
 }
 
