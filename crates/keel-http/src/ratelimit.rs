@@ -608,7 +608,7 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         keel_kernel::net::client_key(state.client_addr.client_addr(peer.ip(), req.headers()))
             .to_string();
     // The shop as the storefront names it; an unknown key is refused by authentication
-    // after the limit (so guessing keys is limited too).
+    // after the limits (guessing keys is held by the client address's ceiling).
     let shop = req
         .headers()
         .get("keel-publishable-key")
