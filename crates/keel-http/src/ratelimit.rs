@@ -350,21 +350,32 @@ pub struct EdgeLimits {
     settings: LimitSettings,
     memory: MemoryLimiter,
     redis: Option<Arc<RedisLimits>>,
-    clock: Arc<dyn Clock>,
+    /// The wall clock read once at start, then time measured monotonically from it: a clock
+    /// stepped back (NTP) must not refuse every active key for the length of the step.
+    started: std::time::Instant,
+    started_ms: i64,
 }
 
 impl EdgeLimits {
     pub fn new(
         settings: LimitSettings,
         redis: Option<Arc<RedisLimits>>,
-        clock: Arc<dyn Clock>,
+        clock: &dyn Clock,
     ) -> Self {
         Self {
             memory: MemoryLimiter::new(settings.memory_keys),
             settings,
             redis,
-            clock,
+            started: std::time::Instant::now(),
+            started_ms: i64::try_from(clock.now().unix_timestamp_nanos() / 1_000_000)
+                .unwrap_or(i64::MAX),
         }
+    }
+
+    /// Milliseconds since 1970, as of the start plus monotonic time since.
+    fn now_ms(&self) -> i64 {
+        self.started_ms
+            .saturating_add(i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX))
     }
 
     /// Decisions Redis did not answer in time (each taken in memory instead).
@@ -377,8 +388,7 @@ impl EdgeLimits {
     /// Decides a request's limits together (all or nothing), in Redis when it answers, else
     /// in this node's memory.
     async fn check_all(&self, keys: &[(&str, Limit)]) -> Vec<Decision> {
-        let now_ms =
-            i64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let now_ms = self.now_ms();
         if let Some(redis) = &self.redis
             && let Some(d) = redis.check_all(keys, now_ms).await
         {

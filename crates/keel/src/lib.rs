@@ -337,7 +337,7 @@ async fn edge_limits(settings: &Settings) -> anyhow::Result<Arc<keel_http::ratel
     Ok(Arc::new(keel_http::ratelimit::EdgeLimits::new(
         settings.limits,
         redis,
-        Arc::new(SystemClock),
+        &SystemClock,
     )))
 }
 

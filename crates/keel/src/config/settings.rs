@@ -194,13 +194,21 @@ fn auth_settings(
 fn limit_settings(
     raw: &super::RawLimits,
 ) -> Result<keel_http::ratelimit::LimitSettings, ConfigError> {
+    // A full bucket's span (interval × burst) below 2^52 ms: every arrival time stays an
+    // exact integer in Redis's Lua, where numbers are doubles (exact below 2^53).
     let limit = |name: &str, l: super::RawLimit| {
-        keel_kernel::ratelimit::Limit::new(l.interval_ms, l.burst).ok_or_else(|| {
-            err(
-                &format!("KEEL_LIMITS__{name}__INTERVAL_MS / __BURST"),
-                "must both be greater than 0",
-            )
-        })
+        keel_kernel::ratelimit::Limit::new(l.interval_ms, l.burst)
+            .filter(|_| {
+                l.interval_ms
+                    .checked_mul(u64::from(l.burst))
+                    .is_some_and(|span| span < 1 << 52)
+            })
+            .ok_or_else(|| {
+                err(
+                    &format!("KEEL_LIMITS__{name}__INTERVAL_MS / __BURST"),
+                    "must both be greater than 0, their product below 4503599627370496 (2^52 ms)",
+                )
+            })
     };
     Ok(keel_http::ratelimit::LimitSettings {
         enabled: raw.enabled,
@@ -793,6 +801,31 @@ impl Settings {
             "webhooks": self.webhooks_json(),
             "secret_key": if self.secret_key.is_some() { "***" } else { "<data_dir>/secret.key (embedded mode)" },
             "auth": auth_json(&self.auth),
+            "max_in_flight": self.http.max_in_flight,
+            "limits": self.limits_json(),
+        })
+    }
+
+    /// The edge's limits as `keel config check` shows them (Redis's URL never: it may hold a
+    /// password).
+    fn limits_json(&self) -> serde_json::Value {
+        let l = &self.limits;
+        let one = |x: keel_kernel::ratelimit::Limit| serde_json::json!({"interval_ms": x.interval_ms(), "burst": x.burst()});
+        serde_json::json!({
+            "enabled": l.enabled,
+            "memory_keys": l.memory_keys,
+            "redis": if self.redis_url.is_some() { "***" } else { "unset (in memory)" },
+            "redis_timeout_ms": self.redis_timeout.as_millis(),
+            "client": one(l.client),
+            "store_read": one(l.store_read),
+            "store_write": one(l.store_write),
+            "admin_read": one(l.admin_read),
+            "admin_write": one(l.admin_write),
+            "auth": one(l.auth),
+            "cart_create": one(l.cart_create),
+            "checkout": one(l.checkout),
+            "promotion_address": one(l.promotion_per_address),
+            "promotion_cart": one(l.promotion_per_cart),
         })
     }
 }

@@ -145,4 +145,18 @@ fn rate_limits_are_exact_intervals_and_bursts_and_can_be_switched_off() {
     assert_eq!(off.limits.checkout.burst(), 5);
     let zero = Settings::load(None, &env(&[("KEEL_LIMITS__AUTH__BURST", "0")]));
     assert!(zero.is_err(), "a limit of nothing is refused");
+    let huge = Settings::load(
+        None,
+        &env(&[
+            ("KEEL_LIMITS__AUTH__INTERVAL_MS", "4503599627370496"),
+            ("KEEL_LIMITS__AUTH__BURST", "1"),
+        ]),
+    );
+    assert!(
+        huge.is_err(),
+        "a span Redis's doubles could not hold exactly is refused"
+    );
+    let shown = off.redacted();
+    assert_eq!(shown["limits"]["checkout"]["burst"], 5);
+    assert_eq!(shown["limits"]["enabled"], false);
 }
