@@ -74,14 +74,19 @@ pub struct LimitSettings {
 const SHARDS: usize = 16;
 
 /// One shard's arrival times, locked.
-type ShardGuard<'a> = std::sync::MutexGuard<'a, HashMap<Box<str>, i64>>;
+type ShardGuard<'a> = std::sync::MutexGuard<'a, HashMap<Key, i64>>;
+
+/// A limit's key: its parts hashed (SHA-256, the first 16 bytes), so a key's size is fixed
+/// whatever a client sends, no publishable key or token is kept as it came, and a key costs
+/// no allocation.
+pub type Key = [u8; 16];
 
 /// Arrival times by key, in memory: a fixed number of shards, each with an exact share of
 /// the key budget. A full shard forgets keys whose time has passed (they are as good as new)
 /// and, if none has, the one that would refill first.
 #[derive(Debug)]
 pub struct MemoryLimiter {
-    shards: Vec<Mutex<HashMap<Box<str>, i64>>>,
+    shards: Vec<Mutex<HashMap<Key, i64>>>,
     caps: Vec<usize>,
     hasher: RandomState,
 }
@@ -99,12 +104,12 @@ impl MemoryLimiter {
         }
     }
 
-    fn shard(&self, key: &str) -> usize {
+    fn shard(&self, key: &Key) -> usize {
         usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0)
     }
 
     /// Decides one request for `key` at `now_ms`.
-    pub fn check(&self, key: &str, limit: Limit, now_ms: i64) -> Decision {
+    pub fn check(&self, key: Key, limit: Limit, now_ms: i64) -> Decision {
         self.check_all(&[(key, limit)], now_ms)[0]
     }
 
@@ -112,7 +117,7 @@ impl MemoryLimiter {
     /// when every limit admits it (a refused request takes nothing from any of them). The
     /// shards involved are locked together, in index order, so concurrent requests cannot
     /// interleave between the decision and the charge.
-    pub fn check_all(&self, keys: &[(&str, Limit)], now_ms: i64) -> Vec<Decision> {
+    pub fn check_all(&self, keys: &[(Key, Limit)], now_ms: i64) -> Vec<Decision> {
         let mut shards: Vec<usize> = keys.iter().map(|(k, _)| self.shard(k)).collect();
         shards.sort_unstable();
         shards.dedup();
@@ -136,7 +141,7 @@ impl MemoryLimiter {
                 .find(|(i, _)| *i == shard)
                 .expect("every key's shard is locked")
                 .1;
-            let (d, tat) = decide(*limit, map.get(*key).copied(), now_ms);
+            let (d, tat) = decide(*limit, map.get(key).copied(), now_ms);
             decisions.push(d);
             next.push((shard, *key, tat));
         }
@@ -148,17 +153,16 @@ impl MemoryLimiter {
                     .find(|(i, _)| *i == shard)
                     .expect("every key's shard is locked")
                     .1;
-                if !map.contains_key(key) && map.len() >= cap {
+                if !map.contains_key(&key) && map.len() >= cap {
                     map.retain(|_, t| *t > now_ms);
                     if map.len() >= cap
-                        && let Some(oldest) =
-                            map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
+                        && let Some(oldest) = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k)
                     {
                         map.remove(&oldest);
                     }
                 }
                 if cap > 0 {
-                    map.insert(key.into(), tat);
+                    map.insert(key, tat);
                 }
             }
         }
@@ -285,7 +289,7 @@ impl RedisLimits {
     /// The shared decisions, or `None` when Redis did not answer in time, or failed less
     /// than `timeout × 20` ago (the caller decides in memory; a Redis that does not answer is
     /// not waited for on every request).
-    async fn check_all(&self, keys: &[(&str, Limit)], now_ms: i64) -> Option<Vec<Decision>> {
+    async fn check_all(&self, keys: &[(Key, Limit)], now_ms: i64) -> Option<Vec<Decision>> {
         if now_ms < self.skip_until_ms.load(Ordering::Acquire) {
             self.errors.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -295,7 +299,7 @@ impl RedisLimits {
                 let mut conn = conn.clone();
                 let mut call = self.script.prepare_invoke();
                 for (key, limit) in keys {
-                    call.key(format!("keel:rl:{key}"));
+                    call.key(redis_key(key));
                     call.arg(limit.interval_ms()).arg(limit.burst());
                 }
                 tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn))
@@ -387,7 +391,7 @@ impl EdgeLimits {
 
     /// Decides a request's limits together (all or nothing), in Redis when it answers, else
     /// in this node's memory.
-    async fn check_all(&self, keys: &[(&str, Limit)]) -> Vec<Decision> {
+    async fn check_all(&self, keys: &[(Key, Limit)]) -> Vec<Decision> {
         let now_ms = self.now_ms();
         if let Some(redis) = &self.redis
             && let Some(d) = redis.check_all(keys, now_ms).await
@@ -402,7 +406,7 @@ impl EdgeLimits {
 struct Rule {
     policy: &'static str,
     limit: Limit,
-    key: String,
+    key: Key,
 }
 
 /// What a request presents before authentication: the shop as the storefront names it, the
@@ -412,7 +416,8 @@ struct Caller<'a> {
     shop: &'a str,
     credential: &'a str,
     cart_secret: &'a str,
-    client: &'a str,
+    /// The client address's octets (IPv6 by /64).
+    client: &'a [u8],
 }
 
 /// Routes where a client proves who it is (staff and customers): the auth class.
@@ -437,16 +442,16 @@ fn rules(
     let per_address = |policy: &'static str, limit: Limit| Rule {
         policy,
         limit,
-        key: key_of(&[policy, who.shop, who.client]),
+        key: key_of(&[policy.as_bytes(), who.shop.as_bytes(), who.client]),
     };
     let per_credential = |policy: &'static str, limit: Limit| Rule {
         policy,
         limit,
         // Without a credential, the client address (authentication refuses it next).
         key: if who.credential.is_empty() {
-            key_of(&[policy, who.client])
+            key_of(&[policy.as_bytes(), who.client])
         } else {
-            key_of(&[policy, who.credential])
+            key_of(&[policy.as_bytes(), who.credential.as_bytes()])
         },
     };
     let read = matches!(*method, Method::GET | Method::HEAD);
@@ -455,7 +460,7 @@ fn rules(
         rules.push(Rule {
             policy: "auth",
             limit: settings.auth,
-            key: key_of(&["auth", who.client]),
+            key: key_of(&[b"auth", who.client]),
         });
     } else if route.starts_with("/v1/store/") {
         rules.push(if read {
@@ -480,7 +485,7 @@ fn rules(
         Rule {
             policy: "client",
             limit: settings.client,
-            key: key_of(&["client", who.client]),
+            key: key_of(&[b"client", who.client]),
         },
     );
     if *method == Method::POST {
@@ -510,7 +515,12 @@ fn rules(
                 rules.push(Rule {
                     policy: "promotion_cart",
                     limit: settings.promotion_per_cart,
-                    key: key_of(&["promotion_cart", who.shop, &cart, holder]),
+                    key: key_of(&[
+                        b"promotion_cart",
+                        who.shop.as_bytes(),
+                        cart.as_bytes(),
+                        holder.as_bytes(),
+                    ]),
                 });
             }
             _ => {}
@@ -542,22 +552,28 @@ fn percent_decode(segment: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A limit's key: its parts hashed (SHA-256, 16 bytes in hex), so a key's size is fixed
-/// whatever a client sends, and no publishable key is stored as it came.
-fn key_of(parts: &[&str]) -> String {
+/// The key of `parts` (see [`Key`]).
+fn key_of(parts: &[&[u8]]) -> Key {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for p in parts {
-        h.update(p.as_bytes());
+        h.update(p);
         h.update([0]);
     }
-    h.finalize()[..16]
-        .iter()
-        .fold(String::with_capacity(32), |mut s, b| {
-            use std::fmt::Write as _;
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut key = [0; 16];
+    key.copy_from_slice(&h.finalize()[..16]);
+    key
+}
+
+/// A key as Redis stores it: `keel:rl:` and the key in hex.
+fn redis_key(key: &Key) -> String {
+    let mut s = String::with_capacity(8 + 32);
+    s.push_str("keel:rl:");
+    for b in key {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -614,9 +630,12 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
         return next.run(req).await;
     };
-    let client =
-        keel_kernel::net::client_key(state.client_addr.client_addr(peer.ip(), req.headers()))
-            .to_string();
+    let client_ip =
+        keel_kernel::net::client_key(state.client_addr.client_addr(peer.ip(), req.headers()));
+    let client_octets = match client_ip {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
     // The shop as the storefront names it; an unknown key is refused by authentication
     // after the limits (guessing keys is held by the client address's ceiling).
     let shop = req
@@ -638,13 +657,13 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         shop: &shop,
         credential: &credential,
         cart_secret: &cart_secret,
-        client: &client,
+        client: &client_octets,
     };
     let rules = rules(&edge.settings, req.method(), &route, &who, req.uri().path());
     if rules.is_empty() {
         return next.run(req).await;
     }
-    let keys: Vec<(&str, Limit)> = rules.iter().map(|r| (r.key.as_str(), r.limit)).collect();
+    let keys: Vec<(Key, Limit)> = rules.iter().map(|r| (r.key, r.limit)).collect();
     let decided = edge.check_all(&keys).await;
     let decisions: Vec<(&Rule, Decision)> = rules.iter().zip(decided).collect();
     let (policy, remaining) = headers(&decisions);
@@ -683,7 +702,10 @@ mod tests {
         assert_eq!(m.caps.iter().sum::<usize>(), 100);
         // Keys whose time has not passed: the budget still holds.
         for i in 0..1_000 {
-            assert!(m.check(&format!("k{i}"), limit(60_000, 5), 0).allowed);
+            assert!(
+                m.check(key_of(&[format!("k{i}").as_bytes()]), limit(60_000, 5), 0)
+                    .allowed
+            );
         }
         assert!(m.len() <= 100, "{}", m.len());
     }
@@ -692,24 +714,28 @@ mod tests {
     fn a_refused_request_takes_nothing_and_keys_are_independent() {
         let m = MemoryLimiter::new(1_000);
         let l = limit(1_000, 2);
-        assert!(m.check("a", l, 0).allowed);
-        assert!(m.check("a", l, 0).allowed);
-        assert!(!m.check("a", l, 0).allowed);
-        assert!(!m.check("a", l, 500).allowed);
-        assert!(m.check("b", l, 0).allowed, "another key has its own bucket");
-        assert!(m.check("a", l, 1_000).allowed);
+        assert!(m.check(key_of(&["a".as_bytes()]), l, 0).allowed);
+        assert!(m.check(key_of(&["a".as_bytes()]), l, 0).allowed);
+        assert!(!m.check(key_of(&["a".as_bytes()]), l, 0).allowed);
+        assert!(!m.check(key_of(&["a".as_bytes()]), l, 500).allowed);
+        assert!(
+            m.check(key_of(&["b".as_bytes()]), l, 0).allowed,
+            "another key has its own bucket"
+        );
+        assert!(m.check(key_of(&["a".as_bytes()]), l, 1_000).allowed);
     }
 
     #[test]
     fn several_limits_are_charged_all_or_nothing() {
         let m = MemoryLimiter::new(1_000);
         let (wide, narrow) = (limit(60_000, 5), limit(60_000, 1));
-        let first = m.check_all(&[("wide", wide), ("narrow", narrow)], 0);
+        let (w, n) = (key_of(&[b"wide"]), key_of(&[b"narrow"]));
+        let first = m.check_all(&[(w, wide), (n, narrow)], 0);
         assert!(first.iter().all(|d| d.allowed));
-        let refused = m.check_all(&[("wide", wide), ("narrow", narrow)], 0);
+        let refused = m.check_all(&[(w, wide), (n, narrow)], 0);
         assert!(!refused[1].allowed);
         // The refusal took nothing from the wide limit: 4 of its 5 are left.
-        assert_eq!(m.check("wide", wide, 0).remaining, 3);
+        assert_eq!(m.check(w, wide, 0).remaining, 3);
     }
 
     #[test]
@@ -741,7 +767,7 @@ mod tests {
         let rule = Rule {
             policy: "checkout",
             limit: limit(3_000, 20),
-            key: String::new(),
+            key: [0; 16],
         };
         let d = Decision {
             allowed: true,
