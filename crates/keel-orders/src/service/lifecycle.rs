@@ -1,5 +1,5 @@
-//! Staff operations on orders (list, read, fulfil, ship, deliver, cancel, refund) and the
-//! retention jobs (idle carts, unpaid orders).
+//! Staff operations on orders (list, read, fulfil, ship, deliver; cancels and refunds move
+//! money, so `keel-payments` runs them) and the retention jobs (idle carts, unpaid orders).
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -91,51 +91,6 @@ impl OrdersService {
                 &serde_json::json!({"order_id": order.id}),
                 now,
             )?;
-            Ok((Vec::new(), vec![e]))
-        })
-        .await
-    }
-
-    /// Cancels an order: releases its held stock and refunds what is left of its payment.
-    pub async fn cancel(
-        &self,
-        tenant: TenantId,
-        id: OrderId,
-        reason: &str,
-        if_match: Option<i64>,
-    ) -> Result<Order, OrdersError> {
-        if reason.chars().count() > 500 {
-            return Err(invalid("/reason", "must be at most 500 characters"));
-        }
-        self.transition(tenant, id, if_match, None, None, |order, now| {
-            let (moves, refund) = order.cancel(reason, now)?;
-            if refund.as_ref().is_some_and(|r| r.status == RefundStatus::Pending) {
-                return Err(provider_refund());
-            }
-            let mut events = vec![event(tenant, "order.cancelled", &serde_json::json!({"order_id": order.id, "reason": reason}), now)?];
-            if let Some(r) = refund {
-                events.push(event(tenant, "order.refunded", &serde_json::json!({"order_id": order.id, "refund_id": r.id, "amount": r.amount, "currency": order.currency}), now)?);
-            }
-            Ok((moves.into_iter().map(StockChange::Release).collect(), events))
-        })
-        .await
-    }
-
-    pub async fn refund(
-        &self,
-        tenant: TenantId,
-        id: OrderId,
-        request: &RefundRequest,
-        reason: Option<String>,
-        if_match: Option<i64>,
-        receipt: Option<&OrderReceipt>,
-    ) -> Result<Order, OrdersError> {
-        self.transition(tenant, id, if_match, None, receipt, |order, now| {
-            let r = order.refund(request, reason.clone(), now)?;
-            if r.status == RefundStatus::Pending {
-                return Err(provider_refund());
-            }
-            let e = event(tenant, "order.refunded", &serde_json::json!({"order_id": order.id, "refund_id": r.id, "amount": r.amount, "currency": order.currency}), now)?;
             Ok((Vec::new(), vec![e]))
         })
         .await

@@ -34,7 +34,7 @@ use crate::{
     exact::Percent,
     order::{
         FIRST_ORDER_NUMBER, MANUAL_PROVIDER, Order, OrderError, OrderId, OrderLine, OrderStatus,
-        PaymentStatus, RefundRequest, RefundStatus,
+        PaymentStatus,
     },
     ports::{
         CART_CHANGED, CartStore, INSUFFICIENT_STOCK, OrderFilter, OrderReceipt, OrderStore,
@@ -111,14 +111,6 @@ fn event(
     at: OffsetDateTime,
 ) -> Result<NewEvent, OrdersError> {
     NewEvent::new(tenant, kind, payload, at).map_err(|e| OrdersError::Internal(e.to_string()))
-}
-
-/// A refund a provider must make is the payments service's to run (it records the task and
-/// calls the provider); this service refuses rather than record a refund nobody would make.
-fn provider_refund() -> OrdersError {
-    OrdersError::Internal(
-        "a refund of a provider's payment goes through the payments service".into(),
-    )
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value, OrdersError> {
