@@ -166,6 +166,20 @@ pub struct Effect<'a> {
     pub events: &'a [NewEvent],
 }
 
+impl Effect<'_> {
+    /// An effect that writes nothing yet, for struct update: `Effect { refunds, ..Effect::none(t) }`.
+    pub const fn none(tenant: TenantId) -> Self {
+        Self {
+            tenant,
+            inbox: None,
+            session: None,
+            order: None,
+            refunds: &[],
+            events: &[],
+        }
+    }
+}
+
 /// What [`PaymentStore::apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {

@@ -134,17 +134,14 @@ impl PaymentsService {
         )?;
         self.payments
             .apply(&Effect {
-                tenant: session.tenant_id,
-                inbox: None,
                 session: Some(SessionChange {
                     id: session.id,
                     status,
                     next_check_at: session.next_check_at,
                     updated_at: now,
                 }),
-                order: None,
-                refunds: &[],
                 events: std::slice::from_ref(&closed),
+                ..Effect::none(session.tenant_id)
             })
             .await?;
         Ok(())

@@ -117,9 +117,6 @@ impl PaymentsService {
             let give_back =
                 unpaid && order.status == OrderStatus::Cancelled && order.promotion_id.is_some();
             let effect = Effect {
-                tenant,
-                inbox: None,
-                session: None,
                 order: Some(OrderChange {
                     order: &order,
                     expected_version: read,
@@ -129,6 +126,7 @@ impl PaymentsService {
                 }),
                 refunds: &tasks,
                 events: &events,
+                ..Effect::none(tenant)
             };
             match self.payments.apply(&effect).await {
                 Ok(_) => return Ok((order, tasks)),
@@ -209,9 +207,6 @@ impl PaymentsService {
                 event(tenant, "refund.failed", &payload, now)?
             };
             let effect = Effect {
-                tenant,
-                inbox: None,
-                session: None,
                 order: Some(OrderChange {
                     order: &order,
                     expected_version: read,
@@ -221,6 +216,7 @@ impl PaymentsService {
                 }),
                 refunds: std::slice::from_ref(&done),
                 events: std::slice::from_ref(&e),
+                ..Effect::none(tenant)
             };
             match self.payments.apply(&effect).await {
                 Ok(_) => return Ok(true),
@@ -248,12 +244,8 @@ impl PaymentsService {
         };
         self.payments
             .apply(&Effect {
-                tenant: task.tenant_id,
-                inbox: None,
-                session: None,
-                order: None,
                 refunds: std::slice::from_ref(&later),
-                events: &[],
+                ..Effect::none(task.tenant_id)
             })
             .await?;
         Ok(())

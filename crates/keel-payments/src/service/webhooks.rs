@@ -76,7 +76,7 @@ impl PaymentsService {
             None => None,
         };
         let Some(session) = session else {
-            let applied = self.store_only(tenant, inbox).await?;
+            let applied = self.store_only(tenant, inbox, &[]).await?;
             return Ok(WebhookOutcome {
                 repeat: applied == Applied::Repeat,
                 refunds: Vec::new(),
@@ -179,15 +179,7 @@ impl PaymentsService {
             now,
         )?;
         let applied = self
-            .payments
-            .apply(&Effect {
-                tenant,
-                inbox: Some(inbox),
-                session: None,
-                order: None,
-                refunds: &[],
-                events: std::slice::from_ref(&unapplied),
-            })
+            .store_only(tenant, inbox, std::slice::from_ref(&unapplied))
             .await?;
         Ok(WebhookOutcome {
             repeat: applied == Applied::Repeat,
@@ -195,20 +187,19 @@ impl PaymentsService {
         })
     }
 
+    /// Stores a provider event, with `events` for staff, and changes nothing else.
     pub(super) async fn store_only(
         &self,
         tenant: TenantId,
         inbox: Inbox<'_>,
+        events: &[NewEvent],
     ) -> Result<Applied, PaymentsError> {
         Ok(self
             .payments
             .apply(&Effect {
-                tenant,
                 inbox: Some(inbox),
-                session: None,
-                order: None,
-                refunds: &[],
-                events: &[],
+                events,
+                ..Effect::none(tenant)
             })
             .await?)
     }
