@@ -107,15 +107,8 @@ impl FaultProxy {
                 async move { proxy(&state, &client, &upstream, method, &uri, headers, body).await }
             },
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
         Self {
-            url: format!("http://{addr}"),
+            url: serve_on_loopback(app).await,
             state,
         }
     }
@@ -209,6 +202,18 @@ async fn proxy(
     }
 }
 
+/// Serves `app` on a free loopback port until the test's runtime ends; answers its base URL.
+pub(crate) async fn serve_on_loopback(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
 /// One request a [`Recorder`] got.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -259,15 +264,8 @@ impl Recorder {
                 StatusCode::OK
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
         Self {
-            url: format!("http://{addr}"),
+            url: serve_on_loopback(app).await,
             got,
         }
     }

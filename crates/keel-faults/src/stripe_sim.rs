@@ -77,15 +77,8 @@ impl StripeSimulator {
             .route("/v1/refunds", post(create_refund))
             .route("/v1/refunds/{id}", get(read_refund))
             .with_state(sim.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
         Self {
-            url: format!("http://{addr}"),
+            url: crate::serve_on_loopback(app).await,
             sim,
         }
     }
