@@ -5,12 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SECRET, provider_with, start, usd};
+use common::{SECRET, order_payment, provider_with, start, usd};
 use keel_faults::{Fault, FaultProxy};
-use keel_payments::{
-    domain::CaptureMode,
-    ports::{NewPayment, PaymentProvider, ProviderError, ProviderSecret},
-};
+use keel_payments::ports::{PaymentProvider, ProviderError, ProviderSecret};
 use keel_resilience::{CircuitState, Policy};
 
 fn policy(open_for: Duration) -> Policy {
@@ -23,16 +20,6 @@ fn policy(open_for: Duration) -> Policy {
         attempt_timeout: Duration::from_secs(10),
         max_concurrent: 16,
         queue_wait: Duration::from_millis(200),
-    }
-}
-
-fn payment(key: &str) -> NewPayment<'_> {
-    NewPayment {
-        idempotency_key: key,
-        amount: usd(1999),
-        capture: CaptureMode::Automatic,
-        order_reference: "ord_f",
-        tenant_reference: "ten_f",
     }
 }
 
@@ -70,7 +57,7 @@ async fn five_failures_open_the_circuit_the_sixth_call_never_leaves_and_a_probe_
     tokio::time::sleep(open_for).await;
     proxy.always(None);
     let created = stripe
-        .create(&secret, &payment("keel:probe"))
+        .create(&secret, &order_payment("keel:probe", 1999))
         .await
         .expect("the probe succeeds");
     assert_eq!(created.amount, usd(1999));
@@ -92,7 +79,7 @@ async fn a_server_error_then_a_success_creates_one_payment_at_the_provider() {
     let secret = ProviderSecret::new(SECRET.into());
     proxy.script([Fault::Status(500)]);
     let created = stripe
-        .create(&secret, &payment("keel:retried"))
+        .create(&secret, &order_payment("keel:retried", 1999))
         .await
         .expect("created on the retry");
     assert_eq!(proxy.arrived(), 2);
@@ -125,13 +112,13 @@ async fn a_429_is_retried_after_its_retry_after_and_a_refusal_is_not() {
     let secret = ProviderSecret::new(SECRET.into());
     proxy.script([Fault::TooMany { retry_after_s: 1 }]);
     stripe
-        .create(&secret, &payment("keel:slowed"))
+        .create(&secret, &order_payment("keel:slowed", 1999))
         .await
         .expect("created after the wait");
     assert_eq!(proxy.arrived(), 2);
     proxy.script([Fault::Status(402)]);
     let err = stripe
-        .create(&secret, &payment("keel:declined"))
+        .create(&secret, &order_payment("keel:declined", 1999))
         .await
         .expect_err("refused");
     assert!(matches!(err, ProviderError::Refused { .. }), "{err:?}");
@@ -150,7 +137,7 @@ async fn with_the_provider_slow_at_most_the_bulkhead_is_in_flight_and_the_rest_f
         calls.push(tokio::spawn(async move {
             let secret = ProviderSecret::new(SECRET.into());
             let key = format!("keel:bulk:{i}");
-            stripe.create(&secret, &payment(&key)).await
+            stripe.create(&secret, &order_payment(&key, 1999)).await
         }));
     }
     let mut ok = 0;

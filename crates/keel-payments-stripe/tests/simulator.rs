@@ -6,12 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SECRET, usd};
+use common::{SECRET, order_payment, usd};
 use keel_faults::stripe_sim::StripeSimulator;
-use keel_payments::{
-    domain::CaptureMode,
-    ports::{NewPayment, PaymentProvider, ProviderSecret, RefundOutcome},
-};
+use keel_payments::ports::{PaymentProvider, ProviderSecret, RefundOutcome};
 use keel_payments_stripe::StripeProvider;
 use keel_resilience::{Dependency, Policy};
 
@@ -42,32 +39,14 @@ async fn a_timeout_on_create_and_its_retry_make_one_payment() {
     let stripe = quick(&sim.url);
     let secret = ProviderSecret::new(SECRET.into());
     let created = stripe
-        .create(
-            &secret,
-            &NewPayment {
-                idempotency_key: "keel_session_ord_1",
-                amount: usd(4200),
-                capture: CaptureMode::Automatic,
-                order_reference: "ord_1",
-                tenant_reference: "ten_1",
-            },
-        )
+        .create(&secret, &order_payment("keel_session_ord_1", 4200))
         .await
         .expect("the retry gets the payment");
     assert_eq!(created.amount, usd(4200));
     assert_eq!(sim.intents_made(), 1, "one PaymentIntent for the order");
     // Asked again later (a shopper's second request), still the same one.
     let again = stripe
-        .create(
-            &secret,
-            &NewPayment {
-                idempotency_key: "keel_session_ord_1",
-                amount: usd(4200),
-                capture: CaptureMode::Automatic,
-                order_reference: "ord_1",
-                tenant_reference: "ten_1",
-            },
-        )
+        .create(&secret, &order_payment("keel_session_ord_1", 4200))
         .await
         .expect("replayed");
     assert_eq!(again.id, created.id);
@@ -82,16 +61,7 @@ async fn a_pending_refund_is_read_by_its_id_until_it_finishes() {
     let stripe = quick(&sim.url);
     let secret = ProviderSecret::new(SECRET.into());
     let paid = stripe
-        .create(
-            &secret,
-            &NewPayment {
-                idempotency_key: "keel_session_ord_2",
-                amount: usd(1000),
-                capture: CaptureMode::Automatic,
-                order_reference: "ord_2",
-                tenant_reference: "ten_2",
-            },
-        )
+        .create(&secret, &order_payment("keel_session_ord_2", 1000))
         .await
         .expect("created");
     sim.succeed(&paid.id);

@@ -219,7 +219,9 @@ mod tests {
         assert_eq!(
             b.admit(t + Duration::from_millis(1)),
             Admission::Refused {
-                retry_after: OPEN_FOR.checked_sub(Duration::from_millis(1)).unwrap()
+                retry_after: OPEN_FOR
+                    .checked_sub(Duration::from_millis(1))
+                    .expect("the open time is longer than a millisecond")
             }
         );
     }

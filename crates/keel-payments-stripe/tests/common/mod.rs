@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use keel_kernel::money::Currency;
-use keel_payments::domain::Amount;
+use keel_payments::{
+    domain::{Amount, CaptureMode},
+    ports::NewPayment,
+};
 use keel_payments_stripe::StripeProvider;
 use keel_resilience::{Dependency, Policy};
 
@@ -30,4 +33,15 @@ pub fn provider_with(base: &str, policy: Policy) -> StripeProvider {
         Dependency::new("stripe", policy),
     )
     .expect("provider")
+}
+
+/// A payment of an order in USD, with Keel's key for it.
+pub fn order_payment(idempotency_key: &str, minor: i64) -> NewPayment<'_> {
+    NewPayment {
+        idempotency_key,
+        amount: usd(minor),
+        capture: CaptureMode::Automatic,
+        order_reference: "ord_1",
+        tenant_reference: "ten_1",
+    }
 }
