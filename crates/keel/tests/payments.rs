@@ -17,21 +17,30 @@ use reqwest::{Method, StatusCode};
 
 const WEBHOOK_SECRET: &str = "whsec_keel_payments_test";
 
-/// The app against its own localstripe.
-async fn app_with_stripe(backend: Backend) -> (TestApp, LocalStripe) {
-    let stripe = localstripe::start().await;
-    let base = stripe.base.clone();
-    let app = spawn_app_with(
+/// The app against the provider at `base`, with `configure` on top; the app's own
+/// reconciliation job stays out of the way (the tests run passes themselves, at the times
+/// they choose).
+async fn app_on_provider(
+    backend: Backend,
+    base: String,
+    configure: impl FnOnce(&mut keel::config::RawConfig) + Send + 'static,
+) -> TestApp {
+    spawn_app_with(
         backend,
         utoipa_axum::router::OpenApiRouter::new(),
         move |raw| {
             raw.payments.stripe.api_base = base;
-            // The app's own job stays out of the way: the tests run passes themselves, at the
-            // times they choose.
             raw.payments.reconcile_interval_ms = 3_600_000;
+            configure(raw);
         },
     )
-    .await;
+    .await
+}
+
+/// The app against its own localstripe.
+async fn app_with_stripe(backend: Backend) -> (TestApp, LocalStripe) {
+    let stripe = localstripe::start().await;
+    let app = app_on_provider(backend, stripe.base.clone(), |_| {}).await;
     (app, stripe)
 }
 
@@ -454,6 +463,258 @@ backend_tests! {
         let order = staff_order(&app, &shop, &id).await;
         assert_eq!(order["refunded"]["amount"].as_i64(), Some(at_provider), "Keel's record is the provider's");
     }
+
+    /// Acceptance 6 over HTTP: with the provider answering 500s, the circuit opens; then a
+    /// session request answers 503 `payment_provider_unavailable` with `Retry-After` without
+    /// reaching the provider (the proxy counts), the order stays payable, the shop keeps selling,
+    /// and `/metrics` shows the open circuit.
+    async fn an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling(backend: Backend) {
+        let stripe = localstripe::start().await;
+        let proxy = keel_faults::FaultProxy::start(&stripe.base).await;
+        let app = app_on_provider(backend, proxy.url.clone(), |raw| {
+            raw.payments.stripe.retry_delays = "1ms".into();
+            raw.payments.stripe.circuit_open_ms = 3_600_000;
+        })
+        .await;
+        let shop = shop(&app, "pay-circuit", 10).await;
+        enable_stripe(&app, &shop).await;
+        let (cart, order) = place_order(&app, &shop, "circuit").await;
+        let id = order["id"].as_str().expect("id").to_owned();
+        proxy.always(Some(keel_faults::Fault::Status(500)));
+        // Five failed attempts open it (each request tries twice: one retry of 1 ms).
+        for _ in 0..3 {
+            assert_problem(
+                open_session(&app, &shop, &cart, &id).await,
+                503,
+                "payment_provider_unavailable",
+            )
+            .await;
+        }
+        let reached = proxy.arrived();
+        assert_eq!(
+            reached, 5,
+            "the circuit opened at the fifth consecutive failure"
+        );
+        let refused = open_session(&app, &shop, &cart, &id).await;
+        let retry_after: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=3600).contains(&retry_after), "{retry_after}");
+        assert_problem(refused, 503, "payment_provider_unavailable").await;
+        assert_eq!(
+            proxy.arrived(),
+            reached,
+            "refused without reaching the provider"
+        );
+        assert_eq!(
+            staff_order(&app, &shop, &id).await["status"],
+            "pending_payment",
+            "still payable"
+        );
+        let products = store(
+            &app,
+            &shop,
+            None,
+            Method::GET,
+            "/v1/store/products?currency=USD",
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(
+            products.status(),
+            StatusCode::OK,
+            "nothing else slows down or fails"
+        );
+        let metrics = app.get("/metrics").await.text().await.expect("metrics");
+        assert!(
+            metrics.contains("keel_circuit_state{dependency=\"stripe\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("keel_circuit_transitions_total{dependency=\"stripe\"} 1"),
+            "{metrics}"
+        );
+        // The third request's retry and the fourth request: two calls that never left.
+        assert!(
+            metrics.contains("keel_circuit_refused_total{dependency=\"stripe\"} 2"),
+            "{metrics}"
+        );
+    }
+
+    /// A refund the provider answers `pending` (Stripe does when the balance must cover it first):
+    /// the order shows it pending, the retry job asks about it by its id and never makes it
+    /// again, and when the provider finishes it the order records it. Against the test kit's
+    /// Stripe simulator (localstripe refunds at once).
+    async fn a_refund_pending_at_the_provider_is_asked_about_never_made_twice(backend: Backend) {
+        let sim = keel_faults::stripe_sim::StripeSimulator::start().await;
+        let app = app_on_provider(backend, sim.url.clone(), |_| {}).await;
+        let shop = shop(&app, "pay-pending", 10).await;
+        enable_stripe(&app, &shop).await;
+        let (cart, order) = place_order(&app, &shop, "pending").await;
+        let id = order["id"].as_str().expect("id").to_owned();
+        let session = created(open_session(&app, &shop, &cart, &id).await).await;
+        let intent = session["provider_reference"]
+            .as_str()
+            .expect("pi")
+            .to_owned();
+        sim.succeed(&intent);
+        let total = order["totals"]["total"]["amount"].as_i64().expect("total");
+        let event = succeeded_event("evt_sim_paid", &intent, total);
+        post_hook(
+            &app,
+            &shop,
+            event.clone(),
+            &signed(&event, WEBHOOK_SECRET, now_s()),
+        )
+        .await;
+        assert_eq!(staff_order(&app, &shop, &id).await["status"], "paid");
+
+        sim.refunds_pending(true);
+        let t = shop.owner.access_token.clone();
+        created(refund(&app, &t, &id, 500, "pending-1").await).await;
+        assert_eq!(sim.refunds(), (1, 1));
+        let now = time::OffsetDateTime::now_utc();
+        let retry = app.settings.payments.service.refund_retry;
+        let early = payments_at(&app, now + retry + time::Duration::seconds(1))
+            .retry_refunds(100)
+            .await
+            .expect("pass");
+        assert_eq!((early.refunds_tried, early.refunds_settled), (1, 0));
+        assert_eq!(
+            staff_order(&app, &shop, &id).await["refunds"][0]["status"],
+            "pending"
+        );
+        sim.finish_refunds();
+        let later = payments_at(&app, now + retry * 3)
+            .retry_refunds(100)
+            .await
+            .expect("pass");
+        assert_eq!((later.refunds_tried, later.refunds_settled), (1, 1));
+        let done = staff_order(&app, &shop, &id).await;
+        assert_eq!(done["refunds"][0]["status"], "succeeded");
+        assert_eq!(count_events(&done, "order.refunded"), 1);
+        assert_eq!(
+            sim.refunds(),
+            (1, 1),
+            "made once, never asked to make it again"
+        );
+    }
+
+    /// Acceptance 7: with the provider answering after 5 s, 100 concurrent session requests keep
+    /// at most 16 provider calls in flight (the proxy's peak); the rest answer 503
+    /// `payment_provider_unavailable` once the exact queue wait is spent, and the storefront keeps
+    /// answering meanwhile. (Its latency under this load is a benchmark figure, not asserted.)
+    async fn a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast(backend: Backend) {
+        // The test kit's simulator honours idempotency keys as Stripe does, so the calls that get
+        // a slot all answer the order's one payment (localstripe would make one per call).
+        let stripe = keel_faults::stripe_sim::StripeSimulator::start().await;
+        let proxy = keel_faults::FaultProxy::start(&stripe.url).await;
+        let app = app_on_provider(backend, proxy.url.clone(), |_| {}).await;
+        let shop = shop(&app, "pay-bulkhead", 10).await;
+        enable_stripe(&app, &shop).await;
+        let (cart, order) = place_order(&app, &shop, "bulkhead").await;
+        let id = order["id"].as_str().expect("id").to_owned();
+        proxy.always(Some(keel_faults::Fault::Delay(Duration::from_secs(5))));
+        let sessions = (0..100).map(|_| open_session(&app, &shop, &cart, &id));
+        let storefront = async {
+            let res = store(
+                &app,
+                &shop,
+                None,
+                Method::GET,
+                "/v1/store/products?currency=USD",
+                None,
+                None,
+            )
+            .await;
+            res.status()
+        };
+        let (answers, browsing) = tokio::join!(futures_util::future::join_all(sessions), storefront);
+        assert_eq!(browsing, StatusCode::OK, "the shop keeps answering");
+        let max = u64::from(app.settings.payments.stripe.policy.max_concurrent);
+        assert_eq!(max, 16);
+        assert!(
+            proxy.peak_held() <= max,
+            "{} provider calls held at once",
+            proxy.peak_held()
+        );
+        assert_eq!(
+            proxy.arrived(),
+            max,
+            "exactly the bulkhead's calls reached the provider"
+        );
+        let mut created = 0;
+        for res in answers {
+            match res.status() {
+                StatusCode::CREATED => created += 1,
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert_problem(res, 503, "payment_provider_unavailable").await;
+                }
+                other => panic!("{other}: {}", res.text().await.unwrap_or_default()),
+            }
+        }
+        assert_eq!(created, max, "the calls that got a slot were answered");
+        let metrics = app.get("/metrics").await.text().await.expect("metrics");
+        assert!(
+            metrics.contains(&format!(
+                "keel_bulkhead_rejected_total{{dependency=\"stripe\"}} {}",
+                100 - max
+            )),
+            "{metrics}"
+        );
+    }
+
+    /// A session whose payment the provider no longer knows (the shop changed accounts) does not
+    /// leave the order unpayable: the next request closes it and opens a new one (another key, a
+    /// new payment); reconciliation closes such a session of a closed order instead of asking
+    /// about it forever. Against the test kit's simulator (it can forget a payment).
+    async fn a_session_the_provider_forgot_is_replaced_not_a_dead_end(backend: Backend) {
+        let sim = keel_faults::stripe_sim::StripeSimulator::start().await;
+        let app = app_on_provider(backend, sim.url.clone(), |_| {}).await;
+        let shop = shop(&app, "pay-forgot", 10).await;
+        enable_stripe(&app, &shop).await;
+        let (cart, order) = place_order(&app, &shop, "forgot").await;
+        let id = order["id"].as_str().expect("id").to_owned();
+        let first = created(open_session(&app, &shop, &cart, &id).await).await;
+        sim.forget(first["provider_reference"].as_str().expect("pi"));
+        let second = created(open_session(&app, &shop, &cart, &id).await).await;
+        assert_ne!(second["id"], first["id"]);
+        assert_ne!(second["provider_reference"], first["provider_reference"]);
+        assert_eq!(sim.intents_made(), 2);
+        let detail = staff_order(&app, &shop, &id).await;
+        assert_eq!(
+            count_events(&detail, "payment.canceled"),
+            1,
+            "the forgotten one closed"
+        );
+
+        // Forgotten again, and the order expires: reconciliation closes it for good.
+        sim.forget(second["provider_reference"].as_str().expect("pi"));
+        let expires = time::OffsetDateTime::parse(
+            order["expires_at"].as_str().expect("expiry"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("time");
+        keel::maintenance_pass(&app.settings, &app.store, expires)
+            .await
+            .expect("pass");
+        let opened = time::OffsetDateTime::parse(
+            second["created_at"].as_str().expect("at"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("time");
+        let at = expires.max(opened + app.settings.payments.service.reconcile_after);
+        let pass = payments_at(&app, at).reconcile(100).await.expect("pass");
+        assert_eq!((pass.checked, pass.settled), (1, 1));
+        let again = payments_at(&app, at + time::Duration::days(1))
+            .reconcile(100)
+            .await
+            .expect("pass");
+        assert_eq!(again.checked, 0, "never asked about again");
+    }
 }
 
 async fn refund(app: &TestApp, token: &str, id: &str, amount: i64, key: &str) -> reqwest::Response {
@@ -466,332 +727,6 @@ async fn refund(app: &TestApp, token: &str, id: &str, amount: i64, key: &str) ->
         Some(key),
     )
     .await
-}
-
-/// Acceptance 6 over HTTP: with the provider answering 500s, the circuit opens; then a
-/// session request answers 503 `payment_provider_unavailable` with `Retry-After` without
-/// reaching the provider (the proxy counts), the order stays payable, the shop keeps selling,
-/// and `/metrics` shows the open circuit.
-async fn an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling(backend: Backend) {
-    let stripe = localstripe::start().await;
-    let proxy = keel_faults::FaultProxy::start(&stripe.base).await;
-    let base = proxy.url.clone();
-    let app = spawn_app_with(
-        backend,
-        utoipa_axum::router::OpenApiRouter::new(),
-        move |raw| {
-            raw.payments.stripe.api_base = base;
-            raw.payments.stripe.retry_delays = "1ms".into();
-            raw.payments.stripe.circuit_open_ms = 3_600_000;
-            raw.payments.reconcile_interval_ms = 3_600_000;
-        },
-    )
-    .await;
-    let shop = shop(&app, "pay-circuit", 10).await;
-    enable_stripe(&app, &shop).await;
-    let (cart, order) = place_order(&app, &shop, "circuit").await;
-    let id = order["id"].as_str().expect("id").to_owned();
-    proxy.always(Some(keel_faults::Fault::Status(500)));
-    // Five failed attempts open it (each request tries twice: one retry of 1 ms).
-    for _ in 0..3 {
-        assert_problem(
-            open_session(&app, &shop, &cart, &id).await,
-            503,
-            "payment_provider_unavailable",
-        )
-        .await;
-    }
-    let reached = proxy.arrived();
-    assert_eq!(
-        reached, 5,
-        "the circuit opened at the fifth consecutive failure"
-    );
-    let refused = open_session(&app, &shop, &cart, &id).await;
-    let retry_after: u64 = refused.headers()["retry-after"]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds");
-    assert!((1..=3600).contains(&retry_after), "{retry_after}");
-    assert_problem(refused, 503, "payment_provider_unavailable").await;
-    assert_eq!(
-        proxy.arrived(),
-        reached,
-        "refused without reaching the provider"
-    );
-    assert_eq!(
-        staff_order(&app, &shop, &id).await["status"],
-        "pending_payment",
-        "still payable"
-    );
-    let products = store(
-        &app,
-        &shop,
-        None,
-        Method::GET,
-        "/v1/store/products?currency=USD",
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(
-        products.status(),
-        StatusCode::OK,
-        "nothing else slows down or fails"
-    );
-    let metrics = app.get("/metrics").await.text().await.expect("metrics");
-    assert!(
-        metrics.contains("keel_circuit_state{dependency=\"stripe\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("keel_circuit_transitions_total{dependency=\"stripe\"} 1"),
-        "{metrics}"
-    );
-    // The third request's retry and the fourth request: two calls that never left.
-    assert!(
-        metrics.contains("keel_circuit_refused_total{dependency=\"stripe\"} 2"),
-        "{metrics}"
-    );
-}
-
-#[tokio::test]
-async fn sqlite_an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling() {
-    an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling() {
-    an_unwell_provider_opens_the_circuit_and_the_shop_keeps_selling(Backend::Postgres).await;
-}
-
-/// A refund the provider answers `pending` (Stripe does when the balance must cover it first):
-/// the order shows it pending, the retry job asks about it by its id and never makes it
-/// again, and when the provider finishes it the order records it. Against the test kit's
-/// Stripe simulator (localstripe refunds at once).
-async fn a_refund_pending_at_the_provider_is_asked_about_never_made_twice(backend: Backend) {
-    let sim = keel_faults::stripe_sim::StripeSimulator::start().await;
-    let base = sim.url.clone();
-    let app = spawn_app_with(
-        backend,
-        utoipa_axum::router::OpenApiRouter::new(),
-        move |raw| {
-            raw.payments.stripe.api_base = base;
-            raw.payments.reconcile_interval_ms = 3_600_000;
-        },
-    )
-    .await;
-    let shop = shop(&app, "pay-pending", 10).await;
-    enable_stripe(&app, &shop).await;
-    let (cart, order) = place_order(&app, &shop, "pending").await;
-    let id = order["id"].as_str().expect("id").to_owned();
-    let session = created(open_session(&app, &shop, &cart, &id).await).await;
-    let intent = session["provider_reference"]
-        .as_str()
-        .expect("pi")
-        .to_owned();
-    sim.succeed(&intent);
-    let total = order["totals"]["total"]["amount"].as_i64().expect("total");
-    let event = succeeded_event("evt_sim_paid", &intent, total);
-    post_hook(
-        &app,
-        &shop,
-        event.clone(),
-        &signed(&event, WEBHOOK_SECRET, now_s()),
-    )
-    .await;
-    assert_eq!(staff_order(&app, &shop, &id).await["status"], "paid");
-
-    sim.refunds_pending(true);
-    let t = shop.owner.access_token.clone();
-    created(refund(&app, &t, &id, 500, "pending-1").await).await;
-    assert_eq!(sim.refunds(), (1, 1));
-    let now = time::OffsetDateTime::now_utc();
-    let retry = app.settings.payments.service.refund_retry;
-    let early = payments_at(&app, now + retry + time::Duration::seconds(1))
-        .retry_refunds(100)
-        .await
-        .expect("pass");
-    assert_eq!((early.refunds_tried, early.refunds_settled), (1, 0));
-    assert_eq!(
-        staff_order(&app, &shop, &id).await["refunds"][0]["status"],
-        "pending"
-    );
-    sim.finish_refunds();
-    let later = payments_at(&app, now + retry * 3)
-        .retry_refunds(100)
-        .await
-        .expect("pass");
-    assert_eq!((later.refunds_tried, later.refunds_settled), (1, 1));
-    let done = staff_order(&app, &shop, &id).await;
-    assert_eq!(done["refunds"][0]["status"], "succeeded");
-    assert_eq!(count_events(&done, "order.refunded"), 1);
-    assert_eq!(
-        sim.refunds(),
-        (1, 1),
-        "made once, never asked to make it again"
-    );
-}
-
-#[tokio::test]
-async fn sqlite_a_refund_pending_at_the_provider_is_asked_about_never_made_twice() {
-    a_refund_pending_at_the_provider_is_asked_about_never_made_twice(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_a_refund_pending_at_the_provider_is_asked_about_never_made_twice() {
-    a_refund_pending_at_the_provider_is_asked_about_never_made_twice(Backend::Postgres).await;
-}
-
-/// Acceptance 7: with the provider answering after 5 s, 100 concurrent session requests keep
-/// at most 16 provider calls in flight (the proxy's peak); the rest answer 503
-/// `payment_provider_unavailable` once the exact queue wait is spent, and the storefront keeps
-/// answering meanwhile. (Its latency under this load is a benchmark figure, not asserted.)
-async fn a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast(backend: Backend) {
-    // The test kit's simulator honours idempotency keys as Stripe does, so the calls that get
-    // a slot all answer the order's one payment (localstripe would make one per call).
-    let stripe = keel_faults::stripe_sim::StripeSimulator::start().await;
-    let proxy = keel_faults::FaultProxy::start(&stripe.url).await;
-    let base = proxy.url.clone();
-    let app = spawn_app_with(
-        backend,
-        utoipa_axum::router::OpenApiRouter::new(),
-        move |raw| {
-            raw.payments.stripe.api_base = base;
-            raw.payments.reconcile_interval_ms = 3_600_000;
-        },
-    )
-    .await;
-    let shop = shop(&app, "pay-bulkhead", 10).await;
-    enable_stripe(&app, &shop).await;
-    let (cart, order) = place_order(&app, &shop, "bulkhead").await;
-    let id = order["id"].as_str().expect("id").to_owned();
-    proxy.always(Some(keel_faults::Fault::Delay(Duration::from_secs(5))));
-    let sessions = (0..100).map(|_| open_session(&app, &shop, &cart, &id));
-    let storefront = async {
-        let res = store(
-            &app,
-            &shop,
-            None,
-            Method::GET,
-            "/v1/store/products?currency=USD",
-            None,
-            None,
-        )
-        .await;
-        res.status()
-    };
-    let (answers, browsing) = tokio::join!(futures_util::future::join_all(sessions), storefront);
-    assert_eq!(browsing, StatusCode::OK, "the shop keeps answering");
-    let max = u64::from(app.settings.payments.stripe.policy.max_concurrent);
-    assert_eq!(max, 16);
-    assert!(
-        proxy.peak_held() <= max,
-        "{} provider calls held at once",
-        proxy.peak_held()
-    );
-    assert_eq!(
-        proxy.arrived(),
-        max,
-        "exactly the bulkhead's calls reached the provider"
-    );
-    let mut created = 0;
-    for res in answers {
-        match res.status() {
-            StatusCode::CREATED => created += 1,
-            StatusCode::SERVICE_UNAVAILABLE => {
-                assert_problem(res, 503, "payment_provider_unavailable").await;
-            }
-            other => panic!("{other}: {}", res.text().await.unwrap_or_default()),
-        }
-    }
-    assert_eq!(created, max, "the calls that got a slot were answered");
-    let metrics = app.get("/metrics").await.text().await.expect("metrics");
-    assert!(
-        metrics.contains(&format!(
-            "keel_bulkhead_rejected_total{{dependency=\"stripe\"}} {}",
-            100 - max
-        )),
-        "{metrics}"
-    );
-}
-
-#[tokio::test]
-async fn sqlite_a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast() {
-    a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast() {
-    a_slow_provider_holds_at_most_the_bulkhead_and_the_rest_fail_fast(Backend::Postgres).await;
-}
-
-/// A session whose payment the provider no longer knows (the shop changed accounts) does not
-/// leave the order unpayable: the next request closes it and opens a new one (another key, a
-/// new payment); reconciliation closes such a session of a closed order instead of asking
-/// about it forever. Against the test kit's simulator (it can forget a payment).
-async fn a_session_the_provider_forgot_is_replaced_not_a_dead_end(backend: Backend) {
-    let sim = keel_faults::stripe_sim::StripeSimulator::start().await;
-    let base = sim.url.clone();
-    let app = spawn_app_with(
-        backend,
-        utoipa_axum::router::OpenApiRouter::new(),
-        move |raw| {
-            raw.payments.stripe.api_base = base;
-            raw.payments.reconcile_interval_ms = 3_600_000;
-        },
-    )
-    .await;
-    let shop = shop(&app, "pay-forgot", 10).await;
-    enable_stripe(&app, &shop).await;
-    let (cart, order) = place_order(&app, &shop, "forgot").await;
-    let id = order["id"].as_str().expect("id").to_owned();
-    let first = created(open_session(&app, &shop, &cart, &id).await).await;
-    sim.forget(first["provider_reference"].as_str().expect("pi"));
-    let second = created(open_session(&app, &shop, &cart, &id).await).await;
-    assert_ne!(second["id"], first["id"]);
-    assert_ne!(second["provider_reference"], first["provider_reference"]);
-    assert_eq!(sim.intents_made(), 2);
-    let detail = staff_order(&app, &shop, &id).await;
-    assert_eq!(
-        count_events(&detail, "payment.canceled"),
-        1,
-        "the forgotten one closed"
-    );
-
-    // Forgotten again, and the order expires: reconciliation closes it for good.
-    sim.forget(second["provider_reference"].as_str().expect("pi"));
-    let expires = time::OffsetDateTime::parse(
-        order["expires_at"].as_str().expect("expiry"),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .expect("time");
-    keel::maintenance_pass(&app.settings, &app.store, expires)
-        .await
-        .expect("pass");
-    let opened = time::OffsetDateTime::parse(
-        second["created_at"].as_str().expect("at"),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .expect("time");
-    let at = expires.max(opened + app.settings.payments.service.reconcile_after);
-    let pass = payments_at(&app, at).reconcile(100).await.expect("pass");
-    assert_eq!((pass.checked, pass.settled), (1, 1));
-    let again = payments_at(&app, at + time::Duration::days(1))
-        .reconcile(100)
-        .await
-        .expect("pass");
-    assert_eq!(again.checked, 0, "never asked about again");
-}
-
-#[tokio::test]
-async fn sqlite_a_session_the_provider_forgot_is_replaced_not_a_dead_end() {
-    a_session_the_provider_forgot_is_replaced_not_a_dead_end(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_a_session_the_provider_forgot_is_replaced_not_a_dead_end() {
-    a_session_the_provider_forgot_is_replaced_not_a_dead_end(Backend::Postgres).await;
 }
 
 /// What the provider refunded of a payment in all, by its own account.
