@@ -86,6 +86,20 @@ async fn place_order(
     (cart, order)
 }
 
+/// A shop that takes Stripe payments (`prefix`), and one of its checked-out orders (`tag`):
+/// the shop, the order's cart, the order and its id.
+async fn stripe_shop_order(
+    app: &TestApp,
+    prefix: &str,
+    tag: &str,
+) -> (Shop, keel_testkit::shop::Cart, serde_json::Value, String) {
+    let shop = shop(app, prefix, 10).await;
+    enable_stripe(app, &shop).await;
+    let (cart, order) = place_order(app, &shop, tag).await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    (shop, cart, order, id)
+}
+
 async fn open_session(
     app: &TestApp,
     shop: &Shop,
@@ -303,10 +317,7 @@ backend_tests! {
     /// by the first pass after that; a pass before it does not ask.
     async fn reconciliation_pays_an_order_whose_webhook_never_came(backend: Backend) {
         let (app, stripe) = app_with_stripe(backend).await;
-        let shop = shop(&app, "pay-recon", 10).await;
-        enable_stripe(&app, &shop).await;
-        let (cart, order) = place_order(&app, &shop, "recon").await;
-        let id = order["id"].as_str().expect("id").to_owned();
+        let (shop, cart, _order, id) = stripe_shop_order(&app, "pay-recon", "recon").await;
         let session = created(open_session(&app, &shop, &cart, &id).await).await;
         pay_as_the_browser(&stripe.base, session["provider_reference"].as_str().expect("pi")).await;
         let opened = time::OffsetDateTime::parse(session["created_at"].as_str().expect("at"), &time::format_description::well_known::Rfc3339).expect("time");
@@ -328,10 +339,7 @@ backend_tests! {
     /// it: the order stays payable and staff see `payment.mismatch`.
     async fn a_payment_one_minor_unit_off_is_a_mismatch_not_a_payment(backend: Backend) {
         let (app, _stripe) = app_with_stripe(backend).await;
-        let shop = shop(&app, "pay-mismatch", 10).await;
-        enable_stripe(&app, &shop).await;
-        let (cart, order) = place_order(&app, &shop, "mismatch").await;
-        let id = order["id"].as_str().expect("id").to_owned();
+        let (shop, cart, order, id) = stripe_shop_order(&app, "pay-mismatch", "mismatch").await;
         let session = created(open_session(&app, &shop, &cart, &id).await).await;
         let total = order["totals"]["total"]["amount"].as_i64().expect("total");
         let event = succeeded_event("evt_keel_short", session["provider_reference"].as_str().expect("pi"), total - 1);
@@ -476,10 +484,7 @@ backend_tests! {
             raw.payments.stripe.circuit_open_ms = 3_600_000;
         })
         .await;
-        let shop = shop(&app, "pay-circuit", 10).await;
-        enable_stripe(&app, &shop).await;
-        let (cart, order) = place_order(&app, &shop, "circuit").await;
-        let id = order["id"].as_str().expect("id").to_owned();
+        let (shop, cart, _order, id) = stripe_shop_order(&app, "pay-circuit", "circuit").await;
         proxy.always(Some(keel_faults::Fault::Status(500)));
         // Five failed attempts open it (each request tries twice: one retry of 1 ms).
         for _ in 0..3 {
@@ -551,10 +556,7 @@ backend_tests! {
     async fn a_refund_pending_at_the_provider_is_asked_about_never_made_twice(backend: Backend) {
         let sim = keel_faults::stripe_sim::StripeSimulator::start().await;
         let app = app_on_provider(backend, sim.url.clone(), |_| {}).await;
-        let shop = shop(&app, "pay-pending", 10).await;
-        enable_stripe(&app, &shop).await;
-        let (cart, order) = place_order(&app, &shop, "pending").await;
-        let id = order["id"].as_str().expect("id").to_owned();
+        let (shop, cart, order, id) = stripe_shop_order(&app, "pay-pending", "pending").await;
         let session = created(open_session(&app, &shop, &cart, &id).await).await;
         let intent = session["provider_reference"]
             .as_str()
@@ -613,10 +615,7 @@ backend_tests! {
         let stripe = keel_faults::stripe_sim::StripeSimulator::start().await;
         let proxy = keel_faults::FaultProxy::start(&stripe.url).await;
         let app = app_on_provider(backend, proxy.url.clone(), |_| {}).await;
-        let shop = shop(&app, "pay-bulkhead", 10).await;
-        enable_stripe(&app, &shop).await;
-        let (cart, order) = place_order(&app, &shop, "bulkhead").await;
-        let id = order["id"].as_str().expect("id").to_owned();
+        let (shop, cart, _order, id) = stripe_shop_order(&app, "pay-bulkhead", "bulkhead").await;
         proxy.always(Some(keel_faults::Fault::Delay(Duration::from_secs(5))));
         let sessions = (0..100).map(|_| open_session(&app, &shop, &cart, &id));
         let storefront = async {
@@ -674,10 +673,7 @@ backend_tests! {
     async fn a_session_the_provider_forgot_is_replaced_not_a_dead_end(backend: Backend) {
         let sim = keel_faults::stripe_sim::StripeSimulator::start().await;
         let app = app_on_provider(backend, sim.url.clone(), |_| {}).await;
-        let shop = shop(&app, "pay-forgot", 10).await;
-        enable_stripe(&app, &shop).await;
-        let (cart, order) = place_order(&app, &shop, "forgot").await;
-        let id = order["id"].as_str().expect("id").to_owned();
+        let (shop, cart, order, id) = stripe_shop_order(&app, "pay-forgot", "forgot").await;
         let first = created(open_session(&app, &shop, &cart, &id).await).await;
         sim.forget(first["provider_reference"].as_str().expect("pi"));
         let second = created(open_session(&app, &shop, &cart, &id).await).await;
