@@ -65,14 +65,27 @@ impl FromRequestParts<AppState> for StaffEnrolling {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(token) = bearer(parts) else {
-            return Err(Problem::new(
-                ProblemKind::UNAUTHORIZED,
-                "Send `Authorization: Bearer <access token>`.",
-            )
-            .with_header(header::WWW_AUTHENTICATE, BEARER_CHALLENGE));
+        let principal = match identified(parts).and_then(|i| i.admin.clone()) {
+            Some(Ok(AdminPrincipal {
+                actor: AdminActor::Staff(principal),
+                ..
+            })) => principal,
+            // A secret key is no staff member.
+            Some(Ok(_)) => {
+                return Err(keel_identity::services::auth::AuthError::Unauthenticated.into());
+            }
+            Some(Err(refused)) => return Err(refused),
+            None => {
+                let Some(token) = bearer(parts) else {
+                    return Err(Problem::new(
+                        ProblemKind::UNAUTHORIZED,
+                        "Send `Authorization: Bearer <access token>`.",
+                    )
+                    .with_header(header::WWW_AUTHENTICATE, BEARER_CHALLENGE));
+                };
+                state.auth.authenticate_staff(token).await?
+            }
         };
-        let principal = state.auth.authenticate_staff(token).await?;
         // The request span was opened with an empty tenant_id; now it is known.
         note_tenant(parts, principal.tenant_id);
         Ok(Self(principal))
@@ -141,14 +154,48 @@ impl AdminPrincipal {
 /// `Authorization: Bearer sk_…` (a secret key) or `Bearer <access token>` (staff). A
 /// publishable key is not an admin credential: 401.
 async fn admin_principal(parts: &Parts, state: &AppState) -> Result<AdminPrincipal, Problem> {
-    let Some(token) = bearer(parts) else {
+    let principal = match identified(parts).and_then(|i| i.admin.clone()) {
+        Some(known) => known?,
+        None => authenticate_admin(state, &parts.headers).await?,
+    };
+    if let AdminActor::Staff(staff) = &principal.actor
+        && staff.mfa_pending
+    {
+        return Err(keel_identity::services::auth::AuthError::MfaEnrollmentRequired.into());
+    }
+    note_tenant(parts, principal.tenant_id);
+    Ok(principal)
+}
+
+/// A staff member (MFA settled) or secret key, for a gateway route that requires Keel's
+/// authentication before the legacy API is asked.
+pub async fn admin_for_gateway(
+    state: &AppState,
+    headers: &header::HeaderMap,
+) -> Result<AdminPrincipal, Problem> {
+    let principal = authenticate_admin(state, headers).await?;
+    if let AdminActor::Staff(staff) = &principal.actor
+        && staff.mfa_pending
+    {
+        return Err(keel_identity::services::auth::AuthError::MfaEnrollmentRequired.into());
+    }
+    Ok(principal)
+}
+
+/// The admin credential of `headers` authenticated (before the MFA rule, which the extractors
+/// apply).
+async fn authenticate_admin(
+    state: &AppState,
+    headers: &header::HeaderMap,
+) -> Result<AdminPrincipal, Problem> {
+    let Some(token) = bearer_token(headers) else {
         return Err(Problem::new(
             ProblemKind::UNAUTHORIZED,
             "Send `Authorization: Bearer <access token or secret key>`.",
         )
         .with_header(header::WWW_AUTHENTICATE, BEARER_CHALLENGE));
     };
-    let principal = if token.starts_with("sk_") {
+    Ok(if token.starts_with("sk_") {
         let key = state.keys.authenticate_secret(token).await?;
         AdminPrincipal {
             tenant_id: key.tenant_id,
@@ -156,16 +203,103 @@ async fn admin_principal(parts: &Parts, state: &AppState) -> Result<AdminPrincip
         }
     } else {
         let staff = state.auth.authenticate_staff(token).await?;
-        if staff.mfa_pending {
-            return Err(keel_identity::services::auth::AuthError::MfaEnrollmentRequired.into());
-        }
         AdminPrincipal {
             tenant_id: staff.tenant_id,
             actor: AdminActor::Staff(staff),
         }
-    };
-    note_tenant(parts, principal.tenant_id);
-    Ok(principal)
+    })
+}
+
+/// Who a request's credential names, learned once at the edge (its limits and its shop's
+/// place in flight depend on it) and reused by the extractors, so no request is
+/// authenticated twice. Only the edge puts it in a request; a client cannot.
+#[derive(Debug, Clone, Default)]
+pub struct Identified {
+    /// A storefront route: the shop of its publishable key, or refused.
+    storefront: Option<Result<TenantId, ()>>,
+    /// The browser origins the publishable key allows (CORS).
+    origins: Vec<keel_identity::domain::api_key::Origin>,
+    /// A staff route with a Bearer credential: the staff member or secret key, or the
+    /// problem authentication answered.
+    admin: Option<Result<AdminPrincipal, Problem>>,
+}
+
+impl Identified {
+    /// The shop the request acts for, when its credential is good.
+    pub fn tenant(&self) -> Option<TenantId> {
+        match (&self.storefront, &self.admin) {
+            (Some(Ok(t)), _) => Some(*t),
+            (_, Some(Ok(p))) => Some(p.tenant_id),
+            _ => None,
+        }
+    }
+
+    /// Whether the storefront's publishable key allows this browser origin (exactly).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        matches!(self.storefront, Some(Ok(_))) && self.origins.iter().any(|o| o.as_str() == origin)
+    }
+
+    /// The staff member or secret key calling, as a limit's key part.
+    pub fn principal(&self) -> Option<uuid::Uuid> {
+        match &self.admin {
+            Some(Ok(AdminPrincipal {
+                actor: AdminActor::Staff(s),
+                ..
+            })) => Some(s.user_id.as_uuid()),
+            Some(Ok(AdminPrincipal {
+                actor: AdminActor::Key(k),
+                ..
+            })) => Some(k.key_id.as_uuid()),
+            _ => None,
+        }
+    }
+}
+
+fn identified(parts: &Parts) -> Option<&Identified> {
+    parts.extensions.get::<Identified>()
+}
+
+/// Whether a route is a staff route (`/v1/admin/…`, `/v1/me…`).
+pub fn is_staff_route(route: &str) -> bool {
+    route.starts_with("/v1/admin/") || route == "/v1/me" || route.starts_with("/v1/me/")
+}
+
+/// Authenticates what a request presents, once: the publishable key of a storefront route,
+/// the Bearer credential of a staff route.
+pub async fn identify(state: &AppState, route: &str, headers: &header::HeaderMap) -> Identified {
+    if route.starts_with("/v1/store/") {
+        let key = match headers.get(PUBLISHABLE_KEY).and_then(|v| v.to_str().ok()) {
+            Some(key) => state
+                .keys
+                .authenticate_publishable_key(key)
+                .await
+                .map_err(|_| ()),
+            None => Err(()),
+        };
+        match key {
+            Ok(key) => Identified {
+                storefront: Some(Ok(key.tenant_id)),
+                origins: key.allowed_origins,
+                admin: None,
+            },
+            Err(()) => Identified {
+                storefront: Some(Err(())),
+                ..Identified::default()
+            },
+        }
+    } else if is_staff_route(route)
+        && bearer_token(headers)
+            // `/v1/me…` is staff only: a secret key sent there is refused by its extractor,
+            // never authenticated (and never marked used).
+            .is_some_and(|t| route.starts_with("/v1/admin/") || !t.starts_with("sk_"))
+    {
+        Identified {
+            admin: Some(authenticate_admin(state, headers).await),
+            ..Identified::default()
+        }
+    } else {
+        Identified::default()
+    }
 }
 
 /// An admin caller (staff or secret key) allowed `P::PERMISSION`; otherwise 403 `forbidden`
@@ -254,16 +388,20 @@ impl FromRequestParts<AppState> for Storefront {
                 "Send the storefront's publishable key in `Keel-Publishable-Key`.",
             )
         };
-        let key = parts
-            .headers
-            .get(PUBLISHABLE_KEY)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(refused)?;
-        let tenant = state
-            .keys
-            .authenticate_publishable(key)
-            .await
-            .map_err(|_| refused())?;
+        let tenant = if let Some(known) = identified(parts).and_then(|i| i.storefront) {
+            known.map_err(|()| refused())?
+        } else {
+            let key = parts
+                .headers
+                .get(PUBLISHABLE_KEY)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(refused)?;
+            state
+                .keys
+                .authenticate_publishable(key)
+                .await
+                .map_err(|_| refused())?
+        };
         note_tenant(parts, tenant);
         Ok(Self(tenant))
     }

@@ -102,7 +102,8 @@ fn elements(value: &str) -> Vec<&str> {
 }
 
 impl ClientAddrPolicy {
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is a trusted proxy (its forwarding headers count).
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|c| c.contains(ip))
     }
 

@@ -6,9 +6,12 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod browser;
 pub mod caching;
 pub mod client;
+pub mod cors;
 pub mod extract;
+pub mod gateway;
 pub mod headers;
 pub mod idempotency;
 pub mod metrics;
@@ -87,6 +90,12 @@ pub struct AppStateParts {
     pub client_addr: client::ClientAddrPolicy,
     /// The edge's rate limits and their state (ADR 0035).
     pub limits: Arc<ratelimit::EdgeLimits>,
+    /// CORS: the admin console's origins, preflight lifetime (ADR 0036).
+    pub cors: cors::CorsSettings,
+    /// Browser sessions: cookies and CSRF tokens (ADR 0037).
+    pub browser: browser::BrowserSessions,
+    /// Gateway mode: the legacy API behind Keel, when configured (ADR 0038).
+    pub gateway: Option<Arc<gateway::Gateway>>,
 }
 
 /// Exact limits from the configuration.
@@ -102,6 +111,11 @@ pub struct HttpSettings {
     /// Requests this node serves at once; one more is answered 503 `overloaded` at once
     /// (probes and `/metrics` are never shed).
     pub max_in_flight: usize,
+    /// Requests of one shop this node serves at once, counted once the shop's credential is
+    /// authenticated; one more is answered 503 `overloaded` at once.
+    pub max_in_flight_per_shop: usize,
+    /// TLS terminates in front of Keel: answers carry HSTS.
+    pub tls_terminated: bool,
 }
 
 /// Every route of the API with its OpenAPI annotations (`/metrics` only when it is served on
@@ -162,8 +176,22 @@ pub fn router_with(
         .with_state(state.clone())
         .layer(from_fn_with_state(cache.clone(), store_cache::serve))
         .layer(from_fn_with_state(cache, store_cache::track))
+        // Inside the limits (a preflight counts against its client address), outside the
+        // cache and the handlers (a preflight is answered at once).
+        .layer(from_fn_with_state(state.clone(), cors::preflight))
         // Outside the storefront cache: a read answered from memory is still a request.
-        .layer(from_fn_with_state(state, ratelimit::limit))
+        .layer(from_fn_with_state(
+            ratelimit::Edge {
+                app: state.clone(),
+                shops: Arc::new(ratelimit::ShopsInFlight::new(
+                    settings.max_in_flight_per_shop,
+                )),
+            },
+            ratelimit::limit,
+        ))
+        // Outside the limits: a forwarded route has no Keel route, so the gateway admits it
+        // against the client address's limit itself.
+        .layer(from_fn_with_state(state, gateway::forward))
         .layer(from_fn_with_state(wake, middleware::wake_worker))
         .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
         .layer(DefaultBodyLimit::disable())
@@ -173,7 +201,10 @@ pub fn router_with(
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_to_problem))
         .layer(from_fn(middleware::problems_for_bare_errors))
-        .layer(from_fn(middleware::security_headers))
+        .layer(from_fn_with_state(
+            settings.tls_terminated,
+            middleware::security_headers,
+        ))
         .layer(from_fn_with_state(
             Arc::new(middleware::InFlight::new(settings.max_in_flight)),
             middleware::shed,
@@ -189,5 +220,5 @@ pub fn metrics_router(state: AppState) -> Router {
         .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })
         .with_state(state)
         .layer(from_fn(middleware::problems_for_bare_errors))
-        .layer(from_fn(middleware::security_headers))
+        .layer(from_fn_with_state(false, middleware::security_headers))
 }

@@ -90,10 +90,17 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
      img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Security headers on every response; `Cache-Control: no-store` unless a route chose.
-pub async fn security_headers(req: Request, next: Next) -> Response {
+pub async fn security_headers(State(tls): State<bool>, req: Request, next: Next) -> Response {
     let docs = req.uri().path().starts_with("/docs");
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    if tls {
+        // Browsers must never reach this API over plain HTTP again (RFC 6797), for a year.
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

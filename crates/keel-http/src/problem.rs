@@ -58,6 +58,9 @@ kinds! {
     LAST_OWNER = ("last_owner", 409, "Last owner");
     TOO_MANY_ATTEMPTS = ("too_many_attempts", 429, "Too many attempts");
     RATE_LIMITED = ("rate_limited", 429, "Rate limited");
+    CSRF_FAILED = ("csrf_failed", 403, "Cross-site request refused");
+    UPSTREAM_UNAVAILABLE = ("upstream_unavailable", 502, "Upstream unavailable");
+    UPSTREAM_TIMEOUT = ("upstream_timeout", 504, "Upstream timed out");
     NOT_FOUND = ("not_found", 404, "Not found");
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, "Method not allowed");
     CONFLICT = ("conflict", 409, "Conflict");

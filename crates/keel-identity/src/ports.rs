@@ -356,6 +356,13 @@ pub trait ApiKeyStore: Send + Sync + std::fmt::Debug {
         new: &ApiKey,
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
+    /// Whether an active (unrevoked, unexpired at `now`) publishable key of any tenant allows
+    /// `origin`.
+    async fn publishable_origin_allowed(
+        &self,
+        origin: &crate::domain::api_key::Origin,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
     /// Records a use (callers rate this to once per minute per key).
     async fn touch_api_key(
         &self,

@@ -4,6 +4,9 @@
 //! admitted at once from a full bucket). Integer milliseconds throughout: no rate is ever a
 //! fraction, and a decision is exact.
 
+/// The longest full span (interval × burst) a limit may have, exclusive: 2^52 ms.
+pub const MAX_SPAN_MS: u64 = 1 << 52;
+
 /// A limit: `burst` requests at once, then one more every `interval_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
@@ -19,6 +22,16 @@ impl Limit {
             None
         } else {
             Some(Self { interval_ms, burst })
+        }
+    }
+
+    /// A limit whose full span (interval × burst) stays below [`MAX_SPAN_MS`], so every
+    /// arrival time is an exact integer wherever it is computed (Redis's Lua numbers are
+    /// doubles, exact below 2^53); `None` otherwise, or for a zero interval or burst.
+    pub const fn bounded(interval_ms: u64, burst: u32) -> Option<Self> {
+        match interval_ms.checked_mul(burst as u64) {
+            Some(span) if span < MAX_SPAN_MS => Self::new(interval_ms, burst),
+            _ => None,
         }
     }
 
@@ -56,7 +69,11 @@ pub fn decide(limit: Limit, tat_ms: Option<i64>, now_ms: i64) -> (Decision, i64)
     let interval = i64::try_from(limit.interval_ms).unwrap_or(i64::MAX);
     // How far ahead of now the arrival time may run: burst - 1 requests' worth.
     let tolerance = interval.saturating_mul(i64::from(limit.burst) - 1);
-    let tat = tat_ms.map_or(now_ms, |t| t.max(now_ms));
+    // A stored time never runs further ahead than this limit's full span: one left by a
+    // slower limit (a shop's limit raised since) holds at most one interval more, never the
+    // old limit's whole span.
+    let span = interval.saturating_mul(i64::from(limit.burst));
+    let tat = tat_ms.map_or(now_ms, |t| t.max(now_ms).min(now_ms.saturating_add(span)));
     let ahead = tat - now_ms;
     if ahead > tolerance {
         let decision = Decision {
@@ -81,6 +98,140 @@ pub fn decide(limit: Limit, tat_ms: Option<i64>, now_ms: i64) -> (Decision, i64)
         retry_after_ms: 0,
     };
     (decision, next)
+}
+
+/// The limits a shop's owner may tighten and an operator may set per shop (the client
+/// address's ceiling and the auth limit are the operator's alone: they hold before any shop is
+/// known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Policy {
+    StoreRead,
+    StoreWrite,
+    CartCreate,
+    Checkout,
+    PromotionAddress,
+    PromotionCart,
+    AdminRead,
+    AdminWrite,
+    /// Every storefront request of the shop together, whoever makes it.
+    Shop,
+}
+
+impl Policy {
+    pub const ALL: [Self; 9] = [
+        Self::StoreRead,
+        Self::StoreWrite,
+        Self::CartCreate,
+        Self::Checkout,
+        Self::PromotionAddress,
+        Self::PromotionCart,
+        Self::AdminRead,
+        Self::AdminWrite,
+        Self::Shop,
+    ];
+
+    /// The name in headers, configuration, the API and storage.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::StoreRead => "store_read",
+            Self::StoreWrite => "store_write",
+            Self::CartCreate => "cart_create",
+            Self::Checkout => "checkout",
+            Self::PromotionAddress => "promotion_address",
+            Self::PromotionCart => "promotion_cart",
+            Self::AdminRead => "admin_read",
+            Self::AdminWrite => "admin_write",
+            Self::Shop => "shop",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether a shop's owner may set this policy's limit. Staff limits are the operator's
+    /// alone: an owner who slowed them could lock every staff member, themselves included,
+    /// out of the very route that would undo it.
+    pub const fn owner_may_set(self) -> bool {
+        !matches!(self, Self::AdminRead | Self::AdminWrite)
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Limit {
+    /// Whether this limit admits no more than `ceiling` over any span: no larger burst and
+    /// no shorter interval (GCRA admits at most `burst + span / interval` in any span).
+    pub const fn within(self, ceiling: Self) -> bool {
+        self.burst <= ceiling.burst && self.interval_ms >= ceiling.interval_ms
+    }
+}
+
+/// Who set a shop's limit: the operator (a ceiling) or the shop's owner (an override within
+/// the ceiling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    Ceiling,
+    Override,
+}
+
+impl LimitScope {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ceiling => "ceiling",
+            Self::Override => "override",
+        }
+    }
+}
+
+/// One shop's own limits. A ceiling (the operator's) replaces the configured default for
+/// the shop; an override (the owner's) applies while it stays within the ceiling; an
+/// override above a ceiling lowered later is ignored, never honoured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantLimits {
+    pub ceilings: std::collections::BTreeMap<Policy, Limit>,
+    pub overrides: std::collections::BTreeMap<Policy, Limit>,
+}
+
+impl TenantLimits {
+    /// The ceiling of `policy` for this shop.
+    pub fn ceiling(&self, policy: Policy, default: Limit) -> Limit {
+        self.ceilings.get(&policy).copied().unwrap_or(default)
+    }
+
+    /// The limit that holds for `policy` in this shop.
+    pub fn effective(&self, policy: Policy, default: Limit) -> Limit {
+        let ceiling = self.ceiling(policy, default);
+        self.overrides
+            .get(&policy)
+            .copied()
+            .filter(|o| o.within(ceiling))
+            .unwrap_or(ceiling)
+    }
+}
+
+/// Where shops' limits are kept.
+#[async_trait::async_trait]
+pub trait TenantLimitStore: Send + Sync + std::fmt::Debug {
+    /// The shop's ceilings and overrides (none: the defaults hold).
+    async fn tenant_limits(
+        &self,
+        tenant: crate::TenantId,
+    ) -> Result<TenantLimits, crate::StoreError>;
+
+    /// Sets (`Some`) or removes (`None`) limits of one scope, with the events, in one
+    /// transaction.
+    async fn set_tenant_limits(
+        &self,
+        tenant: crate::TenantId,
+        scope: LimitScope,
+        changes: &[(Policy, Option<Limit>)],
+        events: &[crate::event::NewEvent],
+    ) -> Result<(), crate::StoreError>;
 }
 
 #[cfg(test)]
@@ -142,6 +293,54 @@ mod tests {
         }
         assert!(passed <= 5 + 10_000 / 100, "{passed}");
         assert!(passed >= 10_000 / 100, "{passed}");
+    }
+
+    #[test]
+    fn an_override_holds_only_within_its_ceiling() {
+        let default = Limit::new(1000, 60).expect("limit");
+        let mut t = TenantLimits::default();
+        assert_eq!(t.effective(Policy::Checkout, default), default);
+        let tighter = Limit::new(2000, 10).expect("limit");
+        t.overrides.insert(Policy::Checkout, tighter);
+        assert_eq!(t.effective(Policy::Checkout, default), tighter);
+        // A larger burst, or a shorter interval, is not within: the ceiling holds.
+        for above in [Limit::new(2000, 61), Limit::new(999, 10)] {
+            t.overrides.insert(Policy::Checkout, above.expect("limit"));
+            assert_eq!(t.effective(Policy::Checkout, default), default);
+        }
+        // The operator's ceiling replaces the default, and an override stays within it.
+        let raised = Limit::new(100, 600).expect("limit");
+        t.ceilings.insert(Policy::Checkout, raised);
+        assert_eq!(
+            t.effective(Policy::Checkout, default),
+            Limit::new(999, 10).expect("limit")
+        );
+        t.overrides.clear();
+        assert_eq!(t.effective(Policy::Checkout, default), raised);
+        assert_eq!(
+            t.effective(Policy::Shop, default),
+            default,
+            "other policies keep theirs"
+        );
+    }
+
+    #[test]
+    fn a_time_left_by_a_slower_limit_holds_one_interval_at_most() {
+        let slow = Limit::new(1 << 40, 1).expect("limit");
+        let mut tat = None;
+        assert!(run(slow, &mut tat, 0).allowed);
+        assert!(!run(slow, &mut tat, 1_000).allowed);
+        let raised = Limit::new(1_000, 5).expect("limit");
+        assert!(!run(raised, &mut tat, 1_000).allowed, "one interval first");
+        assert!(run(raised, &mut tat, 2_000).allowed);
+    }
+
+    #[test]
+    fn every_policy_reads_back_by_its_name() {
+        for p in Policy::ALL {
+            assert_eq!(Policy::parse(p.name()), Some(p));
+        }
+        assert_eq!(Policy::parse("client"), None, "the operator's alone");
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub trait Backend:
     + WebhookStore
     + ConsumerStore
     + PaymentStore
+    + keel_kernel::ratelimit::TenantLimitStore
 {
 }
 
@@ -79,6 +80,7 @@ impl<T> Backend for T where
         + WebhookStore
         + ConsumerStore
         + PaymentStore
+        + keel_kernel::ratelimit::TenantLimitStore
 {
 }
 

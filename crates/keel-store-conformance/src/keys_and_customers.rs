@@ -24,6 +24,7 @@ pub(crate) fn api_key(
             keel_identity::domain::access::Permission::OrdersRead,
             keel_identity::domain::access::Permission::AuditRead,
         ],
+        allowed_origins: Vec::new(),
         created_at: time::macros::datetime!(2026-11-21 10:00 UTC),
         expires_at,
         last_used_at: None,

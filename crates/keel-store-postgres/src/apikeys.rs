@@ -67,6 +67,14 @@ impl ApiKeyStore for PgStore {
         ))
     }
 
+    async fn publishable_origin_allowed(
+        &self,
+        origin: &keel_identity::domain::api_key::Origin,
+        at_time: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        shared::publishable_origin_allowed(&mut self.pg(), origin, at_time).await
+    }
+
     async fn touch_api_key(
         &self,
         tenant: TenantId,

@@ -49,3 +49,30 @@ impl EventLog for PgStore {
         shared::list_events(&mut self.pg(), tenant, page, type_prefix).await
     }
 }
+
+#[async_trait]
+impl keel_kernel::ratelimit::TenantLimitStore for PgStore {
+    async fn tenant_limits(
+        &self,
+        tenant: TenantId,
+    ) -> Result<keel_kernel::ratelimit::TenantLimits, StoreError> {
+        keel_store_common::store::limits::tenant_limits(&mut self.pg(), tenant).await
+    }
+
+    async fn set_tenant_limits(
+        &self,
+        tenant: TenantId,
+        scope: keel_kernel::ratelimit::LimitScope,
+        changes: &[(
+            keel_kernel::ratelimit::Policy,
+            Option<keel_kernel::ratelimit::Limit>,
+        )],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        in_tx!(self, |tx| {
+            keel_store_common::store::limits::set_tenant_limits(
+                &mut tx, tenant, scope, changes, events,
+            )
+        })
+    }
+}

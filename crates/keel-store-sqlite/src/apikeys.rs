@@ -61,6 +61,14 @@ impl ApiKeyStore for SqliteStore {
             .await
     }
 
+    async fn publishable_origin_allowed(
+        &self,
+        origin: &keel_identity::domain::api_key::Origin,
+        at_time: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.read(|e| now(shared::publishable_origin_allowed(e, origin, at_time)))
+    }
+
     async fn touch_api_key(
         &self,
         tenant: TenantId,

@@ -50,3 +50,31 @@ impl EventLog for SqliteStore {
         self.read(|e| now(shared::list_events(e, tenant, page, type_prefix)))
     }
 }
+
+#[async_trait]
+impl keel_kernel::ratelimit::TenantLimitStore for SqliteStore {
+    async fn tenant_limits(
+        &self,
+        tenant: TenantId,
+    ) -> Result<keel_kernel::ratelimit::TenantLimits, StoreError> {
+        self.read(|e| now(keel_store_common::store::limits::tenant_limits(e, tenant)))
+    }
+
+    async fn set_tenant_limits(
+        &self,
+        tenant: TenantId,
+        scope: keel_kernel::ratelimit::LimitScope,
+        changes: &[(
+            keel_kernel::ratelimit::Policy,
+            Option<keel_kernel::ratelimit::Limit>,
+        )],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        self.tx(|e| {
+            now(keel_store_common::store::limits::set_tenant_limits(
+                e, tenant, scope, changes, events,
+            ))
+        })
+        .await
+    }
+}

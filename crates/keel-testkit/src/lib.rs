@@ -117,6 +117,7 @@ pub fn test_config(db: &TestDb) -> RawConfig {
         &mut raw.limits.admin_write,
         &mut raw.limits.auth,
         &mut raw.limits.client,
+        &mut raw.limits.shop,
     ] {
         *limit = keel::config::RawLimit {
             interval_ms: 1,

@@ -115,6 +115,7 @@ impl App {
         }
         let wake = Arc::new(tokio::sync::Notify::new());
         let master = Arc::new(secrets::master_key(settings)?);
+        let gateway = gateway(settings)?;
         let webhooks = keel_webhooks::service::WebhooksService::new(
             store.webhooks(),
             master.clone(),
@@ -160,7 +161,9 @@ impl App {
             )),
             orders: orders_service(settings, &store, Arc::new(SystemClock)),
             payments: payments.0.clone(),
-            dependencies: vec![payments.1],
+            dependencies: std::iter::once(payments.1)
+                .chain(gateway.as_ref().map(|g| g.dependency().clone()))
+                .collect(),
             idempotency: store.idempotency(),
             idempotency_ttl: settings.idempotency_ttl,
             idempotency_lock: time::Duration::try_from(settings.http.request_timeout)
@@ -168,7 +171,10 @@ impl App {
             webhooks,
             worker_wake: wake,
             client_addr: settings.client_addr.clone(),
-            limits: edge_limits(settings).await?,
+            limits: edge_limits(settings, &store).await?,
+            browser: browser_sessions(settings, &secrets::master_key(settings)?),
+            gateway: gateway.clone(),
+            cors: cors(settings),
         });
         let metrics_listener = match settings.metrics_listen {
             Some(addr) => Some((
@@ -321,8 +327,40 @@ impl App {
     }
 }
 
+/// CORS: the operator's admin console origins.
+fn cors(settings: &Settings) -> keel_http::cors::CorsSettings {
+    keel_http::cors::CorsSettings::new(settings.cors_admin_origins.clone(), settings.cors_max_age_s)
+}
+
+/// Gateway mode's forwarder, when an upstream is configured.
+fn gateway(settings: &Settings) -> anyhow::Result<Option<Arc<keel_http::gateway::Gateway>>> {
+    settings
+        .gateway
+        .as_ref()
+        .map(|g| {
+            keel_http::gateway::Gateway::new(g.clone())
+                .map(Arc::new)
+                .map_err(anyhow::Error::msg)
+        })
+        .transpose()
+}
+
+/// Browser sessions: CSRF tokens under a key derived from the master key.
+fn browser_sessions(
+    settings: &Settings,
+    master: &keel_identity::domain::sealed::MasterKey,
+) -> keel_http::browser::BrowserSessions {
+    keel_http::browser::BrowserSessions {
+        csrf: keel_identity::domain::csrf::CsrfKey::derive(master),
+        tls: settings.http.tls_terminated,
+    }
+}
+
 /// The edge's rate limits: in memory, or shared through Redis when configured.
-async fn edge_limits(settings: &Settings) -> anyhow::Result<Arc<keel_http::ratelimit::EdgeLimits>> {
+async fn edge_limits(
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<Arc<keel_http::ratelimit::EdgeLimits>> {
     let redis = match &settings.redis_url {
         Some(url) => Some(
             keel_http::ratelimit::RedisLimits::start(
@@ -337,6 +375,7 @@ async fn edge_limits(settings: &Settings) -> anyhow::Result<Arc<keel_http::ratel
     Ok(Arc::new(keel_http::ratelimit::EdgeLimits::new(
         settings.limits,
         redis,
+        store.tenant_limits(),
         &SystemClock,
     )))
 }

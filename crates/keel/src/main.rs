@@ -6,6 +6,9 @@
 //! keel tenant create --name N --slug S --owner-email E [--json]
 //!                                 prints the owner's one-time setup token
 //! keel tenant list [--json]
+//! keel tenant limits ID [--ceiling POLICY=INTERVAL_MS/BURST]... [--clear POLICY]...
+//!     [--clear-override POLICY]... [--json]
+//!                                 a shop's rate-limit ceilings (what its owner may not exceed)
 //! keel keys rotate                new JWT signing key; the previous stays published
 //! keel maintenance prune          remove expired rows once (serve does it on an interval)
 //! keel dead-letters list [--tenant ID] [--json]
@@ -30,6 +33,7 @@ use keel_identity::{
     NewTenant, TenantError, TenantName, TenantService, TenantSlug, domain::staff::Email,
     services::auth::AuthError,
 };
+use keel_kernel::ratelimit::{Limit as RateLimit, LimitScope, Policy};
 use keel_kernel::{
     TenantId,
     clock::SystemClock,
@@ -237,6 +241,54 @@ enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show a shop's rate limits, and set the operator's ceilings: each replaces the
+    /// configured default for this shop, and the shop's owner may only tighten within it.
+    /// Every node applies a change within one second.
+    Limits {
+        /// The shop (`ten_...`).
+        #[arg(value_parser = parse_tenant_id)]
+        tenant: TenantId,
+        /// Sets a ceiling: `checkout=3000/20` (20 at once, then one every 3000 ms).
+        #[arg(long, value_parser = parse_ceiling)]
+        ceiling: Vec<(Policy, RateLimit)>,
+        /// Removes a ceiling (the configured default holds again).
+        #[arg(long, value_parser = parse_policy)]
+        clear: Vec<Policy>,
+        /// Removes the shop owner's own limit (its ceiling holds again).
+        #[arg(long, value_parser = parse_policy)]
+        clear_override: Vec<Policy>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    Policy::parse(s).ok_or_else(|| {
+        format!(
+            "not a shop's policy; one of {}",
+            Policy::ALL.map(Policy::name).join(", ")
+        )
+    })
+}
+
+fn parse_ceiling(s: &str) -> Result<(Policy, RateLimit), String> {
+    let (policy, limit) = s
+        .split_once('=')
+        .ok_or("expected POLICY=INTERVAL_MS/BURST, such as checkout=3000/20")?;
+    let (interval, burst) = limit
+        .split_once('/')
+        .ok_or("expected POLICY=INTERVAL_MS/BURST, such as checkout=3000/20")?;
+    let limit = interval
+        .trim()
+        .parse()
+        .ok()
+        .zip(burst.trim().parse().ok())
+        .and_then(|(i, b)| RateLimit::bounded(i, b))
+        .ok_or(
+            "INTERVAL_MS and BURST must be whole numbers of at least 1, their product below 2^52",
+        )?;
+    Ok((parse_policy(policy.trim())?, limit))
 }
 
 #[derive(Debug, Subcommand)]
@@ -712,5 +764,128 @@ async fn tenant_command(
             }
             Ok(())
         }
+        TenantCommand::Limits {
+            tenant,
+            ceiling,
+            clear,
+            clear_override,
+            json,
+        } => {
+            tenant_limits(
+                settings,
+                store,
+                tenant,
+                (ceiling, clear, clear_override),
+                json,
+            )
+            .await
+        }
     }
+}
+
+/// `keel tenant limits`: sets the ceilings asked for (with an audit event), then prints the
+/// shop's limits as every node applies them.
+async fn tenant_limits(
+    settings: &Settings,
+    store: &Store,
+    tenant: TenantId,
+    (ceilings, clear, clear_override): (Vec<(Policy, RateLimit)>, Vec<Policy>, Vec<Policy>),
+    json: bool,
+) -> anyhow::Result<()> {
+    store
+        .tenants()
+        .get(tenant)
+        .await
+        .with_context(|| format!("no tenant {tenant}"))?;
+    let limits = store.tenant_limits();
+    let changes: Vec<(Policy, Option<RateLimit>)> = ceilings
+        .into_iter()
+        .map(|(p, l)| (p, Some(l)))
+        .chain(clear.into_iter().map(|p| (p, None)))
+        .collect();
+    if !changes.is_empty() {
+        let event = keel_kernel::event::NewEvent::new(
+            tenant,
+            "tenant.limit_ceilings_changed",
+            &serde_json::json!({
+                "actor": {"kind": "operator"},
+                "ceilings": changes.iter().map(|(p, l)| (p.name(), l.map(|l| serde_json::json!({"interval_ms": l.interval_ms(), "burst": l.burst()})))).collect::<BTreeMap<_, _>>(),
+            }),
+            time::OffsetDateTime::now_utc(),
+        )?;
+        limits
+            .set_tenant_limits(tenant, LimitScope::Ceiling, &changes, &[event])
+            .await
+            .context("cannot set the ceilings")?;
+    }
+    if !clear_override.is_empty() {
+        let changes: Vec<(Policy, Option<RateLimit>)> =
+            clear_override.iter().map(|p| (*p, None)).collect();
+        let event = keel_kernel::event::NewEvent::new(
+            tenant,
+            "tenant.limit_overrides_cleared",
+            &serde_json::json!({
+                "actor": {"kind": "operator"},
+                "policies": clear_override.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            }),
+            time::OffsetDateTime::now_utc(),
+        )?;
+        limits
+            .set_tenant_limits(tenant, LimitScope::Override, &changes, &[event])
+            .await
+            .context("cannot clear the overrides")?;
+    }
+    let shop = limits
+        .tenant_limits(tenant)
+        .await
+        .context("cannot read the shop's limits")?;
+    let one =
+        |l: RateLimit| serde_json::json!({"interval_ms": l.interval_ms(), "burst": l.burst()});
+    let rows: Vec<_> = Policy::ALL
+        .into_iter()
+        .map(|p| {
+            let default = settings.limits.default_for(p);
+            (
+                p,
+                shop.ceiling(p, default),
+                shop.effective(p, default),
+                shop.overrides.get(&p).copied(),
+            )
+        })
+        .collect();
+    if json {
+        let out: BTreeMap<_, _> = rows
+            .iter()
+            .map(|(p, ceiling, effective, own)| {
+                (p.name(), serde_json::json!({"ceiling": one(*ceiling), "effective": one(*effective), "override": own.map(one)}))
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"tenant_id": tenant, "rate_limits": out})
+        );
+    } else {
+        println!(
+            "{:<18} {:<22} {:<22} OWNER'S OVERRIDE",
+            "POLICY", "CEILING", "EFFECTIVE"
+        );
+        let text = |l: RateLimit| format!("{} ms / {}", l.interval_ms(), l.burst());
+        for (p, ceiling, effective, own) in rows {
+            println!(
+                "{:<18} {:<22} {:<22} {}",
+                p.name(),
+                text(ceiling),
+                text(effective),
+                own.map_or_else(
+                    || "-".to_owned(),
+                    |l| if l.within(ceiling) {
+                        text(l)
+                    } else {
+                        format!("{} (above the ceiling: ignored)", text(l))
+                    }
+                )
+            );
+        }
+    }
+    Ok(())
 }

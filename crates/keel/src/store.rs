@@ -163,4 +163,8 @@ impl Store {
     pub fn consumers(&self) -> Arc<dyn ConsumerStore> {
         self.backend()
     }
+
+    pub fn tenant_limits(&self) -> Arc<dyn keel_kernel::ratelimit::TenantLimitStore> {
+        self.backend()
+    }
 }

@@ -153,6 +153,7 @@ async fn a_rotated_key_works_until_exactly_the_end_of_the_overlap() {
             KeyKind::Secret,
             "ci".into(),
             vec![Permission::AuditRead],
+            vec![],
             None,
         )
         .await
@@ -195,7 +196,14 @@ async fn a_cached_publishable_key_is_checked_in_full_without_reading_the_store()
     let keys = ApiKeyService::new(store.api_keys(), clock.clone(), Duration::seconds(60))
         .with_publishable_cache(Duration::seconds(1));
     let key = keys
-        .create(&actor, KeyKind::Publishable, "shop".into(), vec![], None)
+        .create(
+            &actor,
+            KeyKind::Publishable,
+            "shop".into(),
+            vec![],
+            vec![],
+            None,
+        )
         .await
         .expect("create");
     assert_eq!(
@@ -241,7 +249,14 @@ async fn a_publishable_key_revoked_through_another_node_stops_within_exactly_the
     };
     let (here, there, uncached) = (node(ttl), node(ttl), node(Duration::ZERO));
     let key = here
-        .create(&actor, KeyKind::Publishable, "shop".into(), vec![], None)
+        .create(
+            &actor,
+            KeyKind::Publishable,
+            "shop".into(),
+            vec![],
+            vec![],
+            None,
+        )
         .await
         .expect("create");
     for n in [&here, &there, &uncached] {

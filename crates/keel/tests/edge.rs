@@ -98,6 +98,109 @@ fn backend_errors(metrics: &str) -> u64 {
         .expect("the counter is on /metrics")
 }
 
+/// The shop's id, as its owner's `/v1/me` names it.
+async fn tenant_of(app: &TestApp, shop: &Shop) -> String {
+    json(app.get_as("/v1/me", &shop.owner.access_token).await).await["tenant_id"]
+        .as_str()
+        .expect("tenant id")
+        .to_owned()
+}
+
+/// `PATCH /v1/admin/settings` with these `rate_limits`, as the shop's owner.
+async fn set_limits(app: &TestApp, shop: &Shop, limits: serde_json::Value) -> reqwest::Response {
+    app.send_as(
+        Method::PATCH,
+        "/v1/admin/settings",
+        &shop.owner.access_token,
+        Some(serde_json::json!({"rate_limits": limits})),
+    )
+    .await
+}
+
+/// The shop's limit of `policy` as its settings show it.
+async fn shop_limit(app: &TestApp, shop: &Shop, policy: &str) -> serde_json::Value {
+    json(
+        app.get_as("/v1/admin/settings", &shop.owner.access_token)
+            .await,
+    )
+    .await["rate_limits"][policy]
+        .clone()
+}
+
+/// A storefront product read at `shop`.
+async fn read(app: &TestApp, shop: &Shop) -> reqwest::Response {
+    store(
+        app,
+        shop,
+        None,
+        Method::GET,
+        "/v1/store/products?currency=USD",
+        None,
+        None,
+    )
+    .await
+}
+
+/// `keel tenant limits` (the operator's CLI) against the app's database.
+async fn operator_limits(app: &TestApp, args: &[&str]) -> serde_json::Value {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["tenant", "limits"])
+        .args(args)
+        .arg("--json")
+        .env_clear()
+        .env("KEEL_DATABASE_URL", app.db.url())
+        .env("KEEL_SECRET_KEY", keel::secrets::generate())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .await
+        .expect("keel runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// Polls the shop's settings until its limit of `policy` has `burst` (a node reads a shop's
+/// limits again within one second of a change made elsewhere), for at most 10 s.
+async fn until_burst(app: &TestApp, shop: &Shop, policy: &str, burst: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shop_limit(app, shop, policy).await["burst"] != burst {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never applied the change"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A route at `path` whose requests hold until released: each request reports its arrival,
+/// then waits for a permit of the semaphore.
+fn held_route(
+    path: &str,
+) -> (
+    utoipa_axum::router::OpenApiRouter<keel_http::AppState>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    std::sync::Arc<tokio::sync::Semaphore>,
+) {
+    let (entered, arrivals) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    let routes = utoipa_axum::router::OpenApiRouter::new().route(
+        path,
+        axum::routing::get(move || {
+            let (tx, gate) = (entered.clone(), gate.clone());
+            async move {
+                let _ = tx.send(());
+                let _held = gate.acquire().await;
+                "released"
+            }
+        }),
+    );
+    (routes, arrivals, release)
+}
+
 backend_tests! {
     /// Acceptance 1 across nodes: two nodes sharing one Redis admit exactly the burst in
     /// total of 50 concurrent requests spread over both, never one more.
@@ -169,20 +272,7 @@ backend_tests! {
     /// places, the 9th is answered 503 `overloaded` at once; the probes and `/metrics` still
     /// answer; the places come back when the requests end.
     async fn past_the_in_flight_cap_a_request_is_shed_at_once_and_probes_still_answer(backend: Backend) {
-        let (entered, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-        let (tx, gate) = (entered.clone(), release.clone());
-        let routes = utoipa_axum::router::OpenApiRouter::new().route(
-            "/v1/test/held",
-            axum::routing::get(move || {
-                let (tx, gate) = (tx.clone(), gate.clone());
-                async move {
-                    let _ = tx.send(());
-                    let _held = gate.acquire().await;
-                    "released"
-                }
-            }),
-        );
+        let (routes, mut arrivals, release) = held_route("/v1/test/held");
         let app = spawn_app_with(backend, routes, |raw| raw.max_in_flight = 8).await;
         let held: Vec<_> = (0..8)
             .map(|_| tokio::spawn(app.client.get(app.url("/v1/test/held")).send()))
@@ -398,5 +488,179 @@ backend_tests! {
         }
         assert_problem(create_cart(&app, &shop, Some("2001:db8:1:2:abcd::1")).await, 429, "rate_limited").await;
         assert_eq!(create_cart(&app, &shop, Some("2001:db8:1:3::1")).await.status(), StatusCode::CREATED, "another /64");
+    }
+
+    /// Acceptance 3: a shop's owner tightens a limit within its ceiling (above it: 422, nothing
+    /// changed); the operator's ceiling (`keel tenant limits`) replaces the default for that
+    /// shop and bounds its owner; one shop spending its whole-shop limit leaves another's
+    /// requests admitted.
+    async fn shop_overrides_hold_within_operator_ceilings_and_shops_are_apart(backend: Backend) {
+        let app = app_with(backend, |raw| raw.limits.cart_create = limit(60_000, 5)).await;
+        let a = shop(&app, "edge-own-a", 10).await;
+        let b = shop(&app, "edge-own-b", 10).await;
+
+        let res = set_limits(&app, &a, serde_json::json!({"cart_create": {"interval_ms": 60_000, "burst": 2}})).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            json(res).await["rate_limits"]["cart_create"],
+            serde_json::json!({"interval_ms": 60_000, "burst": 2, "ceiling": {"interval_ms": 60_000, "burst": 5}, "overridden": true})
+        );
+        for _ in 0..2 {
+            assert_eq!(create_cart(&app, &a, None).await.status(), StatusCode::CREATED);
+        }
+        let refused = create_cart(&app, &a, None).await;
+        assert_eq!(item(&header(&refused, "ratelimit-policy"), "cart_create"), "\"cart_create\";q=2;w=120");
+        assert_problem(refused, 429, "rate_limited").await;
+        for _ in 0..3 {
+            assert_eq!(create_cart(&app, &b, None).await.status(), StatusCode::CREATED, "the other shop keeps the default");
+        }
+
+        // Above the ceiling, an unknown policy, a zero: 422 naming each, nothing changed.
+        let above = set_limits(&app, &a, serde_json::json!({"cart_create": {"interval_ms": 60_000, "burst": 6}})).await;
+        let body = assert_problem(above, 422, "validation_failed").await;
+        assert_eq!(body["errors"][0]["pointer"], "/rate_limits/cart_create");
+        let unknown = set_limits(&app, &a, serde_json::json!({"client": {"interval_ms": 1, "burst": 1}})).await;
+        assert_problem(unknown, 422, "validation_failed").await;
+        let bad = set_limits(&app, &a, serde_json::json!({"checkout": {"interval_ms": 0, "burst": 1}, "store_read": {"interval_ms": 1, "burst": 0}})).await;
+        let body = assert_problem(bad, 422, "validation_failed").await;
+        assert_eq!(body["errors"].as_array().map(Vec::len), Some(2), "{body}");
+        // Staff limits are the operator's: an owner cannot lock the staff out.
+        let staff = set_limits(&app, &a, serde_json::json!({"admin_write": {"interval_ms": 600_000, "burst": 1}})).await;
+        assert_eq!(assert_problem(staff, 422, "validation_failed").await["errors"][0]["pointer"], "/rate_limits/admin_write");
+        // All or nothing: a refused limit changes no other setting of the same request.
+        let mixed = app
+            .send_as(Method::PATCH, "/v1/admin/settings", &a.owner.access_token, Some(serde_json::json!({"show_stock_counts": true, "rate_limits": {"cart_create": {"interval_ms": 60_000, "burst": 6}}})))
+            .await;
+        assert_problem(mixed, 422, "validation_failed").await;
+        let now = json(app.get_as("/v1/admin/settings", &a.owner.access_token).await).await;
+        assert_eq!(now["show_stock_counts"], false, "nothing changed");
+        let faster = set_limits(&app, &a, serde_json::json!({"cart_create": {"interval_ms": 59_999, "burst": 2}})).await;
+        assert_problem(faster, 422, "validation_failed").await;
+        assert_eq!(shop_limit(&app, &a, "cart_create").await["burst"], 2, "nothing changed");
+
+        // The operator raises shop B's ceiling: B may make 8 carts, its owner no more.
+        let b_id = tenant_of(&app, &b).await;
+        let shown = operator_limits(&app, &[&b_id, "--ceiling", "cart_create=60000/8"]).await;
+        assert_eq!(shown["rate_limits"]["cart_create"]["effective"], serde_json::json!({"interval_ms": 60_000, "burst": 8}));
+        until_burst(&app, &b, "cart_create", 8).await;
+        for _ in 0..5 {
+            assert_eq!(create_cart(&app, &b, None).await.status(), StatusCode::CREATED);
+        }
+        let refused = create_cart(&app, &b, None).await;
+        assert_eq!(item(&header(&refused, "ratelimit-policy"), "cart_create"), "\"cart_create\";q=8;w=480");
+        assert_problem(refused, 429, "rate_limited").await;
+        assert_problem(set_limits(&app, &b, serde_json::json!({"cart_create": {"interval_ms": 60_000, "burst": 9}})).await, 422, "validation_failed").await;
+        // Lowered below the owner's override, the ceiling holds and the override is ignored.
+        let a_id = tenant_of(&app, &a).await;
+        let shown = operator_limits(&app, &[&a_id, "--ceiling", "cart_create=60000/1"]).await;
+        assert_eq!(shown["rate_limits"]["cart_create"]["effective"]["burst"], 1);
+        until_burst(&app, &a, "cart_create", 1).await;
+        assert_eq!(shop_limit(&app, &a, "cart_create").await["overridden"], false);
+
+        // Shop A spends its whole-shop limit: its next request is refused by it, B's is not.
+        assert_eq!(set_limits(&app, &a, serde_json::json!({"shop": {"interval_ms": 60_000, "burst": 10}})).await.status(), StatusCode::OK);
+        let mut admitted = 0;
+        let refused = loop {
+            let res = read(&app, &a).await;
+            if res.status() != StatusCode::OK {
+                break res;
+            }
+            admitted += 1;
+            assert!(admitted <= 10, "the shop's limit never held");
+        };
+        assert_eq!(item(&header(&refused, "ratelimit-policy"), "shop"), "\"shop\";q=10;w=600");
+        assert_problem(refused, 429, "rate_limited").await;
+        assert_eq!(read(&app, &b).await.status(), StatusCode::OK, "another shop is untouched");
+    }
+
+    /// Load shedding per shop: with its cap at 2 and two slow requests of shop A holding the
+    /// places, A's third is 503 `overloaded` at once while shop B is served; the places come
+    /// back when the requests end.
+    async fn past_a_shops_in_flight_cap_only_that_shop_is_shed(backend: Backend) {
+        let (routes, mut arrivals, release) = held_route("/v1/store/test-held");
+        let app = spawn_app_with(backend, routes, |raw| raw.max_in_flight_per_shop = 2).await;
+        let a = shop(&app, "edge-shed-a", 1).await;
+        let b = shop(&app, "edge-shed-b", 1).await;
+        let held = |s: &Shop| tokio::spawn(app.client.get(app.url("/v1/store/test-held")).header("keel-publishable-key", &s.pk).send());
+        let holding = [held(&a), held(&a)];
+        for _ in 0..2 {
+            arrivals.recv().await.expect("a held request arrived");
+        }
+        let shed = store(&app, &a, None, Method::GET, "/v1/store/products?currency=USD", None, None).await;
+        assert_eq!(header(&shed, "retry-after"), "1");
+        assert_problem(shed, 503, "overloaded").await;
+        assert_eq!(store(&app, &b, None, Method::GET, "/v1/store/products?currency=USD", None, None).await.status(), StatusCode::OK, "another shop is served");
+        release.add_permits(2);
+        for h in holding {
+            assert_eq!(h.await.expect("join").expect("answered").text().await.expect("body"), "released");
+        }
+        assert_eq!(store(&app, &a, None, Method::GET, "/v1/store/products?currency=USD", None, None).await.status(), StatusCode::OK, "the places came back");
+    }
+
+    /// Acceptance 6 (CORS): a publishable key's exact origins are granted on preflights and
+    /// answers, any other origin gets no grant (and another key's origins count for nothing);
+    /// staff routes grant only the operator's admin console origin, with credentials.
+    async fn cors_grants_only_exact_allowed_origins(backend: Backend) {
+        let app = app_with(backend, |raw| raw.cors.admin_origins = "https://admin.example.com".into()).await;
+        let shop = shop(&app, "edge-cors", 1).await;
+        let t = &shop.owner.access_token;
+        let create = |body: serde_json::Value| app.send_as(Method::POST, "/v1/admin/api-keys", t, Some(body));
+        for bad in ["*", "https://*.example.com", "http://shop.example.com", "https://shop.example.com/"] {
+            let res = create(serde_json::json!({"name": "web", "kind": "publishable", "allowed_origins": [bad]})).await;
+            assert_eq!(assert_problem(res, 422, "validation_failed").await["errors"][0]["pointer"], "/allowed_origins/0", "{bad}");
+        }
+        let secret = create(serde_json::json!({"name": "srv", "scopes": ["orders:read"], "allowed_origins": ["https://shop.example.com"]})).await;
+        assert_problem(secret, 422, "validation_failed").await;
+        let created = json(create(serde_json::json!({"name": "web", "kind": "publishable", "allowed_origins": ["https://shop.example.com"]})).await).await;
+        assert_eq!(created["key"]["allowed_origins"], serde_json::json!(["https://shop.example.com"]));
+        let pk = created["secret"].as_str().expect("pk").to_owned();
+
+        let preflight = |path: &'static str, origin: &'static str| {
+            app.client
+                .request(Method::OPTIONS, app.url(path))
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "content-type, keel-publishable-key")
+                .send()
+        };
+        let granted = preflight("/v1/store/carts", "https://shop.example.com").await.expect("send");
+        assert_eq!(granted.status(), StatusCode::NO_CONTENT);
+        assert_eq!(header(&granted, "access-control-allow-origin"), "https://shop.example.com");
+        assert_eq!(header(&granted, "access-control-allow-credentials"), "", "no credentials on the storefront");
+        assert!(header(&granted, "access-control-allow-methods").contains("POST"));
+        assert!(header(&granted, "access-control-allow-headers").contains("Keel-Publishable-Key"));
+        assert_eq!(header(&granted, "access-control-max-age"), "600");
+        let other = preflight("/v1/store/carts", "https://evil.example.com").await.expect("send");
+        assert_eq!(header(&other, "access-control-allow-origin"), "", "no grant for another origin");
+
+        let read = |key: String, origin: &'static str| {
+            app.client
+                .get(app.url("/v1/store/products?currency=USD"))
+                .header("keel-publishable-key", key)
+                .header("origin", origin)
+                .send()
+        };
+        let ok = read(pk.clone(), "https://shop.example.com").await.expect("send");
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(header(&ok, "access-control-allow-origin"), "https://shop.example.com");
+        assert!(header(&ok, "access-control-expose-headers").contains("RateLimit"));
+        assert!(ok.headers().get_all("vary").iter().any(|v| v.to_str().is_ok_and(|v| v.contains("Origin"))));
+        let evil = read(pk.clone(), "https://evil.example.com").await.expect("send");
+        assert_eq!(evil.status(), StatusCode::OK, "served, but no page of that origin may read it");
+        assert_eq!(header(&evil, "access-control-allow-origin"), "");
+        let other_key = read(shop.pk.clone(), "https://shop.example.com").await.expect("send");
+        assert_eq!(header(&other_key, "access-control-allow-origin"), "", "origins are per key");
+
+        let admin = preflight("/v1/admin/orders", "https://admin.example.com").await.expect("send");
+        assert_eq!(header(&admin, "access-control-allow-origin"), "https://admin.example.com");
+        assert_eq!(header(&admin, "access-control-allow-credentials"), "true");
+        let storefront_origin = preflight("/v1/admin/orders", "https://shop.example.com").await.expect("send");
+        assert_eq!(header(&storefront_origin, "access-control-allow-origin"), "", "a storefront origin is no admin console");
+        let staff = app.client.get(app.url("/v1/admin/orders")).bearer_auth(t).header("origin", "https://admin.example.com").send().await.expect("send");
+        assert_eq!(staff.status(), StatusCode::OK);
+        assert_eq!(header(&staff, "access-control-allow-origin"), "https://admin.example.com");
+        assert_eq!(header(&staff, "access-control-allow-credentials"), "true");
+        let elsewhere = app.client.get(app.url("/v1/admin/orders")).bearer_auth(t).header("origin", "https://shop.example.com").send().await.expect("send");
+        assert_eq!(header(&elsewhere, "access-control-allow-origin"), "");
     }
 }

@@ -2,7 +2,9 @@
 //! (`api_keys:manage`, staff only).
 
 use axum::{Json, extract::State, http::StatusCode};
-use keel_identity::domain::api_key::{ApiKey, ApiKeyId, KeyKind, parse_scopes};
+use keel_identity::domain::api_key::{
+    ApiKey, ApiKeyId, KeyKind, MAX_ORIGINS, Origin, parse_scopes,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -27,6 +29,9 @@ struct ApiKeyResponse {
     /// The public start of the key (`sk_<lookup>_…`), to tell keys apart.
     lookup: String,
     scopes: Vec<&'static str>,
+    /// Publishable keys: the exact browser origins whose pages may read the storefront's
+    /// answers (CORS).
+    allowed_origins: Vec<String>,
     created_at: String,
     expires_at: Option<String>,
     last_used_at: Option<String>,
@@ -41,6 +46,7 @@ impl From<ApiKey> for ApiKeyResponse {
             name: k.name,
             lookup: k.lookup,
             scopes: k.scopes.iter().map(|p| p.as_str()).collect(),
+            allowed_origins: k.allowed_origins.iter().map(ToString::to_string).collect(),
             created_at: rfc3339(k.created_at),
             expires_at: k.expires_at.map(rfc3339),
             last_used_at: k.last_used_at.map(rfc3339),
@@ -59,6 +65,11 @@ struct CreateKeyRequest {
     /// For secret keys: e.g. `["orders:read"]`. Identity management scopes are never granted.
     #[serde(default)]
     scopes: Vec<String>,
+    /// For publishable keys: the exact browser origins (`https://shop.example.com`, at most
+    /// 20; no wildcard, no path) whose pages may call the storefront with this key and read
+    /// its answers (CORS). None: no browser origin is granted (servers need none).
+    #[serde(default)]
+    allowed_origins: Vec<String>,
     /// Seconds until the key expires; none means it lasts until revoked.
     expires_in: Option<u32>,
 }
@@ -120,6 +131,26 @@ async fn create_api_key(
             "a secret key needs at least one scope",
         ));
     }
+    let mut allowed_origins = Vec::with_capacity(req.allowed_origins.len());
+    for (i, raw) in req.allowed_origins.iter().enumerate() {
+        let origin = Origin::parse(raw)
+            .map_err(|m| Problem::invalid_field(&format!("/allowed_origins/{i}"), m))?;
+        if !allowed_origins.contains(&origin) {
+            allowed_origins.push(origin);
+        }
+    }
+    if kind == KeyKind::Secret && !allowed_origins.is_empty() {
+        return Err(Problem::invalid_field(
+            "/allowed_origins",
+            "only publishable keys are used from browsers; a secret key must never be",
+        ));
+    }
+    if allowed_origins.len() > MAX_ORIGINS {
+        return Err(Problem::invalid_field(
+            "/allowed_origins",
+            format!("at most {MAX_ORIGINS} origins"),
+        ));
+    }
     if req.expires_in == Some(0) {
         return Err(Problem::invalid_field(
             "/expires_in",
@@ -131,7 +162,7 @@ async fn create_api_key(
         .map(|s| time::Duration::seconds(i64::from(s)));
     let issued = state
         .keys
-        .create(&actor, kind, name, scopes, expires_in)
+        .create(&actor, kind, name, scopes, allowed_origins, expires_in)
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -1,13 +1,18 @@
 //! `/v1/auth/*`: owner setup, login, refresh, logout (staff), and the public JWKS.
 
-use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use keel_identity::services::auth::{LoginOutcome, Side, TokenPair};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState,
+    AppState, browser,
     client::ClientAddr,
     extract,
     problem::{Problem, ProblemBody},
@@ -29,6 +34,55 @@ struct LoginRequest {
     tenant: String,
     email: String,
     password: String,
+    /// `token` (default): both tokens in the body. `cookie`, for a browser console: the
+    /// refresh token in an `HttpOnly` cookie for `/v1/auth` only, a `csrf_token` in the body
+    /// (and a `keel_csrf` cookie) to send as `X-CSRF-Token` on refresh and logout.
+    #[serde(default)]
+    session: SessionMode,
+}
+
+/// How a login's tokens are handed over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SessionMode {
+    #[default]
+    Token,
+    Cookie,
+}
+
+/// A staff refresh or logout: the refresh token in the body, or (a browser session) none,
+/// and the session's cookie with `X-CSRF-Token`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct StaffRefreshRequest {
+    refresh_token: Option<String>,
+}
+
+/// The second step of a staff login with MFA.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct StaffMfaRequest {
+    mfa_token: String,
+    /// A current 6-digit TOTP code…
+    code: Option<String>,
+    /// …or one of the single-use backup codes.
+    backup_code: Option<String>,
+    /// As at login.
+    #[serde(default)]
+    session: SessionMode,
+}
+
+/// A browser session's tokens: the access token for the page's memory, the CSRF token for
+/// `X-CSRF-Token`; the refresh token is only in its `HttpOnly` cookie.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BrowserSessionResponse {
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    expires_in: i64,
+    /// Seconds until the refresh cookie expires.
+    refresh_expires_in: i64,
+    csrf_token: String,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -65,6 +119,7 @@ pub(crate) struct MfaChallenge {
 pub(crate) enum LoginResponse {
     Tokens(TokenResponse),
     MfaRequired(MfaChallenge),
+    BrowserSession(BrowserSessionResponse),
 }
 
 impl From<LoginOutcome> for LoginResponse {
@@ -130,10 +185,48 @@ async fn setup(
     ))
 }
 
+/// A new or refreshed pair as a browser session: the access and CSRF tokens in the body, the
+/// refresh token and the CSRF token in cookies.
+async fn browser_session(state: &AppState, pair: TokenPair) -> Result<Response, Problem> {
+    let (tenant, session) = state
+        .auth
+        .refresh_session(&pair.refresh_token, Side::Admin)
+        .await?;
+    let csrf = state.browser.csrf.token(tenant, session);
+    let cookies =
+        state
+            .browser
+            .cookies(Some((&pair.refresh_token, &csrf, pair.refresh_expires_in)));
+    let mut res = Json(LoginResponse::BrowserSession(BrowserSessionResponse {
+        access_token: pair.access_token,
+        token_type: pair.token_type,
+        expires_in: pair.expires_in,
+        refresh_expires_in: pair.refresh_expires_in,
+        csrf_token: csrf,
+    }))
+    .into_response();
+    for c in cookies {
+        res.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(res)
+}
+
+/// Tokens as the client asked for them.
+async fn hand_over(
+    state: &AppState,
+    pair: TokenPair,
+    mode: SessionMode,
+) -> Result<Response, Problem> {
+    match mode {
+        SessionMode::Token => Ok(Json(TokenResponse::from(pair)).into_response()),
+        SessionMode::Cookie => browser_session(state, pair).await,
+    }
+}
+
 /// Logs a staff member in with shop, email and password.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
-        (status = 200, description = "Logged in, or `mfa_required` with an `mfa_token`.", body = LoginResponse),
+        (status = 200, description = "Logged in (tokens, or with `\"session\": \"cookie\"` a browser session: cookies `keel_refresh` and `keel_csrf`), or `mfa_required` with an `mfa_token`.", body = LoginResponse),
         (status = 401, description = "`invalid_credentials`: the same answer whatever was wrong.", body = ProblemBody),
         (status = 429, description = "`too_many_attempts`: the account or address reached its limit; see `Retry-After`.", body = ProblemBody),
     ))]
@@ -141,25 +234,30 @@ async fn login(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
     extract::Json(req): extract::Json<LoginRequest>,
-) -> Result<Json<LoginResponse>, Problem> {
+) -> Result<Response, Problem> {
     let outcome = state
         .auth
         .login(&req.tenant, &req.email, req.password, Some(client))
         .await?;
-    Ok(Json(outcome.into()))
+    match outcome {
+        LoginOutcome::Tokens(pair) => hand_over(&state, pair, req.session).await,
+        mfa @ LoginOutcome::MfaRequired { .. } => {
+            Ok(Json(LoginResponse::from(mfa)).into_response())
+        }
+    }
 }
 
 /// Completes a login with MFA.
-#[utoipa::path(post, path = "/v1/auth/mfa", tag = "auth", request_body = MfaRequest,
+#[utoipa::path(post, path = "/v1/auth/mfa", tag = "auth", request_body = StaffMfaRequest,
     responses((status = 429, description = "`too_many_attempts`: the account's second factor is locked; see `Retry-After`.", body = ProblemBody), 
-        (status = 200, description = "Logged in.", body = TokenResponse),
+        (status = 200, description = "Logged in (a browser session with `\"session\": \"cookie\"`).", body = LoginResponse),
         (status = 400, description = "`invalid_token`: unknown, expired, used or killed MFA token.", body = ProblemBody),
         (status = 401, description = "`invalid_mfa_code`.", body = ProblemBody),
     ))]
 async fn mfa(
     State(state): State<AppState>,
-    extract::Json(req): extract::Json<MfaRequest>,
-) -> Result<Json<TokenResponse>, Problem> {
+    extract::Json(req): extract::Json<StaffMfaRequest>,
+) -> Result<Response, Problem> {
     let pair = state
         .auth
         .complete_mfa(
@@ -169,40 +267,63 @@ async fn mfa(
             Side::Admin,
         )
         .await?;
-    Ok(Json(pair.into()))
+    hand_over(&state, pair, req.session).await
 }
 
-/// Exchanges a refresh token for a new pair; the presented token is spent.
-#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+/// Exchanges a refresh token for a new pair; the presented token is spent. A browser session
+/// sends no token: its cookie, with the session's CSRF token in `X-CSRF-Token`, from the
+/// console's own site.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = StaffRefreshRequest,
     responses(
-        (status = 200, description = "New tokens.", body = TokenResponse),
+        (status = 200, description = "New tokens (a browser session: new cookies and its tokens).", body = LoginResponse),
         (status = 401, description = "`invalid_refresh_token`, or `refresh_token_reused` (the session is now revoked).", body = ProblemBody),
+        (status = 403, description = "`csrf_failed`: a browser session's request from another site or without its CSRF token; nothing was done.", body = ProblemBody),
     ))]
 async fn refresh(
     State(state): State<AppState>,
-    extract::Json(req): extract::Json<RefreshRequest>,
-) -> Result<Json<TokenResponse>, Problem> {
-    Ok(Json(
-        state
-            .auth
-            .refresh(&req.refresh_token, Side::Admin)
-            .await?
-            .into(),
-    ))
+    headers: HeaderMap,
+    extract::Json(req): extract::Json<StaffRefreshRequest>,
+) -> Result<Response, Problem> {
+    if let Some(token) = req.refresh_token {
+        let pair = state.auth.refresh(&token, Side::Admin).await?;
+        return hand_over(&state, pair, SessionMode::Token).await;
+    }
+    let token = browser::cookie_refresh_token(&state, &headers).await?;
+    let pair = state.auth.refresh(&token, Side::Admin).await?;
+    browser_session(&state, pair).await
 }
 
-/// Ends the session the refresh token belongs to.
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+/// Ends the session the refresh token belongs to (a browser session: by its cookie, with its
+/// CSRF token, and the cookies are cleared).
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = StaffRefreshRequest,
     responses(
         (status = 204, description = "Session ended."),
         (status = 401, description = "`invalid_refresh_token`.", body = ProblemBody),
+        (status = 403, description = "`csrf_failed`: a browser session's request from another site or without its CSRF token; nothing was done.", body = ProblemBody),
     ))]
 async fn logout(
     State(state): State<AppState>,
-    extract::Json(req): extract::Json<RefreshRequest>,
-) -> Result<StatusCode, Problem> {
-    state.auth.logout(&req.refresh_token, Side::Admin).await?;
-    Ok(StatusCode::NO_CONTENT)
+    headers: HeaderMap,
+    extract::Json(req): extract::Json<StaffRefreshRequest>,
+) -> Result<Response, Problem> {
+    if let Some(token) = req.refresh_token {
+        state.auth.logout(&token, Side::Admin).await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let token = browser::cookie_refresh_token(&state, &headers).await?;
+    let mut res = match state.auth.logout(&token, Side::Admin).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        // A session already over: its cookies are cleared all the same.
+        Err(keel_identity::services::auth::AuthError::InvalidRefreshToken) => {
+            Problem::from(keel_identity::services::auth::AuthError::InvalidRefreshToken)
+                .into_response()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for c in state.browser.cookies(None) {
+        res.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(res)
 }
 
 /// The public keys that verify access tokens (RFC 7517 JWK Set).

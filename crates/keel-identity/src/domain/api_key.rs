@@ -33,6 +33,102 @@ pub const KEY_SCOPES: [Permission; 7] = [
     Permission::AuditRead,
 ];
 
+/// Browser origins one publishable key may allow at most.
+pub const MAX_ORIGINS: usize = 20;
+
+/// A browser origin, exactly (RFC 6454 serialisation): `https://host` or `https://host:port`,
+/// lower case, no path, no wildcard. Plain `http` only for a loopback host (development).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin(String);
+
+impl Origin {
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        const WHY: &str = "must be an exact origin such as https://shop.example.com (scheme, host and optional port; no path or wildcard)";
+        let (scheme, rest) = s.split_once("://").ok_or(WHY)?;
+        // No IPv6 literal (`[`…`]`): a host holds no `:`, so the first one starts the port.
+        let (host, port) = match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        };
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+        // Digits only, and never the scheme's default port: a browser's `Origin` omits it,
+        // so an entry naming it would never match.
+        let default_port = if scheme == "https" { "443" } else { "80" };
+        let port_ok = port.is_none_or(|p| {
+            !p.is_empty()
+                && p.len() <= 5
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && !p.starts_with('0')
+                && p != default_port
+                && p.parse::<u16>().is_ok_and(|n| n > 0)
+        });
+        let loopback = host == "localhost" || host == "127.0.0.1";
+        let scheme_ok = scheme == "https" || (scheme == "http" && loopback);
+        if !(host_ok && port_ok && scheme_ok) {
+            return Err(WHY);
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::Origin;
+
+    #[test]
+    fn only_exact_origins_parse() {
+        for ok in [
+            "https://shop.example.com",
+            "https://shop.example.com:8443",
+            "http://localhost:3000",
+            "http://127.0.0.1:5173",
+        ] {
+            assert_eq!(Origin::parse(ok).map(|o| o.to_string()), Ok(ok.to_owned()));
+        }
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "https://shop.example.com/",
+            "https://shop.example.com/path",
+            "http://shop.example.com",
+            "https://Shop.example.com",
+            "https://user@shop.example.com",
+            "https://shop.example.com:0",
+            "https://shop.example.com:65536",
+            "https://shop.example.com:08443",
+            "https://[::1]",
+            "null",
+            "https://",
+            "https://-a.example.com",
+            "https://shop..example.com",
+            "https://shop.example.com?x",
+            "https://shop.example.com#x",
+            "ftp://shop.example.com",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Secret or publishable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -73,6 +169,9 @@ pub struct ApiKey {
     pub lookup: String,
     pub secret_hash: [u8; 32],
     pub scopes: Vec<Permission>,
+    /// Publishable keys: the exact browser origins allowed to read the storefront's answers
+    /// (CORS). Empty: no browser origin is granted.
+    pub allowed_origins: Vec<Origin>,
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
     pub last_used_at: Option<OffsetDateTime>,

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod api_key;
+pub mod csrf;
 pub mod customer;
 pub mod jwt;
 pub mod notice;

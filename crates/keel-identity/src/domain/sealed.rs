@@ -41,6 +41,16 @@ impl MasterKey {
         Self(random_bytes::<32>())
     }
 
+    /// A key for another purpose, derived from this one (HMAC-SHA256 of the purpose's label):
+    /// knowing a derived key reveals neither the master key nor another purpose's key.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC takes a key of any length");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new_from_slice(&self.0).expect("a 32-byte key fits AES-256")
     }

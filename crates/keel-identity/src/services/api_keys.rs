@@ -17,7 +17,7 @@ use tracing::instrument;
 
 use crate::{
     domain::access::Permission,
-    domain::api_key::{self, ApiKey, ApiKeyId, KeyKind, PresentedKey},
+    domain::api_key::{self, ApiKey, ApiKeyId, KeyKind, Origin, PresentedKey},
     ports::ApiKeyStore,
     services::auth::{AuthError, StaffPrincipal},
 };
@@ -141,6 +141,7 @@ impl ApiKeyService {
         kind: KeyKind,
         name: String,
         scopes: Vec<Permission>,
+        allowed_origins: Vec<Origin>,
         created_at: OffsetDateTime,
         expires_at: Option<OffsetDateTime>,
     ) -> IssuedKey {
@@ -154,6 +155,7 @@ impl ApiKeyService {
                 lookup: material.lookup,
                 secret_hash: material.hash,
                 scopes,
+                allowed_origins,
                 created_at,
                 expires_at,
                 last_used_at: None,
@@ -171,6 +173,7 @@ impl ApiKeyService {
         kind: KeyKind,
         name: String,
         scopes: Vec<Permission>,
+        allowed_origins: Vec<Origin>,
         expires_in: Option<Duration>,
     ) -> Result<IssuedKey, AuthError> {
         let now = self.clock.now();
@@ -179,6 +182,7 @@ impl ApiKeyService {
             kind,
             name,
             scopes,
+            allowed_origins,
             now,
             expires_in.map(|d| now + d),
         );
@@ -235,6 +239,7 @@ impl ApiKeyService {
             old.kind,
             old.name.clone(),
             old.scopes.clone(),
+            old.allowed_origins.clone(),
             now,
             old.expires_at,
         );
@@ -289,6 +294,20 @@ impl ApiKeyService {
             }
         }
         Ok(key)
+    }
+
+    /// Whether any active publishable key of any shop allows `origin` (a CORS preflight
+    /// carries no key, so it can only be answered for origins some storefront allows).
+    pub async fn origin_allowed(&self, origin: &Origin) -> Result<bool, AuthError> {
+        Ok(self
+            .store
+            .publishable_origin_allowed(origin, self.clock.now())
+            .await?)
+    }
+
+    /// Authenticates a publishable key: the key as stored (its shop and allowed origins).
+    pub async fn authenticate_publishable_key(&self, presented: &str) -> Result<ApiKey, AuthError> {
+        self.active_key(presented, KeyKind::Publishable).await
     }
 
     /// Authenticates a secret key.

@@ -145,6 +145,13 @@ pub fn key_from_row(r: &impl ReadRow) -> Result<ApiKey, StoreError> {
             .split_whitespace()
             .map(|s| Permission::parse(s).ok_or_else(|| corrupt_key("scope")))
             .collect::<Result<_, _>>()?,
+        allowed_origins: r
+            .text("allowed_origins")?
+            .split_whitespace()
+            .map(|o| {
+                keel_identity::domain::api_key::Origin::parse(o).map_err(|_| corrupt_key("origin"))
+            })
+            .collect::<Result<_, _>>()?,
         created_at: r.time("created_at")?,
         expires_at: r.opt_time("expires_at")?,
         last_used_at: r.opt_time("last_used_at")?,

@@ -18,8 +18,8 @@ use crate::{
 /// The columns [`key_from_row`] reads.
 macro_rules! key_select {
     () => {
-        "SELECT tenant_id, id, kind, name, lookup, secret_hash, scopes, created_at, expires_at, \
-         last_used_at, revoked_at FROM api_keys"
+        "SELECT tenant_id, id, kind, name, lookup, secret_hash, scopes, allowed_origins, \
+         created_at, expires_at, last_used_at, revoked_at FROM api_keys"
     };
 }
 
@@ -35,9 +35,17 @@ fn scopes_text(key: &ApiKey) -> String {
 /// Inserts a key inside the caller's transaction (never used nor revoked yet).
 async fn insert_key<E: Exec>(e: &mut E, key: &ApiKey) -> Result<(), StoreError> {
     let scopes = scopes_text(key);
+    // Origins hold no space (`Origin` parses none): space-separated, as scopes are.
+    let origins = key
+        .allowed_origins
+        .iter()
+        .map(keel_identity::domain::api_key::Origin::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
     e.run(
         "INSERT INTO api_keys (tenant_id, id, kind, name, lookup, secret_hash, scopes, created_at, \
-         expires_at, last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)",
+         expires_at, last_used_at, revoked_at, allowed_origins) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10)",
         args![
             key.tenant_id.as_uuid(),
             key.id.as_uuid(),
@@ -47,11 +55,35 @@ async fn insert_key<E: Exec>(e: &mut E, key: &ApiKey) -> Result<(), StoreError> 
             &key.secret_hash[..],
             &scopes,
             key.created_at,
-            key.expires_at
+            key.expires_at,
+            &origins
         ],
     )
     .await?;
     Ok(())
+}
+
+/// Whether an active publishable key of any tenant allows `origin` (matched as a whole
+/// space-separated word; a bound parameter, never spliced).
+pub async fn publishable_origin_allowed<E: Exec>(
+    e: &mut E,
+    origin: &keel_identity::domain::api_key::Origin,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let word = format!(" {origin} ");
+    Ok(e.opt(
+        crate::exec::pick::<E>(
+            "SELECT 1 AS one FROM api_keys WHERE kind = 'publishable' AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $2) \
+                 AND position($1 in ' ' || allowed_origins || ' ') > 0 LIMIT 1",
+            "SELECT 1 AS one FROM api_keys WHERE kind = 'publishable' AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $2) \
+                 AND instr(' ' || allowed_origins || ' ', $1) > 0 LIMIT 1",
+        ),
+        args![word.as_str(), now],
+    )
+    .await?
+    .is_some())
 }
 
 pub async fn create<E: Exec>(

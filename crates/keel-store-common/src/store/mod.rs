@@ -10,6 +10,7 @@ pub mod consumers;
 pub mod customers;
 pub mod identity;
 pub mod inventory;
+pub mod limits;
 pub mod mfa;
 pub mod orders;
 pub mod payments;

@@ -44,6 +44,10 @@ pub struct RawConfig {
     /// `KEEL_MAX_IN_FLIGHT`, default 1024: requests a node serves at once; one more is answered
     /// 503 `overloaded` at once (probes and `/metrics` are never shed).
     pub max_in_flight: u32,
+    /// `KEEL_MAX_IN_FLIGHT_PER_SHOP`, default 256: requests of one shop this node serves at
+    /// once, counted once the shop is known (its publishable key or its staff credential
+    /// authenticated); one more is answered 503 `overloaded` at once.
+    pub max_in_flight_per_shop: u32,
     /// `KEEL_SHUTDOWN_GRACE_MS`, default 30000: how long in-flight requests may finish after
     /// SIGTERM/SIGINT before the process gives up on them.
     pub shutdown_grace_ms: u64,
@@ -90,6 +94,11 @@ pub struct RawConfig {
     /// only the monitoring system reaches).
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// `KEEL_TLS_TERMINATED`, default false: TLS terminates in front of Keel (a load balancer
+    /// or proxy speaks HTTPS to clients). Answers then carry `Strict-Transport-Security`, and
+    /// browser session cookies get the `__Secure-`/`__Host-` prefixes.
+    #[serde(deserialize_with = "bool_or_string")]
+    pub tls_terminated: bool,
     /// `KEEL_TRUSTED_PROXIES`, default empty: comma-separated ranges of the load balancers in
     /// front of Keel (`10.0.0.0/8,fd00::/8`); the client address of their requests is read
     /// from the forwarding header (see `forwarded_header`).
@@ -127,9 +136,74 @@ pub struct RawConfig {
     pub auth: RawAuth,
     pub webhooks: RawWebhooks,
     pub payments: RawPayments,
+    pub gateway: RawGateway,
     pub limits: RawLimits,
+    pub cors: RawCors,
     pub sqlite: RawSqlite,
     pub postgres: RawPostgres,
+}
+
+/// CORS (ADR 0036). Storefront origins are per publishable key (`allowed_origins`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// `KEEL_CORS__ADMIN_ORIGINS`, default empty: the admin console's exact origins
+    /// (`https://admin.example.com`, comma-separated), granted with credentials on staff and
+    /// auth routes. Empty: staff routes send no CORS header.
+    pub admin_origins: String,
+    /// `KEEL_CORS__MAX_AGE_S`, default 600: how long a browser may keep a preflight's answer.
+    pub max_age_s: u64,
+}
+
+/// Gateway mode (ADR 0038): Keel in front of a legacy shop API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// `KEEL_GATEWAY__UPSTREAM`, default unset (no gateway): the legacy API's base URL
+    /// (`https://legacy.internal`); every route Keel does not own is forwarded to it.
+    pub upstream: Option<String>,
+    /// `KEEL_GATEWAY__ROUTES`, default empty: `PREFIX=OWNER` pairs, comma-separated, OWNER
+    /// one of `legacy`, `legacy-auth` (Keel authenticates staff or a secret key first and
+    /// passes the principal as signed headers) or `keel`; the longest prefix decides.
+    pub routes: String,
+    /// `KEEL_GATEWAY__SIGNING_SECRET` (secret), required with a `legacy-auth` prefix: at
+    /// least 32 bytes; signs the principal headers for the legacy API.
+    #[serde(skip_serializing)]
+    pub signing_secret: Option<SecretString>,
+    /// `KEEL_GATEWAY__CONNECT_TIMEOUT_MS` / `__TIMEOUT_MS`, default 3000 / 30000.
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    /// `KEEL_GATEWAY__CIRCUIT_FAILURES` / `__CIRCUIT_OPEN_MS`, default 5 / 30000.
+    pub circuit_failures: u32,
+    pub circuit_open_ms: u64,
+    /// `KEEL_GATEWAY__MAX_CONCURRENT` / `__QUEUE_WAIT_MS`, default 512 / 100.
+    pub max_concurrent: u32,
+    pub queue_wait_ms: u64,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        Self {
+            upstream: None,
+            routes: String::new(),
+            signing_secret: None,
+            connect_timeout_ms: 3_000,
+            timeout_ms: 30_000,
+            circuit_failures: 5,
+            circuit_open_ms: 30_000,
+            max_concurrent: 512,
+            queue_wait_ms: 100,
+        }
+    }
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        Self {
+            admin_origins: String::new(),
+            max_age_s: 600,
+        }
+    }
 }
 
 /// The JetStream event bus (used when `KEEL_NATS_URL` is set).
@@ -193,6 +267,9 @@ pub struct RawLimits {
     /// `KEEL_LIMITS__CLIENT__INTERVAL_MS` / `__BURST`, default 2 / 2000: every limited request
     /// of one client address, whatever keys it presents (2000 at once, then 500 a second).
     pub client: RawLimit,
+    /// `KEEL_LIMITS__SHOP__INTERVAL_MS` / `__BURST`, default 1 / 10000: every storefront and
+    /// staff request of one shop, whoever makes it (10000 at once, then 1000 a second).
+    pub shop: RawLimit,
 }
 
 /// One GCRA limit: `burst` at once, then one every `interval_ms`.
@@ -248,6 +325,10 @@ impl Default for RawLimits {
             client: RawLimit {
                 interval_ms: 2,
                 burst: 2_000,
+            },
+            shop: RawLimit {
+                interval_ms: 1,
+                burst: 10_000,
             },
         }
     }
@@ -475,6 +556,8 @@ impl Default for RawConfig {
             body_limit_bytes: 1_048_576,
             request_timeout_ms: 30_000,
             max_in_flight: 1024,
+            max_in_flight_per_shop: 256,
+            tls_terminated: false,
             shutdown_grace_ms: 30_000,
             worker_threads: 4,
             maintenance_interval_s: 300,
@@ -524,7 +607,9 @@ impl Default for RawConfig {
                 max_endpoints: 16,
             },
             payments: RawPayments::default(),
+            gateway: RawGateway::default(),
             limits: RawLimits::default(),
+            cors: RawCors::default(),
             auth: RawAuth {
                 issuer: "keel".into(),
                 access_token_ttl_s: 900,

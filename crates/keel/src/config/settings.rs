@@ -66,7 +66,11 @@ pub struct Settings {
     pub event_retention: time::Duration,
     pub webhooks: keel_webhooks::service::WebhookSettings,
     pub payments: PaymentSettings,
+    pub gateway: Option<keel_http::gateway::GatewaySettings>,
     pub limits: keel_http::ratelimit::LimitSettings,
+    /// The admin console's exact origins (CORS with credentials), and a preflight's lifetime.
+    pub cors_admin_origins: Vec<keel_identity::domain::api_key::Origin>,
+    pub cors_max_age_s: u64,
     /// Redis for shared rate limits, when configured, and how long a decision waits for it.
     pub redis_url: Option<SecretString>,
     pub redis_timeout: Duration,
@@ -191,24 +195,30 @@ fn auth_settings(
     })
 }
 
+/// `KEEL_CORS__ADMIN_ORIGINS`: exact origins, comma-separated.
+fn admin_origins(raw: &str) -> Result<Vec<keel_identity::domain::api_key::Origin>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            keel_identity::domain::api_key::Origin::parse(o)
+                .map_err(|why| err("KEEL_CORS__ADMIN_ORIGINS", why))
+        })
+        .collect()
+}
+
 fn limit_settings(
     raw: &super::RawLimits,
 ) -> Result<keel_http::ratelimit::LimitSettings, ConfigError> {
     // A full bucket's span (interval × burst) below 2^52 ms: every arrival time stays an
     // exact integer in Redis's Lua, where numbers are doubles (exact below 2^53).
     let limit = |name: &str, l: super::RawLimit| {
-        keel_kernel::ratelimit::Limit::new(l.interval_ms, l.burst)
-            .filter(|_| {
-                l.interval_ms
-                    .checked_mul(u64::from(l.burst))
-                    .is_some_and(|span| span < 1 << 52)
-            })
-            .ok_or_else(|| {
-                err(
-                    &format!("KEEL_LIMITS__{name}__INTERVAL_MS / __BURST"),
-                    "must both be greater than 0, their product below 4503599627370496 (2^52 ms)",
-                )
-            })
+        keel_kernel::ratelimit::Limit::bounded(l.interval_ms, l.burst).ok_or_else(|| {
+            err(
+                &format!("KEEL_LIMITS__{name}__INTERVAL_MS / __BURST"),
+                "must both be greater than 0, their product below 4503599627370496 (2^52 ms)",
+            )
+        })
     };
     Ok(keel_http::ratelimit::LimitSettings {
         enabled: raw.enabled,
@@ -224,6 +234,7 @@ fn limit_settings(
         admin_write: limit("ADMIN_WRITE", raw.admin_write)?,
         auth: limit("AUTH", raw.auth)?,
         client: limit("CLIENT", raw.client)?,
+        shop: limit("SHOP", raw.shop)?,
     })
 }
 
@@ -242,6 +253,90 @@ pub struct StripeSettings {
     pub api_base: String,
     pub connect_timeout: Duration,
     pub policy: keel_resilience::Policy,
+}
+
+/// Gateway mode, validated: an upstream URL without credentials, query or fragment; routes
+/// as exact prefixes with an owner; a signing secret when a prefix needs it.
+fn gateway_settings(
+    raw: &super::RawGateway,
+) -> Result<Option<keel_http::gateway::GatewaySettings>, ConfigError> {
+    use keel_http::gateway::Owner;
+    let Some(upstream) = raw
+        .upstream
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(None);
+    };
+    let url = keel_http::gateway::Url::parse(upstream)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .filter(|u| u.host().is_some() && u.username().is_empty() && u.password().is_none())
+        .filter(|u| u.query().is_none() && u.fragment().is_none())
+        .ok_or_else(|| {
+            err(
+                "KEEL_GATEWAY__UPSTREAM",
+                "must be an http(s) URL such as https://legacy.internal, without credentials, query or fragment",
+            )
+        })?;
+    let mut routes = Vec::new();
+    for pair in raw
+        .routes
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let bad = || {
+            err(
+                "KEEL_GATEWAY__ROUTES",
+                "must be PREFIX=OWNER pairs such as /v1/legacy=legacy,/admin=legacy-auth,/v1/store=keel",
+            )
+        };
+        let (prefix, owner) = pair.split_once('=').ok_or_else(bad)?;
+        let owner = match owner.trim() {
+            "legacy" => Owner::Legacy,
+            "legacy-auth" => Owner::LegacyAuthenticated,
+            "keel" => Owner::Keel,
+            _ => return Err(bad()),
+        };
+        let prefix = prefix.trim();
+        if !prefix.starts_with('/') || prefix.contains(['?', '#', ' ', '*']) {
+            return Err(bad());
+        }
+        routes.push((prefix.to_owned(), owner));
+    }
+    let signing_secret = raw
+        .signing_secret
+        .as_ref()
+        .map(|s| secrecy::ExposeSecret::expose_secret(s).as_bytes().to_vec());
+    let needs_secret = routes.iter().any(|(_, o)| *o == Owner::LegacyAuthenticated);
+    if needs_secret && signing_secret.as_ref().is_none_or(|s| s.len() < 32) {
+        return Err(err(
+            "KEEL_GATEWAY__SIGNING_SECRET",
+            "must be at least 32 bytes when a route is `legacy-auth`",
+        ));
+    }
+    let ms = |key: &str, v: u64| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(positive(key, v)?))
+    };
+    Ok(Some(keel_http::gateway::GatewaySettings {
+        upstream: url,
+        routes,
+        signing_secret,
+        connect_timeout: ms("KEEL_GATEWAY__CONNECT_TIMEOUT_MS", raw.connect_timeout_ms)?,
+        policy: keel_resilience::Policy {
+            failures_to_open: count("KEEL_GATEWAY__CIRCUIT_FAILURES", raw.circuit_failures)?,
+            open_for: ms("KEEL_GATEWAY__CIRCUIT_OPEN_MS", raw.circuit_open_ms)?,
+            half_open_probes: 1,
+            // A forwarded body streams through once: never retried.
+            retry_delays: Vec::new(),
+            retry_jitter: Duration::ZERO,
+            attempt_timeout: ms("KEEL_GATEWAY__TIMEOUT_MS", raw.timeout_ms)?,
+            max_concurrent: count("KEEL_GATEWAY__MAX_CONCURRENT", raw.max_concurrent)?,
+            queue_wait: Duration::from_millis(raw.queue_wait_ms),
+        },
+    }))
 }
 
 fn payment_settings(raw: &super::RawPayments) -> Result<PaymentSettings, ConfigError> {
@@ -657,6 +752,12 @@ impl Settings {
             metrics_elsewhere: metrics_listen.is_some(),
             max_in_flight: usize::try_from(count("KEEL_MAX_IN_FLIGHT", raw.max_in_flight)?)
                 .map_err(|_| err("KEEL_MAX_IN_FLIGHT", "too large for this platform"))?,
+            max_in_flight_per_shop: usize::try_from(count(
+                "KEEL_MAX_IN_FLIGHT_PER_SHOP",
+                raw.max_in_flight_per_shop,
+            )?)
+            .map_err(|_| err("KEEL_MAX_IN_FLIGHT_PER_SHOP", "too large for this platform"))?,
+            tls_terminated: raw.tls_terminated,
         };
         let shutdown_grace = millis("KEEL_SHUTDOWN_GRACE_MS", raw.shutdown_grace_ms)?;
         let database = database(&raw)?;
@@ -704,7 +805,10 @@ impl Settings {
             event_retention: seconds("KEEL_EVENT_RETENTION_S", raw.event_retention_s)?,
             webhooks: webhook_settings(&raw.webhooks)?,
             payments: payment_settings(&raw.payments)?,
+            gateway: gateway_settings(&raw.gateway)?,
             limits: limit_settings(&raw.limits)?,
+            cors_admin_origins: admin_origins(&raw.cors.admin_origins)?,
+            cors_max_age_s: raw.cors.max_age_s,
             redis_url: raw.redis_url.clone(),
             redis_timeout: Duration::from_millis(positive(
                 "KEEL_LIMITS__REDIS_TIMEOUT_MS",
@@ -802,6 +906,17 @@ impl Settings {
             "secret_key": if self.secret_key.is_some() { "***" } else { "<data_dir>/secret.key (embedded mode)" },
             "auth": auth_json(&self.auth),
             "max_in_flight": self.http.max_in_flight,
+            "max_in_flight_per_shop": self.http.max_in_flight_per_shop,
+            "tls_terminated": self.http.tls_terminated,
+            "gateway": self.gateway.as_ref().map(|g| serde_json::json!({
+                "upstream": g.upstream.as_str(),
+                "routes": g.routes.iter().map(|(p, o)| format!("{p}={o:?}")).collect::<Vec<_>>(),
+                "timeout_ms": g.policy.attempt_timeout.as_millis(),
+            })),
+            "cors": {
+                "admin_origins": self.cors_admin_origins.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "max_age_s": self.cors_max_age_s,
+            },
             "limits": self.limits_json(),
         })
     }
@@ -826,6 +941,7 @@ impl Settings {
             "checkout": one(l.checkout),
             "promotion_address": one(l.promotion_per_address),
             "promotion_cart": one(l.promotion_per_cart),
+            "shop": one(l.shop),
         })
     }
 }

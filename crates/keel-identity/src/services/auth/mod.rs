@@ -743,6 +743,27 @@ impl AuthService {
         }
     }
 
+    /// The shop and session a refresh token belongs to, without spending it: for checking a
+    /// browser session's CSRF token before the token is used. Unknown, or not this side's:
+    /// `InvalidRefreshToken`.
+    pub async fn refresh_session(
+        &self,
+        refresh_token: &str,
+        side: Side,
+    ) -> Result<(TenantId, SessionId), AuthError> {
+        let hash = Secret::hash_presented(REFRESH_PREFIX, refresh_token)
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        let token = self.find_refresh(&hash).await?;
+        let session = self
+            .sessions
+            .get_session(token.tenant_id, token.session_id)
+            .await?;
+        if !side.admits(&session) {
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        Ok((token.tenant_id, token.session_id))
+    }
+
     /// Ends the session the refresh token belongs to (the whole family).
     #[instrument(skip_all)]
     pub async fn logout(&self, refresh_token: &str, side: Side) -> Result<(), AuthError> {
