@@ -55,6 +55,8 @@ pub struct GatewaySettings {
     pub signing_secret: Option<Vec<u8>>,
     pub connect_timeout: Duration,
     pub policy: keel_resilience::Policy,
+    /// Keel's token issuer: a Bearer JWT it issued is Keel's credential, never forwarded.
+    pub keel_issuer: String,
 }
 
 /// The gateway: its settings, HTTP client and dependency (breaker, bulkhead).
@@ -67,8 +69,22 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(settings: GatewaySettings) -> Result<Self, String> {
+        let signs = settings
+            .routes
+            .iter()
+            .any(|(_, o)| *o == Owner::LegacyAuthenticated);
+        if signs
+            && settings
+                .signing_secret
+                .as_ref()
+                .is_none_or(|s| s.len() < 32)
+        {
+            return Err("a `legacy-auth` route needs a signing secret of at least 32 bytes".into());
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
+            // A stalled answer body fails instead of holding its connection for ever.
+            .read_timeout(settings.policy.attempt_timeout)
             // The legacy API's redirects are the client's to follow, not Keel's.
             .redirect(reqwest::redirect::Policy::none())
             // The upstream is reached directly: no proxy from the environment.
@@ -107,6 +123,19 @@ impl Gateway {
                 |(_, owner)| *owner,
             )
     }
+}
+
+/// Whether a request target may be forwarded as it is: an origin-form path (`/…`) without
+/// dot segments, backslashes or percent-encoded `/`, `\` or `.`, which the legacy API (or
+/// a URL parser on the way) could resolve to another path than the one ownership was
+/// decided on.
+fn forwardable(uri: &axum::http::Uri) -> bool {
+    let path = uri.path();
+    let lower = path.to_ascii_lowercase();
+    path.starts_with('/')
+        && !path.contains('\\')
+        && !["%2f", "%5c", "%2e"].iter().any(|e| lower.contains(e))
+        && !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 /// Whether `prefix` covers `path` on whole segments (`/legacy` covers `/legacy` and
@@ -176,6 +205,28 @@ fn without_keel_cookies(headers: &mut HeaderMap) {
     {
         headers.insert(header::COOKIE, v);
     }
+}
+
+/// Whether the request's `Authorization` carries a Keel credential: a secret or publishable
+/// key, or a JWT Keel issued (its payload's `iss`, read without verifying: this only decides
+/// what is not forwarded).
+fn is_keel_credential(headers: &HeaderMap, issuer: &str) -> bool {
+    let Some(token) = crate::auth::bearer_token(headers) else {
+        return false;
+    };
+    if token.starts_with("sk_") || token.starts_with("pk_") {
+        return true;
+    }
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|claims| claims["iss"] == issuer)
 }
 
 /// `for=…` of a `Forwarded` element (RFC 7239: IPv6 quoted in brackets).
@@ -249,6 +300,16 @@ pub async fn forward(State(state): State<AppState>, req: Request, next: Next) ->
     if owner == Owner::Keel {
         return next.run(req).await;
     }
+    // Who owns a path is decided on the path as sent; the legacy API must see that same
+    // path, so nothing it could read differently (dot segments, encoded slashes or dots,
+    // backslashes) is forwarded.
+    if !forwardable(req.uri()) {
+        return Problem::new(
+            ProblemKind::BAD_REQUEST,
+            "This path cannot be forwarded (dot segments, encoded `/`, `\\` or `.` are refused).",
+        )
+        .into_response();
+    }
     let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
         return next.run(req).await;
     };
@@ -311,13 +372,17 @@ async fn send(
                 // no answer (refused, broken, timed out) counts against its circuit.
                 match request.send().await {
                     Ok(res) => Ok(res),
+                    // The client's body failed (over the limit, cut short): the request was
+                    // wrong, not the legacy API, whose circuit is not charged for it.
+                    Err(e) if too_large(&e) => Err(Failure::Rejected(413)),
+                    Err(e) if e.is_body() => Err(Failure::Rejected(400)),
                     Err(e) if e.is_timeout() => Err(Failure::Timeout),
                     Err(e) => Err(Failure::Connect(error_chain(&e))),
                 }
             }
         })
         .await;
-    answer.map(back).map_err(problem_for)
+    answer.map(back).map_err(|e| problem_for(&e))
 }
 
 /// The headers the legacy API gets: the client's, without hop-by-hop ones, Keel's cookies,
@@ -344,8 +409,31 @@ fn upstream_headers(
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     without_keel_cookies(&mut headers);
-    for name in [PRINCIPAL, PRINCIPAL_TIMESTAMP, PRINCIPAL_SIGNATURE] {
+    for name in [
+        PRINCIPAL,
+        PRINCIPAL_TIMESTAMP,
+        PRINCIPAL_SIGNATURE,
+        // Keel's own credentials and tokens stay with Keel.
+        "keel-publishable-key",
+        "keel-cart-secret",
+        "x-csrf-token",
+        // Headers some frameworks let override the path, method or origin: Keel decided
+        // those, and `Forwarded` says who the client is.
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-prefix",
+        "x-forwarded-port",
+        "x-real-ip",
+    ] {
         headers.remove(name);
+    }
+    if is_keel_credential(&headers, &gateway.settings.keel_issuer) {
+        headers.remove(header::AUTHORIZATION);
     }
     headers.remove(header::HOST);
     // The client's own forwarding claims count only from a trusted proxy (ADR 0028).
@@ -355,7 +443,18 @@ fn upstream_headers(
         headers.remove("x-forwarded-for");
     }
     let proto = if state.browser.tls { "https" } else { "http" };
-    let element = format!("{};proto={proto};host=\"{host}\"", forwarded_for(client));
+    // The Host a client sent goes into the element only if it is a plain host[:port]: a
+    // quote or separator would let a client write elements of its own.
+    let host_ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    let element = if host_ok {
+        format!("{};proto={proto};host=\"{host}\"", forwarded_for(client))
+    } else {
+        format!("{};proto={proto}", forwarded_for(client))
+    };
     headers.append(
         header::FORWARDED,
         HeaderValue::from_str(&element).unwrap_or(HeaderValue::from_static("for=unknown")),
@@ -386,6 +485,8 @@ fn upstream_headers(
             (PRINCIPAL_TIMESTAMP, now.to_string()),
             (PRINCIPAL_SIGNATURE, signature),
         ] {
+            // Ids, roles and scopes are ASCII: this never fails, and if it did the
+            // principal would be missing, which the legacy API refuses.
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(name, v);
             }
@@ -395,7 +496,7 @@ fn upstream_headers(
 }
 
 /// The problem a failed upstream call answers.
-fn problem_for(e: CallError) -> Problem {
+fn problem_for(e: &CallError) -> Problem {
     match e {
         CallError::Open { retry_after } => Problem::new(
             ProblemKind::SERVICE_UNAVAILABLE,
@@ -414,11 +515,12 @@ fn problem_for(e: CallError) -> Problem {
             ProblemKind::UPSTREAM_TIMEOUT,
             "The legacy API did not answer in time.",
         ),
-        CallError::Failed(Failure::Connect(cause)) if cause.contains("length limit exceeded") => {
-            Problem::new(
-                ProblemKind::PAYLOAD_TOO_LARGE,
-                "The body is larger than this server accepts.",
-            )
+        CallError::Failed(Failure::Rejected(413)) => Problem::new(
+            ProblemKind::PAYLOAD_TOO_LARGE,
+            "The body is larger than this server accepts.",
+        ),
+        CallError::Failed(Failure::Rejected(_)) => {
+            Problem::new(ProblemKind::BAD_REQUEST, "The body could not be read.")
         }
         CallError::Failed(_) => Problem::new(
             ProblemKind::UPSTREAM_UNAVAILABLE,
@@ -434,6 +536,18 @@ fn peer_of(parts: &axum::http::request::Parts) -> IpAddr {
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
+/// Whether the request's body went over the body limit on its way through.
+fn too_large(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// An error and its causes, in one line (never a URL's credentials: the upstream has none).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -446,6 +560,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Marks an answer as the legacy API's: passed on as it is (no problem rewriting).
+#[derive(Debug, Clone, Copy)]
+pub struct Passthrough;
+
 /// The legacy API's answer, streamed back without its hop-by-hop headers.
 fn back(res: reqwest::Response) -> Response {
     let status = res.status();
@@ -454,6 +572,7 @@ fn back(res: reqwest::Response) -> Response {
     let mut out = Response::new(Body::from_stream(res.bytes_stream()));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
+    out.extensions_mut().insert(Passthrough);
     out
 }
 
@@ -468,6 +587,24 @@ mod tests {
         assert!(covers("/legacy/", "/legacy/x"));
         assert!(!covers("/legacy", "/legacyx"));
         assert!(covers("/", "/anything"));
+    }
+
+    #[test]
+    fn only_paths_read_the_same_everywhere_are_forwarded() {
+        for ok in ["/legacy/a", "/a%20b", "/"] {
+            assert!(forwardable(&ok.parse().expect("uri")), "{ok}");
+        }
+        for bad in [
+            "/x/../admin",
+            "/x/./a",
+            "/x/%2e%2e/admin",
+            "/x/.%2E/a",
+            "/x%2fadmin",
+            "/x%5Cadmin",
+            "*",
+        ] {
+            assert!(!forwardable(&bad.parse().expect("uri")), "{bad}");
+        }
     }
 
     #[test]

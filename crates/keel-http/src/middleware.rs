@@ -127,7 +127,13 @@ const KEPT_HEADERS: [HeaderName; 2] = [header::ALLOW, header::RETRY_AFTER];
 pub async fn problems_for_bare_errors(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    // The legacy API's answers (gateway mode) are passed on as they are.
+    if !(status.is_client_error() || status.is_server_error())
+        || res
+            .extensions()
+            .get::<crate::gateway::Passthrough>()
+            .is_some()
+    {
         return res;
     }
     let is_json = res

@@ -59,6 +59,7 @@ kinds! {
     TOO_MANY_ATTEMPTS = ("too_many_attempts", 429, "Too many attempts");
     RATE_LIMITED = ("rate_limited", 429, "Rate limited");
     CSRF_FAILED = ("csrf_failed", 403, "Cross-site request refused");
+    QUOTA_EXCEEDED = ("quota_exceeded", 403, "Quota exceeded");
     UPSTREAM_UNAVAILABLE = ("upstream_unavailable", 502, "Upstream unavailable");
     UPSTREAM_TIMEOUT = ("upstream_timeout", 504, "Upstream timed out");
     NOT_FOUND = ("not_found", 404, "Not found");
@@ -289,6 +290,13 @@ impl From<StoreError> for Problem {
                 p.0.internal = Some(error_chain(&e).into());
                 p
             }
+            StoreError::QuotaExceeded { quota } => Self::new(
+                ProblemKind::QUOTA_EXCEEDED,
+                format!(
+                    "This shop holds as many {} as its quota allows; nothing was created.",
+                    quota.replace('_', " ")
+                ),
+            ),
             StoreError::Conflict { .. } | StoreError::Other(_) => Self::internal(&e),
         }
     }

@@ -18,6 +18,10 @@ pub enum StoreError {
     /// canonical constraint name, identical on every backend (e.g. `tenants_slug_key`).
     #[error("conflict on constraint {constraint}")]
     Conflict { constraint: String },
+    /// The shop has as many of these as its quota allows (`quota` names it, as
+    /// [`crate::quota::Quota::name`]); nothing was written.
+    #[error("quota exceeded: {quota}")]
+    QuotaExceeded { quota: String },
     /// The backend cannot be reached or has no capacity right now (pool timeout, I/O error,
     /// database locked). Callers may retry; HTTP answers 503.
     #[error("store unavailable")]
@@ -36,6 +40,17 @@ impl StoreError {
     /// Wraps any error as [`StoreError::Unavailable`].
     pub fn unavailable(e: impl Into<BoxError>) -> Self {
         Self::Unavailable(e.into())
+    }
+
+    /// The quota refusal a backend raised (`quota_exceeded:<quota>` in its message), if this
+    /// message is one.
+    pub fn quota_in(message: &str) -> Option<Self> {
+        // The whole message, exactly as the triggers raise it: nothing a client wrote can
+        // make another error read as a quota.
+        let quota = message.trim().strip_prefix("quota_exceeded:")?;
+        crate::quota::Quota::parse(quota).map(|q| Self::QuotaExceeded {
+            quota: q.name().to_owned(),
+        })
     }
 
     /// True when this is a conflict on the named constraint.

@@ -22,6 +22,7 @@ pub mod idempotency;
 pub mod money;
 pub mod net;
 pub mod page;
+pub mod quota;
 pub mod ratelimit;
 
 pub use error::StoreError;

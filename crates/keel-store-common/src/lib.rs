@@ -57,6 +57,7 @@ pub trait Backend:
     + ConsumerStore
     + PaymentStore
     + keel_kernel::ratelimit::TenantLimitStore
+    + keel_kernel::quota::QuotaStore
 {
 }
 
@@ -81,6 +82,7 @@ impl<T> Backend for T where
         + ConsumerStore
         + PaymentStore
         + keel_kernel::ratelimit::TenantLimitStore
+        + keel_kernel::quota::QuotaStore
 {
 }
 

@@ -24,6 +24,12 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
                     constraint: name.to_owned(),
                 };
             }
+            // A quota trigger's refusal (migration 21).
+            if db.code().as_deref() == Some("P0001")
+                && let Some(quota) = StoreError::quota_in(db.message())
+            {
+                return quota;
+            }
             if db.code().is_some_and(|c| is_unavailable(&c)) {
                 StoreError::unavailable(db)
             } else {

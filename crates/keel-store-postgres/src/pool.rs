@@ -185,7 +185,11 @@ impl Pool {
         // Marked before `BEGIN` is sent: if this future is dropped after the server has
         // begun the transaction, the check must roll it back.
         conn.in_transaction = true;
-        sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
+        // READ COMMITTED whatever the server's default: the quota triggers (migration 21)
+        // count after taking their lock and must see every write committed before it.
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *conn)
+            .await?;
         Ok(Tx { conn })
     }
 

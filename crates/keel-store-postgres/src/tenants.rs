@@ -76,3 +76,39 @@ impl keel_kernel::ratelimit::TenantLimitStore for PgStore {
         })
     }
 }
+
+#[async_trait]
+impl keel_kernel::quota::QuotaStore for PgStore {
+    async fn set_quota_defaults(
+        &self,
+        defaults: &[(keel_kernel::quota::Quota, Option<u64>)],
+    ) -> Result<(), StoreError> {
+        use keel_store_common::store::limits as shared;
+        in_tx!(self, |tx| shared::set_quota_defaults(&mut tx, defaults))
+    }
+
+    async fn quota_defaults(&self) -> Result<Vec<(keel_kernel::quota::Quota, u64)>, StoreError> {
+        use keel_store_common::store::limits as shared;
+        shared::quota_defaults(&mut self.pg()).await
+    }
+
+    async fn tenant_quotas(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<(keel_kernel::quota::Quota, u64)>, StoreError> {
+        use keel_store_common::store::limits as shared;
+        shared::tenant_quotas(&mut self.pg(), tenant).await
+    }
+
+    async fn set_tenant_quotas(
+        &self,
+        tenant: TenantId,
+        changes: &[(keel_kernel::quota::Quota, Option<u64>)],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        use keel_store_common::store::limits as shared;
+        in_tx!(self, |tx| shared::set_tenant_quotas(
+            &mut tx, tenant, changes, events
+        ))
+    }
+}

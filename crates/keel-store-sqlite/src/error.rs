@@ -80,6 +80,12 @@ impl DriverError for rusqlite::Error {
                 if unique && let Some(conflict) = message.as_deref().and_then(unique_violation) {
                     return conflict;
                 }
+                // A quota trigger's refusal (migration 21).
+                if f.extended_code == ffi::SQLITE_CONSTRAINT_TRIGGER
+                    && let Some(quota) = message.as_deref().and_then(StoreError::quota_in)
+                {
+                    return quota;
+                }
                 match f.code {
                     ffi::ErrorCode::DatabaseBusy | ffi::ErrorCode::DatabaseLocked => {
                         StoreError::unavailable(self)
@@ -109,6 +115,9 @@ fn sqlx_error(e: sqlx::Error) -> StoreError {
                 && let Some(conflict) = unique_violation(db.message())
             {
                 return conflict;
+            }
+            if let Some(quota) = StoreError::quota_in(db.message()) {
+                return quota;
             }
             let busy = db
                 .code()

@@ -78,3 +78,39 @@ impl keel_kernel::ratelimit::TenantLimitStore for SqliteStore {
         .await
     }
 }
+
+#[async_trait]
+impl keel_kernel::quota::QuotaStore for SqliteStore {
+    async fn set_quota_defaults(
+        &self,
+        defaults: &[(keel_kernel::quota::Quota, Option<u64>)],
+    ) -> Result<(), StoreError> {
+        use keel_store_common::store::limits as shared;
+        self.tx(|e| now(shared::set_quota_defaults(e, defaults)))
+            .await
+    }
+
+    async fn quota_defaults(&self) -> Result<Vec<(keel_kernel::quota::Quota, u64)>, StoreError> {
+        use keel_store_common::store::limits as shared;
+        self.read(|e| now(shared::quota_defaults(e)))
+    }
+
+    async fn tenant_quotas(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<(keel_kernel::quota::Quota, u64)>, StoreError> {
+        use keel_store_common::store::limits as shared;
+        self.read(|e| now(shared::tenant_quotas(e, tenant)))
+    }
+
+    async fn set_tenant_quotas(
+        &self,
+        tenant: TenantId,
+        changes: &[(keel_kernel::quota::Quota, Option<u64>)],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        use keel_store_common::store::limits as shared;
+        self.tx(|e| now(shared::set_tenant_quotas(e, tenant, changes, events)))
+            .await
+    }
+}

@@ -107,12 +107,7 @@ impl App {
         let store = Store::open(&settings.database)
             .await
             .context("cannot open the database")?;
-        if store.is_sqlite() || migrate {
-            store
-                .migrate()
-                .await
-                .context("cannot migrate the database")?;
-        }
+        prepare_store(&store, settings, migrate).await?;
         let wake = Arc::new(tokio::sync::Notify::new());
         let master = Arc::new(secrets::master_key(settings)?);
         let gateway = gateway(settings)?;
@@ -325,6 +320,33 @@ impl App {
             }
         }
     }
+}
+
+/// The deployment's quota defaults (`KEEL_QUOTAS__*`) into the database, which enforces them.
+pub async fn write_quota_defaults(store: &Store, settings: &Settings) -> anyhow::Result<()> {
+    store
+        .quotas()
+        .set_quota_defaults(&settings.quotas)
+        .await
+        .context("cannot write the quota defaults")
+}
+
+/// Migrates the store when asked (always for SQLite) and then writes this deployment's quota
+/// defaults.
+async fn prepare_store(store: &Store, settings: &Settings, migrate: bool) -> anyhow::Result<()> {
+    if store.is_sqlite() || migrate {
+        store
+            .migrate()
+            .await
+            .context("cannot migrate the database")?;
+    }
+    // Written where the schema is written (the database is there), so quotas hold from the
+    // first request: by a node that migrates, and by `keel migrate`. A PostgreSQL node
+    // started without `--migrate` leaves them as the last migration wrote them.
+    if store.is_sqlite() || migrate {
+        write_quota_defaults(store, settings).await?;
+    }
+    Ok(())
 }
 
 /// CORS: the operator's admin console origins.

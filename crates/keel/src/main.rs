@@ -8,6 +8,8 @@
 //! keel tenant list [--json]
 //! keel tenant limits ID [--ceiling POLICY=INTERVAL_MS/BURST]... [--clear POLICY]...
 //!     [--clear-override POLICY]... [--json]
+//! keel tenant quotas ID [--set QUOTA=N]... [--clear QUOTA]... [--json]
+//!                                 a shop's quotas (products, variants, ...)
 //!                                 a shop's rate-limit ceilings (what its owner may not exceed)
 //! keel keys rotate                new JWT signing key; the previous stays published
 //! keel maintenance prune          remove expired rows once (serve does it on an interval)
@@ -33,11 +35,21 @@ use keel_identity::{
     NewTenant, TenantError, TenantName, TenantService, TenantSlug, domain::staff::Email,
     services::auth::AuthError,
 };
-use keel_kernel::ratelimit::{Limit as RateLimit, LimitScope, Policy};
 use keel_kernel::{
     TenantId,
     clock::SystemClock,
     page::{Limit, PageRequest},
+};
+use keel_kernel::{
+    quota::Quota,
+    ratelimit::{Limit as RateLimit, Policy},
+};
+
+/// `keel tenant limits` and `keel tenant quotas`.
+#[path = "cli/edge.rs"]
+mod edge;
+use edge::{
+    parse_ceiling, parse_policy, parse_quota, parse_quota_name, tenant_limits, tenant_quotas,
 };
 
 #[derive(Debug, Parser)]
@@ -241,6 +253,22 @@ enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show a shop's quotas, and set its own: each replaces the deployment's default
+    /// (`KEEL_QUOTAS__*`) for this shop, enforced at once on every node.
+    Quotas {
+        /// The shop (`ten_...`).
+        #[arg(value_parser = parse_tenant_id)]
+        tenant: TenantId,
+        /// Sets a quota: `products=5000` (the most the shop may hold).
+        #[arg(long, value_parser = parse_quota)]
+        set: Vec<(Quota, u64)>,
+        /// Removes the shop's own quota (the default holds again).
+        #[arg(long, value_parser = parse_quota_name)]
+        clear: Vec<Quota>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a shop's rate limits, and set the operator's ceilings: each replaces the
     /// configured default for this shop, and the shop's owner may only tighten within it.
     /// Every node applies a change within one second.
@@ -261,34 +289,6 @@ enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn parse_policy(s: &str) -> Result<Policy, String> {
-    Policy::parse(s).ok_or_else(|| {
-        format!(
-            "not a shop's policy; one of {}",
-            Policy::ALL.map(Policy::name).join(", ")
-        )
-    })
-}
-
-fn parse_ceiling(s: &str) -> Result<(Policy, RateLimit), String> {
-    let (policy, limit) = s
-        .split_once('=')
-        .ok_or("expected POLICY=INTERVAL_MS/BURST, such as checkout=3000/20")?;
-    let (interval, burst) = limit
-        .split_once('/')
-        .ok_or("expected POLICY=INTERVAL_MS/BURST, such as checkout=3000/20")?;
-    let limit = interval
-        .trim()
-        .parse()
-        .ok()
-        .zip(burst.trim().parse().ok())
-        .and_then(|(i, b)| RateLimit::bounded(i, b))
-        .ok_or(
-            "INTERVAL_MS and BURST must be whole numbers of at least 1, their product below 2^52",
-        )?;
-    Ok((parse_policy(policy.trim())?, limit))
 }
 
 #[derive(Debug, Subcommand)]
@@ -387,6 +387,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             telemetry::init(LogFormat::Pretty, true);
             let store = Store::open(&settings.database).await?;
             store.migrate().await.context("migration failed")?;
+            keel::write_quota_defaults(&store, &settings).await?;
             let status = keel_kernel::health::StoreHealth::schema_status(&*store.health()).await?;
             println!(
                 "migrations applied: {} of {}",
@@ -764,6 +765,12 @@ async fn tenant_command(
             }
             Ok(())
         }
+        TenantCommand::Quotas {
+            tenant,
+            set,
+            clear,
+            json,
+        } => tenant_quotas(store, tenant, (set, clear), json).await,
         TenantCommand::Limits {
             tenant,
             ceiling,
@@ -781,111 +788,4 @@ async fn tenant_command(
             .await
         }
     }
-}
-
-/// `keel tenant limits`: sets the ceilings asked for (with an audit event), then prints the
-/// shop's limits as every node applies them.
-async fn tenant_limits(
-    settings: &Settings,
-    store: &Store,
-    tenant: TenantId,
-    (ceilings, clear, clear_override): (Vec<(Policy, RateLimit)>, Vec<Policy>, Vec<Policy>),
-    json: bool,
-) -> anyhow::Result<()> {
-    store
-        .tenants()
-        .get(tenant)
-        .await
-        .with_context(|| format!("no tenant {tenant}"))?;
-    let limits = store.tenant_limits();
-    let changes: Vec<(Policy, Option<RateLimit>)> = ceilings
-        .into_iter()
-        .map(|(p, l)| (p, Some(l)))
-        .chain(clear.into_iter().map(|p| (p, None)))
-        .collect();
-    if !changes.is_empty() {
-        let event = keel_kernel::event::NewEvent::new(
-            tenant,
-            "tenant.limit_ceilings_changed",
-            &serde_json::json!({
-                "actor": {"kind": "operator"},
-                "ceilings": changes.iter().map(|(p, l)| (p.name(), l.map(|l| serde_json::json!({"interval_ms": l.interval_ms(), "burst": l.burst()})))).collect::<BTreeMap<_, _>>(),
-            }),
-            time::OffsetDateTime::now_utc(),
-        )?;
-        limits
-            .set_tenant_limits(tenant, LimitScope::Ceiling, &changes, &[event])
-            .await
-            .context("cannot set the ceilings")?;
-    }
-    if !clear_override.is_empty() {
-        let changes: Vec<(Policy, Option<RateLimit>)> =
-            clear_override.iter().map(|p| (*p, None)).collect();
-        let event = keel_kernel::event::NewEvent::new(
-            tenant,
-            "tenant.limit_overrides_cleared",
-            &serde_json::json!({
-                "actor": {"kind": "operator"},
-                "policies": clear_override.iter().map(|p| p.name()).collect::<Vec<_>>(),
-            }),
-            time::OffsetDateTime::now_utc(),
-        )?;
-        limits
-            .set_tenant_limits(tenant, LimitScope::Override, &changes, &[event])
-            .await
-            .context("cannot clear the overrides")?;
-    }
-    let shop = limits
-        .tenant_limits(tenant)
-        .await
-        .context("cannot read the shop's limits")?;
-    let one =
-        |l: RateLimit| serde_json::json!({"interval_ms": l.interval_ms(), "burst": l.burst()});
-    let rows: Vec<_> = Policy::ALL
-        .into_iter()
-        .map(|p| {
-            let default = settings.limits.default_for(p);
-            (
-                p,
-                shop.ceiling(p, default),
-                shop.effective(p, default),
-                shop.overrides.get(&p).copied(),
-            )
-        })
-        .collect();
-    if json {
-        let out: BTreeMap<_, _> = rows
-            .iter()
-            .map(|(p, ceiling, effective, own)| {
-                (p.name(), serde_json::json!({"ceiling": one(*ceiling), "effective": one(*effective), "override": own.map(one)}))
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"tenant_id": tenant, "rate_limits": out})
-        );
-    } else {
-        println!(
-            "{:<18} {:<22} {:<22} OWNER'S OVERRIDE",
-            "POLICY", "CEILING", "EFFECTIVE"
-        );
-        let text = |l: RateLimit| format!("{} ms / {}", l.interval_ms(), l.burst());
-        for (p, ceiling, effective, own) in rows {
-            println!(
-                "{:<18} {:<22} {:<22} {}",
-                p.name(),
-                text(ceiling),
-                text(effective),
-                own.map_or_else(
-                    || "-".to_owned(),
-                    |l| if l.within(ceiling) {
-                        text(l)
-                    } else {
-                        format!("{} (above the ceiling: ignored)", text(l))
-                    }
-                )
-            );
-        }
-    }
-    Ok(())
 }

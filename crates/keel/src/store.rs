@@ -164,6 +164,10 @@ impl Store {
         self.backend()
     }
 
+    pub fn quotas(&self) -> Arc<dyn keel_kernel::quota::QuotaStore> {
+        self.backend()
+    }
+
     pub fn tenant_limits(&self) -> Arc<dyn keel_kernel::ratelimit::TenantLimitStore> {
         self.backend()
     }

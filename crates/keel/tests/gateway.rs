@@ -97,6 +97,26 @@ async fn app(
     .await
 }
 
+/// The status of `GET path` sent as raw bytes on a fresh connection.
+async fn raw_status(app: &TestApp, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line")
+}
+
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
@@ -232,5 +252,48 @@ backend_tests! {
         let open = app.get("/legacy/ping").await;
         assert!(open.headers().get("retry-after").is_some());
         assert_problem(open, 503, "service_unavailable").await;
+    }
+
+    /// The review's attacks: a path that would resolve to a `legacy-auth` prefix upstream
+    /// (dot segments, encoded dots or slashes) is refused, nothing forwarded; Keel's own
+    /// credentials never reach the legacy API on a plain `legacy` route; a Host with quotes
+    /// cannot add a `Forwarded` element; override headers are dropped.
+    async fn paths_that_read_differently_upstream_and_keel_credentials_never_pass(backend: Backend) {
+        let legacy = LegacyShop::start().await;
+        let app = app(backend, &legacy.url, "/admin=legacy-auth", |_| {}).await;
+        let (_, tokens) = app.owner_with_tokens("gateway-attacks").await;
+        // Sent as raw bytes: an HTTP client library would resolve the dots itself.
+        for path in ["/x/%2e%2e/admin/users", "/x/.%2E/admin/users", "/x%2fadmin/users", "/x/../admin/users", "/x/%5C../admin"] {
+            assert_eq!(raw_status(&app, path).await, 400, "{path}");
+        }
+        assert!(legacy.requests().is_empty(), "nothing was forwarded");
+
+        for credential in [tokens.access_token.clone(), "sk_test_secret".to_owned()] {
+            let res = app
+                .client
+                .get(app.url("/catalog"))
+                .bearer_auth(&credential)
+                .header("keel-publishable-key", "pk_x_y")
+                .header("x-original-url", "/admin/users")
+                .header("x-forwarded-host", "evil.example.com")
+                .header("host", "shop.example.com\", for=6.6.6.6;host=\"x")
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+        let res = app.client.get(app.url("/catalog")).bearer_auth("legacy-own-token").send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::OK);
+        let got = legacy.requests();
+        assert_eq!(got.len(), 3);
+        for g in &got[..2] {
+            assert!(g.headers.get("authorization").is_none(), "Keel's credential stays with Keel");
+            for h in ["keel-publishable-key", "x-original-url", "x-forwarded-host"] {
+                assert!(g.headers.get(h).is_none(), "{h} reached the legacy API");
+            }
+            let forwarded = header(&g.headers, "forwarded").expect("forwarded");
+            assert!(!forwarded.contains("6.6.6.6") && !forwarded.contains("host="), "{forwarded}");
+        }
+        assert_eq!(header(&got[2].headers, "authorization").as_deref(), Some("Bearer legacy-own-token"), "the legacy API's own credentials pass");
     }
 }

@@ -417,12 +417,18 @@ pub async fn activate_with_token<E: Exec>(
     if !spend_one_time_token(e, token, session.created_at).await? {
         return Err(token_already_used());
     }
-    e.run(
-        "UPDATE staff_users SET password_hash = $3, status = 'active' \
-         WHERE tenant_id = $1 AND id = $2",
-        args![token.tenant_id.as_uuid(), user.as_uuid(), password.as_str()],
-    )
-    .await?;
+    // Only an invited account is activated: a disabled one never comes back through an old
+    // invite (nor passes the staff quota, which counts accounts not disabled).
+    let activated = e
+        .run(
+            "UPDATE staff_users SET password_hash = $3, status = 'active' \
+             WHERE tenant_id = $1 AND id = $2 AND status = 'invited'",
+            args![token.tenant_id.as_uuid(), user.as_uuid(), password.as_str()],
+        )
+        .await?;
+    if activated != 1 {
+        return Err(token_already_used());
+    }
     insert_session(e, session, refresh).await?;
     insert_events(e, events).await
 }

@@ -137,6 +137,7 @@ pub struct RawConfig {
     pub webhooks: RawWebhooks,
     pub payments: RawPayments,
     pub gateway: RawGateway,
+    pub quotas: RawQuotas,
     pub limits: RawLimits,
     pub cors: RawCors,
     pub sqlite: RawSqlite,
@@ -153,6 +154,42 @@ pub struct RawCors {
     pub admin_origins: String,
     /// `KEEL_CORS__MAX_AGE_S`, default 600: how long a browser may keep a preflight's answer.
     pub max_age_s: u64,
+}
+
+/// Quotas per shop (issue 23): each an exact count, or `none`. A shop's own quota
+/// (`keel tenant quotas`) replaces the default for it. Written to the database by `keel
+/// migrate` and by a node that migrates (SQLite always).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuotas {
+    /// `KEEL_QUOTAS__PRODUCTS`, default 100000.
+    pub products: String,
+    /// `KEEL_QUOTAS__VARIANTS`, default 1000000.
+    pub variants: String,
+    /// `KEEL_QUOTAS__STOCK_LOCATIONS`, default 1000.
+    pub stock_locations: String,
+    /// `KEEL_QUOTAS__WEBHOOK_ENDPOINTS`, default none (`KEEL_WEBHOOKS__MAX_ENDPOINTS` holds).
+    pub webhook_endpoints: String,
+    /// `KEEL_QUOTAS__API_KEYS`, default 100 (keys not revoked).
+    pub api_keys: String,
+    /// `KEEL_QUOTAS__STAFF_USERS`, default 1000 (not disabled).
+    pub staff_users: String,
+    /// `KEEL_QUOTAS__OPEN_CARTS`, default 1000000.
+    pub open_carts: String,
+}
+
+impl Default for RawQuotas {
+    fn default() -> Self {
+        Self {
+            products: "100000".into(),
+            variants: "1000000".into(),
+            stock_locations: "1000".into(),
+            webhook_endpoints: "none".into(),
+            api_keys: "100".into(),
+            staff_users: "1000".into(),
+            open_carts: "1000000".into(),
+        }
+    }
 }
 
 /// Gateway mode (ADR 0038): Keel in front of a legacy shop API.
@@ -608,6 +645,7 @@ impl Default for RawConfig {
             },
             payments: RawPayments::default(),
             gateway: RawGateway::default(),
+            quotas: RawQuotas::default(),
             limits: RawLimits::default(),
             cors: RawCors::default(),
             auth: RawAuth {

@@ -67,6 +67,8 @@ pub struct Settings {
     pub webhooks: keel_webhooks::service::WebhookSettings,
     pub payments: PaymentSettings,
     pub gateway: Option<keel_http::gateway::GatewaySettings>,
+    /// The deployment's quota defaults (`None`: no quota).
+    pub quotas: Vec<(keel_kernel::quota::Quota, Option<u64>)>,
     pub limits: keel_http::ratelimit::LimitSettings,
     /// The admin console's exact origins (CORS with credentials), and a preflight's lifetime.
     pub cors_admin_origins: Vec<keel_identity::domain::api_key::Origin>,
@@ -255,10 +257,46 @@ pub struct StripeSettings {
     pub policy: keel_resilience::Policy,
 }
 
+/// The quota defaults: each an exact count or `none`.
+fn quota_settings(
+    raw: &super::RawQuotas,
+) -> Result<Vec<(keel_kernel::quota::Quota, Option<u64>)>, ConfigError> {
+    use keel_kernel::quota::Quota;
+    [
+        (Quota::Products, &raw.products),
+        (Quota::Variants, &raw.variants),
+        (Quota::StockLocations, &raw.stock_locations),
+        (Quota::WebhookEndpoints, &raw.webhook_endpoints),
+        (Quota::ApiKeys, &raw.api_keys),
+        (Quota::StaffUsers, &raw.staff_users),
+        (Quota::OpenCarts, &raw.open_carts),
+    ]
+    .into_iter()
+    .map(|(quota, value)| {
+        let value = value.trim();
+        if value.eq_ignore_ascii_case("none") {
+            return Ok((quota, None));
+        }
+        value
+            .parse::<u64>()
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok())
+            .map(|n| (quota, Some(n)))
+            .ok_or_else(|| {
+                err(
+                    &format!("KEEL_QUOTAS__{}", quota.name().to_ascii_uppercase()),
+                    "must be a whole number or `none`",
+                )
+            })
+    })
+    .collect()
+}
+
 /// Gateway mode, validated: an upstream URL without credentials, query or fragment; routes
 /// as exact prefixes with an owner; a signing secret when a prefix needs it.
 fn gateway_settings(
     raw: &super::RawGateway,
+    issuer: &str,
 ) -> Result<Option<keel_http::gateway::GatewaySettings>, ConfigError> {
     use keel_http::gateway::Owner;
     let Some(upstream) = raw
@@ -301,7 +339,11 @@ fn gateway_settings(
             _ => return Err(bad()),
         };
         let prefix = prefix.trim();
-        if !prefix.starts_with('/') || prefix.contains(['?', '#', ' ', '*']) {
+        if !prefix.starts_with('/')
+            || prefix.contains(['?', '#', ' ', '*', '%', '\\'])
+            || prefix.split('/').any(|seg| seg == "." || seg == "..")
+            || routes.iter().any(|(p, _)| p == prefix)
+        {
             return Err(bad());
         }
         routes.push((prefix.to_owned(), owner));
@@ -315,6 +357,14 @@ fn gateway_settings(
         return Err(err(
             "KEEL_GATEWAY__SIGNING_SECRET",
             "must be at least 32 bytes when a route is `legacy-auth`",
+        ));
+    }
+    // Signed principals travel only where nobody on the way can read or change them.
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+    if needs_secret && url.scheme() != "https" && !loopback {
+        return Err(err(
+            "KEEL_GATEWAY__UPSTREAM",
+            "must be https when a route is `legacy-auth` (plain http only to a loopback host)",
         ));
     }
     let ms = |key: &str, v: u64| -> Result<Duration, ConfigError> {
@@ -336,6 +386,7 @@ fn gateway_settings(
             max_concurrent: count("KEEL_GATEWAY__MAX_CONCURRENT", raw.max_concurrent)?,
             queue_wait: Duration::from_millis(raw.queue_wait_ms),
         },
+        keel_issuer: issuer.to_owned(),
     }))
 }
 
@@ -805,7 +856,8 @@ impl Settings {
             event_retention: seconds("KEEL_EVENT_RETENTION_S", raw.event_retention_s)?,
             webhooks: webhook_settings(&raw.webhooks)?,
             payments: payment_settings(&raw.payments)?,
-            gateway: gateway_settings(&raw.gateway)?,
+            gateway: gateway_settings(&raw.gateway, &raw.auth.issuer)?,
+            quotas: quota_settings(&raw.quotas)?,
             limits: limit_settings(&raw.limits)?,
             cors_admin_origins: admin_origins(&raw.cors.admin_origins)?,
             cors_max_age_s: raw.cors.max_age_s,
@@ -908,6 +960,7 @@ impl Settings {
             "max_in_flight": self.http.max_in_flight,
             "max_in_flight_per_shop": self.http.max_in_flight_per_shop,
             "tls_terminated": self.http.tls_terminated,
+            "quotas": self.quotas.iter().map(|(q, m)| (q.name().to_owned(), serde_json::json!(m))).collect::<serde_json::Map<_, _>>(),
             "gateway": self.gateway.as_ref().map(|g| serde_json::json!({
                 "upstream": g.upstream.as_str(),
                 "routes": g.routes.iter().map(|(p, o)| format!("{p}={o:?}")).collect::<Vec<_>>(),
