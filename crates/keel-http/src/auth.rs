@@ -217,8 +217,8 @@ async fn authenticate_admin(
 pub struct Identified {
     /// A storefront route: the shop of its publishable key, or refused.
     storefront: Option<Result<TenantId, ()>>,
-    /// The browser origins the publishable key allows (CORS).
-    origins: Vec<keel_identity::domain::api_key::Origin>,
+    /// The publishable key (its browser origins, for CORS).
+    key: Option<std::sync::Arc<keel_identity::domain::api_key::ApiKey>>,
     /// A staff route with a Bearer credential: the staff member or secret key, or the
     /// problem authentication answered.
     admin: Option<Result<AdminPrincipal, Problem>>,
@@ -236,7 +236,11 @@ impl Identified {
 
     /// Whether the storefront's publishable key allows this browser origin (exactly).
     pub fn allows_origin(&self, origin: &str) -> bool {
-        matches!(self.storefront, Some(Ok(_))) && self.origins.iter().any(|o| o.as_str() == origin)
+        matches!(self.storefront, Some(Ok(_)))
+            && self
+                .key
+                .as_ref()
+                .is_some_and(|k| k.allowed_origins.iter().any(|o| o.as_str() == origin))
     }
 
     /// The staff member or secret key calling, as a limit's key part.
@@ -279,7 +283,7 @@ pub async fn identify(state: &AppState, route: &str, headers: &header::HeaderMap
         match key {
             Ok(key) => Identified {
                 storefront: Some(Ok(key.tenant_id)),
-                origins: key.allowed_origins,
+                key: Some(key),
                 admin: None,
             },
             Err(()) => Identified {

@@ -19,9 +19,7 @@ use std::{
 };
 
 use axum::{
-    extract::{Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use keel_identity::domain::api_key::Origin;
@@ -139,46 +137,30 @@ pub fn origin(headers: &HeaderMap) -> Option<&str> {
 
 /// Answers CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) at
 /// once: a grant for an allowed origin asking for allowed headers, otherwise `204` with no
-/// grant (the browser then refuses the call). Every other request passes.
-pub async fn preflight(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.method() != Method::OPTIONS
-        || !req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-    {
-        return next.run(req).await;
+/// grant (the browser then refuses the call). `None` for every other request. Part of the
+/// edge middleware (`ratelimit::limit`), after the client address's limits, for routed paths
+/// only (a path no route has is a 404 without a grant, and costs no lookup).
+pub async fn preflight(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    if method != Method::OPTIONS || !headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        return None;
     }
-    let Some(origin) = origin(req.headers()).map(str::to_owned) else {
-        return next.run(req).await;
-    };
-    // A path no route has gets no grant: only routed paths pass the rate limits first, and
-    // an unlimited preflight must not cost a lookup.
-    if req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .is_none()
-    {
-        let mut res = StatusCode::NO_CONTENT.into_response();
-        res.headers_mut().insert(
-            header::VARY,
-            HeaderValue::from_static(
-                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-            ),
-        );
-        return res;
-    }
-    let surface = Surface::of(req.uri().path());
+    let origin = origin(headers)?.to_owned();
+    let surface = Surface::of(path);
     let settings = &state.cors;
     let granted = match surface {
         Surface::Storefront => match Origin::parse(&origin) {
-            Ok(o) => settings.storefront_allows(&state, &o).await,
+            Ok(o) => settings.storefront_allows(state, &o).await,
             Err(_) => false,
         },
         Surface::Staff => settings.admin_allows(&origin),
         Surface::None => false,
     };
-    let headers_ok = req
-        .headers()
+    let headers_ok = headers
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .map_or(Some(()), |v| {
             v.to_str().ok().and_then(|list| {
@@ -215,7 +197,7 @@ pub async fn preflight(State(state): State<AppState>, req: Request, next: Next) 
             HeaderValue::from(settings.max_age_s),
         );
     }
-    res
+    Some(res)
 }
 
 /// The grant itself: the exact origin (never `*`), and credentials for the admin console.

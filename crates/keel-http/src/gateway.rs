@@ -14,9 +14,8 @@ use std::{net::IpAddr, net::SocketAddr, time::Duration};
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, MatchedPath, Request, State},
+    extract::{ConnectInfo, MatchedPath, Request},
     http::{HeaderMap, HeaderName, HeaderValue, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use hmac::{Hmac, KeyInit, Mac};
@@ -291,44 +290,50 @@ pub fn sign(
 
 /// The middleware: forwards what the legacy API answers, after Keel's edge has admitted it;
 /// everything else goes on to Keel.
-pub async fn forward(State(state): State<AppState>, req: Request, next: Next) -> Response {
+///
+/// Part of the edge middleware (`ratelimit::limit`, one layer rather than several: every
+/// layer costs each request a boxed service and future). `Err` gives the request back for
+/// Keel to answer.
+pub async fn forward(state: &AppState, req: Request) -> Result<Response, Request> {
     let Some(gateway) = state.gateway.clone() else {
-        return next.run(req).await;
+        return Err(req);
     };
     let keel_route = req.extensions().get::<MatchedPath>().is_some();
     let owner = gateway.owner(req.uri().path(), keel_route);
     if owner == Owner::Keel {
-        return next.run(req).await;
+        return Err(req);
     }
     // Who owns a path is decided on the path as sent; the legacy API must see that same
     // path, so nothing it could read differently (dot segments, encoded slashes or dots,
     // backslashes) is forwarded.
     if !forwardable(req.uri()) {
-        return Problem::new(
+        return Ok(Problem::new(
             ProblemKind::BAD_REQUEST,
             "This path cannot be forwarded (dot segments, encoded `/`, `\\` or `.` are refused).",
         )
-        .into_response();
+        .into_response());
     }
     let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
-        return next.run(req).await;
+        return Err(req);
     };
     let client = state.client_addr.client_addr(peer.ip(), req.headers());
     if let Some(refusal) = state.limits.admit_client(client).await {
-        return refusal;
+        return Ok(refusal);
     }
     let principal = if owner == Owner::LegacyAuthenticated {
-        match crate::auth::admin_for_gateway(&state, req.headers()).await {
+        match crate::auth::admin_for_gateway(state, req.headers()).await {
             Ok(p) => Some(p),
-            Err(problem) => return problem.into_response(),
+            Err(problem) => return Ok(problem.into_response()),
         }
     } else {
         None
     };
-    match send(&state, &gateway, req, client, principal.as_ref()).await {
-        Ok(res) => res,
-        Err(problem) => problem.into_response(),
-    }
+    Ok(
+        match send(state, &gateway, req, client, principal.as_ref()).await {
+            Ok(res) => res,
+            Err(problem) => problem.into_response(),
+        },
+    )
 }
 
 async fn send(

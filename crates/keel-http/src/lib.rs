@@ -176,22 +176,18 @@ pub fn router_with(
         .with_state(state.clone())
         .layer(from_fn_with_state(cache.clone(), store_cache::serve))
         .layer(from_fn_with_state(cache, store_cache::track))
-        // Inside the limits (a preflight counts against its client address), outside the
-        // cache and the handlers (a preflight is answered at once).
-        .layer(from_fn_with_state(state.clone(), cors::preflight))
-        // Outside the storefront cache: a read answered from memory is still a request.
+        // Outside the storefront cache: a read answered from memory is still a request. One
+        // layer for the whole edge (gateway, limits, CORS preflights, identification, places
+        // per shop): each layer costs every request a boxed service and future.
         .layer(from_fn_with_state(
             ratelimit::Edge {
-                app: state.clone(),
+                app: state,
                 shops: Arc::new(ratelimit::ShopsInFlight::new(
                     settings.max_in_flight_per_shop,
                 )),
             },
             ratelimit::limit,
         ))
-        // Outside the limits: a forwarded route has no Keel route, so the gateway admits it
-        // against the client address's limit itself.
-        .layer(from_fn_with_state(state, gateway::forward))
         .layer(from_fn_with_state(wake, middleware::wake_worker))
         .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes))
         .layer(DefaultBodyLimit::disable())

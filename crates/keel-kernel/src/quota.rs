@@ -83,8 +83,7 @@ mod tests {
     #[test]
     fn a_backend_refusal_names_its_quota() {
         for q in Quota::ALL {
-            let e =
-                StoreError::quota_in(&format!("error returned from database: quota_exceeded:{q}"));
+            let e = StoreError::quota_in(&format!("quota_exceeded:{q}"));
             assert!(matches!(e, Some(StoreError::QuotaExceeded { quota }) if quota == q.name()));
         }
         assert!(StoreError::quota_in("quota_exceeded:unknown").is_none());

@@ -265,6 +265,27 @@ impl TestApp {
         req.send().await.expect("request reaches the server")
     }
 
+    /// Runs the operator's CLI (`bin`, the `keel` binary the calling test was built with)
+    /// against this app's database with `args` and `--json`; answers its JSON output.
+    pub async fn operator_cli(&self, bin: &str, args: &[&str]) -> serde_json::Value {
+        let out = tokio::process::Command::new(bin)
+            .args(args)
+            .arg("--json")
+            .env_clear()
+            .env("KEEL_DATABASE_URL", self.db.url())
+            .env("KEEL_SECRET_KEY", keel::secrets::generate())
+            .current_dir(std::env::temp_dir())
+            .output()
+            .await
+            .expect("keel runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
     /// Creates a tenant with an owner, as `keel tenant create --owner-email` does.
     pub async fn create_owner(&self, slug_prefix: &str) -> Owner {
         let slug = format!(

@@ -143,23 +143,11 @@ async fn read(app: &TestApp, shop: &Shop) -> reqwest::Response {
 
 /// `keel tenant limits` (the operator's CLI) against the app's database.
 async fn operator_limits(app: &TestApp, args: &[&str]) -> serde_json::Value {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["tenant", "limits"])
-        .args(args)
-        .arg("--json")
-        .env_clear()
-        .env("KEEL_DATABASE_URL", app.db.url())
-        .env("KEEL_SECRET_KEY", keel::secrets::generate())
-        .current_dir(std::env::temp_dir())
-        .output()
-        .await
-        .expect("keel runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    let args: Vec<&str> = ["tenant", "limits"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    app.operator_cli(env!("CARGO_BIN_EXE_keel"), &args).await
 }
 
 /// Polls the shop's settings until its limit of `policy` has `burst` (a node reads a shop's

@@ -45,25 +45,13 @@ async fn count(app: &TestApp, token: &str, path: &str) -> usize {
         .map_or(0, Vec::len)
 }
 
-/// `keel tenant quotas` against the app's database.
+/// `keel tenant quotas` (the operator's CLI) against the app's database.
 async fn operator(app: &TestApp, args: &[&str]) -> serde_json::Value {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["tenant", "quotas"])
-        .args(args)
-        .arg("--json")
-        .env_clear()
-        .env("KEEL_DATABASE_URL", app.db.url())
-        .env("KEEL_SECRET_KEY", keel::secrets::generate())
-        .current_dir(std::env::temp_dir())
-        .output()
-        .await
-        .expect("keel runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    let args: Vec<&str> = ["tenant", "quotas"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    app.operator_cli(env!("CARGO_BIN_EXE_keel"), &args).await
 }
 
 backend_tests! {

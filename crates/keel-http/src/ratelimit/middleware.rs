@@ -72,8 +72,13 @@ impl Drop for ShopPlace {
 /// extractors reuse it) and the shop's rules, then the shop's place in flight. A refusal
 /// answers 429 (or 503 when the shop has its cap in flight) before the handler runs: nothing
 /// is done. An admitted answer carries the headers of every limit decided.
-pub async fn limit(State(edge): State<Edge>, mut req: Request, next: Next) -> Response {
+pub async fn limit(State(edge): State<Edge>, req: Request, next: Next) -> Response {
     let state = &edge.app;
+    // Gateway mode first: a forwarded route is held to the client address's limit there.
+    let mut req = match crate::gateway::forward(state, req).await {
+        Ok(forwarded) => return forwarded,
+        Err(req) => req,
+    };
     let settings = &state.limits.settings;
     let Some(route) = req
         .extensions()
@@ -86,13 +91,14 @@ pub async fn limit(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| peer.ip());
-    let client_octets = peer.map(|ip| {
+    // The client address only when limits are decided (its forwarding rule costs a parse).
+    let client_octets = peer.filter(|_| settings.enabled).map(|ip| {
         match keel_kernel::net::client_key(state.client_addr.client_addr(ip, req.headers())) {
             std::net::IpAddr::V4(a) => a.octets().to_vec(),
             std::net::IpAddr::V6(a) => a.octets().to_vec(),
         }
     });
-    let limiting = settings.enabled && client_octets.is_some();
+    let limiting = client_octets.is_some();
     let client = client_octets.unwrap_or_default();
     let mut decided: Vec<(Rule, Decision)> = Vec::new();
     if limiting {
@@ -100,6 +106,11 @@ pub async fn limit(State(edge): State<Edge>, mut req: Request, next: Next) -> Re
         if let Some(refusal) = state.limits.decide(rules, &mut decided).await {
             return refusal;
         }
+    }
+    if let Some(answer) =
+        crate::cors::preflight(state, req.method(), req.uri().path(), req.headers()).await
+    {
+        return answer;
     }
     let identified = crate::auth::identify(state, &route, req.headers()).await;
     let tenant = identified.tenant();

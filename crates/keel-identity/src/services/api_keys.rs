@@ -55,11 +55,12 @@ const PUBLISHABLE_CACHE_ENTRIES: usize = 10_000;
 #[derive(Debug, Default)]
 struct PublishableCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (ApiKey, OffsetDateTime)>>,
+    /// Shared, never deep-copied on a hit: a storefront request reads its key on every call.
+    entries: Mutex<HashMap<String, (Arc<ApiKey>, OffsetDateTime)>>,
 }
 
 impl PublishableCache {
-    fn get(&self, lookup: &str, now: OffsetDateTime) -> Option<ApiKey> {
+    fn get(&self, lookup: &str, now: OffsetDateTime) -> Option<Arc<ApiKey>> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -78,7 +79,7 @@ impl PublishableCache {
         if entries.len() >= PUBLISHABLE_CACHE_ENTRIES && !entries.contains_key(&key.lookup) {
             entries.clear();
         }
-        entries.insert(key.lookup.clone(), (key.clone(), read_at));
+        entries.insert(key.lookup.clone(), (Arc::new(key.clone()), read_at));
     }
 
     /// Keeps the touch in the cached copy (without extending its time), so a cached key is
@@ -86,7 +87,7 @@ impl PublishableCache {
     fn touched(&self, key: &ApiKey) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((cached, _)) = entries.get_mut(&key.lookup) {
-            cached.last_used_at = key.last_used_at;
+            Arc::make_mut(cached).last_used_at = key.last_used_at;
         }
     }
 
@@ -267,7 +268,10 @@ impl ApiKeyService {
         // Only publishable keys are cached: a secret key's revocation answers at once on
         // every node.
         let cached = match kind {
-            KeyKind::Publishable => self.publishable.get(&presented.lookup, now),
+            KeyKind::Publishable => self
+                .publishable
+                .get(&presented.lookup, now)
+                .map(|k| ApiKey::clone(&k)),
             KeyKind::Secret => None,
         };
         let mut key = match cached {
@@ -305,9 +309,26 @@ impl ApiKeyService {
             .await?)
     }
 
-    /// Authenticates a publishable key: the key as stored (its shop and allowed origins).
-    pub async fn authenticate_publishable_key(&self, presented: &str) -> Result<ApiKey, AuthError> {
-        self.active_key(presented, KeyKind::Publishable).await
+    /// Authenticates a publishable key: the key as stored (its shop and allowed origins),
+    /// shared with the cache (every storefront request asks, so a cached key that needs no
+    /// touch is answered without a copy).
+    pub async fn authenticate_publishable_key(
+        &self,
+        presented: &str,
+    ) -> Result<Arc<ApiKey>, AuthError> {
+        let now = self.clock.now();
+        if let Some(parsed) =
+            PresentedKey::parse(presented).filter(|p| p.kind == KeyKind::Publishable)
+            && let Some(key) = self.publishable.get(&parsed.lookup, now)
+            && key.matches(&parsed)
+            && key.is_active(now)
+            && key.last_used_at.is_some_and(|t| now < t + TOUCH_EVERY)
+        {
+            return Ok(key);
+        }
+        Ok(Arc::new(
+            self.active_key(presented, KeyKind::Publishable).await?,
+        ))
     }
 
     /// Authenticates a secret key.

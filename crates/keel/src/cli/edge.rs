@@ -60,6 +60,33 @@ pub(crate) fn parse_ceiling(s: &str) -> Result<(Policy, RateLimit), String> {
     Ok((parse_policy(policy.trim())?, limit))
 }
 
+/// The shop, or an error naming it when there is none.
+async fn existing(store: &Store, tenant: TenantId) -> anyhow::Result<()> {
+    store
+        .tenants()
+        .get(tenant)
+        .await
+        .map(drop)
+        .with_context(|| format!("no tenant {tenant}"))
+}
+
+/// An audit event of the operator's change to a shop.
+fn operator_event(
+    tenant: TenantId,
+    event_type: &'static str,
+    what: &str,
+    change: serde_json::Value,
+) -> anyhow::Result<keel_kernel::event::NewEvent> {
+    let mut payload = serde_json::json!({"actor": {"kind": "operator"}});
+    payload[what] = change;
+    Ok(keel_kernel::event::NewEvent::new(
+        tenant,
+        event_type,
+        &payload,
+        time::OffsetDateTime::now_utc(),
+    )?)
+}
+
 /// `keel tenant quotas`: sets the shop's own quotas asked for (with an audit event), then
 /// prints the quotas that hold for it.
 pub(crate) async fn tenant_quotas(
@@ -68,11 +95,7 @@ pub(crate) async fn tenant_quotas(
     (set, clear): (Vec<(Quota, u64)>, Vec<Quota>),
     json: bool,
 ) -> anyhow::Result<()> {
-    store
-        .tenants()
-        .get(tenant)
-        .await
-        .with_context(|| format!("no tenant {tenant}"))?;
+    existing(store, tenant).await?;
     let quotas = store.quotas();
     let changes: Vec<(Quota, Option<u64>)> = set
         .into_iter()
@@ -80,14 +103,16 @@ pub(crate) async fn tenant_quotas(
         .chain(clear.into_iter().map(|q| (q, None)))
         .collect();
     if !changes.is_empty() {
-        let event = keel_kernel::event::NewEvent::new(
+        let event = operator_event(
             tenant,
             "tenant.quotas_changed",
-            &serde_json::json!({
-                "actor": {"kind": "operator"},
-                "quotas": changes.iter().map(|(q, n)| (q.name(), *n)).collect::<BTreeMap<_, _>>(),
-            }),
-            time::OffsetDateTime::now_utc(),
+            "quotas",
+            serde_json::json!(
+                changes
+                    .iter()
+                    .map(|(q, n)| (q.name(), *n))
+                    .collect::<BTreeMap<_, _>>()
+            ),
         )?;
         quotas
             .set_tenant_quotas(tenant, &changes, &[event])
@@ -147,11 +172,7 @@ pub(crate) async fn tenant_limits(
     (ceilings, clear, clear_override): (Vec<(Policy, RateLimit)>, Vec<Policy>, Vec<Policy>),
     json: bool,
 ) -> anyhow::Result<()> {
-    store
-        .tenants()
-        .get(tenant)
-        .await
-        .with_context(|| format!("no tenant {tenant}"))?;
+    existing(store, tenant).await?;
     let limits = store.tenant_limits();
     let changes: Vec<(Policy, Option<RateLimit>)> = ceilings
         .into_iter()
@@ -159,14 +180,11 @@ pub(crate) async fn tenant_limits(
         .chain(clear.into_iter().map(|p| (p, None)))
         .collect();
     if !changes.is_empty() {
-        let event = keel_kernel::event::NewEvent::new(
+        let event = operator_event(
             tenant,
             "tenant.limit_ceilings_changed",
-            &serde_json::json!({
-                "actor": {"kind": "operator"},
-                "ceilings": changes.iter().map(|(p, l)| (p.name(), l.map(|l| serde_json::json!({"interval_ms": l.interval_ms(), "burst": l.burst()})))).collect::<BTreeMap<_, _>>(),
-            }),
-            time::OffsetDateTime::now_utc(),
+            "ceilings",
+            serde_json::json!(changes.iter().map(|(p, l)| (p.name(), l.map(|l| serde_json::json!({"interval_ms": l.interval_ms(), "burst": l.burst()})))).collect::<BTreeMap<_, _>>()),
         )?;
         limits
             .set_tenant_limits(tenant, LimitScope::Ceiling, &changes, &[event])
@@ -176,14 +194,11 @@ pub(crate) async fn tenant_limits(
     if !clear_override.is_empty() {
         let changes: Vec<(Policy, Option<RateLimit>)> =
             clear_override.iter().map(|p| (*p, None)).collect();
-        let event = keel_kernel::event::NewEvent::new(
+        let event = operator_event(
             tenant,
             "tenant.limit_overrides_cleared",
-            &serde_json::json!({
-                "actor": {"kind": "operator"},
-                "policies": clear_override.iter().map(|p| p.name()).collect::<Vec<_>>(),
-            }),
-            time::OffsetDateTime::now_utc(),
+            "policies",
+            serde_json::json!(clear_override.iter().map(|p| p.name()).collect::<Vec<_>>()),
         )?;
         limits
             .set_tenant_limits(tenant, LimitScope::Override, &changes, &[event])

@@ -665,18 +665,7 @@ impl AuthService {
     #[instrument(skip_all)]
     pub async fn refresh(&self, refresh_token: &str, side: Side) -> Result<TokenPair, AuthError> {
         let now = self.clock.now();
-        let hash = Secret::hash_presented(REFRESH_PREFIX, refresh_token)
-            .ok_or(AuthError::InvalidRefreshToken)?;
-        let old = self.find_refresh(&hash).await?;
-        let session = self
-            .sessions
-            .get_session(old.tenant_id, old.session_id)
-            .await?;
-        if !side.admits(&session) {
-            // A staff token at the storefront, a customer token at the admin API, or another
-            // shop's customer: not this endpoint's session, and not spent by asking.
-            return Err(AuthError::InvalidRefreshToken);
-        }
+        let (hash, old, session) = self.presented_refresh(refresh_token, side).await?;
         if old.used_at.is_some() {
             return Err(self
                 .revoke_for_reuse(old.tenant_id, old.session_id, now)
@@ -743,6 +732,28 @@ impl AuthService {
         }
     }
 
+    /// The refresh token presented, its hash and its session, when the session is this
+    /// side's (a staff token at the storefront, a customer token at the admin API, or another
+    /// shop's customer: not this endpoint's session, and not spent by asking). Nothing is
+    /// spent or changed.
+    async fn presented_refresh(
+        &self,
+        refresh_token: &str,
+        side: Side,
+    ) -> Result<(SecretHash, RefreshToken, Session), AuthError> {
+        let hash = Secret::hash_presented(REFRESH_PREFIX, refresh_token)
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        let token = self.find_refresh(&hash).await?;
+        let session = self
+            .sessions
+            .get_session(token.tenant_id, token.session_id)
+            .await?;
+        if !side.admits(&session) {
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        Ok((hash, token, session))
+    }
+
     /// The shop and session a refresh token belongs to, without spending it: for checking a
     /// browser session's CSRF token before the token is used. Unknown, or not this side's:
     /// `InvalidRefreshToken`.
@@ -751,16 +762,7 @@ impl AuthService {
         refresh_token: &str,
         side: Side,
     ) -> Result<(TenantId, SessionId), AuthError> {
-        let hash = Secret::hash_presented(REFRESH_PREFIX, refresh_token)
-            .ok_or(AuthError::InvalidRefreshToken)?;
-        let token = self.find_refresh(&hash).await?;
-        let session = self
-            .sessions
-            .get_session(token.tenant_id, token.session_id)
-            .await?;
-        if !side.admits(&session) {
-            return Err(AuthError::InvalidRefreshToken);
-        }
+        let (_, token, _) = self.presented_refresh(refresh_token, side).await?;
         Ok((token.tenant_id, token.session_id))
     }
 
@@ -768,16 +770,7 @@ impl AuthService {
     #[instrument(skip_all)]
     pub async fn logout(&self, refresh_token: &str, side: Side) -> Result<(), AuthError> {
         let now = self.clock.now();
-        let hash = Secret::hash_presented(REFRESH_PREFIX, refresh_token)
-            .ok_or(AuthError::InvalidRefreshToken)?;
-        let token = self.find_refresh(&hash).await?;
-        let session = self
-            .sessions
-            .get_session(token.tenant_id, token.session_id)
-            .await?;
-        if !side.admits(&session) {
-            return Err(AuthError::InvalidRefreshToken);
-        }
+        let (_, token, _) = self.presented_refresh(refresh_token, side).await?;
         let e = event(
             token.tenant_id,
             "security.logout",
