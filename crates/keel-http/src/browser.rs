@@ -64,16 +64,23 @@ impl BrowserSessions {
     }
 }
 
-/// Every value of cookie `name` in the request's `Cookie` headers, in order (a sibling
-/// subdomain may have planted one of the same name; at most [`MAX_SAME_NAME`] are looked at).
-fn cookies<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+/// Every `name=value` pair of the request's `Cookie` headers, trimmed, in order.
+pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+}
+
+/// Every value of cookie `name` in the request's `Cookie` headers, in order (a sibling
+/// subdomain may have planted one of the same name; at most [`MAX_SAME_NAME`] are looked at).
+fn cookies<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    cookie_pairs(headers)
         .filter_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
+            let (k, v) = pair.split_once('=')?;
             (k == name && !v.is_empty()).then_some(v)
         })
         .take(MAX_SAME_NAME)

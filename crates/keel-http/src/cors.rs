@@ -113,11 +113,7 @@ impl Surface {
     pub fn of(path: &str) -> Self {
         if path.starts_with("/v1/store/") {
             Self::Storefront
-        } else if path.starts_with("/v1/admin/")
-            || path == "/v1/me"
-            || path.starts_with("/v1/me/")
-            || path.starts_with("/v1/auth/")
-        {
+        } else if crate::auth::is_staff_route(path) || path.starts_with("/v1/auth/") {
             Self::Staff
         } else {
             Self::None

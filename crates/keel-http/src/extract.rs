@@ -109,10 +109,7 @@ where
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(_) if is_length_limit(&e) => Problem::new(
-                ProblemKind::PAYLOAD_TOO_LARGE,
-                "The body is larger than this server accepts.",
-            ),
+            BytesRejection::FailedToBufferBody(_) if is_length_limit(&e) => body_too_large(),
             _ => Problem::new(ProblemKind::BAD_REQUEST, "The body could not be read."),
         })?;
         parse_json(&bytes).map(Json)
@@ -120,15 +117,38 @@ where
 }
 
 fn is_length_limit(e: &BytesRejection) -> bool {
-    use std::error::Error as _;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
+    over_body_limit(e) || e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+}
+
+/// Whether an error, or any error under it, is the body limit's (the limit layer wraps the
+/// body; whoever reads it, an extractor, the edge or the gateway's upstream call, sees it
+/// somewhere in the chain).
+pub(crate) fn over_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<http_body_util::LengthLimitError>() {
             return true;
         }
-        source = s.source();
+        current = err.source();
     }
-    e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+    false
+}
+
+/// The problem for a body that could not be read: over the limit, or broken.
+pub(crate) fn unreadable_body(e: &(dyn std::error::Error + 'static)) -> Problem {
+    if over_body_limit(e) {
+        body_too_large()
+    } else {
+        Problem::new(ProblemKind::BAD_REQUEST, "The body could not be read.")
+    }
+}
+
+/// `413 payload_too_large`.
+pub(crate) fn body_too_large() -> Problem {
+    Problem::new(
+        ProblemKind::PAYLOAD_TOO_LARGE,
+        "The body is larger than this server accepts.",
+    )
 }
 
 /// The document's form of [`ListQuery`] (`params(PageParams)` on every list route). The

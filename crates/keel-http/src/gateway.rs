@@ -183,25 +183,19 @@ const PRINCIPAL_SIGNATURE: &str = "keel-principal-signature";
 
 /// Keel's own cookies stay with Keel.
 fn without_keel_cookies(headers: &mut HeaderMap) {
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
+    let kept: Vec<&str> = crate::browser::cookie_pairs(headers)
         .filter(|c| {
             let name = c.split('=').next().unwrap_or_default();
             !(name.starts_with("keel_")
                 || name.starts_with("__Secure-keel_")
                 || name.starts_with("__Host-keel_"))
         })
-        .filter(|c| !c.is_empty())
-        .map(str::to_owned)
         .collect();
+    let kept = HeaderValue::from_str(&kept.join("; "))
+        .ok()
+        .filter(|v| !v.is_empty());
     headers.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-    {
+    if let Some(v) = kept {
         headers.insert(header::COOKIE, v);
     }
 }
@@ -379,10 +373,10 @@ async fn send(
                     Ok(res) => Ok(res),
                     // The client's body failed (over the limit, cut short): the request was
                     // wrong, not the legacy API, whose circuit is not charged for it.
-                    Err(e) if too_large(&e) => Err(Failure::Rejected(413)),
+                    Err(e) if crate::extract::over_body_limit(&e) => Err(Failure::Rejected(413)),
                     Err(e) if e.is_body() => Err(Failure::Rejected(400)),
                     Err(e) if e.is_timeout() => Err(Failure::Timeout),
-                    Err(e) => Err(Failure::Connect(error_chain(&e))),
+                    Err(e) => Err(Failure::Connect(crate::problem::error_chain(&e))),
                 }
             }
         })
@@ -520,10 +514,7 @@ fn problem_for(e: &CallError) -> Problem {
             ProblemKind::UPSTREAM_TIMEOUT,
             "The legacy API did not answer in time.",
         ),
-        CallError::Failed(Failure::Rejected(413)) => Problem::new(
-            ProblemKind::PAYLOAD_TOO_LARGE,
-            "The body is larger than this server accepts.",
-        ),
+        CallError::Failed(Failure::Rejected(413)) => crate::extract::body_too_large(),
         CallError::Failed(Failure::Rejected(_)) => {
             Problem::new(ProblemKind::BAD_REQUEST, "The body could not be read.")
         }
@@ -539,30 +530,6 @@ fn peer_of(parts: &axum::http::request::Parts) -> IpAddr {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
-}
-
-/// Whether the request's body went over the body limit on its way through.
-fn too_large(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// An error and its causes, in one line (never a URL's credentials: the upstream has none).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Marks an answer as the legacy API's: passed on as it is (no problem rewriting).

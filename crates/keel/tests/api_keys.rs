@@ -189,23 +189,30 @@ fn statements(store: &keel::Store) -> u64 {
         .value
 }
 
+/// A publishable key named `shop`, made by `keys` as `actor`.
+async fn publishable(
+    keys: &ApiKeyService,
+    actor: &keel_identity::services::auth::StaffPrincipal,
+) -> keel_identity::services::api_keys::IssuedKey {
+    keys.create(
+        actor,
+        KeyKind::Publishable,
+        "shop".into(),
+        vec![],
+        vec![],
+        None,
+    )
+    .await
+    .expect("create")
+}
+
 #[tokio::test]
 async fn a_cached_publishable_key_is_checked_in_full_without_reading_the_store() {
     let (_db, store, actor) = store_with_tenant("cached").await;
     let clock = Arc::new(ManualClock::new(datetime!(2026-11-21 12:00 UTC)));
     let keys = ApiKeyService::new(store.api_keys(), clock.clone(), Duration::seconds(60))
         .with_publishable_cache(Duration::seconds(1));
-    let key = keys
-        .create(
-            &actor,
-            KeyKind::Publishable,
-            "shop".into(),
-            vec![],
-            vec![],
-            None,
-        )
-        .await
-        .expect("create");
+    let key = publishable(&keys, &actor).await;
     assert_eq!(
         keys.authenticate_publishable(&key.plaintext).await.ok(),
         Some(actor.tenant_id)
@@ -248,17 +255,7 @@ async fn a_publishable_key_revoked_through_another_node_stops_within_exactly_the
             .with_publishable_cache(ttl)
     };
     let (here, there, uncached) = (node(ttl), node(ttl), node(Duration::ZERO));
-    let key = here
-        .create(
-            &actor,
-            KeyKind::Publishable,
-            "shop".into(),
-            vec![],
-            vec![],
-            None,
-        )
-        .await
-        .expect("create");
+    let key = publishable(&here, &actor).await;
     for n in [&here, &there, &uncached] {
         assert!(n.authenticate_publishable(&key.plaintext).await.is_ok());
     }

@@ -80,13 +80,11 @@ pub async fn limit(State(edge): State<Edge>, req: Request, next: Next) -> Respon
         Err(req) => req,
     };
     let settings = &state.limits.settings;
-    let Some(route) = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-    else {
+    // The template shared (an `Arc` inside), not copied per request.
+    let Some(matched) = req.extensions().get::<MatchedPath>().cloned() else {
         return next.run(req).await;
     };
+    let route = matched.as_str();
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -102,7 +100,7 @@ pub async fn limit(State(edge): State<Edge>, req: Request, next: Next) -> Respon
     let client = client_octets.unwrap_or_default();
     let mut decided: Vec<(Rule, Decision)> = Vec::new();
     if limiting {
-        let rules = client_rules(settings, req.method(), &route, &client);
+        let rules = client_rules(settings, req.method(), route, &client);
         if let Some(refusal) = state.limits.decide(rules, &mut decided).await {
             return refusal;
         }
@@ -112,7 +110,7 @@ pub async fn limit(State(edge): State<Edge>, req: Request, next: Next) -> Respon
     {
         return answer;
     }
-    let identified = crate::auth::identify(state, &route, req.headers()).await;
+    let identified = crate::auth::identify(state, route, req.headers()).await;
     let tenant = identified.tenant();
     let principal = identified.principal();
     let surface = crate::cors::Surface::of(req.uri().path());
@@ -124,7 +122,7 @@ pub async fn limit(State(edge): State<Edge>, req: Request, next: Next) -> Respon
     });
     req.extensions_mut().insert(identified);
     let known = Known {
-        route: &route,
+        route,
         client: &client,
         limiting,
         tenant,
@@ -229,23 +227,7 @@ async fn buffered(req: Request) -> Result<Request, Problem> {
     let (parts, body) = req.into_parts();
     match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
-        Err(e) => {
-            use std::error::Error as _;
-            let mut source = e.source();
-            while let Some(s) = source {
-                if s.is::<http_body_util::LengthLimitError>() {
-                    return Err(Problem::new(
-                        ProblemKind::PAYLOAD_TOO_LARGE,
-                        "The body is larger than this server accepts.",
-                    ));
-                }
-                source = s.source();
-            }
-            Err(Problem::new(
-                ProblemKind::BAD_REQUEST,
-                "The body could not be read.",
-            ))
-        }
+        Err(e) => Err(crate::extract::unreadable_body(&e)),
     }
 }
 

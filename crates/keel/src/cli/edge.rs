@@ -60,6 +60,14 @@ pub(crate) fn parse_ceiling(s: &str) -> Result<(Policy, RateLimit), String> {
     Ok((parse_policy(policy.trim())?, limit))
 }
 
+/// What to set (`Some`) and what to clear (`None`), as one list of changes.
+fn changes<K, V>(set: Vec<(K, V)>, clear: Vec<K>) -> Vec<(K, Option<V>)> {
+    set.into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .chain(clear.into_iter().map(|k| (k, None)))
+        .collect()
+}
+
 /// The shop, or an error naming it when there is none.
 async fn existing(store: &Store, tenant: TenantId) -> anyhow::Result<()> {
     store
@@ -97,11 +105,7 @@ pub(crate) async fn tenant_quotas(
 ) -> anyhow::Result<()> {
     existing(store, tenant).await?;
     let quotas = store.quotas();
-    let changes: Vec<(Quota, Option<u64>)> = set
-        .into_iter()
-        .map(|(q, n)| (q, Some(n)))
-        .chain(clear.into_iter().map(|q| (q, None)))
-        .collect();
+    let changes = changes(set, clear);
     if !changes.is_empty() {
         let event = operator_event(
             tenant,
@@ -174,11 +178,7 @@ pub(crate) async fn tenant_limits(
 ) -> anyhow::Result<()> {
     existing(store, tenant).await?;
     let limits = store.tenant_limits();
-    let changes: Vec<(Policy, Option<RateLimit>)> = ceilings
-        .into_iter()
-        .map(|(p, l)| (p, Some(l)))
-        .chain(clear.into_iter().map(|p| (p, None)))
-        .collect();
+    let changes = changes(ceilings, clear);
     if !changes.is_empty() {
         let event = operator_event(
             tenant,
