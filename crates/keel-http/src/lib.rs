@@ -19,6 +19,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
+pub mod realtime;
 pub mod routes;
 pub mod store_cache;
 
@@ -96,6 +97,8 @@ pub struct AppStateParts {
     pub browser: browser::BrowserSessions,
     /// Gateway mode: the legacy API behind Keel, when configured (ADR 0038).
     pub gateway: Option<Arc<gateway::Gateway>>,
+    /// Realtime delivery: the node's event hub and its open streams (ADR 0040).
+    pub realtime: Arc<realtime::Realtime>,
 }
 
 /// Exact limits from the configuration.
@@ -134,6 +137,7 @@ fn api_routes(metrics_elsewhere: bool) -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::api_keys::router())
         .merge(routes::events::router())
+        .merge(routes::streams::router())
         .merge(routes::store::router())
         .merge(routes::settings::router())
         .merge(routes::catalog::router())

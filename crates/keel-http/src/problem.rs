@@ -58,6 +58,7 @@ kinds! {
     LAST_OWNER = ("last_owner", 409, "Last owner");
     TOO_MANY_ATTEMPTS = ("too_many_attempts", 429, "Too many attempts");
     RATE_LIMITED = ("rate_limited", 429, "Rate limited");
+    TOO_MANY_CONNECTIONS = ("too_many_connections", 429, "Too many realtime connections");
     CSRF_FAILED = ("csrf_failed", 403, "Cross-site request refused");
     QUOTA_EXCEEDED = ("quota_exceeded", 403, "Quota exceeded");
     UPSTREAM_UNAVAILABLE = ("upstream_unavailable", 502, "Upstream unavailable");

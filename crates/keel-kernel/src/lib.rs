@@ -17,6 +17,7 @@ pub mod clock;
 pub mod error;
 pub mod event;
 pub mod health;
+pub mod hub;
 pub mod id;
 pub mod idempotency;
 pub mod money;

@@ -23,6 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub mod receiver;
 pub mod shop;
+pub mod sse;
 
 pub use keel_http;
 pub use reqwest;

@@ -122,6 +122,39 @@ impl JetStreamBus {
             .map_err(bus_err)
     }
 
+    /// This node's tail of the stream for its realtime subscribers (ADR 0040): an ordered,
+    /// ephemeral consumer that takes every event published from now on, in stream order, and
+    /// hands it to `hub`, on every node (the shared webhook consumer gives each event to one
+    /// node only). Runs until the connection fails; the caller starts it again.
+    pub async fn tail(&self, hub: &keel_kernel::hub::EventHub) -> Result<(), BusError> {
+        let stream = self.js.get_stream(&self.stream).await.map_err(bus_err)?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(bus_err)?;
+        let mut messages = consumer.messages().await.map_err(bus_err)?;
+        while let Some(m) = messages.next().await {
+            let m = m.map_err(bus_err)?;
+            let Ok(event) = from_wire(&m.payload) else {
+                continue;
+            };
+            // A dead letter's re-drive travels under its own message id: subscribers saw the
+            // event when it was first published.
+            let redrive = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .is_some_and(|id| id.as_str() != event.id.to_string());
+            if !redrive {
+                hub.publish(std::slice::from_ref(&event));
+            }
+        }
+        Ok(())
+    }
+
     /// How many messages the stream holds.
     pub async fn stored(&self) -> Result<u64, BusError> {
         let mut s = self.js.get_stream(&self.stream).await.map_err(bus_err)?;

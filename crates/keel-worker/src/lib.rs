@@ -57,6 +57,9 @@ pub struct Worker {
     /// node can take): a slot then keeps its endpoint for one delivery interval at most, so
     /// the next fair claim shares the node out again.
     pub congested: Arc<std::sync::atomic::AtomicBool>,
+    /// This node's realtime subscribers: without a bus, the relay hands them what it relayed
+    /// once its transaction committed; with one, the node's tail of the bus does.
+    pub hub: Arc<keel_kernel::hub::EventHub>,
 }
 
 /// The JetStream side of a node.
@@ -108,23 +111,47 @@ impl Worker {
         let mut total = 0;
         loop {
             let now = self.clock.now();
-            let n = match &self.nats {
-                Some(nats) => {
-                    self.store
-                        .relay_via(self.settings.relay_batch, now, &nats.bus)
-                        .await?
-                }
-                None => {
-                    self.store
-                        .relay(self.settings.relay_batch, now, &fan_out)
-                        .await?
-                }
+            let n = if let Some(nats) = &self.nats {
+                self.store
+                    .relay_via(self.settings.relay_batch, now, &nats.bus)
+                    .await?
+            } else {
+                self.relay_in_process(now).await?
             };
             total += n;
             if i64::try_from(n).unwrap_or(0) < self.settings.relay_batch {
                 return Ok(total);
             }
         }
+    }
+
+    /// One relay batch without a bus: webhook messages written in the relay's transaction, and
+    /// once it committed, the relayed events handed to this node's realtime subscribers.
+    async fn relay_in_process(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let relayed = std::sync::Mutex::new(Vec::new());
+        // Idleness is checked per event, after the event was read: a subscriber that came
+        // before the event's commit is there by then.
+        let keep = |e: &keel_kernel::event::RecordedEvent, endpoints: &[Endpoint]| {
+            if !self.hub.is_idle() {
+                relayed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(e.clone());
+            }
+            fan_out(e, endpoints)
+        };
+        let n = self
+            .store
+            .relay(self.settings.relay_batch, now, &keep)
+            .await?;
+        // Only now committed: subscribers never see an event whose relay rolled back (it
+        // comes again with the next batch).
+        self.hub.publish(
+            &relayed
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        Ok(n)
     }
 
     /// When a claim made at `now` lapses: the attempt's timeout plus an exact margin (time to
@@ -379,8 +406,22 @@ impl Worker {
                 }
             }
         };
+        let tailer = self.clone();
+        let tail = async move {
+            let Some(nats) = &tailer.nats else {
+                return;
+            };
+            loop {
+                // Events published while the tail is down do not reach live subscribers; SSE
+                // clients resume them from the event log with `Last-Event-ID`.
+                if let Err(e) = nats.bus.tail(&tailer.hub).await {
+                    tracing::warn!(error = %e, "tailing JetStream for realtime subscribers failed");
+                }
+                tokio::time::sleep(tailer.settings.relay_interval).await;
+            }
+        };
         let delivery = self.clone().deliver_forever();
-        tokio::join!(relay, delivery, consume);
+        tokio::join!(relay, delivery, consume, tail);
     }
 
     /// The delivery loop: at most `delivery_batch` deliveries in flight on this node, each

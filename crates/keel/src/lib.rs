@@ -117,7 +117,12 @@ impl App {
             Arc::new(SystemClock),
             settings.webhooks.clone(),
         );
+        let realtime = Arc::new(keel_http::realtime::Realtime::new(settings.realtime));
         let worker = worker(settings, &store, webhooks.clone(), wake.clone()).await?;
+        let worker = keel_worker::Worker {
+            hub: realtime.hub.clone(),
+            ..worker
+        };
         let metrics = Arc::new(Metrics::default());
         let payments = payments_service_and_dependency(
             settings,
@@ -170,16 +175,9 @@ impl App {
             browser: browser_sessions(settings, &secrets::master_key(settings)?),
             gateway: gateway.clone(),
             cors: cors(settings),
+            realtime,
         });
-        let metrics_listener = match settings.metrics_listen {
-            Some(addr) => Some((
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (KEEL_METRICS_LISTEN)"))?,
-                keel_http::metrics_router(state.clone()),
-            )),
-            None => None,
-        };
+        let metrics_listener = metrics_listener(settings, &state).await?;
         let router = keel_http::router_with(state, settings.http, extra);
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -378,6 +376,22 @@ fn browser_sessions(
     }
 }
 
+/// The listener of `/metrics` alone, when `KEEL_METRICS_LISTEN` is set.
+async fn metrics_listener(
+    settings: &Settings,
+    state: &AppState,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, axum::Router)>> {
+    let Some(addr) = settings.metrics_listen else {
+        return Ok(None);
+    };
+    Ok(Some((
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (KEEL_METRICS_LISTEN)"))?,
+        keel_http::metrics_router(state.clone()),
+    )))
+}
+
 /// The edge's rate limits: in memory, or shared through Redis when configured.
 async fn edge_limits(
     settings: &Settings,
@@ -418,6 +432,8 @@ async fn worker(
         nats: nats(settings, store).await?,
         deliveries: Arc::new(tokio::sync::Notify::new()),
         congested: Arc::default(),
+        // Replaced by the node's own hub when it serves realtime subscribers.
+        hub: Arc::new(keel_kernel::hub::EventHub::new(1)),
         client: keel_worker::delivery::client(
             &settings.webhooks.ssrf,
             std::time::Duration::try_from(settings.webhooks.policy.timeout)

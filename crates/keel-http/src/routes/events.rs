@@ -46,7 +46,7 @@ impl From<RecordedEvent> for EventResponse {
 }
 
 /// `?type=` filter: an exact type, or a prefix ending in `.` or `.*` (`security.*`).
-struct TypeFilter(Option<String>);
+pub(crate) struct TypeFilter(pub(crate) Option<String>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TypeFilter {
     type Rejection = Problem;

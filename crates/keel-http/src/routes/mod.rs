@@ -14,6 +14,7 @@ pub mod payments;
 pub mod pricing;
 pub mod settings;
 pub mod store;
+pub mod streams;
 pub mod users;
 pub mod webhooks;
 

@@ -140,6 +140,7 @@ pub struct RawConfig {
     pub quotas: RawQuotas,
     pub limits: RawLimits,
     pub cors: RawCors,
+    pub realtime: RawRealtime,
     pub sqlite: RawSqlite,
     pub postgres: RawPostgres,
 }
@@ -618,12 +619,7 @@ impl Default for RawConfig {
             secret_key: None,
             nats_url: None,
             redis_url: None,
-            nats: RawNats {
-                stream: "KEEL_EVENTS".into(),
-                subject_prefix: "keel.events".into(),
-                duplicate_window_s: 120,
-                retry_schedule: "1s,5s,30s,300s,1800s".into(),
-            },
+            nats: RawNats::default(),
             webhooks: RawWebhooks {
                 retry_schedule: "5s,300s,1800s,7200s,18000s,36000s,36000s".into(),
                 jitter_ms: 1000,
@@ -648,6 +644,7 @@ impl Default for RawConfig {
             quotas: RawQuotas::default(),
             limits: RawLimits::default(),
             cors: RawCors::default(),
+            realtime: RawRealtime::default(),
             auth: RawAuth {
                 issuer: "keel".into(),
                 access_token_ttl_s: 900,
@@ -680,10 +677,27 @@ impl Default for RawConfig {
                 synchronous: "full".into(),
                 group_commit: true,
             },
-            postgres: RawPostgres {
-                pool_size: 10,
-                acquire_timeout_ms: 5_000,
-            },
+            postgres: RawPostgres::default(),
+        }
+    }
+}
+
+impl Default for RawNats {
+    fn default() -> Self {
+        Self {
+            stream: "KEEL_EVENTS".into(),
+            subject_prefix: "keel.events".into(),
+            duplicate_window_s: 120,
+            retry_schedule: "1s,5s,30s,300s,1800s".into(),
+        }
+    }
+}
+
+impl Default for RawPostgres {
+    fn default() -> Self {
+        Self {
+            pool_size: 10,
+            acquire_timeout_ms: 5_000,
         }
     }
 }
@@ -837,6 +851,9 @@ pub use settings::{
     redact_url,
 };
 
+mod describe;
 mod edge;
+mod realtime;
+pub use realtime::RawRealtime;
 #[cfg(test)]
 mod tests;

@@ -82,6 +82,7 @@ pub struct Settings {
     /// The master key as configured (base64url); `None` means "the embedded key file".
     pub secret_key: Option<SecretString>,
     pub auth: keel_identity::services::auth::AuthSettings,
+    pub realtime: keel_http::realtime::RealtimeSettings,
 }
 
 fn seconds(key: &str, v: u64) -> Result<time::Duration, ConfigError> {
@@ -100,6 +101,23 @@ fn cache_time(key: &str, ms: u64, max: i64, why: &str) -> Result<time::Duration,
         .filter(|ms| *ms <= max)
         .map(time::Duration::milliseconds)
         .ok_or_else(|| err(key, format!("at most {max} ({why})")))
+}
+
+/// The storefront read cache's `max-age` (at most a year) and byte budget (at most 1 GiB).
+fn store_cache(raw: &RawConfig) -> Result<(u64, usize), ConfigError> {
+    if raw.store_cache_max_age_s > 31_536_000 {
+        return Err(err(
+            "KEEL_STORE_CACHE_MAX_AGE_S",
+            "must be at most 31536000 (one year)",
+        ));
+    }
+    match usize::try_from(raw.store_cache_bytes) {
+        Ok(n) if n <= 1_073_741_824 => Ok((raw.store_cache_max_age_s, n)),
+        _ => Err(err(
+            "KEEL_STORE_CACHE_BYTES",
+            "must be at most 1073741824 (1 GiB)",
+        )),
+    }
 }
 
 fn orders_settings(raw: &RawConfig) -> Result<keel_orders::service::OrdersSettings, ConfigError> {
@@ -819,6 +837,7 @@ impl Settings {
         .map_err(|_| err("KEEL_WORKER_THREADS", "too large for this platform"))?;
         let auth = auth_settings(&raw.auth)?;
         let orders = orders_settings(&raw)?;
+        let (store_cache_max_age_s, store_cache_bytes) = store_cache(&raw)?;
         Ok(Self {
             listen,
             metrics_listen,
@@ -834,23 +853,8 @@ impl Settings {
                 "KEEL_MAINTENANCE_INTERVAL_S",
                 raw.maintenance_interval_s.saturating_mul(1_000),
             )?,
-            store_cache_max_age_s: if raw.store_cache_max_age_s > 31_536_000 {
-                return Err(err(
-                    "KEEL_STORE_CACHE_MAX_AGE_S",
-                    "must be at most 31536000 (one year)",
-                ));
-            } else {
-                raw.store_cache_max_age_s
-            },
-            store_cache_bytes: match usize::try_from(raw.store_cache_bytes) {
-                Ok(n) if n <= 1_073_741_824 => n,
-                _ => {
-                    return Err(err(
-                        "KEEL_STORE_CACHE_BYTES",
-                        "must be at most 1073741824 (1 GiB)",
-                    ));
-                }
-            },
+            store_cache_max_age_s,
+            store_cache_bytes,
             orders,
             idempotency_ttl: seconds("KEEL_IDEMPOTENCY_TTL_S", raw.idempotency_ttl_s)?,
             event_retention: seconds("KEEL_EVENT_RETENTION_S", raw.event_retention_s)?,
@@ -868,6 +872,7 @@ impl Settings {
             )?),
             nats: nats_settings(raw.nats_url, &raw.nats)?,
             worker: worker_settings(&raw.webhooks)?,
+            realtime: super::realtime::settings(&raw.realtime)?,
             secret_key: raw.secret_key,
             auth,
         })
@@ -876,29 +881,6 @@ impl Settings {
     /// Loads and validates from a file (optional) and an environment map.
     pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         Self::from_raw(load_raw(file, env)?)
-    }
-
-    /// The webhook settings as `keel config check` shows them.
-    fn webhooks_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "retry_schedule_ms": self.webhooks.policy.schedule.iter().map(|d| d.whole_milliseconds()).collect::<Vec<_>>(),
-            "jitter_ms": self.webhooks.policy.jitter.whole_milliseconds(),
-            "timeout_ms": self.webhooks.policy.timeout.whole_milliseconds(),
-            "disable_after_s": self.webhooks.policy.disable_after.whole_seconds(),
-            "max_in_flight": self.webhooks.policy.max_in_flight,
-            "secret_overlap_s": self.webhooks.rotation_overlap.whole_seconds(),
-            "allow_http": self.webhooks.ssrf.allow_http,
-            "allow_cidrs": self.webhooks.ssrf.allow_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "relay_interval_ms": self.worker.relay_interval.as_millis(),
-            "relay_batch": self.worker.relay_batch,
-            "delivery_interval_ms": self.worker.delivery_interval.as_millis(),
-            "delivery_batch": self.worker.delivery_batch,
-            "circuit_failures": self.webhooks.policy.circuit_failures,
-            "circuit_pause_ms": self.webhooks.policy.circuit_pause.whole_milliseconds(),
-        "shop_max_in_flight": self.webhooks.policy.shop_max_in_flight,
-            "retention_s": self.webhooks.retention.whole_seconds(),
-            "max_endpoints": self.webhooks.max_endpoints,
-        })
     }
 
     /// The effective configuration as shown by `keel config check`: secrets redacted.
@@ -971,30 +953,7 @@ impl Settings {
                 "max_age_s": self.cors_max_age_s,
             },
             "limits": self.limits_json(),
-        })
-    }
-
-    /// The edge's limits as `keel config check` shows them (Redis's URL never: it may hold a
-    /// password).
-    fn limits_json(&self) -> serde_json::Value {
-        let l = &self.limits;
-        let one = |x: keel_kernel::ratelimit::Limit| serde_json::json!({"interval_ms": x.interval_ms(), "burst": x.burst()});
-        serde_json::json!({
-            "enabled": l.enabled,
-            "memory_keys": l.memory_keys,
-            "redis": if self.redis_url.is_some() { "***" } else { "unset (in memory)" },
-            "redis_timeout_ms": self.redis_timeout.as_millis(),
-            "client": one(l.client),
-            "store_read": one(l.store_read),
-            "store_write": one(l.store_write),
-            "admin_read": one(l.admin_read),
-            "admin_write": one(l.admin_write),
-            "auth": one(l.auth),
-            "cart_create": one(l.cart_create),
-            "checkout": one(l.checkout),
-            "promotion_address": one(l.promotion_per_address),
-            "promotion_cart": one(l.promotion_per_cart),
-            "shop": one(l.shop),
+            "realtime": self.realtime_json(),
         })
     }
 }
