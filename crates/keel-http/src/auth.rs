@@ -306,6 +306,22 @@ pub async fn identify(state: &AppState, route: &str, headers: &header::HeaderMap
     }
 }
 
+/// Any admin caller (staff with MFA settled, or a secret key), whatever its permissions: for
+/// transports that check permissions per field (GraphQL).
+#[derive(Debug, Clone)]
+pub struct Admin(pub AdminPrincipal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        admin_principal(parts, state).await.map(Self)
+    }
+}
+
 /// An admin caller (staff or secret key) allowed `P::PERMISSION`; otherwise 403 `forbidden`
 /// (401 when not authenticated at all).
 #[derive(Debug, Clone)]

@@ -71,7 +71,7 @@ impl CorsSettings {
         }
     }
 
-    fn admin_allows(&self, origin: &str) -> bool {
+    pub fn admin_allows(&self, origin: &str) -> bool {
         self.admin_origins.iter().any(|o| o.as_str() == origin)
     }
 

@@ -191,6 +191,10 @@ pub(crate) fn is_write(method: &axum::http::Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Marks the answer to a POST that wrote nothing (a GraphQL query): the relay is not woken.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOnly;
+
 /// After a successful write, wakes the outbox relay: the events it committed leave at once
 /// instead of at the next poll.
 pub async fn wake_worker(
@@ -200,7 +204,7 @@ pub async fn wake_worker(
 ) -> Response {
     let write = is_write(req.method());
     let res = next.run(req).await;
-    if write && res.status().is_success() {
+    if write && res.status().is_success() && res.extensions().get::<ReadOnly>().is_none() {
         wake.notify_one();
     }
     res

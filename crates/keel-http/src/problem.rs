@@ -265,6 +265,16 @@ impl Problem {
     pub fn errors(&self) -> &[FieldError] {
         &self.0.errors
     }
+
+    /// The human explanation sent to the client.
+    pub fn detail(&self) -> &str {
+        &self.0.detail
+    }
+
+    /// The cause of a 5xx, for the log only (never sent).
+    pub fn internal_cause(&self) -> Option<&str> {
+        self.0.internal.as_deref()
+    }
 }
 
 /// `outer: inner: root`, for logs.

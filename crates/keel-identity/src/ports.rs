@@ -388,6 +388,13 @@ pub trait CustomerStore: Send + Sync + std::fmt::Debug {
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
     async fn get_customer(&self, tenant: TenantId, id: CustomerId) -> Result<Customer, StoreError>;
+    /// The tenant's customers among `ids`, in one statement whatever their number (another
+    /// tenant's ids find nothing); in no particular order.
+    async fn customers_by_ids(
+        &self,
+        tenant: TenantId,
+        ids: &[CustomerId],
+    ) -> Result<Vec<Customer>, StoreError>;
     async fn find_customer_by_email(
         &self,
         tenant: TenantId,

@@ -29,6 +29,14 @@ impl CustomerStore for PgStore {
         shared::get_customer(&mut self.pg(), tenant, id).await
     }
 
+    async fn customers_by_ids(
+        &self,
+        tenant: TenantId,
+        ids: &[CustomerId],
+    ) -> Result<Vec<Customer>, StoreError> {
+        shared::customers_by_ids(&mut self.pg(), tenant, ids).await
+    }
+
     async fn find_customer_by_email(
         &self,
         tenant: TenantId,

@@ -37,10 +37,25 @@ impl<'p> Pg<'p> {
     }
 }
 
+/// SQL statements sent by this process's PostgreSQL adapter (transaction control included),
+/// for `/metrics` and for counting statements per request (one process serves one database).
+static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Statements sent so far by this process (see [`STATEMENTS`]).
+pub fn statements_run() -> u64 {
+    STATEMENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a statement about to be sent.
+pub(crate) fn note() {
+    STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn bind<'q>(
     mut q: Query<'q, Postgres, PgArguments>,
     args: &'q [Arg<'q>],
 ) -> Query<'q, Postgres, PgArguments> {
+    note();
     for a in args {
         q = match *a {
             Arg::Uuid(v) => q.bind(v),

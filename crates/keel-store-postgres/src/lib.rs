@@ -49,6 +49,7 @@ mod webhooks;
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use exec::statements_run;
 use keel_kernel::{
     StoreError,
     health::{SchemaStatus, StoreHealth},

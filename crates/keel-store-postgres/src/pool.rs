@@ -187,6 +187,7 @@ impl Pool {
         conn.in_transaction = true;
         // READ COMMITTED whatever the server's default: the quota triggers (migration 21)
         // count after taking their lock and must see every write committed before it.
+        crate::exec::note();
         sqlx::raw_sql("BEGIN ISOLATION LEVEL READ COMMITTED")
             .execute(&mut *conn)
             .await?;
@@ -199,6 +200,11 @@ impl Pool {
         let stats = &self.inner.stats;
         let value = |c: &AtomicU64| c.load(Ordering::Relaxed);
         vec![
+            StoreCounter {
+                name: "keel_postgres_statements_total",
+                help: "SQL statements this node sent to PostgreSQL through its store, transaction control included.",
+                value: crate::exec::statements_run(),
+            },
             StoreCounter {
                 name: "keel_postgres_connections_opened_total",
                 help: "PostgreSQL connections this node opened.",
@@ -413,6 +419,7 @@ impl Tx {
     }
 
     async fn finish(&mut self, statement: &'static str) -> Result<(), sqlx::Error> {
+        crate::exec::note();
         match sqlx::raw_sql(statement).execute(&mut *self.conn).await {
             Ok(_) => {
                 self.conn.in_transaction = false;

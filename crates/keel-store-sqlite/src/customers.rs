@@ -33,6 +33,14 @@ impl CustomerStore for SqliteStore {
         self.read(|e| now(shared::get_customer(e, tenant, id)))
     }
 
+    async fn customers_by_ids(
+        &self,
+        tenant: TenantId,
+        ids: &[CustomerId],
+    ) -> Result<Vec<Customer>, StoreError> {
+        self.read(|e| now(shared::customers_by_ids(e, tenant, ids)))
+    }
+
     async fn find_customer_by_email(
         &self,
         tenant: TenantId,

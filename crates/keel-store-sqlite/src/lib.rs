@@ -35,6 +35,7 @@ mod writer;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+pub use db::statements_run;
 use keel_kernel::{
     StoreError,
     health::{SchemaStatus, StoreCounter, StoreHealth},

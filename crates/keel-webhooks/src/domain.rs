@@ -85,9 +85,17 @@ pub struct Endpoint {
     pub version: i64,
 }
 
+/// A webhook message given up (its retries spent, or the receiver gone): for the shop's
+/// realtime subscribers (`webhookDeliveryFailed`), never itself delivered to webhook
+/// endpoints, so that a failing endpoint's failures cannot feed it new messages.
+pub const MESSAGE_FAILED: &str = "webhook_message.failed";
+
 impl Endpoint {
     /// Whether the endpoint wants events of this type.
     pub fn wants(&self, event_type: &str) -> bool {
+        if event_type == MESSAGE_FAILED {
+            return false;
+        }
         self.event_types.is_empty()
             || self.event_types.iter().any(|t| match t.strip_suffix('*') {
                 Some(prefix) => event_type.starts_with(prefix),

@@ -284,6 +284,25 @@ impl Worker {
             );
             tracing::warn!(tenant_id = %m.tenant_id, endpoint_id = %e.id, reason, "webhook endpoint disabled");
         }
+        if decided.status == keel_webhooks::domain::MessageStatus::Failed
+            && e.channel == Channel::Webhook
+        {
+            events.push(
+                NewEvent::new(
+                    m.tenant_id,
+                    keel_webhooks::domain::MESSAGE_FAILED,
+                    &serde_json::json!({
+                        "message_id": m.id,
+                        "endpoint_id": e.id,
+                        "event_type": m.event_type,
+                        "attempts": m.attempts + 1,
+                        "status_code": status,
+                    }),
+                    now,
+                )
+                .map_err(keel_kernel::StoreError::other)?,
+            );
+        }
         if !decided.endpoint_ok && e.consecutive_failures + 1 == settings.policy.circuit_failures {
             tracing::warn!(tenant_id = %m.tenant_id, endpoint_id = %e.id, "webhook endpoint circuit opened");
         }

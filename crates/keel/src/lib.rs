@@ -178,7 +178,15 @@ impl App {
             realtime,
         });
         let metrics_listener = metrics_listener(settings, &state).await?;
-        let router = keel_http::router_with(state, settings.http, extra);
+        let graphql = Arc::new(keel_graphql::Graphql::new(
+            settings.graphql.0.clone(),
+            settings.graphql.1,
+        ));
+        let router = keel_http::router_with(
+            state,
+            settings.http,
+            extra.merge(keel_graphql::routes(graphql)),
+        );
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {} (KEEL_LISTEN)", settings.listen))?;

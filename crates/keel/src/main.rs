@@ -113,6 +113,12 @@ enum Command {
     /// Print the OpenAPI document a node serves at `/openapi.json` (default settings), e.g. to
     /// generate a client from it.
     Openapi,
+    /// Print a GraphQL schema's SDL (`admin`, as served at `/v1/admin/graphql/schema.graphql`,
+    /// or `store`), e.g. to generate a client from it.
+    GraphqlSchema {
+        #[arg(value_parser = ["admin", "store"])]
+        schema: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -457,6 +463,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Openapi => {
             println!("{}", keel_http::openapi_document().to_pretty_json()?);
+            Ok(())
+        }
+        Command::GraphqlSchema { schema } => {
+            if schema == "admin" {
+                print!("{}", keel_graphql::admin_sdl());
+            } else {
+                print!("{}", keel_graphql::store_sdl());
+            }
             Ok(())
         }
     }

@@ -41,6 +41,15 @@ impl Store {
         })
     }
 
+    /// SQL statements this process has sent to the database so far (transaction control
+    /// included): read before and after a request to count its statements.
+    pub fn statements_run(&self) -> u64 {
+        match self {
+            Self::Sqlite(_) => keel_store_sqlite::statements_run(),
+            Self::Postgres(_) => keel_store_postgres::statements_run(),
+        }
+    }
+
     pub fn is_sqlite(&self) -> bool {
         matches!(self, Self::Sqlite(_))
     }

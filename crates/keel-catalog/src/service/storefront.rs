@@ -92,6 +92,21 @@ impl CatalogService {
         Ok(Self::store_product(product, &available, currency, settings))
     }
 
+    /// Available units (on hand less reserved, over all locations) of each of `ids`, in one
+    /// read whatever their number; a variant without stock is absent.
+    pub async fn available(
+        &self,
+        tenant: TenantId,
+        ids: &[VariantId],
+    ) -> Result<HashMap<VariantId, i64>, CatalogError> {
+        Ok(self
+            .inventory
+            .available(tenant, ids)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     pub async fn storefront_settings(
         &self,
         tenant: TenantId,

@@ -8,7 +8,7 @@ use keel_kernel::{StoreError, TenantId, event::NewEvent};
 
 use crate::{
     args,
-    exec::Exec,
+    exec::{Exec, decode, pick},
     rows::identity::customer_from_row,
     store::{identity::insert_session, tenants::insert_events},
 };
@@ -56,6 +56,31 @@ pub async fn get_customer<E: Exec>(
         )
         .await?;
     customer_from_row(&row)
+}
+
+pub async fn customers_by_ids<E: Exec>(
+    e: &mut E,
+    tenant: TenantId,
+    ids: &[CustomerId],
+) -> Result<Vec<Customer>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<uuid::Uuid> = ids.iter().map(CustomerId::as_uuid).collect();
+    // A list of ids: an array on PostgreSQL, a JSON array of hex forms on SQLite.
+    let rows = e
+        .all(
+            pick::<E>(
+                concat!(customer_select!(), " WHERE tenant_id = $1 AND id = ANY($2)"),
+                concat!(
+                    customer_select!(),
+                    " WHERE tenant_id = $1 AND id IN (SELECT unhex(value) FROM json_each($2))"
+                ),
+            ),
+            args![tenant.as_uuid(), &ids],
+        )
+        .await?;
+    decode(&rows, customer_from_row)
 }
 
 pub async fn find_customer_by_email<E: Exec>(

@@ -61,4 +61,22 @@ impl Settings {
             "max_replay": r.max_replay,
         })
     }
+
+    /// GraphQL's exact limits (the persisted queries by count only).
+    pub(super) fn graphql_json(&self) -> serde_json::Value {
+        let (g, ws) = &self.graphql;
+        serde_json::json!({
+            "max_depth": g.max_depth,
+            "max_complexity": g.max_complexity,
+            "max_aliases": g.max_aliases,
+            "max_query_bytes": g.max_query_bytes,
+            "persisted_entries": g.persisted_entries,
+            "persisted_queries": g.persisted.len(),
+            "store_persisted_only": g.store_persisted_only,
+            "store_introspection": g.store_introspection,
+            "ping_ms": ws.ping.as_millis(),
+            "missed_pongs": ws.missed_pongs,
+            "presence_ttl_ms": ws.presence_ttl.as_millis(),
+        })
+    }
 }

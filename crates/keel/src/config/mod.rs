@@ -141,6 +141,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub cors: RawCors,
     pub realtime: RawRealtime,
+    pub graphql: RawGraphql,
     pub sqlite: RawSqlite,
     pub postgres: RawPostgres,
 }
@@ -645,6 +646,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             cors: RawCors::default(),
             realtime: RawRealtime::default(),
+            graphql: RawGraphql::default(),
             auth: RawAuth {
                 issuer: "keel".into(),
                 access_token_ttl_s: 900,
@@ -854,6 +856,6 @@ pub use settings::{
 mod describe;
 mod edge;
 mod realtime;
-pub use realtime::RawRealtime;
+pub use realtime::{RawGraphql, RawRealtime};
 #[cfg(test)]
 mod tests;

@@ -74,3 +74,133 @@ pub(super) fn settings(
         max_replay: size("KEEL_REALTIME__MAX_REPLAY", raw.max_replay, 1_000_000)?,
     })
 }
+
+/// GraphQL (`KEEL_GRAPHQL__*`, ADR 0040).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGraphql {
+    /// `KEEL_GRAPHQL__MAX_DEPTH`, default 12: levels of selection a query may nest.
+    pub max_depth: u64,
+    /// `KEEL_GRAPHQL__MAX_COMPLEXITY`, default 2000: a query's cost (each field 1, lists
+    /// their page size times their items, declared per field).
+    pub max_complexity: u64,
+    /// `KEEL_GRAPHQL__MAX_ALIASES`, default 30.
+    pub max_aliases: u64,
+    /// `KEEL_GRAPHQL__MAX_QUERY_BYTES`, default 16384: the query text's size.
+    pub max_query_bytes: u64,
+    /// `KEEL_GRAPHQL__PERSISTED_ENTRIES`, default 10000: automatic persisted queries a node
+    /// keeps (the oldest goes first); 0 turns them off.
+    pub persisted_entries: u64,
+    /// `KEEL_GRAPHQL__PERSISTED_QUERIES_FILE`, default unset: a JSON object of SHA-256 hex to
+    /// query text, the queries the operator ships (accepted by hash on both schemas).
+    pub persisted_queries_file: Option<String>,
+    /// `KEEL_GRAPHQL__STORE_PERSISTED_ONLY`, default false: the storefront schema accepts only
+    /// the shipped queries, by hash.
+    #[serde(deserialize_with = "super::bool_or_string")]
+    pub store_persisted_only: bool,
+    /// `KEEL_GRAPHQL__STORE_INTROSPECTION`, default false.
+    #[serde(deserialize_with = "super::bool_or_string")]
+    pub store_introspection: bool,
+    /// `KEEL_GRAPHQL__PING_MS`, default 15000: a WebSocket ping after this long.
+    pub ping_ms: u64,
+    /// `KEEL_GRAPHQL__MISSED_PONGS`, default 2: pings in a row without a pong that close it.
+    pub missed_pongs: u32,
+    /// `KEEL_GRAPHQL__PRESENCE_TTL_MS`, default 30000: a presence entry without a heartbeat
+    /// (`enterResource` again) is gone after this long.
+    pub presence_ttl_ms: u64,
+}
+
+impl Default for RawGraphql {
+    fn default() -> Self {
+        Self {
+            max_depth: 12,
+            max_complexity: 2000,
+            max_aliases: 30,
+            max_query_bytes: 16_384,
+            persisted_entries: 10_000,
+            persisted_queries_file: None,
+            store_persisted_only: false,
+            store_introspection: false,
+            ping_ms: 15_000,
+            missed_pongs: 2,
+            presence_ttl_ms: 30_000,
+        }
+    }
+}
+
+/// The operator's persisted queries: `{"<sha256 hex>": "<query>", …}`, each hash checked.
+fn persisted_queries(
+    path: Option<&str>,
+) -> Result<std::collections::HashMap<String, String>, ConfigError> {
+    const KEY: &str = "KEEL_GRAPHQL__PERSISTED_QUERIES_FILE";
+    let Some(path) = path.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(std::collections::HashMap::new());
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| err(KEY, format!("cannot read it: {e}")))?;
+    let queries: std::collections::HashMap<String, String> = serde_json::from_str(&text)
+        .map_err(|e| err(KEY, format!("not a JSON object of hash to query: {e}")))?;
+    for (hash, query) in &queries {
+        if !hash.eq_ignore_ascii_case(&keel_graphql::sha256_hex(query)) {
+            return Err(err(
+                KEY,
+                format!(
+                    "`{}` is not the SHA-256 of its query",
+                    hash.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+    }
+    Ok(queries)
+}
+
+pub(super) fn graphql(
+    raw: &RawGraphql,
+) -> Result<(keel_graphql::GraphqlSettings, keel_graphql::WsSettings), ConfigError> {
+    let ms = |key: &str, v: u64| -> Result<Duration, ConfigError> {
+        let v = positive(key, v)?;
+        if v > 3_600_000 {
+            return Err(err(key, "must be at most 3600000"));
+        }
+        Ok(Duration::from_millis(v))
+    };
+    if raw.missed_pongs == 0 || raw.missed_pongs > 100 {
+        return Err(err(
+            "KEEL_GRAPHQL__MISSED_PONGS",
+            "must be between 1 and 100",
+        ));
+    }
+    let persisted = persisted_queries(raw.persisted_queries_file.as_deref())?;
+    if raw.store_persisted_only && persisted.is_empty() {
+        return Err(err(
+            "KEEL_GRAPHQL__STORE_PERSISTED_ONLY",
+            "needs KEEL_GRAPHQL__PERSISTED_QUERIES_FILE with the storefront's queries",
+        ));
+    }
+    Ok((
+        keel_graphql::GraphqlSettings {
+            max_depth: size("KEEL_GRAPHQL__MAX_DEPTH", raw.max_depth, 1_000)?,
+            max_complexity: size(
+                "KEEL_GRAPHQL__MAX_COMPLEXITY",
+                raw.max_complexity,
+                10_000_000,
+            )?,
+            max_aliases: size("KEEL_GRAPHQL__MAX_ALIASES", raw.max_aliases, 10_000)?,
+            max_query_bytes: size(
+                "KEEL_GRAPHQL__MAX_QUERY_BYTES",
+                raw.max_query_bytes,
+                1_048_576,
+            )?,
+            persisted_entries: usize::try_from(raw.persisted_entries.min(10_000_000))
+                .map_err(|_| err("KEEL_GRAPHQL__PERSISTED_ENTRIES", "too large"))?,
+            store_persisted_only: raw.store_persisted_only,
+            store_introspection: raw.store_introspection,
+            persisted,
+        },
+        keel_graphql::WsSettings {
+            ping: ms("KEEL_GRAPHQL__PING_MS", raw.ping_ms)?,
+            missed_pongs: raw.missed_pongs,
+            presence_ttl: ms("KEEL_GRAPHQL__PRESENCE_TTL_MS", raw.presence_ttl_ms)?,
+        },
+    ))
+}

@@ -83,6 +83,7 @@ pub struct Settings {
     pub secret_key: Option<SecretString>,
     pub auth: keel_identity::services::auth::AuthSettings,
     pub realtime: keel_http::realtime::RealtimeSettings,
+    pub graphql: (keel_graphql::GraphqlSettings, keel_graphql::WsSettings),
 }
 
 fn seconds(key: &str, v: u64) -> Result<time::Duration, ConfigError> {
@@ -873,6 +874,7 @@ impl Settings {
             nats: nats_settings(raw.nats_url, &raw.nats)?,
             worker: worker_settings(&raw.webhooks)?,
             realtime: super::realtime::settings(&raw.realtime)?,
+            graphql: super::realtime::graphql(&raw.graphql)?,
             secret_key: raw.secret_key,
             auth,
         })
@@ -954,6 +956,7 @@ impl Settings {
             },
             "limits": self.limits_json(),
             "realtime": self.realtime_json(),
+            "graphql": self.graphql_json(),
         })
     }
 }

@@ -148,11 +148,12 @@ fn parse_lines(lines: &[LineQuantity], pointer: &str) -> Result<Vec<(LineId, i64
         .collect()
 }
 
-/// The idempotent skeleton of a staff POST on an order: key, fingerprint, once.
+/// The idempotent skeleton of a staff POST on an order: key, fingerprint, once. The key's
+/// scope is the staff member or secret key, whatever the transport (REST or GraphQL).
 async fn staff_once<F, Fut>(
     state: &AppState,
     auth: &crate::auth::AdminPrincipal,
-    headers: &HeaderMap,
+    key: String,
     path: String,
     body: &[u8],
     work: F,
@@ -161,7 +162,6 @@ where
     F: FnOnce(OrderReceipt) -> Fut + Send,
     Fut: Future<Output = Result<Order, Problem>> + Send,
 {
-    let key = idempotency::required_key(headers)?;
     let scope = match &auth.actor {
         crate::auth::AdminActor::Staff(s) => format!("usr:{}", s.user_id),
         crate::auth::AdminActor::Key(k) => format!("key:{}", k.key_id),
@@ -188,23 +188,29 @@ async fn fulfil(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let order = id;
+    let key = idempotency::required_key(&headers)?;
+    fulfil_once(&state, &auth.principal, key, id, if_match, &body).await
+}
+
+/// `POST /v1/admin/orders/{id}/fulfillments` for any transport: `body` is the REST body,
+/// `key` the `Idempotency-Key`; answers 201 and the order, or the stored answer of the key.
+pub async fn fulfil_once(
+    state: &AppState,
+    principal: &crate::auth::AdminPrincipal,
+    key: String,
+    order: OrderId,
+    if_match: Option<i64>,
+    body: &[u8],
+) -> Result<Response, Problem> {
     let path = format!("/v1/admin/orders/{order}/fulfillments");
-    let (orders, tenant, bytes) = (&state.orders, auth.principal.tenant_id, &body);
-    staff_once(
-        &state,
-        &auth.principal,
-        &headers,
-        path,
-        &body,
-        |receipt| async move {
-            let req: FulfilRequest = parse_json(bytes)?;
-            let lines = parse_lines(&req.lines, "/lines")?;
-            Ok(orders
-                .fulfil(tenant, order, &lines, if_match, Some(&receipt))
-                .await?)
-        },
-    )
+    let (orders, tenant) = (&state.orders, principal.tenant_id);
+    staff_once(state, principal, key, path, body, |receipt| async move {
+        let req: FulfilRequest = parse_json(body)?;
+        let lines = parse_lines(&req.lines, "/lines")?;
+        Ok(orders
+            .fulfil(tenant, order, &lines, if_match, Some(&receipt))
+            .await?)
+    })
     .await
 }
 
@@ -290,45 +296,50 @@ async fn refund(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let order = id;
+    let key = idempotency::required_key(&headers)?;
+    refund_once(&state, &auth.principal, key, id, if_match, &body).await
+}
+
+/// `POST /v1/admin/orders/{id}/refunds` for any transport (see [`fulfil_once`]).
+pub async fn refund_once(
+    state: &AppState,
+    principal: &crate::auth::AdminPrincipal,
+    key: String,
+    order: OrderId,
+    if_match: Option<i64>,
+    body: &[u8],
+) -> Result<Response, Problem> {
     let path = format!("/v1/admin/orders/{order}/refunds");
-    let (payments, tenant, bytes) = (&state.payments, auth.principal.tenant_id, &body);
-    staff_once(
-        &state,
-        &auth.principal,
-        &headers,
-        path,
-        &body,
-        |receipt| async move {
-            let req: RefundBody = parse_json(bytes)?;
-            let request = match (req.amount, &req.lines) {
-                (Some(a), None) => RefundRequest::Amount(a),
-                (None, Some(lines)) => RefundRequest::Lines(parse_lines(lines, "/lines")?),
-                _ => {
-                    return Err(Problem::invalid_field(
-                        "",
-                        "give exactly one of `amount` or `lines`",
-                    ));
-                }
-            };
-            if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+    let (payments, tenant) = (&state.payments, principal.tenant_id);
+    staff_once(state, principal, key, path, body, |receipt| async move {
+        let req: RefundBody = parse_json(body)?;
+        let request = match (req.amount, &req.lines) {
+            (Some(a), None) => RefundRequest::Amount(a),
+            (None, Some(lines)) => RefundRequest::Lines(parse_lines(lines, "/lines")?),
+            _ => {
                 return Err(Problem::invalid_field(
-                    "/reason",
-                    "must be at most 500 characters",
+                    "",
+                    "give exactly one of `amount` or `lines`",
                 ));
             }
-            Ok(payments
-                .refund(
-                    tenant,
-                    order,
-                    &request,
-                    req.reason.clone(),
-                    if_match,
-                    Some(&receipt),
-                )
-                .await?)
-        },
-    )
+        };
+        if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+            return Err(Problem::invalid_field(
+                "/reason",
+                "must be at most 500 characters",
+            ));
+        }
+        Ok(payments
+            .refund(
+                tenant,
+                order,
+                &request,
+                req.reason.clone(),
+                if_match,
+                Some(&receipt),
+            )
+            .await?)
+    })
     .await
 }
 
@@ -362,7 +373,7 @@ async fn record_payment(
     staff_once(
         &state,
         &auth.principal,
-        &headers,
+        idempotency::required_key(&headers)?,
         path,
         &body,
         |receipt| async move {

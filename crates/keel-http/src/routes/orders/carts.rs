@@ -342,13 +342,24 @@ async fn checkout(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let key = idempotency::required_key(&headers)?;
-    let cart = id;
+    checkout_once(&state, &shopper, key, id, &body).await
+}
+
+/// `POST /v1/store/carts/{id}/checkout` for any transport: `body` is the REST body (none,
+/// `null` or `{}`), `key` the `Idempotency-Key`, scoped to the shopper as over REST.
+pub async fn checkout_once(
+    state: &AppState,
+    shopper: &Shopper,
+    key: String,
+    cart: CartId,
+    body: &[u8],
+) -> Result<Response, Problem> {
     let path = format!("/v1/store/carts/{cart}/checkout");
-    let request = idempotency::Fingerprint::of("POST", &path, &body, b"");
+    let request = idempotency::Fingerprint::of("POST", &path, body, b"");
     let key = shopper.idempotency_key(key);
     let orders = &state.orders;
-    order_once(&state, key, request, |receipt| async move {
-        no_parameters(&body)?;
+    order_once(state, key, request, |receipt| async move {
+        no_parameters(body)?;
         Ok(orders
             .checkout(shopper.tenant_id, cart, &shopper.access, Some(&receipt))
             .await?)

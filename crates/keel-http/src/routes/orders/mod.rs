@@ -9,6 +9,9 @@
 mod admin;
 mod carts;
 
+pub use admin::{fulfil_once, refund_once};
+pub use carts::checkout_once;
+
 use axum::{
     Json,
     body::Bytes,

@@ -252,4 +252,13 @@ impl AuthService {
             .get_customer(p.tenant_id, p.customer_id)
             .await?)
     }
+
+    /// The shop's customers among `ids` (staff reads: a list's customers in one statement).
+    pub async fn customers_by_ids(
+        &self,
+        tenant: TenantId,
+        ids: &[CustomerId],
+    ) -> Result<Vec<Customer>, AuthError> {
+        Ok(self.customers.customers_by_ids(tenant, ids).await?)
+    }
 }

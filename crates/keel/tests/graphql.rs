@@ -1,0 +1,432 @@
+//! GraphQL over real HTTP, once per backend (ADR 0040): the admin and storefront schemas
+//! over the same services as REST, field-level security from one table for every role and
+//! key scope, no N+1 (statements counted), exact limits refused before anything runs, and
+//! tenant isolation through every query and node id.
+
+use keel_identity::domain::access::{Permission, Role};
+use keel_testkit::{
+    Backend, TestApp, backend_tests,
+    shop::{self, Shop, admin, created, json},
+    spawn_app_with,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn app(backend: Backend, configure: impl FnOnce(&mut keel::config::RawConfig)) -> TestApp {
+    spawn_app_with(backend, utoipa_axum::router::OpenApiRouter::new(), |raw| {
+        // Many orders per shopper and per address in these tests.
+        raw.unpaid_orders_per_customer = 1000;
+        raw.unpaid_orders_per_email = 1000;
+        raw.unpaid_orders_per_address = 1000;
+        configure(raw);
+    })
+    .await
+}
+
+/// A POST to the admin schema.
+async fn gql(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let res = app
+        .client
+        .post(app.url("/v1/admin/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(res.status(), 200);
+    res.json().await.expect("JSON")
+}
+
+/// A POST to the storefront schema with the shop's key and maybe a cart secret.
+async fn store_gql(app: &TestApp, s: &Shop, secret: Option<&str>, body: Value) -> Value {
+    let mut req = app
+        .client
+        .post(app.url("/v1/store/graphql"))
+        .header("keel-publishable-key", &s.pk)
+        .json(&body);
+    if let Some(secret) = secret {
+        req = req.header("keel-cart-secret", secret);
+    }
+    let res = req.send().await.expect("answer");
+    assert_eq!(res.status(), 200);
+    res.json().await.expect("JSON")
+}
+
+fn codes(answer: &Value) -> Vec<String> {
+    answer["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["extensions"]["code"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Places an order over REST for `s` (a tee), answers its id.
+async fn order(app: &TestApp, s: &Shop, key: &str) -> String {
+    let (cart, _) = shop::ready_cart(
+        app,
+        s,
+        "USD",
+        &[(&s.tee, 1)],
+        shop::ny(),
+        &s.us_shipping,
+        None,
+    )
+    .await;
+    let order = created(shop::checkout(app, s, &cart, key).await).await;
+    order["id"].as_str().expect("id").to_owned()
+}
+
+/// Signs a customer up at `s`; answers their access token.
+async fn customer(app: &TestApp, s: &Shop, email: &str) -> String {
+    let res = shop::store(
+        app,
+        s,
+        None,
+        Method::POST,
+        "/v1/store/customers",
+        Some(json!({"email": email, "password": "correct-horse-battery-staple-9"})),
+        None,
+    )
+    .await;
+    let body = created(res).await;
+    body["tokens"]["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+/// A signed-in customer's order over REST (a tee), answers its id.
+async fn customer_order(app: &TestApp, s: &Shop, token: &str, key: &str) -> String {
+    let call = |method: Method, path: String, body: Option<Value>, key: Option<&str>| {
+        let mut req = app
+            .client
+            .request(method, app.url(&path))
+            .header("keel-publishable-key", &s.pk)
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        async move {
+            let res = req.send().await.expect("answer");
+            let status = res.status();
+            let body: Value = res.json().await.expect("JSON");
+            assert!(status.is_success(), "{status} {body}");
+            body
+        }
+    };
+    let cart = call(
+        Method::POST,
+        "/v1/store/carts".into(),
+        Some(json!({"currency": "USD"})),
+        None,
+    )
+    .await;
+    let id = cart["cart"]["id"].as_str().expect("cart id").to_owned();
+    call(
+        Method::POST,
+        format!("/v1/store/carts/{id}/items"),
+        Some(json!({"variant_id": s.tee, "quantity": 1})),
+        None,
+    )
+    .await;
+    call(
+        Method::PUT,
+        format!("/v1/store/carts/{id}/shipping-address"),
+        Some(shop::ny()),
+        None,
+    )
+    .await;
+    call(
+        Method::PUT,
+        format!("/v1/store/carts/{id}/shipping-option"),
+        Some(json!({"shipping_option_id": s.us_shipping})),
+        None,
+    )
+    .await;
+    let order = call(
+        Method::POST,
+        format!("/v1/store/carts/{id}/checkout"),
+        None,
+        Some(key),
+    )
+    .await;
+    order["id"].as_str().expect("order id").to_owned()
+}
+
+/// Statements one admin GraphQL request costs, the least of three runs (the background
+/// loops sleep for an hour in these tests and reads do not wake them; the least discards a
+/// late relay of the setup's own writes).
+async fn statements(app: &TestApp, token: &str, query: &str, variables: Value) -> (u64, Value) {
+    let mut least = u64::MAX;
+    let mut answer = Value::Null;
+    for _ in 0..3 {
+        let before = app.store.statements_run();
+        answer = gql(app, token, query, variables.clone()).await;
+        least = least.min(app.store.statements_run() - before);
+    }
+    (least, answer)
+}
+
+fn quiet(raw: &mut keel::config::RawConfig) {
+    raw.webhooks.relay_interval_ms = 3_600_000;
+    raw.webhooks.delivery_interval_ms = 3_600_000;
+    raw.maintenance_interval_s = 3_600;
+}
+
+const ORDERS: &str = "query($n: Int) { orders(first: $n) { edges { cursor node { id number status email \
+    shippingAddress { city } customer { id email } lines { sku quantity unitPrice { amount currency } total { amount currency } } \
+    payments { amount { amount } status } totals { total { amount currency } } } } pageInfo { hasNextPage endCursor } } }";
+
+backend_tests! {
+    async fn admin_and_storefront_read_and_write_through_the_same_services(backend: Backend) {
+        let app = app(backend, |_| {}).await;
+        let s = shop::shop(&app, "gql-basic", 10).await;
+        let token = &s.owner.access_token;
+        let id = order(&app, &s, "gql-basic-1").await;
+        let paid = shop::pay(&app, &s, &shop::Cart { id: String::new(), secret: String::new() }, &id, "gql-pay").await;
+        assert_eq!(paid.status(), 201);
+
+        let a = gql(&app, token, ORDERS, json!({"n": 10})).await;
+        assert_eq!(a["errors"], Value::Null, "{a}");
+        let node = &a["data"]["orders"]["edges"][0]["node"];
+        assert_eq!(node["id"], id.as_str());
+        assert_eq!(node["status"], "paid");
+        assert_eq!(node["lines"][0]["unitPrice"], json!({"amount": 1999, "currency": "USD"}));
+        assert_eq!(node["payments"][0]["amount"]["amount"], node["totals"]["total"]["amount"]);
+        assert_eq!(node["shippingAddress"]["city"], "New York");
+
+        // A mutation, validated as REST: a stale version is refused with REST's code.
+        let p = gql(&app, token, "{ products(first: 1) { edges { node { id version title } } } }", json!({})).await;
+        let product = &p["data"]["products"]["edges"][0]["node"];
+        let m = gql(&app, token, "mutation($id: ID!, $v: Int) { updateProduct(id: $id, input: {title: \"Tee 2\"}, expectedVersion: $v) { title version } }",
+            json!({"id": product["id"], "v": product["version"]})).await;
+        assert_eq!(m["data"]["updateProduct"]["title"], "Tee 2", "{m}");
+        let stale = gql(&app, token, "mutation($id: ID!, $v: Int) { updateProduct(id: $id, input: {title: \"Tee 3\"}, expectedVersion: $v) { title } }",
+            json!({"id": product["id"], "v": product["version"]})).await;
+        assert_eq!(codes(&stale), ["precondition_failed"], "{stale}");
+
+        // The storefront: products in a currency, exact money.
+        let sp = store_gql(&app, &s, None, json!({"query": "{ products(currency: \"USD\", first: 5) { edges { node { title variants { sku price { amount currency } inStock } } } } }"})).await;
+        assert_eq!(sp["errors"], Value::Null, "{sp}");
+        let variants = &sp["data"]["products"]["edges"][0]["node"]["variants"];
+        assert_eq!(variants[0]["price"], json!({"amount": 1999, "currency": "USD"}));
+    }
+
+    async fn a_page_of_orders_costs_the_same_statements_for_10_and_for_100(backend: Backend) {
+        let app = app(backend, quiet).await;
+        let s = shop::shop(&app, "gql-n1", 200).await;
+        let (ann, bob) = (customer(&app, &s, "ann@n1.test").await, customer(&app, &s, "bob@n1.test").await);
+        for i in 0..100 {
+            let token = if i % 2 == 0 { &ann } else { &bob };
+            customer_order(&app, &s, token, &format!("n1-{i}")).await;
+        }
+        let token = &s.owner.access_token;
+        gql(&app, token, "{ __typename }", json!({})).await;
+        let (ten, a) = statements(&app, token, ORDERS, json!({"n": 10})).await;
+        let (hundred, b) = statements(&app, token, ORDERS, json!({"n": 100})).await;
+        assert_eq!(a["data"]["orders"]["edges"].as_array().map(Vec::len), Some(10), "{a}");
+        assert_eq!(b["data"]["orders"]["edges"].as_array().map(Vec::len), Some(100));
+        assert_eq!(b["data"]["orders"]["edges"][99]["node"]["customer"]["email"], "ann@n1.test");
+        assert_eq!(b["data"]["orders"]["edges"][0]["node"]["customer"]["email"], "bob@n1.test");
+        assert_eq!(ten, hundred, "statements per page do not grow with the page");
+        // Products with every variant's stock: a fixed number too.
+        let products = "query($n: Int) { products(first: $n) { edges { node { id variants { sku available } } } } }";
+        let (p1, _) = statements(&app, token, products, json!({"n": 1})).await;
+        let (p2, pb) = statements(&app, token, products, json!({"n": 2})).await;
+        assert_eq!(pb["data"]["products"]["edges"][0]["node"]["variants"][0]["available"], 100, "{pb}");
+        assert_eq!(p1, p2);
+    }
+
+    async fn limits_refuse_with_their_code_before_anything_runs(backend: Backend) {
+        let app = app(backend, |raw| {
+            quiet(raw);
+            raw.graphql.max_depth = 5;
+            raw.graphql.max_complexity = 300;
+            raw.graphql.max_aliases = 3;
+            raw.graphql.max_query_bytes = 600;
+        })
+        .await;
+        let (_, owner) = app.owner_with_tokens("gql-limits").await;
+        let token = &owner.access_token;
+        // What authenticating the caller alone costs: a refusal costs nothing more.
+        gql(&app, token, "{ __typename }", json!({})).await;
+        let (baseline, _) = statements(&app, token, "{ __typename }", json!({})).await;
+        let deep = "{ orders(first: 1) { edges { node { lines { unitPrice { amount } } } } } }";
+        let complex = "{ orders(first: 100) { edges { node { customer { id } lines { sku } } } } }";
+        let aliased = "{ a: __typename b: __typename c: __typename d: __typename }";
+        let large = format!("{{ __typename }} # {}", "x".repeat(600));
+        for (query, code) in [
+            (deep, "query_too_deep"),
+            (complex, "query_too_complex"),
+            (aliased, "too_many_aliases"),
+            (large.as_str(), "query_too_large"),
+        ] {
+            let (n, answer) = statements(&app, token, query, json!({})).await;
+            assert_eq!(codes(&answer), [code], "{answer}");
+            assert_eq!(answer["data"], Value::Null);
+            assert_eq!(n, baseline, "{code}: nothing runs");
+        }
+    }
+
+    async fn the_storefront_takes_only_shipped_queries_when_persisted_only(backend: Backend) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let query = "{ products(currency: \"USD\", first: 1) { edges { node { title } } } }";
+        let hash = keel_graphql::sha256_hex(query);
+        let file = dir.path().join("persisted.json");
+        std::fs::write(&file, json!({ &hash: query }).to_string()).expect("write");
+        let path = file.to_string_lossy().into_owned();
+        let app = app(backend, move |raw| {
+            raw.graphql.persisted_queries_file = Some(path);
+            raw.graphql.store_persisted_only = true;
+        })
+        .await;
+        let s = shop::shop(&app, "gql-pq", 1).await;
+        let text = store_gql(&app, &s, None, json!({"query": query})).await;
+        assert_eq!(codes(&text), ["persisted_query_required"], "{text}");
+        let unknown = store_gql(&app, &s, None, json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "00".repeat(32)}}})).await;
+        assert_eq!(codes(&unknown), ["PERSISTED_QUERY_NOT_FOUND"]);
+        let shipped = store_gql(&app, &s, None, json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}})).await;
+        assert_eq!(shipped["data"]["products"]["edges"][0]["node"]["title"], "Tee", "{shipped}");
+    }
+
+    async fn automatic_persisted_queries_register_by_hash_and_check_it(backend: Backend) {
+        let app = app(backend, |_| {}).await;
+        let s = shop::shop(&app, "gql-apq", 1).await;
+        let query = "{ products(currency: \"USD\", first: 1) { edges { node { handle } } } }";
+        let hash = keel_graphql::sha256_hex(query);
+        let by_hash = json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
+        assert_eq!(codes(&store_gql(&app, &s, None, by_hash.clone()).await), ["PERSISTED_QUERY_NOT_FOUND"]);
+        let wrong = store_gql(&app, &s, None, json!({"query": "{ __typename }", "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}})).await;
+        assert_eq!(codes(&wrong), ["persisted_query_mismatch"]);
+        let first = store_gql(&app, &s, None, json!({"query": query, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}})).await;
+        assert_eq!(first["data"]["products"]["edges"][0]["node"]["handle"], "tee");
+        let again = store_gql(&app, &s, None, by_hash).await;
+        assert_eq!(again, first, "the hash alone now runs the query");
+        let intro = store_gql(&app, &s, None, json!({"query": "{ __schema { types { name } } }"})).await;
+        assert_eq!(intro["data"]["__schema"], Value::Null, "introspection is off on the storefront: {intro}");
+    }
+
+    async fn every_guarded_field_follows_the_table_for_every_role_and_key_scope(backend: Backend) {
+        let app = app(backend, |_| {}).await;
+        let s = shop::shop(&app, "gql-matrix", 10).await;
+        let owner = &s.owner.access_token;
+        order(&app, &s, "matrix-1").await;
+        // One query touching every guarded read of the admin schema.
+        let query = "{ products(first: 1) { edges { node { id variants { available } } } } \
+            orders(first: 1) { edges { node { id email shippingAddress { city } customer { id } } } } \
+            events(first: 1) { edges { node { id } } } order(id: \"ord_00000000000000000000000000\") { id } \
+            product(id: \"prod_00000000000000000000000000\") { id } }";
+        let mut principals: Vec<(String, String, Vec<Permission>)> = Vec::new();
+        for role in Role::ALL {
+            let token = if role == Role::Owner {
+                owner.clone()
+            } else {
+                let (_, t) = app.member(&s.owner, &format!("{}@matrix.test", role.as_str()), role.as_str()).await;
+                t.access_token
+            };
+            principals.push((role.as_str().to_owned(), token, Permission::ALL.into_iter().filter(|p| role.can(*p)).collect()));
+        }
+        for scopes in [vec!["catalog:read"], vec!["orders:read"], vec!["orders:read", "customers:read"], vec!["audit:read"]] {
+            let key = json(admin(&app, owner, Method::POST, "/v1/admin/api-keys", Some(json!({"name": "matrix", "scopes": scopes})), None).await).await;
+            let secret = key["secret"].as_str().expect("secret").to_owned();
+            principals.push((format!("key {scopes:?}"), secret, scopes.iter().filter_map(|s| Permission::parse(s)).collect()));
+        }
+        for (who, token, can) in principals {
+            let a = gql(&app, &token, query, json!({})).await;
+            let forbidden: Vec<String> = a["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["extensions"]["code"] == "forbidden")
+                .map(|e| e["path"].as_array().expect("path").iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join("."))
+                .collect();
+            for (field, need) in keel_graphql::FIELDS {
+                let keel_graphql::Need::Permission(p) = need else { continue };
+                let path = match *field {
+                    "Query.products" => "products",
+                    "Query.orders" => "orders",
+                    "Query.events" => "events",
+                    "Query.order" => "order",
+                    "Query.product" => "product",
+                    "Variant.available" => "products.edges.node.variants.available",
+                    "Order.email" => "orders.edges.node.email",
+                    "Order.shippingAddress" => "orders.edges.node.shippingAddress",
+                    "Order.customer" => "orders.edges.node.customer",
+                    _ => continue,
+                };
+                // A field under a refused parent is not reached at all.
+                let parent_refused = forbidden.iter().any(|f| path.starts_with(f.as_str()) && f != path);
+                if parent_refused {
+                    continue;
+                }
+                let refused = forbidden.iter().any(|f| f == path);
+                assert_eq!(refused, !can.contains(p), "{who}: {field} (needs {p}): {a}");
+            }
+            if can.contains(&Permission::OrdersRead) {
+                assert!(a["data"]["orders"]["edges"][0]["node"]["id"].is_string(), "{who}: {a}");
+            } else {
+                assert_eq!(a["data"]["orders"], Value::Null, "{who}");
+            }
+        }
+    }
+
+    async fn another_shop_sees_nothing_through_any_query_or_node_id(backend: Backend) {
+        let app = app(backend, |_| {}).await;
+        let a = shop::shop(&app, "gql-iso-a", 10).await;
+        let b = shop::shop(&app, "gql-iso-b", 10).await;
+        let order_a = order(&app, &a, "iso-1").await;
+        let pa = json(app.get_as("/v1/admin/products?limit=1", &a.owner.access_token).await).await;
+        let product_a = pa["data"][0]["id"].as_str().expect("id").to_owned();
+        let token_b = &b.owner.access_token;
+        for (query, field) in [
+            (format!("{{ order(id: \"{order_a}\") {{ id }} }}"), "order"),
+            (format!("{{ product(id: \"{product_a}\") {{ id }} }}"), "product"),
+            (format!("{{ node(id: \"{order_a}\") {{ id }} }}"), "node"),
+            (format!("{{ node(id: \"{product_a}\") {{ id }} }}"), "node"),
+        ] {
+            let answer = gql(&app, token_b, &query, json!({})).await;
+            assert_eq!(answer["data"][field], Value::Null, "{answer}");
+            assert_eq!(answer["errors"], Value::Null, "as REST's 404: null, no hint: {answer}");
+        }
+        let orders = gql(&app, token_b, "{ orders(first: 100) { edges { node { id } } } }", json!({})).await;
+        assert!(!orders.to_string().contains(&order_a));
+        // B's storefront cannot read A's order either, even with A's shopper's secret.
+        let own = gql(&app, &a.owner.access_token, &format!("{{ node(id: \"{order_a}\") {{ id }} }}"), json!({})).await;
+        assert_eq!(own["data"]["node"]["id"], order_a.as_str());
+    }
+
+    async fn checkout_over_graphql_shares_the_idempotency_key_with_rest(backend: Backend) {
+        let app = app(backend, |_| {}).await;
+        let s = shop::shop(&app, "gql-idem", 10).await;
+        let (cart, _) = shop::ready_cart(&app, &s, "USD", &[(&s.tee, 2)], shop::ny(), &s.us_shipping, None).await;
+        let checkout = json!({"query": "mutation($c: ID!, $k: String!) { checkout(cartId: $c, idempotencyKey: $k) { id totals { total { amount currency } } } }",
+            "variables": {"c": cart.id, "k": "same-key"}});
+        let first = store_gql(&app, &s, Some(&cart.secret), checkout.clone()).await;
+        let id = first["data"]["checkout"]["id"].as_str().expect("order id").to_owned();
+        let again = store_gql(&app, &s, Some(&cart.secret), checkout).await;
+        assert_eq!(again["data"]["checkout"]["id"], id.as_str(), "a retry answers the same order");
+        let rest = shop::checkout(&app, &s, &cart, "same-key").await;
+        assert_eq!(rest.status(), 201);
+        assert_eq!(json(rest).await["id"], id.as_str(), "the same key over REST is the same checkout");
+        let total = &first["data"]["checkout"]["totals"]["total"];
+        assert_eq!(total["currency"], "USD");
+        assert!(total["amount"].is_i64(), "money is an integer of minor units: {total}");
+    }
+
+    async fn the_admin_sdl_is_served_as_checked_in(backend: Backend) {
+        let app = app(backend, |_| {}).await;
+        let (_, owner) = app.owner_with_tokens("gql-sdl").await;
+        let res = app.get_as("/v1/admin/graphql/schema.graphql", &owner.access_token).await;
+        assert_eq!(res.status(), 200);
+        let served = res.text().await.expect("text");
+        let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/graphql/admin.graphql")).expect("SDL");
+        assert_eq!(served, checked_in);
+    }
+}
