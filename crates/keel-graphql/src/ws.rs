@@ -68,7 +68,8 @@ pub enum Side {
 /// Close codes beside the protocol's own.
 pub mod close {
     pub const TOKEN_EXPIRED: u16 = 4401;
-    pub const REVOKED: u16 = 4403;
+    /// A refused `connection_init`, or a credential revoked while connected.
+    pub const FORBIDDEN: u16 = 4403;
     pub const NO_PONG: u16 = 4409;
     pub const TOO_MANY_CONNECTIONS: u16 = 4429;
 }
@@ -358,7 +359,7 @@ impl Control {
         let mut revocations: Option<keel_kernel::hub::Subscription> = None;
         // Until the credential is known: far away (a year).
         let mut expiry = std::pin::pin!(tokio::time::sleep(Duration::from_hours(8760)));
-        let mut authenticated = false;
+        let (mut told, mut authenticated) = (false, false);
         let closing = loop {
             tokio::select! {
                 msg = messages.next() => match msg {
@@ -367,12 +368,22 @@ impl Control {
                             return;
                         }
                     }
-                    Some(WsMessage::Close(code, reason)) => break Some(close_frame(code, &reason)),
+                    Some(WsMessage::Close(code, reason)) => {
+                        let asked = *self.close_rx.borrow();
+                        break Some(match asked {
+                            Some((code, reason)) => close_frame(code, reason),
+                            // The protocol's answer to a refused `connection_init` is
+                            // 4403 Forbidden (graphql-transport-ws), not a protocol error.
+                            None if !authenticated && code == 1002 => close_frame(close::FORBIDDEN, &reason),
+                            None => close_frame(code, &reason),
+                        });
+                    }
                     None => break Some(Message::Close(None)),
                 },
-                told = &mut self.told_rx, if !authenticated => {
-                    authenticated = true;
-                    if let Ok(a) = told {
+                answer = &mut self.told_rx, if !told => {
+                    told = true;
+                    if let Ok(a) = answer {
+                        authenticated = true;
                         if let Some(until) = a.until {
                             let left = Duration::try_from(until - OffsetDateTime::now_utc())
                                 .unwrap_or(Duration::ZERO);
@@ -386,7 +397,7 @@ impl Control {
                 },
                 revoked = next_revocation(revocations.as_mut()) => {
                     if revoked {
-                        break Some(close_frame(close::REVOKED, "session revoked"));
+                        break Some(close_frame(close::FORBIDDEN, "session revoked"));
                     }
                     revocations = None;
                 },
