@@ -32,7 +32,7 @@ backend_tests! {
             .expect("the gql client starts");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let mut next = async || -> Value {
-            let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+            let line = tokio::time::timeout(std::time::Duration::from_mins(1), lines.next_line())
                 .await
                 .expect("the client answers within the test's bound")
                 .expect("read")
