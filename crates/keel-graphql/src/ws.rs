@@ -28,7 +28,7 @@ use axum::{
 use futures_util::{SinkExt as _, StreamExt as _};
 use keel_http::{
     AppState,
-    auth::{Admin, AdminActor, Customer, Shopper},
+    auth::{Admin, Customer, Shopper},
     problem::{Problem, ProblemKind},
 };
 use keel_kernel::{TenantId, event::RecordedEvent, hub::Delivery};
@@ -81,25 +81,6 @@ struct Authenticated {
     until: Option<OffsetDateTime>,
     /// Which committed security events end the connection.
     revoked_by: keel_kernel::hub::Filter,
-}
-
-/// `exp` of a JWT access token (already verified by the authentication that accepted it).
-fn token_expiry(headers: &HeaderMap) -> Option<OffsetDateTime> {
-    use base64::Engine as _;
-    let token = keel_http::auth::bearer_token(headers)?;
-    let claims = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(claims)
-        .ok()?;
-    let exp = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["exp"].as_i64()?;
-    OffsetDateTime::from_unix_timestamp(exp).ok()
-}
-
-fn session_ended(e: &RecordedEvent, session: &str) -> bool {
-    matches!(
-        e.event_type.as_str(),
-        "security.logout" | "security.session_revoked" | "security.refresh_token_reused"
-    ) && e.payload["session_id"].as_str() == Some(session)
 }
 
 /// The upgrade's headers with the `connection_init` payload's credentials over them.
@@ -197,7 +178,7 @@ async fn init(
     told: oneshot::Sender<Authenticated>,
 ) -> async_graphql::Result<Data> {
     let headers = credentials(&upgrade, &payload);
-    let until = token_expiry(&headers);
+    let until = keel_http::realtime::token_expiry(&headers);
     let refused = |p: &Problem| async_graphql::Error::new(p.detail().to_owned());
     let mut data = Data::default();
     let (tenant, revoked_by): (TenantId, keel_kernel::hub::Filter) = match side {
@@ -206,25 +187,7 @@ async fn init(
                 .await
                 .map_err(|p| refused(&p))?;
             let tenant = principal.tenant_id;
-            let revoked_by: keel_kernel::hub::Filter = match &principal.actor {
-                AdminActor::Staff(s) => {
-                    let (session, user) = (s.session_id.to_string(), s.user_id.to_string());
-                    Box::new(move |e| {
-                        session_ended(e, &session)
-                            || (matches!(
-                                e.event_type.as_str(),
-                                "security.user_disabled" | "security.password_changed"
-                            ) && e.payload["user_id"].as_str() == Some(user.as_str()))
-                    })
-                }
-                AdminActor::Key(k) => {
-                    let key = k.key_id.to_string();
-                    Box::new(move |e| {
-                        e.event_type == "security.api_key_revoked"
-                            && e.payload["key_id"].as_str() == Some(key.as_str())
-                    })
-                }
-            };
+            let revoked_by = keel_http::realtime::revoked_admin(&principal);
             data.insert(access::AdminViewer(principal));
             (tenant, revoked_by)
         }
@@ -242,13 +205,16 @@ async fn init(
                 .await
                 .map_err(|p| refused(&p))?;
             let tenant = shopper.tenant_id;
-            let session = customer.map(|Customer(c)| c.session_id.to_string());
             data.insert(access::StoreViewer::new(&shopper));
             data.insert(shopper);
-            (
-                tenant,
-                Box::new(move |e| session.as_deref().is_some_and(|s| session_ended(e, s))),
-            )
+            let revoked_by = match customer {
+                Some(Customer(c)) => {
+                    keel_http::realtime::revoked_customer(c.session_id.to_string())
+                }
+                // A guest (cart secret) has no session to end.
+                None => Box::new(|_: &RecordedEvent| false),
+            };
+            (tenant, revoked_by)
         }
     };
     let place = state.realtime.admit(tenant).map_err(|p| {

@@ -136,6 +136,57 @@ impl Drop for Place {
     }
 }
 
+/// `exp` of the request's JWT access token (already verified by the authentication that
+/// accepted it): a realtime connection ends then. `None` for secret keys.
+pub fn token_expiry(headers: &HeaderMap) -> Option<OffsetDateTime> {
+    use base64::Engine as _;
+    let token = crate::auth::bearer_token(headers)?;
+    let claims = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .ok()?;
+    let exp = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["exp"].as_i64()?;
+    OffsetDateTime::from_unix_timestamp(exp).ok()
+}
+
+/// Whether a committed event ends the session `session` (logout, revocation, a reused refresh
+/// token's family).
+fn session_ended(e: &RecordedEvent, session: &str) -> bool {
+    matches!(
+        e.event_type.as_str(),
+        "security.logout" | "security.session_revoked" | "security.refresh_token_reused"
+    ) && e.payload["session_id"].as_str() == Some(session)
+}
+
+/// The committed security events that end an admin caller's realtime connections: its
+/// session's end, its user disabled or its password changed; a key's revocation.
+pub fn revoked_admin(principal: &crate::auth::AdminPrincipal) -> keel_kernel::hub::Filter {
+    match &principal.actor {
+        crate::auth::AdminActor::Staff(s) => {
+            let (session, user) = (s.session_id.to_string(), s.user_id.to_string());
+            Box::new(move |e| {
+                session_ended(e, &session)
+                    || (matches!(
+                        e.event_type.as_str(),
+                        "security.user_disabled" | "security.password_changed"
+                    ) && e.payload["user_id"].as_str() == Some(user.as_str()))
+            })
+        }
+        crate::auth::AdminActor::Key(k) => {
+            let key = k.key_id.to_string();
+            Box::new(move |e| {
+                e.event_type == "security.api_key_revoked"
+                    && e.payload["key_id"].as_str() == Some(key.as_str())
+            })
+        }
+    }
+}
+
+/// The committed security events that end a customer session's realtime connections.
+pub fn revoked_customer(session: String) -> keel_kernel::hub::Filter {
+    Box::new(move |e| session_ended(e, &session))
+}
+
 /// The `Last-Event-ID` a reconnecting client sends: an event id, or 400.
 pub fn last_event_id(headers: &HeaderMap) -> Result<Option<EventId>, Problem> {
     let Some(v) = headers.get("last-event-id") else {
@@ -169,6 +220,8 @@ pub struct StreamSpec {
     pub render: Render,
     /// When the stream must end: the credential's expiry.
     pub until: Option<OffsetDateTime>,
+    /// The credential's revocation, as committed security events.
+    pub revoked: Option<Subscription>,
 }
 
 impl std::fmt::Debug for StreamSpec {
@@ -274,19 +327,40 @@ impl State {
     /// The next live event, or the event that closes the stream.
     async fn live(&mut self) -> Option<Event> {
         loop {
-            let delivery = if let Some(until) = self.spec.until {
-                let left =
-                    Duration::try_from(until - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO);
-                let Ok(d) = tokio::time::timeout(left, self.spec.subscription.recv()).await else {
+            let until = self.spec.until;
+            let expiry = async move {
+                match until {
+                    Some(until) => {
+                        let left = Duration::try_from(until - OffsetDateTime::now_utc())
+                            .unwrap_or(Duration::ZERO);
+                        tokio::time::sleep(left).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let revocations = self.spec.revoked.as_mut();
+            let revoked = async move {
+                match revocations {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let delivery = tokio::select! {
+                d = self.spec.subscription.recv() => d,
+                () = expiry => {
                     self.phase = Phase::Done;
                     return Some(closing(
                         "credential_expired",
                         "The access token expired; reconnect with a fresh one.",
                     ));
-                };
-                d
-            } else {
-                self.spec.subscription.recv().await
+                }
+                _ = revoked => {
+                    self.phase = Phase::Done;
+                    return Some(closing(
+                        "credential_revoked",
+                        "The session or key was revoked.",
+                    ));
+                }
             };
             match delivery {
                 Some(Delivery::Event(e)) => {

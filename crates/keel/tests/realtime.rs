@@ -298,4 +298,78 @@ backend_tests! {
             assert_eq!(&got, want);
         }
     }
+
+    async fn a_stream_ends_when_its_token_expires_or_its_session_is_revoked(backend: Backend) {
+        let app = app(backend, |raw| raw.auth.access_token_ttl_s = 2).await;
+        let (_, owner) = app.owner_with_tokens("sse-expiry").await;
+        let opened = Instant::now();
+        let mut s = stream(&app, &owner.access_token, "?type=quiet.", None).await;
+        let (_, kind, data) = s.event().await.expect("a closing event");
+        assert_eq!(kind, "credential_expired", "{data}");
+        assert!(opened.elapsed() < Duration::from_secs(3), "at the token's exp");
+        assert_eq!(s.event().await, None);
+
+        let app = app_default(backend).await;
+        let (_, owner) = app.owner_with_tokens("sse-revoke").await;
+        let mut s = stream(&app, &owner.access_token, "?type=quiet.", None).await;
+        let res = app.post_json("/v1/auth/logout", &serde_json::json!({"refresh_token": owner.refresh_token})).await;
+        assert_eq!(res.status(), 204);
+        let (_, kind, _) = s.event().await.expect("a closing event");
+        assert_eq!(kind, "credential_revoked");
+        assert_eq!(s.event().await, None);
+    }
+}
+
+async fn app_default(backend: Backend) -> TestApp {
+    app(backend, |_| {}).await
+}
+
+/// Cluster mode: two nodes on one PostgreSQL database and one JetStream stream. An event
+/// committed through node A reaches a stream held by node B, through B's own tail of the bus.
+#[tokio::test]
+async fn events_committed_on_one_node_reach_subscribers_on_another_through_the_bus() {
+    let nats = keel_testdb::nats().await;
+    // A stream and subjects of this test's own: tests share one server.
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let (stream_name, prefix) = (format!("KEEL_TEST_{tag}"), format!("keel.test.{tag}"));
+    let bus = |raw: &mut keel::config::RawConfig| {
+        raw.webhooks.relay_interval_ms = 50;
+        raw.nats_url = Some(nats.url.clone().into());
+        raw.nats.stream.clone_from(&stream_name);
+        raw.nats.subject_prefix.clone_from(&prefix);
+    };
+    let a = spawn_app_with(
+        Backend::Postgres,
+        utoipa_axum::router::OpenApiRouter::new(),
+        bus,
+    )
+    .await;
+    let (url, secret) = (a.db.url(), a.settings.secret_key.clone());
+    let b = spawn_app_with(
+        Backend::Postgres,
+        utoipa_axum::router::OpenApiRouter::new(),
+        |raw| {
+            bus(raw);
+            raw.database_url = Some(url.into());
+            raw.secret_key = secret;
+        },
+    )
+    .await;
+    let (_, owner) = a.owner_with_tokens("sse-bus").await;
+    let token = &owner.access_token;
+    let mut on_b = stream(&b, token, "?type=product.", None).await;
+    products(&a, token, "bus", 3).await;
+    let got = read_ids(&mut on_b, 3).await;
+    assert_eq!(
+        got,
+        logged(&a, token).await,
+        "every event, once, in order, on the other node"
+    );
+    let bus = keel::event_bus(&a.settings)
+        .await
+        .expect("bus")
+        .expect("configured");
+    bus.delete_stream()
+        .await
+        .expect("the test's stream is removed");
 }

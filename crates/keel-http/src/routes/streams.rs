@@ -43,6 +43,11 @@ async fn admin_stream(
     let resume_after = realtime::last_event_id(&headers)?;
     let tenant = principal.tenant_id;
     let place = state.realtime.admit(tenant)?;
+    // Subscribed before anything is read: a revocation committed from now on ends the stream.
+    let revoked = state
+        .realtime
+        .hub
+        .subscribe(tenant, realtime::revoked_admin(&principal));
     let wanted = prefix.clone();
     let subscription = state.realtime.hub.subscribe(
         tenant,
@@ -72,7 +77,8 @@ async fn admin_stream(
             subscription,
             resume,
             render: realtime::full_event,
-            until: None,
+            until: realtime::token_expiry(&headers),
+            revoked: Some(revoked),
         },
         &state.realtime.settings,
     ))
@@ -119,6 +125,17 @@ async fn order_stream(
         .shopper_order(shopper.tenant_id, id, &shopper.access)
         .await?;
     let tenant: TenantId = shopper.tenant_id;
+    // A customer's stream ends with its session; a guest's (cart secret) never expires.
+    let revoked = match crate::auth::bearer_token(&headers) {
+        Some(token) => {
+            let customer = state.auth.authenticate_customer(token, tenant).await?;
+            Some(state.realtime.hub.subscribe(
+                tenant,
+                realtime::revoked_customer(customer.session_id.to_string()),
+            ))
+        }
+        None => None,
+    };
     let place = state.realtime.admit(tenant)?;
     let key = id.to_string();
     let subscription = state
@@ -150,7 +167,8 @@ async fn order_stream(
             subscription,
             resume,
             render: order_event,
-            until: None,
+            until: realtime::token_expiry(&headers),
+            revoked,
         },
         &state.realtime.settings,
     ))
