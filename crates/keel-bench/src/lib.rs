@@ -5,6 +5,7 @@
 //! iteration budget and an exact time limit (whichever ends first), and concurrency is capped.
 #![forbid(unsafe_code)]
 
+pub mod realtime;
 pub mod webhooks;
 
 use std::{
@@ -36,6 +37,8 @@ pub const MAX_ITERATIONS: u64 = 10_000_000;
 pub enum Scenario {
     /// One storefront read: the product list and a product page, alternately.
     Browse,
+    /// The same reads through the storefront GraphQL schema (`POST /v1/store/graphql`).
+    GraphqlBrowse,
     /// The whole shopper flow, from a new cart to a paid order.
     Checkout,
     /// `browses` browse iterations, then `checkouts` checkouts, repeated (exact counts).
@@ -491,6 +494,25 @@ impl Worker {
         }
     }
 
+    /// [`Self::browse`] through GraphQL: the same fields as REST's answers.
+    async fn graphql_browse(&mut self, n: u64) {
+        const FIELDS: &str = "id title handle description variants { id sku title price { amount currency } inStock }";
+        let body = if n.is_multiple_of(2) {
+            json!({"query": format!("{{ products(currency: \"USD\", first: 20) {{ edges {{ cursor node {{ {FIELDS} }} }} pageInfo {{ hasNextPage endCursor }} }} }}")})
+        } else {
+            let i = self.pick();
+            json!({"query": format!("query($h: String!) {{ product(idOrHandle: $h, currency: \"USD\") {{ {FIELDS} }} }}"),
+                   "variables": {"h": self.shop.handles[i]}})
+        };
+        let route = if n.is_multiple_of(2) {
+            "POST /v1/store/graphql products"
+        } else {
+            "POST /v1/store/graphql product"
+        };
+        self.call(route, Method::POST, "/v1/store/graphql", Some(body), &[])
+            .await;
+    }
+
     /// Three items, the address and the shipping option; answers whether all were accepted.
     async fn fill_cart(&mut self, id: &str, secret: &str) -> bool {
         let auth = [("keel-cart-secret", secret)];
@@ -822,6 +844,7 @@ pub async fn run(target: &Target, shop: Shop, opts: &LoadOptions) -> anyhow::Res
                 }
                 match scenario {
                     Scenario::Browse => worker.browse(n).await,
+                    Scenario::GraphqlBrowse => worker.graphql_browse(n).await,
                     Scenario::Checkout => {
                         worker.checkout().await;
                     }

@@ -24,6 +24,10 @@ use crate::{
     types::{Event, InventoryLevel, Order, Product, StockLocation, WebhookEndpoint},
 };
 
+/// The most ids or types one subscription filters on (the hub runs every filter of a shop
+/// for each of its events).
+const MAX_FILTER: usize = 100;
+
 /// What a list of `first` items costs: the page size (default 20) times one item.
 pub fn page_cost(first: Option<i32>, child: usize) -> usize {
     usize::try_from(first.unwrap_or(20).clamp(1, 100)).unwrap_or(100) * child
@@ -723,6 +727,12 @@ impl Subscription {
         types: Option<Vec<String>>,
     ) -> async_graphql::Result<impl Stream<Item = Event>> {
         let wanted = subscriptions::types(types.unwrap_or_default())?;
+        if wanted.len() > MAX_FILTER {
+            return Err(coded(
+                ProblemKind::BAD_REQUEST,
+                format!("At most {MAX_FILTER} `types`."),
+            ));
+        }
         subscriptions::admin(ctx, move |e| {
             e.event_type.starts_with("order.") && subscriptions::matches(&wanted, &e.event_type)
         })
@@ -735,12 +745,18 @@ impl Subscription {
         ctx: &Context<'_>,
         variant_ids: Vec<ID>,
     ) -> async_graphql::Result<impl Stream<Item = Event>> {
-        let ids: Vec<String> = variant_ids.into_iter().map(|i| i.0).collect();
+        if variant_ids.len() > MAX_FILTER {
+            return Err(coded(
+                ProblemKind::BAD_REQUEST,
+                format!("At most {MAX_FILTER} `variantIds`."),
+            ));
+        }
+        let ids: std::collections::HashSet<String> = variant_ids.into_iter().map(|i| i.0).collect();
         subscriptions::admin(ctx, move |e| {
             e.event_type.starts_with("inventory.")
                 && e.payload["variant_id"]
                     .as_str()
-                    .is_some_and(|v| ids.iter().any(|i| i == v))
+                    .is_some_and(|v| ids.contains(v))
         })
     }
 
@@ -777,6 +793,6 @@ impl Subscription {
         ctx: &Context<'_>,
         resource: ID,
     ) -> async_graphql::Result<impl Stream<Item = Vec<presence::Present>>> {
-        presence::watch(ctx, &resource)
+        presence::watch(ctx, &resource).await
     }
 }

@@ -78,7 +78,9 @@ pub struct Graphql {
     admin: AdminSchema,
     store: StoreSchema,
     settings: Arc<GraphqlSettings>,
-    persisted: limits::PersistedQueries,
+    /// Automatic persisted queries, one store per schema (a shop's entries its own).
+    persisted_admin: limits::PersistedQueries,
+    persisted_store: limits::PersistedQueries,
     presence: Arc<subscriptions::presence::Presence>,
     ws: WsSettings,
 }
@@ -98,8 +100,12 @@ impl Graphql {
         Self {
             admin: admin_schema(&settings),
             store: store_schema(&settings),
-            persisted: limits::PersistedQueries::new(&settings),
-            presence: Arc::new(subscriptions::presence::Presence::new(ws.presence_ttl)),
+            persisted_admin: limits::PersistedQueries::new(&settings),
+            persisted_store: limits::PersistedQueries::new(&settings),
+            presence: Arc::new(subscriptions::presence::Presence::new(
+                ws.presence_ttl,
+                ws.presence_rooms_per_shop,
+            )),
             settings,
             ws,
         }
@@ -162,7 +168,8 @@ async fn admin_post(
     Admin(principal): Admin,
     body: Bytes,
 ) -> Response {
-    let mut request = match limits::request(&body, &g.settings, &g.persisted, false) {
+    let owner = principal.tenant_id.to_string();
+    let mut request = match limits::request(&body, &g.settings, &g.persisted_admin, false, &owner) {
         Ok(r) => r,
         Err(e) => return refused(e),
     };
@@ -184,8 +191,9 @@ async fn store_post(
     let mut request = match limits::request(
         &body,
         &g.settings,
-        &g.persisted,
+        &g.persisted_store,
         g.settings.store_persisted_only,
+        &shopper.tenant_id.to_string(),
     ) {
         Ok(r) => r,
         Err(e) => return refused(e),
@@ -198,7 +206,8 @@ async fn store_post(
     answer(&g.store.execute(request).await, read_only)
 }
 
-async fn admin_schema_text() -> Response {
+/// The admin SDL, for admin callers (it is also in `docs/graphql/`).
+async fn admin_schema_text(Admin(_): Admin) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         admin_sdl(),
@@ -244,10 +253,15 @@ async fn store_get(
 /// payload): the same extractors as any route.
 async fn extract<T: FromRequestParts<AppState, Rejection = keel_http::problem::Problem>>(
     headers: axum::http::HeaderMap,
+    client: Option<axum::extract::ConnectInfo<std::net::SocketAddr>>,
     state: &AppState,
 ) -> Result<T, keel_http::problem::Problem> {
     let mut request = axum::http::Request::new(());
     *request.headers_mut() = headers;
+    // The client's address, for what is counted per address (unpaid orders).
+    if let Some(c) = client {
+        request.extensions_mut().insert(c);
+    }
     let (mut parts, ()) = request.into_parts();
     T::from_request_parts(&mut parts, state).await
 }

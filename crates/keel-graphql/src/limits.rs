@@ -40,7 +40,7 @@ impl Default for GraphqlSettings {
             max_complexity: 2000,
             max_aliases: 30,
             max_query_bytes: 16_384,
-            persisted_entries: 10_000,
+            persisted_entries: 1_000,
             store_persisted_only: false,
             store_introspection: false,
             persisted: HashMap::new(),
@@ -95,7 +95,9 @@ impl PersistedQueries {
         }
     }
 
-    fn get(&self, hash: &str, shipped_only: bool) -> Option<Arc<str>> {
+    /// The query of `hash`: the operator's, or (unless `shipped_only`) one `owner` sent
+    /// before. A shop's own queries are its own: another cannot learn what it sent.
+    fn get(&self, owner: &str, hash: &str, shipped_only: bool) -> Option<Arc<str>> {
         if let Some(q) = self.shipped.get(hash) {
             return Some(q.clone());
         }
@@ -103,13 +105,14 @@ impl PersistedQueries {
             return None;
         }
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        seen.0.get(hash).cloned()
+        seen.0.get(&format!("{owner}:{hash}")).cloned()
     }
 
-    fn remember(&self, hash: String, query: &str) {
-        if self.cap == 0 || self.shipped.contains_key(&hash) {
+    fn remember(&self, owner: &str, hash: &str, query: &str) {
+        if self.cap == 0 || self.shipped.contains_key(hash) {
             return;
         }
+        let hash = format!("{owner}:{hash}");
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if seen.0.contains_key(&hash) {
             return;
@@ -169,6 +172,7 @@ pub fn request(
     settings: &GraphqlSettings,
     store: &PersistedQueries,
     persisted_only: bool,
+    owner: &str,
 ) -> Result<async_graphql::Request, ServerError> {
     let body: Body = serde_json::from_slice(body).map_err(|e| {
         refusal(
@@ -201,7 +205,7 @@ pub fn request(
                     "`sha256Hash` is not the SHA-256 of `query`.",
                 ));
             }
-            store.remember(hash, &q);
+            store.remember(owner, &hash, &q);
             Arc::from(q)
         }
         (Some(q), None) => {
@@ -209,7 +213,7 @@ pub fn request(
             Arc::from(q)
         }
         (None, Some(p)) => store
-            .get(&p.sha256_hash.to_ascii_lowercase(), persisted_only)
+            .get(owner, &p.sha256_hash.to_ascii_lowercase(), persisted_only)
             .ok_or_else(|| refusal(code::PERSISTED_QUERY_NOT_FOUND, "PersistedQueryNotFound"))?,
         (None, None) => {
             return Err(refusal(code::BAD_REQUEST, "The request has no `query`."));
@@ -366,13 +370,17 @@ mod tests {
         };
         let store = PersistedQueries::new(&settings);
         for q in ["{a}", "{b}", "{c}"] {
-            store.remember(sha256_hex(q), q);
+            store.remember("shop", &sha256_hex(q), q);
         }
-        assert!(store.get(&sha256_hex("{a}"), false).is_none());
-        assert!(store.get(&sha256_hex("{b}"), false).is_some());
-        assert!(store.get(&sha256_hex("{c}"), false).is_some());
+        assert!(store.get("shop", &sha256_hex("{a}"), false).is_none());
+        assert!(store.get("shop", &sha256_hex("{b}"), false).is_some());
+        assert!(store.get("shop", &sha256_hex("{c}"), false).is_some());
         assert!(
-            store.get(&sha256_hex("{c}"), true).is_none(),
+            store.get("other", &sha256_hex("{c}"), false).is_none(),
+            "a shop's own"
+        );
+        assert!(
+            store.get("shop", &sha256_hex("{c}"), true).is_none(),
             "only shipped ones when persisted-only"
         );
     }

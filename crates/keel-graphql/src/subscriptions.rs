@@ -1,6 +1,6 @@
 //! Subscriptions: committed events from the node's hub, filtered per subscriber; a
 //! subscriber that falls the exact buffer behind is cut off and its WebSocket closed with
-//! 4408 (`slow consumer`) instead of being buffered without bound.
+//! 4410 (`slow consumer`) instead of being buffered without bound.
 
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use keel_kernel::{
 use crate::{access::AdminViewer, errors::coded, types::Event};
 
 /// The close code of a subscriber cut off at its buffer.
-pub const SLOW_CONSUMER: u16 = 4408;
+pub const SLOW_CONSUMER: u16 = crate::ws::close::SLOW_CONSUMER;
 
 /// One WebSocket connection's way to close itself from a subscription.
 #[derive(Debug, Clone)]
@@ -112,7 +112,7 @@ pub mod presence {
     use keel_kernel::TenantId;
     use tokio::sync::watch;
 
-    use crate::{access::AdminViewer, admin::parts, errors::coded};
+    use crate::{admin::parts, errors::coded};
 
     /// One staff member (or key) on a resource.
     #[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
@@ -135,9 +135,10 @@ pub mod presence {
     type Room = (HashMap<String, Entry>, watch::Sender<u64>);
 
     /// The node's presence: per resource, who and until when, and a channel its watchers
-    /// follow.
+    /// follow; at most an exact number of resources per shop.
     pub struct Presence {
         ttl: Duration,
+        rooms_per_shop: usize,
         rooms: Mutex<HashMap<Key, Room>>,
     }
 
@@ -145,31 +146,63 @@ pub mod presence {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("Presence")
                 .field("ttl", &self.ttl)
+                .field("rooms_per_shop", &self.rooms_per_shop)
                 .finish_non_exhaustive()
         }
     }
 
+    fn full() -> async_graphql::Error {
+        coded(
+            ProblemKind::RATE_LIMITED,
+            "The shop has presence on its limit of resources on this node.",
+        )
+    }
+
     impl Presence {
-        pub fn new(ttl: Duration) -> Self {
+        pub fn new(ttl: Duration, rooms_per_shop: usize) -> Self {
             Self {
                 ttl,
+                rooms_per_shop,
                 rooms: Mutex::new(HashMap::new()),
             }
         }
 
-        fn change(&self, key: &Key, f: impl FnOnce(&mut HashMap<String, Entry>) -> bool) {
-            let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-            let (room, tx) = rooms
+        /// The room of `key`, made if the shop has room for one more.
+        fn room<'r>(
+            &self,
+            rooms: &'r mut HashMap<Key, Room>,
+            key: &Key,
+        ) -> async_graphql::Result<&'r mut Room> {
+            if !rooms.contains_key(key) {
+                let now = Instant::now();
+                // Rooms nobody is in or watches go first.
+                rooms.retain(|_, (room, tx)| {
+                    room.retain(|_, e| e.until > now);
+                    !room.is_empty() || tx.receiver_count() > 0
+                });
+                let shop_rooms = rooms.keys().filter(|(t, _)| *t == key.0).count();
+                if shop_rooms >= self.rooms_per_shop {
+                    return Err(full());
+                }
+            }
+            Ok(rooms
                 .entry(key.clone())
-                .or_insert_with(|| (HashMap::new(), watch::channel(0).0));
+                .or_insert_with(|| (HashMap::new(), watch::channel(0).0)))
+        }
+
+        fn change(
+            &self,
+            key: &Key,
+            f: impl FnOnce(&mut HashMap<String, Entry>) -> bool,
+        ) -> async_graphql::Result<()> {
+            let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+            let (room, tx) = self.room(&mut rooms, key)?;
             let now = Instant::now();
             room.retain(|_, e| e.until > now);
             if f(room) {
                 tx.send_modify(|n| *n += 1);
             }
-            if room.is_empty() && tx.receiver_count() == 0 {
-                rooms.remove(key);
-            }
+            Ok(())
         }
 
         /// Who is on `key` now, and the instant the first of them expires.
@@ -185,31 +218,44 @@ pub mod presence {
             (live.into_iter().map(|e| e.present.clone()).collect(), next)
         }
 
-        fn follow(&self, key: &Key) -> watch::Receiver<u64> {
+        fn follow(&self, key: &Key) -> async_graphql::Result<watch::Receiver<u64>> {
             let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-            rooms
-                .entry(key.clone())
-                .or_insert_with(|| (HashMap::new(), watch::channel(0).0))
-                .1
-                .subscribe()
+            Ok(self.room(&mut rooms, key)?.1.subscribe())
         }
     }
 
-    fn resource(id: &ID) -> async_graphql::Result<String> {
-        let ok = (id.starts_with("prod_") || id.starts_with("ord_"))
-            && id.len() <= 64
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if ok {
-            Ok(id.0.clone())
+    /// A product or order of the caller's shop that the caller may read, as a room key.
+    async fn resource(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<Key> {
+        let well_formed =
+            id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let (state, viewer) = parts(ctx)?;
+        let tenant = viewer.0.tenant_id;
+        let exists =
+            if let (true, Ok(p)) = (well_formed, id.parse::<keel_catalog::domain::ProductId>()) {
+                state.catalog.get_product(tenant, p).await.is_ok()
+            } else if let (true, Ok(o)) = (well_formed, id.parse::<keel_orders::order::OrderId>()) {
+                if !crate::access::Field("Query.order").allows(ctx) {
+                    return Err(crate::errors::forbidden(
+                        "presence on orders (`orders:read`)",
+                    ));
+                }
+                state.orders.order_detail(tenant, o).await.is_ok()
+            } else {
+                return Err(coded(
+                    ProblemKind::BAD_REQUEST,
+                    "`resource` is a product or order id (`prod_…`, `ord_…`).",
+                ));
+            };
+        if exists {
+            Ok((tenant, id.0.clone()))
         } else {
-            Err(coded(
-                ProblemKind::BAD_REQUEST,
-                "`resource` is a product or order id (`prod_…`, `ord_…`).",
-            ))
+            Err(crate::errors::not_found())
         }
     }
 
-    async fn who(ctx: &Context<'_>) -> async_graphql::Result<(TenantId, String, String)> {
+    /// The caller: its id, and as a display name the part of a staff member's email before
+    /// `@` (a key shows its id).
+    async fn who(ctx: &Context<'_>) -> async_graphql::Result<(String, String)> {
         let (state, viewer) = parts(ctx)?;
         Ok(match &viewer.0.actor {
             AdminActor::Staff(s) => {
@@ -218,17 +264,11 @@ pub mod presence {
                     .me(s)
                     .await
                     .map_err(|e| crate::errors::from_problem(&e.into()))?;
-                (
-                    viewer.0.tenant_id,
-                    s.user_id.to_string(),
-                    user.email.as_str().to_owned(),
-                )
+                let email = user.email.as_str();
+                let name = email.split_once('@').map_or(email, |(local, _)| local);
+                (s.user_id.to_string(), name.to_owned())
             }
-            AdminActor::Key(k) => (
-                viewer.0.tenant_id,
-                k.key_id.to_string(),
-                k.key_id.to_string(),
-            ),
+            AdminActor::Key(k) => (k.key_id.to_string(), k.key_id.to_string()),
         })
     }
 
@@ -239,39 +279,37 @@ pub mod presence {
                 "`mode` is `viewing` or `editing`.",
             ));
         }
-        let key_resource = resource(id)?;
+        let key = resource(ctx, id).await?;
         let presence = ctx.data::<std::sync::Arc<Presence>>()?;
-        let (tenant, user, name) = who(ctx).await?;
+        let (user, name) = who(ctx).await?;
         let until = Instant::now() + presence.ttl;
         let present = Present {
             user_id: ID(user.clone()),
             display_name: name,
             mode: mode.to_owned(),
         };
-        presence.change(&(tenant, key_resource), |room| {
+        presence.change(&key, |room| {
             let changed = room.get(&user).is_none_or(|e| e.present != present);
             room.insert(user, Entry { present, until });
             changed
-        });
-        Ok(())
+        })
     }
 
     pub async fn leave(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<()> {
-        let key_resource = resource(id)?;
+        let key = resource(ctx, id).await?;
         let presence = ctx.data::<std::sync::Arc<Presence>>()?;
-        let (tenant, user, _) = who(ctx).await?;
-        presence.change(&(tenant, key_resource), |room| room.remove(&user).is_some());
-        Ok(())
+        let (user, _) = who(ctx).await?;
+        presence.change(&key, |room| room.remove(&user).is_some())
     }
 
     /// The list now, then again on every change and every expiry.
-    pub fn watch(
+    pub async fn watch(
         ctx: &Context<'_>,
         id: &ID,
     ) -> async_graphql::Result<impl Stream<Item = Vec<Present>> + use<>> {
-        let key = (ctx.data::<AdminViewer>()?.0.tenant_id, resource(id)?);
+        let key = resource(ctx, id).await?;
         let presence = ctx.data::<std::sync::Arc<Presence>>()?.clone();
-        let rx = presence.follow(&key);
+        let rx = presence.follow(&key)?;
         Ok(futures_util::stream::unfold(
             (presence, key, rx, None::<Vec<Present>>),
             |(presence, key, mut rx, last)| async move {

@@ -1,16 +1,22 @@
 //! GraphQL over WebSocket (`graphql-transport-ws`, and the legacy `graphql-ws`), with
-//! Keel's connection management (ADR 0040): the credential is checked at connect (the
-//! upgrade's headers, or the `connection_init` payload's `authorization`,
-//! `keel-publishable-key` and `keel-cart-secret`), a browser's `Origin` must be one the shop
-//! allows, each connection takes a place within the exact caps per node and per shop, the
-//! socket closes when the access token expires (4401) or its session, user or key is revoked
-//! (4403, at once, from the committed security event), a subscriber that falls the exact
-//! buffer behind closes it (4408), and a ping goes out at an exact interval: a connection
-//! that misses an exact number of pongs in a row is closed (4409).
+//! Keel's connection management (ADR 0040):
+//! - the credential is checked at connect (the upgrade's headers, or the `connection_init`
+//!   payload's `authorization`, `keel-publishable-key` and `keel-cart-secret`) within an exact
+//!   time (4408), a browser's `Origin` must be one the shop allows, and each connection takes
+//!   a place within the exact caps per node and per shop (storefront and staff apart, 4429);
+//! - only subscriptions run over the socket (queries and mutations go over HTTP, through the
+//!   edge's limits), each within the query size and the storefront's persisted-only switch,
+//!   at most an exact number at once per connection (4429; a bad message is 4400);
+//! - the socket closes when the access token expires (4401), when its session, user or key is
+//!   revoked (4403, at once, from the committed security event, and at the latest at the next
+//!   recheck of the credential), when a subscriber falls the exact buffer behind (4410), and
+//!   when the client misses an exact number of pings in a row (4411) or stops reading.
 
 use std::{
+    collections::HashSet,
+    net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU32, Ordering},
     },
     time::Duration,
@@ -21,7 +27,10 @@ use async_graphql::{
     http::{WebSocket as GqlWebSocket, WebSocketProtocols as Protocols, WsMessage},
 };
 use axum::{
-    extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+    extract::{
+        ConnectInfo,
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+    },
     http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts},
     response::{IntoResponse, Response},
 };
@@ -46,6 +55,14 @@ pub struct WsSettings {
     pub missed_pongs: u32,
     /// How long a presence entry lasts without a heartbeat.
     pub presence_ttl: Duration,
+    /// Resources one shop may have presence on at once on this node.
+    pub presence_rooms_per_shop: usize,
+    /// Subscriptions one connection runs at once.
+    pub max_operations: usize,
+    /// `connection_init` must come within this long.
+    pub init_timeout: Duration,
+    /// The largest message a client may send, in bytes (as HTTP bodies).
+    pub max_message_bytes: usize,
 }
 
 impl Default for WsSettings {
@@ -54,6 +71,10 @@ impl Default for WsSettings {
             ping: Duration::from_secs(15),
             missed_pongs: 2,
             presence_ttl: Duration::from_secs(30),
+            presence_rooms_per_shop: 1000,
+            max_operations: 50,
+            init_timeout: Duration::from_secs(10),
+            max_message_bytes: 1_048_576,
         }
     }
 }
@@ -65,13 +86,24 @@ pub enum Side {
     Store,
 }
 
-/// Close codes beside the protocol's own.
+/// Close codes: the protocol's (4400, 4401, 4403, 4408, 4429) and Keel's own.
 pub mod close {
+    pub const BAD_MESSAGE: u16 = 4400;
     pub const TOKEN_EXPIRED: u16 = 4401;
     /// A refused `connection_init`, or a credential revoked while connected.
     pub const FORBIDDEN: u16 = 4403;
-    pub const NO_PONG: u16 = 4409;
-    pub const TOO_MANY_CONNECTIONS: u16 = 4429;
+    pub const INIT_TIMEOUT: u16 = 4408;
+    /// Too many connections of the shop, or operations of the connection.
+    pub const TOO_MANY: u16 = 4429;
+    pub const SLOW_CONSUMER: u16 = 4410;
+    pub const NO_PONG: u16 = 4411;
+}
+
+/// What the upgrade request brings to the connection's authentication.
+#[derive(Clone)]
+struct Upgrade {
+    headers: HeaderMap,
+    client: Option<ConnectInfo<SocketAddr>>,
 }
 
 /// What the connection learned when its credential was checked.
@@ -81,6 +113,8 @@ struct Authenticated {
     until: Option<OffsetDateTime>,
     /// Which committed security events end the connection.
     revoked_by: keel_kernel::hub::Filter,
+    /// The credential authenticated again, every `KEEL_REALTIME__RECHECK_MS`.
+    recheck: keel_http::realtime::Recheck,
 }
 
 /// The upgrade's headers with the `connection_init` payload's credentials over them.
@@ -150,17 +184,21 @@ pub async fn upgrade(
                 .find_map(|p| p.trim().parse::<Protocols>().ok())
         })
         .unwrap_or(Protocols::GraphQLWS);
-    let headers = parts.headers;
+    let upgrade = Upgrade {
+        client: parts.extensions.get::<ConnectInfo<SocketAddr>>().copied(),
+        headers: parts.headers,
+    };
     up.protocols([protocol.sec_websocket_protocol()])
+        .max_message_size(g.ws.max_message_bytes)
         .on_upgrade(move |socket| async move {
             match side {
                 Side::Admin => {
                     let schema = g.admin.clone();
-                    serve(socket, schema, protocol, state, g, headers, side).await;
+                    serve(socket, schema, protocol, state, g, upgrade, side).await;
                 }
                 Side::Store => {
                     let schema = g.store.clone();
-                    serve(socket, schema, protocol, state, g, headers, side).await;
+                    serve(socket, schema, protocol, state, g, upgrade, side).await;
                 }
             }
         })
@@ -170,41 +208,43 @@ pub async fn upgrade(
 /// learned.
 async fn init(
     payload: serde_json::Value,
-    upgrade: HeaderMap,
+    upgrade: Upgrade,
     state: AppState,
     g: Arc<Graphql>,
     side: Side,
     closer: Closer,
     told: oneshot::Sender<Authenticated>,
 ) -> async_graphql::Result<Data> {
-    let headers = credentials(&upgrade, &payload);
+    let headers = credentials(&upgrade.headers, &payload);
     let until = keel_http::realtime::token_expiry(&headers);
     let refused = |p: &Problem| async_graphql::Error::new(p.detail().to_owned());
     let mut data = Data::default();
-    let (tenant, revoked_by): (TenantId, keel_kernel::hub::Filter) = match side {
+    let (tenant, revoked_by, recheck): (TenantId, keel_kernel::hub::Filter, _) = match side {
         Side::Admin => {
-            let Admin(principal) = crate::extract::<Admin>(headers, &state)
+            let Admin(principal) = crate::extract::<Admin>(headers.clone(), upgrade.client, &state)
                 .await
                 .map_err(|p| refused(&p))?;
             let tenant = principal.tenant_id;
             let revoked_by = keel_http::realtime::revoked_admin(&principal);
+            let recheck = keel_http::realtime::recheck_admin(&state, &headers, &principal);
             data.insert(access::AdminViewer(principal));
-            (tenant, revoked_by)
+            (tenant, revoked_by, recheck)
         }
         Side::Store => {
             let customer = if keel_http::auth::bearer_token(&headers).is_some() {
                 Some(
-                    crate::extract::<Customer>(headers.clone(), &state)
+                    crate::extract::<Customer>(headers.clone(), upgrade.client, &state)
                         .await
                         .map_err(|p| refused(&p))?,
                 )
             } else {
                 None
             };
-            let shopper = crate::extract::<Shopper>(headers, &state)
+            let shopper = crate::extract::<Shopper>(headers.clone(), upgrade.client, &state)
                 .await
                 .map_err(|p| refused(&p))?;
             let tenant = shopper.tenant_id;
+            let recheck = keel_http::realtime::recheck_shopper(&state, &headers, tenant);
             data.insert(access::StoreViewer::new(&shopper));
             data.insert(shopper);
             let revoked_by = match customer {
@@ -214,13 +254,16 @@ async fn init(
                 // A guest (cart secret) has no session to end.
                 None => Box::new(|_: &RecordedEvent| false),
             };
-            (tenant, revoked_by)
+            (tenant, revoked_by, recheck)
         }
     };
-    let place = state.realtime.admit(tenant).map_err(|p| {
-        closer.close(close::TOO_MANY_CONNECTIONS, "too many connections");
-        refused(&p)
-    })?;
+    let place = state
+        .realtime
+        .admit(tenant, side == Side::Store)
+        .map_err(|p| {
+            closer.close(close::TOO_MANY, "too many connections");
+            refused(&p)
+        })?;
     data.insert(place);
     // A connection lives long: its loaders batch but remember nothing between reads.
     let (customers, available) = (
@@ -238,6 +281,7 @@ async fn init(
         tenant,
         until,
         revoked_by,
+        recheck,
     });
     Ok(data)
 }
@@ -249,13 +293,95 @@ fn close_frame(code: u16, reason: &str) -> Message {
     }))
 }
 
+/// Screens each client message before the protocol runs it: a `subscribe` must be a
+/// subscription within the query size (on a persisted-only storefront, a shipped query by
+/// hash), and the connection may run at most an exact number at once. A violation closes the
+/// connection.
+struct Screen {
+    g: Arc<Graphql>,
+    side: Side,
+    active: Arc<Mutex<HashSet<String>>>,
+    closer: Closer,
+}
+
+impl Screen {
+    fn refuse(&self, code: u16, reason: &'static str) -> Option<Vec<u8>> {
+        self.closer.close(code, reason);
+        None
+    }
+
+    fn pass(&self, bytes: Vec<u8>) -> Option<Vec<u8>> {
+        let Ok(mut msg) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return self.refuse(close::BAD_MESSAGE, "not a protocol message");
+        };
+        match msg["type"].as_str() {
+            Some("subscribe" | "start") => {}
+            Some("complete" | "stop") => {
+                if let Some(id) = msg["id"].as_str() {
+                    self.active
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(id);
+                }
+                return Some(bytes);
+            }
+            _ => return Some(bytes),
+        }
+        let settings = &self.g.settings;
+        let persisted_only = self.side == Side::Store && settings.store_persisted_only;
+        let payload = &mut msg["payload"];
+        let hash = payload["extensions"]["persistedQuery"]["sha256Hash"]
+            .as_str()
+            .map(str::to_ascii_lowercase);
+        let query = match (payload["query"].as_str(), hash) {
+            (Some(_), _) if persisted_only => {
+                return self.refuse(close::BAD_MESSAGE, "persisted queries only");
+            }
+            (Some(q), _) => q.to_owned(),
+            // Over the socket, only the operator's shipped queries are known by hash.
+            (None, Some(h)) => match settings.persisted.get(&h) {
+                Some(q) => q.clone(),
+                None => return self.refuse(close::BAD_MESSAGE, "unknown persisted query"),
+            },
+            (None, None) => return self.refuse(close::BAD_MESSAGE, "no query"),
+        };
+        if query.len() > settings.max_query_bytes {
+            return self.refuse(close::BAD_MESSAGE, "query too large");
+        }
+        let subscription_only = async_graphql::parser::parse_query(&query).is_ok_and(|doc| {
+            doc.operations.iter().all(|(_, op)| {
+                op.node.ty == async_graphql::parser::types::OperationType::Subscription
+            })
+        });
+        if !subscription_only {
+            return self.refuse(
+                close::BAD_MESSAGE,
+                "only subscriptions over WebSocket; queries and mutations over HTTP POST",
+            );
+        }
+        let Some(id) = msg["id"].as_str().map(str::to_owned) else {
+            return self.refuse(close::BAD_MESSAGE, "no id");
+        };
+        {
+            let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+            if active.len() >= self.g.ws.max_operations {
+                drop(active);
+                return self.refuse(close::TOO_MANY, "too many operations");
+            }
+            active.insert(id);
+        }
+        msg["payload"]["query"] = serde_json::Value::String(query);
+        serde_json::to_vec(&msg).ok()
+    }
+}
+
 async fn serve<E: Executor>(
     socket: WebSocket,
     schema: E,
     protocol: Protocols,
     state: AppState,
     g: Arc<Graphql>,
-    upgrade: HeaderMap,
+    upgrade: Upgrade,
     side: Side,
 ) {
     let (sink, stream) = socket.split();
@@ -263,12 +389,19 @@ async fn serve<E: Executor>(
     let closer = Closer(Arc::new(close_tx));
     let missed = Arc::new(AtomicU32::new(0));
     let seen_pong = missed.clone();
+    let active = Arc::new(Mutex::new(HashSet::new()));
+    let screen = Screen {
+        g: g.clone(),
+        side,
+        active: active.clone(),
+        closer: closer.clone(),
+    };
     let input = stream
         .take_while(|m| std::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
         .filter_map(move |m| {
             let out = match m {
-                Ok(Message::Text(t)) => Some(t.as_bytes().to_vec()),
-                Ok(Message::Binary(b)) => Some(b.to_vec()),
+                Ok(Message::Text(t)) => screen.pass(t.as_bytes().to_vec()),
+                Ok(Message::Binary(b)) => screen.pass(b.to_vec()),
                 Ok(Message::Pong(_)) => {
                     seen_pong.store(0, Ordering::Relaxed);
                     None
@@ -280,6 +413,7 @@ async fn serve<E: Executor>(
     let (told_tx, told_rx) = oneshot::channel();
     let hub = state.realtime.hub.clone();
     let settings = g.ws;
+    let recheck_every = state.realtime.settings.recheck;
     let init_closer = closer;
     let on_init = move |payload| {
         init(
@@ -296,24 +430,58 @@ async fn serve<E: Executor>(
     let control = Control {
         hub,
         settings,
+        recheck_every,
         missed,
+        active,
         close_rx,
         told_rx,
     };
     control.run(sink, messages).await;
 }
 
-/// What the connection watches beside the protocol: pongs, the credential's expiry and
-/// revocation, and closes asked for by its subscriptions.
+/// What the connection watches beside the protocol: the time to authenticate, pongs, the
+/// credential's expiry, revocation and recheck, and closes asked for by its subscriptions.
 struct Control {
     hub: Arc<keel_kernel::hub::EventHub>,
     settings: WsSettings,
+    recheck_every: Duration,
     missed: Arc<AtomicU32>,
+    active: Arc<Mutex<HashSet<String>>>,
     close_rx: watch::Receiver<Option<(u16, &'static str)>>,
     told_rx: oneshot::Receiver<Authenticated>,
 }
 
+/// A year: "not yet" for timers that a later event sets.
+const NOT_YET: Duration = Duration::from_hours(8760);
+
 impl Control {
+    /// Sends within the ping interval; a client that stops reading is dropped.
+    async fn send(
+        &self,
+        sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+        msg: Message,
+    ) -> bool {
+        matches!(
+            tokio::time::timeout(self.settings.ping, sink.send(msg)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// A protocol message from the server: an ended operation frees its place.
+    fn note_sent(&self, text: &str) {
+        if !(text.contains("\"complete\"") || text.contains("\"error\"")) {
+            return;
+        }
+        if let Ok(msg) = serde_json::from_str::<serde_json::Value>(text)
+            && let Some(id) = msg["id"].as_str()
+        {
+            self.active
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(id);
+        }
+    }
+
     async fn run(
         mut self,
         mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
@@ -323,14 +491,17 @@ impl Control {
         let every = self.settings.ping;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut revocations: Option<keel_kernel::hub::Subscription> = None;
-        // Until the credential is known: far away (a year).
-        let mut expiry = std::pin::pin!(tokio::time::sleep(Duration::from_hours(8760)));
+        let mut recheck: Option<keel_http::realtime::Recheck> = None;
+        let mut expiry = std::pin::pin!(tokio::time::sleep(NOT_YET));
+        let mut init_due = std::pin::pin!(tokio::time::sleep(self.settings.init_timeout));
+        let mut recheck_due = std::pin::pin!(tokio::time::sleep(NOT_YET));
         let (mut told, mut authenticated) = (false, false);
         let closing = loop {
             tokio::select! {
                 msg = messages.next() => match msg {
                     Some(WsMessage::Text(t)) => {
-                        if sink.send(Message::Text(t.into())).await.is_err() {
+                        self.note_sent(&t);
+                        if !self.send(&mut sink, Message::Text(t.into())).await {
                             return;
                         }
                     }
@@ -356,10 +527,23 @@ impl Control {
                             expiry.as_mut().reset(tokio::time::Instant::now() + left);
                         }
                         revocations = Some(self.hub.subscribe(a.tenant, a.revoked_by));
+                        recheck = Some(a.recheck);
+                        recheck_due.as_mut().reset(tokio::time::Instant::now() + self.recheck_every);
                     }
+                },
+                () = &mut init_due, if !told => {
+                    break Some(close_frame(close::INIT_TIMEOUT, "connection initialisation timeout"));
                 },
                 () = &mut expiry => {
                     break Some(close_frame(close::TOKEN_EXPIRED, "access token expired"));
+                },
+                () = &mut recheck_due => {
+                    recheck_due.as_mut().reset(tokio::time::Instant::now() + self.recheck_every);
+                    if let Some(check) = &recheck
+                        && !check().await
+                    {
+                        break Some(close_frame(close::FORBIDDEN, "credential no longer accepted"));
+                    }
                 },
                 revoked = next_revocation(revocations.as_mut()) => {
                     if revoked {
@@ -380,14 +564,14 @@ impl Control {
                     if self.missed.fetch_add(1, Ordering::Relaxed) >= self.settings.missed_pongs {
                         break Some(close_frame(close::NO_PONG, "no pong"));
                     }
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    if !self.send(&mut sink, Message::Ping(Vec::new().into())).await {
                         return;
                     }
                 },
             }
         };
         if let Some(frame) = closing {
-            let _ = sink.send(frame).await;
+            let _ = self.send(&mut sink, frame).await;
         }
     }
 }

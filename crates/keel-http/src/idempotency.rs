@@ -41,13 +41,19 @@ pub fn required_key(headers: &HeaderMap) -> Result<String, Problem> {
         )
     })?;
     let key = value.to_str().unwrap_or_default();
+    check_key(key)?;
+    Ok(key.to_owned())
+}
+
+/// An idempotency key as any transport takes it: 1 to 255 visible ASCII characters.
+pub fn check_key(key: &str) -> Result<(), Problem> {
     if key.is_empty() || key.len() > KEY_MAX_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Problem::new(
             ProblemKind::BAD_REQUEST,
             "`Idempotency-Key` must be 1 to 255 visible ASCII characters.",
         ));
     }
-    Ok(key.to_owned())
+    Ok(())
 }
 
 /// The fingerprint of a request: method, path, whether it had a body, and the body's canonical

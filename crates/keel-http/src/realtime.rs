@@ -47,6 +47,64 @@ pub struct RealtimeSettings {
     pub max_connections_per_shop: usize,
     /// Events one resume replays at most; the stream then ends and the client resumes again.
     pub max_replay: usize,
+    /// How often a connection's credential is authenticated again (a backstop for
+    /// revocations a node did not see, and for keys' rotation overlaps ending).
+    pub recheck: Duration,
+}
+
+/// Authenticates a connection's credential again: `false` ends the connection (the
+/// credential is refused, or names other permissions than at connect).
+pub type Recheck = Box<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// The recheck of an admin connection: the same headers must still authenticate as the same
+/// principal (tenant, actor, role or scopes).
+pub fn recheck_admin(
+    state: &crate::AppState,
+    headers: &HeaderMap,
+    principal: &crate::auth::AdminPrincipal,
+) -> Recheck {
+    let (state, headers, principal) = (state.clone(), headers.clone(), principal.clone());
+    Box::new(move || {
+        let (state, headers, principal) = (state.clone(), headers.clone(), principal.clone());
+        Box::pin(async move {
+            crate::auth::admin_for_gateway(&state, &headers)
+                .await
+                .is_ok_and(|now| now == principal)
+        })
+    })
+}
+
+/// The recheck of a storefront connection: its publishable key, and its customer token when
+/// it has one, still authenticate for the shop.
+pub fn recheck_shopper(state: &crate::AppState, headers: &HeaderMap, tenant: TenantId) -> Recheck {
+    let (state, headers) = (state.clone(), headers.clone());
+    Box::new(move || {
+        let (state, headers) = (state.clone(), headers.clone());
+        Box::pin(async move {
+            let Some(pk) = headers
+                .get(crate::auth::PUBLISHABLE_KEY)
+                .and_then(|v| v.to_str().ok())
+            else {
+                return false;
+            };
+            if state
+                .keys
+                .authenticate_publishable(pk)
+                .await
+                .map_or(true, |t| t != tenant)
+            {
+                return false;
+            }
+            match crate::auth::bearer_token(&headers) {
+                Some(token) => state
+                    .auth
+                    .authenticate_customer(token, tenant)
+                    .await
+                    .is_ok(),
+                None => true,
+            }
+        })
+    })
 }
 
 /// This node's realtime side: the hub and the connections it holds.
@@ -60,7 +118,8 @@ pub struct Realtime {
 #[derive(Debug, Default)]
 struct Open {
     total: usize,
-    per_shop: HashMap<TenantId, usize>,
+    /// Per shop and side (storefront or staff): shoppers cannot crowd out the staff.
+    per_shop: HashMap<(TenantId, bool), usize>,
 }
 
 impl Realtime {
@@ -80,9 +139,10 @@ impl Realtime {
             .total
     }
 
-    /// Takes a place for one of `tenant`'s connections, within both caps: 503 `overloaded`
-    /// when the node is full, 429 `too_many_connections` when the shop is.
-    pub fn admit(self: &Arc<Self>, tenant: TenantId) -> Result<Place, Problem> {
+    /// Takes a place for one of `tenant`'s connections (`storefront` or staff), within both
+    /// caps: 503 `overloaded` when the node is full, 429 `too_many_connections` when the
+    /// shop's side is (storefront and staff connections are counted apart).
+    pub fn admit(self: &Arc<Self>, tenant: TenantId, storefront: bool) -> Result<Place, Problem> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.total >= self.settings.max_connections {
             return Err(Problem::new(
@@ -93,7 +153,7 @@ impl Realtime {
                 ),
             ));
         }
-        let shop = open.per_shop.entry(tenant).or_default();
+        let shop = open.per_shop.entry((tenant, storefront)).or_default();
         if *shop >= self.settings.max_connections_per_shop {
             return Err(Problem::new(
                 ProblemKind::TOO_MANY_CONNECTIONS,
@@ -107,7 +167,7 @@ impl Realtime {
         open.total += 1;
         Ok(Place {
             realtime: self.clone(),
-            tenant,
+            key: (tenant, storefront),
         })
     }
 }
@@ -116,7 +176,7 @@ impl Realtime {
 #[derive(Debug)]
 pub struct Place {
     realtime: Arc<Realtime>,
-    tenant: TenantId,
+    key: (TenantId, bool),
 }
 
 impl Drop for Place {
@@ -127,10 +187,10 @@ impl Drop for Place {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.per_shop.get_mut(&self.tenant) {
+        if let Some(n) = open.per_shop.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                open.per_shop.remove(&self.tenant);
+                open.per_shop.remove(&self.key);
             }
         }
     }
@@ -168,15 +228,21 @@ pub fn revoked_admin(principal: &crate::auth::AdminPrincipal) -> keel_kernel::hu
                 session_ended(e, &session)
                     || (matches!(
                         e.event_type.as_str(),
-                        "security.user_disabled" | "security.password_changed"
+                        "security.user_disabled"
+                            | "security.password_changed"
+                            | "security.password_reset"
+                            // Permissions are taken at connect: a new role reconnects.
+                            | "security.role_changed"
                     ) && e.payload["user_id"].as_str() == Some(user.as_str()))
             })
         }
         crate::auth::AdminActor::Key(k) => {
             let key = k.key_id.to_string();
             Box::new(move |e| {
-                e.event_type == "security.api_key_revoked"
-                    && e.payload["key_id"].as_str() == Some(key.as_str())
+                matches!(
+                    e.event_type.as_str(),
+                    "security.api_key_revoked" | "security.api_key_rotated"
+                ) && e.payload["key_id"].as_str() == Some(key.as_str())
             })
         }
     }
@@ -222,6 +288,8 @@ pub struct StreamSpec {
     pub until: Option<OffsetDateTime>,
     /// The credential's revocation, as committed security events.
     pub revoked: Option<Subscription>,
+    /// The credential authenticated again every `recheck` interval.
+    pub recheck: Option<Recheck>,
 }
 
 impl std::fmt::Debug for StreamSpec {
@@ -249,6 +317,8 @@ struct State {
     replayed: HashSet<EventId>,
     queue: std::collections::VecDeque<Event>,
     max_replay: usize,
+    recheck_every: Duration,
+    next_recheck: tokio::time::Instant,
 }
 
 fn sse_event(e: &RecordedEvent, render: Render) -> Event {
@@ -345,8 +415,32 @@ impl State {
                     None => std::future::pending().await,
                 }
             };
+            let due = self.next_recheck;
+            let rechecks = self.spec.recheck.is_some();
+            let recheck_due = async move {
+                if rechecks {
+                    tokio::time::sleep_until(due).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             let delivery = tokio::select! {
                 d = self.spec.subscription.recv() => d,
+                () = recheck_due => {
+                    self.next_recheck = tokio::time::Instant::now() + self.recheck_every;
+                    let valid = match &self.spec.recheck {
+                        Some(check) => check().await,
+                        None => true,
+                    };
+                    if valid {
+                        continue;
+                    }
+                    self.phase = Phase::Done;
+                    return Some(closing(
+                        "credential_revoked",
+                        "The credential is no longer accepted as it was at connect.",
+                    ));
+                }
                 () = expiry => {
                     self.phase = Phase::Done;
                     return Some(closing(
@@ -387,7 +481,7 @@ impl State {
 
 fn events(
     spec: StreamSpec,
-    max_replay: usize,
+    settings: &RealtimeSettings,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let phase = match &spec.resume {
         Some((after, _)) => Phase::Replay {
@@ -401,7 +495,9 @@ fn events(
         phase,
         replayed: HashSet::new(),
         queue: std::collections::VecDeque::new(),
-        max_replay,
+        max_replay: settings.max_replay,
+        recheck_every: settings.recheck,
+        next_recheck: tokio::time::Instant::now() + settings.recheck,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         let event = state.next().await?;
@@ -411,7 +507,7 @@ fn events(
 
 /// The `text/event-stream` answer for `spec`, with heartbeats after the exact silence.
 pub fn respond(spec: StreamSpec, settings: &RealtimeSettings) -> Response {
-    let mut res = Sse::new(events(spec, settings.max_replay))
+    let mut res = Sse::new(events(spec, settings))
         .keep_alive(
             KeepAlive::new()
                 .interval(settings.heartbeat)

@@ -146,6 +146,12 @@ enum BenchScenario {
     /// receiver the bench runs, `--iterations` events in each shop (the server must allow
     /// loopback endpoints).
     Webhooks,
+    /// `browse` through the storefront GraphQL schema (the same reads and fields).
+    GraphqlBrowse,
+    /// Committed events fanned out to `--subscribers` SSE streams of one node:
+    /// deliveries per second, commit-to-delivery latency, memory per idle connection
+    /// (`--server-pid`); `--iterations` events in product batches of 100.
+    Realtime,
 }
 
 #[derive(Debug, clap::Args)]
@@ -182,6 +188,9 @@ struct BenchArgs {
     /// `KEEL_WEBHOOKS__MAX_ENDPOINTS` endpoints).
     #[arg(long, default_value_t = 1)]
     shops: u32,
+    /// Event streams of the `realtime` scenario.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: u32,
     /// The server's process id: its peak RSS (VmHWM) is reported after the run.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -523,6 +532,43 @@ async fn bench_shops(
     Ok(shops)
 }
 
+/// A bench report as one JSON object (`--json`) or its table.
+fn print_report(json: bool, report: &impl serde::Serialize, table: &str) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_value(report)?);
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+/// The scenarios that measure events leaving a node: webhook deliveries, realtime streams.
+async fn events_bench(
+    target: &keel_bench::Target,
+    shops: &[(String, keel_bench::Shop)],
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let duration = std::time::Duration::from_secs(args.duration_s);
+    if matches!(args.scenario, BenchScenario::Realtime) {
+        let (_, shop) = shops.first().context("one shop was set up")?;
+        let report = keel_bench::realtime::run(
+            target,
+            &shop.staff_token,
+            args.subscribers,
+            args.iterations,
+            duration,
+            args.server_pid,
+        )
+        .await?;
+        return print_report(args.json, &report, &report.table());
+    }
+    let tokens: Vec<&str> = shops.iter().map(|(_, s)| s.staff_token.as_str()).collect();
+    let report =
+        keel_bench::webhooks::run(target, &tokens, args.endpoints, args.iterations, duration)
+            .await?;
+    print_report(args.json, &report, &report.table())
+}
+
 async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     let target = keel_bench::Target::new(&args.url, args.concurrency)?;
     let shops = match args.scenario {
@@ -535,27 +581,14 @@ async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     let mut shops = bench_shops(settings, &target, &args, shops).await?;
     let scenario = match args.scenario {
         BenchScenario::Browse => keel_bench::Scenario::Browse,
+        BenchScenario::GraphqlBrowse => keel_bench::Scenario::GraphqlBrowse,
         BenchScenario::Checkout => keel_bench::Scenario::Checkout,
         BenchScenario::Mixed => keel_bench::Scenario::Mixed {
             browses: args.browses,
             checkouts: args.checkouts,
         },
-        BenchScenario::Webhooks => {
-            let tokens: Vec<&str> = shops.iter().map(|(_, s)| s.staff_token.as_str()).collect();
-            let report = keel_bench::webhooks::run(
-                &target,
-                &tokens,
-                args.endpoints,
-                args.iterations,
-                std::time::Duration::from_secs(args.duration_s),
-            )
-            .await?;
-            if args.json {
-                println!("{}", serde_json::to_value(&report)?);
-            } else {
-                print!("{}", report.table());
-            }
-            return Ok(());
+        BenchScenario::Realtime | BenchScenario::Webhooks => {
+            return events_bench(&target, &shops, &args).await;
         }
     };
     let (slug, shop) = shops.pop().context("one shop was set up")?;

@@ -429,4 +429,39 @@ backend_tests! {
         let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/graphql/admin.graphql")).expect("SDL");
         assert_eq!(served, checked_in);
     }
+
+    async fn refusals_of_the_review_hold_over_http(backend: Backend) {
+        let app = app(backend, |_| {}).await;
+        let a = shop::shop(&app, "gql-rev-a", 1).await;
+        let b = shop::shop(&app, "gql-rev-b", 1).await;
+        // The SDL is for admin callers.
+        let res = app.get("/v1/admin/graphql/schema.graphql").await;
+        assert_eq!(res.status(), 401);
+        // A shop's persisted query is its own: another shop cannot run it by hash (nor learn
+        // that it was sent).
+        let query = "{ products(currency: \"USD\", first: 1) { edges { node { handle } } } }";
+        let hash = keel_graphql::sha256_hex(query);
+        let first = store_gql(&app, &a, None, json!({"query": query, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}})).await;
+        assert_eq!(first["data"]["products"]["edges"][0]["node"]["handle"], "tee");
+        let other = store_gql(&app, &b, None, json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}})).await;
+        assert_eq!(codes(&other), ["PERSISTED_QUERY_NOT_FOUND"]);
+        // An idempotency key as REST takes it: 1 to 255 visible characters.
+        let (cart, _) = shop::ready_cart(&app, &a, "USD", &[(&a.tee, 1)], shop::ny(), &a.us_shipping, None).await;
+        for bad in [String::new(), "k".repeat(256)] {
+            let answer = store_gql(&app, &a, Some(&cart.secret), json!({"query": "mutation($c: ID!, $k: String!) { checkout(cartId: $c, idempotencyKey: $k) { id } }",
+                "variables": {"c": cart.id, "k": bad}})).await;
+            assert_eq!(codes(&answer), ["bad_request"], "{answer}");
+        }
+        // Presence only on the shop's own, existing resources; orders need `orders:read`.
+        let token = &a.owner.access_token;
+        let enter = "mutation($r: ID!) { enterResource(resource: $r) }";
+        let pb = json(app.get_as("/v1/admin/products?limit=1", &b.owner.access_token).await).await;
+        let theirs = pb["data"][0]["id"].as_str().expect("id").to_owned();
+        let answer = gql(&app, token, enter, json!({"r": theirs})).await;
+        assert_eq!(codes(&answer), ["not_found"], "{answer}");
+        let key = json(admin(&app, token, Method::POST, "/v1/admin/api-keys", Some(json!({"name": "cat", "scopes": ["catalog:read"]})), None).await).await;
+        let order = order(&app, &a, "rev-1").await;
+        let answer = gql(&app, key["secret"].as_str().expect("secret"), enter, json!({"r": order})).await;
+        assert_eq!(codes(&answer), ["forbidden"], "{answer}");
+    }
 }

@@ -279,7 +279,7 @@ backend_tests! {
         }
         let names: Vec<&str> = both.as_array().expect("list").iter().filter_map(|p| p["displayName"].as_str()).collect();
         assert_eq!(names.len(), 2, "{both}");
-        assert!(names.contains(&"ann@presence.test"));
+        assert!(names.contains(&"ann"), "the part of the email before @: {both}");
         // Ann stops; the owner keeps its heartbeat: Ann is gone after the exact time.
         loop {
             enter(s.owner.access_token.clone(), "editing").await;
@@ -292,5 +292,86 @@ backend_tests! {
         let gone = before_ann.elapsed();
         assert!(gone >= Duration::from_millis(1500), "not before the exact time: {gone:?}");
         assert!(gone < Duration::from_secs(3), "at the exact time, not much later: {gone:?}");
+    }
+
+    async fn only_subscriptions_run_over_the_socket_within_an_exact_count(backend: Backend) {
+        let app = app(backend, |raw| {
+            raw.graphql.max_operations_per_connection = 2;
+            raw.graphql.init_timeout_ms = 500;
+        })
+        .await;
+        let (_, owner) = app.owner_with_tokens("ws-ops").await;
+        // A query over the socket (it would escape the edge's limits): closed, 4400.
+        let mut ws = admin_socket(&app, &owner.access_token).await;
+        send_subscribe(&mut ws, "q", "{ orders(first: 100) { edges { node { id } } } }", json!({})).await;
+        assert_eq!(closed(&mut ws).await, Some(4400));
+        // Two subscriptions at once, then a third: closed, 4429.
+        let mut ws = admin_socket(&app, &owner.access_token).await;
+        subscribe(&mut ws, "1", ORDER_EVENTS, json!({})).await;
+        subscribe(&mut ws, "2", ORDER_EVENTS, json!({})).await;
+        send_subscribe(&mut ws, "3", ORDER_EVENTS, json!({})).await;
+        assert_eq!(closed(&mut ws).await, Some(4429));
+        // A finished subscription frees its place.
+        let mut ws = admin_socket(&app, &owner.access_token).await;
+        subscribe(&mut ws, "1", ORDER_EVENTS, json!({})).await;
+        subscribe(&mut ws, "2", ORDER_EVENTS, json!({})).await;
+        ws.send(Message::Text(json!({"id": "1", "type": "complete"}).to_string().into())).await.expect("send");
+        subscribe(&mut ws, "3", ORDER_EVENTS, json!({})).await;
+        // A socket that never says who it is: closed after the exact time, 4408.
+        let mut silent = open(&app, "/v1/admin/graphql", &[]).await.expect("upgrade");
+        let opened = Instant::now();
+        assert_eq!(closed(&mut silent).await, Some(4408));
+        assert!(opened.elapsed() >= Duration::from_millis(500));
+    }
+
+    async fn a_new_role_closes_the_members_sockets(backend: Backend) {
+        let app = app(backend, |_| {}).await;
+        let s = shop::shop(&app, "ws-role", 1).await;
+        let (id, staff) = app.member(&s.owner, "demoted@ws.test", "staff").await;
+        let mut ws = admin_socket(&app, &staff.access_token).await;
+        subscribe(&mut ws, "1", ORDER_EVENTS, json!({})).await;
+        let res = shop::admin(&app, &s.owner.access_token, reqwest::Method::PATCH, &format!("/v1/admin/users/{id}"), Some(json!({"role": "viewer"})), None).await;
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+        assert_eq!(closed(&mut ws).await, Some(4403));
+    }
+
+    async fn a_persisted_only_storefront_takes_no_query_text_over_the_socket(backend: Backend) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let query = "subscription($o: ID!) { orderStatus(orderId: $o) { type } }";
+        let file = dir.path().join("persisted.json");
+        std::fs::write(&file, json!({ keel_graphql::sha256_hex(query): query }).to_string()).expect("write");
+        let path = file.to_string_lossy().into_owned();
+        let app = app(backend, move |raw| {
+            raw.graphql.persisted_queries_file = Some(path);
+            raw.graphql.store_persisted_only = true;
+        })
+        .await;
+        let s = shop::shop(&app, "ws-pq", 5).await;
+        let (cart, _) = shop::ready_cart(&app, &s, "USD", &[(&s.tee, 1)], shop::ny(), &s.us_shipping, None).await;
+        let order = created(shop::checkout(&app, &s, &cart, "ws-pq-1").await).await;
+        let order = order["id"].as_str().expect("id").to_owned();
+        let connect = async || {
+            let mut ws = open(&app, "/v1/store/graphql", &[]).await.expect("upgrade");
+            let ack = init(&mut ws, json!({"keel-publishable-key": s.pk, "keel-cart-secret": cart.secret})).await;
+            assert_eq!(ack.expect("ack")["type"], "connection_ack");
+            ws
+        };
+        let mut ws = connect().await;
+        send_subscribe(&mut ws, "t", query, json!({"o": order})).await;
+        assert_eq!(closed(&mut ws).await, Some(4400), "text is refused");
+        let mut ws = connect().await;
+        ws.send(Message::Text(json!({"id": "h", "type": "subscribe", "payload": {"variables": {"o": order},
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": keel_graphql::sha256_hex(query)}}}}).to_string().into()))
+            .await.expect("send");
+        ws.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.expect("ping");
+        loop {
+            let msg = next(&mut ws).await.expect("open");
+            if msg["type"] == "pong" {
+                break;
+            }
+        }
+        let paid = shop::pay(&app, &s, &cart, &order, "ws-pq-pay").await;
+        assert_eq!(paid.status(), 201);
+        assert_eq!(data(&mut ws, "h").await["orderStatus"]["type"], "order.paid");
     }
 }

@@ -42,7 +42,7 @@ async fn admin_stream(
 ) -> Result<Response, Problem> {
     let resume_after = realtime::last_event_id(&headers)?;
     let tenant = principal.tenant_id;
-    let place = state.realtime.admit(tenant)?;
+    let place = state.realtime.admit(tenant, false)?;
     // Subscribed before anything is read: a revocation committed from now on ends the stream.
     let revoked = state
         .realtime
@@ -79,6 +79,7 @@ async fn admin_stream(
             render: realtime::full_event,
             until: realtime::token_expiry(&headers),
             revoked: Some(revoked),
+            recheck: Some(realtime::recheck_admin(&state, &headers, &principal)),
         },
         &state.realtime.settings,
     ))
@@ -136,7 +137,7 @@ async fn order_stream(
         }
         None => None,
     };
-    let place = state.realtime.admit(tenant)?;
+    let place = state.realtime.admit(tenant, true)?;
     let key = id.to_string();
     let subscription = state
         .realtime
@@ -169,6 +170,7 @@ async fn order_stream(
             render: order_event,
             until: realtime::token_expiry(&headers),
             revoked,
+            recheck: Some(realtime::recheck_shopper(&state, &headers, tenant)),
         },
         &state.realtime.settings,
     ))

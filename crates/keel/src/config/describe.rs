@@ -59,6 +59,7 @@ impl Settings {
             "max_connections": r.max_connections,
             "max_connections_per_shop": r.max_connections_per_shop,
             "max_replay": r.max_replay,
+            "recheck_ms": r.recheck.as_millis(),
         })
     }
 
@@ -77,6 +78,9 @@ impl Settings {
             "ping_ms": ws.ping.as_millis(),
             "missed_pongs": ws.missed_pongs,
             "presence_ttl_ms": ws.presence_ttl.as_millis(),
+            "presence_rooms_per_shop": ws.presence_rooms_per_shop,
+            "max_operations_per_connection": ws.max_operations,
+            "init_timeout_ms": ws.init_timeout.as_millis(),
         })
     }
 }

@@ -23,9 +23,13 @@ pub struct RawRealtime {
     /// `KEEL_REALTIME__MAX_CONNECTIONS_PER_SHOP`, default 1000: realtime connections one shop
     /// holds per node; one more is answered 429 `too_many_connections`.
     pub max_connections_per_shop: u64,
-    /// `KEEL_REALTIME__MAX_REPLAY`, default 10000: events one `Last-Event-ID` resume replays;
-    /// with more missing, the stream ends after them and the client resumes again.
+    /// `KEEL_REALTIME__MAX_REPLAY`, default 1000: events one `Last-Event-ID` resume replays;
+    /// with more missing, the stream ends after them and the client resumes again (the
+    /// stream remembers the replayed ids, 16 bytes each, to send none twice).
     pub max_replay: u64,
+    /// `KEEL_REALTIME__RECHECK_MS`, default 60000: how often a connection's credential is
+    /// authenticated again; one refused, or naming other permissions, ends the connection.
+    pub recheck_ms: u64,
 }
 
 impl Default for RawRealtime {
@@ -35,7 +39,8 @@ impl Default for RawRealtime {
             heartbeat_ms: 15_000,
             max_connections: 10_000,
             max_connections_per_shop: 1_000,
-            max_replay: 10_000,
+            max_replay: 1_000,
+            recheck_ms: 60_000,
         }
     }
 }
@@ -71,7 +76,14 @@ pub(super) fn settings(
             raw.max_connections_per_shop,
             10_000_000,
         )?,
-        max_replay: size("KEEL_REALTIME__MAX_REPLAY", raw.max_replay, 1_000_000)?,
+        max_replay: size("KEEL_REALTIME__MAX_REPLAY", raw.max_replay, 100_000)?,
+        recheck: {
+            let ms = positive("KEEL_REALTIME__RECHECK_MS", raw.recheck_ms)?;
+            if ms > 3_600_000 {
+                return Err(err("KEEL_REALTIME__RECHECK_MS", "must be at most 3600000"));
+            }
+            Duration::from_millis(ms)
+        },
     })
 }
 
@@ -88,8 +100,8 @@ pub struct RawGraphql {
     pub max_aliases: u64,
     /// `KEEL_GRAPHQL__MAX_QUERY_BYTES`, default 16384: the query text's size.
     pub max_query_bytes: u64,
-    /// `KEEL_GRAPHQL__PERSISTED_ENTRIES`, default 10000: automatic persisted queries a node
-    /// keeps (the oldest goes first); 0 turns them off.
+    /// `KEEL_GRAPHQL__PERSISTED_ENTRIES`, default 1000: automatic persisted queries a node
+    /// keeps per schema (the oldest goes first; each shop's its own); 0 turns them off.
     pub persisted_entries: u64,
     /// `KEEL_GRAPHQL__PERSISTED_QUERIES_FILE`, default unset: a JSON object of SHA-256 hex to
     /// query text, the queries the operator ships (accepted by hash on both schemas).
@@ -108,6 +120,15 @@ pub struct RawGraphql {
     /// `KEEL_GRAPHQL__PRESENCE_TTL_MS`, default 30000: a presence entry without a heartbeat
     /// (`enterResource` again) is gone after this long.
     pub presence_ttl_ms: u64,
+    /// `KEEL_GRAPHQL__PRESENCE_ROOMS_PER_SHOP`, default 1000: resources a shop may have
+    /// presence on at once on a node.
+    pub presence_rooms_per_shop: u64,
+    /// `KEEL_GRAPHQL__MAX_OPERATIONS_PER_CONNECTION`, default 50: subscriptions one WebSocket
+    /// runs at once; one more closes it (4429).
+    pub max_operations_per_connection: u64,
+    /// `KEEL_GRAPHQL__INIT_TIMEOUT_MS`, default 10000: `connection_init` must come within this
+    /// long after the upgrade (else 4408).
+    pub init_timeout_ms: u64,
 }
 
 impl Default for RawGraphql {
@@ -117,13 +138,16 @@ impl Default for RawGraphql {
             max_complexity: 2000,
             max_aliases: 30,
             max_query_bytes: 16_384,
-            persisted_entries: 10_000,
+            persisted_entries: 1_000,
             persisted_queries_file: None,
             store_persisted_only: false,
             store_introspection: false,
             ping_ms: 15_000,
             missed_pongs: 2,
             presence_ttl_ms: 30_000,
+            presence_rooms_per_shop: 1_000,
+            max_operations_per_connection: 50,
+            init_timeout_ms: 10_000,
         }
     }
 }
@@ -156,6 +180,7 @@ fn persisted_queries(
 
 pub(super) fn graphql(
     raw: &RawGraphql,
+    max_message_bytes: usize,
 ) -> Result<(keel_graphql::GraphqlSettings, keel_graphql::WsSettings), ConfigError> {
     let ms = |key: &str, v: u64| -> Result<Duration, ConfigError> {
         let v = positive(key, v)?;
@@ -201,6 +226,18 @@ pub(super) fn graphql(
             ping: ms("KEEL_GRAPHQL__PING_MS", raw.ping_ms)?,
             missed_pongs: raw.missed_pongs,
             presence_ttl: ms("KEEL_GRAPHQL__PRESENCE_TTL_MS", raw.presence_ttl_ms)?,
+            presence_rooms_per_shop: size(
+                "KEEL_GRAPHQL__PRESENCE_ROOMS_PER_SHOP",
+                raw.presence_rooms_per_shop,
+                1_000_000,
+            )?,
+            max_operations: size(
+                "KEEL_GRAPHQL__MAX_OPERATIONS_PER_CONNECTION",
+                raw.max_operations_per_connection,
+                10_000,
+            )?,
+            init_timeout: ms("KEEL_GRAPHQL__INIT_TIMEOUT_MS", raw.init_timeout_ms)?,
+            max_message_bytes,
         },
     ))
 }

@@ -874,7 +874,7 @@ impl Settings {
             nats: nats_settings(raw.nats_url, &raw.nats)?,
             worker: worker_settings(&raw.webhooks)?,
             realtime: super::realtime::settings(&raw.realtime)?,
-            graphql: super::realtime::graphql(&raw.graphql)?,
+            graphql: super::realtime::graphql(&raw.graphql, body_limit_bytes)?,
             secret_key: raw.secret_key,
             auth,
         })

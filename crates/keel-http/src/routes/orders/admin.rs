@@ -162,6 +162,7 @@ where
     F: FnOnce(OrderReceipt) -> Fut + Send,
     Fut: Future<Output = Result<Order, Problem>> + Send,
 {
+    idempotency::check_key(&key)?;
     let scope = match &auth.actor {
         crate::auth::AdminActor::Staff(s) => format!("usr:{}", s.user_id),
         crate::auth::AdminActor::Key(k) => format!("key:{}", k.key_id),

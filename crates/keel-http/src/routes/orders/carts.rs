@@ -354,6 +354,7 @@ pub async fn checkout_once(
     cart: CartId,
     body: &[u8],
 ) -> Result<Response, Problem> {
+    idempotency::check_key(&key)?;
     let path = format!("/v1/store/carts/{cart}/checkout");
     let request = idempotency::Fingerprint::of("POST", &path, body, b"");
     let key = shopper.idempotency_key(key);
