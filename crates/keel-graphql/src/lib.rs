@@ -119,6 +119,8 @@ pub fn routes(graphql: Arc<Graphql>) -> OpenApiRouter<AppState> {
         .route("/v1/admin/graphql", post(admin_post).get(admin_get))
         .route("/v1/admin/graphql/schema.graphql", get(admin_schema_text))
         .route("/v1/store/graphql", post(store_post).get(store_get))
+        .route("/graphiql", get(graphiql_page))
+        .route("/graphiql/{file}", get(graphiql_file))
         .layer(Extension(graphql))
 }
 
@@ -215,6 +217,76 @@ async fn admin_schema_text(Admin(_): Admin) -> Response {
         .into_response()
 }
 
+/// GraphiQL's files, vendored (`graphiql/VENDOR.md`): name, media type, bytes.
+const GRAPHIQL: &[(&str, &str, &[u8])] = &[
+    (
+        "graphiql.min.js",
+        "text/javascript",
+        include_bytes!("../graphiql/graphiql.min.js"),
+    ),
+    (
+        "graphiql.min.css",
+        "text/css",
+        include_bytes!("../graphiql/graphiql.min.css"),
+    ),
+    (
+        "react.production.min.js",
+        "text/javascript",
+        include_bytes!("../graphiql/react.production.min.js"),
+    ),
+    (
+        "react-dom.production.min.js",
+        "text/javascript",
+        include_bytes!("../graphiql/react-dom.production.min.js"),
+    ),
+    (
+        "init.js",
+        "text/javascript",
+        include_bytes!("../graphiql/init.js"),
+    ),
+    (
+        "keel.css",
+        "text/css",
+        include_bytes!("../graphiql/keel.css"),
+    ),
+];
+
+/// The admin schema's console (the `/docs` CSP: its own files only).
+async fn graphiql_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../graphiql/index.html"),
+    )
+        .into_response()
+}
+
+async fn graphiql_file(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    match GRAPHIQL.iter().find(|(name, _, _)| *name == file) {
+        Some((_, kind, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *kind),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => keel_http::problem::Problem::new(
+            keel_http::problem::ProblemKind::NOT_FOUND,
+            "No such file.",
+        )
+        .into_response(),
+    }
+}
+
+/// A browser asking for the admin endpoint (`Accept: text/html`) is sent to the console.
+fn wants_html(parts: &axum::http::request::Parts) -> bool {
+    parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
 async fn admin_get(
     State(state): State<AppState>,
     Extension(g): Extension<Arc<Graphql>>,
@@ -223,6 +295,9 @@ async fn admin_get(
 ) -> Response {
     match upgrade {
         Ok(up) => ws::upgrade(up, parts, state, g, ws::Side::Admin).await,
+        Err(_) if wants_html(&parts) => {
+            (StatusCode::SEE_OTHER, [(header::LOCATION, "/graphiql")]).into_response()
+        }
         Err(_) => (
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, "POST")],

@@ -91,7 +91,8 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
 
 /// Security headers on every response; `Cache-Control: no-store` unless a route chose.
 pub async fn security_headers(State(tls): State<bool>, req: Request, next: Next) -> Response {
-    let docs = req.uri().path().starts_with("/docs");
+    // The API docs and the GraphQL console (GraphiQL) load their own scripts and styles.
+    let docs = req.uri().path().starts_with("/docs") || req.uri().path().starts_with("/graphiql");
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     if tls {

@@ -16,9 +16,11 @@
 //! keel dead-letters list [--tenant ID] [--json]
 //!                                 events a bus consumer gave up on (KEEL_NATS_URL)
 //! keel dead-letters redrive ID    publish a parked event again, then unpark it
-//! keel bench browse|checkout|mixed|webhooks --url http://127.0.0.1:8080 [--concurrency N]
-//!     [--iterations N] [--duration-s S] [--products N] [--stock N] [--endpoints N]
-//!     [--shops N] [--json]        load a running Keel on loopback (fresh shops per run)
+//! keel bench browse|graphql-browse|checkout|mixed|webhooks|realtime --url http://127.0.0.1:8080
+//!     [--concurrency N] [--iterations N] [--duration-s S] [--products N] [--stock N]
+//!     [--endpoints N] [--shops N] [--subscribers N] [--json]
+//!                                 load a running Keel on loopback (fresh shops per run)
+//! keel graphql-schema admin|store print a GraphQL schema's SDL (docs/graphql/)
 //! keel secret generate            a fresh KEEL_SECRET_KEY value
 //! keel config check               print the effective configuration, secrets redacted
 //! ```

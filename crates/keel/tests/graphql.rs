@@ -397,9 +397,22 @@ backend_tests! {
         }
         let orders = gql(&app, token_b, "{ orders(first: 100) { edges { node { id } } } }", json!({})).await;
         assert!(!orders.to_string().contains(&order_a));
-        // B's storefront cannot read A's order either, even with A's shopper's secret.
         let own = gql(&app, &a.owner.access_token, &format!("{{ node(id: \"{order_a}\") {{ id }} }}"), json!({})).await;
         assert_eq!(own["data"]["node"]["id"], order_a.as_str());
+        // On the storefront a shopper sees their own order only: another shopper's secret,
+        // or another shop's key, finds nothing.
+        let (cart, _) = shop::ready_cart(&app, &a, "USD", &[(&a.tee, 1)], shop::ny(), &a.us_shipping, None).await;
+        let mine = created(shop::checkout(&app, &a, &cart, "iso-mine").await).await;
+        let mine = mine["id"].as_str().expect("id").to_owned();
+        let read = json!({"query": "query($o: ID!) { order(id: $o) { id email } }", "variables": {"o": mine}});
+        let own = store_gql(&app, &a, Some(&cart.secret), read.clone()).await;
+        assert_eq!(own["data"]["order"]["id"], mine.as_str(), "{own}");
+        assert_eq!(own["data"]["order"]["email"], "guest@example.test", "a shopper sees their own details");
+        let (other, _) = shop::ready_cart(&app, &a, "USD", &[(&a.mug, 1)], shop::ny(), &a.us_shipping, None).await;
+        let theirs = store_gql(&app, &a, Some(&other.secret), read.clone()).await;
+        assert_eq!(theirs["data"]["order"], Value::Null, "{theirs}");
+        let cross = store_gql(&app, &b, Some(&cart.secret), read).await;
+        assert_eq!(cross["data"]["order"], Value::Null, "{cross}");
     }
 
     async fn checkout_over_graphql_shares_the_idempotency_key_with_rest(backend: Backend) {
@@ -463,5 +476,23 @@ backend_tests! {
         let order = order(&app, &a, "rev-1").await;
         let answer = gql(&app, key["secret"].as_str().expect("secret"), enter, json!({"r": order})).await;
         assert_eq!(codes(&answer), ["forbidden"], "{answer}");
+    }
+
+    async fn graphiql_is_served_from_the_binary_under_the_docs_policy(backend: Backend) {
+        let app = app(backend, |_| {}).await;
+        let res = app.client.get(app.url("/v1/admin/graphql")).header("accept", "text/html").send().await.expect("answer");
+        assert_eq!(res.status(), 303);
+        assert_eq!(res.headers()["location"], "/graphiql");
+        let page = app.get("/graphiql").await;
+        assert_eq!(page.status(), 200);
+        let csp = page.headers()["content-security-policy"].to_str().expect("csp").to_owned();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-eval"), "{csp}");
+        let html = page.text().await.expect("html");
+        assert!(html.contains("/graphiql/graphiql.min.js") && !html.contains("http"), "no third-party origin");
+        let js = app.get("/graphiql/graphiql.min.js").await;
+        assert_eq!(js.status(), 200);
+        let vendored = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../keel-graphql/graphiql/graphiql.min.js")).expect("file");
+        assert_eq!(js.bytes().await.expect("bytes").as_ref(), vendored.as_slice());
+        assert_eq!(app.get("/graphiql/../Cargo.toml").await.status(), 404);
     }
 }
