@@ -49,6 +49,22 @@ pub fn limit(first: Option<i32>) -> async_graphql::Result<Limit> {
     }
 }
 
+/// A Relay connection over a page of Keel's list whose items page by their id.
+fn connection<T, N: async_graphql::OutputType>(
+    after: Option<Cursor>,
+    page: keel_kernel::page::Page<T>,
+    id: impl Fn(&T) -> uuid::Uuid,
+    node: impl Fn(T) -> N,
+) -> Connection<String, N> {
+    let mut c = Connection::new(after.is_some(), page.next_cursor.is_some());
+    c.edges.extend(
+        page.items
+            .into_iter()
+            .map(|item| Edge::new(Cursor::after(id(&item)).encode(), node(item))),
+    );
+    c
+}
+
 fn cursor(after: Option<&str>) -> async_graphql::Result<Option<Cursor>> {
     after
         .map(|a| {
@@ -238,13 +254,7 @@ impl Query {
             let ids: Vec<_> = page.items.iter().filter_map(|o| o.customer_id).collect();
             ctx.data::<Loader<Customers>>()?.load_many(ids).await?;
         }
-        let mut c = Connection::new(after.is_some(), page.next_cursor.is_some());
-        c.edges.extend(
-            page.items
-                .into_iter()
-                .map(|o| Edge::new(Cursor::after(o.id.as_uuid()).encode(), Order(o))),
-        );
-        Ok(Some(c))
+        Ok(Some(connection(after, page, |o| o.id.as_uuid(), Order)))
     }
 
     /// One order (`orders:read`); another shop's is `null`.
@@ -298,18 +308,16 @@ impl Query {
             )
             .await
             .or_problem()?;
-        let mut c = Connection::new(after.is_some(), page.next_cursor.is_some());
-        c.edges.extend(page.items.into_iter().map(|l| {
-            Edge::new(
-                Cursor::after(l.id.as_uuid()).encode(),
-                StockLocation {
-                    id: ID(l.id.to_string()),
-                    name: l.name,
-                    version: l.version,
-                },
-            )
-        }));
-        Ok(Some(c))
+        Ok(Some(connection(
+            after,
+            page,
+            |l| l.id.as_uuid(),
+            |l| StockLocation {
+                id: ID(l.id.to_string()),
+                name: l.name,
+                version: l.version,
+            },
+        )))
     }
 
     /// Units per variant and location (`catalog:read`), for one variant or location or all.
@@ -393,22 +401,20 @@ impl Query {
             )
             .await
             .or_problem()?;
-        let mut c = Connection::new(after.is_some(), page.next_cursor.is_some());
-        c.edges.extend(page.items.into_iter().map(|e| {
-            Edge::new(
-                Cursor::after(e.id.as_uuid()).encode(),
-                WebhookEndpoint {
-                    id: ID(e.id.to_string()),
-                    url: e.url,
-                    description: e.description,
-                    event_types: e.event_types,
-                    enabled: e.enabled,
-                    disabled_reason: e.disabled_reason,
-                    created_at: crate::types::rfc3339(e.created_at),
-                },
-            )
-        }));
-        Ok(Some(c))
+        Ok(Some(connection(
+            after,
+            page,
+            |e| e.id.as_uuid(),
+            |e| WebhookEndpoint {
+                id: ID(e.id.to_string()),
+                url: e.url,
+                description: e.description,
+                event_types: e.event_types,
+                enabled: e.enabled,
+                disabled_reason: e.disabled_reason,
+                created_at: crate::types::rfc3339(e.created_at),
+            },
+        )))
     }
 
     /// The shop's event log in order (`audit:read`); `type`: exact, or a prefix with `*`.
@@ -441,13 +447,12 @@ impl Query {
             )
             .await
             .or_problem()?;
-        let mut c = Connection::new(after.is_some(), page.next_cursor.is_some());
-        c.edges.extend(
-            page.items
-                .iter()
-                .map(|e| Edge::new(Cursor::after(e.id.as_uuid()).encode(), Event::from(e))),
-        );
-        Ok(Some(c))
+        Ok(Some(connection(
+            after,
+            page,
+            |e| e.id.as_uuid(),
+            |e| Event::from(&e),
+        )))
     }
 }
 
@@ -459,18 +464,17 @@ pub struct LineQuantity {
     pub quantity: i64,
 }
 
-/// The order a once-only operation answered (its stored answer on a retry).
-async fn answered_order(
-    state: &AppState,
-    tenant: keel_kernel::TenantId,
+/// The order a once-only operation answered (its stored answer on a retry): its id, or the
+/// refusal it stored, with the code REST would have answered.
+pub(crate) async fn answered_order_id(
     res: axum::response::Response,
-) -> async_graphql::Result<Order> {
+) -> async_graphql::Result<OrderId> {
     let status = res.status();
+    let unreadable = || coded(ProblemKind::INTERNAL, "The answer could not be read.");
     let bytes = axum::body::to_bytes(res.into_body(), 4 * 1024 * 1024)
         .await
-        .map_err(|_| coded(ProblemKind::INTERNAL, "The answer could not be read."))?;
-    let body: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|_| coded(ProblemKind::INTERNAL, "The answer could not be read."))?;
+        .map_err(|_| unreadable())?;
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| unreadable())?;
     if !status.is_success() {
         let code = body["code"].as_str().unwrap_or("internal");
         let kind = keel_http::problem::CATALOGUE
@@ -480,10 +484,18 @@ async fn answered_order(
             .unwrap_or(ProblemKind::INTERNAL);
         return Err(coded(kind, body["detail"].as_str().unwrap_or_default()));
     }
-    let id: OrderId = body["id"]
+    body["id"]
         .as_str()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| coded(ProblemKind::INTERNAL, "The answer names no order."))?;
+        .ok_or_else(|| coded(ProblemKind::INTERNAL, "The answer names no order."))
+}
+
+async fn answered_order(
+    state: &AppState,
+    tenant: keel_kernel::TenantId,
+    res: axum::response::Response,
+) -> async_graphql::Result<Order> {
+    let id = answered_order_id(res).await?;
     Ok(Order(
         state
             .orders

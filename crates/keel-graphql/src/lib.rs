@@ -287,15 +287,20 @@ fn wants_html(parts: &axum::http::request::Parts) -> bool {
         .is_some_and(|a| a.contains("text/html"))
 }
 
-async fn admin_get(
-    State(state): State<AppState>,
-    Extension(g): Extension<Arc<Graphql>>,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+
+/// `GET` of a GraphQL endpoint: the WebSocket transport; a browser asking for the admin
+/// endpoint is sent to the console.
+async fn upgrade_or_explain(
+    upgrade: Upgrade,
     parts: axum::http::request::Parts,
+    state: AppState,
+    g: Arc<Graphql>,
+    side: ws::Side,
 ) -> Response {
     match upgrade {
-        Ok(up) => ws::upgrade(up, parts, state, g, ws::Side::Admin).await,
-        Err(_) if wants_html(&parts) => {
+        Ok(up) => ws::upgrade(up, parts, state, g, side).await,
+        Err(_) if side == ws::Side::Admin && wants_html(&parts) => {
             (StatusCode::SEE_OTHER, [(header::LOCATION, "/graphiql")]).into_response()
         }
         Err(_) => (
@@ -307,21 +312,22 @@ async fn admin_get(
     }
 }
 
+async fn admin_get(
+    State(state): State<AppState>,
+    Extension(g): Extension<Arc<Graphql>>,
+    upgrade: Upgrade,
+    parts: axum::http::request::Parts,
+) -> Response {
+    upgrade_or_explain(upgrade, parts, state, g, ws::Side::Admin).await
+}
+
 async fn store_get(
     State(state): State<AppState>,
     Extension(g): Extension<Arc<Graphql>>,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Upgrade,
     parts: axum::http::request::Parts,
 ) -> Response {
-    match upgrade {
-        Ok(up) => ws::upgrade(up, parts, state, g, ws::Side::Store).await,
-        Err(_) => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST")],
-            "GraphQL takes POST; GET is for the WebSocket transport (graphql-transport-ws).",
-        )
-            .into_response(),
-    }
+    upgrade_or_explain(upgrade, parts, state, g, ws::Side::Store).await
 }
 
 /// A principal from headers that need not be the request's (a WebSocket's `connection_init`

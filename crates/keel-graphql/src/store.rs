@@ -431,25 +431,7 @@ impl Mutation {
         )
         .await
         .or_problem()?;
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 4 * 1024 * 1024)
-            .await
-            .map_err(|_| coded(ProblemKind::INTERNAL, "The answer could not be read."))?;
-        let body: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|_| coded(ProblemKind::INTERNAL, "The answer could not be read."))?;
-        if !status.is_success() {
-            let code = body["code"].as_str().unwrap_or("internal");
-            let kind = keel_http::problem::CATALOGUE
-                .iter()
-                .copied()
-                .find(|k| k.code == code)
-                .unwrap_or(ProblemKind::INTERNAL);
-            return Err(coded(kind, body["detail"].as_str().unwrap_or_default()));
-        }
-        let id: OrderId = body["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| coded(ProblemKind::INTERNAL, "The answer names no order."))?;
+        let id = crate::admin::answered_order_id(res).await?;
         let order = state
             .orders
             .shopper_order(shopper.tenant_id, id, &shopper.access)

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("keel-resilience", Layer::Adapter),
     ("keel-payments-stripe", Layer::Adapter),
     ("keel-http", Layer::Edge),
+    ("keel-graphql", Layer::Edge),
     ("keel", Layer::Binary),
     ("keel-bench", Layer::Tooling),
     ("keel-build", Layer::Tooling),
