@@ -89,7 +89,7 @@ fn parse_id<T: std::str::FromStr>(id: &ID) -> Option<T> {
 }
 
 /// Not found (another shop's too) is `null`, as REST's 404; other failures are errors.
-fn found<T>(
+pub(crate) fn found<T>(
     r: Result<T, impl Into<keel_http::problem::Problem>>,
 ) -> async_graphql::Result<Option<T>> {
     match r {

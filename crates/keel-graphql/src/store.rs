@@ -20,7 +20,7 @@ use keel_orders::{
 
 use crate::{
     access::{Field, StoreViewer},
-    admin::{limit, page_cost},
+    admin::{found, limit, page_cost},
     errors::{OrProblem as _, coded, not_found},
     scalars::Money,
     subscriptions,
@@ -244,15 +244,11 @@ impl Query {
         currency: String,
     ) -> async_graphql::Result<Option<StoreProduct>> {
         let (state, viewer) = parts(ctx)?;
-        match state
+        let product = state
             .catalog
             .store_product_by_key(viewer.tenant, &id_or_handle, self::currency(&currency)?)
-            .await
-        {
-            Ok(p) => Ok(Some(StoreProduct::from(p))),
-            Err(keel_catalog::CatalogError::NotFound) => Ok(None),
-            Err(e) => Err(crate::errors::from_problem(&e.into())),
-        }
+            .await;
+        Ok(found(product)?.map(StoreProduct::from))
     }
 
     /// The shopper's cart (its customer's token, or `Keel-Cart-Secret`); others are `null`.

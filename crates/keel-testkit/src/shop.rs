@@ -283,6 +283,22 @@ pub async fn checkout(app: &TestApp, shop: &Shop, cart: &Cart, key: &str) -> req
     .await
 }
 
+/// A guest's order of one tee, placed over REST; answers the order's id.
+pub async fn placed_order(app: &TestApp, shop: &Shop, key: &str) -> String {
+    let (cart, _) = ready_cart(
+        app,
+        shop,
+        "USD",
+        &[(&shop.tee, 1)],
+        ny(),
+        &shop.us_shipping,
+        None,
+    )
+    .await;
+    let order = created(checkout(app, shop, &cart, key).await).await;
+    order["id"].as_str().expect("id").to_owned()
+}
+
 /// Staff record a manual payment of the order (the storefront cannot mark an order paid).
 pub async fn pay(
     app: &TestApp,

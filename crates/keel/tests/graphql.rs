@@ -64,22 +64,6 @@ fn codes(answer: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Places an order over REST for `s` (a tee), answers its id.
-async fn order(app: &TestApp, s: &Shop, key: &str) -> String {
-    let (cart, _) = shop::ready_cart(
-        app,
-        s,
-        "USD",
-        &[(&s.tee, 1)],
-        shop::ny(),
-        &s.us_shipping,
-        None,
-    )
-    .await;
-    let order = created(shop::checkout(app, s, &cart, key).await).await;
-    order["id"].as_str().expect("id").to_owned()
-}
-
 /// Signs a customer up at `s`; answers their access token.
 async fn customer(app: &TestApp, s: &Shop, email: &str) -> String {
     let res = shop::store(
@@ -189,7 +173,7 @@ backend_tests! {
         let app = app(backend, |_| {}).await;
         let s = shop::shop(&app, "gql-basic", 10).await;
         let token = &s.owner.access_token;
-        let id = order(&app, &s, "gql-basic-1").await;
+        let id = shop::placed_order(&app, &s, "gql-basic-1").await;
         let paid = shop::pay(&app, &s, &shop::Cart { id: String::new(), secret: String::new() }, &id, "gql-pay").await;
         assert_eq!(paid.status(), 201);
 
@@ -317,7 +301,7 @@ backend_tests! {
         let app = app(backend, |_| {}).await;
         let s = shop::shop(&app, "gql-matrix", 10).await;
         let owner = &s.owner.access_token;
-        order(&app, &s, "matrix-1").await;
+        shop::placed_order(&app, &s, "matrix-1").await;
         // One query touching every guarded read of the admin schema.
         let query = "{ products(first: 1) { edges { node { id variants { available } } } } \
             orders(first: 1) { edges { node { id email shippingAddress { city } customer { id } } } } \
@@ -381,7 +365,7 @@ backend_tests! {
         let app = app(backend, |_| {}).await;
         let a = shop::shop(&app, "gql-iso-a", 10).await;
         let b = shop::shop(&app, "gql-iso-b", 10).await;
-        let order_a = order(&app, &a, "iso-1").await;
+        let order_a = shop::placed_order(&app, &a, "iso-1").await;
         let pa = json(app.get_as("/v1/admin/products?limit=1", &a.owner.access_token).await).await;
         let product_a = pa["data"][0]["id"].as_str().expect("id").to_owned();
         let token_b = &b.owner.access_token;
@@ -473,7 +457,7 @@ backend_tests! {
         let answer = gql(&app, token, enter, json!({"r": theirs})).await;
         assert_eq!(codes(&answer), ["not_found"], "{answer}");
         let key = json(admin(&app, token, Method::POST, "/v1/admin/api-keys", Some(json!({"name": "cat", "scopes": ["catalog:read"]})), None).await).await;
-        let order = order(&app, &a, "rev-1").await;
+        let order = shop::placed_order(&app, &a, "rev-1").await;
         let answer = gql(&app, key["secret"].as_str().expect("secret"), enter, json!({"r": order})).await;
         assert_eq!(codes(&answer), ["forbidden"], "{answer}");
     }

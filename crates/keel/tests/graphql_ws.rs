@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt as _, StreamExt as _};
 use keel_testkit::{
     Backend, TestApp, backend_tests,
-    shop::{self, Shop, created},
+    shop::{self, created},
     spawn_app_with,
 };
 use serde_json::{Value, json};
@@ -140,21 +140,6 @@ async fn closed(ws: &mut Socket) -> Option<u16> {
     }
 }
 
-async fn order(app: &TestApp, s: &Shop, key: &str) -> String {
-    let (cart, _) = shop::ready_cart(
-        app,
-        s,
-        "USD",
-        &[(&s.tee, 1)],
-        shop::ny(),
-        &s.us_shipping,
-        None,
-    )
-    .await;
-    let order = created(shop::checkout(app, s, &cart, key).await).await;
-    order["id"].as_str().expect("id").to_owned()
-}
-
 const ORDER_EVENTS: &str =
     "subscription($t: [String!]) { orderEvents(types: $t) { id type data } }";
 
@@ -166,8 +151,8 @@ backend_tests! {
         subscribe(&mut ws, "1", ORDER_EVENTS, json!({"t": ["order.*"]})).await;
         // Another shop's orders never reach this subscription.
         let other = shop::shop(&app, "ws-events-b", 10).await;
-        order(&app, &other, "ws-other").await;
-        let id = order(&app, &s, "ws-1").await;
+        shop::placed_order(&app, &other, "ws-other").await;
+        let id = shop::placed_order(&app, &s, "ws-1").await;
         let paid = shop::pay(&app, &s, &shop::Cart { id: String::new(), secret: String::new() }, &id, "ws-pay").await;
         assert_eq!(paid.status(), 201);
         let first = data(&mut ws, "1").await;
@@ -177,7 +162,7 @@ backend_tests! {
         assert_eq!(second["orderEvents"]["type"], "order.paid");
         assert_eq!(second["orderEvents"]["data"]["order_id"], id.as_str());
         // Exactly once: the log holds these two, and the next event on the socket is a new one.
-        let again = order(&app, &s, "ws-2").await;
+        let again = shop::placed_order(&app, &s, "ws-2").await;
         let third = data(&mut ws, "1").await;
         assert_eq!(third["orderEvents"]["data"]["order_id"], again.as_str());
         assert_eq!(third["orderEvents"]["type"], "order.placed");

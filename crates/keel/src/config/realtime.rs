@@ -132,22 +132,29 @@ pub struct RawGraphql {
 }
 
 impl Default for RawGraphql {
+    /// The crate's defaults, so that the two cannot drift apart.
     fn default() -> Self {
+        let (g, ws) = (
+            keel_graphql::GraphqlSettings::default(),
+            keel_graphql::WsSettings::default(),
+        );
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Self {
-            max_depth: 12,
-            max_complexity: 2000,
-            max_aliases: 30,
-            max_query_bytes: 16_384,
-            persisted_entries: 1_000,
+            max_depth: n(g.max_depth),
+            max_complexity: n(g.max_complexity),
+            max_aliases: n(g.max_aliases),
+            max_query_bytes: n(g.max_query_bytes),
+            persisted_entries: n(g.persisted_entries),
             persisted_queries_file: None,
-            store_persisted_only: false,
-            store_introspection: false,
-            ping_ms: 15_000,
-            missed_pongs: 2,
-            presence_ttl_ms: 30_000,
-            presence_rooms_per_shop: 1_000,
-            max_operations_per_connection: 50,
-            init_timeout_ms: 10_000,
+            store_persisted_only: g.store_persisted_only,
+            store_introspection: g.store_introspection,
+            ping_ms: ms(ws.ping),
+            missed_pongs: ws.missed_pongs,
+            presence_ttl_ms: ms(ws.presence_ttl),
+            presence_rooms_per_shop: n(ws.presence_rooms_per_shop),
+            max_operations_per_connection: n(ws.max_operations),
+            init_timeout_ms: ms(ws.init_timeout),
         }
     }
 }
