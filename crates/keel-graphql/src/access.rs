@@ -34,6 +34,7 @@ pub static FIELDS: &[(&str, Need)] = &[
     ("Query.order", Need::Permission(OrdersRead)),
     ("Query.events", Need::Permission(AuditRead)),
     ("Query.webhookEndpoints", Need::Permission(WebhooksManage)),
+    ("Query.webhookMessages", Need::Permission(WebhooksManage)),
     // Personal data inside what a role may otherwise read.
     ("Order.email", Need::Permission(CustomersRead)),
     ("Order.shippingAddress", Need::Permission(CustomersRead)),
@@ -48,6 +49,14 @@ pub static FIELDS: &[(&str, Need)] = &[
     ("Mutation.fulfilOrder", Need::Permission(OrdersWrite)),
     ("Mutation.refundOrder", Need::Permission(OrdersWrite)),
     ("Mutation.cancelOrder", Need::Permission(OrdersWrite)),
+    ("Mutation.deleteProduct", Need::Permission(CatalogWrite)),
+    ("Mutation.addVariant", Need::Permission(CatalogWrite)),
+    ("Mutation.updateVariant", Need::Permission(CatalogWrite)),
+    ("Mutation.deleteVariant", Need::Permission(CatalogWrite)),
+    ("Mutation.shipOrder", Need::Permission(OrdersWrite)),
+    ("Mutation.deliverOrder", Need::Permission(OrdersWrite)),
+    ("Mutation.recordPayment", Need::Permission(OrdersWrite)),
+    ("Mutation.capturePayment", Need::Permission(OrdersWrite)),
     ("Mutation.enterResource", Need::Permission(CatalogRead)),
     ("Mutation.leaveResource", Need::Permission(CatalogRead)),
     // Subscriptions: what reading the same data needs.

@@ -7,7 +7,9 @@ use async_graphql::{
 };
 use futures_util::Stream;
 use keel_catalog::{
-    domain::{ProductId, ProductInput, ProductPatchInput, VariantId},
+    domain::{
+        ProductId, ProductInput, ProductPatchInput, VariantId, VariantInput, VariantPatchInput,
+    },
     ports::{ProductCursor, ProductFilter},
     service::AdjustRequest,
 };
@@ -21,7 +23,9 @@ use crate::{
     loaders::{Available, Customers, Loader},
     scalars::MinorUnits,
     subscriptions::{self, presence},
-    types::{Event, InventoryLevel, Order, Product, StockLocation, WebhookEndpoint},
+    types::{
+        Event, InventoryLevel, Order, Product, StockLocation, WebhookEndpoint, WebhookMessage,
+    },
 };
 
 /// The most ids or types one subscription filters on (the hub runs every filter of a shop
@@ -417,6 +421,54 @@ impl Query {
         )))
     }
 
+    /// An endpoint's messages, newest first (`webhooks:manage`): their bodies never.
+    #[graphql(
+        guard = "Field(\"Query.webhookMessages\")",
+        complexity = "page_cost(first, child_complexity)"
+    )]
+    async fn webhook_messages(
+        &self,
+        ctx: &Context<'_>,
+        endpoint_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Option<Connection<String, WebhookMessage>>> {
+        let (state, viewer) = parts(ctx)?;
+        let Some(endpoint) = parse_id(&endpoint_id) else {
+            return Ok(None);
+        };
+        let after = cursor(after.as_deref())?;
+        let page = found(
+            state
+                .webhooks
+                .messages(
+                    viewer.0.tenant_id,
+                    endpoint,
+                    PageRequest {
+                        limit: limit(first)?,
+                        after,
+                    },
+                )
+                .await,
+        )?;
+        Ok(page.map(|page| {
+            connection(
+                after,
+                page,
+                |m| m.id.as_uuid(),
+                |m| WebhookMessage {
+                    id: ID(m.id.to_string()),
+                    event_id: ID(m.event_id.to_string()),
+                    event_type: m.event_type,
+                    status: m.status.as_str().to_owned(),
+                    attempts: m.attempts,
+                    next_attempt_at: crate::types::rfc3339(m.next_attempt_at),
+                    created_at: crate::types::rfc3339(m.created_at),
+                },
+            )
+        }))
+    }
+
     /// The shop's event log in order (`audit:read`); `type`: exact, or a prefix with `*`.
     #[graphql(
         guard = "Field(\"Query.events\")",
@@ -692,6 +744,180 @@ impl Mutation {
                 reason.as_deref().unwrap_or("cancelled by staff"),
                 expected_version,
             )
+            .await
+            .or_problem()?;
+        Ok(Some(Order(order)))
+    }
+
+    /// Deletes a product (`catalog:write`); with `expectedVersion`, only at that version.
+    #[graphql(guard = "Field(\"Mutation.deleteProduct\")")]
+    async fn delete_product(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        expected_version: Option<i64>,
+    ) -> async_graphql::Result<Option<bool>> {
+        let (state, viewer) = parts(ctx)?;
+        let id: ProductId = parse_id(&id).ok_or_else(not_found)?;
+        state
+            .catalog
+            .delete_product(viewer.0.tenant_id, id, expected_version)
+            .await
+            .or_problem()?;
+        Ok(Some(true))
+    }
+
+    /// Adds a variant (`catalog:write`); `input` is REST's body of
+    /// `POST /v1/admin/products/{id}/variants`. Answers the product.
+    #[graphql(guard = "Field(\"Mutation.addVariant\")")]
+    async fn add_variant(
+        &self,
+        ctx: &Context<'_>,
+        product_id: ID,
+        input: Json<serde_json::Value>,
+    ) -> async_graphql::Result<Option<Product>> {
+        let (state, viewer) = parts(ctx)?;
+        let product: ProductId = parse_id(&product_id).ok_or_else(not_found)?;
+        let input: VariantInput = serde_json::from_value(input.0)
+            .map_err(|e| coded(ProblemKind::VALIDATION_FAILED, e.to_string()))?;
+        let (p, _) = state
+            .catalog
+            .add_variant(viewer.0.tenant_id, product, &input)
+            .await
+            .or_problem()?;
+        Ok(Some(Product(p)))
+    }
+
+    /// Changes a variant (`catalog:write`); `input` is REST's `PATCH` body; `expectedVersion`
+    /// the product's version.
+    #[graphql(guard = "Field(\"Mutation.updateVariant\")")]
+    async fn update_variant(
+        &self,
+        ctx: &Context<'_>,
+        product_id: ID,
+        variant_id: ID,
+        input: Json<serde_json::Value>,
+        expected_version: Option<i64>,
+    ) -> async_graphql::Result<Option<Product>> {
+        let (state, viewer) = parts(ctx)?;
+        let product: ProductId = parse_id(&product_id).ok_or_else(not_found)?;
+        let variant: VariantId = parse_id(&variant_id).ok_or_else(not_found)?;
+        let patch: VariantPatchInput = serde_json::from_value(input.0)
+            .map_err(|e| coded(ProblemKind::VALIDATION_FAILED, e.to_string()))?;
+        let p = state
+            .catalog
+            .update_variant(
+                viewer.0.tenant_id,
+                product,
+                variant,
+                &patch,
+                expected_version,
+            )
+            .await
+            .or_problem()?;
+        Ok(Some(Product(p)))
+    }
+
+    /// Deletes a variant (`catalog:write`).
+    #[graphql(guard = "Field(\"Mutation.deleteVariant\")")]
+    async fn delete_variant(
+        &self,
+        ctx: &Context<'_>,
+        product_id: ID,
+        variant_id: ID,
+        expected_version: Option<i64>,
+    ) -> async_graphql::Result<Option<Product>> {
+        let (state, viewer) = parts(ctx)?;
+        let product: ProductId = parse_id(&product_id).ok_or_else(not_found)?;
+        let variant: VariantId = parse_id(&variant_id).ok_or_else(not_found)?;
+        let p = state
+            .catalog
+            .delete_variant(viewer.0.tenant_id, product, variant, expected_version)
+            .await
+            .or_problem()?;
+        Ok(Some(Product(p)))
+    }
+
+    /// Records a shipment of a fulfilled order (`orders:write`).
+    #[graphql(guard = "Field(\"Mutation.shipOrder\")")]
+    async fn ship_order(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        carrier: String,
+        tracking_number: String,
+        expected_version: Option<i64>,
+    ) -> async_graphql::Result<Option<Order>> {
+        let (state, viewer) = parts(ctx)?;
+        let order = state
+            .orders
+            .ship(
+                viewer.0.tenant_id,
+                order_id(&id)?,
+                &carrier,
+                &tracking_number,
+                expected_version,
+            )
+            .await
+            .or_problem()?;
+        Ok(Some(Order(order)))
+    }
+
+    /// Marks a shipped order delivered (`orders:write`).
+    #[graphql(guard = "Field(\"Mutation.deliverOrder\")")]
+    async fn deliver_order(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        expected_version: Option<i64>,
+    ) -> async_graphql::Result<Option<Order>> {
+        let (state, viewer) = parts(ctx)?;
+        let order = state
+            .orders
+            .deliver(viewer.0.tenant_id, order_id(&id)?, expected_version)
+            .await
+            .or_problem()?;
+        Ok(Some(Order(order)))
+    }
+
+    /// Records an offline payment of exactly the order's total (`orders:write`), at most once
+    /// per `idempotencyKey` (the same key as REST's `POST /v1/admin/orders/{id}/payments`).
+    #[graphql(guard = "Field(\"Mutation.recordPayment\")")]
+    async fn record_payment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reference: Option<String>,
+        idempotency_key: String,
+    ) -> async_graphql::Result<Option<Order>> {
+        let (state, viewer) = parts(ctx)?;
+        let b = match reference {
+            Some(r) => body(&serde_json::json!({ "reference": r })),
+            None => Vec::new(),
+        };
+        let res = keel_http::routes::orders::record_payment_once(
+            state,
+            &viewer.0,
+            idempotency_key,
+            order_id(&id)?,
+            &b,
+        )
+        .await
+        .or_problem()?;
+        Ok(Some(answered_order(state, viewer.0.tenant_id, res).await?))
+    }
+
+    /// Captures the payment authorised at the provider (`orders:write`).
+    #[graphql(guard = "Field(\"Mutation.capturePayment\")")]
+    async fn capture_payment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Order>> {
+        let (state, viewer) = parts(ctx)?;
+        let order = state
+            .payments
+            .capture(viewer.0.tenant_id, order_id(&id)?)
             .await
             .or_problem()?;
         Ok(Some(Order(order)))

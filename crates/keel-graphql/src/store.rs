@@ -189,6 +189,15 @@ fn parse_cart(id: &ID) -> async_graphql::Result<CartId> {
     id.parse().map_err(|_| not_found())
 }
 
+fn parse_line(id: &ID) -> async_graphql::Result<keel_orders::cart::LineId> {
+    id.parse().map_err(|_| {
+        coded(
+            ProblemKind::VALIDATION_FAILED,
+            "`lineId` must be a cart line id (`item_…`).",
+        )
+    })
+}
+
 #[derive(Debug)]
 pub struct Query;
 
@@ -403,6 +412,79 @@ impl Mutation {
                 &viewer.access,
                 &shipping_option_id,
             )
+            .await
+            .or_problem()?;
+        Ok(cart(&priced, None))
+    }
+
+    /// Sets a line's quantity.
+    async fn set_cart_item_quantity(
+        &self,
+        ctx: &Context<'_>,
+        cart_id: ID,
+        line_id: ID,
+        quantity: i64,
+    ) -> async_graphql::Result<Cart> {
+        let (state, viewer) = parts(ctx)?;
+        let line = parse_line(&line_id)?;
+        let priced = state
+            .orders
+            .set_item_quantity(
+                viewer.tenant,
+                parse_cart(&cart_id)?,
+                &viewer.access,
+                line,
+                quantity,
+            )
+            .await
+            .or_problem()?;
+        Ok(cart(&priced, None))
+    }
+
+    /// Removes a line.
+    async fn remove_cart_item(
+        &self,
+        ctx: &Context<'_>,
+        cart_id: ID,
+        line_id: ID,
+    ) -> async_graphql::Result<Cart> {
+        let (state, viewer) = parts(ctx)?;
+        let line = parse_line(&line_id)?;
+        let priced = state
+            .orders
+            .remove_item(viewer.tenant, parse_cart(&cart_id)?, &viewer.access, line)
+            .await
+            .or_problem()?;
+        Ok(cart(&priced, None))
+    }
+
+    /// Applies a promotion code.
+    async fn apply_promotion(
+        &self,
+        ctx: &Context<'_>,
+        cart_id: ID,
+        code: String,
+    ) -> async_graphql::Result<Cart> {
+        let (state, viewer) = parts(ctx)?;
+        let priced = state
+            .orders
+            .apply_promotion(viewer.tenant, parse_cart(&cart_id)?, &viewer.access, &code)
+            .await
+            .or_problem()?;
+        Ok(cart(&priced, None))
+    }
+
+    /// Removes a promotion code.
+    async fn remove_promotion(
+        &self,
+        ctx: &Context<'_>,
+        cart_id: ID,
+        code: String,
+    ) -> async_graphql::Result<Cart> {
+        let (state, viewer) = parts(ctx)?;
+        let priced = state
+            .orders
+            .remove_promotion(viewer.tenant, parse_cart(&cart_id)?, &viewer.access, &code)
             .await
             .or_problem()?;
         Ok(cart(&priced, None))

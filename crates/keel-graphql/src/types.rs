@@ -469,3 +469,23 @@ pub struct WebhookEndpoint {
     #[graphql(complexity = 0)]
     pub created_at: String,
 }
+
+/// A webhook message: one event for one endpoint (its body never).
+#[derive(Debug, Clone, SimpleObject)]
+pub struct WebhookMessage {
+    #[graphql(complexity = 0)]
+    pub id: ID,
+    #[graphql(complexity = 0)]
+    pub event_id: ID,
+    #[graphql(complexity = 0)]
+    pub event_type: String,
+    /// `pending`, `delivering`, `delivered` or `failed`.
+    #[graphql(complexity = 0)]
+    pub status: String,
+    #[graphql(complexity = 0)]
+    pub attempts: i64,
+    #[graphql(complexity = 0)]
+    pub next_attempt_at: String,
+    #[graphql(complexity = 0)]
+    pub created_at: String,
+}

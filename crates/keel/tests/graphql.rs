@@ -479,4 +479,65 @@ backend_tests! {
         assert_eq!(js.bytes().await.expect("bytes").as_ref(), vendored.as_slice());
         assert_eq!(app.get("/graphiql/../Cargo.toml").await.status(), 404);
     }
+
+    async fn the_rest_of_reads_and_writes_go_through_the_same_services(backend: Backend) {
+        let app = app(backend, keel_testkit::receiver::fast_webhooks).await;
+        let s = shop::shop(&app, "gql-rest", 10).await;
+        let token = &s.owner.access_token;
+        let ok = |a: &Value| assert_eq!(a["errors"], Value::Null, "{a}");
+        // Variants: add, change, delete; then the product.
+        let p = gql(&app, token, "{ products(first: 1) { edges { node { id version } } } }", json!({})).await;
+        let product = p["data"]["products"]["edges"][0]["node"]["id"].clone();
+        let added = gql(&app, token, "mutation($p: ID!) { addVariant(productId: $p, input: {sku: \"TEE-L\", prices: [{amount: 2099, currency: \"USD\"}]}) { version variants { id sku } } }", json!({"p": product})).await;
+        ok(&added);
+        let variants = added["data"]["addVariant"]["variants"].as_array().expect("variants").clone();
+        let large = variants.iter().find(|v| v["sku"] == "TEE-L").expect("added")["id"].clone();
+        let changed = gql(&app, token, "mutation($p: ID!, $v: ID!) { updateVariant(productId: $p, variantId: $v, input: {title: \"Large\"}) { variants { sku title } } }", json!({"p": product, "v": large})).await;
+        ok(&changed);
+        assert!(changed.to_string().contains("Large"));
+        let deleted = gql(&app, token, "mutation($p: ID!, $v: ID!) { deleteVariant(productId: $p, variantId: $v) { variants { sku } } }", json!({"p": product, "v": large})).await;
+        ok(&deleted);
+        assert!(!deleted.to_string().contains("TEE-L"));
+        let created = gql(&app, token, "mutation { createProduct(input: {title: \"Gone\", handle: \"gone\", variants: [{sku: \"GONE\", prices: [{amount: 1, currency: \"USD\"}]}]}) { id } }", json!({})).await;
+        let gone = created["data"]["createProduct"]["id"].clone();
+        ok(&gql(&app, token, "mutation($p: ID!) { deleteProduct(id: $p) }", json!({"p": gone})).await);
+        assert_eq!(gql(&app, token, "query($p: ID!) { product(id: $p) { id } }", json!({"p": gone})).await["data"]["product"], Value::Null);
+
+        // An order's life: paid once per key, not shippable before fulfilment, then delivered.
+        let mut rx = keel_testkit::receiver::receiver(Vec::new()).await;
+        let hook = shop::json(shop::admin(&app, token, Method::POST, "/v1/admin/webhook-endpoints", Some(json!({"url": rx.url, "event_types": ["order.*"]})), None).await).await;
+        let endpoint = hook["endpoint"]["id"].clone();
+        let id = shop::placed_order(&app, &s, "rest-1").await;
+        let pay = "mutation($o: ID!) { recordPayment(id: $o, idempotencyKey: \"pay-1\") { status version } }";
+        let paid = gql(&app, token, pay, json!({"o": id})).await;
+        assert_eq!(paid["data"]["recordPayment"]["status"], "paid", "{paid}");
+        assert_eq!(gql(&app, token, pay, json!({"o": id})).await, paid, "the same key answers the same order");
+        let early = gql(&app, token, "mutation($o: ID!) { shipOrder(id: $o, carrier: \"UPS\", trackingNumber: \"1Z\") { status } }", json!({"o": id})).await;
+        assert_eq!(codes(&early), ["order_not_shippable"], "{early}");
+        let order = gql(&app, token, "query($o: ID!) { order(id: $o) { lines { id quantity } } }", json!({"o": id})).await;
+        let line = order["data"]["order"]["lines"][0]["id"].clone();
+        ok(&gql(&app, token, "mutation($o: ID!, $l: ID!) { fulfilOrder(id: $o, lines: [{lineId: $l, quantity: 1}], idempotencyKey: \"ff-1\") { status } }", json!({"o": id, "l": line})).await);
+        let shipped = gql(&app, token, "mutation($o: ID!) { shipOrder(id: $o, carrier: \"UPS\", trackingNumber: \"1Z\") { status } }", json!({"o": id})).await;
+        assert_eq!(shipped["data"]["shipOrder"]["status"], "shipped", "{shipped}");
+        let delivered = gql(&app, token, "mutation($o: ID!) { deliverOrder(id: $o) { status } }", json!({"o": id})).await;
+        assert_eq!(delivered["data"]["deliverOrder"]["status"], "delivered", "{delivered}");
+        // The endpoint's messages (bodies never shown).
+        rx.next().await;
+        let messages = gql(&app, token, "query($e: ID!) { webhookMessages(endpointId: $e, first: 50) { edges { node { eventType status attempts } } } }", json!({"e": endpoint})).await;
+        ok(&messages);
+        assert!(messages.to_string().contains("order.placed"), "{messages}");
+
+        // The storefront's cart edits.
+        let (cart, _) = shop::ready_cart(&app, &s, "USD", &[(&s.tee, 1), (&s.mug, 1)], shop::ny(), &s.us_shipping, None).await;
+        let read = store_gql(&app, &s, Some(&cart.secret), json!({"query": "query($c: ID!) { cart(id: $c) { lines { id sku } } }", "variables": {"c": cart.id}})).await;
+        let lines = read["data"]["cart"]["lines"].as_array().expect("lines").clone();
+        let set = store_gql(&app, &s, Some(&cart.secret), json!({"query": "mutation($c: ID!, $l: ID!) { setCartItemQuantity(cartId: $c, lineId: $l, quantity: 3) { lines { quantity } } }", "variables": {"c": cart.id, "l": lines[0]["id"]}})).await;
+        assert!(set.to_string().contains("\"quantity\":3"), "{set}");
+        let removed = store_gql(&app, &s, Some(&cart.secret), json!({"query": "mutation($c: ID!, $l: ID!) { removeCartItem(cartId: $c, lineId: $l) { lines { sku } } }", "variables": {"c": cart.id, "l": lines[1]["id"]}})).await;
+        assert_eq!(removed["data"]["removeCartItem"]["lines"].as_array().map(Vec::len), Some(1), "{removed}");
+        let promoted = store_gql(&app, &s, Some(&cart.secret), json!({"query": "mutation($c: ID!) { applyPromotion(cartId: $c, code: \"SAVE10\") { discount { amount } } }", "variables": {"c": cart.id}})).await;
+        assert!(promoted["data"]["applyPromotion"]["discount"]["amount"].as_i64().is_some_and(|d| d > 0), "{promoted}");
+        let unpromoted = store_gql(&app, &s, Some(&cart.secret), json!({"query": "mutation($c: ID!) { removePromotion(cartId: $c, code: \"SAVE10\") { discount { amount } } }", "variables": {"c": cart.id}})).await;
+        assert_eq!(unpromoted["data"]["removePromotion"]["discount"]["amount"], 0, "{unpromoted}");
+    }
 }

@@ -368,27 +368,31 @@ async fn record_payment(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let order = id;
+    let key = idempotency::required_key(&headers)?;
+    record_payment_once(&state, &auth.principal, key, id, &body).await
+}
+
+/// `POST /v1/admin/orders/{id}/payments` for any transport (see [`fulfil_once`]).
+pub async fn record_payment_once(
+    state: &AppState,
+    principal: &crate::auth::AdminPrincipal,
+    key: String,
+    order: OrderId,
+    body: &[u8],
+) -> Result<Response, Problem> {
     let path = format!("/v1/admin/orders/{order}/payments");
-    let (orders, tenant, bytes) = (&state.orders, auth.principal.tenant_id, &body);
-    staff_once(
-        &state,
-        &auth.principal,
-        idempotency::required_key(&headers)?,
-        path,
-        &body,
-        |receipt| async move {
-            let req: Option<ManualPaymentRequest> = if bytes.is_empty() {
-                None
-            } else {
-                parse_json(bytes)?
-            };
-            let reference = req.and_then(|r| r.reference);
-            Ok(orders
-                .record_manual_payment(tenant, order, reference.as_deref(), Some(&receipt))
-                .await?)
-        },
-    )
+    let (orders, tenant) = (&state.orders, principal.tenant_id);
+    staff_once(state, principal, key, path, body, |receipt| async move {
+        let req: Option<ManualPaymentRequest> = if body.is_empty() {
+            None
+        } else {
+            parse_json(body)?
+        };
+        let reference = req.and_then(|r| r.reference);
+        Ok(orders
+            .record_manual_payment(tenant, order, reference.as_deref(), Some(&receipt))
+            .await?)
+    })
     .await
 }
 

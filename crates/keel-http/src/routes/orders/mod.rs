@@ -9,7 +9,7 @@
 mod admin;
 mod carts;
 
-pub use admin::{fulfil_once, refund_once};
+pub use admin::{fulfil_once, record_payment_once, refund_once};
 pub use carts::checkout_once;
 
 use axum::{
