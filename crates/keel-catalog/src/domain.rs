@@ -103,7 +103,7 @@ fn has_control(s: &str) -> bool {
 
 /// Control characters in free text other than line breaks and tabs (PostgreSQL stores no NUL
 /// in text or `jsonb`).
-fn has_control_in_text(s: &str) -> bool {
+pub(crate) fn has_control_in_text(s: &str) -> bool {
     s.chars()
         .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
 }

@@ -293,6 +293,10 @@ backend_tests! {
         assert_problem(adjust(-11, "lost").await, 409, "insufficient_stock").await;
         assert_eq!(assert_problem(adjust(0, "lost").await, 422, "validation_failed").await["errors"][0]["pointer"], "/delta");
         assert_eq!(assert_problem(adjust(1, "gift").await, 422, "validation_failed").await["errors"][0]["pointer"], "/reason");
+        // A NUL in the note (PostgreSQL stores none) is a validation problem, never a 500.
+        let nul = call(&app, Method::POST, "/v1/admin/inventory/adjustments", t,
+            Some(serde_json::json!({"variant": variant, "location": loc["id"], "delta": 1, "reason": "correction", "note": "a\u{0}b"})), &[]).await;
+        assert_eq!(assert_problem(nul, 422, "validation_failed").await["errors"][0]["pointer"], "/note");
         assert_eq!(json(adjust(-3, "damaged").await).await["on_hand"], 7);
         let levels = json(app.get_as(&format!("/v1/admin/inventory?variant={}", variant.as_str().expect("id")), t).await).await;
         assert_eq!(levels["data"][0]["on_hand"], 7);

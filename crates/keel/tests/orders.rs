@@ -160,6 +160,11 @@ backend_tests! {
         assert_problem(over, 409, "over_fulfilment").await;
         let too_much = admin(&app, &t, Method::POST, &format!("{path}/refunds"), Some(serde_json::json!({"amount": 1_000_000})), Some("r-over")).await;
         assert_problem(too_much, 409, "over_refund").await;
+        // A NUL in a reason (PostgreSQL stores none) is a validation problem, never a 500.
+        let nul = admin(&app, &t, Method::POST, &format!("{path}/refunds"), Some(serde_json::json!({"amount": 1, "reason": "a\u{0}b"})), Some("r-nul")).await;
+        assert_problem(nul, 422, "validation_failed").await;
+        let nul = admin(&app, &t, Method::POST, &format!("{path}/cancel"), Some(serde_json::json!({"reason": "a\u{0}b"})), None).await;
+        assert_problem(nul, 422, "validation_failed").await;
         let paid = json(app.get_as(&path, &t).await).await;
         assert_eq!((paid["status"].as_str(), amount(&paid["refunded"])), (Some("paid"), 0));
         assert_eq!(level(&app, &shop, &shop.tee).await, (10, 2), "no stock moved");

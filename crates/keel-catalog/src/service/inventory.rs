@@ -169,6 +169,8 @@ impl CatalogService {
                 "/note",
                 format!("must be at most {} characters", limits::NOTE_MAX),
             );
+        } else if note.is_some_and(crate::domain::has_control_in_text) {
+            issues.push("/note", "must not contain control characters");
         }
         if !issues.is_empty() {
             return Err(CatalogError::Invalid(issues.into_vec()));

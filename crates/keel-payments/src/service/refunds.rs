@@ -18,6 +18,9 @@ impl PaymentsService {
         if_match: Option<i64>,
         receipt: Option<&OrderReceipt>,
     ) -> Result<Order, PaymentsError> {
+        if let Some(r) = &reason {
+            check_reason(r)?;
+        }
         let (order, tasks) = self
             .change_with_refunds(tenant, id, if_match, receipt, |order, now| {
                 let r = order.refund(request, reason.clone(), now)?;
@@ -37,9 +40,7 @@ impl PaymentsService {
         reason: &str,
         if_match: Option<i64>,
     ) -> Result<Order, PaymentsError> {
-        if reason.chars().count() > 500 {
-            return Err(invalid("/reason", "must be at most 500 characters"));
-        }
+        check_reason(reason)?;
         let (order, tasks) = self
             .change_with_refunds(tenant, id, if_match, None, |order, now| {
                 let (moves, refund) = order.cancel(reason, now)?;
@@ -292,4 +293,19 @@ impl PaymentsService {
             .sessions_of_order(tenant, id.as_uuid())
             .await?)
     }
+}
+
+/// A refund's or cancellation's reason: at most 500 characters, no control characters but
+/// line breaks and tabs (PostgreSQL stores no NUL in text or `jsonb`).
+fn check_reason(reason: &str) -> Result<(), PaymentsError> {
+    if reason.chars().count() > 500 {
+        return Err(invalid("/reason", "must be at most 500 characters"));
+    }
+    if reason
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(invalid("/reason", "must not contain control characters"));
+    }
+    Ok(())
 }
