@@ -189,6 +189,32 @@ fn parse_cart(id: &ID) -> async_graphql::Result<CartId> {
     id.parse().map_err(|_| not_found())
 }
 
+/// What a cart edit needs: the orders service, the shop, the cart and the shopper's access.
+fn cart_target<'c>(
+    ctx: &Context<'c>,
+    cart_id: &ID,
+) -> async_graphql::Result<(
+    &'c keel_orders::service::OrdersService,
+    keel_kernel::TenantId,
+    CartId,
+    &'c keel_orders::service::ShopperAccess,
+)> {
+    let (state, viewer) = parts(ctx)?;
+    Ok((
+        &state.orders,
+        viewer.tenant,
+        parse_cart(cart_id)?,
+        &viewer.access,
+    ))
+}
+
+/// The cart an edit answered.
+fn answered(
+    edited: Result<PricedCart, keel_orders::service::OrdersError>,
+) -> async_graphql::Result<Cart> {
+    Ok(cart(&edited.or_problem()?, None))
+}
+
 fn parse_line(id: &ID) -> async_graphql::Result<keel_orders::cart::LineId> {
     id.parse().map_err(|_| {
         coded(
@@ -355,19 +381,12 @@ impl Mutation {
         variant_id: String,
         quantity: i64,
     ) -> async_graphql::Result<Cart> {
-        let (state, viewer) = parts(ctx)?;
-        let priced = state
-            .orders
-            .add_item(
-                viewer.tenant,
-                parse_cart(&cart_id)?,
-                &viewer.access,
-                &variant_id,
-                quantity,
-            )
-            .await
-            .or_problem()?;
-        Ok(cart(&priced, None))
+        let (orders, tenant, id, access) = cart_target(ctx, &cart_id)?;
+        answered(
+            orders
+                .add_item(tenant, id, access, &variant_id, quantity)
+                .await,
+        )
     }
 
     /// Sets the shipping address (validated as REST's).
@@ -403,18 +422,12 @@ impl Mutation {
         cart_id: ID,
         shipping_option_id: String,
     ) -> async_graphql::Result<Cart> {
-        let (state, viewer) = parts(ctx)?;
-        let priced = state
-            .orders
-            .set_shipping_option(
-                viewer.tenant,
-                parse_cart(&cart_id)?,
-                &viewer.access,
-                &shipping_option_id,
-            )
-            .await
-            .or_problem()?;
-        Ok(cart(&priced, None))
+        let (orders, tenant, id, access) = cart_target(ctx, &cart_id)?;
+        answered(
+            orders
+                .set_shipping_option(tenant, id, access, &shipping_option_id)
+                .await,
+        )
     }
 
     /// Sets a line's quantity.
@@ -425,20 +438,13 @@ impl Mutation {
         line_id: ID,
         quantity: i64,
     ) -> async_graphql::Result<Cart> {
-        let (state, viewer) = parts(ctx)?;
         let line = parse_line(&line_id)?;
-        let priced = state
-            .orders
-            .set_item_quantity(
-                viewer.tenant,
-                parse_cart(&cart_id)?,
-                &viewer.access,
-                line,
-                quantity,
-            )
-            .await
-            .or_problem()?;
-        Ok(cart(&priced, None))
+        let (orders, tenant, id, access) = cart_target(ctx, &cart_id)?;
+        answered(
+            orders
+                .set_item_quantity(tenant, id, access, line, quantity)
+                .await,
+        )
     }
 
     /// Removes a line.
@@ -448,14 +454,9 @@ impl Mutation {
         cart_id: ID,
         line_id: ID,
     ) -> async_graphql::Result<Cart> {
-        let (state, viewer) = parts(ctx)?;
         let line = parse_line(&line_id)?;
-        let priced = state
-            .orders
-            .remove_item(viewer.tenant, parse_cart(&cart_id)?, &viewer.access, line)
-            .await
-            .or_problem()?;
-        Ok(cart(&priced, None))
+        let (orders, tenant, id, access) = cart_target(ctx, &cart_id)?;
+        answered(orders.remove_item(tenant, id, access, line).await)
     }
 
     /// Applies a promotion code.
@@ -465,13 +466,8 @@ impl Mutation {
         cart_id: ID,
         code: String,
     ) -> async_graphql::Result<Cart> {
-        let (state, viewer) = parts(ctx)?;
-        let priced = state
-            .orders
-            .apply_promotion(viewer.tenant, parse_cart(&cart_id)?, &viewer.access, &code)
-            .await
-            .or_problem()?;
-        Ok(cart(&priced, None))
+        let (orders, tenant, id, access) = cart_target(ctx, &cart_id)?;
+        answered(orders.apply_promotion(tenant, id, access, &code).await)
     }
 
     /// Removes a promotion code.
@@ -481,13 +477,8 @@ impl Mutation {
         cart_id: ID,
         code: String,
     ) -> async_graphql::Result<Cart> {
-        let (state, viewer) = parts(ctx)?;
-        let priced = state
-            .orders
-            .remove_promotion(viewer.tenant, parse_cart(&cart_id)?, &viewer.access, &code)
-            .await
-            .or_problem()?;
-        Ok(cart(&priced, None))
+        let (orders, tenant, id, access) = cart_target(ctx, &cart_id)?;
+        answered(orders.remove_promotion(tenant, id, access, &code).await)
     }
 
     /// Places the order, at most once per `idempotencyKey` (the same key over REST and
