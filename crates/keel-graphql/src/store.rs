@@ -292,21 +292,11 @@ impl Query {
         let Ok(id) = id.parse::<CartId>() else {
             return Ok(None);
         };
-        match state
+        let read = state
             .orders
             .get_cart(viewer.tenant, id, &viewer.access)
-            .await
-        {
-            Ok(p) => Ok(Some(cart(&p, None))),
-            Err(e) => {
-                let p: keel_http::problem::Problem = e.into();
-                if p.kind() == ProblemKind::NOT_FOUND {
-                    Ok(None)
-                } else {
-                    Err(crate::errors::from_problem(&p))
-                }
-            }
-        }
+            .await;
+        Ok(found(read)?.map(|p| cart(&p, None)))
     }
 
     /// One of the shopper's orders; anyone else's is `null`.
@@ -315,21 +305,11 @@ impl Query {
         let Ok(id) = id.parse::<OrderId>() else {
             return Ok(None);
         };
-        match state
+        let read = state
             .orders
             .shopper_order(viewer.tenant, id, &viewer.access)
-            .await
-        {
-            Ok(o) => Ok(Some(Order(o))),
-            Err(e) => {
-                let p: keel_http::problem::Problem = e.into();
-                if p.kind() == ProblemKind::NOT_FOUND {
-                    Ok(None)
-                } else {
-                    Err(crate::errors::from_problem(&p))
-                }
-            }
-        }
+            .await;
+        Ok(found(read)?.map(Order))
     }
 }
 
