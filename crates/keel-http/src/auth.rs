@@ -87,7 +87,7 @@ impl FromRequestParts<AppState> for StaffEnrolling {
             }
         };
         // The request span was opened with an empty tenant_id; now it is known.
-        note_tenant(parts, principal.tenant_id);
+        note_tenant(parts, principal.tenant_id, true);
         Ok(Self(principal))
     }
 }
@@ -163,7 +163,7 @@ async fn admin_principal(parts: &Parts, state: &AppState) -> Result<AdminPrincip
     {
         return Err(keel_identity::services::auth::AuthError::MfaEnrollmentRequired.into());
     }
-    note_tenant(parts, principal.tenant_id);
+    note_tenant(parts, principal.tenant_id, true);
     Ok(principal)
 }
 
@@ -422,7 +422,7 @@ impl FromRequestParts<AppState> for Storefront {
                 .await
                 .map_err(|_| refused())?
         };
-        note_tenant(parts, tenant);
+        note_tenant(parts, tenant, false);
         Ok(Self(tenant))
     }
 }

@@ -99,6 +99,8 @@ pub struct AppStateParts {
     pub gateway: Option<Arc<gateway::Gateway>>,
     /// Realtime delivery: the node's event hub and its open streams (ADR 0040).
     pub realtime: Arc<realtime::Realtime>,
+    /// Where this node announces its writes to the other nodes (ADR 0041).
+    pub changes: Arc<dyn keel_kernel::changes::ChangeFeed>,
 }
 
 /// Exact limits from the configuration.
@@ -179,7 +181,13 @@ pub fn router_with(
         .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })
         .with_state(state.clone())
         .layer(from_fn_with_state(cache.clone(), store_cache::serve))
-        .layer(from_fn_with_state(cache, store_cache::track))
+        .layer(from_fn_with_state(
+            store_cache::Tracker {
+                cache,
+                changes: state.changes.clone(),
+            },
+            store_cache::track,
+        ))
         // Outside the storefront cache: a read answered from memory is still a request. One
         // layer for the whole edge (gateway, limits, CORS preflights, identification, places
         // per shop): each layer costs every request a boxed service and future.
@@ -209,6 +217,21 @@ pub fn router_with(
             Arc::new(middleware::InFlight::new(settings.max_in_flight)),
             middleware::shed,
         ))
+        .layer(from_fn_with_state(metrics, middleware::request_context))
+}
+
+/// The probes and `/metrics` alone: what a `worker` node serves (issue 25). Every other path
+/// is a 404 problem, with the same security headers and request metrics as the API.
+pub fn probes_router(state: AppState) -> Router {
+    let (router, _) = routes::health::router()
+        .merge(routes::ops::router())
+        .split_for_parts();
+    let metrics = state.metrics.clone();
+    router
+        .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })
+        .with_state(state)
+        .layer(from_fn(middleware::problems_for_bare_errors))
+        .layer(from_fn_with_state(false, middleware::security_headers))
         .layer(from_fn_with_state(metrics, middleware::request_context))
 }
 

@@ -227,32 +227,49 @@ impl StoreCache {
 }
 
 /// The tenant a request acted for, with that tenant's cache generation when it was
-/// authenticated. Put in every request by [`track`]; filled by authentication.
+/// authenticated and whether the principal was staff or a secret key (whose writes may change
+/// keys, pricing setup or limits). Put in every request by [`track`]; filled by
+/// authentication.
 #[derive(Debug, Clone)]
 pub struct TenantSlot {
-    cell: Arc<OnceLock<(TenantId, u64)>>,
+    cell: Arc<OnceLock<(TenantId, u64, bool)>>,
     cache: Arc<StoreCache>,
 }
 
 impl TenantSlot {
-    fn get(&self) -> Option<(TenantId, u64)> {
+    fn get(&self) -> Option<(TenantId, u64, bool)> {
         self.cell.get().copied()
     }
 }
 
-/// Authentication found the request's tenant: the request span names it, and the cache
-/// learns whose data the handler will read or write.
-pub fn note_tenant(parts: &Parts, tenant: TenantId) {
+/// Authentication found the request's tenant (`admin`: through a staff member or secret
+/// key): the request span names it, and the cache learns whose data the handler will read or
+/// write.
+pub fn note_tenant(parts: &Parts, tenant: TenantId, admin: bool) {
     tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
     if let Some(slot) = parts.extensions.get::<TenantSlot>() {
         // First principal wins: a customer extractor authenticates the storefront first.
-        let _ = slot.cell.set((tenant, slot.cache.generation(tenant)));
+        let _ = slot
+            .cell
+            .set((tenant, slot.cache.generation(tenant), admin));
     }
 }
 
+/// The state of [`track`]: the node's cache, and where it announces writes to the others.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    pub cache: Arc<StoreCache>,
+    pub changes: Arc<dyn keel_kernel::changes::ChangeFeed>,
+}
+
 /// Outer middleware: gives the request a [`TenantSlot`] and, after a successful write by a
-/// principal of a tenant, moves that tenant's generation.
-pub async fn track(State(cache): State<Arc<StoreCache>>, mut req: Request, next: Next) -> Response {
+/// principal of a tenant, moves that tenant's generation here and announces the change to
+/// the other nodes (so their copies go at once, not at their time bounds).
+pub async fn track(
+    State(Tracker { cache, changes }): State<Tracker>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let write = crate::middleware::is_write(req.method());
     let slot = TenantSlot {
         cell: Arc::new(OnceLock::new()),
@@ -262,9 +279,10 @@ pub async fn track(State(cache): State<Arc<StoreCache>>, mut req: Request, next:
     let res = next.run(req).await;
     if write
         && res.status().is_success()
-        && let Some((tenant, _)) = slot.get()
+        && let Some((tenant, _, setup)) = slot.get()
     {
         cache.invalidate(tenant);
+        changes.announce(keel_kernel::changes::Change::Shop { tenant, setup });
     }
     res
 }
@@ -289,7 +307,17 @@ pub async fn serve(State(cache): State<Arc<StoreCache>>, req: Request, next: Nex
         .to_owned();
     let key = (credential, target);
     let now = Instant::now();
-    if let Some((tenant, age, headers, body)) = cache.get(&key, now) {
+    // A cached answer is served only to a credential this node accepts now, for the same
+    // shop (the edge authenticated it, with the key cache's exact bound and the cluster's
+    // invalidations): a revoked key is refused as soon as the node knows, whatever the
+    // answer's age.
+    let accepted = req
+        .extensions()
+        .get::<crate::auth::Identified>()
+        .and_then(crate::auth::Identified::tenant);
+    if let Some((tenant, age, headers, body)) = cache.get(&key, now)
+        && accepted == Some(tenant)
+    {
         cache.hits.fetch_add(1, Relaxed);
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
         return cached_response(
@@ -303,7 +331,7 @@ pub async fn serve(State(cache): State<Arc<StoreCache>>, req: Request, next: Nex
     let slot = req.extensions().get::<TenantSlot>().cloned();
     let res = next.run(req).await;
     let noted = slot.as_ref().and_then(TenantSlot::get);
-    let (StatusCode::OK, Some((tenant, generation))) = (res.status(), noted) else {
+    let (StatusCode::OK, Some((tenant, generation, _))) = (res.status(), noted) else {
         return res;
     };
     let (parts, body) = res.into_parts();

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod changes;
 pub mod clock;
 pub mod error;
 pub mod event;
@@ -20,6 +21,7 @@ pub mod health;
 pub mod hub;
 pub mod id;
 pub mod idempotency;
+pub mod lease;
 pub mod money;
 pub mod net;
 pub mod page;

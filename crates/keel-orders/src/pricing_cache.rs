@@ -166,6 +166,19 @@ impl PricingCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         *self.entries.lock().unwrap_or_else(PoisonError::into_inner) = Entries::default();
     }
+
+    /// A setup write through another node (ADR 0041): the shop's entries go, and no read
+    /// started before now is stored (the generation moves); other shops keep theirs.
+    pub(crate) fn forget_tenant(&self, tenant: TenantId) {
+        if !self.enabled() {
+            return;
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(gone) = entries.by_tenant.remove(&tenant) {
+            entries.len -= gone.len();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ pub trait Backend:
     + PaymentStore
     + keel_kernel::ratelimit::TenantLimitStore
     + keel_kernel::quota::QuotaStore
+    + keel_kernel::lease::LeaseStore
 {
 }
 
@@ -83,6 +84,7 @@ impl<T> Backend for T where
         + PaymentStore
         + keel_kernel::ratelimit::TenantLimitStore
         + keel_kernel::quota::QuotaStore
+        + keel_kernel::lease::LeaseStore
 {
 }
 

@@ -9,6 +9,7 @@
 mod catalog;
 mod identity;
 mod keys_and_customers;
+mod leases;
 mod orders;
 mod payments;
 mod staff;
@@ -17,6 +18,7 @@ mod webhooks;
 pub use catalog::*;
 pub use identity::*;
 pub use keys_and_customers::*;
+pub use leases::*;
 pub use orders::*;
 pub use payments::*;
 pub use staff::*;
@@ -70,6 +72,7 @@ pub struct Stores {
     pub webhooks: Arc<dyn keel_webhooks::ports::WebhookStore>,
     pub consumers: Arc<dyn keel_kernel::bus::ConsumerStore>,
     pub payments: Arc<dyn keel_payments::ports::PaymentStore>,
+    pub leases: Arc<dyn keel_kernel::lease::LeaseStore>,
 }
 
 impl Stores {
@@ -95,7 +98,8 @@ impl Stores {
             idempotency: store.clone(),
             webhooks: store.clone(),
             consumers: store.clone(),
-            payments: store,
+            payments: store.clone(),
+            leases: store,
         }
     }
 }
@@ -185,6 +189,8 @@ macro_rules! conformance_tests {
             payment_sessions_are_found_by_ref_by_order_and_when_due,
             a_provider_effect_is_written_once_and_whole_or_not_at_all,
             refund_tasks_move_by_id_and_are_due_only_while_pending,
+            a_lease_has_one_holder_until_it_lapses_and_then_passes_on,
+            a_released_lease_passes_on_at_once_and_keeps_the_last_run,
         );
     };
     (@expand $fresh:expr; $($name:ident),* $(,)?) => {

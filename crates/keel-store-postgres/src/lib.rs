@@ -37,6 +37,7 @@ mod error;
 mod exec;
 mod identity;
 mod inventory;
+mod leases;
 mod mfa;
 mod migrations;
 mod orders;

@@ -23,6 +23,7 @@ mod db;
 mod error;
 mod identity;
 mod inventory;
+mod leases;
 mod mfa;
 mod migrations;
 mod orders;

@@ -190,6 +190,11 @@ pub async fn nats() -> NatsServer {
             _dir: None,
         };
     }
+    nats_of_its_own().await
+}
+
+/// A throwaway `nats-server -js` for one test alone (one it may stop by dropping the guard).
+pub async fn nats_of_its_own() -> NatsServer {
     let dir = tempfile::Builder::new()
         .prefix("keel-test-nats-")
         .tempdir()

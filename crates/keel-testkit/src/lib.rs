@@ -520,9 +520,19 @@ pub async fn serve_process(
     dir: &std::path::Path,
     envs: &[(&str, &str)],
 ) -> (tokio::process::Child, String) {
+    serve_process_args(bin, &["serve"], dir, envs).await
+}
+
+/// [`serve_process`] with the command line `args` (`["serve", "--role", "worker"]`).
+pub async fn serve_process_args(
+    bin: &str,
+    args: &[&str],
+    dir: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt as _;
     let mut c = tokio::process::Command::new(bin);
-    c.arg("serve")
+    c.args(args)
         .env_clear()
         .env("RUST_LOG", "info")
         .env("KEEL_LISTEN", "127.0.0.1:0")

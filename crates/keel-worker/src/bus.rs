@@ -92,6 +92,11 @@ impl JetStreamBus {
         })
     }
 
+    /// The core NATS connection under the stream (for messages that are not events).
+    pub fn client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
     /// Publishes an event and waits for JetStream to store it. `msg_id` is the event id, or a
     /// re-drive's own id (so the duplicate window does not drop a deliberate re-drive).
     pub async fn publish_as(&self, e: &RecordedEvent, msg_id: &str) -> Result<(), BusError> {
@@ -197,18 +202,19 @@ impl Consumer {
         store: Arc<dyn ConsumerStore>,
         handler: Arc<dyn Handler>,
         schedule: Vec<StdDuration>,
+        ack_wait: StdDuration,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, BusError> {
         let stream = bus.js.get_stream(&bus.stream).await.map_err(bus_err)?;
+        // Created, or updated to this node's settings: the ack wait is the exact time after
+        // which a message taken by a node that died is delivered to another (issue 25).
         let consumer = stream
-            .get_or_create_consumer(
-                name,
-                pull::Config {
-                    durable_name: Some(name.to_owned()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(pull::Config {
+                durable_name: Some(name.to_owned()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait,
+                ..Default::default()
+            })
             .await
             .map_err(bus_err)?;
         Ok(Self {

@@ -10,7 +10,9 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod changes;
 pub mod delivery;
+pub mod schedule;
 
 use std::{sync::Arc, time::Duration as StdDuration};
 
@@ -425,22 +427,25 @@ impl Worker {
                 }
             }
         };
-        let tailer = self.clone();
-        let tail = async move {
-            let Some(nats) = &tailer.nats else {
-                return;
-            };
-            loop {
-                // Events published while the tail is down do not reach live subscribers; SSE
-                // clients resume them from the event log with `Last-Event-ID`.
-                if let Err(e) = nats.bus.tail(&tailer.hub).await {
-                    tracing::warn!(error = %e, "tailing JetStream for realtime subscribers failed");
-                }
-                tokio::time::sleep(tailer.settings.relay_interval).await;
-            }
-        };
+        let tail = self.clone().tail_forever();
         let delivery = self.clone().deliver_forever();
         tokio::join!(relay, delivery, consume, tail);
+    }
+
+    /// With a bus: hands every event on it to this node's realtime subscribers, until the
+    /// task is dropped (an `api` node runs only this). Without one, returns at once.
+    pub async fn tail_forever(self) {
+        let Some(nats) = &self.nats else {
+            return;
+        };
+        loop {
+            // Events published while the tail is down do not reach live subscribers; SSE
+            // clients resume them from the event log with `Last-Event-ID`.
+            if let Err(e) = nats.bus.tail(&self.hub).await {
+                tracing::warn!(error = %e, "tailing JetStream for realtime subscribers failed");
+            }
+            tokio::time::sleep(self.settings.relay_interval).await;
+        }
     }
 
     /// The delivery loop: at most `delivery_batch` deliveries in flight on this node, each

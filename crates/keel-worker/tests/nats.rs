@@ -116,6 +116,7 @@ async fn a_consumer_processes_each_event_once_even_when_it_is_published_again() 
         store.clone(),
         handler.clone(),
         vec![Duration::from_millis(50)],
+        Duration::from_secs(30),
         Arc::new(SystemClock),
     )
     .await
@@ -144,6 +145,7 @@ async fn a_consumer_processes_each_event_once_even_when_it_is_published_again() 
         store.clone(),
         other.clone(),
         Vec::new(),
+        Duration::from_secs(30),
         Arc::new(SystemClock),
     )
     .await
@@ -169,6 +171,7 @@ async fn a_poison_event_is_parked_after_the_last_retry_and_can_be_redriven() {
         store.clone(),
         handler.clone(),
         schedule,
+        Duration::from_secs(30),
         Arc::new(SystemClock),
     )
     .await
@@ -223,6 +226,84 @@ async fn a_poison_event_is_parked_after_the_last_retry_and_can_be_redriven() {
     assert!(
         consumer.redrive(parked[0].id).await.is_err(),
         "a letter is re-driven once"
+    );
+    bus.delete_stream().await.expect("remove the test stream");
+}
+
+/// Takes a message and never settles it: a node that dies mid-delivery.
+struct Hanging {
+    taken: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Handler for Hanging {
+    async fn handle(&self, _: &RecordedEvent) -> Result<(), String> {
+        self.taken.notify_one();
+        std::future::pending().await
+    }
+}
+
+/// Issue 25: a message a node took and never settled goes to another node after exactly the
+/// consumer's ack wait (`KEEL_NATS__ACK_WAIT_S`), not before and not much after.
+#[tokio::test]
+async fn a_message_taken_by_a_dead_node_goes_to_another_after_exactly_the_ack_wait() {
+    let nats = keel_testdb::nats().await;
+    let (_file, store) = store().await;
+    let bus = bus(&nats.url).await;
+    let ack_wait = Duration::from_secs(2);
+    let e = event("order.placed");
+    bus.publish(&e).await.expect("publish");
+    let hanging = Arc::new(Hanging {
+        taken: tokio::sync::Notify::new(),
+    });
+    let dying = Consumer::new(
+        &bus,
+        "webhooks",
+        store.clone(),
+        hanging.clone(),
+        Vec::new(),
+        ack_wait,
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("consumer");
+    let node = tokio::spawn(async move { dying.run_once(10, Duration::from_secs(5)).await });
+    hanging.taken.notified().await;
+    let taken = std::time::Instant::now();
+    node.abort();
+    let handler = Arc::new(Counting::default());
+    let survivor = Consumer::new(
+        &bus,
+        "webhooks",
+        store.clone(),
+        handler.clone(),
+        Vec::new(),
+        ack_wait,
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("consumer");
+    // Each fetch waits at most 5 s: the redelivery comes within one.
+    let mut settled = 0;
+    for _ in 0..3 {
+        settled += survivor
+            .run_once(10, Duration::from_secs(5))
+            .await
+            .expect("run");
+        if settled > 0 {
+            break;
+        }
+    }
+    let after = taken.elapsed();
+    assert_eq!(
+        *handler.handled.lock().expect("lock"),
+        vec![e.id],
+        "delivered again, once"
+    );
+    assert!(after >= ack_wait, "not before the ack wait: {after:?}");
+    assert!(
+        after < ack_wait + Duration::from_secs(1),
+        "within the ack wait and a second: {after:?}"
     );
     bus.delete_stream().await.expect("remove the test stream");
 }

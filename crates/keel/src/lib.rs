@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod jobs;
 pub mod secrets;
 pub mod serve;
 pub mod store;
@@ -16,7 +17,11 @@ use keel_identity::services::auth::{AuthPorts, AuthService, KeyRing};
 use keel_kernel::clock::{Clock, SystemClock};
 use utoipa_axum::router::OpenApiRouter;
 
-pub use crate::{config::Settings, store::Store};
+pub use crate::{
+    config::Settings,
+    jobs::{MaintenanceReport, maintenance_pass, payments_pass},
+    store::Store,
+};
 
 /// The consumer name of the webhook fan-out on the bus (its durable consumer and its rows in
 /// the processed-event and dead-letter tables).
@@ -64,6 +69,7 @@ pub async fn nats(settings: &Settings, store: &Store) -> anyhow::Result<Option<k
             store: store.webhooks(),
         }),
         n.retry_schedule.clone(),
+        n.ack_wait,
         Arc::new(SystemClock),
     )
     .await
@@ -87,6 +93,18 @@ pub struct App {
     settings: Settings,
     worker: keel_worker::Worker,
     payments: keel_payments::service::PaymentsService,
+    scheduler: keel_worker::schedule::Scheduler,
+    /// With a bus: applies the other nodes' announced writes to this node's caches.
+    changes_listener: Option<ChangesListener>,
+}
+
+/// The task applying the other nodes' changes, started with the node.
+struct ChangesListener(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl std::fmt::Debug for ChangesListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangesListener")
+    }
 }
 
 impl App {
@@ -104,6 +122,7 @@ impl App {
         migrate: bool,
         extra: OpenApiRouter<AppState>,
     ) -> anyhow::Result<Self> {
+        check_role(settings)?;
         let store = Store::open(&settings.database)
             .await
             .context("cannot open the database")?;
@@ -123,6 +142,7 @@ impl App {
             hub: realtime.hub.clone(),
             ..worker
         };
+        let changes = changes(settings, &worker);
         let metrics = Arc::new(Metrics::default());
         let payments = payments_service_and_dependency(
             settings,
@@ -176,17 +196,12 @@ impl App {
             gateway: gateway.clone(),
             cors: cors(settings),
             realtime,
+            changes: feed(changes.as_ref()),
         });
+        let changes_listener = changes.map(|c| listen_for_changes(c, &state));
         let metrics_listener = metrics_listener(settings, &state).await?;
-        let graphql = Arc::new(keel_graphql::Graphql::new(
-            settings.graphql.0.clone(),
-            settings.graphql.1,
-        ));
-        let router = keel_http::router_with(
-            state,
-            settings.http,
-            extra.merge(keel_graphql::routes(graphql)),
-        );
+        let leases = store.leases();
+        let router = router(settings, state, extra);
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {} (KEEL_LISTEN)", settings.listen))?;
@@ -200,6 +215,8 @@ impl App {
             settings: settings.clone(),
             worker,
             payments: payments.0,
+            changes_listener,
+            scheduler: scheduler(settings, leases),
         })
     }
 
@@ -229,37 +246,21 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        // Maintenance on an exact interval; a failed pass is logged and retried next time.
-        let maintenance = {
-            let (settings, store) = (self.settings.clone(), self.store.clone());
-            tokio::spawn(async move {
-                // First pass after one interval: starting must not touch the database (a
-                // PostgreSQL node starts, and reports not-ready, while its database is down).
-                let period = settings.maintenance_interval;
-                let mut every =
-                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    every.tick().await;
-                    match maintenance_pass(&settings, &store, SystemClock.now()).await {
-                        Ok(r) => tracing::debug!(
-                            login_attempts = r.login_attempts,
-                            idempotency_keys = r.idempotency_keys,
-                            expired_orders = r.expired_orders,
-                            events = r.events,
-                            "maintenance pass"
-                        ),
-                        Err(e) => {
-                            tracing::warn!(error = format!("{e:#}"), "maintenance pass failed");
-                        }
-                    }
-                }
-            })
-        };
-        // Payment reconciliation and refund retries, on their exact interval.
-        let payments = spawn_payment_jobs(self.payments.clone(), &self.settings.payments);
-        // The outbox relay and webhook delivery, on their exact intervals.
-        let worker = tokio::spawn(self.worker.clone().run());
+        // Background work by role: the scheduled jobs (each on one node at a time, through its
+        // lease) and the relay, deliveries and bus consumers; an `api` node only tails the bus
+        // for its realtime subscribers.
+        let role = self.settings.cluster.role;
+        let mut background = Vec::new();
+        if role.runs_background() {
+            background = jobs::spawn(&self.scheduler, &self.settings, &self.store, &self.payments);
+            background.push(tokio::spawn(self.worker.clone().run()));
+        } else {
+            background.push(tokio::spawn(self.worker.clone().tail_forever()));
+        }
+        if let Some(listener) = self.changes_listener {
+            background.push(tokio::spawn(listener.0));
+        }
+        tracing::info!(role = ?role, node = %self.settings.cluster.node_id, "serving");
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = self.grace;
         let limits = self.settings.connections;
@@ -306,9 +307,13 @@ impl App {
         };
         tokio::select! {
             () = server => {
-                maintenance.abort();
-                payments.abort();
-                worker.abort();
+                for task in &background {
+                    task.abort();
+                }
+                // The next node takes the jobs at its next ask, not at the lease's expiry.
+                if role.runs_background() {
+                    self.scheduler.release_all(&jobs::JOBS).await;
+                }
                 if let Some(metrics_server) = metrics_server {
                     let _ = metrics_server.await;
                 }
@@ -422,6 +427,118 @@ async fn edge_limits(
         store.tenant_limits(),
         &SystemClock,
     )))
+}
+
+/// The node's side of the job leases.
+fn scheduler(
+    settings: &Settings,
+    leases: Arc<dyn keel_kernel::lease::LeaseStore>,
+) -> keel_worker::schedule::Scheduler {
+    keel_worker::schedule::Scheduler {
+        store: leases,
+        node: settings.cluster.node_id.as_str().into(),
+        timing: settings.cluster.leases,
+        clock: Arc::new(SystemClock),
+    }
+}
+
+/// Where the node announces its writes: the bus, or nowhere (embedded mode).
+fn feed(
+    changes: Option<&(
+        keel_worker::changes::NatsChanges,
+        keel_worker::changes::NatsClient,
+        String,
+    )>,
+) -> Arc<dyn keel_kernel::changes::ChangeFeed> {
+    match changes {
+        Some((feed, ..)) => Arc::new(feed.clone()),
+        None => Arc::new(keel_kernel::changes::Alone),
+    }
+}
+
+/// Split roles need a shared database: an embedded SQLite file belongs to one process.
+fn check_role(settings: &Settings) -> anyhow::Result<config::Role> {
+    let role = settings.cluster.role;
+    if role != config::Role::All
+        && !matches!(settings.database, config::DatabaseSettings::Postgres { .. })
+    {
+        anyhow::bail!(
+            "--role {role:?} needs PostgreSQL (KEEL_DATABASE_URL): an embedded SQLite database belongs to one process, which runs every role"
+        );
+    }
+    Ok(role)
+}
+
+/// The node's router by role: the API (REST, GraphQL, `extra`), or for a `worker` only the
+/// probes and `/metrics`.
+fn router(settings: &Settings, state: AppState, extra: OpenApiRouter<AppState>) -> axum::Router {
+    if settings.cluster.role.serves_api() {
+        let graphql = Arc::new(keel_graphql::Graphql::new(
+            settings.graphql.0.clone(),
+            settings.graphql.1,
+        ));
+        keel_http::router_with(
+            state,
+            settings.http,
+            extra.merge(keel_graphql::routes(graphql)),
+        )
+    } else {
+        keel_http::probes_router(state)
+    }
+}
+
+/// With a bus: this node's announcements of its writes, the connection and the subject.
+fn changes(
+    settings: &Settings,
+    worker: &keel_worker::Worker,
+) -> Option<(
+    keel_worker::changes::NatsChanges,
+    keel_worker::changes::NatsClient,
+    String,
+)> {
+    let (nats, n) = (worker.nats.as_ref()?, settings.nats.as_ref()?);
+    let client = nats.bus.client();
+    let feed = keel_worker::changes::NatsChanges::start(
+        client.clone(),
+        n.changes_subject.clone(),
+        settings.cluster.node_id.as_str().into(),
+    );
+    Some((feed, client, n.changes_subject.clone()))
+}
+
+/// Applies the other nodes' announced writes to this node's copies (ADR 0041): the shop's
+/// storefront answers always; with a staff or secret-key write, its publishable keys,
+/// pricing setup and limits too; after a key rotation, the signing key set. Resubscribes
+/// after one second when the subscription ends.
+fn listen_for_changes(
+    (feed, client, subject): (
+        keel_worker::changes::NatsChanges,
+        keel_worker::changes::NatsClient,
+        String,
+    ),
+    state: &AppState,
+) -> ChangesListener {
+    use keel_kernel::changes::Change;
+    let state = state.clone();
+    ChangesListener(Box::pin(async move {
+        loop {
+            let apply = |change: Change| match change {
+                Change::Shop { tenant, setup } => {
+                    state.store_cache.invalidate(tenant);
+                    if setup {
+                        state.keys.forget_tenant(tenant);
+                        state.orders.forget_pricing(tenant);
+                        state.limits.forget_tenant(tenant);
+                    }
+                }
+                Change::SigningKeys => state.auth.keys().forget(),
+            };
+            if let Err(e) = feed.listen(&client, subject.clone(), apply).await {
+                tracing::warn!(error = %e, "cannot subscribe to the other nodes' changes");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }))
 }
 
 /// The outbox relay and webhook delivery over `store`.
@@ -544,178 +661,6 @@ fn payments_service_and_dependency(
         p.service,
     );
     Ok((service, dependency))
-}
-
-/// The payment jobs on their exact interval, the first pass after one interval.
-fn spawn_payment_jobs(
-    payments: keel_payments::service::PaymentsService,
-    settings: &config::PaymentSettings,
-) -> tokio::task::JoinHandle<()> {
-    let (period, batch) = (settings.reconcile_interval, settings.reconcile_batch);
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            payments_pass(&payments, batch).await;
-        }
-    })
-}
-
-/// One pass of the payment jobs: reconciliation, then refund retries, each repeating while
-/// its batches are full; failures are logged and tried again next pass.
-pub async fn payments_pass(payments: &keel_payments::service::PaymentsService, batch: i64) {
-    let full = |n: u64| n >= u64::try_from(batch).unwrap_or(u64::MAX);
-    loop {
-        match payments.reconcile(batch).await {
-            Ok(r) => {
-                if r.checked > 0 {
-                    tracing::info!(
-                        checked = r.checked,
-                        settled = r.settled,
-                        "payment reconciliation pass"
-                    );
-                }
-                if !full(r.checked) {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "payment reconciliation failed");
-                break;
-            }
-        }
-    }
-    loop {
-        match payments.retry_refunds(batch).await {
-            Ok(r) => {
-                if r.refunds_tried > 0 {
-                    tracing::info!(
-                        tried = r.refunds_tried,
-                        settled = r.refunds_settled,
-                        "refund retry pass"
-                    );
-                }
-                if !full(r.refunds_tried) {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "refund retries failed");
-                break;
-            }
-        }
-    }
-}
-
-/// Unpaid orders cancelled per batch of the expiry job (it repeats while batches are full).
-const EXPIRY_BATCH: i64 = 100;
-
-/// What one maintenance pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct MaintenanceReport {
-    pub login_attempts: u64,
-    pub idempotency_keys: u64,
-    pub expired_orders: u64,
-    /// Relayed events and processed-event rows past `KEEL_EVENT_RETENTION_S`.
-    pub events: u64,
-    /// Webhook messages (with their attempts) finished longer ago than
-    /// `KEEL_WEBHOOKS__RETENTION_S`.
-    pub webhook_messages: u64,
-    /// Carts idle longer than `KEEL_CART_IDLE_TTL_S`.
-    pub carts: u64,
-}
-
-impl MaintenanceReport {
-    /// Rows removed or changed in all.
-    pub fn total(&self) -> u64 {
-        self.login_attempts
-            + self.idempotency_keys
-            + self.expired_orders
-            + self.events
-            + self.webhook_messages
-            + self.carts
-    }
-}
-
-/// One maintenance pass: prunes login attempts that left the login window and idempotency
-/// keys past their time, cancels unpaid orders whose time ran out (releasing their stock),
-/// and deletes relayed events past their retention. Run by `serve` every
-/// `KEEL_MAINTENANCE_INTERVAL_S` and by `keel maintenance prune`.
-pub async fn maintenance_pass(
-    settings: &Settings,
-    store: &Store,
-    now: time::OffsetDateTime,
-) -> anyhow::Result<MaintenanceReport> {
-    let pruned = store
-        .throttle()
-        .prune(now - settings.auth.throttle_horizon())
-        .await
-        .context("cannot prune login attempts")?;
-    let purged = store
-        .idempotency()
-        .purge(now)
-        .await
-        .context("cannot purge idempotency keys")?;
-    let orders = orders_service(
-        settings,
-        store,
-        Arc::new(keel_kernel::clock::ManualClock::new(now)),
-    );
-    let mut expired = 0;
-    loop {
-        let n = orders
-            .expire_unpaid(EXPIRY_BATCH)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot expire unpaid orders: {e}"))?;
-        expired += n;
-        if n < u64::try_from(EXPIRY_BATCH).expect("a positive batch") {
-            break;
-        }
-    }
-    let mut carts = 0;
-    loop {
-        let n = orders
-            .prune_carts(EXPIRY_BATCH)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot prune idle carts: {e}"))?;
-        carts += n;
-        if n < u64::try_from(EXPIRY_BATCH).expect("a positive batch") {
-            break;
-        }
-    }
-    let mut retired = 0;
-    loop {
-        let n = store
-            .webhooks()
-            .prune_events(now - settings.event_retention, EXPIRY_BATCH)
-            .await
-            .context("cannot prune relayed events")?;
-        retired += n;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut messages = 0;
-    loop {
-        let n = store
-            .webhooks()
-            .prune_messages(now - settings.webhooks.retention, EXPIRY_BATCH)
-            .await
-            .context("cannot prune webhook messages")?;
-        messages += n;
-        if n == 0 {
-            break;
-        }
-    }
-    Ok(MaintenanceReport {
-        login_attempts: pruned,
-        idempotency_keys: purged,
-        expired_orders: expired,
-        events: retired,
-        webhook_messages: messages,
-        carts,
-    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,7 +1,8 @@
 //! `keel`: one binary, several roles.
 //!
 //! ```text
-//! keel serve [--migrate]          run the API (SQLite: created and migrated on start)
+//! keel serve [--migrate] [--role all|api|worker]
+//!                                 run the API (SQLite: created and migrated on start)
 //! keel migrate                    apply pending migrations and exit
 //! keel tenant create --name N --slug S --owner-email E [--json]
 //!                                 prints the owner's one-time setup token
@@ -76,6 +77,11 @@ enum Command {
         /// Apply pending PostgreSQL migrations before serving (SQLite always migrates).
         #[arg(long)]
         migrate: bool,
+        /// What this node runs: `all` (default), `api` (HTTP only) or `worker` (relay,
+        /// deliveries and scheduled jobs; HTTP serves only the probes and metrics). `api` and
+        /// `worker` need PostgreSQL.
+        #[arg(long, value_enum, default_value_t = keel::config::Role::All)]
+        role: keel::config::Role,
     },
     /// Apply pending migrations and exit.
     Migrate,
@@ -394,7 +400,9 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve { migrate } => {
+        Command::Serve { migrate, role } => {
+            let mut settings = settings;
+            settings.cluster.role = role;
             telemetry::init(settings.log_format, false);
             let app = App::build(&settings, migrate).await?;
             tracing::info!(addr = %app.local_addr(), backend = if app.store().is_sqlite() { "sqlite" } else { "postgres" }, bus = if settings.nats.is_some() { "jetstream" } else { "in-process" }, "listening");
@@ -421,21 +429,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Keys {
             command: KeysCommand::Rotate,
-        } => {
-            let store = open_store(&settings).await?;
-            let auth = keel::auth_service(&settings, &store)?;
-            let kid = auth
-                .keys()
-                .rotate()
-                .await
-                .context("cannot rotate the signing key")?;
-            println!(
-                "new signing key {kid}; the previous key stays published for {} s",
-                settings.auth.key_overlap.whole_seconds()
-            );
-            store.close().await;
-            Ok(())
-        }
+        } => rotate_signing_key(&settings).await,
         Command::Maintenance {
             command: MaintenanceCommand::Prune,
         } => {
@@ -837,4 +831,34 @@ async fn tenant_command(
             .await
         }
     }
+}
+
+/// `keel keys rotate`: a new signing key, announced to the running nodes when there is a bus.
+async fn rotate_signing_key(settings: &Settings) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    let auth = keel::auth_service(settings, &store)?;
+    let kid = auth
+        .keys()
+        .rotate()
+        .await
+        .context("cannot rotate the signing key")?;
+    // Running nodes sign with the new key at once (without a bus: within
+    // KEEL_AUTH__KEY_CACHE_MS).
+    if let (Some(bus), Some(n)) = (keel::event_bus(settings).await?, &settings.nats) {
+        keel_worker::changes::announce_once(
+            &bus.client(),
+            n.changes_subject.clone(),
+            &settings.cluster.node_id,
+            keel_kernel::changes::Change::SigningKeys,
+        )
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("cannot announce the new key to the running nodes")?;
+    }
+    println!(
+        "new signing key {kid}; the previous key stays published for {} s",
+        settings.auth.key_overlap.whole_seconds()
+    );
+    store.close().await;
+    Ok(())
 }

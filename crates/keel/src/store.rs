@@ -94,6 +94,10 @@ impl Store {
         self.backend()
     }
 
+    pub fn leases(&self) -> Arc<dyn keel_kernel::lease::LeaseStore> {
+        self.backend()
+    }
+
     pub fn throttle(&self) -> Arc<dyn LoginThrottle> {
         self.backend()
     }

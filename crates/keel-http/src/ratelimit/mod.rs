@@ -244,6 +244,15 @@ impl EdgeLimits {
         Ok(())
     }
 
+    /// Drops this node's copy of a shop's limits: an owner or operator changed them through
+    /// another node (ADR 0041).
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        self.tenants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&tenant);
+    }
+
     /// Milliseconds since 1970, as of the start plus monotonic time since.
     fn now_ms(&self) -> i64 {
         self.started_ms

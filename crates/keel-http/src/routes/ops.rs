@@ -21,6 +21,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             render_counters(&state.health.counters(), &mut text);
             render_counters(&state.orders.counters(), &mut text);
             render_dependencies(&state.dependencies, &mut text);
+            render_counters(&state.changes.counters(), &mut text);
             render_counters(
                 &[keel_kernel::health::StoreCounter {
                     name: "keel_ratelimit_backend_errors_total",

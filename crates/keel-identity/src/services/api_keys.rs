@@ -95,6 +95,11 @@ impl PublishableCache {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.retain(|_, (key, _)| key.id != id);
     }
+
+    fn forget_tenant(&self, tenant: TenantId) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|_, (key, _)| key.tenant_id != tenant);
+    }
 }
 
 /// API key administration and authentication.
@@ -135,6 +140,12 @@ impl ApiKeyService {
             entries: Mutex::default(),
         });
         self
+    }
+
+    /// Drops every cached publishable key of `tenant`: a staff write through another node
+    /// may have revoked or rotated one (ADR 0041), so the next use reads it afresh.
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        self.publishable.forget_tenant(tenant);
     }
 
     fn new_key(

@@ -154,6 +154,15 @@ impl KeyRing {
         Ok(kid)
     }
 
+    /// Forgets the cached key set: another process rotated it (`keel keys rotate`, ADR 0041),
+    /// so the next use reads it afresh and signs with the new key.
+    pub fn forget(&self) {
+        *self
+            .cached
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
     /// Signs claims with the current key.
     pub async fn sign(&self, claims: &Claims) -> Result<String, StoreError> {
         Ok(self.current().await?.signing.sign(claims))

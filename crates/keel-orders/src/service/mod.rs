@@ -231,6 +231,12 @@ impl OrdersService {
             settings,
         }
     }
+
+    /// Drops this node's copy of `tenant`'s pricing setup: a staff write through another
+    /// node may have changed it (ADR 0041).
+    pub fn forget_pricing(&self, tenant: keel_kernel::TenantId) {
+        self.pricing.forget_tenant(tenant);
+    }
 }
 
 mod carts;

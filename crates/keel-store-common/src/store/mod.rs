@@ -10,6 +10,7 @@ pub mod consumers;
 pub mod customers;
 pub mod identity;
 pub mod inventory;
+pub mod leases;
 pub mod limits;
 pub mod mfa;
 pub mod orders;

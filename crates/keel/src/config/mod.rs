@@ -142,6 +142,7 @@ pub struct RawConfig {
     pub cors: RawCors,
     pub realtime: RawRealtime,
     pub graphql: RawGraphql,
+    pub cluster: RawCluster,
     pub sqlite: RawSqlite,
     pub postgres: RawPostgres,
 }
@@ -259,6 +260,13 @@ pub struct RawNats {
     /// `KEEL_NATS__RETRY_SCHEDULE`, default `1s,5s,30s,300s,1800s`: a consumer's delays after a
     /// failed delivery; after the last, the event goes to the dead-letter table.
     pub retry_schedule: String,
+    /// `KEEL_NATS__CHANGES_SUBJECT`, default `keel.changes`: the core NATS subject on which
+    /// nodes announce writes so that the others drop their cached copies at once (outside
+    /// the event stream's subjects).
+    pub changes_subject: String,
+    /// `KEEL_NATS__ACK_WAIT_S`, default 30: a message a node took and did not settle (the node
+    /// died) goes to another node after exactly this long.
+    pub ack_wait_s: u64,
 }
 
 /// Rate limits at the edge (issue 23, ADR 0035): each a GCRA limit, an exact emission
@@ -646,6 +654,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             cors: RawCors::default(),
             realtime: RawRealtime::default(),
+            cluster: RawCluster::default(),
             graphql: RawGraphql::default(),
             auth: RawAuth {
                 issuer: "keel".into(),
@@ -690,6 +699,8 @@ impl Default for RawNats {
             stream: "KEEL_EVENTS".into(),
             subject_prefix: "keel.events".into(),
             duplicate_window_s: 120,
+            ack_wait_s: 30,
+            changes_subject: "keel.changes".into(),
             retry_schedule: "1s,5s,30s,300s,1800s".into(),
         }
     }
@@ -857,5 +868,7 @@ mod describe;
 mod edge;
 mod realtime;
 pub use realtime::{RawGraphql, RawRealtime};
+mod cluster;
+pub use cluster::{ClusterSettings, RawCluster, Role};
 #[cfg(test)]
 mod tests;

@@ -84,6 +84,7 @@ pub struct Settings {
     pub auth: keel_identity::services::auth::AuthSettings,
     pub realtime: keel_http::realtime::RealtimeSettings,
     pub graphql: (keel_graphql::GraphqlSettings, keel_graphql::WsSettings),
+    pub cluster: super::ClusterSettings,
 }
 
 fn seconds(key: &str, v: u64) -> Result<time::Duration, ConfigError> {
@@ -492,6 +493,10 @@ pub struct NatsSettings {
     pub subject_prefix: String,
     pub duplicate_window: Duration,
     pub retry_schedule: Vec<Duration>,
+    /// Redelivery of a message a node took but never settled (it died).
+    pub ack_wait: Duration,
+    /// Where nodes announce writes (cache invalidation).
+    pub changes_subject: String,
 }
 
 fn nats_settings(
@@ -524,7 +529,18 @@ fn nats_settings(
             "must be a subject such as `keel.events`",
         ));
     }
+    let changes = &raw.changes_subject;
+    if changes.is_empty()
+        || changes.contains([' ', '*', '>'])
+        || changes.starts_with(&format!("{}.", raw.subject_prefix))
+    {
+        return Err(err(
+            "KEEL_NATS__CHANGES_SUBJECT",
+            "must be a subject such as `keel.changes`, outside KEEL_NATS__SUBJECT_PREFIX",
+        ));
+    }
     Ok(Some(NatsSettings {
+        changes_subject: changes.clone(),
         url,
         stream: raw.stream.clone(),
         subject_prefix: raw.subject_prefix.clone(),
@@ -532,6 +548,7 @@ fn nats_settings(
             "KEEL_NATS__DUPLICATE_WINDOW_S",
             raw.duplicate_window_s,
         )?),
+        ack_wait: Duration::from_secs(positive("KEEL_NATS__ACK_WAIT_S", raw.ack_wait_s)?),
         retry_schedule: schedule
             .into_iter()
             .map(|d| Duration::from_millis(u64::try_from(d.whole_milliseconds()).unwrap_or(0)))
@@ -875,6 +892,7 @@ impl Settings {
             worker: worker_settings(&raw.webhooks)?,
             realtime: super::realtime::settings(&raw.realtime)?,
             graphql: super::realtime::graphql(&raw.graphql, body_limit_bytes)?,
+            cluster: super::cluster::settings(&raw.cluster)?,
             secret_key: raw.secret_key,
             auth,
         })
@@ -936,6 +954,8 @@ impl Settings {
                 "stream": n.stream,
                 "subject_prefix": n.subject_prefix,
                 "duplicate_window_s": n.duplicate_window.as_secs(),
+                "ack_wait_s": n.ack_wait.as_secs(),
+                "changes_subject": n.changes_subject,
                 "retry_schedule_ms": n.retry_schedule.iter().map(Duration::as_millis).collect::<Vec<_>>(),
             })),
             "webhooks": self.webhooks_json(),
@@ -957,6 +977,7 @@ impl Settings {
             "limits": self.limits_json(),
             "realtime": self.realtime_json(),
             "graphql": self.graphql_json(),
+            "cluster": self.cluster_json(),
         })
     }
 }
