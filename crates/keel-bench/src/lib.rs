@@ -70,6 +70,11 @@ pub struct Shop {
     pub shipping_option: String,
 }
 
+/// Sends of one request with an `Idempotency-Key` whose answer is lost, at most.
+pub const KEYED_ATTEMPTS: u32 = 3;
+/// The exact wait before sending it again.
+pub const KEYED_RETRY_DELAY: Duration = Duration::from_millis(200);
+
 /// The options of one load run; every value exact.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -465,6 +470,39 @@ impl Worker {
         }
     }
 
+    /// [`Worker::call`] for a request that carries an `Idempotency-Key`: what a careful client
+    /// does when the answer is lost (no answer, or a proxy's 502/503 because the node died):
+    /// the same request with the same key, after an exact delay, at most [`KEYED_ATTEMPTS`]
+    /// times. The key makes a repeat safe (the first answer if it was committed, else a fresh
+    /// attempt); every failed attempt still counts as an error.
+    async fn call_keyed(
+        &mut self,
+        route: &'static str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Vec<u8>> {
+        for attempt in 1..=KEYED_ATTEMPTS {
+            let before = self.lost_answers(route);
+            if let Some(body) = self.call(route, method.clone(), path, None, headers).await {
+                return Some(body);
+            }
+            if self.lost_answers(route) == before || attempt == KEYED_ATTEMPTS {
+                return None;
+            }
+            tokio::time::sleep(KEYED_RETRY_DELAY).await;
+        }
+        None
+    }
+
+    /// Answers of `route` lost so far (no answer, 502, 503).
+    fn lost_answers(&self, route: &'static str) -> u64 {
+        [0, 502, 503]
+            .iter()
+            .filter_map(|s| self.tally.errors.get(&(route, *s)))
+            .sum()
+    }
+
     fn pick(&mut self) -> usize {
         self.next = (self.next + 1) % self.shop.variants.len();
         self.next
@@ -605,11 +643,10 @@ impl Worker {
             ("idempotency-key", key.as_str()),
         ];
         let PlacedOrder { id: order_id } = self
-            .call(
+            .call_keyed(
                 "POST /v1/store/carts/{id}/checkout",
                 Method::POST,
                 &format!("/v1/store/carts/{id}/checkout"),
-                None,
                 &with_key,
             )
             .await
@@ -627,11 +664,10 @@ impl Worker {
             ("authorization", bearer.as_str()),
             ("idempotency-key", pay_key.as_str()),
         ];
-        self.call(
+        self.call_keyed(
             "POST /v1/admin/orders/{id}/payments",
             Method::POST,
             &format!("/v1/admin/orders/{order_id}/payments"),
-            None,
             &with_pay_key,
         )
         .await

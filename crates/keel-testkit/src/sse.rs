@@ -47,15 +47,40 @@ impl SseStream {
 
     /// The next frame; `None` when the server ended the stream.
     pub async fn frame(&mut self) -> Option<Frame> {
+        self.frame_or_cut(false).await
+    }
+
+    /// The next event; `None` when the stream ended or was cut (its node died), after which
+    /// a client resumes with `Last-Event-ID`.
+    pub async fn event_or_cut(&mut self) -> Option<(String, String, serde_json::Value)> {
+        loop {
+            match self.frame_or_cut(true).await? {
+                Frame::Comment(_) => {}
+                Frame::Event { id, event, data } => {
+                    return Some((
+                        id.unwrap_or_default(),
+                        event.unwrap_or_else(|| "message".into()),
+                        serde_json::from_str(&data).expect("event data is JSON"),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn frame_or_cut(&mut self, cut_ends: bool) -> Option<Frame> {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
                 return Some(parse(&block));
             }
-            let chunk = tokio::time::timeout(self.wait, self.res.chunk())
+            let read = tokio::time::timeout(self.wait, self.res.chunk())
                 .await
-                .expect("the stream sends within the test's bound")
-                .expect("the stream stays readable")?;
+                .expect("the stream sends within the test's bound");
+            let chunk = match read {
+                Ok(chunk) => chunk?,
+                Err(_) if cut_ends => return None,
+                Err(e) => panic!("the stream stays readable: {e}"),
+            };
             self.buf
                 .push_str(std::str::from_utf8(&chunk).expect("an event stream is UTF-8"));
         }
