@@ -173,6 +173,7 @@ macro_rules! conformance_tests {
             a_carts_pricing_records_are_read_together_and_per_tenant,
             the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it,
             racing_relays_fan_each_event_out_once,
+            shops_with_and_without_endpoints_relay_every_event_once,
             claims_respect_the_per_endpoint_concurrency_bound,
             claims_are_fair_per_endpoint_whatever_another_endpoints_backlog,
             claims_find_the_endpoints_with_due_messages_and_only_those,

@@ -131,6 +131,7 @@ impl Worker {
     /// once it committed, the relayed events handed to this node's realtime subscribers.
     async fn relay_in_process(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
         let relayed = std::sync::Mutex::new(Vec::new());
+        let messages = std::sync::atomic::AtomicUsize::new(0);
         // Idleness is checked per event, after the event was read: a subscriber that came
         // before the event's commit is there by then.
         let keep = |e: &keel_kernel::event::RecordedEvent, endpoints: &[Endpoint]| {
@@ -140,12 +141,19 @@ impl Worker {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(e.clone());
             }
-            fan_out(e, endpoints)
+            let out = fan_out(e, endpoints);
+            messages.fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed);
+            out
         };
         let n = self
             .store
             .relay(self.settings.relay_batch, now, &keep)
             .await?;
+        // New messages may be due: claimed now, not at the next tick (and no claim at all
+        // when the events wrote none: three statements saved per pass on PostgreSQL).
+        if messages.into_inner() > 0 {
+            self.deliveries.notify_one();
+        }
         // Only now committed: subscribers never see an event whose relay rolled back (it
         // comes again with the next batch).
         self.hub.publish(
@@ -391,13 +399,11 @@ impl Worker {
                         _ = every.tick() => {}
                         () = this.wake.notified() => {}
                     }
+                    // A relay that wrote messages wakes the deliveries itself; with a bus,
+                    // the consumer that writes them does.
                     match this.relay_once().await {
                         Ok(0) => {}
-                        Ok(n) => {
-                            tracing::debug!(events = n, "relayed");
-                            // New messages may be due: claim them now, not at the next tick.
-                            this.deliveries.notify_one();
-                        }
+                        Ok(n) => tracing::debug!(events = n, "relayed"),
                         Err(e) => tracing::warn!(error = %e, "relay failed"),
                     }
                 }

@@ -257,6 +257,69 @@ pub async fn racing_relays_fan_each_event_out_once(stores: &Stores) {
     assert_eq!(got.items.len(), 40, "one message per event");
 }
 
+/// Shops with and without endpoints in one outbox (PostgreSQL relays the second kind in one
+/// statement and the first in its transaction): racing relays hand every event to the fan-out
+/// exactly once, and only the shop with an endpoint gets messages.
+pub async fn shops_with_and_without_endpoints_relay_every_event_once(stores: &Stores) {
+    let with = create(stores, &unique_slug("relay-with")).await.0.id;
+    let without = create(stores, &unique_slug("relay-without")).await.0.id;
+    let now = SystemClock.now();
+    relay_everything(stores, now).await;
+    let wants = endpoint(with, &["order.*"]);
+    stores
+        .webhooks
+        .create_endpoint(&wants, i64::MAX, &[])
+        .await
+        .expect("endpoint");
+    for _ in 0..4 {
+        events(stores, with, "order.placed", 5).await;
+        events(stores, without, "order.placed", 5).await;
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut relays = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (webhooks, seen) = (stores.webhooks.clone(), seen.clone());
+        relays.spawn(async move {
+            let count = |e: &keel_kernel::event::RecordedEvent, endpoints: &[Endpoint]| {
+                seen.lock().expect("lock").push(e.id);
+                fan_out(e, endpoints)
+            };
+            let mut total = 0;
+            loop {
+                let n = webhooks.relay(7, now, &count).await.expect("relay");
+                if n == 0 {
+                    return total;
+                }
+                total += n;
+            }
+        });
+    }
+    let mut relayed = 0;
+    while let Some(n) = relays.join_next().await {
+        relayed += n.expect("task");
+    }
+    assert_eq!(relayed, 40, "each event counted by exactly one relay");
+    let seen = seen.lock().expect("lock").clone();
+    let distinct: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(
+        (seen.len(), distinct.len()),
+        (40, 40),
+        "each event fanned out once"
+    );
+    let page =
+        keel_kernel::page::PageRequest::first(keel_kernel::page::Limit::new(100).expect("limit"));
+    let got = stores
+        .webhooks
+        .list_messages(with, wants.id, page)
+        .await
+        .expect("messages");
+    assert_eq!(
+        got.items.len(),
+        20,
+        "one message per event of the shop with an endpoint"
+    );
+}
+
 pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) {
     let t = create(stores, &unique_slug("claim")).await.0.id;
     let e = endpoint(t, &["stock_location.created"]);

@@ -101,6 +101,70 @@ pub async fn relay<E: Exec>(
     write_batch(e, &batch, now, fan_out).await
 }
 
+/// What [`relay_quiet`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Quiet {
+    /// Events it relayed.
+    pub relayed: usize,
+    /// Whether events of shops with webhook endpoints wait (for [`relay`]'s transaction).
+    pub more: bool,
+}
+
+/// PostgreSQL only (issue 25): relays the oldest events of shops that have no webhook
+/// endpoint, at most `limit`, in one statement outside any transaction (locked, marked and
+/// returned at once, so a relay on another node skips them), and says whether events of
+/// shops with endpoints wait for the transactional relay. Most shops have no endpoint, and
+/// a relay pass per commit was five statements where this is one. `fan_out` sees each event
+/// with no endpoints (it writes no message; the node's realtime subscribers get the event).
+pub async fn relay_quiet<E: Exec>(
+    e: &mut E,
+    limit: i64,
+    now: OffsetDateTime,
+    fan_out: &FanOut<'_>,
+) -> Result<Quiet, StoreError> {
+    debug_assert!(E::DIALECT == Dialect::Postgres, "PostgreSQL's relay only");
+    let rows = e
+        .all(
+            "WITH batch AS ( \
+                 SELECT o.tenant_id, o.id FROM outbox_events o \
+                 WHERE o.relayed_at IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.tenant_id = o.tenant_id) \
+                 ORDER BY o.occurred_at, o.id LIMIT $1 \
+                 FOR UPDATE OF o SKIP LOCKED), \
+             marked AS ( \
+                 UPDATE outbox_events o SET relayed_at = $2 FROM batch b \
+                 WHERE o.tenant_id = b.tenant_id AND o.id = b.id \
+                 RETURNING o.tenant_id, o.id, o.event_type, o.payload, o.occurred_at) \
+             SELECT tenant_id, id, event_type, payload, occurred_at, false AS more FROM marked \
+             UNION ALL \
+             SELECT NULL, NULL, NULL, NULL, NULL, EXISTS ( \
+                 SELECT 1 FROM outbox_events o WHERE o.relayed_at IS NULL \
+                   AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.tenant_id = o.tenant_id))",
+            args![limit, now],
+        )
+        .await?;
+    let mut quiet = Quiet {
+        relayed: 0,
+        more: false,
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if r.opt_uuid("tenant_id")?.is_none() {
+            quiet.more = r.flag("more")?;
+        } else {
+            events.push(event_from_row(r)?);
+        }
+    }
+    // Committed already (one statement): oldest first, as the transactional relay hands them.
+    events.sort_by_key(|ev| (ev.occurred_at, ev.id.as_uuid()));
+    for event in &events {
+        let messages = fan_out(event, &[]);
+        debug_assert!(messages.is_empty(), "no endpoint, no message");
+    }
+    quiet.relayed = events.len();
+    Ok(quiet)
+}
+
 /// Marks `events` relayed, in one statement whatever their number.
 pub async fn mark_relayed<E: Exec>(
     e: &mut E,
