@@ -164,6 +164,14 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
         variant: VariantId,
         currency: Currency,
     ) -> Result<VariantForSale, StoreError>;
+    /// [`CatalogStore::variant_for_sale`] for several variants at once (one read); variants
+    /// the tenant does not have are missing from the answer.
+    async fn variants_for_sale(
+        &self,
+        tenant: TenantId,
+        variants: &[VariantId],
+        currency: Currency,
+    ) -> Result<Vec<VariantForSale>, StoreError>;
     /// Products by handle (those that exist), for batch upserts.
     async fn products_by_handles(
         &self,

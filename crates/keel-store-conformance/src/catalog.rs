@@ -166,6 +166,29 @@ pub async fn a_variant_for_sale_carries_its_product_and_its_price_in_one_currenc
             .expect_err("not found");
         assert!(matches!(err, StoreError::NotFound), "{err:?}");
     }
+    // Several at once: the same answers, the unknown and the foreign left out.
+    let mut many = stores
+        .catalog
+        .variants_for_sale(
+            t,
+            &[p.variants[0].id, VariantId::new(), p.variants[1].id],
+            usd,
+        )
+        .await
+        .expect("for sale");
+    many.sort_by_key(|v| v.sku.as_str().to_owned());
+    assert_eq!(many.len(), 2);
+    assert_eq!(many[0], blue);
+    assert_eq!(many[1].price, Some(money(1999, "USD")));
+    assert!(
+        stores
+            .catalog
+            .variants_for_sale(other, &[p.variants[0].id], usd)
+            .await
+            .expect("for sale")
+            .is_empty(),
+        "another shop's variants are not found"
+    );
 }
 
 pub async fn a_failed_save_writes_neither_the_product_nor_its_event(stores: &Stores) {

@@ -45,6 +45,15 @@ impl CatalogStore for PgStore {
         shared::variant_for_sale(&mut self.pg(), tenant, variant, currency).await
     }
 
+    async fn variants_for_sale(
+        &self,
+        tenant: TenantId,
+        variants: &[VariantId],
+        currency: Currency,
+    ) -> Result<Vec<VariantForSale>, StoreError> {
+        shared::variants_for_sale(&mut self.pg(), tenant, variants, currency).await
+    }
+
     async fn products_by_handles(
         &self,
         tenant: TenantId,

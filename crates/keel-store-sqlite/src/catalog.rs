@@ -44,6 +44,15 @@ impl CatalogStore for SqliteStore {
         self.read(|e| now(shared::variant_for_sale(e, tenant, variant, currency)))
     }
 
+    async fn variants_for_sale(
+        &self,
+        tenant: TenantId,
+        variants: &[VariantId],
+        currency: Currency,
+    ) -> Result<Vec<VariantForSale>, StoreError> {
+        self.read(|e| now(shared::variants_for_sale(e, tenant, variants, currency)))
+    }
+
     async fn products_by_handles(
         &self,
         tenant: TenantId,

@@ -313,6 +313,31 @@ impl OrdersService {
         Ok((v, price.minor()))
     }
 
+    /// [`Self::sellable`]'s unit prices for several variants in one read: each an active
+    /// product's variant with a price in `currency`, else the same refusal.
+    pub(super) async fn sellables(
+        &self,
+        tenant: TenantId,
+        variants: &[VariantId],
+        currency: Currency,
+    ) -> Result<std::collections::HashMap<VariantId, i64>, OrdersError> {
+        let found = self
+            .catalog
+            .variants_for_sale(tenant, variants, currency)
+            .await?;
+        let mut prices = std::collections::HashMap::with_capacity(found.len());
+        for v in found {
+            if v.product_status != ProductStatus::Active {
+                continue;
+            }
+            let price = v
+                .price
+                .ok_or_else(|| invalid("/variant_id", format!("has no price in {currency}")))?;
+            prices.insert(v.variant_id, price.minor());
+        }
+        Ok(prices)
+    }
+
     pub(super) fn check_quantity(q: i64) -> Result<(), OrdersError> {
         if (QUANTITY_MIN..=QUANTITY_MAX).contains(&q) {
             Ok(())

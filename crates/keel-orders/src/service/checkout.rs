@@ -147,11 +147,13 @@ impl OrdersService {
         cart: &Cart,
     ) -> Result<(), OrdersError> {
         let mut fresh = cart.clone();
+        let variants: Vec<VariantId> = cart.lines.iter().map(|l| l.variant_id).collect();
+        // Every line's price in one read (issue 25: one round trip, not one per line).
+        let prices = self.sellables(tenant, &variants, cart.currency).await?;
         for line in &mut fresh.lines {
-            line.unit_price = self
-                .sellable(tenant, line.variant_id, cart.currency)
-                .await?
-                .1;
+            line.unit_price = *prices
+                .get(&line.variant_id)
+                .ok_or_else(|| invalid("/variant_id", "is not a variant of an active product"))?;
         }
         if fresh.lines != cart.lines {
             let now = self.clock.now();
