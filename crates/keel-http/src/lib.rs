@@ -222,10 +222,15 @@ pub fn router_with(
 
 /// The probes and `/metrics` alone: what a `worker` node serves (issue 25). Every other path
 /// is a 404 problem, with the same security headers and request metrics as the API.
-pub fn probes_router(state: AppState) -> Router {
-    let (router, _) = routes::health::router()
-        .merge(routes::ops::router())
-        .split_for_parts();
+pub fn probes_router(state: AppState, settings: HttpSettings) -> Router {
+    let probes = routes::health::router();
+    // `/metrics` stays on its own listener when one is configured.
+    let probes = if settings.metrics_elsewhere {
+        probes
+    } else {
+        probes.merge(routes::ops::router())
+    };
+    let (router, _) = probes.split_for_parts();
     let metrics = state.metrics.clone();
     router
         .fallback(|| async { Problem::new(ProblemKind::NOT_FOUND, "No route matches this path.") })

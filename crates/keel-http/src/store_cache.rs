@@ -277,8 +277,13 @@ pub async fn track(
     };
     req.extensions_mut().insert(slot.clone());
     let res = next.run(req).await;
+    // A POST that wrote nothing (a GraphQL query) changes no copy anywhere.
     if write
         && res.status().is_success()
+        && res
+            .extensions()
+            .get::<crate::middleware::ReadOnly>()
+            .is_none()
         && let Some((tenant, _, setup)) = slot.get()
     {
         cache.invalidate(tenant);

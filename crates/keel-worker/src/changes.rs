@@ -88,8 +88,9 @@ impl NatsChanges {
         let mut sub = client.subscribe(subject).await?;
         while let Some(m) = sub.next().await {
             match serde_json::from_slice::<Envelope>(&m.payload) {
-                // Its own writes the node dropped already.
-                Ok(e) if *e.node == *self.node => {}
+                // Its own writes the node dropped already (a key rotation is a command's, which
+                // may run under the node's name: always applied).
+                Ok(e) if *e.node == *self.node && e.change != Change::SigningKeys => {}
                 Ok(e) => {
                     apply(e.change);
                     self.counts.received.fetch_add(1, Relaxed);

@@ -456,7 +456,8 @@ fn feed(
     }
 }
 
-/// Split roles need a shared database: an embedded SQLite file belongs to one process.
+/// Split roles need a shared database (an embedded SQLite file belongs to one process) and
+/// the bus (an `api` node's live subscribers get the events the worker relays through it).
 fn check_role(settings: &Settings) -> anyhow::Result<config::Role> {
     let role = settings.cluster.role;
     if role != config::Role::All
@@ -464,6 +465,11 @@ fn check_role(settings: &Settings) -> anyhow::Result<config::Role> {
     {
         anyhow::bail!(
             "--role {role:?} needs PostgreSQL (KEEL_DATABASE_URL): an embedded SQLite database belongs to one process, which runs every role"
+        );
+    }
+    if role != config::Role::All && settings.nats.is_none() {
+        anyhow::bail!(
+            "--role {role:?} needs the bus (KEEL_NATS_URL): events relayed by a worker reach the api nodes' subscribers through it"
         );
     }
     Ok(role)
@@ -483,7 +489,7 @@ fn router(settings: &Settings, state: AppState, extra: OpenApiRouter<AppState>) 
             extra.merge(keel_graphql::routes(graphql)),
         )
     } else {
-        keel_http::probes_router(state)
+        keel_http::probes_router(state, settings.http)
     }
 }
 

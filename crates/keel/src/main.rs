@@ -844,16 +844,26 @@ async fn rotate_signing_key(settings: &Settings) -> anyhow::Result<()> {
         .context("cannot rotate the signing key")?;
     // Running nodes sign with the new key at once (without a bus: within
     // KEEL_AUTH__KEY_CACHE_MS).
-    if let (Some(bus), Some(n)) = (keel::event_bus(settings).await?, &settings.nats) {
-        keel_worker::changes::announce_once(
-            &bus.client(),
-            n.changes_subject.clone(),
-            &settings.cluster.node_id,
-            keel_kernel::changes::Change::SigningKeys,
-        )
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("cannot announce the new key to the running nodes")?;
+    if let Some(n) = &settings.nats {
+        let told = match keel::event_bus(settings).await {
+            Ok(Some(bus)) => {
+                keel_worker::changes::announce_once(
+                    &bus.client(),
+                    n.changes_subject.clone(),
+                    &settings.cluster.node_id,
+                    keel_kernel::changes::Change::SigningKeys,
+                )
+                .await
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        if let Err(e) = told {
+            // The key is rotated: rotating again would push the previous key out sooner.
+            eprintln!(
+                "keel: warning: new key {kid} rotated, but the running nodes were not told ({e}); they sign with it within KEEL_AUTH__KEY_CACHE_MS"
+            );
+        }
     }
     println!(
         "new signing key {kid}; the previous key stays published for {} s",

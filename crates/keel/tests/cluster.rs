@@ -18,6 +18,8 @@ struct Shared {
     db: keel_testdb::PgSchema,
     key: String,
     dir: tempfile::TempDir,
+    nats: keel_testdb::NatsServer,
+    tag: String,
 }
 
 impl Shared {
@@ -27,6 +29,9 @@ impl Shared {
             db: keel_testdb::postgres_schema().await,
             key: keel::secrets::generate(),
             dir: tempfile::tempdir().expect("tempdir"),
+            nats: keel_testdb::nats().await,
+            // A stream and subjects of this test's own: tests share one NATS server.
+            tag: uuid::Uuid::now_v7().simple().to_string(),
         };
         let out = tokio::process::Command::new(KEEL)
             .arg("migrate")
@@ -45,7 +50,16 @@ impl Shared {
     }
 
     fn env(&self, node: &str) -> Vec<(String, String)> {
+        let (stream, prefix, changes) = (
+            format!("KEEL_TEST_{}", self.tag),
+            format!("keel.test.{}", self.tag),
+            format!("keel.test-changes.{}", self.tag),
+        );
         [
+            ("KEEL_NATS_URL", self.nats.url.as_str()),
+            ("KEEL_NATS__STREAM", stream.as_str()),
+            ("KEEL_NATS__SUBJECT_PREFIX", prefix.as_str()),
+            ("KEEL_NATS__CHANGES_SUBJECT", changes.as_str()),
             ("KEEL_DATABASE_URL", self.db.url.as_str()),
             ("KEEL_SECRET_KEY", self.key.as_str()),
             ("KEEL_CLUSTER__NODE_ID", node),
@@ -251,6 +265,22 @@ async fn roles_split_the_api_from_the_background_work() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("needs PostgreSQL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the bus, an api node's subscribers would never hear of the worker's events.
+    let out = tokio::process::Command::new(KEEL)
+        .args(["serve", "--role", "api"])
+        .env_clear()
+        .env("KEEL_SECRET_KEY", &shared.key)
+        .env("KEEL_DATABASE_URL", &shared.db.url)
+        .current_dir(shared.dir.path())
+        .output()
+        .await
+        .expect("keel serve");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs the bus"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
