@@ -57,6 +57,9 @@ struct PublishableCache {
     ttl: Duration,
     /// Shared, never deep-copied on a hit: a storefront request reads its key on every call.
     entries: Mutex<HashMap<String, (Arc<ApiKey>, OffsetDateTime)>>,
+    /// Moved by every forget: a read that started before a forget is not stored after it
+    /// (it may hold the key as it was before a revocation).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl PublishableCache {
@@ -71,11 +74,22 @@ impl PublishableCache {
             .map(|(key, _)| key.clone())
     }
 
-    fn put(&self, key: &ApiKey, read_at: OffsetDateTime) {
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stores a key read at `read_at`, unless something was forgotten since the read began
+    /// (`generation`, from [`Self::generation`] before the read).
+    fn put(&self, key: &ApiKey, read_at: OffsetDateTime, generation: u64) {
         if self.ttl.is_zero() {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock that forgets take: no forget can slip between the check
+        // and the insert.
+        if self.generation() != generation {
+            return;
+        }
         if entries.len() >= PUBLISHABLE_CACHE_ENTRIES && !entries.contains_key(&key.lookup) {
             entries.clear();
         }
@@ -93,11 +107,15 @@ impl PublishableCache {
 
     fn forget(&self, id: ApiKeyId) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         entries.retain(|_, (key, _)| key.id != id);
     }
 
     fn forget_tenant(&self, tenant: TenantId) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         entries.retain(|_, (key, _)| key.tenant_id != tenant);
     }
 }
@@ -138,6 +156,7 @@ impl ApiKeyService {
         self.publishable = Arc::new(PublishableCache {
             ttl,
             entries: Mutex::default(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         });
         self
     }
@@ -285,12 +304,13 @@ impl ApiKeyService {
                 .map(|k| ApiKey::clone(&k)),
             KeyKind::Secret => None,
         };
+        let generation = self.publishable.generation();
         let mut key = match cached {
             Some(k) => k,
             None => match self.store.find_api_key(&presented.lookup).await {
                 Ok(k) => {
                     if kind == KeyKind::Publishable {
-                        self.publishable.put(&k, now);
+                        self.publishable.put(&k, now, generation);
                     }
                     k
                 }
@@ -358,5 +378,55 @@ impl ApiKeyService {
             .active_key(presented, KeyKind::Publishable)
             .await?
             .tenant_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn key(tenant: TenantId) -> ApiKey {
+        ApiKey {
+            id: ApiKeyId::new(),
+            tenant_id: tenant,
+            kind: KeyKind::Publishable,
+            name: "storefront".into(),
+            lookup: format!("lookup-{}", uuid::Uuid::now_v7().simple()),
+            secret_hash: [0; 32],
+            scopes: Vec::new(),
+            allowed_origins: Vec::new(),
+            created_at: datetime!(2026-12-07 00:00 UTC),
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    /// A read that began before a forget (another node revoked the shop's key meanwhile)
+    /// is not stored after it: the next use reads the key afresh.
+    #[test]
+    fn a_read_older_than_a_forget_is_not_cached() {
+        let cache = PublishableCache {
+            ttl: Duration::seconds(60),
+            ..PublishableCache::default()
+        };
+        let (tenant, now) = (TenantId::new(), datetime!(2026-12-07 12:00 UTC));
+        let k = key(tenant);
+        let before = cache.generation();
+        cache.forget_tenant(tenant);
+        cache.put(&k, now, before);
+        assert!(
+            cache.get(&k.lookup, now).is_none(),
+            "the stale read is dropped"
+        );
+        cache.put(&k, now, cache.generation());
+        assert!(
+            cache.get(&k.lookup, now).is_some(),
+            "a read after the forget is kept"
+        );
+        cache.forget_tenant(tenant);
+        assert!(cache.get(&k.lookup, now).is_none());
     }
 }
