@@ -19,7 +19,7 @@ use crate::{
     domain::secret::SecretHash,
     domain::staff::{
         Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser, StoredMfa,
-        StoredSigningKey, TokenPurpose, UserId,
+        StoredSigningKey, TokenPurpose, UserId, UserStatus,
     },
     domain::throttle::{Limit, ThrottleKey},
     domain::{Tenant, TenantSlug},
@@ -173,6 +173,14 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
         events: &[NewEvent],
     ) -> Result<(), StoreError>;
     async fn get_session(&self, tenant: TenantId, id: SessionId) -> Result<Session, StoreError>;
+    /// The session, the staff user's role and status, and the shop's MFA facts in one read
+    /// (every authenticated staff request); `NotFound` without the session.
+    async fn staff_access(
+        &self,
+        tenant: TenantId,
+        session: SessionId,
+        user: UserId,
+    ) -> Result<StaffAccess, StoreError>;
     /// An owner's sessions that are neither revoked nor expired at `now`, newest first.
     async fn list_active_sessions(
         &self,
@@ -218,6 +226,15 @@ pub trait LoginThrottle: Send + Sync + std::fmt::Debug {
     async fn forget(&self, attempt: AttemptId) -> Result<(), StoreError>;
     /// Removes rows older than `before` (a scheduled clean-up).
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// What authorises a staff request, read at once: the session, the user's role and status
+/// (`None` without the user) and the MFA facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffAccess {
+    pub session: Session,
+    pub user: Option<(Role, UserStatus)>,
+    pub mfa: MfaStatus,
 }
 
 /// The MFA facts that authorise a staff request.

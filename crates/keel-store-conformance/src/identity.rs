@@ -408,6 +408,59 @@ pub async fn tenant_b_cannot_read_tenant_a_users_or_sessions(stores: &Stores) {
     );
 }
 
+/// What authorises a staff request, in one read: the session as stored, the user's role and
+/// status, the shop's MFA facts; a session of another shop is not found, and a user that is
+/// not the shop's is `None`.
+pub async fn staff_access_reads_the_session_user_and_mfa_facts_at_once(stores: &Stores) {
+    let a = tenant_with_owner(stores, "access-a").await;
+    let b = tenant_with_owner(stores, "access-b").await;
+    let now = SystemClock.now();
+    let (session, refresh) = session_for(&a.user, now);
+    stores
+        .sessions
+        .start_session(&session, &refresh, &[])
+        .await
+        .expect("start");
+    let access = stores
+        .sessions
+        .staff_access(a.tenant.id, session.id, a.user.id)
+        .await
+        .expect("access");
+    assert_eq!(
+        access.session,
+        stores
+            .sessions
+            .get_session(a.tenant.id, session.id)
+            .await
+            .expect("session")
+    );
+    assert_eq!(access.user, Some((a.user.role, a.user.status)));
+    assert_eq!(
+        access.mfa,
+        stores
+            .mfa
+            .staff_mfa_status(a.tenant.id, a.user.id)
+            .await
+            .expect("mfa")
+    );
+    let foreign_user = stores
+        .sessions
+        .staff_access(a.tenant.id, session.id, b.user.id)
+        .await
+        .expect("access");
+    assert_eq!(
+        foreign_user.user, None,
+        "another shop's user is nobody here"
+    );
+    assert!(matches!(
+        stores
+            .sessions
+            .staff_access(b.tenant.id, session.id, a.user.id)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 pub async fn signing_key_rotation_retires_the_previous_key(stores: &Stores) {
     let t1 = time::macros::datetime!(2026-11-21 10:00 UTC);
     let t2 = t1 + HOUR;

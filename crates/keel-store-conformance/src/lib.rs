@@ -190,6 +190,7 @@ macro_rules! conformance_tests {
             payment_sessions_are_found_by_ref_by_order_and_when_due,
             a_provider_effect_is_written_once_and_whole_or_not_at_all,
             refund_tasks_move_by_id_and_are_due_only_while_pending,
+            staff_access_reads_the_session_user_and_mfa_facts_at_once,
             a_lease_has_one_holder_until_it_lapses_and_then_passes_on,
             a_released_lease_passes_on_at_once_and_keeps_the_last_run,
         );

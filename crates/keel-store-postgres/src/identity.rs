@@ -204,6 +204,15 @@ impl SessionStore for PgStore {
         shared::get_session(&mut self.pg(), tenant, id).await
     }
 
+    async fn staff_access(
+        &self,
+        tenant: TenantId,
+        session: SessionId,
+        user: UserId,
+    ) -> Result<keel_identity::ports::StaffAccess, StoreError> {
+        shared::staff_access(&mut self.pg(), tenant, session, user).await
+    }
+
     async fn list_active_sessions(
         &self,
         tenant: TenantId,

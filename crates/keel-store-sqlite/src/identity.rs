@@ -218,6 +218,15 @@ impl SessionStore for SqliteStore {
         self.read(|e| now(shared::get_session(e, tenant, id)))
     }
 
+    async fn staff_access(
+        &self,
+        tenant: TenantId,
+        session: SessionId,
+        user: UserId,
+    ) -> Result<keel_identity::ports::StaffAccess, StoreError> {
+        self.read(|e| now(shared::staff_access(e, tenant, session, user)))
+    }
+
     async fn list_active_sessions(
         &self,
         tenant: TenantId,

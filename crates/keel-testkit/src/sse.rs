@@ -53,16 +53,18 @@ impl SseStream {
     /// The next event; `None` when the stream ended or was cut (its node died), after which
     /// a client resumes with `Last-Event-ID`.
     pub async fn event_or_cut(&mut self) -> Option<(String, String, serde_json::Value)> {
+        self.next_event(true).await
+    }
+
+    /// The next event (`id`, `event`, data), skipping comments.
+    async fn next_event(&mut self, cut_ends: bool) -> Option<(String, String, serde_json::Value)> {
         loop {
-            match self.frame_or_cut(true).await? {
-                Frame::Comment(_) => {}
-                Frame::Event { id, event, data } => {
-                    return Some((
-                        id.unwrap_or_default(),
-                        event.unwrap_or_else(|| "message".into()),
-                        serde_json::from_str(&data).expect("event data is JSON"),
-                    ));
-                }
+            if let Frame::Event { id, event, data } = self.frame_or_cut(cut_ends).await? {
+                return Some((
+                    id.unwrap_or_default(),
+                    event.unwrap_or_else(|| "message".into()),
+                    serde_json::from_str(&data).expect("event data is JSON"),
+                ));
             }
         }
     }
@@ -88,18 +90,7 @@ impl SseStream {
 
     /// The next event, skipping comments; `None` when the stream ended.
     pub async fn event(&mut self) -> Option<(String, String, serde_json::Value)> {
-        loop {
-            match self.frame().await? {
-                Frame::Comment(_) => {}
-                Frame::Event { id, event, data } => {
-                    return Some((
-                        id.unwrap_or_default(),
-                        event.unwrap_or_else(|| "message".into()),
-                        serde_json::from_str(&data).expect("event data is JSON"),
-                    ));
-                }
-            }
-        }
+        self.next_event(false).await
     }
 }
 

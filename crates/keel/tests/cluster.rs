@@ -201,6 +201,21 @@ async fn each_scheduled_job_runs_on_one_node_at_a_time_and_passes_on_when_its_ho
     one_at_a_time(job, &runs(&*leases, job, since).await);
 }
 
+/// `keel serve --role api` with only `env` refuses to start, saying `why`.
+async fn refused(shared: &Shared, env: &[(&str, &str)], why: &str) {
+    let out = tokio::process::Command::new(KEEL)
+        .args(["serve", "--role", "api"])
+        .env_clear()
+        .envs(env.iter().copied())
+        .current_dir(shared.dir.path())
+        .output()
+        .await
+        .expect("keel serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(why), "{stderr}");
+}
+
 /// `--role worker` serves only the probes and `/metrics`; `--role api` serves the API and runs
 /// no scheduled job (the worker runs them); an embedded database refuses a split role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,34 +269,16 @@ async fn roles_split_the_api_from_the_background_work() {
     .expect("the worker runs the housekeeping job");
     assert!(ran.iter().all(|r| r.node == "worker-1"), "{ran:?}");
     // Embedded mode: one process owns the file and runs everything.
-    let out = tokio::process::Command::new(KEEL)
-        .args(["serve", "--role", "api"])
-        .env_clear()
-        .env("KEEL_SECRET_KEY", &shared.key)
-        .current_dir(shared.dir.path())
-        .output()
-        .await
-        .expect("keel serve");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("needs PostgreSQL"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    refused(
+        &shared,
+        &[("KEEL_SECRET_KEY", &shared.key)],
+        "needs PostgreSQL",
+    )
+    .await;
     // Without the bus, an api node's subscribers would never hear of the worker's events.
-    let out = tokio::process::Command::new(KEEL)
-        .args(["serve", "--role", "api"])
-        .env_clear()
-        .env("KEEL_SECRET_KEY", &shared.key)
-        .env("KEEL_DATABASE_URL", &shared.db.url)
-        .current_dir(shared.dir.path())
-        .output()
-        .await
-        .expect("keel serve");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("needs the bus"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let env = [
+        ("KEEL_SECRET_KEY", shared.key.as_str()),
+        ("KEEL_DATABASE_URL", shared.db.url.as_str()),
+    ];
+    refused(&shared, &env, "needs the bus").await;
 }

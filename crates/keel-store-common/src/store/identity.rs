@@ -9,11 +9,12 @@ use keel_identity::{
     domain::access::{Role, RoleChangeError, check_role_change},
     domain::password::StoredHash,
     domain::secret::SecretHash,
+    domain::staff::UserStatus,
     domain::staff::{
         Account, Email, OneTimeToken, RefreshToken, Session, SessionId, StaffUser,
         StoredSigningKey, TokenPurpose, UserId,
     },
-    ports::TOKEN_ALREADY_USED,
+    ports::{MfaStatus, StaffAccess, TOKEN_ALREADY_USED},
 };
 use keel_kernel::{
     StoreError, TenantId,
@@ -26,6 +27,8 @@ use crate::{
     args,
     exec::{Exec, decode},
     for_update,
+    rows::ReadRow,
+    rows::corrupt,
     rows::identity::{
         one_time_token_from_row, refresh_from_row, session_from_row, signing_key_from_row,
         user_from_row,
@@ -525,6 +528,44 @@ pub async fn get_session<E: Exec>(
         )
         .await?;
     session_from_row(&row)
+}
+
+pub async fn staff_access<E: Exec>(
+    e: &mut E,
+    tenant: TenantId,
+    session: SessionId,
+    user: UserId,
+) -> Result<StaffAccess, StoreError> {
+    // Three reads made one (issue 25): a staff request's session, user and MFA facts. The
+    // user is a left join, so a missing user is told apart from a missing session.
+    let row = e
+        .one(
+            "SELECT s.tenant_id, s.id, s.owner_kind, s.user_id, s.created_at, s.last_used_at, \
+             s.expires_at, s.revoked_at, u.role AS staff_role, u.status AS staff_status, \
+             t.require_staff_mfa AS required, \
+             EXISTS (SELECT 1 FROM mfa_enrolments m WHERE m.tenant_id = s.tenant_id \
+             AND m.owner_kind = 'staff' AND m.user_id = $3 AND m.confirmed_at IS NOT NULL) AS enrolled \
+             FROM sessions s JOIN tenants t ON t.id = s.tenant_id \
+             LEFT JOIN staff_users u ON u.tenant_id = s.tenant_id AND u.id = $3 \
+             WHERE s.tenant_id = $1 AND s.id = $2",
+            args![tenant.as_uuid(), session.as_uuid(), user.as_uuid()],
+        )
+        .await?;
+    let user = match (row.opt_text("staff_role")?, row.opt_text("staff_status")?) {
+        (Some(role), Some(status)) => Some((
+            Role::parse(&role).ok_or_else(|| corrupt("staff_users", "role"))?,
+            UserStatus::parse(&status).ok_or_else(|| corrupt("staff_users", "status"))?,
+        )),
+        _ => None,
+    };
+    Ok(StaffAccess {
+        session: session_from_row(&row)?,
+        user,
+        mfa: MfaStatus {
+            required: row.flag("required")?,
+            enrolled: row.flag("enrolled")?,
+        },
+    })
 }
 
 /// An owner's sessions that are neither revoked nor expired at `now`, newest first.

@@ -217,24 +217,24 @@ pub async fn the_relay_fans_each_event_out_once_to_the_endpoints_that_want_it(st
     );
 }
 
-pub async fn racing_relays_fan_each_event_out_once(stores: &Stores) {
-    let t = create(stores, &unique_slug("relay-race")).await.0.id;
-    let now = SystemClock.now();
-    relay_everything(stores, now).await;
-    let wants = endpoint(t, &["order.*"]);
-    stores
-        .webhooks
-        .create_endpoint(&wants, i64::MAX, &[])
-        .await
-        .expect("endpoint");
-    events(stores, t, "order.placed", 40).await;
+/// Four relays at once, in batches of 7, until nothing is left: the events they counted, and
+/// the ids of the events they fanned out, in all.
+async fn race_relays(
+    stores: &Stores,
+    now: time::OffsetDateTime,
+) -> (usize, Vec<keel_kernel::event::EventId>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut relays = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        let webhooks = stores.webhooks.clone();
+        let (webhooks, seen) = (stores.webhooks.clone(), seen.clone());
         relays.spawn(async move {
+            let count = |e: &keel_kernel::event::RecordedEvent, endpoints: &[Endpoint]| {
+                seen.lock().expect("lock").push(e.id);
+                fan_out(e, endpoints)
+            };
             let mut total = 0;
             loop {
-                let n = webhooks.relay(7, now, &fan_out).await.expect("relay");
+                let n = webhooks.relay(7, now, &count).await.expect("relay");
                 if n == 0 {
                     return total;
                 }
@@ -246,6 +246,22 @@ pub async fn racing_relays_fan_each_event_out_once(stores: &Stores) {
     while let Some(n) = relays.join_next().await {
         relayed += n.expect("task");
     }
+    let seen = seen.lock().expect("lock").clone();
+    (relayed, seen)
+}
+
+pub async fn racing_relays_fan_each_event_out_once(stores: &Stores) {
+    let t = create(stores, &unique_slug("relay-race")).await.0.id;
+    let now = SystemClock.now();
+    relay_everything(stores, now).await;
+    let wants = endpoint(t, &["order.*"]);
+    stores
+        .webhooks
+        .create_endpoint(&wants, i64::MAX, &[])
+        .await
+        .expect("endpoint");
+    events(stores, t, "order.placed", 40).await;
+    let (relayed, _) = race_relays(stores, now).await;
     assert_eq!(relayed, 40, "each event counted by exactly one relay");
     let page =
         keel_kernel::page::PageRequest::first(keel_kernel::page::Limit::new(100).expect("limit"));
@@ -275,31 +291,8 @@ pub async fn shops_with_and_without_endpoints_relay_every_event_once(stores: &St
         events(stores, with, "order.placed", 5).await;
         events(stores, without, "order.placed", 5).await;
     }
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut relays = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let (webhooks, seen) = (stores.webhooks.clone(), seen.clone());
-        relays.spawn(async move {
-            let count = |e: &keel_kernel::event::RecordedEvent, endpoints: &[Endpoint]| {
-                seen.lock().expect("lock").push(e.id);
-                fan_out(e, endpoints)
-            };
-            let mut total = 0;
-            loop {
-                let n = webhooks.relay(7, now, &count).await.expect("relay");
-                if n == 0 {
-                    return total;
-                }
-                total += n;
-            }
-        });
-    }
-    let mut relayed = 0;
-    while let Some(n) = relays.join_next().await {
-        relayed += n.expect("task");
-    }
+    let (relayed, seen) = race_relays(stores, now).await;
     assert_eq!(relayed, 40, "each event counted by exactly one relay");
-    let seen = seen.lock().expect("lock").clone();
     let distinct: std::collections::HashSet<_> = seen.iter().collect();
     assert_eq!(
         (seen.len(), distinct.len()),

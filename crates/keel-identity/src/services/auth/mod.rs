@@ -804,26 +804,28 @@ impl AuthService {
         }
         let user_id: UserId = claims.sub.parse().map_err(|_| AuthError::Unauthenticated)?;
         let session_id: SessionId = claims.sid.parse().map_err(|_| AuthError::Unauthenticated)?;
-        let session = match self.sessions.get_session(claims.tid, session_id).await {
-            Ok(s) => s,
+        // The session, the user and the MFA facts in one read (issue 25).
+        let access = match self
+            .sessions
+            .staff_access(claims.tid, session_id, user_id)
+            .await
+        {
+            Ok(a) => a,
             Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
             Err(e) => return Err(e.into()),
         };
-        if !session.is_active(now) || session.owner != Account::Staff(user_id) {
+        if !access.session.is_active(now) || access.session.owner != Account::Staff(user_id) {
             return Err(AuthError::Unauthenticated);
         }
-        let user = match self.staff.get_user(claims.tid, user_id).await {
-            Ok(u) if u.status == UserStatus::Active => u,
-            Ok(_) | Err(StoreError::NotFound) => return Err(AuthError::Unauthenticated),
-            Err(e) => return Err(e.into()),
+        let Some((role, UserStatus::Active)) = access.user else {
+            return Err(AuthError::Unauthenticated);
         };
-        let status = self.mfa.staff_mfa_status(claims.tid, user_id).await?;
         Ok(StaffPrincipal {
             tenant_id: claims.tid,
             user_id,
-            role: user.role,
+            role,
             session_id,
-            mfa_pending: status.required && !status.enrolled,
+            mfa_pending: access.mfa.required && !access.mfa.enrolled,
         })
     }
 
