@@ -459,6 +459,40 @@ pub async fn staff_access_reads_the_session_user_and_mfa_facts_at_once(stores: &
             .await,
         Err(StoreError::NotFound)
     ));
+    // MFA counts once confirmed only; a revoked session reads as revoked.
+    let (t, me) = (a.tenant.id, Account::Staff(a.user.id));
+    let enrolled = || async {
+        stores
+            .sessions
+            .staff_access(t, session.id, a.user.id)
+            .await
+            .expect("access")
+            .mfa
+            .enrolled
+    };
+    stores
+        .mfa
+        .begin_mfa(t, me, &crate::staff::unconfirmed(1, now))
+        .await
+        .expect("begin");
+    assert!(!enrolled().await, "an enrolment not confirmed is no MFA");
+    stores
+        .mfa
+        .confirm_mfa(t, me, 100, &[[7; 32]], now, &[])
+        .await
+        .expect("confirm");
+    assert!(enrolled().await);
+    stores
+        .sessions
+        .revoke_session(t, session.id, now, &[])
+        .await
+        .expect("revoke");
+    let revoked = stores
+        .sessions
+        .staff_access(t, session.id, a.user.id)
+        .await
+        .expect("access");
+    assert!(!revoked.session.is_active(now + time::Duration::seconds(1)));
 }
 
 pub async fn signing_key_rotation_retires_the_previous_key(stores: &Stores) {

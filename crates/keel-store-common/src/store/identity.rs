@@ -540,8 +540,10 @@ pub async fn staff_access<E: Exec>(
     // user is a left join, so a missing user is told apart from a missing session.
     let row = e
         .one(
-            "SELECT s.tenant_id, s.id, s.owner_kind, s.user_id, s.created_at, s.last_used_at, \
-             s.expires_at, s.revoked_at, u.role AS staff_role, u.status AS staff_status, \
+            "SELECT s.tenant_id AS tenant_id, s.id AS id, s.owner_kind AS owner_kind, \
+             s.user_id AS user_id, s.created_at AS created_at, s.last_used_at AS last_used_at, \
+             s.expires_at AS expires_at, s.revoked_at AS revoked_at, \
+             u.role AS staff_role, u.status AS staff_status, \
              t.require_staff_mfa AS required, \
              EXISTS (SELECT 1 FROM mfa_enrolments m WHERE m.tenant_id = s.tenant_id \
              AND m.owner_kind = 'staff' AND m.user_id = $3 AND m.confirmed_at IS NOT NULL) AS enrolled \
