@@ -71,6 +71,14 @@ fn connection<T, N: async_graphql::OutputType>(
     c
 }
 
+/// The page a connection's `first` and `after` arguments ask for, as REST takes them.
+fn page_request(first: Option<i32>, after: Option<&str>) -> async_graphql::Result<PageRequest> {
+    Ok(PageRequest {
+        limit: limit(first)?,
+        after: cursor(after)?,
+    })
+}
+
 fn cursor(after: Option<&str>) -> async_graphql::Result<Option<Cursor>> {
     after
         .map(|a| {
@@ -241,17 +249,10 @@ impl Query {
             status,
             ..OrderFilter::default()
         };
-        let after = cursor(after.as_deref())?;
+        let request = page_request(first, after.as_deref())?;
         let page = state
             .orders
-            .list_orders(
-                viewer.0.tenant_id,
-                &filter,
-                PageRequest {
-                    limit: limit(first)?,
-                    after,
-                },
-            )
+            .list_orders(viewer.0.tenant_id, &filter, request)
             .await
             .or_problem()?;
         // The page's customers in one read, when the query asks for them.
@@ -260,7 +261,12 @@ impl Query {
             let ids: Vec<_> = page.items.iter().filter_map(|o| o.customer_id).collect();
             ctx.data::<Loader<Customers>>()?.load_many(ids).await?;
         }
-        Ok(Some(connection(after, page, |o| o.id.as_uuid(), Order)))
+        Ok(Some(connection(
+            request.after,
+            page,
+            |o| o.id.as_uuid(),
+            Order,
+        )))
     }
 
     /// One order (`orders:read`); another shop's is `null`.
@@ -302,20 +308,14 @@ impl Query {
         after: Option<String>,
     ) -> async_graphql::Result<Option<Connection<String, StockLocation>>> {
         let (state, viewer) = parts(ctx)?;
-        let after = cursor(after.as_deref())?;
+        let request = page_request(first, after.as_deref())?;
         let page = state
             .catalog
-            .list_locations(
-                viewer.0.tenant_id,
-                PageRequest {
-                    limit: limit(first)?,
-                    after,
-                },
-            )
+            .list_locations(viewer.0.tenant_id, request)
             .await
             .or_problem()?;
         Ok(Some(connection(
-            after,
+            request.after,
             page,
             |l| l.id.as_uuid(),
             |l| StockLocation {
@@ -352,18 +352,10 @@ impl Query {
         let location = location_id
             .map(|l| parse_id(&l).ok_or_else(|| bad("locationId")))
             .transpose()?;
-        let after = cursor(after.as_deref())?;
+        let request = page_request(first, after.as_deref())?;
         let page = state
             .catalog
-            .list_levels(
-                viewer.0.tenant_id,
-                variant,
-                location,
-                PageRequest {
-                    limit: limit(first)?,
-                    after,
-                },
-            )
+            .list_levels(viewer.0.tenant_id, variant, location, request)
             .await
             .or_problem()?;
         Ok(Some(LevelPage {
@@ -395,20 +387,14 @@ impl Query {
         after: Option<String>,
     ) -> async_graphql::Result<Option<Connection<String, WebhookEndpoint>>> {
         let (state, viewer) = parts(ctx)?;
-        let after = cursor(after.as_deref())?;
+        let request = page_request(first, after.as_deref())?;
         let page = state
             .webhooks
-            .endpoints(
-                viewer.0.tenant_id,
-                PageRequest {
-                    limit: limit(first)?,
-                    after,
-                },
-            )
+            .endpoints(viewer.0.tenant_id, request)
             .await
             .or_problem()?;
         Ok(Some(connection(
-            after,
+            request.after,
             page,
             |e| e.id.as_uuid(),
             |e| WebhookEndpoint {
@@ -439,23 +425,16 @@ impl Query {
         let Some(endpoint) = parse_id(&endpoint_id) else {
             return Ok(None);
         };
-        let after = cursor(after.as_deref())?;
+        let request = page_request(first, after.as_deref())?;
         let page = found(
             state
                 .webhooks
-                .messages(
-                    viewer.0.tenant_id,
-                    endpoint,
-                    PageRequest {
-                        limit: limit(first)?,
-                        after,
-                    },
-                )
+                .messages(viewer.0.tenant_id, endpoint, request)
                 .await,
         )?;
         Ok(page.map(|page| {
             connection(
-                after,
+                request.after,
                 page,
                 |m| m.id.as_uuid(),
                 |m| WebhookMessage {
@@ -488,21 +467,14 @@ impl Query {
             .as_deref()
             .map(|t| subscriptions::type_prefix(t).map(str::to_owned))
             .transpose()?;
-        let after = cursor(after.as_deref())?;
+        let request = page_request(first, after.as_deref())?;
         let page = state
             .events
-            .list(
-                viewer.0.tenant_id,
-                PageRequest {
-                    limit: limit(first)?,
-                    after,
-                },
-                prefix.as_deref(),
-            )
+            .list(viewer.0.tenant_id, request, prefix.as_deref())
             .await
             .or_problem()?;
         Ok(Some(connection(
-            after,
+            request.after,
             page,
             |e| e.id.as_uuid(),
             |e| Event::from(&e),
