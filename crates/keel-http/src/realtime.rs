@@ -2,8 +2,11 @@
 //!
 //! A stream subscribes to the node's [`EventHub`] first, then, with `Last-Event-ID`, replays
 //! what the client missed from the event log, then sends live events: an event both replayed
-//! and buffered live is sent once (the replayed ids are remembered), and nothing committed
-//! after the client's last event is skipped. A resume replays at most an exact number of
+//! and buffered live is sent once (the replayed ids are remembered), and nothing that reached
+//! subscribers after the client's last event is skipped. The replay follows the relay's
+//! numbering, the order live subscribers get events in (commit order), not their ids
+//! (creation order): an event created before the client's last one but committed after it
+//! is replayed, one created after it but delivered before it is not. A resume replays at most an exact number of
 //! events; when more are missing the stream ends after them and the client's automatic
 //! reconnection resumes from there. Streams are counted against exact caps per node and per
 //! shop; a stream whose subscriber falls an exact number of events behind ends with a
@@ -28,7 +31,7 @@ use keel_kernel::{
     TenantId,
     event::{EventId, RecordedEvent},
     hub::{Delivery, EventHub, Subscription},
-    page::{Cursor, Page},
+    page::Page,
 };
 use time::OffsetDateTime;
 
@@ -270,9 +273,10 @@ pub fn last_event_id(headers: &HeaderMap) -> Result<Option<EventId>, Problem> {
         })
 }
 
-/// Reads the events after a cursor, one page at a time, in id order.
+/// Reads a page of the events after one, in the order they reached live subscribers
+/// ([`keel_kernel::event::EventLog::replay`]).
 pub type Replay =
-    Box<dyn Fn(Cursor) -> BoxFuture<'static, Result<Page<RecordedEvent>, Problem>> + Send + Sync>;
+    Box<dyn Fn(EventId) -> BoxFuture<'static, Result<Page<RecordedEvent>, Problem>> + Send + Sync>;
 
 /// How an event is shown on a stream.
 pub type Render = fn(&RecordedEvent) -> serde_json::Value;
@@ -304,7 +308,7 @@ impl std::fmt::Debug for StreamSpec {
 
 #[derive(Clone, Copy)]
 enum Phase {
-    Replay { after: Cursor, sent: usize },
+    Replay { after: EventId, sent: usize },
     Live,
     Done,
 }
@@ -363,17 +367,21 @@ impl State {
     }
 
     /// Queues the next page of missed events; answers a closing event if the log failed.
-    async fn replay_page(&mut self, mut after: Cursor, mut sent: usize) -> Option<Event> {
+    async fn replay_page(&mut self, mut after: EventId, mut sent: usize) -> Option<Event> {
         let Some((_, replay)) = &self.spec.resume else {
             self.phase = Phase::Live;
             return None;
         };
-        let Ok(page) = replay(after).await else {
-            self.phase = Phase::Done;
-            return Some(closing(
-                "replay_failed",
-                "The event log could not be read; reconnect to resume.",
-            ));
+        let page = match replay(after).await {
+            Ok(page) => page,
+            Err(problem) => {
+                tracing::warn!(problem = ?problem.kind(), "a stream's resume could not read the event log");
+                self.phase = Phase::Done;
+                return Some(closing(
+                    "replay_failed",
+                    "The event log could not be read; reconnect to resume.",
+                ));
+            }
         };
         for e in page.items {
             if sent == self.max_replay {
@@ -382,7 +390,7 @@ impl State {
                 return None;
             }
             sent += 1;
-            after = Cursor::after(e.id.as_uuid());
+            after = e.id;
             self.replayed.insert(e.id);
             self.queue.push_back(sse_event(&e, self.spec.render));
         }
@@ -448,8 +456,17 @@ impl State {
                         "The access token expired; reconnect with a fresh one.",
                     ));
                 }
-                _ = revoked => {
+                d = revoked => {
                     self.phase = Phase::Done;
+                    // Cut off with every subscriber (the node's feed may have lost events):
+                    // it may have lost a revocation too, so the stream ends either way, and the
+                    // client's reconnection authenticates afresh.
+                    if d == Some(Delivery::SlowConsumer) {
+                        return Some(closing(
+                            "slow_consumer",
+                            "The stream was cut off and may have missed events; reconnect with Last-Event-ID to resume.",
+                        ));
+                    }
                     return Some(closing(
                         "credential_revoked",
                         "The session or key was revoked.",
@@ -485,7 +502,7 @@ fn events(
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let phase = match &spec.resume {
         Some((after, _)) => Phase::Replay {
-            after: Cursor::after(after.as_uuid()),
+            after: *after,
             sent: 0,
         },
         None => Phase::Live,

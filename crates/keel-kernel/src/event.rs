@@ -77,4 +77,27 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
         page: PageRequest,
         type_prefix: Option<&str>,
     ) -> Result<Page<RecordedEvent>, StoreError>;
+    /// A stream's resume: the tenant's events after `last` in the order they reached live
+    /// subscribers (the relay's numbering, which follows commit order), not the order they
+    /// were created, so that nothing committed after `last` is missed and nothing before it
+    /// comes again. Events not relayed yet are left out (a stream subscribed before its
+    /// resume gets them live). When `last` is unknown (another shop's, pruned) or was relayed
+    /// before numbering existed, the events after it in id order.
+    async fn replay(
+        &self,
+        tenant: TenantId,
+        last: EventId,
+        filter: &ReplayFilter,
+        limit: crate::page::Limit,
+    ) -> Result<Page<RecordedEvent>, StoreError>;
+}
+
+/// Which events a resume replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayFilter {
+    /// The shop's events; with a prefix, only types starting with it (e.g. `order.`).
+    Shop { type_prefix: Option<String> },
+    /// One order's own events: `order.*`, `payment.*` and `refund.*` whose payload names it
+    /// (`order_id`), found through the log's index on the order id.
+    Order(String),
 }

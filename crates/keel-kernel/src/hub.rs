@@ -143,6 +143,21 @@ impl EventHub {
         }
     }
 
+    /// Cuts off every subscriber (each gets [`Delivery::SlowConsumer`]): the feed may have
+    /// lost events, and they resume from the event log.
+    pub fn cut_all(&self) {
+        let mut taps = self
+            .taps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for tap in taps.values().flatten() {
+            tap.overflowed.store(true, Ordering::Relaxed);
+        }
+        let gone: usize = taps.values().map(Vec::len).sum();
+        taps.clear();
+        self.count.fetch_sub(gone, Ordering::Relaxed);
+    }
+
     fn remove(&self, tenant: TenantId, id: u64) {
         let mut taps = self
             .taps
@@ -237,6 +252,30 @@ mod tests {
         assert_eq!(
             other.recv().await,
             Some(Delivery::Event(Arc::new(sent[2].clone())))
+        );
+    }
+
+    #[tokio::test]
+    async fn cutting_all_off_ends_every_subscriber_and_later_ones_receive() {
+        let hub = Arc::new(EventHub::new(8));
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let mut first = hub.subscribe(a, all());
+        let mut second = hub.subscribe(b, all());
+        hub.publish(&[event(a, "order.placed")]);
+        hub.cut_all();
+        assert_eq!(hub.subscribers(), 0);
+        // What was waiting is not sent: the subscriber learns at once that it lost events.
+        assert_eq!(first.recv().await, Some(Delivery::SlowConsumer));
+        assert_eq!(second.recv().await, Some(Delivery::SlowConsumer));
+        let mut later = hub.subscribe(a, all());
+        let sent = event(a, "order.paid");
+        hub.publish(std::slice::from_ref(&sent));
+        assert_eq!(later.recv().await, Some(Delivery::Event(Arc::new(sent))));
+        drop((first, second));
+        assert_eq!(
+            hub.subscribers(),
+            1,
+            "dropping the cut ones counts nothing twice"
         );
     }
 

@@ -48,6 +48,16 @@ impl EventLog for PgStore {
     ) -> Result<Page<RecordedEvent>, StoreError> {
         shared::list_events(&mut self.pg(), tenant, page, type_prefix).await
     }
+
+    async fn replay(
+        &self,
+        tenant: TenantId,
+        last: EventId,
+        filter: &keel_kernel::event::ReplayFilter,
+        limit: keel_kernel::page::Limit,
+    ) -> Result<Page<RecordedEvent>, StoreError> {
+        shared::replay_events(&mut self.pg(), tenant, last, filter, limit).await
+    }
 }
 
 #[async_trait]

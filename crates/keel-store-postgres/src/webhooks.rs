@@ -153,11 +153,18 @@ impl WebhookStore for PgStore {
         if !quiet.more {
             return Ok(quiet.relayed);
         }
-        // A failure here leaves the events of shops with endpoints for the next pass; the ones
-        // the statement above relayed are committed, and a node's live subscribers miss them
-        // (they are in the event log, for a `Last-Event-ID` resume).
-        let rest = in_tx!(self, |tx| relay::relay(&mut tx, limit, now, fan_out))?;
-        Ok(quiet.relayed + rest)
+        // A failure here leaves the events of shops with endpoints for the next pass. The ones
+        // the statement above relayed are committed and numbered: they are answered (the
+        // caller hands exactly that many of what `fan_out` saw to its subscribers), and the
+        // failure is logged here.
+        match in_tx!(self, |tx| relay::relay(&mut tx, limit, now, fan_out)) {
+            Ok(rest) => Ok(quiet.relayed + rest),
+            Err(err) if quiet.relayed > 0 => {
+                tracing::warn!(error = %err, "relaying the events of shops with webhook endpoints failed");
+                Ok(quiet.relayed)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn relay_via(
@@ -165,20 +172,33 @@ impl WebhookStore for PgStore {
         limit: i64,
         now: OffsetDateTime,
         publisher: &dyn EventPublisher,
+        hold: std::time::Duration,
     ) -> Result<usize, StoreError> {
-        // The events stay locked while they are published: a failure rolls the batch back,
-        // and what went out goes out again with the next relay (the bus drops the repeat).
-        let mut tx = self.begin().await?;
-        let events = relay::unrelayed(&mut tx, limit).await?;
-        for event in &events {
-            if let Err(err) = publisher.publish(event).await {
-                tx.rollback().await.map_err(map_err)?;
+        // Numbered in commit order in one statement; then whatever is numbered and not yet on
+        // the bus goes out in number order, one publisher at a time (the position row locked,
+        // for at most `hold`), and what went out is recorded, also when the bus failed
+        // mid-way. The rest waits for the next pass, whichever node makes it; what went out
+        // unrecorded goes out again and the bus drops the repeat.
+        let hold_ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
+        let numbered = relay::number(&mut self.pg(), limit).await?;
+        if !numbered.pending {
+            return Ok(numbered.relayed);
+        }
+        loop {
+            let mut tx = self.begin().await?;
+            let events = relay::to_publish(&mut tx, limit, hold_ms).await?;
+            let (out, failure) = relay::publish_in_order(&events, publisher, hold).await;
+            if let (Some(from), Some(to)) = (events.first().map(|(s, _)| *s), out) {
+                relay::published(&mut tx, from, to, now).await?;
+            }
+            tx.commit().await.map_err(map_err)?;
+            if let Some(err) = failure {
                 return Err(StoreError::unavailable(std::io::Error::other(err)));
             }
+            if i64::try_from(events.len()).unwrap_or(i64::MAX) < limit {
+                return Ok(numbered.relayed);
+            }
         }
-        relay::mark_relayed(&mut tx, &events, now).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(events.len())
     }
 
     async fn prune_events(&self, before: OffsetDateTime, limit: i64) -> Result<u64, StoreError> {

@@ -49,6 +49,16 @@ impl EventLog for SqliteStore {
     ) -> Result<Page<RecordedEvent>, StoreError> {
         self.read(|e| now(shared::list_events(e, tenant, page, type_prefix)))
     }
+
+    async fn replay(
+        &self,
+        tenant: TenantId,
+        last: EventId,
+        filter: &keel_kernel::event::ReplayFilter,
+        limit: keel_kernel::page::Limit,
+    ) -> Result<Page<RecordedEvent>, StoreError> {
+        self.read(|e| now(shared::replay_events(e, tenant, last, filter, limit)))
+    }
 }
 
 #[async_trait]

@@ -167,25 +167,33 @@ impl WebhookStore for SqliteStore {
         limit: i64,
         at: OffsetDateTime,
         publisher: &dyn EventPublisher,
+        hold: std::time::Duration,
     ) -> Result<usize, StoreError> {
-        // One process owns an embedded database, so one relay reads it: publish outside the
-        // write lock (a slow bus must not stall every request's commit), then mark what went
-        // out. A crash in between publishes again; the bus drops the repeat by its id.
+        // One process owns an embedded database, so one relay reads it. The events are read
+        // outside the write lock and numbered by the writer (they stay unrelayed); then what is
+        // numbered and not yet on the bus is published in number order outside the write lock
+        // (a slow bus must not stall every request's commit), and what went out is recorded. A
+        // crash in between publishes again; the bus drops the repeat by its id.
+        let hold_ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
         let events = self.read(|e| now(relay::unrelayed(e, limit)))?;
-        let mut sent = 0;
-        let mut failure = None;
-        for event in &events {
-            if let Err(err) = publisher.publish(event).await {
-                failure = Some(err);
-                break;
+        let relayed = if events.is_empty() {
+            0
+        } else {
+            self.tx(|e| now(relay::number_for_bus(e, &events, at)))
+                .await?
+        };
+        loop {
+            let out = self.read(|e| now(relay::to_publish(e, limit, hold_ms)))?;
+            let (last, failure) = relay::publish_in_order(&out, publisher, hold).await;
+            if let (Some(from), Some(to)) = (out.first().map(|(s, _)| *s), last) {
+                self.tx(|e| now(relay::published(e, from, to, at))).await?;
             }
-            sent += 1;
-        }
-        let out = &events[..sent];
-        self.tx(|e| now(relay::mark_relayed(e, out, at))).await?;
-        match failure {
-            Some(err) => Err(StoreError::unavailable(std::io::Error::other(err))),
-            None => Ok(sent),
+            if let Some(err) = failure {
+                return Err(StoreError::unavailable(std::io::Error::other(err)));
+            }
+            if i64::try_from(out.len()).unwrap_or(i64::MAX) < limit {
+                return Ok(relayed);
+            }
         }
     }
 

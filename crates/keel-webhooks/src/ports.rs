@@ -131,24 +131,30 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
     ) -> Result<u64, StoreError>;
 
     /// The relay: takes up to `limit` events not yet relayed (on PostgreSQL with `FOR UPDATE
-    /// SKIP LOCKED`, so any number of nodes may run it), inserts the messages `fan_out` builds
-    /// (at most one per endpoint and event, so a repeated relay adds nothing) and marks the
-    /// events relayed, in one transaction. Answers how many events it relayed.
+    /// SKIP LOCKED`, so any number of nodes may run it), numbers them after the relay position
+    /// in commit order (a stream resumes by that number), inserts the messages `fan_out`
+    /// builds (at most one per endpoint and event, so a repeated relay adds nothing) and marks
+    /// the events relayed, in one transaction. `fan_out` sees the events in number order.
+    /// Answers how many events it relayed.
     async fn relay(
         &self,
         limit: i64,
         now: OffsetDateTime,
         fan_out: &FanOut<'_>,
     ) -> Result<usize, StoreError>;
-    /// The relay with a bus: takes up to `limit` unrelayed events (on PostgreSQL with `FOR
-    /// UPDATE SKIP LOCKED`), publishes each and marks them relayed, in one transaction; a
-    /// publish failure rolls the batch back (what was published is published again later, and
-    /// the bus drops the repeat). Answers how many events it relayed.
+    /// The relay with a bus: numbers up to `limit` unrelayed events in commit order; then
+    /// publishes every numbered event not yet on the bus, in number order,
+    /// one node at a time, and records how far it got; numbered events stay unrelayed until
+    /// they are out. A publisher holds the position for at most `hold` (a frozen one loses it
+    /// then). A publish failure leaves the rest for the next relay on any node (what went out
+    /// unrecorded goes out again, and the bus drops the repeat). Answers how many events it
+    /// numbered.
     async fn relay_via(
         &self,
         limit: i64,
         now: OffsetDateTime,
         publisher: &dyn keel_kernel::bus::EventPublisher,
+        hold: std::time::Duration,
     ) -> Result<usize, StoreError>;
     /// Retention: deletes up to `limit` relayed events that occurred before `before`, and up
     /// to `limit` consumers' processed-event rows older than it. Unrelayed events are never

@@ -141,6 +141,8 @@ impl JetStreamBus {
             .await
             .map_err(bus_err)?;
         let mut messages = consumer.messages().await.map_err(bus_err)?;
+        // From here on every publication reaches the hub; what came before is in the log.
+        hub.cut_all();
         while let Some(m) = messages.next().await {
             let m = m.map_err(bus_err)?;
             let Ok(event) = from_wire(&m.payload) else {

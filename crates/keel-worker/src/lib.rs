@@ -62,6 +62,10 @@ pub struct Worker {
     /// This node's realtime subscribers: without a bus, the relay hands them what it relayed
     /// once its transaction committed; with one, the node's tail of the bus does.
     pub hub: Arc<keel_kernel::hub::EventHub>,
+    /// Held by one relay pass of this node at a time: without a bus, subscribers get each
+    /// batch in the order the batches were numbered (committed), which two passes handing
+    /// theirs over at once could swap.
+    pub relay_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The JetStream side of a node.
@@ -69,6 +73,9 @@ pub struct Worker {
 pub struct Nats {
     pub bus: bus::JetStreamBus,
     pub fan_out: Arc<bus::Consumer>,
+    /// How long one relay pass may hold the relay position while it publishes (the bus's
+    /// exact ack wait): a node that froze mid-way loses it then, and another publishes.
+    pub hold: StdDuration,
 }
 
 /// A random jitter from 0 to `max` inclusive, in whole milliseconds.
@@ -110,12 +117,13 @@ fn retry_after(res: &reqwest::Response) -> Option<Duration> {
 impl Worker {
     /// Relays until a batch comes back short; answers how many events were relayed.
     pub async fn relay_once(&self) -> Result<usize, keel_kernel::StoreError> {
+        let _turn = self.relay_turn.lock().await;
         let mut total = 0;
         loop {
             let now = self.clock.now();
             let n = if let Some(nats) = &self.nats {
                 self.store
-                    .relay_via(self.settings.relay_batch, now, &nats.bus)
+                    .relay_via(self.settings.relay_batch, now, &nats.bus, nats.hold)
                     .await?
             } else {
                 self.relay_in_process(now).await?
@@ -132,15 +140,13 @@ impl Worker {
     async fn relay_in_process(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
         let relayed = std::sync::Mutex::new(Vec::new());
         let messages = std::sync::atomic::AtomicUsize::new(0);
-        // Idleness is checked per event, after the event was read: a subscriber that came
-        // before the event's commit is there by then.
+        // Every event is kept, whether or not anyone listens now: a subscriber that arrives
+        // before the commit and reads the log before it must get the batch live.
         let keep = |e: &keel_kernel::event::RecordedEvent, endpoints: &[Endpoint]| {
-            if !self.hub.is_idle() {
-                relayed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(e.clone());
-            }
+            relayed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(e.clone());
             let out = fan_out(e, endpoints);
             messages.fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed);
             out
@@ -155,12 +161,13 @@ impl Worker {
             self.deliveries.notify_one();
         }
         // Only now committed: subscribers never see an event whose relay rolled back (it
-        // comes again with the next batch).
-        self.hub.publish(
-            &relayed
-                .into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        // comes again with the next batch). The store answers how many of the events it
+        // handed over committed; they come first, in number order.
+        let mut relayed = relayed
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        relayed.truncate(n);
+        self.hub.publish(&relayed);
         Ok(n)
     }
 
@@ -445,11 +452,14 @@ impl Worker {
             return;
         };
         loop {
-            // Events published while the tail is down do not reach live subscribers; SSE
-            // clients resume them from the event log with `Last-Event-ID`.
+            // Events published while the tail is down never reach the node's live subscribers:
+            // each is cut off when the tail fails and again when it starts anew (a subscriber
+            // that came in between read the log before events the tail missed), and resumes
+            // from the event log with `Last-Event-ID`.
             if let Err(e) = nats.bus.tail(&self.hub).await {
                 tracing::warn!(error = %e, "tailing JetStream for realtime subscribers failed");
             }
+            self.hub.cut_all();
             tokio::time::sleep(self.settings.relay_interval).await;
         }
     }

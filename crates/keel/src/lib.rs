@@ -77,7 +77,29 @@ pub async fn nats(settings: &Settings, store: &Store) -> anyhow::Result<Option<k
     Ok(Some(keel_worker::Nats {
         bus,
         fan_out: Arc::new(fan_out),
+        hold: n.ack_wait,
     }))
+}
+
+/// The node's realtime side and its worker, sharing one hub, and the relay's wake (pinged
+/// after every committed write).
+async fn realtime_and_worker(
+    settings: &Settings,
+    store: &Store,
+    webhooks: &keel_webhooks::service::WebhooksService,
+) -> anyhow::Result<(
+    Arc<keel_http::realtime::Realtime>,
+    Arc<tokio::sync::Notify>,
+    keel_worker::Worker,
+)> {
+    let realtime = Arc::new(keel_http::realtime::Realtime::new(settings.realtime));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let worker = worker(settings, store, webhooks.clone(), wake.clone()).await?;
+    let worker = keel_worker::Worker {
+        hub: realtime.hub.clone(),
+        ..worker
+    };
+    Ok((realtime, wake, worker))
 }
 
 /// A bound, ready-to-run Keel server.
@@ -127,7 +149,6 @@ impl App {
             .await
             .context("cannot open the database")?;
         prepare_store(&store, settings, migrate).await?;
-        let wake = Arc::new(tokio::sync::Notify::new());
         let master = Arc::new(secrets::master_key(settings)?);
         let gateway = gateway(settings)?;
         let webhooks = keel_webhooks::service::WebhooksService::new(
@@ -136,12 +157,7 @@ impl App {
             Arc::new(SystemClock),
             settings.webhooks.clone(),
         );
-        let realtime = Arc::new(keel_http::realtime::Realtime::new(settings.realtime));
-        let worker = worker(settings, &store, webhooks.clone(), wake.clone()).await?;
-        let worker = keel_worker::Worker {
-            hub: realtime.hub.clone(),
-            ..worker
-        };
+        let (realtime, wake, worker) = realtime_and_worker(settings, &store, &webhooks).await?;
         let changes = changes(settings, &worker);
         let metrics = Arc::new(Metrics::default());
         let payments = payments_service_and_dependency(
@@ -565,6 +581,7 @@ async fn worker(
         congested: Arc::default(),
         // Replaced by the node's own hub when it serves realtime subscribers.
         hub: Arc::new(keel_kernel::hub::EventHub::new(1)),
+        relay_turn: Arc::default(),
         client: keel_worker::delivery::client(
             &settings.webhooks.ssrf,
             std::time::Duration::try_from(settings.webhooks.policy.timeout)

@@ -120,8 +120,13 @@ backend_tests! {
         let app = app(backend, |raw| raw.realtime.max_replay = 30).await;
         let (_, owner) = app.owner_with_tokens("sse-replay").await;
         let token = &owner.access_token;
+        // A resume replays relayed events (in the relay's order); a live stream that got all
+        // of them shows they were relayed.
+        let mut live = stream(&app, token, "?type=product.created", None).await;
         products(&app, token, "old", 70).await;
         let log = logged(&app, token).await;
+        assert_eq!(read_ids(&mut live, 70).await, log);
+        drop(live);
         let mut s = stream(&app, token, "?type=product.created", Some(&log[0])).await;
         let first = read_ids(&mut s, 30).await;
         assert_eq!(s.event().await, None, "the stream ends after the exact replay count");

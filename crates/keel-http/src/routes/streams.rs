@@ -1,12 +1,13 @@
 //! Server-Sent Events streams of committed events (ADR 0040): the shop's event log live for
 //! staff and secret keys, one order's progress for its shopper. `id:` is the event id, and a
-//! reconnection with `Last-Event-ID` resumes from the event log without gap or repeat.
+//! reconnection with `Last-Event-ID` resumes from the event log without gap or repeat (in the
+//! relay's numbering, the order live streams get events in).
 
 use axum::{extract::State, http::HeaderMap, response::Response};
 use keel_kernel::{
     TenantId,
-    event::RecordedEvent,
-    page::{Limit, Page, PageRequest},
+    event::{RecordedEvent, ReplayFilter},
+    page::Limit,
 };
 use keel_orders::order::OrderId;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -22,7 +23,8 @@ use crate::{
 
 /// The shop's events as they commit (`audit:read`, like `GET /v1/admin/events`): `id:` is
 /// the event id, `event:` its type, `data:` the event as the log shows it. With
-/// `Last-Event-ID`, first every event after that one (in id order), then live. A heartbeat
+/// `Last-Event-ID`, first every event after that one (in the order events reach the stream,
+/// which is commit order), then live. A heartbeat
 /// comment follows every `KEEL_REALTIME__HEARTBEAT_MS` of silence; a stream that falls
 /// `KEEL_REALTIME__BUFFER` events behind ends with a `slow_consumer` event.
 #[utoipa::path(get, path = "/v1/admin/events/stream", tag = "events", security(("bearer" = [])),
@@ -59,15 +61,12 @@ async fn admin_stream(
     );
     let resume = resume_after.map(|last| {
         let log = state.events.clone();
+        let filter = ReplayFilter::Shop {
+            type_prefix: prefix,
+        };
         let replay: Replay = Box::new(move |after| {
-            let (log, prefix) = (log.clone(), prefix.clone());
-            Box::pin(async move {
-                let page = PageRequest {
-                    limit: Limit::new(Limit::MAX).unwrap_or_default(),
-                    after: Some(after),
-                };
-                Ok(log.list(tenant, page, prefix.as_deref()).await?)
-            })
+            let (log, filter) = (log.clone(), filter.clone());
+            Box::pin(async move { Ok(log.replay(tenant, after, &filter, page_size()).await?) })
         });
         (last, replay)
     });
@@ -144,21 +143,12 @@ async fn order_stream(
         .hub
         .subscribe(tenant, Box::new(move |e| of_order(e, &key)));
     let resume = resume_after.map(|last| {
-        let orders = state.orders.clone();
+        let log = state.events.clone();
+        // The order's own events, as the live subscription filters them (`of_order`).
+        let filter = ReplayFilter::Order(id.to_string());
         let replay: Replay = Box::new(move |after| {
-            let orders = orders.clone();
-            Box::pin(async move {
-                // An order's timeline is short: one read, the events after the cursor.
-                let timeline = orders.order_detail(tenant, id).await?.timeline;
-                let items = timeline
-                    .into_iter()
-                    .filter(|e| e.id.as_uuid() > after.after_id())
-                    .collect();
-                Ok(Page {
-                    items,
-                    next_cursor: None,
-                })
-            })
+            let (log, filter) = (log.clone(), filter.clone());
+            Box::pin(async move { Ok(log.replay(tenant, after, &filter, page_size()).await?) })
         });
         (last, replay)
     });
@@ -174,6 +164,11 @@ async fn order_stream(
         },
         &state.realtime.settings,
     ))
+}
+
+/// A resume reads the log a page at a time.
+fn page_size() -> Limit {
+    Limit::new(Limit::MAX).unwrap_or_default()
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -29,7 +29,7 @@ use crate::{
     store::tenants::insert_events,
 };
 
-fn insufficient() -> StoreError {
+pub(crate) fn insufficient() -> StoreError {
     StoreError::Conflict {
         constraint: INSUFFICIENT_STOCK.into(),
     }

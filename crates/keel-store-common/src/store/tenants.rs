@@ -3,16 +3,16 @@
 use keel_identity::{Tenant, TenantSlug};
 use keel_kernel::{
     StoreError, TenantId,
-    event::{EventId, NewEvent, RecordedEvent},
-    page::{Cursor, Page, PageRequest},
+    event::{EventId, NewEvent, RecordedEvent, ReplayFilter},
+    page::{Cursor, Limit, Page, PageRequest},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
     args,
-    exec::{Arg, Dialect, Exec, decode},
-    rows::{events::event_from_row, identity::tenant_from_row},
+    exec::{Arg, Dialect, Exec, decode, pick},
+    rows::{ReadRow, events::event_from_row, identity::tenant_from_row},
 };
 
 /// The `SELECT` that turns five bound arrays into outbox rows, for an `INSERT INTO
@@ -178,6 +178,90 @@ pub async fn get_event<E: Exec>(
         )
         .await?;
     event_from_row(&row)
+}
+
+/// See [`keel_kernel::event::EventLog::replay`]: the last event's relay number first, then
+/// the events numbered after it (their index is on the tenant and the number).
+pub async fn replay_events<E: Exec>(
+    e: &mut E,
+    tenant: TenantId,
+    last: EventId,
+    filter: &ReplayFilter,
+    limit: Limit,
+) -> Result<Page<RecordedEvent>, StoreError> {
+    let seq = e
+        .opt(
+            "SELECT relay_seq FROM outbox_events WHERE tenant_id = $1 AND id = $2",
+            args![tenant.as_uuid(), last.as_uuid()],
+        )
+        .await?
+        .map(|r| r.opt_int("relay_seq"))
+        .transpose()?
+        .flatten();
+    // Without a number for `last`, id order over relayed events only (what reached streams).
+    let (after, fallback) = match seq {
+        Some(seq) => (Arg::from(seq), false),
+        None => (Arg::from(last.as_uuid()), true),
+    };
+    let rows = match (filter, fallback) {
+        (ReplayFilter::Shop { type_prefix }, false) => {
+            e.all(
+                "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+                 WHERE tenant_id = $1 AND relay_seq > $2 \
+                 AND ($4 IS NULL OR substr(event_type, 1, length($4)) = $4) \
+                 ORDER BY relay_seq LIMIT $3",
+                &[Arg::from(tenant.as_uuid()), after, Arg::from(limit.fetch_count()), Arg::from(type_prefix.as_deref())],
+            )
+            .await?
+        }
+        (ReplayFilter::Shop { type_prefix }, true) => {
+            e.all(
+                "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+                 WHERE tenant_id = $1 AND id > $2 AND relayed_at IS NOT NULL \
+                 AND ($4 IS NULL OR substr(event_type, 1, length($4)) = $4) \
+                 ORDER BY id LIMIT $3",
+                &[Arg::from(tenant.as_uuid()), after, Arg::from(limit.fetch_count()), Arg::from(type_prefix.as_deref())],
+            )
+            .await?
+        }
+        // Each dialect's order expression is the one its index is built on.
+        (ReplayFilter::Order(order), false) => {
+            e.all(
+                pick::<E>(
+                    "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+                     WHERE tenant_id = $1 AND payload ->> 'order_id' = $4 AND relay_seq > $2 \
+                     AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
+                     ORDER BY relay_seq LIMIT $3",
+                    "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+                     WHERE tenant_id = $1 AND json_extract(payload, '$.order_id') = $4 AND relay_seq > $2 \
+                     AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
+                     ORDER BY relay_seq LIMIT $3",
+                ),
+                &[Arg::from(tenant.as_uuid()), after, Arg::from(limit.fetch_count()), Arg::from(order.as_str())],
+            )
+            .await?
+        }
+        (ReplayFilter::Order(order), true) => {
+            e.all(
+                pick::<E>(
+                    "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+                     WHERE tenant_id = $1 AND payload ->> 'order_id' = $4 AND id > $2 \
+                     AND relayed_at IS NOT NULL \
+                     AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
+                     ORDER BY id LIMIT $3",
+                    "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+                     WHERE tenant_id = $1 AND json_extract(payload, '$.order_id') = $4 AND id > $2 \
+                     AND relayed_at IS NOT NULL \
+                     AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
+                     ORDER BY id LIMIT $3",
+                ),
+                &[Arg::from(tenant.as_uuid()), after, Arg::from(limit.fetch_count()), Arg::from(order.as_str())],
+            )
+            .await?
+        }
+    };
+    let events = decode(&rows, event_from_row)?;
+    Ok(Page::from_overfetch(events, limit, |e| e.id.as_uuid()))
 }
 
 pub async fn list_events<E: Exec>(

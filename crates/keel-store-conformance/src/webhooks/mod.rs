@@ -18,7 +18,9 @@ use keel_webhooks::{
 use crate::{Stores, create, unique_slug};
 
 mod deliveries;
+mod relay_order;
 pub use deliveries::*;
+pub use relay_order::*;
 
 fn endpoint(t: TenantId, types: &[&str]) -> Endpoint {
     let now = SystemClock.now();
@@ -384,6 +386,9 @@ pub async fn claims_respect_the_per_endpoint_concurrency_bound(stores: &Stores) 
     );
 }
 
+/// How long a test's publisher may hold the relay position.
+const HOLD: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Records what it publishes; fails once it has published `fail_after` events.
 #[derive(Default)]
 struct Publisher {
@@ -403,6 +408,18 @@ impl keel_kernel::bus::EventPublisher for Publisher {
     }
 }
 
+/// Relays everything recorded so far (the shops' creation, say) to a bus that takes it.
+async fn drain_to_bus(stores: &Stores, now: time::OffsetDateTime) {
+    let bus = Publisher::default();
+    while stores
+        .webhooks
+        .relay_via(100, now, &bus, HOLD)
+        .await
+        .expect("relay")
+        > 0
+    {}
+}
+
 impl Publisher {
     fn ids(&self) -> Vec<keel_kernel::event::EventId> {
         self.published.lock().expect("not poisoned").clone()
@@ -414,28 +431,25 @@ pub async fn the_bus_relay_publishes_every_event_and_a_failed_publish_leaves_the
 ) {
     let t = create(stores, &unique_slug("bus-relay")).await.0.id;
     let now = SystemClock.now();
-    let earlier = Publisher::default();
-    while stores
-        .webhooks
-        .relay_via(100, now, &earlier)
-        .await
-        .expect("relay")
-        > 0
-    {}
+    drain_to_bus(stores, now).await;
     events(stores, t, "order.placed", 5).await;
     let failing = Publisher {
         fail_after: Some(2),
         ..Publisher::default()
     };
     assert!(
-        stores.webhooks.relay_via(100, now, &failing).await.is_err(),
+        stores
+            .webhooks
+            .relay_via(100, now, &failing, HOLD)
+            .await
+            .is_err(),
         "a publish failure is reported"
     );
     assert_eq!(failing.ids().len(), 2);
     let good = Publisher::default();
     while stores
         .webhooks
-        .relay_via(2, now, &good)
+        .relay_via(2, now, &good, HOLD)
         .await
         .expect("relay")
         > 0

@@ -539,6 +539,14 @@ fn nats_settings(
             "must be a subject such as `keel.changes`, outside KEEL_NATS__SUBJECT_PREFIX",
         ));
     }
+    // A publisher that froze loses the relay position after the ack wait, and the next one
+    // publishes what it may have sent again: the repeat must fall inside the window.
+    if raw.ack_wait_s >= raw.duplicate_window_s {
+        return Err(err(
+            "KEEL_NATS__ACK_WAIT_S",
+            "must be below KEEL_NATS__DUPLICATE_WINDOW_S (a re-publish after a frozen publisher must be dropped as a repeat)",
+        ));
+    }
     Ok(Some(NatsSettings {
         changes_subject: changes.clone(),
         url,

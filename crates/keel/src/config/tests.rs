@@ -72,6 +72,27 @@ fn bad_values_name_their_key() {
 }
 
 #[test]
+fn the_ack_wait_must_fall_inside_the_duplicate_window() {
+    let e = Settings::load(
+        None,
+        &env(&[
+            ("KEEL_NATS_URL", "nats://127.0.0.1:4222"),
+            ("KEEL_NATS__ACK_WAIT_S", "120"),
+        ]),
+    )
+    .expect_err("a hold as long as the duplicate window");
+    assert_eq!(e.key, "KEEL_NATS__ACK_WAIT_S", "{e}");
+    Settings::load(
+        None,
+        &env(&[
+            ("KEEL_NATS_URL", "nats://127.0.0.1:4222"),
+            ("KEEL_NATS__ACK_WAIT_S", "119"),
+        ]),
+    )
+    .expect("inside the window");
+}
+
+#[test]
 fn unknown_keys_are_refused_with_their_name() {
     let e = Settings::load(None, &env(&[("KEEL_LISTN", "127.0.0.1:1")])).expect_err("typo");
     assert!(e.problem.contains("listn"), "{e}");

@@ -12,6 +12,7 @@ use keel_orders::{
     },
 };
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::{CartRow, carts::write_cart, conflict, finish_key, json, order_columns};
 use crate::{
@@ -97,9 +98,7 @@ async fn place<E: Exec>(
     if !write_cart(e, &converted, cart_version, &[]).await? {
         return Err(conflict(CART_CHANGED));
     }
-    for r in &reservations {
-        apply_reservation(e, r).await?;
-    }
+    reserve_all(e, tenant, &reservations).await?;
     if let Some(promotion) = &promotion {
         redeem(e, tenant, order.id, promotion, order.created_at).await?;
     }
@@ -116,6 +115,80 @@ async fn place<E: Exec>(
         finish_key(e, &r.key, r.status, &r.body(&order)?).await?;
     }
     Ok(number)
+}
+
+/// Holds every line's units at its location, in stock lock order; refused
+/// (`INSUFFICIENT_STOCK`) unless every line's units are available. PostgreSQL does it in two
+/// statements whatever the number of lines (issue 25: two statements per line were a fifth of
+/// a checkout's): the rows are locked in lock order first (`ORDER BY ... FOR NO KEY UPDATE`),
+/// then each is updated on its condition and the reservations inserted; fewer rows held than
+/// lines refuses the checkout, and its transaction writes nothing. SQLite's statements cost no round
+/// trip: one line at a time.
+async fn reserve_all<E: Exec>(
+    e: &mut E,
+    tenant: TenantId,
+    reservations: &[Reservation],
+) -> Result<(), StoreError> {
+    // One line per stock row (a cart line is one variant, reserved at one location); two
+    // lines on one row would be held once by one UPDATE, so they go one at a time.
+    let distinct = reservations.windows(2).all(|w| {
+        stock_lock_order(w[0].variant_id, w[0].location_id)
+            != stock_lock_order(w[1].variant_id, w[1].location_id)
+    });
+    if E::DIALECT == Dialect::Sqlite || reservations.len() < 2 || !distinct {
+        for r in reservations {
+            apply_reservation(e, r).await?;
+        }
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = reservations.iter().map(|r| r.id.as_uuid()).collect();
+    let variants: Vec<Uuid> = reservations
+        .iter()
+        .map(|r| r.variant_id.as_uuid())
+        .collect();
+    let locations: Vec<Uuid> = reservations
+        .iter()
+        .map(|r| r.location_id.as_uuid())
+        .collect();
+    let quantities: Vec<i64> = reservations.iter().map(|r| r.quantity).collect();
+    let at: Vec<OffsetDateTime> = reservations.iter().map(|r| r.created_at).collect();
+    // The rows are locked first, in lock order, by a statement of their own: the update
+    // that follows then reads them with a snapshot taken after the locks (READ COMMITTED),
+    // so stock another transaction committed while this one waited counts; and the order of
+    // the locks does not depend on how the planner runs the update.
+    e.run(
+        "SELECT 1 FROM inventory_levels \
+         WHERE tenant_id = $1 \
+         AND (variant_id, location_id) IN (SELECT * FROM unnest($2::uuid[], $3::uuid[])) \
+         ORDER BY variant_id, location_id FOR NO KEY UPDATE",
+        args![tenant.as_uuid(), &variants, &locations],
+    )
+    .await?;
+    let held = e
+        .one(
+            "WITH wanted AS ( \
+                 SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], \
+                 $6::timestamptz[]) AS w (id, variant_id, location_id, quantity, at)), \
+             held AS ( \
+                 UPDATE inventory_levels l SET reserved = l.reserved + w.quantity, updated_at = w.at \
+                 FROM wanted w \
+                 WHERE l.tenant_id = $1 AND l.variant_id = w.variant_id \
+                 AND l.location_id = w.location_id AND l.on_hand - l.reserved >= w.quantity \
+                 RETURNING l.variant_id), \
+             inserted AS ( \
+                 INSERT INTO reservations (tenant_id, id, variant_id, location_id, quantity, \
+                 created_at, released_at) \
+                 SELECT $1, w.id, w.variant_id, w.location_id, w.quantity, w.at, NULL FROM wanted w \
+                 RETURNING 1) \
+             SELECT (SELECT count(*) FROM held) AS held, (SELECT count(*) FROM inserted) AS rows",
+            args![tenant.as_uuid(), &ids, &variants, &locations, &quantities, &at],
+        )
+        .await?
+        .int("held")?;
+    if usize::try_from(held).ok() != Some(reservations.len()) {
+        return Err(crate::store::inventory::insufficient());
+    }
+    Ok(())
 }
 
 /// The next order number of the shop (`first` when it has none yet), inside the checkout
