@@ -31,12 +31,15 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster")
 }
 
-/// Seven consecutive free loopback ports (HAProxy, three nodes, their metrics).
+/// Seven consecutive free loopback ports (HAProxy, three nodes, their metrics), below
+/// Linux's ephemeral range (32768 and up): a port in it may be taken as the source port of an
+/// outgoing connection (HAProxy's to the nodes, the load's) while node 2 is down, and node 2
+/// could then not listen again when it restarts.
 fn free_ports() -> u16 {
     for _ in 0..50 {
         let mut b = [0_u8; 2];
         getrandom::fill(&mut b).expect("random");
-        let base = 20_000 + u16::from_le_bytes(b) % 40_000;
+        let base = 20_000 + u16::from_le_bytes(b) % 12_000;
         if (0..7).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
