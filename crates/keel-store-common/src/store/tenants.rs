@@ -203,63 +203,63 @@ pub async fn replay_events<E: Exec>(
         Some(seq) => (Arg::from(seq), false),
         None => (Arg::from(last.as_uuid()), true),
     };
-    let rows = match (filter, fallback) {
-        (ReplayFilter::Shop { type_prefix }, false) => {
-            e.all(
-                "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
-                 WHERE tenant_id = $1 AND relay_seq > $2 \
-                 AND ($4 IS NULL OR substr(event_type, 1, length($4)) = $4) \
-                 ORDER BY relay_seq LIMIT $3",
-                &[Arg::from(tenant.as_uuid()), after, Arg::from(limit.fetch_count()), Arg::from(type_prefix.as_deref())],
-            )
-            .await?
-        }
-        (ReplayFilter::Shop { type_prefix }, true) => {
-            e.all(
-                "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
-                 WHERE tenant_id = $1 AND id > $2 AND relayed_at IS NOT NULL \
-                 AND ($4 IS NULL OR substr(event_type, 1, length($4)) = $4) \
-                 ORDER BY id LIMIT $3",
-                &[Arg::from(tenant.as_uuid()), after, Arg::from(limit.fetch_count()), Arg::from(type_prefix.as_deref())],
-            )
-            .await?
-        }
+    // The filter's value is `$4` in every statement: a type prefix, or an order id.
+    let (sql, value) = match (filter, fallback) {
+        (ReplayFilter::Shop { type_prefix }, false) => (
+            "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+             WHERE tenant_id = $1 AND relay_seq > $2 \
+             AND ($4 IS NULL OR substr(event_type, 1, length($4)) = $4) \
+             ORDER BY relay_seq LIMIT $3",
+            type_prefix.as_deref(),
+        ),
+        (ReplayFilter::Shop { type_prefix }, true) => (
+            "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+             WHERE tenant_id = $1 AND id > $2 AND relayed_at IS NOT NULL \
+             AND ($4 IS NULL OR substr(event_type, 1, length($4)) = $4) \
+             ORDER BY id LIMIT $3",
+            type_prefix.as_deref(),
+        ),
         // Each dialect's order expression is the one its index is built on.
-        (ReplayFilter::Order(order), false) => {
-            e.all(
-                pick::<E>(
-                    "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
-                     WHERE tenant_id = $1 AND payload ->> 'order_id' = $4 AND relay_seq > $2 \
-                     AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
-                     ORDER BY relay_seq LIMIT $3",
-                    "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
-                     WHERE tenant_id = $1 AND json_extract(payload, '$.order_id') = $4 AND relay_seq > $2 \
-                     AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
-                     ORDER BY relay_seq LIMIT $3",
-                ),
-                &[Arg::from(tenant.as_uuid()), after, Arg::from(limit.fetch_count()), Arg::from(order.as_str())],
-            )
-            .await?
-        }
-        (ReplayFilter::Order(order), true) => {
-            e.all(
-                pick::<E>(
-                    "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
-                     WHERE tenant_id = $1 AND payload ->> 'order_id' = $4 AND id > $2 \
-                     AND relayed_at IS NOT NULL \
-                     AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
-                     ORDER BY id LIMIT $3",
-                    "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
-                     WHERE tenant_id = $1 AND json_extract(payload, '$.order_id') = $4 AND id > $2 \
-                     AND relayed_at IS NOT NULL \
-                     AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
-                     ORDER BY id LIMIT $3",
-                ),
-                &[Arg::from(tenant.as_uuid()), after, Arg::from(limit.fetch_count()), Arg::from(order.as_str())],
-            )
-            .await?
-        }
+        (ReplayFilter::Order(order), false) => (
+            pick::<E>(
+                "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+                 WHERE tenant_id = $1 AND payload ->> 'order_id' = $4 AND relay_seq > $2 \
+                 AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
+                 ORDER BY relay_seq LIMIT $3",
+                "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+                 WHERE tenant_id = $1 AND json_extract(payload, '$.order_id') = $4 AND relay_seq > $2 \
+                 AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
+                 ORDER BY relay_seq LIMIT $3",
+            ),
+            Some(order.as_str()),
+        ),
+        (ReplayFilter::Order(order), true) => (
+            pick::<E>(
+                "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+                 WHERE tenant_id = $1 AND payload ->> 'order_id' = $4 AND id > $2 \
+                 AND relayed_at IS NOT NULL \
+                 AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
+                 ORDER BY id LIMIT $3",
+                "SELECT tenant_id, id, event_type, payload, occurred_at FROM outbox_events \
+                 WHERE tenant_id = $1 AND json_extract(payload, '$.order_id') = $4 AND id > $2 \
+                 AND relayed_at IS NOT NULL \
+                 AND (event_type LIKE 'order.%' OR event_type LIKE 'payment.%' OR event_type LIKE 'refund.%') \
+                 ORDER BY id LIMIT $3",
+            ),
+            Some(order.as_str()),
+        ),
     };
+    let rows = e
+        .all(
+            sql,
+            &[
+                Arg::from(tenant.as_uuid()),
+                after,
+                Arg::from(limit.fetch_count()),
+                Arg::from(value),
+            ],
+        )
+        .await?;
     let events = decode(&rows, event_from_row)?;
     Ok(Page::from_overfetch(events, limit, |e| e.id.as_uuid()))
 }

@@ -420,6 +420,24 @@ async fn drain_to_bus(stores: &Stores, now: time::OffsetDateTime) {
     {}
 }
 
+/// A relay pass to a bus that fails after `n` events: the failure is reported; answers the
+/// publisher (what went out before it failed).
+async fn relay_to_failing_bus(stores: &Stores, now: time::OffsetDateTime, n: usize) -> Publisher {
+    let failing = Publisher {
+        fail_after: Some(n),
+        ..Publisher::default()
+    };
+    assert!(
+        stores
+            .webhooks
+            .relay_via(100, now, &failing, HOLD)
+            .await
+            .is_err(),
+        "a publish failure is reported"
+    );
+    failing
+}
+
 impl Publisher {
     fn ids(&self) -> Vec<keel_kernel::event::EventId> {
         self.published.lock().expect("not poisoned").clone()
@@ -433,18 +451,7 @@ pub async fn the_bus_relay_publishes_every_event_and_a_failed_publish_leaves_the
     let now = SystemClock.now();
     drain_to_bus(stores, now).await;
     events(stores, t, "order.placed", 5).await;
-    let failing = Publisher {
-        fail_after: Some(2),
-        ..Publisher::default()
-    };
-    assert!(
-        stores
-            .webhooks
-            .relay_via(100, now, &failing, HOLD)
-            .await
-            .is_err(),
-        "a publish failure is reported"
-    );
+    let failing = relay_to_failing_bus(stores, now, 2).await;
     assert_eq!(failing.ids().len(), 2);
     let good = Publisher::default();
     while stores

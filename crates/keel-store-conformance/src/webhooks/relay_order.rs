@@ -11,7 +11,7 @@ use keel_kernel::{
 };
 use keel_webhooks::{domain::Endpoint, service::fan_out};
 
-use super::{HOLD, Publisher, drain_to_bus, race_relays, relay_everything};
+use super::{HOLD, Publisher, drain_to_bus, race_relays, relay_everything, relay_to_failing_bus};
 use crate::{Stores, create, unique_slug};
 
 /// Records `first` and then `second`, whose time is a second earlier: created in that order
@@ -159,17 +159,7 @@ pub async fn the_bus_relay_publishes_in_number_order_and_a_resume_follows_it(sto
     let ids = created_one_way_relayed_the_other(stores, t).await;
     // The bus fails after one event: the numbers are committed, the rest waits for the next
     // pass, which publishes from where the last one got (again, if it got further unrecorded).
-    let failing = Publisher {
-        fail_after: Some(1),
-        ..Publisher::default()
-    };
-    assert!(
-        stores
-            .webhooks
-            .relay_via(100, now, &failing, HOLD)
-            .await
-            .is_err()
-    );
+    let failing = relay_to_failing_bus(stores, now, 1).await;
     let good = Publisher::default();
     stores
         .webhooks
@@ -246,17 +236,7 @@ pub async fn events_numbered_for_a_bus_that_never_got_them_are_relayed_without_i
     relay_everything(stores, now).await;
     let (first, second, other) = created_one_way_relayed_the_other(stores, t).await;
     // The bus is down: the events are numbered, none is published.
-    let down = Publisher {
-        fail_after: Some(0),
-        ..Publisher::default()
-    };
-    assert!(
-        stores
-            .webhooks
-            .relay_via(100, now, &down, HOLD)
-            .await
-            .is_err()
-    );
+    let down = relay_to_failing_bus(stores, now, 0).await;
     assert!(down.ids().is_empty());
     // The operator turns the bus off: the relay without one hands them on (fan-out and the
     // node's subscribers), numbered again.
