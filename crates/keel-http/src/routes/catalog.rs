@@ -178,8 +178,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ProductQuery {
         let q = get("q")
             .map(|q| {
                 let q = q.trim();
-                if q.is_empty() || q.chars().count() > 255 {
-                    Err(bad_query("`q` must be 1 to 255 characters."))
+                // No control characters: nothing stored has them (text fields refuse them), and
+                // PostgreSQL cannot take a NUL in a text parameter at all.
+                if q.is_empty() || q.chars().count() > 255 || q.chars().any(char::is_control) {
+                    Err(bad_query(
+                        "`q` must be 1 to 255 characters, without control characters.",
+                    ))
                 } else {
                     Ok(q.to_owned())
                 }
